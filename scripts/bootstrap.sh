@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Idempotent dependency bootstrap for clawbot.
+#   1. installs the Debian packages the build needs (only those missing);
+#   2. fetches llama.cpp from the pinned npm package node-llama-cpp (no install scripts run),
+#      verifies the tarball against the registry's integrity hash, clones the bundled git release,
+#      and builds libllama + ggml + llama-server + llama-bench into a cache outside the checkout.
+# Usage: scripts/bootstrap.sh [--no-engine] [--backend cpu|cuda|vulkan]
+# Prints the dependency prefix (the install dir) as its last line on stdout.
+set -euo pipefail
+
+NODE_LLAMA_CPP_VERSION=3.22.1
+NODE_LLAMA_CPP_INTEGRITY='sha512-bltIipuWmc123H7tMIgDGKSsSrhmhlQYeVUC48XTjVW7XGJJiJJyCdlTMzQ/LiWoPkGDpcL4FviDpgw7qfTiDw=='
+
+with_engine=1
+backend=${CLAWBOT_BACKEND:-cpu}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --no-engine) with_engine=0 ;;
+    --backend) backend=$2; shift ;;
+    *) echo "bootstrap: unknown option '$1'" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+step=""
+fail() {
+  echo "bootstrap: FAILED at step '$step': $1" >&2
+  [ -n "${2:-}" ] && echo "bootstrap: what to do: $2" >&2
+  exit 1
+}
+trap 'rc=$?; [ $rc -ne 0 ] && [ -n "$step" ] && echo "bootstrap: step \"$step\" exited with status $rc" >&2' EXIT
+log() { echo "bootstrap: $*" >&2; }
+
+# ---------------------------------------------------------------- 1. Debian packages
+step="debian packages"
+packages=(build-essential cmake ninja-build git pkg-config curl ca-certificates
+  libboost1.81-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
+  libssl-dev libsqlite3-dev libgtest-dev libgmock-dev nodejs npm)
+missing=()
+for p in "${packages[@]}"; do
+  # nodejs/npm may come from elsewhere (nvm, the image): accept the commands.
+  case "$p" in
+    nodejs) command -v node >/dev/null && continue ;;
+    npm) command -v npm >/dev/null && continue ;;
+  esac
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
+  export DEBIAN_FRONTEND=noninteractive
+  if ! "${sudo_cmd[@]}" apt-get install -y --no-install-recommends "${missing[@]}" >&2; then
+    "${sudo_cmd[@]}" apt-get update >&2 || fail "apt-get update failed" "check network access to the Debian mirror, or run as root / with sudo"
+    "${sudo_cmd[@]}" apt-get install -y --no-install-recommends "${missing[@]}" >&2 ||
+      fail "apt-get install ${missing[*]} failed" "run it by hand to see why (needs root and a Debian 12 package mirror)"
+  fi
+fi
+
+if [ "$with_engine" -eq 0 ]; then
+  step=""
+  echo "none"
+  exit 0
+fi
+
+# ---------------------------------------------------------------- 2. llama.cpp from node-llama-cpp
+cache_root=${XDG_CACHE_HOME:-$HOME/.cache}/clawbot/deps
+key="node-llama-cpp-${NODE_LLAMA_CPP_VERSION}-${backend}"
+prefix="$cache_root/$key"
+stamp="$prefix/.complete"
+if [ -f "$stamp" ]; then
+  log "llama.cpp found in cache: $prefix"
+  step=""
+  echo "$prefix"
+  exit 0
+fi
+
+mkdir -p "$cache_root"
+work="$cache_root/$key.work"
+rm -rf "$work"
+mkdir -p "$work"
+
+step="npm pack node-llama-cpp@$NODE_LLAMA_CPP_VERSION"
+log "$step (no install scripts run)"
+(cd "$work" && npm pack --silent --ignore-scripts "node-llama-cpp@$NODE_LLAMA_CPP_VERSION" >pack.out 2>pack.err) ||
+  fail "$(tail -3 "$work/pack.err")" "check that the npm registry is reachable (npm ping) and that npm works"
+tarball="$work/$(tail -1 "$work/pack.out")"
+[ -f "$tarball" ] || fail "npm pack produced no tarball" "run 'npm pack node-llama-cpp@$NODE_LLAMA_CPP_VERSION' by hand"
+
+step="verify tarball integrity"
+algo=${NODE_LLAMA_CPP_INTEGRITY%%-*}
+want=${NODE_LLAMA_CPP_INTEGRITY#*-}
+got=$(openssl dgst "-$algo" -binary "$tarball" | base64 -w0)
+[ "$got" = "$want" ] || fail "tarball hash $algo-$got does not match the pinned $NODE_LLAMA_CPP_INTEGRITY" \
+  "the registry served different bytes: do not build from it; check the pinned version and integrity in scripts/bootstrap.sh"
+log "integrity ok ($algo)"
+
+step="extract git bundle"
+tar -xzf "$tarball" -C "$work" package/llama/gitRelease.bundle package/llama/binariesGithubRelease.json 2>/dev/null ||
+  tar -xzf "$tarball" -C "$work" package/llama/gitRelease.bundle ||
+  fail "the tarball has no llama/gitRelease.bundle" "the pinned node-llama-cpp version must ship the llama.cpp bundle"
+
+step="git clone bundle"
+git clone --quiet "$work/package/llama/gitRelease.bundle" "$work/llama.cpp" >&2 ||
+  fail "git clone of the bundle failed" "check free disk space in $cache_root"
+tag=$(sed -n 's/.*"release": *"\([^"]*\)".*/\1/p' "$work/package/llama/binariesGithubRelease.json" 2>/dev/null || true)
+release="${tag:-unknown} ($(git -C "$work/llama.cpp" rev-parse --short HEAD))"
+log "llama.cpp release $release"
+
+step="configure llama.cpp ($backend)"
+cmake_args=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$prefix"
+  -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
+  -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON -DLLAMA_CURL=OFF -DGGML_NATIVE=ON
+  -DCMAKE_INSTALL_RPATH="$prefix/lib" -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON)
+case "$backend" in
+  cpu) ;;
+  cuda) cmake_args+=(-DGGML_CUDA=ON) ;;
+  vulkan) cmake_args+=(-DGGML_VULKAN=ON) ;;
+  *) fail "unknown backend '$backend'" "use cpu, cuda or vulkan" ;;
+esac
+cmake -S "$work/llama.cpp" -B "$work/build" "${cmake_args[@]}" >"$work/configure.log" 2>&1 ||
+  fail "cmake configure failed (log: $work/configure.log)" "read the log; for cuda/vulkan the toolkit must be installed"
+
+step="build llama.cpp"
+jobs=${CLAWBOT_BUILD_JOBS:-$(nproc)}
+log "building libllama, ggml, llama-server, llama-bench with $jobs jobs (first time only; minutes)"
+cmake --build "$work/build" -j "$jobs" --target llama ggml llama-server llama-bench >"$work/build.log" 2>&1 ||
+  fail "build failed (log: $work/build.log)" "read the tail of the log; free memory/disk and rerun"
+
+step="install llama.cpp"
+# Only what we built: the top level (libllama, headers, CMake config) without its subfolders, then ggml and src.
+# A plain `cmake --install` would also want every tool we did not build.
+{
+  cmake -DCMAKE_INSTALL_LOCAL_ONLY=ON -DCMAKE_INSTALL_PREFIX="$prefix" -P "$work/build/cmake_install.cmake" &&
+    cmake -DCMAKE_INSTALL_PREFIX="$prefix" -P "$work/build/ggml/cmake_install.cmake" &&
+    cmake -DCMAKE_INSTALL_PREFIX="$prefix" -P "$work/build/src/cmake_install.cmake"
+} >"$work/install.log" 2>&1 || fail "install failed (log: $work/install.log)" "check free disk space in $cache_root"
+mkdir -p "$prefix/bin"
+for b in llama-server llama-bench; do
+  cp -f "$work/build/bin/$b" "$prefix/bin/$b"
+done
+# the tools' own shared libraries (libllama-server-impl.so and the like) sit beside libllama
+cp -a "$work/build/bin/"*.so* "$prefix/lib/"
+"$prefix/bin/llama-server" --version >/dev/null 2>&1 || fail "the built llama-server does not start" "read $work/build.log"
+echo "$release" >"$prefix/LLAMA_RELEASE"
+touch "$stamp"
+# keep the source checkout next to the install: later benchmarks and readers of tools/server use it
+rm -rf "$prefix/src" && mv "$work/llama.cpp" "$prefix/src"
+rm -rf "$work"
+step=""
+log "llama.cpp $release ready in $prefix"
+echo "$prefix"

@@ -1,0 +1,272 @@
+#include "common/http_server.h"
+
+#include <optional>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <spdlog/spdlog.h>
+
+namespace clawbot::http {
+namespace {
+
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+constexpr const char* server_name = "clawbot";
+
+http::status to_status(int status) { return static_cast<http::status>(status); }
+
+// After answering a request we will not read (413, a broken request), close the way nginx's lingering close
+// does: stop sending, then drain what the client still sends for a moment, so the kernel does not reset the
+// connection and destroy the answer before the client reads it.
+asio::awaitable<void> lingering_close(beast::tcp_stream& stream) {
+  beast::error_code ec;
+  stream.socket().shutdown(tcp::socket::shutdown_send, ec);
+  std::array<char, 16384> sink{};
+  stream.expires_after(std::chrono::seconds(2));
+  std::size_t drained = 0;
+  while (drained < (64u << 20)) {
+    auto [rec, n] = co_await stream.async_read_some(asio::buffer(sink), use_tuple);
+    if (rec) break;
+    drained += n;
+  }
+  stream.socket().close(ec);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- Exchange
+
+Exchange::Exchange(beast::tcp_stream& stream, Request request, const ServerLimits& limits)
+    : stream_(stream), request_(std::move(request)), limits_(limits), keep_alive_(request_.keep_alive()) {}
+
+std::string_view Exchange::path() const noexcept {
+  std::string_view target(request_.target().data(), request_.target().size());
+  return target.substr(0, target.find('?'));
+}
+
+asio::awaitable<void> Exchange::respond_json(int status, const nlohmann::json& body,
+                                             std::vector<std::pair<std::string, std::string>> headers) {
+  responded_ = true;
+  http::response<http::string_body> res{to_status(status), request_.version()};
+  res.set(http::field::server, server_name);
+  res.set(http::field::content_type, "application/json");
+  for (auto& [name, value] : headers) res.set(name, value);
+  res.keep_alive(keep_alive_);
+  res.body() = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  res.prepare_payload();
+  stream_.expires_after(limits_.write_timeout);
+  auto [ec, n] = co_await http::async_write(stream_, res, use_tuple);
+  if (ec) keep_alive_ = false;
+}
+
+asio::awaitable<void> Exchange::respond_error(const Error& error,
+                                              std::vector<std::pair<std::string, std::string>> headers) {
+  co_await respond_json(http_status(error.kind), to_json(error), std::move(headers));
+}
+
+asio::awaitable<bool> Exchange::sse_start() {
+  responded_ = true;
+  sse_started_ = true;
+  http::response<http::empty_body> res{http::status::ok, request_.version()};
+  res.set(http::field::server, server_name);
+  res.set(http::field::content_type, "text/event-stream");
+  res.set(http::field::cache_control, "no-cache");
+  res.set("X-Accel-Buffering", "no");  // tell nginx-like proxies not to buffer the stream
+  res.keep_alive(keep_alive_);
+  res.chunked(true);
+  http::response_serializer<http::empty_body> sr{res};
+  stream_.expires_after(limits_.write_timeout);
+  auto [ec, n] = co_await http::async_write_header(stream_, sr, use_tuple);
+  if (ec) keep_alive_ = false;
+  co_return !ec;
+}
+
+asio::awaitable<bool> Exchange::write_chunk(std::string payload) {
+  if (!keep_alive_ && !sse_started_) co_return false;
+  stream_.expires_after(limits_.write_timeout);
+  auto [ec, n] = co_await asio::async_write(stream_, http::make_chunk(asio::buffer(payload)), use_tuple);
+  if (ec) {
+    keep_alive_ = false;
+    sse_started_ = false;  // nothing more can be written
+    co_return false;
+  }
+  co_return true;
+}
+
+asio::awaitable<bool> Exchange::sse_data(std::string_view data) {
+  std::string payload;
+  payload.reserve(data.size() + 8);
+  payload.append("data: ").append(data).append("\n\n");
+  co_return co_await write_chunk(std::move(payload));
+}
+
+asio::awaitable<bool> Exchange::sse_comment(std::string_view text) {
+  co_return co_await write_chunk(": " + std::string(text) + "\n\n");
+}
+
+asio::awaitable<void> Exchange::sse_finish() {
+  if (!sse_started_) co_return;
+  if (!co_await write_chunk("data: [DONE]\n\n")) co_return;
+  stream_.expires_after(limits_.write_timeout);
+  auto [ec, n] = co_await asio::async_write(stream_, http::make_chunk_last(), use_tuple);
+  if (ec) keep_alive_ = false;
+}
+
+// ---------------------------------------------------------------- Router
+
+void Router::add(Verb method, std::string path, Handler handler) {
+  routes_.push_back({method, std::move(path), std::move(handler)});
+}
+
+asio::awaitable<void> Router::dispatch(Exchange& exchange) const {
+  const std::string_view path = exchange.path();
+  std::string allowed;
+  for (const auto& route : routes_) {
+    if (route.path != path) continue;
+    if (route.method == exchange.request().method()) {
+      co_await route.handler(exchange);
+      co_return;
+    }
+    if (!allowed.empty()) allowed += ", ";
+    allowed += std::string(http::to_string(route.method));
+  }
+  // (Named locals, not braced temporaries inside co_await: GCC 12 miscompiles the latter.)
+  if (!allowed.empty()) {
+    const Error error{ErrorKind::method_not_allowed,
+                      "method " + std::string(exchange.request().method_string()) + " is not allowed on " +
+                          std::string(path) + "; use " + allowed,
+                      {}, {}};
+    std::vector<std::pair<std::string, std::string>> headers;
+    headers.emplace_back("Allow", allowed);
+    co_await exchange.respond_error(error, std::move(headers));
+    co_return;
+  }
+  const Error error{ErrorKind::not_found,
+                    "no route " + std::string(path) + " (see GET /v1/models for what this server offers)", {}, {}};
+  co_await exchange.respond_error(error);
+}
+
+// ---------------------------------------------------------------- Server
+
+struct Server::State : std::enable_shared_from_this<Server::State> {
+  asio::io_context& io;
+  std::shared_ptr<const Router> router;
+  ServerLimits limits;
+  tcp::acceptor acceptor;
+
+  State(asio::io_context& io_, std::shared_ptr<const Router> r, ServerLimits l)
+      : io(io_), router(std::move(r)), limits(l), acceptor(io_) {}
+
+  asio::awaitable<void> accept_loop() {
+    auto self = shared_from_this();
+    for (;;) {
+      // Each session on its own strand: a tcp_stream's timer and I/O must not run on two threads at once.
+      auto [ec, socket] = co_await acceptor.async_accept(asio::make_strand(io), use_tuple);
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+      if (ec) {
+        spdlog::warn("accept failed: {}", ec.message());
+        continue;
+      }
+      asio::co_spawn(socket.get_executor(), session(beast::tcp_stream(std::move(socket))), asio::detached);
+    }
+  }
+
+  asio::awaitable<void> session(beast::tcp_stream stream) {
+    auto self = shared_from_this();
+    beast::flat_buffer buffer;
+    for (;;) {
+      http::request_parser<http::string_body> parser;
+      parser.body_limit(limits.max_body_bytes);
+      parser.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
+      stream.expires_after(limits.idle_timeout);
+      auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_tuple);
+      if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
+          ec == beast::error::timeout || ec == asio::error::operation_aborted) {
+        break;
+      }
+      if (ec) {
+        Request req;
+        req.version(11);
+        req.keep_alive(false);
+        Exchange reply(stream, std::move(req), limits);
+        Error error{ErrorKind::invalid_request, "malformed HTTP request: " + ec.message(), {}, "bad_http"};
+        int status = 400;
+        if (ec == http::error::body_limit) {
+          error = Error{ErrorKind::payload_too_large,
+                        "request body is larger than this server's limit of " +
+                            std::to_string(limits.max_body_bytes) + " bytes",
+                        {}, {}};
+          status = 413;
+        } else if (ec == http::error::header_limit) {
+          error = Error{ErrorKind::invalid_request,
+                        "request headers are larger than " + std::to_string(limits.max_header_bytes) + " bytes",
+                        {}, "headers_too_large"};
+          status = 431;
+        }
+        const nlohmann::json body = to_json(error);
+        co_await reply.respond_json(status, body);
+        co_await lingering_close(stream);
+        co_return;
+      }
+
+      Exchange exchange(stream, parser.release(), limits);
+      std::optional<Error> failure;  // co_await may not appear inside a catch handler
+      try {
+        co_await router->dispatch(exchange);
+      } catch (const ClawbotError& e) {
+        failure = e.error();
+      } catch (const std::exception& e) {
+        spdlog::error("handler for {} failed: {}", exchange.path(), e.what());
+        failure = Error{ErrorKind::internal, std::string("internal error: ") + e.what(), {}, {}};
+      }
+      if (failure && !exchange.responded()) co_await exchange.respond_error(*failure);
+      if (exchange.sse_started()) co_await exchange.sse_finish();
+      if (!exchange.keep_alive()) break;
+    }
+    beast::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  }
+};
+
+Server::Server(asio::io_context& io, std::shared_ptr<const Router> router, ServerLimits limits)
+    : state_(std::make_shared<State>(io, std::move(router), limits)) {}
+
+Server::~Server() { stop(); }
+
+unsigned short Server::listen(const std::string& host, unsigned short port) {
+  beast::error_code ec;
+  const auto address = asio::ip::make_address(host, ec);
+  if (ec) throw std::runtime_error("--host '" + host + "' is not an IPv4 or IPv6 address");
+  const tcp::endpoint endpoint(address, port);
+  auto& acceptor = state_->acceptor;
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor.bind(endpoint, ec);
+  if (ec) {
+    throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) + ": " + ec.message() +
+                             (ec == asio::error::address_in_use ? " (another server uses this port? pick --port)"
+                                                                : ""));
+  }
+  acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) + ": " + ec.message());
+  asio::co_spawn(state_->io, state_->accept_loop(), asio::detached);
+  return acceptor.local_endpoint().port();
+}
+
+void Server::stop() {
+  if (!state_) return;
+  asio::post(state_->io, [state = state_] {
+    beast::error_code ignored;
+    state->acceptor.close(ignored);
+  });
+}
+
+}  // namespace clawbot::http

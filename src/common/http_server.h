@@ -1,0 +1,99 @@
+// A small HTTP/1.1 server on Boost.Beast with C++20 coroutines: routing, body limits, JSON replies and
+// server-sent events. Handlers know nothing of sockets; they answer through an Exchange.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+
+namespace clawbot::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+using Request = beast::http::request<beast::http::string_body>;
+using Verb = beast::http::verb;
+
+struct ServerLimits {
+  std::size_t max_body_bytes = 8u << 20;
+  std::size_t max_header_bytes = 16u << 10;
+  std::chrono::seconds idle_timeout{60};   // waiting for (the rest of) a request
+  std::chrono::seconds write_timeout{60};  // one write to a client that does not read
+  std::chrono::seconds sse_keepalive{10};  // comment sent on a quiet stream
+};
+
+// One request and its answer. Exactly one of respond_* or an SSE sequence is used.
+class Exchange {
+ public:
+  Exchange(beast::tcp_stream& stream, Request request, const ServerLimits& limits);
+
+  const Request& request() const noexcept { return request_; }
+  std::string_view path() const noexcept;  // the target without its query
+  bool responded() const noexcept { return responded_; }
+  bool keep_alive() const noexcept { return keep_alive_; }
+  asio::any_io_executor executor() { return stream_.get_executor(); }
+  const ServerLimits& limits() const noexcept { return limits_; }
+
+  asio::awaitable<void> respond_json(int status, const nlohmann::json& body,
+                                     std::vector<std::pair<std::string, std::string>> headers = {});
+  asio::awaitable<void> respond_error(const Error& error,
+                                      std::vector<std::pair<std::string, std::string>> headers = {});
+
+  // Server-sent events. Each returns false once the client is gone.
+  asio::awaitable<bool> sse_start();
+  asio::awaitable<bool> sse_data(std::string_view data);    // "data: <data>\n\n"
+  asio::awaitable<bool> sse_comment(std::string_view text); // ": <text>\n\n", a keep-alive
+  asio::awaitable<void> sse_finish();                       // "data: [DONE]" and the end of the body
+  bool sse_started() const noexcept { return sse_started_; }
+
+ private:
+  asio::awaitable<bool> write_chunk(std::string payload);
+  beast::tcp_stream& stream_;
+  Request request_;
+  const ServerLimits& limits_;
+  bool responded_ = false;
+  bool sse_started_ = false;
+  bool keep_alive_ = true;
+};
+
+using Handler = std::function<asio::awaitable<void>(Exchange&)>;
+
+// Exact-path routes; an unknown path is 404, a known path with another method 405 with Allow.
+class Router {
+ public:
+  void add(Verb method, std::string path, Handler handler);
+  asio::awaitable<void> dispatch(Exchange& exchange) const;
+
+ private:
+  struct Route {
+    Verb method;
+    std::string path;
+    Handler handler;
+  };
+  std::vector<Route> routes_;
+};
+
+class Server {
+ public:
+  Server(asio::io_context& io, std::shared_ptr<const Router> router, ServerLimits limits);
+  ~Server();
+  // Binds and starts accepting; returns the port (useful with port 0). Throws std::runtime_error on failure.
+  unsigned short listen(const std::string& host, unsigned short port);
+  void stop();  // stops accepting; open sessions end after their current exchange
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace clawbot::http

@@ -1,0 +1,131 @@
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <mutex>
+
+#include <llama.h>
+#include <spdlog/spdlog.h>
+
+#include "engine/engine.h"
+
+namespace clawbot::engine {
+namespace {
+
+std::mutex log_mutex;
+std::string log_line;       // llama logs arrive in fragments; assemble whole lines
+std::string last_error;     // the last error libllama logged, for our own messages
+bool log_verbose = false;
+ggml_log_level log_line_level = GGML_LOG_LEVEL_INFO;
+
+void route_llama_log(ggml_log_level level, const char* text, void* /*user*/) {
+  std::lock_guard lock(log_mutex);
+  if (level != GGML_LOG_LEVEL_CONT) log_line_level = level;
+  log_line += text;
+  if (log_line.empty() || log_line.back() != '\n') return;
+  log_line.pop_back();
+  switch (log_line_level) {
+    case GGML_LOG_LEVEL_ERROR:
+      last_error = log_line;
+      if (log_verbose) spdlog::error("llama: {}", log_line);
+      break;
+    case GGML_LOG_LEVEL_WARN:
+      if (log_verbose) spdlog::warn("llama: {}", log_line);
+      break;
+    default:
+      if (log_verbose) spdlog::debug("llama: {}", log_line);
+  }
+  log_line.clear();
+}
+
+std::string take_last_llama_error() {
+  std::lock_guard lock(log_mutex);
+  std::string e = std::move(last_error);
+  last_error.clear();
+  return e;
+}
+
+bool progress_bar(float progress, void* /*user*/) {
+  constexpr int width = 40;
+  const int filled = std::clamp(static_cast<int>(progress * width), 0, width);
+  std::fprintf(stderr, "\rloading model [%s%s] %3d%%", std::string(static_cast<size_t>(filled), '#').c_str(),
+               std::string(static_cast<size_t>(width - filled), ' ').c_str(), static_cast<int>(progress * 100));
+  if (progress >= 1.0f) std::fputc('\n', stderr);
+  std::fflush(stderr);
+  return true;
+}
+
+}  // namespace
+
+void init_backend(bool verbose) {
+  static std::once_flag once;
+  {
+    std::lock_guard lock(log_mutex);
+    log_verbose = verbose;
+  }
+  std::call_once(once, [] {
+    llama_log_set(route_llama_log, nullptr);
+    llama_backend_init();
+  });
+}
+
+std::string llama_release() { return CLAWBOT_LLAMA_RELEASE; }
+
+void Model::Deleter::operator()(llama_model* m) const noexcept { llama_model_free(m); }
+
+Model::Model(Model&&) noexcept = default;
+Model& Model::operator=(Model&&) noexcept = default;
+Model::~Model() = default;
+
+Model Model::load(const ModelOptions& options) {
+  init_backend(false);
+  check_gguf_file(options.path);
+
+  llama_model_params params = llama_model_default_params();
+  params.vocab_only = options.vocab_only;
+  params.n_gpu_layers = options.n_gpu_layers;
+  if (options.show_progress && isatty(STDERR_FILENO)) {
+    params.progress_callback = progress_bar;
+  } else {
+    params.progress_callback = [](float, void*) { return true; };  // silences libllama's dots
+  }
+  Model model;
+  model.model_.reset(llama_model_load_from_file(options.path.c_str(), params));
+  if (!model.model_) {
+    std::string why = take_last_llama_error();
+    throw ModelFileError("cannot load model '" + options.path + "'" + (why.empty() ? "" : ": " + why));
+  }
+
+  ModelInfo& info = model.info_;
+  info.path = options.path;
+  info.name = std::filesystem::path(options.path).stem().string();
+  info.architecture = model.meta("general.architecture").value_or("unknown");
+  char desc[256] = {};
+  llama_model_desc(model.get(), desc, sizeof desc);
+  info.description = desc;
+  if (const char* tmpl = llama_model_chat_template(model.get(), nullptr)) info.chat_template = tmpl;
+  info.n_ctx_train = llama_model_n_ctx_train(model.get());
+  info.n_params = llama_model_n_params(model.get());
+  info.size_bytes = llama_model_size(model.get());
+  info.n_vocab = llama_vocab_n_tokens(model.vocab());
+  info.n_layer = llama_model_n_layer(model.get());
+  info.n_embd = llama_model_n_embd(model.get());
+  const auto causal = model.meta(info.architecture + ".attention.causal");
+  info.is_embedding = llama_model_has_encoder(model.get()) || (causal && *causal == "false") ||
+                      model.meta(info.architecture + ".pooling_type").has_value();
+  return model;
+}
+
+std::optional<std::string> Model::meta(const std::string& key) const {
+  const int32_t n = llama_model_meta_val_str(model_.get(), key.c_str(), nullptr, 0);
+  if (n < 0) return std::nullopt;
+  std::string value(static_cast<size_t>(n) + 1, '\0');
+  llama_model_meta_val_str(model_.get(), key.c_str(), value.data(), value.size());
+  value.resize(static_cast<size_t>(n));
+  return value;
+}
+
+const llama_vocab* Model::vocab() const noexcept { return llama_model_get_vocab(model_.get()); }
+
+}  // namespace clawbot::engine

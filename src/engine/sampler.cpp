@@ -1,0 +1,40 @@
+#include <llama.h>
+
+#include "engine/engine.h"
+
+namespace clawbot::engine {
+
+void Sampler::Deleter::operator()(llama_sampler* s) const noexcept { llama_sampler_free(s); }
+
+Sampler::Sampler(const SamplingParams& p, const Model& /*model*/) {
+  llama_sampler_chain_params chain_params = llama_sampler_chain_default_params();
+  chain_params.no_perf = true;
+  chain_.reset(llama_sampler_chain_init(chain_params));
+  if (!chain_) throw EngineError("cannot create the sampler chain");
+  llama_sampler* chain = chain_.get();
+  // Order as llama.cpp's common sampling: penalties, then truncation, then temperature, then the draw.
+  if (p.repeat_penalty != 1.0f || p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f) {
+    llama_sampler_chain_add(chain, llama_sampler_init_penalties(p.repeat_last_n, p.repeat_penalty,
+                                                                p.frequency_penalty, p.presence_penalty));
+  }
+  if (p.temperature <= 0.0f) {
+    llama_sampler_chain_add(chain, llama_sampler_init_greedy());
+    return;
+  }
+  if (p.top_k > 0) llama_sampler_chain_add(chain, llama_sampler_init_top_k(p.top_k));
+  if (p.top_p < 1.0f) llama_sampler_chain_add(chain, llama_sampler_init_top_p(p.top_p, 1));
+  if (p.min_p > 0.0f) llama_sampler_chain_add(chain, llama_sampler_init_min_p(p.min_p, 1));
+  llama_sampler_chain_add(chain, llama_sampler_init_temp(p.temperature));
+  llama_sampler_chain_add(chain, llama_sampler_init_dist(p.seed));
+}
+
+Sampler::Sampler(Sampler&&) noexcept = default;
+Sampler& Sampler::operator=(Sampler&&) noexcept = default;
+Sampler::~Sampler() = default;
+
+Token Sampler::sample(Context& context, int row) {
+  // llama_sampler_sample also accepts the token into the chain (penalties see it).
+  return llama_sampler_sample(chain_.get(), context.get(), row);
+}
+
+}  // namespace clawbot::engine

@@ -1,0 +1,119 @@
+#include <climits>
+
+#include <llama.h>
+
+#include "engine/engine.h"
+
+namespace clawbot::engine {
+
+Tokenizer::Tokenizer(const Model& model) : vocab_(model.vocab()) {}
+
+std::vector<Token> Tokenizer::tokenize(std::string_view text, bool add_special, bool parse_special) const {
+  if (text.size() > static_cast<size_t>(INT32_MAX)) throw EngineError("text too long to tokenize");
+  const auto len = static_cast<int32_t>(text.size());
+  std::vector<Token> tokens(text.size() / 2 + 8);
+  int32_t n = llama_tokenize(vocab_, text.data(), len, tokens.data(), static_cast<int32_t>(tokens.size()),
+                             add_special, parse_special);
+  if (n == INT32_MIN) throw EngineError("text too long to tokenize");
+  if (n < 0) {
+    tokens.resize(static_cast<size_t>(-n));
+    n = llama_tokenize(vocab_, text.data(), len, tokens.data(), static_cast<int32_t>(tokens.size()), add_special,
+                       parse_special);
+    if (n < 0) throw EngineError("tokenization failed");
+  }
+  tokens.resize(static_cast<size_t>(n));
+  return tokens;
+}
+
+std::string Tokenizer::piece(Token token, bool render_special) const {
+  std::string out(16, '\0');
+  int32_t n = llama_token_to_piece(vocab_, token, out.data(), static_cast<int32_t>(out.size()), 0, render_special);
+  if (n < 0) {
+    out.resize(static_cast<size_t>(-n));
+    n = llama_token_to_piece(vocab_, token, out.data(), static_cast<int32_t>(out.size()), 0, render_special);
+  }
+  out.resize(n < 0 ? 0 : static_cast<size_t>(n));
+  return out;
+}
+
+std::string Tokenizer::detokenize(std::span<const Token> tokens, bool render_special) const {
+  std::string out(tokens.size() * 4 + 16, '\0');
+  const auto count = static_cast<int32_t>(tokens.size());
+  int32_t n = llama_detokenize(vocab_, tokens.data(), count, out.data(), static_cast<int32_t>(out.size()), false,
+                               render_special);
+  if (n < 0) {
+    out.resize(static_cast<size_t>(-n));
+    n = llama_detokenize(vocab_, tokens.data(), count, out.data(), static_cast<int32_t>(out.size()), false,
+                         render_special);
+  }
+  out.resize(n < 0 ? 0 : static_cast<size_t>(n));
+  return out;
+}
+
+bool Tokenizer::is_end_of_generation(Token token) const { return llama_vocab_is_eog(vocab_, token); }
+Token Tokenizer::bos() const { return llama_vocab_bos(vocab_); }
+Token Tokenizer::eos() const { return llama_vocab_eos(vocab_); }
+std::int32_t Tokenizer::n_vocab() const { return llama_vocab_n_tokens(vocab_); }
+
+namespace {
+
+// Length of the UTF-8 sequence a lead byte starts; 0 for a continuation or invalid byte.
+size_t utf8_sequence_length(unsigned char lead) {
+  if (lead < 0x80) return 1;
+  if ((lead & 0xE0) == 0xC0) return 2;
+  if ((lead & 0xF0) == 0xE0) return 3;
+  if ((lead & 0xF8) == 0xF0) return 4;
+  return 0;
+}
+
+constexpr std::string_view replacement_char = "\xEF\xBF\xBD";
+
+}  // namespace
+
+std::string Utf8StreamDecoder::push(std::string_view bytes) {
+  pending_.append(bytes);
+  std::string out;
+  size_t i = 0;
+  while (i < pending_.size()) {
+    const auto lead = static_cast<unsigned char>(pending_[i]);
+    const size_t len = utf8_sequence_length(lead);
+    if (len == 0) {  // a stray byte: never emit invalid UTF-8
+      out.append(replacement_char);
+      ++i;
+      continue;
+    }
+    if (i + len > pending_.size()) {
+      // Incomplete: hold it back unless a byte already seen proves it broken.
+      bool broken = false;
+      for (size_t k = i + 1; k < pending_.size(); ++k) {
+        if ((static_cast<unsigned char>(pending_[k]) & 0xC0) != 0x80) broken = true;
+      }
+      if (!broken) break;
+      out.append(replacement_char);
+      ++i;
+      continue;
+    }
+    bool valid = true;
+    for (size_t k = i + 1; k < i + len; ++k) {
+      if ((static_cast<unsigned char>(pending_[k]) & 0xC0) != 0x80) valid = false;
+    }
+    if (valid) {
+      out.append(pending_, i, len);
+      i += len;
+    } else {
+      out.append(replacement_char);
+      ++i;
+    }
+  }
+  pending_.erase(0, i);
+  return out;
+}
+
+std::string Utf8StreamDecoder::flush() {
+  // Whatever is held back is one incomplete sequence.
+  std::string out = pending_.empty() ? std::string() : std::string(replacement_char);
+  pending_.clear();
+  return out;
+}
+
+}  // namespace clawbot::engine

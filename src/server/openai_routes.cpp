@@ -1,0 +1,407 @@
+#include "server/openai_routes.h"
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <random>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+namespace clawbot::server {
+namespace {
+
+using nlohmann::json;
+namespace asio = boost::asio;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+// ---------------------------------------------------------------- request validation
+
+std::string describe(const json& v) {
+  std::string s = v.dump();
+  if (s.size() > 60) s = s.substr(0, 57) + "...";
+  return s;
+}
+
+json parse_body(const http::Exchange& ex) {
+  const auto& body = ex.request().body();
+  json parsed = json::parse(body, nullptr, false);
+  if (parsed.is_discarded()) {
+    // parse again with exceptions for a message that says where
+    try {
+      (void)json::parse(body);
+    } catch (const json::parse_error& e) {
+      throw_invalid(std::string("request body is not valid JSON: ") + e.what(), "", "invalid_json");
+    }
+    throw_invalid("request body is not valid JSON", "", "invalid_json");
+  }
+  if (!parsed.is_object()) throw_invalid("request body must be a JSON object, got " + describe(parsed));
+  return parsed;
+}
+
+std::optional<double> number_field(const json& body, const char* key, double min, double max) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) return std::nullopt;
+  if (!it->is_number()) {
+    throw_invalid(std::string("'") + key + "' must be a number, got " + describe(*it), key);
+  }
+  const double v = it->get<double>();
+  if (!std::isfinite(v) || v < min || v > max) {
+    throw_invalid(std::string("'") + key + "' must be between " + describe(json(min)) + " and " +
+                      describe(json(max)) + ", got " + describe(*it),
+                  key);
+  }
+  return v;
+}
+
+std::optional<long long> integer_field(const json& body, const char* key, long long min, long long max) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) return std::nullopt;
+  const bool integral =
+      it->is_number_integer() || (it->is_number_float() && std::floor(it->get<double>()) == it->get<double>());
+  if (!integral) throw_invalid(std::string("'") + key + "' must be an integer, got " + describe(*it), key);
+  const double v = it->get<double>();
+  if (v < static_cast<double>(min) || v > static_cast<double>(max)) {
+    throw_invalid(std::string("'") + key + "' must be between " + std::to_string(min) + " and " +
+                      std::to_string(max) + ", got " + describe(*it),
+                  key);
+  }
+  return static_cast<long long>(v);
+}
+
+bool bool_field(const json& body, const char* key, bool fallback) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) return fallback;
+  if (!it->is_boolean()) throw_invalid(std::string("'") + key + "' must be true or false, got " + describe(*it), key);
+  return it->get<bool>();
+}
+
+std::vector<std::string> stop_field(const json& body) {
+  auto it = body.find("stop");
+  if (it == body.end() || it->is_null()) return {};
+  std::vector<std::string> stops;
+  if (it->is_string()) {
+    stops.push_back(it->get<std::string>());
+  } else if (it->is_array()) {
+    if (it->size() > 4) throw_invalid("'stop' may hold at most 4 strings, got " + std::to_string(it->size()), "stop");
+    for (const auto& s : *it) {
+      if (!s.is_string()) throw_invalid("'stop' must be a string or an array of strings, got " + describe(*it), "stop");
+      stops.push_back(s.get<std::string>());
+    }
+  } else {
+    throw_invalid("'stop' must be a string or an array of strings, got " + describe(*it), "stop");
+  }
+  std::erase_if(stops, [](const std::string& s) { return s.empty(); });
+  return stops;
+}
+
+struct CommonRequest {
+  engine::SamplingParams sampling;
+  int max_tokens = 0;
+  std::vector<std::string> stop;
+  bool stream = false;
+  bool include_usage = false;
+};
+
+CommonRequest parse_common(const json& body, std::uint32_t n_ctx) {
+  if (auto it = body.find("model"); it != body.end() && !it->is_null() && !it->is_string()) {
+    throw_invalid("'model' must be a string, got " + describe(*it), "model");
+  }
+  CommonRequest r;
+  if (auto v = number_field(body, "temperature", 0.0, 2.0)) r.sampling.temperature = static_cast<float>(*v);
+  if (auto v = number_field(body, "top_p", 0.0, 1.0)) r.sampling.top_p = static_cast<float>(*v);
+  if (auto v = number_field(body, "min_p", 0.0, 1.0)) r.sampling.min_p = static_cast<float>(*v);
+  if (auto v = integer_field(body, "top_k", 0, 1'000'000)) r.sampling.top_k = static_cast<int>(*v);
+  if (auto v = number_field(body, "repeat_penalty", 0.0, 10.0)) r.sampling.repeat_penalty = static_cast<float>(*v);
+  if (auto v = number_field(body, "frequency_penalty", -2.0, 2.0)) {
+    r.sampling.frequency_penalty = static_cast<float>(*v);
+  }
+  if (auto v = number_field(body, "presence_penalty", -2.0, 2.0)) r.sampling.presence_penalty = static_cast<float>(*v);
+  if (auto v = integer_field(body, "seed", INT64_MIN, INT64_MAX)) {
+    r.sampling.seed = static_cast<std::uint32_t>(static_cast<unsigned long long>(*v) & 0xFFFFFFFFull);
+    if (r.sampling.seed == engine::random_seed) r.sampling.seed = 0xFFFFFFFE;
+  }
+  // max_completion_tokens is the newer name; both are accepted.
+  for (const char* key : {"max_tokens", "max_completion_tokens"}) {
+    if (auto v = integer_field(body, key, 1, n_ctx)) r.max_tokens = static_cast<int>(*v);
+  }
+  if (auto v = integer_field(body, "n", 1, 128); v && *v != 1) {
+    throw_invalid("'n' must be 1 on this server for now (one choice per request), got " + std::to_string(*v), "n");
+  }
+  r.stop = stop_field(body);
+  r.stream = bool_field(body, "stream", false);
+  if (auto it = body.find("stream_options"); it != body.end() && !it->is_null()) {
+    if (!it->is_object()) throw_invalid("'stream_options' must be an object, got " + describe(*it), "stream_options");
+    r.include_usage = bool_field(*it, "include_usage", false);
+  }
+  return r;
+}
+
+std::string message_text(const json& content, const std::string& where) {
+  if (content.is_string()) return content.get<std::string>();
+  if (content.is_array()) {  // [{"type":"text","text":"..."}]
+    std::string text;
+    for (size_t i = 0; i < content.size(); ++i) {
+      const auto& part = content[i];
+      const std::string part_where = where + "[" + std::to_string(i) + "]";
+      if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+          !part["text"].is_string()) {
+        throw_invalid("'" + part_where + "' must be {\"type\":\"text\",\"text\":string}; this model reads text only",
+                      part_where);
+      }
+      text += part["text"].get<std::string>();
+    }
+    return text;
+  }
+  throw_invalid("'" + where + "' must be a string or an array of text parts, got " + describe(content), where);
+}
+
+std::vector<engine::ChatMessage> parse_messages(const json& body) {
+  auto it = body.find("messages");
+  if (it == body.end()) throw_invalid("'messages' is required", "messages");
+  if (!it->is_array()) throw_invalid("'messages' must be an array of messages, got " + describe(*it), "messages");
+  if (it->empty()) throw_invalid("'messages' must hold at least one message", "messages");
+  static const std::vector<std::string> roles{"system", "developer", "user", "assistant", "tool"};
+  std::vector<engine::ChatMessage> messages;
+  for (size_t i = 0; i < it->size(); ++i) {
+    const auto& m = (*it)[i];
+    const std::string where = "messages[" + std::to_string(i) + "]";
+    if (!m.is_object()) throw_invalid("'" + where + "' must be an object, got " + describe(m), where);
+    auto role = m.find("role");
+    if (role == m.end() || !role->is_string()) {
+      throw_invalid("'" + where + ".role' must be one of system, developer, user, assistant, tool", where + ".role");
+    }
+    std::string role_name = role->get<std::string>();
+    if (std::find(roles.begin(), roles.end(), role_name) == roles.end()) {
+      throw_invalid("'" + where + ".role' is '" + role_name +
+                        "'; it must be one of system, developer, user, assistant, tool",
+                    where + ".role");
+    }
+    auto content = m.find("content");
+    std::string text;
+    if (content == m.end() || content->is_null()) {
+      if (role_name != "assistant") throw_invalid("'" + where + ".content' is required", where + ".content");
+    } else {
+      text = message_text(*content, where + ".content");
+    }
+    if (role_name == "developer") role_name = "system";  // the newer name for the same role
+    messages.push_back({std::move(role_name), std::move(text)});
+  }
+  return messages;
+}
+
+std::vector<engine::Token> tokenize_prompt(const ServeContext& ctx, const std::string& text, const char* param) {
+  auto tokens = ctx.tokenizer.tokenize(text, /*add_special=*/true, /*parse_special=*/true);
+  if (tokens.empty()) throw_invalid(std::string("'") + param + "' is empty", param);
+  if (tokens.size() >= ctx.n_ctx) {
+    throw ClawbotError({ErrorKind::context_exceeded,
+                        "the prompt is " + std::to_string(tokens.size()) + " tokens, but this server's context holds " +
+                            std::to_string(ctx.n_ctx) + " tokens (prompt and answer together); shorten the " +
+                            (std::string(param) == "messages" ? "conversation" : "prompt") +
+                            " or restart the server with a larger --ctx",
+                        param, "context_length_exceeded"});
+  }
+  return tokens;
+}
+
+std::string new_id(const char* prefix) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string id = prefix;
+  for (int i = 0; i < 24; ++i) id += hex[rng() % 16];
+  return id;
+}
+
+json usage_json(const GenerationEvent& e) {
+  return {{"prompt_tokens", e.prompt_tokens},
+          {"completion_tokens", e.completion_tokens},
+          {"total_tokens", e.prompt_tokens + e.completion_tokens}};
+}
+
+json timings_json(const GenerationEvent& e) {
+  const double per_token = e.completion_tokens > 1 ? e.generation_ms / (e.completion_tokens - 1) : 0.0;
+  return {{"prompt_n", e.prompt_tokens},
+          {"prompt_ms", e.prompt_ms},
+          {"predicted_n", e.completion_tokens},
+          {"predicted_ms", e.generation_ms},
+          {"predicted_per_second", per_token > 0 ? 1000.0 / per_token : 0.0}};
+}
+
+// ---------------------------------------------------------------- generation plumbing
+
+enum class Api { chat, completions };
+
+struct Generation {
+  std::shared_ptr<EventChannel> events;
+  std::shared_ptr<std::atomic<bool>> cancelled = std::make_shared<std::atomic<bool>>(false);
+  // Whatever way the handler leaves, the scheduler learns that nobody listens any more.
+  ~Generation() {
+    if (events) {
+      cancelled->store(true);
+      events->close();
+    }
+  }
+};
+
+asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex, Api api,
+                                     std::vector<engine::Token> prompt, const CommonRequest& req) {
+  Generation gen;
+  gen.events = std::make_shared<EventChannel>(ex.executor(), 64);
+  ctx.scheduler.submit(GenerationJob{std::move(prompt), req.sampling, req.max_tokens, req.stop, gen.events,
+                                     gen.cancelled});
+
+  const std::string id = new_id(api == Api::chat ? "chatcmpl-" : "cmpl-");
+  const auto created = static_cast<long long>(std::time(nullptr));
+  const char* object = api == Api::chat ? "chat.completion" : "text_completion";
+  const char* chunk_object = api == Api::chat ? "chat.completion.chunk" : "text_completion";
+
+  auto choice_chunk = [&](const std::string& text, const json& finish_reason, bool first) {
+    json choice = {{"index", 0}, {"finish_reason", finish_reason}};
+    if (api == Api::chat) {
+      json delta = json::object();
+      if (first) delta["role"] = "assistant";
+      if (!text.empty() || first) delta["content"] = text;
+      choice["delta"] = std::move(delta);
+    } else {
+      choice["text"] = text;
+    }
+    choice["logprobs"] = nullptr;
+    return json{{"id", id},        {"object", chunk_object}, {"created", created},
+                {"model", ctx.model_id}, {"system_fingerprint", "clawbot"}, {"choices", json::array({choice})}};
+  };
+
+  if (req.stream) {
+    if (!co_await ex.sse_start()) co_return;
+    if (api == Api::chat && !co_await ex.sse_data(choice_chunk("", nullptr, true).dump())) co_return;
+  }
+
+  std::string content;
+  for (;;) {
+    auto [ec, event] = co_await gen.events->async_receive(use_tuple);
+    if (ec) {  // the scheduler dropped the job (shutdown)
+      const Error gone{ErrorKind::unavailable, "the server is shutting down; retry on another node", {}, {}};
+      if (req.stream) {
+        co_await ex.sse_data(to_json(gone).dump());
+      } else {
+        co_await ex.respond_error(gone);
+      }
+      co_return;
+    }
+    if (event.error) {
+      if (req.stream) {
+        co_await ex.sse_data(to_json(*event.error).dump());
+      } else {
+        co_await ex.respond_error(*event.error);
+      }
+      co_return;
+    }
+    if (req.stream) {
+      if (!event.text.empty() && !event.done) {
+        if (!co_await ex.sse_data(choice_chunk(event.text, nullptr, false).dump())) co_return;  // client gone
+      }
+      if (event.done) {
+        json last = choice_chunk(event.text, event.finish_reason, false);
+        last["usage"] = usage_json(event);
+        last["timings"] = timings_json(event);
+        if (!co_await ex.sse_data(last.dump())) co_return;
+        if (req.include_usage) {
+          json usage_chunk = choice_chunk("", nullptr, false);
+          usage_chunk["choices"] = json::array();
+          usage_chunk["usage"] = usage_json(event);
+          co_await ex.sse_data(usage_chunk.dump());
+        }
+        co_return;  // the session writes [DONE]
+      }
+      continue;
+    }
+    content += event.text;
+    if (!event.done) continue;
+    json choice = {{"index", 0}, {"finish_reason", event.finish_reason}, {"logprobs", nullptr}};
+    if (api == Api::chat) {
+      choice["message"] = {{"role", "assistant"}, {"content", content}};
+    } else {
+      choice["text"] = content;
+    }
+    const json reply = {{"id", id},
+                        {"object", object},
+                        {"created", created},
+                        {"model", ctx.model_id},
+                        {"system_fingerprint", "clawbot"},
+                        {"choices", json::array({choice})},
+                        {"usage", usage_json(event)},
+                        {"timings", timings_json(event)}};
+    co_await ex.respond_json(200, reply);
+    co_return;
+  }
+}
+
+// ---------------------------------------------------------------- routes
+
+asio::awaitable<void> chat_completions(const ServeContext& ctx, http::Exchange& ex) {
+  const json body = parse_body(ex);
+  const auto messages = parse_messages(body);
+  const CommonRequest req = parse_common(body, ctx.n_ctx);
+  if (!ctx.chat_template) {
+    throw_invalid(ctx.chat_template_problem + "; /v1/completions works without one", "messages",
+                  "no_chat_template");
+  }
+  auto prompt = tokenize_prompt(ctx, ctx.chat_template->apply(messages, true), "messages");
+  co_await run_generation(ctx, ex, Api::chat, std::move(prompt), req);
+}
+
+asio::awaitable<void> completions(const ServeContext& ctx, http::Exchange& ex) {
+  const json body = parse_body(ex);
+  auto it = body.find("prompt");
+  if (it == body.end() || it->is_null()) throw_invalid("'prompt' is required", "prompt");
+  std::string text;
+  if (it->is_string()) {
+    text = it->get<std::string>();
+  } else if (it->is_array() && it->size() == 1 && (*it)[0].is_string()) {
+    text = (*it)[0].get<std::string>();
+  } else {
+    throw_invalid("'prompt' must be a string (or an array of one string), got " + describe(*it), "prompt");
+  }
+  if (bool_field(body, "echo", false)) throw_invalid("'echo' is not supported", "echo");
+  const CommonRequest req = parse_common(body, ctx.n_ctx);
+  auto prompt = tokenize_prompt(ctx, text, "prompt");
+  co_await run_generation(ctx, ex, Api::completions, std::move(prompt), req);
+}
+
+json model_entry(const ServeContext& ctx) {
+  const auto& info = ctx.model.info();
+  return {{"id", ctx.model_id},
+          {"object", "model"},
+          {"created", static_cast<long long>(ctx.created)},
+          {"owned_by", "clawbot"},
+          {"meta",
+           {{"architecture", info.architecture},
+            {"description", info.description},
+            {"n_ctx", ctx.n_ctx},
+            {"n_ctx_train", info.n_ctx_train},
+            {"n_params", info.n_params},
+            {"size", info.size_bytes},
+            {"n_vocab", info.n_vocab},
+            {"embedding", info.is_embedding},
+            {"chat_template", ctx.chat_template ? ctx.chat_template->name() : ""}}}};
+}
+
+}  // namespace
+
+std::shared_ptr<const http::Router> make_openai_router(const ServeContext& context) {
+  auto router = std::make_shared<http::Router>();
+  const ServeContext* ctx = &context;
+  router->add(http::Verb::get, "/health", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
+    const json health = {{"status", "ok"}, {"model", ctx->model_id}, {"queued", ctx->scheduler.queued()}};
+    co_await ex.respond_json(200, health);
+  });
+  router->add(http::Verb::get, "/v1/models", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
+    const json models = {{"object", "list"}, {"data", json::array({model_entry(*ctx)})}};
+    co_await ex.respond_json(200, models);
+  });
+  router->add(http::Verb::post, "/v1/chat/completions",
+              [ctx](http::Exchange& ex) { return chat_completions(*ctx, ex); });
+  router->add(http::Verb::post, "/v1/completions", [ctx](http::Exchange& ex) { return completions(*ctx, ex); });
+  return router;
+}
+
+}  // namespace clawbot::server

@@ -1,0 +1,28 @@
+// The OpenAI-compatible routes: JSON in, typed GenerationJob to the scheduler, JSON or SSE out.
+#pragma once
+
+#include <ctime>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "common/http_server.h"
+#include "engine/engine.h"
+#include "server/scheduler.h"
+
+namespace clawbot::server {
+
+struct ServeContext {
+  const engine::Model& model;
+  const engine::Tokenizer& tokenizer;
+  std::optional<engine::ChatTemplate> chat_template;  // none: chat requests explain why
+  std::string chat_template_problem;
+  Scheduler& scheduler;
+  std::string model_id;
+  std::uint32_t n_ctx = 0;
+  std::time_t created = 0;
+};
+
+std::shared_ptr<const http::Router> make_openai_router(const ServeContext& context);
+
+}  // namespace clawbot::server

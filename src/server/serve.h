@@ -1,0 +1,29 @@
+// `clawbot serve`: the back-end node.
+#pragma once
+
+#include <cstddef>
+#include <string>
+
+namespace clawbot::server {
+
+struct ServeOptions {
+  std::string model;          // a path, or a file name looked up in CLAWBOT_MODELS
+  std::string host = "127.0.0.1";
+  int port = 5000;
+  int ctx = 0;                // 0: the model's training context
+  int threads = 0;            // 0: all cores
+  int batch = 512;
+  std::string chat_template;  // a built-in name; empty: the model's own
+  std::string alias;          // the model id clients see; empty: the file name
+  std::size_t max_body_bytes = 8u << 20;
+  bool verbose = false;
+};
+
+// Returns the process exit status.
+int run_serve(const ServeOptions& options);
+
+// Resolves --model: an existing path as given, else the first CLAWBOT_MODELS directory holding that name
+// (CLAWBOT_MODELS is colon-separated, default ../shared/models). Returns the path to try.
+std::string resolve_model_path(const std::string& model);
+
+}  // namespace clawbot::server

@@ -80,12 +80,19 @@ work="$cache_root/$key.work"
 rm -rf "$work"
 mkdir -p "$work"
 
-step="npm pack node-llama-cpp@$NODE_LLAMA_CPP_VERSION"
-log "$step (no install scripts run)"
-(cd "$work" && npm pack --silent --ignore-scripts "node-llama-cpp@$NODE_LLAMA_CPP_VERSION" >pack.out 2>pack.err) ||
-  fail "$(tail -3 "$work/pack.err")" "check that the npm registry is reachable (npm ping) and that npm works"
-tarball="$work/$(tail -1 "$work/pack.out")"
-[ -f "$tarball" ] || fail "npm pack produced no tarball" "run 'npm pack node-llama-cpp@$NODE_LLAMA_CPP_VERSION' by hand"
+if [ -n "${CLAWBOT_NODE_LLAMA_CPP_TARBALL:-}" ]; then
+  # An air-gapped node: a tarball brought by hand (still checked against the pinned integrity below).
+  step="use tarball $CLAWBOT_NODE_LLAMA_CPP_TARBALL"
+  [ -f "$CLAWBOT_NODE_LLAMA_CPP_TARBALL" ] || fail "no such file" "set CLAWBOT_NODE_LLAMA_CPP_TARBALL to the .tgz from 'npm pack node-llama-cpp@$NODE_LLAMA_CPP_VERSION'"
+  tarball="$CLAWBOT_NODE_LLAMA_CPP_TARBALL"
+else
+  step="npm pack node-llama-cpp@$NODE_LLAMA_CPP_VERSION"
+  log "$step (no install scripts run)"
+  (cd "$work" && npm pack --silent --ignore-scripts "node-llama-cpp@$NODE_LLAMA_CPP_VERSION" >pack.out 2>pack.err) ||
+    fail "$(tail -3 "$work/pack.err")" "check that the npm registry is reachable (npm ping) and that npm works"
+  tarball="$work/$(tail -1 "$work/pack.out")"
+  [ -f "$tarball" ] || fail "npm pack produced no tarball" "run 'npm pack node-llama-cpp@$NODE_LLAMA_CPP_VERSION' by hand"
+fi
 
 step="verify tarball integrity"
 algo=${NODE_LLAMA_CPP_INTEGRITY%%-*}
@@ -143,10 +150,10 @@ done
 cp -a "$work/build/bin/"*.so* "$prefix/lib/"
 "$prefix/bin/llama-server" --version >/dev/null 2>&1 || fail "the built llama-server does not start" "read $work/build.log"
 echo "$release" >"$prefix/LLAMA_RELEASE"
-touch "$stamp"
 # keep the source checkout next to the install: later benchmarks and readers of tools/server use it
 rm -rf "$prefix/src" && mv "$work/llama.cpp" "$prefix/src"
 rm -rf "$work"
+touch "$stamp"  # last: an interrupted run is redone from scratch
 step=""
 log "llama.cpp $release ready in $prefix"
 echo "$prefix"

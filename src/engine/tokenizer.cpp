@@ -75,35 +75,22 @@ std::string Utf8StreamDecoder::push(std::string_view bytes) {
   std::string out;
   size_t i = 0;
   while (i < pending_.size()) {
-    const auto lead = static_cast<unsigned char>(pending_[i]);
-    const size_t len = utf8_sequence_length(lead);
-    if (len == 0) {  // a stray byte: never emit invalid UTF-8
-      out.append(replacement_char);
-      ++i;
-      continue;
+    const size_t len = utf8_sequence_length(static_cast<unsigned char>(pending_[i]));
+    // Continuation bytes that follow the lead, up to the sequence's length.
+    size_t continuation = 0;
+    while (len > 1 && continuation + 1 < len && i + 1 + continuation < pending_.size() &&
+           (static_cast<unsigned char>(pending_[i + 1 + continuation]) & 0xC0) == 0x80) {
+      ++continuation;
     }
-    if (i + len > pending_.size()) {
-      // Incomplete: hold it back unless a byte already seen proves it broken.
-      bool broken = false;
-      for (size_t k = i + 1; k < pending_.size(); ++k) {
-        if ((static_cast<unsigned char>(pending_[k]) & 0xC0) != 0x80) broken = true;
-      }
-      if (!broken) break;
-      out.append(replacement_char);
-      ++i;
-      continue;
-    }
-    bool valid = true;
-    for (size_t k = i + 1; k < i + len; ++k) {
-      if ((static_cast<unsigned char>(pending_[k]) & 0xC0) != 0x80) valid = false;
-    }
-    if (valid) {
+    if (len != 0 && continuation + 1 == len) {  // a whole character
       out.append(pending_, i, len);
       i += len;
-    } else {
-      out.append(replacement_char);
-      ++i;
+      continue;
     }
+    if (len > 1 && i + 1 + continuation == pending_.size()) break;  // incomplete so far: wait for more
+    // A stray byte, or a sequence cut short: one U+FFFD for the whole broken part, never invalid UTF-8.
+    out.append(replacement_char);
+    i += 1 + continuation;
   }
   pending_.erase(0, i);
   return out;

@@ -24,16 +24,11 @@ std::string describe(const json& v) {
 }
 
 json parse_body(const http::Exchange& ex) {
-  const auto& body = ex.request().body();
-  json parsed = json::parse(body, nullptr, false);
-  if (parsed.is_discarded()) {
-    // parse again with exceptions for a message that says where
-    try {
-      (void)json::parse(body);
-    } catch (const json::parse_error& e) {
-      throw_invalid(std::string("request body is not valid JSON: ") + e.what(), "", "invalid_json");
-    }
-    throw_invalid("request body is not valid JSON", "", "invalid_json");
+  json parsed;
+  try {
+    parsed = json::parse(ex.request().body());
+  } catch (const json::parse_error& e) {
+    throw_invalid(std::string("request body is not valid JSON: ") + e.what(), "", "invalid_json");
   }
   if (!parsed.is_object()) throw_invalid("request body must be a JSON object, got " + describe(parsed));
   return parsed;

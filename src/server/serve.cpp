@@ -11,6 +11,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "common/http_server.h"
@@ -36,6 +37,9 @@ std::string resolve_model_path(const std::string& model) {
 }
 
 int run_serve(const ServeOptions& options) {
+  // Logs go to stderr: stdout carries only the lines a script waits for (the address, the curl example).
+  spdlog::set_default_logger(spdlog::stderr_color_mt("serve"));
+  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
   spdlog::set_level(options.verbose ? spdlog::level::debug : spdlog::level::info);
   engine::init_backend(options.verbose);
 

@@ -105,8 +105,9 @@ export async function startServer({ extraArgs = [], timeoutMs = 60000, model } =
     '--host', '127.0.0.1',
     '--port', '0',
     '--chat-template', 'chatml',
-    '--ctx', '512',
-    '--threads', '2',
+    // defaults that extraArgs may override
+    ...(extraArgs.includes('--ctx') ? [] : ['--ctx', '512']),
+    ...(extraArgs.includes('--threads') ? [] : ['--threads', '2']),
     ...extraArgs,
   ];
   const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -4,7 +4,10 @@
 #   2. fetches llama.cpp from the pinned npm package node-llama-cpp (no install scripts run),
 #      verifies the tarball against the registry's integrity hash, clones the bundled git release,
 #      and builds libllama + ggml + llama-server + llama-bench into a cache outside the checkout.
-# Usage: scripts/bootstrap.sh [--no-engine] [--backend cpu|cuda|vulkan]
+# Usage: scripts/bootstrap.sh [--no-engine] [--no-apt] [--backend cpu|cuda|vulkan]
+#   --no-apt: only report missing packages (a machine whose packages someone else manages)
+# Env: CLAWBOT_NODE_LLAMA_CPP_TARBALL=path.tgz uses that tarball instead of npm (air-gapped; still verified),
+#      CLAWBOT_BUILD_JOBS=N parallel jobs, XDG_CACHE_HOME moves the cache.
 # Prints the dependency prefix (the install dir) as its last line on stdout.
 set -euo pipefail
 
@@ -12,10 +15,12 @@ NODE_LLAMA_CPP_VERSION=3.22.1
 NODE_LLAMA_CPP_INTEGRITY='sha512-bltIipuWmc123H7tMIgDGKSsSrhmhlQYeVUC48XTjVW7XGJJiJJyCdlTMzQ/LiWoPkGDpcL4FviDpgw7qfTiDw=='
 
 with_engine=1
+use_apt=1
 backend=${CLAWBOT_BACKEND:-cpu}
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-engine) with_engine=0 ;;
+    --no-apt) use_apt=0 ;;
     --backend) backend=$2; shift ;;
     *) echo "bootstrap: unknown option '$1'" >&2; exit 2 ;;
   esac
@@ -32,26 +37,36 @@ trap 'rc=$?; [ $rc -ne 0 ] && [ -n "$step" ] && echo "bootstrap: step \"$step\" 
 log() { echo "bootstrap: $*" >&2; }
 
 # ---------------------------------------------------------------- 1. Debian packages
+# Each need is checked by what the build uses (a header, a command), so newer releases (Ubuntu's boost 1.83,
+# say) count too; only what is missing is installed, under Debian 12's package name.
 step="debian packages"
-packages=(build-essential cmake ninja-build git pkg-config curl ca-certificates
-  libboost1.81-dev nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev
-  libssl-dev libsqlite3-dev libgtest-dev libgmock-dev nodejs npm)
+needs=(
+  "cmd:g++ build-essential" "cmd:cmake cmake" "cmd:ninja ninja-build" "cmd:git git" "cmd:pkg-config pkg-config"
+  "cmd:curl curl" "file:/etc/ssl/certs/ca-certificates.crt ca-certificates"
+  "hdr:boost/beast.hpp libboost1.81-dev" "hdr:nlohmann/json.hpp nlohmann-json3-dev" "hdr:CLI/CLI.hpp libcli11-dev"
+  "hdr:spdlog/spdlog.h libspdlog-dev" "hdr:fmt/format.h libfmt-dev" "hdr:openssl/ssl.h libssl-dev"
+  "hdr:sqlite3.h libsqlite3-dev" "hdr:gtest/gtest.h libgtest-dev" "hdr:gmock/gmock.h libgmock-dev"
+  "cmd:node nodejs" "cmd:npm npm"
+)
 missing=()
-for p in "${packages[@]}"; do
-  # nodejs/npm may come from elsewhere (nvm, the image): accept the commands.
-  case "$p" in
-    nodejs) command -v node >/dev/null && continue ;;
-    npm) command -v npm >/dev/null && continue ;;
+for need in "${needs[@]}"; do
+  what=${need%% *} package=${need##* }
+  case "$what" in
+    cmd:*) command -v "${what#cmd:}" >/dev/null 2>&1 && continue ;;
+    file:*) [ -e "${what#file:}" ] && continue ;;
+    hdr:*) [ -e "/usr/include/${what#hdr:}" ] || [ -e "/usr/local/include/${what#hdr:}" ] && continue ;;
   esac
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  missing+=("$package")
 done
-if [ ${#missing[@]} -gt 0 ]; then
+if [ ${#missing[@]} -gt 0 ] && [ "$use_apt" -eq 0 ]; then
+  log "warning: missing (not installed, --no-apt): ${missing[*]}"
+elif [ ${#missing[@]} -gt 0 ]; then
   log "installing Debian packages: ${missing[*]}"
   sudo_cmd=()
   [ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
   export DEBIAN_FRONTEND=noninteractive
   if ! "${sudo_cmd[@]}" apt-get install -y --no-install-recommends "${missing[@]}" >&2; then
-    "${sudo_cmd[@]}" apt-get update >&2 || fail "apt-get update failed" "check network access to the Debian mirror, or run as root / with sudo"
+    "${sudo_cmd[@]}" apt-get update >&2 || fail "apt-get update failed" "check access to the Debian mirror, and run as root or with sudo"
     "${sudo_cmd[@]}" apt-get install -y --no-install-recommends "${missing[@]}" >&2 ||
       fail "apt-get install ${missing[*]} failed" "run it by hand to see why (needs root and a Debian 12 package mirror)"
   fi

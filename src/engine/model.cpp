@@ -56,18 +56,22 @@ bool progress_bar(float progress, void* /*user*/) {
   return true;
 }
 
-}  // namespace
-
-void init_backend(bool verbose) {
+void ensure_backend() {
   static std::once_flag once;
-  {
-    std::lock_guard lock(log_mutex);
-    log_verbose = verbose;
-  }
   std::call_once(once, [] {
     llama_log_set(route_llama_log, nullptr);
     llama_backend_init();
   });
+}
+
+}  // namespace
+
+void init_backend(bool verbose) {
+  {
+    std::lock_guard lock(log_mutex);
+    log_verbose = verbose;
+  }
+  ensure_backend();
 }
 
 std::string llama_release() { return CLAWBOT_LLAMA_RELEASE; }
@@ -79,7 +83,7 @@ Model& Model::operator=(Model&&) noexcept = default;
 Model::~Model() = default;
 
 Model Model::load(const ModelOptions& options) {
-  init_backend(false);
+  ensure_backend();  // keeps whatever verbosity init_backend chose
   check_gguf_file(options.path);
 
   llama_model_params params = llama_model_default_params();

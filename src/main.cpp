@@ -16,7 +16,8 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--port", serve.port, "Port to listen on (0: any free port)")
       ->capture_default_str()
       ->check(CLI::Range(0, 65535));
-  serve_cmd->add_option("-c,--ctx", serve.ctx, "Context size in tokens (0: the model's own)")->capture_default_str();
+  serve_cmd->add_option("-c,--ctx", serve.ctx, "Context size in tokens (0: the model's own)")
+      ->capture_default_str();
   serve_cmd->add_option("-t,--threads", serve.threads, "CPU threads (0: all cores)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));

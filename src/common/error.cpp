@@ -11,23 +11,35 @@ struct KindInfo {
 
 KindInfo info(ErrorKind kind) noexcept {
   switch (kind) {
-    case ErrorKind::invalid_request: return {400, "invalid_request_error", "invalid_request"};
-    case ErrorKind::context_exceeded: return {400, "invalid_request_error", "context_length_exceeded"};
-    case ErrorKind::unauthorized: return {401, "authentication_error", "invalid_api_key"};
-    case ErrorKind::forbidden: return {403, "permission_error", "forbidden"};
-    case ErrorKind::not_found: return {404, "not_found_error", "not_found"};
-    case ErrorKind::method_not_allowed: return {405, "invalid_request_error", "method_not_allowed"};
-    case ErrorKind::payload_too_large: return {413, "invalid_request_error", "request_too_large"};
-    case ErrorKind::rate_limited: return {429, "rate_limit_error", "rate_limit_exceeded"};
-    case ErrorKind::unavailable: return {503, "server_error", "unavailable"};
-    case ErrorKind::internal: break;
+    case ErrorKind::invalid_request:
+      return {400, "invalid_request_error", "invalid_request"};
+    case ErrorKind::context_exceeded:
+      return {400, "invalid_request_error", "context_length_exceeded"};
+    case ErrorKind::unauthorized:
+      return {401, "authentication_error", "invalid_api_key"};
+    case ErrorKind::forbidden:
+      return {403, "permission_error", "forbidden"};
+    case ErrorKind::not_found:
+      return {404, "not_found_error", "not_found"};
+    case ErrorKind::method_not_allowed:
+      return {405, "invalid_request_error", "method_not_allowed"};
+    case ErrorKind::payload_too_large:
+      return {413, "invalid_request_error", "request_too_large"};
+    case ErrorKind::rate_limited:
+      return {429, "rate_limit_error", "rate_limit_exceeded"};
+    case ErrorKind::unavailable:
+      return {503, "server_error", "unavailable"};
+    case ErrorKind::internal:
+      break;
   }
   return {500, "server_error", "internal_error"};
 }
 
 }  // namespace
 
-int http_status(ErrorKind kind) noexcept { return info(kind).status; }
+int http_status(ErrorKind kind) noexcept {
+  return info(kind).status;
+}
 
 nlohmann::json to_json(const Error& error) {
   const KindInfo k = info(error.kind);

@@ -8,11 +8,11 @@
 namespace clawbot {
 
 enum class ErrorKind {
-  invalid_request,   // 400: the client sent something we cannot use
-  context_exceeded,  // 400: prompt longer than the context
-  unauthorized,      // 401
-  forbidden,         // 403
-  not_found,         // 404
+  invalid_request,     // 400: the client sent something we cannot use
+  context_exceeded,    // 400: prompt longer than the context
+  unauthorized,        // 401
+  forbidden,           // 403
+  not_found,           // 404
   method_not_allowed,  // 405
   payload_too_large,   // 413
   rate_limited,        // 429
@@ -38,7 +38,8 @@ class ClawbotError : public std::runtime_error {
 };
 
 [[noreturn]] inline void throw_invalid(std::string message, std::string param = {}, std::string code = {}) {
-  throw ClawbotError(Error{ErrorKind::invalid_request, std::move(message), std::move(param), std::move(code)});
+  throw ClawbotError(
+      Error{ErrorKind::invalid_request, std::move(message), std::move(param), std::move(code)});
 }
 
 int http_status(ErrorKind kind) noexcept;

@@ -2,6 +2,7 @@
 
 #include <optional>
 
+#include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -11,7 +12,6 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <spdlog/spdlog.h>
 
 namespace clawbot::http {
 namespace {
@@ -21,7 +21,9 @@ using tcp = asio::ip::tcp;
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr const char* server_name = "clawbot";
 
-http::status to_status(int status) { return static_cast<http::status>(status); }
+http::status to_status(int status) {
+  return static_cast<http::status>(status);
+}
 
 // After answering a request we will not read (413, a broken request), close the way nginx's lingering close
 // does: stop sending, then drain what the client still sends for a moment, so the kernel does not reset the
@@ -143,14 +145,17 @@ asio::awaitable<void> Router::dispatch(Exchange& exchange) const {
     const Error error{ErrorKind::method_not_allowed,
                       "method " + std::string(exchange.request().method_string()) + " is not allowed on " +
                           std::string(path) + "; use " + allowed,
-                      {}, {}};
+                      {},
+                      {}};
     std::vector<std::pair<std::string, std::string>> headers;
     headers.emplace_back("Allow", allowed);
     co_await exchange.respond_error(error, std::move(headers));
     co_return;
   }
   const Error error{ErrorKind::not_found,
-                    "no route " + std::string(path) + " (see GET /v1/models for what this server offers)", {}, {}};
+                    "no route " + std::string(path) + " (see GET /v1/models for what this server offers)",
+                    {},
+                    {}};
   co_await exchange.respond_error(error);
 }
 
@@ -203,12 +208,15 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
           error = Error{ErrorKind::payload_too_large,
                         "request body is larger than this server's limit of " +
                             std::to_string(limits.max_body_bytes) + " bytes",
-                        {}, {}};
+                        {},
+                        {}};
           status = 413;
         } else if (ec == http::error::header_limit) {
-          error = Error{ErrorKind::invalid_request,
-                        "request headers are larger than " + std::to_string(limits.max_header_bytes) + " bytes",
-                        {}, "headers_too_large"};
+          error =
+              Error{ErrorKind::invalid_request,
+                    "request headers are larger than " + std::to_string(limits.max_header_bytes) + " bytes",
+                    {},
+                    "headers_too_large"};
           status = 431;
         }
         const nlohmann::json body = to_json(error);
@@ -239,7 +247,9 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
 Server::Server(asio::io_context& io, std::shared_ptr<const Router> router, ServerLimits limits)
     : state_(std::make_shared<State>(io, std::move(router), limits)) {}
 
-Server::~Server() { stop(); }
+Server::~Server() {
+  stop();
+}
 
 unsigned short Server::listen(const std::string& host, unsigned short port) {
   beast::error_code ec;
@@ -251,12 +261,13 @@ unsigned short Server::listen(const std::string& host, unsigned short port) {
   if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
   if (!ec) acceptor.bind(endpoint, ec);
   if (ec) {
-    throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) + ": " + ec.message() +
-                             (ec == asio::error::address_in_use ? " (another server uses this port? pick --port)"
-                                                                : ""));
+    throw std::runtime_error(
+        "cannot listen on " + host + ":" + std::to_string(port) + ": " + ec.message() +
+        (ec == asio::error::address_in_use ? " (another server uses this port? pick --port)" : ""));
   }
   acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) + ": " + ec.message());
+  if (ec)
+    throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) + ": " + ec.message());
   asio::co_spawn(state_->io, state_->accept_loop(), asio::detached);
   return acceptor.local_endpoint().port();
 }

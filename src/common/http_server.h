@@ -51,9 +51,9 @@ class Exchange {
 
   // Server-sent events. Each returns false once the client is gone.
   asio::awaitable<bool> sse_start();
-  asio::awaitable<bool> sse_data(std::string_view data);    // "data: <data>\n\n"
-  asio::awaitable<bool> sse_comment(std::string_view text); // ": <text>\n\n", a keep-alive
-  asio::awaitable<void> sse_finish();                       // "data: [DONE]" and the end of the body
+  asio::awaitable<bool> sse_data(std::string_view data);     // "data: <data>\n\n"
+  asio::awaitable<bool> sse_comment(std::string_view text);  // ": <text>\n\n", a keep-alive
+  asio::awaitable<void> sse_finish();                        // "data: [DONE]" and the end of the body
   bool sse_started() const noexcept { return sse_started_; }
 
  private:

@@ -63,8 +63,8 @@ ChatTemplate ChatTemplate::builtin(std::string_view name) {
   for (const auto& n : builtin_names()) {
     if (n == name) return ChatTemplate(n, n);
   }
-  throw EngineError("unknown chat template '" + std::string(name) + "'; built-in templates are: " +
-                    joined_builtin_names());
+  throw EngineError("unknown chat template '" + std::string(name) +
+                    "'; built-in templates are: " + joined_builtin_names());
 }
 
 std::string ChatTemplate::apply(std::span<const ChatMessage> messages, bool add_assistant_prefix) const {

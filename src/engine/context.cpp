@@ -7,7 +7,9 @@
 
 namespace clawbot::engine {
 
-void Context::Deleter::operator()(llama_context* c) const noexcept { llama_free(c); }
+void Context::Deleter::operator()(llama_context* c) const noexcept {
+  llama_free(c);
+}
 
 Context::Context(const Model& model, const ContextOptions& options) {
   llama_context_params params = llama_context_default_params();
@@ -15,8 +17,9 @@ Context::Context(const Model& model, const ContextOptions& options) {
   params.n_batch = options.n_batch;
   params.n_ubatch = std::min(options.n_batch, 512u);
   params.n_seq_max = 1;
-  const int threads = options.n_threads > 0 ? options.n_threads
-                                            : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = options.n_threads > 0
+                          ? options.n_threads
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   params.n_threads = threads;
   params.n_threads_batch = threads;
   params.no_perf = true;
@@ -33,7 +36,9 @@ Context::Context(Context&&) noexcept = default;
 Context& Context::operator=(Context&&) noexcept = default;
 Context::~Context() = default;
 
-void Context::clear() { llama_memory_clear(llama_get_memory(context_.get()), true); }
+void Context::clear() {
+  llama_memory_clear(llama_get_memory(context_.get()), true);
+}
 
 DecodeStatus Context::decode(std::span<const Token> tokens, int start_pos) {
   llama_batch batch = llama_batch_init(static_cast<int32_t>(n_batch_), 0, 1);

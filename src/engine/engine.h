@@ -40,10 +40,10 @@ void check_gguf_file(const std::string& path);
 
 struct ModelInfo {
   std::string path;
-  std::string name;          // file name without .gguf
-  std::string architecture;  // general.architecture
-  std::string description;   // llama_model_desc, e.g. "llama ?B all F32"
-  std::string chat_template; // the model's own template; empty when it has none
+  std::string name;           // file name without .gguf
+  std::string architecture;   // general.architecture
+  std::string description;    // llama_model_desc, e.g. "llama ?B all F32"
+  std::string chat_template;  // the model's own template; empty when it has none
   std::int64_t n_ctx_train = 0;
   std::uint64_t n_params = 0;
   std::uint64_t size_bytes = 0;
@@ -167,7 +167,7 @@ class Sampler {
 struct ContextOptions {
   std::uint32_t n_ctx = 0;  // 0: the model's training context
   std::uint32_t n_batch = 512;
-  int n_threads = 0;        // 0: all hardware threads
+  int n_threads = 0;  // 0: all hardware threads
 };
 
 enum class DecodeStatus { ok, no_kv_slot, aborted, failed };

@@ -15,7 +15,8 @@ void check_gguf_file(const std::string& path) {
   std::error_code ec;
   const auto status = fs::status(path, ec);
   if (ec || !fs::exists(status)) throw ModelFileError("model file '" + path + "' not found");
-  if (fs::is_directory(status)) throw ModelFileError("model file '" + path + "' is a directory, not a GGUF file");
+  if (fs::is_directory(status))
+    throw ModelFileError("model file '" + path + "' is a directory, not a GGUF file");
   const std::uintmax_t file_size = fs::file_size(path, ec);
   if (ec) throw ModelFileError("model file '" + path + "' cannot be read: " + ec.message());
 
@@ -24,7 +25,8 @@ void check_gguf_file(const std::string& path) {
   std::array<char, 4> magic{};
   in.read(magic.data(), magic.size());
   if (in.gcount() < 4 || std::string_view(magic.data(), 4) != "GGUF") {
-    throw ModelFileError("model file '" + path + "' is not a GGUF file (it does not start with the bytes 'GGUF')");
+    throw ModelFileError("model file '" + path +
+                         "' is not a GGUF file (it does not start with the bytes 'GGUF')");
   }
 
   struct GgufDeleter {
@@ -45,8 +47,8 @@ void check_gguf_file(const std::string& path) {
     needed = std::max(needed, end);
   }
   if (n_tensors > 0 && file_size < needed) {
-    throw ModelFileError("model file '" + path + "' is truncated: its tensors need " + std::to_string(needed) +
-                         " bytes but the file has " + std::to_string(file_size) +
+    throw ModelFileError("model file '" + path + "' is truncated: its tensors need " +
+                         std::to_string(needed) + " bytes but the file has " + std::to_string(file_size) +
                          " (an interrupted download or copy? fetch it again and check its hash)");
   }
 }

@@ -14,8 +14,8 @@ namespace clawbot::engine {
 namespace {
 
 std::mutex log_mutex;
-std::string log_line;       // llama logs arrive in fragments; assemble whole lines
-std::string last_error;     // the last error libllama logged, for our own messages
+std::string log_line;    // llama logs arrive in fragments; assemble whole lines
+std::string last_error;  // the last error libllama logged, for our own messages
 bool log_verbose = false;
 ggml_log_level log_line_level = GGML_LOG_LEVEL_INFO;
 
@@ -50,7 +50,8 @@ bool progress_bar(float progress, void* /*user*/) {
   constexpr int width = 40;
   const int filled = std::clamp(static_cast<int>(progress * width), 0, width);
   std::fprintf(stderr, "\rloading model [%s%s] %3d%%", std::string(static_cast<size_t>(filled), '#').c_str(),
-               std::string(static_cast<size_t>(width - filled), ' ').c_str(), static_cast<int>(progress * 100));
+               std::string(static_cast<size_t>(width - filled), ' ').c_str(),
+               static_cast<int>(progress * 100));
   if (progress >= 1.0f) std::fputc('\n', stderr);
   std::fflush(stderr);
   return true;
@@ -74,9 +75,13 @@ void init_backend(bool verbose) {
   ensure_backend();
 }
 
-std::string llama_release() { return CLAWBOT_LLAMA_RELEASE; }
+std::string llama_release() {
+  return CLAWBOT_LLAMA_RELEASE;
+}
 
-void Model::Deleter::operator()(llama_model* m) const noexcept { llama_model_free(m); }
+void Model::Deleter::operator()(llama_model* m) const noexcept {
+  llama_model_free(m);
+}
 
 Model::Model(Model&&) noexcept = default;
 Model& Model::operator=(Model&&) noexcept = default;
@@ -130,6 +135,8 @@ std::optional<std::string> Model::meta(const std::string& key) const {
   return value;
 }
 
-const llama_vocab* Model::vocab() const noexcept { return llama_model_get_vocab(model_.get()); }
+const llama_vocab* Model::vocab() const noexcept {
+  return llama_model_get_vocab(model_.get());
+}
 
 }  // namespace clawbot::engine

@@ -4,7 +4,9 @@
 
 namespace clawbot::engine {
 
-void Sampler::Deleter::operator()(llama_sampler* s) const noexcept { llama_sampler_free(s); }
+void Sampler::Deleter::operator()(llama_sampler* s) const noexcept {
+  llama_sampler_free(s);
+}
 
 Sampler::Sampler(const SamplingParams& p, const Model& model) {
   llama_sampler_chain_params chain_params = llama_sampler_chain_default_params();
@@ -14,8 +16,9 @@ Sampler::Sampler(const SamplingParams& p, const Model& model) {
   llama_sampler* chain = chain_.get();
   // Order as llama.cpp's common sampling: penalties, then truncation, then temperature, then the draw.
   if (p.repeat_penalty != 1.0f || p.frequency_penalty != 0.0f || p.presence_penalty != 0.0f) {
-    llama_sampler_chain_add(chain, llama_sampler_init_penalties(model.info().n_vocab, p.repeat_last_n, p.repeat_penalty,
-                                                                p.frequency_penalty, p.presence_penalty));
+    llama_sampler_chain_add(
+        chain, llama_sampler_init_penalties(model.info().n_vocab, p.repeat_last_n, p.repeat_penalty,
+                                            p.frequency_penalty, p.presence_penalty));
   }
   if (p.temperature <= 0.0f) {
     llama_sampler_chain_add(chain, llama_sampler_init_greedy());

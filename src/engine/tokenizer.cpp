@@ -17,8 +17,8 @@ std::vector<Token> Tokenizer::tokenize(std::string_view text, bool add_special, 
   if (n == INT32_MIN) throw EngineError("text too long to tokenize");
   if (n < 0) {
     tokens.resize(static_cast<size_t>(-n));
-    n = llama_tokenize(vocab_, text.data(), len, tokens.data(), static_cast<int32_t>(tokens.size()), add_special,
-                       parse_special);
+    n = llama_tokenize(vocab_, text.data(), len, tokens.data(), static_cast<int32_t>(tokens.size()),
+                       add_special, parse_special);
     if (n < 0) throw EngineError("tokenization failed");
   }
   tokens.resize(static_cast<size_t>(n));
@@ -27,7 +27,8 @@ std::vector<Token> Tokenizer::tokenize(std::string_view text, bool add_special, 
 
 std::string Tokenizer::piece(Token token, bool render_special) const {
   std::string out(16, '\0');
-  int32_t n = llama_token_to_piece(vocab_, token, out.data(), static_cast<int32_t>(out.size()), 0, render_special);
+  int32_t n =
+      llama_token_to_piece(vocab_, token, out.data(), static_cast<int32_t>(out.size()), 0, render_special);
   if (n < 0) {
     out.resize(static_cast<size_t>(-n));
     n = llama_token_to_piece(vocab_, token, out.data(), static_cast<int32_t>(out.size()), 0, render_special);
@@ -39,8 +40,8 @@ std::string Tokenizer::piece(Token token, bool render_special) const {
 std::string Tokenizer::detokenize(std::span<const Token> tokens, bool render_special) const {
   std::string out(tokens.size() * 4 + 16, '\0');
   const auto count = static_cast<int32_t>(tokens.size());
-  int32_t n = llama_detokenize(vocab_, tokens.data(), count, out.data(), static_cast<int32_t>(out.size()), false,
-                               render_special);
+  int32_t n = llama_detokenize(vocab_, tokens.data(), count, out.data(), static_cast<int32_t>(out.size()),
+                               false, render_special);
   if (n < 0) {
     out.resize(static_cast<size_t>(-n));
     n = llama_detokenize(vocab_, tokens.data(), count, out.data(), static_cast<int32_t>(out.size()), false,
@@ -50,10 +51,18 @@ std::string Tokenizer::detokenize(std::span<const Token> tokens, bool render_spe
   return out;
 }
 
-bool Tokenizer::is_end_of_generation(Token token) const { return llama_vocab_is_eog(vocab_, token); }
-Token Tokenizer::bos() const { return llama_vocab_bos(vocab_); }
-Token Tokenizer::eos() const { return llama_vocab_eos(vocab_); }
-std::int32_t Tokenizer::n_vocab() const { return llama_vocab_n_tokens(vocab_); }
+bool Tokenizer::is_end_of_generation(Token token) const {
+  return llama_vocab_is_eog(vocab_, token);
+}
+Token Tokenizer::bos() const {
+  return llama_vocab_bos(vocab_);
+}
+Token Tokenizer::eos() const {
+  return llama_vocab_eos(vocab_);
+}
+std::int32_t Tokenizer::n_vocab() const {
+  return llama_vocab_n_tokens(vocab_);
+}
 
 namespace {
 

@@ -52,8 +52,8 @@ std::optional<double> number_field(const json& body, const char* key, double min
 std::optional<long long> integer_field(const json& body, const char* key, long long min, long long max) {
   auto it = body.find(key);
   if (it == body.end() || it->is_null()) return std::nullopt;
-  const bool integral =
-      it->is_number_integer() || (it->is_number_float() && std::floor(it->get<double>()) == it->get<double>());
+  const bool integral = it->is_number_integer() ||
+                        (it->is_number_float() && std::floor(it->get<double>()) == it->get<double>());
   if (!integral) throw_invalid(std::string("'") + key + "' must be an integer, got " + describe(*it), key);
   const double v = it->get<double>();
   if (v < static_cast<double>(min) || v > static_cast<double>(max)) {
@@ -67,7 +67,8 @@ std::optional<long long> integer_field(const json& body, const char* key, long l
 bool bool_field(const json& body, const char* key, bool fallback) {
   auto it = body.find(key);
   if (it == body.end() || it->is_null()) return fallback;
-  if (!it->is_boolean()) throw_invalid(std::string("'") + key + "' must be true or false, got " + describe(*it), key);
+  if (!it->is_boolean())
+    throw_invalid(std::string("'") + key + "' must be true or false, got " + describe(*it), key);
   return it->get<bool>();
 }
 
@@ -78,9 +79,11 @@ std::vector<std::string> stop_field(const json& body) {
   if (it->is_string()) {
     stops.push_back(it->get<std::string>());
   } else if (it->is_array()) {
-    if (it->size() > 4) throw_invalid("'stop' may hold at most 4 strings, got " + std::to_string(it->size()), "stop");
+    if (it->size() > 4)
+      throw_invalid("'stop' may hold at most 4 strings, got " + std::to_string(it->size()), "stop");
     for (const auto& s : *it) {
-      if (!s.is_string()) throw_invalid("'stop' must be a string or an array of strings, got " + describe(*it), "stop");
+      if (!s.is_string())
+        throw_invalid("'stop' must be a string or an array of strings, got " + describe(*it), "stop");
       stops.push_back(s.get<std::string>());
     }
   } else {
@@ -107,11 +110,13 @@ CommonRequest parse_common(const json& body, std::uint32_t n_ctx) {
   if (auto v = number_field(body, "top_p", 0.0, 1.0)) r.sampling.top_p = static_cast<float>(*v);
   if (auto v = number_field(body, "min_p", 0.0, 1.0)) r.sampling.min_p = static_cast<float>(*v);
   if (auto v = integer_field(body, "top_k", 0, 1'000'000)) r.sampling.top_k = static_cast<int>(*v);
-  if (auto v = number_field(body, "repeat_penalty", 0.0, 10.0)) r.sampling.repeat_penalty = static_cast<float>(*v);
+  if (auto v = number_field(body, "repeat_penalty", 0.0, 10.0))
+    r.sampling.repeat_penalty = static_cast<float>(*v);
   if (auto v = number_field(body, "frequency_penalty", -2.0, 2.0)) {
     r.sampling.frequency_penalty = static_cast<float>(*v);
   }
-  if (auto v = number_field(body, "presence_penalty", -2.0, 2.0)) r.sampling.presence_penalty = static_cast<float>(*v);
+  if (auto v = number_field(body, "presence_penalty", -2.0, 2.0))
+    r.sampling.presence_penalty = static_cast<float>(*v);
   if (auto v = integer_field(body, "seed", INT64_MIN, INT64_MAX)) {
     r.sampling.seed = static_cast<std::uint32_t>(static_cast<unsigned long long>(*v) & 0xFFFFFFFFull);
     if (r.sampling.seed == engine::random_seed) r.sampling.seed = 0xFFFFFFFE;
@@ -121,12 +126,14 @@ CommonRequest parse_common(const json& body, std::uint32_t n_ctx) {
     if (auto v = integer_field(body, key, 1, n_ctx)) r.max_tokens = static_cast<int>(*v);
   }
   if (auto v = integer_field(body, "n", 1, 128); v && *v != 1) {
-    throw_invalid("'n' must be 1 on this server for now (one choice per request), got " + std::to_string(*v), "n");
+    throw_invalid("'n' must be 1 on this server for now (one choice per request), got " + std::to_string(*v),
+                  "n");
   }
   r.stop = stop_field(body);
   r.stream = bool_field(body, "stream", false);
   if (auto it = body.find("stream_options"); it != body.end() && !it->is_null()) {
-    if (!it->is_object()) throw_invalid("'stream_options' must be an object, got " + describe(*it), "stream_options");
+    if (!it->is_object())
+      throw_invalid("'stream_options' must be an object, got " + describe(*it), "stream_options");
     r.include_usage = bool_field(*it, "include_usage", false);
   }
   return r;
@@ -141,20 +148,23 @@ std::string message_text(const json& content, const std::string& where) {
       const std::string part_where = where + "[" + std::to_string(i) + "]";
       if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
           !part["text"].is_string()) {
-        throw_invalid("'" + part_where + "' must be {\"type\":\"text\",\"text\":string}; this model reads text only",
-                      part_where);
+        throw_invalid(
+            "'" + part_where + "' must be {\"type\":\"text\",\"text\":string}; this model reads text only",
+            part_where);
       }
       text += part["text"].get<std::string>();
     }
     return text;
   }
-  throw_invalid("'" + where + "' must be a string or an array of text parts, got " + describe(content), where);
+  throw_invalid("'" + where + "' must be a string or an array of text parts, got " + describe(content),
+                where);
 }
 
 std::vector<engine::ChatMessage> parse_messages(const json& body) {
   auto it = body.find("messages");
   if (it == body.end()) throw_invalid("'messages' is required", "messages");
-  if (!it->is_array()) throw_invalid("'messages' must be an array of messages, got " + describe(*it), "messages");
+  if (!it->is_array())
+    throw_invalid("'messages' must be an array of messages, got " + describe(*it), "messages");
   if (it->empty()) throw_invalid("'messages' must hold at least one message", "messages");
   static const std::vector<std::string> roles{"system", "developer", "user", "assistant", "tool"};
   std::vector<engine::ChatMessage> messages;
@@ -164,7 +174,8 @@ std::vector<engine::ChatMessage> parse_messages(const json& body) {
     if (!m.is_object()) throw_invalid("'" + where + "' must be an object, got " + describe(m), where);
     auto role = m.find("role");
     if (role == m.end() || !role->is_string()) {
-      throw_invalid("'" + where + ".role' must be one of system, developer, user, assistant, tool", where + ".role");
+      throw_invalid("'" + where + ".role' must be one of system, developer, user, assistant, tool",
+                    where + ".role");
     }
     std::string role_name = role->get<std::string>();
     if (std::find(roles.begin(), roles.end(), role_name) == roles.end()) {
@@ -185,13 +196,15 @@ std::vector<engine::ChatMessage> parse_messages(const json& body) {
   return messages;
 }
 
-std::vector<engine::Token> tokenize_prompt(const ServeContext& ctx, const std::string& text, const char* param) {
+std::vector<engine::Token> tokenize_prompt(const ServeContext& ctx, const std::string& text,
+                                           const char* param) {
   auto tokens = ctx.tokenizer.tokenize(text, /*add_special=*/true, /*parse_special=*/true);
   if (tokens.empty()) throw_invalid(std::string("'") + param + "' is empty", param);
   if (tokens.size() >= ctx.n_ctx) {
     throw ClawbotError({ErrorKind::context_exceeded,
-                        "the prompt is " + std::to_string(tokens.size()) + " tokens, but this server's context holds " +
-                            std::to_string(ctx.n_ctx) + " tokens (prompt and answer together); shorten the " +
+                        "the prompt is " + std::to_string(tokens.size()) +
+                            " tokens, but this server's context holds " + std::to_string(ctx.n_ctx) +
+                            " tokens (prompt and answer together); shorten the " +
                             (std::string(param) == "messages" ? "conversation" : "prompt") +
                             " or restart the server with a larger --ctx",
                         param, "context_length_exceeded"});
@@ -242,8 +255,8 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
                                      std::vector<engine::Token> prompt, const CommonRequest& req) {
   Generation gen;
   gen.events = std::make_shared<EventChannel>(ex.executor(), 64);
-  ctx.scheduler.submit(GenerationJob{std::move(prompt), req.sampling, req.max_tokens, req.stop, gen.events,
-                                     gen.cancelled});
+  ctx.scheduler.submit(
+      GenerationJob{std::move(prompt), req.sampling, req.max_tokens, req.stop, gen.events, gen.cancelled});
 
   const std::string id = new_id(api == Api::chat ? "chatcmpl-" : "cmpl-");
   const auto created = static_cast<long long>(std::time(nullptr));
@@ -261,8 +274,12 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
       choice["text"] = text;
     }
     choice["logprobs"] = nullptr;
-    return json{{"id", id},        {"object", chunk_object}, {"created", created},
-                {"model", ctx.model_id}, {"system_fingerprint", "clawbot"}, {"choices", json::array({choice})}};
+    return json{{"id", id},
+                {"object", chunk_object},
+                {"created", created},
+                {"model", ctx.model_id},
+                {"system_fingerprint", "clawbot"},
+                {"choices", json::array({choice})}};
   };
 
   if (req.stream) {
@@ -395,7 +412,8 @@ std::shared_ptr<const http::Router> make_openai_router(const ServeContext& conte
   });
   router->add(http::Verb::post, "/v1/chat/completions",
               [ctx](http::Exchange& ex) { return chat_completions(*ctx, ex); });
-  router->add(http::Verb::post, "/v1/completions", [ctx](http::Exchange& ex) { return completions(*ctx, ex); });
+  router->add(http::Verb::post, "/v1/completions",
+              [ctx](http::Exchange& ex) { return completions(*ctx, ex); });
   return router;
 }
 

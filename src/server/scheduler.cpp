@@ -55,12 +55,16 @@ StopMatcher::Result StopMatcher::push(std::string_view text) {
   return result;
 }
 
-std::string StopMatcher::flush() { return std::exchange(held_, {}); }
+std::string StopMatcher::flush() {
+  return std::exchange(held_, {});
+}
 
 Scheduler::Scheduler(const engine::Model& model, engine::Context& context)
     : model_(model), context_(context), tokenizer_(model), thread_([this] { run(); }) {}
 
-Scheduler::~Scheduler() { stop(); }
+Scheduler::~Scheduler() {
+  stop();
+}
 
 void Scheduler::submit(GenerationJob job) {
   {
@@ -125,7 +129,8 @@ void Scheduler::generate(GenerationJob& job) {
   context_.clear();
   const auto prefill = context_.decode(job.prompt, 0);
   if (prefill != engine::DecodeStatus::ok) {
-    fail("the engine could not process the prompt (decode status " + std::to_string(static_cast<int>(prefill)) + ")");
+    fail("the engine could not process the prompt (decode status " +
+         std::to_string(static_cast<int>(prefill)) + ")");
     return;
   }
   final_event.prompt_ms = ms_since(started);

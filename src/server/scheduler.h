@@ -25,8 +25,8 @@ struct GenerationEvent {
   std::string finish_reason;  // on done: "stop", "length" or "cancelled"
   int prompt_tokens = 0;
   int completion_tokens = 0;
-  double prompt_ms = 0;      // prefill time
-  double generation_ms = 0;  // time after the first token
+  double prompt_ms = 0;        // prefill time
+  double generation_ms = 0;    // time after the first token
   std::optional<Error> error;  // on done, when the engine failed
 };
 

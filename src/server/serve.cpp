@@ -9,10 +9,10 @@
 #include <sstream>
 #include <thread>
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/signal_set.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
 
 #include "common/http_server.h"
 #include "engine/engine.h"
@@ -60,7 +60,8 @@ int run_serve(const ServeOptions& options) {
     auto model = engine::Model::load({.path = path, .vocab_only = false, .show_progress = true});
     const auto& info = model.info();
     if (options.ctx < 0 || (options.ctx > 0 && options.ctx < 16)) {
-      std::fprintf(stderr, "clawbot serve: --ctx %d is too small (at least 16 tokens, or 0 for the model's own)\n",
+      std::fprintf(stderr,
+                   "clawbot serve: --ctx %d is too small (at least 16 tokens, or 0 for the model's own)\n",
                    options.ctx);
       return 1;
     }
@@ -79,9 +80,9 @@ int run_serve(const ServeOptions& options) {
     }
 
     const auto n_ctx = static_cast<std::uint32_t>(options.ctx > 0 ? options.ctx : info.n_ctx_train);
-    engine::Context context(model, {.n_ctx = n_ctx,
-                                    .n_batch = static_cast<std::uint32_t>(options.batch),
-                                    .n_threads = options.threads});
+    engine::Context context(
+        model,
+        {.n_ctx = n_ctx, .n_batch = static_cast<std::uint32_t>(options.batch), .n_threads = options.threads});
     engine::Tokenizer tokenizer(model);
     Scheduler scheduler(model, context);
 
@@ -111,12 +112,14 @@ int run_serve(const ServeOptions& options) {
     });
 
     spdlog::info("model {} ({}, {} parameters, {:.1f} MiB), context {} tokens per request, chat template {}",
-                 info.name, info.architecture, info.n_params, static_cast<double>(info.size_bytes) / (1 << 20),
-                 context.n_ctx(), chat_template ? chat_template->name() : "none");
-    const std::string url_host = options.host.find(':') != std::string::npos ? "[" + options.host + "]" : options.host;
+                 info.name, info.architecture, info.n_params,
+                 static_cast<double>(info.size_bytes) / (1 << 20), context.n_ctx(),
+                 chat_template ? chat_template->name() : "none");
+    const std::string url_host =
+        options.host.find(':') != std::string::npos ? "[" + options.host + "]" : options.host;
     std::printf("clawbot serve: listening on http://%s:%u\n", url_host.c_str(), port);
     std::printf(
-        "try: curl http://%s:%u/v1/chat/completions -H 'Content-Type: application/json' "
+        "try: curl -s http://%s:%u/v1/chat/completions -H 'Content-Type: application/json' "
         "-d '{\"messages\":[{\"role\":\"user\",\"content\":\"Tell me a story\"}],\"max_tokens\":64}'\n",
         url_host.c_str(), port);
     std::fflush(stdout);

@@ -7,11 +7,11 @@
 namespace clawbot::server {
 
 struct ServeOptions {
-  std::string model;          // a path, or a file name looked up in CLAWBOT_MODELS
+  std::string model;  // a path, or a file name looked up in CLAWBOT_MODELS
   std::string host = "127.0.0.1";
   int port = 5000;
-  int ctx = 0;                // 0: the model's training context
-  int threads = 0;            // 0: all cores
+  int ctx = 0;      // 0: the model's training context
+  int threads = 0;  // 0: all cores
   int batch = 512;
   std::string chat_template;  // a built-in name; empty: the model's own
   std::string alias;          // the model id clients see; empty: the file name

@@ -4,7 +4,9 @@
 
 namespace clawbot::server {
 
-std::string resolve_model_path(const std::string& model) { return model; }
+std::string resolve_model_path(const std::string& model) {
+  return model;
+}
 
 int run_serve(const ServeOptions&) {
   std::fprintf(stderr,

@@ -6,7 +6,8 @@ namespace clawbot {
 namespace {
 
 TEST(ErrorTest, InvalidRequestIsOpenAiShaped) {
-  const auto body = to_json({ErrorKind::invalid_request, "'temperature' must be a number", "temperature", ""});
+  const auto body =
+      to_json({ErrorKind::invalid_request, "'temperature' must be a number", "temperature", ""});
   EXPECT_EQ(http_status(ErrorKind::invalid_request), 400);
   EXPECT_EQ(body["error"]["message"], "'temperature' must be a number");
   EXPECT_EQ(body["error"]["type"], "invalid_request_error");

@@ -1,4 +1,5 @@
-// Engine tests on the real files in CLAWBOT_MODELS (default ../shared/models). A missing model fails the test.
+// Engine tests on the real files in CLAWBOT_MODELS (default ../shared/models). A missing model fails the
+// test.
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -20,8 +21,9 @@ std::string model_path(const std::string& name) {
   while (std::getline(dirs, dir, ':')) {
     if (!dir.empty() && fs::exists(fs::path(dir) / name)) return (fs::path(dir) / name).string();
   }
-  ADD_FAILURE() << "test model " << name << " not found in CLAWBOT_MODELS="
-                << (env ? env : CLAWBOT_DEFAULT_MODELS) << " (a set-up error: point CLAWBOT_MODELS at shared/models)";
+  ADD_FAILURE() << "test model " << name
+                << " not found in CLAWBOT_MODELS=" << (env ? env : CLAWBOT_DEFAULT_MODELS)
+                << " (a set-up error: point CLAWBOT_MODELS at shared/models)";
   return name;
 }
 
@@ -129,7 +131,9 @@ TEST_F(BadModelFileTest, TruncatedHeader) {
   EXPECT_NE(msg.find("truncated"), std::string::npos) << msg;
 }
 
-TEST_F(BadModelFileTest, IntactFilePasses) { EXPECT_NO_THROW(check_gguf_file(model_path("stories260K.gguf"))); }
+TEST_F(BadModelFileTest, IntactFilePasses) {
+  EXPECT_NO_THROW(check_gguf_file(model_path("stories260K.gguf")));
+}
 
 // ---------------------------------------------------------------- tokenizer
 
@@ -177,10 +181,10 @@ TEST(Utf8StreamDecoderTest, HoldsSplitCharacterUntilComplete) {
 TEST(Utf8StreamDecoderTest, InvalidBytesBecomeReplacement) {
   Utf8StreamDecoder d;
   EXPECT_EQ(d.push("x\x80y"), "x\xEF\xBF\xBDy");
-  EXPECT_EQ(d.push("\xE4\xB8"), "");              // start of a 3-byte character
-  EXPECT_EQ(d.push("z"), "\xEF\xBF\xBDz");        // broken by an ASCII byte
+  EXPECT_EQ(d.push("\xE4\xB8"), "");        // start of a 3-byte character
+  EXPECT_EQ(d.push("z"), "\xEF\xBF\xBDz");  // broken by an ASCII byte
   EXPECT_EQ(d.push("\xC3"), "");
-  EXPECT_EQ(d.flush(), "\xEF\xBF\xBD");           // cut off at the end
+  EXPECT_EQ(d.flush(), "\xEF\xBF\xBD");  // cut off at the end
 }
 
 TEST(Utf8StreamDecoderTest, TokenByTokenStaysValid) {
@@ -209,15 +213,17 @@ TEST(Utf8StreamDecoderTest, TokenByTokenStaysValid) {
 TEST(ChatTemplateTest, ModelsOwnTemplate) {
   const auto tmpl = ChatTemplate::from_model(phi3_vocab());
   const std::vector<ChatMessage> chat{{"user", "Hi"}, {"assistant", "Hello!"}, {"user", "Tell a story"}};
-  EXPECT_EQ(tmpl.apply(chat, true),
-            "<|user|>\nHi<|end|>\n<|assistant|>\nHello!<|end|>\n<|user|>\nTell a story<|end|>\n<|assistant|>\n");
+  EXPECT_EQ(
+      tmpl.apply(chat, true),
+      "<|user|>\nHi<|end|>\n<|assistant|>\nHello!<|end|>\n<|user|>\nTell a story<|end|>\n<|assistant|>\n");
 }
 
 TEST(ChatTemplateTest, BuiltinChatml) {
   const auto tmpl = ChatTemplate::builtin("chatml");
   const std::vector<ChatMessage> chat{{"system", "Be brief."}, {"user", "Hi"}};
-  EXPECT_EQ(tmpl.apply(chat, true),
-            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(
+      tmpl.apply(chat, true),
+      "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
   EXPECT_EQ(tmpl.apply(chat, false),
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n");
 }

@@ -46,7 +46,7 @@ needs=(
   "hdr:boost/beast.hpp libboost1.81-dev" "hdr:nlohmann/json.hpp nlohmann-json3-dev" "hdr:CLI/CLI.hpp libcli11-dev"
   "hdr:spdlog/spdlog.h libspdlog-dev" "hdr:fmt/format.h libfmt-dev" "hdr:openssl/ssl.h libssl-dev"
   "hdr:sqlite3.h libsqlite3-dev" "hdr:gtest/gtest.h libgtest-dev" "hdr:gmock/gmock.h libgmock-dev"
-  "cmd:node nodejs" "cmd:npm npm"
+  "cmd:node nodejs" "cmd:npm npm" "cmd:promtool prometheus"
 )
 missing=()
 for need in "${needs[@]}"; do

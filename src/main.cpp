@@ -1,6 +1,8 @@
 // clawbot: one binary, subcommands. This file only maps the command line to each part's entry point.
 #include <CLI/CLI.hpp>
 
+#include "bench/bench.h"
+#include "ops/ops.h"
 #include "server/serve.h"
 
 int main(int argc, char** argv) {
@@ -30,9 +32,95 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--max-body-bytes", serve.max_body_bytes, "Largest request body accepted")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 34));
+  serve_cmd->add_option("-p,--parallel", serve.parallel, "Requests decoded together (slots)")
+      ->capture_default_str();
+  serve_cmd->add_option("--queue-max", serve.queue_max, "Requests waiting for a slot before 503")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1'000'000));
+  serve_cmd->add_option("--prefill-chunk", serve.prefill_chunk, "Prompt tokens per step while others decode")
+      ->capture_default_str()
+      ->check(CLI::Range(8, 65536));
+  serve_cmd->add_option("--cache-ram", serve.cache_ram_mib, "MiB of host RAM for saved sequences (cold tier)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 24));
+  serve_cmd->add_flag("--no-cache", serve.no_cache, "Prefill every request from scratch (no KV reuse)");
+  serve_cmd->add_option("--flash-attn", serve.flash_attn, "FlashAttention: auto, on or off")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "on", "off"}));
+  serve_cmd->add_option("--kv-type", serve.kv_type, "KV cache type: f16, q8_0 or q4_0")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f16", "q8_0", "q4_0"}));
+  serve_cmd->add_option("--sse-keepalive", serve.sse_keepalive_s, "Seconds between keep-alives on a waiting stream")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 3600));
   serve_cmd->add_flag("-v,--verbose", serve.verbose, "Log libllama's messages too");
 
+  clawbot::ops::SynthOptions synth;
+  auto* models_cmd = app.add_subcommand("models", "Model-file tools");
+  models_cmd->require_subcommand(1);
+  auto* synth_cmd = models_cmd->add_subcommand(
+      "synth", "Write a GGUF file with the shape of a real model and random weights, for benchmarks");
+  synth_cmd->add_option("shape", synth.shape, "Shape to write (--list shows them)");
+  synth_cmd->add_option("--quant", synth.quant, "f32, f16, q8_0 or q4_k_m")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "f16", "q8_0", "q4_k_m"}, CLI::ignore_case));
+  synth_cmd->add_option("-o,--output", synth.output,
+                        "File to write (default: ${XDG_CACHE_HOME:-~/.cache}/clawbot/models/SHAPE-QUANT.gguf)");
+  synth_cmd->add_option("--seed", synth.seed, "Seed of the random weights")->capture_default_str();
+  synth_cmd->add_option("--vocab-from", synth.vocab_from,
+                        "GGUF file whose tokenizer is copied (default: the shape's; path or name in $CLAWBOT_MODELS)");
+  synth_cmd->add_option("-t,--threads", synth.threads, "CPU threads (0: all cores)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+  synth_cmd->add_flag("--force", synth.force, "Write the file again even if a matching one exists");
+  synth_cmd->add_flag("--list", synth.list, "List the shapes");
+
+  clawbot::bench::BenchOptions bench;
+  auto* bench_cmd = app.add_subcommand(
+      "bench", "Serving benchmark of any OpenAI-compatible endpoint: TTFT, TPOT, ITL, tok/s percentiles");
+  bench_cmd->add_option("--url", bench.url, "Base URL of the endpoint")->capture_default_str();
+  bench_cmd->add_option("--model", bench.model, "Model to ask for (default: the first of GET /v1/models)");
+  bench_cmd->add_option("-c,--concurrency", bench.concurrency, "Clients sending at once")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  bench_cmd->add_option("-n,--requests", bench.requests, "Requests to send (default 100; none with --duration)")
+      ->check(CLI::Range(1, 100'000'000));
+  bench_cmd->add_option("--duration", bench.duration_s, "Seconds to keep starting requests")
+      ->check(CLI::PositiveNumber);
+  bench_cmd->add_option("--workload", bench.workload, "independent, or conversations (multi-turn, shared system prompt)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"independent", "conversations"}));
+  bench_cmd->add_option("--conversations", bench.conversations, "Conversations, interleaved over the clients")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1'000'000));
+  bench_cmd->add_option("--turns", bench.turns, "User turns per conversation")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10'000));
+  bench_cmd->add_option("--system-prompt-tokens", bench.system_prompt_tokens, "Shared system prompt (approx. tokens)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 10'000'000));
+  bench_cmd->add_option("--prompt-tokens", bench.prompt_tokens, "Each user message (approx. tokens)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10'000'000));
+  bench_cmd->add_option("--max-tokens", bench.max_tokens, "Output tokens asked for (max_tokens)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10'000'000));
+  bench_cmd->add_option("--temperature", bench.temperature, "Sampling temperature")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 2.0));
+  bench_cmd->add_option("--seed", bench.seed, "Seed of the prompts (and the requests' seed)")->capture_default_str();
+  bench_cmd->add_option("--api-key", bench.api_key, "Sent as Authorization: Bearer <key>");
+  bench_cmd->add_option("--timeout", bench.timeout_s, "Seconds of silence before a request fails")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  bench_cmd->add_flag("!--no-ignore-eos", bench.ignore_eos,
+                      "Do not send ignore_eos and min_tokens (for endpoints that refuse unknown fields)");
+  bench_cmd->add_flag("--json", bench.json, "Print a JSON object instead of the table");
+  bench_cmd->add_flag("--no-progress", bench.no_progress, "No progress bar on stderr");
+
   CLI11_PARSE(app, argc, argv);
+  if (bench_cmd->parsed()) return clawbot::bench::run_bench(bench);
   if (serve_cmd->parsed()) return clawbot::server::run_serve(serve);
+  if (synth_cmd->parsed()) return clawbot::ops::run_models_synth(synth);
   return 0;
 }

@@ -56,13 +56,19 @@ std::string_view Exchange::path() const noexcept {
 
 asio::awaitable<void> Exchange::respond_json(int status, const nlohmann::json& body,
                                              std::vector<std::pair<std::string, std::string>> headers) {
+  co_await respond_text(status, body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace),
+                        "application/json", std::move(headers));
+}
+
+asio::awaitable<void> Exchange::respond_text(int status, std::string body, std::string content_type,
+                                             std::vector<std::pair<std::string, std::string>> headers) {
   responded_ = true;
   http::response<http::string_body> res{to_status(status), request_.version()};
   res.set(http::field::server, server_name);
-  res.set(http::field::content_type, "application/json");
+  res.set(http::field::content_type, content_type);
   for (auto& [name, value] : headers) res.set(name, value);
   res.keep_alive(keep_alive_);
-  res.body() = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  res.body() = std::move(body);
   res.prepare_payload();
   stream_.expires_after(limits_.write_timeout);
   auto [ec, n] = co_await http::async_write(stream_, res, use_tuple);

@@ -46,6 +46,8 @@ class Exchange {
 
   asio::awaitable<void> respond_json(int status, const nlohmann::json& body,
                                      std::vector<std::pair<std::string, std::string>> headers = {});
+  asio::awaitable<void> respond_text(int status, std::string body, std::string content_type,
+                                     std::vector<std::pair<std::string, std::string>> headers = {});
   asio::awaitable<void> respond_error(const Error& error,
                                       std::vector<std::pair<std::string, std::string>> headers = {});
 

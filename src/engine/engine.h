@@ -15,6 +15,7 @@ struct llama_model;
 struct llama_context;
 struct llama_vocab;
 struct llama_sampler;
+struct llama_batch;
 
 namespace clawbot::engine {
 
@@ -51,6 +52,12 @@ struct ModelInfo {
   std::int32_t n_layer = 0;
   std::int32_t n_embd = 0;
   bool is_embedding = false;  // an encoder / non-causal model meant for embeddings
+  bool is_recurrent = false;  // state that cannot be cut back to an earlier position
+  bool is_hybrid = false;     // recurrent and attention layers
+  std::int32_t n_swa = 0;     // sliding-window size, 0 when none
+  std::int32_t pooling = -1;  // llama_pooling_type from the metadata (-1: unspecified)
+  // Whether the cache of a sequence can be cut back to any earlier position (plain attention).
+  bool can_truncate_cache() const noexcept { return !is_recurrent && !is_hybrid && n_swa == 0; }
 };
 
 struct ModelOptions {
@@ -164,13 +171,38 @@ class Sampler {
   std::unique_ptr<llama_sampler, Deleter> chain_;
 };
 
+enum class FlashAttention { automatic, on, off };
+
 struct ContextOptions {
-  std::uint32_t n_ctx = 0;  // 0: the model's training context
+  std::uint32_t n_ctx = 0;  // total KV cells; 0: the model's training context
   std::uint32_t n_batch = 512;
-  int n_threads = 0;  // 0: all hardware threads
+  std::uint32_t n_seq_max = 1;  // sequences that may live in the cache together
+  int n_threads = 0;            // 0: all hardware threads
+  FlashAttention flash_attn = FlashAttention::automatic;
+  std::string kv_type = "f16";  // f16, q8_0 or q4_0, for keys and values
+  bool embeddings = false;      // pooled embeddings instead of logits
 };
 
 enum class DecodeStatus { ok, no_kv_slot, aborted, failed };
+
+// A batch of tokens for one llama_decode; each token belongs to one sequence.
+class Batch {
+ public:
+  explicit Batch(std::uint32_t capacity);
+  Batch(const Batch&) = delete;
+  Batch& operator=(const Batch&) = delete;
+  ~Batch();
+  // Returns the row of this token; its logits (or embedding) are read by that row when `output` is set.
+  int add(Token token, int pos, int seq, bool output);
+  void clear() noexcept;
+  int size() const noexcept;
+  std::uint32_t capacity() const noexcept { return capacity_; }
+  llama_batch& get() noexcept { return *batch_; }
+
+ private:
+  std::unique_ptr<llama_batch> batch_;  // its arrays are freed by llama_batch_free in ~Batch
+  std::uint32_t capacity_;
+};
 
 class Context {
  public:
@@ -181,9 +213,22 @@ class Context {
 
   std::uint32_t n_ctx() const noexcept { return n_ctx_; }
   std::uint32_t n_batch() const noexcept { return n_batch_; }
+  std::uint32_t n_seq_max() const noexcept { return n_seq_max_; }
   void clear();  // forget every cached token
   // Decodes tokens at positions start_pos.. of sequence 0, in chunks of n_batch; logits for the last one.
   DecodeStatus decode(std::span<const Token> tokens, int start_pos);
+  DecodeStatus decode(Batch& batch);
+
+  // Per-sequence cache operations (positions [p0, p1), p1 < 0: to the end).
+  bool seq_remove(int seq, int p0, int p1 = -1);
+  void seq_copy(int src, int dst, int p0, int p1 = -1);
+  int seq_pos_max(int seq) const;  // -1 when empty
+  // Saves and restores one sequence's cache (the cold tier).
+  std::size_t seq_state_size(int seq) const;
+  std::size_t seq_state_save(int seq, std::span<std::uint8_t> out) const;
+  bool seq_state_restore(int seq, std::span<const std::uint8_t> data);
+  // Pooled embedding of a sequence after decode (nullptr when none).
+  const float* seq_embedding(int seq) const;
   llama_context* get() const noexcept { return context_.get(); }
 
  private:
@@ -193,6 +238,7 @@ class Context {
   std::unique_ptr<llama_context, Deleter> context_;
   std::uint32_t n_ctx_ = 0;
   std::uint32_t n_batch_ = 0;
+  std::uint32_t n_seq_max_ = 1;
 };
 
 }  // namespace clawbot::engine

@@ -123,6 +123,10 @@ Model Model::load(const ModelOptions& options) {
   const auto causal = model.meta(info.architecture + ".attention.causal");
   info.is_embedding = llama_model_has_encoder(model.get()) || (causal && *causal == "false") ||
                       model.meta(info.architecture + ".pooling_type").has_value();
+  info.is_recurrent = llama_model_is_recurrent(model.get());
+  info.is_hybrid = llama_model_is_hybrid(model.get());
+  info.n_swa = llama_model_n_swa(model.get());
+  if (const auto pooling = model.meta(info.architecture + ".pooling_type")) info.pooling = std::stoi(*pooling);
   return model;
 }
 

@@ -99,6 +99,7 @@ struct CommonRequest {
   std::vector<std::string> stop;
   bool stream = false;
   bool include_usage = false;
+  int n = 1;
 };
 
 CommonRequest parse_common(const json& body, std::uint32_t n_ctx) {
@@ -125,10 +126,7 @@ CommonRequest parse_common(const json& body, std::uint32_t n_ctx) {
   for (const char* key : {"max_tokens", "max_completion_tokens"}) {
     if (auto v = integer_field(body, key, 1, n_ctx)) r.max_tokens = static_cast<int>(*v);
   }
-  if (auto v = integer_field(body, "n", 1, 128); v && *v != 1) {
-    throw_invalid("'n' must be 1 on this server for now (one choice per request), got " + std::to_string(*v),
-                  "n");
-  }
+  if (auto v = integer_field(body, "n", 1, 16)) r.n = static_cast<int>(*v);
   r.stop = stop_field(body);
   r.stream = bool_field(body, "stream", false);
   if (auto it = body.find("stream_options"); it != body.end() && !it->is_null()) {
@@ -223,12 +221,15 @@ std::string new_id(const char* prefix) {
 json usage_json(const GenerationEvent& e) {
   return {{"prompt_tokens", e.prompt_tokens},
           {"completion_tokens", e.completion_tokens},
-          {"total_tokens", e.prompt_tokens + e.completion_tokens}};
+          {"total_tokens", e.prompt_tokens + e.completion_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", e.cached_tokens}}}};
 }
 
 json timings_json(const GenerationEvent& e) {
   const double per_token = e.completion_tokens > 1 ? e.generation_ms / (e.completion_tokens - 1) : 0.0;
   return {{"prompt_n", e.prompt_tokens},
+          {"cache_n", e.cached_tokens},
+          {"queue_ms", e.queue_ms},
           {"prompt_ms", e.prompt_ms},
           {"predicted_n", e.completion_tokens},
           {"predicted_ms", e.generation_ms},
@@ -239,10 +240,17 @@ json timings_json(const GenerationEvent& e) {
 
 enum class Api { chat, completions };
 
+void count_request(const ServeContext& ctx, const char* route, int status) {
+  if (!ctx.metrics) return;
+  ctx.metrics->counter_add("clawbot_http_requests_total", "HTTP requests by route and status",
+                           {{"route", route}, {"status", std::to_string(status)}});
+}
+
+// The jobs of one request (n choices); whatever way the handler leaves, the scheduler learns that nobody
+// listens any more.
 struct Generation {
   std::shared_ptr<EventChannel> events;
   std::shared_ptr<std::atomic<bool>> cancelled = std::make_shared<std::atomic<bool>>(false);
-  // Whatever way the handler leaves, the scheduler learns that nobody listens any more.
   ~Generation() {
     if (events) {
       cancelled->store(true);
@@ -251,20 +259,50 @@ struct Generation {
   }
 };
 
+Error queue_full_error() {
+  return Error{ErrorKind::unavailable, "the server is busy: its request queue is full; retry shortly", {},
+               "queue_full"};
+}
+
+asio::awaitable<void> respond_queue_full(const ServeContext& ctx, http::Exchange& ex, const char* route) {
+  count_request(ctx, route, 503);
+  std::vector<std::pair<std::string, std::string>> headers;
+  headers.emplace_back("Retry-After", "1");
+  const Error error = queue_full_error();
+  co_await ex.respond_error(error, std::move(headers));
+}
+
 asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex, Api api,
                                      std::vector<engine::Token> prompt, const CommonRequest& req) {
+  const char* route = api == Api::chat ? "/v1/chat/completions" : "/v1/completions";
+  const auto started = std::chrono::steady_clock::now();
   Generation gen;
   gen.events = std::make_shared<EventChannel>(ex.executor(), 64);
-  ctx.scheduler.submit(
-      GenerationJob{std::move(prompt), req.sampling, req.max_tokens, req.stop, gen.events, gen.cancelled});
+  std::vector<GenerationJob> jobs;
+  for (int i = 0; i < req.n; ++i) {
+    GenerationJob job;
+    job.prompt = prompt;
+    job.sampling = req.sampling;
+    if (job.sampling.seed != engine::random_seed) job.sampling.seed += static_cast<std::uint32_t>(i);
+    job.max_tokens = req.max_tokens;
+    job.stop = req.stop;
+    job.choice = i;
+    job.events = gen.events;
+    job.cancelled = gen.cancelled;
+    jobs.push_back(std::move(job));
+  }
+  if (!ctx.scheduler.submit(std::move(jobs))) {
+    co_await respond_queue_full(ctx, ex, route);
+    co_return;
+  }
 
   const std::string id = new_id(api == Api::chat ? "chatcmpl-" : "cmpl-");
   const auto created = static_cast<long long>(std::time(nullptr));
   const char* object = api == Api::chat ? "chat.completion" : "text_completion";
   const char* chunk_object = api == Api::chat ? "chat.completion.chunk" : "text_completion";
 
-  auto choice_chunk = [&](const std::string& text, const json& finish_reason, bool first) {
-    json choice = {{"index", 0}, {"finish_reason", finish_reason}};
+  auto chunk = [&](int choice_index, const std::string& text, const json& finish_reason, bool first) {
+    json choice = {{"index", choice_index}, {"finish_reason", finish_reason}};
     if (api == Api::chat) {
       json delta = json::object();
       if (first) delta["role"] = "assistant";
@@ -284,17 +322,28 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
 
   if (req.stream) {
     if (!co_await ex.sse_start()) co_return;
-    if (api == Api::chat && !co_await ex.sse_data(choice_chunk("", nullptr, true).dump())) co_return;
+    count_request(ctx, route, 200);
+    if (api == Api::chat) {
+      for (int i = 0; i < req.n; ++i) {
+        if (!co_await ex.sse_data(chunk(i, "", nullptr, true).dump())) co_return;
+      }
+    }
   }
 
-  std::string content;
-  for (;;) {
+  std::vector<std::string> contents(static_cast<std::size_t>(req.n));
+  std::vector<std::string> finish_reasons(static_cast<std::size_t>(req.n));
+  GenerationEvent totals;
+  int done = 0;
+  bool first_token_seen = false;
+  auto last_token_at = started;
+  while (done < req.n) {
     auto [ec, event] = co_await gen.events->async_receive(use_tuple);
     if (ec) {  // the scheduler dropped the job (shutdown)
       const Error gone{ErrorKind::unavailable, "the server is shutting down; retry on another node", {}, {}};
       if (req.stream) {
         co_await ex.sse_data(to_json(gone).dump());
       } else {
+        count_request(ctx, route, 503);
         co_await ex.respond_error(gone);
       }
       co_return;
@@ -303,54 +352,106 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
       if (req.stream) {
         co_await ex.sse_data(to_json(*event.error).dump());
       } else {
+        count_request(ctx, route, http_status(event.error->kind));
         co_await ex.respond_error(*event.error);
       }
       co_return;
     }
-    if (req.stream) {
-      if (!event.text.empty() && !event.done) {
-        if (!co_await ex.sse_data(choice_chunk(event.text, nullptr, false).dump())) co_return;  // client gone
-      }
-      if (event.done) {
-        json last = choice_chunk(event.text, event.finish_reason, false);
-        last["usage"] = usage_json(event);
-        last["timings"] = timings_json(event);
-        if (!co_await ex.sse_data(last.dump())) co_return;
-        if (req.include_usage) {
-          json usage_chunk = choice_chunk("", nullptr, false);
-          usage_chunk["choices"] = json::array();
-          usage_chunk["usage"] = usage_json(event);
-          co_await ex.sse_data(usage_chunk.dump());
-        }
-        co_return;  // the session writes [DONE]
-      }
+    if (!event.done && event.text.empty()) {  // a heartbeat while the prompt waits or is prefilled
+      if (req.stream && !co_await ex.sse_comment("keep-alive")) co_return;
       continue;
     }
-    content += event.text;
-    if (!event.done) continue;
-    json choice = {{"index", 0}, {"finish_reason", event.finish_reason}, {"logprobs", nullptr}};
-    if (api == Api::chat) {
-      choice["message"] = {{"role", "assistant"}, {"content", content}};
-    } else {
-      choice["text"] = content;
+    const auto now = std::chrono::steady_clock::now();
+    if (!event.text.empty() && ctx.metrics) {
+      if (!first_token_seen) {
+        ctx.metrics->histogram_observe("clawbot_time_to_first_token_seconds", "Time to first token",
+                                       monitor::ttft_buckets(),
+                                       std::chrono::duration<double>(now - started).count());
+      } else {
+        ctx.metrics->histogram_observe("clawbot_inter_token_latency_seconds", "Time between streamed pieces",
+                                       monitor::itl_buckets(),
+                                       std::chrono::duration<double>(now - last_token_at).count());
+      }
+      first_token_seen = true;
+      last_token_at = now;
     }
-    const json reply = {{"id", id},
-                        {"object", object},
-                        {"created", created},
-                        {"model", ctx.model_id},
-                        {"system_fingerprint", "clawbot"},
-                        {"choices", json::array({choice})},
-                        {"usage", usage_json(event)},
-                        {"timings", timings_json(event)}};
-    co_await ex.respond_json(200, reply);
-    co_return;
+    const auto choice = static_cast<std::size_t>(event.choice);
+    if (req.stream) {
+      if (!event.text.empty() && !event.done) {
+        if (!co_await ex.sse_data(chunk(event.choice, event.text, nullptr, false).dump())) co_return;  // client gone
+      }
+    } else {
+      contents[choice] += event.text;
+    }
+    if (!event.done) continue;
+    ++done;
+    finish_reasons[choice] = event.finish_reason;
+    totals.prompt_tokens = event.prompt_tokens;
+    totals.cached_tokens = std::max(totals.cached_tokens, event.cached_tokens);
+    totals.completion_tokens += event.completion_tokens;
+    totals.prompt_ms = std::max(totals.prompt_ms, event.prompt_ms);
+    totals.generation_ms = std::max(totals.generation_ms, event.generation_ms);
+    totals.queue_ms = std::max(totals.queue_ms, event.queue_ms);
+    if (req.stream) {
+      json last = chunk(event.choice, event.text, event.finish_reason, false);
+      if (done == req.n) {
+        last["usage"] = usage_json(totals);
+        last["timings"] = timings_json(totals);
+      }
+      if (!co_await ex.sse_data(last.dump())) co_return;
+    }
   }
+  if (ctx.metrics) {
+    ctx.metrics->histogram_observe("clawbot_e2e_request_latency_seconds", "Request latency, end to end",
+                                   monitor::e2e_buckets(),
+                                   std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    ctx.metrics->counter_add("clawbot_request_success_total", "Finished requests by finish reason",
+                             {{"finished_reason", finish_reasons[0]}});
+  }
+  if (req.stream) {
+    if (req.include_usage) {
+      json usage_chunk = chunk(0, "", nullptr, false);
+      usage_chunk["choices"] = json::array();
+      usage_chunk["usage"] = usage_json(totals);
+      co_await ex.sse_data(usage_chunk.dump());
+    }
+    co_return;  // the session writes [DONE]
+  }
+  json choices = json::array();
+  for (int i = 0; i < req.n; ++i) {
+    const auto k = static_cast<std::size_t>(i);
+    json choice = {{"index", i}, {"finish_reason", finish_reasons[k]}, {"logprobs", nullptr}};
+    if (api == Api::chat) {
+      choice["message"] = {{"role", "assistant"}, {"content", contents[k]}};
+    } else {
+      choice["text"] = contents[k];
+    }
+    choices.push_back(std::move(choice));
+  }
+  const json reply = {{"id", id},
+                      {"object", object},
+                      {"created", created},
+                      {"model", ctx.model_id},
+                      {"system_fingerprint", "clawbot"},
+                      {"choices", std::move(choices)},
+                      {"usage", usage_json(totals)},
+                      {"timings", timings_json(totals)}};
+  count_request(ctx, route, 200);
+  co_await ex.respond_json(200, reply);
 }
 
 // ---------------------------------------------------------------- routes
 
+void require_generation_model(const ServeContext& ctx) {
+  if (ctx.model.info().is_embedding) {
+    throw_invalid("model '" + ctx.model_id + "' is an embedding model: it cannot generate text; use /v1/embeddings",
+                  "model", "model_not_generative");
+  }
+}
+
 asio::awaitable<void> chat_completions(const ServeContext& ctx, http::Exchange& ex) {
   const json body = parse_body(ex);
+  require_generation_model(ctx);
   const auto messages = parse_messages(body);
   const CommonRequest req = parse_common(body, ctx.n_ctx);
   if (!ctx.chat_template) {
@@ -363,6 +464,7 @@ asio::awaitable<void> chat_completions(const ServeContext& ctx, http::Exchange& 
 
 asio::awaitable<void> completions(const ServeContext& ctx, http::Exchange& ex) {
   const json body = parse_body(ex);
+  require_generation_model(ctx);
   auto it = body.find("prompt");
   if (it == body.end() || it->is_null()) throw_invalid("'prompt' is required", "prompt");
   std::string text;
@@ -379,8 +481,138 @@ asio::awaitable<void> completions(const ServeContext& ctx, http::Exchange& ex) {
   co_await run_generation(ctx, ex, Api::completions, std::move(prompt), req);
 }
 
+std::string base64_floats(const std::vector<float>& v) {
+  static constexpr char table[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const auto* bytes = reinterpret_cast<const unsigned char*>(v.data());
+  const std::size_t n = v.size() * sizeof(float);
+  std::string out;
+  out.reserve((n + 2) / 3 * 4);
+  for (std::size_t i = 0; i < n; i += 3) {
+    const std::uint32_t b0 = bytes[i], b1 = i + 1 < n ? bytes[i + 1] : 0, b2 = i + 2 < n ? bytes[i + 2] : 0;
+    const std::uint32_t triple = (b0 << 16) | (b1 << 8) | b2;
+    out += table[(triple >> 18) & 63];
+    out += table[(triple >> 12) & 63];
+    out += i + 1 < n ? table[(triple >> 6) & 63] : '=';
+    out += i + 2 < n ? table[triple & 63] : '=';
+  }
+  return out;
+}
+
+asio::awaitable<void> embeddings(const ServeContext& ctx, http::Exchange& ex) {
+  const json body = parse_body(ex);
+  if (!ctx.model.info().is_embedding) {
+    throw_invalid("model '" + ctx.model_id +
+                      "' cannot compute embeddings: it is a text-generation model; serve an embedding model "
+                      "(such as bge-small-en-v1.5) for /v1/embeddings",
+                  "model", "model_not_embedding");
+  }
+  auto it = body.find("input");
+  if (it == body.end() || it->is_null()) throw_invalid("'input' is required", "input");
+  std::vector<std::vector<engine::Token>> inputs;
+  auto add_text = [&](const json& v, const std::string& where) {
+    if (!v.is_string()) throw_invalid("'" + where + "' must be a string, got " + describe(v), where);
+    auto tokens = ctx.tokenizer.tokenize(v.get<std::string>(), true, false);
+    if (tokens.empty()) throw_invalid("'" + where + "' is empty", where);
+    inputs.push_back(std::move(tokens));
+  };
+  auto token_list = [&](const json& v, const std::string& where) {
+    std::vector<engine::Token> tokens;
+    for (const auto& t : v) {
+      if (!t.is_number_integer() || t.get<long long>() < 0 || t.get<long long>() >= ctx.model.info().n_vocab) {
+        throw_invalid("'" + where + "' must hold token ids between 0 and " +
+                          std::to_string(ctx.model.info().n_vocab - 1),
+                      where);
+      }
+      tokens.push_back(t.get<engine::Token>());
+    }
+    if (tokens.empty()) throw_invalid("'" + where + "' is empty", where);
+    inputs.push_back(std::move(tokens));
+  };
+  if (it->is_string()) {
+    add_text(*it, "input");
+  } else if (it->is_array() && !it->empty() && (*it)[0].is_number_integer()) {
+    token_list(*it, "input");
+  } else if (it->is_array() && !it->empty()) {
+    if (it->size() > 2048) throw_invalid("'input' may hold at most 2048 items", "input");
+    for (std::size_t i = 0; i < it->size(); ++i) {
+      const std::string where = "input[" + std::to_string(i) + "]";
+      if ((*it)[i].is_array()) {
+        token_list((*it)[i], where);
+      } else {
+        add_text((*it)[i], where);
+      }
+    }
+  } else {
+    throw_invalid("'input' must be a string, an array of strings, or token arrays, got " + describe(*it), "input");
+  }
+  std::string format = "float";
+  if (auto f = body.find("encoding_format"); f != body.end() && !f->is_null()) {
+    if (!f->is_string() || (f->get<std::string>() != "float" && f->get<std::string>() != "base64")) {
+      throw_invalid("'encoding_format' must be \"float\" or \"base64\", got " + describe(*f), "encoding_format");
+    }
+    format = f->get<std::string>();
+  }
+  if (auto d = integer_field(body, "dimensions", 1, 1 << 20); d && *d != ctx.model.info().n_embd) {
+    throw_invalid("this model's embeddings have " + std::to_string(ctx.model.info().n_embd) +
+                      " dimensions; 'dimensions' cannot change that",
+                  "dimensions");
+  }
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    if (inputs[i].size() > ctx.n_ctx) {
+      throw ClawbotError({ErrorKind::context_exceeded,
+                          "input " + std::to_string(i) + " is " + std::to_string(inputs[i].size()) +
+                              " tokens, but this model embeds at most " + std::to_string(ctx.n_ctx),
+                          inputs.size() == 1 ? "input" : "input[" + std::to_string(i) + "]",
+                          "context_length_exceeded"});
+    }
+  }
+
+  Generation gen;
+  gen.events = std::make_shared<EventChannel>(ex.executor(), inputs.size() + 1);
+  std::vector<GenerationJob> jobs;
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    GenerationJob job;
+    job.prompt = std::move(inputs[i]);
+    job.embedding = true;
+    job.choice = static_cast<int>(i);
+    job.events = gen.events;
+    job.cancelled = gen.cancelled;
+    jobs.push_back(std::move(job));
+  }
+  const std::size_t count = jobs.size();
+  if (!ctx.scheduler.submit(std::move(jobs))) {
+    co_await respond_queue_full(ctx, ex, "/v1/embeddings");
+    co_return;
+  }
+  json data = json::array();
+  for (std::size_t i = 0; i < count; ++i) data.push_back(nullptr);
+  long long prompt_tokens = 0;
+  for (std::size_t received = 0; received < count;) {
+    auto [ec, event] = co_await gen.events->async_receive(use_tuple);
+    if (ec) throw ClawbotError({ErrorKind::unavailable, "the server is shutting down", {}, {}});
+    if (event.error) throw ClawbotError(*event.error);
+    if (!event.done) continue;
+    ++received;
+    prompt_tokens += event.prompt_tokens;
+    json item = {{"object", "embedding"}, {"index", event.choice}};
+    if (format == "base64") {
+      item["embedding"] = base64_floats(event.embedding);
+    } else {
+      item["embedding"] = event.embedding;
+    }
+    data[static_cast<std::size_t>(event.choice)] = std::move(item);
+  }
+  const json reply = {{"object", "list"},
+                      {"data", std::move(data)},
+                      {"model", ctx.model_id},
+                      {"usage", {{"prompt_tokens", prompt_tokens}, {"total_tokens", prompt_tokens}}}};
+  count_request(ctx, "/v1/embeddings", 200);
+  co_await ex.respond_json(200, reply);
+}
+
 json model_entry(const ServeContext& ctx) {
   const auto& info = ctx.model.info();
+  const auto& opts = ctx.scheduler.options();
   return {{"id", ctx.model_id},
           {"object", "model"},
           {"created", static_cast<long long>(ctx.created)},
@@ -389,10 +621,13 @@ json model_entry(const ServeContext& ctx) {
            {{"architecture", info.architecture},
             {"description", info.description},
             {"n_ctx", ctx.n_ctx},
+            {"n_ctx_per_request", ctx.n_ctx},
             {"n_ctx_train", info.n_ctx_train},
             {"n_params", info.n_params},
             {"size", info.size_bytes},
             {"n_vocab", info.n_vocab},
+            {"n_embd", info.n_embd},
+            {"parallel", opts.parallel},
             {"embedding", info.is_embedding},
             {"chat_template", ctx.chat_template ? ctx.chat_template->name() : ""}}}};
 }
@@ -403,17 +638,26 @@ std::shared_ptr<const http::Router> make_openai_router(const ServeContext& conte
   auto router = std::make_shared<http::Router>();
   const ServeContext* ctx = &context;
   router->add(http::Verb::get, "/health", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
-    const json health = {{"status", "ok"}, {"model", ctx->model_id}, {"queued", ctx->scheduler.queued()}};
+    const auto stats = ctx->scheduler.stats();
+    const json health = {{"status", "ok"},
+                         {"model", ctx->model_id},
+                         {"queued", stats.queued},
+                         {"slots_busy", stats.slots_busy},
+                         {"slots_total", stats.slots_total}};
     co_await ex.respond_json(200, health);
   });
   router->add(http::Verb::get, "/v1/models", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
     const json models = {{"object", "list"}, {"data", json::array({model_entry(*ctx)})}};
     co_await ex.respond_json(200, models);
   });
+  router->add(http::Verb::get, "/metrics", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
+    const std::string text = ctx->metrics ? ctx->metrics->render() : std::string();
+    co_await ex.respond_text(200, text, "text/plain; version=0.0.4; charset=utf-8");
+  });
   router->add(http::Verb::post, "/v1/chat/completions",
               [ctx](http::Exchange& ex) { return chat_completions(*ctx, ex); });
-  router->add(http::Verb::post, "/v1/completions",
-              [ctx](http::Exchange& ex) { return completions(*ctx, ex); });
+  router->add(http::Verb::post, "/v1/completions", [ctx](http::Exchange& ex) { return completions(*ctx, ex); });
+  router->add(http::Verb::post, "/v1/embeddings", [ctx](http::Exchange& ex) { return embeddings(*ctx, ex); });
   return router;
 }
 

@@ -1,6 +1,7 @@
 // The OpenAI-compatible routes: JSON in, typed GenerationJob to the scheduler, JSON or SSE out.
 #pragma once
 
+#include <chrono>
 #include <ctime>
 #include <memory>
 #include <optional>
@@ -8,6 +9,7 @@
 
 #include "common/http_server.h"
 #include "engine/engine.h"
+#include "monitor/metrics.h"
 #include "server/scheduler.h"
 
 namespace clawbot::server {
@@ -19,8 +21,10 @@ struct ServeContext {
   std::string chat_template_problem;
   Scheduler& scheduler;
   std::string model_id;
-  std::uint32_t n_ctx = 0;
+  std::uint32_t n_ctx = 0;  // tokens each request may use, prompt and answer together
   std::time_t created = 0;
+  monitor::Registry* metrics = nullptr;
+  std::chrono::milliseconds sse_keepalive{5000};
 };
 
 std::shared_ptr<const http::Router> make_openai_router(const ServeContext& context);

@@ -1,6 +1,7 @@
 #include "server/scheduler.h"
 
-#include <chrono>
+#include <algorithm>
+#include <cmath>
 
 #include <spdlog/spdlog.h>
 
@@ -9,22 +10,13 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double ms_since(Clock::time_point t) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
-}
-
-// Hands an event to the HTTP side; waits while the channel is full (a slow client slows its generation).
-// Returns false when the receiver is gone.
-bool deliver(GenerationJob& job, GenerationEvent event) {
-  for (;;) {
-    if (!job.events->is_open()) return false;
-    if (job.events->try_send(boost::system::error_code{}, event)) return true;
-    if (job.cancelled->load()) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------- StopMatcher
 
 StopMatcher::Result StopMatcher::push(std::string_view text) {
   held_.append(text);
@@ -55,31 +47,75 @@ StopMatcher::Result StopMatcher::push(std::string_view text) {
   return result;
 }
 
-std::string StopMatcher::flush() {
-  return std::exchange(held_, {});
+std::string StopMatcher::flush() { return std::exchange(held_, {}); }
+
+// ---------------------------------------------------------------- Slot
+
+struct Scheduler::Slot {
+  enum class Phase { idle, prefill, generate, finishing };
+  int seq = 0;
+  Phase phase = Phase::idle;
+  std::vector<engine::Token> cached;  // exactly the tokens this sequence's cache holds, in order
+  std::optional<GenerationJob> job;
+  std::size_t prefilled = 0;  // prompt tokens in the cache
+  int reused = 0;             // of which came from the cache
+  std::optional<engine::Sampler> sampler;
+  engine::Utf8StreamDecoder decoder;
+  std::optional<StopMatcher> stops;
+  engine::Token last = 0;  // sampled, not yet decoded
+  int generated = 0;
+  int limit = 0;
+  std::deque<GenerationEvent> outbox;  // events waiting for room in the channel
+  Clock::time_point admitted_at, first_token_at;
+  std::uint64_t last_used = 0;
+  std::uint64_t admitted_order = 0;
+  // this step
+  bool blocked = false;
+  bool decoding = false;
+  int take = 0;
+  int row = -1;
+
+  bool busy() const { return phase != Phase::idle; }
+};
+
+// ---------------------------------------------------------------- Scheduler
+
+Scheduler::Scheduler(const engine::Model& model, engine::Context& context, SchedulerOptions options)
+    : model_(model),
+      context_(context),
+      tokenizer_(model),
+      options_(options),
+      cold_(options.cache_enabled ? options.cache_ram_bytes : 0),
+      batch_(context.n_batch()),
+      prefill_chunk_now_(std::max(1, options.prefill_chunk)) {
+  for (int i = 0; i < options_.parallel; ++i) {
+    auto slot = std::make_unique<Slot>();
+    slot->seq = i;
+    slots_.push_back(std::move(slot));
+  }
+  stats_.slots_total = slots_.size();
+  stats_.cold_capacity = cold_.capacity();
+  stats_.kv_cells_total = context_.n_ctx();
+  thread_ = std::thread([this] { run(); });
 }
 
-Scheduler::Scheduler(const engine::Model& model, engine::Context& context)
-    : model_(model), context_(context), tokenizer_(model), thread_([this] { run(); }) {}
+Scheduler::~Scheduler() { stop(); }
 
-Scheduler::~Scheduler() {
-  stop();
-}
-
-void Scheduler::submit(GenerationJob job) {
+bool Scheduler::submit(std::vector<GenerationJob> jobs) {
   {
     std::lock_guard lock(mutex_);
-    queue_.push_back(std::move(job));
+    if (stopping_ || queue_.size() + jobs.size() > options_.queue_max) return false;
+    for (auto& job : jobs) queue_.push_back(std::move(job));
+    stats_.queued = queue_.size();
   }
   wake_.notify_one();
+  return true;
 }
 
 void Scheduler::stop() {
   {
     std::lock_guard lock(mutex_);
-    if (stopping_ && !thread_.joinable()) return;
     stopping_ = true;
-    for (auto& job : queue_) job.cancelled->store(true);
   }
   wake_.notify_all();
   if (thread_.joinable()) thread_.join();
@@ -90,110 +126,444 @@ std::size_t Scheduler::queued() const {
   return queue_.size();
 }
 
+SchedulerStats Scheduler::stats() const {
+  std::lock_guard lock(mutex_);
+  return stats_;
+}
+
 void Scheduler::run() {
+  std::uint64_t order = 0;
   for (;;) {
-    GenerationJob job;
+    std::vector<GenerationJob> admitted;
     {
       std::unique_lock lock(mutex_);
-      wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (stopping_ && queue_.empty()) return;
-      job = std::move(queue_.front());
-      queue_.pop_front();
+      const bool any_busy = std::any_of(slots_.begin(), slots_.end(), [](const auto& s) { return s->busy(); });
+      if (!any_busy) wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (stopping_) break;
+      std::size_t free_slots = static_cast<std::size_t>(
+          std::count_if(slots_.begin(), slots_.end(), [](const auto& s) { return !s->busy(); }));
+      while (!queue_.empty() && (free_slots > 0 || queue_.front().embedding)) {
+        GenerationJob job = std::move(queue_.front());
+        queue_.pop_front();
+        if (job.cancelled->load()) {
+          job.events->close();
+          continue;
+        }
+        if (!job.embedding) --free_slots;
+        admitted.push_back(std::move(job));
+      }
+      stats_.queued = queue_.size();
     }
-    if (job.cancelled->load()) {
-      job.events->close();
+
+    std::vector<GenerationJob> embeddings;
+    for (auto& job : admitted) {
+      if (job.embedding) {
+        embeddings.push_back(std::move(job));
+        continue;
+      }
+      // The free slot whose cache is the most useful to this prompt; else an empty one; else the least recent.
+      Slot* target = nullptr;
+      std::size_t best = 0;
+      for (auto& s : slots_) {
+        if (s->busy()) continue;
+        std::size_t usable = common_prefix(s->cached, job.prompt);
+        if (!model_.info().can_truncate_cache() && usable != s->cached.size()) usable = 0;
+        const bool better = !target || usable > best ||
+                            (usable == best && (s->cached.empty() ? 0 : s->last_used + 1) <
+                                                   (target->cached.empty() ? 0 : target->last_used + 1));
+        if (better) {
+          target = s.get();
+          best = usable;
+        }
+      }
+      target->admitted_order = ++order;
+      admit(*target, std::move(job));
+    }
+    if (!embeddings.empty()) run_embeddings(embeddings);
+    step();
+    send_heartbeats();
+
+    {
+      std::lock_guard lock(mutex_);
+      stats_.slots_busy = static_cast<std::size_t>(
+          std::count_if(slots_.begin(), slots_.end(), [](const auto& s) { return s->busy(); }));
+      std::int64_t cells = 0;
+      for (const auto& s : slots_) cells += static_cast<std::int64_t>(s->cached.size());
+      stats_.kv_cells_used = cells;
+      stats_.cold_bytes = cold_.bytes_used();
+      stats_.cold_evictions = cold_.evictions();
+    }
+    // Every busy slot waits on a slow reader: do not spin.
+    const bool all_blocked = std::all_of(slots_.begin(), slots_.end(), [](const auto& s) {
+      return !s->busy() || s->blocked;
+    });
+    if (all_blocked && std::any_of(slots_.begin(), slots_.end(), [](const auto& s) { return s->busy(); })) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+  // Shutting down: every job still here learns it will not be answered.
+  for (auto& s : slots_) {
+    if (s->job) s->job->events->close();
+  }
+  std::lock_guard lock(mutex_);
+  for (auto& job : queue_) job.events->close();
+  queue_.clear();
+}
+
+void Scheduler::send_heartbeats() {
+  const auto now = Clock::now();
+  if (now - last_heartbeat_ < options_.heartbeat) return;
+  last_heartbeat_ = now;
+  GenerationEvent beat;  // empty and not done: "still working on it"
+  std::lock_guard lock(mutex_);
+  for (auto& job : queue_) job.events->try_send(boost::system::error_code{}, beat);
+  for (auto& s : slots_) {
+    if (s->phase == Slot::Phase::prefill && s->outbox.empty()) s->job->events->try_send(boost::system::error_code{}, beat);
+  }
+}
+
+void Scheduler::save_to_cold(Slot& slot) {
+  if (!options_.cache_enabled || cold_.capacity() == 0) return;
+  if (slot.cached.size() < static_cast<std::size_t>(options_.min_cached_tokens)) return;
+  if (cold_.contains_exact(slot.cached)) return;
+  const std::size_t size = context_.seq_state_size(slot.seq);
+  auto room = cold_.insert(slot.cached, size);
+  if (room.empty()) return;
+  const std::size_t written = context_.seq_state_save(slot.seq, room);
+  if (written == 0) {
+    cold_.erase_last();
+    return;
+  }
+  cold_.shrink_last(written);
+  std::lock_guard lock(mutex_);
+  ++stats_.cold_saves;
+}
+
+void Scheduler::admit(Slot& slot, GenerationJob job) {
+  const auto& prompt = job.prompt;
+  const bool can_truncate = model_.info().can_truncate_cache();
+  const bool use_cache = options_.cache_enabled;
+
+  std::size_t in_place = 0;
+  if (use_cache) {
+    in_place = common_prefix(slot.cached, prompt);
+    if (!can_truncate && in_place != slot.cached.size()) in_place = 0;
+  }
+  // A busy sequence sharing more (a system prompt in use right now): copy its cells, they are shared.
+  Slot* donor = nullptr;
+  std::size_t donor_len = 0;
+  if (use_cache && can_truncate) {
+    for (auto& other : slots_) {
+      if (other.get() == &slot || !other->busy()) continue;
+      const std::size_t n = common_prefix(other->cached, prompt);
+      if (n > donor_len) {
+        donor = other.get();
+        donor_len = n;
+      }
+    }
+  }
+  std::optional<ColdCache::Match> cold;
+  if (use_cache) cold = cold_.find(prompt, !can_truncate);
+
+  std::size_t reuse = in_place;
+  enum class Source { in_place, donor, cold } source = Source::in_place;
+  if (donor_len > reuse) {
+    source = Source::donor;
+    reuse = donor_len;
+  }
+  if (cold && cold->length > reuse) {
+    source = Source::cold;
+    reuse = cold->length;
+  }
+  // Keep at least one prompt token to decode: its logits start the answer.
+  const std::size_t keep = std::min(reuse, prompt.size() - 1);
+
+  const bool content_lost = source != Source::in_place || keep < slot.cached.size();
+  if (content_lost) save_to_cold(slot);
+
+  if (source == Source::donor) {
+    context_.seq_remove(slot.seq, 0, -1);
+    context_.seq_copy(donor->seq, slot.seq, 0, static_cast<int>(donor_len));
+    slot.cached.assign(donor->cached.begin(), donor->cached.begin() + static_cast<std::ptrdiff_t>(donor_len));
+  } else if (source == Source::cold) {
+    context_.seq_remove(slot.seq, 0, -1);
+    const auto state = cold_.state(cold->id);
+    if (context_.seq_state_restore(slot.seq, state)) {
+      slot.cached = cold_.tokens(cold->id);
+      std::lock_guard lock(mutex_);
+      ++stats_.cold_restores;
+    } else {
+      spdlog::warn("restoring a saved sequence failed; prefilling from scratch");
+      context_.seq_remove(slot.seq, 0, -1);
+      slot.cached.clear();
+    }
+    cold_.erase(cold->id);
+  }
+
+  std::size_t reused = std::min(keep, common_prefix(slot.cached, prompt));
+  if (can_truncate) {
+    context_.seq_remove(slot.seq, static_cast<int>(reused), -1);
+    slot.cached.resize(reused);
+  } else if (reused != slot.cached.size()) {
+    // A recurrent state cannot be cut back: start over.
+    context_.seq_remove(slot.seq, 0, -1);
+    slot.cached.clear();
+    reused = 0;
+  }
+
+  {
+    std::lock_guard lock(mutex_);
+    ++stats_.cache_lookups;
+    if (reused > 0) ++stats_.cache_hits;
+    stats_.prompt_tokens += prompt.size();
+    stats_.prompt_tokens_cached += reused;
+  }
+
+  slot.prefilled = reused;
+  slot.reused = static_cast<int>(reused);
+  slot.sampler.emplace(job.sampling, model_);
+  slot.decoder = engine::Utf8StreamDecoder();
+  slot.stops.emplace(job.stop);
+  slot.generated = 0;
+  const int room = options_.ctx_per_request - static_cast<int>(prompt.size());
+  slot.limit = job.max_tokens > 0 ? std::min(job.max_tokens, room) : room;
+  slot.outbox.clear();
+  slot.admitted_at = Clock::now();
+  slot.phase = Slot::Phase::prefill;
+  slot.job = std::move(job);
+}
+
+bool Scheduler::flush_pending(Slot& slot) {
+  while (!slot.outbox.empty()) {
+    if (!slot.job->events->try_send(boost::system::error_code{}, slot.outbox.front())) return false;
+    slot.outbox.pop_front();
+  }
+  return true;
+}
+
+void Scheduler::finish(Slot& slot, std::string reason, std::optional<Error> error) {
+  GenerationEvent done;
+  done.choice = slot.job->choice;
+  done.done = true;
+  if (!error && reason != "stop-string") {
+    auto tail = slot.stops->push(slot.decoder.flush());
+    done.text = tail.emit + (tail.stopped ? "" : slot.stops->flush());
+    if (tail.stopped) reason = "stop";
+  }
+  if (reason == "stop-string") reason = "stop";
+  done.finish_reason = std::move(reason);
+  done.error = std::move(error);
+  done.prompt_tokens = static_cast<int>(slot.job->prompt.size());
+  done.cached_tokens = slot.reused;
+  done.completion_tokens = slot.generated;
+  done.queue_ms = ms_between(slot.job->enqueued, slot.admitted_at);
+  const auto now = Clock::now();
+  if (slot.generated > 0) {
+    done.prompt_ms = ms_between(slot.admitted_at, slot.first_token_at);
+    done.generation_ms = ms_between(slot.first_token_at, now);
+  } else {
+    done.prompt_ms = ms_between(slot.admitted_at, now);
+  }
+  slot.outbox.push_back(std::move(done));
+  slot.phase = Slot::Phase::finishing;
+  if (flush_pending(slot)) {
+    slot.phase = Slot::Phase::idle;
+    slot.job.reset();
+  }
+}
+
+void Scheduler::sample_and_emit(Slot& slot, int row) {
+  const engine::Token token = slot.sampler->sample(context_, row);
+  if (slot.generated == 0) slot.first_token_at = Clock::now();
+  if (tokenizer_.is_end_of_generation(token)) {
+    finish(slot, "stop");
+    return;
+  }
+  ++slot.generated;
+  {
+    std::lock_guard lock(mutex_);
+    ++stats_.generated_tokens;
+  }
+  auto piece = slot.stops->push(slot.decoder.push(tokenizer_.piece(token)));
+  if (!piece.emit.empty()) {
+    GenerationEvent event;
+    event.choice = slot.job->choice;
+    event.text = std::move(piece.emit);
+    slot.outbox.push_back(std::move(event));
+    flush_pending(slot);
+  }
+  if (piece.stopped) {
+    finish(slot, "stop-string");
+  } else if (slot.generated >= slot.limit) {
+    finish(slot, "length");
+  } else {
+    slot.last = token;
+  }
+}
+
+void Scheduler::step() {
+  batch_.clear();
+  // Cancelled jobs leave; slow readers sit this step out.
+  for (auto& s : slots_) {
+    s->decoding = false;
+    s->take = 0;
+    s->row = -1;
+    s->blocked = false;
+    if (!s->busy()) continue;
+    if (s->job->cancelled->load() || !s->job->events->is_open()) {
+      if (s->phase != Slot::Phase::finishing) {
+        spdlog::info("generation cancelled after {} tokens (client gone)", s->generated);
+      }
+      s->outbox.clear();
+      s->job.reset();
+      s->phase = Slot::Phase::idle;
+      s->last_used = s->admitted_order;
       continue;
     }
-    try {
-      generate(job);
-    } catch (const std::exception& e) {
-      GenerationEvent failed;
-      failed.done = true;
-      failed.error = Error{ErrorKind::internal, std::string("generation failed: ") + e.what(), "", ""};
-      deliver(job, std::move(failed));
+    s->blocked = !flush_pending(*s);
+    if (s->phase == Slot::Phase::finishing && !s->blocked) {
+      s->job.reset();
+      s->phase = Slot::Phase::idle;
+      s->last_used = s->admitted_order;
+    }
+  }
+
+  for (auto& s : slots_) {
+    if (s->phase != Slot::Phase::generate || s->blocked) continue;
+    s->row = batch_.add(s->last, static_cast<int>(s->cached.size()), s->seq, true);
+    s->decoding = true;
+  }
+  // Prompts fill what is left of the step, oldest admission first, so a long prompt cannot starve the streams.
+  std::vector<Slot*> prefilling;
+  for (auto& s : slots_) {
+    if (s->phase == Slot::Phase::prefill && !s->blocked) prefilling.push_back(s.get());
+  }
+  std::sort(prefilling.begin(), prefilling.end(),
+            [](const Slot* a, const Slot* b) { return a->admitted_order < b->admitted_order; });
+  int budget = std::min(prefill_chunk_now_, static_cast<int>(batch_.capacity()) - batch_.size());
+  for (Slot* s : prefilling) {
+    if (budget <= 0) break;
+    const auto& prompt = s->job->prompt;
+    const int remaining = static_cast<int>(prompt.size() - s->prefilled);
+    const int take = std::min(budget, remaining);
+    for (int i = 0; i < take; ++i) {
+      const std::size_t at = s->prefilled + static_cast<std::size_t>(i);
+      const bool last = (i == remaining - 1);
+      const int row = batch_.add(prompt[at], static_cast<int>(at), s->seq, last);
+      if (last) s->row = row;
+    }
+    s->take = take;
+    budget -= take;
+  }
+  if (batch_.size() == 0) return;
+
+  const bool had_prefill = std::any_of(prefilling.begin(), prefilling.end(), [](const Slot* s) { return s->take > 0; });
+  const auto status = context_.decode(batch_);
+  if (status == engine::DecodeStatus::no_kv_slot) {
+    {
+      std::lock_guard lock(mutex_);
+      ++stats_.decode_retries;
+    }
+    if (had_prefill && prefill_chunk_now_ > 8) {
+      prefill_chunk_now_ /= 2;  // retry with a smaller step
+      spdlog::warn("KV cache full: prefilling {} tokens per step for now", prefill_chunk_now_);
+      for (auto& s : slots_) context_.seq_remove(s->seq, static_cast<int>(s->cached.size()), -1);
+      return;
+    }
+    // Even the decode tokens do not fit: the longest sequence gives way.
+    Slot* longest = nullptr;
+    for (auto& s : slots_) {
+      if (s->busy() && (!longest || s->cached.size() > longest->cached.size())) longest = s.get();
+    }
+    for (auto& s : slots_) context_.seq_remove(s->seq, static_cast<int>(s->cached.size()), -1);
+    if (longest) {
+      finish(*longest, "length",
+             Error{ErrorKind::unavailable, "the server ran out of KV cache space for this request; retry", {}, {}});
+    }
+    return;
+  }
+  if (status != engine::DecodeStatus::ok) {
+    for (auto& s : slots_) {
+      if (s->decoding || s->take > 0) {
+        finish(*s, "error",
+               Error{ErrorKind::internal,
+                     "the engine failed (decode status " + std::to_string(static_cast<int>(status)) + ")", {}, {}});
+      }
+    }
+    return;
+  }
+  if (prefill_chunk_now_ < options_.prefill_chunk) prefill_chunk_now_ = std::min(options_.prefill_chunk, prefill_chunk_now_ * 2);
+
+  for (auto& s : slots_) {
+    if (s->decoding) {
+      s->cached.push_back(s->last);
+      sample_and_emit(*s, s->row);
+    } else if (s->take > 0) {
+      const auto& prompt = s->job->prompt;
+      s->cached.insert(s->cached.end(), prompt.begin() + static_cast<std::ptrdiff_t>(s->prefilled),
+                       prompt.begin() + static_cast<std::ptrdiff_t>(s->prefilled) + s->take);
+      s->prefilled += static_cast<std::size_t>(s->take);
+      if (s->prefilled == prompt.size()) {
+        s->phase = Slot::Phase::generate;
+        // A checkpoint at the turn boundary: the next turn of this conversation starts from here.
+        if (!model_.info().can_truncate_cache()) save_to_cold(*s);
+        sample_and_emit(*s, s->row);
+      }
     }
   }
 }
 
-void Scheduler::generate(GenerationJob& job) {
-  const auto started = Clock::now();
-  GenerationEvent final_event;
-  final_event.done = true;
-  final_event.prompt_tokens = static_cast<int>(job.prompt.size());
-
-  auto fail = [&](std::string message) {
-    final_event.error = Error{ErrorKind::internal, std::move(message), "", ""};
-    deliver(job, std::move(final_event));
-  };
-
-  context_.clear();
-  const auto prefill = context_.decode(job.prompt, 0);
-  if (prefill != engine::DecodeStatus::ok) {
-    fail("the engine could not process the prompt (decode status " +
-         std::to_string(static_cast<int>(prefill)) + ")");
-    return;
-  }
-  final_event.prompt_ms = ms_since(started);
-  const auto first_token_at = Clock::now();
-
-  engine::Sampler sampler(job.sampling, model_);
-  engine::Utf8StreamDecoder decoder;
-  StopMatcher stops(job.stop);
-  const int room = static_cast<int>(context_.n_ctx()) - static_cast<int>(job.prompt.size());
-  const int limit = job.max_tokens > 0 ? std::min(job.max_tokens, room) : room;
-  int position = static_cast<int>(job.prompt.size());
-  int generated = 0;
-  std::string finish = "length";
-  bool stopped_by_string = false;
-
-  while (generated < limit) {
-    if (job.cancelled->load() || !job.events->is_open()) {
-      finish = "cancelled";
-      break;
+void Scheduler::run_embeddings(std::vector<GenerationJob>& jobs) {
+  const int dim = model_.info().n_embd;
+  std::size_t begin = 0;
+  while (begin < jobs.size()) {
+    // As many inputs as fit one batch and the sequence limit.
+    context_.clear();
+    batch_.clear();
+    std::size_t end = begin;
+    while (end < jobs.size() && static_cast<int>(end - begin) < static_cast<int>(context_.n_seq_max()) &&
+           batch_.size() + static_cast<int>(jobs[end].prompt.size()) <= static_cast<int>(batch_.capacity())) {
+      const int seq = static_cast<int>(end - begin);
+      for (std::size_t i = 0; i < jobs[end].prompt.size(); ++i) {
+        batch_.add(jobs[end].prompt[i], static_cast<int>(i), seq, true);
+      }
+      ++end;
     }
-    const engine::Token token = sampler.sample(context_);
-    if (tokenizer_.is_end_of_generation(token)) {
-      finish = "stop";
-      break;
+    if (end == begin) {  // one input larger than a batch: the routes check this, so it is a bug here
+      GenerationEvent failed;
+      failed.done = true;
+      failed.choice = jobs[begin].choice;
+      failed.error = Error{ErrorKind::invalid_request, "input too long for one batch", "input", {}};
+      jobs[begin].events->try_send(boost::system::error_code{}, std::move(failed));
+      ++begin;
+      continue;
     }
-    ++generated;
-    auto step = stops.push(decoder.push(tokenizer_.piece(token)));
-    if (!step.emit.empty()) {
-      GenerationEvent piece;
-      piece.text = std::move(step.emit);
-      if (!deliver(job, std::move(piece))) {
-        finish = "cancelled";
-        break;
+    const auto status = context_.decode(batch_);
+    for (std::size_t j = begin; j < end; ++j) {
+      GenerationEvent event;
+      event.done = true;
+      event.choice = jobs[j].choice;
+      event.prompt_tokens = static_cast<int>(jobs[j].prompt.size());
+      const float* v = status == engine::DecodeStatus::ok ? context_.seq_embedding(static_cast<int>(j - begin)) : nullptr;
+      if (!v) {
+        event.error = Error{ErrorKind::internal, "the engine produced no embedding", {}, {}};
+      } else {
+        double norm = 0;
+        for (int k = 0; k < dim; ++k) norm += static_cast<double>(v[k]) * v[k];
+        norm = std::sqrt(norm);
+        event.embedding.resize(static_cast<std::size_t>(dim));
+        for (int k = 0; k < dim; ++k) {
+          event.embedding[static_cast<std::size_t>(k)] = norm > 0 ? static_cast<float>(v[k] / norm) : v[k];
+        }
+      }
+      // The reader waits for exactly these events; a full channel only delays them.
+      while (jobs[j].events->is_open() && !jobs[j].events->try_send(boost::system::error_code{}, event)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
       }
     }
-    if (step.stopped) {
-      finish = "stop";
-      stopped_by_string = true;
-      break;
-    }
-    if (generated >= limit) break;
-    const engine::Token next[] = {token};
-    const auto status = context_.decode(next, position++);
-    if (status != engine::DecodeStatus::ok) {
-      fail("the engine failed after " + std::to_string(generated) + " tokens (decode status " +
-           std::to_string(static_cast<int>(status)) + ")");
-      return;
-    }
+    begin = end;
   }
-  if (finish == "cancelled") {
-    spdlog::info("generation cancelled after {} tokens (client gone)", generated);
-    job.events->close();
-    return;
-  }
-  if (!stopped_by_string) {
-    auto tail = stops.push(decoder.flush());
-    final_event.text = tail.emit + (tail.stopped ? "" : stops.flush());
-    if (tail.stopped) finish = "stop";
-  }
-  final_event.finish_reason = finish;
-  final_event.completion_tokens = generated;
-  final_event.generation_ms = ms_since(first_token_at);
-  deliver(job, std::move(final_event));
+  context_.clear();
 }
 
 }  // namespace clawbot::server

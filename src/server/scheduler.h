@@ -1,8 +1,16 @@
-// The scheduler owns the engine context on one thread; jobs come in through a queue and their tokens go back
-// through a per-job channel. For now one job runs at a time, first come first served.
+// The scheduler owns the engine context on one thread. Jobs come in through a bounded FIFO queue; up to
+// `parallel` of them decode together, one llama_decode per step (continuous batching), with long prompts
+// prefilled in chunks between decode steps. Tokens go back through each job's channel.
+//
+// KV reuse: each slot remembers the tokens its sequence holds. A new job takes the slot (or copies from the
+// busy slot, or restores from the cold tier) that shares the longest prefix with its prompt and prefills only
+// the rest. Idle sequences are saved to the cold tier (host RAM) before their slot is reused. Models whose
+// cache cannot be cut back (recurrent, hybrid, sliding-window) keep a checkpoint at the end of every prompt,
+// so the next turn restores it and prefills only what follows.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <memory>
@@ -16,28 +24,36 @@
 
 #include "common/error.h"
 #include "engine/engine.h"
+#include "server/prefix_cache.h"
 
 namespace clawbot::server {
 
 struct GenerationEvent {
+  int choice = 0;    // which of the request's n choices
   std::string text;  // new text, whole UTF-8, stop strings already cut
   bool done = false;
-  std::string finish_reason;  // on done: "stop", "length" or "cancelled"
+  std::string finish_reason;  // on done: "stop" or "length"
   int prompt_tokens = 0;
+  int cached_tokens = 0;  // prompt tokens reused from the cache
   int completion_tokens = 0;
-  double prompt_ms = 0;        // prefill time
-  double generation_ms = 0;    // time after the first token
+  double prompt_ms = 0;        // from admission to the first token
+  double queue_ms = 0;         // waiting for a slot
+  double generation_ms = 0;    // after the first token
   std::optional<Error> error;  // on done, when the engine failed
+  // Embedding jobs: the pooled (normalised) vector.
+  std::vector<float> embedding;
 };
 
-using EventChannel =
-    boost::asio::experimental::concurrent_channel<void(boost::system::error_code, GenerationEvent)>;
+using EventChannel = boost::asio::experimental::concurrent_channel<void(boost::system::error_code, GenerationEvent)>;
 
 struct GenerationJob {
   std::vector<engine::Token> prompt;
   engine::SamplingParams sampling;
-  int max_tokens = 0;  // 0: until the context is full
+  int max_tokens = 0;  // 0: until the per-request context is full
   std::vector<std::string> stop;
+  int choice = 0;
+  bool embedding = false;  // pooled embedding instead of generation
+  std::chrono::steady_clock::time_point enqueued = std::chrono::steady_clock::now();
   std::shared_ptr<EventChannel> events;
   std::shared_ptr<std::atomic<bool>> cancelled;
 };
@@ -58,28 +74,77 @@ class StopMatcher {
   std::string held_;
 };
 
+struct SchedulerOptions {
+  int parallel = 4;                 // sequences decoded together
+  int ctx_per_request = 0;          // tokens each request may use (prompt + answer)
+  int prefill_chunk = 256;          // prompt tokens per step while others decode
+  std::size_t queue_max = 64;       // waiting jobs before 503
+  std::size_t cache_ram_bytes = 0;  // cold tier
+  bool cache_enabled = true;        // off: every request is prefilled from scratch (for comparisons)
+  int min_cached_tokens = 16;       // shorter sequences are not worth saving
+  std::chrono::milliseconds heartbeat{5000};  // empty events to waiting jobs, so streams stay alive
+};
+
+struct SchedulerStats {
+  std::uint64_t prompt_tokens = 0;
+  std::uint64_t prompt_tokens_cached = 0;
+  std::uint64_t generated_tokens = 0;
+  std::uint64_t cache_lookups = 0;
+  std::uint64_t cache_hits = 0;  // lookups that reused at least one token
+  std::uint64_t cold_saves = 0;
+  std::uint64_t cold_restores = 0;
+  std::uint64_t cold_evictions = 0;
+  std::uint64_t cold_bytes = 0;
+  std::uint64_t cold_capacity = 0;
+  std::uint64_t decode_retries = 0;  // steps retried smaller after the cache ran out of cells
+  std::size_t slots_busy = 0;
+  std::size_t slots_total = 0;
+  std::size_t queued = 0;
+  std::int64_t kv_cells_used = 0;
+  std::int64_t kv_cells_total = 0;
+};
+
 class Scheduler {
  public:
-  Scheduler(const engine::Model& model, engine::Context& context);
+  Scheduler(const engine::Model& model, engine::Context& context, SchedulerOptions options);
   ~Scheduler();
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
-  void submit(GenerationJob job);
+  // False when the queue is full (the caller answers 503).
+  bool submit(std::vector<GenerationJob> jobs);
   void stop();
   std::size_t queued() const;
+  SchedulerStats stats() const;
+  const SchedulerOptions& options() const noexcept { return options_; }
 
  private:
+  struct Slot;
   void run();
-  void generate(GenerationJob& job);
+  void admit(Slot& slot, GenerationJob job);
+  void step();
+  void finish(Slot& slot, std::string reason, std::optional<Error> error = std::nullopt);
+  bool flush_pending(Slot& slot);
+  void save_to_cold(Slot& slot);
+  void run_embeddings(std::vector<GenerationJob>& jobs);
+  void sample_and_emit(Slot& slot, int row);
+  void send_heartbeats();
 
   const engine::Model& model_;
   engine::Context& context_;
   engine::Tokenizer tokenizer_;
+  SchedulerOptions options_;
+  ColdCache cold_;
+  engine::Batch batch_;
+  std::vector<std::unique_ptr<Slot>> slots_;
+  int prefill_chunk_now_;
+  std::chrono::steady_clock::time_point last_heartbeat_ = std::chrono::steady_clock::now();
+
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<GenerationJob> queue_;
   bool stopping_ = false;
+  SchedulerStats stats_;  // guarded by mutex_
   std::thread thread_;
 };
 

@@ -18,8 +18,62 @@
 #include "engine/engine.h"
 #include "server/openai_routes.h"
 #include "server/scheduler.h"
+#include "monitor/metrics.h"
 
 namespace clawbot::server {
+namespace {
+
+void register_metrics(monitor::Registry& metrics, const Scheduler& scheduler, const engine::Context& context) {
+  auto stat = [&scheduler](auto member) {
+    return [&scheduler, member] { return static_cast<double>(scheduler.stats().*member); };
+  };
+  metrics.counter_callback("clawbot_prompt_tokens_total", "Prompt tokens received",
+                           stat(&SchedulerStats::prompt_tokens));
+  metrics.counter_callback("clawbot_prompt_tokens_cached_total", "Prompt tokens reused from the KV cache",
+                           stat(&SchedulerStats::prompt_tokens_cached));
+  metrics.counter_callback("clawbot_generation_tokens_total", "Tokens generated",
+                           stat(&SchedulerStats::generated_tokens));
+  metrics.counter_callback("clawbot_prefix_cache_queries_total", "Prefix-cache lookups",
+                           stat(&SchedulerStats::cache_lookups));
+  metrics.counter_callback("clawbot_prefix_cache_hits_total", "Lookups that reused at least one token",
+                           stat(&SchedulerStats::cache_hits));
+  metrics.counter_callback("clawbot_cold_cache_saves_total", "Sequences saved to the cold tier",
+                           stat(&SchedulerStats::cold_saves));
+  metrics.counter_callback("clawbot_cold_cache_restores_total", "Sequences restored from the cold tier",
+                           stat(&SchedulerStats::cold_restores));
+  metrics.counter_callback("clawbot_cold_cache_evictions_total", "Saved sequences evicted",
+                           stat(&SchedulerStats::cold_evictions));
+  metrics.counter_callback("clawbot_decode_retries_total", "Engine steps retried smaller for lack of KV cells",
+                           stat(&SchedulerStats::decode_retries));
+  metrics.gauge_callback("clawbot_cold_cache_bytes", "Bytes of saved sequences in host RAM",
+                         stat(&SchedulerStats::cold_bytes));
+  metrics.gauge_callback("clawbot_cold_cache_capacity_bytes", "Cold tier capacity",
+                         stat(&SchedulerStats::cold_capacity));
+  metrics.gauge_callback("clawbot_num_requests_running", "Slots decoding a request",
+                         stat(&SchedulerStats::slots_busy));
+  metrics.gauge_callback("clawbot_slots", "Slots", stat(&SchedulerStats::slots_total));
+  metrics.gauge_callback("clawbot_num_requests_waiting", "Requests waiting for a slot",
+                         stat(&SchedulerStats::queued));
+  metrics.gauge_callback("clawbot_kv_cache_cells_used",
+                         "KV cells holding tokens (a shared prefix counted once per sequence)",
+                         stat(&SchedulerStats::kv_cells_used));
+  metrics.gauge_callback("clawbot_kv_cache_cells_capacity", "KV cells",
+                         [&context] { return static_cast<double>(context.n_ctx()); });
+  metrics.gauge_callback("clawbot_kv_cache_usage_perc", "Fraction of KV cells in use", [&scheduler] {
+    const auto s = scheduler.stats();
+    return s.kv_cells_total > 0 ? static_cast<double>(s.kv_cells_used) / static_cast<double>(s.kv_cells_total)
+                                : 0.0;
+  });
+  metrics.gauge_callback("process_resident_memory_bytes", "Resident memory of this process",
+                         [] { return monitor::process_rss_bytes(); });
+  metrics.gauge_callback("clawbot_system_memory_total_bytes", "System memory",
+                         [] { return monitor::system_memory_total_bytes(); });
+  metrics.gauge_callback("clawbot_system_memory_used_bytes", "System memory in use (total minus available)", [] {
+    return monitor::system_memory_total_bytes() - monitor::system_memory_available_bytes();
+  });
+}
+
+}  // namespace
 
 std::string resolve_model_path(const std::string& model) {
   namespace fs = std::filesystem;
@@ -79,12 +133,52 @@ int run_serve(const ServeOptions& options) {
       }
     }
 
-    const auto n_ctx = static_cast<std::uint32_t>(options.ctx > 0 ? options.ctx : info.n_ctx_train);
-    engine::Context context(
-        model,
-        {.n_ctx = n_ctx, .n_batch = static_cast<std::uint32_t>(options.batch), .n_threads = options.threads});
+    if (options.parallel < 1 || options.parallel > 256) {
+      std::fprintf(stderr, "clawbot serve: --parallel %d must be between 1 and 256\n", options.parallel);
+      return 1;
+    }
+    const bool embedding = info.is_embedding;
+    // --ctx is what one request may use; the cache holds that much for every slot (never divided among them).
+    const int per_request =
+        options.ctx > 0 ? options.ctx : static_cast<int>(std::min<std::int64_t>(info.n_ctx_train, 8192));
+    if (embedding && per_request > info.n_ctx_train) {
+      std::fprintf(stderr, "clawbot serve: --ctx %d is more than this embedding model's %lld positions\n",
+                   per_request, static_cast<long long>(info.n_ctx_train));
+      return 1;
+    }
+    engine::ContextOptions context_options;
+    context_options.n_ctx = static_cast<std::uint32_t>(per_request) * static_cast<std::uint32_t>(options.parallel);
+    // An embedding model reads each input whole in one step (no causal chunking).
+    context_options.n_batch = embedding ? static_cast<std::uint32_t>(per_request)
+                                        : static_cast<std::uint32_t>(std::max(options.batch, options.prefill_chunk));
+    context_options.n_seq_max = static_cast<std::uint32_t>(options.parallel);
+    context_options.n_threads = options.threads;
+    context_options.embeddings = embedding;
+    context_options.kv_type = options.kv_type;
+    if (options.flash_attn == "on") {
+      context_options.flash_attn = engine::FlashAttention::on;
+    } else if (options.flash_attn == "off") {
+      context_options.flash_attn = engine::FlashAttention::off;
+    } else if (options.flash_attn != "auto") {
+      std::fprintf(stderr, "clawbot serve: --flash-attn must be auto, on or off, not '%s'\n",
+                   options.flash_attn.c_str());
+      return 1;
+    }
+    engine::Context context(model, context_options);
     engine::Tokenizer tokenizer(model);
-    Scheduler scheduler(model, context);
+
+    SchedulerOptions scheduler_options;
+    scheduler_options.parallel = options.parallel;
+    scheduler_options.ctx_per_request = per_request;
+    scheduler_options.prefill_chunk = std::min(options.prefill_chunk, static_cast<int>(context.n_batch()));
+    scheduler_options.queue_max = static_cast<std::size_t>(options.queue_max);
+    scheduler_options.cache_ram_bytes = static_cast<std::size_t>(options.cache_ram_mib) << 20;
+    scheduler_options.cache_enabled = !options.no_cache;
+    scheduler_options.heartbeat = std::chrono::seconds(options.sse_keepalive_s);
+    Scheduler scheduler(model, context, scheduler_options);
+
+    monitor::Registry metrics;
+    register_metrics(metrics, scheduler, context);
 
     ServeContext serve_context{
         .model = model,
@@ -93,8 +187,10 @@ int run_serve(const ServeOptions& options) {
         .chat_template_problem = template_problem,
         .scheduler = scheduler,
         .model_id = options.alias.empty() ? info.name : options.alias,
-        .n_ctx = context.n_ctx(),
+        .n_ctx = static_cast<std::uint32_t>(per_request),
         .created = std::time(nullptr),
+        .metrics = &metrics,
+        .sse_keepalive = std::chrono::seconds(options.sse_keepalive_s),
     };
 
     boost::asio::io_context io;
@@ -111,10 +207,13 @@ int run_serve(const ServeOptions& options) {
       io.stop();
     });
 
-    spdlog::info("model {} ({}, {} parameters, {:.1f} MiB), context {} tokens per request, chat template {}",
-                 info.name, info.architecture, info.n_params,
-                 static_cast<double>(info.size_bytes) / (1 << 20), context.n_ctx(),
+    spdlog::info("model {} ({}{}, {} parameters, {:.1f} MiB), chat template {}", info.name, info.architecture,
+                 embedding ? ", embeddings" : "", info.n_params, static_cast<double>(info.size_bytes) / (1 << 20),
                  chat_template ? chat_template->name() : "none");
+    spdlog::info("{} slots; each request may use {} tokens (prompt and answer); KV cache {} cells ({}), "
+                 "flash attention {}, cold tier {} MiB{}",
+                 options.parallel, per_request, context.n_ctx(), options.kv_type, options.flash_attn,
+                 options.no_cache ? 0 : options.cache_ram_mib, options.no_cache ? " (cache off)" : "");
     const std::string url_host =
         options.host.find(':') != std::string::npos ? "[" + options.host + "]" : options.host;
     std::printf("clawbot serve: listening on http://%s:%u\n", url_host.c_str(), port);

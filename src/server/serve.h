@@ -15,6 +15,14 @@ struct ServeOptions {
   int batch = 512;
   std::string chat_template;  // a built-in name; empty: the model's own
   std::string alias;          // the model id clients see; empty: the file name
+  int parallel = 4;           // requests decoded together
+  int queue_max = 64;         // requests waiting for a slot before 503
+  int prefill_chunk = 256;    // prompt tokens per step while other requests decode
+  int cache_ram_mib = 1024;   // cold tier: saved sequences in host RAM
+  bool no_cache = false;      // prefill every request from scratch (for comparisons)
+  std::string flash_attn = "auto";
+  std::string kv_type = "f16";
+  int sse_keepalive_s = 5;
   std::size_t max_body_bytes = 8u << 20;
   bool verbose = false;
 };

@@ -452,7 +452,7 @@ describe('clawbot serve: HTTP API', () => {
     { name: 'max_tokens: -3', route: CHAT, body: { messages: user, max_tokens: -3 }, expect: { param: 'max_tokens' } },
     { name: 'max_tokens: "ten"', route: CHAT, body: { messages: user, max_tokens: 'ten' }, expect: {} },
     { name: 'stream: "yes"', route: CHAT, body: { messages: user, stream: 'yes' }, expect: { param: 'stream' } },
-    { name: 'n: 3', route: CHAT, body: { messages: user, n: 3 }, expect: { param: 'n' } },
+    { name: 'n: 17 (at most 16 choices)', route: CHAT, body: { messages: user, n: 17 }, expect: { param: 'n' } },
     { name: 'stop is a number', route: CHAT, body: { messages: user, stop: 7 }, expect: { param: 'stop' } },
     { name: 'completions without prompt', route: COMPL, body: { model: MODEL_ID, max_tokens: 5 }, expect: { param: 'prompt' } },
     { name: 'completions malformed JSON', route: COMPL, raw: '{"prompt": "x",', expect: { code: 'invalid_json' } },

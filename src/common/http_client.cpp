@@ -1,0 +1,544 @@
+#include "common/http_client.h"
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <stdexcept>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+
+namespace clawbot::http {
+namespace {
+
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+constexpr const char* user_agent = "clawbot";
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+ClientError url_error(std::string message) {
+  return ClientError{boost::system::errc::make_error_code(boost::system::errc::invalid_argument),
+                     std::move(message)};
+}
+
+std::string seconds_text(std::chrono::milliseconds ms) {
+  const auto count = ms.count();
+  if (count % 1000 == 0) return std::to_string(count / 1000) + " s";
+  return std::to_string(count) + " ms";
+}
+
+// A server may close an idle keep-alive connection just as we reuse it: then the request is sent again on a
+// fresh connection, once.
+bool stale_connection(boost::system::error_code ec) {
+  return ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
+         ec == asio::error::broken_pipe || ec == asio::error::connection_aborted;
+}
+
+}  // namespace
+
+void throw_exception_from_error(const ClientError& error, const boost::source_location&) {
+  throw std::runtime_error(error.message);
+}
+
+// ---------------------------------------------------------------- Url
+
+std::string Url::origin() const {
+  const std::string h = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+  return scheme + "://" + h + ":" + port;
+}
+
+std::string Url::str() const {
+  return origin() + path;
+}
+
+Result<Url> parse_url(std::string_view text) {
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) text.remove_prefix(1);
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.remove_suffix(1);
+  const std::string shown(text);
+  if (text.empty()) return url_error("the URL is empty; give one like http://127.0.0.1:5000");
+  Url url;
+  if (auto sep = text.find("://"); sep != std::string_view::npos) {
+    url.scheme = lower(text.substr(0, sep));
+    text.remove_prefix(sep + 3);
+  } else {
+    url.scheme = "http";  // "host:port" alone means http
+  }
+  if (url.scheme == "https") {
+    return ClientError{
+        boost::system::errc::make_error_code(boost::system::errc::protocol_not_supported),
+        "'" + shown + "': https:// is not supported by this client yet; use http:// (or a TLS proxy in front)"};
+  }
+  if (url.scheme != "http") {
+    return url_error("'" + shown + "': scheme '" + url.scheme + "' is not supported; use http://host:port");
+  }
+  const auto authority_end = text.find_first_of("/?#");
+  std::string_view authority = text.substr(0, authority_end);
+  std::string_view rest = authority_end == std::string_view::npos ? "" : text.substr(authority_end);
+  if (authority.find('@') != std::string_view::npos) {
+    return url_error("'" + shown + "': user names in URLs are not supported; pass the key with --api-key");
+  }
+  std::string_view port;
+  if (!authority.empty() && authority.front() == '[') {
+    const auto close = authority.find(']');
+    if (close == std::string_view::npos) return url_error("'" + shown + "': unclosed '[' in the IPv6 address");
+    url.host = std::string(authority.substr(1, close - 1));
+    std::string_view after = authority.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') return url_error("'" + shown + "': expected ':port' after the IPv6 address");
+      port = after.substr(1);
+    }
+  } else if (auto colon = authority.rfind(':'); colon != std::string_view::npos) {
+    url.host = std::string(authority.substr(0, colon));
+    port = authority.substr(colon + 1);
+  } else {
+    url.host = std::string(authority);
+  }
+  if (url.host.empty()) return url_error("'" + shown + "': no host; give one like http://127.0.0.1:5000");
+  if (port.empty()) {
+    url.port = "80";
+  } else {
+    const bool digits = port.size() <= 5 && std::all_of(port.begin(), port.end(), [](char c) {
+                          return std::isdigit(static_cast<unsigned char>(c));
+                        });
+    const long value = digits ? std::stol(std::string(port)) : 0;
+    if (!digits || value < 1 || value > 65535) {
+      return url_error("'" + shown + "': the port '" + std::string(port) + "' is not a number from 1 to 65535");
+    }
+    url.port = std::string(port);
+  }
+  if (rest.find_first_of("?#") != std::string_view::npos) {
+    return url_error("'" + shown + "': a base URL takes no query or fragment");
+  }
+  while (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
+  url.path = std::string(rest);
+  return url;
+}
+
+// ---------------------------------------------------------------- Response
+
+std::string Response::content_type() const {
+  auto it = headers.find(http::field::content_type);
+  return it == headers.end() ? std::string() : std::string(it->value());
+}
+
+// ---------------------------------------------------------------- SseParser
+
+bool SseParser::feed(std::string_view bytes, std::vector<SseEvent>& out) {
+  if (at_start_ && !bytes.empty()) {
+    // A byte order mark may open the stream; it may arrive split, so wait for three bytes.
+    line_.append(bytes);
+    if (line_.size() < 3 && std::string_view("\xEF\xBB\xBF").starts_with(line_)) return true;
+    at_start_ = false;
+    std::string pending = std::move(line_);
+    line_.clear();
+    std::string_view view(pending);
+    if (view.starts_with("\xEF\xBB\xBF")) view.remove_prefix(3);
+    return feed(view, out);
+  }
+  std::size_t pos = 0;
+  if (after_cr_ && !bytes.empty() && bytes.front() == '\n') pos = 1;
+  after_cr_ = false;
+  while (pos < bytes.size()) {
+    const auto end = bytes.find_first_of("\r\n", pos);
+    if (end == std::string_view::npos) {
+      line_.append(bytes.substr(pos));
+      return line_.size() <= max_line_;
+    }
+    if (line_.empty()) {
+      take_line(bytes.substr(pos, end - pos), out);
+    } else {
+      line_.append(bytes.substr(pos, end - pos));
+      if (line_.size() > max_line_) return false;
+      take_line(line_, out);
+      line_.clear();
+    }
+    pos = end + 1;
+    if (bytes[end] == '\r') {
+      if (pos == bytes.size()) {
+        after_cr_ = true;
+      } else if (bytes[pos] == '\n') {
+        ++pos;
+      }
+    }
+  }
+  return true;
+}
+
+void SseParser::finish(std::vector<SseEvent>& out) {
+  if (!line_.empty()) {
+    const std::string last = std::move(line_);
+    line_.clear();
+    take_line(last, out);
+  }
+  dispatch(out);
+}
+
+void SseParser::take_line(std::string_view line, std::vector<SseEvent>& out) {
+  if (line.empty()) {
+    dispatch(out);
+    return;
+  }
+  if (line.front() == ':') {
+    ++comments_;
+    return;
+  }
+  std::string_view field = line;
+  std::string_view value;
+  if (auto colon = line.find(':'); colon != std::string_view::npos) {
+    field = line.substr(0, colon);
+    value = line.substr(colon + 1);
+    if (!value.empty() && value.front() == ' ') value.remove_prefix(1);
+  }
+  if (field == "data") {
+    if (has_data_) data_.push_back('\n');
+    data_.append(value);
+    has_data_ = true;
+  } else if (field == "event") {
+    event_ = std::string(value);
+  } else if (field == "id") {
+    if (value.find('\0') == std::string_view::npos) id_ = std::string(value);
+  }
+  // "retry" and unknown fields are ignored, as the spec says.
+}
+
+void SseParser::dispatch(std::vector<SseEvent>& out) {
+  if (has_data_) out.push_back(SseEvent{std::move(data_), std::move(event_), id_});
+  data_.clear();
+  event_.clear();
+  has_data_ = false;
+}
+
+// ---------------------------------------------------------------- Client
+
+struct Client::Connection {
+  using Stream = beast::tcp_stream;  // https: beast::ssl_stream<beast::tcp_stream> takes its place here
+  explicit Connection(asio::any_io_executor executor) : stream(std::move(executor)) {}
+
+  bool is_open() const { return stream.socket().is_open(); }
+  void drop() {
+    beast::error_code ignored;
+    if (stream.socket().is_open()) stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream.close();
+    buffer.clear();
+  }
+
+  Stream stream;
+  beast::flat_buffer buffer;
+};
+
+Client::Client(asio::any_io_executor executor, Url base, ClientOptions options)
+    : base_(std::move(base)),
+      options_(std::move(options)),
+      connection_(std::make_unique<Connection>(std::move(executor))) {}
+
+Client::~Client() = default;
+
+void Client::cancel() {
+  connection_->drop();
+}
+
+bool Client::connected() const {
+  return connection_->is_open();
+}
+
+ClientError Client::error(boost::system::error_code ec, std::string_view while_doing) const {
+  const std::string where = base_.origin();
+  std::string message;
+  if (ec == asio::error::operation_aborted) {
+    message = "the request to " + where + " was cancelled";
+  } else if (while_doing == "resolve") {
+    message = "cannot resolve the host '" + base_.host + "' of " + base_.str() + " (" + ec.message() +
+              "); check the host name";
+  } else if (while_doing == "connect") {
+    if (ec == beast::error::timeout) {
+      message = "cannot connect to " + where + ": no answer within " + seconds_text(options_.connect_timeout) +
+                " (check the host, the port and any firewall between)";
+    } else if (ec == asio::error::connection_refused) {
+      message = "cannot connect to " + where +
+                ": connection refused (is the server running, and listening on that address and port?)";
+    } else {
+      message = "cannot connect to " + where + ": " + ec.message() + " (check the host and port)";
+    }
+  } else if (ec == beast::error::timeout) {
+    message = where + " sent nothing for " + seconds_text(options_.read_timeout) +
+              (while_doing == "header" ? " after the request" : " in the middle of the response") +
+              " (the server is busy or stuck; a longer timeout may help)";
+  } else if (ec == http::error::body_limit) {
+    message = "the response from " + where + " is larger than " + std::to_string(options_.max_body_bytes) +
+              " bytes";
+  } else if (ec.category() == http::make_error_code(http::error::end_of_stream).category() && ec != http::error::end_of_stream &&
+             ec != http::error::partial_message) {
+    message = where + " did not answer with valid HTTP (" + ec.message() +
+              "); is it an HTTP server? (https:// is not supported yet)";
+  } else if (while_doing == "send") {
+    message = "cannot send the request to " + where + ": " + ec.message();
+  } else if (while_doing == "header") {
+    message = where + " closed the connection without answering (" + ec.message() +
+              "); is it an HTTP server, and not https only?";
+  } else {
+    message = where + " closed the connection before the response was complete (" + ec.message() + ")";
+  }
+  return ClientError{ec, std::move(message)};
+}
+
+asio::awaitable<Result<void>> Client::connect() {
+  auto& conn = *connection_;
+  conn.drop();
+  tcp::resolver resolver(conn.stream.get_executor());
+  auto [rec, endpoints] = co_await resolver.async_resolve(base_.host, base_.port, use_tuple);
+  if (rec) co_return error(rec, "resolve");
+  conn.stream.expires_after(options_.connect_timeout);
+  auto [cec, endpoint] = co_await conn.stream.async_connect(endpoints, use_tuple);
+  if (cec) {
+    conn.drop();
+    co_return error(cec, "connect");
+  }
+  beast::error_code ignored;
+  conn.stream.socket().set_option(tcp::no_delay(true), ignored);
+  ++connects_;
+  co_return Result<void>();
+}
+
+asio::awaitable<Result<std::unique_ptr<Client::Parser>>> Client::exchange(http::verb verb,
+                                                                           std::string_view target,
+                                                                           std::string body,
+                                                                           std::string_view accept) {
+  if (busy_) {
+    ClientError busy{asio::error::make_error_code(asio::error::in_progress),
+                     "this HTTP client is in the middle of another exchange with " + base_.origin() +
+                         " (one request at a time per client)"};
+    co_return busy;
+  }
+  busy_ = true;
+  http::request<http::string_body> req{verb, base_.path + std::string(target), 11};
+  const bool default_port = base_.port == "80";
+  const std::string host = base_.host.find(':') != std::string::npos ? "[" + base_.host + "]" : base_.host;
+  req.set(http::field::host, default_port ? host : host + ":" + base_.port);
+  req.set(http::field::user_agent, user_agent);
+  req.set(http::field::accept, accept);
+  for (const auto& [name, value] : options_.headers) req.set(name, value);
+  if (verb != http::verb::get || !body.empty()) {
+    req.set(http::field::content_type, "application/json");
+    req.body() = std::move(body);
+  }
+  req.keep_alive(true);
+  req.prepare_payload();
+
+  auto& conn = *connection_;
+  for (int attempt = 0;; ++attempt) {
+    const bool reused = conn.is_open();
+    if (!reused) {
+      auto connected = co_await connect();
+      if (!connected) {
+        busy_ = false;
+        co_return connected.error();
+      }
+    }
+    conn.stream.expires_after(options_.read_timeout);
+    auto [wec, written] = co_await http::async_write(conn.stream, req, use_tuple);
+    if (wec) {
+      conn.drop();
+      if (reused && attempt == 0 && stale_connection(wec)) continue;
+      busy_ = false;
+      co_return error(wec, "send");
+    }
+    auto parser = std::make_unique<Parser>();
+    parser->header_limit(64u << 10);
+    parser->body_limit(boost::none);  // whole responses are limited by read_body, streams not at all
+    conn.stream.expires_after(options_.read_timeout);
+    auto [rec, read] = co_await http::async_read_header(conn.stream, conn.buffer, *parser, use_tuple);
+    if (rec) {
+      conn.drop();
+      if (reused && attempt == 0 && stale_connection(rec)) continue;
+      busy_ = false;
+      co_return error(rec, "header");
+    }
+    co_return std::move(parser);
+  }
+}
+
+asio::awaitable<Result<std::size_t>> Client::read_some(Parser& parser, char* data, std::size_t size) {
+  auto& conn = *connection_;
+  parser.get().body().data = data;
+  parser.get().body().size = size;
+  conn.stream.expires_after(options_.read_timeout);
+  auto [ec, read] = co_await http::async_read_some(conn.stream, conn.buffer, parser, use_tuple);
+  if (ec == http::error::need_buffer) ec = {};
+  if (ec) {
+    conn.drop();
+    busy_ = false;
+    co_return error(ec, "body");
+  }
+  co_return size - parser.get().body().size;
+}
+
+asio::awaitable<Result<std::string>> Client::read_body(Parser& parser) {
+  std::string body;
+  std::array<char, 16384> chunk{};
+  while (!parser.is_done()) {
+    auto got = co_await read_some(parser, chunk.data(), chunk.size());
+    if (!got) co_return got.error();
+    if (body.size() + *got > options_.max_body_bytes) {
+      connection_->drop();
+      busy_ = false;
+      co_return error(http::error::body_limit, "body");
+    }
+    body.append(chunk.data(), *got);
+  }
+  co_return body;
+}
+
+void Client::finish_exchange(const Parser& parser) {
+  busy_ = false;
+  if (!parser.is_done() || !parser.keep_alive()) connection_->drop();
+}
+
+asio::awaitable<Result<Response>> Client::get(std::string_view target) {
+  auto parser = co_await exchange(http::verb::get, target, {}, "application/json");
+  if (!parser) co_return parser.error();
+  Response response;
+  response.status = static_cast<int>((*parser)->get().result_int());
+  response.headers = static_cast<const http::fields&>((*parser)->get());
+  auto body = co_await read_body(**parser);
+  if (!body) co_return body.error();
+  response.body = std::move(*body);
+  finish_exchange(**parser);
+  co_return response;
+}
+
+asio::awaitable<Result<Response>> Client::post_json(std::string_view target, const nlohmann::json& body) {
+  std::string text = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  auto parser = co_await exchange(http::verb::post, target, std::move(text), "application/json");
+  if (!parser) co_return parser.error();
+  Response response;
+  response.status = static_cast<int>((*parser)->get().result_int());
+  response.headers = static_cast<const http::fields&>((*parser)->get());
+  auto answer = co_await read_body(**parser);
+  if (!answer) co_return answer.error();
+  response.body = std::move(*answer);
+  finish_exchange(**parser);
+  co_return response;
+}
+
+// ---------------------------------------------------------------- SseStream
+
+struct SseStream::State {
+  Client* client = nullptr;
+  std::unique_ptr<Client::Parser> parser;  // while the event stream is being read
+  int status = 0;
+  http::fields headers;
+  bool event_stream = false;
+  std::string body;
+  SseParser sse;
+  std::vector<SseEvent> pending;
+  std::size_t next_pending = 0;
+  bool done = false;
+  std::array<char, 16384> chunk{};
+
+  explicit State(Client* c) : client(c), sse(c->options().max_event_bytes) {}
+};
+
+SseStream::SseStream(std::unique_ptr<State> state) : state_(std::move(state)) {}
+SseStream::SseStream(SseStream&&) noexcept = default;
+
+SseStream& SseStream::operator=(SseStream&& other) noexcept {
+  if (this != &other) {
+    if (state_ && !state_->done) {
+      state_->client->busy_ = false;
+      state_->client->cancel();
+    }
+    state_ = std::move(other.state_);
+  }
+  return *this;
+}
+
+SseStream::~SseStream() {
+  if (state_ && !state_->done) {  // abandoned mid-stream: the connection is in an unknown state
+    state_->client->busy_ = false;
+    state_->client->cancel();
+  }
+}
+
+int SseStream::status() const noexcept {
+  return state_->status;
+}
+const beast::http::fields& SseStream::headers() const noexcept {
+  return state_->headers;
+}
+bool SseStream::is_event_stream() const noexcept {
+  return state_->event_stream;
+}
+const std::string& SseStream::body() const noexcept {
+  return state_->body;
+}
+
+asio::awaitable<Result<std::optional<SseEvent>>> SseStream::next() {
+  auto& s = *state_;
+  for (;;) {
+    if (s.next_pending < s.pending.size()) {
+      std::optional<SseEvent> event(std::move(s.pending[s.next_pending++]));
+      co_return event;
+    }
+    s.pending.clear();
+    s.next_pending = 0;
+    if (s.done) {
+      std::optional<SseEvent> none;
+      co_return none;
+    }
+    if (s.parser->is_done()) {
+      s.sse.finish(s.pending);
+      s.client->finish_exchange(*s.parser);
+      s.parser.reset();
+      s.done = true;
+      continue;
+    }
+    auto got = co_await s.client->read_some(*s.parser, s.chunk.data(), s.chunk.size());
+    if (!got) {
+      s.done = true;
+      co_return got.error();
+    }
+    if (!s.sse.feed(std::string_view(s.chunk.data(), *got), s.pending)) {
+      s.done = true;
+      s.client->busy_ = false;
+      s.client->cancel();
+      ClientError too_long{boost::system::errc::make_error_code(boost::system::errc::message_size),
+                           s.client->base().origin() + " sent an event line longer than " +
+                               std::to_string(s.client->options().max_event_bytes) + " bytes"};
+      co_return too_long;
+    }
+  }
+}
+
+asio::awaitable<Result<SseStream>> Client::post_sse(std::string_view target, const nlohmann::json& body) {
+  std::string text = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  auto parser = co_await exchange(http::verb::post, target, std::move(text), "text/event-stream");
+  if (!parser) co_return parser.error();
+  auto state = std::make_unique<SseStream::State>(this);
+  auto& message = (*parser)->get();
+  state->status = static_cast<int>(message.result_int());
+  state->headers = static_cast<const http::fields&>(message);
+  auto type = message.find(http::field::content_type);
+  const bool ok = state->status >= 200 && state->status < 300;
+  state->event_stream =
+      ok && type != message.end() && lower(std::string_view(type->value())).starts_with("text/event-stream");
+  if (state->event_stream) {
+    state->parser = std::move(*parser);
+  } else {
+    auto answer = co_await read_body(**parser);
+    if (!answer) co_return answer.error();
+    state->body = std::move(*answer);
+    finish_exchange(**parser);
+    state->done = true;
+  }
+  co_return SseStream(std::move(state));
+}
+
+}  // namespace clawbot::http

@@ -1,0 +1,172 @@
+// An HTTP/1.1 client on Boost.Beast with C++20 coroutines: one keep-alive connection per Client, GET and
+// JSON POST with whole responses, and server-sent event streams read event by event.
+//
+// A Client runs one exchange at a time (use one Client per concurrent task); it reconnects by itself when
+// the server has closed an idle keep-alive connection. Failures come back as a ClientError whose message
+// names the URL and says what to check. Only http:// for now: the I/O is written against one stream type
+// (Connection::Stream) so that a TLS stream can take its place for https://.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/system/result.hpp>
+#include <nlohmann/json.hpp>
+
+namespace clawbot::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+
+struct ClientError {
+  boost::system::error_code code;
+  std::string message;  // what failed, on which URL, and what to check
+};
+
+// For Result<T>::value() on an error (boost::system::result finds this by ADL).
+[[noreturn]] void throw_exception_from_error(const ClientError& error, const boost::source_location& where);
+
+template <class T>
+using Result = boost::system::result<T, ClientError>;
+
+struct Url {
+  std::string scheme;  // "http"
+  std::string host;    // an IPv6 address without its brackets
+  std::string port;    // always set ("80" when the URL names none)
+  std::string path;    // base path without a trailing '/', empty for none
+
+  std::string origin() const;  // scheme://host:port, IPv6 in brackets
+  std::string str() const;     // origin() + path
+};
+
+// Parses "http://host[:port][/path]". https:// and other schemes are refused with a message saying so.
+Result<Url> parse_url(std::string_view text);
+
+struct ClientOptions {
+  std::chrono::milliseconds connect_timeout{10'000};
+  std::chrono::milliseconds read_timeout{300'000};  // longest silence while waiting for (more of) a response
+  std::size_t max_body_bytes = 64u << 20;           // whole responses; event streams have no limit
+  std::size_t max_event_bytes = 16u << 20;          // one server-sent event line
+  std::vector<std::pair<std::string, std::string>> headers;  // sent with every request (Authorization, ...)
+};
+
+struct Response {
+  int status = 0;
+  beast::http::fields headers;
+  std::string body;
+
+  std::string content_type() const;
+  bool ok() const noexcept { return status >= 200 && status < 300; }
+};
+
+// One server-sent event: the `data:` lines joined with '\n', and the optional `event:` and `id:` fields.
+struct SseEvent {
+  std::string data;
+  std::string event;
+  std::string id;
+};
+
+// The text/event-stream format, fed in pieces of any size: CR, LF or CRLF line ends, `: comment` lines
+// (keep-alives) skipped, several `data:` lines joined. finish() delivers an event the stream ended without
+// its blank line (a lenient reading of the spec, which drops it).
+class SseParser {
+ public:
+  explicit SseParser(std::size_t max_line_bytes = 16u << 20) : max_line_(max_line_bytes) {}
+  // Appends the events completed by `bytes`; false if a line grew longer than the limit.
+  bool feed(std::string_view bytes, std::vector<SseEvent>& out);
+  void finish(std::vector<SseEvent>& out);
+  std::size_t comments() const noexcept { return comments_; }
+
+ private:
+  void take_line(std::string_view line, std::vector<SseEvent>& out);
+  void dispatch(std::vector<SseEvent>& out);
+
+  std::size_t max_line_;
+  std::string line_;
+  std::string data_;
+  std::string event_;
+  std::string id_;
+  bool has_data_ = false;
+  bool after_cr_ = false;  // the last piece ended with '\r': a '\n' next belongs to it
+  bool at_start_ = true;   // a UTF-8 byte order mark is skipped here
+  std::size_t comments_ = 0;
+};
+
+class Client;
+
+// The answer to Client::post_sse. When the server answered with an event stream, next() yields its events;
+// otherwise (an error status, or a JSON answer to a request it did not stream) body() holds the answer and
+// next() yields nothing. Destroying an unfinished stream closes the connection. The Client must outlive it.
+class SseStream {
+ public:
+  SseStream(SseStream&&) noexcept;
+  SseStream& operator=(SseStream&&) noexcept;
+  ~SseStream();
+
+  int status() const noexcept;
+  const beast::http::fields& headers() const noexcept;
+  bool is_event_stream() const noexcept;
+  const std::string& body() const noexcept;  // only when !is_event_stream()
+
+  // The next event; an empty optional at the end of the stream.
+  asio::awaitable<Result<std::optional<SseEvent>>> next();
+
+ private:
+  friend class Client;
+  struct State;
+  explicit SseStream(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
+class Client {
+ public:
+  Client(asio::any_io_executor executor, Url base, ClientOptions options = {});
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  const Url& base() const noexcept { return base_; }
+  const ClientOptions& options() const noexcept { return options_; }
+
+  // `target` is appended to the base URL's path ("/v1/models").
+  asio::awaitable<Result<Response>> get(std::string_view target);
+  asio::awaitable<Result<Response>> post_json(std::string_view target, const nlohmann::json& body);
+  // POSTs `body` with Accept: text/event-stream and returns once the response header is in.
+  asio::awaitable<Result<SseStream>> post_sse(std::string_view target, const nlohmann::json& body);
+
+  // Drops the connection; an exchange in progress ends with a "cancelled" error. Safe to call from a
+  // handler on the client's executor while a coroutine waits on it.
+  void cancel();
+  bool connected() const;
+  std::size_t connects() const noexcept { return connects_; }  // connections opened so far
+
+ private:
+  friend class SseStream;
+  struct Connection;
+  using Parser = beast::http::response_parser<beast::http::buffer_body>;
+
+  asio::awaitable<Result<std::unique_ptr<Parser>>> exchange(beast::http::verb verb, std::string_view target,
+                                                            std::string body, std::string_view accept);
+  asio::awaitable<Result<void>> connect();
+  asio::awaitable<Result<std::size_t>> read_some(Parser& parser, char* data, std::size_t size);
+  asio::awaitable<Result<std::string>> read_body(Parser& parser);
+  void finish_exchange(const Parser& parser);
+  ClientError error(boost::system::error_code ec, std::string_view while_doing) const;
+
+  Url base_;
+  ClientOptions options_;
+  std::unique_ptr<Connection> connection_;
+  bool busy_ = false;
+  std::size_t connects_ = 0;
+};
+
+}  // namespace clawbot::http

@@ -1,0 +1,155 @@
+#include "monitor/metrics.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+namespace clawbot::monitor {
+namespace {
+
+std::string escape_label(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+std::string format_value(double v) {
+  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
+  if (std::isnan(v)) return "NaN";
+  std::ostringstream s;
+  s.precision(17);
+  s << v;
+  return s.str();
+}
+
+// "{a="x"}" plus an extra label (le) for histogram buckets.
+std::string with_label(const std::string& rendered, const std::string& key, const std::string& value) {
+  const std::string extra = key + "=\"" + value + "\"";
+  if (rendered.empty()) return "{" + extra + "}";
+  return rendered.substr(0, rendered.size() - 1) + "," + extra + "}";
+}
+
+double meminfo_kib(const std::string& key) {
+  std::ifstream in("/proc/meminfo");
+  std::string name;
+  double value = 0;
+  std::string unit;
+  while (in >> name >> value >> unit) {
+    if (name == key + ":") return value;
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::string render_labels(const Labels& labels) {
+  if (labels.empty()) return {};
+  std::string out = "{";
+  for (size_t i = 0; i < labels.size(); ++i) {
+    if (i) out += ",";
+    out += labels[i].first + "=\"" + escape_label(labels[i].second) + "\"";
+  }
+  return out + "}";
+}
+
+Registry::Family& Registry::family(const std::string& name, const std::string& type, const std::string& help) {
+  auto& f = families_[name];
+  if (f.type.empty()) {
+    f.type = type;
+    f.help = help;
+  }
+  return f;
+}
+
+void Registry::counter_add(const std::string& name, const std::string& help, const Labels& labels, double value) {
+  std::lock_guard lock(mutex_);
+  family(name, "counter", help).values[render_labels(labels)] += value;
+}
+
+void Registry::histogram_observe(const std::string& name, const std::string& help,
+                                 const std::vector<double>& buckets, double value, const Labels& labels) {
+  std::lock_guard lock(mutex_);
+  auto& h = family(name, "histogram", help).histograms[render_labels(labels)];
+  if (h.buckets.empty()) {
+    h.buckets = buckets;
+    h.counts.assign(buckets.size(), 0);
+  }
+  for (size_t i = 0; i < h.buckets.size(); ++i) {
+    if (value <= h.buckets[i]) {
+      ++h.counts[i];
+      break;
+    }
+  }
+  h.sum += value;
+  ++h.count;
+}
+
+void Registry::gauge_callback(const std::string& name, const std::string& help, std::function<double()> read,
+                              const Labels& labels) {
+  std::lock_guard lock(mutex_);
+  family(name, "gauge", help).reads[render_labels(labels)] = std::move(read);
+}
+
+void Registry::counter_callback(const std::string& name, const std::string& help, std::function<double()> read,
+                                const Labels& labels) {
+  std::lock_guard lock(mutex_);
+  family(name, "counter", help).reads[render_labels(labels)] = std::move(read);
+}
+
+std::string Registry::render() const {
+  std::lock_guard lock(mutex_);
+  std::ostringstream out;
+  for (const auto& [name, f] : families_) {
+    out << "# HELP " << name << ' ' << f.help << '\n' << "# TYPE " << name << ' ' << f.type << '\n';
+    for (const auto& [labels, v] : f.values) out << name << labels << ' ' << format_value(v) << '\n';
+    for (const auto& [labels, read] : f.reads) out << name << labels << ' ' << format_value(read()) << '\n';
+    for (const auto& [labels, h] : f.histograms) {
+      std::uint64_t cumulative = 0;
+      for (size_t i = 0; i < h.buckets.size(); ++i) {
+        cumulative += h.counts[i];
+        out << name << "_bucket" << with_label(labels, "le", format_value(h.buckets[i])) << ' ' << cumulative
+            << '\n';
+      }
+      out << name << "_bucket" << with_label(labels, "le", "+Inf") << ' ' << h.count << '\n';
+      out << name << "_sum" << labels << ' ' << format_value(h.sum) << '\n';
+      out << name << "_count" << labels << ' ' << h.count << '\n';
+    }
+  }
+  return out.str();
+}
+
+const std::vector<double>& ttft_buckets() {
+  static const std::vector<double> b{0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5,  0.75,
+                                     1.0,   2.5,   5.0,  7.5,  10.0, 20.0, 40.0, 80.0, 160., 640., 2560.};
+  return b;
+}
+const std::vector<double>& itl_buckets() {
+  static const std::vector<double> b{0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4,  0.5,
+                                     0.75, 1.0,   2.5,  5.0,   7.5, 10.0, 20.0, 40.0, 80.0};
+  return b;
+}
+const std::vector<double>& e2e_buckets() {
+  static const std::vector<double> b{0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
+                                     120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
+  return b;
+}
+
+double process_rss_bytes() {
+  std::ifstream in("/proc/self/statm");
+  double pages_total = 0, pages_resident = 0;
+  in >> pages_total >> pages_resident;
+  return pages_resident * static_cast<double>(sysconf(_SC_PAGESIZE));
+}
+double system_memory_total_bytes() { return meminfo_kib("MemTotal") * 1024.0; }
+double system_memory_available_bytes() { return meminfo_kib("MemAvailable") * 1024.0; }
+
+}  // namespace clawbot::monitor

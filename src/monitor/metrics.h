@@ -1,0 +1,58 @@
+// A small Prometheus registry: counters, gauges and histograms with labels, rendered in the text format.
+// Thread-safe; values are read at scrape time from callbacks where the owner keeps them (gauges).
+#pragma once
+
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace clawbot::monitor {
+
+using Labels = std::vector<std::pair<std::string, std::string>>;
+
+class Registry {
+ public:
+  void counter_add(const std::string& name, const std::string& help, const Labels& labels, double value = 1);
+  void histogram_observe(const std::string& name, const std::string& help, const std::vector<double>& buckets,
+                         double value, const Labels& labels = {});
+  // A value computed at scrape time.
+  void gauge_callback(const std::string& name, const std::string& help, std::function<double()> read,
+                      const Labels& labels = {});
+  void counter_callback(const std::string& name, const std::string& help, std::function<double()> read,
+                        const Labels& labels = {});
+  std::string render() const;  // Prometheus text exposition format 0.0.4
+
+ private:
+  struct Histogram {
+    std::vector<double> buckets;
+    std::vector<std::uint64_t> counts;  // per bucket (not cumulative)
+    double sum = 0;
+    std::uint64_t count = 0;
+  };
+  struct Family {
+    std::string type;
+    std::string help;
+    std::map<std::string, double> values;                    // rendered labels -> value
+    std::map<std::string, Histogram> histograms;             // rendered labels -> histogram
+    std::map<std::string, std::function<double()>> reads;   // rendered labels -> callback
+  };
+  Family& family(const std::string& name, const std::string& type, const std::string& help);
+  mutable std::mutex mutex_;
+  std::map<std::string, Family> families_;
+};
+
+std::string render_labels(const Labels& labels);
+
+// Buckets in seconds for latencies, as vLLM uses for time to first token and inter-token latency.
+const std::vector<double>& ttft_buckets();
+const std::vector<double>& itl_buckets();
+const std::vector<double>& e2e_buckets();
+
+// Process resident memory and system memory (bytes), from /proc.
+double process_rss_bytes();
+double system_memory_total_bytes();
+double system_memory_available_bytes();
+
+}  // namespace clawbot::monitor

@@ -1,0 +1,940 @@
+// `clawbot models synth`: GGUF files with the exact shapes of real models and seeded random weights.
+//
+// The file is written the way convert_hf_to_gguf.py writes a real one (same tensor names, shapes and
+// metadata keys, norms F32, matrices F32 or F16), then quantized by libllama's own quantizer. Weights stream
+// to disk chunk by chunk, so even a 1B model never sits in memory; a quantized file goes through an F16
+// intermediate beside the output, removed afterwards.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <numbers>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include <ggml.h>
+#include <gguf.h>
+#include <llama.h>
+
+#include "engine/engine.h"
+#include "ops/ops.h"
+
+namespace clawbot::ops {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Bump when the bytes written for the same parameters change: cached files of an older version are rewritten.
+constexpr std::uint32_t generator_version = 1;
+constexpr float weight_std = 0.02f;  // the usual initializer_range of HF configs
+constexpr std::uint32_t token_type_unused = 5;  // LLAMA_TOKEN_TYPE_UNUSED
+
+// ---------------------------------------------------------------- shapes
+
+// The numbers come from each model's config.json on Hugging Face (named in `source`); the tiny shapes are
+// made up for fast tests and keep the structure of their architecture.
+std::vector<SynthShape> make_shapes() {
+  std::vector<SynthShape> shapes;
+  shapes.push_back({
+      .name = "tiny-llama",
+      .architecture = "llama",
+      .source = "made up: the smallest useful llama (untied output layer, vocab padded to 32768)",
+      .vocab_file = "ggml-vocab-phi-3.gguf",
+      .n_layer = 2,
+      .n_embd = 64,
+      .n_ff = 256,
+      .n_head = 4,
+      .n_head_kv = 2,
+      .head_dim = 16,
+      .n_vocab = 32768,  // phi-3's 32064 padded, so the tests cover padding
+      .n_ctx = 2048,
+      .tied_embeddings = false,
+  });
+  shapes.push_back({
+      .name = "tiny-swa",
+      .architecture = "gemma3",
+      .source = "made up: gemma3 with a 32-token sliding window on even layers, global attention on odd ones",
+      .vocab_file = "ggml-vocab-phi-3.gguf",
+      .n_layer = 4,
+      .n_embd = 64,
+      .n_ff = 256,
+      .n_head = 4,
+      .n_head_kv = 2,
+      .head_dim = 16,
+      .n_vocab = 32064,
+      .n_ctx = 2048,
+      .rope_theta = 1000000.0f,
+      .norm_eps = 1e-6f,
+      .qk_norm = true,
+      .sliding_window = 32,
+      .sliding_window_pattern = 2,
+      .rope_theta_swa = 10000.0f,
+  });
+  shapes.push_back({
+      .name = "tiny-hybrid",
+      .architecture = "lfm2",
+      .source = "made up: lfm2 with short-convolution layers 0 and 2, attention layers 1 and 3",
+      .vocab_file = "ggml-vocab-phi-3.gguf",
+      .n_layer = 4,
+      .n_embd = 64,
+      .n_ff = 256,
+      .n_head = 4,
+      .n_head_kv = 2,
+      .head_dim = 16,
+      .n_vocab = 32064,
+      .n_ctx = 2048,
+      .rope_theta = 1000000.0f,
+      .qk_norm = true,
+      .attention_layers = {1, 3},
+      .shortconv_l_cache = 3,
+  });
+  shapes.push_back({
+      .name = "smollm2-135m",
+      .architecture = "llama",
+      .source = "HuggingFaceTB/SmolLM2-135M config.json",
+      .vocab_file = "ggml-vocab-phi-3.gguf",
+      .n_layer = 30,
+      .n_embd = 576,
+      .n_ff = 1536,
+      .n_head = 9,
+      .n_head_kv = 3,
+      .head_dim = 64,
+      .n_vocab = 49152,
+      .n_ctx = 8192,
+      .rope_theta = 100000.0f,
+      .norm_eps = 1e-5f,
+  });
+  shapes.push_back({
+      .name = "qwen3-0.6b",
+      .architecture = "qwen3",
+      .source = "Qwen/Qwen3-0.6B config.json",
+      .vocab_file = "ggml-vocab-phi-3.gguf",
+      .n_layer = 28,
+      .n_embd = 1024,
+      .n_ff = 3072,
+      .n_head = 16,
+      .n_head_kv = 8,
+      .head_dim = 128,
+      .n_vocab = 151936,
+      .n_ctx = 40960,
+      .rope_theta = 1000000.0f,
+      .norm_eps = 1e-6f,
+      .qk_norm = true,
+  });
+  shapes.push_back({
+      .name = "llama-3.2-1b",
+      .architecture = "llama",
+      .source = "meta-llama/Llama-3.2-1B config.json (rope_scaling llama3: factor 32, low 1, high 4, 8192)",
+      .vocab_file = "ggml-vocab-phi-3.gguf",
+      .n_layer = 16,
+      .n_embd = 2048,
+      .n_ff = 8192,
+      .n_head = 32,
+      .n_head_kv = 8,
+      .head_dim = 64,
+      .n_vocab = 128256,
+      .n_ctx = 131072,
+      .rope_theta = 500000.0f,
+      .norm_eps = 1e-5f,
+      .rope_scaling_factor = 32.0f,
+      .rope_low_freq_factor = 1.0f,
+      .rope_high_freq_factor = 4.0f,
+      .rope_original_ctx = 8192,
+  });
+  shapes.push_back({
+      .name = "gemma3-270m",
+      .architecture = "gemma3",
+      .source = "google/gemma-3-270m config.json (sliding window 512, 5 local layers to 1 global)",
+      .vocab_file = "ggml-vocab-phi-3.gguf",
+      .n_layer = 18,
+      .n_embd = 640,
+      .n_ff = 2048,
+      .n_head = 4,
+      .n_head_kv = 1,
+      .head_dim = 256,
+      .n_vocab = 262144,
+      .n_ctx = 32768,
+      .rope_theta = 1000000.0f,
+      .norm_eps = 1e-6f,
+      .qk_norm = true,
+      .sliding_window = 512,
+      .sliding_window_pattern = 6,
+      .rope_theta_swa = 10000.0f,
+  });
+  shapes.push_back({
+      .name = "lfm2-350m",
+      .architecture = "lfm2",
+      .source = "LiquidAI/LFM2-350M config.json (full_attn_idxs 2,5,8,10,12,14; block_ff_dim 6656 adjusted to 4608)",
+      .vocab_file = "ggml-vocab-phi-3.gguf",
+      .n_layer = 16,
+      .n_embd = 1024,
+      .n_ff = 4608,
+      .n_head = 16,
+      .n_head_kv = 8,
+      .head_dim = 64,
+      .n_vocab = 65536,
+      .n_ctx = 128000,
+      .rope_theta = 1000000.0f,
+      .norm_eps = 1e-5f,
+      .qk_norm = true,
+      .attention_layers = {2, 5, 8, 10, 12, 14},
+      .shortconv_l_cache = 3,
+  });
+  shapes.push_back({
+      .name = "bge-small-en-v1.5",
+      .architecture = "bert",
+      .source = "BAAI/bge-small-en-v1.5 config.json (pooling CLS from its 1_Pooling/config.json)",
+      .vocab_file = "ggml-vocab-bert-bge.gguf",
+      .n_layer = 12,
+      .n_embd = 384,
+      .n_ff = 1536,
+      .n_head = 12,
+      .n_head_kv = 12,
+      .head_dim = 32,
+      .n_vocab = 30522,
+      .n_ctx = 512,
+      .norm_eps = 1e-12f,
+      .causal = false,
+      .pooling = 2,  // LLAMA_POOLING_TYPE_CLS
+  });
+  return shapes;
+}
+
+// ---------------------------------------------------------------- tensors
+
+enum class Fill { normal, ones, zeros, values };
+
+struct TensorPlan {
+  std::string name;
+  std::vector<std::int64_t> ne;  // ggml order: ne[0] is the row length
+  Fill fill = Fill::normal;
+  bool keep_f32 = false;      // stays F32 at every quant (besides 1-D tensors, which always do)
+  std::vector<float> values{};  // Fill::values
+};
+
+std::string blk(int layer, const char* what) {
+  return "blk." + std::to_string(layer) + "." + what;
+}
+
+bool is_attention_layer(const SynthShape& shape, int layer) {
+  return shape.attention_layers.empty() || std::find(shape.attention_layers.begin(), shape.attention_layers.end(),
+                                                     layer) != shape.attention_layers.end();
+}
+
+// rope_freqs.weight exactly as convert_hf_to_gguf.py computes it for rope_scaling type llama3.
+std::vector<float> llama3_rope_factors(const SynthShape& shape) {
+  const int dim = shape.head_dim;
+  const double old_ctx = shape.rope_original_ctx;
+  const double low_freq_wavelen = old_ctx / shape.rope_low_freq_factor;
+  const double high_freq_wavelen = old_ctx / shape.rope_high_freq_factor;
+  std::vector<float> factors;
+  for (int i = 0; i < dim; i += 2) {
+    const double freq = 1.0 / std::pow(static_cast<double>(shape.rope_theta), static_cast<double>(i) / dim);
+    const double wavelen = 2.0 * std::numbers::pi / freq;
+    double factor = 1.0;
+    if (wavelen > low_freq_wavelen) {
+      factor = shape.rope_scaling_factor;
+    } else if (wavelen >= high_freq_wavelen) {
+      const double smooth =
+          (old_ctx / wavelen - shape.rope_low_freq_factor) / (shape.rope_high_freq_factor - shape.rope_low_freq_factor);
+      factor = 1.0 / ((1.0 - smooth) / shape.rope_scaling_factor + smooth);
+    }
+    factors.push_back(static_cast<float>(factor));
+  }
+  return factors;
+}
+
+// The tensors of a decoder (llama, qwen3, gemma3, lfm2), named and shaped as libllama's loader wants them
+// (src/models/<arch>.cpp, load_arch_tensors).
+void plan_decoder(const SynthShape& s, std::int64_t n_vocab, std::vector<TensorPlan>& out) {
+  const std::int64_t e = s.n_embd, ff = s.n_ff, d = s.head_dim;
+  const std::int64_t q_dim = d * s.n_head, kv_dim = d * s.n_head_kv;
+  auto norm = [&](std::string name, std::int64_t n) { out.push_back({std::move(name), {n}, Fill::ones}); };
+  auto matrix = [&](std::string name, std::int64_t cols, std::int64_t rows) {
+    out.push_back({std::move(name), {cols, rows}});
+  };
+
+  matrix("token_embd.weight", e, n_vocab);
+  if (s.rope_scaling_factor > 0.0f) {
+    out.push_back({"rope_freqs.weight", {d / 2}, Fill::values, true, llama3_rope_factors(s)});
+  }
+  for (int i = 0; i < s.n_layer; ++i) {
+    norm(blk(i, "attn_norm.weight"), e);
+    if (is_attention_layer(s, i)) {
+      // lfm2 attention keeps q and output at n_embd (its heads divide it exactly)
+      matrix(blk(i, "attn_q.weight"), e, q_dim);
+      matrix(blk(i, "attn_k.weight"), e, kv_dim);
+      matrix(blk(i, "attn_v.weight"), e, kv_dim);
+      matrix(blk(i, "attn_output.weight"), q_dim, e);
+      if (s.qk_norm) {
+        norm(blk(i, "attn_q_norm.weight"), d);
+        norm(blk(i, "attn_k_norm.weight"), d);
+      }
+    } else {
+      // conv kernel {L, n_embd}: never quantized, F32 as the converter leaves it
+      out.push_back({blk(i, "shortconv.conv.weight"), {s.shortconv_l_cache, e}, Fill::normal, true});
+      matrix(blk(i, "shortconv.in_proj.weight"), e, 3 * e);
+      matrix(blk(i, "shortconv.out_proj.weight"), e, e);
+    }
+    if (s.architecture == "gemma3") norm(blk(i, "post_attention_norm.weight"), e);
+    norm(blk(i, "ffn_norm.weight"), e);
+    matrix(blk(i, "ffn_gate.weight"), e, ff);
+    matrix(blk(i, "ffn_up.weight"), e, ff);
+    matrix(blk(i, "ffn_down.weight"), ff, e);
+    if (s.architecture == "gemma3") norm(blk(i, "post_ffw_norm.weight"), e);
+  }
+  // lfm2 names its final norm token_embd_norm (libllama's LLM_TENSOR_OUTPUT_NORM_LFM2)
+  norm(s.architecture == "lfm2" ? "token_embd_norm.weight" : "output_norm.weight", e);
+  if (!s.tied_embeddings) matrix("output.weight", e, n_vocab);
+}
+
+// BERT (src/models/bert.cpp): learned positions, token types, post-norm layers with biases.
+void plan_bert(const SynthShape& s, std::int64_t n_vocab, std::vector<TensorPlan>& out) {
+  const std::int64_t e = s.n_embd, ff = s.n_ff;
+  auto vec = [&](std::string name, std::int64_t n, Fill fill) { out.push_back({std::move(name), {n}, fill}); };
+  auto linear = [&](const std::string& name, std::int64_t cols, std::int64_t rows) {
+    out.push_back({name + ".weight", {cols, rows}});
+    vec(name + ".bias", rows, Fill::zeros);
+  };
+  auto layer_norm = [&](const std::string& name) {
+    vec(name + ".weight", e, Fill::ones);
+    vec(name + ".bias", e, Fill::zeros);
+  };
+
+  out.push_back({"token_embd.weight", {e, n_vocab}});
+  // bert's graph adds a view of token_types directly (no get_rows), which needs F32, as the converter stores it
+  out.push_back({"token_types.weight", {e, 2}, Fill::normal, true});
+  out.push_back({"position_embd.weight", {e, s.n_ctx}});
+  layer_norm("token_embd_norm");
+  for (int i = 0; i < s.n_layer; ++i) {
+    linear(blk(i, "attn_q"), e, e);
+    linear(blk(i, "attn_k"), e, e);
+    linear(blk(i, "attn_v"), e, e);
+    linear(blk(i, "attn_output"), e, e);
+    layer_norm(blk(i, "attn_output_norm"));
+    linear(blk(i, "ffn_up"), e, ff);
+    linear(blk(i, "ffn_down"), ff, e);
+    layer_norm(blk(i, "layer_output_norm"));
+  }
+}
+
+std::vector<TensorPlan> plan_tensors(const SynthShape& shape) {
+  std::vector<TensorPlan> plan;
+  if (shape.architecture == "bert") {
+    plan_bert(shape, shape.n_vocab, plan);
+  } else {
+    plan_decoder(shape, shape.n_vocab, plan);
+  }
+  return plan;
+}
+
+std::int64_t n_elements(const TensorPlan& t) {
+  std::int64_t n = 1;
+  for (auto x : t.ne) n *= x;
+  return n;
+}
+
+// ---------------------------------------------------------------- quant types
+
+struct QuantInfo {
+  std::string_view name;
+  llama_ftype ftype;
+  bool quantized;  // written as F16 first, then quantized by libllama
+};
+
+constexpr QuantInfo quant_infos[] = {
+    {"f32", LLAMA_FTYPE_ALL_F32, false},
+    {"f16", LLAMA_FTYPE_MOSTLY_F16, false},
+    {"q8_0", LLAMA_FTYPE_MOSTLY_Q8_0, true},
+    {"q4_k_m", LLAMA_FTYPE_MOSTLY_Q4_K_M, true},
+};
+
+const QuantInfo& quant_info(std::string_view name) {
+  std::string lower(name);
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+  for (const auto& q : quant_infos) {
+    if (q.name == lower) return q;
+  }
+  throw std::runtime_error("unknown quant '" + std::string(name) + "'; use f32, f16, q8_0 or q4_k_m");
+}
+
+// ---------------------------------------------------------------- small helpers
+
+struct GgufFree {
+  void operator()(gguf_context* c) const noexcept { gguf_free(c); }
+};
+using GgufPtr = std::unique_ptr<gguf_context, GgufFree>;
+struct GgmlFree {
+  void operator()(ggml_context* c) const noexcept { ggml_free(c); }
+};
+using GgmlPtr = std::unique_ptr<ggml_context, GgmlFree>;
+
+GgufPtr read_gguf_header(const std::string& path) {
+  gguf_init_params params{/*no_alloc=*/true, /*ctx=*/nullptr};
+  return GgufPtr(gguf_init_from_file(path.c_str(), params));
+}
+
+std::string fnv1a_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read vocab file '" + path + "': " + std::strerror(errno));
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  std::vector<char> buf(1 << 16);
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    for (std::streamsize i = 0; i < in.gcount(); ++i) {
+      h ^= static_cast<unsigned char>(buf[static_cast<std::size_t>(i)]);
+      h *= 0x100000001b3ull;
+    }
+  }
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+
+std::uint64_t fnv1a(std::string_view s) {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+std::uint64_t splitmix64(std::uint64_t& state) {
+  std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// Normal(0, stddev) by Box-Muller, two values per 64 random bits (24-bit uniforms: tails to 5.7 sigma).
+void fill_normal(float* out, std::size_t n, std::uint64_t state, float stddev) {
+  constexpr float two_pi = 2.0f * std::numbers::pi_v<float>;
+  for (std::size_t i = 0; i < n; i += 2) {
+    const std::uint64_t r = splitmix64(state);
+    const float u1 = static_cast<float>((r >> 40) + 1) * 0x1p-24f;  // (0, 1]
+    const float u2 = static_cast<float>((r >> 16) & 0xFFFFFF) * 0x1p-24f;
+    const float radius = stddev * std::sqrt(-2.0f * std::log(u1));
+    out[i] = radius * std::cos(two_pi * u2);
+    if (i + 1 < n) out[i + 1] = radius * std::sin(two_pi * u2);
+  }
+}
+
+std::string format_mib(std::uint64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1024.0 * 1024.0));
+  return buf;
+}
+
+// Removes a temporary file on every way out unless released.
+class TempFile {
+ public:
+  explicit TempFile(std::string path) : path_(std::move(path)) {}
+  TempFile(const TempFile&) = delete;
+  TempFile& operator=(const TempFile&) = delete;
+  ~TempFile() {
+    if (!path_.empty()) {
+      std::error_code ec;
+      fs::remove(path_, ec);
+    }
+  }
+  const std::string& path() const noexcept { return path_; }
+  void release() noexcept { path_.clear(); }
+
+ private:
+  std::string path_;
+};
+
+// ---------------------------------------------------------------- metadata
+
+void copy_kv(gguf_context* dst, const gguf_context* src, std::int64_t id) {
+  const char* key = gguf_get_key(src, id);
+  switch (gguf_get_kv_type(src, id)) {
+    case GGUF_TYPE_UINT8: gguf_set_val_u8(dst, key, gguf_get_val_u8(src, id)); break;
+    case GGUF_TYPE_INT8: gguf_set_val_i8(dst, key, gguf_get_val_i8(src, id)); break;
+    case GGUF_TYPE_UINT16: gguf_set_val_u16(dst, key, gguf_get_val_u16(src, id)); break;
+    case GGUF_TYPE_INT16: gguf_set_val_i16(dst, key, gguf_get_val_i16(src, id)); break;
+    case GGUF_TYPE_UINT32: gguf_set_val_u32(dst, key, gguf_get_val_u32(src, id)); break;
+    case GGUF_TYPE_INT32: gguf_set_val_i32(dst, key, gguf_get_val_i32(src, id)); break;
+    case GGUF_TYPE_FLOAT32: gguf_set_val_f32(dst, key, gguf_get_val_f32(src, id)); break;
+    case GGUF_TYPE_UINT64: gguf_set_val_u64(dst, key, gguf_get_val_u64(src, id)); break;
+    case GGUF_TYPE_INT64: gguf_set_val_i64(dst, key, gguf_get_val_i64(src, id)); break;
+    case GGUF_TYPE_FLOAT64: gguf_set_val_f64(dst, key, gguf_get_val_f64(src, id)); break;
+    case GGUF_TYPE_BOOL: gguf_set_val_bool(dst, key, gguf_get_val_bool(src, id)); break;
+    case GGUF_TYPE_STRING: gguf_set_val_str(dst, key, gguf_get_val_str(src, id)); break;
+    case GGUF_TYPE_ARRAY: {
+      const auto type = gguf_get_arr_type(src, id);
+      const std::size_t n = gguf_get_arr_n(src, id);
+      if (type == GGUF_TYPE_STRING) {
+        std::vector<const char*> items(n);
+        for (std::size_t i = 0; i < n; ++i) items[i] = gguf_get_arr_str(src, id, i);
+        gguf_set_arr_str(dst, key, items.data(), n);
+      } else {
+        gguf_set_arr_data(dst, key, type, gguf_get_arr_data(src, id), n);
+      }
+      break;
+    }
+    default: throw std::runtime_error(std::string("metadata key '") + key + "' has a type this tool cannot copy");
+  }
+}
+
+// Copies the tokenizer (every tokenizer.* key) and pads it with unused tokens to n_vocab, the way
+// convert_hf_to_gguf.py pads a vocabulary smaller than the embedding: "[PAD<id>]", score -1000, type unused.
+void copy_tokenizer(gguf_context* dst, const gguf_context* vocab, std::int64_t n_vocab) {
+  const std::int64_t tokens_id = gguf_find_key(vocab, "tokenizer.ggml.tokens");
+  const auto n_source = static_cast<std::int64_t>(gguf_get_arr_n(vocab, tokens_id));
+  const bool pad = n_source < n_vocab;
+  for (std::int64_t id = 0; id < gguf_get_n_kv(vocab); ++id) {
+    const std::string key = gguf_get_key(vocab, id);
+    if (!key.starts_with("tokenizer.")) continue;
+    if (!pad) {
+      copy_kv(dst, vocab, id);
+    } else if (key == "tokenizer.ggml.tokens") {
+      std::vector<std::string> storage;
+      storage.reserve(static_cast<std::size_t>(n_vocab - n_source));
+      for (std::int64_t t = n_source; t < n_vocab; ++t) storage.push_back("[PAD" + std::to_string(t) + "]");
+      std::vector<const char*> items;
+      items.reserve(static_cast<std::size_t>(n_vocab));
+      for (std::int64_t t = 0; t < n_source; ++t) items.push_back(gguf_get_arr_str(vocab, id, static_cast<std::size_t>(t)));
+      for (const auto& s : storage) items.push_back(s.c_str());
+      gguf_set_arr_str(dst, key.c_str(), items.data(), items.size());
+    } else if (key == "tokenizer.ggml.scores" && gguf_get_arr_type(vocab, id) == GGUF_TYPE_FLOAT32) {
+      const auto* src = static_cast<const float*>(gguf_get_arr_data(vocab, id));
+      std::vector<float> scores(src, src + n_source);
+      scores.resize(static_cast<std::size_t>(n_vocab), -1000.0f);
+      gguf_set_arr_data(dst, key.c_str(), GGUF_TYPE_FLOAT32, scores.data(), scores.size());
+    } else if (key == "tokenizer.ggml.token_type" && gguf_get_arr_type(vocab, id) == GGUF_TYPE_INT32) {
+      const auto* src = static_cast<const std::int32_t*>(gguf_get_arr_data(vocab, id));
+      std::vector<std::int32_t> types(src, src + n_source);
+      types.resize(static_cast<std::size_t>(n_vocab), token_type_unused);
+      gguf_set_arr_data(dst, key.c_str(), GGUF_TYPE_INT32, types.data(), types.size());
+    } else if (gguf_get_kv_type(vocab, id) == GGUF_TYPE_ARRAY && gguf_get_arr_n(vocab, id) == static_cast<std::size_t>(n_source)) {
+      throw std::runtime_error("vocab key '" + key + "' has one entry per token and this tool cannot pad it");
+    } else {
+      copy_kv(dst, vocab, id);
+    }
+  }
+  if (pad && gguf_find_key(vocab, "tokenizer.ggml.token_type") < 0) {
+    std::vector<std::int32_t> types(static_cast<std::size_t>(n_vocab), 1);  // normal
+    std::fill(types.begin() + n_source, types.end(), token_type_unused);
+    gguf_set_arr_data(dst, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types.data(), types.size());
+  }
+}
+
+struct Provenance {
+  std::string quant;
+  std::uint64_t seed = 0;
+  std::string vocab_name;
+  std::string vocab_hash;
+};
+
+void set_metadata(gguf_context* g, const SynthShape& s, const Provenance& p, llama_ftype file_type) {
+  const std::string a = s.architecture;
+  auto u32 = [&](const std::string& key, std::uint32_t v) { gguf_set_val_u32(g, (a + "." + key).c_str(), v); };
+  auto f32 = [&](const std::string& key, float v) { gguf_set_val_f32(g, (a + "." + key).c_str(), v); };
+  auto n = [](std::int64_t v) { return static_cast<std::uint32_t>(v); };
+
+  gguf_set_val_str(g, "general.architecture", a.c_str());
+  gguf_set_val_str(g, "general.type", "model");
+  gguf_set_val_str(g, "general.name", ("synthetic " + s.name).c_str());
+  const std::string description = "Synthetic model with the shape of " + s.name + " (" + s.source +
+                                  "): random weights (seed " + std::to_string(p.seed) + "), tokenizer of " +
+                                  p.vocab_name + ". For benchmarks only; its output is meaningless.";
+  gguf_set_val_str(g, "general.description", description.c_str());
+  gguf_set_val_u32(g, "general.file_type", static_cast<std::uint32_t>(file_type));
+
+  gguf_set_val_bool(g, "clawbot.synthetic", true);
+  gguf_set_val_str(g, "clawbot.synthetic.shape", s.name.c_str());
+  gguf_set_val_str(g, "clawbot.synthetic.quant", p.quant.c_str());
+  gguf_set_val_u64(g, "clawbot.synthetic.seed", p.seed);
+  gguf_set_val_u32(g, "clawbot.synthetic.generator", generator_version);
+  gguf_set_val_str(g, "clawbot.synthetic.vocab_file", p.vocab_name.c_str());
+  gguf_set_val_str(g, "clawbot.synthetic.vocab_hash", p.vocab_hash.c_str());
+
+  u32("context_length", s.n_ctx);
+  u32("embedding_length", n(s.n_embd));
+  u32("block_count", n(s.n_layer));
+  u32("feed_forward_length", n(s.n_ff));
+  u32("attention.head_count", n(s.n_head));
+  if (s.attention_layers.empty()) {
+    u32("attention.head_count_kv", n(s.n_head_kv));
+  } else {
+    // hybrid: 0 KV heads marks a recurrent layer
+    std::vector<std::int32_t> kv(static_cast<std::size_t>(s.n_layer), 0);
+    for (auto layer : s.attention_layers) kv[static_cast<std::size_t>(layer)] = s.n_head_kv;
+    gguf_set_arr_data(g, (a + ".attention.head_count_kv").c_str(), GGUF_TYPE_INT32, kv.data(), kv.size());
+  }
+  if (a == "bert") {
+    f32("attention.layer_norm_epsilon", s.norm_eps);
+    gguf_set_val_bool(g, (a + ".attention.causal").c_str(), s.causal);
+    if (s.pooling >= 0) u32("pooling_type", n(s.pooling));
+    return;
+  }
+  gguf_set_val_u32(g, (a + ".vocab_size").c_str(), n(s.n_vocab));
+  u32("attention.key_length", n(s.head_dim));
+  u32("attention.value_length", n(s.head_dim));
+  u32("rope.dimension_count", n(s.head_dim));
+  f32("rope.freq_base", s.rope_theta);
+  f32("attention.layer_norm_rms_epsilon", s.norm_eps);
+  if (s.sliding_window > 0) {
+    u32("attention.sliding_window", s.sliding_window);
+    u32("attention.sliding_window_pattern", s.sliding_window_pattern);
+    f32("rope.freq_base_swa", s.rope_theta_swa);
+  }
+  if (s.shortconv_l_cache > 0) u32("shortconv.l_cache", s.shortconv_l_cache);
+}
+
+// ---------------------------------------------------------------- writing
+
+ggml_type stored_type(const TensorPlan& t, ggml_type matrix_type) {
+  return t.ne.size() < 2 || t.keep_f32 ? GGML_TYPE_F32 : matrix_type;
+}
+
+class GgufStreamWriter {
+ public:
+  explicit GgufStreamWriter(const std::string& path) : path_(path), file_(std::fopen(path.c_str(), "wb")) {
+    if (!file_) throw std::runtime_error("cannot create '" + path + "': " + std::strerror(errno));
+    std::setvbuf(file_, nullptr, _IOFBF, 1 << 22);
+  }
+  GgufStreamWriter(const GgufStreamWriter&) = delete;
+  GgufStreamWriter& operator=(const GgufStreamWriter&) = delete;
+  ~GgufStreamWriter() {
+    if (file_) std::fclose(file_);
+  }
+  FILE* get() const noexcept { return file_; }
+  void write(const void* data, std::size_t n) {
+    if (n > 0 && std::fwrite(data, 1, n, file_) != n) fail();
+    written_ += n;
+  }
+  void pad_to(std::size_t alignment) {
+    static const char zeros[64] = {};
+    const std::size_t pad = (alignment - written_ % alignment) % alignment;
+    write(zeros, pad);
+  }
+  void set_written(std::size_t n) noexcept { written_ = n; }
+  void close() {
+    FILE* f = file_;
+    file_ = nullptr;
+    if (std::fflush(f) != 0 || std::ferror(f)) {
+      std::fclose(f);
+      fail();
+    }
+    if (std::fclose(f) != 0) fail();
+  }
+
+ private:
+  [[noreturn]] void fail() const {
+    throw std::runtime_error("cannot write '" + path_ + "': " + std::strerror(errno) + " (disk full?)");
+  }
+  std::string path_;
+  FILE* file_;
+  std::size_t written_ = 0;
+};
+
+// Writes one tensor's values in chunks. Random values come in blocks of 2^16, each from its own stream
+// seeded by (seed, tensor name, block): the bytes do not depend on the number of threads.
+void write_tensor(GgufStreamWriter& out, const TensorPlan& t, ggml_type type, std::uint64_t seed, int threads) {
+  constexpr std::int64_t block = 1 << 16;
+  constexpr std::int64_t chunk = block * 64;
+  const std::int64_t total = n_elements(t);
+  std::uint64_t tensor_seed = seed ^ fnv1a(t.name);
+  tensor_seed = splitmix64(tensor_seed);
+
+  std::vector<float> values(static_cast<std::size_t>(std::min(total, chunk)));
+  std::vector<ggml_fp16_t> halves(type == GGML_TYPE_F16 ? values.size() : 0);
+  for (std::int64_t begin = 0; begin < total; begin += chunk) {
+    const std::int64_t count = std::min(chunk, total - begin);
+    float* dst = values.data();
+    switch (t.fill) {
+      case Fill::ones: std::fill_n(dst, count, 1.0f); break;
+      case Fill::zeros: std::fill_n(dst, count, 0.0f); break;
+      case Fill::values: std::copy_n(t.values.begin() + begin, count, dst); break;
+      case Fill::normal: {
+        const std::int64_t n_blocks = (count + block - 1) / block;
+        auto work = [&](std::int64_t first, std::int64_t last) {
+          for (std::int64_t b = first; b < last; ++b) {
+            const std::int64_t at = b * block;
+            const std::int64_t n = std::min(block, count - at);
+            fill_normal(dst + at, static_cast<std::size_t>(n),
+                        tensor_seed + static_cast<std::uint64_t>((begin + at) / block) * 0xD1B54A32D192ED03ull,
+                        weight_std);
+            if (type == GGML_TYPE_F16) ggml_fp32_to_fp16_row(dst + at, halves.data() + at, n);
+          }
+        };
+        const std::int64_t n_threads = std::clamp<std::int64_t>(threads, 1, n_blocks);
+        std::vector<std::thread> pool;
+        for (std::int64_t k = 1; k < n_threads; ++k) {
+          pool.emplace_back(work, n_blocks * k / n_threads, n_blocks * (k + 1) / n_threads);
+        }
+        work(0, n_blocks / n_threads);
+        for (auto& th : pool) th.join();
+        out.write(type == GGML_TYPE_F16 ? static_cast<const void*>(halves.data()) : dst,
+                  static_cast<std::size_t>(count) * ggml_type_size(type));
+        continue;
+      }
+    }
+    if (type == GGML_TYPE_F16) {
+      ggml_fp32_to_fp16_row(dst, halves.data(), count);
+      out.write(halves.data(), static_cast<std::size_t>(count) * sizeof(ggml_fp16_t));
+    } else {
+      out.write(dst, static_cast<std::size_t>(count) * sizeof(float));
+    }
+  }
+}
+
+// Writes an unquantized file: matrices of matrix_type (F32 or F16), everything 1-D in F32.
+void write_unquantized(const std::string& path, const SynthShape& shape, const gguf_context* vocab,
+                       const Provenance& provenance, ggml_type matrix_type, llama_ftype file_type,
+                       std::uint64_t seed, int threads, const std::function<void(const std::string&)>& progress) {
+  const auto plan = plan_tensors(shape);
+
+  GgufPtr g(gguf_init_empty());
+  set_metadata(g.get(), shape, provenance, file_type);
+  copy_tokenizer(g.get(), vocab, shape.n_vocab);
+
+  ggml_init_params params{(plan.size() + 1) * ggml_tensor_overhead(), nullptr, /*no_alloc=*/true};
+  GgmlPtr ctx(ggml_init(params));
+  if (!ctx) throw std::runtime_error("cannot allocate tensor metadata");
+  std::vector<ggml_type> types;
+  for (const auto& t : plan) {
+    types.push_back(stored_type(t, matrix_type));
+    ggml_tensor* tensor = ggml_new_tensor(ctx.get(), types.back(), static_cast<int>(t.ne.size()), t.ne.data());
+    ggml_set_name(tensor, t.name.c_str());
+    gguf_add_tensor(g.get(), tensor);
+  }
+
+  GgufStreamWriter out(path);
+  if (!gguf_write_to_file_ptr(g.get(), out.get(), /*only_meta=*/true)) {
+    throw std::runtime_error("cannot write the GGUF header of '" + path + "'");
+  }
+  out.set_written(gguf_get_meta_size(g.get()));
+  const std::size_t alignment = gguf_get_alignment(g.get());
+  std::uint64_t done = 0;
+  const std::uint64_t total = synth_shape_params(shape);
+  int last_percent = -1;
+  for (std::size_t i = 0; i < plan.size(); ++i) {
+    write_tensor(out, plan[i], types[i], seed, threads);
+    out.pad_to(alignment);
+    done += static_cast<std::uint64_t>(n_elements(plan[i]));
+    const int percent = static_cast<int>(100 * done / total);
+    if (progress && percent / 10 != last_percent / 10) {
+      progress("writing " + std::string(ggml_type_name(matrix_type)) + " weights: " + std::to_string(percent) + "%");
+      last_percent = percent;
+    }
+  }
+  out.close();
+}
+
+bool matches_cached(const std::string& path, const SynthShape& shape, const Provenance& p) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return false;
+  try {
+    engine::check_gguf_file(path);  // not truncated
+  } catch (const engine::EngineError&) {
+    return false;
+  }
+  GgufPtr g = read_gguf_header(path);
+  if (!g) return false;
+  auto str = [&](const char* key) -> std::string {
+    const auto id = gguf_find_key(g.get(), key);
+    return id >= 0 && gguf_get_kv_type(g.get(), id) == GGUF_TYPE_STRING ? gguf_get_val_str(g.get(), id) : "";
+  };
+  const auto seed_id = gguf_find_key(g.get(), "clawbot.synthetic.seed");
+  const auto version_id = gguf_find_key(g.get(), "clawbot.synthetic.generator");
+  return seed_id >= 0 && gguf_get_kv_type(g.get(), seed_id) == GGUF_TYPE_UINT64 &&
+         gguf_get_val_u64(g.get(), seed_id) == p.seed && version_id >= 0 &&
+         gguf_get_kv_type(g.get(), version_id) == GGUF_TYPE_UINT32 &&
+         gguf_get_val_u32(g.get(), version_id) == generator_version &&
+         str("clawbot.synthetic.shape") == shape.name && str("clawbot.synthetic.quant") == p.quant &&
+         str("clawbot.synthetic.vocab_hash") == p.vocab_hash;
+}
+
+std::string temp_path(const std::string& path, const char* what) {
+  return path + "." + what + "-" + std::to_string(::getpid()) + ".tmp";
+}
+
+void print_shapes() {
+  std::printf("%-18s %-7s %6s %6s %6s %9s %7s %7s %9s  %s\n", "shape", "arch", "layers", "embd", "ffn",
+              "heads/kv", "vocab", "ctx", "params", "source");
+  for (const auto& s : synth_shapes()) {
+    const std::string heads = std::to_string(s.n_head) + "/" + std::to_string(s.n_head_kv);
+    const double params = static_cast<double>(synth_shape_params(s)) / 1e6;
+    std::printf("%-18s %-7s %6d %6d %6d %9s %7lld %7u %8.1fM  %s\n", s.name.c_str(), s.architecture.c_str(),
+                s.n_layer, s.n_embd, s.n_ff, heads.c_str(), static_cast<long long>(s.n_vocab), s.n_ctx, params,
+                s.source.c_str());
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- public
+
+const std::vector<SynthShape>& synth_shapes() {
+  static const std::vector<SynthShape> shapes = make_shapes();
+  return shapes;
+}
+
+const SynthShape& synth_shape(std::string_view name) {
+  std::string names;
+  for (const auto& s : synth_shapes()) {
+    if (s.name == name) return s;
+    names += (names.empty() ? "" : ", ") + s.name;
+  }
+  throw std::runtime_error("unknown shape '" + std::string(name) + "'; known shapes: " + names);
+}
+
+std::uint64_t synth_shape_params(const SynthShape& shape) {
+  std::uint64_t total = 0;
+  for (const auto& t : plan_tensors(shape)) total += static_cast<std::uint64_t>(n_elements(t));
+  return total;
+}
+
+std::string synth_default_path(std::string_view shape, std::string_view quant) {
+  const char* xdg = std::getenv("XDG_CACHE_HOME");
+  fs::path base;
+  if (xdg && *xdg) {
+    base = xdg;
+  } else {
+    const char* home = std::getenv("HOME");
+    if (!home || !*home) throw std::runtime_error("neither XDG_CACHE_HOME nor HOME is set; name the file with -o");
+    base = fs::path(home) / ".cache";
+  }
+  return (base / "clawbot" / "models" / (std::string(shape) + "-" + std::string(quant) + ".gguf")).string();
+}
+
+std::string find_model_file(const std::string& name) {
+  std::error_code ec;
+  if (name.find('/') != std::string::npos || fs::exists(name, ec)) {
+    if (!fs::is_regular_file(name, ec)) throw std::runtime_error("model file '" + name + "' not found");
+    return name;
+  }
+  const char* env = std::getenv("CLAWBOT_MODELS");
+  const std::string dirs_text = env && *env ? env : "../shared/models";
+  std::stringstream dirs(dirs_text);
+  std::string dir;
+  while (std::getline(dirs, dir, ':')) {
+    if (dir.empty()) continue;
+    const fs::path candidate = fs::path(dir) / name;
+    if (fs::is_regular_file(candidate, ec)) return candidate.string();
+  }
+  throw std::runtime_error("model file '" + name + "' not found in the current directory nor in CLAWBOT_MODELS=" +
+                           dirs_text + (env && *env ? "" : " (the default)"));
+}
+
+SynthResult synthesize_model(const SynthOptions& options) {
+  const auto started = std::chrono::steady_clock::now();
+  const SynthShape& shape = synth_shape(options.shape);
+  const QuantInfo& quant = quant_info(options.quant);
+  const auto& progress = options.on_progress;
+  const int threads = options.threads > 0 ? options.threads
+                                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+
+  const std::string vocab_path = find_model_file(options.vocab_from.empty() ? shape.vocab_file : options.vocab_from);
+  GgufPtr vocab = read_gguf_header(vocab_path);
+  if (!vocab) throw std::runtime_error("vocab file '" + vocab_path + "' is not a readable GGUF file");
+  const std::int64_t tokens_id = gguf_find_key(vocab.get(), "tokenizer.ggml.tokens");
+  if (tokens_id < 0 || gguf_get_kv_type(vocab.get(), tokens_id) != GGUF_TYPE_ARRAY ||
+      gguf_get_arr_type(vocab.get(), tokens_id) != GGUF_TYPE_STRING) {
+    throw std::runtime_error("vocab file '" + vocab_path + "' has no tokenizer (no tokenizer.ggml.tokens)");
+  }
+  const auto n_tokens = static_cast<std::int64_t>(gguf_get_arr_n(vocab.get(), tokens_id));
+  if (n_tokens > shape.n_vocab) {
+    throw std::runtime_error("vocab file '" + vocab_path + "' has " + std::to_string(n_tokens) +
+                             " tokens, more than the " + std::to_string(shape.n_vocab) + " of shape " + shape.name);
+  }
+  if (shape.architecture == "bert" && gguf_find_key(vocab.get(), "tokenizer.ggml.token_type_count") < 0) {
+    gguf_set_val_u32(vocab.get(), "tokenizer.ggml.token_type_count", 2);  // bert's type embedding has 2 rows
+  }
+
+  const Provenance provenance{
+      .quant = std::string(quant.name),
+      .seed = options.seed,
+      .vocab_name = fs::path(vocab_path).filename().string(),
+      .vocab_hash = fnv1a_file(vocab_path),
+  };
+  const std::string path = options.output.empty() ? synth_default_path(shape.name, quant.name) : options.output;
+
+  SynthResult result;
+  result.path = path;
+  if (!options.force && matches_cached(path, shape, provenance)) {
+    result.reused = true;
+    result.size_bytes = fs::file_size(path);
+    return result;
+  }
+
+  std::error_code ec;
+  const fs::path parent = fs::path(path).parent_path();
+  if (!parent.empty()) {
+    fs::create_directories(parent, ec);
+    if (ec) throw std::runtime_error("cannot create directory '" + parent.string() + "': " + ec.message());
+  }
+  if (progress) {
+    progress(shape.name + ": " + std::to_string(synth_shape_params(shape)) + " weights, tokenizer of " +
+             provenance.vocab_name + " (" + std::to_string(n_tokens) + " tokens, padded to " +
+             std::to_string(shape.n_vocab) + "), seed " + std::to_string(options.seed));
+  }
+
+  TempFile final_tmp(temp_path(path, "partial"));
+  if (!quant.quantized) {
+    const ggml_type matrix_type = quant.ftype == LLAMA_FTYPE_ALL_F32 ? GGML_TYPE_F32 : GGML_TYPE_F16;
+    write_unquantized(final_tmp.path(), shape, vocab.get(), provenance, matrix_type, quant.ftype, options.seed,
+                      threads, progress);
+  } else {
+    TempFile f16_tmp(temp_path(path, "f16"));
+    write_unquantized(f16_tmp.path(), shape, vocab.get(), provenance, GGML_TYPE_F16, LLAMA_FTYPE_MOSTLY_F16,
+                      options.seed, threads, progress);
+    if (progress) progress("quantizing to " + std::string(quant.name) + " with libllama");
+    llama_backend_init();  // idempotent; the quantizer needs ggml's tables
+    llama_model_quantize_params params = llama_model_quantize_default_params();
+    params.nthread = threads;
+    params.ftype = quant.ftype;
+    if (llama_model_quantize(f16_tmp.path().c_str(), final_tmp.path().c_str(), &params) != 0) {
+      throw std::runtime_error("libllama could not quantize '" + f16_tmp.path() + "' to " + std::string(quant.name) +
+                               " (its message is above)");
+    }
+  }
+  fs::rename(final_tmp.path(), path, ec);
+  if (ec) throw std::runtime_error("cannot move the new file into place as '" + path + "': " + ec.message());
+  final_tmp.release();
+
+  result.size_bytes = fs::file_size(path);
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return result;
+}
+
+int run_models_synth(const SynthOptions& options) {
+  try {
+    if (options.list) {
+      print_shapes();
+      return 0;
+    }
+    if (options.shape.empty()) throw std::runtime_error("name a shape (`clawbot models synth --list` shows them)");
+    engine::init_backend(/*verbose=*/false);
+    SynthOptions opts = options;
+    opts.on_progress = [](const std::string& line) { std::fprintf(stderr, "clawbot models synth: %s\n", line.c_str()); };
+    const SynthResult result = synthesize_model(opts);
+    if (result.reused) {
+      std::fprintf(stderr, "clawbot models synth: reusing %s (same shape, quant, seed and vocab; --force rewrites it)\n",
+                   result.path.c_str());
+    } else {
+      std::fprintf(stderr, "clawbot models synth: wrote %s (%s) in %.1f s\n", result.path.c_str(),
+                   format_mib(result.size_bytes).c_str(), result.seconds);
+    }
+    std::printf("%s\n", result.path.c_str());
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "clawbot models synth: %s\n", e.what());
+    return 1;
+  }
+}
+
+}  // namespace clawbot::ops

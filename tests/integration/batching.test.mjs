@@ -1,0 +1,205 @@
+// clawbot serve with several slots: continuous batching, the queue, KV reuse (hot and cold), metrics.
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import { startServer, postJson, getJson, readSse, assertUsage } from './server_harness.mjs';
+
+const CHAT = '/v1/chat/completions';
+const COMPL = '/v1/completions';
+
+async function streamChat(base, body) {
+  const res = await fetch(base + CHAT, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ ...body, stream: true }),
+    signal: AbortSignal.timeout(60000),
+  });
+  assert.equal(res.status, 200);
+  const events = await readSse(res);
+  assert.equal(events.at(-1), '[DONE]', 'stream must end with [DONE]');
+  const chunks = events.slice(0, -1).map((e) => JSON.parse(e));
+  const ids = new Set(chunks.map((c) => c.id));
+  assert.equal(ids.size, 1, 'one id per stream');
+  assert.equal(chunks[0].choices[0].delta.role, 'assistant');
+  const finals = chunks.filter((c) => c.choices[0]?.finish_reason);
+  assert.equal(finals.length, 1, 'exactly one final chunk');
+  const text = chunks.map((c) => c.choices[0]?.delta?.content ?? '').join('');
+  return { text, usage: finals[0].usage, finish: finals[0].choices[0].finish_reason };
+}
+
+function metricValue(text, name) {
+  const line = text.split('\n').find((l) => l.startsWith(name + ' ') || l.startsWith(name + '{'));
+  return line ? Number(line.split(' ').at(-1)) : NaN;
+}
+
+const system = 'You are a storyteller. Tell short, happy stories about animals and children in the park.';
+function conversation(turns) {
+  const messages = [{ role: 'system', content: system }];
+  for (const t of turns) messages.push(t);
+  return messages;
+}
+
+describe('continuous batching', () => {
+  let server;
+  before(async () => {
+    server = await startServer({ extraArgs: ['--parallel', '4', '--ctx', '512'] });
+  });
+  after(async () => server && (await server.stop()));
+
+  test('8 concurrent streams on 4 slots all finish with correct usage', { timeout: 60000 }, async () => {
+    const runs = [];
+    for (let i = 0; i < 8; i++) {
+      runs.push(streamChat(server.baseUrl, {
+        messages: [{ role: 'user', content: `Tell story number ${i}` }],
+        max_tokens: 24 + i, temperature: 0.7, seed: i,
+      }));
+    }
+    const results = await Promise.all(runs);
+    results.forEach((r, i) => {
+      assertUsage(r.usage, { maxTokens: 24 + i });
+      assert.ok(r.text.length > 0, `stream ${i} produced no text`);
+      if (r.finish === 'length') assert.equal(r.usage.completion_tokens, 24 + i);
+    });
+  });
+
+  test('batched greedy output equals the same request alone', { timeout: 60000 }, async () => {
+    const body = { prompt: 'Once upon a time', max_tokens: 40, temperature: 0 };
+    const alone = await postJson(server.baseUrl, COMPL, body);
+    assert.equal(alone.status, 200, alone.text);
+    const together = await Promise.all([0, 1, 2, 3].map((i) => postJson(server.baseUrl, COMPL,
+      i === 0 ? body : { prompt: `The dog ${i} ran`, max_tokens: 40, temperature: 0 })));
+    for (const r of together) assert.equal(r.status, 200, r.text);
+    assert.equal(together[0].json.choices[0].text, alone.json.choices[0].text);
+  });
+
+  test('n: 3 gives three choices, indexed', { timeout: 30000 }, async () => {
+    const r = await postJson(server.baseUrl, CHAT, {
+      messages: [{ role: 'user', content: 'Hi' }], n: 3, max_tokens: 12, temperature: 1.0, seed: 5,
+    });
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(r.json.choices.map((c) => c.index), [0, 1, 2]);
+    for (const c of r.json.choices) assert.equal(typeof c.message.content, 'string');
+    assert.ok(r.json.usage.completion_tokens <= 36);
+  });
+
+  test('/metrics is Prometheus text that promtool accepts', { timeout: 30000 }, async () => {
+    await streamChat(server.baseUrl, { messages: [{ role: 'user', content: 'Hello' }], max_tokens: 8 });
+    const r = await fetch(server.baseUrl + '/metrics');
+    assert.equal(r.status, 200);
+    assert.match(r.headers.get('content-type'), /^text\/plain/);
+    const text = await r.text();
+    for (const name of ['clawbot_time_to_first_token_seconds_bucket', 'clawbot_inter_token_latency_seconds_count',
+      'clawbot_prompt_tokens_total', 'clawbot_generation_tokens_total', 'clawbot_num_requests_running',
+      'clawbot_num_requests_waiting', 'clawbot_kv_cache_cells_capacity', 'clawbot_prefix_cache_queries_total',
+      'clawbot_cold_cache_bytes', 'process_resident_memory_bytes', 'clawbot_system_memory_total_bytes',
+      'clawbot_http_requests_total']) {
+      assert.ok(text.includes(name), `metric ${name} missing`);
+    }
+    assert.ok(metricValue(text, 'clawbot_generation_tokens_total') >= 8);
+    const promtool = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8' });
+    assert.ok(!promtool.error, `promtool not runnable (apt-get install prometheus): ${promtool.error}`);
+    assert.equal(promtool.status, 0, `promtool rejected /metrics:\n${promtool.stdout}${promtool.stderr}`);
+  });
+});
+
+describe('queue and cancellation', () => {
+  let server;
+  before(async () => {
+    server = await startServer({ extraArgs: ['--parallel', '1', '--queue-max', '1', '--ctx', '2048', '--threads', '1'] });
+  });
+  after(async () => server && (await server.stop()));
+
+  test('past --queue-max: 503 with Retry-After, the others finish', { timeout: 90000 }, async () => {
+    const body = { prompt: 'Once upon a time', max_tokens: 1500, temperature: 0 };
+    const results = await Promise.all([0, 1, 2, 3, 4].map(() => postJson(server.baseUrl, COMPL, body, { timeoutMs: 80000 })));
+    const busy = results.filter((r) => r.status === 503);
+    const ok = results.filter((r) => r.status === 200);
+    assert.ok(busy.length >= 1, `expected a 503, got ${results.map((r) => r.status)}`);
+    assert.ok(ok.length >= 1, `expected some to finish, got ${results.map((r) => r.status)}`);
+    for (const r of busy) {
+      assert.equal(r.headers.get('retry-after'), '1');
+      assert.equal(r.json.error.code, 'queue_full');
+      assert.equal(r.json.error.type, 'server_error');
+    }
+  });
+
+  test('a cancelled stream frees its slot', { timeout: 60000 }, async () => {
+    const ac = new AbortController();
+    const res = await fetch(server.baseUrl + COMPL, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, signal: ac.signal,
+      body: JSON.stringify({ prompt: 'Once upon a time', max_tokens: 2000, stream: true }),
+    });
+    await readSse(res, (p) => p !== '[DONE]' && (JSON.parse(p).choices?.[0]?.text ?? '') !== '');
+    ac.abort();
+    const t0 = Date.now();
+    let busy = 1;
+    while (busy !== 0 && Date.now() - t0 < 5000) {
+      busy = (await getJson(server.baseUrl, '/health')).json.slots_busy;
+      if (busy !== 0) await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(busy, 0, 'the slot was not freed after the client left');
+    const r = await postJson(server.baseUrl, COMPL, { prompt: 'Once', max_tokens: 4 }, { timeoutMs: 5000 });
+    assert.equal(r.status, 200, r.text);
+  });
+});
+
+describe('KV-cache reuse keeps greedy output identical', () => {
+  let cached;
+  let uncached;
+  before(async () => {
+    // One slot, so another conversation pushes the first one out to the cold tier.
+    cached = await startServer({ extraArgs: ['--parallel', '1', '--ctx', '1024', '--cache-ram', '64'] });
+    uncached = await startServer({ extraArgs: ['--parallel', '1', '--ctx', '1024', '--no-cache'] });
+  });
+  after(async () => {
+    if (cached) await cached.stop();
+    if (uncached) await uncached.stop();
+  });
+
+  const turn1 = [{ role: 'user', content: 'Tell me about a cat named Tom.' }];
+  const greedy = { max_tokens: 48, temperature: 0 };
+
+  async function chat(server, messages) {
+    const r = await postJson(server.baseUrl, CHAT, { messages, ...greedy });
+    assert.equal(r.status, 200, r.text);
+    return r.json;
+  }
+
+  test('hot hit, cold restore and no cache give the same turn 2', { timeout: 60000 }, async () => {
+    const a1 = await chat(cached, conversation(turn1));
+    const a1ref = await chat(uncached, conversation(turn1));
+    assert.equal(a1.choices[0].message.content, a1ref.choices[0].message.content);
+    const turn2 = [...turn1, { role: 'assistant', content: a1.choices[0].message.content },
+      { role: 'user', content: 'What did Tom do next?' }];
+
+    // hot: the slot still holds turn 1
+    const hot = await chat(cached, conversation(turn2));
+    assert.ok(hot.usage.prompt_tokens_details.cached_tokens > 20,
+      `turn 2 should reuse turn 1's cache: ${JSON.stringify(hot.usage)}`);
+    const reference = await chat(uncached, conversation(turn2));
+    assert.equal(reference.usage.prompt_tokens_details.cached_tokens, 0);
+    assert.equal(hot.choices[0].message.content, reference.choices[0].message.content);
+
+    // cold: another conversation takes the only slot; this one is saved to host RAM and restored
+    const other = [{ role: 'system', content: 'Different system prompt entirely, about dragons and castles.' },
+      { role: 'user', content: 'Go on.' }];
+    await chat(cached, other);
+    const before = await (await fetch(cached.baseUrl + '/metrics')).text();
+    const cold = await chat(cached, conversation(turn2));
+    const after = await (await fetch(cached.baseUrl + '/metrics')).text();
+    assert.ok(metricValue(after, 'clawbot_cold_cache_restores_total') > metricValue(before, 'clawbot_cold_cache_restores_total'),
+      'turn 2 should have been restored from the cold tier');
+    assert.ok(cold.usage.prompt_tokens_details.cached_tokens > 20, JSON.stringify(cold.usage));
+    assert.equal(cold.choices[0].message.content, reference.choices[0].message.content);
+  });
+
+  test('conversations sharing a system prompt share its cached prefix', { timeout: 30000 }, async () => {
+    await chat(cached, conversation([{ role: 'user', content: 'A story about a frog.' }]));
+    const second = await chat(cached, conversation([{ role: 'user', content: 'A story about a bird.' }]));
+    assert.ok(second.usage.prompt_tokens_details.cached_tokens >= 15, JSON.stringify(second.usage));
+  });
+});

@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--cache-ram", serve.cache_ram_mib, "MiB of host RAM for saved sequences (cold tier)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1 << 24));
+  serve_cmd->add_flag("--fit", serve.fit, "Lower --ctx, then --parallel, until the KV cache fits in memory");
   serve_cmd->add_flag("--no-cache", serve.no_cache, "Prefill every request from scratch (no KV reuse)");
   serve_cmd->add_option("--flash-attn", serve.flash_attn, "FlashAttention: auto, on or off")
       ->capture_default_str()

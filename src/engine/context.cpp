@@ -4,6 +4,7 @@
 #include <llama.h>
 
 #include "engine/engine.h"
+#include "engine/llama_log.h"
 
 namespace clawbot::engine {
 namespace {
@@ -73,8 +74,11 @@ Context::Context(const Model& model, const ContextOptions& options) {
   }
   context_.reset(llama_init_from_model(model.get(), params));
   if (!context_) {
+    const std::string why = detail::take_last_llama_error();
     throw EngineError("cannot create a context of " + std::to_string(options.n_ctx) + " tokens for model '" +
-                      model.info().name + "' (not enough memory? try a smaller --ctx or --parallel, or --kv-type q8_0)");
+                      model.info().name + "'" +
+                      (why.empty() ? " (not enough memory? try a smaller --ctx or --parallel, or --kv-type q8_0)"
+                                   : ": " + why));
   }
   n_ctx_ = llama_n_ctx(context_.get());
   n_batch_ = llama_n_batch(context_.get());

@@ -78,6 +78,9 @@ class Model {
   std::optional<std::string> meta(const std::string& key) const;
   llama_model* get() const noexcept { return model_.get(); }
   const llama_vocab* vocab() const noexcept;
+  // Bytes of KV cache one token position takes in every layer (keys and values), for a cache type
+  // (f16, q8_0, q4_0). An estimate for recurrent layers, whose state does not grow with the context.
+  double kv_bytes_per_cell(const std::string& kv_type) const;
 
  private:
   struct Deleter {

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "engine/engine.h"
+#include "engine/llama_log.h"
 
 namespace clawbot::engine {
 namespace {
@@ -39,12 +40,6 @@ void route_llama_log(ggml_log_level level, const char* text, void* /*user*/) {
   log_line.clear();
 }
 
-std::string take_last_llama_error() {
-  std::lock_guard lock(log_mutex);
-  std::string e = std::move(last_error);
-  last_error.clear();
-  return e;
-}
 
 bool progress_bar(float progress, void* /*user*/) {
   constexpr int width = 40;
@@ -66,6 +61,13 @@ void ensure_backend() {
 }
 
 }  // namespace
+
+std::string detail::take_last_llama_error() {
+  std::lock_guard lock(log_mutex);
+  std::string e = std::move(last_error);
+  last_error.clear();
+  return e;
+}
 
 void init_backend(bool verbose) {
   {
@@ -102,7 +104,7 @@ Model Model::load(const ModelOptions& options) {
   Model model;
   model.model_.reset(llama_model_load_from_file(options.path.c_str(), params));
   if (!model.model_) {
-    std::string why = take_last_llama_error();
+    std::string why = detail::take_last_llama_error();
     throw ModelFileError("cannot load model '" + options.path + "'" + (why.empty() ? "" : ": " + why));
   }
 
@@ -137,6 +139,24 @@ std::optional<std::string> Model::meta(const std::string& key) const {
   llama_model_meta_val_str(model_.get(), key.c_str(), value.data(), value.size());
   value.resize(static_cast<size_t>(n));
   return value;
+}
+
+double Model::kv_bytes_per_cell(const std::string& kv_type) const {
+  if (info_.is_recurrent && !info_.is_hybrid) return 0;
+  const double element = kv_type == "q8_0" ? 34.0 / 32 : kv_type == "q4_0" ? 18.0 / 32 : 2.0;
+  const int n_head = std::max(1, llama_model_n_head(model_.get()));
+  const int n_head_kv = std::max(1, llama_model_n_head_kv(model_.get()));
+  auto meta_int = [&](const char* suffix, int fallback) {
+    const auto v = meta(info_.architecture + suffix);
+    try {
+      return v ? std::stoi(*v) : fallback;
+    } catch (const std::exception&) {
+      return fallback;
+    }
+  };
+  const int key_length = meta_int(".attention.key_length", info_.n_embd / n_head);
+  const int value_length = meta_int(".attention.value_length", key_length);
+  return static_cast<double>(info_.n_layer) * n_head_kv * (key_length + value_length) * element;
 }
 
 const llama_vocab* Model::vocab() const noexcept {

@@ -139,19 +139,59 @@ int run_serve(const ServeOptions& options) {
     }
     const bool embedding = info.is_embedding;
     // --ctx is what one request may use; the cache holds that much for every slot (never divided among them).
-    const int per_request =
+    int per_request =
         options.ctx > 0 ? options.ctx : static_cast<int>(std::min<std::int64_t>(info.n_ctx_train, 8192));
+    int parallel = options.parallel;
+    // Know before allocating: weights + KV cache + compute buffers + a reserve against what the system has.
+    const double kv_per_cell = model.kv_bytes_per_cell(options.kv_type);
+    // CLAWBOT_MEMORY_AVAILABLE (bytes) stands in for the system's figure: a seam for tests and for operators
+    // who want to leave room for other processes.
+    const char* available_override = std::getenv("CLAWBOT_MEMORY_AVAILABLE");
+    const double available = available_override && *available_override ? std::strtod(available_override, nullptr)
+                                                                        : monitor::system_memory_available_bytes();
+    auto needed = [&](int ctx, int slots) {
+      const double kv = kv_per_cell * ctx * slots;
+      const double compute = static_cast<double>(std::max(options.batch, options.prefill_chunk)) *
+                             (info.n_vocab + 4.0 * info.n_embd) * 4.0;  // logits and activations of one step
+      return static_cast<double>(info.size_bytes) + kv + compute + 256.0 * (1 << 20);
+    };
+    auto gib = [](double b) { return b / (1024.0 * 1024 * 1024); };
+    if (available > 0 && needed(per_request, parallel) > available) {
+      if (!options.fit) {
+        std::fprintf(stderr,
+                     "clawbot serve: this configuration needs about %.2f GiB (weights %.2f GiB, KV cache %.2f GiB "
+                     "for %d slots x %d tokens at %s) but %.2f GiB of memory is available.\n"
+                     "Lower --ctx or --parallel, use --kv-type q8_0 or q4_0, or pass --fit to lower them "
+                     "automatically.\n",
+                     gib(needed(per_request, parallel)), gib(static_cast<double>(info.size_bytes)),
+                     gib(kv_per_cell * per_request * parallel), parallel, per_request, options.kv_type.c_str(),
+                     gib(available));
+        return 1;
+      }
+      const int wanted_ctx = per_request, wanted_parallel = parallel;
+      while (per_request > 512 && needed(per_request, parallel) > available) per_request /= 2;
+      while (parallel > 1 && needed(per_request, parallel) > available) --parallel;
+      if (needed(per_request, parallel) > available) {
+        std::fprintf(stderr,
+                     "clawbot serve: even %d slot of %d tokens needs %.2f GiB, more than the %.2f GiB available: "
+                     "this model does not fit this machine\n",
+                     parallel, per_request, gib(needed(per_request, parallel)), gib(available));
+        return 1;
+      }
+      spdlog::warn("--fit: lowered --ctx {} to {} and --parallel {} to {} to fit {:.2f} GiB of available memory",
+                   wanted_ctx, per_request, wanted_parallel, parallel, gib(available));
+    }
     if (embedding && per_request > info.n_ctx_train) {
       std::fprintf(stderr, "clawbot serve: --ctx %d is more than this embedding model's %lld positions\n",
                    per_request, static_cast<long long>(info.n_ctx_train));
       return 1;
     }
     engine::ContextOptions context_options;
-    context_options.n_ctx = static_cast<std::uint32_t>(per_request) * static_cast<std::uint32_t>(options.parallel);
+    context_options.n_ctx = static_cast<std::uint32_t>(per_request) * static_cast<std::uint32_t>(parallel);
     // An embedding model reads each input whole in one step (no causal chunking).
     context_options.n_batch = embedding ? static_cast<std::uint32_t>(per_request)
                                         : static_cast<std::uint32_t>(std::max(options.batch, options.prefill_chunk));
-    context_options.n_seq_max = static_cast<std::uint32_t>(options.parallel);
+    context_options.n_seq_max = static_cast<std::uint32_t>(parallel);
     context_options.n_threads = options.threads;
     context_options.embeddings = embedding;
     context_options.kv_type = options.kv_type;
@@ -168,7 +208,7 @@ int run_serve(const ServeOptions& options) {
     engine::Tokenizer tokenizer(model);
 
     SchedulerOptions scheduler_options;
-    scheduler_options.parallel = options.parallel;
+    scheduler_options.parallel = parallel;
     scheduler_options.ctx_per_request = per_request;
     scheduler_options.prefill_chunk = std::min(options.prefill_chunk, static_cast<int>(context.n_batch()));
     scheduler_options.queue_max = static_cast<std::size_t>(options.queue_max);
@@ -212,7 +252,7 @@ int run_serve(const ServeOptions& options) {
                  chat_template ? chat_template->name() : "none");
     spdlog::info("{} slots; each request may use {} tokens (prompt and answer); KV cache {} cells ({}), "
                  "flash attention {}, cold tier {} MiB{}",
-                 options.parallel, per_request, context.n_ctx(), options.kv_type, options.flash_attn,
+                 parallel, per_request, context.n_ctx(), options.kv_type, options.flash_attn,
                  options.no_cache ? 0 : options.cache_ram_mib, options.no_cache ? " (cache off)" : "");
     const std::string url_host =
         options.host.find(':') != std::string::npos ? "[" + options.host + "]" : options.host;

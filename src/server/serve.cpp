@@ -122,7 +122,9 @@ int run_serve(const ServeOptions& options) {
 
     std::optional<engine::ChatTemplate> chat_template;
     std::string template_problem;
-    if (!options.chat_template.empty()) {
+    if (info.is_embedding) {
+      template_problem = "model '" + info.name + "' is an embedding model";  // no chat, nothing to warn about
+    } else if (!options.chat_template.empty()) {
       chat_template = engine::ChatTemplate::builtin(options.chat_template);  // throws, listing the names
     } else {
       try {
@@ -212,7 +214,8 @@ int run_serve(const ServeOptions& options) {
     scheduler_options.ctx_per_request = per_request;
     scheduler_options.prefill_chunk = std::min(options.prefill_chunk, static_cast<int>(context.n_batch()));
     scheduler_options.queue_max = static_cast<std::size_t>(options.queue_max);
-    scheduler_options.cache_ram_bytes = static_cast<std::size_t>(options.cache_ram_mib) << 20;
+    // Embeddings keep no state between requests: no cold tier for them.
+    scheduler_options.cache_ram_bytes = embedding ? 0 : static_cast<std::size_t>(options.cache_ram_mib) << 20;
     scheduler_options.cache_enabled = !options.no_cache;
     scheduler_options.heartbeat = std::chrono::seconds(options.sse_keepalive_s);
     Scheduler scheduler(model, context, scheduler_options);

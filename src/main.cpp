@@ -1,8 +1,11 @@
 // clawbot: one binary, subcommands. This file only maps the command line to each part's entry point.
+#include <cstdio>
+
 #include <CLI/CLI.hpp>
 
 #include "bench/bench.h"
 #include "ops/ops.h"
+#include "monitor/metrics.h"
 #include "server/serve.h"
 
 int main(int argc, char** argv) {
@@ -84,11 +87,14 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("-c,--concurrency", bench.concurrency, "Clients sending at once")
       ->capture_default_str()
       ->check(CLI::Range(1, 4096));
-  bench_cmd->add_option("-n,--requests", bench.requests, "Requests to send (default 100; none with --duration)")
+  bench_cmd
+      ->add_option("-n,--requests", bench.requests, "Requests to send (default 100; none with --duration)")
       ->check(CLI::Range(1, 100'000'000));
   bench_cmd->add_option("--duration", bench.duration_s, "Seconds to keep starting requests")
       ->check(CLI::PositiveNumber);
-  bench_cmd->add_option("--workload", bench.workload, "independent, or conversations (multi-turn, shared system prompt)")
+  bench_cmd
+      ->add_option("--workload", bench.workload,
+                   "independent, or conversations (multi-turn, shared system prompt)")
       ->capture_default_str()
       ->check(CLI::IsMember({"independent", "conversations"}));
   bench_cmd->add_option("--conversations", bench.conversations, "Conversations, interleaved over the clients")
@@ -97,7 +103,9 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--turns", bench.turns, "User turns per conversation")
       ->capture_default_str()
       ->check(CLI::Range(1, 10'000));
-  bench_cmd->add_option("--system-prompt-tokens", bench.system_prompt_tokens, "Shared system prompt (approx. tokens)")
+  bench_cmd
+      ->add_option("--system-prompt-tokens", bench.system_prompt_tokens,
+                   "Shared system prompt (approx. tokens)")
       ->capture_default_str()
       ->check(CLI::Range(0, 10'000'000));
   bench_cmd->add_option("--prompt-tokens", bench.prompt_tokens, "Each user message (approx. tokens)")
@@ -109,7 +117,8 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--temperature", bench.temperature, "Sampling temperature")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 2.0));
-  bench_cmd->add_option("--seed", bench.seed, "Seed of the prompts (and the requests' seed)")->capture_default_str();
+  bench_cmd->add_option("--seed", bench.seed, "Seed of the prompts (and the requests' seed)")
+      ->capture_default_str();
   bench_cmd->add_option("--api-key", bench.api_key, "Sent as Authorization: Bearer <key>");
   bench_cmd->add_option("--timeout", bench.timeout_s, "Seconds of silence before a request fails")
       ->capture_default_str()
@@ -118,8 +127,18 @@ int main(int argc, char** argv) {
                       "Do not send ignore_eos and min_tokens (for endpoints that refuse unknown fields)");
   bench_cmd->add_flag("--json", bench.json, "Print a JSON object instead of the table");
   bench_cmd->add_flag("--no-progress", bench.no_progress, "No progress bar on stderr");
+  bool memory_bandwidth = false;
+  bench_cmd->add_flag("--memory-bandwidth", memory_bandwidth,
+                      "Only measure this machine's memory read bandwidth (bytes/s on stdout)");
 
   CLI11_PARSE(app, argc, argv);
+  if (bench_cmd->parsed() && memory_bandwidth) {
+    // The ceiling for decode speed on a memory-bound machine: bytes/s that a plain read loop reaches.
+    const double bw = clawbot::monitor::measure_read_bandwidth();
+    std::fprintf(stderr, "memory read bandwidth: %.2f GB/s (1 GiB, 2 threads, best of 3)\n", bw / 1e9);
+    std::printf("%.0f\n", bw);
+    return bw > 0 ? 0 : 1;
+  }
   if (bench_cmd->parsed()) return clawbot::bench::run_bench(bench);
   if (serve_cmd->parsed()) return clawbot::server::run_serve(serve);
   if (synth_cmd->parsed()) return clawbot::ops::run_models_synth(synth);

@@ -59,7 +59,8 @@ bool prepare_model(const http::Url& url, const BenchOptions& options, std::strin
   asio::io_context io(1);
   http::ClientOptions client_options;
   client_options.read_timeout = std::chrono::milliseconds(static_cast<long long>(options.timeout_s * 1000));
-  if (!options.api_key.empty()) client_options.headers.emplace_back("Authorization", "Bearer " + options.api_key);
+  if (!options.api_key.empty())
+    client_options.headers.emplace_back("Authorization", "Bearer " + options.api_key);
   http::Client client(io.get_executor(), url, client_options);
   auto models = run_sync(io, client.get("/v1/models"));
   if (!models) {
@@ -88,7 +89,8 @@ bool prepare_model(const http::Url& url, const BenchOptions& options, std::strin
     return false;
   }
   if (ids.empty()) {
-    std::fprintf(stderr, "clawbot bench: GET %s lists no models; name the model with --model\n", where.c_str());
+    std::fprintf(stderr, "clawbot bench: GET %s lists no models; name the model with --model\n",
+                 where.c_str());
     return false;
   }
   model = ids.front();

@@ -10,18 +10,18 @@ namespace clawbot::bench {
 
 struct BenchOptions {
   std::string url = "http://127.0.0.1:5000";  // the base URL; a trailing /v1 is accepted
-  std::string model;                           // empty: the first id of GET /v1/models
-  int concurrency = 4;                         // clients sending at once
-  int requests = 0;                            // 0: 100, or no limit with --duration (a cap on turns too)
-  double duration_s = 0;                       // > 0: start requests for this long
-  std::string workload = "independent";        // or "conversations"
-  int conversations = 8;                       // conversations: how many, interleaved over the clients
-  int turns = 3;                               // conversations: user turns in each
-  int system_prompt_tokens = 128;              // conversations: the system prompt they all share
-  int prompt_tokens = 128;                     // each user message, approximately
-  int max_tokens = 128;                        // sent as max_tokens (and min_tokens with ignore_eos)
-  std::string api_key;                         // sent as "Authorization: Bearer <key>"
-  std::uint64_t seed = 42;                     // prompts, and the request's "seed"
+  std::string model;                          // empty: the first id of GET /v1/models
+  int concurrency = 4;                        // clients sending at once
+  int requests = 0;                           // 0: 100, or no limit with --duration (a cap on turns too)
+  double duration_s = 0;                      // > 0: start requests for this long
+  std::string workload = "independent";       // or "conversations"
+  int conversations = 8;                      // conversations: how many, interleaved over the clients
+  int turns = 3;                              // conversations: user turns in each
+  int system_prompt_tokens = 128;             // conversations: the system prompt they all share
+  int prompt_tokens = 128;                    // each user message, approximately
+  int max_tokens = 128;                       // sent as max_tokens (and min_tokens with ignore_eos)
+  std::string api_key;                        // sent as "Authorization: Bearer <key>"
+  std::uint64_t seed = 42;                    // prompts, and the request's "seed"
   double temperature = 0;
   bool ignore_eos = true;  // send "ignore_eos": true and "min_tokens" so each answer has max_tokens
   double timeout_s = 300;  // longest silence from the server in one request

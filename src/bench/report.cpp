@@ -5,7 +5,7 @@
 namespace clawbot::bench {
 namespace {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;  // the report keeps its fields in a readable order
 
 bool conversations(const BenchOptions& used) {
   return used.workload == "conversations";
@@ -31,7 +31,8 @@ std::string number(double v) {
 }
 
 std::string row(const std::string& name, const Distribution& d) {
-  if (d.count == 0) return fmt::format("  {:<16}{:>10}{:>10}{:>10}{:>10}{:>10}{:>8}\n", name, "-", "-", "-", "-", "-", 0);
+  if (d.count == 0)
+    return fmt::format("  {:<16}{:>10}{:>10}{:>10}{:>10}{:>10}{:>8}\n", name, "-", "-", "-", "-", "-", 0);
   return fmt::format("  {:<16}{:>10}{:>10}{:>10}{:>10}{:>10}{:>8}\n", name, number(d.mean), number(d.p50),
                      number(d.p90), number(d.p99), number(d.max), d.count);
 }
@@ -59,14 +60,15 @@ std::string reproduce_command(const BenchOptions& used) {
   if (!used.model.empty()) cmd += " --model " + shell_quote(used.model);
   cmd += " --workload " + used.workload + " --concurrency " + std::to_string(used.concurrency);
   if (conversations(used)) {
-    cmd += " --conversations " + std::to_string(used.conversations) + " --turns " + std::to_string(used.turns) +
-           " --system-prompt-tokens " + std::to_string(used.system_prompt_tokens);
+    cmd += " --conversations " + std::to_string(used.conversations) + " --turns " +
+           std::to_string(used.turns) + " --system-prompt-tokens " +
+           std::to_string(used.system_prompt_tokens);
   }
   if (used.requests > 0) cmd += " --requests " + std::to_string(used.requests);
   if (used.duration_s > 0) cmd += fmt::format(" --duration {:g}", used.duration_s);
   cmd += " --prompt-tokens " + std::to_string(used.prompt_tokens) + " --max-tokens " +
-         std::to_string(used.max_tokens) + fmt::format(" --temperature {:g}", used.temperature) +
-         " --seed " + std::to_string(used.seed);
+         std::to_string(used.max_tokens) + fmt::format(" --temperature {:g}", used.temperature) + " --seed " +
+         std::to_string(used.seed);
   if (!used.ignore_eos) cmd += " --no-ignore-eos";
   if (used.timeout_s != BenchOptions{}.timeout_s) cmd += fmt::format(" --timeout {:g}", used.timeout_s);
   if (!used.api_key.empty()) cmd += " --api-key \"$API_KEY\"";
@@ -120,7 +122,8 @@ json report_json(const BenchOptions& used, const Summary& s, const RunResult& ru
   json out = {
       {"command", reproduce_command(used)},
       {"parameters", parameters},
-      {"requests", {{"total", s.requests}, {"ok", s.ok}, {"failed", s.failed}, {"skipped", run.skipped_turns}}},
+      {"requests",
+       {{"total", s.requests}, {"ok", s.ok}, {"failed", s.failed}, {"skipped", run.skipped_turns}}},
       {"interrupted", run.interrupted},
       {"duration_s", s.duration_s},
       {"requests_per_s", s.requests_per_s},
@@ -154,11 +157,12 @@ std::string report_text(const BenchOptions& used, const Summary& s, const RunRes
     out += fmt::format(
         "  conversations: {} x {} turns, shared system prompt ~{} tokens, ~{} tokens per user turn{}, "
         "concurrency {}, max {} output tokens, temperature {:g}\n",
-        used.conversations, used.turns, used.system_prompt_tokens, used.prompt_tokens, limit, used.concurrency,
-        used.max_tokens, used.temperature);
+        used.conversations, used.turns, used.system_prompt_tokens, used.prompt_tokens, limit,
+        used.concurrency, used.max_tokens, used.temperature);
   } else {
     out += fmt::format(
-        "  independent requests{}: concurrency {}, ~{} prompt tokens, max {} output tokens, temperature {:g}\n",
+        "  independent requests{}: concurrency {}, ~{} prompt tokens, max {} output tokens, temperature "
+        "{:g}\n",
         limit, used.concurrency, used.prompt_tokens, used.max_tokens, used.temperature);
   }
   out += "\n";
@@ -176,8 +180,8 @@ std::string report_text(const BenchOptions& used, const Summary& s, const RunRes
                          s.prompt_tokens_per_request.mean);
     }
     out += "\n";
-    out += fmt::format("  {:<16}{:>10}{:>10}{:>10}{:>10}{:>10}{:>8}\n", "", "mean", "p50", "p90", "p99", "max",
-                       "n");
+    out += fmt::format("  {:<16}{:>10}{:>10}{:>10}{:>10}{:>10}{:>8}\n", "", "mean", "p50", "p90", "p99",
+                       "max", "n");
     out += row("TTFT (ms)", s.ttft_ms);
     if (s.conversations) {
       out += row("  turn 1", s.ttft_first_turn_ms);
@@ -200,7 +204,9 @@ std::string report_text(const BenchOptions& used, const Summary& s, const RunRes
       out += fmt::format("    {} x {}: {}\n", e.count, status, e.message);
     }
   }
-  out += "\n  TTFT: to the first content; TPOT: (E2E - TTFT) / (output tokens - 1); ITL: between content chunks\n";
+  out +=
+      "\n  TTFT: to the first content; TPOT: (E2E - TTFT) / (output tokens - 1); ITL: between content "
+      "chunks\n";
   out += "\nreproduce: " + reproduce_command(used) + "\n";
   return out;
 }

@@ -14,7 +14,7 @@ namespace clawbot::bench {
 // `clawbot bench ...` with every setting that shapes the run spelled out (the model resolved, the seed).
 std::string reproduce_command(const BenchOptions& used);
 
-nlohmann::json report_json(const BenchOptions& used, const Summary& summary, const RunResult& run);
+nlohmann::ordered_json report_json(const BenchOptions& used, const Summary& summary, const RunResult& run);
 std::string report_text(const BenchOptions& used, const Summary& summary, const RunResult& run);
 
 // Quotes a word for a POSIX shell where it needs it.

@@ -158,7 +158,7 @@ class Runner {
     clients_.push_back(&client);
     while (may_start()) {
       if (ready_.empty()) {
-        if (in_flight_ == 0) break;  // every conversation is over
+        if (in_flight_ == 0) break;            // every conversation is over
         co_await wake_.async_wait(use_tuple);  // woken by cancel()
         continue;
       }
@@ -268,7 +268,8 @@ std::string describe_answer(int status, const std::string& content_type, const s
     }
   }
   if (status >= 200 && status < 300) {
-    return "the server answered with " + (content_type.empty() ? std::string("no Content-Type") : content_type) +
+    return "the server answered with " +
+           (content_type.empty() ? std::string("no Content-Type") : content_type) +
            " instead of an event stream (does this endpoint support \"stream\": true?)";
   }
   std::string text = body.substr(0, 300);

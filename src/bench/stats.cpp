@@ -64,7 +64,7 @@ void StreamMeter::on_data(std::string_view data, double now_s) {
   if (choices == event.end() || !choices->is_array() || choices->empty()) return;
   const json& choice = (*choices)[0];
   if (!choice.is_object()) return;
-  std::string piece;  // the answer's text
+  std::string piece;   // the answer's text
   bool token = false;  // any generated text, reasoning included
   if (auto delta = choice.find("delta"); delta != choice.end() && delta->is_object()) {
     piece = text_field(*delta, "content");

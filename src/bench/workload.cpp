@@ -18,26 +18,26 @@ std::uint64_t splitmix64(std::uint64_t x) {
 
 const std::vector<std::string>& word_list() {
   static const std::vector<std::string> words{
-      "the",    "a",      "little", "big",    "old",    "new",    "good",   "happy",  "sad",    "small",
-      "red",    "blue",   "green",  "warm",   "cold",   "bright", "dark",   "quiet",  "loud",   "fast",
-      "slow",   "kind",   "brave",  "funny",  "tall",   "long",   "short",  "soft",   "hard",   "sweet",
-      "dog",    "cat",    "bird",   "fish",   "tree",   "house",  "park",   "river",  "sun",    "moon",
-      "star",   "sky",    "rain",   "snow",   "wind",   "road",   "car",    "boat",   "train",  "ball",
-      "book",   "box",    "door",   "window", "table",  "chair",  "bed",    "cup",    "bread",  "apple",
-      "cake",   "water",  "milk",   "garden", "flower", "friend", "mother", "father", "girl",   "boy",
-      "man",    "woman",  "child",  "teacher", "school", "town",  "city",   "forest", "hill",   "sea",
-      "day",    "night",  "morning", "time",  "year",   "week",   "game",   "song",   "story",  "name",
-      "hand",   "head",   "eye",    "face",   "heart",  "idea",   "world",  "home",   "room",   "light",
-      "went",   "saw",    "found",  "made",   "said",   "took",   "gave",   "came",   "ran",    "jumped",
-      "played", "looked", "wanted", "liked",  "helped", "asked",  "told",   "knew",   "thought", "felt",
-      "opened", "closed", "walked", "talked", "smiled", "laughed", "cried", "sang",   "read",   "wrote",
-      "is",     "was",    "are",    "were",   "has",    "had",    "can",    "will",   "would",  "could",
-      "and",    "but",    "so",     "then",   "when",   "because", "if",    "while",  "after",  "before",
-      "in",     "on",     "at",     "to",     "from",   "with",   "under",  "over",   "near",   "into",
-      "he",     "she",    "they",   "we",     "you",    "it",     "his",    "her",    "their",  "our",
-      "very",   "all",    "some",   "every",  "one",    "two",    "three",  "many",   "more",   "most",
-      "again",  "away",   "back",   "down",   "up",     "out",    "there",  "here",   "now",    "soon",
-      "always", "never",  "often",  "together", "alone", "first", "last",   "next",   "other",  "same"};
+      "the",    "a",      "little",  "big",      "old",    "new",     "good",   "happy",  "sad",     "small",
+      "red",    "blue",   "green",   "warm",     "cold",   "bright",  "dark",   "quiet",  "loud",    "fast",
+      "slow",   "kind",   "brave",   "funny",    "tall",   "long",    "short",  "soft",   "hard",    "sweet",
+      "dog",    "cat",    "bird",    "fish",     "tree",   "house",   "park",   "river",  "sun",     "moon",
+      "star",   "sky",    "rain",    "snow",     "wind",   "road",    "car",    "boat",   "train",   "ball",
+      "book",   "box",    "door",    "window",   "table",  "chair",   "bed",    "cup",    "bread",   "apple",
+      "cake",   "water",  "milk",    "garden",   "flower", "friend",  "mother", "father", "girl",    "boy",
+      "man",    "woman",  "child",   "teacher",  "school", "town",    "city",   "forest", "hill",    "sea",
+      "day",    "night",  "morning", "time",     "year",   "week",    "game",   "song",   "story",   "name",
+      "hand",   "head",   "eye",     "face",     "heart",  "idea",    "world",  "home",   "room",    "light",
+      "went",   "saw",    "found",   "made",     "said",   "took",    "gave",   "came",   "ran",     "jumped",
+      "played", "looked", "wanted",  "liked",    "helped", "asked",   "told",   "knew",   "thought", "felt",
+      "opened", "closed", "walked",  "talked",   "smiled", "laughed", "cried",  "sang",   "read",    "wrote",
+      "is",     "was",    "are",     "were",     "has",    "had",     "can",    "will",   "would",   "could",
+      "and",    "but",    "so",      "then",     "when",   "because", "if",     "while",  "after",   "before",
+      "in",     "on",     "at",      "to",       "from",   "with",    "under",  "over",   "near",    "into",
+      "he",     "she",    "they",    "we",       "you",    "it",      "his",    "her",    "their",   "our",
+      "very",   "all",    "some",    "every",    "one",    "two",     "three",  "many",   "more",    "most",
+      "again",  "away",   "back",    "down",     "up",     "out",     "there",  "here",   "now",     "soon",
+      "always", "never",  "often",   "together", "alone",  "first",   "last",   "next",   "other",   "same"};
   return words;
 }
 

@@ -74,7 +74,8 @@ Result<Url> parse_url(std::string_view text) {
   if (url.scheme == "https") {
     return ClientError{
         boost::system::errc::make_error_code(boost::system::errc::protocol_not_supported),
-        "'" + shown + "': https:// is not supported by this client yet; use http:// (or a TLS proxy in front)"};
+        "'" + shown +
+            "': https:// is not supported by this client yet; use http:// (or a TLS proxy in front)"};
   }
   if (url.scheme != "http") {
     return url_error("'" + shown + "': scheme '" + url.scheme + "' is not supported; use http://host:port");
@@ -88,7 +89,8 @@ Result<Url> parse_url(std::string_view text) {
   std::string_view port;
   if (!authority.empty() && authority.front() == '[') {
     const auto close = authority.find(']');
-    if (close == std::string_view::npos) return url_error("'" + shown + "': unclosed '[' in the IPv6 address");
+    if (close == std::string_view::npos)
+      return url_error("'" + shown + "': unclosed '[' in the IPv6 address");
     url.host = std::string(authority.substr(1, close - 1));
     std::string_view after = authority.substr(close + 1);
     if (!after.empty()) {
@@ -110,7 +112,8 @@ Result<Url> parse_url(std::string_view text) {
                         });
     const long value = digits ? std::stol(std::string(port)) : 0;
     if (!digits || value < 1 || value > 65535) {
-      return url_error("'" + shown + "': the port '" + std::string(port) + "' is not a number from 1 to 65535");
+      return url_error("'" + shown + "': the port '" + std::string(port) +
+                       "' is not a number from 1 to 65535");
     }
     url.port = std::string(port);
   }
@@ -259,7 +262,8 @@ ClientError Client::error(boost::system::error_code ec, std::string_view while_d
               "); check the host name";
   } else if (while_doing == "connect") {
     if (ec == beast::error::timeout) {
-      message = "cannot connect to " + where + ": no answer within " + seconds_text(options_.connect_timeout) +
+      message = "cannot connect to " + where + ": no answer within " +
+                seconds_text(options_.connect_timeout) +
                 " (check the host, the port and any firewall between)";
     } else if (ec == asio::error::connection_refused) {
       message = "cannot connect to " + where +
@@ -274,8 +278,8 @@ ClientError Client::error(boost::system::error_code ec, std::string_view while_d
   } else if (ec == http::error::body_limit) {
     message = "the response from " + where + " is larger than " + std::to_string(options_.max_body_bytes) +
               " bytes";
-  } else if (ec.category() == http::make_error_code(http::error::end_of_stream).category() && ec != http::error::end_of_stream &&
-             ec != http::error::partial_message) {
+  } else if (ec.category() == http::make_error_code(http::error::end_of_stream).category() &&
+             ec != http::error::end_of_stream && ec != http::error::partial_message) {
     message = where + " did not answer with valid HTTP (" + ec.message() +
               "); is it an HTTP server? (https:// is not supported yet)";
   } else if (while_doing == "send") {
@@ -308,9 +312,9 @@ asio::awaitable<Result<void>> Client::connect() {
 }
 
 asio::awaitable<Result<std::unique_ptr<Client::Parser>>> Client::exchange(http::verb verb,
-                                                                           std::string_view target,
-                                                                           std::string body,
-                                                                           std::string_view accept) {
+                                                                          std::string_view target,
+                                                                          std::string body,
+                                                                          std::string_view accept) {
   if (busy_) {
     ClientError busy{asio::error::make_error_code(asio::error::in_progress),
                      "this HTTP client is in the middle of another exchange with " + base_.origin() +

@@ -2,6 +2,8 @@
 // Thread-safe; values are read at scrape time from callbacks where the owner keeps them (gauges).
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -54,5 +56,8 @@ const std::vector<double>& e2e_buckets();
 double process_rss_bytes();
 double system_memory_total_bytes();
 double system_memory_available_bytes();
+
+// Memory read bandwidth in bytes/s: the best of `repeats` passes over `bytes` with `threads` threads.
+double measure_read_bandwidth(std::size_t bytes = std::size_t{1} << 30, int threads = 2, int repeats = 3);
 
 }  // namespace clawbot::monitor

@@ -34,180 +34,9 @@ namespace {
 namespace fs = std::filesystem;
 
 // Bump when the bytes written for the same parameters change: cached files of an older version are rewritten.
-constexpr std::uint32_t generator_version = 1;
-constexpr float weight_std = 0.02f;  // the usual initializer_range of HF configs
+constexpr std::uint32_t generator_version = 2;
+constexpr float weight_std = 0.02f;             // the usual initializer_range of HF configs
 constexpr std::uint32_t token_type_unused = 5;  // LLAMA_TOKEN_TYPE_UNUSED
-
-// ---------------------------------------------------------------- shapes
-
-// The numbers come from each model's config.json on Hugging Face (named in `source`); the tiny shapes are
-// made up for fast tests and keep the structure of their architecture.
-std::vector<SynthShape> make_shapes() {
-  std::vector<SynthShape> shapes;
-  shapes.push_back({
-      .name = "tiny-llama",
-      .architecture = "llama",
-      .source = "made up: the smallest useful llama (untied output layer, vocab padded to 32768)",
-      .vocab_file = "ggml-vocab-phi-3.gguf",
-      .n_layer = 2,
-      .n_embd = 64,
-      .n_ff = 256,
-      .n_head = 4,
-      .n_head_kv = 2,
-      .head_dim = 16,
-      .n_vocab = 32768,  // phi-3's 32064 padded, so the tests cover padding
-      .n_ctx = 2048,
-      .tied_embeddings = false,
-  });
-  shapes.push_back({
-      .name = "tiny-swa",
-      .architecture = "gemma3",
-      .source = "made up: gemma3 with a 32-token sliding window on even layers, global attention on odd ones",
-      .vocab_file = "ggml-vocab-phi-3.gguf",
-      .n_layer = 4,
-      .n_embd = 64,
-      .n_ff = 256,
-      .n_head = 4,
-      .n_head_kv = 2,
-      .head_dim = 16,
-      .n_vocab = 32064,
-      .n_ctx = 2048,
-      .rope_theta = 1000000.0f,
-      .norm_eps = 1e-6f,
-      .qk_norm = true,
-      .sliding_window = 32,
-      .sliding_window_pattern = 2,
-      .rope_theta_swa = 10000.0f,
-  });
-  shapes.push_back({
-      .name = "tiny-hybrid",
-      .architecture = "lfm2",
-      .source = "made up: lfm2 with short-convolution layers 0 and 2, attention layers 1 and 3",
-      .vocab_file = "ggml-vocab-phi-3.gguf",
-      .n_layer = 4,
-      .n_embd = 64,
-      .n_ff = 256,
-      .n_head = 4,
-      .n_head_kv = 2,
-      .head_dim = 16,
-      .n_vocab = 32064,
-      .n_ctx = 2048,
-      .rope_theta = 1000000.0f,
-      .qk_norm = true,
-      .attention_layers = {1, 3},
-      .shortconv_l_cache = 3,
-  });
-  shapes.push_back({
-      .name = "smollm2-135m",
-      .architecture = "llama",
-      .source = "HuggingFaceTB/SmolLM2-135M config.json",
-      .vocab_file = "ggml-vocab-phi-3.gguf",
-      .n_layer = 30,
-      .n_embd = 576,
-      .n_ff = 1536,
-      .n_head = 9,
-      .n_head_kv = 3,
-      .head_dim = 64,
-      .n_vocab = 49152,
-      .n_ctx = 8192,
-      .rope_theta = 100000.0f,
-      .norm_eps = 1e-5f,
-  });
-  shapes.push_back({
-      .name = "qwen3-0.6b",
-      .architecture = "qwen3",
-      .source = "Qwen/Qwen3-0.6B config.json",
-      .vocab_file = "ggml-vocab-phi-3.gguf",
-      .n_layer = 28,
-      .n_embd = 1024,
-      .n_ff = 3072,
-      .n_head = 16,
-      .n_head_kv = 8,
-      .head_dim = 128,
-      .n_vocab = 151936,
-      .n_ctx = 40960,
-      .rope_theta = 1000000.0f,
-      .norm_eps = 1e-6f,
-      .qk_norm = true,
-  });
-  shapes.push_back({
-      .name = "llama-3.2-1b",
-      .architecture = "llama",
-      .source = "meta-llama/Llama-3.2-1B config.json (rope_scaling llama3: factor 32, low 1, high 4, 8192)",
-      .vocab_file = "ggml-vocab-phi-3.gguf",
-      .n_layer = 16,
-      .n_embd = 2048,
-      .n_ff = 8192,
-      .n_head = 32,
-      .n_head_kv = 8,
-      .head_dim = 64,
-      .n_vocab = 128256,
-      .n_ctx = 131072,
-      .rope_theta = 500000.0f,
-      .norm_eps = 1e-5f,
-      .rope_scaling_factor = 32.0f,
-      .rope_low_freq_factor = 1.0f,
-      .rope_high_freq_factor = 4.0f,
-      .rope_original_ctx = 8192,
-  });
-  shapes.push_back({
-      .name = "gemma3-270m",
-      .architecture = "gemma3",
-      .source = "google/gemma-3-270m config.json (sliding window 512, 5 local layers to 1 global)",
-      .vocab_file = "ggml-vocab-phi-3.gguf",
-      .n_layer = 18,
-      .n_embd = 640,
-      .n_ff = 2048,
-      .n_head = 4,
-      .n_head_kv = 1,
-      .head_dim = 256,
-      .n_vocab = 262144,
-      .n_ctx = 32768,
-      .rope_theta = 1000000.0f,
-      .norm_eps = 1e-6f,
-      .qk_norm = true,
-      .sliding_window = 512,
-      .sliding_window_pattern = 6,
-      .rope_theta_swa = 10000.0f,
-  });
-  shapes.push_back({
-      .name = "lfm2-350m",
-      .architecture = "lfm2",
-      .source = "LiquidAI/LFM2-350M config.json (full_attn_idxs 2,5,8,10,12,14; block_ff_dim 6656 adjusted to 4608)",
-      .vocab_file = "ggml-vocab-phi-3.gguf",
-      .n_layer = 16,
-      .n_embd = 1024,
-      .n_ff = 4608,
-      .n_head = 16,
-      .n_head_kv = 8,
-      .head_dim = 64,
-      .n_vocab = 65536,
-      .n_ctx = 128000,
-      .rope_theta = 1000000.0f,
-      .norm_eps = 1e-5f,
-      .qk_norm = true,
-      .attention_layers = {2, 5, 8, 10, 12, 14},
-      .shortconv_l_cache = 3,
-  });
-  shapes.push_back({
-      .name = "bge-small-en-v1.5",
-      .architecture = "bert",
-      .source = "BAAI/bge-small-en-v1.5 config.json (pooling CLS from its 1_Pooling/config.json)",
-      .vocab_file = "ggml-vocab-bert-bge.gguf",
-      .n_layer = 12,
-      .n_embd = 384,
-      .n_ff = 1536,
-      .n_head = 12,
-      .n_head_kv = 12,
-      .head_dim = 32,
-      .n_vocab = 30522,
-      .n_ctx = 512,
-      .norm_eps = 1e-12f,
-      .causal = false,
-      .pooling = 2,  // LLAMA_POOLING_TYPE_CLS
-  });
-  return shapes;
-}
 
 // ---------------------------------------------------------------- tensors
 
@@ -217,7 +46,7 @@ struct TensorPlan {
   std::string name;
   std::vector<std::int64_t> ne;  // ggml order: ne[0] is the row length
   Fill fill = Fill::normal;
-  bool keep_f32 = false;      // stays F32 at every quant (besides 1-D tensors, which always do)
+  bool keep_f32 = false;        // stays F32 at every quant (besides 1-D tensors, which always do)
   std::vector<float> values{};  // Fill::values
 };
 
@@ -226,8 +55,9 @@ std::string blk(int layer, const char* what) {
 }
 
 bool is_attention_layer(const SynthShape& shape, int layer) {
-  return shape.attention_layers.empty() || std::find(shape.attention_layers.begin(), shape.attention_layers.end(),
-                                                     layer) != shape.attention_layers.end();
+  return shape.attention_layers.empty() ||
+         std::find(shape.attention_layers.begin(), shape.attention_layers.end(), layer) !=
+             shape.attention_layers.end();
 }
 
 // rope_freqs.weight exactly as convert_hf_to_gguf.py computes it for rope_scaling type llama3.
@@ -244,8 +74,8 @@ std::vector<float> llama3_rope_factors(const SynthShape& shape) {
     if (wavelen > low_freq_wavelen) {
       factor = shape.rope_scaling_factor;
     } else if (wavelen >= high_freq_wavelen) {
-      const double smooth =
-          (old_ctx / wavelen - shape.rope_low_freq_factor) / (shape.rope_high_freq_factor - shape.rope_low_freq_factor);
+      const double smooth = (old_ctx / wavelen - shape.rope_low_freq_factor) /
+                            (shape.rope_high_freq_factor - shape.rope_low_freq_factor);
       factor = 1.0 / ((1.0 - smooth) / shape.rope_scaling_factor + smooth);
     }
     factors.push_back(static_cast<float>(factor));
@@ -300,7 +130,9 @@ void plan_decoder(const SynthShape& s, std::int64_t n_vocab, std::vector<TensorP
 // BERT (src/models/bert.cpp): learned positions, token types, post-norm layers with biases.
 void plan_bert(const SynthShape& s, std::int64_t n_vocab, std::vector<TensorPlan>& out) {
   const std::int64_t e = s.n_embd, ff = s.n_ff;
-  auto vec = [&](std::string name, std::int64_t n, Fill fill) { out.push_back({std::move(name), {n}, fill}); };
+  auto vec = [&](std::string name, std::int64_t n, Fill fill) {
+    out.push_back({std::move(name), {n}, fill});
+  };
   auto linear = [&](const std::string& name, std::int64_t cols, std::int64_t rows) {
     out.push_back({name + ".weight", {cols, rows}});
     vec(name + ".bias", rows, Fill::zeros);
@@ -311,7 +143,8 @@ void plan_bert(const SynthShape& s, std::int64_t n_vocab, std::vector<TensorPlan
   };
 
   out.push_back({"token_embd.weight", {e, n_vocab}});
-  // bert's graph adds a view of token_types directly (no get_rows), which needs F32, as the converter stores it
+  // bert's graph adds a view of token_types directly (no get_rows), which needs F32, as the converter stores
+  // it
   out.push_back({"token_types.weight", {e, 2}, Fill::normal, true});
   out.push_back({"position_embd.weight", {e, s.n_ctx}});
   layer_norm("token_embd_norm");
@@ -459,18 +292,42 @@ class TempFile {
 void copy_kv(gguf_context* dst, const gguf_context* src, std::int64_t id) {
   const char* key = gguf_get_key(src, id);
   switch (gguf_get_kv_type(src, id)) {
-    case GGUF_TYPE_UINT8: gguf_set_val_u8(dst, key, gguf_get_val_u8(src, id)); break;
-    case GGUF_TYPE_INT8: gguf_set_val_i8(dst, key, gguf_get_val_i8(src, id)); break;
-    case GGUF_TYPE_UINT16: gguf_set_val_u16(dst, key, gguf_get_val_u16(src, id)); break;
-    case GGUF_TYPE_INT16: gguf_set_val_i16(dst, key, gguf_get_val_i16(src, id)); break;
-    case GGUF_TYPE_UINT32: gguf_set_val_u32(dst, key, gguf_get_val_u32(src, id)); break;
-    case GGUF_TYPE_INT32: gguf_set_val_i32(dst, key, gguf_get_val_i32(src, id)); break;
-    case GGUF_TYPE_FLOAT32: gguf_set_val_f32(dst, key, gguf_get_val_f32(src, id)); break;
-    case GGUF_TYPE_UINT64: gguf_set_val_u64(dst, key, gguf_get_val_u64(src, id)); break;
-    case GGUF_TYPE_INT64: gguf_set_val_i64(dst, key, gguf_get_val_i64(src, id)); break;
-    case GGUF_TYPE_FLOAT64: gguf_set_val_f64(dst, key, gguf_get_val_f64(src, id)); break;
-    case GGUF_TYPE_BOOL: gguf_set_val_bool(dst, key, gguf_get_val_bool(src, id)); break;
-    case GGUF_TYPE_STRING: gguf_set_val_str(dst, key, gguf_get_val_str(src, id)); break;
+    case GGUF_TYPE_UINT8:
+      gguf_set_val_u8(dst, key, gguf_get_val_u8(src, id));
+      break;
+    case GGUF_TYPE_INT8:
+      gguf_set_val_i8(dst, key, gguf_get_val_i8(src, id));
+      break;
+    case GGUF_TYPE_UINT16:
+      gguf_set_val_u16(dst, key, gguf_get_val_u16(src, id));
+      break;
+    case GGUF_TYPE_INT16:
+      gguf_set_val_i16(dst, key, gguf_get_val_i16(src, id));
+      break;
+    case GGUF_TYPE_UINT32:
+      gguf_set_val_u32(dst, key, gguf_get_val_u32(src, id));
+      break;
+    case GGUF_TYPE_INT32:
+      gguf_set_val_i32(dst, key, gguf_get_val_i32(src, id));
+      break;
+    case GGUF_TYPE_FLOAT32:
+      gguf_set_val_f32(dst, key, gguf_get_val_f32(src, id));
+      break;
+    case GGUF_TYPE_UINT64:
+      gguf_set_val_u64(dst, key, gguf_get_val_u64(src, id));
+      break;
+    case GGUF_TYPE_INT64:
+      gguf_set_val_i64(dst, key, gguf_get_val_i64(src, id));
+      break;
+    case GGUF_TYPE_FLOAT64:
+      gguf_set_val_f64(dst, key, gguf_get_val_f64(src, id));
+      break;
+    case GGUF_TYPE_BOOL:
+      gguf_set_val_bool(dst, key, gguf_get_val_bool(src, id));
+      break;
+    case GGUF_TYPE_STRING:
+      gguf_set_val_str(dst, key, gguf_get_val_str(src, id));
+      break;
     case GGUF_TYPE_ARRAY: {
       const auto type = gguf_get_arr_type(src, id);
       const std::size_t n = gguf_get_arr_n(src, id);
@@ -483,7 +340,8 @@ void copy_kv(gguf_context* dst, const gguf_context* src, std::int64_t id) {
       }
       break;
     }
-    default: throw std::runtime_error(std::string("metadata key '") + key + "' has a type this tool cannot copy");
+    default:
+      throw std::runtime_error(std::string("metadata key '") + key + "' has a type this tool cannot copy");
   }
 }
 
@@ -504,7 +362,8 @@ void copy_tokenizer(gguf_context* dst, const gguf_context* vocab, std::int64_t n
       for (std::int64_t t = n_source; t < n_vocab; ++t) storage.push_back("[PAD" + std::to_string(t) + "]");
       std::vector<const char*> items;
       items.reserve(static_cast<std::size_t>(n_vocab));
-      for (std::int64_t t = 0; t < n_source; ++t) items.push_back(gguf_get_arr_str(vocab, id, static_cast<std::size_t>(t)));
+      for (std::int64_t t = 0; t < n_source; ++t)
+        items.push_back(gguf_get_arr_str(vocab, id, static_cast<std::size_t>(t)));
       for (const auto& s : storage) items.push_back(s.c_str());
       gguf_set_arr_str(dst, key.c_str(), items.data(), items.size());
     } else if (key == "tokenizer.ggml.scores" && gguf_get_arr_type(vocab, id) == GGUF_TYPE_FLOAT32) {
@@ -517,7 +376,8 @@ void copy_tokenizer(gguf_context* dst, const gguf_context* vocab, std::int64_t n
       std::vector<std::int32_t> types(src, src + n_source);
       types.resize(static_cast<std::size_t>(n_vocab), token_type_unused);
       gguf_set_arr_data(dst, key.c_str(), GGUF_TYPE_INT32, types.data(), types.size());
-    } else if (gguf_get_kv_type(vocab, id) == GGUF_TYPE_ARRAY && gguf_get_arr_n(vocab, id) == static_cast<std::size_t>(n_source)) {
+    } else if (gguf_get_kv_type(vocab, id) == GGUF_TYPE_ARRAY &&
+               gguf_get_arr_n(vocab, id) == static_cast<std::size_t>(n_source)) {
       throw std::runtime_error("vocab key '" + key + "' has one entry per token and this tool cannot pad it");
     } else {
       copy_kv(dst, vocab, id);
@@ -539,7 +399,9 @@ struct Provenance {
 
 void set_metadata(gguf_context* g, const SynthShape& s, const Provenance& p, llama_ftype file_type) {
   const std::string a = s.architecture;
-  auto u32 = [&](const std::string& key, std::uint32_t v) { gguf_set_val_u32(g, (a + "." + key).c_str(), v); };
+  auto u32 = [&](const std::string& key, std::uint32_t v) {
+    gguf_set_val_u32(g, (a + "." + key).c_str(), v);
+  };
   auto f32 = [&](const std::string& key, float v) { gguf_set_val_f32(g, (a + "." + key).c_str(), v); };
   auto n = [](std::int64_t v) { return static_cast<std::uint32_t>(v); };
 
@@ -642,7 +504,8 @@ class GgufStreamWriter {
 
 // Writes one tensor's values in chunks. Random values come in blocks of 2^16, each from its own stream
 // seeded by (seed, tensor name, block): the bytes do not depend on the number of threads.
-void write_tensor(GgufStreamWriter& out, const TensorPlan& t, ggml_type type, std::uint64_t seed, int threads) {
+void write_tensor(GgufStreamWriter& out, const TensorPlan& t, ggml_type type, std::uint64_t seed,
+                  int threads) {
   constexpr std::int64_t block = 1 << 16;
   constexpr std::int64_t chunk = block * 64;
   const std::int64_t total = n_elements(t);
@@ -655,18 +518,23 @@ void write_tensor(GgufStreamWriter& out, const TensorPlan& t, ggml_type type, st
     const std::int64_t count = std::min(chunk, total - begin);
     float* dst = values.data();
     switch (t.fill) {
-      case Fill::ones: std::fill_n(dst, count, 1.0f); break;
-      case Fill::zeros: std::fill_n(dst, count, 0.0f); break;
-      case Fill::values: std::copy_n(t.values.begin() + begin, count, dst); break;
+      case Fill::ones:
+        std::fill_n(dst, count, 1.0f);
+        break;
+      case Fill::zeros:
+        std::fill_n(dst, count, 0.0f);
+        break;
+      case Fill::values:
+        std::copy_n(t.values.begin() + begin, count, dst);
+        break;
       case Fill::normal: {
         const std::int64_t n_blocks = (count + block - 1) / block;
         auto work = [&](std::int64_t first, std::int64_t last) {
           for (std::int64_t b = first; b < last; ++b) {
             const std::int64_t at = b * block;
             const std::int64_t n = std::min(block, count - at);
-            fill_normal(dst + at, static_cast<std::size_t>(n),
-                        tensor_seed + static_cast<std::uint64_t>((begin + at) / block) * 0xD1B54A32D192ED03ull,
-                        weight_std);
+            std::uint64_t block_seed = tensor_seed ^ static_cast<std::uint64_t>((begin + at) / block);
+            fill_normal(dst + at, static_cast<std::size_t>(n), splitmix64(block_seed), weight_std);
             if (type == GGML_TYPE_F16) ggml_fp32_to_fp16_row(dst + at, halves.data() + at, n);
           }
         };
@@ -694,7 +562,8 @@ void write_tensor(GgufStreamWriter& out, const TensorPlan& t, ggml_type type, st
 // Writes an unquantized file: matrices of matrix_type (F32 or F16), everything 1-D in F32.
 void write_unquantized(const std::string& path, const SynthShape& shape, const gguf_context* vocab,
                        const Provenance& provenance, ggml_type matrix_type, llama_ftype file_type,
-                       std::uint64_t seed, int threads, const std::function<void(const std::string&)>& progress) {
+                       std::uint64_t seed, int threads,
+                       const std::function<void(const std::string&)>& progress) {
   const auto plan = plan_tensors(shape);
 
   GgufPtr g(gguf_init_empty());
@@ -707,7 +576,8 @@ void write_unquantized(const std::string& path, const SynthShape& shape, const g
   std::vector<ggml_type> types;
   for (const auto& t : plan) {
     types.push_back(stored_type(t, matrix_type));
-    ggml_tensor* tensor = ggml_new_tensor(ctx.get(), types.back(), static_cast<int>(t.ne.size()), t.ne.data());
+    ggml_tensor* tensor =
+        ggml_new_tensor(ctx.get(), types.back(), static_cast<int>(t.ne.size()), t.ne.data());
     ggml_set_name(tensor, t.name.c_str());
     gguf_add_tensor(g.get(), tensor);
   }
@@ -727,35 +597,49 @@ void write_unquantized(const std::string& path, const SynthShape& shape, const g
     done += static_cast<std::uint64_t>(n_elements(plan[i]));
     const int percent = static_cast<int>(100 * done / total);
     if (progress && percent / 10 != last_percent / 10) {
-      progress("writing " + std::string(ggml_type_name(matrix_type)) + " weights: " + std::to_string(percent) + "%");
+      progress("writing " + std::string(ggml_type_name(matrix_type)) +
+               " weights: " + std::to_string(percent) + "%");
       last_percent = percent;
     }
   }
   out.close();
 }
 
-bool matches_cached(const std::string& path, const SynthShape& shape, const Provenance& p) {
+enum class Existing { none, same, other_synthetic, foreign };
+
+// What is already at `path`: nothing, the same synthetic file (reusable), another synthetic file (rewritable,
+// also when its data is truncated), or something else, which is never overwritten without --force.
+Existing classify_existing(const std::string& path, const SynthShape& shape, const Provenance& p) {
   std::error_code ec;
-  if (!fs::is_regular_file(path, ec)) return false;
-  try {
-    engine::check_gguf_file(path);  // not truncated
-  } catch (const engine::EngineError&) {
-    return false;
-  }
+  if (!fs::exists(path, ec)) return Existing::none;
+  if (!fs::is_regular_file(path, ec)) return Existing::foreign;
   GgufPtr g = read_gguf_header(path);
-  if (!g) return false;
+  if (!g) return Existing::foreign;
+  const auto synthetic_id = gguf_find_key(g.get(), "clawbot.synthetic");
+  if (synthetic_id < 0 || gguf_get_kv_type(g.get(), synthetic_id) != GGUF_TYPE_BOOL ||
+      !gguf_get_val_bool(g.get(), synthetic_id)) {
+    return Existing::foreign;
+  }
   auto str = [&](const char* key) -> std::string {
     const auto id = gguf_find_key(g.get(), key);
     return id >= 0 && gguf_get_kv_type(g.get(), id) == GGUF_TYPE_STRING ? gguf_get_val_str(g.get(), id) : "";
   };
   const auto seed_id = gguf_find_key(g.get(), "clawbot.synthetic.seed");
   const auto version_id = gguf_find_key(g.get(), "clawbot.synthetic.generator");
-  return seed_id >= 0 && gguf_get_kv_type(g.get(), seed_id) == GGUF_TYPE_UINT64 &&
-         gguf_get_val_u64(g.get(), seed_id) == p.seed && version_id >= 0 &&
-         gguf_get_kv_type(g.get(), version_id) == GGUF_TYPE_UINT32 &&
-         gguf_get_val_u32(g.get(), version_id) == generator_version &&
-         str("clawbot.synthetic.shape") == shape.name && str("clawbot.synthetic.quant") == p.quant &&
-         str("clawbot.synthetic.vocab_hash") == p.vocab_hash;
+  const bool same = seed_id >= 0 && gguf_get_kv_type(g.get(), seed_id) == GGUF_TYPE_UINT64 &&
+                    gguf_get_val_u64(g.get(), seed_id) == p.seed && version_id >= 0 &&
+                    gguf_get_kv_type(g.get(), version_id) == GGUF_TYPE_UINT32 &&
+                    gguf_get_val_u32(g.get(), version_id) == generator_version &&
+                    str("clawbot.synthetic.shape") == shape.name &&
+                    str("clawbot.synthetic.quant") == p.quant &&
+                    str("clawbot.synthetic.vocab_hash") == p.vocab_hash;
+  if (!same) return Existing::other_synthetic;
+  try {
+    engine::check_gguf_file(path);  // its data is all there
+  } catch (const engine::EngineError&) {
+    return Existing::other_synthetic;
+  }
+  return Existing::same;
 }
 
 std::string temp_path(const std::string& path, const char* what) {
@@ -769,28 +653,14 @@ void print_shapes() {
     const std::string heads = std::to_string(s.n_head) + "/" + std::to_string(s.n_head_kv);
     const double params = static_cast<double>(synth_shape_params(s)) / 1e6;
     std::printf("%-18s %-7s %6d %6d %6d %9s %7lld %7u %8.1fM  %s\n", s.name.c_str(), s.architecture.c_str(),
-                s.n_layer, s.n_embd, s.n_ff, heads.c_str(), static_cast<long long>(s.n_vocab), s.n_ctx, params,
-                s.source.c_str());
+                s.n_layer, s.n_embd, s.n_ff, heads.c_str(), static_cast<long long>(s.n_vocab), s.n_ctx,
+                params, s.source.c_str());
   }
 }
 
 }  // namespace
 
 // ---------------------------------------------------------------- public
-
-const std::vector<SynthShape>& synth_shapes() {
-  static const std::vector<SynthShape> shapes = make_shapes();
-  return shapes;
-}
-
-const SynthShape& synth_shape(std::string_view name) {
-  std::string names;
-  for (const auto& s : synth_shapes()) {
-    if (s.name == name) return s;
-    names += (names.empty() ? "" : ", ") + s.name;
-  }
-  throw std::runtime_error("unknown shape '" + std::string(name) + "'; known shapes: " + names);
-}
 
 std::uint64_t synth_shape_params(const SynthShape& shape) {
   std::uint64_t total = 0;
@@ -805,7 +675,8 @@ std::string synth_default_path(std::string_view shape, std::string_view quant) {
     base = xdg;
   } else {
     const char* home = std::getenv("HOME");
-    if (!home || !*home) throw std::runtime_error("neither XDG_CACHE_HOME nor HOME is set; name the file with -o");
+    if (!home || !*home)
+      throw std::runtime_error("neither XDG_CACHE_HOME nor HOME is set; name the file with -o");
     base = fs::path(home) / ".cache";
   }
   return (base / "clawbot" / "models" / (std::string(shape) + "-" + std::string(quant) + ".gguf")).string();
@@ -826,8 +697,9 @@ std::string find_model_file(const std::string& name) {
     const fs::path candidate = fs::path(dir) / name;
     if (fs::is_regular_file(candidate, ec)) return candidate.string();
   }
-  throw std::runtime_error("model file '" + name + "' not found in the current directory nor in CLAWBOT_MODELS=" +
-                           dirs_text + (env && *env ? "" : " (the default)"));
+  throw std::runtime_error("model file '" + name +
+                           "' not found in the current directory nor in CLAWBOT_MODELS=" + dirs_text +
+                           (env && *env ? "" : " (the default)"));
 }
 
 SynthResult synthesize_model(const SynthOptions& options) {
@@ -835,10 +707,12 @@ SynthResult synthesize_model(const SynthOptions& options) {
   const SynthShape& shape = synth_shape(options.shape);
   const QuantInfo& quant = quant_info(options.quant);
   const auto& progress = options.on_progress;
-  const int threads = options.threads > 0 ? options.threads
-                                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = options.threads > 0
+                          ? options.threads
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 
-  const std::string vocab_path = find_model_file(options.vocab_from.empty() ? shape.vocab_file : options.vocab_from);
+  const std::string vocab_path =
+      find_model_file(options.vocab_from.empty() ? shape.vocab_file : options.vocab_from);
   GgufPtr vocab = read_gguf_header(vocab_path);
   if (!vocab) throw std::runtime_error("vocab file '" + vocab_path + "' is not a readable GGUF file");
   const std::int64_t tokens_id = gguf_find_key(vocab.get(), "tokenizer.ggml.tokens");
@@ -849,7 +723,8 @@ SynthResult synthesize_model(const SynthOptions& options) {
   const auto n_tokens = static_cast<std::int64_t>(gguf_get_arr_n(vocab.get(), tokens_id));
   if (n_tokens > shape.n_vocab) {
     throw std::runtime_error("vocab file '" + vocab_path + "' has " + std::to_string(n_tokens) +
-                             " tokens, more than the " + std::to_string(shape.n_vocab) + " of shape " + shape.name);
+                             " tokens, more than the " + std::to_string(shape.n_vocab) + " of shape " +
+                             shape.name);
   }
   if (shape.architecture == "bert" && gguf_find_key(vocab.get(), "tokenizer.ggml.token_type_count") < 0) {
     gguf_set_val_u32(vocab.get(), "tokenizer.ggml.token_type_count", 2);  // bert's type embedding has 2 rows
@@ -861,14 +736,26 @@ SynthResult synthesize_model(const SynthOptions& options) {
       .vocab_name = fs::path(vocab_path).filename().string(),
       .vocab_hash = fnv1a_file(vocab_path),
   };
-  const std::string path = options.output.empty() ? synth_default_path(shape.name, quant.name) : options.output;
+  const std::string path =
+      options.output.empty() ? synth_default_path(shape.name, quant.name) : options.output;
 
   SynthResult result;
   result.path = path;
-  if (!options.force && matches_cached(path, shape, provenance)) {
-    result.reused = true;
-    result.size_bytes = fs::file_size(path);
-    return result;
+  if (!options.force) {
+    switch (classify_existing(path, shape, provenance)) {
+      case Existing::same:
+        result.reused = true;
+        result.size_bytes = fs::file_size(path);
+        return result;
+      case Existing::foreign:
+        throw std::runtime_error(
+            "'" + path +
+            "' already exists and is not a synthetic model; choose another -o, or --force to "
+            "overwrite it");
+      case Existing::none:
+      case Existing::other_synthetic:
+        break;
+    }
   }
 
   std::error_code ec;
@@ -879,15 +766,16 @@ SynthResult synthesize_model(const SynthOptions& options) {
   }
   if (progress) {
     progress(shape.name + ": " + std::to_string(synth_shape_params(shape)) + " weights, tokenizer of " +
-             provenance.vocab_name + " (" + std::to_string(n_tokens) + " tokens, padded to " +
-             std::to_string(shape.n_vocab) + "), seed " + std::to_string(options.seed));
+             provenance.vocab_name + " (" + std::to_string(n_tokens) + " tokens" +
+             (n_tokens < shape.n_vocab ? ", padded to " + std::to_string(shape.n_vocab) : std::string()) +
+             "), seed " + std::to_string(options.seed));
   }
 
   TempFile final_tmp(temp_path(path, "partial"));
   if (!quant.quantized) {
     const ggml_type matrix_type = quant.ftype == LLAMA_FTYPE_ALL_F32 ? GGML_TYPE_F32 : GGML_TYPE_F16;
-    write_unquantized(final_tmp.path(), shape, vocab.get(), provenance, matrix_type, quant.ftype, options.seed,
-                      threads, progress);
+    write_unquantized(final_tmp.path(), shape, vocab.get(), provenance, matrix_type, quant.ftype,
+                      options.seed, threads, progress);
   } else {
     TempFile f16_tmp(temp_path(path, "f16"));
     write_unquantized(f16_tmp.path(), shape, vocab.get(), provenance, GGML_TYPE_F16, LLAMA_FTYPE_MOSTLY_F16,
@@ -898,8 +786,8 @@ SynthResult synthesize_model(const SynthOptions& options) {
     params.nthread = threads;
     params.ftype = quant.ftype;
     if (llama_model_quantize(f16_tmp.path().c_str(), final_tmp.path().c_str(), &params) != 0) {
-      throw std::runtime_error("libllama could not quantize '" + f16_tmp.path() + "' to " + std::string(quant.name) +
-                               " (its message is above)");
+      throw std::runtime_error("libllama could not quantize '" + f16_tmp.path() + "' to " +
+                               std::string(quant.name) + " (its message is above)");
     }
   }
   fs::rename(final_tmp.path(), path, ec);
@@ -917,14 +805,19 @@ int run_models_synth(const SynthOptions& options) {
       print_shapes();
       return 0;
     }
-    if (options.shape.empty()) throw std::runtime_error("name a shape (`clawbot models synth --list` shows them)");
+    if (options.shape.empty())
+      throw std::runtime_error("name a shape (`clawbot models synth --list` shows them)");
     engine::init_backend(/*verbose=*/false);
     SynthOptions opts = options;
-    opts.on_progress = [](const std::string& line) { std::fprintf(stderr, "clawbot models synth: %s\n", line.c_str()); };
+    opts.on_progress = [](const std::string& line) {
+      std::fprintf(stderr, "clawbot models synth: %s\n", line.c_str());
+    };
     const SynthResult result = synthesize_model(opts);
     if (result.reused) {
-      std::fprintf(stderr, "clawbot models synth: reusing %s (same shape, quant, seed and vocab; --force rewrites it)\n",
-                   result.path.c_str());
+      std::fprintf(
+          stderr,
+          "clawbot models synth: reusing %s (same shape, quant, seed and vocab; --force rewrites it)\n",
+          result.path.c_str());
     } else {
       std::fprintf(stderr, "clawbot models synth: wrote %s (%s) in %.1f s\n", result.path.c_str(),
                    format_mib(result.size_bytes).c_str(), result.seconds);

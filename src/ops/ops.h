@@ -57,12 +57,12 @@ std::uint64_t synth_shape_params(const SynthShape& shape);
 struct SynthOptions {
   std::string shape{};
   std::string quant = "q8_0";  // f32, f16, q8_0 or q4_k_m
-  std::string output{};          // empty: the cache, synth_default_path(shape, quant)
+  std::string output{};        // empty: the cache, synth_default_path(shape, quant)
   std::uint64_t seed = 42;
   std::string vocab_from{};  // empty: the shape's own vocab file
-  int threads = 0;         // 0: all cores
-  bool force = false;      // write it again even when a matching file exists
-  bool list = false;       // --list: print the shapes instead
+  int threads = 0;           // 0: all cores
+  bool force = false;        // write it again even when a matching file exists
+  bool list = false;         // --list: print the shapes instead
   // Progress lines for people (stderr in the CLI); empty: silent.
   std::function<void(const std::string&)> on_progress{};
 };

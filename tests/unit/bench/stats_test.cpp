@@ -74,7 +74,8 @@ TEST(StreamMeterTest, MeasuresTtftGapsAndUsage) {
   meter.on_data(content_chunk(" upon"), 1.15);
   meter.on_data(content_chunk(" a"), 1.25);
   meter.on_data(R"({"choices":[{"index":0,"delta":{},"finish_reason":"length"}]})", 1.26);
-  meter.on_data(R"({"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}})", 1.27);
+  meter.on_data(R"({"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}})",
+                1.27);
   meter.on_data("[DONE]", 1.3);
   const auto r = meter.finish(1.31);
   ASSERT_TRUE(r.ok) << r.error;

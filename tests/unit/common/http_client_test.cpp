@@ -11,6 +11,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
 
 #include "common/http_server.h"
 
@@ -70,7 +71,8 @@ TEST(ParseUrlTest, RefusalsSayWhy) {
 std::vector<SseEvent> parse_in_pieces(std::string_view text, std::size_t piece) {
   SseParser parser;
   std::vector<SseEvent> events;
-  for (std::size_t i = 0; i < text.size(); i += piece) EXPECT_TRUE(parser.feed(text.substr(i, piece), events));
+  for (std::size_t i = 0; i < text.size(); i += piece)
+    EXPECT_TRUE(parser.feed(text.substr(i, piece), events));
   parser.finish(events);
   return events;
 }
@@ -254,8 +256,8 @@ TEST(ClientTest, ChunkedEventsSplitAnywhere) {
           std::string head =
               "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
           co_await asio::async_write(socket, asio::buffer(head), use_awaitable);
-          for (std::string_view piece : {": ping\r\n\r\ndata: hel", "lo\r\n\r\ndata: a\r\ndata: b\r", "\n\r\n",
-                                         "data: [DONE]\n\n"}) {
+          for (std::string_view piece :
+               {": ping\r\n\r\ndata: hel", "lo\r\n\r\ndata: a\r\ndata: b\r", "\n\r\n", "data: [DONE]\n\n"}) {
             std::string bytes = chunk(piece);
             co_await asio::async_write(socket, asio::buffer(bytes), use_awaitable);
             co_await pause(io, std::chrono::milliseconds(5));

@@ -50,7 +50,8 @@ class SynthEnvironment : public ::testing::Environment {
 };
 const auto* const environment = ::testing::AddGlobalTestEnvironment(new SynthEnvironment);
 
-SynthResult synth(const std::string& shape, const std::string& quant, std::uint64_t seed = 42, int threads = 2) {
+SynthResult synth(const std::string& shape, const std::string& quant, std::uint64_t seed = 42,
+                  int threads = 2) {
   SynthOptions options;
   options.shape = shape;
   options.quant = quant;
@@ -101,7 +102,8 @@ void expect_same_tokenizer(const engine::Model& model, const std::string& vocab_
 
 // Decodes a prompt of n_prompt tokens, then greedily n_generate more; every logit must be finite.
 void expect_decodes(const engine::Model& model, int n_prompt, int n_generate) {
-  engine::Context context(model, {.n_ctx = 256, .n_batch = 64, .n_threads = 2});
+  // one thread: ggml's spinning workers crawl on an oversubscribed 2-core machine, and these models are tiny
+  engine::Context context(model, {.n_ctx = 256, .n_batch = 64, .n_threads = 1});
   const engine::Tokenizer tokenizer(model);
   std::vector<engine::Token> prompt;
   while (static_cast<int>(prompt.size()) < n_prompt) {
@@ -116,7 +118,8 @@ void expect_decodes(const engine::Model& model, int n_prompt, int n_generate) {
     const auto n_vocab = static_cast<std::size_t>(model.info().n_vocab);
     ASSERT_TRUE(std::all_of(logits, logits + n_vocab, [](float x) { return std::isfinite(x); }))
         << "non-finite logit after " << pos << " tokens";
-    const engine::Token next = static_cast<engine::Token>(std::max_element(logits, logits + n_vocab) - logits);
+    const engine::Token next =
+        static_cast<engine::Token>(std::max_element(logits, logits + n_vocab) - logits);
     const std::vector<engine::Token> one{next};
     ASSERT_EQ(context.decode(one, pos++), engine::DecodeStatus::ok);
   }
@@ -229,8 +232,8 @@ TEST(SynthModelTest, BgeSmallEmbedsWithClsPooling) {
   params.n_batch = 512;
   params.n_ubatch = 512;
   params.embeddings = true;  // pooling type: the model's own (from its metadata)
-  params.n_threads = 2;
-  params.n_threads_batch = 2;
+  params.n_threads = 1;
+  params.n_threads_batch = 1;
   llama_context* ctx = llama_init_from_model(model.get(), params);
   ASSERT_NE(ctx, nullptr);
   EXPECT_EQ(llama_pooling_type(ctx), LLAMA_POOLING_TYPE_CLS);
@@ -279,6 +282,32 @@ TEST(SynthModelTest, BytesDependOnTheSeedOnlyNotOnThreads) {
   EXPECT_EQ(read_bytes(one_thread.path), read_bytes(two_threads.path));
 }
 
+TEST(SynthModelTest, WeightsAreNormalWithStd002AndNormsAreOne) {
+  const auto result = synth("tiny-llama", "f32");
+  ggml_context* data = nullptr;
+  gguf_init_params params{/*no_alloc=*/false, &data};
+  gguf_context* g = gguf_init_from_file(result.path.c_str(), params);
+  ASSERT_NE(g, nullptr);
+  const ggml_tensor* embd = ggml_get_tensor(data, "token_embd.weight");
+  const ggml_tensor* norm = ggml_get_tensor(data, "blk.0.attn_norm.weight");
+  ASSERT_NE(embd, nullptr);
+  ASSERT_NE(norm, nullptr);
+  const auto* w = static_cast<const float*>(embd->data);
+  const auto n = ggml_nelements(embd);
+  double sum = 0, sum_sq = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    sum += w[i];
+    sum_sq += static_cast<double>(w[i]) * w[i];
+  }
+  const double mean = sum / static_cast<double>(n);
+  EXPECT_NEAR(mean, 0.0, 1e-4);
+  EXPECT_NEAR(std::sqrt(sum_sq / static_cast<double>(n) - mean * mean), 0.02, 2e-4);
+  const auto* ones = static_cast<const float*>(norm->data);
+  EXPECT_TRUE(std::all_of(ones, ones + ggml_nelements(norm), [](float x) { return x == 1.0f; }));
+  gguf_free(g);
+  ggml_free(data);
+}
+
 // ---------------------------------------------------------------- errors
 
 void expect_error(SynthOptions options, const std::string& fragment) {
@@ -313,6 +342,24 @@ TEST(SynthErrorTest, VocabFileWithoutTokenizer) {
   ASSERT_TRUE(gguf_write_to_file(g, path.c_str(), false));
   gguf_free(g);
   expect_error({.shape = "tiny-llama", .quant = "f16", .vocab_from = path.string()}, "has no tokenizer");
+}
+
+TEST(SynthErrorTest, NeverOverwritesAFileThatIsNotSynthetic) {
+  const auto path = temp_dir() / "precious.gguf";
+  std::ofstream(path) << "my real model";
+  SynthOptions options{.shape = "tiny-llama", .quant = "f16"};
+  options.output = path.string();
+  try {
+    synthesize_model(options);
+    ADD_FAILURE() << "overwrote a file that is not synthetic";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("already exists and is not a synthetic model"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(read_bytes(path.string()), "my real model");
+  options.force = true;
+  EXPECT_FALSE(synthesize_model(options).reused);
+  EXPECT_EQ(engine::Model::load({.path = path.string()}).info().architecture, "llama");
 }
 
 TEST(SynthErrorTest, CommandLineReportsErrorsAndExitsOne) {

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Side by side: clawbot serve vs llama-server (same llama.cpp source, from the dependency cache), same model,
+# threads, context per request and slots, the same `clawbot bench` workloads against each in turn.
+# Builds nothing: run `make build` first. Models are synthesized (labelled synthetic) with `clawbot models synth`.
+#
+#   bench/compare.sh [--model SHAPE-QUANT|FILE] [--threads N] [--workloads a,b,c,d] [--quick]
+#
+# Prints a table with medians and ratios, and the decode roofline (tokens/s over memory bandwidth / weight bytes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+model=smollm2-135m-q8_0
+threads=2
+workloads=a,b,c,d
+quick=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --model) model=$2; shift ;;
+    --threads) threads=$2; shift ;;
+    --workloads) workloads=$2; shift ;;
+    --quick) quick=1 ;;
+    *) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+clawbot=./build/clawbot
+prefix=$(cat .deps-prefix 2>/dev/null || true)
+llama_server=$prefix/bin/llama-server
+llama_bench=$prefix/bin/llama-bench
+[ -x "$clawbot" ] || { echo "compare.sh: $clawbot missing: run 'make build' first" >&2; exit 1; }
+[ -x "$llama_server" ] || { echo "compare.sh: llama-server missing from the dependency cache ($prefix): run 'make build'" >&2; exit 1; }
+
+if [ -f "$model" ]; then
+  model_file=$model
+else
+  shape=${model%-*} quant=${model##*-}
+  model_file=$($clawbot models synth "$shape" --quant "$quant" | tail -1)
+fi
+echo "model: $model_file (synthetic weights: speed only, output is meaningless)"
+
+free_port() { node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
+wait_ready() {  # url
+  for _ in $(seq 600); do
+    curl -sf "$1/health" >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "compare.sh: server at $1 did not come up" >&2
+  return 1
+}
+server_pid=""
+stop_server() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null; server_pid=""; }
+trap stop_server EXIT
+
+start_server() {  # kind ctx_per_request slots
+  local kind=$1 ctx=$2 slots=$3 port
+  port=$(free_port)
+  if [ "$kind" = clawbot ]; then
+    $clawbot serve --model "$model_file" --chat-template chatml --host 127.0.0.1 --port "$port" --threads "$threads" \
+      --ctx "$ctx" --parallel "$slots" >/tmp/compare-$kind.log 2>&1 &
+  else
+    # llama-server splits -c among its slots: give it ctx x slots so each slot gets ctx, as ours does.
+    "$llama_server" -m "$model_file" --host 127.0.0.1 --port "$port" -t "$threads" -c $((ctx * slots)) -np "$slots" \
+      --chat-template chatml >/tmp/compare-$kind.log 2>&1 &
+  fi
+  server_pid=$!
+  url=http://127.0.0.1:$port
+  wait_ready "$url"
+}
+
+bench() { $clawbot bench --url "$url" --no-progress --json "$@"; }
+field() { node -e 'let d=JSON.parse(require("fs").readFileSync(0,"utf8"));for(const k of process.argv[1].split("."))d=d?.[k];console.log(d??"nan")' "$1"; }
+
+declare -A result
+run_workload() {  # name kind
+  local name=$1 kind=$2 out
+  case "$name" in
+    a)
+      start_server "$kind" 4096 4
+      out=$(bench --concurrency 1 --requests $((quick ? 2 : 4)) --prompt-tokens 32 --max-tokens 256)
+      result[$name,$kind,tps]=$(echo "$out" | field output_tokens_per_s)
+      result[$name,$kind,tpot]=$(echo "$out" | field tpot_ms.p50)
+      ;;
+    b)
+      start_server "$kind" 2048 8
+      out=$(bench --concurrency 8 --requests $((quick ? 8 : 16)) --prompt-tokens 64 --max-tokens 128)
+      result[$name,$kind,tps]=$(echo "$out" | field output_tokens_per_s)
+      result[$name,$kind,ttft]=$(echo "$out" | field ttft_ms.p50)
+      ;;
+    c)
+      start_server "$kind" 4096 4
+      out=$(bench --workload conversations --conversations $((quick ? 8 : 32)) --turns 6 --concurrency 4 \
+        --system-prompt-tokens 200 --prompt-tokens 40 --max-tokens 32)
+      result[$name,$kind,ttft2]=$(echo "$out" | field ttft_later_turns_ms.p50)
+      result[$name,$kind,ttft1]=$(echo "$out" | field ttft_first_turn_ms.p50)
+      ;;
+    d)
+      start_server "$kind" 4608 5
+      bench --concurrency 4 --requests 4 --prompt-tokens 32 --max-tokens $((quick ? 128 : 256)) >/tmp/compare-d-streams.json &
+      local streams=$!
+      sleep 3
+      bench --concurrency 1 --requests 1 --prompt-tokens 4000 --max-tokens 1 >/tmp/compare-d-long.json
+      wait $streams
+      result[$name,$kind,gap]=$(field max_itl_ms.max </tmp/compare-d-streams.json)
+      result[$name,$kind,long_ttft]=$(field ttft_ms.p50 </tmp/compare-d-long.json)
+      ;;
+  esac
+  stop_server
+}
+
+IFS=, read -ra names <<<"$workloads"
+for name in "${names[@]}"; do
+  for kind in clawbot llama-server; do
+    echo "workload $name: $kind ..." >&2
+    run_workload "$name" "$kind"
+  done
+done
+
+# The engine's own figure and the memory roofline.
+tg128=$("$llama_bench" -m "$model_file" -t "$threads" -p 0 -n 128 -r 2 -o json 2>/dev/null | field 0.avg_ts || echo nan)
+bandwidth=$($clawbot bench --memory-bandwidth 2>/dev/null | tail -1 || echo nan)
+weights=$(stat -c %s "$model_file")
+
+ratio() { node -e 'const [a,b]=process.argv.slice(1).map(Number);console.log(isFinite(a/b)?(a/b).toFixed(2):"n/a")' "$1" "$2"; }
+printf '\n%-58s %12s %12s %8s\n' "figure (model: $(basename "$model_file"), synthetic, $threads threads)" clawbot llama-server ratio
+row() { printf '%-58s %12s %12s %8s\n' "$1" "${result[$2,clawbot,$3]:-}" "${result[$2,llama-server,$3]:-}" "$(ratio "${result[$2,clawbot,$3]:-nan}" "${result[$2,llama-server,$3]:-nan}")"; }
+for name in "${names[@]}"; do
+  case "$name" in
+    a) row "(a) 1 stream, 256 tokens: output tokens/s" a tps; row "(a) time per output token, median ms" a tpot ;;
+    b) row "(b) 8 streams: aggregate output tokens/s" b tps; row "(b) TTFT median ms" b ttft ;;
+    c) row "(c) 32 conv x 6 turns, 4 slots: TTFT turns >= 2, median ms" c ttft2; row "(c) TTFT turn 1, median ms" c ttft1 ;;
+    d) row "(d) 4K prompt during 4 streams: worst inter-token gap ms" d gap; row "(d) the long prompt's TTFT ms" d long_ttft ;;
+  esac
+done
+echo
+echo "llama-bench tg128 ($threads threads): $tg128 tokens/s"
+[[ " ${names[*]} " == *" a "* ]] && echo "(a) clawbot / llama-bench tg128: $(ratio "${result[a,clawbot,tps]}" "$tg128")"
+if [ "$bandwidth" != nan ]; then
+  roof=$(node -e 'console.log((Number(process.argv[1])/Number(process.argv[2])).toFixed(1))' "$bandwidth" "$weights")
+  echo "memory read bandwidth: $(node -e 'console.log((Number(process.argv[1])/1e9).toFixed(2))' "$bandwidth") GB/s; weights $weights bytes; roofline $roof tokens/s"
+  [[ " ${names[*]} " == *" a "* ]] && echo "decode roofline ratio (a): $(ratio "${result[a,clawbot,tps]}" "$roof")"
+fi
+echo "reproduce: bench/compare.sh --model $model --threads $threads --workloads $workloads$([ $quick = 1 ] && echo ' --quick')"

@@ -266,26 +266,26 @@ void Scheduler::admit(Slot& slot, GenerationJob job) {
   if (use_cache) cold = cold_.find(prompt, !can_truncate);
 
   std::size_t reuse = in_place;
-  enum class Source { in_place, donor, cold } source = Source::in_place;
+  enum class Source { slot_itself, busy_slot, cold_tier } source = Source::slot_itself;
   if (donor_len > reuse) {
-    source = Source::donor;
+    source = Source::busy_slot;
     reuse = donor_len;
   }
   if (cold && cold->length > reuse) {
-    source = Source::cold;
+    source = Source::cold_tier;
     reuse = cold->length;
   }
   // Keep at least one prompt token to decode: its logits start the answer.
   const std::size_t keep = std::min(reuse, prompt.size() - 1);
 
-  const bool content_lost = source != Source::in_place || keep < slot.cached.size();
+  const bool content_lost = source != Source::slot_itself || keep < slot.cached.size();
   if (content_lost) save_to_cold(slot);
 
-  if (source == Source::donor) {
+  if (source == Source::busy_slot) {
     context_.seq_remove(slot.seq, 0, -1);
     context_.seq_copy(donor->seq, slot.seq, 0, static_cast<int>(donor_len));
     slot.cached.assign(donor->cached.begin(), donor->cached.begin() + static_cast<std::ptrdiff_t>(donor_len));
-  } else if (source == Source::cold) {
+  } else if (source == Source::cold_tier) {
     context_.seq_remove(slot.seq, 0, -1);
     const auto state = cold_.state(cold->id);
     if (context_.seq_state_restore(slot.seq, state)) {

@@ -1,5 +1,7 @@
 #include "bench/bench.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <exception>
 #include <optional>
@@ -10,6 +12,7 @@
 #include "bench/report.h"
 #include "bench/runner.h"
 #include "bench/stats.h"
+#include "bench/workload.h"
 #include "common/http_client.h"
 
 namespace clawbot::bench {
@@ -53,21 +56,29 @@ T run_sync(asio::io_context& io, asio::awaitable<T> operation) {
   return std::move(*out);
 }
 
+// One connection for what the run needs to know first.
+struct Preflight {
+  Preflight(const http::Url& url, const BenchOptions& options)
+      : client(io.get_executor(), url, [&] {
+          http::ClientOptions o;
+          o.read_timeout = std::chrono::milliseconds(static_cast<long long>(options.timeout_s * 1000));
+          if (!options.api_key.empty()) o.headers.emplace_back("Authorization", "Bearer " + options.api_key);
+          return o;
+        }()) {}
+
+  asio::io_context io{1};
+  http::Client client;
+};
+
 // Checks that the endpoint answers, and picks the model when none was named. Returns false (having said why)
 // when the benchmark cannot run.
-bool prepare_model(const http::Url& url, const BenchOptions& options, std::string& model) {
-  asio::io_context io(1);
-  http::ClientOptions client_options;
-  client_options.read_timeout = std::chrono::milliseconds(static_cast<long long>(options.timeout_s * 1000));
-  if (!options.api_key.empty())
-    client_options.headers.emplace_back("Authorization", "Bearer " + options.api_key);
-  http::Client client(io.get_executor(), url, client_options);
-  auto models = run_sync(io, client.get("/v1/models"));
+bool prepare_model(Preflight& pre, std::string& model) {
+  auto models = run_sync(pre.io, pre.client.get("/v1/models"));
   if (!models) {
     std::fprintf(stderr, "clawbot bench: %s\n", models.error().message.c_str());
     return false;
   }
-  const std::string where = url.str() + "/v1/models";
+  const std::string where = pre.client.base().str() + "/v1/models";
   const json body = json::parse(models->body, nullptr, /*allow_exceptions=*/false);
   std::vector<std::string> ids;
   if (body.is_object() && body.contains("data") && body["data"].is_array()) {
@@ -97,6 +108,67 @@ bool prepare_model(const http::Url& url, const BenchOptions& options, std::strin
   return true;
 }
 
+// The prompt tokens the endpoint counts for a user message of `words` words (one token of output asked).
+std::optional<int> probe_prompt_tokens(Preflight& pre, const std::string& model, int words,
+                                       std::string& problem) {
+  json messages = json::array();
+  messages.push_back({{"role", "user"}, {"content", make_prompt(derive_seed(0, stream_system, 1), words)}});
+  const json body = {{"model", model}, {"messages", messages}, {"max_tokens", 1}, {"temperature", 0}};
+  auto answer = run_sync(pre.io, pre.client.post_json("/v1/chat/completions", body));
+  if (!answer) {
+    problem = answer.error().message;
+    return std::nullopt;
+  }
+  if (!answer->ok()) {
+    problem = "HTTP " + std::to_string(answer->status) + ": " +
+              describe_answer(answer->status, answer->content_type(), answer->body);
+    return std::nullopt;
+  }
+  const json reply = json::parse(answer->body, nullptr, /*allow_exceptions=*/false);
+  if (reply.is_object() && reply.contains("usage") && reply["usage"].is_object()) {
+    const json& n = reply["usage"]["prompt_tokens"];
+    if (n.is_number_integer()) return n.get<int>();
+  }
+  problem = "the answer has no usage.prompt_tokens";
+  return std::nullopt;
+}
+
+// make_prompt's words are about one token each in large vocabularies; a small one reads several. Two short
+// probes measure the ratio (the chat template's own tokens cancel out), so --prompt-tokens holds on any
+// model.
+PromptCalibration calibrate(Preflight& pre, const BenchOptions& used, bool conversations) {
+  PromptCalibration c;
+  constexpr int short_probe = 16;
+  constexpr int long_probe = 64;
+  std::string problem;
+  const auto short_tokens = probe_prompt_tokens(pre, used.model, short_probe, problem);
+  const auto long_tokens =
+      short_tokens ? probe_prompt_tokens(pre, used.model, long_probe, problem) : std::nullopt;
+  if (short_tokens && long_tokens) {
+    const double ratio = static_cast<double>(*long_tokens - *short_tokens) / (long_probe - short_probe);
+    if (ratio >= 0.25 && ratio <= 16) {
+      c.tokens_per_word = ratio;
+      c.measured = true;
+    } else {
+      problem = "implausible token counts " + std::to_string(*short_tokens) + " and " +
+                std::to_string(*long_tokens) + " for " + std::to_string(short_probe) + " and " +
+                std::to_string(long_probe) + " words";
+    }
+  }
+  if (!c.measured) {
+    std::fprintf(stderr,
+                 "clawbot bench: warning: could not measure the tokens per prompt word (%s); assuming 1, so "
+                 "--prompt-tokens is a word count\n",
+                 problem.c_str());
+  }
+  auto words = [&](int tokens) {
+    return tokens <= 0 ? 0 : std::max(1, static_cast<int>(std::lround(tokens / c.tokens_per_word)));
+  };
+  c.prompt_words = words(used.prompt_tokens);
+  c.system_prompt_words = conversations ? words(used.system_prompt_tokens) : 0;
+  return c;
+}
+
 }  // namespace
 
 int run_bench(const BenchOptions& options) {
@@ -110,7 +182,8 @@ int run_bench(const BenchOptions& options) {
   used.url = url->str();
   const bool conversations = options.workload == "conversations";
   if (!conversations && used.requests == 0 && used.duration_s == 0) used.requests = 100;
-  if (!prepare_model(*url, options, used.model)) return 1;
+  Preflight preflight(*url, used);
+  if (!prepare_model(preflight, used.model)) return 1;
 
   RunPlan plan;
   plan.url = *url;
@@ -122,8 +195,7 @@ int run_bench(const BenchOptions& options) {
   plan.duration_s = used.duration_s;
   plan.conversation_count = used.conversations;
   plan.turns = used.turns;
-  plan.system_prompt_tokens = used.system_prompt_tokens;
-  plan.prompt_tokens = used.prompt_tokens;
+  plan.prompt = calibrate(preflight, used, conversations);
   plan.seed = used.seed;
   plan.timeout_s = used.timeout_s;
 

@@ -95,6 +95,10 @@ json report_json(const BenchOptions& used, const Summary& s, const RunResult& ru
     parameters["turns"] = used.turns;
     parameters["system_prompt_tokens"] = used.system_prompt_tokens;
   }
+  json calibration = {{"tokens_per_word", run.prompt.tokens_per_word},
+                      {"measured", run.prompt.measured},
+                      {"prompt_words", run.prompt.prompt_words}};
+  if (conversations(used)) calibration["system_prompt_words"] = run.prompt.system_prompt_words;
   json errors = json::array();
   for (const auto& e : s.errors) {
     errors.push_back({{"status", e.status}, {"message", e.message}, {"count", e.count}});
@@ -122,6 +126,7 @@ json report_json(const BenchOptions& used, const Summary& s, const RunResult& ru
   json out = {
       {"command", reproduce_command(used)},
       {"parameters", parameters},
+      {"prompt_calibration", calibration},
       {"requests",
        {{"total", s.requests}, {"ok", s.ok}, {"failed", s.failed}, {"skipped", run.skipped_turns}}},
       {"interrupted", run.interrupted},
@@ -165,6 +170,15 @@ std::string report_text(const BenchOptions& used, const Summary& s, const RunRes
         "{:g}\n",
         limit, used.concurrency, used.prompt_tokens, used.max_tokens, used.temperature);
   }
+  if (run.prompt.prompt_words > 0) {
+    out += fmt::format(
+        "  prompts of {} words{} at {:.2f} tokens per word ({})\n", run.prompt.prompt_words,
+        run.prompt.system_prompt_words > 0
+            ? fmt::format(" (system prompt {})", run.prompt.system_prompt_words)
+            : std::string(),
+        run.prompt.tokens_per_word,
+        run.prompt.measured ? "measured on the endpoint" : "assumed: the endpoint reports no usage");
+  }
   out += "\n";
   out += fmt::format("  requests        {} ok, {} failed", s.ok, s.failed);
   if (run.skipped_turns > 0) out += fmt::format(", {} turns skipped after a failed turn", run.skipped_turns);
@@ -204,9 +218,11 @@ std::string report_text(const BenchOptions& used, const Summary& s, const RunRes
       out += fmt::format("    {} x {}: {}\n", e.count, status, e.message);
     }
   }
-  out +=
-      "\n  TTFT: to the first content; TPOT: (E2E - TTFT) / (output tokens - 1); ITL: between content "
-      "chunks\n";
+  if (s.ok > 0) {
+    out +=
+        "\n  TTFT: to the first content; TPOT: (E2E - TTFT) / (output tokens - 1); ITL: between content "
+        "chunks\n";
+  }
   out += "\nreproduce: " + reproduce_command(used) + "\n";
   return out;
 }

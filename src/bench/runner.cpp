@@ -49,11 +49,11 @@ class Runner {
     client_options_ = std::move(options);
     if (plan.conversations) {
       const std::string system =
-          plan.system_prompt_tokens > 0
-              ? make_prompt(derive_seed(plan.seed, stream_system, 0), plan.system_prompt_tokens)
+          plan.prompt.system_prompt_words > 0
+              ? make_prompt(derive_seed(plan.seed, stream_system, 0), plan.prompt.system_prompt_words)
               : std::string();
       for (int k = 0; k < plan.conversation_count; ++k) {
-        conversations_.emplace_back(plan.seed, k, system, plan.prompt_tokens);
+        conversations_.emplace_back(plan.seed, k, system, plan.prompt.prompt_words);
         ready_.push_back(k);
       }
     }
@@ -62,6 +62,8 @@ class Runner {
   RunResult run() {
     signals_.async_wait([this](const boost::system::error_code& ec, int) {
       if (ec) return;
+      boost::system::error_code ignored;
+      signals_.clear(ignored);  // a second Ctrl-C ends the process the usual way
       result_.interrupted = true;
       for (auto* client : clients_) client->cancel();
       wake_.cancel();
@@ -77,6 +79,7 @@ class Runner {
     if (progress_.enabled()) asio::co_spawn(io_, ticker(), rethrow);
     io_.run();
     result_.duration_s = end_s_;
+    result_.prompt = plan_.prompt;
     return std::move(result_);
   }
 
@@ -144,7 +147,7 @@ class Runner {
     while (may_start()) {
       const int index = started_++;
       const auto prompt_seed = derive_seed(plan_.seed, stream_independent, static_cast<std::uint64_t>(index));
-      const json messages = user_turn(make_prompt(prompt_seed, plan_.prompt_tokens));
+      const json messages = user_turn(make_prompt(prompt_seed, plan_.prompt.prompt_words));
       RequestRecord record = co_await send(client, messages);
       record.index = index;
       store(std::move(record));

@@ -13,6 +13,15 @@
 
 namespace clawbot::bench {
 
+// How many tokens one of make_prompt's words is on this endpoint, and the prompt lengths in words that
+// follow.
+struct PromptCalibration {
+  double tokens_per_word = 1;
+  bool measured = false;  // else assumed (the endpoint reported no usage)
+  int prompt_words = 0;
+  int system_prompt_words = 0;
+};
+
 struct RunPlan {
   http::Url url;  // the base, without /v1
   std::string api_key;
@@ -23,8 +32,7 @@ struct RunPlan {
   double duration_s = 0;  // 0: no time limit
   int conversation_count = 1;
   int turns = 1;
-  int system_prompt_tokens = 0;
-  int prompt_tokens = 128;
+  PromptCalibration prompt;  // lengths of the user messages and the system prompt
   std::uint64_t seed = 42;
   double timeout_s = 300;
 };
@@ -34,6 +42,7 @@ struct RunResult {
   double duration_s = 0;               // from the first request to the end of the last
   bool interrupted = false;            // Ctrl-C: requests cut short are left out
   int skipped_turns = 0;               // conversation turns not sent because an earlier turn failed
+  PromptCalibration prompt;            // as planned
 };
 
 // Shows how far the run is, on stderr when it is a terminal.

@@ -1,6 +1,7 @@
 #include "bench/stats.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <map>
 #include <numeric>
@@ -15,6 +16,18 @@ using json = nlohmann::json;
 std::string text_field(const json& object, const char* key) {
   auto it = object.find(key);
   return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+std::string error_kind(const std::string& message) {
+  std::string kind;
+  for (char c : message) {
+    if (std::isdigit(static_cast<unsigned char>(c))) {
+      if (kind.empty() || kind.back() != '#') kind += '#';
+    } else {
+      kind += c;
+    }
+  }
+  return kind;
 }
 
 }  // namespace
@@ -141,11 +154,16 @@ Summary summarize(const std::vector<RequestRecord>& records, double duration_s, 
   s.duration_s = duration_s;
   s.conversations = conversations;
   std::vector<double> ttft, tpot, itl, e2e, max_itl, output, prompt, ttft_first, ttft_later;
-  std::map<std::pair<int, std::string>, std::size_t> errors;
+  // Errors that differ only in numbers ("the prompt is 2618 tokens") count as one kind; the first is shown.
+  std::map<std::pair<int, std::string>, ErrorCount> errors;
   for (const auto& r : records) {
     if (!r.ok) {
       ++s.failed;
-      ++errors[{r.status, r.error}];
+      auto& kind = errors[{r.status, error_kind(r.error)}];
+      if (kind.count++ == 0) {
+        kind.status = r.status;
+        kind.message = r.error;
+      }
       continue;
     }
     ++s.ok;
@@ -180,7 +198,7 @@ Summary summarize(const std::vector<RequestRecord>& records, double duration_s, 
     s.ttft_first_turn_ms = distribution(std::move(ttft_first), 1000);
     s.ttft_later_turns_ms = distribution(std::move(ttft_later), 1000);
   }
-  for (auto& [key, count] : errors) s.errors.push_back({key.first, key.second, count});
+  for (auto& [key, kind] : errors) s.errors.push_back(std::move(kind));
   std::stable_sort(s.errors.begin(), s.errors.end(),
                    [](const ErrorCount& a, const ErrorCount& b) { return a.count > b.count; });
   return s;

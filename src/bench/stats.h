@@ -96,7 +96,7 @@ struct Summary {
   bool conversations = false;
   Distribution ttft_first_turn_ms;
   Distribution ttft_later_turns_ms;
-  std::vector<ErrorCount> errors;  // most frequent first
+  std::vector<ErrorCount> errors;  // most frequent first; messages differing only in numbers are one kind
 };
 
 // Latency figures use the successful requests; the error list the failed ones.

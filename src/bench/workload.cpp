@@ -45,15 +45,15 @@ std::uint64_t derive_seed(std::uint64_t seed, std::uint64_t stream, std::uint64_
   return splitmix64(splitmix64(splitmix64(seed) ^ stream) ^ index);
 }
 
-std::string make_prompt(std::uint64_t seed, int tokens) {
-  const auto& words = word_list();
+std::string make_prompt(std::uint64_t seed, int words) {
+  const auto& list = word_list();
   std::mt19937_64 rng(seed);  // mt19937_64's sequence is fixed by the standard; `% n` keeps the choice so too
   std::string text;
-  int left = tokens;
+  int left = words;
   while (left > 0) {
     const int length = left <= 2 ? left : std::min(6 + static_cast<int>(rng() % 7), left - 1);
     for (int i = 0; i < length; ++i) {
-      std::string word = words[rng() % words.size()];
+      std::string word = list[rng() % list.size()];
       if (i == 0) {
         word[0] = static_cast<char>(word[0] - 'a' + 'A');
         if (!text.empty()) text += ' ';
@@ -91,8 +91,8 @@ json chat_request(const RequestSettings& settings, const json& messages) {
 
 // ---------------------------------------------------------------- Conversation
 
-Conversation::Conversation(std::uint64_t seed, int index, const std::string& system_prompt, int prompt_tokens)
-    : seed_(seed), index_(index), prompt_tokens_(prompt_tokens), history_(json::array()) {
+Conversation::Conversation(std::uint64_t seed, int index, const std::string& system_prompt, int prompt_words)
+    : seed_(seed), index_(index), prompt_words_(prompt_words), history_(json::array()) {
   if (!system_prompt.empty()) history_.push_back({{"role", "system"}, {"content", system_prompt}});
 }
 
@@ -100,7 +100,7 @@ json Conversation::next_messages() const {
   json messages = history_;
   const auto turn_seed = derive_seed(seed_, stream_conversation + static_cast<std::uint64_t>(index_),
                                      static_cast<std::uint64_t>(turns_done_));
-  messages.push_back({{"role", "user"}, {"content", make_prompt(turn_seed, prompt_tokens_)}});
+  messages.push_back({{"role", "user"}, {"content", make_prompt(turn_seed, prompt_words_)}});
   return messages;
 }
 

@@ -10,16 +10,16 @@
 namespace clawbot::bench {
 
 // Common short English words: in the tokenizers of today's models most are one token with their leading
-// space, so n words make roughly n tokens (a small-vocabulary model reads more).
+// space, so n words make roughly n tokens (a small-vocabulary model reads more; `clawbot bench` measures the
+// ratio on the endpoint before the run).
 const std::vector<std::string>& word_list();
 
 // A seed for the item `index` of the stream `stream` (independent prompts, one conversation's turns, ...):
 // each prompt depends only on (seed, stream, index), not on the order in which requests run.
 std::uint64_t derive_seed(std::uint64_t seed, std::uint64_t stream, std::uint64_t index);
 
-// About `tokens` tokens of text: sentences of words from word_list(), chosen by `seed`; a word or a period
-// counts as one token.
-std::string make_prompt(std::uint64_t seed, int tokens);
+// Sentences of words from word_list(), chosen by `seed`, `words` long with each period counted as a word.
+std::string make_prompt(std::uint64_t seed, int words);
 
 // Streams of derive_seed.
 inline constexpr std::uint64_t stream_independent = 1;
@@ -41,7 +41,8 @@ nlohmann::json chat_request(const RequestSettings& settings, const nlohmann::jso
 // the whole history: system, user 1, assistant 1 (the answer actually received), ..., user k.
 class Conversation {
  public:
-  Conversation(std::uint64_t seed, int index, const std::string& system_prompt, int prompt_tokens);
+  // prompt_words: the length of each user turn, in make_prompt's words.
+  Conversation(std::uint64_t seed, int index, const std::string& system_prompt, int prompt_words);
 
   int index() const noexcept { return index_; }
   int turns_done() const noexcept { return turns_done_; }
@@ -53,7 +54,7 @@ class Conversation {
  private:
   std::uint64_t seed_;
   int index_;
-  int prompt_tokens_;
+  int prompt_words_;
   int turns_done_ = 0;
   nlohmann::json history_;
 };

@@ -245,6 +245,7 @@ Client::Client(asio::any_io_executor executor, Url base, ClientOptions options)
 Client::~Client() = default;
 
 void Client::cancel() {
+  ++cancels_;
   connection_->drop();
 }
 
@@ -337,11 +338,14 @@ asio::awaitable<Result<std::unique_ptr<Client::Parser>>> Client::exchange(http::
   req.prepare_payload();
 
   auto& conn = *connection_;
+  const std::size_t cancels = cancels_;
   for (int attempt = 0;; ++attempt) {
     const bool reused = conn.is_open();
     if (!reused) {
       auto connected = co_await connect();
+      if (cancels_ != cancels) connected = error(asio::error::operation_aborted, "connect");
       if (!connected) {
+        conn.drop();
         busy_ = false;
         co_return connected.error();
       }
@@ -406,7 +410,7 @@ void Client::finish_exchange(const Parser& parser) {
 }
 
 asio::awaitable<Result<Response>> Client::get(std::string_view target) {
-  auto parser = co_await exchange(http::verb::get, target, {}, "application/json");
+  auto parser = co_await exchange(http::verb::get, target, std::string(), "application/json");
   if (!parser) co_return parser.error();
   Response response;
   response.status = static_cast<int>((*parser)->get().result_int());

@@ -167,6 +167,7 @@ class Client {
   std::unique_ptr<Connection> connection_;
   bool busy_ = false;
   std::size_t connects_ = 0;
+  std::size_t cancels_ = 0;  // an exchange that sees this change was cancelled
 };
 
 }  // namespace clawbot::http

@@ -186,6 +186,9 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
         spdlog::warn("accept failed: {}", ec.message());
         continue;
       }
+      // Each SSE event is a small write: without this, Nagle holds it until the client's delayed ACK (~40 ms).
+      beast::error_code nodelay_ec;
+      socket.set_option(tcp::no_delay(true), nodelay_ec);
       asio::co_spawn(socket.get_executor(), session(beast::tcp_stream(std::move(socket))), asio::detached);
     }
   }

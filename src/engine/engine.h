@@ -154,6 +154,7 @@ struct SamplingParams {
   float frequency_penalty = 0.0f;
   float presence_penalty = 0.0f;
   std::uint32_t seed = random_seed;
+  bool ignore_eos = false;  // never end on an end-of-generation token (benchmarks run to max_tokens)
 };
 
 class Context;

@@ -1,3 +1,6 @@
+#include <cmath>
+#include <vector>
+
 #include <llama.h>
 
 #include "engine/engine.h"
@@ -19,6 +22,15 @@ Sampler::Sampler(const SamplingParams& p, const Model& model) {
     llama_sampler_chain_add(
         chain, llama_sampler_init_penalties(model.info().n_vocab, p.repeat_last_n, p.repeat_penalty,
                                             p.frequency_penalty, p.presence_penalty));
+  }
+  if (p.ignore_eos) {
+    std::vector<llama_logit_bias> never;
+    const llama_vocab* vocab = model.vocab();
+    for (llama_token t = 0; t < model.info().n_vocab; ++t) {
+      if (llama_vocab_is_eog(vocab, t)) never.push_back({t, -INFINITY});
+    }
+    llama_sampler_chain_add(chain, llama_sampler_init_logit_bias(model.info().n_vocab,
+                                                                 static_cast<int32_t>(never.size()), never.data()));
   }
   if (p.temperature <= 0.0f) {
     llama_sampler_chain_add(chain, llama_sampler_init_greedy());

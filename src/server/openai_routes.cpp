@@ -127,6 +127,7 @@ CommonRequest parse_common(const json& body, std::uint32_t n_ctx) {
     if (auto v = integer_field(body, key, 1, n_ctx)) r.max_tokens = static_cast<int>(*v);
   }
   if (auto v = integer_field(body, "n", 1, 16)) r.n = static_cast<int>(*v);
+  r.sampling.ignore_eos = bool_field(body, "ignore_eos", false);  // llama-server's extension, for benchmarks
   r.stop = stop_field(body);
   r.stream = bool_field(body, "stream", false);
   if (auto it = body.find("stream_options"); it != body.end() && !it->is_null()) {

@@ -86,6 +86,13 @@ describe('continuous batching', () => {
     assert.ok(r.json.usage.completion_tokens <= 36);
   });
 
+  test('ignore_eos runs to max_tokens', { timeout: 30000 }, async () => {
+    const r = await postJson(server.baseUrl, COMPL, { prompt: 'The end.', max_tokens: 400, temperature: 0, ignore_eos: true });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.usage.completion_tokens, 400);
+    assert.equal(r.json.choices[0].finish_reason, 'length');
+  });
+
   test('/metrics is Prometheus text that promtool accepts', { timeout: 30000 }, async () => {
     await streamChat(server.baseUrl, { messages: [{ role: 'user', content: 'Hello' }], max_tokens: 8 });
     const r = await fetch(server.baseUrl + '/metrics');

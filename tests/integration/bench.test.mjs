@@ -96,6 +96,11 @@ describe('clawbot bench against clawbot serve', () => {
     assert.equal(report.parameters.max_tokens, 16);
     assert.equal(report.parameters.workload, 'independent');
     assert.equal('ttft_first_turn_ms' in report, false);
+    // The story model's small vocabulary reads several tokens per word: measured, so ~128 prompt tokens hold.
+    assert.equal(report.prompt_calibration.measured, true, JSON.stringify(report.prompt_calibration));
+    assert.ok(report.prompt_calibration.tokens_per_word > 1, JSON.stringify(report.prompt_calibration));
+    const promptMean = report.prompt_tokens.mean;
+    assert.ok(promptMean >= 128 * 0.8 && promptMean <= 128 * 1.2 + 64, `~128 prompt tokens (plus the template), got ${promptMean}`);
     assert.ok(!r.stderr.includes('\r['), 'no progress bar when stderr is not a terminal');
   });
 

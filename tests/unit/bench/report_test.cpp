@@ -55,6 +55,9 @@ TEST(ReportTest, JsonHasTheFiguresAndNullsForNone) {
   bad.error = "busy";
   run.records = {ok, bad};
   run.duration_s = 0.1;
+  run.prompt.tokens_per_word = 2.5;
+  run.prompt.measured = true;
+  run.prompt.prompt_words = 51;
   const auto summary = summarize(run.records, run.duration_s, false);
   const auto j = report_json(used, summary, run);
   EXPECT_EQ(j["requests"]["total"], 2);
@@ -69,11 +72,14 @@ TEST(ReportTest, JsonHasTheFiguresAndNullsForNone) {
   EXPECT_EQ(j["per_request"][1]["error"], "busy");
   EXPECT_TRUE(j["per_request"][1]["ttft_ms"].is_null());
   EXPECT_EQ(j["command"], reproduce_command(used));
+  EXPECT_EQ(j["prompt_calibration"]["tokens_per_word"], 2.5);
+  EXPECT_EQ(j["prompt_calibration"]["prompt_words"], 51);
 
   const auto text = report_text(used, summary, run);
   EXPECT_NE(text.find("TTFT (ms)"), std::string::npos);
   EXPECT_NE(text.find("1 x HTTP 503: busy"), std::string::npos) << text;
   EXPECT_NE(text.find("reproduce: clawbot bench"), std::string::npos);
+  EXPECT_NE(text.find("prompts of 51 words at 2.50 tokens per word (measured"), std::string::npos) << text;
 }
 
 }  // namespace

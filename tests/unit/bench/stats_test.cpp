@@ -187,6 +187,21 @@ TEST(SummaryTest, CountsThroughputAndErrors) {
   EXPECT_EQ(s.errors[1].message, "cannot connect");
 }
 
+TEST(SummaryTest, ErrorsDifferingInNumbersAreOneKind) {
+  RequestRecord a;
+  a.status = 400;
+  a.error = "the prompt is 2618 tokens, but the context holds 512";
+  RequestRecord b = a;
+  b.error = "the prompt is 2705 tokens, but the context holds 512";
+  RequestRecord c = a;
+  c.error = "the prompt is too long";
+  const auto s = summarize({a, b, c}, 1.0, false);
+  ASSERT_EQ(s.errors.size(), 2u);
+  EXPECT_EQ(s.errors[0].count, 2u);
+  EXPECT_EQ(s.errors[0].message, a.error);  // the first one stands for its kind
+  EXPECT_EQ(s.errors[1].message, c.error);
+}
+
 TEST(SummaryTest, NothingSucceeded) {
   RequestRecord bad;
   bad.error = "refused";

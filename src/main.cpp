@@ -47,6 +47,8 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(0, 1 << 24));
   serve_cmd->add_flag("--fit", serve.fit, "Lower --ctx, then --parallel, until the KV cache fits in memory");
+  serve_cmd->add_flag("--kv-unified", serve.kv_unified,
+                      "One KV cache shared by all slots (shared prefixes stored once; slower batched decode)");
   serve_cmd->add_flag("--no-cache", serve.no_cache, "Prefill every request from scratch (no KV reuse)");
   serve_cmd->add_option("--flash-attn", serve.flash_attn, "FlashAttention: auto, on or off")
       ->capture_default_str()

@@ -52,9 +52,7 @@ Context::Context(const Model& model, const ContextOptions& options) {
   params.n_batch = options.n_batch;
   params.n_ubatch = std::min(options.n_batch, 512u);
   params.n_seq_max = std::max(1u, options.n_seq_max);
-  // One cache shared by all sequences: a common prefix (a system prompt) is stored once and every request can
-  // use up to its own limit. (Non-unified would split n_ctx evenly into per-sequence streams.)
-  params.kv_unified = true;
+  params.kv_unified = options.kv_unified;
   const int threads = options.n_threads > 0 ? options.n_threads
                                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   params.n_threads = threads;
@@ -83,6 +81,7 @@ Context::Context(const Model& model, const ContextOptions& options) {
   n_ctx_ = llama_n_ctx(context_.get());
   n_batch_ = llama_n_batch(context_.get());
   n_seq_max_ = llama_n_seq_max(context_.get());
+  kv_unified_ = options.kv_unified;
 }
 
 Context::Context(Context&&) noexcept = default;
@@ -117,8 +116,16 @@ bool Context::seq_remove(int seq, int p0, int p1) {
   return llama_memory_seq_rm(llama_get_memory(context_.get()), seq, p0, p1);
 }
 
-void Context::seq_copy(int src, int dst, int p0, int p1) {
-  llama_memory_seq_cp(llama_get_memory(context_.get()), src, dst, p0, p1);
+void Context::seq_copy_prefix(int src, int dst, int length) {
+  llama_memory_t memory = llama_get_memory(context_.get());
+  llama_memory_seq_rm(memory, dst, -1, -1);
+  if (kv_unified_) {
+    llama_memory_seq_cp(memory, src, dst, 0, length);  // the cells are shared, nothing is copied
+  } else {
+    // Across streams libllama copies whole streams only: copy, then cut back.
+    llama_memory_seq_cp(memory, src, dst, -1, -1);
+    llama_memory_seq_rm(memory, dst, length, -1);
+  }
 }
 
 int Context::seq_pos_max(int seq) const { return llama_memory_seq_pos_max(llama_get_memory(context_.get()), seq); }

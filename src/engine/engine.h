@@ -185,6 +185,9 @@ struct ContextOptions {
   FlashAttention flash_attn = FlashAttention::automatic;
   std::string kv_type = "f16";  // f16, q8_0 or q4_0, for keys and values
   bool embeddings = false;      // pooled embeddings instead of logits
+  // One cache for all sequences (a shared prefix is stored once) or one stream per sequence (each token
+  // attends only to its own sequence's cells: faster when many sequences decode together).
+  bool kv_unified = false;
 };
 
 enum class DecodeStatus { ok, no_kv_slot, aborted, failed };
@@ -218,6 +221,7 @@ class Context {
   std::uint32_t n_ctx() const noexcept { return n_ctx_; }
   std::uint32_t n_batch() const noexcept { return n_batch_; }
   std::uint32_t n_seq_max() const noexcept { return n_seq_max_; }
+  bool kv_unified() const noexcept { return kv_unified_; }
   void clear();  // forget every cached token
   // Decodes tokens at positions start_pos.. of sequence 0, in chunks of n_batch; logits for the last one.
   DecodeStatus decode(std::span<const Token> tokens, int start_pos);
@@ -225,7 +229,8 @@ class Context {
 
   // Per-sequence cache operations (positions [p0, p1), p1 < 0: to the end).
   bool seq_remove(int seq, int p0, int p1 = -1);
-  void seq_copy(int src, int dst, int p0, int p1 = -1);
+  // Makes dst hold src's first `length` positions (shared cells in a unified cache, a copy across streams).
+  void seq_copy_prefix(int src, int dst, int length);
   int seq_pos_max(int seq) const;  // -1 when empty
   // Saves and restores one sequence's cache (the cold tier).
   std::size_t seq_state_size(int seq) const;
@@ -243,6 +248,7 @@ class Context {
   std::uint32_t n_ctx_ = 0;
   std::uint32_t n_batch_ = 0;
   std::uint32_t n_seq_max_ = 1;
+  bool kv_unified_ = false;
 };
 
 }  // namespace clawbot::engine

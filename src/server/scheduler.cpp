@@ -282,8 +282,7 @@ void Scheduler::admit(Slot& slot, GenerationJob job) {
   if (content_lost) save_to_cold(slot);
 
   if (source == Source::busy_slot) {
-    context_.seq_remove(slot.seq, 0, -1);
-    context_.seq_copy(donor->seq, slot.seq, 0, static_cast<int>(donor_len));
+    context_.seq_copy_prefix(donor->seq, slot.seq, static_cast<int>(donor_len));
     slot.cached.assign(donor->cached.begin(), donor->cached.begin() + static_cast<std::ptrdiff_t>(donor_len));
   } else if (source == Source::cold_tier) {
     context_.seq_remove(slot.seq, 0, -1);

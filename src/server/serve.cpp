@@ -197,6 +197,7 @@ int run_serve(const ServeOptions& options) {
     context_options.n_threads = options.threads;
     context_options.embeddings = embedding;
     context_options.kv_type = options.kv_type;
+    context_options.kv_unified = options.kv_unified;
     if (options.flash_attn == "on") {
       context_options.flash_attn = engine::FlashAttention::on;
     } else if (options.flash_attn == "off") {

@@ -23,6 +23,7 @@ struct ServeOptions {
   std::string flash_attn = "auto";
   std::string kv_type = "f16";
   int sse_keepalive_s = 5;
+  bool kv_unified = false;    // one KV cache for all slots instead of one stream per slot
   bool fit = false;           // lower --ctx, then --parallel, until the cache fits in memory
   std::size_t max_body_bytes = 8u << 20;
   bool verbose = false;

@@ -210,3 +210,29 @@ describe('KV-cache reuse keeps greedy output identical', () => {
     assert.ok(second.usage.prompt_tokens_details.cached_tokens >= 15, JSON.stringify(second.usage));
   });
 });
+
+describe('a busy slot lends its prefix', () => {
+  for (const unified of [false, true]) {
+    test(`a request sharing a running request's system prompt copies it (${unified ? 'unified cache' : 'one stream per slot'})`,
+      { timeout: 60000 }, async () => {
+        const extra = ['--parallel', '2', '--ctx', '1024', '--threads', '1', ...(unified ? ['--kv-unified'] : [])];
+        const server = await startServer({ extraArgs: extra });
+        const reference = await startServer({ extraArgs: ['--parallel', '1', '--ctx', '1024', '--no-cache'] });
+        try {
+          const shared = conversation([{ role: 'user', content: 'A long story, please.' }]);
+          const running = postJson(server.baseUrl, CHAT, { messages: shared, max_tokens: 900, ignore_eos: true, temperature: 0 });
+          await new Promise((r) => setTimeout(r, 100));  // the first request is decoding by now
+          const second = conversation([{ role: 'user', content: 'Tell me about a bird.' }]);
+          const r = await postJson(server.baseUrl, CHAT, { messages: second, max_tokens: 32, temperature: 0 });
+          const alone = await postJson(reference.baseUrl, CHAT, { messages: second, max_tokens: 32, temperature: 0 });
+          assert.equal(r.status, 200, r.text);
+          assert.ok(r.json.usage.prompt_tokens_details.cached_tokens >= 20, JSON.stringify(r.json.usage));
+          assert.equal(r.json.choices[0].message.content, alone.json.choices[0].message.content);
+          assert.equal((await running).status, 200);
+        } finally {
+          await server.stop();
+          await reference.stop();
+        }
+      });
+  }
+});

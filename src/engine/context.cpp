@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <thread>
 
+#include <ggml-cpu.h>
 #include <llama.h>
 
 #include "engine/engine.h"
@@ -45,6 +46,7 @@ int Batch::size() const noexcept { return batch_->n_tokens; }
 // ---------------------------------------------------------------- Context
 
 void Context::Deleter::operator()(llama_context* c) const noexcept { llama_free(c); }
+void Context::ThreadpoolDeleter::operator()(ggml_threadpool* t) const noexcept { ggml_threadpool_free(t); }
 
 Context::Context(const Model& model, const ContextOptions& options) {
   llama_context_params params = llama_context_default_params();
@@ -78,6 +80,11 @@ Context::Context(const Model& model, const ContextOptions& options) {
                       (why.empty() ? " (not enough memory? try a smaller --ctx or --parallel, or --kv-type q8_0)"
                                    : ": " + why));
   }
+  // One persistent pool whose threads poll between steps, instead of ggml's pool made anew for each graph:
+  // a decode step is a few milliseconds, and waking threads costs a visible part of that.
+  ggml_threadpool_params pool_params = ggml_threadpool_params_default(threads);
+  threadpool_.reset(ggml_threadpool_new(&pool_params));
+  if (threadpool_) llama_attach_threadpool(context_.get(), threadpool_.get(), nullptr);
   n_ctx_ = llama_n_ctx(context_.get());
   n_batch_ = llama_n_batch(context_.get());
   n_seq_max_ = llama_n_seq_max(context_.get());

@@ -16,6 +16,7 @@ struct llama_context;
 struct llama_vocab;
 struct llama_sampler;
 struct llama_batch;
+struct ggml_threadpool;
 
 namespace clawbot::engine {
 
@@ -244,6 +245,11 @@ class Context {
   struct Deleter {
     void operator()(llama_context* c) const noexcept;
   };
+  struct ThreadpoolDeleter {
+    void operator()(ggml_threadpool* t) const noexcept;
+  };
+  // Declared before the context: destroyed after it.
+  std::unique_ptr<ggml_threadpool, ThreadpoolDeleter> threadpool_;
   std::unique_ptr<llama_context, Deleter> context_;
   std::uint32_t n_ctx_ = 0;
   std::uint32_t n_batch_ = 0;

@@ -15,6 +15,10 @@ import assert from 'node:assert/strict';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
+// Children (serve, models synth) look for models relative to their own working directory unless told:
+// tell them where the repository's default is, wherever the tests are started from.
+if (!process.env.CLAWBOT_MODELS) process.env.CLAWBOT_MODELS = path.resolve(REPO_ROOT, '..', 'shared', 'models');
+
 export const MODEL_FILE = 'stories260K.gguf';
 export const MODEL_ID = 'stories260K';
 

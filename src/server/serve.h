@@ -17,7 +17,7 @@ struct ServeOptions {
   std::string alias;          // the model id clients see; empty: the file name
   int parallel = 4;           // requests decoded together
   int queue_max = 64;         // requests waiting for a slot before 503
-  int prefill_chunk = 256;    // prompt tokens per step while other requests decode
+  int prefill_chunk = 128;    // prompt tokens per step while other requests decode
   int cache_ram_mib = 1024;   // cold tier: saved sequences in host RAM
   bool no_cache = false;      // prefill every request from scratch (for comparisons)
   std::string flash_attn = "auto";

@@ -29,7 +29,6 @@ struct ServerLimits {
   std::size_t max_header_bytes = 16u << 10;
   std::chrono::seconds idle_timeout{60};   // waiting for (the rest of) a request
   std::chrono::seconds write_timeout{60};  // one write to a client that does not read
-  std::chrono::seconds sse_keepalive{10};  // comment sent on a quiet stream
 };
 
 // One request and its answer. Exactly one of respond_* or an SSE sequence is used.

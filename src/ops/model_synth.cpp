@@ -25,6 +25,7 @@
 #include <gguf.h>
 #include <llama.h>
 
+#include "common/model_path.h"
 #include "engine/engine.h"
 #include "ops/ops.h"
 
@@ -683,23 +684,9 @@ std::string synth_default_path(std::string_view shape, std::string_view quant) {
 }
 
 std::string find_model_file(const std::string& name) {
-  std::error_code ec;
-  if (name.find('/') != std::string::npos || fs::exists(name, ec)) {
-    if (!fs::is_regular_file(name, ec)) throw std::runtime_error("model file '" + name + "' not found");
-    return name;
-  }
-  const char* env = std::getenv("CLAWBOT_MODELS");
-  const std::string dirs_text = env && *env ? env : "../shared/models";
-  std::stringstream dirs(dirs_text);
-  std::string dir;
-  while (std::getline(dirs, dir, ':')) {
-    if (dir.empty()) continue;
-    const fs::path candidate = fs::path(dir) / name;
-    if (fs::is_regular_file(candidate, ec)) return candidate.string();
-  }
-  throw std::runtime_error("model file '" + name +
-                           "' not found in the current directory nor in CLAWBOT_MODELS=" + dirs_text +
-                           (env && *env ? "" : " (the default)"));
+  if (auto found = clawbot::find_model_file(name)) return *found;
+  throw std::runtime_error("model file '" + name + "' not found in the current directory nor in " +
+                           model_dirs_description());
 }
 
 SynthResult synthesize_model(const SynthOptions& options) {

@@ -24,7 +24,6 @@ struct ServeContext {
   std::uint32_t n_ctx = 0;  // tokens each request may use, prompt and answer together
   std::time_t created = 0;
   monitor::Registry* metrics = nullptr;
-  std::chrono::milliseconds sse_keepalive{5000};
 };
 
 std::shared_ptr<const http::Router> make_openai_router(const ServeContext& context);

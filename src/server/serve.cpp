@@ -15,15 +15,17 @@
 #include <boost/asio/signal_set.hpp>
 
 #include "common/http_server.h"
+#include "common/model_path.h"
 #include "engine/engine.h"
+#include "monitor/metrics.h"
 #include "server/openai_routes.h"
 #include "server/scheduler.h"
-#include "monitor/metrics.h"
 
 namespace clawbot::server {
 namespace {
 
-void register_metrics(monitor::Registry& metrics, const Scheduler& scheduler, const engine::Context& context) {
+void register_metrics(monitor::Registry& metrics, const Scheduler& scheduler,
+                      const engine::Context& context) {
   auto stat = [&scheduler](auto member) {
     return [&scheduler, member] { return static_cast<double>(scheduler.stats().*member); };
   };
@@ -43,7 +45,8 @@ void register_metrics(monitor::Registry& metrics, const Scheduler& scheduler, co
                            stat(&SchedulerStats::cold_restores));
   metrics.counter_callback("clawbot_cold_cache_evictions_total", "Saved sequences evicted",
                            stat(&SchedulerStats::cold_evictions));
-  metrics.counter_callback("clawbot_decode_retries_total", "Engine steps retried smaller for lack of KV cells",
+  metrics.counter_callback("clawbot_decode_retries_total",
+                           "Engine steps retried smaller for lack of KV cells",
                            stat(&SchedulerStats::decode_retries));
   metrics.gauge_callback("clawbot_cold_cache_bytes", "Bytes of saved sequences in host RAM",
                          stat(&SchedulerStats::cold_bytes));
@@ -68,27 +71,12 @@ void register_metrics(monitor::Registry& metrics, const Scheduler& scheduler, co
                          [] { return monitor::process_rss_bytes(); });
   metrics.gauge_callback("clawbot_system_memory_total_bytes", "System memory",
                          [] { return monitor::system_memory_total_bytes(); });
-  metrics.gauge_callback("clawbot_system_memory_used_bytes", "System memory in use (total minus available)", [] {
-    return monitor::system_memory_total_bytes() - monitor::system_memory_available_bytes();
-  });
+  metrics.gauge_callback(
+      "clawbot_system_memory_used_bytes", "System memory in use (total minus available)",
+      [] { return monitor::system_memory_total_bytes() - monitor::system_memory_available_bytes(); });
 }
 
 }  // namespace
-
-std::string resolve_model_path(const std::string& model) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  if (model.find('/') != std::string::npos || fs::exists(model, ec)) return model;
-  const char* env = std::getenv("CLAWBOT_MODELS");
-  std::stringstream dirs(env && *env ? env : "../shared/models");
-  std::string dir;
-  while (std::getline(dirs, dir, ':')) {
-    if (dir.empty()) continue;
-    const fs::path candidate = fs::path(dir) / model;
-    if (fs::exists(candidate, ec)) return candidate.string();
-  }
-  return model;  // not found anywhere: the model check names it
-}
 
 int run_serve(const ServeOptions& options) {
   // Logs go to stderr: stdout carries only the lines a script waits for (the address, the curl example).
@@ -97,15 +85,15 @@ int run_serve(const ServeOptions& options) {
   spdlog::set_level(options.verbose ? spdlog::level::debug : spdlog::level::info);
   engine::init_backend(options.verbose);
 
-  const std::string path = resolve_model_path(options.model);
+  // A name found nowhere is passed on as given: the model check then names it.
+  const std::string path = find_model_file(options.model).value_or(options.model);
   try {
     engine::check_gguf_file(path);
   } catch (const engine::ModelFileError& e) {
-    const char* env = std::getenv("CLAWBOT_MODELS");
     std::fprintf(stderr, "clawbot serve: %s\n", e.what());
     if (path == options.model && options.model.find('/') == std::string::npos) {
-      std::fprintf(stderr, "clawbot serve: looked in the current directory and in CLAWBOT_MODELS=%s\n",
-                   env && *env ? env : "../shared/models (default)");
+      std::fprintf(stderr, "clawbot serve: looked in the current directory and in %s\n",
+                   model_dirs_description().c_str());
     }
     return 1;
   }
@@ -149,8 +137,9 @@ int run_serve(const ServeOptions& options) {
     // CLAWBOT_MEMORY_AVAILABLE (bytes) stands in for the system's figure: a seam for tests and for operators
     // who want to leave room for other processes.
     const char* available_override = std::getenv("CLAWBOT_MEMORY_AVAILABLE");
-    const double available = available_override && *available_override ? std::strtod(available_override, nullptr)
-                                                                        : monitor::system_memory_available_bytes();
+    const double available = available_override && *available_override
+                                 ? std::strtod(available_override, nullptr)
+                                 : monitor::system_memory_available_bytes();
     auto needed = [&](int ctx, int slots) {
       const double kv = kv_per_cell * ctx * slots;
       const double compute = static_cast<double>(std::max(options.batch, options.prefill_chunk)) *
@@ -160,28 +149,31 @@ int run_serve(const ServeOptions& options) {
     auto gib = [](double b) { return b / (1024.0 * 1024 * 1024); };
     if (available > 0 && needed(per_request, parallel) > available) {
       if (!options.fit) {
-        std::fprintf(stderr,
-                     "clawbot serve: this configuration needs about %.2f GiB (weights %.2f GiB, KV cache %.2f GiB "
-                     "for %d slots x %d tokens at %s) but %.2f GiB of memory is available.\n"
-                     "Lower --ctx or --parallel, use --kv-type q8_0 or q4_0, or pass --fit to lower them "
-                     "automatically.\n",
-                     gib(needed(per_request, parallel)), gib(static_cast<double>(info.size_bytes)),
-                     gib(kv_per_cell * per_request * parallel), parallel, per_request, options.kv_type.c_str(),
-                     gib(available));
+        std::fprintf(
+            stderr,
+            "clawbot serve: this configuration needs about %.2f GiB (weights %.2f GiB, KV cache %.2f GiB "
+            "for %d slots x %d tokens at %s) but %.2f GiB of memory is available.\n"
+            "Lower --ctx or --parallel, use --kv-type q8_0 or q4_0, or pass --fit to lower them "
+            "automatically.\n",
+            gib(needed(per_request, parallel)), gib(static_cast<double>(info.size_bytes)),
+            gib(kv_per_cell * per_request * parallel), parallel, per_request, options.kv_type.c_str(),
+            gib(available));
         return 1;
       }
       const int wanted_ctx = per_request, wanted_parallel = parallel;
       while (per_request > 512 && needed(per_request, parallel) > available) per_request /= 2;
       while (parallel > 1 && needed(per_request, parallel) > available) --parallel;
       if (needed(per_request, parallel) > available) {
-        std::fprintf(stderr,
-                     "clawbot serve: even %d slot of %d tokens needs %.2f GiB, more than the %.2f GiB available: "
-                     "this model does not fit this machine\n",
-                     parallel, per_request, gib(needed(per_request, parallel)), gib(available));
+        std::fprintf(
+            stderr,
+            "clawbot serve: even %d slot of %d tokens needs %.2f GiB, more than the %.2f GiB available: "
+            "this model does not fit this machine\n",
+            parallel, per_request, gib(needed(per_request, parallel)), gib(available));
         return 1;
       }
-      spdlog::warn("--fit: lowered --ctx {} to {} and --parallel {} to {} to fit {:.2f} GiB of available memory",
-                   wanted_ctx, per_request, wanted_parallel, parallel, gib(available));
+      spdlog::warn(
+          "--fit: lowered --ctx {} to {} and --parallel {} to {} to fit {:.2f} GiB of available memory",
+          wanted_ctx, per_request, wanted_parallel, parallel, gib(available));
     }
     if (embedding && per_request > info.n_ctx_train) {
       std::fprintf(stderr, "clawbot serve: --ctx %d is more than this embedding model's %lld positions\n",
@@ -191,8 +183,9 @@ int run_serve(const ServeOptions& options) {
     engine::ContextOptions context_options;
     context_options.n_ctx = static_cast<std::uint32_t>(per_request) * static_cast<std::uint32_t>(parallel);
     // An embedding model reads each input whole in one step (no causal chunking).
-    context_options.n_batch = embedding ? static_cast<std::uint32_t>(per_request)
-                                        : static_cast<std::uint32_t>(std::max(options.batch, options.prefill_chunk));
+    context_options.n_batch =
+        embedding ? static_cast<std::uint32_t>(per_request)
+                  : static_cast<std::uint32_t>(std::max(options.batch, options.prefill_chunk));
     context_options.n_seq_max = static_cast<std::uint32_t>(parallel);
     context_options.n_threads = options.threads;
     context_options.embeddings = embedding;
@@ -234,7 +227,6 @@ int run_serve(const ServeOptions& options) {
         .n_ctx = static_cast<std::uint32_t>(per_request),
         .created = std::time(nullptr),
         .metrics = &metrics,
-        .sse_keepalive = std::chrono::seconds(options.sse_keepalive_s),
     };
 
     boost::asio::io_context io;
@@ -252,12 +244,14 @@ int run_serve(const ServeOptions& options) {
     });
 
     spdlog::info("model {} ({}{}, {} parameters, {:.1f} MiB), chat template {}", info.name, info.architecture,
-                 embedding ? ", embeddings" : "", info.n_params, static_cast<double>(info.size_bytes) / (1 << 20),
+                 embedding ? ", embeddings" : "", info.n_params,
+                 static_cast<double>(info.size_bytes) / (1 << 20),
                  chat_template ? chat_template->name() : "none");
-    spdlog::info("{} slots; each request may use {} tokens (prompt and answer); KV cache {} cells ({}), "
-                 "flash attention {}, cold tier {} MiB{}",
-                 parallel, per_request, context.n_ctx(), options.kv_type, options.flash_attn,
-                 options.no_cache ? 0 : options.cache_ram_mib, options.no_cache ? " (cache off)" : "");
+    spdlog::info(
+        "{} slots; each request may use {} tokens (prompt and answer); KV cache {} cells ({}), "
+        "flash attention {}, cold tier {} MiB{}",
+        parallel, per_request, context.n_ctx(), options.kv_type, options.flash_attn,
+        options.no_cache ? 0 : options.cache_ram_mib, options.no_cache ? " (cache off)" : "");
     const std::string url_host =
         options.host.find(':') != std::string::npos ? "[" + options.host + "]" : options.host;
     std::printf("clawbot serve: listening on http://%s:%u\n", url_host.c_str(), port);

@@ -32,8 +32,5 @@ struct ServeOptions {
 // Returns the process exit status.
 int run_serve(const ServeOptions& options);
 
-// Resolves --model: an existing path as given, else the first CLAWBOT_MODELS directory holding that name
-// (CLAWBOT_MODELS is colon-separated, default ../shared/models). Returns the path to try.
-std::string resolve_model_path(const std::string& model);
 
 }  // namespace clawbot::server

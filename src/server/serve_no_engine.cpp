@@ -4,10 +4,6 @@
 
 namespace clawbot::server {
 
-std::string resolve_model_path(const std::string& model) {
-  return model;
-}
-
 int run_serve(const ServeOptions&) {
   std::fprintf(stderr,
                "clawbot serve: this build of clawbot has no inference engine (it was built with "

@@ -1,0 +1,16 @@
+// Where model files are found: a path as given, else the directories of CLAWBOT_MODELS (colon-separated,
+// default ../shared/models). One rule for `serve --model`, `models synth --vocab-from` and the rest.
+#pragma once
+
+#include <optional>
+#include <string>
+
+namespace clawbot {
+
+// The file to use for `name`, or nullopt when it is neither a path nor in any model directory.
+std::optional<std::string> find_model_file(const std::string& name);
+
+// "CLAWBOT_MODELS=<dirs>" with "(the default)" when unset: for messages that say where we looked.
+std::string model_dirs_description();
+
+}  // namespace clawbot

@@ -222,6 +222,9 @@ describe('a busy slot lends its prefix', () => {
           const shared = conversation([{ role: 'user', content: 'A long story, please.' }]);
           const running = postJson(server.baseUrl, CHAT, { messages: shared, max_tokens: 900, ignore_eos: true, temperature: 0 });
           await new Promise((r) => setTimeout(r, 100));  // the first request is decoding by now
+          // Only a busy slot can lend the prefix: the second request gets the other, empty slot.
+          const health = await getJson(server.baseUrl, '/health');
+          assert.equal(health.json.slots_busy, 1, `the first request should still be running: ${health.text}`);
           const second = conversation([{ role: 'user', content: 'Tell me about a bird.' }]);
           const r = await postJson(server.baseUrl, CHAT, { messages: second, max_tokens: 32, temperature: 0 });
           const alone = await postJson(reference.baseUrl, CHAT, { messages: second, max_tokens: 32, temperature: 0 });

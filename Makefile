@@ -11,6 +11,8 @@ BUILD_TYPE     ?= RelWithDebInfo
 # -Werror in CI builds (CI=true), warnings only for people.
 WERROR         ?= $(if $(CI),ON,OFF)
 JOBS           ?= $(shell nproc)
+# ccache, where installed, makes rebuilds in a second build folder (or after `make clean`) cheap.
+LAUNCHER       := $(if $(shell command -v ccache),-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 
 export CLAWBOT_MODELS
 
@@ -23,14 +25,14 @@ deps:
 
 build: deps
 	cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DCLAWBOT_ENGINE=ON \
-	  -DCLAWBOT_BACKEND=$(BACKEND) -DCLAWBOT_LLAMA_PREFIX="$$(cat .deps-prefix)" -DCLAWBOT_WERROR=$(WERROR) >/dev/null
+	  -DCLAWBOT_BACKEND=$(BACKEND) -DCLAWBOT_LLAMA_PREFIX="$$(cat .deps-prefix)" -DCLAWBOT_WERROR=$(WERROR) $(LAUNCHER) >/dev/null
 	cmake --build build -j $(JOBS)
 
 # A front-end-only binary: no engine, no llama.cpp needed.
 build-frontend:
 	@scripts/bootstrap.sh --no-engine >/dev/null
 	cmake -S . -B build-frontend -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DCLAWBOT_ENGINE=OFF \
-	  -DCLAWBOT_WERROR=$(WERROR) >/dev/null
+	  -DCLAWBOT_WERROR=$(WERROR) $(LAUNCHER) >/dev/null
 	cmake --build build-frontend -j $(JOBS)
 
 run: build

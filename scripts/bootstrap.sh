@@ -46,7 +46,8 @@ needs=(
   "hdr:boost/beast.hpp libboost1.81-dev" "hdr:nlohmann/json.hpp nlohmann-json3-dev" "hdr:CLI/CLI.hpp libcli11-dev"
   "hdr:spdlog/spdlog.h libspdlog-dev" "hdr:fmt/format.h libfmt-dev" "hdr:openssl/ssl.h libssl-dev"
   "hdr:sqlite3.h libsqlite3-dev" "hdr:gtest/gtest.h libgtest-dev" "hdr:gmock/gmock.h libgmock-dev"
-  "cmd:node nodejs" "cmd:npm npm" "cmd:promtool prometheus"
+  "hdr:histedit.h libedit-dev" "cmd:node nodejs" "cmd:npm npm" "cmd:promtool prometheus" "cmd:tmux tmux"
+  "cmd:openssl openssl" "cmd:ccache ccache"
 )
 missing=()
 for need in "${needs[@]}"; do

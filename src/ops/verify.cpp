@@ -1,0 +1,496 @@
+// `clawbot verify`: SHA-256 (and MD5) of a model file, compared with a sidecar, a value or a manifest.
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cctype>
+#include <condition_variable>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include "ops/file_io.h"
+#include "ops/integrity.h"
+#include "ops/openssl_handles.h"
+
+namespace clawbot::ops {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool is_hex(std::string_view text, std::size_t length) {
+  return text.size() == length && std::all_of(text.begin(), text.end(), [](char c) {
+           return std::isxdigit(static_cast<unsigned char>(c));
+         });
+}
+
+std::string lower(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(),
+                 [](char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); });
+  return text;
+}
+
+std::string trim(std::string_view text) {
+  const auto first = text.find_first_not_of(" \t\r\n");
+  if (first == std::string_view::npos) return {};
+  const auto last = text.find_last_not_of(" \t\r\n");
+  return std::string(text.substr(first, last - first + 1));
+}
+
+// A sum as a user gives it: hex of the right length; throws naming where it came from.
+std::string checked_sum(std::string_view text, std::size_t hex_length, const std::string& algorithm,
+                        const std::string& where) {
+  const std::string value = trim(text);
+  if (!is_hex(value, hex_length)) {
+    throw std::runtime_error(where + " '" + value.substr(0, 80) + "' is not a " + algorithm +
+                             " sum: expected " + std::to_string(hex_length) + " hex characters, found " +
+                             std::to_string(value.size()) + " characters");
+  }
+  return lower(value);
+}
+
+// Parses "<hex>  <name>", "<hex> *<name>" (sha256sum, md5sum) or "SHA256 (<name>) = <hex>" (BSD style).
+std::optional<ManifestEntry> parse_sum_line(std::string_view line, std::size_t hex_length) {
+  const std::string text = trim(line);
+  if (text.size() >= hex_length && is_hex(std::string_view(text).substr(0, hex_length), hex_length)) {
+    ManifestEntry entry;
+    entry.sha256 = lower(text.substr(0, hex_length));
+    std::string_view rest = std::string_view(text).substr(hex_length);
+    if (!rest.empty() && rest.front() != ' ' && rest.front() != '\t') return std::nullopt;
+    while (!rest.empty() && (rest.front() == ' ' || rest.front() == '\t')) rest.remove_prefix(1);
+    if (!rest.empty() && rest.front() == '*') rest.remove_prefix(1);  // binary-mode marker
+    entry.name = std::string(rest);
+    return entry;
+  }
+  const auto open = text.find(" (");
+  const auto close = text.rfind(") = ");
+  if (open != std::string::npos && close != std::string::npos && close > open) {
+    const std::string hex = text.substr(close + 4);
+    if (!is_hex(hex, hex_length)) return std::nullopt;
+    return ManifestEntry{lower(hex), text.substr(open + 2, close - open - 2), 0};
+  }
+  return std::nullopt;
+}
+
+std::string read_small_file(const std::string& path, const std::string& what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + what + " '" + path + "'");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (text.size() > (64u << 20))
+    throw std::runtime_error(what + " '" + path + "' is too large to be a sum file");
+  return text;
+}
+
+// A sidecar holds one sum: bare hex, or one sum line naming a file.
+ExpectedSum read_sidecar(const std::string& sidecar, std::size_t hex_length, const std::string& algorithm) {
+  const std::string text = trim(read_small_file(sidecar, "sidecar"));
+  const std::string first_line = text.substr(0, text.find('\n'));
+  ExpectedSum expected;
+  expected.source = "sidecar " + sidecar;
+  if (auto entry = parse_sum_line(first_line, hex_length)) {
+    expected.sha256 = entry->sha256;
+    expected.sidecar_name = entry->name;
+  } else {
+    expected.sha256 = checked_sum(first_line, hex_length, algorithm, "sidecar " + sidecar + " holds");
+  }
+  return expected;
+}
+
+std::string format_time(fs::file_time_type time) {
+  // Through "now" on both clocks: GCC 12 has no clock_cast.
+  const auto system = std::chrono::system_clock::now() +
+                      std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                          time - fs::file_time_type::clock::now());
+  const std::time_t t = std::chrono::system_clock::to_time_t(system);
+  char text[32];
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S", &tm);
+  return text;
+}
+
+// What probably happened when the sums differ, from what can be checked cheaply.
+std::string explain_mismatch(const VerifyOptions& options, const VerifyReport& report) {
+  std::vector<std::string> reasons;
+  const std::string file_name = fs::path(options.model).filename().string();
+  const ExpectedSum& expected = *report.expected;
+  if (!expected.sidecar_name.empty() && fs::path(expected.sidecar_name).filename() != file_name) {
+    reasons.push_back("the sidecar names another file, '" + expected.sidecar_name +
+                      "': it was copied or renamed along with the wrong model");
+  }
+  // A manifest may list the file's actual content under another name.
+  std::string manifest = options.manifest;
+  if (manifest.empty()) {
+    const fs::path beside = fs::path(options.model).parent_path() / "SHA256SUMS";
+    std::error_code ec;
+    if (fs::is_regular_file(beside, ec)) manifest = beside.string();
+  }
+  if (!manifest.empty()) {
+    try {
+      for (const auto& entry : read_manifest(manifest)) {
+        if (entry.sha256 == report.digests.sha256) {
+          reasons.push_back("its content is that of '" + entry.name + "' in " + manifest +
+                            ": the wrong file was copied or it was renamed");
+          break;
+        }
+      }
+    } catch (const std::exception&) {
+      // The manifest was only a hint here; reading the reference itself reports its errors.
+    }
+  }
+  if (expected.source.rfind("sidecar ", 0) == 0) {
+    std::error_code ec1, ec2;
+    const auto sidecar_time = fs::last_write_time(expected.source.substr(8), ec1);
+    const auto model_time = fs::last_write_time(options.model, ec2);
+    if (!ec1 && !ec2 && model_time > sidecar_time) {
+      reasons.push_back("the file was modified (" + format_time(model_time) +
+                        ") after its sum was recorded (" + format_time(sidecar_time) + ")");
+    }
+  }
+  if (is_encrypted_file(options.model)) {
+    reasons.push_back(
+        "the file is encrypted (clawbot encrypt): a sum recorded for the plaintext model does not match it; "
+        "record the encrypted file's own sum, or check the plaintext with `clawbot decrypt`");
+  }
+  std::string text;
+  if (!reasons.empty()) {
+    text = "Likely: ";
+    for (std::size_t i = 0; i < reasons.size(); ++i) text += (i ? "; " : "") + reasons[i];
+    text += ".";
+  } else {
+    text =
+        "The file is not the one the sum was made for: it is damaged or incomplete (an interrupted download "
+        "or copy: its size is " +
+        std::to_string(report.digests.size_bytes) +
+        " bytes, compare with the source's; fetch it again), or the sum is for another file or version.";
+  }
+  return text;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------- hashing
+
+FileDigests hash_file(const std::string& path, bool with_md5, bool progress) {
+  std::uint64_t size = 0;
+  detail::UniqueFd fd = detail::open_regular_file(path, size);
+  ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
+
+  detail::Digest sha256("SHA256");
+  std::optional<detail::Digest> md5;
+  if (with_md5) md5.emplace("MD5");
+
+  // A reader thread fills buffers while this thread hashes the previous one: reading (a copy from the page
+  // cache, or the disk) and hashing overlap.
+  constexpr std::size_t buffer_bytes = 4u << 20;
+  constexpr std::size_t buffer_count = 3;
+  struct Buffer {
+    std::vector<std::byte> data = std::vector<std::byte>(buffer_bytes);
+    std::size_t length = 0;
+  };
+  std::array<Buffer, buffer_count> buffers;
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::size_t filled = 0, consumed = 0;  // buffers filled by the reader and hashed here, in order
+  bool reader_done = false;
+  std::string read_error;
+  bool stop = false;
+
+  detail::ProgressBar bar("verify " + fs::path(path).filename().string(), size, progress);
+  std::jthread reader([&] {
+    std::uint64_t offset = 0;
+    for (std::size_t n = 0;; ++n) {
+      {
+        std::unique_lock lock(mutex);
+        changed.wait(lock, [&] { return n - consumed < buffer_count || stop; });
+        if (stop) return;
+      }
+      Buffer& buffer = buffers[n % buffer_count];
+      try {
+        buffer.length = detail::pread_full(fd.get(), buffer.data, offset, path);
+      } catch (const std::exception& e) {
+        std::lock_guard lock(mutex);
+        read_error = e.what();
+        reader_done = true;
+        changed.notify_all();
+        return;
+      }
+      offset += buffer.length;
+      std::lock_guard lock(mutex);
+      if (buffer.length == 0) {
+        reader_done = true;
+      } else {
+        ++filled;
+      }
+      changed.notify_all();
+      if (reader_done) return;
+    }
+  });
+
+  std::uint64_t hashed = 0;
+  for (;;) {
+    {
+      std::unique_lock lock(mutex);
+      changed.wait(lock, [&] { return filled > consumed || reader_done; });
+      if (filled == consumed) break;  // the reader is done and everything is hashed
+    }
+    const Buffer& buffer = buffers[consumed % buffer_count];
+    const std::span<const std::byte> data(buffer.data.data(), buffer.length);
+    sha256.update(data);
+    if (md5) md5->update(data);
+    hashed += buffer.length;
+    bar.update(hashed);
+    std::lock_guard lock(mutex);
+    ++consumed;
+    changed.notify_all();
+  }
+  reader.join();
+  bar.finish();
+  if (!read_error.empty()) throw std::runtime_error(read_error);
+  if (hashed != size) {
+    throw std::runtime_error("'" + path + "' changed size while it was read (" + std::to_string(size) +
+                             " then " + std::to_string(hashed) + " bytes): is it still being written?");
+  }
+  FileDigests digests;
+  digests.sha256 = sha256.finish_hex();
+  if (md5) digests.md5 = md5->finish_hex();
+  digests.size_bytes = hashed;
+  digests.seconds = bar.elapsed_s();
+  return digests;
+}
+
+// ---------------------------------------------------------------------------------------------- references
+
+std::vector<ManifestEntry> read_manifest(const std::string& manifest_path) {
+  std::istringstream in(read_small_file(manifest_path, "manifest"));
+  std::vector<ManifestEntry> entries;
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    const std::string text = trim(line);
+    if (text.empty() || text.front() == '#') continue;
+    auto entry = parse_sum_line(text, 64);
+    if (!entry || entry->name.empty()) {
+      throw std::runtime_error("manifest '" + manifest_path + "' line " + std::to_string(number) +
+                               " is not a SHA-256 sum line (expected '<64 hex characters>  <file name>'): '" +
+                               text.substr(0, 100) + "'");
+    }
+    entry->line = number;
+    entries.push_back(std::move(*entry));
+  }
+  return entries;
+}
+
+std::optional<ManifestEntry> find_in_manifest(const std::vector<ManifestEntry>& entries,
+                                              const std::string& manifest_path,
+                                              const std::string& file_path) {
+  std::error_code ec;
+  const fs::path manifest_dir = fs::weakly_canonical(fs::absolute(manifest_path, ec).parent_path(), ec);
+  const fs::path file = fs::weakly_canonical(fs::absolute(file_path, ec), ec);
+  const fs::path relative = file.lexically_relative(manifest_dir);
+  for (const auto& entry : entries) {
+    if (fs::path(entry.name).lexically_normal() == relative) return entry;
+  }
+  // Not at its place relative to the manifest: match the file name alone, when only one entry has it.
+  std::optional<ManifestEntry> found;
+  for (const auto& entry : entries) {
+    if (fs::path(entry.name).filename() != file.filename()) continue;
+    if (found) {
+      throw std::runtime_error("manifest '" + manifest_path + "' lists '" + file.filename().string() +
+                               "' more than once (lines " + std::to_string(found->line) + " and " +
+                               std::to_string(entry.line) + "); give the sum with --sha256");
+    }
+    found = entry;
+  }
+  return found;
+}
+
+std::optional<ExpectedSum> find_expected_sha256(const VerifyOptions& options) {
+  if (!options.sha256.empty()) {
+    return ExpectedSum{checked_sum(options.sha256, 64, "SHA-256", "--sha256"), "--sha256", ""};
+  }
+  auto from_manifest = [&](const std::string& manifest, bool required) -> std::optional<ExpectedSum> {
+    const auto entry = find_in_manifest(read_manifest(manifest), manifest, options.model);
+    if (!entry) {
+      if (!required) return std::nullopt;
+      throw std::runtime_error("manifest '" + manifest + "' does not list '" +
+                               fs::path(options.model).filename().string() + "'");
+    }
+    return ExpectedSum{entry->sha256, "manifest " + manifest + " (line " + std::to_string(entry->line) + ")",
+                       ""};
+  };
+  if (!options.manifest.empty()) return from_manifest(options.manifest, true);
+  std::error_code ec;
+  const std::string sidecar = options.model + ".sha256";
+  if (fs::exists(sidecar, ec)) return read_sidecar(sidecar, 64, "SHA-256");
+  const fs::path beside = fs::path(options.model).parent_path() / "SHA256SUMS";
+  if (fs::is_regular_file(beside, ec)) return from_manifest(beside.string(), false);
+  return std::nullopt;
+}
+
+VerifyReport verify_model_file(const VerifyOptions& options) {
+  VerifyReport report;
+  // The references first: a bad --sha256 or manifest is reported before minutes of hashing.
+  report.expected = find_expected_sha256(options);
+  const bool md5 = options.md5 || !options.expect_md5.empty();
+  if (!options.expect_md5.empty()) {
+    report.md5_expected = checked_sum(options.expect_md5, 32, "MD5", "--expect-md5");
+    report.md5_source = "--expect-md5";
+  } else if (md5) {
+    std::error_code ec;
+    const std::string sidecar = options.model + ".md5";
+    if (fs::exists(sidecar, ec)) {
+      report.md5_expected = read_sidecar(sidecar, 32, "MD5").sha256;
+      report.md5_source = "sidecar " + sidecar;
+    }
+  }
+
+  report.digests = hash_file(options.model, md5, options.progress);
+
+  report.md5_mismatch = !report.md5_expected.empty() && report.md5_expected != report.digests.md5;
+  const bool sha_mismatch = report.expected && report.expected->sha256 != report.digests.sha256;
+  if (sha_mismatch || report.md5_mismatch) {
+    report.status = VerifyStatus::mismatch;
+    if (sha_mismatch) report.explanation = explain_mismatch(options, report);
+  } else if (report.expected || !report.md5_expected.empty()) {
+    report.status = VerifyStatus::match;
+  }
+
+  // --write records what was just computed, never over a sum it contradicts.
+  if (options.write && report.status != VerifyStatus::mismatch) {
+    const std::string name = fs::path(options.model).filename().string();
+    auto write_sidecar = [&](const std::string& sidecar, const std::string& sum) {
+      std::ofstream out(sidecar, std::ios::trunc);
+      out << sum << "  " << name << "\n";
+      out.close();
+      if (!out) throw std::runtime_error("cannot write sidecar '" + sidecar + "'");
+      report.written.push_back(sidecar);
+    };
+    write_sidecar(options.model + ".sha256", report.digests.sha256);
+    if (md5) write_sidecar(options.model + ".md5", report.digests.md5);
+  }
+  return report;
+}
+
+int run_verify(const VerifyOptions& options) {
+  VerifyReport report;
+  try {
+    report = verify_model_file(options);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "clawbot verify: %s\n", e.what());
+    return 2;
+  }
+  const auto& d = report.digests;
+  // sha256sum's format on stdout, so the output is itself a manifest line.
+  std::printf("%s  %s\n", d.sha256.c_str(), options.model.c_str());
+  if (!d.md5.empty()) std::printf("md5 %s  %s\n", d.md5.c_str(), options.model.c_str());
+  std::fprintf(stderr, "clawbot verify: %s hashed in %.2f s (%s)\n",
+               detail::format_bytes(d.size_bytes).c_str(), d.seconds,
+               detail::format_rate(d.size_bytes, d.seconds).c_str());
+  if (report.expected) {
+    const bool ok = report.expected->sha256 == d.sha256;
+    std::fprintf(stderr, "SHA-256 %s %s\n", ok ? "OK: matches" : "MISMATCH with",
+                 report.expected->source.c_str());
+    if (!ok) {
+      std::fprintf(stderr, "  expected %s\n  actual   %s\n%s\n", report.expected->sha256.c_str(),
+                   d.sha256.c_str(), report.explanation.c_str());
+    }
+  }
+  if (!report.md5_expected.empty()) {
+    std::fprintf(stderr, "MD5 %s %s\n", report.md5_mismatch ? "MISMATCH with" : "OK: matches",
+                 report.md5_source.c_str());
+    if (report.md5_mismatch) {
+      std::fprintf(stderr, "  expected %s\n  actual   %s\n", report.md5_expected.c_str(), d.md5.c_str());
+    }
+  }
+  for (const auto& sidecar : report.written)
+    std::fprintf(stderr, "recorded the sum in %s\n", sidecar.c_str());
+  switch (report.status) {
+    case VerifyStatus::match:
+      return 0;
+    case VerifyStatus::mismatch:
+      if (options.write) std::fprintf(stderr, "nothing written: the file does not match its recorded sum\n");
+      return 1;
+    case VerifyStatus::no_reference:
+      if (!report.written.empty()) return 0;
+      std::fprintf(
+          stderr,
+          "clawbot verify: no sum to compare with (no %s.sha256 sidecar, no SHA256SUMS beside it, no "
+          "--sha256 or --manifest): the sum above is unchecked. Compare it with the publisher's, or "
+          "record it with --write.\n",
+          options.model.c_str());
+      return 2;
+  }
+  return 2;
+}
+
+// ---------------------------------------------------------------------------------------------- serve
+
+PreparedModel prepare_model_file(const std::string& path, const ModelLoadChecks& checks) {
+  PreparedModel prepared;
+  prepared.path = path;
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return prepared;  // the model check names what is wrong
+
+  if (checks.verify) {
+    VerifyOptions options;
+    options.model = path;
+    const auto report = verify_model_file(options);
+    const auto& d = report.digests;
+    if (!report.expected) {
+      throw std::runtime_error("--verify: there is no sum to check '" + path + "' against (no " + path +
+                               ".sha256 sidecar and no SHA256SUMS beside it listing it); record one with "
+                               "`clawbot verify --write " +
+                               path + "` on a copy you trust, or leave out --verify");
+    }
+    if (report.status == VerifyStatus::mismatch) {
+      throw std::runtime_error("--verify: refusing to load '" + path + "': its SHA-256 does not match " +
+                               report.expected->source + "\n  expected " + report.expected->sha256 +
+                               "\n  actual   " + d.sha256 + "\n" + report.explanation);
+    }
+    char seconds[32];
+    std::snprintf(seconds, sizeof seconds, "%.2f s", d.seconds);
+    prepared.log.push_back("verified " + path + ": SHA-256 matches " + report.expected->source + " (" +
+                           detail::format_bytes(d.size_bytes) + " in " + seconds + ", " +
+                           detail::format_rate(d.size_bytes, d.seconds) + ")");
+  }
+
+  if (!is_encrypted_file(path)) {
+    if (!checks.key_file.empty() || !checks.key_env.empty()) {
+      prepared.log.push_back("'" + path + "' is not encrypted: the key option is not used");
+    }
+    return prepared;
+  }
+  if (checks.key_file.empty() && checks.key_env.empty()) {
+    throw CryptError(CryptFailure::bad_key,
+                     "'" + path +
+                         "' is an encrypted model (clawbot encrypt): pass its key with "
+                         "--key-file FILE or --key-env NAME");
+  }
+  const ModelKey key = load_key(checks.key_file, checks.key_env);
+  if (!key.warning.empty()) prepared.log.push_back(key.warning);
+  CryptOptions options;
+  options.threads = checks.threads;
+  prepared.decrypted = decrypt_to_memory(path, key, options);
+  const CryptStats& stats = prepared.decrypted->stats();
+  prepared.path = prepared.decrypted->path();
+  std::string name = fs::path(path).filename().string();
+  for (const std::string_view suffix : {".enc", ".gguf"}) {
+    if (name.size() > suffix.size() && name.ends_with(suffix)) name.resize(name.size() - suffix.size());
+  }
+  prepared.name = name;
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "decrypted %s into memory (memfd, never on disk) in %.2f s: %s, %s, %d thread%s, key id %s",
+                fs::path(path).filename().c_str(), stats.seconds,
+                detail::format_bytes(stats.plaintext_bytes).c_str(),
+                detail::format_rate(stats.plaintext_bytes, stats.seconds).c_str(), stats.threads,
+                stats.threads == 1 ? "" : "s", key.id_hex().c_str());
+  prepared.log.emplace_back(line);
+  return prepared;
+}
+
+}  // namespace clawbot::ops

@@ -5,6 +5,7 @@
 
 #include "bench/bench.h"
 #include "ops/ops.h"
+#include "ops/plan.h"
 #include "monitor/metrics.h"
 #include "server/serve.h"
 
@@ -81,6 +82,49 @@ int main(int argc, char** argv) {
   synth_cmd->add_flag("--force", synth.force, "Write the file again even if a matching one exists");
   synth_cmd->add_flag("--list", synth.list, "List the shapes");
 
+  clawbot::ops::ModelsListOptions models_list;
+  auto* list_cmd = models_cmd->add_subcommand(
+      "list", "The models in $CLAWBOT_MODELS: size, architecture, parameters, quantization, context");
+  list_cmd->add_flag("--json", models_list.json, "Print JSON");
+  clawbot::ops::ModelsShowOptions models_show;
+  auto* show_cmd = models_cmd->add_subcommand("show", "A model's GGUF metadata (arrays abbreviated)");
+  show_cmd->add_option("model", models_show.model, "Path, name in $CLAWBOT_MODELS, or http(s):// URL")
+      ->required();
+  show_cmd->add_flag("--json", models_show.json, "Print JSON");
+  show_cmd->add_flag("--tensors", models_show.tensors, "Also list the tensors");
+  clawbot::ops::ModelsPullOptions models_pull;
+  auto* pull_cmd = models_cmd->add_subcommand(
+      "pull", "Download a model (resumes, checks SHA-256); hf://ORG/REPO/FILE for Hugging Face");
+  pull_cmd->add_option("url", models_pull.url, "http(s):// or hf:// URL")->required();
+  pull_cmd->add_option("-o,--output-dir", models_pull.output_dir,
+                       "Directory to write to (default: the first of $CLAWBOT_MODELS)");
+  pull_cmd->add_option("--sha256", models_pull.sha256,
+                       "Expected SHA-256 (default: URL.sha256 when the server has it)");
+  pull_cmd->add_flag("--no-progress", models_pull.no_progress, "No progress bar");
+
+  clawbot::ops::PlanOptions plan;
+  auto* plan_cmd = app.add_subcommand(
+      "plan", "Memory planner: will this model, context and parallelism fit? (reads only the GGUF header)");
+  plan_cmd->add_option("model", plan.model, "GGUF file: path, name in $CLAWBOT_MODELS, http(s):// or hf:// URL")
+      ->required();
+  plan_cmd->add_option("-c,--ctx", plan.ctx, "Tokens per request (0: the model's own, at most 8192, as serve)")
+      ->capture_default_str();
+  plan_cmd->add_option("-p,--parallel", plan.parallel, "Slots (requests decoded together)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  plan_cmd->add_option("--kv-type", plan.kv_type, "KV cache type: f16, q8_0 or q4_0")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f16", "q8_0", "q4_0"}));
+  plan_cmd->add_flag("--kv-unified", plan.kv_unified,
+                     "One KV cache shared by all slots (as serve --kv-unified)");
+  plan_cmd
+      ->add_option("--memory", plan.memory_gib,
+                   "Plan for a machine with this many GiB (default: this one's available RAM)")
+      ->check(CLI::PositiveNumber);
+  plan_cmd->add_flag("--json", plan.json, "Print JSON");
+  plan_cmd->add_flag("--compare-naive", plan.compare_naive,
+                     "Also show the rule of thumb (2 bytes a parameter + ...)");
+
   clawbot::bench::BenchOptions bench;
   auto* bench_cmd = app.add_subcommand(
       "bench", "Serving benchmark of any OpenAI-compatible endpoint: TTFT, TPOT, ITL, tok/s percentiles");
@@ -144,5 +188,9 @@ int main(int argc, char** argv) {
   if (bench_cmd->parsed()) return clawbot::bench::run_bench(bench);
   if (serve_cmd->parsed()) return clawbot::server::run_serve(serve);
   if (synth_cmd->parsed()) return clawbot::ops::run_models_synth(synth);
+  if (list_cmd->parsed()) return clawbot::ops::run_models_list(models_list);
+  if (show_cmd->parsed()) return clawbot::ops::run_models_show(models_show);
+  if (pull_cmd->parsed()) return clawbot::ops::run_models_pull(models_pull);
+  if (plan_cmd->parsed()) return clawbot::ops::run_plan(plan);
   return 0;
 }

@@ -7,7 +7,7 @@
 namespace clawbot {
 namespace {
 
-std::string model_dirs() {
+std::string model_dirs_text() {
   const char* env = std::getenv("CLAWBOT_MODELS");
   return env && *env ? env : "../shared/models";
 }
@@ -21,19 +21,26 @@ std::optional<std::string> find_model_file(const std::string& name) {
     if (fs::is_regular_file(name, ec)) return name;
     return std::nullopt;
   }
-  std::stringstream dirs(model_dirs());
-  std::string dir;
-  while (std::getline(dirs, dir, ':')) {
-    if (dir.empty()) continue;
+  for (const auto& dir : model_dirs()) {
     const fs::path candidate = fs::path(dir) / name;
     if (fs::is_regular_file(candidate, ec)) return candidate.string();
   }
   return std::nullopt;
 }
 
+std::vector<std::string> model_dirs() {
+  std::vector<std::string> out;
+  std::stringstream dirs(model_dirs_text());
+  std::string dir;
+  while (std::getline(dirs, dir, ':')) {
+    if (!dir.empty()) out.push_back(dir);
+  }
+  return out;
+}
+
 std::string model_dirs_description() {
   const char* env = std::getenv("CLAWBOT_MODELS");
-  return "CLAWBOT_MODELS=" + model_dirs() + (env && *env ? "" : " (the default)");
+  return "CLAWBOT_MODELS=" + model_dirs_text() + (env && *env ? "" : " (the default)");
 }
 
 }  // namespace clawbot

@@ -1,0 +1,123 @@
+// The front-end's connection to a node or gateway: OpenAI-style chat completions streamed token by token,
+// with the retry policy of clawbot.json applied before the first token and never after it.
+//
+// Calls are synchronous (the CLI has one thing to do at a time); each runs its own event loop until the
+// answer is complete, fails, or is interrupted (SIGINT while an answer streams cancels just that answer).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "client/config.h"
+
+namespace clawbot::client {
+
+struct ChatMessage {
+  std::string role;  // system | user | assistant
+  std::string content;
+};
+
+struct ChatRequest {
+  std::vector<ChatMessage> messages;
+  std::optional<std::int64_t> max_tokens;  // default: the config's
+  std::optional<double> temperature;       // default: the config's
+  std::string model;                       // default: the config's, else the endpoint's first
+  nlohmann::json extra = nlohmann::json::object();  // more request fields (stop, seed, ...)
+};
+
+enum class FailureKind {
+  connect,       // refused, unreachable, no answer to the connection
+  timeout,       // network_timeout of silence
+  dropped,       // the connection closed or reset during the exchange
+  http_status,   // an error status (the server's message is in `message`)
+  server_error,  // an error event in the middle of a stream
+  protocol,      // not an OpenAI-style answer
+  tls,           // handshake or certificate
+  cancelled,     // the user interrupted
+  config,        // nothing was sent: the configuration cannot work
+};
+
+struct Failure {
+  FailureKind kind = FailureKind::protocol;
+  int status = 0;       // HTTP status for http_status
+  std::string code;     // the OpenAI error code when the server gave one (e.g. context_length_exceeded)
+  std::string message;  // what happened, and what to check
+};
+
+struct ChatOutcome {
+  std::string text;           // everything shown; complete or not
+  std::string finish_reason;  // "stop", "length", ... (empty when cut off)
+  std::optional<Failure> failure;
+  bool started = false;  // text reached the caller; nothing was retried after that
+  int attempts = 0;
+  std::string model;
+  double ttft_ms = 0;   // request sent to first text, over the attempt that answered
+  double total_ms = 0;  // request sent to last byte, over that attempt
+  std::int64_t prompt_tokens = -1;
+  std::int64_t completion_tokens = -1;  // from the server's usage, else the count of text events
+  std::int64_t cached_tokens = -1;
+
+  bool complete() const noexcept { return !failure && !finish_reason.empty(); }
+  double tokens_per_s() const noexcept;
+};
+
+struct JsonOutcome {
+  int status = 0;
+  nlohmann::json body;  // the parsed answer (also for error statuses, when it was JSON)
+  std::optional<Failure> failure;
+  int attempts = 0;
+};
+
+struct RetryNotice {
+  int retry = 0;  // 1-based
+  int max_retries = 0;
+  std::chrono::milliseconds delay{0};
+  bool from_retry_after = false;
+  std::string reason;
+};
+
+struct EndpointModel {
+  std::string id;
+  std::int64_t context_length = 0;  // 0 when the server does not say
+};
+
+class ApiClient {
+ public:
+  // Throws ConfigError when the configuration cannot work (endpoint "auto" without discovery, a missing key
+  // variable). `config` must outlive the client.
+  explicit ApiClient(const ClientConfig& config);
+  ~ApiClient();
+  ApiClient(const ApiClient&) = delete;
+  ApiClient& operator=(const ApiClient&) = delete;
+
+  // Streams one chat completion; on_text gets each piece of text as it arrives.
+  ChatOutcome chat(const ChatRequest& request, const std::function<void(std::string_view)>& on_text);
+  // One JSON exchange under the same retry policy: GET when `body` is null, POST otherwise.
+  JsonOutcome request_json(std::string_view target, const nlohmann::json& body = nullptr);
+  // The model a request will use, and the context the server offers it (GET /v1/models, cached).
+  std::optional<EndpointModel> endpoint_model(std::optional<Failure>* failure = nullptr);
+
+  // Called before each retry's wait (default: a line on stderr).
+  void on_retry(std::function<void(const RetryNotice&)> listener);
+  // Makes SIGINT cancel the answer in progress (chat() returns with a `cancelled` failure) instead of killing.
+  void set_interruptible(bool interruptible) noexcept;
+
+  const std::string& endpoint() const noexcept;  // base URL, without a trailing /v1
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// A user-facing explanation of a failure kind's usual causes ("check ...").
+std::string failure_kind_name(FailureKind kind);
+
+}  // namespace clawbot::client

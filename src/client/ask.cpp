@@ -1,0 +1,139 @@
+// `clawbot ask`: one question, one answer, fit for scripts: the answer alone on stdout, what went wrong on
+// stderr, and an exit status that says which.
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <iterator>
+#include <sstream>
+
+#include "client/assistant.h"
+
+namespace clawbot::client {
+
+namespace {
+
+std::string join(const std::vector<std::string>& words) {
+  std::string out;
+  for (const auto& w : words) out += (out.empty() ? "" : " ") + w;
+  return out;
+}
+
+std::string replace_all(std::string text, std::string_view from, std::string_view to) {
+  for (std::size_t at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size()))
+    text.replace(at, from.size(), to);
+  return text;
+}
+
+nlohmann::json outcome_json(const ChatOutcome& out) {
+  nlohmann::json error = nullptr;
+  if (out.failure)
+    error = {{"kind", failure_kind_name(out.failure->kind)},
+             {"message", out.failure->message},
+             {"status", out.failure->status},
+             {"code", out.failure->code}};
+  auto optional_count = [](std::int64_t v) { return v < 0 ? nlohmann::json(nullptr) : nlohmann::json(v); };
+  return {{"model", out.model},
+          {"content", out.text},
+          {"finish_reason", out.finish_reason.empty() ? nlohmann::json(nullptr) : nlohmann::json(out.finish_reason)},
+          {"complete", out.complete()},
+          {"partial", out.started && !out.complete()},
+          {"error", error},
+          {"usage",
+           {{"prompt_tokens", optional_count(out.prompt_tokens)},
+            {"completion_tokens", optional_count(out.completion_tokens)},
+            {"cached_tokens", optional_count(out.cached_tokens)}}},
+          {"ttft_ms", out.ttft_ms},
+          {"tokens_per_s", out.tokens_per_s()},
+          {"attempts", out.attempts}};
+}
+
+}  // namespace
+
+int run_ask(const AskOptions& options) {
+  if (options.list_templates) {
+    for (const auto& t : writing_templates()) std::printf("%-10s %s\n", t.name, t.description);
+    return 0;
+  }
+  const WritingTemplate* chosen = nullptr;
+  if (!options.template_name.empty()) {
+    std::string names;
+    for (const auto& t : writing_templates()) {
+      if (options.template_name == t.name || (options.template_name == "summarize" && std::string(t.name) == "summarise"))
+        chosen = &t;
+      names += (names.empty() ? "" : ", ") + std::string(t.name);
+    }
+    if (chosen == nullptr) {
+      std::cerr << "clawbot ask: no template \"" << options.template_name << "\"; there are: " << names << "\n";
+      return 2;
+    }
+  }
+
+  std::string piped;
+  if (!isatty(STDIN_FILENO)) {
+    std::ostringstream in;
+    in << std::cin.rdbuf();
+    piped = in.str();
+  }
+  const std::string question = join(options.question);
+  if (question.empty() && piped.empty()) {
+    std::cerr << "clawbot ask: nothing to ask: give the question as arguments, or pipe text in "
+                 "(git diff | clawbot ask \"write the commit message\")\n";
+    return 2;
+  }
+
+  ClientConfig config;
+  std::unique_ptr<ApiClient> client;
+  try {
+    config = load_client_config(options.search, options.overrides);
+    client = std::make_unique<ApiClient>(config);
+  } catch (const ConfigError& e) {
+    std::cerr << "clawbot ask: " << e.what() << "\n";
+    return 2;
+  }
+
+  ChatRequest request;
+  std::string system = options.system.empty() ? config.system_prompt : options.system;
+  std::string user;
+  if (chosen != nullptr) {
+    system = replace_all(chosen->system_prompt, "{language}", options.language);
+    user = piped.empty() ? question : piped;
+    if (!piped.empty() && !question.empty()) user += "\n\n(" + question + ")";
+  } else {
+    user = question;
+    if (!piped.empty()) user += (user.empty() ? "" : "\n\n") + piped;
+  }
+  if (!system.empty()) request.messages.push_back({"system", system});
+  request.messages.push_back({"user", user});
+
+  client->set_interruptible(true);
+  bool ends_with_newline = true;
+  const ChatOutcome out = client->chat(request, [&](std::string_view piece) {
+    if (options.json) return;
+    std::fwrite(piece.data(), 1, piece.size(), stdout);
+    std::fflush(stdout);
+    ends_with_newline = piece.ends_with('\n');
+  });
+  if (options.json) {
+    std::printf("%s\n", outcome_json(out).dump(2).c_str());
+  } else if (out.started && !ends_with_newline) {
+    std::fputc('\n', stdout);
+  }
+  std::fflush(stdout);
+
+  if (options.stats && out.started)
+    std::fprintf(stderr, "clawbot: %.0f ms to first token, %.1f tokens/s, %lld tokens, %d attempt%s\n", out.ttft_ms,
+                 out.tokens_per_s(), static_cast<long long>(out.completion_tokens), out.attempts,
+                 out.attempts == 1 ? "" : "s");
+  if (!out.failure) return 0;
+  if (out.failure->kind == FailureKind::cancelled) {
+    if (!options.json) std::fprintf(stderr, "clawbot ask: interrupted%s\n", out.started ? " (the answer above is partial)" : "");
+    return 130;
+  }
+  if (!options.json)
+    std::fprintf(stderr, "clawbot ask: %s%s\n", out.started ? "the answer was cut off: " : "",
+                 out.failure->message.c_str());
+  return 1;
+}
+
+}  // namespace clawbot::client

@@ -1,0 +1,86 @@
+// What `ask` and `chat` share: the config with command-line overrides, writing templates, context fitting.
+#include <algorithm>
+#include <cmath>
+#include <iostream>
+
+#include "client/assistant.h"
+
+namespace clawbot::client {
+
+ClientConfig load_client_config(const ConfigSearch& search, const ClientOverrides& overrides) {
+  ClientConfig config = load_config(search);
+  for (const auto& w : config.warnings) std::cerr << "warning: " << w << "\n";
+  if (!overrides.endpoint.empty()) {
+    // Checked as if it were in the file, so a bad flag gets the same message as a bad key.
+    const ClientConfig probe = parse_config(nlohmann::json{{"model_endpoint", overrides.endpoint}}.dump(), "--endpoint");
+    config.model_endpoint = probe.model_endpoint;
+    config.source["model_endpoint"] = "--endpoint";
+  }
+  if (!overrides.model.empty()) config.model = overrides.model, config.source["model"] = "--model";
+  if (overrides.temperature) {
+    if (*overrides.temperature < 0 || *overrides.temperature > 2)
+      throw ConfigError("--temperature " + std::to_string(*overrides.temperature) + ": allowed: 0 to 2");
+    config.temperature = *overrides.temperature, config.source["temperature"] = "--temperature";
+  }
+  if (overrides.max_tokens) {
+    if (*overrides.max_tokens < 1) throw ConfigError("--max-tokens must be at least 1");
+    config.max_tokens = *overrides.max_tokens, config.source["max_tokens"] = "--max-tokens";
+  }
+  if (overrides.timeout_ms) {
+    if (*overrides.timeout_ms < 100) throw ConfigError("--timeout is in milliseconds and at least 100");
+    config.network_timeout = std::chrono::milliseconds(*overrides.timeout_ms);
+    config.source["network_timeout"] = "--timeout";
+  }
+  return config;
+}
+
+std::span<const WritingTemplate> writing_templates() {
+  static const WritingTemplate templates[] = {
+      {"continue", "continue the text in the same voice",
+       "Continue the text the user gives you, in the same language, style and voice. Write only the "
+       "continuation, without repeating the text or commenting on it."},
+      {"polish", "fix grammar and improve clarity, same meaning",
+       "Improve the text the user gives you: correct grammar, spelling and punctuation, and make it clearer and "
+       "smoother, keeping its meaning, language and tone. Write only the improved text."},
+      {"summarise", "a short summary of the main points",
+       "Summarise the text the user gives you: its main points in a few sentences or a short bulleted list, in "
+       "the text's language. Write only the summary."},
+      {"translate", "translate into --to LANGUAGE (default English)",
+       "Translate the text the user gives you into {language}. Keep its meaning, tone and formatting. Write "
+       "only the translation."},
+  };
+  return templates;
+}
+
+std::int64_t estimate_tokens(const ChatMessage& message, double tokens_per_byte) {
+  // A few tokens of chat-template framing per message, as most templates add.
+  return static_cast<std::int64_t>(std::ceil(static_cast<double>(message.content.size()) * tokens_per_byte)) + 4;
+}
+
+ContextFit fit_to_context(std::span<const ChatMessage> conversation, std::int64_t context_tokens,
+                          std::int64_t answer_reserve, double tokens_per_byte) {
+  ContextFit fit;
+  fit.messages.assign(conversation.begin(), conversation.end());
+  auto total = [&] {
+    std::int64_t sum = 0;
+    for (const auto& m : fit.messages) sum += estimate_tokens(m, tokens_per_byte);
+    return sum;
+  };
+  fit.estimated_tokens = total();
+  if (context_tokens <= 0) return fit;
+  const std::int64_t budget = context_tokens - answer_reserve;
+  const std::size_t first = (!fit.messages.empty() && fit.messages.front().role == "system") ? 1 : 0;
+  // Drop whole turns (a user message with the answers after it) from the oldest, keeping the last message.
+  while (fit.estimated_tokens > budget && fit.messages.size() > first + 1) {
+    std::size_t end = first + 1;
+    while (end < fit.messages.size() - 1 && fit.messages[end].role != "user") ++end;
+    fit.dropped_messages += static_cast<int>(end - first);
+    fit.messages.erase(fit.messages.begin() + static_cast<std::ptrdiff_t>(first),
+                       fit.messages.begin() + static_cast<std::ptrdiff_t>(end));
+    fit.estimated_tokens = total();
+  }
+  fit.fits = fit.estimated_tokens <= budget;
+  return fit;
+}
+
+}  // namespace clawbot::client

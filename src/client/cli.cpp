@@ -1,0 +1,62 @@
+#include "client/cli.h"
+
+#include <memory>
+
+#include <CLI/CLI.hpp>
+
+namespace clawbot::client {
+
+void add_client_flags(CLI::App& command, ConfigSearch& search, ClientOverrides& overrides) {
+  command.add_option("--config", search.explicit_path,
+                     "clawbot.json to read (default: $CLAWBOT_CONFIG, ./clawbot.json, ~/.config/clawbot/clawbot.json)");
+  command.add_option("--endpoint", overrides.endpoint, "Node or gateway URL (overrides model_endpoint)");
+  command.add_option("--model", overrides.model, "Model to ask for (overrides model)");
+  command.add_option("--temperature", overrides.temperature, "Sampling temperature, 0 to 2");
+  command.add_option("--max-tokens", overrides.max_tokens, "Longest answer in tokens");
+  command.add_option("--timeout", overrides.timeout_ms, "Milliseconds of silence before giving up (network_timeout)");
+}
+
+std::function<std::optional<int>()> add_client_commands(CLI::App& app) {
+  auto config = std::make_shared<ConfigCommand>();
+  auto* config_cmd = app.add_subcommand("config", "The assistant's clawbot.json: show what is in effect, or write one");
+  config_cmd->require_subcommand(1);
+  auto* show = config_cmd->add_subcommand("show", "Print the effective settings and where each came from");
+  show->add_option("--config", config->search.explicit_path, "clawbot.json to read");
+  show->add_flag("--json", config->json, "Print JSON");
+  auto* init = config_cmd->add_subcommand("init", "Write a commented starting clawbot.json");
+  init->add_option("path", config->init_path, "Where (default: ~/.config/clawbot/clawbot.json)");
+  init->add_flag("--force", config->force, "Replace an existing file");
+  auto* path = config_cmd->add_subcommand("path", "Print the path of the clawbot.json in effect");
+  path->add_option("--config", config->search.explicit_path, "clawbot.json to read");
+
+  auto ask = std::make_shared<AskOptions>();
+  auto* ask_cmd = app.add_subcommand(
+      "ask", "One question, one answer on stdout; piped text is added (git diff | clawbot ask \"commit message\")");
+  ask_cmd->add_option("question", ask->question, "The question (the words are joined)");
+  add_client_flags(*ask_cmd, ask->search, ask->overrides);
+  ask_cmd->add_option("-s,--system", ask->system, "System prompt (default: the config's system_prompt)");
+  ask_cmd->add_option("-t,--template", ask->template_name, "continue, polish, summarise or translate");
+  ask_cmd->add_option("--to", ask->language, "translate: the language to translate into")->capture_default_str();
+  ask_cmd->add_flag("--json", ask->json, "Print one JSON object (content, finish_reason, usage, timings, error)");
+  ask_cmd->add_flag("--stats", ask->stats, "Time to first token and tokens/s on stderr");
+  ask_cmd->add_flag("--list-templates", ask->list_templates, "List the templates");
+
+  auto chat = std::make_shared<ChatOptions>();
+  auto* chat_cmd = app.add_subcommand("chat", "Interactive assistant: streaming, history, sessions kept in SQLite");
+  add_client_flags(*chat_cmd, chat->search, chat->overrides);
+  chat_cmd->add_option("--session", chat->session, "Resume this session, or start it under this name");
+  chat_cmd->add_option("-s,--system", chat->system, "System prompt of a new session (or replace a resumed one's)");
+  chat_cmd->add_option("--db", chat->db, "Session database (default: session_db, else ~/.local/share/clawbot/sessions.db)");
+
+  return [=]() -> std::optional<int> {
+    if (config_cmd->parsed()) {
+      config->action = config_cmd->get_subcommands().at(0)->get_name();
+      return run_config(*config);
+    }
+    if (ask_cmd->parsed()) return run_ask(*ask);
+    if (chat_cmd->parsed()) return run_chat(*chat);
+    return std::nullopt;
+  };
+}
+
+}  // namespace clawbot::client

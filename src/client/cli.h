@@ -1,0 +1,22 @@
+// The front-end's subcommands on the command line: `config`, `ask` and `chat` (main.cpp only calls this).
+#pragma once
+
+#include <functional>
+#include <optional>
+
+#include "client/assistant.h"
+
+namespace CLI {
+class App;
+}
+
+namespace clawbot::client {
+
+// The flags every client command shares: --config, --endpoint, --model, --temperature, --max-tokens, --timeout.
+void add_client_flags(CLI::App& command, ConfigSearch& search, ClientOverrides& overrides);
+
+// Registers config, ask and chat on `app`. After parsing, the returned function runs the one that was given
+// and returns its exit status, or nullopt when none of them was.
+std::function<std::optional<int>()> add_client_commands(CLI::App& app);
+
+}  // namespace clawbot::client

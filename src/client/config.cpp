@@ -1,0 +1,424 @@
+#include "client/config.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+namespace clawbot::client {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+std::chrono::milliseconds RetryPolicy::delay(int retry, double jitter) const {
+  const double ms = static_cast<double>(base_delay.count()) * std::pow(backoff_factor, retry - 1) * jitter;
+  return std::chrono::milliseconds(static_cast<std::int64_t>(std::llround(ms)));
+}
+
+std::string ClientConfig::resolved_api_key() const {
+  if (!api_key_env.empty()) {
+    const char* value = std::getenv(api_key_env.c_str());
+    if (value == nullptr || *value == '\0')
+      throw ConfigError("api_key_env names $" + api_key_env + ", which is not set in this environment (" +
+                        (file.empty() ? std::string("built-in") : file.string()) +
+                        "): export it, or set api_key instead");
+    return value;
+  }
+  return api_key;
+}
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+namespace {
+
+const std::vector<std::string> kTopKeys = {"model_endpoint", "max_tokens",  "temperature",  "network_timeout",
+                                           "retry_policy",   "api_key",     "api_key_env",  "tls_ca_file",
+                                           "model",          "system_prompt", "session_db", "context_length"};
+const std::vector<std::string> kRetryKeys = {"max_retries", "backoff_factor", "base_delay"};
+
+std::string closest(std::string_view key, const std::vector<std::string>& known) {
+  std::string best;
+  std::size_t best_distance = 4;  // farther than this is not a typo
+  for (const auto& k : known) {
+    const std::size_t d = edit_distance(key, k);
+    if (d < best_distance) best_distance = d, best = k;
+  }
+  return best;
+}
+
+std::string describe(const json& value) {
+  std::string text = value.dump();
+  if (text.size() > 60) text = text.substr(0, 57) + "...";
+  switch (value.type()) {
+    case json::value_t::string: return text + " (a string)";
+    case json::value_t::boolean: return text + " (a boolean)";
+    case json::value_t::null: return "null";
+    case json::value_t::array: return text + " (an array)";
+    case json::value_t::object: return text + " (an object)";
+    case json::value_t::number_float: return text + " (a number with a fraction)";
+    default: return text;
+  }
+}
+
+class Validator {
+ public:
+  Validator(std::string origin, ClientConfig& config) : origin_(std::move(origin)), config_(config) {}
+
+  [[noreturn]] void fail(const std::string& key, const json& value, const std::string& allowed) const {
+    throw ConfigError(origin_ + ": \"" + key + "\" is " + describe(value) + "; allowed: " + allowed);
+  }
+
+  std::int64_t integer(const std::string& key, const json& value, std::int64_t lo, std::int64_t hi,
+                       const std::string& unit = {}) const {
+    const std::string allowed =
+        "an integer" + (unit.empty() ? std::string() : " number of " + unit) + " from " + std::to_string(lo) +
+        " to " + std::to_string(hi);
+    if (value.is_number_float()) {
+      const double d = value.get<double>();
+      if (d != std::floor(d)) fail(key, value, allowed);
+      return check_range(key, value, static_cast<std::int64_t>(d), lo, hi, allowed);
+    }
+    if (value.is_number_unsigned()) {
+      const auto u = value.get<std::uint64_t>();
+      if (u > static_cast<std::uint64_t>(hi)) fail(key, value, allowed);
+      return check_range(key, value, static_cast<std::int64_t>(u), lo, hi, allowed);
+    }
+    if (!value.is_number_integer()) fail(key, value, allowed);
+    return check_range(key, value, value.get<std::int64_t>(), lo, hi, allowed);
+  }
+
+  double number(const std::string& key, const json& value, double lo, double hi) const {
+    std::ostringstream allowed;
+    allowed << "a number from " << lo << " to " << hi;
+    if (!value.is_number()) fail(key, value, allowed.str());
+    const double d = value.get<double>();
+    if (!(d >= lo && d <= hi)) fail(key, value, allowed.str());
+    return d;
+  }
+
+  std::string string(const std::string& key, const json& value, bool allow_empty = true) const {
+    if (!value.is_string()) fail(key, value, "a string");
+    std::string s = value.get<std::string>();
+    if (!allow_empty && s.empty()) fail(key, value, "a non-empty string");
+    return s;
+  }
+
+  void note(const std::string& key) { config_.source[key] = origin_; }
+  void warn(const std::string& key, const std::vector<std::string>& known) {
+    const std::string suggestion = closest(key.substr(key.rfind('.') + 1), known);
+    config_.warnings.push_back(origin_ + ": unknown key \"" + key + "\" (ignored)" +
+                               (suggestion.empty() ? std::string() : "; did you mean \"" + suggestion + "\"?"));
+  }
+
+ private:
+  std::int64_t check_range(const std::string& key, const json& value, std::int64_t v, std::int64_t lo,
+                           std::int64_t hi, const std::string& allowed) const {
+    if (v < lo || v > hi) fail(key, value, allowed);
+    return v;
+  }
+
+  std::string origin_;
+  ClientConfig& config_;
+};
+
+void check_endpoint(const Validator& v, const json& value, const std::string& text) {
+  if (text == "auto") return;
+  const std::string allowed = "an http:// or https:// URL such as \"http://192.168.1.100:5000\", or \"auto\"";
+  const auto scheme_end = text.find("://");
+  if (scheme_end == std::string::npos) v.fail("model_endpoint", value, allowed);
+  const std::string scheme = text.substr(0, scheme_end);
+  if (scheme != "http" && scheme != "https") v.fail("model_endpoint", value, allowed);
+  const std::string rest = text.substr(scheme_end + 3);
+  if (rest.empty() || rest[0] == '/' || rest[0] == ':') v.fail("model_endpoint", value, allowed + " (no host)");
+}
+
+// Relative paths in a file are relative to the file's folder, as people expect of a config file.
+std::string resolve_path(const std::string& path, const std::string& origin_file) {
+  if (path.empty()) return path;
+  if (path[0] == '~') {
+    const char* home = std::getenv("HOME");
+    if (home != nullptr && (path.size() == 1 || path[1] == '/')) return std::string(home) + path.substr(1);
+  }
+  const fs::path p(path);
+  if (p.is_absolute() || origin_file.empty()) return path;
+  return (fs::path(origin_file).parent_path() / p).lexically_normal().string();
+}
+
+std::string line_and_column(std::string_view text, std::size_t byte) {
+  std::size_t line = 1, column = 1;
+  for (std::size_t i = 0; i < byte && i < text.size(); ++i) {
+    if (text[i] == '\n') ++line, column = 1;
+    else ++column;
+  }
+  return "line " + std::to_string(line) + ", column " + std::to_string(column);
+}
+
+}  // namespace
+
+ClientConfig parse_config(std::string_view text, const std::string& origin) {
+  ClientConfig config;
+  json doc;
+  try {
+    doc = json::parse(text, nullptr, true, /*ignore_comments=*/true);
+  } catch (const json::parse_error& e) {
+    std::string what = e.what();
+    const auto detail = what.find("parse error");
+    throw ConfigError(origin + ": not valid JSON at " + line_and_column(text, e.byte > 0 ? e.byte - 1 : 0) +
+                      " (" + (detail == std::string::npos ? what : what.substr(detail)) + ")");
+  }
+  if (!doc.is_object()) throw ConfigError(origin + ": the file must hold one JSON object ({...}), not " + describe(doc));
+
+  Validator v(origin, config);
+  for (const auto& [key, value] : doc.items()) {
+    if (key == "model_endpoint") {
+      config.model_endpoint = v.string(key, value);
+      check_endpoint(v, value, config.model_endpoint);
+      while (config.model_endpoint.size() > 1 && config.model_endpoint.back() == '/') config.model_endpoint.pop_back();
+    } else if (key == "max_tokens") {
+      config.max_tokens = v.integer(key, value, 1, 10'000'000);
+    } else if (key == "temperature") {
+      config.temperature = v.number(key, value, 0.0, 2.0);
+    } else if (key == "network_timeout") {
+      if (value.is_number() && value.get<double>() > 0 && value.get<double>() < 100)
+        v.fail(key, value,
+               "an integer number of milliseconds from 100 to 86400000 (it is in milliseconds: " +
+                   value.dump() + " seconds is " + std::to_string(value.get<std::int64_t>() * 1000) + ")");
+      config.network_timeout = std::chrono::milliseconds(v.integer(key, value, 100, 86'400'000, "milliseconds"));
+    } else if (key == "retry_policy") {
+      if (!value.is_object()) v.fail(key, value, "an object such as {\"max_retries\": 3, \"backoff_factor\": 1.5}");
+      for (const auto& [sub, subvalue] : value.items()) {
+        const std::string name = "retry_policy." + sub;
+        if (sub == "max_retries") {
+          config.retry_policy.max_retries = static_cast<int>(v.integer(name, subvalue, 0, 100));
+        } else if (sub == "backoff_factor") {
+          config.retry_policy.backoff_factor = v.number(name, subvalue, 1.0, 10.0);
+        } else if (sub == "base_delay") {
+          config.retry_policy.base_delay =
+              std::chrono::milliseconds(v.integer(name, subvalue, 0, 600'000, "milliseconds"));
+        } else {
+          v.warn(name, kRetryKeys);
+          continue;
+        }
+        v.note(name);
+      }
+    } else if (key == "api_key") {
+      config.api_key = v.string(key, value);
+    } else if (key == "api_key_env") {
+      config.api_key_env = v.string(key, value, false);
+      const auto& s = config.api_key_env;
+      const bool valid_name = (std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_') &&
+                              std::all_of(s.begin(), s.end(), [](char c) {
+                                return std::isalnum(static_cast<unsigned char>(c)) || c == '_';
+                              });
+      if (!valid_name) v.fail(key, value, "the name of an environment variable, such as \"CLAWBOT_API_KEY\"");
+    } else if (key == "tls_ca_file") {
+      config.tls_ca_file = resolve_path(v.string(key, value), origin);
+      if (!config.tls_ca_file.empty() && !fs::is_regular_file(config.tls_ca_file))
+        v.fail(key, value, "a PEM file that exists (" + config.tls_ca_file + " does not)");
+    } else if (key == "model") {
+      config.model = v.string(key, value);
+    } else if (key == "system_prompt") {
+      config.system_prompt = v.string(key, value);
+    } else if (key == "session_db") {
+      config.session_db = resolve_path(v.string(key, value, false), origin);
+    } else if (key == "context_length") {
+      config.context_length = v.integer(key, value, 0, 10'000'000, "tokens");
+    } else {
+      v.warn(key, kTopKeys);
+      continue;
+    }
+    if (key != "retry_policy") v.note(key);
+  }
+  if (!config.api_key.empty() && !config.api_key_env.empty())
+    throw ConfigError(origin + ": both \"api_key\" and \"api_key_env\" are set; keep one (api_key_env keeps the key "
+                               "out of the file)");
+  config.file = origin;
+  return config;
+}
+
+fs::path user_config_path() {
+  const char* xdg = std::getenv("XDG_CONFIG_HOME");
+  if (xdg != nullptr && *xdg != '\0') return fs::path(xdg) / "clawbot" / "clawbot.json";
+  const char* home = std::getenv("HOME");
+  return fs::path(home != nullptr ? home : ".") / ".config" / "clawbot" / "clawbot.json";
+}
+
+std::optional<ConfigLocation> find_config(const ConfigSearch& search) {
+  if (!search.explicit_path.empty()) {
+    if (!fs::exists(search.explicit_path))
+      throw ConfigError("--config " + search.explicit_path + ": no such file (`clawbot config init " +
+                        search.explicit_path + "` writes one)");
+    return ConfigLocation{search.explicit_path, "--config"};
+  }
+  if (const char* env = std::getenv("CLAWBOT_CONFIG"); env != nullptr && *env != '\0') {
+    if (!fs::exists(env))
+      throw ConfigError(std::string("$CLAWBOT_CONFIG names ") + env + ", which does not exist");
+    return ConfigLocation{env, "$CLAWBOT_CONFIG"};
+  }
+  if (fs::exists("clawbot.json")) return ConfigLocation{"clawbot.json", "./clawbot.json"};
+  if (const fs::path user = user_config_path(); fs::exists(user)) return ConfigLocation{user, "user config"};
+  return std::nullopt;
+}
+
+ClientConfig load_config(const ConfigSearch& search) {
+  const auto location = find_config(search);
+  if (!location) return ClientConfig{};
+  std::ifstream in(location->path, std::ios::binary);
+  if (!in) throw ConfigError(location->path.string() + ": cannot be read (check its permissions)");
+  std::ostringstream text;
+  text << in.rdbuf();
+  ClientConfig config = parse_config(text.str(), location->path.string());
+  config.file = location->path;
+  return config;
+}
+
+std::string starter_config_text() {
+  return R"(// clawbot.json: the assistant's settings (`clawbot config show` prints what is in effect).
+// Comments are allowed. Paths are relative to this file's folder.
+{
+  // The node or gateway to ask: an http:// or https:// URL, or "auto" to find one on the LAN.
+  "model_endpoint": "http://127.0.0.1:5000",
+
+  // Longest answer, in tokens, and the sampling temperature (0: always the likeliest token).
+  "max_tokens": 8192,
+  "temperature": 0.7,
+
+  // Milliseconds to wait for a connection and for each sign of life (a token, a keep-alive);
+  // a long answer may take longer in all, as long as the server keeps talking.
+  "network_timeout": 30000,
+
+  // Retries on refused connections, timeouts and 429/502/503/504 answers: the delay before retry k is
+  // base_delay x backoff_factor^(k-1) milliseconds, with jitter; a server's Retry-After wins.
+  "retry_policy": { "max_retries": 3, "backoff_factor": 1.5, "base_delay": 500 },
+
+  // The API key of a gateway: keep it out of this file with api_key_env.
+  // "api_key_env": "CLAWBOT_API_KEY",
+
+  // The CA that signed an https:// endpoint's certificate (PEM).
+  // "tls_ca_file": "ca.pem",
+
+  // The model to ask for (default: the first the endpoint lists), and a system prompt for new chats.
+  // "model": "qwen3-next-80b-a3b",
+  // "system_prompt": "You are a concise assistant.",
+
+  // Where conversations are kept (default: ~/.local/share/clawbot/sessions.db).
+  // "session_db": "sessions.db",
+
+  // Tokens of context to plan for (default: what the server reports).
+  // "context_length": 32768
+}
+)";
+}
+
+namespace {
+
+std::string mask_key(const std::string& key) {
+  if (key.empty()) return "";
+  if (key.size() <= 8) return std::string(key.size(), '*');
+  return key.substr(0, 3) + "..." + key.substr(key.size() - 4);
+}
+
+json effective_values(const ClientConfig& c) {
+  return json{{"model_endpoint", c.model_endpoint},
+              {"max_tokens", c.max_tokens},
+              {"temperature", c.temperature},
+              {"network_timeout", c.network_timeout.count()},
+              {"retry_policy.max_retries", c.retry_policy.max_retries},
+              {"retry_policy.backoff_factor", c.retry_policy.backoff_factor},
+              {"retry_policy.base_delay", c.retry_policy.base_delay.count()},
+              {"api_key", mask_key(c.api_key)},
+              {"api_key_env", c.api_key_env},
+              {"tls_ca_file", c.tls_ca_file},
+              {"model", c.model},
+              {"system_prompt", c.system_prompt},
+              {"session_db", c.session_db},
+              {"context_length", c.context_length}};
+}
+
+}  // namespace
+
+int run_config(const ConfigCommand& cmd) {
+  try {
+    if (cmd.action == "init") {
+      const fs::path path = cmd.init_path.empty() ? user_config_path() : fs::path(cmd.init_path);
+      if (fs::exists(path) && !cmd.force) {
+        std::cerr << "clawbot config init: " << path.string() << " exists; --force replaces it\n";
+        return 1;
+      }
+      if (path.has_parent_path()) fs::create_directories(path.parent_path());
+      {
+        std::ofstream out(path, std::ios::binary | std::ios::trunc);
+        out << starter_config_text();
+        if (!out) {
+          std::cerr << "clawbot config init: cannot write " << path.string() << "\n";
+          return 1;
+        }
+      }
+      ::chmod(path.c_str(), 0600);  // it may come to hold an API key
+      std::cout << "wrote " << path.string() << "\n";
+      return 0;
+    }
+    const auto location = find_config(cmd.search);
+    if (cmd.action == "path") {
+      if (!location) {
+        std::cerr << "no clawbot.json found (searched --config, $CLAWBOT_CONFIG, ./clawbot.json, "
+                  << user_config_path().string() << ")\n";
+        return 1;
+      }
+      std::cout << location->path.string() << "\n";
+      return 0;
+    }
+    const ClientConfig config = load_config(cmd.search);
+    for (const auto& w : config.warnings) std::cerr << "warning: " << w << "\n";
+    const json values = effective_values(config);
+    if (cmd.json) {
+      json out = {{"file", location ? location->path.string() : ""}, {"values", json::object()}};
+      for (const auto& [key, value] : values.items()) {
+        const auto it = config.source.find(key);
+        out["values"][key] = {{"value", value}, {"source", it == config.source.end() ? "default" : it->second}};
+      }
+      std::cout << out.dump(2) << "\n";
+      return 0;
+    }
+    std::cout << "# config file: "
+              << (location ? location->path.string() + " (" + location->reason + ")"
+                           : "none found; built-in defaults (clawbot config init writes one)")
+              << "\n";
+    for (const auto& [key, value] : values.items()) {
+      const auto it = config.source.find(key);
+      std::string shown = value.is_string() ? value.get<std::string>() : value.dump();
+      if (shown.empty()) shown = "-";
+      std::printf("%-28s %-40s %s\n", key.c_str(), shown.c_str(),
+                  it == config.source.end() ? "default" : it->second.c_str());
+    }
+    return 0;
+  } catch (const ConfigError& e) {
+    std::cerr << "clawbot config: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "clawbot config: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+}  // namespace clawbot::client

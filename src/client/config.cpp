@@ -294,22 +294,10 @@ ClientConfig load_config(const ConfigSearch& search) {
 
 std::string starter_config_text() {
   return R"(// clawbot.json: the assistant's settings (`clawbot config show` prints what is in effect).
-// Comments are allowed. Paths are relative to this file's folder.
+// Comments are allowed. Paths are relative to this file's folder. Remove the // to use a line.
 {
   // The node or gateway to ask: an http:// or https:// URL, or "auto" to find one on the LAN.
   "model_endpoint": "http://127.0.0.1:5000",
-
-  // Longest answer, in tokens, and the sampling temperature (0: always the likeliest token).
-  "max_tokens": 8192,
-  "temperature": 0.7,
-
-  // Milliseconds to wait for a connection and for each sign of life (a token, a keep-alive);
-  // a long answer may take longer in all, as long as the server keeps talking.
-  "network_timeout": 30000,
-
-  // Retries on refused connections, timeouts and 429/502/503/504 answers: the delay before retry k is
-  // base_delay x backoff_factor^(k-1) milliseconds, with jitter; a server's Retry-After wins.
-  "retry_policy": { "max_retries": 3, "backoff_factor": 1.5, "base_delay": 500 },
 
   // The API key of a gateway: keep it out of this file with api_key_env.
   // "api_key_env": "CLAWBOT_API_KEY",
@@ -325,7 +313,19 @@ std::string starter_config_text() {
   // "session_db": "sessions.db",
 
   // Tokens of context to plan for (default: what the server reports).
-  // "context_length": 32768
+  // "context_length": 32768,
+
+  // Longest answer, in tokens, and the sampling temperature (0: always the likeliest token).
+  "max_tokens": 8192,
+  "temperature": 0.7,
+
+  // Milliseconds to wait for a connection and for each sign of life (a token, a keep-alive);
+  // a long answer may take longer in all, as long as the server keeps talking.
+  "network_timeout": 30000,
+
+  // Retries on refused connections, timeouts and 429/502/503/504 answers: the delay before retry k is
+  // base_delay x backoff_factor^(k-1) milliseconds, with jitter; a server's Retry-After wins.
+  "retry_policy": { "max_retries": 3, "backoff_factor": 1.5, "base_delay": 500 }
 }
 )";
 }
@@ -338,8 +338,8 @@ std::string mask_key(const std::string& key) {
   return key.substr(0, 3) + "..." + key.substr(key.size() - 4);
 }
 
-json effective_values(const ClientConfig& c) {
-  return json{{"model_endpoint", c.model_endpoint},
+nlohmann::ordered_json effective_values(const ClientConfig& c) {
+  return nlohmann::ordered_json{{"model_endpoint", c.model_endpoint},
               {"max_tokens", c.max_tokens},
               {"temperature", c.temperature},
               {"network_timeout", c.network_timeout.count()},
@@ -390,9 +390,9 @@ int run_config(const ConfigCommand& cmd) {
     }
     const ClientConfig config = load_config(cmd.search);
     for (const auto& w : config.warnings) std::cerr << "warning: " << w << "\n";
-    const json values = effective_values(config);
+    const nlohmann::ordered_json values = effective_values(config);
     if (cmd.json) {
-      json out = {{"file", location ? location->path.string() : ""}, {"values", json::object()}};
+      nlohmann::ordered_json out = {{"file", location ? location->path.string() : ""}, {"values", nlohmann::ordered_json::object()}};
       for (const auto& [key, value] : values.items()) {
         const auto it = config.source.find(key);
         out["values"][key] = {{"value", value}, {"source", it == config.source.end() ? "default" : it->second}};

@@ -1,0 +1,245 @@
+// The client against a loopback server that misbehaves on purpose (refuses, resets, stays silent, answers
+// 503 with Retry-After or 429) a given number of times: `clawbot ask` makes exactly the attempts its
+// retry_policy allows, waits as the policy says, gives up with a message that says what to check, and never
+// retries once text has been shown.
+//
+// Run: CLAWBOT_BIN=build/clawbot node --test tests/integration/client_retry.test.mjs
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import net from 'node:net';
+
+import { runClient, sseAnswer, writeConfig } from './client_helpers.mjs';
+
+/** A server whose n-th request (0-based) gets behaviours[n] (the last one repeats). */
+async function misbehavingServer(behaviours) {
+  const arrivals = [];
+  const server = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => { body += c; });
+    req.on('end', () => {
+      const n = arrivals.length;
+      arrivals.push({ at: Date.now(), url: req.url, body, auth: req.headers.authorization });
+      const act = behaviours[Math.min(n, behaviours.length - 1)];
+      act(req, res);
+    });
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    arrivals,
+    gaps: () => arrivals.slice(1).map((a, i) => a.at - arrivals[i].at),
+    close: () => new Promise((r) => { server.closeAllConnections(); server.close(r); }),
+  };
+}
+
+const reset = (req) => req.socket.resetAndDestroy();
+const ok = (_req, res) => sseAnswer(res, ['Hello', ', ', 'world']);
+const status = (code, headers = {}) => (_req, res) => {
+  res.writeHead(code, { 'Content-Type': 'application/json', ...headers });
+  res.end(JSON.stringify({ error: { message: `busy (${code})`, type: 'server_error', code: 'busy' } }));
+};
+const silent = () => {}; // reads the request, never answers
+
+function ask(cfg, extra = []) {
+  return runClient(['ask', 'say hello', ...extra], { env: cfg.env, timeoutMs: 30000 });
+}
+
+const policy = (over = {}) => ({ max_retries: 3, backoff_factor: 2, base_delay: 150, ...over });
+
+test('resets before the first byte are retried, with delays base x factor^(k-1) +-20%', async () => {
+  const srv = await misbehavingServer([reset, reset, ok]);
+  const cfg = writeConfig({ model_endpoint: srv.url, network_timeout: 2000, retry_policy: policy() });
+  try {
+    const r = await ask(cfg, ['--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    assert.equal(out.content, 'Hello, world');
+    assert.equal(out.attempts, 3);
+    assert.equal(srv.arrivals.length, 3, 'exactly three requests reached the server');
+    const [g1, g2] = srv.gaps();
+    // Expected 150 and 300 ms; jitter is +-20%, plus reconnect time on a loaded machine.
+    assert.ok(g1 >= 150 * 0.8 - 5 && g1 <= 150 * 1.2 + 250, `first delay ${g1} ms`);
+    assert.ok(g2 >= 300 * 0.8 - 5 && g2 <= 300 * 1.2 + 250, `second delay ${g2} ms`);
+    assert.match(r.stderr, /retry 1 of 3 in 0\.\d s/);
+  } finally {
+    await srv.close();
+    cfg.cleanup();
+  }
+});
+
+test('a refused connection is retried max_retries times, then the message says what to check', async () => {
+  // A port that was free a moment ago: nothing listens there.
+  const probe = net.createServer();
+  await new Promise((r) => probe.listen(0, '127.0.0.1', r));
+  const port = probe.address().port;
+  await new Promise((r) => probe.close(r));
+  const cfg = writeConfig({ model_endpoint: `http://127.0.0.1:${port}`, retry_policy: policy({ max_retries: 2, base_delay: 100 }) });
+  try {
+    const r = await ask(cfg);
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(r.stdout, '');
+    assert.match(r.stderr, /connection refused/);
+    assert.match(r.stderr, /gave up after 3 attempts/);
+    assert.match(r.stderr, /check model_endpoint \(http:\/\/127\.0\.0\.1:\d+\) in .*clawbot\.json/);
+    assert.equal((r.stderr.match(/retry \d of 2/g) || []).length, 2, r.stderr);
+    assert.ok(r.ms >= (100 + 200) * 0.8, `it waited between attempts (${r.ms} ms in all)`);
+  } finally {
+    cfg.cleanup();
+  }
+});
+
+test("503 with Retry-After: the server's delay wins over the policy", async () => {
+  const srv = await misbehavingServer([status(503, { 'Retry-After': '1' }), ok]);
+  const cfg = writeConfig({ model_endpoint: srv.url, retry_policy: policy({ base_delay: 50 }) });
+  try {
+    const r = await ask(cfg);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'Hello, world\n');
+    assert.equal(srv.arrivals.length, 2);
+    const [gap] = srv.gaps();
+    assert.ok(gap >= 990 && gap < 1600, `waited ${gap} ms for Retry-After: 1`);
+    assert.match(r.stderr, /the server's Retry-After/);
+  } finally {
+    await srv.close();
+    cfg.cleanup();
+  }
+});
+
+test('429 twice, then an answer', async () => {
+  const srv = await misbehavingServer([status(429), status(429), ok]);
+  const cfg = writeConfig({ model_endpoint: srv.url, retry_policy: policy({ base_delay: 50 }) });
+  try {
+    const r = await ask(cfg);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(srv.arrivals.length, 3);
+    assert.match(r.stderr, /answered 429: busy \(429\)/);
+  } finally {
+    await srv.close();
+    cfg.cleanup();
+  }
+});
+
+test('502 and 504 forever: exactly 1 + max_retries attempts, then exit 1 naming the status', async () => {
+  const srv = await misbehavingServer([status(502), status(504)]);
+  const cfg = writeConfig({ model_endpoint: srv.url, retry_policy: policy({ max_retries: 2, base_delay: 50 }) });
+  try {
+    const r = await ask(cfg);
+    assert.equal(r.code, 1);
+    assert.equal(srv.arrivals.length, 3);
+    assert.match(r.stderr, /answered 504/);
+    assert.match(r.stderr, /gave up after 3 attempts/);
+  } finally {
+    await srv.close();
+    cfg.cleanup();
+  }
+});
+
+test('network_timeout bounds silence: a silent server times out and is retried', async () => {
+  const srv = await misbehavingServer([silent, ok]);
+  const cfg = writeConfig({ model_endpoint: srv.url, network_timeout: 400, retry_policy: policy({ base_delay: 100 }) });
+  try {
+    const r = await ask(cfg);
+    assert.equal(r.code, 0, JSON.stringify(r));
+    assert.equal(srv.arrivals.length, 2);
+    const [gap] = srv.gaps();
+    // The first arrival is stamped when Node has read the request, a little after the client sent it.
+    assert.ok(gap >= 400 + 80 - 60 && gap < 400 + 120 + 600, `timeout + delay took ${gap} ms`);
+    assert.match(r.stderr, /sent nothing for 400 ms/);
+  } finally {
+    await srv.close();
+    cfg.cleanup();
+  }
+});
+
+test('network_timeout is not a limit on the whole answer: keep-alives keep a slow answer going', async () => {
+  const slow = (_req, res) => {
+    res.writeHead(200, { 'Content-Type': 'text/event-stream' });
+    let ticks = 0;
+    const timer = setInterval(() => {
+      res.write(': keep-alive\n\n');
+      if (++ticks === 8) {  // 8 x 150 ms = 1.2 s of prefill, three times the timeout
+        clearInterval(timer);
+        sseAnswer({ writeHead() {}, write: (s) => res.write(s), end: (s) => res.end(s) }, ['late', ' but fine']);
+      }
+    }, 150);
+  };
+  const srv = await misbehavingServer([slow]);
+  const cfg = writeConfig({ model_endpoint: srv.url, network_timeout: 400, retry_policy: policy() });
+  try {
+    const r = await ask(cfg);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, 'late but fine\n');
+    assert.equal(srv.arrivals.length, 1);
+  } finally {
+    await srv.close();
+    cfg.cleanup();
+  }
+});
+
+test('no retry once text has been shown: the partial answer stays and the error says so', async () => {
+  const dies = (req, res) => {
+    res.writeHead(200, { 'Content-Type': 'text/event-stream' });
+    res.write(`data: ${JSON.stringify({ choices: [{ index: 0, delta: { content: 'Partial ans' } }] })}\n\n`);
+    setTimeout(() => req.socket.resetAndDestroy(), 100);
+  };
+  const srv = await misbehavingServer([dies, ok]);
+  const cfg = writeConfig({ model_endpoint: srv.url, retry_policy: policy({ base_delay: 50 }) });
+  try {
+    const r = await ask(cfg, ['--json']);
+    assert.equal(r.code, 1);
+    assert.equal(srv.arrivals.length, 1, 'nothing was sent again');
+    const out = JSON.parse(r.stdout);
+    assert.equal(out.content, 'Partial ans');
+    assert.equal(out.partial, true);
+    assert.equal(out.complete, false);
+    assert.equal(out.error.kind, 'dropped');
+
+    const plain = await misbehavingServer([dies]);
+    const cfg2 = writeConfig({ model_endpoint: plain.url, retry_policy: policy({ base_delay: 50 }) });
+    const r2 = await ask(cfg2);
+    assert.equal(r2.code, 1);
+    assert.equal(r2.stdout, 'Partial ans\n');
+    assert.match(r2.stderr, /the answer was cut off/);
+    await plain.close();
+    cfg2.cleanup();
+  } finally {
+    await srv.close();
+    cfg.cleanup();
+  }
+});
+
+test('401 is not retried and points at the key; the key is sent as a bearer token', async () => {
+  const srv = await misbehavingServer([status(401)]);
+  const cfg = writeConfig({ model_endpoint: srv.url, api_key_env: 'CLAWBOT_TEST_KEY', retry_policy: policy() });
+  cfg.env.CLAWBOT_TEST_KEY = 'sk-test-123';
+  try {
+    const r = await ask(cfg);
+    assert.equal(r.code, 1);
+    assert.equal(srv.arrivals.length, 1);
+    assert.equal(srv.arrivals[0].auth, 'Bearer sk-test-123');
+    assert.match(r.stderr, /answered 401.*set api_key_env \(or api_key\)/);
+  } finally {
+    await srv.close();
+    cfg.cleanup();
+  }
+});
+
+test('a bad config is exit status 2 with the key named; an unknown key is a warning', async () => {
+  const bad = writeConfig({ model_endpoint: 'http://127.0.0.1:1', temperature: 'hot' });
+  const r = await ask(bad);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /"temperature" is "hot" \(a string\); allowed: a number from 0 to 2/);
+  bad.cleanup();
+
+  const srv = await misbehavingServer([ok]);
+  const typo = writeConfig({ model_endpoint: srv.url, max_tokenz: 5 });
+  const r2 = await ask(typo);
+  assert.equal(r2.code, 0, r2.stderr);
+  assert.match(r2.stderr, /warning: .*unknown key "max_tokenz" \(ignored\); did you mean "max_tokens"\?/);
+  const sent = JSON.parse(srv.arrivals[0].body);
+  assert.equal(sent.max_tokens, 8192, 'the misspelt key changed nothing');
+  assert.equal(sent.stream, true);
+  await srv.close();
+  typo.cleanup();
+});

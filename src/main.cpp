@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 
 #include "bench/bench.h"
+#include "client/sessions_cmd.h"
 #include "ops/ops.h"
 #include "ops/plan.h"
 #include "monitor/metrics.h"
@@ -177,6 +178,30 @@ int main(int argc, char** argv) {
   bench_cmd->add_flag("--memory-bandwidth", memory_bandwidth,
                       "Only measure this machine's memory read bandwidth (bytes/s on stdout)");
 
+  clawbot::client::SessionsOptions sessions;
+  auto* sessions_cmd =
+      app.add_subcommand("sessions", "Stored conversations of chat and ask: list, show, rename, rm, export");
+  sessions_cmd->require_subcommand(1)->fallthrough();  // fallthrough: --db also after the action
+  sessions_cmd->add_option("--db", sessions.db,
+                           "Session database (default: ${XDG_DATA_HOME:-~/.local/share}/clawbot/sessions.db)");
+  sessions_cmd->add_subcommand("list", "Sessions, most recently updated first")
+      ->add_flag("--json", sessions.json, "Print a JSON array instead of the table");
+  sessions_cmd->add_subcommand("show", "Print a conversation")
+      ->add_option("name", sessions.name, "Session name or id")
+      ->required();
+  auto* sessions_rename_cmd = sessions_cmd->add_subcommand("rename", "Rename a session");
+  sessions_rename_cmd->add_option("old", sessions.name, "Session name or id")->required();
+  sessions_rename_cmd->add_option("new", sessions.new_name, "New name")->required();
+  sessions_cmd->add_subcommand("rm", "Delete a session and its messages")
+      ->add_option("name", sessions.name, "Session name or id")
+      ->required();
+  auto* sessions_export_cmd = sessions_cmd->add_subcommand("export", "Write a session as Markdown or JSON");
+  sessions_export_cmd->add_option("name", sessions.name, "Session name or id")->required();
+  sessions_export_cmd->add_option("--format", sessions.format, "md or json")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"md", "json"}));
+  sessions_export_cmd->add_option("-o,--output", sessions.output, "File to write (default: stdout)");
+
   CLI11_PARSE(app, argc, argv);
   if (bench_cmd->parsed() && memory_bandwidth) {
     // The ceiling for decode speed on a memory-bound machine: bytes/s that a plain read loop reaches.
@@ -186,6 +211,10 @@ int main(int argc, char** argv) {
     return bw > 0 ? 0 : 1;
   }
   if (bench_cmd->parsed()) return clawbot::bench::run_bench(bench);
+  if (sessions_cmd->parsed()) {
+    sessions.action = sessions_cmd->get_subcommands().at(0)->get_name();
+    return clawbot::client::run_sessions(sessions);
+  }
   if (serve_cmd->parsed()) return clawbot::server::run_serve(serve);
   if (synth_cmd->parsed()) return clawbot::ops::run_models_synth(synth);
   if (list_cmd->parsed()) return clawbot::ops::run_models_list(models_list);

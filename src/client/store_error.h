@@ -1,0 +1,28 @@
+// The one error type of the client's SQLite stores: its message names the database file and the problem.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace clawbot::client {
+
+enum class StoreErrorKind {
+  not_found,         // no such session or message
+  name_taken,        // another session has that name
+  invalid_argument,  // a name, role or state this store does not accept
+  unusable,          // not a database, a newer schema, cannot open or create the file
+  read_only,         // the file or its directory cannot be written
+  busy,              // another process held the lock for longer than the busy timeout
+  io,                // any other SQLite failure (disk full, I/O error, corruption)
+};
+
+class StoreError : public std::runtime_error {
+ public:
+  StoreError(StoreErrorKind kind, const std::string& message) : std::runtime_error(message), kind_(kind) {}
+  StoreErrorKind kind() const noexcept { return kind_; }
+
+ private:
+  StoreErrorKind kind_;
+};
+
+}  // namespace clawbot::client

@@ -5,6 +5,7 @@
 
 #include "bench/bench.h"
 #include "client/sessions_cmd.h"
+#include "ops/integrity.h"
 #include "ops/ops.h"
 #include "ops/plan.h"
 #include "monitor/metrics.h"
@@ -62,6 +63,14 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(1, 3600));
   serve_cmd->add_flag("-v,--verbose", serve.verbose, "Log libllama's messages too");
+  serve_cmd->add_flag(
+      "--verify", serve.verify,
+      "Refuse to load the model unless its SHA-256 matches MODEL.sha256 or a SHA256SUMS beside it");
+  serve_cmd->add_option("--key-file", serve.key_file,
+                        "Key of an encrypted model (clawbot encrypt): 64 hex characters or 32 bytes");
+  serve_cmd->add_option(
+      "--key-env", serve.key_env,
+      "Key of an encrypted model: the environment variable that holds it (64 hex characters)");
 
   clawbot::ops::SynthOptions synth;
   auto* models_cmd = app.add_subcommand("models", "Model-file tools");
@@ -125,6 +134,54 @@ int main(int argc, char** argv) {
   plan_cmd->add_flag("--json", plan.json, "Print JSON");
   plan_cmd->add_flag("--compare-naive", plan.compare_naive,
                      "Also show the rule of thumb (2 bytes a parameter + ...)");
+
+  clawbot::ops::VerifyOptions verify;
+  auto* verify_cmd = app.add_subcommand(
+      "verify", "SHA-256 of a model file, checked against MODEL.sha256, --sha256 or a SHA256SUMS manifest");
+  verify_cmd->add_option("model", verify.model, "Model file")->required();
+  verify_cmd->add_option("--sha256", verify.sha256, "The expected SHA-256 (64 hex characters)");
+  verify_cmd->add_option("--manifest", verify.manifest,
+                         "SHA256SUMS-format file listing the model (default: SHA256SUMS beside it, if any)");
+  verify_cmd->add_flag("--md5", verify.md5, "Also compute MD5 (checked against MODEL.md5 when present)");
+  verify_cmd->add_option("--expect-md5", verify.expect_md5,
+                         "The expected MD5 (32 hex characters; implies --md5)");
+  verify_cmd->add_flag("--write", verify.write, "Record the sum in MODEL.sha256 (and MODEL.md5 with --md5)");
+  verify_cmd->add_flag("!--no-progress", verify.progress, "No progress bar on stderr");
+
+  clawbot::ops::EncryptCommand encrypt;
+  auto* encrypt_cmd = app.add_subcommand(
+      "encrypt",
+      "Encrypt a model file (AES-256-GCM, authenticated chunks); `serve` loads it into memory only");
+  encrypt_cmd->add_option("input", encrypt.input, "File to encrypt");
+  encrypt_cmd->add_option("-o,--output", encrypt.output, "Encrypted file (default: INPUT.enc)");
+  encrypt_cmd->add_option("--key-file", encrypt.key_file, "Key: a file of 64 hex characters or 32 bytes");
+  encrypt_cmd->add_option("--key-env", encrypt.key_env,
+                          "Key: the environment variable holding 64 hex characters");
+  encrypt_cmd->add_option("--gen-key", encrypt.gen_key,
+                          "Only write a new random key to this file (mode 0600)");
+  encrypt_cmd->add_option("--chunk-size", encrypt.chunk_size, "Plaintext bytes per authenticated chunk")
+      ->capture_default_str()
+      ->check(CLI::Range(clawbot::ops::encrypted_chunk_min, clawbot::ops::encrypted_chunk_max));
+  encrypt_cmd->add_option("-t,--threads", encrypt.threads, "CPU threads (0: all cores)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+  encrypt_cmd->add_flag("--force", encrypt.force, "Replace an existing output file");
+  encrypt_cmd->add_flag("!--no-progress", encrypt.progress, "No progress bar on stderr");
+
+  clawbot::ops::DecryptCommand decrypt;
+  auto* decrypt_cmd = app.add_subcommand(
+      "decrypt", "Decrypt a file made by `clawbot encrypt`, after authenticating every chunk");
+  decrypt_cmd->add_option("input", decrypt.input, "Encrypted file")->required();
+  decrypt_cmd->add_option("-o,--output", decrypt.output,
+                          "Plaintext file, mode 0600 (default: INPUT without .enc)");
+  decrypt_cmd->add_option("--key-file", decrypt.key_file, "Key: a file of 64 hex characters or 32 bytes");
+  decrypt_cmd->add_option("--key-env", decrypt.key_env,
+                          "Key: the environment variable holding 64 hex characters");
+  decrypt_cmd->add_option("-t,--threads", decrypt.threads, "CPU threads (0: all cores)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+  decrypt_cmd->add_flag("--force", decrypt.force, "Replace an existing output file");
+  decrypt_cmd->add_flag("!--no-progress", decrypt.progress, "No progress bar on stderr");
 
   clawbot::bench::BenchOptions bench;
   auto* bench_cmd = app.add_subcommand(
@@ -217,6 +274,9 @@ int main(int argc, char** argv) {
   }
   if (serve_cmd->parsed()) return clawbot::server::run_serve(serve);
   if (synth_cmd->parsed()) return clawbot::ops::run_models_synth(synth);
+  if (verify_cmd->parsed()) return clawbot::ops::run_verify(verify);
+  if (encrypt_cmd->parsed()) return clawbot::ops::run_encrypt(encrypt);
+  if (decrypt_cmd->parsed()) return clawbot::ops::run_decrypt(decrypt);
   if (list_cmd->parsed()) return clawbot::ops::run_models_list(models_list);
   if (show_cmd->parsed()) return clawbot::ops::run_models_show(models_show);
   if (pull_cmd->parsed()) return clawbot::ops::run_models_pull(models_pull);

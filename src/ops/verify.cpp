@@ -102,9 +102,9 @@ ExpectedSum read_sidecar(const std::string& sidecar, std::size_t hex_length, con
 
 std::string format_time(fs::file_time_type time) {
   // Through "now" on both clocks: GCC 12 has no clock_cast.
-  const auto system = std::chrono::system_clock::now() +
-                      std::chrono::duration_cast<std::chrono::system_clock::duration>(
-                          time - fs::file_time_type::clock::now());
+  const auto system =
+      std::chrono::system_clock::now() + std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                                             time - fs::file_time_type::clock::now());
   const std::time_t t = std::chrono::system_clock::to_time_t(system);
   char text[32];
   std::tm tm{};
@@ -240,8 +240,15 @@ FileDigests hash_file(const std::string& path, bool with_md5, bool progress) {
     }
     const Buffer& buffer = buffers[consumed % buffer_count];
     const std::span<const std::byte> data(buffer.data.data(), buffer.length);
-    sha256.update(data);
-    if (md5) md5->update(data);
+    try {
+      sha256.update(data);
+      if (md5) md5->update(data);
+    } catch (...) {
+      std::lock_guard lock(mutex);
+      stop = true;  // the reader must not wait for a buffer that will never be freed
+      changed.notify_all();
+      throw;
+    }
     hashed += buffer.length;
     bar.update(hashed);
     std::lock_guard lock(mutex);
@@ -474,6 +481,7 @@ PreparedModel prepare_model_file(const std::string& path, const ModelLoadChecks&
   if (!key.warning.empty()) prepared.log.push_back(key.warning);
   CryptOptions options;
   options.threads = checks.threads;
+  options.progress = true;  // on a terminal only
   prepared.decrypted = decrypt_to_memory(path, key, options);
   const CryptStats& stats = prepared.decrypted->stats();
   prepared.path = prepared.decrypted->path();

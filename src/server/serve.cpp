@@ -18,6 +18,7 @@
 #include "common/model_path.h"
 #include "engine/engine.h"
 #include "monitor/metrics.h"
+#include "ops/integrity.h"
 #include "server/openai_routes.h"
 #include "server/scheduler.h"
 
@@ -86,7 +87,20 @@ int run_serve(const ServeOptions& options) {
   engine::init_backend(options.verbose);
 
   // A name found nowhere is passed on as given: the model check then names it.
-  const std::string path = find_model_file(options.model).value_or(options.model);
+  std::string path = find_model_file(options.model).value_or(options.model);
+  // --verify checks the file on disk; an encrypted model is decrypted into memory (a memfd), never to disk.
+  ops::PreparedModel prepared;
+  try {
+    prepared = ops::prepare_model_file(path, {.verify = options.verify,
+                                              .key_file = options.key_file,
+                                              .key_env = options.key_env,
+                                              .threads = options.threads});
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "clawbot serve: %s\n", e.what());
+    return 1;
+  }
+  for (const auto& line : prepared.log) spdlog::info("{}", line);
+  path = prepared.path;
   try {
     engine::check_gguf_file(path);
   } catch (const engine::ModelFileError& e) {
@@ -100,6 +114,8 @@ int run_serve(const ServeOptions& options) {
 
   try {
     auto model = engine::Model::load({.path = path, .vocab_only = false, .show_progress = true});
+    // libllama's mapping keeps the decrypted pages; what it unmaps (weights copied to a GPU) is then freed.
+    if (prepared.decrypted) prepared.decrypted->close();
     const auto& info = model.info();
     if (options.ctx < 0 || (options.ctx > 0 && options.ctx < 16)) {
       std::fprintf(stderr,
@@ -137,9 +153,12 @@ int run_serve(const ServeOptions& options) {
     // CLAWBOT_MEMORY_AVAILABLE (bytes) stands in for the system's figure: a seam for tests and for operators
     // who want to leave room for other processes.
     const char* available_override = std::getenv("CLAWBOT_MEMORY_AVAILABLE");
+    // A decrypted model's memory is taken already (so not available) but it is the weights counted below.
+    const double decrypted_bytes =
+        prepared.decrypted ? static_cast<double>(prepared.decrypted->stats().plaintext_bytes) : 0.0;
     const double available = available_override && *available_override
                                  ? std::strtod(available_override, nullptr)
-                                 : monitor::system_memory_available_bytes();
+                                 : monitor::system_memory_available_bytes() + decrypted_bytes;
     auto needed = [&](int ctx, int slots) {
       const double kv = kv_per_cell * ctx * slots;
       const double compute = static_cast<double>(std::max(options.batch, options.prefill_chunk)) *
@@ -223,7 +242,9 @@ int run_serve(const ServeOptions& options) {
         .chat_template = chat_template,
         .chat_template_problem = template_problem,
         .scheduler = scheduler,
-        .model_id = options.alias.empty() ? info.name : options.alias,
+        .model_id = !options.alias.empty()   ? options.alias
+                    : !prepared.name.empty() ? prepared.name
+                                             : info.name,
         .n_ctx = static_cast<std::uint32_t>(per_request),
         .created = std::time(nullptr),
         .metrics = &metrics,
@@ -243,7 +264,8 @@ int run_serve(const ServeOptions& options) {
       io.stop();
     });
 
-    spdlog::info("model {} ({}{}, {} parameters, {:.1f} MiB), chat template {}", info.name, info.architecture,
+    spdlog::info("model {} ({}{}, {} parameters, {:.1f} MiB), chat template {}",
+                 prepared.name.empty() ? info.name : prepared.name, info.architecture,
                  embedding ? ", embeddings" : "", info.n_params,
                  static_cast<double>(info.size_bytes) / (1 << 20),
                  chat_template ? chat_template->name() : "none");

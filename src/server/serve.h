@@ -27,6 +27,9 @@ struct ServeOptions {
   bool fit = false;           // lower --ctx, then --parallel, until the cache fits in memory
   std::size_t max_body_bytes = 8u << 20;
   bool verbose = false;
+  bool verify = false;   // refuse a model whose SHA-256 does not match MODEL.sha256 or SHA256SUMS
+  std::string key_file;  // key of an encrypted model (clawbot encrypt), decrypted into memory only
+  std::string key_env;   // or the environment variable that holds it
 };
 
 // Returns the process exit status.

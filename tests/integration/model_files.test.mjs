@@ -27,6 +27,7 @@ let serverTmp; // the server's TMPDIR: a plaintext spill would land here
 let keyFile;
 let encrypted;
 let plainSum;
+let plainSize;
 
 before(async () => {
   work = fs.mkdtempSync(path.join(os.tmpdir(), 'clawbot-model-files-'));
@@ -36,6 +37,7 @@ before(async () => {
   keyFile = path.join(work, 'model.key');
   encrypted = path.join(work, 'enc', `${MODEL_FILE}.enc`);
   plainSum = sha256(modelPath());
+  plainSize = fs.statSync(modelPath()).size;
 
   const gen = await runClawbot(['encrypt', '--gen-key', keyFile]);
   assert.equal(gen.code, 0, gen.stderr);
@@ -136,11 +138,18 @@ test('serve answers from an encrypted model and no plaintext copy appears on dis
     // Nothing written beside the encrypted file, in the server's TMPDIR, or at the top of the system temp
     // directory and /dev/shm.
     const found = [];
+    const isPlaintextCopy = (p) => {
+      try {
+        return fs.statSync(p).size === plainSize && startsWithGguf(p) && sha256(p) === plainSum;
+      } catch {
+        return false; // another process's temporary file, gone meanwhile
+      }
+    };
     const walk = (dir, recursive) => {
       for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
         const p = path.join(dir, entry.name);
         if (entry.isDirectory() && recursive) walk(p, true);
-        else if (entry.isFile() && startsWithGguf(p) && sha256(p) === plainSum) found.push(p);
+        else if (entry.isFile() && isPlaintextCopy(p)) found.push(p);
       }
     };
     walk(path.join(work, 'enc'), true);

@@ -471,8 +471,9 @@ std::uint64_t GgufFile::data_end() const {
 // ---------------------------------------------------------------- reading
 
 GgufFile read_gguf(ByteSource& source, std::uint64_t first_read) {
+  // The first read comes before size(): over HTTP its answer (Content-Range) carries the size.
+  std::string data = source.read(0, first_read);
   const std::uint64_t total = source.size();
-  std::string data = source.read(0, std::min(first_read, total));
   for (;;) {
     try {
       GgufFile file = parse(data, data.size() >= total, source.name());

@@ -115,12 +115,13 @@ RangeResponse http_get_range(const std::string& url, std::uint64_t first, std::o
       return out;
     } else {
       std::string detail = response.body.substr(0, 200);
-      throw std::runtime_error(current + " answered HTTP " + std::to_string(response.status) +
-                               (response.status == 404 ? " (not found: check the URL)" : "") +
-                               (response.status == 401 || response.status == 403
-                                    ? " (access denied: the file may need a login or a token)"
-                                    : "") +
-                               (detail.empty() ? "" : ": " + detail));
+      throw HttpStatusError(response.status,
+                            current + " answered HTTP " + std::to_string(response.status) +
+                                (response.status == 404 ? " (not found: check the URL)" : "") +
+                                (response.status == 401 || response.status == 403
+                                     ? " (access denied: the file may need a login or a token)"
+                                     : "") +
+                                (detail.empty() ? "" : ": " + detail));
     }
     out.body = std::move(response.body);
     return out;

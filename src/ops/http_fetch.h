@@ -5,9 +5,20 @@
 
 #include <cstdint>
 #include <optional>
+#include <stdexcept>
 #include <string>
 
 namespace clawbot::ops {
+
+// The server answered with an HTTP error status (404, 403, 500, ...): asking again will not help.
+class HttpStatusError : public std::runtime_error {
+ public:
+  HttpStatusError(int status, const std::string& message) : std::runtime_error(message), status_(status) {}
+  int status() const noexcept { return status_; }
+
+ private:
+  int status_;
+};
 
 struct RangeResponse {
   int status = 0;  // 206 for a range, 200 when the server sent the whole file instead
@@ -18,8 +29,8 @@ struct RangeResponse {
 };
 
 // GET `url` with `Range: bytes=first-last` (last: nullopt for "to the end"). A body larger than `max_body`
-// fails. Throws std::runtime_error naming the URL and the problem (connection, HTTP status, too many
-// redirects); a 416 (range past the end) is returned, not thrown.
+// fails. Throws HttpStatusError for an error status, std::runtime_error naming the URL and the problem for
+// the rest (connection, too many redirects); a 416 (range past the end) is returned, not thrown.
 RangeResponse http_get_range(const std::string& url, std::uint64_t first, std::optional<std::uint64_t> last,
                              std::uint64_t max_body);
 

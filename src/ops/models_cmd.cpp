@@ -312,6 +312,8 @@ int run_models_pull(const ModelsPullOptions& options) {
         RangeResponse response;
         try {
           response = http_get_range(url, have, have + piece - 1, have == 0 ? max_piece + 1024 : piece + 1024);
+        } catch (const HttpStatusError&) {
+          throw;  // 404, 403, ...: asking again will not help
         } catch (const std::exception& e) {
           if (++failures > max_failures) {
             out.close();

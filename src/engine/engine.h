@@ -92,6 +92,17 @@ class Model {
   ModelInfo info_;
 };
 
+// The fill-in-the-middle tokens of a code model (<fim_prefix>, <|fim_suffix|>, <PRE>, ...); pre, suf and mid
+// are always set, the others are absent (-1) in many vocabularies.
+struct FimTokens {
+  Token pre = -1;
+  Token suf = -1;
+  Token mid = -1;
+  Token pad = -1;
+  Token rep = -1;  // repository name (Qwen2.5-Coder's repo-level format)
+  Token sep = -1;  // file separator
+};
+
 class Tokenizer {
  public:
   explicit Tokenizer(const Model& model);
@@ -102,7 +113,10 @@ class Tokenizer {
   bool is_end_of_generation(Token token) const;
   Token bos() const;
   Token eos() const;
+  bool adds_bos() const;  // whether tokenize(add_special=true) puts BOS first
   std::int32_t n_vocab() const;
+  // nullopt when the vocabulary lacks any of the prefix, suffix and middle tokens: no fill-in-the-middle.
+  std::optional<FimTokens> fim() const;
 
  private:
   const llama_vocab* vocab_;

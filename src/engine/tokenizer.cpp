@@ -63,6 +63,15 @@ Token Tokenizer::eos() const {
 std::int32_t Tokenizer::n_vocab() const {
   return llama_vocab_n_tokens(vocab_);
 }
+bool Tokenizer::adds_bos() const {
+  return llama_vocab_get_add_bos(vocab_);
+}
+std::optional<FimTokens> Tokenizer::fim() const {
+  FimTokens fim{llama_vocab_fim_pre(vocab_), llama_vocab_fim_suf(vocab_), llama_vocab_fim_mid(vocab_),
+                llama_vocab_fim_pad(vocab_), llama_vocab_fim_rep(vocab_), llama_vocab_fim_sep(vocab_)};
+  if (fim.pre == LLAMA_TOKEN_NULL || fim.suf == LLAMA_TOKEN_NULL || fim.mid == LLAMA_TOKEN_NULL) return std::nullopt;
+  return fim;
+}
 
 namespace {
 

@@ -8,6 +8,8 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "server/infill.h"
+
 namespace clawbot::server {
 namespace {
 
@@ -239,7 +241,17 @@ json timings_json(const GenerationEvent& e) {
 
 // ---------------------------------------------------------------- generation plumbing
 
-enum class Api { chat, completions };
+// infill: llama-server's /infill answer ({"content", "stop", ...}), not an OpenAI one.
+enum class Api { chat, completions, infill };
+
+const char* route_of(Api api) {
+  switch (api) {
+    case Api::chat: return "/v1/chat/completions";
+    case Api::completions: return "/v1/completions";
+    case Api::infill: return "/infill";
+  }
+  return "";
+}
 
 void count_request(const ServeContext& ctx, const char* route, int status) {
   if (!ctx.metrics) return;
@@ -273,9 +285,11 @@ asio::awaitable<void> respond_queue_full(const ServeContext& ctx, http::Exchange
   co_await ex.respond_error(error, std::move(headers));
 }
 
+// `final_fields` are added to the last answer (infill: what was cut to fit).
 asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex, Api api,
-                                     std::vector<engine::Token> prompt, const CommonRequest& req) {
-  const char* route = api == Api::chat ? "/v1/chat/completions" : "/v1/completions";
+                                     std::vector<engine::Token> prompt, const CommonRequest& req,
+                                     const json& final_fields = json::object()) {
+  const char* route = route_of(api);
   const auto started = std::chrono::steady_clock::now();
   Generation gen;
   gen.events = std::make_shared<EventChannel>(ex.executor(), 64);
@@ -303,6 +317,7 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
   const char* chunk_object = api == Api::chat ? "chat.completion.chunk" : "text_completion";
 
   auto chunk = [&](int choice_index, const std::string& text, const json& finish_reason, bool first) {
+    if (api == Api::infill) return json{{"index", choice_index}, {"content", text}, {"stop", false}};
     json choice = {{"index", choice_index}, {"finish_reason", finish_reason}};
     if (api == Api::chat) {
       json delta = json::object();
@@ -319,6 +334,20 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
                 {"model", ctx.model_id},
                 {"system_fingerprint", "clawbot"},
                 {"choices", json::array({choice})}};
+  };
+
+  // llama-server's fields, and usage as OpenAI counts it.
+  auto infill_final = [&](int choice_index, const std::string& text, const GenerationEvent& e) {
+    return json{{"index", choice_index},
+                {"content", text},
+                {"stop", true},
+                {"model", ctx.model_id},
+                {"stop_type", e.finish_reason == "length" ? "limit" : "eos"},
+                {"tokens_predicted", e.completion_tokens},
+                {"tokens_evaluated", e.prompt_tokens},
+                {"tokens_cached", e.cached_tokens},
+                {"usage", usage_json(e)},
+                {"timings", timings_json(e)}};
   };
 
   if (req.stream) {
@@ -393,7 +422,11 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
     totals.prompt_ms = std::max(totals.prompt_ms, event.prompt_ms);
     totals.generation_ms = std::max(totals.generation_ms, event.generation_ms);
     totals.queue_ms = std::max(totals.queue_ms, event.queue_ms);
-    if (req.stream) {
+    if (req.stream && api == Api::infill) {
+      json last = infill_final(event.choice, event.text, event);
+      if (done == req.n) last.update(final_fields);
+      if (!co_await ex.sse_data(last.dump())) co_return;
+    } else if (req.stream) {
       json last = chunk(event.choice, event.text, event.finish_reason, false);
       if (done == req.n) {
         last["usage"] = usage_json(totals);
@@ -410,13 +443,26 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
                              {{"finished_reason", finish_reasons[0]}});
   }
   if (req.stream) {
-    if (req.include_usage) {
+    if (req.include_usage && api != Api::infill) {
       json usage_chunk = chunk(0, "", nullptr, false);
       usage_chunk["choices"] = json::array();
       usage_chunk["usage"] = usage_json(totals);
       co_await ex.sse_data(usage_chunk.dump());
     }
     co_return;  // the session writes [DONE]
+  }
+  if (api == Api::infill) {
+    // One object for one answer, as llama-server; an array for n > 1.
+    json answers = json::array();
+    for (int i = 0; i < req.n; ++i) {
+      GenerationEvent e = totals;
+      e.finish_reason = finish_reasons[static_cast<std::size_t>(i)];
+      answers.push_back(infill_final(i, contents[static_cast<std::size_t>(i)], e));
+      answers.back().update(final_fields);
+    }
+    count_request(ctx, route, 200);
+    co_await ex.respond_json(200, req.n == 1 ? answers[0] : answers);
+    co_return;
   }
   json choices = json::array();
   for (int i = 0; i < req.n; ++i) {
@@ -480,6 +526,79 @@ asio::awaitable<void> completions(const ServeContext& ctx, http::Exchange& ex) {
   const CommonRequest req = parse_common(body, ctx.n_ctx);
   auto prompt = tokenize_prompt(ctx, text, "prompt");
   co_await run_generation(ctx, ex, Api::completions, std::move(prompt), req);
+}
+
+std::string string_field(const json& body, const char* key, bool required) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) {
+    if (required) throw_invalid(std::string("'") + key + "' is required", key);
+    return {};
+  }
+  if (!it->is_string()) throw_invalid(std::string("'") + key + "' must be a string, got " + describe(*it), key);
+  return it->get<std::string>();
+}
+
+// POST /infill, as llama-server: {input_prefix, input_suffix, input_extra?, prompt?, n_predict|max_tokens, ...}.
+asio::awaitable<void> infill(const ServeContext& ctx, http::Exchange& ex) {
+  const json body = parse_body(ex);
+  require_generation_model(ctx);
+  const auto fim = ctx.tokenizer.fim();
+  if (!fim) {
+    throw_invalid("model '" + ctx.model_id +
+                      "' has no fill-in-the-middle tokens (such as <fim_prefix>, <fim_suffix>, <fim_middle>), so "
+                      "it cannot infill; serve a code model trained for FIM, or ask /v1/chat/completions with an "
+                      "instruction",
+                  "", "fim_not_supported");
+  }
+  InfillInput input;
+  input.prefix = string_field(body, "input_prefix", true);
+  input.suffix = string_field(body, "input_suffix", true);
+  input.prompt = string_field(body, "prompt", false);
+  if (auto it = body.find("input_extra"); it != body.end() && !it->is_null()) {
+    if (!it->is_array())
+      throw_invalid("'input_extra' must be an array of {\"filename\": string, \"text\": string}", "input_extra");
+    for (std::size_t i = 0; i < it->size(); ++i) {
+      const json& chunk = (*it)[i];
+      const std::string where = "input_extra[" + std::to_string(i) + "]";
+      if (!chunk.is_object()) throw_invalid("'" + where + "' must be an object, got " + describe(chunk), where);
+      const auto text = chunk.find("text");
+      if (text == chunk.end() || !text->is_string())
+        throw_invalid("'" + where + ".text' must be a string (the file's content)", where + ".text");
+      const auto name = chunk.find("filename");
+      if (name != chunk.end() && !name->is_null() && !name->is_string())
+        throw_invalid("'" + where + ".filename' must be a string", where + ".filename");
+      input.extra.push_back({name != chunk.end() && name->is_string() ? name->get<std::string>() : std::string(),
+                             text->get<std::string>()});
+    }
+  }
+  json fields = body;
+  // llama-server's name for max_tokens; either is accepted.
+  if (auto it = body.find("n_predict"); it != body.end() && !body.contains("max_tokens")) {
+    if (it->is_number_integer() && it->get<long long>() < 0) {
+      fields.erase("n_predict");  // -1: until the context is full
+    } else {
+      fields["max_tokens"] = *it;
+    }
+  }
+  const CommonRequest req = parse_common(fields, ctx.n_ctx);
+  // Room for the answer: max_tokens when given, else a quarter of the context.
+  const int answer_room = req.max_tokens > 0 ? req.max_tokens : static_cast<int>(ctx.n_ctx / 4);
+  const int budget = static_cast<int>(ctx.n_ctx) - answer_room;
+  InfillPrompt prompt = build_infill_prompt(ctx.tokenizer, *fim, input, budget);
+  if (!prompt.fits) {
+    throw ClawbotError({ErrorKind::context_exceeded,
+                        "the fill-in-the-middle frame and 'prompt' do not fit in " + std::to_string(budget) +
+                            " tokens (this server's context of " + std::to_string(ctx.n_ctx) +
+                            " tokens less " + std::to_string(answer_room) +
+                            " for the answer); shorten 'prompt' or lower max_tokens",
+                        "prompt", "context_length_exceeded"});
+  }
+  const json cut = {{"truncated", prompt.truncated()},
+                    {"truncation",
+                     {{"prefix_tokens_dropped", prompt.prefix_dropped},
+                      {"suffix_tokens_dropped", prompt.suffix_dropped},
+                      {"extra_tokens_dropped", prompt.extra_dropped}}}};
+  co_await run_generation(ctx, ex, Api::infill, std::move(prompt.tokens), req, cut);
 }
 
 std::string base64_floats(const std::vector<float>& v) {
@@ -630,6 +749,7 @@ json model_entry(const ServeContext& ctx) {
             {"n_embd", info.n_embd},
             {"parallel", opts.parallel},
             {"embedding", info.is_embedding},
+            {"fim", ctx.tokenizer.fim().has_value()},  // POST /infill works (fill-in-the-middle tokens)
             {"chat_template", ctx.chat_template ? ctx.chat_template->name() : ""}}}};
 }
 
@@ -658,6 +778,7 @@ std::shared_ptr<const http::Router> make_openai_router(const ServeContext& conte
   router->add(http::Verb::post, "/v1/chat/completions",
               [ctx](http::Exchange& ex) { return chat_completions(*ctx, ex); });
   router->add(http::Verb::post, "/v1/completions", [ctx](http::Exchange& ex) { return completions(*ctx, ex); });
+  router->add(http::Verb::post, "/infill", [ctx](http::Exchange& ex) { return infill(*ctx, ex); });
   router->add(http::Verb::post, "/v1/embeddings", [ctx](http::Exchange& ex) { return embeddings(*ctx, ex); });
   return router;
 }

@@ -62,6 +62,10 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--sse-keepalive", serve.sse_keepalive_s, "Seconds between keep-alives on a waiting stream")
       ->capture_default_str()
       ->check(CLI::Range(1, 3600));
+  serve_cmd->add_option("--tls-cert", serve.tls_cert, "PEM certificate chain: serve HTTPS only (with --tls-key)");
+  serve_cmd->add_option("--tls-key", serve.tls_key, "PEM private key of --tls-cert");
+  serve_cmd->add_option("--tls-client-ca", serve.tls_client_ca,
+                        "PEM CA file: require client certificates it signed (mutual TLS)");
   serve_cmd->add_flag("-v,--verbose", serve.verbose, "Log libllama's messages too");
   serve_cmd->add_flag(
       "--verify", serve.verify,

@@ -7,6 +7,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 
@@ -39,7 +40,21 @@ std::string seconds_text(std::chrono::milliseconds ms) {
 // fresh connection, once.
 bool stale_connection(boost::system::error_code ec) {
   return ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
-         ec == asio::error::broken_pipe || ec == asio::error::connection_aborted;
+         ec == asio::error::broken_pipe || ec == asio::error::connection_aborted ||
+         ec == asio::ssl::error::stream_truncated;
+}
+
+bool is_tls_error(boost::system::error_code ec) {
+  return ec.category() == asio::error::get_ssl_category() ||
+         ec.category() == asio::ssl::error::get_stream_category();
+}
+
+// A TLS record (handshake 0x16 or alert 0x15, then version 3.x) where an HTTP status line should be: the
+// other end speaks TLS.
+bool starts_like_tls_record(const beast::flat_buffer& buffer) {
+  const auto data = buffer.data();
+  const auto* bytes = static_cast<const unsigned char*>(data.data());
+  return data.size() >= 2 && (bytes[0] == 0x15 || bytes[0] == 0x16) && bytes[1] == 0x03;
 }
 
 }  // namespace
@@ -71,14 +86,9 @@ Result<Url> parse_url(std::string_view text) {
   } else {
     url.scheme = "http";  // "host:port" alone means http
   }
-  if (url.scheme == "https") {
-    return ClientError{
-        boost::system::errc::make_error_code(boost::system::errc::protocol_not_supported),
-        "'" + shown +
-            "': https:// is not supported by this client yet; use http:// (or a TLS proxy in front)"};
-  }
-  if (url.scheme != "http") {
-    return url_error("'" + shown + "': scheme '" + url.scheme + "' is not supported; use http://host:port");
+  if (url.scheme != "http" && url.scheme != "https") {
+    return url_error("'" + shown + "': scheme '" + url.scheme +
+                     "' is not supported; use http://host:port or https://host:port");
   }
   const auto authority_end = text.find_first_of("/?#");
   std::string_view authority = text.substr(0, authority_end);
@@ -105,7 +115,7 @@ Result<Url> parse_url(std::string_view text) {
   }
   if (url.host.empty()) return url_error("'" + shown + "': no host; give one like http://127.0.0.1:5000");
   if (port.empty()) {
-    url.port = "80";
+    url.port = url.is_https() ? "443" : "80";
   } else {
     const bool digits = port.size() <= 5 && std::all_of(port.begin(), port.end(), [](char c) {
                           return std::isdigit(static_cast<unsigned char>(c));
@@ -123,6 +133,13 @@ Result<Url> parse_url(std::string_view text) {
   while (!rest.empty() && rest.back() == '/') rest.remove_suffix(1);
   url.path = std::string(rest);
   return url;
+}
+
+tls::ClientConfig tls_client_config(const ClientOptions& options) {
+  return tls::ClientConfig{.ca_file = options.tls_ca_file,
+                           .insecure = options.tls_insecure,
+                           .cert_file = options.tls_cert_file,
+                           .key_file = options.tls_key_file};
 }
 
 // ---------------------------------------------------------------- Response
@@ -222,19 +239,22 @@ void SseParser::dispatch(std::vector<SseEvent>& out) {
 // ---------------------------------------------------------------- Client
 
 struct Client::Connection {
-  using Stream = beast::tcp_stream;  // https: beast::ssl_stream<beast::tcp_stream> takes its place here
-  explicit Connection(asio::any_io_executor executor) : stream(std::move(executor)) {}
+  explicit Connection(asio::any_io_executor executor) : stream(beast::tcp_stream(std::move(executor))) {}
 
-  bool is_open() const { return stream.socket().is_open(); }
+  bool is_open() { return stream.tcp().socket().is_open(); }
+  // Closes the socket only: an operation still pending on the TLS stream completes (aborted) on it, so the
+  // stream itself is replaced at the next connect, not here.
   void drop() {
     beast::error_code ignored;
-    if (stream.socket().is_open()) stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
-    stream.close();
+    auto& socket = stream.tcp().socket();
+    if (socket.is_open()) socket.shutdown(tcp::socket::shutdown_both, ignored);
+    stream.tcp().close();
     buffer.clear();
   }
 
-  Stream stream;
+  tls::PlainOrTlsStream stream;
   beast::flat_buffer buffer;
+  tls::VerifyRecord verify;  // what the TLS handshake of this connection saw
 };
 
 Client::Client(asio::any_io_executor executor, Url base, ClientOptions options)
@@ -253,11 +273,21 @@ bool Client::connected() const {
   return connection_->is_open();
 }
 
+ClientError Client::tls_setup_error(std::string message) const {
+  return ClientError{boost::system::errc::make_error_code(boost::system::errc::invalid_argument),
+                     "cannot use TLS for " + base_.origin() + ": " + std::move(message)};
+}
+
 ClientError Client::error(boost::system::error_code ec, std::string_view while_doing) const {
   const std::string where = base_.origin();
   std::string message;
   if (ec == asio::error::operation_aborted) {
     message = "the request to " + where + " was cancelled";
+  } else if (while_doing == "handshake" && ec == beast::error::timeout) {
+    message = "no TLS handshake from " + where + " within " + seconds_text(options_.connect_timeout) +
+              " (is this port TLS? a plain HTTP server waits silently for a request)";
+  } else if (while_doing == "handshake" || is_tls_error(ec)) {
+    message = tls::describe_client_failure(ec, connection_->verify, where, base_.host);
   } else if (while_doing == "resolve") {
     message = "cannot resolve the host '" + base_.host + "' of " + base_.str() + " (" + ec.message() +
               "); check the host name";
@@ -281,13 +311,13 @@ ClientError Client::error(boost::system::error_code ec, std::string_view while_d
               " bytes";
   } else if (ec.category() == http::make_error_code(http::error::end_of_stream).category() &&
              ec != http::error::end_of_stream && ec != http::error::partial_message) {
-    message = where + " did not answer with valid HTTP (" + ec.message() +
-              "); is it an HTTP server? (https:// is not supported yet)";
+    message = where + " did not answer with valid HTTP (" + ec.message() + "); is it an HTTP server?";
   } else if (while_doing == "send") {
     message = "cannot send the request to " + where + ": " + ec.message();
   } else if (while_doing == "header") {
     message = where + " closed the connection without answering (" + ec.message() +
-              "); is it an HTTP server, and not https only?";
+              "); is it an HTTP server" +
+              (base_.is_https() ? "?" : ", and not HTTPS only (then use https://)?");
   } else {
     message = where + " closed the connection before the response was complete (" + ec.message() + ")";
   }
@@ -297,17 +327,37 @@ ClientError Client::error(boost::system::error_code ec, std::string_view while_d
 asio::awaitable<Result<void>> Client::connect() {
   auto& conn = *connection_;
   conn.drop();
+  conn.stream.reset();
+  conn.verify = {};
+  if (base_.is_https() && !tls_context_) {
+    // A TLS file that cannot be used is a setting to fix, whatever the network does: say so first.
+    try {
+      tls_context_ = tls::make_client_context(tls_client_config(options_));
+    } catch (const tls::TlsError& e) {
+      co_return tls_setup_error(e.what());
+    }
+  }
   tcp::resolver resolver(conn.stream.get_executor());
   auto [rec, endpoints] = co_await resolver.async_resolve(base_.host, base_.port, use_tuple);
   if (rec) co_return error(rec, "resolve");
   conn.stream.expires_after(options_.connect_timeout);
-  auto [cec, endpoint] = co_await conn.stream.async_connect(endpoints, use_tuple);
+  auto [cec, endpoint] = co_await conn.stream.tcp().async_connect(endpoints, use_tuple);
   if (cec) {
     conn.drop();
     co_return error(cec, "connect");
   }
   beast::error_code ignored;
-  conn.stream.socket().set_option(tcp::no_delay(true), ignored);
+  conn.stream.tcp().socket().set_option(tcp::no_delay(true), ignored);
+  if (base_.is_https()) {
+    conn.stream.start_tls(*tls_context_);
+    tls::prepare_client(conn.stream.tls(), base_.host, !options_.tls_insecure, conn.verify);
+    conn.stream.expires_after(options_.connect_timeout);
+    auto [hec] = co_await conn.stream.tls().async_handshake(asio::ssl::stream_base::client, use_tuple);
+    if (hec) {
+      conn.drop();
+      co_return error(hec, "handshake");
+    }
+  }
   ++connects_;
   co_return Result<void>();
 }
@@ -324,7 +374,7 @@ asio::awaitable<Result<std::unique_ptr<Client::Parser>>> Client::exchange(http::
   }
   busy_ = true;
   http::request<http::string_body> req{verb, base_.path + std::string(target), 11};
-  const bool default_port = base_.port == "80";
+  const bool default_port = base_.port == (base_.is_https() ? "443" : "80");
   const std::string host = base_.host.find(':') != std::string::npos ? "[" + base_.host + "]" : base_.host;
   req.set(http::field::host, default_port ? host : host + ":" + base_.port);
   req.set(http::field::user_agent, user_agent);
@@ -364,9 +414,15 @@ asio::awaitable<Result<std::unique_ptr<Client::Parser>>> Client::exchange(http::
     conn.stream.expires_after(options_.read_timeout);
     auto [rec, read] = co_await http::async_read_header(conn.stream, conn.buffer, *parser, use_tuple);
     if (rec) {
+      const bool tls_answer = !conn.stream.is_tls() && starts_like_tls_record(conn.buffer);
       conn.drop();
       if (reused && attempt == 0 && stale_connection(rec)) continue;
       busy_ = false;
+      if (tls_answer) {
+        std::string tls_origin = base_.origin();
+        tls_origin.replace(0, base_.scheme.size(), "https");
+        co_return ClientError{rec, "the server speaks TLS, not plain HTTP — use " + tls_origin};
+      }
       co_return error(rec, "header");
     }
     co_return std::move(parser);
@@ -547,6 +603,44 @@ asio::awaitable<Result<SseStream>> Client::post_sse(std::string_view target, con
     state->done = true;
   }
   co_return SseStream(std::move(state));
+}
+
+// ---------------------------------------------------------------- probe_tls
+
+asio::awaitable<Result<TlsHandshakeFacts>> probe_tls(asio::any_io_executor executor, const Url& url,
+                                                     const ClientOptions& options) {
+  Url https_url = url;
+  https_url.scheme = "https";
+  ClientOptions probe_options = options;
+  probe_options.tls_insecure = true;  // go on past a failed check: describing it is the point
+  Client client(std::move(executor), https_url, probe_options);
+  auto connected = co_await client.connect();
+  if (!connected) co_return connected.error();
+
+  auto& conn = *client.connection_;
+  SSL* ssl = conn.stream.ssl();
+  TlsHandshakeFacts facts;
+  facts.protocol = SSL_get_version(ssl);
+  facts.cipher = SSL_get_cipher_name(ssl);
+  // On the client side the chain the server sent starts with its own certificate.
+  if (STACK_OF(X509)* chain = SSL_get_peer_cert_chain(ssl)) {
+    for (int i = 0; i < sk_X509_num(chain); ++i) {
+      facts.chain.push_back(tls::certificate_facts(sk_X509_value(chain, i)));
+    }
+  }
+  if (STACK_OF(X509_NAME)* cas = SSL_get_client_CA_list(ssl)) {
+    for (int i = 0; i < sk_X509_NAME_num(cas); ++i) {
+      facts.client_ca_names.push_back(tls::name_text(sk_X509_NAME_value(cas, i)));
+    }
+  }
+  facts.verify_error = conn.verify.error;
+  facts.verified = conn.verify.error == X509_V_OK;
+  if (!facts.verified) {
+    facts.verify_error_text = X509_verify_cert_error_string(conn.verify.error);
+    facts.problem = tls::describe_verify_error(conn.verify, https_url.origin(), https_url.host);
+  }
+  conn.drop();
+  co_return facts;
 }
 
 }  // namespace clawbot::http

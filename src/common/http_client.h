@@ -3,8 +3,9 @@
 //
 // A Client runs one exchange at a time (use one Client per concurrent task); it reconnects by itself when
 // the server has closed an idle keep-alive connection. Failures come back as a ClientError whose message
-// names the URL and says what to check. Only http:// for now: the I/O is written against one stream type
-// (Connection::Stream) so that a TLS stream can take its place for https://.
+// names the URL and says what to check. http:// and https:// share the I/O code through one stream type
+// (tls::PlainOrTlsStream); a failed TLS handshake says which check failed (expiry, issuer, host name, plain
+// HTTP on the other end) and what to change.
 #pragma once
 
 #include <chrono>
@@ -21,6 +22,8 @@
 #include <boost/beast/http.hpp>
 #include <boost/system/result.hpp>
 #include <nlohmann/json.hpp>
+
+#include "common/tls.h"
 
 namespace clawbot::http {
 
@@ -39,16 +42,17 @@ template <class T>
 using Result = boost::system::result<T, ClientError>;
 
 struct Url {
-  std::string scheme;  // "http"
+  std::string scheme;  // "http" or "https"
   std::string host;    // an IPv6 address without its brackets
-  std::string port;    // always set ("80" when the URL names none)
+  std::string port;    // always set ("80" or "443" when the URL names none)
   std::string path;    // base path without a trailing '/', empty for none
 
   std::string origin() const;  // scheme://host:port, IPv6 in brackets
   std::string str() const;     // origin() + path
+  bool is_https() const noexcept { return scheme == "https"; }
 };
 
-// Parses "http://host[:port][/path]". https:// and other schemes are refused with a message saying so.
+// Parses "http[s]://host[:port][/path]"; other schemes are refused with a message saying so.
 Result<Url> parse_url(std::string_view text);
 
 struct ClientOptions {
@@ -57,7 +61,15 @@ struct ClientOptions {
   std::size_t max_body_bytes = 64u << 20;           // whole responses; event streams have no limit
   std::size_t max_event_bytes = 16u << 20;          // one server-sent event line
   std::vector<std::pair<std::string, std::string>> headers;  // sent with every request (Authorization, ...)
+  // https:// only. The server's certificate must lead to a trusted CA and name the URL's host (or IP).
+  std::string tls_ca_file;    // PEM CA bundle to trust; empty: the system's default verify paths
+  bool tls_insecure = false;  // skip the certificate and host checks (tests and diagnosis only)
+  std::string tls_cert_file;  // client certificate for servers that require one (mTLS), PEM
+  std::string tls_key_file;   // its private key; empty: in tls_cert_file
 };
+
+// The TLS half of ClientOptions.
+tls::ClientConfig tls_client_config(const ClientOptions& options);
 
 struct Response {
   int status = 0;
@@ -99,6 +111,19 @@ class SseParser {
   bool after_cr_ = false;  // the last piece ended with '\r': a '\n' next belongs to it
   bool at_start_ = true;   // a UTF-8 byte order mark is skipped here
   std::size_t comments_ = 0;
+};
+
+// What a TLS handshake with `url`'s host and port shows, for `clawbot doctor`. The handshake goes on when
+// verification fails, so that an untrusted, expired or misnamed certificate can still be described.
+struct TlsHandshakeFacts {
+  std::string protocol;                      // "TLSv1.3"
+  std::string cipher;                        // "TLS_AES_256_GCM_SHA384"
+  std::vector<tls::CertificateFacts> chain;  // as the server sent it, its own certificate first
+  bool verified = false;                     // trusted chain, valid dates and a matching host name
+  int verify_error = 0;                      // X509_V_OK (0) or OpenSSL's X509_V_ERR_* code
+  std::string verify_error_text;             // OpenSSL's words for verify_error
+  std::string problem;                       // what is wrong and what to do; empty when verified
+  std::vector<std::string> client_ca_names;  // CAs the server accepts client certificates from
 };
 
 class Client;
@@ -151,6 +176,8 @@ class Client {
 
  private:
   friend class SseStream;
+  friend asio::awaitable<Result<TlsHandshakeFacts>> probe_tls(asio::any_io_executor, const Url&,
+                                                              const ClientOptions&);
   struct Connection;
   using Parser = beast::http::response_parser<beast::http::buffer_body>;
 
@@ -161,13 +188,20 @@ class Client {
   asio::awaitable<Result<std::string>> read_body(Parser& parser);
   void finish_exchange(const Parser& parser);
   ClientError error(boost::system::error_code ec, std::string_view while_doing) const;
+  ClientError tls_setup_error(std::string message) const;
 
   Url base_;
   ClientOptions options_;
   std::unique_ptr<Connection> connection_;
+  std::shared_ptr<asio::ssl::context> tls_context_;  // made at the first https:// connect, then reused
   bool busy_ = false;
   std::size_t connects_ = 0;
   std::size_t cancels_ = 0;  // an exchange that sees this change was cancelled
 };
+
+// Connects (options.connect_timeout), does only the handshake and closes. Fails only when no handshake
+// happens at all (nothing listening, plain HTTP, a refused client certificate ...).
+asio::awaitable<Result<TlsHandshakeFacts>> probe_tls(asio::any_io_executor executor, const Url& url,
+                                                     const ClientOptions& options);
 
 }  // namespace clawbot::http

@@ -7,6 +7,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -42,12 +43,45 @@ asio::awaitable<void> lingering_close(beast::tcp_stream& stream) {
   stream.socket().close(ec);
 }
 
+std::string endpoint_text(const tcp::socket& socket) {
+  beast::error_code ec;
+  const auto endpoint = socket.remote_endpoint(ec);
+  if (ec) return "an unknown peer";
+  const auto address = endpoint.address().to_string();
+  return (endpoint.address().is_v6() ? "[" + address + "]" : address) + ":" + std::to_string(endpoint.port());
+}
+
+// A plain HTTP request on a TLS port: OpenSSL has read its first bytes and given up. Answer in clear text,
+// as nginx does, so that curl and browsers show why instead of an empty reply.
+asio::awaitable<void> refuse_plain_http(beast::tcp_stream& stream, const ServerLimits& limits) {
+  const Error error{ErrorKind::invalid_request,
+                    "this port speaks TLS (HTTPS), not plain HTTP — use https://",
+                    {},
+                    "tls_required"};
+  http::response<http::string_body> res{http::status::bad_request, 11};
+  res.set(http::field::server, server_name);
+  res.set(http::field::content_type, "application/json");
+  res.keep_alive(false);
+  res.body() = to_json(error).dump();
+  res.prepare_payload();
+  stream.expires_after(limits.write_timeout);
+  co_await http::async_write(stream, res, use_tuple);
+  co_await lingering_close(stream);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- Exchange
 
-Exchange::Exchange(beast::tcp_stream& stream, Request request, const ServerLimits& limits)
+Exchange::Exchange(tls::PlainOrTlsStream& stream, Request request, const ServerLimits& limits)
     : stream_(stream), request_(std::move(request)), limits_(limits), keep_alive_(request_.keep_alive()) {}
+
+std::string Exchange::client_certificate_subject() const {
+  SSL* ssl = stream_.ssl();
+  if (!ssl || SSL_get_verify_result(ssl) != X509_V_OK) return {};
+  X509* certificate = SSL_get0_peer_certificate(ssl);
+  return certificate ? tls::name_text(X509_get_subject_name(certificate)) : std::string();
+}
 
 std::string_view Exchange::path() const noexcept {
   std::string_view target(request_.target().data(), request_.target().size());
@@ -172,6 +206,8 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
   std::shared_ptr<const Router> router;
   ServerLimits limits;
   tcp::acceptor acceptor;
+  std::shared_ptr<asio::ssl::context> tls_context;  // one per listener; null: plain HTTP
+  std::chrono::milliseconds tls_handshake_timeout{10'000};
 
   State(asio::io_context& io_, std::shared_ptr<const Router> r, ServerLimits l)
       : io(io_), router(std::move(r)), limits(l), acceptor(io_) {}
@@ -193,19 +229,43 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
     }
   }
 
-  asio::awaitable<void> session(beast::tcp_stream stream) {
+  // The TLS handshake, bounded in time. Failures are the client's business (a wrong CA, no certificate, a
+  // port scan): logged at debug level, and the connection closed without stalling anything else.
+  asio::awaitable<bool> tls_handshake(tls::PlainOrTlsStream& stream) {
+    stream.start_tls(*tls_context);
+    stream.expires_after(tls_handshake_timeout);
+    auto [ec] = co_await stream.tls().async_handshake(asio::ssl::stream_base::server, use_tuple);
+    if (!ec) co_return true;
+    spdlog::debug("TLS handshake with {} failed: {}", endpoint_text(stream.tcp().socket()),
+                  tls::describe_server_failure(ec, stream.ssl()));
+    if (tls::is_plain_http_request(ec)) {
+      co_await refuse_plain_http(stream.tcp(), limits);
+    } else if (ec != beast::error::timeout) {
+      co_await lingering_close(stream.tcp());  // let the client read the alert before the socket closes
+    }
+    co_return false;
+  }
+
+  asio::awaitable<void> session(beast::tcp_stream tcp_stream) {
     auto self = shared_from_this();
+    tls::PlainOrTlsStream stream(std::move(tcp_stream));
+    if (tls_context && !co_await tls_handshake(stream)) co_return;
     beast::flat_buffer buffer;
+    bool peer_closed = false;
     for (;;) {
       http::request_parser<http::string_body> parser;
       parser.body_limit(limits.max_body_bytes);
       parser.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
       stream.expires_after(limits.idle_timeout);
       auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_tuple);
+      // A TLS client that closes without close_notify (stream_truncated) has only left, like end_of_stream:
+      // every request it sent was complete, so nothing was cut short.
       if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
-          ec == beast::error::timeout || ec == asio::error::operation_aborted) {
+          ec == asio::ssl::error::stream_truncated) {
+        peer_closed = true;
         break;
       }
+      if (ec == beast::error::timeout || ec == asio::error::operation_aborted) break;
       if (ec) {
         Request req;
         req.version(11);
@@ -230,7 +290,7 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
         }
         const nlohmann::json body = to_json(error);
         co_await reply.respond_json(status, body);
-        co_await lingering_close(stream);
+        co_await lingering_close(stream.tcp());
         co_return;
       }
 
@@ -248,8 +308,13 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
       if (exchange.sse_started()) co_await exchange.sse_finish();
       if (!exchange.keep_alive()) break;
     }
+    if (stream.is_tls() && !peer_closed) {
+      // close_notify, so the client knows the end is real; a client that never answers it costs a second.
+      stream.expires_after(std::chrono::seconds(1));
+      co_await stream.tls().async_shutdown(use_tuple);
+    }
     beast::error_code ignored;
-    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream.tcp().socket().shutdown(tcp::socket::shutdown_send, ignored);
   }
 };
 
@@ -258,6 +323,12 @@ Server::Server(asio::io_context& io, std::shared_ptr<const Router> router, Serve
 
 Server::~Server() {
   stop();
+}
+
+unsigned short Server::listen(const std::string& host, unsigned short port, const tls::ServerConfig& tls) {
+  state_->tls_context = tls::make_server_context(tls);
+  state_->tls_handshake_timeout = tls.handshake_timeout;
+  return listen(host, port);
 }
 
 unsigned short Server::listen(const std::string& host, unsigned short port) {

@@ -1,5 +1,6 @@
 // A small HTTP/1.1 server on Boost.Beast with C++20 coroutines: routing, body limits, JSON replies and
-// server-sent events. Handlers know nothing of sockets; they answer through an Exchange.
+// server-sent events, over plain TCP or TLS. Handlers know nothing of sockets; they answer through an
+// Exchange.
 #pragma once
 
 #include <chrono>
@@ -16,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/tls.h"
 
 namespace clawbot::http {
 
@@ -34,7 +36,7 @@ struct ServerLimits {
 // One request and its answer. Exactly one of respond_* or an SSE sequence is used.
 class Exchange {
  public:
-  Exchange(beast::tcp_stream& stream, Request request, const ServerLimits& limits);
+  Exchange(tls::PlainOrTlsStream& stream, Request request, const ServerLimits& limits);
 
   const Request& request() const noexcept { return request_; }
   std::string_view path() const noexcept;  // the target without its query
@@ -42,6 +44,9 @@ class Exchange {
   bool keep_alive() const noexcept { return keep_alive_; }
   asio::any_io_executor executor() { return stream_.get_executor(); }
   const ServerLimits& limits() const noexcept { return limits_; }
+  bool is_tls() const noexcept { return stream_.is_tls(); }
+  // The subject of the client's verified certificate ("CN=laptop1,O=Home"); empty without one.
+  std::string client_certificate_subject() const;
 
   asio::awaitable<void> respond_json(int status, const nlohmann::json& body,
                                      std::vector<std::pair<std::string, std::string>> headers = {});
@@ -59,7 +64,7 @@ class Exchange {
 
  private:
   asio::awaitable<bool> write_chunk(std::string payload);
-  beast::tcp_stream& stream_;
+  tls::PlainOrTlsStream& stream_;
   Request request_;
   const ServerLimits& limits_;
   bool responded_ = false;
@@ -90,6 +95,10 @@ class Server {
   ~Server();
   // Binds and starts accepting; returns the port (useful with port 0). Throws std::runtime_error on failure.
   unsigned short listen(const std::string& host, unsigned short port);
+  // The same, speaking only TLS (1.2 or newer) with one SSL_CTX for all connections. A handshake must end
+  // within tls.handshake_timeout; a plain HTTP request gets a clear-text 400 "this port speaks TLS" and the
+  // connection is closed (nginx answers 497 the same way). Throws tls::TlsError naming a file it cannot use.
+  unsigned short listen(const std::string& host, unsigned short port, const tls::ServerConfig& tls);
   void stop();  // stops accepting; open sessions end after their current exchange
 
  private:

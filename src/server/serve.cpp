@@ -16,6 +16,7 @@
 
 #include "common/http_server.h"
 #include "common/model_path.h"
+#include "common/tls.h"
 #include "engine/engine.h"
 #include "monitor/metrics.h"
 #include "ops/integrity.h"
@@ -77,6 +78,34 @@ void register_metrics(monitor::Registry& metrics, const Scheduler& scheduler,
       [] { return monitor::system_memory_total_bytes() - monitor::system_memory_available_bytes(); });
 }
 
+// --tls-client-ca makes client certificates required: a node that checks them checks them all.
+tls::ServerConfig tls_server_config(const ServeOptions& options) {
+  tls::ServerConfig config;
+  config.cert_file = options.tls_cert;
+  config.key_file = options.tls_key;
+  config.client_ca_file = options.tls_client_ca;
+  config.require_client_cert = !options.tls_client_ca.empty();
+  return config;
+}
+
+// What the node's certificate says, and a warning while there is still time to renew it.
+void log_tls_certificate(const ServeOptions& options) {
+  const auto cert = tls::read_certificate_file(options.tls_cert);
+  std::string names;
+  for (const auto& name : tls::certificate_names(cert)) names += (names.empty() ? "" : ", ") + name;
+  const std::string client_certs =
+      options.tls_client_ca.empty() ? "" : "; client certificates required (" + options.tls_client_ca + ")";
+  spdlog::info("TLS: certificate {} for {}, issued by {}, valid until {}{}", cert.subject, names, cert.issuer,
+               tls::format_utc(cert.not_after), client_certs);
+  const auto left = cert.not_after - std::chrono::system_clock::now();
+  if (left <= std::chrono::seconds(0)) {
+    spdlog::warn("TLS: the certificate {} has expired: clients will refuse it; renew it", options.tls_cert);
+  } else if (left < std::chrono::hours(24 * 14)) {
+    spdlog::warn("TLS: the certificate {} expires in {} days; renew it", options.tls_cert,
+                 std::chrono::duration_cast<std::chrono::hours>(left).count() / 24);
+  }
+}
+
 }  // namespace
 
 int run_serve(const ServeOptions& options) {
@@ -110,6 +139,27 @@ int run_serve(const ServeOptions& options) {
                    model_dirs_description().c_str());
     }
     return 1;
+  }
+
+  if (options.tls_cert.empty() != options.tls_key.empty()) {
+    std::fprintf(stderr, "clawbot serve: HTTPS needs both --tls-cert and --tls-key (given: %s)\n",
+                 options.tls_cert.empty() ? "--tls-key only" : "--tls-cert only");
+    return 1;
+  }
+  if (!options.tls_client_ca.empty() && options.tls_cert.empty()) {
+    std::fprintf(stderr,
+                 "clawbot serve: --tls-client-ca needs --tls-cert and --tls-key (client certificates "
+                 "are checked only over HTTPS)\n");
+    return 1;
+  }
+  // Check the TLS files before loading a model that may take minutes.
+  if (!options.tls_cert.empty()) {
+    try {
+      tls::make_server_context(tls_server_config(options));
+    } catch (const tls::TlsError& e) {
+      std::fprintf(stderr, "clawbot serve: %s\n", e.what());
+      return 1;
+    }
   }
 
   try {
@@ -254,7 +304,15 @@ int run_serve(const ServeOptions& options) {
     http::ServerLimits limits;
     limits.max_body_bytes = options.max_body_bytes;
     http::Server server(io, make_openai_router(serve_context), limits);
-    const unsigned short port = server.listen(options.host, static_cast<unsigned short>(options.port));
+    const bool https = !options.tls_cert.empty();
+    unsigned short port = 0;
+    if (https) {
+      port =
+          server.listen(options.host, static_cast<unsigned short>(options.port), tls_server_config(options));
+      log_tls_certificate(options);
+    } else {
+      port = server.listen(options.host, static_cast<unsigned short>(options.port));
+    }
 
     boost::asio::signal_set signals(io, SIGINT, SIGTERM);
     signals.async_wait([&](const boost::system::error_code&, int) {
@@ -276,11 +334,12 @@ int run_serve(const ServeOptions& options) {
         options.no_cache ? 0 : options.cache_ram_mib, options.no_cache ? " (cache off)" : "");
     const std::string url_host =
         options.host.find(':') != std::string::npos ? "[" + options.host + "]" : options.host;
-    std::printf("clawbot serve: listening on http://%s:%u\n", url_host.c_str(), port);
+    const char* scheme = https ? "https" : "http";
+    std::printf("clawbot serve: listening on %s://%s:%u\n", scheme, url_host.c_str(), port);
     std::printf(
-        "try: curl -s http://%s:%u/v1/chat/completions -H 'Content-Type: application/json' "
+        "try: curl -s %s%s://%s:%u/v1/chat/completions -H 'Content-Type: application/json' "
         "-d '{\"messages\":[{\"role\":\"user\",\"content\":\"Tell me a story\"}],\"max_tokens\":64}'\n",
-        url_host.c_str(), port);
+        https ? "--cacert CA.pem " : "", scheme, url_host.c_str(), port);
     std::fflush(stdout);
 
     const unsigned io_threads = 2;  // parsing and formatting; generation has its own thread

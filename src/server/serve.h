@@ -26,6 +26,9 @@ struct ServeOptions {
   bool kv_unified = false;    // one KV cache for all slots instead of one stream per slot
   bool fit = false;           // lower --ctx, then --parallel, until the cache fits in memory
   std::size_t max_body_bytes = 8u << 20;
+  std::string tls_cert;       // PEM certificate chain: serve HTTPS only (with tls_key)
+  std::string tls_key;        // PEM private key of tls_cert
+  std::string tls_client_ca;  // PEM CA: require client certificates it signed (mutual TLS)
   bool verbose = false;
   bool verify = false;   // refuse a model whose SHA-256 does not match MODEL.sha256 or SHA256SUMS
   std::string key_file;  // key of an encrypted model (clawbot encrypt), decrypted into memory only

@@ -22,7 +22,7 @@ if (!process.env.CLAWBOT_MODELS) process.env.CLAWBOT_MODELS = path.resolve(REPO_
 export const MODEL_FILE = 'stories260K.gguf';
 export const MODEL_ID = 'stories260K';
 
-const READY_RE = /^clawbot serve: listening on (http:\/\/127\.0\.0\.1:(\d+))$/;
+const READY_RE = /^clawbot serve: listening on (https?:\/\/127\.0\.0\.1:(\d+))$/;
 const MAX_CAPTURE = 1 << 20; // keep at most 1 MiB of each stream for diagnostics
 
 export function clawbotBin() {

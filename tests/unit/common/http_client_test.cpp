@@ -52,11 +52,9 @@ TEST(ParseUrlTest, HostPortAndPath) {
 }
 
 TEST(ParseUrlTest, RefusalsSayWhy) {
-  auto https = parse_url("https://api.example.com");
-  ASSERT_FALSE(https);
-  EXPECT_NE(https.error().message.find("https:// is not supported"), std::string::npos);
-  EXPECT_NE(https.error().message.find("https://api.example.com"), std::string::npos);
-  EXPECT_FALSE(parse_url("ftp://x"));
+  auto ftp = parse_url("ftp://x");
+  ASSERT_FALSE(ftp);
+  EXPECT_NE(ftp.error().message.find("scheme 'ftp' is not supported"), std::string::npos);
   EXPECT_FALSE(parse_url(""));
   EXPECT_FALSE(parse_url("http://:5000"));
   auto port = parse_url("http://h:99999");

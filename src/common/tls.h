@@ -1,0 +1,166 @@
+// TLS for the HTTP client and server (OpenSSL 3 through Boost.Asio): one SSL_CTX per listener or client,
+// a stream type that is plain TCP or TLS over it, the facts of a peer's certificate, and messages that turn
+// OpenSSL's verify results and alerts into what failed and what to do about it.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <openssl/ssl.h>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+
+namespace clawbot::tls {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+
+// A TLS file or setting that cannot be used; the message names the file and the problem.
+class TlsError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// ---------------------------------------------------------------- contexts
+
+struct ServerConfig {
+  std::string cert_file;             // PEM: the server's certificate, then its intermediates
+  std::string key_file;              // PEM: its private key
+  std::string client_ca_file;        // PEM: CAs whose client certificates are accepted; empty: none asked for
+  bool require_client_cert = false;  // refuse clients without one (needs client_ca_file)
+  std::chrono::milliseconds handshake_timeout{10'000};
+};
+
+struct ClientConfig {
+  std::string ca_file;    // PEM bundle of trusted CAs; empty: the system's default verify paths
+  bool insecure = false;  // skip the certificate and host checks (tests and diagnosis only)
+  std::string cert_file;  // client certificate for mutual TLS, PEM with its chain; empty: none
+  std::string key_file;   // its private key; empty: read from cert_file
+};
+
+// TLS 1.2 at least. Throws TlsError naming the file that cannot be read or does not fit.
+std::shared_ptr<asio::ssl::context> make_server_context(const ServerConfig& config);
+std::shared_ptr<asio::ssl::context> make_client_context(const ClientConfig& config);
+
+// ---------------------------------------------------------------- certificate facts
+
+struct CertificateFacts {
+  std::string subject;  // one line, "CN=node1,O=Home"
+  std::string issuer;
+  std::string common_name;                // the subject's CN, empty when it has none
+  std::vector<std::string> dns_names;     // subjectAltName DNS entries
+  std::vector<std::string> ip_addresses;  // subjectAltName IP entries
+  std::chrono::system_clock::time_point not_before;
+  std::chrono::system_clock::time_point not_after;
+  std::string serial;              // hex
+  std::string sha256_fingerprint;  // "AB:CD:..."
+  bool self_signed = false;        // subject and issuer are the same
+};
+
+CertificateFacts certificate_facts(X509* certificate);
+std::string name_text(const X509_NAME* name);  // one line, RFC 2253: "CN=node1,O=Home"
+// The names a host is checked against: SAN DNS and IP entries, else the subject's CN.
+std::vector<std::string> certificate_names(const CertificateFacts& facts);
+// The first certificate of a PEM file; throws TlsError.
+CertificateFacts read_certificate_file(const std::string& path);
+std::string format_utc(std::chrono::system_clock::time_point when);  // "2026-01-01 00:00:00 UTC"
+
+// ---------------------------------------------------------------- one connection's verification
+
+// What a client saw while verifying one server: filled by the callbacks that prepare_client() installs.
+struct VerifyRecord {
+  int error = X509_V_OK;  // the first failure of the chain or host check
+  int error_depth = 0;    // 0: the server's own certificate
+  CertificateFacts failed_certificate;
+  std::string first_record_header;  // the first 5 bytes the server sent, to recognise plain HTTP
+};
+
+// Sets SNI (names only, not IP literals) and the host check, and records verification in `record`, which
+// must outlive the handshake. With verify false the handshake goes on whatever the result (still recorded).
+void prepare_client(beast::ssl_stream<beast::tcp_stream>& stream, const std::string& host, bool verify,
+                    VerifyRecord& record);
+
+// What went wrong in a client's TLS handshake or exchange with `origin` (https://host:port), and what to
+// check; `host` is the name or address the client asked for.
+std::string describe_client_failure(beast::error_code ec, const VerifyRecord& record, std::string_view origin,
+                                    std::string_view host);
+// The problem a verify result names, for `doctor`; empty for X509_V_OK.
+std::string describe_verify_error(const VerifyRecord& record, std::string_view origin, std::string_view host);
+
+// True when a failed server handshake read a plain HTTP request ("GET /..." on a TLS port).
+bool is_plain_http_request(beast::error_code ec);
+// A server handshake failure in a few words, for the log ("the client sent no certificate", ...); `ssl`
+// (may be null) adds the verify result of a refused client certificate.
+std::string describe_server_failure(beast::error_code ec, SSL* ssl);
+
+// ---------------------------------------------------------------- a stream with or without TLS
+
+// Plain TCP or TLS over TCP behind one type, so that the HTTP code is written once. Timeouts, socket
+// options and close() go to tcp(), the layer below; reads and writes go through TLS when it is on.
+class PlainOrTlsStream {
+ public:
+  using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+  using executor_type = beast::tcp_stream::executor_type;
+
+  explicit PlainOrTlsStream(beast::tcp_stream tcp) : stream_(std::move(tcp)) {}
+
+  // Wraps the (connected) TCP stream in TLS; the handshake comes next, through tls().
+  void start_tls(asio::ssl::context& context) {
+    beast::tcp_stream tcp = std::move(std::get<beast::tcp_stream>(stream_));
+    stream_.emplace<TlsStream>(std::move(tcp), context);
+  }
+  // Back to a fresh, closed TCP stream (the TLS session state is dropped with it).
+  void reset() { stream_.emplace<beast::tcp_stream>(get_executor()); }
+
+  bool is_tls() const noexcept { return std::holds_alternative<TlsStream>(stream_); }
+  TlsStream& tls() { return std::get<TlsStream>(stream_); }
+  beast::tcp_stream& tcp() {
+    if (auto* tls_stream = std::get_if<TlsStream>(&stream_)) return tls_stream->next_layer();
+    return std::get<beast::tcp_stream>(stream_);
+  }
+  SSL* ssl() { return is_tls() ? tls().native_handle() : nullptr; }
+
+  executor_type get_executor() { return tcp().get_executor(); }
+  void expires_after(std::chrono::steady_clock::duration after) { tcp().expires_after(after); }
+
+  template <class MutableBuffers, class ReadToken>
+  auto async_read_some(const MutableBuffers& buffers, ReadToken&& token) {
+    return asio::async_initiate<ReadToken, void(beast::error_code, std::size_t)>(
+        [this](auto handler, const MutableBuffers& b) {
+          if (auto* tls_stream = std::get_if<TlsStream>(&stream_)) {
+            tls_stream->async_read_some(b, std::move(handler));
+          } else {
+            std::get<beast::tcp_stream>(stream_).async_read_some(b, std::move(handler));
+          }
+        },
+        token, buffers);
+  }
+
+  template <class ConstBuffers, class WriteToken>
+  auto async_write_some(const ConstBuffers& buffers, WriteToken&& token) {
+    return asio::async_initiate<WriteToken, void(beast::error_code, std::size_t)>(
+        [this](auto handler, const ConstBuffers& b) {
+          if (auto* tls_stream = std::get_if<TlsStream>(&stream_)) {
+            tls_stream->async_write_some(b, std::move(handler));
+          } else {
+            std::get<beast::tcp_stream>(stream_).async_write_some(b, std::move(handler));
+          }
+        },
+        token, buffers);
+  }
+
+ private:
+  std::variant<beast::tcp_stream, TlsStream> stream_;
+};
+
+}  // namespace clawbot::tls

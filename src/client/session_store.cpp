@@ -49,6 +49,14 @@ PRAGMA user_version = 1;
 constexpr std::size_t name_max_bytes = 100;
 constexpr std::size_t preview_max_bytes = 200;
 
+// updated_ms for a change made now (the clock bound as ?9): the clock, but always after every other session's
+// last change, so "most recently updated first" is a strict order even within one millisecond. Part of the
+// writing statement, so it reads the table under the same lock.
+std::string with_next_update(std::string_view before, std::string_view after) {
+  return std::string(before) + "max(?9, (SELECT coalesce(max(updated_ms), 0) + 1 FROM sessions))" +
+         std::string(after);
+}
+
 // The columns read_session() expects, in its order.
 constexpr std::string_view session_columns = R"sql(
   SELECT s.id, s.name, s.model, s.system_prompt, s.created_ms, s.updated_ms,
@@ -346,16 +354,20 @@ SessionInfo SessionStore::create(std::string_view name, std::string_view system_
                                          " is already taken: pick another, or remove that session first");
   }
   sqlite::Statement insert(db_,
-                           "INSERT INTO sessions (name, model, system_prompt, created_ms, updated_ms) "
-                           "VALUES (?1, ?2, ?3, ?4, ?4)");
-  insert.bind(1, chosen).bind(2, model).bind(3, system_prompt).bind(4, now).run();
+                           with_next_update("INSERT INTO sessions (name, model, system_prompt, created_ms, "
+                                            "updated_ms) VALUES (?1, ?2, ?3, ?9, ",
+                                            ") RETURNING id, updated_ms"));
+  insert.bind(1, chosen).bind(2, model).bind(3, system_prompt).bind(9, now);
   SessionInfo info;
-  info.id = db_.last_insert_rowid();
+  if (!insert.step()) fail(StoreErrorKind::io, "the new session was not stored");
+  info.id = insert.int64_at(0);
+  info.updated_ms = insert.int64_at(1);
+  insert.run();  // to the end, so the statement is done before COMMIT
   transaction.commit();
   info.name = std::move(chosen);
   info.model = model;
   info.system_prompt = system_prompt;
-  info.created_ms = info.updated_ms = now;
+  info.created_ms = now;
   return info;
 }
 
@@ -428,8 +440,8 @@ std::vector<StoredMessage> SessionStore::messages(std::int64_t session_id) {
 }
 
 void SessionStore::touch(std::int64_t session_id, std::int64_t now) {
-  sqlite::Statement update(db_, "UPDATE sessions SET updated_ms = ?1 WHERE id = ?2");
-  update.bind(1, now).bind(2, session_id).run();
+  sqlite::Statement update(db_, with_next_update("UPDATE sessions SET updated_ms = ", " WHERE id = ?1"));
+  update.bind(1, session_id).bind(9, now).run();
   if (db_.changes() == 0) fail(StoreErrorKind::not_found, "no session with id " + std::to_string(session_id));
 }
 
@@ -496,14 +508,16 @@ void SessionStore::delete_message(std::int64_t message_id) {
 }
 
 void SessionStore::set_system_prompt(std::int64_t session_id, std::string_view text) {
-  sqlite::Statement update(db_, "UPDATE sessions SET system_prompt = ?1, updated_ms = ?2 WHERE id = ?3");
-  update.bind(1, text).bind(2, now_ms()).bind(3, session_id).run();
+  sqlite::Statement update(
+      db_, with_next_update("UPDATE sessions SET system_prompt = ?1, updated_ms = ", " WHERE id = ?2"));
+  update.bind(1, text).bind(2, session_id).bind(9, now_ms()).run();
   if (db_.changes() == 0) fail(StoreErrorKind::not_found, "no session with id " + std::to_string(session_id));
 }
 
 void SessionStore::set_model(std::int64_t session_id, std::string_view model) {
-  sqlite::Statement update(db_, "UPDATE sessions SET model = ?1, updated_ms = ?2 WHERE id = ?3");
-  update.bind(1, model).bind(2, now_ms()).bind(3, session_id).run();
+  sqlite::Statement update(
+      db_, with_next_update("UPDATE sessions SET model = ?1, updated_ms = ", " WHERE id = ?2"));
+  update.bind(1, model).bind(2, session_id).bind(9, now_ms()).run();
   if (db_.changes() == 0) fail(StoreErrorKind::not_found, "no session with id " + std::to_string(session_id));
 }
 

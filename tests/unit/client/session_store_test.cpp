@@ -8,6 +8,8 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <cerrno>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -99,8 +101,8 @@ TEST_F(SessionStoreTest, CreateListFind) {
   EXPECT_EQ(sessions[0].name, "alpha");
   EXPECT_EQ(sessions[0].message_count, 1);
   EXPECT_EQ(sessions[0].preview, "first question, line one");
-  EXPECT_GE(sessions[0].updated_ms, sessions[1].updated_ms);
-  EXPECT_GE(sessions[1].updated_ms, sessions[2].updated_ms);
+  EXPECT_GT(sessions[0].updated_ms, sessions[1].updated_ms);  // strictly, even within one millisecond
+  EXPECT_GT(sessions[1].updated_ms, sessions[2].updated_ms);
 
   const auto missing = error_from([&] { store.get("alpah"); });
   EXPECT_EQ(missing.kind(), StoreErrorKind::not_found);
@@ -343,6 +345,68 @@ TEST_F(SessionStoreTest, RowsSurviveSigkillRightAfterAppend) {
   EXPECT_EQ(messages[1].content, "first tokens and a few more");
   EXPECT_EQ(messages[1].state, "partial");
   EXPECT_EQ(messages[2].content, "last one");
+}
+
+// The fault seam: SQLite's unix VFS lets a test replace its system calls (as SQLite's own test_syscall.c
+// does). While a DiskFull lives, every write fails with ENOSPC.
+std::atomic<bool> disk_full{false};
+ssize_t full_write(int fd, const void* data, size_t size) {
+  if (disk_full) return errno = ENOSPC, -1;
+  return ::write(fd, data, size);
+}
+ssize_t full_pwrite(int fd, const void* data, size_t size, off_t offset) {
+  if (disk_full) return errno = ENOSPC, -1;
+  return ::pwrite(fd, data, size, offset);
+}
+ssize_t full_pwrite64(int fd, const void* data, size_t size, off64_t offset) {
+  if (disk_full) return errno = ENOSPC, -1;
+  return ::pwrite64(fd, data, size, offset);
+}
+
+class DiskFull {
+ public:
+  DiskFull() {
+    vfs_ = sqlite3_vfs_find(nullptr);
+    EXPECT_EQ(vfs_->xSetSystemCall(vfs_, "write", reinterpret_cast<sqlite3_syscall_ptr>(full_write)),
+              SQLITE_OK);
+    EXPECT_EQ(vfs_->xSetSystemCall(vfs_, "pwrite", reinterpret_cast<sqlite3_syscall_ptr>(full_pwrite)),
+              SQLITE_OK);
+    // pwrite64 exists only in some builds of SQLite; NOTFOUND means this one uses pwrite.
+    const int rc =
+        vfs_->xSetSystemCall(vfs_, "pwrite64", reinterpret_cast<sqlite3_syscall_ptr>(full_pwrite64));
+    EXPECT_TRUE(rc == SQLITE_OK || rc == SQLITE_NOTFOUND) << rc;
+    disk_full = true;
+  }
+  ~DiskFull() {
+    disk_full = false;
+    for (const char* call : {"write", "pwrite", "pwrite64"}) vfs_->xSetSystemCall(vfs_, call, nullptr);
+  }
+
+ private:
+  sqlite3_vfs* vfs_;
+};
+
+TEST_F(SessionStoreTest, FullDiskFailsTheWriteAndKeepsEverythingBefore) {
+  SessionStore store(db_);
+  const auto session = store.create("full");
+  store.append(session.id, role_user, "stored before the disk filled");
+  const std::string big_answer(256 * 1024, 'x');  // more than the page cache keeps: pages must be written
+  {
+    DiskFull full;
+    const auto error = error_from([&] { store.append(session.id, role_assistant, big_answer); });
+    EXPECT_EQ(error.kind(), StoreErrorKind::io) << error.what();
+    EXPECT_TRUE(contains(error.what(), db_.string())) << error.what();
+    EXPECT_TRUE(contains(error.what(), "disk")) << error.what();
+    std::cerr << "full disk: " << error.what() << "\n";
+  }
+  // The failed write left nothing half-done, on this connection and on a fresh one, and writing works again.
+  EXPECT_EQ(store.messages(session.id).size(), 1u);
+  SessionStore reopened(db_);
+  const auto messages = reopened.messages(session.id);
+  ASSERT_EQ(messages.size(), 1u);
+  EXPECT_EQ(messages[0].content, "stored before the disk filled");
+  reopened.append(session.id, role_assistant, big_answer);
+  EXPECT_EQ(store.messages(session.id).at(1).content.size(), big_answer.size());
 }
 
 TEST_F(SessionStoreTest, FileThatIsNotADatabaseIsRefused) {

@@ -248,6 +248,11 @@ class UrlSource : public ByteSource {
     try {
       response = http_get_range(url_, offset, offset + size - 1, size + 1024);
     } catch (const std::exception& e) {
+      if (std::string_view(e.what()).find("is larger than") != std::string_view::npos) {
+        throw GgufError(url_ +
+                        ": the server sent more than the range asked for (it does not honour HTTP range " +
+                        "requests); download the file (clawbot models pull) and plan the local copy");
+      }
       throw GgufError(e.what());
     }
     if (response.status == 416) {

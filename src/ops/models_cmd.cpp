@@ -290,7 +290,8 @@ int run_models_pull(const ModelsPullOptions& options) {
       }
     }
 
-    if (fs::exists(target)) {
+    const bool already_there = fs::exists(target);
+    if (already_there) {
       std::fprintf(stderr, "%s: %s is already there\n", me, target.string().c_str());
     } else {
       std::uint64_t have = fs::exists(part) ? fs::file_size(part) : 0;
@@ -374,12 +375,14 @@ int run_models_pull(const ModelsPullOptions& options) {
       const FileDigests digests =
           hash_file(check.string(), false, !options.no_progress && ::isatty(STDERR_FILENO));
       if (digests.sha256 != expected) {
-        fs::remove(check, ec);
+        // A download of ours that does not match is removed; a file that was already there is left alone.
+        if (!already_there) fs::remove(check, ec);
         std::fprintf(
             stderr,
-            "%s: checksum mismatch for %s: expected %s (from %s), got %s; the file was removed. A changed "
-            "file on the server or a damaged transfer; check the URL and the sum, then pull again\n",
-            me, name.c_str(), expected.c_str(), sum_source.c_str(), digests.sha256.c_str());
+            "%s: checksum mismatch for %s: expected %s (from %s), got %s; %s. A changed file on the server "
+            "or a damaged transfer: check the URL and the sum, then pull again\n",
+            me, name.c_str(), expected.c_str(), sum_source.c_str(), digests.sha256.c_str(),
+            already_there ? "the file that was already there is left as it is" : "the download was removed");
         return 1;
       }
       if (check == part) fs::rename(part, target);

@@ -129,6 +129,33 @@ constexpr std::array<QuantChoice, 8> quant_choices = {{
     {"Q2_K", 2.96},
 }};
 
+// The types ggml's CPU backend repacks for matrix multiplication on this CPU (ggml-cpu/repack.cpp,
+// ggml_repack_get_optimal_repack_type), for matrices whose row count is a multiple of 8.
+bool cpu_repacks(std::uint32_t type_id) {
+  enum : std::uint32_t {
+    q4_0 = 2,
+    q8_0 = 8,
+    q2_K = 10,
+    q4_K = 12,
+    q5_K = 13,
+    q6_K = 14,
+    iq4_nl = 20,
+    mxfp4 = 39
+  };
+#if defined(__x86_64__) || defined(__i386__)
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  if (type_id == q2_K) return avx512;
+  return avx2 && (type_id == q4_0 || type_id == q4_K || type_id == iq4_nl || type_id == mxfp4);
+#elif defined(__aarch64__)
+  return type_id == q4_0 || type_id == q4_K || type_id == q5_K || type_id == q6_K || type_id == q8_0 ||
+         type_id == iq4_nl || type_id == mxfp4;
+#else
+  (void)type_id;
+  return false;
+#endif
+}
+
 }  // namespace
 
 ModelDims model_dims(const GgufFile& file) {
@@ -333,6 +360,11 @@ MemoryPlan plan_memory(const GgufFile& file, const ModelDims& dims, int ctx, int
     w.bytes += t.bytes();
     plan.weights += t.bytes();
   }
+  for (const auto& t : file.tensors) {
+    if (t.dims.size() >= 2 && t.dims[1] % 8 == 0 && t.name != "token_embd.weight" && cpu_repacks(t.type_id)) {
+      plan.weights_repacked += t.bytes();  // token_embd is read by row (get_rows), never repacked
+    }
+  }
   for (auto& [name, w] : by_type) plan.weights_by_type.push_back(w);
   std::sort(plan.weights_by_type.begin(), plan.weights_by_type.end(),
             [](const auto& a, const auto& b) { return a.bytes > b.bytes; });
@@ -341,6 +373,12 @@ MemoryPlan plan_memory(const GgufFile& file, const ModelDims& dims, int ctx, int
   // window layers get the full size too: serve keeps libllama's default swa_full.
   const std::uint64_t cells = static_cast<std::uint64_t>(n_ctx_seq) * plan.n_stream;
   for (std::uint32_t il = 0; il < dims.n_layer; ++il) {
+    if (dims.n_embd_k[il] % kv_ggml->block_size != 0 || dims.n_embd_v[il] % kv_ggml->block_size != 0) {
+      throw std::invalid_argument(
+          "--kv-type " + kv_type + " stores blocks of " + std::to_string(kv_ggml->block_size) +
+          " values, and this model's K/V rows (" + std::to_string(dims.n_embd_k[il]) + " values in layer " +
+          std::to_string(il) + ") are not whole blocks; use f16");
+    }
     if (dims.n_embd_k[il] > 0) {
       plan.kv += (ggml_row_bytes(*kv_ggml, dims.n_embd_k[il]) +
                   (dims.n_embd_v[il] ? ggml_row_bytes(*kv_ggml, dims.n_embd_v[il]) : 0)) *
@@ -436,6 +474,7 @@ nlohmann::json plan_json(const MemoryPlan& p) {
         {"ubatch", p.n_ubatch}}},
       {"bytes",
        {{"weights", p.weights},
+        {"weights_repacked_for_cpu", p.weights_repacked},
         {"kv_cache", p.kv},
         {"recurrent_state", p.recurrent},
         {"output", p.output},
@@ -549,6 +588,12 @@ int run_plan(const PlanOptions& options) {
                   gib_text(static_cast<double>(w.bytes)).c_str(), static_cast<unsigned long long>(w.tensors));
     }
     std::printf("\n");
+    if (plan.weights_repacked > 0) {
+      std::printf(
+          "    CPU repack     %12s  of them copied at load into the CPU backend's faster layout (the mapped "
+          "originals go cold)\n",
+          gib_text(static_cast<double>(plan.weights_repacked)).c_str());
+    }
     std::printf("  KV cache         %12s  %u attention layers%s x %u cells\n",
                 gib_text(static_cast<double>(plan.kv)).c_str(), plan.kv_layers,
                 plan.swa_layers ? (" (" + std::to_string(plan.swa_layers) +
@@ -590,8 +635,10 @@ int run_plan(const PlanOptions& options) {
                   static_cast<double>(plan.total()) <= machine.gpu_free ? "fits" : "does not fit");
     }
     if (largest_ctx > 0) {
-      std::printf("largest     --ctx %d at --parallel %d; --parallel %d at --ctx %u\n", largest_ctx,
-                  options.parallel, largest_parallel, plan.ctx_per_request);
+      const bool at_training_ctx = dims.n_ctx_train > 0 && largest_ctx >= static_cast<int>(dims.n_ctx_train);
+      std::printf("largest     --ctx %d at --parallel %d%s; --parallel %d at --ctx %u\n", largest_ctx,
+                  options.parallel, at_training_ctx ? " (the model's training context)" : "",
+                  largest_parallel, plan.ctx_per_request);
     } else {
       std::printf("largest     not even --ctx 256 at --parallel %d fits\n", options.parallel);
     }

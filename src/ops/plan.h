@@ -76,6 +76,10 @@ struct MemoryPlan {
   // Breakdown, bytes.
   std::vector<WeightsByType> weights_by_type;
   std::uint64_t weights = 0;
+  // Of the weights, the bytes libllama's CPU backend copies into its repacked layout at load (q4_0, q4_K,
+  // iq4_nl, mxfp4 matrices on x86 with AVX2): an anonymous copy, while the mapped originals go cold (page
+  // cache the kernel may drop). Not added to the total; libllama reports it as a "CPU_REPACK" buffer.
+  std::uint64_t weights_repacked = 0;
   std::uint64_t kv = 0;         // attention layers' K and V
   std::uint64_t recurrent = 0;  // recurrent layers' fixed state
   std::uint32_t kv_layers = 0, swa_layers = 0, recurrent_layers = 0;

@@ -338,7 +338,10 @@ struct ApiClient::Impl {
       out.attempts = attempt;
       std::optional<Failure> failure;
       std::optional<std::chrono::milliseconds> server_advice;
-      auto answer = body.is_null() ? co_await client->get(target) : co_await client->post_json(target, body);
+      // Not a ?: of two co_awaits: GCC 12 destroys the result of such an expression twice.
+      http::Result<http::Response> answer = http::ClientError{};
+      if (body.is_null()) answer = co_await client->get(target);
+      else answer = co_await client->post_json(target, body);
       if (!answer) {
         failure = from_client_error(answer.error());
       } else {
@@ -374,6 +377,13 @@ struct ApiClient::Impl {
   void run(Coroutine&& coroutine) {
     interrupted = false;
     io.restart();
+    // Asio leaves SIGINT at its default (death) when its signal_set goes; the caller's handler comes back.
+    struct sigaction caller_sigint {};
+    sigaction(SIGINT, nullptr, &caller_sigint);
+    struct RestoreSigint {
+      const struct sigaction& saved;
+      ~RestoreSigint() { sigaction(SIGINT, &saved, nullptr); }
+    } restore{caller_sigint};
     std::optional<asio::signal_set> signals;
     if (interruptible) {
       signals.emplace(io, SIGINT);

@@ -172,6 +172,7 @@ class ChatLoop {
   }
 
   int run() {
+    install_prompt_sigint();  // from here on Ctrl-C never kills the chat: it stops an answer or clears a line
     open_session(options_.session);
     LineEditor editor(data_dir() / "chat_history");
     for (;;) {
@@ -294,6 +295,10 @@ class ChatLoop {
         error = out.failure->message;
       }
       store_.update_message(answer_id, out.text, state, stats, error);
+    } else if (!out.failure) {
+      // An answer with no text is still an answer: the conversation shows it happened.
+      answer_id = store_.append(session_.id, role_assistant, "", state_complete);
+      store_.update_message(answer_id, "", state_complete, stats);
     }
     messages_ = store_.messages(session_.id);
 
@@ -315,6 +320,11 @@ class ChatLoop {
         std::fprintf(stderr, "%s%s\n", out.started ? "[answer cut off] " : "error: ", out.failure->message.c_str());
         if (!out.started) quiet("(your message is kept; /retry sends it again)");
       }
+      return;
+    }
+    if (!out.started) {
+      quiet("(the model answered with no text: " + std::to_string(std::max<std::int64_t>(out.completion_tokens, 0)) +
+            " tokens)");
       return;
     }
     char line[200];

@@ -67,6 +67,7 @@ struct Scheduler::Slot {
   int limit = 0;
   std::deque<GenerationEvent> outbox;  // events waiting for room in the channel
   Clock::time_point admitted_at, first_token_at;
+  Clock::time_point last_emit;  // the last text sent; tokens with no text (control tokens) send none
   std::uint64_t last_used = 0;
   std::uint64_t admitted_order = 0;
   // this step
@@ -212,13 +213,20 @@ void Scheduler::run() {
 
 void Scheduler::send_heartbeats() {
   const auto now = Clock::now();
-  if (now - last_heartbeat_ < options_.heartbeat) return;
+  // Checked twice a period, so that no stream is silent for much longer than one period.
+  if (now - last_heartbeat_ < options_.heartbeat / 2) return;
   last_heartbeat_ = now;
   GenerationEvent beat;  // empty and not done: "still working on it"
   std::lock_guard lock(mutex_);
   for (auto& job : queue_) job.events->try_send(boost::system::error_code{}, beat);
   for (auto& s : slots_) {
-    if (s->phase == Slot::Phase::prefill && s->outbox.empty()) s->job->events->try_send(boost::system::error_code{}, beat);
+    if (!s->job || !s->outbox.empty()) continue;
+    // A long prefill, or a run of tokens that show no text, would otherwise look like a dead connection.
+    const bool silent = now - s->last_emit >= options_.heartbeat / 2;
+    if (s->phase == Slot::Phase::prefill || (s->phase == Slot::Phase::generate && silent)) {
+      s->job->events->try_send(boost::system::error_code{}, beat);
+      s->last_emit = now;
+    }
   }
 }
 
@@ -327,7 +335,7 @@ void Scheduler::admit(Slot& slot, GenerationJob job) {
   const int room = options_.ctx_per_request - static_cast<int>(prompt.size());
   slot.limit = job.max_tokens > 0 ? std::min(job.max_tokens, room) : room;
   slot.outbox.clear();
-  slot.admitted_at = Clock::now();
+  slot.admitted_at = slot.last_emit = Clock::now();
   slot.phase = Slot::Phase::prefill;
   slot.job = std::move(job);
 }
@@ -389,6 +397,7 @@ void Scheduler::sample_and_emit(Slot& slot, int row) {
     event.choice = slot.job->choice;
     event.text = std::move(piece.emit);
     slot.outbox.push_back(std::move(event));
+    slot.last_emit = Clock::now();
     flush_pending(slot);
   }
   if (piece.stopped) {

@@ -1,0 +1,199 @@
+// `clawbot chat` in a real terminal (tmux) against a real `clawbot serve` with a real model: two turns, Ctrl-C
+// in the middle of an answer, Ctrl-D, resuming a session, and the server killed in the middle of an answer with
+// every shown character still in the session database. Also `clawbot ask`, one-shot and piped, against serve.
+//
+// Run: CLAWBOT_BIN=build/clawbot node --test tests/integration/client_chat.test.mjs
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+
+import { clawbotBin, startServer } from './server_harness.mjs';
+import { runClient, writeConfig } from './client_helpers.mjs';
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// A model slow enough on two cores that an answer can be interrupted while it streams.
+function slowModel() {
+  const r = spawnSync(clawbotBin(), ['models', 'synth', 'smollm2-135m', '--quant', 'q8_0'], { encoding: 'utf8', timeout: 300000 });
+  assert.equal(r.status, 0, `clawbot models synth smollm2-135m failed:\n${r.stderr}`);
+  return r.stdout.trim().split('\n').pop();
+}
+
+class Terminal {
+  constructor(dir, command) {
+    this.socket = `clawbot-test-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+    this.log = path.join(dir, `pane-${this.socket}.log`);
+    // bash, not sh: after a Ctrl-C that its child handled, dash exits when the child does; bash goes on.
+    this.script = path.join(dir, `run-${this.socket}.sh`);
+    fs.writeFileSync(this.script, `#!/bin/bash\n${command}\necho "[exit $?]"\nsleep 30\n`, { mode: 0o755 });
+    this.tmux('new-session', '-d', '-s', 't', '-x', '160', '-y', '50', this.script);
+    this.tmux('pipe-pane', '-o', '-t', 't', `cat >> '${this.log}'`);
+  }
+  tmux(...args) {
+    return execFileSync('tmux', ['-L', this.socket, ...args], { encoding: 'utf8' });
+  }
+  screen() {
+    return this.tmux('capture-pane', '-p', '-J', '-t', 't', '-S', '-200');
+  }
+  raw() {
+    return fs.existsSync(this.log) ? fs.readFileSync(this.log, 'utf8') : '';
+  }
+  type(text) {
+    this.tmux('send-keys', '-t', 't', '-l', text);
+    this.tmux('send-keys', '-t', 't', 'Enter');
+  }
+  key(name) {
+    this.tmux('send-keys', '-t', 't', name);
+  }
+  async waitFor(pattern, { timeoutMs = 60000, count = 1 } = {}) {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const s = this.screen();
+      const matches = s.match(new RegExp(pattern.source, 'g')) || [];
+      if (matches.length >= count) return s;
+      if (Date.now() > deadline) throw new Error(`the terminal never showed ${pattern} (x${count}):\n${s}`);
+      await sleep(100);
+    }
+  }
+  close() {
+    try { this.tmux('kill-server'); } catch { /* already gone */ }
+  }
+}
+
+function exportSession(cfg, name) {
+  const r = spawnSync(clawbotBin(), ['sessions', 'export', name, '--format', 'json', '--db', cfg.db], { encoding: 'utf8', env: cfg.env });
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout);
+}
+
+function setup(baseUrl, extra = {}) {
+  const cfg = writeConfig({ model_endpoint: baseUrl, temperature: 0, max_tokens: 24, network_timeout: 30000,
+    retry_policy: { max_retries: 1, base_delay: 100 }, ...extra });
+  cfg.db = path.join(cfg.dir, 'sessions.db');
+  const doc = JSON.parse(fs.readFileSync(cfg.file, 'utf8'));
+  doc.session_db = cfg.db;
+  fs.writeFileSync(cfg.file, JSON.stringify(doc));
+  cfg.command = `export CLAWBOT_CONFIG='${cfg.file}' HOME='${cfg.dir}' XDG_DATA_HOME='${cfg.dir}/data' LANG=C.UTF-8; '${clawbotBin()}' chat`;
+  return cfg;
+}
+
+test('ask: one-shot and piped, against a real server', async () => {
+  const srv = await startServer();
+  const cfg = writeConfig({ model_endpoint: srv.baseUrl, temperature: 0, max_tokens: 16 });
+  try {
+    const one = await runClient(['ask', 'Once upon a time', '--json'], { env: cfg.env });
+    assert.equal(one.code, 0, one.stderr);
+    const out = JSON.parse(one.stdout);
+    assert.ok(out.content.length > 0);
+    assert.equal(out.complete, true);
+    assert.equal(out.usage.completion_tokens, 16);
+    assert.equal(out.finish_reason, 'length');
+
+    const piped = await runClient(['ask', 'summarise this', '--stats'], { env: cfg.env, input: 'Lily had a red ball. She lost it in the park.\n' });
+    assert.equal(piped.code, 0, piped.stderr);
+    assert.ok(piped.stdout.trim().length > 0);
+    assert.match(piped.stderr, /ms to first token, [\d.]+ tokens\/s, 16 tokens/);
+
+    const templ = await runClient(['ask', '--template', 'polish'], { env: cfg.env, input: 'the dog run fast' });
+    assert.equal(templ.code, 0, templ.stderr);
+    const none = await runClient(['ask', '--template', 'rhyme'], { env: cfg.env, input: 'x' });
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /no template "rhyme"; there are: continue, polish, summarise, translate/);
+    const empty = await runClient(['ask'], { env: cfg.env, input: '' });
+    assert.equal(empty.code, 2);
+    assert.match(empty.stderr, /nothing to ask/);
+  } finally {
+    await srv.stop();
+    cfg.cleanup();
+  }
+});
+
+test('chat in a terminal: two turns, Ctrl-C mid-answer, Ctrl-D, resume', async () => {
+  const srv = await startServer({ model: slowModel(), extraArgs: ['--ctx', '1024', '--threads', '1'] });
+  const cfg = setup(srv.baseUrl);
+  let term = new Terminal(cfg.dir, `${cfg.command} --session demo`);
+  try {
+    await term.waitFor(/session demo \(/);
+    term.type('Once upon a time');
+    await term.waitFor(/s to first token · [\d.]+ tokens\/s · 24 tokens · stopped at max_tokens/);
+    term.type('And then?');
+    // A random-weight model may answer with tokens that show no text; the chat says so instead of timing it.
+    await term.waitFor(/s to first token|answered with no text/, { count: 2 });
+
+    let doc = exportSession(cfg, 'demo');
+    assert.deepEqual(doc.messages.map((m) => `${m.role}:${m.state}`),
+      ['user:complete', 'assistant:complete', 'user:complete', 'assistant:complete']);
+    assert.equal(doc.messages[0].content, 'Once upon a time');
+    assert.ok(doc.messages[1].content.length > 0);
+
+    // A long answer, stopped with Ctrl-C once some of it is on the screen.
+    term.type('/set max_tokens 800');
+    await term.waitFor(/max_tokens = 800/);
+    const before = term.raw().length;
+    term.type('Tell me a very long story');
+    const deadline = Date.now() + 30000;
+    while (term.raw().length < before + 80 && Date.now() < deadline) await sleep(50);
+    term.key('C-c');
+    await term.waitFor(/\[stopped; the partial answer is kept\]/);
+    // Still running: one more turn works.
+    term.type('/set max_tokens 8');
+    term.type('Short one');
+    await term.waitFor(/s to first token · [\d.]+ tokens\/s · 8 tokens|answered with no text: 8 tokens/);
+    doc = exportSession(cfg, 'demo');
+    const stopped = doc.messages[5];
+    assert.equal(stopped.role, 'assistant');
+    assert.equal(stopped.state, 'interrupted');
+    assert.ok(stopped.content.length > 0 && stopped.content.length < 4000, 'some, not all, of the answer');
+    assert.equal(doc.messages.length, 8);
+
+    // Ctrl-C at the prompt only clears the line; Ctrl-D leaves.
+    term.key('C-c');
+    term.key('C-d');
+    await term.waitFor(/\[exit 0\]/);
+    term.close();
+
+    // Resume: the conversation goes on where it was.
+    term = new Terminal(cfg.dir, `${cfg.command} --session demo`);
+    await term.waitFor(/resumed session demo \(8 messages/);
+    term.type('/retry');
+    await term.waitFor(/s to first token|answered with no text/);
+    term.type('/exit');
+    await term.waitFor(/\[exit 0\]/);
+    doc = exportSession(cfg, 'demo');
+    assert.equal(doc.messages.length, 8, '/retry replaced the last answer');
+    assert.equal(doc.messages[7].state, 'complete');
+  } finally {
+    term.close();
+    await srv.stop();
+    cfg.cleanup();
+  }
+});
+
+test('chat: the server killed mid-answer: the database holds every character that was shown', async () => {
+  const srv = await startServer({ model: slowModel(), extraArgs: ['--ctx', '1024', '--threads', '1'] });
+  const cfg = setup(srv.baseUrl, { max_tokens: 800 });
+  const term = new Terminal(cfg.dir, `${cfg.command} --session cut`);
+  try {
+    await term.waitFor(/session cut \(/);
+    const before = term.raw().length;
+    term.type('Tell me a very long story');
+    const deadline = Date.now() + 30000;
+    while (term.raw().length < before + 120 && Date.now() < deadline) await sleep(50);
+    srv.proc.kill('SIGKILL');
+    await term.waitFor(/\[answer cut off\]/);
+    const doc = exportSession(cfg, 'cut');
+    assert.deepEqual(doc.messages.map((m) => `${m.role}:${m.state}`), ['user:complete', 'assistant:partial']);
+    const partial = doc.messages[1];
+    assert.ok(partial.content.length > 0);
+    assert.ok(partial.error.length > 0, 'the reason is kept');
+    // What the terminal received, byte for byte (the tty turns \n into \r\n).
+    const shown = term.raw().slice(before).replaceAll('\r\n', '\n');
+    assert.ok(shown.includes(partial.content), 'the stored partial answer is exactly what was shown');
+  } finally {
+    term.close();
+    await srv.stop();
+    cfg.cleanup();
+  }
+});

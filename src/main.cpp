@@ -4,6 +4,8 @@
 #include <CLI/CLI.hpp>
 
 #include "bench/bench.h"
+#include "client/cli.h"
+#include "client/code_cmd.h"
 #include "client/sessions_cmd.h"
 #include "ops/integrity.h"
 #include "ops/ops.h"
@@ -263,7 +265,12 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"md", "json"}));
   sessions_export_cmd->add_option("-o,--output", sessions.output, "File to write (default: stdout)");
 
+  const auto run_client_command = clawbot::client::add_client_commands(app);
+  const auto run_code_command = clawbot::client::add_code_command(app);
+
   CLI11_PARSE(app, argc, argv);
+  if (const auto status = run_client_command()) return *status;
+  if (const auto status = run_code_command()) return *status;
   if (bench_cmd->parsed() && memory_bandwidth) {
     // The ceiling for decode speed on a memory-bound machine: bytes/s that a plain read loop reaches.
     const double bw = clawbot::monitor::measure_read_bandwidth();

@@ -97,6 +97,7 @@ struct ApiClient::Impl {
     http::ClientOptions options;
     options.connect_timeout = c.network_timeout;
     options.read_timeout = c.network_timeout;
+    options.tls_ca_file = c.tls_ca_file;
     const std::string key = c.resolved_api_key();
     if (!key.empty()) options.headers.emplace_back("Authorization", "Bearer " + key);
     options.headers.emplace_back("User-Agent", "clawbot-client");
@@ -107,8 +108,7 @@ struct ApiClient::Impl {
   std::string advice(FailureKind kind, int status = 0) const {
     switch (kind) {
       case FailureKind::connect:
-        return "check model_endpoint (" + endpoint + ") in " + config_origin +
-               ", that the node is running, and any firewall between";
+        return "model_endpoint is set in " + config_origin;
       case FailureKind::timeout:
         return "a timeout with no answer at all usually means a firewall dropping packets or a wrong address; "
                "a busy node may need a longer network_timeout (" +

@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 
 import { clawbotBin, startServer } from './server_harness.mjs';
@@ -107,6 +108,33 @@ test('ask: one-shot and piped, against a real server', async () => {
   } finally {
     await srv.stop();
     cfg.cleanup();
+  }
+});
+
+test('ask over https: trusts the node through tls_ca_file, and says what to check without it', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clawbot-ask-tls-'));
+  // One self-signed certificate for 127.0.0.1: it is its own CA.
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+    '-keyout', path.join(dir, 'node.key'), '-out', path.join(dir, 'node.pem'), '-days', '1', '-subj', '/CN=node',
+    '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+  const srv = await startServer({ extraArgs: ['--tls-cert', path.join(dir, 'node.pem'), '--tls-key', path.join(dir, 'node.key')] });
+  const trusted = writeConfig({ model_endpoint: srv.baseUrl, max_tokens: 8, tls_ca_file: path.join(dir, 'node.pem') });
+  const untrusted = writeConfig({ model_endpoint: srv.baseUrl, max_tokens: 8, retry_policy: { max_retries: 2 } });
+  try {
+    assert.match(srv.baseUrl, /^https:/);
+    const ok = await runClient(['ask', 'hello', '--json'], { env: trusted.env });
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(JSON.parse(ok.stdout).usage.completion_tokens, 8);
+    const refused = await runClient(['ask', 'hello'], { env: untrusted.env });
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /certificate/i);
+    assert.match(refused.stderr, /tls_ca_file/);
+    assert.doesNotMatch(refused.stderr, /retry/, 'a certificate problem is not retried');
+  } finally {
+    await srv.stop();
+    trusted.cleanup();
+    untrusted.cleanup();
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
 

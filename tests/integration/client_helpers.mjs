@@ -46,11 +46,11 @@ export function runClient(args, { env, input, timeoutMs = 30000, cwd } = {}) {
 }
 
 /** An OpenAI-style event stream that says `words`, one event each. */
-export function sseAnswer(res, words, { finish = 'stop' } = {}) {
+export function sseAnswer(res, words, { finish = 'stop', promptTokens = 7 } = {}) {
   res.writeHead(200, { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' });
   for (const w of words)
     res.write(`data: ${JSON.stringify({ object: 'chat.completion.chunk', model: 'stub', choices: [{ index: 0, delta: { content: w }, finish_reason: null }] })}\n\n`);
   res.write(`data: ${JSON.stringify({ object: 'chat.completion.chunk', model: 'stub', choices: [{ index: 0, delta: {}, finish_reason: finish }] })}\n\n`);
-  res.write(`data: ${JSON.stringify({ object: 'chat.completion.chunk', model: 'stub', choices: [], usage: { prompt_tokens: 7, completion_tokens: words.length } })}\n\n`);
+  res.write(`data: ${JSON.stringify({ object: 'chat.completion.chunk', model: 'stub', choices: [], usage: { prompt_tokens: promptTokens, completion_tokens: words.length } })}\n\n`);
   res.end('data: [DONE]\n\n');
 }

@@ -7,7 +7,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 
 import { runClient, sseAnswer, writeConfig } from './client_helpers.mjs';
 
@@ -21,7 +23,7 @@ async function misbehavingServer(behaviours) {
       const n = arrivals.length;
       arrivals.push({ at: Date.now(), url: req.url, body, auth: req.headers.authorization });
       const act = behaviours[Math.min(n, behaviours.length - 1)];
-      act(req, res);
+      act(req, res, body);
     });
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
@@ -34,7 +36,13 @@ async function misbehavingServer(behaviours) {
 }
 
 const reset = (req) => req.socket.resetAndDestroy();
-const ok = (_req, res) => sseAnswer(res, ['Hello', ', ', 'world']);
+// Counts prompt tokens the way a tokenizer roughly would (4 bytes a token, 4 per message), so the chat's
+// estimate is calibrated as it would be by a real server.
+const ok = (_req, res, body) => {
+  const messages = JSON.parse(body || '{}').messages ?? [];
+  const bytes = messages.reduce((n, m) => n + m.content.length, 0);
+  sseAnswer(res, ['Hello', ', ', 'world'], { promptTokens: Math.ceil(bytes / 4) + 4 * messages.length });
+};
 const status = (code, headers = {}) => (_req, res) => {
   res.writeHead(code, { 'Content-Type': 'application/json', ...headers });
   res.end(JSON.stringify({ error: { message: `busy (${code})`, type: 'server_error', code: 'busy' } }));
@@ -242,4 +250,40 @@ test('a bad config is exit status 2 with the key named; an unknown key is a warn
   assert.equal(sent.stream, true);
   await srv.close();
   typo.cleanup();
+});
+
+test('chat (piped): slash commands, and the oldest turns left out when the conversation outgrows context_length', async () => {
+  const srv = await misbehavingServer([ok]);
+  const cfg = writeConfig({ model_endpoint: srv.url, context_length: 250, max_tokens: 50, system_prompt: 'Be brief.' });
+  try {
+    const long = (n) => `question ${n}:${' blah'.repeat(40)}`; // ~200 bytes, ~70 tokens by the estimate
+    const input = [long(1), long(2), long(3), long(4), '/system Answer in French.', '/set temperature 0.3',
+      long(5), '/save ' + path.join(cfg.dir, 'out.md'), '/sessions', '/bogus', '/new second', 'hi', '/exit', ''].join('\n');
+    const r = await runClient(['chat', '--session', 'first'], { env: cfg.env, input });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(srv.arrivals.length, 6);
+    const bodies = srv.arrivals.map((a) => JSON.parse(a.body));
+    assert.equal(bodies[0].messages[0].content, 'Be brief.');
+    assert.deepEqual(bodies[0].messages.map((m) => m.role), ['system', 'user']);
+    // By the fourth question the conversation no longer fits: the oldest turns go, the system prompt stays.
+    const fourth = bodies[3].messages;
+    assert.equal(fourth[0].role, 'system');
+    assert.equal(fourth.at(-1).content, long(4));
+    assert.ok(fourth.length < 8, `${fourth.length} messages sent`);
+    assert.equal(fourth[1].role, 'user', 'whole turns are left out');
+    assert.match(r.stdout, /the conversation is longer than the 250-token context: its oldest \d+ messages are left out/);
+    // /system and /set apply to the next request.
+    assert.equal(bodies[4].messages[0].content, 'Answer in French.');
+    assert.equal(bodies[4].temperature, 0.3);
+    // /new starts a conversation of its own.
+    assert.deepEqual(bodies[5].messages.map((m) => m.content), ['Be brief.', 'hi']);
+    assert.match(r.stderr, /unknown command \/bogus; \/help lists them/);
+    assert.match(r.stdout, /\* first +10 messages/);
+    const md = fs.readFileSync(path.join(cfg.dir, 'out.md'), 'utf8');
+    assert.match(md, /question 5/);
+    assert.match(md, /Hello, world/);
+  } finally {
+    await srv.close();
+    cfg.cleanup();
+  }
 });

@@ -333,8 +333,8 @@ SessionInfo SessionStore::create(std::string_view name, std::string_view system_
     if (auto problem = name_problem(name); !problem.empty()) fail(StoreErrorKind::invalid_argument, problem);
   }
   const std::int64_t now = now_ms();
-  sqlite::Transaction transaction(
-      db_);  // the write lock: nobody takes the name between the check and the insert
+  // The write lock first: nobody can take the name between the check and the insert.
+  sqlite::Transaction transaction(db_);
   const auto taken = [this](std::string_view candidate) {
     sqlite::Statement exists(db_, "SELECT 1 FROM sessions WHERE name = ?1");
     exists.bind(1, candidate);

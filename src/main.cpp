@@ -246,7 +246,7 @@ int main(int argc, char** argv) {
       app.add_subcommand("sessions", "Stored conversations of chat and ask: list, show, rename, rm, export");
   sessions_cmd->require_subcommand(1)->fallthrough();  // fallthrough: --db also after the action
   sessions_cmd->add_option("--db", sessions.db,
-                           "Session database (default: ${XDG_DATA_HOME:-~/.local/share}/clawbot/sessions.db)");
+                           "Session database (default: session_db of clawbot.json, else ${XDG_DATA_HOME:-~/.local/share}/clawbot/sessions.db)");
   sessions_cmd->add_subcommand("list", "Sessions, most recently updated first")
       ->add_flag("--json", sessions.json, "Print a JSON array instead of the table");
   sessions_cmd->add_subcommand("show", "Print a conversation")
@@ -281,6 +281,7 @@ int main(int argc, char** argv) {
   if (bench_cmd->parsed()) return clawbot::bench::run_bench(bench);
   if (sessions_cmd->parsed()) {
     sessions.action = sessions_cmd->get_subcommands().at(0)->get_name();
+    sessions.db = clawbot::client::session_db_path(sessions.db);  // --db, else clawbot.json's session_db
     return clawbot::client::run_sessions(sessions);
   }
   if (serve_cmd->parsed()) return clawbot::server::run_serve(serve);

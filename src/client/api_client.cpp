@@ -30,15 +30,24 @@ double ChatOutcome::tokens_per_s() const noexcept {
 
 std::string failure_kind_name(FailureKind kind) {
   switch (kind) {
-    case FailureKind::connect: return "connect";
-    case FailureKind::timeout: return "timeout";
-    case FailureKind::dropped: return "dropped";
-    case FailureKind::http_status: return "http_status";
-    case FailureKind::server_error: return "server_error";
-    case FailureKind::protocol: return "protocol";
-    case FailureKind::tls: return "tls";
-    case FailureKind::cancelled: return "cancelled";
-    case FailureKind::config: return "config";
+    case FailureKind::connect:
+      return "connect";
+    case FailureKind::timeout:
+      return "timeout";
+    case FailureKind::dropped:
+      return "dropped";
+    case FailureKind::http_status:
+      return "http_status";
+    case FailureKind::server_error:
+      return "server_error";
+    case FailureKind::protocol:
+      return "protocol";
+    case FailureKind::tls:
+      return "tls";
+    case FailureKind::cancelled:
+      return "cancelled";
+    case FailureKind::config:
+      return "config";
   }
   return "unknown";
 }
@@ -88,12 +97,15 @@ struct ApiClient::Impl {
   explicit Impl(const ClientConfig& c) : config(c) {
     config_origin = c.file.empty() ? std::string("the built-in defaults (no clawbot.json)") : c.file.string();
     if (c.model_endpoint == "auto")
-      throw ConfigError("model_endpoint is \"auto\", but this clawbot cannot discover nodes yet; set it to the "
-                        "node's URL in " + config_origin);
+      throw ConfigError(
+          "model_endpoint is \"auto\", but this clawbot cannot discover nodes yet; set it to the "
+          "node's URL in " +
+          config_origin);
     endpoint = base_endpoint(c.model_endpoint);
     auto url = http::parse_url(endpoint);
-    if (!url) throw ConfigError("model_endpoint \"" + c.model_endpoint + "\" in " + config_origin + ": " +
-                                url.error().message);
+    if (!url)
+      throw ConfigError("model_endpoint \"" + c.model_endpoint + "\" in " + config_origin + ": " +
+                        url.error().message);
     http::ClientOptions options;
     options.connect_timeout = c.network_timeout;
     options.read_timeout = c.network_timeout;
@@ -110,17 +122,22 @@ struct ApiClient::Impl {
       case FailureKind::connect:
         return "model_endpoint is set in " + config_origin;
       case FailureKind::timeout:
-        return "a timeout with no answer at all usually means a firewall dropping packets or a wrong address; "
+        return "a timeout with no answer at all usually means a firewall dropping packets or a wrong "
+               "address; "
                "a busy node may need a longer network_timeout (" +
                std::to_string(config.network_timeout.count()) + " ms) in " + config_origin;
-      case FailureKind::dropped: return "the node or the network went away; check the node's log";
-      case FailureKind::tls: return "check tls_ca_file in " + config_origin + " and the node's certificate";
+      case FailureKind::dropped:
+        return "the node or the network went away; check the node's log";
+      case FailureKind::tls:
+        return "check tls_ca_file in " + config_origin + " and the node's certificate";
       case FailureKind::http_status:
-        if (status == 401) return "the endpoint wants an API key: set api_key_env (or api_key) in " + config_origin;
+        if (status == 401)
+          return "the endpoint wants an API key: set api_key_env (or api_key) in " + config_origin;
         if (status == 403) return "the key or this machine's address is not allowed by the gateway";
         if (status == 404) return "is model_endpoint (" + endpoint + ") the server's base URL?";
         return {};
-      default: return {};
+      default:
+        return {};
     }
   }
 
@@ -137,18 +154,20 @@ struct ApiClient::Impl {
                ec == asio::error::host_not_found_try_again) {
       f.kind = FailureKind::connect;
     } else if (ec.category() == asio::error::get_ssl_category() ||
-               e.message.find("certificate") != std::string::npos || e.message.find("TLS") != std::string::npos) {
+               e.message.find("certificate") != std::string::npos ||
+               e.message.find("TLS") != std::string::npos) {
       f.kind = FailureKind::tls;
-    } else if (ec == asio::error::connection_reset || ec == asio::error::eof || ec == asio::error::broken_pipe ||
-               ec == be::http::error::end_of_stream || ec == be::http::error::partial_message ||
-               ec == asio::error::connection_aborted) {
+    } else if (ec == asio::error::connection_reset || ec == asio::error::eof ||
+               ec == asio::error::broken_pipe || ec == be::http::error::end_of_stream ||
+               ec == be::http::error::partial_message || ec == asio::error::connection_aborted) {
       f.kind = FailureKind::dropped;
     } else {
       f.kind = FailureKind::protocol;
     }
     f.message = e.message;
     if (interrupted) f.kind = FailureKind::cancelled, f.message = "interrupted";
-    if (const std::string a = advice(f.kind); !a.empty() && f.kind != FailureKind::cancelled) f.message += "; " + a;
+    if (const std::string a = advice(f.kind); !a.empty() && f.kind != FailureKind::cancelled)
+      f.message += "; " + a;
     return f;
   }
 
@@ -170,7 +189,8 @@ struct ApiClient::Impl {
       detail = std::string(body.substr(0, 200));
     }
     f.message = endpoint + " answered " + std::to_string(status) + (detail.empty() ? "" : ": " + detail);
-    if (const std::string a = advice(FailureKind::http_status, status); !a.empty()) f.message += " (" + a + ")";
+    if (const std::string a = advice(FailureKind::http_status, status); !a.empty())
+      f.message += " (" + a + ")";
     return f;
   }
 
@@ -179,9 +199,12 @@ struct ApiClient::Impl {
       case FailureKind::connect:
         return f.message.find("cannot resolve") == std::string::npos;  // a wrong name stays wrong
       case FailureKind::timeout:
-      case FailureKind::dropped: return true;
-      case FailureKind::http_status: return retryable_status(f.status);
-      default: return false;
+      case FailureKind::dropped:
+        return true;
+      case FailureKind::http_status:
+        return retryable_status(f.status);
+      default:
+        return false;
     }
   }
 
@@ -235,7 +258,10 @@ struct ApiClient::Impl {
       try {
         chunk = json::parse(data);
       } catch (const json::exception&) {
-        co_return Failure{FailureKind::protocol, 0, {}, endpoint + " sent an event that is not JSON: " + data.substr(0, 120)};
+        co_return Failure{FailureKind::protocol,
+                          0,
+                          {},
+                          endpoint + " sent an event that is not JSON: " + data.substr(0, 120)};
       }
       if (chunk.contains("error")) {
         Failure f = from_status(500, data);
@@ -244,7 +270,8 @@ struct ApiClient::Impl {
                     (chunk["error"].is_object() ? chunk["error"].value("message", data) : data);
         co_return f;
       }
-      if (chunk.contains("model") && chunk["model"].is_string()) out.model = chunk["model"].get<std::string>();
+      if (chunk.contains("model") && chunk["model"].is_string())
+        out.model = chunk["model"].get<std::string>();
       if (const auto u = chunk.find("usage"); u != chunk.end() && u->is_object()) {
         out.prompt_tokens = u->value("prompt_tokens", out.prompt_tokens);
         out.completion_tokens = u->value("completion_tokens", out.completion_tokens);
@@ -255,7 +282,8 @@ struct ApiClient::Impl {
       if (choices == chunk.end() || !choices->is_array() || choices->empty()) continue;
       const json& choice = (*choices)[0];
       if (const auto d = choice.find("delta"); d != choice.end() && d->is_object()) {
-        if (const auto c = d->find("content"); c != d->end() && c->is_string() && !c->get_ref<const std::string&>().empty()) {
+        if (const auto c = d->find("content");
+            c != d->end() && c->is_string() && !c->get_ref<const std::string&>().empty()) {
           const auto& piece = c->get_ref<const std::string&>();
           if (!out.started) out.ttft_ms = elapsed_ms(sent);
           out.started = true;
@@ -270,7 +298,9 @@ struct ApiClient::Impl {
     out.total_ms = elapsed_ms(sent);
     if (out.completion_tokens < 0) out.completion_tokens = text_events;
     if (out.finish_reason.empty())
-      co_return Failure{FailureKind::dropped, 0, {},
+      co_return Failure{FailureKind::dropped,
+                        0,
+                        {},
                         endpoint + " ended the answer without finishing it" +
                             (done ? std::string() : std::string(" (no [DONE])")) + "; " +
                             advice(FailureKind::dropped)};
@@ -292,7 +322,10 @@ struct ApiClient::Impl {
       if (!text.empty()) on_text(text);
       return std::nullopt;
     } catch (const json::exception&) {
-      return Failure{FailureKind::protocol, 0, {}, endpoint + " answered with something that is not an OpenAI chat completion"};
+      return Failure{FailureKind::protocol,
+                     0,
+                     {},
+                     endpoint + " answered with something that is not an OpenAI chat completion"};
     }
   }
 
@@ -340,8 +373,10 @@ struct ApiClient::Impl {
       std::optional<std::chrono::milliseconds> server_advice;
       // Not a ?: of two co_awaits: GCC 12 destroys the result of such an expression twice.
       http::Result<http::Response> answer = http::ClientError{};
-      if (body.is_null()) answer = co_await client->get(target);
-      else answer = co_await client->post_json(target, body);
+      if (body.is_null())
+        answer = co_await client->get(target);
+      else
+        answer = co_await client->post_json(target, body);
       if (!answer) {
         failure = from_client_error(answer.error());
       } else {
@@ -355,7 +390,9 @@ struct ApiClient::Impl {
           failure = from_status(answer->status, answer->body);
           server_advice = retry_after(answer->headers);
         } else if (out.body.is_null()) {
-          failure = Failure{FailureKind::protocol, answer->status, {},
+          failure = Failure{FailureKind::protocol,
+                            answer->status,
+                            {},
                             endpoint + target + " answered with something that is not JSON"};
         }
       }
@@ -426,7 +463,8 @@ const std::string& ApiClient::endpoint() const noexcept {
   return impl_->endpoint;
 }
 
-ChatOutcome ApiClient::chat(const ChatRequest& request, const std::function<void(std::string_view)>& on_text) {
+ChatOutcome ApiClient::chat(const ChatRequest& request,
+                            const std::function<void(std::string_view)>& on_text) {
   ChatOutcome out;
   impl_->run(impl_->chat_attempts(request, out, on_text));
   if (out.model.empty()) out.model = request.model.empty() ? impl_->config.model : request.model;
@@ -448,7 +486,9 @@ std::optional<EndpointModel> ApiClient::endpoint_model(std::optional<Failure>* f
   }
   const json& data = answer.body.contains("data") ? answer.body["data"] : json::array();
   if (!data.is_array() || data.empty()) {
-    if (failure) *failure = Failure{FailureKind::protocol, answer.status, {}, impl_->endpoint + "/v1/models lists no model"};
+    if (failure)
+      *failure =
+          Failure{FailureKind::protocol, answer.status, {}, impl_->endpoint + "/v1/models lists no model"};
     return std::nullopt;
   }
   const std::string& wanted = impl_->config.model;

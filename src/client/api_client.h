@@ -27,9 +27,9 @@ struct ChatMessage {
 
 struct ChatRequest {
   std::vector<ChatMessage> messages;
-  std::optional<std::int64_t> max_tokens;  // default: the config's
-  std::optional<double> temperature;       // default: the config's
-  std::string model;                       // default: the config's, else the endpoint's first
+  std::optional<std::int64_t> max_tokens;           // default: the config's
+  std::optional<double> temperature;                // default: the config's
+  std::string model;                                // default: the config's, else the endpoint's first
   nlohmann::json extra = nlohmann::json::object();  // more request fields (stop, seed, ...)
 };
 
@@ -107,7 +107,8 @@ class ApiClient {
 
   // Called before each retry's wait (default: a line on stderr).
   void on_retry(std::function<void(const RetryNotice&)> listener);
-  // Makes SIGINT cancel the answer in progress (chat() returns with a `cancelled` failure) instead of killing.
+  // Makes SIGINT cancel the answer in progress (chat() returns with a `cancelled` failure) instead of
+  // killing.
   void set_interruptible(bool interruptible) noexcept;
 
   const std::string& endpoint() const noexcept;  // base URL, without a trailing /v1

@@ -35,7 +35,8 @@ nlohmann::json outcome_json(const ChatOutcome& out) {
   auto optional_count = [](std::int64_t v) { return v < 0 ? nlohmann::json(nullptr) : nlohmann::json(v); };
   return {{"model", out.model},
           {"content", out.text},
-          {"finish_reason", out.finish_reason.empty() ? nlohmann::json(nullptr) : nlohmann::json(out.finish_reason)},
+          {"finish_reason",
+           out.finish_reason.empty() ? nlohmann::json(nullptr) : nlohmann::json(out.finish_reason)},
           {"complete", out.complete()},
           {"partial", out.started && !out.complete()},
           {"error", error},
@@ -59,12 +60,14 @@ int run_ask(const AskOptions& options) {
   if (!options.template_name.empty()) {
     std::string names;
     for (const auto& t : writing_templates()) {
-      if (options.template_name == t.name || (options.template_name == "summarize" && std::string(t.name) == "summarise"))
+      if (options.template_name == t.name ||
+          (options.template_name == "summarize" && std::string(t.name) == "summarise"))
         chosen = &t;
       names += (names.empty() ? "" : ", ") + std::string(t.name);
     }
     if (chosen == nullptr) {
-      std::cerr << "clawbot ask: no template \"" << options.template_name << "\"; there are: " << names << "\n";
+      std::cerr << "clawbot ask: no template \"" << options.template_name << "\"; there are: " << names
+                << "\n";
       return 2;
     }
   }
@@ -122,12 +125,14 @@ int run_ask(const AskOptions& options) {
   std::fflush(stdout);
 
   if (options.stats && out.started)
-    std::fprintf(stderr, "clawbot: %.0f ms to first token, %.1f tokens/s, %lld tokens, %d attempt%s\n", out.ttft_ms,
-                 out.tokens_per_s(), static_cast<long long>(out.completion_tokens), out.attempts,
+    std::fprintf(stderr, "clawbot: %.0f ms to first token, %.1f tokens/s, %lld tokens, %d attempt%s\n",
+                 out.ttft_ms, out.tokens_per_s(), static_cast<long long>(out.completion_tokens), out.attempts,
                  out.attempts == 1 ? "" : "s");
   if (!out.failure) return 0;
   if (out.failure->kind == FailureKind::cancelled) {
-    if (!options.json) std::fprintf(stderr, "clawbot ask: interrupted%s\n", out.started ? " (the answer above is partial)" : "");
+    if (!options.json)
+      std::fprintf(stderr, "clawbot ask: interrupted%s\n",
+                   out.started ? " (the answer above is partial)" : "");
     return 130;
   }
   if (!options.json)

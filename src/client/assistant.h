@@ -43,7 +43,7 @@ struct ChatOptions {
   ClientOverrides overrides;
   std::string session;  // resume or create this one (default: a new one)
   std::string system;
-  std::string db;       // session store (default: session_db of the config, else the store's default)
+  std::string db;  // session store (default: session_db of the config, else the store's default)
 };
 int run_chat(const ChatOptions& options);
 

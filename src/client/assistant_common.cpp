@@ -12,7 +12,8 @@ ClientConfig load_client_config(const ConfigSearch& search, const ClientOverride
   for (const auto& w : config.warnings) std::cerr << "warning: " << w << "\n";
   if (!overrides.endpoint.empty()) {
     // Checked as if it were in the file, so a bad flag gets the same message as a bad key.
-    const ClientConfig probe = parse_config(nlohmann::json{{"model_endpoint", overrides.endpoint}}.dump(), "--endpoint");
+    const ClientConfig probe =
+        parse_config(nlohmann::json{{"model_endpoint", overrides.endpoint}}.dump(), "--endpoint");
     config.model_endpoint = probe.model_endpoint;
     config.source["model_endpoint"] = "--endpoint";
   }
@@ -40,10 +41,12 @@ std::span<const WritingTemplate> writing_templates() {
        "Continue the text the user gives you, in the same language, style and voice. Write only the "
        "continuation, without repeating the text or commenting on it."},
       {"polish", "fix grammar and improve clarity, same meaning",
-       "Improve the text the user gives you: correct grammar, spelling and punctuation, and make it clearer and "
+       "Improve the text the user gives you: correct grammar, spelling and punctuation, and make it clearer "
+       "and "
        "smoother, keeping its meaning, language and tone. Write only the improved text."},
       {"summarise", "a short summary of the main points",
-       "Summarise the text the user gives you: its main points in a few sentences or a short bulleted list, in "
+       "Summarise the text the user gives you: its main points in a few sentences or a short bulleted list, "
+       "in "
        "the text's language. Write only the summary."},
       {"translate", "translate into --to LANGUAGE (default English)",
        "Translate the text the user gives you into {language}. Keep its meaning, tone and formatting. Write "
@@ -54,7 +57,8 @@ std::span<const WritingTemplate> writing_templates() {
 
 std::int64_t estimate_tokens(const ChatMessage& message, double tokens_per_byte) {
   // A few tokens of chat-template framing per message, as most templates add.
-  return static_cast<std::int64_t>(std::ceil(static_cast<double>(message.content.size()) * tokens_per_byte)) + 4;
+  return static_cast<std::int64_t>(std::ceil(static_cast<double>(message.content.size()) * tokens_per_byte)) +
+         4;
 }
 
 ContextFit fit_to_context(std::span<const ChatMessage> conversation, std::int64_t context_tokens,

@@ -202,8 +202,10 @@ class ChatLoop {
 
  private:
   void quiet(const std::string& text) const {
-    if (dim_) std::printf("\033[2m%s\033[0m\n", text.c_str());
-    else std::printf("%s\n", text.c_str());
+    if (dim_)
+      std::printf("\033[2m%s\033[0m\n", text.c_str());
+    else
+      std::printf("%s\n", text.c_str());
     std::fflush(stdout);
   }
 
@@ -225,7 +227,8 @@ class ChatLoop {
     } else {
       session_ = store_.create(name, system, config_.model);
       messages_.clear();
-      quiet("session " + session_.name + " (" + client_.endpoint() + "; /help for commands, Ctrl-D to leave)");
+      quiet("session " + session_.name + " (" + client_.endpoint() +
+            "; /help for commands, Ctrl-D to leave)");
     }
   }
 
@@ -251,11 +254,13 @@ class ChatLoop {
     const std::int64_t reserve = context > 0 ? std::min<std::int64_t>(max_tokens(), context / 4) : 0;
     ContextFit fit = fit_to_context(conversation, context, reserve, tokens_per_byte_);
     if (fit.dropped_messages > 0)
-      quiet("(the conversation is longer than the " + std::to_string(context) + "-token context: its oldest " +
-            std::to_string(fit.dropped_messages) + " messages are left out of this request)");
+      quiet("(the conversation is longer than the " + std::to_string(context) +
+            "-token context: its oldest " + std::to_string(fit.dropped_messages) +
+            " messages are left out of this request)");
     if (!fit.fits)
-      quiet("(this message alone is about " + std::to_string(fit.estimated_tokens) + " tokens, more than the " +
-            std::to_string(context) + "-token context can take with room for an answer)");
+      quiet("(this message alone is about " + std::to_string(fit.estimated_tokens) +
+            " tokens, more than the " + std::to_string(context) +
+            "-token context can take with room for an answer)");
 
     ChatRequest request;
     request.messages = fit.messages;
@@ -317,19 +322,20 @@ class ChatLoop {
       if (out.failure->kind == FailureKind::cancelled) {
         quiet(out.started ? "[stopped; the partial answer is kept]" : "[stopped]");
       } else {
-        std::fprintf(stderr, "%s%s\n", out.started ? "[answer cut off] " : "error: ", out.failure->message.c_str());
+        std::fprintf(stderr, "%s%s\n",
+                     out.started ? "[answer cut off] " : "error: ", out.failure->message.c_str());
         if (!out.started) quiet("(your message is kept; /retry sends it again)");
       }
       return;
     }
     if (!out.started) {
-      quiet("(the model answered with no text: " + std::to_string(std::max<std::int64_t>(out.completion_tokens, 0)) +
-            " tokens)");
+      quiet("(the model answered with no text: " +
+            std::to_string(std::max<std::int64_t>(out.completion_tokens, 0)) + " tokens)");
       return;
     }
     char line[200];
-    std::snprintf(line, sizeof line, "%.2f s to first token · %.1f tokens/s · %lld tokens%s", out.ttft_ms / 1000.0,
-                  out.tokens_per_s(), static_cast<long long>(out.completion_tokens),
+    std::snprintf(line, sizeof line, "%.2f s to first token · %.1f tokens/s · %lld tokens%s",
+                  out.ttft_ms / 1000.0, out.tokens_per_s(), static_cast<long long>(out.completion_tokens),
                   out.finish_reason == "length" ? " · stopped at max_tokens" : "");
     quiet(line);
   }
@@ -345,7 +351,8 @@ class ChatLoop {
     if (name == "/help") {
       std::fputs(kHelp, stdout);
     } else if (name == "/new") {
-      session_ = store_.create(arg, options_.system.empty() ? config_.system_prompt : options_.system, config_.model);
+      session_ = store_.create(arg, options_.system.empty() ? config_.system_prompt : options_.system,
+                               config_.model);
       messages_.clear();
       quiet("session " + session_.name);
     } else if (name == "/sessions") {
@@ -358,7 +365,8 @@ class ChatLoop {
       }
     } else if (name == "/system") {
       if (arg.empty()) {
-        std::printf("%s\n", session_.system_prompt.empty() ? "(no system prompt)" : session_.system_prompt.c_str());
+        std::printf("%s\n",
+                    session_.system_prompt.empty() ? "(no system prompt)" : session_.system_prompt.c_str());
       } else {
         session_.system_prompt = arg == "off" ? std::string() : arg;
         store_.set_system_prompt(session_.id, session_.system_prompt);
@@ -407,7 +415,8 @@ class ChatLoop {
       }
       quiet(key + " = " + value);
     } catch (const std::exception&) {
-      std::fprintf(stderr, "/set %s: \"%s\" is not allowed (temperature: 0 to 2; max_tokens: an integer >= 1)\n",
+      std::fprintf(stderr,
+                   "/set %s: \"%s\" is not allowed (temperature: 0 to 2; max_tokens: an integer >= 1)\n",
                    key.c_str(), value.c_str());
     }
   }
@@ -444,7 +453,7 @@ int run_chat(const ChatOptions& options) {
   try {
     ClientConfig config = load_client_config(options.search, options.overrides);
     ApiClient client(config);
-    const fs::path db = !options.db.empty()           ? fs::path(options.db)
+    const fs::path db = !options.db.empty()          ? fs::path(options.db)
                         : !config.session_db.empty() ? fs::path(config.session_db)
                                                      : SessionStore::default_path();
     SessionStore store(db);

@@ -1,24 +1,41 @@
 #include "client/cli.h"
 
+#include <iostream>
 #include <memory>
 
 #include <CLI/CLI.hpp>
 
+#include "client/session_store.h"
+
 namespace clawbot::client {
 
 void add_client_flags(CLI::App& command, ConfigSearch& search, ClientOverrides& overrides) {
-  command.add_option("--config", search.explicit_path,
-                     "clawbot.json to read (default: $CLAWBOT_CONFIG, ./clawbot.json, ~/.config/clawbot/clawbot.json)");
+  command.add_option(
+      "--config", search.explicit_path,
+      "clawbot.json to read (default: $CLAWBOT_CONFIG, ./clawbot.json, ~/.config/clawbot/clawbot.json)");
   command.add_option("--endpoint", overrides.endpoint, "Node or gateway URL (overrides model_endpoint)");
   command.add_option("--model", overrides.model, "Model to ask for (overrides model)");
   command.add_option("--temperature", overrides.temperature, "Sampling temperature, 0 to 2");
   command.add_option("--max-tokens", overrides.max_tokens, "Longest answer in tokens");
-  command.add_option("--timeout", overrides.timeout_ms, "Milliseconds of silence before giving up (network_timeout)");
+  command.add_option("--timeout", overrides.timeout_ms,
+                     "Milliseconds of silence before giving up (network_timeout)");
+}
+
+std::string session_db_path(const std::string& flag) {
+  if (!flag.empty()) return flag;
+  try {
+    const ClientConfig config = load_config({});
+    if (!config.session_db.empty()) return config.session_db;
+  } catch (const ConfigError& e) {
+    std::cerr << "warning: " << e.what() << " (using the default session database)\n";
+  }
+  return SessionStore::default_path().string();
 }
 
 std::function<std::optional<int>()> add_client_commands(CLI::App& app) {
   auto config = std::make_shared<ConfigCommand>();
-  auto* config_cmd = app.add_subcommand("config", "The assistant's clawbot.json: show what is in effect, or write one");
+  auto* config_cmd =
+      app.add_subcommand("config", "The assistant's clawbot.json: show what is in effect, or write one");
   config_cmd->require_subcommand(1);
   auto* show = config_cmd->add_subcommand("show", "Print the effective settings and where each came from");
   show->add_option("--config", config->search.explicit_path, "clawbot.json to read");
@@ -31,22 +48,28 @@ std::function<std::optional<int>()> add_client_commands(CLI::App& app) {
 
   auto ask = std::make_shared<AskOptions>();
   auto* ask_cmd = app.add_subcommand(
-      "ask", "One question, one answer on stdout; piped text is added (git diff | clawbot ask \"commit message\")");
+      "ask",
+      "One question, one answer on stdout; piped text is added (git diff | clawbot ask \"commit message\")");
   ask_cmd->add_option("question", ask->question, "The question (the words are joined)");
   add_client_flags(*ask_cmd, ask->search, ask->overrides);
   ask_cmd->add_option("-s,--system", ask->system, "System prompt (default: the config's system_prompt)");
   ask_cmd->add_option("-t,--template", ask->template_name, "continue, polish, summarise or translate");
-  ask_cmd->add_option("--to", ask->language, "translate: the language to translate into")->capture_default_str();
-  ask_cmd->add_flag("--json", ask->json, "Print one JSON object (content, finish_reason, usage, timings, error)");
+  ask_cmd->add_option("--to", ask->language, "translate: the language to translate into")
+      ->capture_default_str();
+  ask_cmd->add_flag("--json", ask->json,
+                    "Print one JSON object (content, finish_reason, usage, timings, error)");
   ask_cmd->add_flag("--stats", ask->stats, "Time to first token and tokens/s on stderr");
   ask_cmd->add_flag("--list-templates", ask->list_templates, "List the templates");
 
   auto chat = std::make_shared<ChatOptions>();
-  auto* chat_cmd = app.add_subcommand("chat", "Interactive assistant: streaming, history, sessions kept in SQLite");
+  auto* chat_cmd =
+      app.add_subcommand("chat", "Interactive assistant: streaming, history, sessions kept in SQLite");
   add_client_flags(*chat_cmd, chat->search, chat->overrides);
   chat_cmd->add_option("--session", chat->session, "Resume this session, or start it under this name");
-  chat_cmd->add_option("-s,--system", chat->system, "System prompt of a new session (or replace a resumed one's)");
-  chat_cmd->add_option("--db", chat->db, "Session database (default: session_db, else ~/.local/share/clawbot/sessions.db)");
+  chat_cmd->add_option("-s,--system", chat->system,
+                       "System prompt of a new session (or replace a resumed one's)");
+  chat_cmd->add_option("--db", chat->db,
+                       "Session database (default: session_db, else ~/.local/share/clawbot/sessions.db)");
 
   return [=]() -> std::optional<int> {
     if (config_cmd->parsed()) {

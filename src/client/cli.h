@@ -12,8 +12,12 @@ class App;
 
 namespace clawbot::client {
 
-// The flags every client command shares: --config, --endpoint, --model, --temperature, --max-tokens, --timeout.
+// The flags every client command shares: --config, --endpoint, --model, --temperature, --max-tokens,
+// --timeout.
 void add_client_flags(CLI::App& command, ConfigSearch& search, ClientOverrides& overrides);
+
+// The session database: `flag` when given, else session_db of the clawbot.json in effect, else the default.
+std::string session_db_path(const std::string& flag);
 
 // Registers config, ask and chat on `app`. After parsing, the returned function runs the one that was given
 // and returns its exit status, or nullopt when none of them was.

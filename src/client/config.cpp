@@ -12,6 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/edit_distance.h"
+
 namespace clawbot::client {
 
 using nlohmann::json;
@@ -34,26 +36,11 @@ std::string ClientConfig::resolved_api_key() const {
   return api_key;
 }
 
-std::size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<std::size_t> row(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    std::size_t diagonal = row[0];
-    row[0] = i;
-    for (std::size_t j = 1; j <= b.size(); ++j) {
-      const std::size_t above = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diagonal = above;
-    }
-  }
-  return row[b.size()];
-}
-
 namespace {
 
-const std::vector<std::string> kTopKeys = {"model_endpoint", "max_tokens",  "temperature",  "network_timeout",
-                                           "retry_policy",   "api_key",     "api_key_env",  "tls_ca_file",
-                                           "model",          "system_prompt", "session_db", "context_length"};
+const std::vector<std::string> kTopKeys = {
+    "model_endpoint", "max_tokens",  "temperature", "network_timeout", "retry_policy", "api_key",
+    "api_key_env",    "tls_ca_file", "model",       "system_prompt",   "session_db",   "context_length"};
 const std::vector<std::string> kRetryKeys = {"max_retries", "backoff_factor", "base_delay"};
 
 std::string closest(std::string_view key, const std::vector<std::string>& known) {
@@ -70,13 +57,20 @@ std::string describe(const json& value) {
   std::string text = value.dump();
   if (text.size() > 60) text = text.substr(0, 57) + "...";
   switch (value.type()) {
-    case json::value_t::string: return text + " (a string)";
-    case json::value_t::boolean: return text + " (a boolean)";
-    case json::value_t::null: return "null";
-    case json::value_t::array: return text + " (an array)";
-    case json::value_t::object: return text + " (an object)";
-    case json::value_t::number_float: return text + " (a number with a fraction)";
-    default: return text;
+    case json::value_t::string:
+      return text + " (a string)";
+    case json::value_t::boolean:
+      return text + " (a boolean)";
+    case json::value_t::null:
+      return "null";
+    case json::value_t::array:
+      return text + " (an array)";
+    case json::value_t::object:
+      return text + " (an object)";
+    case json::value_t::number_float:
+      return text + " (a number with a fraction)";
+    default:
+      return text;
   }
 }
 
@@ -90,9 +84,8 @@ class Validator {
 
   std::int64_t integer(const std::string& key, const json& value, std::int64_t lo, std::int64_t hi,
                        const std::string& unit = {}) const {
-    const std::string allowed =
-        "an integer" + (unit.empty() ? std::string() : " number of " + unit) + " from " + std::to_string(lo) +
-        " to " + std::to_string(hi);
+    const std::string allowed = "an integer" + (unit.empty() ? std::string() : " number of " + unit) +
+                                " from " + std::to_string(lo) + " to " + std::to_string(hi);
     if (value.is_number_float()) {
       const double d = value.get<double>();
       if (d != std::floor(d)) fail(key, value, allowed);
@@ -126,8 +119,9 @@ class Validator {
   void note(const std::string& key) { config_.source[key] = origin_; }
   void warn(const std::string& key, const std::vector<std::string>& known) {
     const std::string suggestion = closest(key.substr(key.rfind('.') + 1), known);
-    config_.warnings.push_back(origin_ + ": unknown key \"" + key + "\" (ignored)" +
-                               (suggestion.empty() ? std::string() : "; did you mean \"" + suggestion + "\"?"));
+    config_.warnings.push_back(
+        origin_ + ": unknown key \"" + key + "\" (ignored)" +
+        (suggestion.empty() ? std::string() : "; did you mean \"" + suggestion + "\"?"));
   }
 
  private:
@@ -149,7 +143,8 @@ void check_endpoint(const Validator& v, const json& value, const std::string& te
   const std::string scheme = text.substr(0, scheme_end);
   if (scheme != "http" && scheme != "https") v.fail("model_endpoint", value, allowed);
   const std::string rest = text.substr(scheme_end + 3);
-  if (rest.empty() || rest[0] == '/' || rest[0] == ':') v.fail("model_endpoint", value, allowed + " (no host)");
+  if (rest.empty() || rest[0] == '/' || rest[0] == ':')
+    v.fail("model_endpoint", value, allowed + " (no host)");
 }
 
 // Relative paths in a file are relative to the file's folder, as people expect of a config file.
@@ -167,8 +162,10 @@ std::string resolve_path(const std::string& path, const std::string& origin_file
 std::string line_and_column(std::string_view text, std::size_t byte) {
   std::size_t line = 1, column = 1;
   for (std::size_t i = 0; i < byte && i < text.size(); ++i) {
-    if (text[i] == '\n') ++line, column = 1;
-    else ++column;
+    if (text[i] == '\n')
+      ++line, column = 1;
+    else
+      ++column;
   }
   return "line " + std::to_string(line) + ", column " + std::to_string(column);
 }
@@ -186,14 +183,16 @@ ClientConfig parse_config(std::string_view text, const std::string& origin) {
     throw ConfigError(origin + ": not valid JSON at " + line_and_column(text, e.byte > 0 ? e.byte - 1 : 0) +
                       " (" + (detail == std::string::npos ? what : what.substr(detail)) + ")");
   }
-  if (!doc.is_object()) throw ConfigError(origin + ": the file must hold one JSON object ({...}), not " + describe(doc));
+  if (!doc.is_object())
+    throw ConfigError(origin + ": the file must hold one JSON object ({...}), not " + describe(doc));
 
   Validator v(origin, config);
   for (const auto& [key, value] : doc.items()) {
     if (key == "model_endpoint") {
       config.model_endpoint = v.string(key, value);
       check_endpoint(v, value, config.model_endpoint);
-      while (config.model_endpoint.size() > 1 && config.model_endpoint.back() == '/') config.model_endpoint.pop_back();
+      while (config.model_endpoint.size() > 1 && config.model_endpoint.back() == '/')
+        config.model_endpoint.pop_back();
     } else if (key == "max_tokens") {
       config.max_tokens = v.integer(key, value, 1, 10'000'000);
     } else if (key == "temperature") {
@@ -203,9 +202,11 @@ ClientConfig parse_config(std::string_view text, const std::string& origin) {
         v.fail(key, value,
                "an integer number of milliseconds from 100 to 86400000 (it is in milliseconds: " +
                    value.dump() + " seconds is " + std::to_string(value.get<std::int64_t>() * 1000) + ")");
-      config.network_timeout = std::chrono::milliseconds(v.integer(key, value, 100, 86'400'000, "milliseconds"));
+      config.network_timeout =
+          std::chrono::milliseconds(v.integer(key, value, 100, 86'400'000, "milliseconds"));
     } else if (key == "retry_policy") {
-      if (!value.is_object()) v.fail(key, value, "an object such as {\"max_retries\": 3, \"backoff_factor\": 1.5}");
+      if (!value.is_object())
+        v.fail(key, value, "an object such as {\"max_retries\": 3, \"backoff_factor\": 1.5}");
       for (const auto& [sub, subvalue] : value.items()) {
         const std::string name = "retry_policy." + sub;
         if (sub == "max_retries") {
@@ -250,8 +251,9 @@ ClientConfig parse_config(std::string_view text, const std::string& origin) {
     if (key != "retry_policy") v.note(key);
   }
   if (!config.api_key.empty() && !config.api_key_env.empty())
-    throw ConfigError(origin + ": both \"api_key\" and \"api_key_env\" are set; keep one (api_key_env keeps the key "
-                               "out of the file)");
+    throw ConfigError(origin +
+                      ": both \"api_key\" and \"api_key_env\" are set; keep one (api_key_env keeps the key "
+                      "out of the file)");
   config.file = origin;
   return config;
 }
@@ -340,19 +342,19 @@ std::string mask_key(const std::string& key) {
 
 nlohmann::ordered_json effective_values(const ClientConfig& c) {
   return nlohmann::ordered_json{{"model_endpoint", c.model_endpoint},
-              {"max_tokens", c.max_tokens},
-              {"temperature", c.temperature},
-              {"network_timeout", c.network_timeout.count()},
-              {"retry_policy.max_retries", c.retry_policy.max_retries},
-              {"retry_policy.backoff_factor", c.retry_policy.backoff_factor},
-              {"retry_policy.base_delay", c.retry_policy.base_delay.count()},
-              {"api_key", mask_key(c.api_key)},
-              {"api_key_env", c.api_key_env},
-              {"tls_ca_file", c.tls_ca_file},
-              {"model", c.model},
-              {"system_prompt", c.system_prompt},
-              {"session_db", c.session_db},
-              {"context_length", c.context_length}};
+                                {"max_tokens", c.max_tokens},
+                                {"temperature", c.temperature},
+                                {"network_timeout", c.network_timeout.count()},
+                                {"retry_policy.max_retries", c.retry_policy.max_retries},
+                                {"retry_policy.backoff_factor", c.retry_policy.backoff_factor},
+                                {"retry_policy.base_delay", c.retry_policy.base_delay.count()},
+                                {"api_key", mask_key(c.api_key)},
+                                {"api_key_env", c.api_key_env},
+                                {"tls_ca_file", c.tls_ca_file},
+                                {"model", c.model},
+                                {"system_prompt", c.system_prompt},
+                                {"session_db", c.session_db},
+                                {"context_length", c.context_length}};
 }
 
 }  // namespace
@@ -392,10 +394,12 @@ int run_config(const ConfigCommand& cmd) {
     for (const auto& w : config.warnings) std::cerr << "warning: " << w << "\n";
     const nlohmann::ordered_json values = effective_values(config);
     if (cmd.json) {
-      nlohmann::ordered_json out = {{"file", location ? location->path.string() : ""}, {"values", nlohmann::ordered_json::object()}};
+      nlohmann::ordered_json out = {{"file", location ? location->path.string() : ""},
+                                    {"values", nlohmann::ordered_json::object()}};
       for (const auto& [key, value] : values.items()) {
         const auto it = config.source.find(key);
-        out["values"][key] = {{"value", value}, {"source", it == config.source.end() ? "default" : it->second}};
+        out["values"][key] = {{"value", value},
+                              {"source", it == config.source.end() ? "default" : it->second}};
       }
       std::cout << out.dump(2) << "\n";
       return 0;

@@ -45,11 +45,12 @@ struct ClientConfig {
   std::string session_db;           // empty: the session store's default path
   std::int64_t context_length = 0;  // 0: the context the server reports
 
-  std::filesystem::path file;             // the file read; empty when none was found
+  std::filesystem::path file;                 // the file read; empty when none was found
   std::map<std::string, std::string> source;  // key → where its value came from
   std::vector<std::string> warnings;          // unknown keys, with suggestions
 
-  // The key to send, from api_key or the environment variable api_key_env names (ConfigError when that is unset).
+  // The key to send, from api_key or the environment variable api_key_env names (ConfigError when that is
+  // unset).
   std::string resolved_api_key() const;
 };
 
@@ -72,9 +73,6 @@ ClientConfig load_config(const ConfigSearch& search);
 
 // The commented starting file that `config init` writes.
 std::string starter_config_text();
-
-// Levenshtein distance, for "did you mean".
-std::size_t edit_distance(std::string_view a, std::string_view b);
 
 struct ConfigCommand {
   std::string action;  // show | init | path

@@ -7,6 +7,7 @@
 
 #include "client/assistant.h"
 #include "client/config.h"
+#include "common/edit_distance.h"
 
 namespace fs = std::filesystem;
 using namespace clawbot::client;
@@ -21,7 +22,8 @@ struct Case {
 
 const Case kCases[] = {
     {"empty object", "{}", nullptr},
-    {"the five fields", R"({"model_endpoint": "http://192.168.1.100:5000", "max_tokens": 8192, "temperature": 0.7,
+    {"the five fields",
+     R"({"model_endpoint": "http://192.168.1.100:5000", "max_tokens": 8192, "temperature": 0.7,
        "network_timeout": 30000, "retry_policy": {"max_retries": 3, "backoff_factor": 1.5}})",
      nullptr},
     {"comments allowed", "// a comment\n{ /* here too */ \"temperature\": 0.2 }", nullptr},
@@ -36,20 +38,24 @@ const Case kCases[] = {
     {"endpoint number", R"({"model_endpoint": 5000})", "\"model_endpoint\" is 5000; allowed: a string"},
     {"max_tokens string", R"({"max_tokens": "100"})",
      "\"max_tokens\" is \"100\" (a string); allowed: an integer from 1 to 10000000"},
-    {"max_tokens zero", R"({"max_tokens": 0})", "\"max_tokens\" is 0; allowed: an integer from 1 to 10000000"},
+    {"max_tokens zero", R"({"max_tokens": 0})",
+     "\"max_tokens\" is 0; allowed: an integer from 1 to 10000000"},
     {"max_tokens fraction", R"({"max_tokens": 10.5})", "\"max_tokens\" is 10.5 (a number with a fraction)"},
     {"max_tokens 100.0 is 100", R"({"max_tokens": 100.0})", nullptr},
-    {"temperature high", R"({"temperature": 3.5})", "\"temperature\" is 3.5 (a number with a fraction); allowed: a number from 0 to 2"},
+    {"temperature high", R"({"temperature": 3.5})",
+     "\"temperature\" is 3.5 (a number with a fraction); allowed: a number from 0 to 2"},
     {"temperature bool", R"({"temperature": true})", "\"temperature\" is true (a boolean)"},
     {"timeout in seconds", R"({"network_timeout": 30})", "it is in milliseconds: 30 seconds is 30000"},
-    {"timeout negative", R"({"network_timeout": -5})", "\"network_timeout\" is -5; allowed: an integer number of milliseconds"},
+    {"timeout negative", R"({"network_timeout": -5})",
+     "\"network_timeout\" is -5; allowed: an integer number of milliseconds"},
     {"retry not object", R"({"retry_policy": 3})", "\"retry_policy\" is 3; allowed: an object"},
     {"max_retries negative", R"({"retry_policy": {"max_retries": -1}})",
      "\"retry_policy.max_retries\" is -1; allowed: an integer from 0 to 100"},
     {"backoff below 1", R"({"retry_policy": {"backoff_factor": 0.5}})",
      "\"retry_policy.backoff_factor\" is 0.5 (a number with a fraction); allowed: a number from 1 to 10"},
     {"key env bad name", R"({"api_key_env": "MY KEY"})", "allowed: the name of an environment variable"},
-    {"both keys", R"({"api_key": "sk-1", "api_key_env": "K"})", "both \"api_key\" and \"api_key_env\" are set"},
+    {"both keys", R"({"api_key": "sk-1", "api_key_env": "K"})",
+     "both \"api_key\" and \"api_key_env\" are set"},
     {"missing CA", R"({"tls_ca_file": "/nonexistent/ca.pem"})", "a PEM file that exists"},
     {"context negative", R"({"context_length": -1})", "\"context_length\" is -1"},
 };
@@ -94,7 +100,8 @@ TEST(Config, ValuesAndSources) {
 }
 
 TEST(Config, UnknownKeysWarnWithTheClosestName) {
-  const ClientConfig c = parse_config(R"({"temprature": 0.5, "retry_policy": {"max_retry": 2}, "zzzzzz": 1})", "b.json");
+  const ClientConfig c =
+      parse_config(R"({"temprature": 0.5, "retry_policy": {"max_retry": 2}, "zzzzzz": 1})", "b.json");
   ASSERT_EQ(c.warnings.size(), 3u);
   EXPECT_NE(c.warnings[0].find("did you mean \"max_retries\""), std::string::npos) << c.warnings[0];
   EXPECT_NE(c.warnings[1].find("did you mean \"temperature\""), std::string::npos) << c.warnings[1];
@@ -114,7 +121,8 @@ TEST(Config, ApiKeyFromTheEnvironment) {
     (void)c.resolved_api_key();
     FAIL() << "an unset variable was accepted";
   } catch (const ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("$CLAWBOT_TEST_KEY_X, which is not set"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("$CLAWBOT_TEST_KEY_X, which is not set"), std::string::npos)
+        << e.what();
   }
   ::setenv("CLAWBOT_TEST_KEY_X", "sk-secret", 1);
   EXPECT_EQ(c.resolved_api_key(), "sk-secret");
@@ -132,9 +140,9 @@ TEST(Config, RetryDelaysFollowThePolicy) {
 }
 
 TEST(Config, EditDistance) {
-  EXPECT_EQ(edit_distance("temprature", "temperature"), 1u);
-  EXPECT_EQ(edit_distance("", "abc"), 3u);
-  EXPECT_EQ(edit_distance("same", "same"), 0u);
+  EXPECT_EQ(clawbot::edit_distance("temprature", "temperature"), 1u);
+  EXPECT_EQ(clawbot::edit_distance("", "abc"), 3u);
+  EXPECT_EQ(clawbot::edit_distance("same", "same"), 0u);
 }
 
 // The search order: --config, $CLAWBOT_CONFIG, ./clawbot.json, the user's config folder.

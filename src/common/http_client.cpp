@@ -287,7 +287,9 @@ ClientError Client::error(boost::system::error_code ec, std::string_view while_d
     message = "no TLS handshake from " + where + " within " + seconds_text(options_.connect_timeout) +
               " (is this port TLS? a plain HTTP server waits silently for a request)";
   } else if (while_doing == "handshake" || is_tls_error(ec)) {
-    message = tls::describe_client_failure(ec, connection_->verify, where, base_.host);
+    tls::VerifyRecord seen = connection_->verify;
+    if (options_.tls_insecure) seen.error = X509_V_OK;  // ignored on purpose: not the reason it failed
+    message = tls::describe_client_failure(ec, seen, where, base_.host);
   } else if (while_doing == "resolve") {
     message = "cannot resolve the host '" + base_.host + "' of " + base_.str() + " (" + ec.message() +
               "); check the host name";

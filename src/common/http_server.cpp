@@ -266,6 +266,10 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
         break;
       }
       if (ec == beast::error::timeout || ec == asio::error::operation_aborted) break;
+      if (ec.category() == asio::error::get_ssl_category()) {  // broken TLS: no answer could be read
+        spdlog::debug("TLS with {} failed: {}", endpoint_text(stream.tcp().socket()), ec.message());
+        break;
+      }
       if (ec) {
         Request req;
         req.version(11);

@@ -248,6 +248,24 @@ TEST_F(TlsTest, HttpsGetAndEventStreamWithTheCaFile) {
   });
 }
 
+TEST_F(TlsTest, ReconnectsAfterTheServerClosedAnIdleTlsConnection) {
+  run_async([](asio::io_context& io) -> asio::awaitable<void> {
+    ServerLimits limits;
+    limits.idle_timeout = std::chrono::seconds(1);  // then the server sends close_notify and closes
+    Server server(io, test_router(), limits);
+    const auto port = server.listen("127.0.0.1", 0, server_config(server_));
+    Client client(io.get_executor(), *parse_url(url_for("https", "127.0.0.1", port)), trusting_options());
+    auto first = co_await client.get("/v1/hello");
+    EXPECT_TRUE(first && first->status == 200);
+    asio::steady_timer idle(io, std::chrono::milliseconds(1300));
+    co_await idle.async_wait(use_awaitable);
+    auto second = co_await client.get("/v1/hello");
+    EXPECT_TRUE(second && second->status == 200) << (second ? "" : second.error().message);
+    EXPECT_EQ(client.connects(), 2u);
+    server.stop();
+  });
+}
+
 TEST_F(TlsTest, InsecureSkipsTheChecks) {
   run_async([](asio::io_context& io) -> asio::awaitable<void> {
     Server server(io, test_router(), ServerLimits{});

@@ -430,14 +430,11 @@ struct ApiClient::Impl {
         client->cancel();
       });
     }
-    bool finished = false;
     asio::co_spawn(io, std::forward<Coroutine>(coroutine), [&](std::exception_ptr e) {
-      finished = true;
       if (signals) signals->cancel();
       if (e) std::rethrow_exception(e);
     });
     io.run();
-    (void)finished;
   }
 };
 

@@ -111,7 +111,9 @@ export async function startServer({ extraArgs = [], timeoutMs = 60000, model } =
     '--chat-template', 'chatml',
     // defaults that extraArgs may override
     ...(extraArgs.includes('--ctx') ? [] : ['--ctx', '512']),
-    ...(extraArgs.includes('--threads') ? [] : ['--threads', '2']),
+    // One thread: ctest runs two tests at once on a 2-core machine, and ggml's spinning worker threads slow
+    // down many times over when another process holds the other core.
+    ...(extraArgs.includes('--threads') ? [] : ['--threads', '1']),
     ...extraArgs,
   ];
   const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });

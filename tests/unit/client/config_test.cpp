@@ -60,6 +60,11 @@ const Case kCases[] = {
     {"context negative", R"({"context_length": -1})", "\"context_length\" is -1"},
 };
 
+// gtest prints a parameter in test listings (and so in ctest's names): the case's name, not its bytes.
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.name;
+}
+
 class ConfigTable : public ::testing::TestWithParam<Case> {};
 
 TEST_P(ConfigTable, GivesItsMessage) {

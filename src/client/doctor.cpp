@@ -1,0 +1,605 @@
+#include "client/doctor.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <exception>
+#include <iostream>
+#include <memory>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <CLI/CLI.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/error.hpp>
+
+#include "client/assistant.h"
+#include "client/cli.h"
+#include "common/http_client.h"
+
+namespace clawbot::client {
+
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+// Short on purpose, whatever network_timeout says: a dropped SYN should be diagnosed in seconds.
+constexpr std::chrono::milliseconds kConnectTimeout{3000};
+constexpr double kLatencyP99TargetMs = 200;
+constexpr int kLatencyRequests = 20;
+constexpr double kMemoryAlertFraction = 0.90;
+constexpr int kCertificateWarnDays = 14;
+
+struct DoctorOptions {
+  ConfigSearch search;
+  ClientOverrides overrides;
+  bool json = false;
+};
+
+enum class Status { ok, warn, fail, skip };
+
+std::string_view status_word(Status s) {
+  switch (s) {
+    case Status::ok:
+      return "ok";
+    case Status::warn:
+      return "warn";
+    case Status::fail:
+      return "FAIL";
+    case Status::skip:
+      return "skip";
+  }
+  return "?";
+}
+
+struct Check {
+  std::string name;
+  Status status = Status::ok;
+  std::string detail;  // what was found
+  std::string fix;     // what to do (failures and warnings)
+  json data = json::object();
+};
+
+double elapsed_ms(Clock::time_point since) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - since).count();
+}
+
+// Runs one coroutine to completion on `io` (the checks are sequential; each waits for its answer).
+template <class T>
+T run_sync(asio::io_context& io, asio::awaitable<T> task) {
+  std::optional<T> result;
+  std::exception_ptr error;
+  asio::co_spawn(io, std::move(task), [&](std::exception_ptr e, T value) {
+    if (e)
+      error = e;
+    else
+      result.emplace(std::move(value));
+  });
+  io.restart();
+  io.run();
+  if (error) std::rethrow_exception(error);
+  return std::move(*result);
+}
+
+// Nearest-rank percentile of sorted values.
+double percentile(const std::vector<double>& sorted, double p) {
+  if (sorted.empty()) return 0;
+  const auto rank = static_cast<std::size_t>(std::ceil(p * static_cast<double>(sorted.size())));
+  return sorted[std::clamp<std::size_t>(rank, 1, sorted.size()) - 1];
+}
+
+// The value of an unlabelled sample `name` in Prometheus text; nullopt when absent.
+std::optional<double> metric_value(std::string_view text, std::string_view name) {
+  std::istringstream lines{std::string(text)};
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (!line.starts_with(name) || line.size() <= name.size() || line[name.size()] != ' ') continue;
+    try {
+      return std::stod(line.substr(name.size() + 1));
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+  }
+  return std::nullopt;
+}
+
+// The server's error message from an OpenAI-style error body, else the start of the body.
+std::string answer_message(const http::Response& r) {
+  try {
+    const json body = json::parse(r.body);
+    if (body.contains("error") && body["error"].is_object() && body["error"].contains("message"))
+      return body["error"]["message"].get<std::string>();
+  } catch (const json::exception&) {
+  }
+  return r.body.substr(0, 200);
+}
+
+class Doctor {
+ public:
+  explicit Doctor(const DoctorOptions& options) : options_(options) {}
+
+  std::vector<Check> run() {
+    // Each step returns false when the ones after it would be meaningless.
+    const std::pair<const char*, bool (Doctor::*)(Check&)> steps[] = {
+        {"config", &Doctor::check_config},   {"resolve", &Doctor::check_resolve},
+        {"tcp", &Doctor::check_tcp},         {"tls", &Doctor::check_tls},
+        {"api_key", &Doctor::check_api_key}, {"latency", &Doctor::check_latency},
+        {"models", &Doctor::check_models},   {"generate", &Doctor::check_generate},
+        {"memory", &Doctor::check_memory},
+    };
+    std::vector<Check> checks;
+    std::string stopped_by;
+    for (const auto& [name, step] : steps) {
+      Check check;
+      check.name = name;
+      if (!stopped_by.empty()) {
+        check.status = Status::skip;
+        check.detail = "skipped: the " + stopped_by + " check failed";
+      } else {
+        bool go_on = false;
+        try {
+          go_on = (this->*step)(check);
+        } catch (const std::exception& e) {
+          check.status = Status::fail;
+          check.detail = e.what();
+        }
+        if (!go_on) stopped_by = name;
+      }
+      if (!options_.json) print(check);
+      checks.push_back(std::move(check));
+    }
+    return checks;
+  }
+
+  static void print(const Check& c) {
+    std::cout << fmt::format("{:<5} {:<9} {}\n", status_word(c.status), c.name, c.detail);
+    if (!c.fix.empty()) std::cout << fmt::format("{:<15} fix: {}\n", "", c.fix);
+    std::cout.flush();
+  }
+
+  const std::string& endpoint() const noexcept { return endpoint_; }
+
+ private:
+  std::string origin() const {
+    return config_.file.empty() ? std::string("the built-in defaults") : config_.file.string();
+  }
+
+  bool check_config(Check& c) {
+    const auto where = find_config(options_.search);
+    try {
+      config_ = load_client_config(options_.search, options_.overrides);
+      api_key_ = config_.resolved_api_key();
+    } catch (const ConfigError& e) {
+      c.status = Status::fail;
+      c.detail = e.what();
+      c.fix =
+          "correct the file (clawbot config show explains each key), or write a new one with `clawbot "
+          "config init`";
+      return false;
+    }
+    endpoint_ = config_.model_endpoint;
+    while (endpoint_.ends_with('/')) endpoint_.pop_back();
+    if (endpoint_.ends_with("/v1")) endpoint_.resize(endpoint_.size() - 3);
+    if (where) {
+      c.detail = where->path.string() + " (from " + where->reason + "), valid";
+      c.data["file"] = where->path.string();
+      c.data["from"] = where->reason;
+    } else {
+      c.detail = "no clawbot.json found: using the built-in defaults";
+      c.data["file"] = nullptr;
+    }
+    c.detail += "; endpoint " + config_.model_endpoint;
+    if (config_.source.contains("model_endpoint"))
+      c.detail += " (from " + config_.source["model_endpoint"] + ")";
+    c.data["endpoint"] = config_.model_endpoint;
+    if (!config_.warnings.empty()) {
+      c.status = Status::warn;
+      c.data["warnings"] = config_.warnings;
+      c.fix = config_.warnings.front();
+    }
+    return true;
+  }
+
+  bool check_resolve(Check& c) {
+    if (config_.model_endpoint == "auto") {
+      c.status = Status::fail;
+      c.detail = "model_endpoint is \"auto\" (mDNS discovery), which this clawbot does not support yet";
+      c.fix = "set model_endpoint in " + origin() + " to the node's URL, e.g. http://192.168.1.100:5000";
+      return false;
+    }
+    auto url = http::parse_url(endpoint_);
+    if (!url) {
+      c.status = Status::fail;
+      c.detail = url.error().message;
+      c.fix = "set model_endpoint in " + origin() + " to an http(s)://host:port URL";
+      return false;
+    }
+    url_ = *url;
+    asio::ip::tcp::resolver resolver(io_);
+    boost::system::error_code ec;
+    const auto started = Clock::now();
+    const auto results = resolver.resolve(url_.host, url_.port, ec);
+    const double ms = elapsed_ms(started);
+    if (ec) {
+      c.status = Status::fail;
+      c.detail = "cannot resolve '" + url_.host + "': " + ec.message();
+      c.fix = "check the host name in model_endpoint (" + origin() +
+              ") and this machine's DNS, or use the node's IP address";
+      return false;
+    }
+    std::vector<std::string> addresses;
+    for (const auto& r : results) {
+      addresses.push_back(r.endpoint().address().to_string());
+      endpoints_.push_back(r.endpoint());
+    }
+    c.detail = fmt::format("{} -> {} ({:.1f} ms)", url_.host, fmt::join(addresses, ", "), ms);
+    c.data["host"] = url_.host;
+    c.data["addresses"] = addresses;
+    c.data["ms"] = ms;
+    return true;
+  }
+
+  static asio::awaitable<std::pair<boost::system::error_code, asio::ip::tcp::endpoint>> connect(
+      std::vector<asio::ip::tcp::endpoint> endpoints) {
+    beast::tcp_stream stream(co_await asio::this_coro::executor);
+    stream.expires_after(kConnectTimeout);
+    auto [ec, reached] = co_await stream.async_connect(endpoints, asio::as_tuple(asio::use_awaitable));
+    co_return std::pair{ec, reached};
+  }
+
+  bool check_tcp(Check& c) {
+    const auto started = Clock::now();
+    const auto [ec, reached] = run_sync(io_, connect(endpoints_));
+    const double ms = elapsed_ms(started);
+    const std::string at = url_.host + ":" + url_.port;
+    c.data["ms"] = ms;
+    if (!ec) {
+      c.detail =
+          fmt::format("connected to {} port {} in {:.1f} ms", reached.address().to_string(), url_.port, ms);
+      return true;
+    }
+    c.status = Status::fail;
+    if (ec == beast::error::timeout || ec == asio::error::timed_out) {
+      c.data["error"] = "timed_out";
+      c.detail = fmt::format("no answer from {} within {} ms (timed out)", at, kConnectTimeout.count());
+      c.fix = "timed out usually means a firewall dropping packets: open TCP port " + url_.port +
+              " on the node (or check that the address is the node's)";
+    } else if (ec == asio::error::connection_refused) {
+      c.data["error"] = "refused";
+      c.detail = "connection refused by " + at + ": the host is up but nothing listens on port " + url_.port;
+      c.fix = "start `clawbot serve --host 0.0.0.0 --port " + url_.port +
+              "` on the node, or correct the port in model_endpoint (" + origin() + ")";
+    } else if (ec == asio::error::host_unreachable || ec == asio::error::network_unreachable) {
+      c.data["error"] = "unreachable";
+      c.detail = "no route to " + at + " (" + ec.message() + ")";
+      c.fix = "this machine and the node are not on the same network: check the address, Wi-Fi and cabling";
+    } else {
+      c.data["error"] = ec.message();
+      c.detail = "cannot connect to " + at + ": " + ec.message();
+      c.fix = "check the address and port in model_endpoint (" + origin() + ")";
+    }
+    return false;
+  }
+
+  bool check_tls(Check& c) {
+    if (!url_.is_https()) {
+      c.detail = "not used (http:// endpoint; traffic on the LAN is plain text)";
+      c.data["used"] = false;
+      return true;
+    }
+    c.data["used"] = true;
+    http::ClientOptions options;
+    options.connect_timeout = kConnectTimeout;
+    options.read_timeout = config_.network_timeout;
+    options.tls_ca_file = config_.tls_ca_file;
+    auto facts = run_sync(io_, http::probe_tls(io_.get_executor(), url_, options));
+    if (!facts) {
+      c.status = Status::fail;
+      c.detail = "handshake failed: " + facts.error().message;
+      c.data["stage"] = "handshake";
+      c.fix = "check that the node serves TLS on this port (clawbot serve --tls-cert --tls-key)";
+      return false;
+    }
+    c.data["protocol"] = facts->protocol;
+    c.data["verified"] = facts->verified;
+    const std::string trust = config_.tls_ca_file.empty() ? "the system's CAs" : config_.tls_ca_file;
+    if (!facts->verified) {
+      c.status = Status::fail;
+      c.data["verify_error"] = facts->verify_error_text;
+      c.data["verify_error_code"] = facts->verify_error;
+      // describe_verify_error's text is "problem — what to do": split it into the two halves.
+      const std::string problem = facts->problem;
+      const auto dash = problem.find(" — ");
+      c.detail = problem.substr(0, dash) + " (checked against " + trust + ")";
+      c.fix = dash == std::string::npos ? std::string("check tls_ca_file in ") + origin()
+                                        : problem.substr(dash + std::string_view(" — ").size());
+      return false;
+    }
+    if (facts->chain.empty()) {
+      c.detail = facts->protocol + ", verified";
+      return true;
+    }
+    const auto& leaf = facts->chain.front();
+    const auto left =
+        std::chrono::duration_cast<std::chrono::hours>(leaf.not_after - std::chrono::system_clock::now());
+    const auto days = left.count() / 24;
+    c.data["subject"] = leaf.subject;
+    c.data["not_after"] = tls::format_utc(leaf.not_after);
+    c.data["days_left"] = days;
+    c.detail =
+        fmt::format("{}, certificate '{}' verified against {}, name matches {}, expires {} ({} days)",
+                    facts->protocol, leaf.subject, trust, url_.host, tls::format_utc(leaf.not_after), days);
+    if (days < kCertificateWarnDays) {
+      c.status = Status::warn;
+      c.fix = fmt::format("the certificate expires in {} days: renew it on the node", days);
+    }
+    return true;
+  }
+
+  // Every HTTP check shares one keep-alive connection, as the assistant would.
+  http::Client& client() {
+    if (!client_) {
+      http::ClientOptions options;
+      options.connect_timeout = kConnectTimeout;
+      options.read_timeout = config_.network_timeout;
+      options.tls_ca_file = config_.tls_ca_file;
+      if (!api_key_.empty()) options.headers.emplace_back("Authorization", "Bearer " + api_key_);
+      options.headers.emplace_back("User-Agent", "clawbot-doctor");
+      client_ = std::make_unique<http::Client>(io_.get_executor(), url_, std::move(options));
+    }
+    return *client_;
+  }
+
+  http::Result<http::Response> get(std::string_view target) { return run_sync(io_, client().get(target)); }
+
+  std::string key_origin() const {
+    if (!config_.api_key_env.empty()) return "$" + config_.api_key_env + " (api_key_env)";
+    return "api_key in " + origin();
+  }
+
+  bool check_api_key(Check& c) {
+    auto answer = get("/v1/models");
+    c.data["key_sent"] = !api_key_.empty();
+    if (!answer) {
+      c.status = Status::fail;
+      c.detail = "GET /v1/models failed: " + answer.error().message;
+      return false;
+    }
+    c.data["status"] = answer->status;
+    if (answer->status == 401) {
+      c.status = Status::fail;
+      if (api_key_.empty()) {
+        c.detail = "401 Unauthorized: the endpoint wants an API key and none is configured";
+        c.fix = "set api_key_env (the variable holding the key) or api_key in " + origin();
+      } else {
+        c.detail = "401 Unauthorized: the endpoint rejected the key from " + key_origin();
+        c.fix = "the key is wrong or revoked: compare it with the keys the node or gateway accepts";
+      }
+      return false;
+    }
+    if (answer->status == 403) {
+      c.status = Status::fail;
+      c.detail = "403 Forbidden: the key was recognised but is not allowed (" + answer_message(*answer) + ")";
+      c.fix = "the gateway forbids this key or this machine's address: ask its administrator to allow them";
+      return false;
+    }
+    if (!answer->ok()) {
+      c.status = Status::fail;
+      c.detail = fmt::format("GET /v1/models answered {}: {}", answer->status, answer_message(*answer));
+      c.fix = answer->status == 404 ? "is model_endpoint (" + endpoint_ + ") the server's base URL?"
+                                    : "check the node's log";
+      return false;
+    }
+    try {
+      models_ = json::parse(answer->body);
+    } catch (const json::exception& e) {
+      c.status = Status::fail;
+      c.detail = std::string("GET /v1/models is not JSON: ") + e.what();
+      c.fix = "is model_endpoint (" + endpoint_ + ") a clawbot node or gateway?";
+      return false;
+    }
+    c.detail = api_key_.empty() ? "no key configured, and the endpoint needs none"
+                                : "the key from " + key_origin() + " is accepted";
+    return true;
+  }
+
+  bool check_latency(Check& c) {
+    std::vector<double> ms;
+    std::string target = "/health";
+    for (int i = 0; i < kLatencyRequests; ++i) {
+      const auto started = Clock::now();
+      auto answer = get(target);
+      if (answer && answer->status == 404 && target == "/health") {  // a server without /health
+        target = "/v1/models";
+        --i;
+        continue;
+      }
+      if (!answer || !answer->ok()) {
+        c.status = Status::fail;
+        c.detail = fmt::format("request {} of {} to {} failed: {}", i + 1, kLatencyRequests, target,
+                               answer ? std::to_string(answer->status) : answer.error().message);
+        c.fix = "the node answered once and then not: check its log and the network's stability";
+        return false;
+      }
+      ms.push_back(elapsed_ms(started));
+    }
+    std::sort(ms.begin(), ms.end());
+    const double p50 = percentile(ms, 0.50);
+    const double p99 = percentile(ms, 0.99);
+    c.data = {{"requests", ms.size()}, {"target", target},    {"p50_ms", p50},
+              {"p99_ms", p99},         {"max_ms", ms.back()}, {"p99_target_ms", kLatencyP99TargetMs}};
+    c.detail = fmt::format("{} x GET {}: P50 {:.1f} ms, P99 {:.1f} ms (target P99 < {:.0f} ms)", ms.size(),
+                           target, p50, p99, kLatencyP99TargetMs);
+    if (p99 > kLatencyP99TargetMs) {
+      c.status = Status::warn;
+      c.fix = "slow round trips: prefer a wired link or 5 GHz Wi-Fi near the node, and check the node's load";
+    }
+    return true;
+  }
+
+  bool check_models(Check& c) {
+    std::vector<std::string> ids;
+    if (models_.contains("data") && models_["data"].is_array())
+      for (const auto& m : models_["data"])
+        if (m.contains("id") && m["id"].is_string()) ids.push_back(m["id"].get<std::string>());
+    c.data["models"] = ids;
+    if (ids.empty()) {
+      c.status = Status::fail;
+      c.detail = "the endpoint lists no models";
+      c.fix = "start the node with a model (clawbot serve --model FILE)";
+      return false;
+    }
+    if (!config_.model.empty() && std::find(ids.begin(), ids.end(), config_.model) == ids.end()) {
+      c.status = Status::fail;
+      c.detail =
+          fmt::format("model '{}' is not offered; the endpoint has: {}", config_.model, fmt::join(ids, ", "));
+      c.fix = "set model (" + origin() + ") to one of those, or leave it empty for the first";
+      return false;
+    }
+    model_ = config_.model.empty() ? ids.front() : config_.model;
+    c.detail = fmt::format("{} model{}: {}; using {}", ids.size(), ids.size() == 1 ? "" : "s",
+                           fmt::join(ids, ", "), model_);
+    return true;
+  }
+
+  bool check_generate(Check& c) {
+    const json request = {{"model", model_},
+                          {"messages", json::array({{{"role", "user"}, {"content", "Hello"}}})},
+                          {"max_tokens", 1},
+                          {"temperature", 0},
+                          {"stream", false}};
+    const auto started = Clock::now();
+    auto answer = run_sync(io_, client().post_json("/v1/chat/completions", request));
+    const double ms = elapsed_ms(started);
+    c.data["ms"] = ms;
+    if (!answer) {
+      c.status = Status::fail;
+      c.detail = "one-token generation failed: " + answer.error().message;
+      c.fix =
+          "the node may be overloaded or stuck: check its log (a longer network_timeout helps a busy node)";
+      return false;
+    }
+    if (!answer->ok()) {
+      c.status = Status::fail;
+      c.detail = fmt::format("one-token generation answered {}: {}", answer->status, answer_message(*answer));
+      c.fix = "check the node's log";
+      return false;
+    }
+    std::int64_t tokens = -1;
+    try {
+      const json body = json::parse(answer->body);
+      tokens = body.at("usage").at("completion_tokens").get<std::int64_t>();
+    } catch (const json::exception&) {
+    }
+    c.data["completion_tokens"] = tokens;
+    c.detail = fmt::format("1-token answer from {} in {:.0f} ms", model_, ms);
+    return true;
+  }
+
+  bool check_memory(Check& c) {
+    auto answer = get("/metrics");
+    if (!answer || !answer->ok()) {
+      c.status = Status::warn;
+      c.detail = "no /metrics from the endpoint (" +
+                 (answer ? std::to_string(answer->status) : answer.error().message) + ")";
+      c.fix = "a gateway may not expose /metrics: run doctor against the node itself to see its memory";
+      return true;
+    }
+    const auto total = metric_value(answer->body, "clawbot_system_memory_total_bytes");
+    const auto used = metric_value(answer->body, "clawbot_system_memory_used_bytes");
+    const auto rss = metric_value(answer->body, "process_resident_memory_bytes");
+    if (!total || !used || *total <= 0) {
+      c.status = Status::warn;
+      c.detail = "the node's /metrics has no clawbot_system_memory_* gauges (an older clawbot?)";
+      c.fix = "update clawbot on the node";
+      return true;
+    }
+    const double fraction = *used / *total;
+    constexpr double gib = 1024.0 * 1024.0 * 1024.0;
+    c.data = {{"used_bytes", *used},
+              {"total_bytes", *total},
+              {"fraction", fraction},
+              {"alert_fraction", kMemoryAlertFraction}};
+    if (rss) c.data["server_rss_bytes"] = *rss;
+    c.detail = fmt::format("node memory {:.1f} of {:.1f} GiB in use ({:.0f}%, alert at {:.0f}%)", *used / gib,
+                           *total / gib, fraction * 100, kMemoryAlertFraction * 100);
+    if (rss) c.detail += fmt::format("; clawbot serve holds {:.2f} GiB", *rss / gib);
+    if (fraction >= kMemoryAlertFraction) {
+      c.status = Status::fail;
+      c.fix =
+          "the node is close to swapping: use a smaller model or --ctx/--parallel, or stop other programs";
+    }
+    return true;
+  }
+
+  const DoctorOptions& options_;
+  ClientConfig config_;
+  std::string api_key_;
+  std::string endpoint_;
+  http::Url url_;
+  asio::io_context io_{1};
+  std::vector<asio::ip::tcp::endpoint> endpoints_;
+  std::unique_ptr<http::Client> client_;
+  json models_;
+  std::string model_;
+};
+
+int run_doctor(const DoctorOptions& options) {
+  Doctor doctor(options);
+  const std::vector<Check> checks = doctor.run();
+  std::vector<std::string> failed;
+  std::vector<std::string> skipped;
+  int warnings = 0;
+  for (const auto& c : checks) {
+    if (c.status == Status::fail) failed.push_back(c.name);
+    if (c.status == Status::skip) skipped.push_back(c.name);
+    if (c.status == Status::warn) ++warnings;
+  }
+  const bool healthy = failed.empty();
+  if (options.json) {
+    json out = {{"healthy", healthy}, {"endpoint", doctor.endpoint()}, {"checks", json::array()}};
+    for (const auto& c : checks) {
+      json entry = {{"name", c.name},
+                    {"status", status_word(c.status) == "FAIL" ? "fail" : status_word(c.status)},
+                    {"detail", c.detail}};
+      if (!c.fix.empty()) entry["fix"] = c.fix;
+      if (!c.data.empty()) entry["data"] = c.data;
+      out["checks"].push_back(std::move(entry));
+    }
+    out["skipped"] = skipped;
+    std::cout << out.dump(2) << "\n";
+  } else if (healthy) {
+    std::cout << (warnings ? fmt::format("healthy, with {} warning{}\n", warnings, warnings == 1 ? "" : "s")
+                           : std::string("healthy\n"));
+  } else {
+    std::cout << fmt::format("not healthy: {} failed", fmt::join(failed, ", "));
+    if (!skipped.empty()) std::cout << fmt::format("; skipped: {}", fmt::join(skipped, ", "));
+    std::cout << "\n";
+  }
+  return healthy ? 0 : 1;
+}
+
+}  // namespace
+
+std::function<std::optional<int>()> add_doctor_command(CLI::App& app) {
+  auto options = std::make_shared<DoctorOptions>();
+  auto* cmd = app.add_subcommand(
+      "doctor",
+      "Check the way to the node step by step (config, DNS, TCP, TLS, key, latency, model, memory)");
+  add_client_flags(*cmd, options->search, options->overrides);
+  cmd->add_flag("--json", options->json, "Print one JSON object with each check's status");
+  return [=]() -> std::optional<int> {
+    if (!cmd->parsed()) return std::nullopt;
+    return run_doctor(*options);
+  };
+}
+
+}  // namespace clawbot::client

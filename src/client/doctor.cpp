@@ -172,6 +172,13 @@ class Doctor {
     return config_.file.empty() ? std::string("the built-in defaults") : config_.file.string();
   }
 
+  // Where the endpoint was set, for fixes: the --endpoint flag or the file.
+  std::string endpoint_origin() const {
+    const auto it = config_.source.find("model_endpoint");
+    if (it != config_.source.end() && it->second == "--endpoint") return "--endpoint";
+    return "model_endpoint (" + origin() + ")";
+  }
+
   bool check_config(Check& c) {
     const auto where = find_config(options_.search);
     try {
@@ -231,8 +238,8 @@ class Doctor {
     if (ec) {
       c.status = Status::fail;
       c.detail = "cannot resolve '" + url_.host + "': " + ec.message();
-      c.fix = "check the host name in model_endpoint (" + origin() +
-              ") and this machine's DNS, or use the node's IP address";
+      c.fix = "check the host name in " + endpoint_origin() +
+              " and this machine's DNS, or use the node's IP address";
       return false;
     }
     std::vector<std::string> addresses;
@@ -276,7 +283,7 @@ class Doctor {
       c.data["error"] = "refused";
       c.detail = "connection refused by " + at + ": the host is up but nothing listens on port " + url_.port;
       c.fix = "start `clawbot serve --host 0.0.0.0 --port " + url_.port +
-              "` on the node, or correct the port in model_endpoint (" + origin() + ")";
+              "` on the node, or correct the port in " + endpoint_origin();
     } else if (ec == asio::error::host_unreachable || ec == asio::error::network_unreachable) {
       c.data["error"] = "unreachable";
       c.detail = "no route to " + at + " (" + ec.message() + ")";
@@ -284,7 +291,7 @@ class Doctor {
     } else {
       c.data["error"] = ec.message();
       c.detail = "cannot connect to " + at + ": " + ec.message();
-      c.fix = "check the address and port in model_endpoint (" + origin() + ")";
+      c.fix = "check the address and port in " + endpoint_origin();
     }
     return false;
   }

@@ -13,6 +13,8 @@ WERROR         ?= $(if $(CI),ON,OFF)
 JOBS           ?= $(shell nproc)
 # ccache, where installed, makes rebuilds in a second build folder (or after `make clean`) cheap.
 LAUNCHER       := $(if $(shell command -v ccache),-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+# Objects of build/ and build-frontend/ differ only in their folder: let them share cache entries.
+export CCACHE_NOHASHDIR := 1
 
 export CLAWBOT_MODELS
 

@@ -15,6 +15,8 @@
 
 #include "common/http_server.h"
 
+#include "../support/run_async.h"
+
 namespace clawbot::http {
 namespace {
 
@@ -119,21 +121,7 @@ TEST(SseParserTest, RefusesAnEndlessLine) {
 
 // ---------------------------------------------------------------- Client against real sockets
 
-// Runs `test` on a fresh io_context; stops everything when it returns.
-template <class Test>
-void run_async(Test test) {
-  asio::io_context io;
-  bool finished = false;
-  std::exception_ptr failure;
-  asio::co_spawn(io, test(io), [&](std::exception_ptr e) {
-    finished = true;
-    failure = e;
-    io.stop();
-  });
-  io.run_for(std::chrono::seconds(20));
-  ASSERT_TRUE(finished) << "the test did not finish in 20 s";
-  if (failure) std::rethrow_exception(failure);
-}
+using clawbot::testing::run_async;
 
 std::shared_ptr<Router> test_router() {
   auto router = std::make_shared<Router>();

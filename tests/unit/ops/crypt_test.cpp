@@ -20,6 +20,8 @@
 
 #include "ops/integrity.h"
 
+#include "../support/temp_dir.h"
+
 namespace clawbot::ops {
 namespace {
 
@@ -27,18 +29,7 @@ namespace fs = std::filesystem;
 constexpr std::uint32_t chunk = encrypted_chunk_min;  // 4096
 constexpr std::size_t stride = chunk + encrypted_tag_bytes;
 
-class TempDir {
- public:
-  TempDir() : path_(fs::temp_directory_path() / ("clawbot-crypt-test-" + std::to_string(::getpid()))) {
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
+using TempDir = clawbot::testing::TempDir;
 
 std::vector<char> random_bytes(std::size_t size, unsigned seed) {
   std::mt19937 rng(seed);
@@ -109,7 +100,7 @@ class CryptTest : public ::testing::Test {
     file.write(&c, 1);
   }
 
-  TempDir dir_;
+  TempDir dir_{"clawbot-crypt-test-"};
   ModelKey key_ = test_key(1);
   std::vector<char> plaintext_;
 };

@@ -14,23 +14,14 @@
 
 #include "ops/integrity.h"
 
+#include "../support/temp_dir.h"
+
 namespace clawbot::ops {
 namespace {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() : path_(fs::temp_directory_path() / ("clawbot-verify-test-" + std::to_string(::getpid()))) {
-    fs::remove_all(path_);
-    fs::create_directories(path_);
-  }
-  ~TempDir() { fs::remove_all(path_); }
-  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
+using TempDir = clawbot::testing::TempDir;
 
 void write_text(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
@@ -65,7 +56,7 @@ class VerifyTest : public ::testing::Test {
     options.progress = false;
     return options;
   }
-  TempDir dir_;
+  TempDir dir_{"clawbot-verify-test-"};
 };
 
 TEST_F(VerifyTest, HashesKnownContent) {

@@ -93,6 +93,7 @@ struct ApiClient::Impl {
   bool interrupted = false;
   std::mt19937_64 rng{std::random_device{}()};
   std::optional<EndpointModel> cached_model;
+  asio::steady_timer* retry_timer = nullptr;  // the wait before a retry, while there is one
 
   explicit Impl(const ClientConfig& c) : config(c) {
     config_origin = c.file.empty() ? std::string("the built-in defaults (no clawbot.json)") : c.file.string();
@@ -221,8 +222,10 @@ struct ApiClient::Impl {
     if (retry_listener) retry_listener(notice);
     asio::steady_timer timer(io);
     timer.expires_after(notice.delay);
+    retry_timer = &timer;  // so that Ctrl-C ends the wait at once
     boost::system::error_code ec;
     co_await timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    retry_timer = nullptr;
     co_return !interrupted;
   }
 
@@ -428,6 +431,7 @@ struct ApiClient::Impl {
         if (ec) return;
         interrupted = true;
         client->cancel();
+        if (retry_timer != nullptr) retry_timer->cancel();
       });
     }
     asio::co_spawn(io, std::forward<Coroutine>(coroutine), [&](std::exception_ptr e) {

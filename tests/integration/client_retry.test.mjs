@@ -11,7 +11,10 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 
+import { spawn } from 'node:child_process';
+
 import { runClient, sseAnswer, writeConfig } from './client_helpers.mjs';
+import { requireBinary } from './server_harness.mjs';
 
 /** A server whose n-th request (0-based) gets behaviours[n] (the last one repeats). */
 async function misbehavingServer(behaviours) {
@@ -282,6 +285,27 @@ test('chat (piped): slash commands, and the oldest turns left out when the conve
     const md = fs.readFileSync(path.join(cfg.dir, 'out.md'), 'utf8');
     assert.match(md, /question 5/);
     assert.match(md, /Hello, world/);
+  } finally {
+    await srv.close();
+    cfg.cleanup();
+  }
+});
+
+test('Ctrl-C (SIGINT) during the wait before a retry ends ask at once with status 130', async () => {
+  const srv = await misbehavingServer([status(503, { 'Retry-After': '30' })]);
+  const cfg = writeConfig({ model_endpoint: srv.url, retry_policy: policy() });
+  try {
+    const proc = spawn(requireBinary(), ['ask', 'hello'], { env: cfg.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    proc.stderr.setEncoding('utf8').on('data', (c) => { stderr += c; });
+    while (!stderr.includes('retry 1 of 3')) await new Promise((r) => setTimeout(r, 20));
+    const sent = Date.now();
+    proc.kill('SIGINT');
+    const code = await new Promise((r) => proc.once('close', (c) => r(c)));
+    assert.equal(code, 130, stderr);
+    assert.ok(Date.now() - sent < 3000, 'it did not sit out the 30 s Retry-After');
+    assert.match(stderr, /clawbot ask: interrupted/);
+    assert.equal(srv.arrivals.length, 1);
   } finally {
     await srv.close();
     cfg.cleanup();

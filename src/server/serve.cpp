@@ -19,7 +19,9 @@
 #include "common/tls.h"
 #include "engine/engine.h"
 #include "monitor/metrics.h"
+#include "ops/gguf_reader.h"
 #include "ops/integrity.h"
+#include "ops/plan.h"
 #include "server/openai_routes.h"
 #include "server/scheduler.h"
 
@@ -209,11 +211,35 @@ int run_serve(const ServeOptions& options) {
     const double available = available_override && *available_override
                                  ? std::strtod(available_override, nullptr)
                                  : monitor::system_memory_available_bytes() + decrypted_bytes;
+    // The planner's arithmetic (`clawbot plan`: within 1% of libllama's own buffers in its tests), from the
+    // GGUF header; a rough estimate only where the planner cannot read the file or refuses the configuration.
+    std::optional<ops::GgufFile> header;
+    std::optional<ops::ModelDims> dims;
+    try {
+      header = ops::read_gguf(path);
+      dims = ops::model_dims(*header);
+    } catch (const std::exception& e) {
+      spdlog::debug("memory plan unavailable ({}); using an estimate", e.what());
+    }
+    auto planned = [&](int ctx, int slots) -> std::optional<ops::MemoryPlan> {
+      if (!header) return std::nullopt;
+      try {
+        return ops::plan_memory(*header, *dims, ctx, slots, options.kv_type, options.kv_unified,
+                                std::max(options.batch, options.prefill_chunk));
+      } catch (const std::invalid_argument&) {
+        return std::nullopt;
+      }
+    };
     auto needed = [&](int ctx, int slots) {
+      if (const auto plan = planned(ctx, slots)) return static_cast<double>(plan->total());
       const double kv = kv_per_cell * ctx * slots;
       const double compute = static_cast<double>(std::max(options.batch, options.prefill_chunk)) *
                              (info.n_vocab + 4.0 * info.n_embd) * 4.0;  // logits and activations of one step
       return static_cast<double>(info.size_bytes) + kv + compute + 256.0 * (1 << 20);
+    };
+    auto kv_needed = [&](int ctx, int slots) {
+      if (const auto plan = planned(ctx, slots)) return static_cast<double>(plan->kv + plan->recurrent);
+      return kv_per_cell * ctx * slots;
     };
     auto gib = [](double b) { return b / (1024.0 * 1024 * 1024); };
     if (available > 0 && needed(per_request, parallel) > available) {
@@ -225,7 +251,7 @@ int run_serve(const ServeOptions& options) {
             "Lower --ctx or --parallel, use --kv-type q8_0 or q4_0, or pass --fit to lower them "
             "automatically.\n",
             gib(needed(per_request, parallel)), gib(static_cast<double>(info.size_bytes)),
-            gib(kv_per_cell * per_request * parallel), parallel, per_request, options.kv_type.c_str(),
+            gib(kv_needed(per_request, parallel)), parallel, per_request, options.kv_type.c_str(),
             gib(available));
         return 1;
       }

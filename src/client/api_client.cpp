@@ -30,6 +30,8 @@ double ChatOutcome::tokens_per_s() const noexcept {
 
 std::string failure_kind_name(FailureKind kind) {
   switch (kind) {
+    case FailureKind::resolve:
+      return "resolve";
     case FailureKind::connect:
       return "connect";
     case FailureKind::timeout:
@@ -120,6 +122,7 @@ struct ApiClient::Impl {
   // What to check, added to a failure's own message.
   std::string advice(FailureKind kind, int status = 0) const {
     switch (kind) {
+      case FailureKind::resolve:
       case FailureKind::connect:
         return "model_endpoint is set in " + config_origin;
       case FailureKind::timeout:
@@ -150,9 +153,10 @@ struct ApiClient::Impl {
       f.kind = FailureKind::cancelled;
     } else if (ec == be::error::timeout) {
       f.kind = FailureKind::timeout;
+    } else if (ec == asio::error::host_not_found || ec == asio::error::host_not_found_try_again) {
+      f.kind = FailureKind::resolve;  // a wrong name stays wrong: not retried
     } else if (ec == asio::error::connection_refused || ec == asio::error::host_unreachable ||
-               ec == asio::error::network_unreachable || ec == asio::error::host_not_found ||
-               ec == asio::error::host_not_found_try_again) {
+               ec == asio::error::network_unreachable) {
       f.kind = FailureKind::connect;
     } else if (ec.category() == asio::error::get_ssl_category() ||
                e.message.find("certificate") != std::string::npos ||
@@ -198,7 +202,6 @@ struct ApiClient::Impl {
   bool retryable(const Failure& f) const {
     switch (f.kind) {
       case FailureKind::connect:
-        return f.message.find("cannot resolve") == std::string::npos;  // a wrong name stays wrong
       case FailureKind::timeout:
       case FailureKind::dropped:
         return true;

@@ -34,6 +34,7 @@ struct ChatRequest {
 };
 
 enum class FailureKind {
+  resolve,       // the endpoint's host name does not resolve
   connect,       // refused, unreachable, no answer to the connection
   timeout,       // network_timeout of silence
   dropped,       // the connection closed or reset during the exchange

@@ -193,8 +193,7 @@ class ChatLoop {
         if (!command(text)) break;
         continue;
       }
-      store_.append(session_.id, role_user, text);
-      messages_ = store_.messages(session_.id);
+      remember(store_.append(session_.id, role_user, text), role_user, text, state_complete);
       answer();
     }
     return 0;
@@ -300,12 +299,13 @@ class ChatLoop {
         error = out.failure->message;
       }
       store_.update_message(answer_id, out.text, state, stats, error);
+      remember(answer_id, role_assistant, out.text, state);
     } else if (!out.failure) {
       // An answer with no text is still an answer: the conversation shows it happened.
       answer_id = store_.append(session_.id, role_assistant, "", state_complete);
       store_.update_message(answer_id, "", state_complete, stats);
+      remember(answer_id, role_assistant, "", state_complete);
     }
-    messages_ = store_.messages(session_.id);
 
     if (out.prompt_tokens > 0) {  // calibrate the estimate with what the server counted
       std::size_t bytes = 0;
@@ -341,6 +341,16 @@ class ChatLoop {
   }
 
   std::int64_t max_tokens() const { return config_.max_tokens; }
+
+  // The in-memory copy of what was just written to the store (read back whole only when a session opens).
+  void remember(std::int64_t id, std::string_view role, std::string_view content, std::string_view state) {
+    StoredMessage message;
+    message.id = id;
+    message.role = role;
+    message.content = content;
+    message.state = state;
+    messages_.push_back(std::move(message));
+  }
 
   // False when the user leaves.
   bool command(const std::string& text) {

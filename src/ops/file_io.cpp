@@ -95,6 +95,34 @@ std::string format_bytes(std::uint64_t bytes) {
   return text;
 }
 
+std::string format_binary_size(double bytes) {
+  constexpr double mib = 1024.0 * 1024.0;
+  char text[32];
+  if (bytes >= 1024.0 * mib) {
+    std::snprintf(text, sizeof text, "%.2f GiB", bytes / (1024.0 * mib));
+  } else if (bytes >= mib) {
+    std::snprintf(text, sizeof text, "%.2f MiB", bytes / mib);
+  } else {
+    std::snprintf(text, sizeof text, "%.1f KiB", bytes / 1024.0);
+  }
+  return text;
+}
+
+std::string format_count(std::uint64_t n) {
+  char text[32];
+  const double v = static_cast<double>(n);
+  if (n >= 1'000'000'000) {
+    std::snprintf(text, sizeof text, "%.2fB", v / 1e9);
+  } else if (n >= 1'000'000) {
+    std::snprintf(text, sizeof text, "%.1fM", v / 1e6);
+  } else if (n >= 1'000) {
+    std::snprintf(text, sizeof text, "%.1fK", v / 1e3);
+  } else {
+    std::snprintf(text, sizeof text, "%llu", static_cast<unsigned long long>(n));
+  }
+  return text;
+}
+
 ProgressBar::ProgressBar(std::string label, std::uint64_t total_bytes, bool enabled)
     : label_(std::move(label)),
       total_(total_bytes),

@@ -64,6 +64,10 @@ class WritableMapping {
 // "1.23 GB/s" (decimal units, as disks and networks are rated).
 std::string format_rate(std::uint64_t bytes, double seconds);
 std::string format_bytes(std::uint64_t bytes);
+// "1.12 MiB", "42.52 GiB" (binary units, as memory is counted).
+std::string format_binary_size(double bytes);
+// "292.8K", "1.24B": parameter and token counts.
+std::string format_count(std::uint64_t n);
 
 // A one-line progress bar with throughput on stderr, drawn only when stderr is a terminal.
 class ProgressBar {

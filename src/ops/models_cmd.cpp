@@ -22,32 +22,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string size_text(double bytes) {
-  char buf[32];
-  if (bytes >= double(1u << 30)) {
-    std::snprintf(buf, sizeof(buf), "%.2f GiB", bytes / double(1u << 30));
-  } else if (bytes >= double(1u << 20)) {
-    std::snprintf(buf, sizeof(buf), "%.1f MiB", bytes / double(1u << 20));
-  } else {
-    std::snprintf(buf, sizeof(buf), "%.1f KiB", bytes / 1024.0);
-  }
-  return buf;
-}
-
-std::string count_text(std::uint64_t n) {
-  char buf[32];
-  if (n >= 1'000'000'000) {
-    std::snprintf(buf, sizeof(buf), "%.2fB", static_cast<double>(n) / 1e9);
-  } else if (n >= 1'000'000) {
-    std::snprintf(buf, sizeof(buf), "%.1fM", static_cast<double>(n) / 1e6);
-  } else if (n >= 1'000) {
-    std::snprintf(buf, sizeof(buf), "%.1fK", static_cast<double>(n) / 1e3);
-  } else {
-    std::snprintf(buf, sizeof(buf), "%llu", static_cast<unsigned long long>(n));
-  }
-  return buf;
-}
-
 // What `models list` shows of one file.
 struct ModelSummary {
   std::string name;
@@ -175,12 +149,12 @@ int run_models_list(const ModelsListOptions& options) {
   for (const auto& m : models) {
     if (!m.error.empty()) {
       std::printf("%-*s  %10s  unreadable: %s\n", static_cast<int>(width), m.name.c_str(),
-                  size_text(static_cast<double>(m.size)).c_str(), m.error.c_str());
+                  detail::format_binary_size(static_cast<double>(m.size)).c_str(), m.error.c_str());
       continue;
     }
     std::printf("%-*s  %10s  %-10s  %8s  %-8s  %7u  %-4s  %-5s%s\n", static_cast<int>(width), m.name.c_str(),
-                size_text(static_cast<double>(m.size)).c_str(), m.architecture.c_str(),
-                m.vocab_only ? "-" : count_text(m.parameters).c_str(),
+                detail::format_binary_size(static_cast<double>(m.size)).c_str(), m.architecture.c_str(),
+                m.vocab_only ? "-" : detail::format_count(m.parameters).c_str(),
                 m.vocab_only ? "-" : m.quantization.c_str(), m.context, m.chat_template ? "yes" : "no",
                 m.embedding ? "yes" : "no",
                 m.vocab_only    ? "  (vocab only)"
@@ -222,8 +196,8 @@ int run_models_show(const ModelsShowOptions& options) {
     }
     std::printf("%s\n", file.source.c_str());
     std::printf("  GGUF version %u, %s, %zu tensors (%s)%s\n", file.version,
-                size_text(static_cast<double>(file.file_size)).c_str(), file.tensors.size(),
-                size_text(static_cast<double>(file.tensor_bytes())).c_str(),
+                detail::format_binary_size(static_cast<double>(file.file_size)).c_str(), file.tensors.size(),
+                detail::format_binary_size(static_cast<double>(file.tensor_bytes())).c_str(),
                 file.tensors.empty()      ? ", vocab only"
                 : !file.has_tensor_data() ? ", header only (no weights)"
                                           : "");
@@ -238,7 +212,7 @@ int run_models_show(const ModelsShowOptions& options) {
         for (auto d : t.dims) dims += (dims.empty() ? "" : " x ") + std::to_string(d);
         std::printf("  tensor %-40s %-8s %-24s %s\n", t.name.c_str(),
                     std::string(ggml_type_by_id(t.type_id)->name).c_str(), dims.c_str(),
-                    size_text(static_cast<double>(t.bytes())).c_str());
+                    detail::format_binary_size(static_cast<double>(t.bytes())).c_str());
       }
     }
     return 0;
@@ -297,7 +271,7 @@ int run_models_pull(const ModelsPullOptions& options) {
       std::uint64_t have = fs::exists(part) ? fs::file_size(part) : 0;
       if (have > 0)
         std::fprintf(stderr, "%s: resuming %s at %s\n", me, part.string().c_str(),
-                     size_text(double(have)).c_str());
+                     detail::format_binary_size(double(have)).c_str());
       std::ofstream out(part, std::ios::binary | std::ios::app);
       if (!out) throw std::runtime_error("cannot write " + part.string());
       // Pieces grow from 1 MiB to 64 MiB: a cut connection loses little, a good one makes few requests.
@@ -318,8 +292,9 @@ int run_models_pull(const ModelsPullOptions& options) {
         } catch (const std::exception& e) {
           if (++failures > max_failures) {
             out.close();
-            throw std::runtime_error(std::string(e.what()) + "; kept " + size_text(double(have)) + " in " +
-                                     part.string() + ": run the same command again to resume");
+            throw std::runtime_error(std::string(e.what()) + "; kept " +
+                                     detail::format_binary_size(double(have)) + " in " + part.string() +
+                                     ": run the same command again to resume");
           }
           std::fprintf(stderr, "%s: %s; resuming at byte %llu (try %d of %d)\n", me, e.what(),
                        static_cast<unsigned long long>(have), failures, max_failures);

@@ -13,6 +13,7 @@
 
 #include "common/model_path.h"
 #include "monitor/metrics.h"
+#include "ops/file_io.h"
 
 namespace clawbot::ops {
 namespace {
@@ -87,30 +88,6 @@ std::vector<std::uint32_t> per_layer(const GgufFile& file, const std::string& ke
     std::fill(out.begin(), out.end(), static_cast<std::uint32_t>(value->as_int().value_or(0)));
   }
   return out;
-}
-
-std::string gib_text(double bytes) {
-  char buf[32];
-  if (bytes >= 1024.0 * mib) {
-    std::snprintf(buf, sizeof(buf), "%.2f GiB", bytes / (1024.0 * mib));
-  } else if (bytes >= mib) {
-    std::snprintf(buf, sizeof(buf), "%.2f MiB", bytes / static_cast<double>(mib));
-  } else {
-    std::snprintf(buf, sizeof(buf), "%.1f KiB", bytes / 1024.0);
-  }
-  return buf;
-}
-
-std::string params_text(std::uint64_t n) {
-  char buf[32];
-  if (n >= 1'000'000'000) {
-    std::snprintf(buf, sizeof(buf), "%.2f B", static_cast<double>(n) / 1e9);
-  } else if (n >= 1'000'000) {
-    std::snprintf(buf, sizeof(buf), "%.1f M", static_cast<double>(n) / 1e6);
-  } else {
-    std::snprintf(buf, sizeof(buf), "%.1f K", static_cast<double>(n) / 1e3);
-  }
-  return buf;
 }
 
 // Bits per weight of common quantizations (llama.cpp's quantize table), to say which would fit.
@@ -570,32 +547,34 @@ int run_plan(const PlanOptions& options) {
 
     const auto& d = plan.dims;
     std::printf("model       %s: %s, %s parameters, %s%s\n", file.source.c_str(), d.architecture.c_str(),
-                params_text(d.n_params).c_str(), d.file_type.c_str(),
+                detail::format_count(d.n_params).c_str(), d.file_type.c_str(),
                 plan.header_only ? " (header-only file: no weights in it)" : "");
     if (is_url(file.source)) {
       std::printf("            read %s of the %s file (the header only)\n",
-                  gib_text(static_cast<double>(plan.header_bytes_read)).c_str(),
-                  gib_text(static_cast<double>(plan.file_size)).c_str());
+                  detail::format_binary_size(static_cast<double>(plan.header_bytes_read)).c_str(),
+                  detail::format_binary_size(static_cast<double>(plan.file_size)).c_str());
     }
     std::printf("serving     %u tokens per request x %u slots = %u KV cells (%s, %s)\n", plan.ctx_per_request,
                 plan.parallel, plan.n_ctx, plan.kv_type.c_str(),
                 plan.kv_unified ? "one unified stream" : "one stream per slot");
     std::printf("\n");
-    std::printf("  weights          %12s  ", gib_text(static_cast<double>(plan.weights)).c_str());
+    std::printf("  weights          %12s  ",
+                detail::format_binary_size(static_cast<double>(plan.weights)).c_str());
     for (std::size_t i = 0; i < plan.weights_by_type.size(); ++i) {
       const auto& w = plan.weights_by_type[i];
       std::printf("%s%s %s (%llu)", i ? ", " : "", w.type.c_str(),
-                  gib_text(static_cast<double>(w.bytes)).c_str(), static_cast<unsigned long long>(w.tensors));
+                  detail::format_binary_size(static_cast<double>(w.bytes)).c_str(),
+                  static_cast<unsigned long long>(w.tensors));
     }
     std::printf("\n");
     if (plan.weights_repacked > 0) {
       std::printf(
           "    CPU repack     %12s  of them copied at load into the CPU backend's faster layout (the mapped "
           "originals go cold)\n",
-          gib_text(static_cast<double>(plan.weights_repacked)).c_str());
+          detail::format_binary_size(static_cast<double>(plan.weights_repacked)).c_str());
     }
     std::printf("  KV cache         %12s  %u attention layers%s x %u cells\n",
-                gib_text(static_cast<double>(plan.kv)).c_str(), plan.kv_layers,
+                detail::format_binary_size(static_cast<double>(plan.kv)).c_str(), plan.kv_layers,
                 plan.swa_layers ? (" (" + std::to_string(plan.swa_layers) +
                                    " sliding-window, kept full size as serve allocates)")
                                       .c_str()
@@ -604,34 +583,42 @@ int run_plan(const PlanOptions& options) {
     if (plan.recurrent_layers > 0) {
       std::printf(
           "  recurrent state  %12s  %u recurrent layers x %u sequences (fixed, whatever the context)\n",
-          gib_text(static_cast<double>(plan.recurrent)).c_str(), plan.recurrent_layers, plan.parallel);
+          detail::format_binary_size(static_cast<double>(plan.recurrent)).c_str(), plan.recurrent_layers,
+          plan.parallel);
     }
     std::printf("  output           %12s  logits of %u sequences\n",
-                gib_text(static_cast<double>(plan.output)).c_str(), plan.parallel);
+                detail::format_binary_size(static_cast<double>(plan.output)).c_str(), plan.parallel);
     std::printf("  compute          %12s  worst-case graph of a %u-token step\n",
-                gib_text(static_cast<double>(plan.compute)).c_str(), plan.n_ubatch);
-    std::printf("  runtime reserve  %12s\n", gib_text(static_cast<double>(plan.reserve)).c_str());
-    std::printf("  total            %12s\n", gib_text(static_cast<double>(plan.total())).c_str());
+                detail::format_binary_size(static_cast<double>(plan.compute)).c_str(), plan.n_ubatch);
+    std::printf("  runtime reserve  %12s\n",
+                detail::format_binary_size(static_cast<double>(plan.reserve)).c_str());
+    std::printf("  total            %12s\n",
+                detail::format_binary_size(static_cast<double>(plan.total())).c_str());
     if (options.compare_naive) {
       const double naive = naive_bytes(plan);
       std::printf(
           "  rule of thumb    %12s  (2 bytes a parameter + ctx x 4 bytes + 8 GB): its KV cache term is "
           "%s, ours %s\n",
-          gib_text(naive).c_str(), gib_text(static_cast<double>(plan.ctx_per_request) * 4.0).c_str(),
-          gib_text(static_cast<double>(plan.kv + plan.recurrent)).c_str());
+          detail::format_binary_size(naive).c_str(),
+          detail::format_binary_size(static_cast<double>(plan.ctx_per_request) * 4.0).c_str(),
+          detail::format_binary_size(static_cast<double>(plan.kv + plan.recurrent)).c_str());
     }
     std::printf("\n");
-    std::printf("machine     RAM %s total, %s available", gib_text(machine.ram_total).c_str(),
-                gib_text(machine.ram_available).c_str());
+    std::printf("machine     RAM %s total, %s available",
+                detail::format_binary_size(machine.ram_total).c_str(),
+                detail::format_binary_size(machine.ram_available).c_str());
     if (!machine.gpu_name.empty()) {
       std::printf("; GPU %s: %s total, %s free", machine.gpu_name.c_str(),
-                  gib_text(machine.gpu_total).c_str(), gib_text(machine.gpu_free).c_str());
+                  detail::format_binary_size(machine.gpu_total).c_str(),
+                  detail::format_binary_size(machine.gpu_free).c_str());
     }
     std::printf("\n");
-    std::printf("verdict     %s %s%s\n", fits ? "fits in" : "does NOT fit in", gib_text(budget).c_str(),
+    std::printf("verdict     %s %s%s\n", fits ? "fits in" : "does NOT fit in",
+                detail::format_binary_size(budget).c_str(),
                 options.memory_gib > 0 ? " (--memory)" : " of available RAM");
     if (!machine.gpu_name.empty()) {
-      std::printf("            on the GPU (%s free): %s\n", gib_text(machine.gpu_free).c_str(),
+      std::printf("            on the GPU (%s free): %s\n",
+                  detail::format_binary_size(machine.gpu_free).c_str(),
                   static_cast<double>(plan.total()) <= machine.gpu_free ? "fits" : "does not fit");
     }
     if (largest_ctx > 0) {
@@ -648,7 +635,7 @@ int run_plan(const PlanOptions& options) {
       } else {
         std::printf("quantize    would fit as:");
         for (const auto& [name, total] : quant_fits)
-          std::printf(" %s (%s)", name.c_str(), gib_text(total).c_str());
+          std::printf(" %s (%s)", name.c_str(), detail::format_binary_size(total).c_str());
         std::printf("\n");
       }
     }

@@ -311,3 +311,18 @@ test('Ctrl-C (SIGINT) during the wait before a retry ends ask at once with statu
     cfg.cleanup();
   }
 });
+
+test('a host name that does not resolve is not retried, and the message says to check it', async () => {
+  const cfg = writeConfig({ model_endpoint: 'http://no-such-node.invalid:5000', retry_policy: policy({ base_delay: 50 }) });
+  try {
+    const r = await runClient(['ask', 'hello', '--json'], { env: cfg.env, timeoutMs: 60000 });
+    assert.equal(r.code, 1);
+    const out = JSON.parse(r.stdout);
+    assert.equal(out.error.kind, 'resolve');
+    assert.equal(out.attempts, 1);
+    assert.match(out.error.message, /cannot resolve the host 'no-such-node\.invalid'.*check the host name/);
+    assert.doesNotMatch(r.stderr, /retry/);
+  } finally {
+    cfg.cleanup();
+  }
+});

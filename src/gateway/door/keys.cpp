@@ -1,0 +1,359 @@
+// API keys: created and revoked by the admin CLI (KeyStore), checked on every request (KeyVerifier).
+//
+// A key is "cbk_" + a 12-hex-digit public id + "_" + 32 base62 characters of secret (32 × log2(62) ≈ 190 bits
+// from the CSPRNG). Only SHA-256(salt || secret) is stored, with a random 16-byte salt per key. A slow or
+// keyed hash (PBKDF2, scrypt, HMAC) exists to protect guessable secrets such as passwords; against a
+// uniformly random 190-bit secret, even a leaked database leaves 2^190 guesses per key, so a fast hash
+// loses nothing and keeps verify() to about a microsecond on the request path. The salt keeps equal secrets
+// (there are none in practice) from having equal hashes and rules out any precomputed table.
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include <openssl/crypto.h>
+
+#include "client/store_error.h"
+#include "gateway/door/door.h"
+#include "gateway/door/keys_db.h"
+
+namespace clawbot::gateway::door {
+
+namespace {
+
+using client::StoreError;
+using client::StoreErrorKind;
+namespace sqlite = client::sqlite;
+
+constexpr std::size_t id_chars = 12;
+constexpr std::size_t secret_chars = 32;
+constexpr std::size_t salt_bytes = 16;
+constexpr std::size_t key_chars = key_prefix.size() + id_chars + 1 + secret_chars;
+constexpr std::size_t name_max_bytes = 64;
+constexpr std::string_view base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+bool is_lower_hex(std::string_view s) {
+  return std::all_of(s.begin(), s.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+bool is_base62(std::string_view s) {
+  return std::all_of(s.begin(), s.end(), [](char c) { return base62.find(c) != std::string_view::npos; });
+}
+
+// Uniform base62: bytes >= 248 (= 4 × 62) are dropped so that `% 62` has no bias.
+std::string random_base62(std::size_t n) {
+  std::string out;
+  while (out.size() < n) {
+    for (const char raw : detail::random_bytes(n)) {
+      const auto b = static_cast<unsigned char>(raw);
+      if (b < 248 && out.size() < n) out.push_back(base62[b % 62]);
+    }
+  }
+  return out;
+}
+
+struct ParsedKey {
+  std::string_view id, secret;
+};
+std::optional<ParsedKey> parse_key(std::string_view key) {
+  if (key.size() != key_chars || !key.starts_with(key_prefix)) return std::nullopt;
+  const std::string_view id = key.substr(key_prefix.size(), id_chars);
+  if (key[key_prefix.size() + id_chars] != '_') return std::nullopt;
+  const std::string_view secret = key.substr(key_prefix.size() + id_chars + 1);
+  if (!is_lower_hex(id) || !is_base62(secret)) return std::nullopt;
+  return ParsedKey{id, secret};
+}
+
+std::string name_problem(std::string_view name) {
+  if (name.empty()) return "a key needs a name (--name)";
+  if (name.size() > name_max_bytes)
+    return "the name is " + std::to_string(name.size()) + " bytes long; at most " +
+           std::to_string(name_max_bytes);
+  for (const char c : name)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return "the name contains a control character";
+  if (name.size() == id_chars && is_lower_hex(name))
+    return "'" + std::string(name) + "' looks like a key id (12 hex digits): choose another name";
+  if (name.starts_with(key_prefix)) return "a name may not start with " + std::string(key_prefix);
+  return {};
+}
+
+constexpr const char* row_columns =
+    "id, name, requests_per_minute, tokens_per_minute, created_at, coalesce(revoked_at, '')";
+
+KeyRow read_row(const sqlite::Statement& s) {
+  return KeyRow{KeyInfo{s.text_at(0), s.text_at(1), s.int64_at(2), s.int64_at(3)}, s.text_at(4),
+                s.text_at(5)};
+}
+
+std::optional<KeyRow> find_in(sqlite::Database& db, std::string_view id_or_name) {
+  sqlite::Statement by_id(db, std::string("SELECT ") + row_columns + " FROM api_keys WHERE id = ?1");
+  if (by_id.bind(1, id_or_name).step()) return read_row(by_id);
+  sqlite::Statement by_name(
+      db, std::string("SELECT ") + row_columns + " FROM api_keys WHERE name = ?1 AND revoked_at IS NULL");
+  if (by_name.bind(1, id_or_name).step()) return read_row(by_name);
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::string_view to_string(KeyRejection reason) noexcept {
+  switch (reason) {
+    case KeyRejection::malformed:
+      return "malformed key";
+    case KeyRejection::unknown_id:
+      return "unknown key id";
+    case KeyRejection::wrong_secret:
+      return "wrong secret";
+    case KeyRejection::revoked:
+      return "revoked key";
+  }
+  return "rejected";
+}
+
+// --- KeyStore ---
+
+struct KeyStore::Impl {
+  explicit Impl(const std::filesystem::path& path) : db(detail::private_file(path)) {
+    detail::open_schema(db);
+  }
+  sqlite::Database db;
+};
+
+KeyStore::KeyStore(const std::filesystem::path& db) : impl_(std::make_unique<Impl>(db)) {}
+KeyStore::~KeyStore() = default;
+
+Created KeyStore::create(std::string_view name, std::int64_t requests_per_minute,
+                         std::int64_t tokens_per_minute) {
+  auto& db = impl_->db;
+  if (auto problem = name_problem(name); !problem.empty())
+    throw StoreError(StoreErrorKind::invalid_argument, db.path() + ": " + problem);
+  if (requests_per_minute < 0 || tokens_per_minute < 0)
+    throw StoreError(StoreErrorKind::invalid_argument,
+                     db.path() + ": limits are 0 (the gateway's default) or more requests/tokens per minute");
+
+  sqlite::Transaction transaction(db);
+  if (auto existing = find_in(db, name); existing && existing->info.name == name)
+    throw StoreError(StoreErrorKind::name_taken, db.path() + ": an active key is already named '" +
+                                                     std::string(name) + "' (id " + existing->info.id +
+                                                     "): revoke it first, or choose another name");
+  std::string id;
+  do {  // 48 random bits: a collision is astronomically rare, but cheap to rule out
+    id = detail::to_hex(detail::random_bytes(id_chars / 2));
+  } while (find_in(db, id));
+  const std::string secret = random_base62(secret_chars);
+  const std::string salt = detail::random_bytes(salt_bytes);
+  const detail::Sha256 hash = detail::sha256(salt, secret);
+  const std::string created_at = detail::format_rfc3339(std::chrono::system_clock::now(), false);
+  sqlite::Statement insert(
+      db,
+      "INSERT INTO api_keys (id, name, salt, hash, requests_per_minute, tokens_per_minute, "
+      "created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+  insert.bind(1, id)
+      .bind(2, name)
+      .bind(3, detail::to_hex(salt))
+      .bind(4, detail::to_hex(hash))
+      .bind(5, requests_per_minute)
+      .bind(6, tokens_per_minute)
+      .bind(7, created_at)
+      .run();
+  transaction.commit();
+  return Created{
+      std::string(key_prefix) + id + "_" + secret,
+      KeyRow{KeyInfo{id, std::string(name), requests_per_minute, tokens_per_minute}, created_at, {}}};
+}
+
+std::vector<KeyRow> KeyStore::list() {
+  sqlite::Statement select(
+      impl_->db, std::string("SELECT ") + row_columns + " FROM api_keys ORDER BY created_at, rowid");
+  std::vector<KeyRow> rows;
+  while (select.step()) rows.push_back(read_row(select));
+  return rows;
+}
+
+std::optional<KeyRow> KeyStore::find(std::string_view id_or_name) {
+  return find_in(impl_->db, id_or_name);
+}
+
+bool KeyStore::revoke(std::string_view id_or_name) {
+  auto& db = impl_->db;
+  sqlite::Transaction transaction(db);
+  const auto row = find_in(db, id_or_name);
+  if (!row || row->revoked()) return false;
+  sqlite::Statement update(db, "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL");
+  update.bind(1, row->info.id).bind(2, detail::format_rfc3339(std::chrono::system_clock::now(), false)).run();
+  const bool changed = db.changes() == 1;
+  transaction.commit();
+  return changed;
+}
+
+// --- KeyVerifier ---
+
+namespace {
+
+struct Entry {
+  KeyInfo info;
+  std::string salt;
+  detail::Sha256 hash{};
+  bool revoked = false;
+};
+struct Snapshot {
+  std::unordered_map<std::string, Entry> by_id;
+  std::size_t active = 0;
+};
+
+}  // namespace
+
+struct KeyVerifier::Impl {
+  explicit Impl(const std::filesystem::path& path) : db(detail::private_file(path)) {
+    detail::open_schema(db);
+    load();
+    last_version = data_version();
+    poller = std::thread([this] { poll(); });
+  }
+  ~Impl() {
+    {
+      std::lock_guard lock(stop_mutex);
+      stopping = true;
+    }
+    stop_cv.notify_all();
+    poller.join();
+  }
+
+  std::int64_t data_version() {
+    sqlite::Statement pragma(db, "PRAGMA data_version");
+    pragma.step();
+    return pragma.int64_at(0);
+  }
+
+  // Reads the whole table (a few rows) in one snapshot and publishes it. Caller holds db_mutex or is the
+  // constructor.
+  void load() {
+    auto next = std::make_shared<Snapshot>();
+    sqlite::Statement select(db,
+                             "SELECT id, name, requests_per_minute, tokens_per_minute, salt, hash, "
+                             "revoked_at IS NOT NULL FROM api_keys");
+    while (select.step()) {
+      Entry entry;
+      entry.info = KeyInfo{select.text_at(0), select.text_at(1), select.int64_at(2), select.int64_at(3)};
+      entry.salt = detail::from_hex(select.text_at(4)).value_or("");
+      const auto hash = detail::from_hex(select.text_at(5));
+      // A damaged row keeps the all-zero hash, which no secret's SHA-256 equals in practice: refused.
+      if (hash && hash->size() == entry.hash.size())
+        std::copy(hash->begin(), hash->end(), entry.hash.begin());
+      entry.revoked = select.int64_at(6) != 0;
+      if (!entry.revoked) ++next->active;
+      next->by_id.emplace(entry.info.id, std::move(entry));
+    }
+    snapshot.store(std::move(next));
+  }
+
+  void refresh_locked() {
+    try {
+      const std::int64_t version = data_version();
+      load();
+      last_version = version;
+      std::lock_guard lock(error_mutex);
+      error.clear();
+    } catch (const std::exception& e) {
+      std::lock_guard lock(error_mutex);
+      error = e.what();
+    }
+  }
+
+  void poll() {
+    std::unique_lock stop_lock(stop_mutex);
+    while (!stop_cv.wait_for(stop_lock, poll_interval, [this] { return stopping; })) {
+      stop_lock.unlock();
+      {
+        std::lock_guard lock(db_mutex);
+        try {
+          if (data_version() != last_version) refresh_locked();
+        } catch (const std::exception& e) {
+          std::lock_guard error_lock(error_mutex);
+          error = e.what();
+        }
+      }
+      stop_lock.lock();
+    }
+  }
+
+  sqlite::Database db;
+  std::mutex db_mutex;  // the connection: the poller and refresh()
+  std::int64_t last_version = 0;
+  std::atomic<std::shared_ptr<const Snapshot>> snapshot;
+
+  mutable std::mutex error_mutex;
+  std::string error;
+
+  std::mutex stop_mutex;
+  std::condition_variable stop_cv;
+  bool stopping = false;
+  std::thread poller;
+
+  // Compared against for an unknown id, so that it costs what a wrong secret costs.
+  const std::string dummy_salt = detail::random_bytes(salt_bytes);
+  const detail::Sha256 dummy_hash = detail::sha256(dummy_salt, detail::random_bytes(secret_chars));
+};
+
+KeyVerifier::KeyVerifier(const std::filesystem::path& db) : impl_(std::make_unique<Impl>(db)) {}
+KeyVerifier::~KeyVerifier() = default;
+
+std::optional<KeyInfo> KeyVerifier::verify(std::string_view presented_key, KeyRejection* why) const {
+  const auto reject = [why](KeyRejection reason) -> std::optional<KeyInfo> {
+    if (why != nullptr) *why = reason;
+    return std::nullopt;
+  };
+  const auto parsed = parse_key(presented_key);
+  if (!parsed) return reject(KeyRejection::malformed);
+  const std::shared_ptr<const Snapshot> snapshot = impl_->snapshot.load();
+  const auto found = snapshot->by_id.find(std::string(parsed->id));
+  if (found == snapshot->by_id.end()) {
+    const detail::Sha256 hash = detail::sha256(impl_->dummy_salt, parsed->secret);
+    (void)CRYPTO_memcmp(hash.data(), impl_->dummy_hash.data(), hash.size());
+    return reject(KeyRejection::unknown_id);
+  }
+  const Entry& entry = found->second;
+  const detail::Sha256 hash = detail::sha256(entry.salt, parsed->secret);
+  if (CRYPTO_memcmp(hash.data(), entry.hash.data(), hash.size()) != 0)
+    return reject(KeyRejection::wrong_secret);
+  if (entry.revoked) return reject(KeyRejection::revoked);
+  return entry.info;
+}
+
+std::string_view KeyVerifier::key_from_authorization(std::string_view header) noexcept {
+  const auto trim = [](std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+    return s;
+  };
+  header = trim(header);
+  constexpr std::string_view bearer = "bearer ";
+  if (header.size() > bearer.size()) {
+    bool is_bearer = true;
+    for (std::size_t i = 0; i < bearer.size(); ++i) {
+      const char c = header[i];
+      if ((c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c) != bearer[i]) is_bearer = false;
+    }
+    if (is_bearer) return trim(header.substr(bearer.size()));
+  }
+  return header;
+}
+
+void KeyVerifier::refresh() {
+  std::lock_guard lock(impl_->db_mutex);
+  impl_->refresh_locked();
+}
+
+std::size_t KeyVerifier::active_keys() const {
+  return impl_->snapshot.load()->active;
+}
+
+std::string KeyVerifier::last_error() const {
+  std::lock_guard lock(impl_->error_mutex);
+  return impl_->error;
+}
+
+}  // namespace clawbot::gateway::door

@@ -1,0 +1,121 @@
+// Per-key requests and tokens per minute: a sliding window of 60 one-second buckets per key.
+#include <array>
+#include <functional>
+#include <mutex>
+#include <unordered_map>
+
+#include "gateway/door/door.h"
+
+namespace clawbot::gateway::door {
+
+namespace {
+
+constexpr std::int64_t window_seconds = 60;
+constexpr std::size_t shard_count = 16;
+
+struct Bucket {
+  std::int64_t second = -1;  // which second (of the steady clock) the counts belong to
+  std::int64_t requests = 0;
+  std::int64_t tokens = 0;
+};
+
+// The last 60 seconds of one key. Bucket i holds second s where s % 60 == i; a bucket of an older second is
+// stale and counts as empty.
+struct Window {
+  std::array<Bucket, window_seconds> buckets;
+
+  Bucket& at(std::int64_t second) {
+    Bucket& b = buckets[static_cast<std::size_t>(second % window_seconds)];
+    if (b.second != second) b = Bucket{second, 0, 0};
+    return b;
+  }
+  // Counts of second s when it is inside the window ending at `now` (now-59 .. now), else 0.
+  const Bucket* live(std::int64_t second, std::int64_t now) const {
+    const Bucket& b = buckets[static_cast<std::size_t>(second % window_seconds)];
+    return b.second == second && second > now - window_seconds && second <= now ? &b : nullptr;
+  }
+  template <class Count>
+  std::int64_t used(std::int64_t now, Count count) const {
+    std::int64_t total = 0;
+    for (std::int64_t s = now - window_seconds + 1; s <= now; ++s)
+      if (const Bucket* b = live(s, now)) total += count(*b);
+    return total;
+  }
+  // Seconds until the window holds less than `limit`: the oldest seconds leave it one by one (second s at
+  // s + 60).
+  template <class Count>
+  std::int64_t wait(std::int64_t now, std::int64_t limit, Count count) const {
+    std::int64_t total = used(now, count);
+    for (std::int64_t s = now - window_seconds + 1; s <= now; ++s) {
+      if (const Bucket* b = live(s, now)) total -= count(*b);
+      if (total < limit) return s + window_seconds - now;
+    }
+    return window_seconds;
+  }
+};
+
+std::int64_t second_of(std::chrono::steady_clock::time_point t) {
+  // The clock's epoch is arbitrary but fixed; only differences matter. Negative seconds (a test clock near
+  // its epoch) would break `% 60`, so shift them into range.
+  const auto s = std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+  return s < 0 ? 0 : s;
+}
+
+}  // namespace
+
+struct RateLimiter::Shard {
+  std::mutex mutex;
+  std::unordered_map<std::string, Window> windows;
+};
+
+RateLimiter::RateLimiter() : shards_(std::make_unique<Shard[]>(shard_count)) {}
+RateLimiter::~RateLimiter() = default;
+
+RateLimiter::Decision RateLimiter::admit(const KeyInfo& key, std::int64_t default_rpm,
+                                         std::int64_t default_tpm,
+                                         std::chrono::steady_clock::time_point now) {
+  const std::int64_t rpm = key.requests_per_minute > 0 ? key.requests_per_minute : default_rpm;
+  const std::int64_t tpm = key.tokens_per_minute > 0 ? key.tokens_per_minute : default_tpm;
+  if (rpm <= 0 && tpm <= 0) return {};
+  const std::int64_t second = second_of(now);
+  Shard& shard = shards_[std::hash<std::string>{}(key.id) % shard_count];
+  std::lock_guard lock(shard.mutex);
+  Window& window = shard.windows[key.id];
+  const auto requests = [](const Bucket& b) { return b.requests; };
+  const auto tokens = [](const Bucket& b) { return b.tokens; };
+
+  Decision decision;
+  std::int64_t wait = 0;
+  if (rpm > 0) {
+    const std::int64_t used = window.used(second, requests);
+    if (used >= rpm) {
+      decision.reason = "requests per minute: " + std::to_string(used) + " used of " + std::to_string(rpm);
+      wait = window.wait(second, rpm, requests);
+    }
+  }
+  if (tpm > 0) {
+    const std::int64_t used = window.used(second, tokens);
+    if (used >= tpm) {
+      if (!decision.reason.empty()) decision.reason += "; ";
+      decision.reason += "tokens per minute: " + std::to_string(used) + " used of " + std::to_string(tpm);
+      wait = std::max(wait, window.wait(second, tpm, tokens));
+    }
+  }
+  if (!decision.reason.empty()) {
+    decision.allowed = false;
+    decision.retry_after = std::chrono::seconds(std::max<std::int64_t>(wait, 1));
+    return decision;
+  }
+  ++window.at(second).requests;
+  return decision;
+}
+
+void RateLimiter::add_tokens(const std::string& key_id, std::int64_t tokens,
+                             std::chrono::steady_clock::time_point now) {
+  if (tokens <= 0) return;
+  Shard& shard = shards_[std::hash<std::string>{}(key_id) % shard_count];
+  std::lock_guard lock(shard.mutex);
+  shard.windows[key_id].at(second_of(now)).tokens += tokens;
+}
+
+}  // namespace clawbot::gateway::door

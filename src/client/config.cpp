@@ -12,7 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "common/edit_distance.h"
+#include "common/json_config.h"
 
 namespace clawbot::client {
 
@@ -43,95 +43,14 @@ const std::vector<std::string> kTopKeys = {
     "api_key_env",    "tls_ca_file", "model",       "system_prompt",   "session_db",   "context_length"};
 const std::vector<std::string> kRetryKeys = {"max_retries", "backoff_factor", "base_delay"};
 
-std::string closest(std::string_view key, const std::vector<std::string>& known) {
-  std::string best;
-  std::size_t best_distance = 4;  // farther than this is not a typo
-  for (const auto& k : known) {
-    const std::size_t d = edit_distance(key, k);
-    if (d < best_distance) best_distance = d, best = k;
-  }
-  return best;
-}
-
-std::string describe(const json& value) {
-  std::string text = value.dump();
-  if (text.size() > 60) text = text.substr(0, 57) + "...";
-  switch (value.type()) {
-    case json::value_t::string:
-      return text + " (a string)";
-    case json::value_t::boolean:
-      return text + " (a boolean)";
-    case json::value_t::null:
-      return "null";
-    case json::value_t::array:
-      return text + " (an array)";
-    case json::value_t::object:
-      return text + " (an object)";
-    case json::value_t::number_float:
-      return text + " (a number with a fraction)";
-    default:
-      return text;
-  }
-}
-
-class Validator {
+// The shared validator, plus where each value came from (for `config show`).
+class Validator : public config::Validator {
  public:
-  Validator(std::string origin, ClientConfig& config) : origin_(std::move(origin)), config_(config) {}
-
-  [[noreturn]] void fail(const std::string& key, const json& value, const std::string& allowed) const {
-    throw ConfigError(origin_ + ": \"" + key + "\" is " + describe(value) + "; allowed: " + allowed);
-  }
-
-  std::int64_t integer(const std::string& key, const json& value, std::int64_t lo, std::int64_t hi,
-                       const std::string& unit = {}) const {
-    const std::string allowed = "an integer" + (unit.empty() ? std::string() : " number of " + unit) +
-                                " from " + std::to_string(lo) + " to " + std::to_string(hi);
-    if (value.is_number_float()) {
-      const double d = value.get<double>();
-      if (d != std::floor(d)) fail(key, value, allowed);
-      return check_range(key, value, static_cast<std::int64_t>(d), lo, hi, allowed);
-    }
-    if (value.is_number_unsigned()) {
-      const auto u = value.get<std::uint64_t>();
-      if (u > static_cast<std::uint64_t>(hi)) fail(key, value, allowed);
-      return check_range(key, value, static_cast<std::int64_t>(u), lo, hi, allowed);
-    }
-    if (!value.is_number_integer()) fail(key, value, allowed);
-    return check_range(key, value, value.get<std::int64_t>(), lo, hi, allowed);
-  }
-
-  double number(const std::string& key, const json& value, double lo, double hi) const {
-    std::ostringstream allowed;
-    allowed << "a number from " << lo << " to " << hi;
-    if (!value.is_number()) fail(key, value, allowed.str());
-    const double d = value.get<double>();
-    if (!(d >= lo && d <= hi)) fail(key, value, allowed.str());
-    return d;
-  }
-
-  std::string string(const std::string& key, const json& value, bool allow_empty = true) const {
-    if (!value.is_string()) fail(key, value, "a string");
-    std::string s = value.get<std::string>();
-    if (!allow_empty && s.empty()) fail(key, value, "a non-empty string");
-    return s;
-  }
-
-  void note(const std::string& key) { config_.source[key] = origin_; }
-  void warn(const std::string& key, const std::vector<std::string>& known) {
-    const std::string suggestion = closest(key.substr(key.rfind('.') + 1), known);
-    config_.warnings.push_back(
-        origin_ + ": unknown key \"" + key + "\" (ignored)" +
-        (suggestion.empty() ? std::string() : "; did you mean \"" + suggestion + "\"?"));
-  }
+  Validator(std::string origin, ClientConfig& config)
+      : config::Validator(std::move(origin), config.warnings), config_(config) {}
+  void note(const std::string& key) { config_.source[key] = origin(); }
 
  private:
-  std::int64_t check_range(const std::string& key, const json& value, std::int64_t v, std::int64_t lo,
-                           std::int64_t hi, const std::string& allowed) const {
-    if (v < lo || v > hi) fail(key, value, allowed);
-    return v;
-  }
-
-  std::string origin_;
   ClientConfig& config_;
 };
 
@@ -149,42 +68,14 @@ void check_endpoint(const Validator& v, const json& value, const std::string& te
 
 // Relative paths in a file are relative to the file's folder, as people expect of a config file.
 std::string resolve_path(const std::string& path, const std::string& origin_file) {
-  if (path.empty()) return path;
-  if (path[0] == '~') {
-    const char* home = std::getenv("HOME");
-    if (home != nullptr && (path.size() == 1 || path[1] == '/')) return std::string(home) + path.substr(1);
-  }
-  const fs::path p(path);
-  if (p.is_absolute() || origin_file.empty()) return path;
-  return (fs::path(origin_file).parent_path() / p).lexically_normal().string();
-}
-
-std::string line_and_column(std::string_view text, std::size_t byte) {
-  std::size_t line = 1, column = 1;
-  for (std::size_t i = 0; i < byte && i < text.size(); ++i) {
-    if (text[i] == '\n')
-      ++line, column = 1;
-    else
-      ++column;
-  }
-  return "line " + std::to_string(line) + ", column " + std::to_string(column);
+  return config::resolve_path(path, fs::path(origin_file).parent_path());
 }
 
 }  // namespace
 
 ClientConfig parse_config(std::string_view text, const std::string& origin) {
   ClientConfig config;
-  json doc;
-  try {
-    doc = json::parse(text, nullptr, true, /*ignore_comments=*/true);
-  } catch (const json::parse_error& e) {
-    std::string what = e.what();
-    const auto detail = what.find("parse error");
-    throw ConfigError(origin + ": not valid JSON at " + line_and_column(text, e.byte > 0 ? e.byte - 1 : 0) +
-                      " (" + (detail == std::string::npos ? what : what.substr(detail)) + ")");
-  }
-  if (!doc.is_object())
-    throw ConfigError(origin + ": the file must hold one JSON object ({...}), not " + describe(doc));
+  const json doc = config::parse_object(text, origin);
 
   Validator v(origin, config);
   for (const auto& [key, value] : doc.items()) {

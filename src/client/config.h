@@ -14,13 +14,12 @@
 #include <string_view>
 #include <vector>
 
+#include "common/json_config.h"
+
 namespace clawbot::client {
 
 // A file that cannot be used: its message names the file, the key, the value and what is allowed.
-class ConfigError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+using ConfigError = config::ConfigError;
 
 struct RetryPolicy {
   int max_retries = 3;

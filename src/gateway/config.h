@@ -1,0 +1,108 @@
+// gateway.json: what `clawbot gateway` listens on, which upstreams it fronts and how, and who may come in.
+// Validated like clawbot.json: a wrong type or range is a ConfigError naming the file, the key, the value and
+// what is allowed; an unknown key is a warning with the closest known name; // and /* */ comments are
+// allowed. Relative file paths (certificates, keys_db, audit_log) are resolved against the config file's
+// folder.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/http_client.h"
+#include "common/json_config.h"
+
+namespace clawbot::gateway {
+
+using ConfigError = config::ConfigError;
+
+struct ListenTls {
+  std::string cert;       // PEM chain
+  std::string key;        // PEM private key
+  std::string client_ca;  // optional: require client certificates this CA signed
+};
+
+struct Listener {
+  std::string host = "0.0.0.0";
+  unsigned short port = 8080;
+  std::optional<ListenTls> tls;
+};
+
+struct Upstream {
+  std::string url;                // as written
+  http::Url parsed;               // http(s)://host:port[/base]
+  std::string name;               // label in metrics and logs; default host:port
+  int weight = 1;                 // weighted round robin
+  bool standby = false;           // traffic only while no primary is healthy
+  std::size_t max_in_flight = 0;  // 0: no limit; above it the upstream counts as busy
+  std::string api_key;            // sent upstream as Authorization: Bearer (the client's key never is)
+  std::string tls_ca_file;        // https upstreams: CA to trust (default: the system's)
+  bool tls_insecure = false;
+};
+
+enum class Balance { least_outstanding, weighted_round_robin };
+
+struct HealthChecks {
+  std::chrono::milliseconds interval{2000};
+  std::chrono::milliseconds timeout{1000};
+  std::string path = "/health";
+};
+
+// Passive ejection: `failures` consecutive failures open the circuit for `cooldown`; then one probe request
+// (half-open) decides whether it closes again.
+struct CircuitBreaker {
+  int failures = 3;
+  std::chrono::milliseconds cooldown{5000};
+};
+
+struct Queue {
+  std::size_t max_waiting = 256;             // beyond it: 503 + Retry-After at once
+  std::chrono::milliseconds timeout{30000};  // longest wait for an upstream: then 503 + Retry-After
+};
+
+struct Limits {
+  std::int64_t requests_per_minute = 0;  // per key, 0: none (a key's own limit wins)
+  std::int64_t tokens_per_minute = 0;    // per key, prompt + completion tokens
+  std::size_t max_body_bytes = 8u << 20;
+  std::size_t max_header_bytes = 16u << 10;
+};
+
+struct GatewayConfig {
+  std::filesystem::path file;  // where it was read from
+  std::vector<Listener> listen;
+  std::vector<Upstream> upstreams;
+  Balance balance = Balance::least_outstanding;
+  bool affinity = true;            // turns of one conversation to one upstream (hash of its leading messages)
+  std::string auth = "keys";       // "keys": every request needs a key from keys_db; "none": open (warned)
+  std::filesystem::path keys_db;   // SQLite file of API keys; default gateway.db beside the config
+  bool health_open = true;         // GET /health answers without a key
+  std::vector<std::string> allow;  // IPv4/IPv6 CIDRs; empty: any address
+  std::filesystem::path audit_log;  // empty: no audit log
+  bool audit_prompts = false;       // also record prompt text (off: never)
+  bool tls_only = false;            // refuse to start a listener without TLS
+  Limits limits;
+  Queue queue;
+  HealthChecks health_checks;
+  CircuitBreaker circuit_breaker;
+  int retries = 2;  // other upstreams tried for a request that failed before its first byte
+  int threads = 0;  // I/O threads, 0: one per core
+  std::chrono::milliseconds connect_timeout{3000};
+  std::chrono::milliseconds read_timeout{300000};  // longest upstream silence
+  bool advertise = true;                           // mDNS/DNS-SD
+  std::string name;  // advertised instance name; default "clawbot gateway on HOST"
+
+  std::vector<std::string> warnings;  // unknown keys, open doors
+};
+
+// Parses and validates the text of a file (`origin` names it in messages; relative paths resolve against
+// `base_dir`).
+GatewayConfig parse_config(std::string_view text, const std::string& origin,
+                           const std::filesystem::path& base_dir);
+// Reads and parses `path`. Throws ConfigError.
+GatewayConfig load_config(const std::filesystem::path& path);
+
+}  // namespace clawbot::gateway

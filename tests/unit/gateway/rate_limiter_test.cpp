@@ -1,0 +1,95 @@
+// The rate limiter with an injected clock: a fixed start plus whole seconds.
+#include <gtest/gtest.h>
+
+#include "gateway/door/door.h"
+
+namespace door = clawbot::gateway::door;
+using std::chrono::seconds;
+
+namespace {
+
+const auto t0 = std::chrono::steady_clock::time_point{} + std::chrono::hours(1000);
+
+door::KeyInfo key(std::string id, std::int64_t rpm, std::int64_t tpm) {
+  return door::KeyInfo{std::move(id), "n", rpm, tpm};
+}
+
+}  // namespace
+
+TEST(GatewayRateLimiter, RequestsPerMinuteOverASlidingWindow) {
+  door::RateLimiter limiter;
+  const auto k = key("k1", 3, 0);
+  EXPECT_TRUE(limiter.admit(k, 0, 0, t0).allowed);
+  EXPECT_TRUE(limiter.admit(k, 0, 0, t0 + seconds(30)).allowed);
+  EXPECT_TRUE(limiter.admit(k, 0, 0, t0 + seconds(30)).allowed);
+  const auto refused = limiter.admit(k, 0, 0, t0 + seconds(40));
+  EXPECT_FALSE(refused.allowed);
+  EXPECT_EQ(refused.reason, "requests per minute: 3 used of 3");
+  EXPECT_EQ(refused.retry_after, seconds(20));  // the request at t0 leaves the window at t0 + 60
+  EXPECT_FALSE(limiter.admit(k, 0, 0, t0 + seconds(59)).allowed);
+  const auto later = limiter.admit(k, 0, 0, t0 + seconds(60));
+  EXPECT_TRUE(later.allowed) << later.reason;
+  // Now t0+30 (two) and t0+60 (one) are in the window: the next room comes at t0 + 90.
+  const auto again = limiter.admit(k, 0, 0, t0 + seconds(61));
+  EXPECT_FALSE(again.allowed);
+  EXPECT_EQ(again.retry_after, seconds(29));
+  EXPECT_TRUE(limiter.admit(k, 0, 0, t0 + seconds(90)).allowed);
+}
+
+TEST(GatewayRateLimiter, RetryAfterIsAtLeastOneSecond) {
+  door::RateLimiter limiter;
+  const auto k = key("burst", 2, 0);
+  EXPECT_TRUE(limiter.admit(k, 0, 0, t0).allowed);
+  EXPECT_TRUE(limiter.admit(k, 0, 0, t0).allowed);
+  const auto refused = limiter.admit(k, 0, 0, t0 + std::chrono::milliseconds(999));
+  EXPECT_FALSE(refused.allowed);
+  EXPECT_EQ(refused.retry_after, seconds(60));
+  const auto last_second = limiter.admit(k, 0, 0, t0 + seconds(59) + std::chrono::milliseconds(500));
+  EXPECT_FALSE(last_second.allowed);
+  EXPECT_EQ(last_second.retry_after, seconds(1));
+}
+
+TEST(GatewayRateLimiter, TokensPerMinute) {
+  door::RateLimiter limiter;
+  const auto k = key("k2", 0, 10000);
+  ASSERT_TRUE(limiter.admit(k, 0, 0, t0).allowed);
+  limiter.add_tokens("k2", 4000, t0 + seconds(1));
+  ASSERT_TRUE(limiter.admit(k, 0, 0, t0 + seconds(5)).allowed);  // 4000 of 10000 used
+  limiter.add_tokens("k2", 6000, t0 + seconds(10));
+  const auto refused = limiter.admit(k, 0, 0, t0 + seconds(20));
+  EXPECT_FALSE(refused.allowed);
+  EXPECT_EQ(refused.reason, "tokens per minute: 10000 used of 10000");
+  EXPECT_EQ(refused.retry_after, seconds(41));  // the 4000 at t0+1 leave at t0+61
+  EXPECT_TRUE(limiter.admit(k, 0, 0, t0 + seconds(61)).allowed);
+  // An answer may overshoot: the next requests wait until enough tokens leave the window.
+  limiter.add_tokens("k2", 20000, t0 + seconds(62));
+  const auto overshoot = limiter.admit(k, 0, 0, t0 + seconds(63));
+  EXPECT_FALSE(overshoot.allowed);
+  EXPECT_EQ(overshoot.retry_after, seconds(59));
+}
+
+TEST(GatewayRateLimiter, DefaultsKeysOwnLimitsAndIndependence) {
+  door::RateLimiter limiter;
+  const auto uses_default = key("a", 0, 0);
+  const auto own = key("b", 5, 0);
+  EXPECT_TRUE(limiter.admit(uses_default, 1, 0, t0).allowed);
+  const auto refused = limiter.admit(uses_default, 1, 0, t0);
+  EXPECT_FALSE(refused.allowed);
+  EXPECT_EQ(refused.reason, "requests per minute: 1 used of 1");
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(limiter.admit(own, 1, 0, t0).allowed) << i;  // its own 5 win
+  EXPECT_FALSE(limiter.admit(own, 1, 0, t0).allowed);
+  // No limit at all: always admitted.
+  const auto free = key("c", 0, 0);
+  for (int i = 0; i < 1000; ++i) ASSERT_TRUE(limiter.admit(free, 0, 0, t0).allowed);
+}
+
+TEST(GatewayRateLimiter, BothLimitsNamedAndTheLongerWaitWins) {
+  door::RateLimiter limiter;
+  const auto k = key("both", 1, 100);
+  ASSERT_TRUE(limiter.admit(k, 0, 0, t0).allowed);
+  limiter.add_tokens("both", 100, t0 + seconds(30));
+  const auto refused = limiter.admit(k, 0, 0, t0 + seconds(31));
+  EXPECT_FALSE(refused.allowed);
+  EXPECT_EQ(refused.reason, "requests per minute: 1 used of 1; tokens per minute: 100 used of 100");
+  EXPECT_EQ(refused.retry_after, seconds(59));  // tokens leave at t0+90, the request at t0+60
+}

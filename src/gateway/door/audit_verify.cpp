@@ -6,6 +6,8 @@
 //   the next record also chains to the last accepted one (then it is a forged record INSERTED before it);
 // - a record that does not chain, while the next one does, was INSERTED (a copy of a valid line included);
 // - otherwise a seq gap means records were DELETED, and the walk continues from the record after the gap.
+#include <cerrno>
+#include <cstring>
 #include <deque>
 #include <fstream>
 #include <stdexcept>
@@ -67,6 +69,9 @@ std::string VerifyReport::summary() const {
 }
 
 VerifyReport verify_audit_log(const std::filesystem::path& log, const std::filesystem::path& keys_db) {
+  std::ifstream in(log, std::ios::binary);
+  if (!in)
+    throw std::runtime_error("cannot read the audit log " + log.string() + ": " + std::strerror(errno));
   if (!std::filesystem::exists(keys_db))
     throw std::runtime_error("cannot read the keys database " + keys_db.string() + ": no such file");
   client::sqlite::Database db(keys_db);
@@ -76,9 +81,6 @@ VerifyReport verify_audit_log(const std::filesystem::path& log, const std::files
     throw std::runtime_error(keys_db.string() +
                              " holds no audit key: it is not the database the gateway wrote this log with");
   const auto anchor = detail::read_anchor(db);
-
-  std::ifstream in(log, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read the audit log " + log.string());
 
   VerifyReport report;
   report.anchored = anchor.has_value();

@@ -61,7 +61,7 @@ class KeyStore {
                  std::int64_t tokens_per_minute = 0);
   // Every key, revoked ones included (they stay for the audit trail), oldest first.
   std::vector<KeyRow> list();
-  // The key with this id, else the active key with this name.
+  // The key with this id, else the active key with this name, else the last revoked key with this name.
   std::optional<KeyRow> find(std::string_view id_or_name);
   // Revokes the key with this id or the active key with this name: true when a key was revoked now, false
   // when none matched or it already was.

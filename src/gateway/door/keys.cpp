@@ -94,6 +94,10 @@ std::optional<KeyRow> find_in(sqlite::Database& db, std::string_view id_or_name)
   sqlite::Statement by_name(
       db, std::string("SELECT ") + row_columns + " FROM api_keys WHERE name = ?1 AND revoked_at IS NULL");
   if (by_name.bind(1, id_or_name).step()) return read_row(by_name);
+  sqlite::Statement revoked(
+      db, std::string("SELECT ") + row_columns +
+              " FROM api_keys WHERE name = ?1 ORDER BY revoked_at DESC, rowid DESC LIMIT 1");
+  if (revoked.bind(1, id_or_name).step()) return read_row(revoked);
   return std::nullopt;
 }
 
@@ -135,7 +139,7 @@ Created KeyStore::create(std::string_view name, std::int64_t requests_per_minute
                      db.path() + ": limits are 0 (the gateway's default) or more requests/tokens per minute");
 
   sqlite::Transaction transaction(db);
-  if (auto existing = find_in(db, name); existing && existing->info.name == name)
+  if (auto existing = find_in(db, name); existing && existing->info.name == name && !existing->revoked())
     throw StoreError(StoreErrorKind::name_taken, db.path() + ": an active key is already named '" +
                                                      std::string(name) + "' (id " + existing->info.id +
                                                      "): revoke it first, or choose another name");

@@ -234,7 +234,7 @@ std::string format_rfc3339(std::chrono::system_clock::time_point time, bool with
   return buffer;
 }
 
-std::optional<std::chrono::system_clock::time_point> parse_rfc3339(std::string_view text) {
+std::optional<std::chrono::sys_time<std::chrono::milliseconds>> parse_rfc3339(std::string_view text) {
   using namespace std::chrono;
   std::size_t at = 0;
   const auto digits = [&](std::size_t n, int& out) {
@@ -294,7 +294,7 @@ std::optional<std::chrono::system_clock::time_point> parse_rfc3339(std::string_v
     return std::nullopt;
   }
   if (at != text.size()) return std::nullopt;
-  return time_point_cast<system_clock::duration>(result);
+  return result;
 }
 
 }  // namespace clawbot::gateway::door::detail

@@ -49,6 +49,7 @@ std::optional<std::string> from_hex(std::string_view hex);
 // "2025-01-02T03:04:05.678Z" (with_ms) or "2025-01-02T03:04:05Z".
 std::string format_rfc3339(std::chrono::system_clock::time_point time, bool with_ms = true);
 // RFC 3339 with Z or +hh:mm, optional fraction; also a bare date (midnight UTC). nullopt when malformed.
-std::optional<std::chrono::system_clock::time_point> parse_rfc3339(std::string_view text);
+// Milliseconds, not system_clock's nanoseconds, which end in 2262.
+std::optional<std::chrono::sys_time<std::chrono::milliseconds>> parse_rfc3339(std::string_view text);
 
 }  // namespace clawbot::gateway::door::detail

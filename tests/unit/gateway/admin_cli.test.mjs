@@ -1,0 +1,154 @@
+// `clawbot gateway keys create|list|revoke` and `audit verify|tail|export` on the command line.
+// Runs $CLAWBOT_GATEWAY_ADMIN_BIN (tests/gateway_admin_driver: the same commands, plus `write-audit` to make a
+// log as the gateway would).
+// Run: CLAWBOT_GATEWAY_ADMIN_BIN=build/tests/gateway_admin_driver node --test tests/unit/gateway/admin_cli.test.mjs
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+const BIN = process.env.CLAWBOT_GATEWAY_ADMIN_BIN;
+let dir;
+
+function run(args, { cwd } = {}) {
+  return new Promise((resolve) => {
+    execFile(BIN, args, { cwd: cwd ?? dir, timeout: 30000 }, (error, stdout, stderr) => {
+      resolve({ code: error ? (error.code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+before(() => {
+  assert.ok(BIN, 'set CLAWBOT_GATEWAY_ADMIN_BIN to the gateway_admin_driver binary');
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clawbot-gw-admin-'));
+});
+after(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+test('keys create prints only the key; list shows it without the secret; revoke', async () => {
+  const created = await run(['gateway', 'keys', 'create', '--name', 'anna', '--rpm', '60', '--db', 'k.db']);
+  assert.equal(created.code, 0, created.stderr);
+  assert.match(created.stdout, /^cbk_[0-9a-f]{12}_[0-9A-Za-z]{32}\n$/);
+  const key = created.stdout.trim();
+  const id = key.slice(4, 16);
+  const secret = key.slice(17);
+  assert.match(created.stderr, new RegExp(`created key ${id} "anna"`));
+  assert.equal(created.stderr.includes(secret), false);
+
+  const table = await run(['gateway', 'keys', 'list', '--db', 'k.db']);
+  assert.equal(table.code, 0, table.stderr);
+  assert.match(table.stdout, new RegExp(`${id}\\s+anna\\s+\\S+Z\\s+60\\s+default\\s+active`));
+  assert.equal(table.stdout.includes(secret), false);
+
+  const listed = await run(['gateway', 'keys', 'list', '--json', '--db', 'k.db']);
+  const rows = JSON.parse(listed.stdout);
+  assert.equal(rows.length, 1);
+  assert.deepEqual(Object.keys(rows[0]).sort(),
+                   ['created_at', 'id', 'name', 'requests_per_minute', 'revoked_at', 'tokens_per_minute']);
+  assert.equal(rows[0].id, id);
+  assert.equal(rows[0].revoked_at, null);
+  assert.equal(listed.stdout.includes(secret), false);
+
+  const taken = await run(['gateway', 'keys', 'create', '--name', 'anna', '--db', 'k.db']);
+  assert.equal(taken.code, 1);
+  assert.equal(taken.stdout, '');
+  assert.match(taken.stderr, /already named 'anna'/);
+
+  const revoked = await run(['gateway', 'keys', 'revoke', id, '--db', 'k.db']);
+  assert.equal(revoked.code, 0, revoked.stderr);
+  assert.match(revoked.stdout, new RegExp(`revoked key ${id} "anna"`));
+  const after = JSON.parse((await run(['gateway', 'keys', 'list', '--json', '--db', 'k.db'])).stdout);
+  assert.match(after[0].revoked_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+  const again = await run(['gateway', 'keys', 'revoke', 'anna', '--db', 'k.db']);
+  assert.equal(again.code, 0);
+  assert.match(again.stderr, /already revoked/);
+  const unknown = await run(['gateway', 'keys', 'revoke', 'nobody', '--db', 'k.db']);
+  assert.equal(unknown.code, 1);
+  assert.match(unknown.stderr, /no key with the id or active name "nobody"/);
+});
+
+test('--config finds keys_db beside gateway.json; a missing config is explained', async () => {
+  const sub = path.join(dir, 'conf');
+  fs.mkdirSync(sub);
+  fs.writeFileSync(path.join(sub, 'gateway.json'),
+                   JSON.stringify({ upstreams: [{ url: 'http://127.0.0.1:9' }], keys_db: 'keys.db' }));
+  const created = await run(['gateway', 'keys', 'create', '--name', 'ci', '--config', path.join(sub, 'gateway.json')]);
+  assert.equal(created.code, 0, created.stderr);
+  assert.ok(fs.existsSync(path.join(sub, 'keys.db')));
+  assert.equal((fs.statSync(path.join(sub, 'keys.db')).mode & 0o777), 0o600);
+  // The gateway command's own --config counts too, and ./gateway.json is the default.
+  const viaParent = await run(['gateway', '--config', path.join(sub, 'gateway.json'), 'keys', 'list']);
+  assert.match(viaParent.stdout, /\bci\b/);
+  const byDefault = await run(['gateway', 'keys', 'list'], { cwd: sub });
+  assert.match(byDefault.stdout, /\bci\b/);
+  const missing = await run(['gateway', 'keys', 'list'], { cwd: dir });
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /gateway\.json.*no such file.*--db PATH/);
+});
+
+test('audit verify, tail, export', async () => {
+  const write = await run(['write-audit', '5', '--log', 'audit.log', '--db', 'a.db']);
+  assert.equal(write.code, 0, write.stderr);
+  const ok = await run(['gateway', 'audit', 'verify', '--log', 'audit.log', '--db', 'a.db']);
+  assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+  assert.match(ok.stdout, /audit\.log: 5 records, chain intact\n$/);
+
+  const lines = fs.readFileSync(path.join(dir, 'audit.log'), 'utf8').trimEnd().split('\n');
+  lines[1] = lines[1].replace('"status":200', '"status":201');
+  lines.splice(3, 1);
+  fs.writeFileSync(path.join(dir, 'tampered.log'), lines.join('\n') + '\n');
+  const bad = await run(['gateway', 'audit', 'verify', '--log', 'tampered.log', '--db', 'a.db']);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stdout, /^line 2 \(seq 2\): edited: its content does not match its hash\n/);
+  assert.match(bad.stdout, /record 4 deleted between line 3 and line 4/);
+  assert.match(bad.stdout, /2 problems in 4 records/);
+
+  const unreadable = await run(['gateway', 'audit', 'verify', '--log', 'nope.log', '--db', 'a.db']);
+  assert.equal(unreadable.code, 2);
+  assert.match(unreadable.stderr, /cannot read the audit log nope\.log/);
+
+  const tail = await run(['gateway', 'audit', 'tail', '-n', '2', '--log', 'audit.log', '--db', 'a.db']);
+  assert.equal(tail.code, 0, tail.stderr);
+  const tailLines = tail.stdout.trimEnd().split('\n');
+  assert.equal(tailLines.length, 2);
+  assert.match(tailLines[0], /#4 +key 0123456789ab +127\.0\.0\.1 +200 +\/v1\/chat\/completions +tiny -> 127\.0\.0\.1:5000/);
+  assert.match(tailLines[1], /#5 /);
+  const raw = await run(['gateway', 'audit', 'tail', '-n', '1', '--json', '--log', 'audit.log']);
+  assert.equal(JSON.parse(raw.stdout).seq, 5);
+
+  const csv = await run(['gateway', 'audit', 'export', '--format', 'csv', '--log', 'audit.log']);
+  assert.equal(csv.code, 0, csv.stderr);
+  const rows = csv.stdout.trimEnd().split('\r\n');
+  assert.equal(rows.length, 6);
+  assert.match(rows[0], /^seq,time,key_id,client,route,model,upstream,status,tokens_in,tokens_out,latency_ms/);
+  assert.match(rows[5], /^5,/);
+  const jsonl = await run(['gateway', 'audit', 'export', '--log', 'audit.log', '--since', '2000-01-01']);
+  assert.equal(jsonl.stdout, fs.readFileSync(path.join(dir, 'audit.log'), 'utf8'));
+  const none = await run(['gateway', 'audit', 'export', '--log', 'audit.log', '--since', '2999-01-01T00:00:00Z']);
+  assert.equal(none.stdout, '');
+  assert.match(none.stderr, /^0 records exported/);
+  const badSince = await run(['gateway', 'audit', 'export', '--log', 'audit.log', '--since', 'yesterday']);
+  assert.equal(badSince.code, 1);
+  assert.match(badSince.stderr, /not an RFC 3339 time/);
+});
+
+test('audit tail -f prints records as they are appended', async () => {
+  await run(['write-audit', '1', '--log', 'follow.log', '--db', 'f.db']);
+  const child = spawn(BIN, ['gateway', 'audit', 'tail', '-f', '--log', 'follow.log'], { cwd: dir });
+  let out = '';
+  child.stdout.on('data', (chunk) => { out += chunk; });
+  try {
+    const waitFor = async (pattern) => {
+      const deadline = Date.now() + 10000;
+      while (!pattern.test(out) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      assert.match(out, pattern);
+    };
+    await waitFor(/#1 /);
+    await run(['write-audit', '2', '--log', 'follow.log', '--db', 'f.db']);
+    await waitFor(/#3 /);
+    assert.match(out, /#2 /);
+  } finally {
+    child.kill();
+  }
+});

@@ -318,16 +318,19 @@ AuditLog::AuditLog(const std::filesystem::path& log, const std::filesystem::path
 AuditLog::~AuditLog() = default;
 
 void AuditLog::append(AuditRecord record) {
+  bool was_empty = false;
   {
     std::lock_guard lock(impl_->mutex);
     if (impl_->queue.size() >= max_queued) {
       impl_->dropped.fetch_add(1, std::memory_order_relaxed);
       return;
     }
+    was_empty = impl_->queue.empty();
     impl_->queue.push_back(std::move(record));
     ++impl_->appended;
   }
-  impl_->wake.notify_one();
+  // The writer only waits while the queue is empty: one wake-up per batch, not one per record.
+  if (was_empty) impl_->wake.notify_one();
 }
 
 bool AuditLog::flush() {

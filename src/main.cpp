@@ -8,6 +8,7 @@
 #include "client/code_cmd.h"
 #include "client/doctor.h"
 #include "client/sessions_cmd.h"
+#include "discovery/discovery.h"
 #include "ops/integrity.h"
 #include "ops/ops.h"
 #include "ops/plan.h"
@@ -69,6 +70,8 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--tls-key", serve.tls_key, "PEM private key of --tls-cert");
   serve_cmd->add_option("--tls-client-ca", serve.tls_client_ca,
                         "PEM CA file: require client certificates it signed (mutual TLS)");
+  serve_cmd->add_flag("--no-advertise", serve.no_advertise,
+                      "Do not announce this node on the LAN (mDNS/DNS-SD, _clawbot._tcp)");
   serve_cmd->add_flag("-v,--verbose", serve.verbose, "Log libllama's messages too");
   serve_cmd->add_flag(
       "--verify", serve.verify,
@@ -266,6 +269,14 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"md", "json"}));
   sessions_export_cmd->add_option("-o,--output", sessions.output, "File to write (default: stdout)");
 
+  clawbot::discovery::DiscoverOptions discover;
+  auto* discover_cmd = app.add_subcommand(
+      "discover", "List the clawbot nodes and gateways on the LAN (mDNS/DNS-SD), with their latency");
+  discover_cmd->add_option("--timeout", discover.timeout_ms, "Milliseconds to wait for answers")
+      ->capture_default_str()
+      ->check(CLI::Range(100, 60'000));
+  discover_cmd->add_flag("--json", discover.json, "Print a JSON array instead of the table");
+
   const auto run_client_command = clawbot::client::add_client_commands(app);
   const auto run_code_command = clawbot::client::add_code_command(app);
   const auto run_doctor_command = clawbot::client::add_doctor_command(app);
@@ -288,6 +299,7 @@ int main(int argc, char** argv) {
     return clawbot::client::run_sessions(sessions);
   }
   if (serve_cmd->parsed()) return clawbot::server::run_serve(serve);
+  if (discover_cmd->parsed()) return clawbot::discovery::run_discover(discover);
   if (synth_cmd->parsed()) return clawbot::ops::run_models_synth(synth);
   if (verify_cmd->parsed()) return clawbot::ops::run_verify(verify);
   if (encrypt_cmd->parsed()) return clawbot::ops::run_encrypt(encrypt);

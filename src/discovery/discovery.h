@@ -34,9 +34,9 @@ inline constexpr std::string_view kServiceType = "_clawbot._tcp";
 enum class Backend { automatic, avahi, builtin };
 
 struct ServiceInfo {
-  std::string instance;  // the DNS-SD instance name; empty: "clawbot <role> on <host name>"
+  std::string instance{};  // the DNS-SD instance name; empty: "clawbot <role> on <host name>"
   unsigned short port = 0;
-  std::map<std::string, std::string> txt;
+  std::map<std::string, std::string> txt{};
 };
 
 // A ServiceInfo with every TXT key filled (api "/v1", version this build's).
@@ -44,10 +44,11 @@ ServiceInfo service_info(std::string_view role, unsigned short port, std::string
                          bool auth);
 
 struct AdvertiseOptions {
-  bool enabled = true;      // false: advertise() returns null at once (--no-advertise)
-  std::string listen_host;  // what the server bound: "0.0.0.0", "::", an address. Loopback: not advertised
+  bool enabled = true;        // false: advertise() returns null at once (--no-advertise)
+  std::string listen_host{};  // what the server bound: "0.0.0.0", "::", an address. Loopback: not advertised
   Backend backend = Backend::automatic;
-  std::string host_name;  // built-in responder: the .local name to answer for (default: this machine's name)
+  std::string
+      host_name{};  // built-in responder: the .local name to answer for (default: this machine's name)
 };
 
 // A service being announced. Destroying it withdraws the service (goodbye packets, TTL 0).
@@ -64,12 +65,12 @@ class Advertiser {
 std::unique_ptr<Advertiser> advertise(const ServiceInfo& service, const AdvertiseOptions& options = {});
 
 struct Found {
-  std::string instance;                // "clawbot node on mini"
-  std::string host;                    // the SRV target, "mini.local"
-  std::vector<std::string> addresses;  // IPv4 first; the one the answer came from first among those
+  std::string instance{};                // "clawbot node on mini"
+  std::string host{};                    // the SRV target, "mini.local"
+  std::vector<std::string> addresses{};  // IPv4 first; the one the answer came from first among those
   unsigned short port = 0;
-  std::map<std::string, std::string> txt;
-  std::string source;     // "avahi" or "builtin"
+  std::map<std::string, std::string> txt{};
+  std::string source{};   // "avahi" or "builtin"
   std::uint32_t ttl = 0;  // seconds the answer may be cached (the shortest TTL among its records)
 
   std::string txt_value(const std::string& key) const;  // "" when absent
@@ -95,8 +96,8 @@ std::vector<Found> browse(std::chrono::milliseconds wait, const BrowseOptions& o
 struct Probe {
   bool reachable = false;  // an HTTP answer of any status came back
   int status = 0;
-  double ms = 0;      // connect and exchange, when reachable
-  std::string error;  // why not, when not
+  double ms = 0;        // connect and exchange, when reachable
+  std::string error{};  // why not, when not
 };
 // One probe per entry of `found` (its first address), all at once; `timeout` bounds each.
 std::vector<Probe> probe(const std::vector<Found>& found, std::chrono::milliseconds timeout);

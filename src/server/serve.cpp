@@ -17,6 +17,7 @@
 #include "common/http_server.h"
 #include "common/model_path.h"
 #include "common/tls.h"
+#include "discovery/discovery.h"
 #include "engine/engine.h"
 #include "monitor/metrics.h"
 #include "ops/gguf_reader.h"
@@ -340,9 +341,16 @@ int run_serve(const ServeOptions& options) {
       port = server.listen(options.host, static_cast<unsigned short>(options.port));
     }
 
+    // Announced once the listener is bound (the real port is known); withdrawn first thing at shutdown. A
+    // node has no API keys of its own (a gateway in front adds them): auth=no.
+    std::unique_ptr<discovery::Advertiser> advertiser =
+        discovery::advertise(discovery::service_info("node", port, serve_context.model_id, https, false),
+                             {.enabled = !options.no_advertise, .listen_host = options.host});
+
     boost::asio::signal_set signals(io, SIGINT, SIGTERM);
     signals.async_wait([&](const boost::system::error_code&, int) {
       spdlog::info("shutting down");
+      advertiser.reset();  // goodbye packets: browsers drop the node now, not when their cache expires
       server.stop();
       scheduler.stop();
       io.stop();

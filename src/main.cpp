@@ -9,6 +9,7 @@
 #include "client/doctor.h"
 #include "client/sessions_cmd.h"
 #include "discovery/discovery.h"
+#include "gateway/gateway.h"
 #include "ops/integrity.h"
 #include "ops/ops.h"
 #include "ops/plan.h"
@@ -280,11 +281,13 @@ int main(int argc, char** argv) {
   const auto run_client_command = clawbot::client::add_client_commands(app);
   const auto run_code_command = clawbot::client::add_code_command(app);
   const auto run_doctor_command = clawbot::client::add_doctor_command(app);
+  const auto run_gateway_command = clawbot::gateway::add_gateway_command(app);
 
   CLI11_PARSE(app, argc, argv);
   if (const auto status = run_client_command()) return *status;
   if (const auto status = run_code_command()) return *status;
   if (const auto status = run_doctor_command()) return *status;
+  if (const auto status = run_gateway_command()) return *status;
   if (bench_cmd->parsed() && memory_bandwidth) {
     // The ceiling for decode speed on a memory-bound machine: bytes/s that a plain read loop reaches.
     const double bw = clawbot::monitor::measure_read_bandwidth();

@@ -29,6 +29,8 @@ KindInfo info(ErrorKind kind) noexcept {
       return {429, "rate_limit_error", "rate_limit_exceeded"};
     case ErrorKind::unavailable:
       return {503, "server_error", "unavailable"};
+    case ErrorKind::bad_gateway:
+      return {502, "server_error", "upstream_error"};
     case ErrorKind::internal:
       break;
   }

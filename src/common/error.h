@@ -17,6 +17,7 @@ enum class ErrorKind {
   payload_too_large,   // 413
   rate_limited,        // 429
   unavailable,         // 503
+  bad_gateway,         // 502: an upstream failed (a gateway's answer)
   internal,            // 500: a bug or an engine failure
 };
 

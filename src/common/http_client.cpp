@@ -367,7 +367,8 @@ asio::awaitable<Result<void>> Client::connect() {
 asio::awaitable<Result<std::unique_ptr<Client::Parser>>> Client::exchange(http::verb verb,
                                                                           std::string_view target,
                                                                           std::string body,
-                                                                          std::string_view accept) {
+                                                                          std::string_view accept,
+                                                                          const http::fields* pass) {
   if (busy_) {
     ClientError busy{asio::error::make_error_code(asio::error::in_progress),
                      "this HTTP client is in the middle of another exchange with " + base_.origin() +
@@ -376,14 +377,19 @@ asio::awaitable<Result<std::unique_ptr<Client::Parser>>> Client::exchange(http::
   }
   busy_ = true;
   http::request<http::string_body> req{verb, base_.path + std::string(target), 11};
+  if (pass != nullptr)
+    for (const auto& field : *pass) req.insert(field.name_string(), field.value());
   const bool default_port = base_.port == (base_.is_https() ? "443" : "80");
   const std::string host = base_.host.find(':') != std::string::npos ? "[" + base_.host + "]" : base_.host;
   req.set(http::field::host, default_port ? host : host + ":" + base_.port);
-  req.set(http::field::user_agent, user_agent);
-  req.set(http::field::accept, accept);
+  if (pass == nullptr) {
+    req.set(http::field::user_agent, user_agent);
+    req.set(http::field::accept, accept);
+  }
   for (const auto& [name, value] : options_.headers) req.set(name, value);
   if (verb != http::verb::get || !body.empty()) {
-    req.set(http::field::content_type, "application/json");
+    if (pass == nullptr || pass->find(http::field::content_type) == pass->end())
+      req.set(http::field::content_type, "application/json");
     req.body() = std::move(body);
   }
   req.keep_alive(true);
@@ -605,6 +611,72 @@ asio::awaitable<Result<SseStream>> Client::post_sse(std::string_view target, con
     state->done = true;
   }
   co_return SseStream(std::move(state));
+}
+
+// ---------------------------------------------------------------- ResponseReader
+
+struct ResponseReader::Parser {
+  std::unique_ptr<Client::Parser> parser;
+};
+
+ResponseReader::ResponseReader(Client* client, std::unique_ptr<Parser> parser)
+    : client_(client), parser_(std::move(parser)) {}
+ResponseReader::ResponseReader(ResponseReader&& other) noexcept
+    : client_(other.client_), parser_(std::move(other.parser_)), done_(other.done_) {
+  other.done_ = true;
+}
+ResponseReader& ResponseReader::operator=(ResponseReader&& other) noexcept {
+  if (this != &other) {
+    abandon();
+    client_ = other.client_;
+    parser_ = std::move(other.parser_);
+    done_ = other.done_;
+    other.done_ = true;
+  }
+  return *this;
+}
+ResponseReader::~ResponseReader() {
+  abandon();
+}
+
+void ResponseReader::abandon() noexcept {
+  if (!done_ && client_ != nullptr) {  // mid-body: the connection is in an unknown state
+    client_->busy_ = false;
+    client_->cancel();
+  }
+  done_ = true;
+}
+
+int ResponseReader::status() const noexcept {
+  return static_cast<int>(parser_->parser->get().result_int());
+}
+const beast::http::fields& ResponseReader::headers() const noexcept {
+  return parser_->parser->get();
+}
+
+asio::awaitable<Result<std::size_t>> ResponseReader::read_some(char* data, std::size_t size) {
+  if (done_) co_return std::size_t{0};
+  auto& parser = *parser_->parser;
+  while (!parser.is_done()) {
+    auto got = co_await client_->read_some(parser, data, size);
+    if (!got) {
+      done_ = true;
+      co_return got.error();
+    }
+    if (*got > 0) co_return *got;
+  }
+  client_->finish_exchange(parser);
+  done_ = true;
+  co_return std::size_t{0};
+}
+
+asio::awaitable<Result<ResponseReader>> Client::send(http::verb verb, std::string_view target,
+                                                     std::string body, const http::fields& headers) {
+  auto parser = co_await exchange(verb, target, std::move(body), {}, &headers);
+  if (!parser) co_return parser.error();
+  auto owned = std::make_unique<ResponseReader::Parser>();
+  owned->parser = std::move(*parser);
+  co_return ResponseReader(this, std::move(owned));
 }
 
 // ---------------------------------------------------------------- probe_tls

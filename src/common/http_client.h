@@ -128,6 +128,31 @@ struct TlsHandshakeFacts {
 
 class Client;
 
+// The answer to Client::send: the status and header, then the body read piece by piece. Destroying it before
+// the body is complete closes the connection (its state is unknown). The Client must outlive it.
+class ResponseReader {
+ public:
+  ResponseReader(ResponseReader&&) noexcept;
+  ResponseReader& operator=(ResponseReader&&) noexcept;
+  ~ResponseReader();
+
+  int status() const noexcept;
+  const beast::http::fields& headers() const noexcept;
+  bool done() const noexcept { return done_; }
+  // Up to `size` bytes of the body into `data`; 0 once the body is complete (then the connection goes back
+  // to keep-alive use).
+  asio::awaitable<Result<std::size_t>> read_some(char* data, std::size_t size);
+
+ private:
+  friend class Client;
+  struct Parser;
+  ResponseReader(Client* client, std::unique_ptr<Parser> parser);
+  void abandon() noexcept;
+  Client* client_ = nullptr;
+  std::unique_ptr<Parser> parser_;
+  bool done_ = false;
+};
+
 // The answer to Client::post_sse. When the server answered with an event stream, next() yields its events;
 // otherwise (an error status, or a JSON answer to a request it did not stream) body() holds the answer and
 // next() yields nothing. Destroying an unfinished stream closes the connection. The Client must outlive it.
@@ -167,6 +192,11 @@ class Client {
   asio::awaitable<Result<Response>> post_json(std::string_view target, const nlohmann::json& body);
   // POSTs `body` with Accept: text/event-stream and returns once the response header is in.
   asio::awaitable<Result<SseStream>> post_sse(std::string_view target, const nlohmann::json& body);
+  // For a proxy: `headers` as given (Host, Content-Length and the options' headers are set here), any
+  // method and body; returns once the response header is in. A request that finds its kept-alive connection
+  // closed by the server is sent once more on a new one, as get and post_json are.
+  asio::awaitable<Result<ResponseReader>> send(beast::http::verb verb, std::string_view target,
+                                               std::string body, const beast::http::fields& headers);
 
   // Drops the connection; an exchange in progress ends with a "cancelled" error. Safe to call from a
   // handler on the client's executor while a coroutine waits on it.
@@ -176,13 +206,15 @@ class Client {
 
  private:
   friend class SseStream;
+  friend class ResponseReader;
   friend asio::awaitable<Result<TlsHandshakeFacts>> probe_tls(asio::any_io_executor, const Url&,
                                                               const ClientOptions&);
   struct Connection;
   using Parser = beast::http::response_parser<beast::http::buffer_body>;
 
   asio::awaitable<Result<std::unique_ptr<Parser>>> exchange(beast::http::verb verb, std::string_view target,
-                                                            std::string body, std::string_view accept);
+                                                            std::string body, std::string_view accept,
+                                                            const beast::http::fields* pass = nullptr);
   asio::awaitable<Result<void>> connect();
   asio::awaitable<Result<std::size_t>> read_some(Parser& parser, char* data, std::size_t size);
   asio::awaitable<Result<std::string>> read_body(Parser& parser);

@@ -1,5 +1,9 @@
 #include "common/http_server.h"
 
+#include <sys/socket.h>
+
+#include <cerrno>
+
 #include <optional>
 
 #include <spdlog/spdlog.h>
@@ -83,6 +87,28 @@ std::string Exchange::client_certificate_subject() const {
   return certificate ? tls::name_text(X509_get_subject_name(certificate)) : std::string();
 }
 
+asio::ip::address Exchange::remote_address() const {
+  beast::error_code ec;
+  const auto endpoint = const_cast<tls::PlainOrTlsStream&>(stream_).tcp().socket().remote_endpoint(ec);
+  return ec ? asio::ip::address() : endpoint.address();
+}
+
+asio::awaitable<bool> Exchange::watch_for_close() {
+  auto& socket = stream_.tcp().socket();
+  auto [ec] = co_await socket.async_wait(tcp::socket::wait_read, use_tuple);
+  if (ec == asio::error::operation_aborted) co_return false;
+  if (ec) co_return true;
+  // Readable: either the end of the connection (0 bytes) or a next request/TLS record already on its way.
+  char byte = 0;
+  const auto got = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  co_return got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+void Exchange::stop_watching() {
+  beast::error_code ignored;
+  stream_.tcp().socket().cancel(ignored);
+}
+
 std::string_view Exchange::path() const noexcept {
   std::string_view target(request_.target().data(), request_.target().size());
   return target.substr(0, target.find('?'));
@@ -115,12 +141,17 @@ asio::awaitable<void> Exchange::respond_error(const Error& error,
 }
 
 asio::awaitable<bool> Exchange::sse_start() {
+  co_return co_await sse_start(std::vector<std::pair<std::string, std::string>>{});
+}
+
+asio::awaitable<bool> Exchange::sse_start(std::vector<std::pair<std::string, std::string>> headers) {
   responded_ = true;
   sse_started_ = true;
   http::response<http::empty_body> res{http::status::ok, request_.version()};
   res.set(http::field::server, server_name);
   res.set(http::field::content_type, "text/event-stream");
   res.set(http::field::cache_control, "no-cache");
+  for (auto& [name, value] : headers) res.set(name, value);
   res.set("X-Accel-Buffering", "no");  // tell nginx-like proxies not to buffer the stream
   res.keep_alive(keep_alive_);
   res.chunked(true);
@@ -157,6 +188,12 @@ asio::awaitable<bool> Exchange::sse_comment(std::string_view text) {
 asio::awaitable<void> Exchange::sse_finish() {
   if (!sse_started_) co_return;
   if (!co_await write_chunk("data: [DONE]\n\n")) co_return;
+  co_await sse_end();
+}
+
+asio::awaitable<void> Exchange::sse_end() {
+  if (!sse_started_) co_return;
+  sse_started_ = false;  // the body is complete: nothing more may be written
   stream_.expires_after(limits_.write_timeout);
   auto [ec, n] = co_await asio::async_write(stream_, http::make_chunk_last(), use_tuple);
   if (ec) keep_alive_ = false;
@@ -179,6 +216,10 @@ asio::awaitable<void> Router::dispatch(Exchange& exchange) const {
     }
     if (!allowed.empty()) allowed += ", ";
     allowed += std::string(http::to_string(route.method));
+  }
+  if (allowed.empty() && fallback_) {
+    co_await fallback_(exchange);
+    co_return;
   }
   // (Named locals, not braced temporaries inside co_await: GCC 12 miscompiles the latter.)
   if (!allowed.empty()) {
@@ -208,6 +249,7 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
   tcp::acceptor acceptor;
   std::shared_ptr<asio::ssl::context> tls_context;  // one per listener; null: plain HTTP
   std::chrono::milliseconds tls_handshake_timeout{10'000};
+  bool reuse_port = false;
 
   State(asio::io_context& io_, std::shared_ptr<const Router> r, ServerLimits l)
       : io(io_), router(std::move(r)), limits(l), acceptor(io_) {}
@@ -222,7 +264,8 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
         spdlog::warn("accept failed: {}", ec.message());
         continue;
       }
-      // Each SSE event is a small write: without this, Nagle holds it until the client's delayed ACK (~40 ms).
+      // Each SSE event is a small write: without this, Nagle holds it until the client's delayed ACK (~40
+      // ms).
       beast::error_code nodelay_ec;
       socket.set_option(tcp::no_delay(true), nodelay_ec);
       asio::co_spawn(socket.get_executor(), session(beast::tcp_stream(std::move(socket))), asio::detached);
@@ -343,6 +386,8 @@ unsigned short Server::listen(const std::string& host, unsigned short port) {
   auto& acceptor = state_->acceptor;
   acceptor.open(endpoint.protocol(), ec);
   if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec && state_->reuse_port)
+    acceptor.set_option(asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true), ec);
   if (!ec) acceptor.bind(endpoint, ec);
   if (ec) {
     throw std::runtime_error(
@@ -354,6 +399,10 @@ unsigned short Server::listen(const std::string& host, unsigned short port) {
     throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) + ": " + ec.message());
   asio::co_spawn(state_->io, state_->accept_loop(), asio::detached);
   return acceptor.local_endpoint().port();
+}
+
+void Server::set_reuse_port(bool on) noexcept {
+  state_->reuse_port = on;
 }
 
 void Server::stop() {

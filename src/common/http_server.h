@@ -12,6 +12,7 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/address.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
@@ -47,6 +48,8 @@ class Exchange {
   bool is_tls() const noexcept { return stream_.is_tls(); }
   // The subject of the client's verified certificate ("CN=laptop1,O=Home"); empty without one.
   std::string client_certificate_subject() const;
+  // The peer's address; unspecified when the socket no longer knows it.
+  asio::ip::address remote_address() const;
 
   asio::awaitable<void> respond_json(int status, const nlohmann::json& body,
                                      std::vector<std::pair<std::string, std::string>> headers = {});
@@ -55,11 +58,23 @@ class Exchange {
   asio::awaitable<void> respond_error(const Error& error,
                                       std::vector<std::pair<std::string, std::string>> headers = {});
 
+  // For a handler that waits on something else (an upstream): completes with true when the client closes
+  // its connection, false when it sends more bytes or stop_watching() ran. Only while nothing else reads.
+  asio::awaitable<bool> watch_for_close();
+  // Ends a watch_for_close(); call it only while no write is in progress (it cancels the socket's waits).
+  void stop_watching();
+
   // Server-sent events. Each returns false once the client is gone.
   asio::awaitable<bool> sse_start();
   asio::awaitable<bool> sse_data(std::string_view data);     // "data: <data>\n\n"
   asio::awaitable<bool> sse_comment(std::string_view text);  // ": <text>\n\n", a keep-alive
-  asio::awaitable<void> sse_finish();                        // "data: [DONE]" and the end of the body
+  // Text already in the event-stream format (a relayed event with its event:/id: fields and blank line).
+  asio::awaitable<bool> sse_raw(std::string text) { co_return co_await write_chunk(std::move(text)); }
+  // Like sse_start, with the status and headers of a relayed stream.
+  asio::awaitable<bool> sse_start(std::vector<std::pair<std::string, std::string>> headers);
+  // Ends the body without "data: [DONE]" (a relayed stream sent its own end).
+  asio::awaitable<void> sse_end();
+  asio::awaitable<void> sse_finish();  // "data: [DONE]" and the end of the body
   bool sse_started() const noexcept { return sse_started_; }
 
  private:
@@ -78,6 +93,8 @@ using Handler = std::function<asio::awaitable<void>(Exchange&)>;
 class Router {
  public:
   void add(Verb method, std::string path, Handler handler);
+  // Every path that no route names goes here instead of a 404 (a proxy's pass-through).
+  void set_fallback(Handler handler) { fallback_ = std::move(handler); }
   asio::awaitable<void> dispatch(Exchange& exchange) const;
 
  private:
@@ -87,6 +104,7 @@ class Router {
     Handler handler;
   };
   std::vector<Route> routes_;
+  Handler fallback_;
 };
 
 class Server {
@@ -99,6 +117,9 @@ class Server {
   // within tls.handshake_timeout; a plain HTTP request gets a clear-text 400 "this port speaks TLS" and the
   // connection is closed (nginx answers 497 the same way). Throws tls::TlsError naming a file it cannot use.
   unsigned short listen(const std::string& host, unsigned short port, const tls::ServerConfig& tls);
+  // Before listen(): share the port with other listening sockets (SO_REUSEPORT), one per I/O thread, so
+  // the kernel spreads connections over them.
+  void set_reuse_port(bool on) noexcept;
   void stop();  // stops accepting; open sessions end after their current exchange
 
  private:

@@ -1,0 +1,975 @@
+#include "gateway/gateway.h"
+
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
+#include <csignal>
+#include <deque>
+#include <iostream>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "common/http_client.h"
+#include "common/http_server.h"
+#include "gateway/config.h"
+#include "gateway/door/door.h"
+#include "gateway/upstream_pool.h"
+#include "monitor/metrics.h"
+
+namespace clawbot::gateway {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = beast::http;
+using nlohmann::json;
+using Headers = std::vector<std::pair<std::string, std::string>>;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+// Headers that describe one hop, or the client's credentials for the gateway: never passed upstream.
+bool hop_by_hop(bhttp::field field, std::string_view name) {
+  switch (field) {
+    case bhttp::field::connection:
+    case bhttp::field::keep_alive:
+    case bhttp::field::proxy_authenticate:
+    case bhttp::field::proxy_authorization:
+    case bhttp::field::te:
+    case bhttp::field::trailer:
+    case bhttp::field::transfer_encoding:
+    case bhttp::field::upgrade:
+    case bhttp::field::host:
+    case bhttp::field::content_length:
+    case bhttp::field::authorization:
+      return true;
+    default:
+      return beast::iequals(name, "x-api-key");
+  }
+}
+
+// Response headers worth passing back to the client (the rest the gateway sets itself).
+bool pass_back(std::string_view name) {
+  return beast::iequals(name, "retry-after") || beast::iequals(name, "x-request-id") ||
+         beast::iequals(name, "openai-processing-ms") || beast::iequals(name, "cache-control");
+}
+
+std::string random_request_id() {
+  thread_local std::mt19937_64 random(std::random_device{}());
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string id = "req-";
+  for (int i = 0; i < 24; ++i) id += hex[random() & 15];
+  return id;
+}
+
+// From a fast non-streamed answer (milliseconds) to a long generation (minutes).
+const std::vector<double>& latency_buckets() {
+  static const std::vector<double> buckets = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                              1,     2.5,    5,     10,   30,    60,   120, 300};
+  return buckets;
+}
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+std::string address_text(const asio::ip::address& address) {
+  if (address.is_v6() && address.to_v6().is_v4_mapped())
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()).to_string();
+  return address.to_string();
+}
+
+// What the proxy reads from a JSON request body: the model, whether it streams, and the conversation key.
+struct RequestFacts {
+  std::string model;
+  bool stream = false;
+  bool usage_added = false;  // we asked for usage in the stream: the client did not, so its chunk is dropped
+  std::uint64_t affinity = 0;
+  std::string prompt;  // for the audit log, only when the operator asked for prompts
+};
+
+// The turns of one conversation share their leading messages (system prompt, first user turn): hashing
+// those sends every turn to the upstream that holds the conversation's prefix cache. A client may name the
+// conversation itself with the OpenAI `user` field or an X-Session-Id header.
+std::uint64_t affinity_key(const json& body, std::string_view session_header) {
+  std::string key;
+  if (!session_header.empty()) {
+    key = "session:" + std::string(session_header);
+  } else if (auto messages = body.find("messages"); messages != body.end() && messages->is_array()) {
+    const std::size_t lead = std::min<std::size_t>(messages->size(), 2);
+    for (std::size_t i = 0; i < lead; ++i) key += (*messages)[i].dump();
+  } else if (auto prompt = body.find("prompt"); prompt != body.end() && prompt->is_string()) {
+    key = prompt->get<std::string>().substr(0, 512);
+  } else if (auto user = body.find("user"); user != body.end() && user->is_string()) {
+    key = "user:" + user->get<std::string>();
+  }
+  if (key.empty()) return 0;
+  if (auto model = body.find("model"); model != body.end() && model->is_string())
+    key += model->get<std::string>();
+  const std::uint64_t h = stable_hash(key);
+  return h == 0 ? 1 : h;
+}
+
+std::string event_text(const http::SseEvent& event) {
+  std::string text;
+  text.reserve(event.data.size() + 16);
+  if (!event.event.empty()) text.append("event: ").append(event.event).append("\n");
+  if (!event.id.empty()) text.append("id: ").append(event.id).append("\n");
+  std::size_t start = 0;
+  for (;;) {
+    const std::size_t end = event.data.find('\n', start);
+    text.append("data: ").append(event.data, start,
+                                 end == std::string::npos ? std::string::npos : end - start);
+    text.append("\n");
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  text.append("\n");
+  return text;
+}
+
+// Requests waiting for an upstream with capacity. Waiters live on their sessions' executors; a wake-up
+// from another thread is posted to the waiter's own executor.
+class WaitQueue {
+ public:
+  struct Waiter {
+    explicit Waiter(asio::any_io_executor executor) : timer(std::move(executor)) {}
+    asio::steady_timer timer;
+  };
+
+  explicit WaitQueue(std::size_t max_waiting) : max_(max_waiting) {}
+
+  std::shared_ptr<Waiter> enter(asio::any_io_executor executor) {
+    std::lock_guard lock(mutex_);
+    if (waiters_.size() >= max_) return nullptr;
+    auto waiter = std::make_shared<Waiter>(std::move(executor));
+    waiters_.push_back(waiter);
+    return waiter;
+  }
+  void leave(const std::shared_ptr<Waiter>& waiter) {
+    std::lock_guard lock(mutex_);
+    std::erase(waiters_, waiter);
+  }
+  void wake_one() {
+    std::shared_ptr<Waiter> first;
+    {
+      std::lock_guard lock(mutex_);
+      if (waiters_.empty()) return;
+      first = waiters_.front();
+      waiters_.pop_front();
+      waiters_.push_back(first);  // it stays queued until it leaves; others go before it next time
+    }
+    asio::post(first->timer.get_executor(), [first] { first->timer.cancel(); });
+  }
+  std::size_t size() const {
+    std::lock_guard lock(mutex_);
+    return waiters_.size();
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::deque<std::shared_ptr<Waiter>> waiters_;
+  std::size_t max_;
+};
+
+class Gateway;
+
+// One I/O thread: its own io_context, its own listening sockets (SO_REUSEPORT) and its own idle upstream
+// connections, so that nothing on the request path crosses threads but the shared counters.
+struct Worker {
+  asio::io_context io{1};
+  std::vector<std::unique_ptr<http::Server>> servers;
+  std::vector<std::vector<std::unique_ptr<http::Client>>> idle;  // per upstream
+};
+
+class Gateway {
+ public:
+  Gateway(GatewayConfig config, bool verbose);
+  int run();
+
+ private:
+  struct Context {  // one request as the door and the audit log see it
+    Clock::time_point start = Clock::now();
+    std::string key_id;
+    std::string client;
+    std::string model;
+    std::string upstream;
+    std::int64_t tokens_in = 0;
+    std::int64_t tokens_out = 0;
+    int status = 0;
+    std::string prompt;
+  };
+
+  http::Handler guarded(Worker& worker,
+                        asio::awaitable<void> (Gateway::*handler)(Worker&, http::Exchange&, Context&));
+  asio::awaitable<bool> admit(http::Exchange& ex, Context& ctx);
+  asio::awaitable<void> reply_error(http::Exchange& ex, Context& ctx, const Error& error, Headers headers);
+  asio::awaitable<void> reply_error(http::Exchange& ex, Context& ctx, const Error& error) {
+    Headers none;  // (named: no temporaries inside co_await expressions, for GCC 12)
+    co_await reply_error(ex, ctx, error, std::move(none));
+  }
+  void finish(http::Exchange& ex, Context& ctx);
+
+  asio::awaitable<void> health(Worker&, http::Exchange& ex, Context& ctx);
+  asio::awaitable<void> metrics(Worker&, http::Exchange& ex, Context& ctx);
+  asio::awaitable<void> models(Worker&, http::Exchange& ex, Context& ctx);
+  asio::awaitable<void> forward(Worker& worker, http::Exchange& ex, Context& ctx);
+  asio::awaitable<std::optional<Pick>> wait_for_upstream(http::Exchange& ex, const RequestFacts& facts,
+                                                         const std::vector<std::size_t>& tried,
+                                                         Clock::time_point deadline, Error& refusal);
+  asio::awaitable<void> relay_stream(http::Exchange& ex, Context& ctx, http::ResponseReader& reader,
+                                     const RequestFacts& facts, const bool& client_left,
+                                     bool& upstream_failed, std::string& failure);
+  void count_usage(const json& usage, Context& ctx);
+
+  std::unique_ptr<http::Client> take_client(Worker& worker, std::size_t index);
+  void give_back(Worker& worker, std::size_t index, std::unique_ptr<http::Client> client);
+
+  asio::awaitable<void> health_loop(Worker& worker);
+  asio::awaitable<void> check_upstream(Worker& worker, std::size_t index);
+
+  GatewayConfig config_;
+  bool verbose_;
+  UpstreamPool pool_;
+  WaitQueue queue_;
+  door::AllowList allow_;
+  std::unique_ptr<door::KeyVerifier> keys_;
+  door::RateLimiter limiter_;
+  std::unique_ptr<door::AuditLog> audit_;
+  monitor::Registry registry_;
+  std::atomic<std::int64_t> in_flight_{0};
+  std::mutex models_mutex_;
+  std::vector<json> upstream_models_;  // per upstream: the `data` array of its /v1/models
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::atomic<bool> stopping_{false};
+};
+
+Gateway::Gateway(GatewayConfig config, bool verbose)
+    : config_(std::move(config)),
+      verbose_(verbose),
+      pool_(config_.upstreams, config_.balance, config_.circuit_breaker),
+      queue_(config_.queue.max_waiting),
+      upstream_models_(config_.upstreams.size(), json::array()) {
+  try {
+    allow_ = door::AllowList::parse(config_.allow);
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError(config_.file.string() + ": \"allow\": " + e.what());
+  }
+  if (config_.auth == "keys") keys_ = std::make_unique<door::KeyVerifier>(config_.keys_db);
+  if (!config_.audit_log.empty()) {
+    audit_ = std::make_unique<door::AuditLog>(config_.audit_log, config_.keys_db);
+    if (!audit_->opening_warning().empty()) spdlog::warn("audit log: {}", audit_->opening_warning());
+  }
+  pool_.on_capacity([this] { queue_.wake_one(); });
+
+  registry_.gauge_callback("clawbot_gateway_requests_in_flight", "Requests the gateway is handling",
+                           [this] { return static_cast<double>(in_flight_.load()); });
+  registry_.gauge_callback("clawbot_gateway_queue_length", "Requests waiting for an upstream",
+                           [this] { return static_cast<double>(queue_.size()); });
+  registry_.gauge_callback("process_resident_memory_bytes", "Resident memory of the gateway process",
+                           [] { return monitor::process_rss_bytes(); });
+  for (std::size_t i = 0; i < pool_.size(); ++i) {
+    const monitor::Labels labels{{"upstream", pool_.name(i)}};
+    registry_.gauge_callback(
+        "clawbot_gateway_upstream_in_flight", "Requests in flight on the upstream",
+        [this, i] { return static_cast<double>(pool_.snapshot(Clock::now())[i].in_flight); }, labels);
+    registry_.gauge_callback(
+        "clawbot_gateway_upstream_up", "1 when the upstream would receive traffic now, else 0",
+        [this, i] { return pool_.snapshot(Clock::now())[i].serving ? 1.0 : 0.0; }, labels);
+    for (const auto state :
+         {UpstreamState::up, UpstreamState::down, UpstreamState::open, UpstreamState::half_open}) {
+      monitor::Labels state_labels = labels;
+      state_labels.emplace_back("state", std::string(to_string(state)));
+      registry_.gauge_callback(
+          "clawbot_gateway_upstream_state", "1 for the upstream's current state (up, down, open, half_open)",
+          [this, i, state] { return pool_.snapshot(Clock::now())[i].state == state ? 1.0 : 0.0; },
+          state_labels);
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------- the door
+
+http::Handler Gateway::guarded(Worker& worker,
+                               asio::awaitable<void> (Gateway::*handler)(Worker&, http::Exchange&,
+                                                                         Context&)) {
+  return [this, &worker, handler](http::Exchange& ex) -> asio::awaitable<void> {
+    // (A named coroutine per request: the lambda only starts it, so its captures need not outlive it.)
+    return
+        [](Gateway* self, Worker* w, http::Exchange* exchange,
+           asio::awaitable<void> (Gateway::*h)(Worker&, http::Exchange&, Context&)) -> asio::awaitable<void> {
+          Context ctx;
+          ++self->in_flight_;
+          if (co_await self->admit(*exchange, ctx)) co_await (self->*h)(*w, *exchange, ctx);
+          --self->in_flight_;
+          self->finish(*exchange, ctx);
+        }(this, &worker, &ex, handler);
+  };
+}
+
+asio::awaitable<void> Gateway::reply_error(http::Exchange& ex, Context& ctx, const Error& error,
+                                           Headers headers) {
+  ctx.status = http_status(error.kind);
+  co_await ex.respond_error(error, std::move(headers));
+}
+
+asio::awaitable<bool> Gateway::admit(http::Exchange& ex, Context& ctx) {
+  const auto address = ex.remote_address();
+  ctx.client = address_text(address);
+  if (!allow_.allows(address)) {
+    const Error error{ErrorKind::forbidden,
+                      "this gateway does not accept requests from " + ctx.client +
+                          " (not in its allow-list); ask its operator to add your network to \"allow\"",
+                      {},
+                      "address_not_allowed"};
+    co_await reply_error(ex, ctx, error);
+    co_return false;
+  }
+  const bool open_route = ex.path() == "/health" && config_.health_open;
+  if (keys_ && !open_route) {
+    const auto& request = ex.request();
+    std::string_view presented;
+    if (auto it = request.find(bhttp::field::authorization); it != request.end()) {
+      presented =
+          door::KeyVerifier::key_from_authorization(std::string_view(it->value().data(), it->value().size()));
+    } else if (auto key = request.find("x-api-key"); key != request.end()) {
+      presented = std::string_view(key->value().data(), key->value().size());
+    }
+    door::KeyRejection why{};
+    const auto info = presented.empty() ? std::nullopt : keys_->verify(presented, &why);
+    if (!info) {
+      const Error error{ErrorKind::unauthorized,
+                        presented.empty() ? std::string("this gateway needs an API key: send it as "
+                                                        "\"Authorization: Bearer <key>\"")
+                                          : std::string("the API key is not valid here (unknown, revoked or "
+                                                        "mistyped); ask the gateway's operator for a key"),
+                        {},
+                        "invalid_api_key"};
+      if (!presented.empty()) spdlog::info("refused a key from {}: {}", ctx.client, door::to_string(why));
+      Headers headers{{"WWW-Authenticate", "Bearer"}};
+      co_await reply_error(ex, ctx, error, std::move(headers));
+      co_return false;
+    }
+    ctx.key_id = info->id;
+    const auto decision = limiter_.admit(*info, config_.limits.requests_per_minute,
+                                         config_.limits.tokens_per_minute, Clock::now());
+    if (!decision.allowed) {
+      const Error error{ErrorKind::rate_limited,
+                        "rate limit of key " + info->id + " reached (" + decision.reason + "); retry in " +
+                            std::to_string(decision.retry_after.count()) + " s",
+                        {},
+                        {}};
+      Headers headers{{"Retry-After", std::to_string(decision.retry_after.count())}};
+      co_await reply_error(ex, ctx, error, std::move(headers));
+      co_return false;
+    }
+  }
+  co_return true;
+}
+
+void Gateway::finish(http::Exchange& ex, Context& ctx) {
+  const double seconds = seconds_since(ctx.start);
+  const std::string route(ex.path());
+  const std::string status = std::to_string(ctx.status);
+  // Known routes only as labels: arbitrary paths would grow the metrics without bound.
+  static const std::array<std::string_view, 8> known = {"/v1/chat/completions",
+                                                        "/v1/completions",
+                                                        "/v1/embeddings",
+                                                        "/v1/models",
+                                                        "/health",
+                                                        "/metrics",
+                                                        "/infill",
+                                                        "/tokenize"};
+  const bool is_known = std::find(known.begin(), known.end(), route) != known.end();
+  registry_.counter_add("clawbot_gateway_requests_total", "Requests by route and status",
+                        {{"route", is_known ? route : "other"}, {"status", status}});
+  if (ctx.tokens_in + ctx.tokens_out > 0) {
+    if (!ctx.key_id.empty()) limiter_.add_tokens(ctx.key_id, ctx.tokens_in + ctx.tokens_out, Clock::now());
+    registry_.counter_add("clawbot_gateway_prompt_tokens_total", "Prompt tokens of answered requests", {},
+                          static_cast<double>(ctx.tokens_in));
+    registry_.counter_add("clawbot_gateway_generation_tokens_total", "Generated tokens of answered requests",
+                          {}, static_cast<double>(ctx.tokens_out));
+  }
+  if (audit_ && route != "/metrics" && route != "/health") {
+    door::AuditRecord record;
+    record.time = std::chrono::system_clock::now();
+    record.key_id = ctx.key_id;
+    record.client = ctx.client;
+    record.route = std::string(ex.request().method_string()) + " " + route;
+    record.model = ctx.model;
+    record.upstream = ctx.upstream;
+    record.status = ctx.status;
+    record.tokens_in = ctx.tokens_in;
+    record.tokens_out = ctx.tokens_out;
+    record.latency_ms = seconds * 1000.0;
+    record.prompt = std::move(ctx.prompt);
+    audit_->append(std::move(record));
+  }
+  if (verbose_)
+    spdlog::info("{} {} {} {} {:.1f} ms", ctx.client, ex.request().method_string(), route, status,
+                 seconds * 1000);
+}
+
+// ------------------------------------------------------------------------------------------- own routes
+
+asio::awaitable<void> Gateway::health(Worker&, http::Exchange& ex, Context& ctx) {
+  const auto upstreams = pool_.snapshot(Clock::now());
+  json list = json::array();
+  std::size_t serving = 0;
+  for (const auto& u : upstreams) {
+    serving += u.serving ? 1 : 0;
+    json item = {{"name", u.name},       {"url", u.url},         {"state", to_string(u.state)},
+                 {"standby", u.standby}, {"serving", u.serving}, {"in_flight", u.in_flight},
+                 {"models", u.models}};
+    if (!u.last_error.empty() && u.state != UpstreamState::up) item["last_error"] = u.last_error;
+    list.push_back(std::move(item));
+  }
+  const auto primaries = static_cast<std::size_t>(
+      std::count_if(upstreams.begin(), upstreams.end(), [](const auto& u) { return !u.standby; }));
+  const bool all = serving >= primaries;
+  const json body = {{"status", serving == 0 ? "unavailable" : (all ? "ok" : "degraded")},
+                     {"role", "gateway"},
+                     {"queue", queue_.size()},
+                     {"upstreams", std::move(list)}};
+  ctx.status = serving == 0 ? 503 : 200;
+  co_await ex.respond_json(ctx.status, body);
+}
+
+asio::awaitable<void> Gateway::metrics(Worker&, http::Exchange& ex, Context& ctx) {
+  ctx.status = 200;
+  std::string text = registry_.render();
+  co_await ex.respond_text(200, std::move(text), "text/plain; version=0.0.4; charset=utf-8");
+}
+
+// The models of every upstream that is up, each once, with the upstreams that serve it.
+asio::awaitable<void> Gateway::models(Worker&, http::Exchange& ex, Context& ctx) {
+  const auto upstreams = pool_.snapshot(Clock::now());
+  json data = json::array();
+  std::map<std::string, std::size_t> position;
+  {
+    std::lock_guard lock(models_mutex_);
+    for (std::size_t i = 0; i < upstreams.size(); ++i) {
+      if (upstreams[i].state == UpstreamState::down) continue;
+      for (const auto& model : upstream_models_[i]) {
+        if (!model.is_object() || !model.contains("id") || !model["id"].is_string()) continue;
+        const std::string id = model["id"].get<std::string>();
+        auto [it, inserted] = position.emplace(id, data.size());
+        if (inserted) {
+          json entry = model;
+          entry["upstreams"] = json::array();
+          data.push_back(std::move(entry));
+        }
+        data[it->second]["upstreams"].push_back(upstreams[i].name);
+      }
+    }
+  }
+  const json body = {{"object", "list"}, {"data", std::move(data)}};
+  ctx.status = 200;
+  co_await ex.respond_json(200, body);
+}
+
+// ------------------------------------------------------------------------------------------- proxying
+
+std::unique_ptr<http::Client> Gateway::take_client(Worker& worker, std::size_t index) {
+  auto& idle = worker.idle[index];
+  if (!idle.empty()) {
+    auto client = std::move(idle.back());
+    idle.pop_back();
+    return client;
+  }
+  const Upstream& u = config_.upstreams[index];
+  http::ClientOptions options;
+  options.connect_timeout = config_.connect_timeout;
+  options.read_timeout = config_.read_timeout;
+  options.tls_ca_file = u.tls_ca_file;
+  options.tls_insecure = u.tls_insecure;
+  options.max_event_bytes = 64u << 20;
+  if (!u.api_key.empty()) options.headers.emplace_back("Authorization", "Bearer " + u.api_key);
+  return std::make_unique<http::Client>(worker.io.get_executor(), u.parsed, std::move(options));
+}
+
+void Gateway::give_back(Worker& worker, std::size_t index, std::unique_ptr<http::Client> client) {
+  constexpr std::size_t max_idle = 256;
+  auto& idle = worker.idle[index];
+  if (client->connected() && idle.size() < max_idle) idle.push_back(std::move(client));
+}
+
+asio::awaitable<std::optional<Pick>> Gateway::wait_for_upstream(http::Exchange& ex, const RequestFacts& facts,
+                                                                const std::vector<std::size_t>& tried,
+                                                                Clock::time_point deadline, Error& refusal) {
+  std::shared_ptr<WaitQueue::Waiter> waiter;
+  std::optional<Pick> pick;
+  for (;;) {
+    pick = pool_.pick(facts.affinity, facts.model, tried, Clock::now());
+    if (pick) break;
+    const auto now = Clock::now();
+    if (!waiter) waiter = queue_.enter(ex.executor());
+    if (!waiter) {
+      refusal = Error{ErrorKind::unavailable,
+                      "every upstream is busy or down and " + std::to_string(config_.queue.max_waiting) +
+                          " requests already wait; retry shortly",
+                      {},
+                      "queue_full"};
+      break;
+    }
+    if (now >= deadline) {
+      refusal = Error{ErrorKind::unavailable,
+                      "no upstream could take the request within " +
+                          std::to_string(config_.queue.timeout.count()) + " ms (all busy or down)",
+                      {},
+                      "upstream_unavailable"};
+      break;
+    }
+    // Woken when capacity appears; also every 250 ms, since a circuit's cooldown ends by time alone.
+    waiter->timer.expires_at(std::min(deadline, now + std::chrono::milliseconds(250)));
+    co_await waiter->timer.async_wait(use_tuple);
+  }
+  if (waiter) queue_.leave(waiter);
+  co_return pick;
+}
+
+void Gateway::count_usage(const json& usage, Context& ctx) {
+  if (!usage.is_object()) return;
+  if (auto p = usage.find("prompt_tokens"); p != usage.end() && p->is_number_integer())
+    ctx.tokens_in = p->get<std::int64_t>();
+  if (auto c = usage.find("completion_tokens"); c != usage.end() && c->is_number_integer())
+    ctx.tokens_out = c->get<std::int64_t>();
+}
+
+asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Context& ctx) {
+  const auto& request = ex.request();
+  RequestFacts facts;
+  std::string body = request.body();
+  json parsed;
+  const auto type = request.find(bhttp::field::content_type);
+  const bool json_body =
+      !body.empty() && type != request.end() &&
+      std::string_view(type->value().data(), type->value().size()).starts_with("application/json");
+  if (json_body) {
+    parsed = json::parse(body, nullptr, false);
+    if (parsed.is_object()) {
+      if (auto m = parsed.find("model"); m != parsed.end() && m->is_string())
+        facts.model = m->get<std::string>();
+      if (auto s = parsed.find("stream"); s != parsed.end() && s->is_boolean()) facts.stream = s->get<bool>();
+      std::string_view session;
+      if (auto h = request.find("x-session-id"); h != request.end())
+        session = std::string_view(h->value().data(), h->value().size());
+      if (config_.affinity) facts.affinity = affinity_key(parsed, session);
+      // Tokens per key need the usage of streamed answers too: ask for it, and drop its chunk on the way
+      // back to a client that did not ask.
+      if (facts.stream && ex.path() != "/v1/embeddings") {
+        auto& options = parsed["stream_options"];
+        if (!options.is_object()) options = json::object();
+        if (!options.value("include_usage", false)) {
+          options["include_usage"] = true;
+          facts.usage_added = true;
+          body = parsed.dump();
+        }
+      }
+      if (config_.audit_prompts) {
+        if (auto m = parsed.find("messages"); m != parsed.end())
+          ctx.prompt = m->dump();
+        else if (auto p = parsed.find("prompt"); p != parsed.end())
+          ctx.prompt = p->dump();
+        else if (auto in = parsed.find("input"); in != parsed.end())
+          ctx.prompt = in->dump();
+      }
+    }
+  }
+  ctx.model = facts.model;
+
+  bhttp::fields headers;
+  for (const auto& field : request) {
+    const std::string_view name(field.name_string().data(), field.name_string().size());
+    if (!hop_by_hop(field.name(), name)) headers.insert(field.name_string(), field.value());
+  }
+  std::string forwarded = ctx.client;
+  if (auto xff = request.find("x-forwarded-for"); xff != request.end())
+    forwarded = std::string(xff->value()) + ", " + ctx.client;
+  headers.set("X-Forwarded-For", forwarded);
+  headers.set("X-Forwarded-Proto", ex.is_tls() ? "https" : "http");
+  std::string request_id;
+  if (auto id = request.find("x-request-id"); id != request.end()) {
+    request_id = std::string(id->value());
+  } else {
+    request_id = random_request_id();
+    headers.set("X-Request-Id", request_id);
+  }
+
+  const std::string target(request.target());
+  const auto deadline = Clock::now() + config_.queue.timeout;
+  std::vector<std::size_t> tried;
+  std::string last_failure;
+  for (int attempt = 0; attempt <= config_.retries; ++attempt) {
+    Error refusal;
+    const auto pick = co_await wait_for_upstream(ex, facts, tried, deadline, refusal);
+    if (!pick) {
+      if (!last_failure.empty()) {
+        const Error error{ErrorKind::bad_gateway, "no upstream answered: " + last_failure, {}, {}};
+        co_await reply_error(ex, ctx, error);
+      } else {
+        Headers retry{{"Retry-After", "1"}};
+        co_await reply_error(ex, ctx, refusal, std::move(retry));
+      }
+      co_return;
+    }
+    const std::size_t index = pick->index;
+    ctx.upstream = pool_.name(index);
+    const auto upstream_start = Clock::now();
+    auto client = take_client(worker, index);
+
+    // A client that leaves while the upstream thinks cancels the upstream request at once.
+    auto gone = std::make_shared<bool>(false);
+    auto watching = std::make_shared<bool>(true);
+    http::Client* raw_client = client.get();
+    asio::co_spawn(
+        ex.executor(),
+        [](http::Exchange* exchange, std::shared_ptr<bool> left, std::shared_ptr<bool> active,
+           http::Client* upstream) -> asio::awaitable<void> {
+          const bool closed = co_await exchange->watch_for_close();
+          if (closed && *active) {
+            *left = true;
+            upstream->cancel();
+          }
+        }(&ex, gone, watching, raw_client),
+        asio::detached);
+    auto stop_watch = [&] {
+      if (*watching) {
+        *watching = false;
+        ex.stop_watching();
+      }
+    };
+
+    auto result = co_await client->send(request.method(), target, body, headers);
+    if (*gone) {
+      stop_watch();
+      pool_.finish(*pick, false, {}, Clock::now());
+      ctx.status = 499;  // nginx's "client closed request"
+      co_return;
+    }
+    if (!result) {
+      stop_watch();
+      last_failure = ctx.upstream + ": " + result.error().message;
+      spdlog::warn("upstream {} failed before answering: {}", ctx.upstream, result.error().message);
+      pool_.finish(*pick, true, result.error().message, Clock::now());
+      registry_.counter_add("clawbot_gateway_upstream_errors_total", "Upstream failures by kind",
+                            {{"upstream", ctx.upstream}, {"kind", "connect_or_header"}});
+      tried.push_back(index);
+      continue;
+    }
+    auto& reader = *result;
+    const int status = reader.status();
+    // Nothing has reached the client yet: a node that is overloaded or failing is worth another try.
+    if ((status == 502 || status == 503 || status == 504) && attempt < config_.retries) {
+      stop_watch();
+      last_failure = ctx.upstream + ": answered " + std::to_string(status);
+      pool_.finish(*pick, status != 503, last_failure, Clock::now());
+      registry_.counter_add("clawbot_gateway_upstream_errors_total", "Upstream failures by kind",
+                            {{"upstream", ctx.upstream}, {"kind", "status_" + std::to_string(status)}});
+      tried.push_back(index);
+      continue;
+    }
+    const auto content_type = reader.headers()[bhttp::field::content_type];
+    const bool event_stream =
+        status == 200 && beast::iequals(content_type.substr(0, 17), "text/event-stream");
+    bool upstream_failed = false;
+    std::string failure;
+    Headers back;
+    for (const auto& field : reader.headers()) {
+      const std::string_view name(field.name_string().data(), field.name_string().size());
+      if (pass_back(name) && !(event_stream && beast::iequals(name, "cache-control")))
+        back.emplace_back(std::string(name), std::string(field.value()));
+    }
+    if (reader.headers().find("x-request-id") == reader.headers().end())
+      back.emplace_back("X-Request-Id", request_id);
+
+    if (event_stream) {
+      ctx.status = 200;
+      if (co_await ex.sse_start(std::move(back))) {
+        co_await relay_stream(ex, ctx, reader, facts, *gone, upstream_failed, failure);
+      }
+      stop_watch();  // no write is in progress now
+    } else {
+      std::string answer;
+      std::array<char, 16384> chunk{};
+      for (;;) {
+        auto got = co_await reader.read_some(chunk.data(), chunk.size());
+        if (!got) {
+          upstream_failed = true;
+          failure = got.error().message;
+          break;
+        }
+        if (*got == 0) break;
+        answer.append(chunk.data(), *got);
+      }
+      stop_watch();
+      if (*gone) {
+        pool_.finish(*pick, false, {}, Clock::now());
+        ctx.status = 499;
+        co_return;
+      }
+      if (upstream_failed) {
+        // Not one byte has reached the client: another upstream may still answer.
+        last_failure = ctx.upstream + ": " + failure;
+        pool_.finish(*pick, true, failure, Clock::now());
+        registry_.counter_add("clawbot_gateway_upstream_errors_total", "Upstream failures by kind",
+                              {{"upstream", ctx.upstream}, {"kind", "body"}});
+        tried.push_back(index);
+        continue;
+      }
+      if (status == 200 && answer.size() < (8u << 20)) {
+        const json answer_json = json::parse(answer, nullptr, false);
+        if (answer_json.is_object()) {
+          if (auto usage = answer_json.find("usage"); usage != answer_json.end()) count_usage(*usage, ctx);
+        }
+      }
+      ctx.status = status;
+      // (A named local: GCC 12 destroys a ?: temporary inside a co_await expression twice.)
+      std::string answer_type(content_type);
+      if (answer_type.empty()) answer_type = "application/octet-stream";
+      co_await ex.respond_text(status, std::move(answer), std::move(answer_type), std::move(back));
+    }
+    const bool clean = reader.done();
+    pool_.finish(*pick, upstream_failed, failure, Clock::now());
+    registry_.histogram_observe("clawbot_gateway_upstream_request_duration_seconds",
+                                "Time from sending a request upstream to the end of its answer",
+                                latency_buckets(), seconds_since(upstream_start),
+                                {{"upstream", ctx.upstream}});
+    registry_.counter_add("clawbot_gateway_upstream_requests_total", "Requests answered by each upstream",
+                          {{"upstream", ctx.upstream}, {"status", std::to_string(status)}});
+    if (upstream_failed)
+      registry_.counter_add("clawbot_gateway_upstream_errors_total", "Upstream failures by kind",
+                            {{"upstream", ctx.upstream}, {"kind", "mid_stream"}});
+    if (clean) give_back(worker, index, std::move(client));
+    co_return;
+  }
+  const Error error{
+      ErrorKind::bad_gateway,
+      "no upstream answered after " + std::to_string(tried.size()) + " tries; last: " + last_failure,
+      {},
+      {}};
+  co_await reply_error(ex, ctx, error);
+}
+
+asio::awaitable<void> Gateway::relay_stream(http::Exchange& ex, Context& ctx, http::ResponseReader& reader,
+                                            const RequestFacts& facts, const bool& client_left,
+                                            bool& upstream_failed, std::string& failure) {
+  http::SseParser parser(64u << 20);
+  std::vector<http::SseEvent> events;
+  std::array<char, 16384> chunk{};
+  std::size_t comments = 0;
+  bool client_gone = false;
+  bool ended = false;
+  while (!ended && !client_gone) {
+    auto got = co_await reader.read_some(chunk.data(), chunk.size());
+    if (!got && client_left) {  // the watch cancelled the upstream read
+      client_gone = true;
+      break;
+    }
+    if (!got) {
+      upstream_failed = true;
+      failure = got.error().message;
+      break;
+    }
+    if (*got == 0) {
+      parser.finish(events);
+      ended = true;
+    } else if (!parser.feed(std::string_view(chunk.data(), *got), events)) {
+      upstream_failed = true;
+      failure = "the upstream sent an event line longer than 64 MiB";
+      break;
+    }
+    // Keep-alives while the upstream prefills: the client's own timeouts must see them too.
+    if (parser.comments() != comments) {
+      comments = parser.comments();
+      if (!co_await ex.sse_comment("keep-alive")) client_gone = true;
+    }
+    for (auto& event : events) {
+      if (client_gone) break;
+      if (event.data != "[DONE]" && event.data.find("\"usage\"") != std::string::npos) {
+        const json chunk_json = json::parse(event.data, nullptr, false);
+        if (chunk_json.is_object()) {
+          if (auto usage = chunk_json.find("usage"); usage != chunk_json.end() && usage->is_object()) {
+            count_usage(*usage, ctx);
+            auto choices = chunk_json.find("choices");
+            const bool usage_only = choices == chunk_json.end() || (choices->is_array() && choices->empty());
+            if (facts.usage_added && usage_only) continue;  // the client did not ask for it
+          }
+        }
+      }
+      if (!co_await ex.sse_raw(event_text(event))) client_gone = true;
+    }
+    events.clear();
+  }
+  if (upstream_failed && !client_gone) {
+    // Mid-stream: the client has part of an answer. Say so in the stream, never end it silently.
+    const Error error{ErrorKind::bad_gateway,
+                      "the upstream " + ctx.upstream + " failed in the middle of this answer: " + failure +
+                          "; the answer is incomplete",
+                      {},
+                      "upstream_failed_mid_stream"};
+    co_await ex.sse_data(to_json(error).dump());
+    spdlog::warn("upstream {} failed mid-stream: {}", ctx.upstream, failure);
+  }
+  if (client_gone) {
+    ctx.status = 499;
+    co_return;
+  }
+  co_await ex.sse_end();
+}
+
+// ------------------------------------------------------------------------------------------- health checks
+
+asio::awaitable<void> Gateway::check_upstream(Worker& worker, std::size_t index) {
+  const Upstream& u = config_.upstreams[index];
+  http::ClientOptions options;
+  options.connect_timeout = config_.health_checks.timeout;
+  options.read_timeout = config_.health_checks.timeout;
+  options.tls_ca_file = u.tls_ca_file;
+  options.tls_insecure = u.tls_insecure;
+  if (!u.api_key.empty()) options.headers.emplace_back("Authorization", "Bearer " + u.api_key);
+  http::Client client(worker.io.get_executor(), u.parsed, options);
+  asio::steady_timer timer(worker.io);
+  std::size_t round = 0;
+  while (!stopping_) {
+    auto answer = co_await client.get(config_.health_checks.path);
+    bool ok = answer && answer->ok();
+    std::string error;
+    if (!answer) {
+      error = answer.error().message;
+    } else if (!answer->ok()) {
+      error = config_.health_checks.path + " answered " + std::to_string(answer->status);
+    }
+    std::vector<std::string> names;
+    // The model list: at the first success, then every tenth check (models rarely change).
+    if (ok && (round % 10 == 0 || upstream_models_[index].empty())) {
+      auto listed = co_await client.get("/v1/models");
+      if (listed && listed->ok()) {
+        const json doc = json::parse(listed->body, nullptr, false);
+        if (doc.is_object() && doc.contains("data") && doc["data"].is_array()) {
+          for (const auto& m : doc["data"])
+            if (m.is_object() && m.contains("id") && m["id"].is_string())
+              names.push_back(m["id"].get<std::string>());
+          std::lock_guard lock(models_mutex_);
+          upstream_models_[index] = doc["data"];
+        }
+      }
+    }
+    if (!ok) spdlog::debug("health check of {} failed: {}", u.name, error);
+    pool_.health(index, ok, error, std::move(names), Clock::now());
+    ++round;
+    timer.expires_after(config_.health_checks.interval);
+    co_await timer.async_wait(use_tuple);
+  }
+}
+
+asio::awaitable<void> Gateway::health_loop(Worker& worker) {
+  for (std::size_t i = 0; i < config_.upstreams.size(); ++i)
+    asio::co_spawn(worker.io, check_upstream(worker, i), asio::detached);
+  co_return;
+}
+
+// ------------------------------------------------------------------------------------------- running
+
+int Gateway::run() {
+  unsigned threads = config_.threads > 0 ? static_cast<unsigned>(config_.threads)
+                                         : std::max(1u, std::thread::hardware_concurrency());
+  threads = std::min(threads, 64u);
+  http::ServerLimits limits;
+  limits.max_body_bytes = config_.limits.max_body_bytes;
+  limits.max_header_bytes = config_.limits.max_header_bytes;
+  limits.write_timeout = std::chrono::seconds(300);  // a slow reader of a long stream is not an error
+
+  for (unsigned t = 0; t < threads; ++t) {
+    auto worker = std::make_unique<Worker>();
+    worker->idle.resize(config_.upstreams.size());
+    workers_.push_back(std::move(worker));
+  }
+  for (auto& listener : config_.listen) {
+    unsigned short port = listener.port;
+    for (auto& worker : workers_) {
+      auto router = std::make_shared<http::Router>();
+      router->add(http::Verb::get, "/health", guarded(*worker, &Gateway::health));
+      router->add(http::Verb::get, "/metrics", guarded(*worker, &Gateway::metrics));
+      router->add(http::Verb::get, "/v1/models", guarded(*worker, &Gateway::models));
+      router->set_fallback(guarded(*worker, &Gateway::forward));
+      auto server = std::make_unique<http::Server>(worker->io, router, limits);
+      server->set_reuse_port(threads > 1);
+      if (listener.tls) {
+        tls::ServerConfig tls_config;
+        tls_config.cert_file = listener.tls->cert;
+        tls_config.key_file = listener.tls->key;
+        tls_config.client_ca_file = listener.tls->client_ca;
+        port = server->listen(listener.host, port, tls_config);
+      } else {
+        port = server->listen(listener.host, port);
+      }
+      worker->servers.push_back(std::move(server));
+    }
+    const bool tls = listener.tls.has_value();
+    std::cout << "clawbot gateway listening on " << (tls ? "https://" : "http://")
+              << (listener.host.find(':') != std::string::npos ? "[" + listener.host + "]" : listener.host)
+              << ":" << port << " (" << config_.upstreams.size() << " upstreams, " << threads
+              << " threads, auth " << config_.auth << ")" << std::endl;
+  }
+
+  asio::co_spawn(workers_[0]->io, health_loop(*workers_[0]), asio::detached);
+  asio::signal_set signals(workers_[0]->io, SIGINT, SIGTERM);
+  signals.async_wait([this](const boost::system::error_code& ec, int) {
+    if (ec) return;
+    stopping_ = true;
+    for (auto& worker : workers_) {
+      for (auto& server : worker->servers) server->stop();
+      worker->io.stop();
+    }
+  });
+  std::signal(SIGPIPE, SIG_IGN);
+
+  std::vector<std::jthread> threads_running;
+  for (std::size_t t = 1; t < workers_.size(); ++t)
+    threads_running.emplace_back([worker = workers_[t].get()] {
+      auto guard = asio::make_work_guard(worker->io);
+      worker->io.run();
+    });
+  workers_[0]->io.run();
+  for (auto& worker : workers_) worker->io.stop();
+  threads_running.clear();
+  if (audit_ && !audit_->flush()) std::cerr << "audit log: " << audit_->last_error() << std::endl;
+  std::cout << "clawbot gateway stopped" << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+int run_gateway(const GatewayOptions& options) {
+  try {
+    GatewayConfig config = load_config(options.config_path);
+    if (!options.host.empty()) config.listen.front().host = options.host;
+    if (options.port >= 0) config.listen.front().port = static_cast<unsigned short>(options.port);
+    if (options.threads >= 0) config.threads = options.threads;
+    if (options.no_advertise) config.advertise = false;
+    for (const auto& warning : config.warnings) std::cerr << "warning: " << warning << std::endl;
+    Gateway gateway(std::move(config), options.verbose);
+    return gateway.run();
+  } catch (const ConfigError& e) {
+    std::cerr << "error: " << e.what() << std::endl;
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << std::endl;
+    return 1;
+  }
+}
+
+}  // namespace clawbot::gateway

@@ -912,6 +912,7 @@ int Gateway::run() {
         tls_config.cert_file = listener.tls->cert;
         tls_config.key_file = listener.tls->key;
         tls_config.client_ca_file = listener.tls->client_ca;
+        tls_config.require_client_cert = !listener.tls->client_ca.empty();  // a client_ca means required
         port = server->listen(listener.host, port, tls_config);
       } else {
         port = server->listen(listener.host, port);

@@ -1,55 +1,16 @@
 // `clawbot serve --tls-cert --tls-key [--tls-client-ca]`: HTTPS served by the node itself, checked with
-// `openssl s_client` and Node's https client against a CA made here with the openssl command.
+// `openssl s_client` and Node's https client against a CA made here with the openssl command (pki.mjs).
 // Run: CLAWBOT_BIN=build/clawbot node --test tests/integration/tls.test.mjs
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import { promisify } from 'node:util';
 
+import { makePki, openssl } from './pki.mjs';
 import { startServer, runClawbot, modelPath, readSse } from './server_harness.mjs';
-
-const run = promisify(execFile);
-
-async function openssl(args) {
-  const pending = run('openssl', args, { timeout: 30000 });
-  pending.child.stdin.end(); // s_client leaves at the end of its input
-  try {
-    return await pending;
-  } catch (e) {
-    throw new Error(`openssl ${args.join(' ')} failed: ${e.message}\n${e.stderr ?? ''}`);
-  }
-}
-
-/** A throw-away CA, a server certificate for 127.0.0.1 and localhost, and a client certificate. */
-async function makePki(dir) {
-  const file = (name) => path.join(dir, name);
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes'];
-  await openssl(['req', '-x509', ...ec, '-keyout', file('ca.key'), '-out', file('ca.pem'), '-days', '2',
-    '-subj', '/CN=clawbot integration CA']);
-  const issue = async (name, subject, extensions) => {
-    fs.writeFileSync(file(`${name}.ext`), extensions);
-    await openssl(['req', ...ec, '-keyout', file(`${name}.key`), '-out', file(`${name}.csr`), '-subj', subject]);
-    await openssl(['x509', '-req', '-in', file(`${name}.csr`), '-CA', file('ca.pem'), '-CAkey', file('ca.key'),
-      '-CAcreateserial', '-days', '2', '-out', file(`${name}.pem`), '-extfile', file(`${name}.ext`)]);
-  };
-  await issue('server', '/CN=localhost',
-    'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
-  await issue('client', '/CN=laptop1', 'extendedKeyUsage=clientAuth\n');
-  const read = (name) => fs.readFileSync(file(name));
-  return {
-    caFile: file('ca.pem'),
-    certFile: file('server.pem'),
-    keyFile: file('server.key'),
-    ca: read('ca.pem'),
-    clientCert: read('client.pem'),
-    clientKey: read('client.key'),
-  };
-}
 
 /** One HTTPS request with Node's client; resolves { status, headers, body } or rejects with the TLS error. */
 function httpsRequest(url, { method = 'GET', body, ...tlsOptions } = {}) {

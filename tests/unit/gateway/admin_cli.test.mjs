@@ -1,7 +1,6 @@
-// `clawbot gateway keys create|list|revoke` and `audit verify|tail|export` on the command line.
-// Runs $CLAWBOT_GATEWAY_ADMIN_BIN (tests/gateway_admin_driver: the same commands, plus `write-audit` to make a
-// log as the gateway would).
-// Run: CLAWBOT_GATEWAY_ADMIN_BIN=build/tests/gateway_admin_driver node --test tests/unit/gateway/admin_cli.test.mjs
+// `clawbot gateway keys create|list|revoke` and `audit verify|tail|export` on the command line of the real
+// binary; the audit logs are written by a real gateway in front of a minimal upstream (gateway_helpers.mjs).
+// Run: CLAWBOT_BIN=build-frontend/clawbot node --test tests/unit/gateway/admin_cli.test.mjs
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
@@ -9,8 +8,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-const BIN = process.env.CLAWBOT_GATEWAY_ADMIN_BIN;
+import { bearer, chat, createKey, request, startGateway, startUpstream, writeGatewayConfig }
+  from '../../integration/gateway_helpers.mjs';
+import { requireBinary } from '../../integration/server_harness.mjs';
+
+let BIN;
 let dir;
+let upstream;
 
 function run(args, { cwd } = {}) {
   return new Promise((resolve) => {
@@ -20,11 +24,37 @@ function run(args, { cwd } = {}) {
   });
 }
 
-before(() => {
-  assert.ok(BIN, 'set CLAWBOT_GATEWAY_ADMIN_BIN to the gateway_admin_driver binary');
+/**
+ * A gateway in `dir` whose keys database is `db` and audit log `log` (config file `name`), with a key;
+ * `send(n)` makes n chat requests with it (model "tiny", upstream "node-a"). Returns { gw, key, id, send }.
+ */
+async function auditingGateway(name, db, log) {
+  const config = {
+    listen: [{ host: '127.0.0.1', port: 0 }],
+    upstreams: [{ url: upstream.url, name: 'node-a' }],
+    keys_db: db,
+    audit_log: log,
+  };
+  const { key, id } = await createKey(writeGatewayConfig(dir, config, name), `writer-${name}`);
+  const gw = await startGateway(config, { dir, name });
+  const send = async (n) => {
+    for (let i = 0; i < n; ++i) {
+      const r = await request(`${gw.url}/v1/chat/completions`, { body: chat('hi', { model: 'tiny' }), headers: bearer(key) });
+      assert.equal(r.status, 200, r.text);
+    }
+  };
+  return { gw, key, id, send };
+}
+
+before(async () => {
+  BIN = requireBinary();
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clawbot-gw-admin-'));
+  upstream = await startUpstream({ name: 'node-a', model: 'tiny' });
 });
-after(() => fs.rmSync(dir, { recursive: true, force: true }));
+after(async () => {
+  await upstream?.kill();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
 
 test('keys create prints only the key; list shows it without the secret; revoke', async () => {
   const created = await run(['gateway', 'keys', 'create', '--name', 'anna', '--rpm', '60', '--db', 'k.db']);
@@ -88,8 +118,9 @@ test('--config finds keys_db beside gateway.json; a missing config is explained'
 });
 
 test('audit verify, tail, export', async () => {
-  const write = await run(['write-audit', '5', '--log', 'audit.log', '--db', 'a.db']);
-  assert.equal(write.code, 0, write.stderr);
+  const writer = await auditingGateway('audit-gw.json', 'a.db', 'audit.log');
+  await writer.send(5);
+  assert.equal((await writer.gw.stop('SIGTERM')).code, 0, writer.gw.stderr());
   const ok = await run(['gateway', 'audit', 'verify', '--log', 'audit.log', '--db', 'a.db']);
   assert.equal(ok.code, 0, ok.stdout + ok.stderr);
   assert.match(ok.stdout, /audit\.log: 5 records, chain intact\n$/);
@@ -112,7 +143,7 @@ test('audit verify, tail, export', async () => {
   assert.equal(tail.code, 0, tail.stderr);
   const tailLines = tail.stdout.trimEnd().split('\n');
   assert.equal(tailLines.length, 2);
-  assert.match(tailLines[0], /#4 +key 0123456789ab +127\.0\.0\.1 +200 +\/v1\/chat\/completions +tiny -> 127\.0\.0\.1:5000/);
+  assert.match(tailLines[0], new RegExp(`#4 +key ${writer.id} +127\\.0\\.0\\.1 +200 +POST /v1/chat/completions +tiny -> node-a +4/3 tokens`));
   assert.match(tailLines[1], /#5 /);
   const raw = await run(['gateway', 'audit', 'tail', '-n', '1', '--json', '--log', 'audit.log']);
   assert.equal(JSON.parse(raw.stdout).seq, 5);
@@ -134,21 +165,30 @@ test('audit verify, tail, export', async () => {
 });
 
 test('audit tail -f prints records as they are appended', async () => {
-  await run(['write-audit', '1', '--log', 'follow.log', '--db', 'f.db']);
-  const child = spawn(BIN, ['gateway', 'audit', 'tail', '-f', '--log', 'follow.log'], { cwd: dir });
-  let out = '';
-  child.stdout.on('data', (chunk) => { out += chunk; });
+  const writer = await auditingGateway('follow-gw.json', 'f.db', 'follow.log');
+  let child;
   try {
+    await writer.send(1);
+    // The gateway writes its records within moments of the answers (and syncs them within a second).
+    const deadline = Date.now() + 5000;
+    while (!fs.existsSync(path.join(dir, 'follow.log')) || fs.statSync(path.join(dir, 'follow.log')).size === 0) {
+      assert.ok(Date.now() < deadline, 'the gateway wrote no audit record within 5 s');
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    child = spawn(BIN, ['gateway', 'audit', 'tail', '-f', '--log', 'follow.log'], { cwd: dir });
+    let out = '';
+    child.stdout.on('data', (chunk) => { out += chunk; });
     const waitFor = async (pattern) => {
-      const deadline = Date.now() + 10000;
-      while (!pattern.test(out) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      const until = Date.now() + 10000;
+      while (!pattern.test(out) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
       assert.match(out, pattern);
     };
     await waitFor(/#1 /);
-    await run(['write-audit', '2', '--log', 'follow.log', '--db', 'f.db']);
+    await writer.send(2);
     await waitFor(/#3 /);
     assert.match(out, /#2 /);
   } finally {
-    child.kill();
+    child?.kill();
+    await writer.gw.stop();
   }
 });

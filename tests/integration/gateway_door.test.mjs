@@ -44,6 +44,9 @@ function baseConfig(upstream, extra = {}) {
 /** The requests that reached the upstream other than the gateway's own /v1/models polls. */
 const proxied = (up) => up.requests.filter((r) => r.url !== '/v1/models' || r.headers['x-forwarded-for'] !== undefined);
 
+/** The last chat request that reached the upstream. */
+const lastChat = (up) => up.requests.filter((r) => r.url === '/v1/chat/completions').at(-1);
+
 /** Waits until the gateway's /health says its upstream is serving (the first health check has run). */
 async function waitHealthy(gw, headers = {}) {
   const ok = await waitUntil(async () => (await request(`${gw.url}/health`, { headers })).status === 200, 5000);
@@ -117,7 +120,7 @@ describe('API keys', () => {
     assert.equal(r.json.upstream, 'keys-up');
     assert.equal(r.json.choices[0].message.content, 'Hello from the upstream');
     assert.equal(r.json.authorization, null, 'the client\'s Authorization header was forwarded upstream');
-    const seen = up.requests.at(-1).headers;
+    const seen = lastChat(up).headers;
     assert.equal(seen.authorization, undefined);
     assert.equal(seen['x-api-key'], undefined);
     assert.equal(JSON.stringify(seen).includes(key.slice(17)), false, 'the key\'s secret reached the upstream');
@@ -128,7 +131,7 @@ describe('API keys', () => {
     const r = await request(`${gw.url}/v1/chat/completions`, { body: chat(), headers: { 'x-api-key': key } });
     assert.equal(r.status, 200, r.text);
     assert.equal(r.json.authorization, null);
-    assert.equal(up.requests.at(-1).headers['x-api-key'], undefined);
+    assert.equal(lastChat(up).headers['x-api-key'], undefined);
     const wrong = await request(`${gw.url}/v1/chat/completions`, { body: chat(), headers: { 'x-api-key': 'nope' } });
     assertError(wrong, 401, { code: 'invalid_api_key' });
   });
@@ -191,7 +194,7 @@ describe('keys with health_open false and an upstream key of its own', () => {
     assert.equal(r.json.authorization, 'Bearer upstream-secret');
     const viaHeader = await request(`${gw.url}/v1/chat/completions`, { body: chat(), headers: { 'x-api-key': key } });
     assert.equal(viaHeader.json.authorization, 'Bearer upstream-secret');
-    assert.equal(up.requests.at(-1).headers['x-api-key'], undefined);
+    assert.equal(lastChat(up).headers['x-api-key'], undefined);
   });
 });
 
@@ -229,7 +232,7 @@ describe('IP allow-list', () => {
     const r = await request(`${gw.url}/v1/chat/completions`,
       { body: chat(), headers: bearer(key), localAddress: '127.0.0.2' });
     assert.equal(r.status, 200, r.text);
-    assert.equal(up.requests.at(-1).headers['x-forwarded-for'], '127.0.0.2');
+    assert.equal(lastChat(up).headers['x-forwarded-for'], '127.0.0.2');
     // Still a key is needed.
     assertError(await request(`${gw.url}/v1/chat/completions`, { body: chat(), localAddress: '127.0.0.2' }), 401,
       { code: 'invalid_api_key' });
@@ -243,7 +246,7 @@ describe('IP allow-list', () => {
     assert.match(gw.urls[1], /^http:\/\/\[::1\]:\d+$/);
     const r = await request(`${gw.urls[1]}/v1/chat/completions`, { body: chat(), headers: bearer(key) });
     assert.equal(r.status, 200, r.text);
-    assert.equal(up.requests.at(-1).headers['x-forwarded-for'], '::1');
+    assert.equal(lastChat(up).headers['x-forwarded-for'], '::1');
 
     const dir = folder('allow-v4-only');
     const config = baseConfig(up, { listen: [{ host: '::1', port: 0 }], allow: ['127.0.0.0/8'] });
@@ -310,7 +313,7 @@ describe('per-key rate limits', () => {
         const r = await request(`${gw.url}/v1/chat/completions`, { body: chat('hi', { stream: true }), headers: bearer(key) });
         assert.equal(r.status, 200, r.text);
         assert.match(r.headers['content-type'], /^text\/event-stream/);
-        assert.equal(up.requests.at(-1).body.stream_options?.include_usage, true,
+        assert.equal(lastChat(up).body.stream_options?.include_usage, true,
           'the gateway must ask the upstream for usage to count tokens');
         const events = sseData(r.text);
         assert.equal(events.at(-1), '[DONE]');
@@ -459,7 +462,7 @@ describe('TLS', () => {
     assert.equal(answer.authorization, null);
     assert.equal(streamed, 'Hello from the upstream');
     assert.ok(chunks >= 4, `${chunks} chunks`);
-    const seen = up.requests.at(-1);
+    const seen = lastChat(up);
     assert.equal(seen.headers['x-forwarded-proto'], 'https');
   });
 

@@ -14,6 +14,7 @@
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/http/error.hpp>
 
+#include "client/endpoint_auto.h"
 #include "common/http_client.h"
 
 namespace clawbot::client {
@@ -99,12 +100,14 @@ struct ApiClient::Impl {
 
   explicit Impl(const ClientConfig& c) : config(c) {
     config_origin = c.file.empty() ? std::string("the built-in defaults (no clawbot.json)") : c.file.string();
-    if (c.model_endpoint == "auto")
-      throw ConfigError(
-          "model_endpoint is \"auto\", but this clawbot cannot discover nodes yet; set it to the "
-          "node's URL in " +
-          config_origin);
-    endpoint = base_endpoint(c.model_endpoint);
+    std::string configured = c.model_endpoint;
+    if (configured == "auto") {
+      const AutoEndpoint found = resolve_auto_endpoint();  // ConfigError when nothing answers
+      if (found.source != "cache")
+        std::fprintf(stderr, "clawbot: model_endpoint auto: %s\n", found.describe().c_str());
+      configured = found.url;
+    }
+    endpoint = base_endpoint(configured);
     auto url = http::parse_url(endpoint);
     if (!url)
       throw ConfigError("model_endpoint \"" + c.model_endpoint + "\" in " + config_origin + ": " +

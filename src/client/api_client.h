@@ -92,8 +92,8 @@ struct EndpointModel {
 
 class ApiClient {
  public:
-  // Throws ConfigError when the configuration cannot work (endpoint "auto" without discovery, a missing key
-  // variable). `config` must outlive the client.
+  // Throws ConfigError when the configuration cannot work (endpoint "auto" and nothing answers mDNS, a
+  // missing key variable). "auto" is resolved here (endpoint_auto.h). `config` must outlive the client.
   explicit ApiClient(const ClientConfig& config);
   ~ApiClient();
   ApiClient(const ApiClient&) = delete;

@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "client/endpoint_auto.h"
 #include "common/json_config.h"
 
 namespace clawbot::client {
@@ -250,6 +251,18 @@ nlohmann::ordered_json effective_values(const ClientConfig& c) {
 
 }  // namespace
 
+// What "auto" finds now (or the cached choice), for `config show --json`.
+static nlohmann::ordered_json describe_auto_json() {
+  try {
+    const AutoEndpoint found = resolve_auto_endpoint();
+    nlohmann::ordered_json j = found.to_json();
+    j["description"] = found.describe();
+    return j;
+  } catch (const ConfigError& e) {
+    return {{"url", nullptr}, {"error", e.what()}};
+  }
+}
+
 int run_config(const ConfigCommand& cmd) {
   try {
     if (cmd.action == "init") {
@@ -292,6 +305,7 @@ int run_config(const ConfigCommand& cmd) {
         out["values"][key] = {{"value", value},
                               {"source", it == config.source.end() ? "default" : it->second}};
       }
+      if (config.model_endpoint == "auto") out["auto"] = describe_auto_json();
       std::cout << out.dump(2) << "\n";
       return 0;
     }
@@ -305,6 +319,14 @@ int run_config(const ConfigCommand& cmd) {
       if (shown.empty()) shown = "-";
       std::printf("%-28s %-40s %s\n", key.c_str(), shown.c_str(),
                   it == config.source.end() ? "default" : it->second.c_str());
+    }
+    if (config.model_endpoint == "auto") {
+      std::fflush(stdout);
+      try {
+        std::cout << "# model_endpoint auto resolves to " << resolve_auto_endpoint().describe() << "\n";
+      } catch (const ConfigError& e) {
+        std::cout << "# model_endpoint auto resolves to nothing: " << e.what() << "\n";
+      }
     }
     return 0;
   } catch (const ConfigError& e) {

@@ -20,6 +20,7 @@
 
 #include "client/assistant.h"
 #include "client/cli.h"
+#include "client/endpoint_auto.h"
 #include "common/http_client.h"
 
 namespace clawbot::client {
@@ -216,11 +217,25 @@ class Doctor {
   }
 
   bool check_resolve(Check& c) {
+    std::string via_mdns;
     if (config_.model_endpoint == "auto") {
-      c.status = Status::fail;
-      c.detail = "model_endpoint is \"auto\" (mDNS discovery), which this clawbot does not support yet";
-      c.fix = "set model_endpoint in " + origin() + " to the node's URL, e.g. http://192.168.1.100:5000";
-      return false;
+      // mDNS/DNS-SD first (a fresh look: doctor does not trust the cached choice), then the usual DNS check
+      // of the address it gave.
+      try {
+        const AutoEndpoint found = resolve_auto_endpoint({.use_cache = false});
+        endpoint_ = found.url;
+        c.data["auto"] = found.to_json();
+        via_mdns = "auto (mDNS) -> " + found.describe() + "; ";
+      } catch (const ConfigError& e) {
+        c.status = Status::fail;
+        c.detail = e.what();
+        c.data["auto"] = nullptr;
+        c.fix =
+            "start `clawbot serve --host 0.0.0.0` (or the gateway) on the LAN and open UDP port 5353, or set "
+            "model_endpoint in " +
+            origin() + " to the node's URL, e.g. http://192.168.1.100:5000";
+        return false;
+      }
     }
     auto url = http::parse_url(endpoint_);
     if (!url) {
@@ -247,7 +262,7 @@ class Doctor {
       addresses.push_back(r.endpoint().address().to_string());
       endpoints_.push_back(r.endpoint());
     }
-    c.detail = fmt::format("{} -> {} ({:.1f} ms)", url_.host, fmt::join(addresses, ", "), ms);
+    c.detail = via_mdns + fmt::format("{} -> {} ({:.1f} ms)", url_.host, fmt::join(addresses, ", "), ms);
     c.data["host"] = url_.host;
     c.data["addresses"] = addresses;
     c.data["ms"] = ms;

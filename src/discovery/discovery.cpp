@@ -104,9 +104,8 @@ std::unique_ptr<Advertiser> advertise(const ServiceInfo& service, const Advertis
       boost::system::error_code ec;
       const auto address = boost::asio::ip::make_address(options.listen_host, ec);
       if ((!ec && address.is_loopback()) || options.listen_host == "localhost") {
-        log().warn(
-            "mdns: not advertised on the LAN: listening on {} (loopback) only; --host 0.0.0.0 makes the "
-            "service reachable and advertised",
+        log().info(
+            "mdns: not advertised: listening on {} (loopback) only; --host 0.0.0.0 to be found on the LAN",
             options.listen_host);
         return nullptr;
       }

@@ -1,8 +1,8 @@
 // `clawbot doctor`: one line per check, stopping at the first failure that makes the rest meaningless.
 // Against a real `clawbot serve` (healthy, over http and over TLS with an expired and a wrong-host
 // certificate made here with the openssl command), a closed port, and a small Node server that wants an API
-// key (our serve has no keys yet). Not here: a blackholed address (needs a network namespace with a DROP
-// rule; left for the namespace tests).
+// key (our serve has no keys yet). A blackholed address (a namespace with a DROP rule) is in
+// doctor_blackhole.test.mjs.
 // Run: CLAWBOT_BIN=build/clawbot node --test tests/integration/doctor.test.mjs
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -142,13 +142,8 @@ describe('clawbot doctor when the node cannot be reached', () => {
     assert.equal(by.tcp.status, 'skip');
   });
 
-  test('"auto" is named as not supported yet', async () => {
-    const { code, by } = await doctorJson({ model_endpoint: 'auto' });
-    assert.equal(code, 1);
-    assert.equal(by.config.status, 'ok');
-    assert.equal(by.resolve.status, 'fail');
-    assert.match(by.resolve.detail, /"auto" \(mDNS discovery\), which this clawbot does not support yet/);
-  });
+  // "auto" (mDNS): what it finds depends on the LAN, so it is tested between network namespaces, found and
+  // not found, in discovery.test.mjs.
 
   test('an invalid config file fails the first check', async () => {
     const { code, by } = await doctorJson({ model_endpoint: 'http://127.0.0.1:5000', temperature: 9 });

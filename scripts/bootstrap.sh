@@ -48,6 +48,10 @@ needs=(
   "hdr:sqlite3.h libsqlite3-dev" "hdr:gtest/gtest.h libgtest-dev" "hdr:gmock/gmock.h libgmock-dev"
   "hdr:histedit.h libedit-dev" "cmd:node nodejs" "cmd:npm npm" "cmd:promtool prometheus" "cmd:tmux tmux"
   "cmd:openssl openssl" "cmd:ccache ccache"
+  # mDNS/DNS-SD: the Avahi client library (serve and discover use the daemon where it runs); the tests run
+  # avahi-daemon on a private D-Bus bus in network namespaces and firewall a port there
+  "hdr:avahi-client/client.h libavahi-client-dev" "file:/usr/sbin/avahi-daemon avahi-daemon" "cmd:avahi-browse avahi-utils"
+  "cmd:dbus-daemon dbus" "file:/usr/sbin/ip iproute2" "file:/usr/sbin/iptables iptables"
 )
 missing=()
 for need in "${needs[@]}"; do

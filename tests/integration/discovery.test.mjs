@@ -190,6 +190,16 @@ describe('mDNS with the built-in responder and querier (no daemon), between two 
     assert.ok(!list.some((s) => s.port === quiet.port), `the --no-advertise node is not: ${JSON.stringify(list)}`);
     await stop(quiet.proc);
   });
+  test('a second node on the same host probes, finds its name taken, and renames itself', async (t) => {
+    if (skip) return t.skip(skip);
+    const second = await startServe(lan, lan.a, { env: { ...process.env, ...BUILTIN } });
+    const name = /announcing '([^']+)'/.exec(serve.proc.err())[1];
+    assert.match(second.proc.err(), new RegExp(`another host announces '${name}'; renamed to '${name} \\(2\\)'`));
+    const { list } = await discoverJson(lan, lan.b, { ...process.env, ...BUILTIN });
+    assert.equal(list.find((s) => s.port === serve.port)?.instance, name, JSON.stringify(list));
+    assert.equal(list.find((s) => s.port === second.port)?.instance, `${name} (2)`, JSON.stringify(list));
+    await stop(second.proc);
+  });
 });
 
 describe('mDNS interop with Avahi (avahi-daemon in a namespace)', () => {

@@ -143,7 +143,8 @@ start_nginx_upstream() {  # sets up_port
 EOF
   } >"$work/upstream.conf"
   nginx -c "$work/upstream.conf" -p "$work" 2>>"$work/upstream.err" &
-  pids+=($!)
+  up_pid=$!
+  pids+=($up_pid)
   wait_http "http://127.0.0.1:$up_port/health" "nginx upstream"
 }
 
@@ -194,7 +195,8 @@ backend be
   server up 127.0.0.1:$1 maxconn 4000
 EOF
   haproxy -db -f "$work/haproxy.cfg" >"$work/haproxy.log" 2>&1 &
-  pids+=($!)
+  ha_pid=$!
+  pids+=($ha_pid)
   wait_http "http://127.0.0.1:$ha_port/health" "haproxy"
 }
 
@@ -244,8 +246,22 @@ if [ "$only" != streams ]; then
   gw_lat_port=$gw_port
   start_nginx_proxy nginx-proxy "$up_port"
   nginx_port=$proxy_port
+  nginx_pid=$proxy_pid
   start_haproxy "$up_port"
   declare -A port=([direct]=$up_port [gateway]=$gw_lat_port [nginx]=$nginx_port [haproxy]=$ha_port)
+  # CPU time per request of whoever serves the target (direct: the upstream itself): less sensitive to the
+  # other load on a shared machine than requests/s.
+  declare -A serving=([direct]="$up_pid $(pgrep -P "$up_pid" | tr '\n' ' ')" [gateway]="$gw_pid"
+    [nginx]="$nginx_pid $(pgrep -P "$nginx_pid" | tr '\n' ' ')" [haproxy]="$ha_pid")
+  cpu_ticks() {  # pids...: utime + stime in clock ticks
+    local total=0 pid fields
+    for pid in "$@"; do
+      read -r -a fields <"/proc/$pid/stat" 2>/dev/null || continue
+      total=$((total + fields[13] + fields[14]))
+    done
+    echo "$total"
+  }
+  hz=$(getconf CLK_TCK)
   targets=(direct gateway nginx haproxy)
   export BENCH_KEY=$bench_key
   results=$work/wrk.txt
@@ -253,8 +269,12 @@ if [ "$only" != streams ]; then
   run_wrk() {  # target connections seconds
     local t=1
     [ "$2" -gt 1 ] && t=$((cores < 2 ? 1 : 2))
-    wrk -t"$t" -c"$2" -d"$3"s --latency -s "$here/post.lua" "http://127.0.0.1:${port[$1]}" 2>&1 |
-      sed -n 's/^WRKJSON //p'
+    local before after json
+    before=$(cpu_ticks ${serving[$1]})
+    json=$(wrk -t"$t" -c"$2" -d"$3"s --latency -s "$here/post.lua" "http://127.0.0.1:${port[$1]}" 2>&1 |
+      sed -n 's/^WRKJSON //p')
+    after=$(cpu_ticks ${serving[$1]})
+    echo "${json%\}},\"cpu_s\":$(awk -v t=$((after - before)) -v hz="$hz" 'BEGIN{print t / hz}')}"
   }
   log "warming up each target (2 s at 64 connections) ..."
   for target in "${targets[@]}"; do run_wrk "$target" 64 2 >/dev/null; done
@@ -288,13 +308,14 @@ const ms = (us) => (Number.isFinite(us) ? (us / 1000).toFixed(3) : 'n/a');
 const names = { direct: 'direct (no proxy)', gateway: 'clawbot gateway', nginx: 'nginx proxy', haproxy: 'haproxy' };
 const pad = (s, n) => String(s).padStart(n);
 console.log(`\n${'target'.padEnd(20)}${pad('1 conn p50 ms', 14)}${pad('p99 ms', 9)}${pad('added p50', 11)}${pad('added p99', 11)}` +
-  `${pad('64 conn req/s', 15)}${pad('p50 ms', 9)}${pad('p99 ms', 9)}${pad('errors', 8)}`);
+  `${pad('64 conn req/s', 15)}${pad('p50 ms', 9)}${pad('p99 ms', 9)}${pad('CPU us/req', 12)}${pad('errors', 8)}`);
 const d50 = fig('direct', '1', 'p50_us'), d99 = fig('direct', '1', 'p99_us');
 for (const t of ['direct', 'gateway', 'nginx', 'haproxy']) {
   const p50 = fig(t, '1', 'p50_us'), p99 = fig(t, '1', 'p99_us');
   console.log(`${names[t].padEnd(20)}${pad(ms(p50), 14)}${pad(ms(p99), 9)}` +
     `${pad(t === 'direct' ? '' : ms(p50 - d50), 11)}${pad(t === 'direct' ? '' : ms(p99 - d99), 11)}` +
-    `${pad(fig(t, '64', 'rps').toFixed(0), 15)}${pad(ms(fig(t, '64', 'p50_us')), 9)}${pad(ms(fig(t, '64', 'p99_us')), 9)}${pad(errs(t), 8)}`);
+    `${pad(fig(t, '64', 'rps').toFixed(0), 15)}${pad(ms(fig(t, '64', 'p50_us')), 9)}${pad(ms(fig(t, '64', 'p99_us')), 9)}` +
+    `${pad(median((runs[t]?.['64'] ?? []).map((r) => (r ? (r.cpu_s * 1e6) / r.requests : NaN))).toFixed(1), 12)}${pad(errs(t), 8)}`);
 }
 const ratio = (a, b) => (Number.isFinite(a / b) ? (a / b).toFixed(2) : 'n/a');
 const g = (k, c = '1') => fig('gateway', c, k);
@@ -306,6 +327,7 @@ console.log(`gateway added latency, median: ${a50.toFixed(3)} ms (target <= 0.3 
 console.log(`gateway added latency, P99:    ${a99.toFixed(3)} ms (target <= 1 ms): ${verdict(a99 <= 1)}`);
 console.log(`gateway / nginx req/s at 64 connections: ${ratio(g('rps', '64'), fig('nginx', '64', 'rps'))} (target >= 0.9): ${verdict(rps >= 0.9)}`);
 console.log(`gateway / haproxy req/s at 64 connections: ${ratio(g('rps', '64'), fig('haproxy', '64', 'rps'))}`);
+console.log('(CPU us/req: user + system time of the serving processes per request at 64 connections; direct: the upstream alone)');
 console.log(`gateway req/s per round at 64 connections: ${(runs.gateway?.['64'] ?? []).map((r) => r?.rps.toFixed(0)).join(', ')}; ` +
   `nginx: ${(runs.nginx?.['64'] ?? []).map((r) => r?.rps.toFixed(0)).join(', ')}`);
 EOF

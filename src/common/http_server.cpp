@@ -187,7 +187,10 @@ asio::awaitable<bool> Exchange::sse_comment(std::string_view text) {
 
 asio::awaitable<void> Exchange::sse_finish() {
   if (!sse_started_) co_return;
-  if (!co_await write_chunk("data: [DONE]\n\n")) co_return;
+  // (Named locals and plain statements: GCC 12 miscompiled the one-line form of this coroutine.)
+  std::string done = "data: [DONE]\n\n";
+  const bool written = co_await write_chunk(std::move(done));
+  if (!written) co_return;
   co_await sse_end();
 }
 

@@ -25,6 +25,7 @@
 #include "common/error.h"
 #include "common/http_client.h"
 #include "common/http_server.h"
+#include "discovery/discovery.h"
 #include "gateway/config.h"
 #include "gateway/door/door.h"
 #include "gateway/upstream_pool.h"
@@ -229,9 +230,10 @@ class Gateway {
   asio::awaitable<std::optional<Pick>> wait_for_upstream(http::Exchange& ex, const RequestFacts& facts,
                                                          const std::vector<std::size_t>& tried,
                                                          Clock::time_point deadline, Error& refusal);
-  asio::awaitable<void> relay_stream(http::Exchange& ex, Context& ctx, http::ResponseReader& reader,
-                                     const RequestFacts& facts, const bool& client_left,
-                                     bool& upstream_failed, std::string& failure);
+  enum class Relay { complete, client_left, failed_before_start, failed_mid_stream };
+  asio::awaitable<Relay> relay_stream(http::Exchange& ex, Context& ctx, http::ResponseReader& reader,
+                                      const RequestFacts& facts, const bool& client_left, Headers headers,
+                                      std::string& failure);
   void count_usage(const json& usage, Context& ctx);
 
   std::unique_ptr<http::Client> take_client(Worker& worker, std::size_t index);
@@ -254,6 +256,7 @@ class Gateway {
   std::vector<json> upstream_models_;  // per upstream: the `data` array of its /v1/models
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<bool> stopping_{false};
+  std::unique_ptr<discovery::Advertiser> advertiser_;  // mDNS/DNS-SD while running
 };
 
 Gateway::Gateway(GatewayConfig config, bool verbose)
@@ -694,25 +697,37 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
     }
     if (reader.headers().find("x-request-id") == reader.headers().end())
       back.emplace_back("X-Request-Id", request_id);
+    back.emplace_back("X-Clawbot-Upstream", ctx.upstream);  // which node answered: for people and tests
 
     if (event_stream) {
       ctx.status = 200;
-      if (co_await ex.sse_start(std::move(back))) {
-        co_await relay_stream(ex, ctx, reader, facts, *gone, upstream_failed, failure);
-      }
+      const Relay relay = co_await relay_stream(ex, ctx, reader, facts, *gone, std::move(back), failure);
       stop_watch();  // no write is in progress now
+      if (relay == Relay::client_left) ctx.status = 499;
+      if (relay == Relay::failed_before_start) {
+        last_failure = ctx.upstream + ": " + failure;
+        pool_.finish(*pick, true, failure, Clock::now());
+        registry_.counter_add("clawbot_gateway_upstream_errors_total", "Upstream failures by kind",
+                              {{"upstream", ctx.upstream}, {"kind", "before_first_event"}});
+        tried.push_back(index);
+        continue;
+      }
+      upstream_failed = relay == Relay::failed_mid_stream;
     } else {
+      // Read straight into the answer: a 16 KiB buffer here would sit in this coroutine's frame, making
+      // every request allocate (and zero) a frame too large for asio's recycling allocator.
       std::string answer;
-      std::array<char, 16384> chunk{};
       for (;;) {
-        auto got = co_await reader.read_some(chunk.data(), chunk.size());
+        const std::size_t had = answer.size();
+        answer.resize(had + 4096);
+        auto got = co_await reader.read_some(answer.data() + had, 4096);
+        answer.resize(had + (got ? *got : 0));
         if (!got) {
           upstream_failed = true;
           failure = got.error().message;
           break;
         }
         if (*got == 0) break;
-        answer.append(chunk.data(), *got);
       }
       stop_watch();
       if (*gone) {
@@ -763,41 +778,44 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
   co_await reply_error(ex, ctx, error);
 }
 
-asio::awaitable<void> Gateway::relay_stream(http::Exchange& ex, Context& ctx, http::ResponseReader& reader,
-                                            const RequestFacts& facts, const bool& client_left,
-                                            bool& upstream_failed, std::string& failure) {
+// The client's stream starts with the upstream's first event (or keep-alive): until then nothing has
+// reached the client, and a failure may still be retried on another upstream.
+asio::awaitable<Gateway::Relay> Gateway::relay_stream(http::Exchange& ex, Context& ctx,
+                                                      http::ResponseReader& reader, const RequestFacts& facts,
+                                                      const bool& client_left, Headers headers,
+                                                      std::string& failure) {
   http::SseParser parser(64u << 20);
   std::vector<http::SseEvent> events;
-  std::array<char, 16384> chunk{};
+  std::array<char, 16384> chunk;  // (not zeroed: read_some fills what it returns)
   std::size_t comments = 0;
-  bool client_gone = false;
-  bool ended = false;
-  while (!ended && !client_gone) {
+  bool started = false;
+  auto start = [&]() -> asio::awaitable<bool> {
+    if (started) co_return true;
+    started = true;
+    co_return co_await ex.sse_start(std::move(headers));
+  };
+  for (;;) {
     auto got = co_await reader.read_some(chunk.data(), chunk.size());
-    if (!got && client_left) {  // the watch cancelled the upstream read
-      client_gone = true;
-      break;
-    }
+    if (!got && client_left) co_return Relay::client_left;  // the watch cancelled the upstream read
     if (!got) {
-      upstream_failed = true;
       failure = got.error().message;
       break;
     }
-    if (*got == 0) {
+    const bool ended = *got == 0;
+    if (ended) {
       parser.finish(events);
-      ended = true;
     } else if (!parser.feed(std::string_view(chunk.data(), *got), events)) {
-      upstream_failed = true;
       failure = "the upstream sent an event line longer than 64 MiB";
       break;
     }
     // Keep-alives while the upstream prefills: the client's own timeouts must see them too.
     if (parser.comments() != comments) {
       comments = parser.comments();
-      if (!co_await ex.sse_comment("keep-alive")) client_gone = true;
+      // (Two statements: GCC 12 mishandles co_await on both sides of ||.)
+      if (!co_await start()) co_return Relay::client_left;
+      if (!co_await ex.sse_comment("keep-alive")) co_return Relay::client_left;
     }
     for (auto& event : events) {
-      if (client_gone) break;
       if (event.data != "[DONE]" && event.data.find("\"usage\"") != std::string::npos) {
         const json chunk_json = json::parse(event.data, nullptr, false);
         if (chunk_json.is_object()) {
@@ -809,25 +827,26 @@ asio::awaitable<void> Gateway::relay_stream(http::Exchange& ex, Context& ctx, ht
           }
         }
       }
-      if (!co_await ex.sse_raw(event_text(event))) client_gone = true;
+      if (!co_await start()) co_return Relay::client_left;
+      if (!co_await ex.sse_raw(event_text(event))) co_return Relay::client_left;
     }
     events.clear();
+    if (ended) {
+      if (!co_await start()) co_return Relay::client_left;
+      co_await ex.sse_end();
+      co_return Relay::complete;
+    }
   }
-  if (upstream_failed && !client_gone) {
-    // Mid-stream: the client has part of an answer. Say so in the stream, never end it silently.
-    const Error error{ErrorKind::bad_gateway,
-                      "the upstream " + ctx.upstream + " failed in the middle of this answer: " + failure +
-                          "; the answer is incomplete",
-                      {},
-                      "upstream_failed_mid_stream"};
-    co_await ex.sse_data(to_json(error).dump());
-    spdlog::warn("upstream {} failed mid-stream: {}", ctx.upstream, failure);
-  }
-  if (client_gone) {
-    ctx.status = 499;
-    co_return;
-  }
-  co_await ex.sse_end();
+  if (!started) co_return Relay::failed_before_start;
+  // Mid-stream: the client has part of an answer. Say so in the stream, never end it silently.
+  const Error error{ErrorKind::bad_gateway,
+                    "the upstream " + ctx.upstream + " failed in the middle of this answer: " + failure +
+                        "; the answer is incomplete",
+                    {},
+                    "upstream_failed_mid_stream"};
+  spdlog::warn("upstream {} failed mid-stream: {}", ctx.upstream, failure);
+  if (co_await ex.sse_data(to_json(error).dump())) co_await ex.sse_end();
+  co_return Relay::failed_mid_stream;
 }
 
 // ------------------------------------------------------------------------------------------- health checks
@@ -897,6 +916,7 @@ int Gateway::run() {
     worker->idle.resize(config_.upstreams.size());
     workers_.push_back(std::move(worker));
   }
+  unsigned short first_listener_port = 0;
   for (auto& listener : config_.listen) {
     unsigned short port = listener.port;
     for (auto& worker : workers_) {
@@ -919,6 +939,7 @@ int Gateway::run() {
       }
       worker->servers.push_back(std::move(server));
     }
+    if (&listener == &config_.listen.front()) first_listener_port = port;
     const bool tls = listener.tls.has_value();
     std::cout << "clawbot gateway listening on " << (tls ? "https://" : "http://")
               << (listener.host.find(':') != std::string::npos ? "[" + listener.host + "]" : listener.host)
@@ -927,10 +948,27 @@ int Gateway::run() {
   }
 
   asio::co_spawn(workers_[0]->io, health_loop(*workers_[0]), asio::detached);
+  // Announce the first listener on the LAN, with the models its upstreams serve (known after the first
+  // health checks, so after a short wait).
+  if (config_.advertise) {
+    auto timer = std::make_shared<asio::steady_timer>(workers_[0]->io, std::chrono::milliseconds(1500));
+    const Listener first = config_.listen.front();
+    const unsigned short first_port = first_listener_port;
+    timer->async_wait([this, timer, first, first_port](const boost::system::error_code& ec) {
+      if (ec || stopping_) return;
+      std::string models;
+      for (const auto& [model, where] : pool_.models()) models += (models.empty() ? "" : ",") + model;
+      auto service =
+          discovery::service_info("gateway", first_port, models, first.tls.has_value(), keys_ != nullptr);
+      if (!config_.name.empty()) service.instance = config_.name;
+      advertiser_ = discovery::advertise(service, {.enabled = true, .listen_host = first.host});
+    });
+  }
   asio::signal_set signals(workers_[0]->io, SIGINT, SIGTERM);
   signals.async_wait([this](const boost::system::error_code& ec, int) {
     if (ec) return;
     stopping_ = true;
+    advertiser_.reset();  // goodbye packets: browsers drop the gateway now
     for (auto& worker : workers_) {
       for (auto& server : worker->servers) server->stop();
       worker->io.stop();

@@ -100,14 +100,14 @@ export async function killProcess(proc, graceMs = 5000) {
  * Start `clawbot serve` on an OS-chosen port and wait for the readiness line.
  * Returns { proc, baseUrl, port, stdout(), stderr(), stop() }.
  */
-export async function startServer({ extraArgs = [], timeoutMs = 60000, model } = {}) {
+export async function startServer({ extraArgs = [], timeoutMs = 60000, model, port = 0 } = {}) {
   const bin = requireBinary();
   const mp = model ?? modelPath();
   const args = [
     'serve',
     '--model', mp,
     '--host', '127.0.0.1',
-    '--port', '0',
+    '--port', String(port),
     '--chat-template', 'chatml',
     // defaults that extraArgs may override
     ...(extraArgs.includes('--ctx') ? [] : ['--ctx', '512']),

@@ -1,0 +1,226 @@
+// `clawbot gateway` in front of real `clawbot serve` nodes: two primaries and a cold standby. Load from
+// several clients while a primary is killed; both primaries killed (the standby serves); one restarted
+// (traffic returns); and conversation affinity (the turns of one conversation land on one node).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import { startServer, killProcess, requireBinary } from './server_harness.mjs';
+
+const READY_RE = /clawbot gateway listening on (https?:\/\/127\.0\.0\.1:(\d+))/;
+
+async function startGateway(config, dir) {
+  const file = path.join(dir, 'gateway.json');
+  fs.writeFileSync(file, JSON.stringify(config, null, 2));
+  const proc = spawn(requireBinary(), ['gateway', '--config', file, '--port', '0', '--no-advertise'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  proc.stderr.setEncoding('utf8');
+  proc.stderr.on('data', (c) => { err += c; });
+  proc.stdout.setEncoding('utf8');
+  const baseUrl = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`gateway did not start:\n${out}\n${err}`)), 20000);
+    proc.stdout.on('data', (c) => {
+      out += c;
+      const m = READY_RE.exec(out);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+    proc.once('exit', (code) => { clearTimeout(timer); reject(new Error(`gateway exited (${code}):\n${out}\n${err}`)); });
+  });
+  return { proc, baseUrl, stderr: () => err, stop: () => killProcess(proc) };
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function chat(baseUrl, messages, { stream = false, maxTokens = 8, timeoutMs = 30000 } = {}) {
+  const res = await fetch(`${baseUrl}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ messages, max_tokens: maxTokens, temperature: 0, stream }),
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  const upstream = res.headers.get('x-clawbot-upstream');
+  if (!stream) return { status: res.status, upstream, body: await res.json() };
+  // Read the stream event by event: content events, an error event, [DONE].
+  const text = await res.text();
+  const events = text.split('\n\n').filter((e) => e.startsWith('data: ')).map((e) => e.slice(6));
+  const done = events.includes('[DONE]');
+  const errors = events.filter((e) => e !== '[DONE]' && JSON.parse(e).error);
+  const content = events.filter((e) => e !== '[DONE]' && JSON.parse(e).choices?.length);
+  return { status: res.status, upstream, done, errors, content: content.length };
+}
+
+async function waitFor(predicate, what, timeoutMs = 20000) {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await predicate();
+    if (value) return value;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(100);
+  }
+}
+
+let dir;
+const nodes = {};
+let gateway;
+
+function startNode(name, port = 0) {
+  return startServer({ extraArgs: ['--parallel', '2', '--no-advertise'], port });
+}
+
+before(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clawbot-gw-failover-'));
+  [nodes.A, nodes.B, nodes.C] = await Promise.all([startNode('A'), startNode('B'), startNode('C')]);
+  gateway = await startGateway({
+    listen: [{ host: '127.0.0.1', port: 0 }],
+    upstreams: [
+      { url: nodes.A.baseUrl, name: 'A' },
+      { url: nodes.B.baseUrl, name: 'B' },
+      { url: nodes.C.baseUrl, name: 'C', standby: true },
+    ],
+    auth: 'none',
+    threads: 2,
+    health_checks: { interval_ms: 200, timeout_ms: 500 },
+    circuit_breaker: { failures: 2, cooldown_ms: 1000 },
+    queue: { max_waiting: 64, timeout_ms: 20000 },
+    retries: 2,
+  }, dir);
+  await waitFor(async () => {
+    const h = await (await fetch(`${gateway.baseUrl}/health`)).json();
+    return h.upstreams.every((u) => u.state === 'up' && u.models.length > 0);
+  }, 'every upstream to be up');
+});
+
+after(async () => {
+  await gateway?.stop();
+  await Promise.all(Object.values(nodes).map((n) => n?.stop()));
+  if (dir) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('the gateway lists the nodes\' model once, and /health shows primaries serving and the standby idle', async () => {
+  const models = await (await fetch(`${gateway.baseUrl}/v1/models`)).json();
+  assert.equal(models.data.length, 1, JSON.stringify(models));
+  assert.deepEqual(models.data[0].upstreams.sort(), ['A', 'B', 'C']);
+  const health = await (await fetch(`${gateway.baseUrl}/health`)).json();
+  assert.equal(health.status, 'ok');
+  const serving = Object.fromEntries(health.upstreams.map((u) => [u.name, u.serving]));
+  assert.deepEqual(serving, { A: true, B: true, C: false });
+});
+
+test('conversation affinity: every turn of a conversation goes to the same node', async () => {
+  for (let c = 0; c < 4; ++c) {
+    const messages = [
+      { role: 'system', content: `You tell story number ${c}.` },
+      { role: 'user', content: `Once upon a time ${c}` },
+    ];
+    const seen = new Set();
+    for (let turn = 0; turn < 4; ++turn) {
+      const r = await chat(gateway.baseUrl, messages);
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      seen.add(r.upstream);
+      messages.push({ role: 'assistant', content: r.body.choices[0].message.content });
+      messages.push({ role: 'user', content: `and then ${turn}` });
+    }
+    assert.equal(seen.size, 1, `conversation ${c} went to ${[...seen]}`);
+    assert.notEqual([...seen][0], 'C', 'the standby took traffic while primaries were up');
+  }
+});
+
+test('a primary killed under load: unstarted requests succeed elsewhere, mid-stream ones end with an error event, none hangs', async (t) => {
+  const results = [];
+  let stop = false;
+  let killedAt = 0;
+  const client = async (id) => {
+    for (let i = 0; !stop; ++i) {
+      const sentAt = Date.now();
+      const messages = [{ role: 'user', content: `client ${id} request ${i} tells a long story` }];
+      try {
+        const r = await chat(gateway.baseUrl, messages, { stream: i % 2 === 0, maxTokens: 200, timeoutMs: 30000 });
+        results.push({ ...r, sentAt, stream: i % 2 === 0 });
+      } catch (e) {
+        results.push({ failed: String(e), sentAt });
+      }
+    }
+  };
+  const clients = Array.from({ length: 6 }, (_, i) => client(i));
+  await sleep(1500);
+  killedAt = Date.now();
+  nodes.A.proc.kill('SIGKILL');
+  await sleep(2500);
+  stop = true;
+  await Promise.all(clients);
+
+  assert.ok(results.length >= 12, `only ${results.length} requests ran`);
+  const hung = results.filter((r) => r.failed);
+  assert.deepEqual(hung, [], 'requests failed or hung');
+  for (const r of results) {
+    assert.equal(r.status, 200, JSON.stringify(r));
+    if (!r.stream) continue;
+    if (r.errors.length > 0) {
+      // Only a stream that had already started on A may end with an error, and never silently.
+      assert.ok(r.content > 0, `an error event before any content: ${JSON.stringify(r)}`);
+      assert.equal(r.upstream, 'A');
+      assert.match(JSON.parse(r.errors[0]).error.message, /failed in the middle of this answer/);
+    } else {
+      assert.ok(r.done, `a stream ended without [DONE] and without an error event: ${JSON.stringify(r)}`);
+    }
+  }
+  assert.ok(results.some((r) => r.upstream === 'A' && r.sentAt < killedAt), 'A served nothing before the kill');
+  const cut = results.filter((r) => r.errors?.length > 0).length;
+  t.diagnostic(`${results.length} requests, ${cut} streams cut mid-way by the kill (error event), the rest complete`);
+  const after = results.filter((r) => r.sentAt > killedAt + 200);
+  assert.ok(after.length > 0, 'no request was sent after the kill');
+  for (const r of after) assert.notEqual(r.upstream, 'A', 'a request sent after the kill went to the dead node');
+  const health = await (await fetch(`${gateway.baseUrl}/health`)).json();
+  const a = health.upstreams.find((u) => u.name === 'A');
+  assert.notEqual(a.state, 'up', JSON.stringify(a));
+});
+
+test('both primaries down: the standby serves; a primary restarted: traffic returns to it', async () => {
+  const bPort = nodes.B.port;
+  nodes.B.proc.kill('SIGKILL');
+  await waitFor(async () => {
+    const h = await (await fetch(`${gateway.baseUrl}/health`)).json();
+    return h.upstreams.find((u) => u.name === 'C').serving;
+  }, 'the standby to be serving');
+  for (let i = 0; i < 3; ++i) {
+    const r = await chat(gateway.baseUrl, [{ role: 'user', content: `standby ${i}` }]);
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.upstream, 'C');
+  }
+  nodes.B = await startNode('B', bPort);
+  await waitFor(async () => {
+    const r = await chat(gateway.baseUrl, [{ role: 'user', content: 'back?' }]);
+    return r.status === 200 && r.upstream === 'B';
+  }, 'traffic to return to the restarted primary B');
+  const health = await (await fetch(`${gateway.baseUrl}/health`)).json();
+  const serving = Object.fromEntries(health.upstreams.map((u) => [u.name, u.serving]));
+  assert.equal(serving.C, false, 'the standby still takes traffic with a primary up');
+  for (let i = 0; i < 3; ++i) {
+    const r = await chat(gateway.baseUrl, [{ role: 'user', content: `after ${i}` }]);
+    assert.equal(r.upstream, 'B');
+  }
+});
+
+test('a client that disconnects cancels its upstream request at once', async () => {
+  const controller = new AbortController();
+  const res = await fetch(`${gateway.baseUrl}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ messages: [{ role: 'user', content: 'a very long story' }], max_tokens: 400, stream: true }),
+    signal: controller.signal,
+  });
+  const reader = res.body.getReader();
+  await reader.read();
+  controller.abort();
+  // The node's slot is free again soon: its /health (or metrics) shows no busy slot.
+  await waitFor(async () => {
+    const h = await (await fetch(`${gateway.baseUrl}/health`)).json();
+    return h.upstreams.every((u) => u.in_flight === 0);
+  }, 'the gateway to drop the upstream request', 5000);
+});

@@ -873,7 +873,12 @@ asio::awaitable<void> Gateway::check_upstream(Worker& worker, std::size_t index)
     }
     std::vector<std::string> names;
     // The model list: at the first success, then every tenth check (models rarely change).
-    if (ok && (round % 10 == 0 || upstream_models_[index].empty())) {
+    bool models_known = false;
+    {
+      std::lock_guard lock(models_mutex_);  // the request threads read the lists too
+      models_known = !upstream_models_[index].empty();
+    }
+    if (ok && (round % 10 == 0 || !models_known)) {
       auto listed = co_await client.get("/v1/models");
       if (listed && listed->ok()) {
         const json doc = json::parse(listed->body, nullptr, false);
@@ -990,6 +995,50 @@ int Gateway::run() {
   return 0;
 }
 
+// `gateway --check`, like `nginx -t`: everything that would stop the gateway at start, without starting it.
+int check_config(const GatewayConfig& config) {
+  try {
+    door::AllowList::parse(config.allow);
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError(config.file.string() + ": \"allow\": " + e.what());
+  }
+  for (const auto& listener : config.listen) {
+    if (!listener.tls) continue;
+    tls::ServerConfig tls_config;
+    tls_config.cert_file = listener.tls->cert;
+    tls_config.key_file = listener.tls->key;
+    tls_config.client_ca_file = listener.tls->client_ca;
+    tls_config.require_client_cert = !listener.tls->client_ca.empty();
+    tls::make_server_context(tls_config);  // throws naming a file it cannot use
+  }
+  std::size_t keys = 0;
+  if (config.auth == "keys") keys = door::KeyVerifier(config.keys_db).active_keys();
+  std::cout << config.file.string() << ": ok\n";
+  for (const auto& listener : config.listen)
+    std::cout << "  listen    " << (listener.tls ? "https://" : "http://") << listener.host << ":"
+              << listener.port
+              << (listener.tls && !listener.tls->client_ca.empty() ? " (client certificates required)" : "")
+              << "\n";
+  for (const auto& u : config.upstreams)
+    std::cout << "  upstream  " << u.name << "  " << u.parsed.str() << (u.standby ? "  standby" : "")
+              << (u.weight != 1 ? "  weight " + std::to_string(u.weight) : std::string()) << "\n";
+  std::cout << "  balance   "
+            << (config.balance == Balance::least_outstanding ? "least_outstanding" : "weighted_round_robin")
+            << (config.affinity ? ", conversation affinity" : "") << "\n";
+  if (config.auth == "keys")
+    std::cout << "  auth      keys: " << keys << " active in " << config.keys_db.string()
+              << (keys == 0 ? " (none yet: `clawbot gateway keys create --name NAME`)" : "") << "\n";
+  else
+    std::cout << "  auth      none: anyone who can reach the gateway can use it\n";
+  std::cout << "  allow     "
+            << (config.allow.empty() ? std::string("any address")
+                                     : std::to_string(config.allow.size()) + " networks")
+            << "\n";
+  std::cout << "  audit     " << (config.audit_log.empty() ? std::string("off") : config.audit_log.string())
+            << "\n";
+  return 0;
+}
+
 }  // namespace
 
 int run_gateway(const GatewayOptions& options) {
@@ -1000,6 +1049,7 @@ int run_gateway(const GatewayOptions& options) {
     if (options.threads >= 0) config.threads = options.threads;
     if (options.no_advertise) config.advertise = false;
     for (const auto& warning : config.warnings) std::cerr << "warning: " << warning << std::endl;
+    if (options.check) return check_config(config);
     Gateway gateway(std::move(config), options.verbose);
     return gateway.run();
   } catch (const ConfigError& e) {

@@ -21,6 +21,7 @@ struct GatewayOptions {
   int threads = -1;  // overrides "threads" when >= 0
   bool no_advertise = false;
   bool verbose = false;
+  bool check = false;  // validate gateway.json (files, certificates, allow-list), print a summary, exit
 };
 
 // Runs until SIGINT or SIGTERM; returns the process exit status. Prints why it cannot start.

@@ -19,6 +19,9 @@ std::function<std::optional<int>()> add_gateway_command(CLI::App& app) {
   cmd->add_flag("--no-advertise", options->no_advertise,
                 "Do not announce the gateway on the LAN (mDNS/DNS-SD)");
   cmd->add_flag("-v,--verbose", options->verbose, "Log every request");
+  cmd->add_flag(
+      "--check", options->check,
+      "Only check gateway.json (keys, files, certificates, allow-list), print what it sets up, and exit");
   auto run_admin = door::add_admin_commands(*cmd);
   return [cmd, options, run_admin]() -> std::optional<int> {
     if (!cmd->parsed()) return std::nullopt;

@@ -1,7 +1,7 @@
 #include "gateway/config.h"
 
 #include <fstream>
-#include <set>
+#include <map>
 #include <sstream>
 
 namespace clawbot::gateway {
@@ -273,11 +273,14 @@ GatewayConfig parse_config(std::string_view text, const std::string& origin, con
     throw ConfigError(origin +
                       ": \"upstreams\" is missing; list at least one, such as \"upstreams\": [{\"url\": "
                       "\"http://192.168.1.100:5000\"}]");
-  std::set<std::string> urls;
+  std::map<std::string, std::size_t> urls;  // where each upstream was first listed
   bool any_primary = false;
-  for (const auto& u : c.upstreams) {
-    if (!urls.insert(u.parsed.str()).second)
-      throw ConfigError(origin + ": upstream " + u.parsed.str() + " is listed twice");
+  for (std::size_t i = 0; i < c.upstreams.size(); ++i) {
+    const auto& u = c.upstreams[i];
+    if (auto [first, inserted] = urls.emplace(u.parsed.str(), i); !inserted)
+      throw ConfigError(origin + ": \"upstreams[" + std::to_string(i) + "].url\" is \"" + u.url +
+                        "\": upstream " + u.parsed.str() + " is listed twice (also upstreams[" +
+                        std::to_string(first->second) + "]); list each server once, with a \"weight\"");
     any_primary = any_primary || !u.standby;
   }
   if (!any_primary)

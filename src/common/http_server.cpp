@@ -77,20 +77,19 @@ asio::awaitable<void> refuse_plain_http(beast::tcp_stream& stream, const ServerL
 
 // ---------------------------------------------------------------- Exchange
 
-Exchange::Exchange(tls::PlainOrTlsStream& stream, Request request, const ServerLimits& limits)
-    : stream_(stream), request_(std::move(request)), limits_(limits), keep_alive_(request_.keep_alive()) {}
+Exchange::Exchange(tls::PlainOrTlsStream& stream, Request request, const ServerLimits& limits,
+                   asio::ip::address remote)
+    : stream_(stream),
+      request_(std::move(request)),
+      limits_(limits),
+      remote_(std::move(remote)),
+      keep_alive_(request_.keep_alive()) {}
 
 std::string Exchange::client_certificate_subject() const {
   SSL* ssl = stream_.ssl();
   if (!ssl || SSL_get_verify_result(ssl) != X509_V_OK) return {};
   X509* certificate = SSL_get0_peer_certificate(ssl);
   return certificate ? tls::name_text(X509_get_subject_name(certificate)) : std::string();
-}
-
-asio::ip::address Exchange::remote_address() const {
-  beast::error_code ec;
-  const auto endpoint = const_cast<tls::PlainOrTlsStream&>(stream_).tcp().socket().remote_endpoint(ec);
-  return ec ? asio::ip::address() : endpoint.address();
 }
 
 asio::awaitable<bool> Exchange::watch_for_close() {
@@ -253,6 +252,7 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
   std::shared_ptr<asio::ssl::context> tls_context;  // one per listener; null: plain HTTP
   std::chrono::milliseconds tls_handshake_timeout{10'000};
   bool reuse_port = false;
+  bool single_threaded = false;
 
   State(asio::io_context& io_, std::shared_ptr<const Router> r, ServerLimits l)
       : io(io_), router(std::move(r)), limits(l), acceptor(io_) {}
@@ -261,7 +261,9 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
     auto self = shared_from_this();
     for (;;) {
       // Each session on its own strand: a tcp_stream's timer and I/O must not run on two threads at once.
-      auto [ec, socket] = co_await acceptor.async_accept(asio::make_strand(io), use_tuple);
+      asio::any_io_executor session_executor = io.get_executor();
+      if (!single_threaded) session_executor = asio::make_strand(io);
+      auto [ec, socket] = co_await acceptor.async_accept(session_executor, use_tuple);
       if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
       if (ec) {
         spdlog::warn("accept failed: {}", ec.message());
@@ -296,6 +298,8 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
     auto self = shared_from_this();
     tls::PlainOrTlsStream stream(std::move(tcp_stream));
     if (tls_context && !co_await tls_handshake(stream)) co_return;
+    beast::error_code remote_ec;
+    const asio::ip::address remote = stream.tcp().socket().remote_endpoint(remote_ec).address();
     beast::flat_buffer buffer;
     bool peer_closed = false;
     for (;;) {
@@ -344,7 +348,7 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
         co_return;
       }
 
-      Exchange exchange(stream, parser.release(), limits);
+      Exchange exchange(stream, parser.release(), limits, remote);
       std::optional<Error> failure;  // co_await may not appear inside a catch handler
       try {
         co_await router->dispatch(exchange);
@@ -402,6 +406,10 @@ unsigned short Server::listen(const std::string& host, unsigned short port) {
     throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) + ": " + ec.message());
   asio::co_spawn(state_->io, state_->accept_loop(), asio::detached);
   return acceptor.local_endpoint().port();
+}
+
+void Server::set_single_threaded(bool on) noexcept {
+  state_->single_threaded = on;
 }
 
 void Server::set_reuse_port(bool on) noexcept {

@@ -37,7 +37,8 @@ struct ServerLimits {
 // One request and its answer. Exactly one of respond_* or an SSE sequence is used.
 class Exchange {
  public:
-  Exchange(tls::PlainOrTlsStream& stream, Request request, const ServerLimits& limits);
+  Exchange(tls::PlainOrTlsStream& stream, Request request, const ServerLimits& limits,
+           asio::ip::address remote = {});
 
   const Request& request() const noexcept { return request_; }
   std::string_view path() const noexcept;  // the target without its query
@@ -48,8 +49,8 @@ class Exchange {
   bool is_tls() const noexcept { return stream_.is_tls(); }
   // The subject of the client's verified certificate ("CN=laptop1,O=Home"); empty without one.
   std::string client_certificate_subject() const;
-  // The peer's address; unspecified when the socket no longer knows it.
-  asio::ip::address remote_address() const;
+  // The peer's address (read once per connection); unspecified when the socket did not know it.
+  const asio::ip::address& remote_address() const noexcept { return remote_; }
 
   asio::awaitable<void> respond_json(int status, const nlohmann::json& body,
                                      std::vector<std::pair<std::string, std::string>> headers = {});
@@ -82,6 +83,7 @@ class Exchange {
   tls::PlainOrTlsStream& stream_;
   Request request_;
   const ServerLimits& limits_;
+  asio::ip::address remote_;
   bool responded_ = false;
   bool sse_started_ = false;
   bool keep_alive_ = true;
@@ -120,6 +122,9 @@ class Server {
   // Before listen(): share the port with other listening sockets (SO_REUSEPORT), one per I/O thread, so
   // the kernel spreads connections over them.
   void set_reuse_port(bool on) noexcept;
+  // Before listen(): the io_context is run by one thread only, so sessions need no strand of their own (one
+  // less hop through a strand for every completion).
+  void set_single_threaded(bool on) noexcept;
   void stop();  // stops accepting; open sessions end after their current exchange
 
  private:

@@ -28,6 +28,7 @@
 #include "discovery/discovery.h"
 #include "gateway/config.h"
 #include "gateway/door/door.h"
+#include "gateway/request_facts.h"
 #include "gateway/upstream_pool.h"
 #include "monitor/metrics.h"
 
@@ -90,37 +91,6 @@ std::string address_text(const asio::ip::address& address) {
   if (address.is_v6() && address.to_v6().is_v4_mapped())
     return asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()).to_string();
   return address.to_string();
-}
-
-// What the proxy reads from a JSON request body: the model, whether it streams, and the conversation key.
-struct RequestFacts {
-  std::string model;
-  bool stream = false;
-  bool usage_added = false;  // we asked for usage in the stream: the client did not, so its chunk is dropped
-  std::uint64_t affinity = 0;
-  std::string prompt;  // for the audit log, only when the operator asked for prompts
-};
-
-// The turns of one conversation share their leading messages (system prompt, first user turn): hashing
-// those sends every turn to the upstream that holds the conversation's prefix cache. A client may name the
-// conversation itself with the OpenAI `user` field or an X-Session-Id header.
-std::uint64_t affinity_key(const json& body, std::string_view session_header) {
-  std::string key;
-  if (!session_header.empty()) {
-    key = "session:" + std::string(session_header);
-  } else if (auto messages = body.find("messages"); messages != body.end() && messages->is_array()) {
-    const std::size_t lead = std::min<std::size_t>(messages->size(), 2);
-    for (std::size_t i = 0; i < lead; ++i) key += (*messages)[i].dump();
-  } else if (auto prompt = body.find("prompt"); prompt != body.end() && prompt->is_string()) {
-    key = prompt->get<std::string>().substr(0, 512);
-  } else if (auto user = body.find("user"); user != body.end() && user->is_string()) {
-    key = "user:" + user->get<std::string>();
-  }
-  if (key.empty()) return 0;
-  if (auto model = body.find("model"); model != body.end() && model->is_string())
-    key += model->get<std::string>();
-  const std::uint64_t h = stable_hash(key);
-  return h == 0 ? 1 : h;
 }
 
 std::string event_text(const http::SseEvent& event) {
@@ -232,9 +202,8 @@ class Gateway {
                                                          Clock::time_point deadline, Error& refusal);
   enum class Relay { complete, client_left, failed_before_start, failed_mid_stream };
   asio::awaitable<Relay> relay_stream(http::Exchange& ex, Context& ctx, http::ResponseReader& reader,
-                                      const RequestFacts& facts, const bool& client_left, Headers headers,
+                                      bool drop_usage_chunk, const bool& client_left, Headers headers,
                                       std::string& failure);
-  void count_usage(const json& usage, Context& ctx);
 
   std::unique_ptr<http::Client> take_client(Worker& worker, std::size_t index);
   void give_back(Worker& worker, std::size_t index, std::unique_ptr<http::Client> client);
@@ -543,53 +512,35 @@ asio::awaitable<std::optional<Pick>> Gateway::wait_for_upstream(http::Exchange& 
   co_return pick;
 }
 
-void Gateway::count_usage(const json& usage, Context& ctx) {
-  if (!usage.is_object()) return;
-  if (auto p = usage.find("prompt_tokens"); p != usage.end() && p->is_number_integer())
-    ctx.tokens_in = p->get<std::int64_t>();
-  if (auto c = usage.find("completion_tokens"); c != usage.end() && c->is_number_integer())
-    ctx.tokens_out = c->get<std::int64_t>();
-}
-
 asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Context& ctx) {
   const auto& request = ex.request();
-  RequestFacts facts;
   std::string body = request.body();
-  json parsed;
   const auto type = request.find(bhttp::field::content_type);
   const bool json_body =
       !body.empty() && type != request.end() &&
       std::string_view(type->value().data(), type->value().size()).starts_with("application/json");
-  if (json_body) {
-    parsed = json::parse(body, nullptr, false);
-    if (parsed.is_object()) {
-      if (auto m = parsed.find("model"); m != parsed.end() && m->is_string())
-        facts.model = m->get<std::string>();
-      if (auto s = parsed.find("stream"); s != parsed.end() && s->is_boolean()) facts.stream = s->get<bool>();
-      std::string_view session;
-      if (auto h = request.find("x-session-id"); h != request.end())
-        session = std::string_view(h->value().data(), h->value().size());
-      if (config_.affinity) facts.affinity = affinity_key(parsed, session);
-      // Tokens per key need the usage of streamed answers too: ask for it, and drop its chunk on the way
-      // back to a client that did not ask.
-      if (facts.stream && ex.path() != "/v1/embeddings") {
-        auto& options = parsed["stream_options"];
-        if (!options.is_object()) options = json::object();
-        if (!options.value("include_usage", false)) {
-          options["include_usage"] = true;
-          facts.usage_added = true;
-          body = parsed.dump();
-        }
-      }
-      if (config_.audit_prompts) {
-        if (auto m = parsed.find("messages"); m != parsed.end())
-          ctx.prompt = m->dump();
-        else if (auto p = parsed.find("prompt"); p != parsed.end())
-          ctx.prompt = p->dump();
-        else if (auto in = parsed.find("input"); in != parsed.end())
-          ctx.prompt = in->dump();
-      }
-    }
+  std::string_view session;
+  if (auto h = request.find("x-session-id"); h != request.end())
+    session = std::string_view(h->value().data(), h->value().size());
+  const RequestFacts facts = json_body ? scan_request(body, session) : RequestFacts{};
+  // Tokens per key need the usage of streamed answers too: ask for it, and drop its chunk on the way back
+  // to a client that did not ask.
+  const bool usage_added = facts.stream && !facts.include_usage && ex.path() != "/v1/embeddings";
+  if (usage_added && !facts.has_stream_options) {
+    body = with_usage_requested(body);
+  } else if (usage_added) {
+    json parsed = json::parse(body, nullptr, false);
+    parsed["stream_options"]["include_usage"] = true;
+    body = parsed.dump();
+  }
+  if (config_.audit_prompts && facts.valid) {
+    const json parsed = json::parse(body, nullptr, false);
+    if (auto m = parsed.find("messages"); m != parsed.end())
+      ctx.prompt = m->dump();
+    else if (auto p = parsed.find("prompt"); p != parsed.end())
+      ctx.prompt = p->dump();
+    else if (auto in = parsed.find("input"); in != parsed.end())
+      ctx.prompt = in->dump();
   }
   ctx.model = facts.model;
 
@@ -701,7 +652,8 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
 
     if (event_stream) {
       ctx.status = 200;
-      const Relay relay = co_await relay_stream(ex, ctx, reader, facts, *gone, std::move(back), failure);
+      const Relay relay =
+          co_await relay_stream(ex, ctx, reader, usage_added, *gone, std::move(back), failure);
       stop_watch();  // no write is in progress now
       if (relay == Relay::client_left) ctx.status = 499;
       if (relay == Relay::failed_before_start) {
@@ -744,12 +696,7 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
         tried.push_back(index);
         continue;
       }
-      if (status == 200 && answer.size() < (8u << 20)) {
-        const json answer_json = json::parse(answer, nullptr, false);
-        if (answer_json.is_object()) {
-          if (auto usage = answer_json.find("usage"); usage != answer_json.end()) count_usage(*usage, ctx);
-        }
-      }
+      if (status == 200) find_usage(answer, ctx.tokens_in, ctx.tokens_out);
       ctx.status = status;
       // (A named local: GCC 12 destroys a ?: temporary inside a co_await expression twice.)
       std::string answer_type(content_type);
@@ -781,7 +728,7 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
 // The client's stream starts with the upstream's first event (or keep-alive): until then nothing has
 // reached the client, and a failure may still be retried on another upstream.
 asio::awaitable<Gateway::Relay> Gateway::relay_stream(http::Exchange& ex, Context& ctx,
-                                                      http::ResponseReader& reader, const RequestFacts& facts,
+                                                      http::ResponseReader& reader, bool drop_usage_chunk,
                                                       const bool& client_left, Headers headers,
                                                       std::string& failure) {
   http::SseParser parser(64u << 20);
@@ -816,16 +763,13 @@ asio::awaitable<Gateway::Relay> Gateway::relay_stream(http::Exchange& ex, Contex
       if (!co_await ex.sse_comment("keep-alive")) co_return Relay::client_left;
     }
     for (auto& event : events) {
-      if (event.data != "[DONE]" && event.data.find("\"usage\"") != std::string::npos) {
+      if (event.data != "[DONE]" && find_usage(event.data, ctx.tokens_in, ctx.tokens_out) &&
+          drop_usage_chunk) {
         const json chunk_json = json::parse(event.data, nullptr, false);
-        if (chunk_json.is_object()) {
-          if (auto usage = chunk_json.find("usage"); usage != chunk_json.end() && usage->is_object()) {
-            count_usage(*usage, ctx);
-            auto choices = chunk_json.find("choices");
-            const bool usage_only = choices == chunk_json.end() || (choices->is_array() && choices->empty());
-            if (facts.usage_added && usage_only) continue;  // the client did not ask for it
-          }
-        }
+        auto choices = chunk_json.find("choices");
+        const bool usage_only = chunk_json.is_object() &&
+                                (choices == chunk_json.end() || (choices->is_array() && choices->empty()));
+        if (usage_only) continue;  // the client did not ask for it
       }
       if (!co_await start()) co_return Relay::client_left;
       if (!co_await ex.sse_raw(event_text(event))) co_return Relay::client_left;
@@ -932,6 +876,7 @@ int Gateway::run() {
       router->set_fallback(guarded(*worker, &Gateway::forward));
       auto server = std::make_unique<http::Server>(worker->io, router, limits);
       server->set_reuse_port(threads > 1);
+      server->set_single_threaded(true);  // each worker's io_context runs on its own thread
       if (listener.tls) {
         tls::ServerConfig tls_config;
         tls_config.cert_file = listener.tls->cert;

@@ -483,9 +483,14 @@ asio::awaitable<std::optional<Pick>> Gateway::wait_for_upstream(http::Exchange& 
                                                                 Clock::time_point deadline, Error& refusal) {
   std::shared_ptr<WaitQueue::Waiter> waiter;
   std::optional<Pick> pick;
+  // "affinity": false in gateway.json turns conversation affinity off.
+  const std::uint64_t affinity = config_.affinity ? facts.affinity : 0;
   for (;;) {
-    pick = pool_.pick(facts.affinity, facts.model, tried, Clock::now());
+    pick = pool_.pick(affinity, facts.model, tried, Clock::now());
     if (pick) break;
+    // This request has failed on every upstream: none will be picked for it however long it waits (the
+    // caller answers 502 with the last failure).
+    if (tried.size() >= pool_.size()) break;
     const auto now = Clock::now();
     if (!waiter) waiter = queue_.enter(ex.executor());
     if (!waiter) {

@@ -199,7 +199,8 @@ class Gateway {
   asio::awaitable<void> forward(Worker& worker, http::Exchange& ex, Context& ctx);
   asio::awaitable<std::optional<Pick>> wait_for_upstream(http::Exchange& ex, const RequestFacts& facts,
                                                          const std::vector<std::size_t>& tried,
-                                                         Clock::time_point deadline, Error& refusal);
+                                                         Clock::time_point deadline, Error& refusal,
+                                                         bool& client_left);
   enum class Relay { complete, client_left, failed_before_start, failed_mid_stream };
   asio::awaitable<Relay> relay_stream(http::Exchange& ex, Context& ctx, http::ResponseReader& reader,
                                       bool drop_usage_chunk, const bool& client_left, Headers headers,
@@ -480,9 +481,13 @@ void Gateway::give_back(Worker& worker, std::size_t index, std::unique_ptr<http:
 
 asio::awaitable<std::optional<Pick>> Gateway::wait_for_upstream(http::Exchange& ex, const RequestFacts& facts,
                                                                 const std::vector<std::size_t>& tried,
-                                                                Clock::time_point deadline, Error& refusal) {
+                                                                Clock::time_point deadline, Error& refusal,
+                                                                bool& client_left) {
   std::shared_ptr<WaitQueue::Waiter> waiter;
   std::optional<Pick> pick;
+  // A client that leaves while its request waits gives its place up at once (and nothing goes upstream).
+  auto left = std::make_shared<bool>(false);
+  auto watching = std::make_shared<bool>(false);
   // "affinity": false in gateway.json turns conversation affinity off.
   const std::uint64_t affinity = config_.affinity ? facts.affinity : 0;
   for (;;) {
@@ -492,7 +497,23 @@ asio::awaitable<std::optional<Pick>> Gateway::wait_for_upstream(http::Exchange& 
     // caller answers 502 with the last failure).
     if (tried.size() >= pool_.size()) break;
     const auto now = Clock::now();
-    if (!waiter) waiter = queue_.enter(ex.executor());
+    if (!waiter) {
+      waiter = queue_.enter(ex.executor());
+      if (waiter) {
+        *watching = true;
+        asio::co_spawn(
+            ex.executor(),
+            [](http::Exchange* exchange, std::shared_ptr<bool> gone, std::shared_ptr<bool> active,
+               std::shared_ptr<WaitQueue::Waiter> w) -> asio::awaitable<void> {
+              const bool closed = co_await exchange->watch_for_close();
+              if (closed && *active) {
+                *gone = true;
+                w->timer.cancel();
+              }
+            }(&ex, left, watching, waiter),
+            asio::detached);
+      }
+    }
     if (!waiter) {
       refusal = Error{ErrorKind::unavailable,
                       "every upstream is busy or down and " + std::to_string(config_.queue.max_waiting) +
@@ -512,6 +533,14 @@ asio::awaitable<std::optional<Pick>> Gateway::wait_for_upstream(http::Exchange& 
     // Woken when capacity appears; also every 250 ms, since a circuit's cooldown ends by time alone.
     waiter->timer.expires_at(std::min(deadline, now + std::chrono::milliseconds(250)));
     co_await waiter->timer.async_wait(use_tuple);
+    if (*left) {
+      client_left = true;
+      break;
+    }
+  }
+  if (*watching) {
+    *watching = false;
+    ex.stop_watching();  // (nothing is being written now)
   }
   if (waiter) queue_.leave(waiter);
   co_return pick;
@@ -573,7 +602,12 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
   std::string last_failure;
   for (int attempt = 0; attempt <= config_.retries; ++attempt) {
     Error refusal;
-    const auto pick = co_await wait_for_upstream(ex, facts, tried, deadline, refusal);
+    bool client_left = false;
+    const auto pick = co_await wait_for_upstream(ex, facts, tried, deadline, refusal, client_left);
+    if (!pick && client_left) {
+      ctx.status = 499;  // nginx's "client closed request"
+      co_return;
+    }
     if (!pick) {
       if (!last_failure.empty()) {
         const Error error{ErrorKind::bad_gateway, "no upstream answered: " + last_failure, {}, {}};

@@ -141,11 +141,26 @@ test('requests beyond max_in_flight wait for the upstream rather than fail', asy
   const up = await upstream({ name: 'slow', delayMs: 800 });
   const gw = await gateway('queue-wait', [{ url: up.url, name: 'slow', max_in_flight: 1 }]);
   await waitServing(gw, 1);
-  const results = await Promise.all([1, 2, 3].map((i) => timedChat(gw, `request ${i}`)));
+  // Kept-alive connections: a connection whose request waited serves its next request as well.
+  const agent = new http.Agent({ keepAlive: true });
+  const sockets = new Set();
+  const keptChat = async (content) => {
+    const t = Date.now();
+    const r = await request(`${gw.url}/v1/chat/completions`, { body: chat(content), agent,
+      timeoutMs: 20000 });
+    return { ...r, ms: Date.now() - t };
+  };
+  agent.on('free', (socket) => sockets.add(socket));
+  const results = await Promise.all([1, 2, 3].map((i) => keptChat(`request ${i}`)));
   for (const r of results) {
     assert.equal(r.status, 200, r.text);
     assert.equal(r.headers['x-clawbot-upstream'], 'slow');
   }
+  up.state.delayMs = 0;
+  const again = await Promise.all([4, 5, 6].map((i) => keptChat(`request ${i}`)));
+  for (const r of again) assert.equal(r.status, 200, r.text);
+  assert.equal(sockets.size, 3, 'the kept-alive connections were not reused');
+  agent.destroy();
   assert.equal(up.state.maxActive, 1, 'max_in_flight 1 let more than one request reach the upstream at once');
   // One after the other: about 0.8, 1.6 and 2.4 s.
   const times = results.map((r) => r.ms).sort((a, b) => a - b);
@@ -184,6 +199,29 @@ test('a request that waits past the queue deadline gets 503 + Retry-After (upstr
   assert.ok(late.ms >= 250 && late.ms < 1200, `the deadline of 300 ms ended after ${late.ms} ms`);
   assert.equal((await first).status, 200);
   assert.equal(up.state.chats, 1, 'the timed-out request still reached the upstream');
+});
+
+test('a client that leaves while its request waits frees its place and never reaches an upstream', async () => {
+  const up = await upstream({ name: 'slow', delayMs: 1500 });
+  const gw = await gateway('queue-leave', [{ url: up.url, name: 'slow', max_in_flight: 1 }],
+    { queue: { max_waiting: 1, timeout_ms: 10000 } });
+  await waitServing(gw, 1);
+  const first = timedChat(gw, 'one');
+  assert.ok(await waitUntil(() => up.state.active === 1, 3000), 'the first request never reached the upstream');
+  const req = http.request(`${gw.url}/v1/chat/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, agent: false,
+  });
+  req.on('error', () => {});
+  req.end(JSON.stringify(chat('I will not wait')));
+  assert.ok(await waitUntil(async () => (await gatewayHealth(gw)).queue === 1, 3000), 'the second request never queued');
+  req.destroy();
+  // Its place is free again: the queue shrinks, and a third request waits instead of being refused.
+  const left = await waitUntil(async () => (await gatewayHealth(gw)).queue === 0, 1000);
+  const third = await timedChat(gw, 'three');
+  assert.equal((await first).status, 200);
+  assert.ok(left, 'the request of a client that left still holds its place in the queue');
+  assert.equal(third.status, 200, `a place held by a client that left: ${third.text}`);
+  assert.equal(up.state.chats, 2, 'the request of a client that left was still sent upstream');
 });
 
 test('with every upstream down, a waiting request is served once one comes up', async () => {

@@ -2,7 +2,8 @@
 // that this file controls: the bounded wait queue (wait, queue full, deadline), every upstream down and one
 // coming back while a request waits, retries before the first byte (and a 400 passed through), backpressure
 // from a client that stops reading, client disconnects cancelling the upstream request, the merged
-// /v1/models, and /metrics (checked by promtool when it is installed). No model, no engine.
+// /v1/models, and /metrics (checked by promtool when it is installed); also a client leaving while queued,
+// streams failing before and after their first event, and affinity on and off. No model, no engine.
 // Run: CLAWBOT_BIN=build-frontend/clawbot node --test tests/integration/gateway_queue.test.mjs
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -315,6 +316,48 @@ test('a failure before the first byte is retried on another upstream; a 400 is p
   // And with the fault gone, fresh requests go back to the primary.
   r = await timedChat(gw, 'plain again');
   assert.equal(r.headers['x-clawbot-upstream'], 'A');
+});
+
+test('a stream that fails before its first event is retried; one that fails mid-stream ends with an error event', async () => {
+  const b = await upstream({ name: 'B', onChat: (req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.write('data: {"choices":[{"index":0,"delta":{"content":"from B"}}]}\n\n');
+    res.end('data: [DONE]\n\n');
+  } });
+  let mode = 'before';
+  const a = await upstream({ name: 'A', onChat: async (req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    if (mode === 'before') {
+      res.flushHeaders();
+      await sleep(50);
+      res.socket.destroy();  // headers, then nothing
+      return;
+    }
+    for (let i = 0; i < 3; i++) {
+      res.write(`data: {"choices":[{"index":0,"delta":{"content":"${i}"}}]}\n\n`);
+      await sleep(20);
+    }
+    res.socket.destroy();  // in the middle of the answer
+  } });
+  const gw = await gateway('stream-failures', [{ url: a.url, name: 'A' }, { url: b.url, name: 'B', standby: true }],
+    { circuit_breaker: { failures: 100, cooldown_ms: 1000 } });
+  await waitServing(gw, 1);
+  let r = await request(`${gw.url}/v1/chat/completions`, { body: chat('retry me', { stream: true }) });
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.headers['x-clawbot-upstream'], 'B');
+  assert.deepEqual(sseData(r.text), ['{"choices":[{"index":0,"delta":{"content":"from B"}}]}', '[DONE]']);
+
+  mode = 'middle';
+  const t = Date.now();
+  r = await request(`${gw.url}/v1/chat/completions`, { body: chat('fail midway', { stream: true }) });
+  assert.ok(Date.now() - t < 3000, 'the broken stream hung');
+  assert.equal(r.status, 200);
+  assert.equal(r.headers['x-clawbot-upstream'], 'A');
+  const events = sseData(r.text);
+  assert.equal(events.length, 4, r.text);  // three pieces, then the error (and no [DONE]: the answer is incomplete)
+  assert.equal(JSON.parse(events[2]).choices[0].delta.content, '2');
+  assert.equal(JSON.parse(events[3]).error?.code, 'upstream_failed_mid_stream', r.text);
+  assert.equal(b.state.chats, 1, 'a stream that had started was sent to another upstream as well');
 });
 
 test('conversation affinity keeps one conversation on one upstream; "affinity": false spreads it', async () => {

@@ -176,8 +176,11 @@ test('chat in a terminal: two turns, Ctrl-C mid-answer, Ctrl-D, resume', async (
     assert.ok(stopped.content.length > 0 && stopped.content.length < 4000, 'some, not all, of the answer');
     assert.equal(doc.messages.length, 8);
 
-    // Ctrl-C at the prompt only clears the line; Ctrl-D leaves.
+    // Ctrl-C at the prompt only clears the line; Ctrl-D leaves. Keys go only once the prompt is back (the
+    // line editor owns the terminal then): typed earlier, the terminal itself would take them.
+    await term.waitFor(/8 tokens[^\n]*\n> *\n/);
     term.key('C-c');
+    await sleep(500);
     term.key('C-d');
     await term.waitFor(/\[exit 0\]/);
     term.close();

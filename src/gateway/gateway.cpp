@@ -645,6 +645,15 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
       }
     };
 
+    // Nothing has reached the client: note why, and let the loop try another upstream.
+    auto try_elsewhere = [&](const std::string& kind, const std::string& why, bool upstream_at_fault) {
+      last_failure = ctx.upstream + ": " + why;
+      pool_.finish(*pick, upstream_at_fault, why, Clock::now());
+      registry_.counter_add("clawbot_gateway_upstream_errors_total", "Upstream failures by kind",
+                            {{"upstream", ctx.upstream}, {"kind", kind}});
+      tried.push_back(index);
+    };
+
     auto result = co_await client->send(request.method(), target, body, headers);
     if (*gone) {
       stop_watch();
@@ -654,12 +663,8 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
     }
     if (!result) {
       stop_watch();
-      last_failure = ctx.upstream + ": " + result.error().message;
       spdlog::warn("upstream {} failed before answering: {}", ctx.upstream, result.error().message);
-      pool_.finish(*pick, true, result.error().message, Clock::now());
-      registry_.counter_add("clawbot_gateway_upstream_errors_total", "Upstream failures by kind",
-                            {{"upstream", ctx.upstream}, {"kind", "connect_or_header"}});
-      tried.push_back(index);
+      try_elsewhere("connect_or_header", result.error().message, true);
       continue;
     }
     auto& reader = *result;
@@ -667,11 +672,8 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
     // Nothing has reached the client yet: a node that is overloaded or failing is worth another try.
     if ((status == 502 || status == 503 || status == 504) && attempt < config_.retries) {
       stop_watch();
-      last_failure = ctx.upstream + ": answered " + std::to_string(status);
-      pool_.finish(*pick, status != 503, last_failure, Clock::now());
-      registry_.counter_add("clawbot_gateway_upstream_errors_total", "Upstream failures by kind",
-                            {{"upstream", ctx.upstream}, {"kind", "status_" + std::to_string(status)}});
-      tried.push_back(index);
+      // 503 is a busy node (its queue is full), not a failing one: it does not count toward its breaker.
+      try_elsewhere("status_" + std::to_string(status), "answered " + std::to_string(status), status != 503);
       continue;
     }
     const auto content_type = reader.headers()[bhttp::field::content_type];
@@ -696,11 +698,7 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
       stop_watch();  // no write is in progress now
       if (relay == Relay::client_left) ctx.status = 499;
       if (relay == Relay::failed_before_start) {
-        last_failure = ctx.upstream + ": " + failure;
-        pool_.finish(*pick, true, failure, Clock::now());
-        registry_.counter_add("clawbot_gateway_upstream_errors_total", "Upstream failures by kind",
-                              {{"upstream", ctx.upstream}, {"kind", "before_first_event"}});
-        tried.push_back(index);
+        try_elsewhere("before_first_event", failure, true);
         continue;
       }
       upstream_failed = relay == Relay::failed_mid_stream;
@@ -727,12 +725,7 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
         co_return;
       }
       if (upstream_failed) {
-        // Not one byte has reached the client: another upstream may still answer.
-        last_failure = ctx.upstream + ": " + failure;
-        pool_.finish(*pick, true, failure, Clock::now());
-        registry_.counter_add("clawbot_gateway_upstream_errors_total", "Upstream failures by kind",
-                              {{"upstream", ctx.upstream}, {"kind", "body"}});
-        tried.push_back(index);
+        try_elsewhere("body", failure, true);
         continue;
       }
       if (status == 200) find_usage(answer, ctx.tokens_in, ctx.tokens_out);

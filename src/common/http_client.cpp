@@ -364,11 +364,8 @@ asio::awaitable<Result<void>> Client::connect() {
   co_return Result<void>();
 }
 
-asio::awaitable<Result<std::unique_ptr<Client::Parser>>> Client::exchange(http::verb verb,
-                                                                          std::string_view target,
-                                                                          std::string body,
-                                                                          std::string_view accept,
-                                                                          const http::fields* pass) {
+asio::awaitable<Result<std::unique_ptr<Client::Parser>>> Client::exchange(
+    http::verb verb, std::string_view target, std::string body, std::string_view accept, http::fields* pass) {
   if (busy_) {
     ClientError busy{asio::error::make_error_code(asio::error::in_progress),
                      "this HTTP client is in the middle of another exchange with " + base_.origin() +
@@ -376,9 +373,12 @@ asio::awaitable<Result<std::unique_ptr<Client::Parser>>> Client::exchange(http::
     co_return busy;
   }
   busy_ = true;
-  http::request<http::string_body> req{verb, base_.path + std::string(target), 11};
+  http::request<http::string_body> req;
   if (pass != nullptr)
-    for (const auto& field : *pass) req.insert(field.name_string(), field.value());
+    static_cast<http::fields&>(req) = std::move(*pass);  // moved, not copied field by field
+  req.method(verb);
+  req.target(base_.path + std::string(target));
+  req.version(11);
   const bool default_port = base_.port == (base_.is_https() ? "443" : "80");
   const std::string host = base_.host.find(':') != std::string::npos ? "[" + base_.host + "]" : base_.host;
   req.set(http::field::host, default_port ? host : host + ":" + base_.port);
@@ -388,7 +388,7 @@ asio::awaitable<Result<std::unique_ptr<Client::Parser>>> Client::exchange(http::
   }
   for (const auto& [name, value] : options_.headers) req.set(name, value);
   if (verb != http::verb::get || !body.empty()) {
-    if (pass == nullptr || pass->find(http::field::content_type) == pass->end())
+    if (req.find(http::field::content_type) == req.end())
       req.set(http::field::content_type, "application/json");
     req.body() = std::move(body);
   }
@@ -671,7 +671,7 @@ asio::awaitable<Result<std::size_t>> ResponseReader::read_some(char* data, std::
 }
 
 asio::awaitable<Result<ResponseReader>> Client::send(http::verb verb, std::string_view target,
-                                                     std::string body, const http::fields& headers) {
+                                                     std::string body, http::fields headers) {
   auto parser = co_await exchange(verb, target, std::move(body), {}, &headers);
   if (!parser) co_return parser.error();
   auto owned = std::make_unique<ResponseReader::Parser>();

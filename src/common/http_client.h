@@ -196,7 +196,7 @@ class Client {
   // method and body; returns once the response header is in. A request that finds its kept-alive connection
   // closed by the server is sent once more on a new one, as get and post_json are.
   asio::awaitable<Result<ResponseReader>> send(beast::http::verb verb, std::string_view target,
-                                               std::string body, const beast::http::fields& headers);
+                                               std::string body, beast::http::fields headers);
 
   // Drops the connection; an exchange in progress ends with a "cancelled" error. Safe to call from a
   // handler on the client's executor while a coroutine waits on it.
@@ -214,7 +214,7 @@ class Client {
 
   asio::awaitable<Result<std::unique_ptr<Parser>>> exchange(beast::http::verb verb, std::string_view target,
                                                             std::string body, std::string_view accept,
-                                                            const beast::http::fields* pass = nullptr);
+                                                            beast::http::fields* pass = nullptr);
   asio::awaitable<Result<void>> connect();
   asio::awaitable<Result<std::size_t>> read_some(Parser& parser, char* data, std::size_t size);
   asio::awaitable<Result<std::string>> read_body(Parser& parser);

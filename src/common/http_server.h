@@ -59,9 +59,11 @@ class Exchange {
   asio::awaitable<void> respond_error(const Error& error,
                                       std::vector<std::pair<std::string, std::string>> headers = {});
 
-  // For a handler that waits on something else (an upstream): completes with true when the client closes
-  // its connection, false when it sends more bytes or stop_watching() ran. Only while nothing else reads.
-  asio::awaitable<bool> watch_for_close();
+  // For a handler that waits on something else (an upstream): calls `on_close` (on this connection's
+  // executor) when the client closes its connection; never once stop_watching() has run, nor when the client
+  // sends more bytes instead. Only while nothing else reads. (A callback, not a coroutine: it costs one wait
+  // on the socket per request.)
+  void watch_for_close(std::function<void()> on_close);
   // Ends a watch_for_close(); call it only while no write is in progress (it cancels the socket's waits).
   void stop_watching();
 

@@ -12,6 +12,7 @@
 #include <random>
 #include <thread>
 
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -501,17 +502,11 @@ asio::awaitable<std::optional<Pick>> Gateway::wait_for_upstream(http::Exchange& 
       waiter = queue_.enter(ex.executor());
       if (waiter) {
         *watching = true;
-        asio::co_spawn(
-            ex.executor(),
-            [](http::Exchange* exchange, std::shared_ptr<bool> gone, std::shared_ptr<bool> active,
-               std::shared_ptr<WaitQueue::Waiter> w) -> asio::awaitable<void> {
-              const bool closed = co_await exchange->watch_for_close();
-              if (closed && *active) {
-                *gone = true;
-                w->timer.cancel();
-              }
-            }(&ex, left, watching, waiter),
-            asio::detached);
+        ex.watch_for_close([left, watching, waiter] {
+          if (!*watching) return;
+          *left = true;
+          waiter->timer.cancel();
+        });
       }
     }
     if (!waiter) {
@@ -578,23 +573,25 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
   }
   ctx.model = facts.model;
 
-  bhttp::fields headers;
-  for (const auto& field : request) {
-    const std::string_view name(field.name_string().data(), field.name_string().size());
-    if (!hop_by_hop(field.name(), name)) headers.insert(field.name_string(), field.value());
-  }
   std::string forwarded = ctx.client;
   if (auto xff = request.find("x-forwarded-for"); xff != request.end())
     forwarded = std::string(xff->value()) + ", " + ctx.client;
-  headers.set("X-Forwarded-For", forwarded);
-  headers.set("X-Forwarded-Proto", ex.is_tls() ? "https" : "http");
   std::string request_id;
-  if (auto id = request.find("x-request-id"); id != request.end()) {
-    request_id = std::string(id->value());
-  } else {
-    request_id = random_request_id();
-    headers.set("X-Request-Id", request_id);
-  }
+  if (auto id = request.find("x-request-id"); id != request.end()) request_id = std::string(id->value());
+  const bool new_request_id = request_id.empty();
+  if (new_request_id) request_id = random_request_id();
+  // The request's headers as the upstream gets them; made for each attempt, since sending consumes them.
+  auto upstream_headers = [&] {
+    bhttp::fields headers;
+    for (const auto& field : request) {
+      const std::string_view name(field.name_string().data(), field.name_string().size());
+      if (!hop_by_hop(field.name(), name)) headers.insert(field.name_string(), field.value());
+    }
+    headers.set("X-Forwarded-For", forwarded);
+    headers.set("X-Forwarded-Proto", ex.is_tls() ? "https" : "http");
+    if (new_request_id) headers.set("X-Request-Id", request_id);
+    return headers;
+  };
 
   const std::string target(request.target());
   const auto deadline = Clock::now() + config_.queue.timeout;
@@ -627,17 +624,11 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
     auto gone = std::make_shared<bool>(false);
     auto watching = std::make_shared<bool>(true);
     http::Client* raw_client = client.get();
-    asio::co_spawn(
-        ex.executor(),
-        [](http::Exchange* exchange, std::shared_ptr<bool> left, std::shared_ptr<bool> active,
-           http::Client* upstream) -> asio::awaitable<void> {
-          const bool closed = co_await exchange->watch_for_close();
-          if (closed && *active) {
-            *left = true;
-            upstream->cancel();
-          }
-        }(&ex, gone, watching, raw_client),
-        asio::detached);
+    ex.watch_for_close([gone, watching, raw_client] {
+      if (!*watching) return;
+      *gone = true;
+      raw_client->cancel();
+    });
     auto stop_watch = [&] {
       if (*watching) {
         *watching = false;
@@ -654,7 +645,8 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
       tried.push_back(index);
     };
 
-    auto result = co_await client->send(request.method(), target, body, headers);
+    bhttp::fields headers = upstream_headers();
+    auto result = co_await client->send(request.method(), target, body, std::move(headers));
     if (*gone) {
       stop_watch();
       pool_.finish(*pick, false, {}, Clock::now());
@@ -1027,6 +1019,11 @@ int run_gateway(const GatewayOptions& options) {
     if (options.no_advertise) config.advertise = false;
     for (const auto& warning : config.warnings) std::cerr << "warning: " << warning << std::endl;
     if (options.check) return check_config(config);
+    // Logs go to stderr, as serve's do (stdout has the "listening on" lines). A named program logger is also
+    // what the discovery module logs through: without one it keeps only its warnings, and the gateway never
+    // said what it announced on the LAN, that it withdrew (goodbye sent), or why it was not advertised.
+    spdlog::set_default_logger(spdlog::stderr_color_mt("gateway"));
+    spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
     Gateway gateway(std::move(config), options.verbose);
     return gateway.run();
   } catch (const ConfigError& e) {

@@ -1,5 +1,8 @@
 #include "gateway/request_facts.h"
 
+#include <cctype>
+#include <charconv>
+
 #include <nlohmann/json.hpp>
 
 #include "gateway/upstream_pool.h"
@@ -145,6 +148,29 @@ std::string with_usage_requested(std::string_view body) {
   return out;
 }
 
+namespace {
+
+// `"key": 123` at the top level of a small flat object such as usage; false when absent or not an integer.
+bool integer_member(std::string_view object, std::string_view quoted_key, std::int64_t& value) {
+  std::size_t at = object.find(quoted_key);
+  if (at == std::string_view::npos) return false;
+  at += quoted_key.size();
+  while (at < object.size() && std::isspace(static_cast<unsigned char>(object[at]))) ++at;
+  if (at >= object.size() || object[at] != ':') return false;
+  ++at;
+  while (at < object.size() && std::isspace(static_cast<unsigned char>(object[at]))) ++at;
+  const char* first = object.data() + at;
+  const char* last = object.data() + object.size();
+  std::int64_t parsed = 0;
+  const auto [end, error] = std::from_chars(first, last, parsed);
+  if (error != std::errc() || end == first || (end < last && (*end == '.' || *end == 'e' || *end == 'E')))
+    return false;
+  value = parsed;
+  return true;
+}
+
+}  // namespace
+
 bool find_usage(std::string_view text, std::int64_t& prompt_tokens, std::int64_t& completion_tokens) {
   // Inside a JSON string every quote is escaped, so an unescaped "usage" followed by ':' is a key.
   constexpr std::string_view key = "\"usage\"";
@@ -176,18 +202,11 @@ bool find_usage(std::string_view text, std::int64_t& prompt_tokens, std::int64_t
       }
     }
     if (end >= text.size()) return false;
-    const json usage = json::parse(text.substr(i, end - i + 1), nullptr, false);
-    if (!usage.is_object()) return false;
-    bool found = false;
-    if (auto p = usage.find("prompt_tokens"); p != usage.end() && p->is_number_integer()) {
-      prompt_tokens = p->get<std::int64_t>();
-      found = true;
-    }
-    if (auto c = usage.find("completion_tokens"); c != usage.end() && c->is_number_integer()) {
-      completion_tokens = c->get<std::int64_t>();
-      found = true;
-    }
-    return found;
+    // The two counts, read where they stand (a JSON parse of the object cost more than the rest of this).
+    const std::string_view usage = text.substr(i, end - i + 1);
+    const bool has_prompt = integer_member(usage, "\"prompt_tokens\"", prompt_tokens);
+    const bool has_completion = integer_member(usage, "\"completion_tokens\"", completion_tokens);
+    return has_prompt || has_completion;
   }
   return false;
 }

@@ -92,22 +92,10 @@ std::string Exchange::client_certificate_subject() const {
   return certificate ? tls::name_text(X509_get_subject_name(certificate)) : std::string();
 }
 
-void Exchange::watch_for_close(std::function<void()> on_close) {
-  auto& socket = stream_.tcp().socket();
-  const auto fd = socket.native_handle();
-  socket.async_wait(tcp::socket::wait_read,
-                    [fd, on_close = std::move(on_close)](const beast::error_code& ec) {
-                      if (ec == asio::error::operation_aborted) return;
-                      if (!ec) {
-                        // Readable: either the end of the connection (0 bytes) or a next request already on
-                        // its way.
-                        char byte = 0;
-                        const auto got = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-                        const bool closed = got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
-                        if (!closed) return;
-                      }
-                      on_close();
-                    });
+bool Exchange::peer_closed(int fd) noexcept {
+  char byte = 0;
+  const auto got = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return got == 0 || (got < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
 }
 
 void Exchange::stop_watching() {

@@ -63,7 +63,17 @@ class Exchange {
   // executor) when the client closes its connection; never once stop_watching() has run, nor when the client
   // sends more bytes instead. Only while nothing else reads. (A callback, not a coroutine: it costs one wait
   // on the socket per request.)
-  void watch_for_close(std::function<void()> on_close);
+  template <class OnClose>
+  void watch_for_close(OnClose on_close) {
+    auto& socket = stream_.tcp().socket();
+    socket.async_wait(
+        asio::socket_base::wait_read,
+        [fd = socket.native_handle(), on_close = std::move(on_close)](const beast::error_code& ec) mutable {
+          if (ec == asio::error::operation_aborted) return;
+          if (!ec && !peer_closed(fd)) return;  // readable: a next request already on its way
+          on_close();
+        });
+  }
   // Ends a watch_for_close(); call it only while no write is in progress (it cancels the socket's waits).
   void stop_watching();
 
@@ -82,6 +92,7 @@ class Exchange {
 
  private:
   asio::awaitable<bool> write_chunk(std::string payload);
+  static bool peer_closed(int fd) noexcept;  // a readable socket with nothing to read: the peer closed
   tls::PlainOrTlsStream& stream_;
   Request request_;
   const ServerLimits& limits_;

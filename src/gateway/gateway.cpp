@@ -622,21 +622,24 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
     auto client = take_client(worker, index);
 
     // A client that leaves while the upstream thinks cancels the upstream request at once.
-    auto gone = std::make_shared<bool>(false);
-    auto watching = std::make_shared<bool>(true);
-    http::Client* raw_client = client.get();
-    ex.watch_for_close([gone, watching, raw_client] {
-      if (!*watching) return;
-      *gone = true;
-      raw_client->cancel();
+    struct Watch {
+      bool active = true;
+      bool client_left = false;
+      http::Client* upstream = nullptr;
+    };
+    const auto watch = std::make_shared<Watch>();
+    watch->upstream = client.get();
+    ex.watch_for_close([watch] {
+      if (!watch->active) return;
+      watch->client_left = true;
+      watch->upstream->cancel();
     });
     auto stop_watch = [&] {
-      if (*watching) {
-        *watching = false;
+      if (watch->active) {
+        watch->active = false;
         ex.stop_watching();
       }
     };
-
     // Nothing has reached the client: note why, and let the loop try another upstream.
     auto try_elsewhere = [&](const std::string& kind, const std::string& why, bool upstream_at_fault) {
       last_failure = ctx.upstream + ": " + why;
@@ -648,7 +651,7 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
 
     bhttp::fields headers = upstream_headers();
     auto result = co_await client->send(request.method(), target, body, std::move(headers));
-    if (*gone) {
+    if (watch->client_left) {
       stop_watch();
       pool_.finish(*pick, false, {}, Clock::now());
       ctx.status = 499;  // nginx's "client closed request"
@@ -687,7 +690,7 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
     if (event_stream) {
       ctx.status = 200;
       const Relay relay =
-          co_await relay_stream(ex, ctx, reader, usage_added, *gone, std::move(back), failure);
+          co_await relay_stream(ex, ctx, reader, usage_added, watch->client_left, std::move(back), failure);
       stop_watch();  // no write is in progress now
       if (relay == Relay::client_left) ctx.status = 499;
       if (relay == Relay::failed_before_start) {
@@ -713,7 +716,7 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
         if (*got == 0) break;
       }
       stop_watch();
-      if (*gone) {
+      if (watch->client_left) {
         pool_.finish(*pick, false, {}, Clock::now());
         ctx.status = 499;
         co_return;

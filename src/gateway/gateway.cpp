@@ -11,6 +11,7 @@
 #include <mutex>
 #include <random>
 #include <thread>
+#include <unordered_map>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -165,6 +166,9 @@ struct Worker {
   asio::io_context io{1};
   std::vector<std::unique_ptr<http::Server>> servers;
   std::vector<std::vector<std::unique_ptr<http::Client>>> idle;  // per upstream
+  // Metric series this thread has used, resolved once: (route or upstream index) << 16 | HTTP status.
+  std::unordered_map<int, monitor::CounterHandle> route_counters;
+  std::unordered_map<int, monitor::CounterHandle> upstream_counters;
 };
 
 class Gateway {
@@ -193,7 +197,7 @@ class Gateway {
     Headers none;  // (named: no temporaries inside co_await expressions, for GCC 12)
     co_await reply_error(ex, ctx, error, std::move(none));
   }
-  void finish(http::Exchange& ex, Context& ctx);
+  void finish(Worker& worker, http::Exchange& ex, Context& ctx);
 
   asio::awaitable<void> health(Worker&, http::Exchange& ex, Context& ctx);
   asio::awaitable<void> metrics(Worker&, http::Exchange& ex, Context& ctx);
@@ -223,6 +227,9 @@ class Gateway {
   door::RateLimiter limiter_;
   std::unique_ptr<door::AuditLog> audit_;
   monitor::Registry registry_;
+  monitor::CounterHandle prompt_tokens_;
+  monitor::CounterHandle generation_tokens_;
+  std::vector<monitor::HistogramHandle> upstream_latency_;  // per upstream
   std::atomic<std::int64_t> in_flight_{0};
   std::mutex models_mutex_;
   std::vector<json> upstream_models_;  // per upstream: the `data` array of its /v1/models
@@ -249,6 +256,15 @@ Gateway::Gateway(GatewayConfig config, bool verbose)
   }
   pool_.on_capacity([this] { queue_.wake_one(); });
 
+  prompt_tokens_ =
+      registry_.counter("clawbot_gateway_prompt_tokens_total", "Prompt tokens of answered requests");
+  generation_tokens_ =
+      registry_.counter("clawbot_gateway_generation_tokens_total", "Generated tokens of answered requests");
+  for (std::size_t i = 0; i < pool_.size(); ++i)
+    upstream_latency_.push_back(
+        registry_.histogram("clawbot_gateway_upstream_request_duration_seconds",
+                            "Time from sending a request upstream to the end of its answer",
+                            latency_buckets(), {{"upstream", pool_.name(i)}}));
   registry_.gauge_callback("clawbot_gateway_requests_in_flight", "Requests the gateway is handling",
                            [this] { return static_cast<double>(in_flight_.load()); });
   registry_.gauge_callback("clawbot_gateway_queue_length", "Requests waiting for an upstream",
@@ -289,7 +305,7 @@ http::Handler Gateway::guarded(Worker& worker,
           ++self->in_flight_;
           if (co_await self->admit(*exchange, ctx)) co_await (self->*h)(*w, *exchange, ctx);
           --self->in_flight_;
-          self->finish(*exchange, ctx);
+          self->finish(*w, *exchange, ctx);
         }(this, &worker, &ex, handler);
   };
 }
@@ -354,35 +370,43 @@ asio::awaitable<bool> Gateway::admit(http::Exchange& ex, Context& ctx) {
   co_return true;
 }
 
-void Gateway::finish(http::Exchange& ex, Context& ctx) {
+void Gateway::finish(Worker& worker, http::Exchange& ex, Context& ctx) {
   const double seconds = seconds_since(ctx.start);
-  const std::string route(ex.path());
-  const std::string status = std::to_string(ctx.status);
+  const std::string_view route = ex.path();
   // Known routes only as labels: arbitrary paths would grow the metrics without bound.
-  static const std::array<std::string_view, 8> known = {"/v1/chat/completions",
-                                                        "/v1/completions",
-                                                        "/v1/embeddings",
-                                                        "/v1/models",
-                                                        "/health",
-                                                        "/metrics",
-                                                        "/infill",
-                                                        "/tokenize"};
-  const bool is_known = std::find(known.begin(), known.end(), route) != known.end();
-  registry_.counter_add("clawbot_gateway_requests_total", "Requests by route and status",
-                        {{"route", is_known ? route : "other"}, {"status", status}});
+  static constexpr std::array<std::string_view, 9> known = {"/v1/chat/completions",
+                                                            "/v1/completions",
+                                                            "/v1/embeddings",
+                                                            "/v1/models",
+                                                            "/health",
+                                                            "/metrics",
+                                                            "/infill",
+                                                            "/tokenize",
+                                                            "other"};
+  const auto route_index =
+      static_cast<int>(std::find(known.begin(), known.end() - 1, route) - known.begin());  // 8: other
+  const int key = route_index << 16 | (ctx.status & 0xffff);
+  auto counter = worker.route_counters.find(key);
+  if (counter == worker.route_counters.end()) {
+    const monitor::Labels labels{{"route", std::string(known[route_index])},
+                                 {"status", std::to_string(ctx.status)}};
+    counter = worker.route_counters
+                  .emplace(key, registry_.counter("clawbot_gateway_requests_total",
+                                                  "Requests by route and status", labels))
+                  .first;
+  }
+  counter->second.add();
   if (ctx.tokens_in + ctx.tokens_out > 0) {
     if (!ctx.key_id.empty()) limiter_.add_tokens(ctx.key_id, ctx.tokens_in + ctx.tokens_out, Clock::now());
-    registry_.counter_add("clawbot_gateway_prompt_tokens_total", "Prompt tokens of answered requests", {},
-                          static_cast<double>(ctx.tokens_in));
-    registry_.counter_add("clawbot_gateway_generation_tokens_total", "Generated tokens of answered requests",
-                          {}, static_cast<double>(ctx.tokens_out));
+    prompt_tokens_.add(static_cast<double>(ctx.tokens_in));
+    generation_tokens_.add(static_cast<double>(ctx.tokens_out));
   }
   if (audit_ && route != "/metrics" && route != "/health") {
     door::AuditRecord record;
     record.time = std::chrono::system_clock::now();
     record.key_id = ctx.key_id;
     record.client = ctx.client;
-    record.route = std::string(ex.request().method_string()) + " " + route;
+    record.route = std::string(ex.request().method_string()) + " " + std::string(route);
     record.model = ctx.model;
     record.upstream = ctx.upstream;
     record.status = ctx.status;
@@ -393,7 +417,7 @@ void Gateway::finish(http::Exchange& ex, Context& ctx) {
     audit_->append(std::move(record));
   }
   if (verbose_)
-    spdlog::info("{} {} {} {} {:.1f} ms", ctx.client, ex.request().method_string(), route, status,
+    spdlog::info("{} {} {} {} {:.1f} ms", ctx.client, ex.request().method_string(), route, ctx.status,
                  seconds * 1000);
 }
 
@@ -734,12 +758,17 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
     }
     const bool clean = reader.done();
     pool_.finish(*pick, upstream_failed, failure, Clock::now());
-    registry_.histogram_observe("clawbot_gateway_upstream_request_duration_seconds",
-                                "Time from sending a request upstream to the end of its answer",
-                                latency_buckets(), seconds_since(upstream_start),
-                                {{"upstream", ctx.upstream}});
-    registry_.counter_add("clawbot_gateway_upstream_requests_total", "Requests answered by each upstream",
-                          {{"upstream", ctx.upstream}, {"status", std::to_string(status)}});
+    upstream_latency_[index].observe(seconds_since(upstream_start));
+    const int key = static_cast<int>(index) << 16 | (status & 0xffff);
+    auto counter = worker.upstream_counters.find(key);
+    if (counter == worker.upstream_counters.end()) {
+      const monitor::Labels labels{{"upstream", ctx.upstream}, {"status", std::to_string(status)}};
+      counter = worker.upstream_counters
+                    .emplace(key, registry_.counter("clawbot_gateway_upstream_requests_total",
+                                                    "Requests answered by each upstream", labels))
+                    .first;
+    }
+    counter->second.add();
     if (upstream_failed)
       registry_.counter_add("clawbot_gateway_upstream_errors_total", "Upstream failures by kind",
                             {{"upstream", ctx.upstream}, {"kind", "mid_stream"}});

@@ -61,7 +61,8 @@ std::string render_labels(const Labels& labels) {
   return out + "}";
 }
 
-Registry::Family& Registry::family(const std::string& name, const std::string& type, const std::string& help) {
+Registry::Family& Registry::family(const std::string& name, const std::string& type,
+                                   const std::string& help) {
   auto& f = families_[name];
   if (f.type.empty()) {
     f.type = type;
@@ -70,27 +71,64 @@ Registry::Family& Registry::family(const std::string& name, const std::string& t
   return f;
 }
 
-void Registry::counter_add(const std::string& name, const std::string& help, const Labels& labels, double value) {
+void Registry::counter_add(const std::string& name, const std::string& help, const Labels& labels,
+                           double value) {
   std::lock_guard lock(mutex_);
   family(name, "counter", help).values[render_labels(labels)] += value;
 }
 
+namespace {
+
+void observe_into(std::vector<double>& buckets, std::vector<std::uint64_t>& counts, double& sum,
+                  std::uint64_t& count, double value) {
+  for (size_t i = 0; i < buckets.size(); ++i) {
+    if (value <= buckets[i]) {
+      ++counts[i];
+      break;
+    }
+  }
+  sum += value;
+  ++count;
+}
+
+}  // namespace
+
 void Registry::histogram_observe(const std::string& name, const std::string& help,
                                  const std::vector<double>& buckets, double value, const Labels& labels) {
+  histogram(name, help, buckets, labels).observe(value);
+}
+
+CounterHandle Registry::counter(const std::string& name, const std::string& help, const Labels& labels) {
+  std::lock_guard lock(mutex_);
+  CounterHandle handle;
+  handle.registry_ = this;
+  handle.value_ = &family(name, "counter", help).values[render_labels(labels)];  // std::map: a stable address
+  return handle;
+}
+
+HistogramHandle Registry::histogram(const std::string& name, const std::string& help,
+                                    const std::vector<double>& buckets, const Labels& labels) {
   std::lock_guard lock(mutex_);
   auto& h = family(name, "histogram", help).histograms[render_labels(labels)];
   if (h.buckets.empty()) {
     h.buckets = buckets;
     h.counts.assign(buckets.size(), 0);
   }
-  for (size_t i = 0; i < h.buckets.size(); ++i) {
-    if (value <= h.buckets[i]) {
-      ++h.counts[i];
-      break;
-    }
-  }
-  h.sum += value;
-  ++h.count;
+  HistogramHandle handle;
+  handle.registry_ = this;
+  handle.histogram_ = &h;
+  return handle;
+}
+
+void CounterHandle::add(double value) {
+  std::lock_guard lock(registry_->mutex_);
+  *value_ += value;
+}
+
+void HistogramHandle::observe(double value) {
+  std::lock_guard lock(registry_->mutex_);
+  auto& h = *static_cast<Registry::Histogram*>(histogram_);
+  observe_into(h.buckets, h.counts, h.sum, h.count, value);
 }
 
 void Registry::gauge_callback(const std::string& name, const std::string& help, std::function<double()> read,
@@ -99,8 +137,8 @@ void Registry::gauge_callback(const std::string& name, const std::string& help, 
   family(name, "gauge", help).reads[render_labels(labels)] = std::move(read);
 }
 
-void Registry::counter_callback(const std::string& name, const std::string& help, std::function<double()> read,
-                                const Labels& labels) {
+void Registry::counter_callback(const std::string& name, const std::string& help,
+                                std::function<double()> read, const Labels& labels) {
   std::lock_guard lock(mutex_);
   family(name, "counter", help).reads[render_labels(labels)] = std::move(read);
 }
@@ -128,18 +166,18 @@ std::string Registry::render() const {
 }
 
 const std::vector<double>& ttft_buckets() {
-  static const std::vector<double> b{0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5,  0.75,
+  static const std::vector<double> b{0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,  0.25, 0.5,  0.75,
                                      1.0,   2.5,   5.0,  7.5,  10.0, 20.0, 40.0, 80.0, 160., 640., 2560.};
   return b;
 }
 const std::vector<double>& itl_buckets() {
-  static const std::vector<double> b{0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4,  0.5,
+  static const std::vector<double> b{0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,  0.3,  0.4, 0.5,
                                      0.75, 1.0,   2.5,  5.0,   7.5, 10.0, 20.0, 40.0, 80.0};
   return b;
 }
 const std::vector<double>& e2e_buckets() {
-  static const std::vector<double> b{0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
-                                     120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
+  static const std::vector<double> b{0.3,  0.5,  0.8,  1.0,  1.5,   2.0,   2.5,   5.0,   10.0,   15.0,  20.0,
+                                     30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
   return b;
 }
 
@@ -149,7 +187,11 @@ double process_rss_bytes() {
   in >> pages_total >> pages_resident;
   return pages_resident * static_cast<double>(sysconf(_SC_PAGESIZE));
 }
-double system_memory_total_bytes() { return meminfo_kib("MemTotal") * 1024.0; }
-double system_memory_available_bytes() { return meminfo_kib("MemAvailable") * 1024.0; }
+double system_memory_total_bytes() {
+  return meminfo_kib("MemTotal") * 1024.0;
+}
+double system_memory_available_bytes() {
+  return meminfo_kib("MemAvailable") * 1024.0;
+}
 
 }  // namespace clawbot::monitor

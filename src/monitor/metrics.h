@@ -14,8 +14,35 @@ namespace clawbot::monitor {
 
 using Labels = std::vector<std::pair<std::string, std::string>>;
 
+class Registry;
+
+// A series resolved once (its name, help and labels rendered at creation): each add or observe then costs one
+// lock and no allocation. Valid as long as its Registry.
+class CounterHandle {
+ public:
+  void add(double value = 1);
+
+ private:
+  friend class Registry;
+  Registry* registry_ = nullptr;
+  double* value_ = nullptr;
+};
+
+class HistogramHandle {
+ public:
+  void observe(double value);
+
+ private:
+  friend class Registry;
+  Registry* registry_ = nullptr;
+  void* histogram_ = nullptr;
+};
+
 class Registry {
  public:
+  CounterHandle counter(const std::string& name, const std::string& help, const Labels& labels = {});
+  HistogramHandle histogram(const std::string& name, const std::string& help,
+                            const std::vector<double>& buckets, const Labels& labels = {});
   void counter_add(const std::string& name, const std::string& help, const Labels& labels, double value = 1);
   void histogram_observe(const std::string& name, const std::string& help, const std::vector<double>& buckets,
                          double value, const Labels& labels = {});
@@ -36,10 +63,12 @@ class Registry {
   struct Family {
     std::string type;
     std::string help;
-    std::map<std::string, double> values;                    // rendered labels -> value
-    std::map<std::string, Histogram> histograms;             // rendered labels -> histogram
-    std::map<std::string, std::function<double()>> reads;   // rendered labels -> callback
+    std::map<std::string, double> values;                  // rendered labels -> value
+    std::map<std::string, Histogram> histograms;           // rendered labels -> histogram
+    std::map<std::string, std::function<double()>> reads;  // rendered labels -> callback
   };
+  friend class CounterHandle;
+  friend class HistogramHandle;
   Family& family(const std::string& name, const std::string& type, const std::string& help);
   mutable std::mutex mutex_;
   std::map<std::string, Family> families_;

@@ -158,6 +158,31 @@ class WaitQueue {
   std::size_t max_;
 };
 
+// "allow" as the door reads it; a bad entry is a gateway.json error that names it.
+door::AllowList parse_allow_list(const GatewayConfig& config) {
+  try {
+    return door::AllowList::parse(config.allow);
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError(config.file.string() + ": \"allow\": " + e.what());
+  }
+}
+
+// A TLS listener's settings; a client_ca means client certificates are required, not only asked for.
+tls::ServerConfig server_tls(const ListenTls& tls) {
+  tls::ServerConfig server;
+  server.cert_file = tls.cert;
+  server.key_file = tls.key;
+  server.client_ca_file = tls.client_ca;
+  server.require_client_cert = !tls.client_ca.empty();
+  return server;
+}
+
+// A request whose client may leave while the gateway waits (for an upstream, or on one): set when it does.
+struct ClientWatch {
+  bool active = true;  // cleared before stop_watching(), so a late callback does nothing
+  bool client_left = false;
+};
+
 class Gateway;
 
 // One I/O thread: its own io_context, its own listening sockets (SO_REUSEPORT) and its own idle upstream
@@ -244,11 +269,7 @@ Gateway::Gateway(GatewayConfig config, bool verbose)
       pool_(config_.upstreams, config_.balance, config_.circuit_breaker),
       queue_(config_.queue.max_waiting),
       upstream_models_(config_.upstreams.size(), json::array()) {
-  try {
-    allow_ = door::AllowList::parse(config_.allow);
-  } catch (const std::invalid_argument& e) {
-    throw ConfigError(config_.file.string() + ": \"allow\": " + e.what());
-  }
+  allow_ = parse_allow_list(config_);
   if (config_.auth == "keys") keys_ = std::make_unique<door::KeyVerifier>(config_.keys_db);
   if (!config_.audit_log.empty()) {
     audit_ = std::make_unique<door::AuditLog>(config_.audit_log, config_.keys_db);
@@ -512,8 +533,7 @@ asio::awaitable<std::optional<Pick>> Gateway::wait_for_upstream(http::Exchange& 
   std::shared_ptr<WaitQueue::Waiter> waiter;
   std::optional<Pick> pick;
   // A client that leaves while its request waits gives its place up at once (and nothing goes upstream).
-  auto left = std::make_shared<bool>(false);
-  auto watching = std::make_shared<bool>(false);
+  std::shared_ptr<ClientWatch> watch;
   // "affinity": false in gateway.json turns conversation affinity off.
   const std::uint64_t affinity = config_.affinity ? facts.affinity : 0;
   for (;;) {
@@ -526,10 +546,10 @@ asio::awaitable<std::optional<Pick>> Gateway::wait_for_upstream(http::Exchange& 
     if (!waiter) {
       waiter = queue_.enter(ex.executor());
       if (waiter) {
-        *watching = true;
-        ex.watch_for_close([left, watching, waiter] {
-          if (!*watching) return;
-          *left = true;
+        watch = std::make_shared<ClientWatch>();
+        ex.watch_for_close([watch, waiter] {
+          if (!watch->active) return;
+          watch->client_left = true;
           waiter->timer.cancel();
         });
       }
@@ -553,13 +573,13 @@ asio::awaitable<std::optional<Pick>> Gateway::wait_for_upstream(http::Exchange& 
     // Woken when capacity appears; also every 250 ms, since a circuit's cooldown ends by time alone.
     waiter->timer.expires_at(std::min(deadline, now + std::chrono::milliseconds(250)));
     co_await waiter->timer.async_wait(use_tuple);
-    if (*left) {
+    if (watch && watch->client_left) {
       client_left = true;
       break;
     }
   }
-  if (*watching) {
-    *watching = false;
+  if (watch && watch->active) {
+    watch->active = false;
     ex.stop_watching();  // (nothing is being written now)
   }
   if (waiter) queue_.leave(waiter);
@@ -646,17 +666,11 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
     auto client = take_client(worker, index);
 
     // A client that leaves while the upstream thinks cancels the upstream request at once.
-    struct Watch {
-      bool active = true;
-      bool client_left = false;
-      http::Client* upstream = nullptr;
-    };
-    const auto watch = std::make_shared<Watch>();
-    watch->upstream = client.get();
-    ex.watch_for_close([watch] {
+    const auto watch = std::make_shared<ClientWatch>();
+    ex.watch_for_close([watch, upstream = client.get()] {
       if (!watch->active) return;
       watch->client_left = true;
-      watch->upstream->cancel();
+      upstream->cancel();
     });
     auto stop_watch = [&] {
       if (watch->active) {
@@ -936,12 +950,7 @@ int Gateway::run() {
       server->set_reuse_port(threads > 1);
       server->set_single_threaded(true);  // each worker's io_context runs on its own thread
       if (listener.tls) {
-        tls::ServerConfig tls_config;
-        tls_config.cert_file = listener.tls->cert;
-        tls_config.key_file = listener.tls->key;
-        tls_config.client_ca_file = listener.tls->client_ca;
-        tls_config.require_client_cert = !listener.tls->client_ca.empty();  // a client_ca means required
-        port = server->listen(listener.host, port, tls_config);
+        port = server->listen(listener.host, port, server_tls(*listener.tls));
       } else {
         port = server->listen(listener.host, port);
       }
@@ -1000,20 +1009,10 @@ int Gateway::run() {
 
 // `gateway --check`, like `nginx -t`: everything that would stop the gateway at start, without starting it.
 int check_config(const GatewayConfig& config) {
-  try {
-    door::AllowList::parse(config.allow);
-  } catch (const std::invalid_argument& e) {
-    throw ConfigError(config.file.string() + ": \"allow\": " + e.what());
-  }
-  for (const auto& listener : config.listen) {
-    if (!listener.tls) continue;
-    tls::ServerConfig tls_config;
-    tls_config.cert_file = listener.tls->cert;
-    tls_config.key_file = listener.tls->key;
-    tls_config.client_ca_file = listener.tls->client_ca;
-    tls_config.require_client_cert = !listener.tls->client_ca.empty();
-    tls::make_server_context(tls_config);  // throws naming a file it cannot use
-  }
+  parse_allow_list(config);
+  for (const auto& listener : config.listen)
+    if (listener.tls)
+      tls::make_server_context(server_tls(*listener.tls));  // throws naming a file it cannot use
   std::size_t keys = 0;
   if (config.auth == "keys") keys = door::KeyVerifier(config.keys_db).active_keys();
   std::cout << config.file.string() << ": ok\n";

@@ -77,22 +77,6 @@ void Registry::counter_add(const std::string& name, const std::string& help, con
   family(name, "counter", help).values[render_labels(labels)] += value;
 }
 
-namespace {
-
-void observe_into(std::vector<double>& buckets, std::vector<std::uint64_t>& counts, double& sum,
-                  std::uint64_t& count, double value) {
-  for (size_t i = 0; i < buckets.size(); ++i) {
-    if (value <= buckets[i]) {
-      ++counts[i];
-      break;
-    }
-  }
-  sum += value;
-  ++count;
-}
-
-}  // namespace
-
 void Registry::histogram_observe(const std::string& name, const std::string& help,
                                  const std::vector<double>& buckets, double value, const Labels& labels) {
   histogram(name, help, buckets, labels).observe(value);
@@ -128,7 +112,14 @@ void CounterHandle::add(double value) {
 void HistogramHandle::observe(double value) {
   std::lock_guard lock(registry_->mutex_);
   auto& h = *static_cast<Registry::Histogram*>(histogram_);
-  observe_into(h.buckets, h.counts, h.sum, h.count, value);
+  for (size_t i = 0; i < h.buckets.size(); ++i) {
+    if (value <= h.buckets[i]) {
+      ++h.counts[i];
+      break;
+    }
+  }
+  h.sum += value;
+  ++h.count;
 }
 
 void Registry::gauge_callback(const std::string& name, const std::string& help, std::function<double()> read,

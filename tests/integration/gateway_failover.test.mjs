@@ -208,19 +208,32 @@ test('both primaries down: the standby serves; a primary restarted: traffic retu
 });
 
 test('a client that disconnects cancels its upstream request at once', async () => {
+  // Tokens the live nodes have generated: an upstream request left running would add all 480 of its own.
+  const generated = async () => {
+    let total = 0;
+    for (const node of [nodes.B, nodes.C]) {
+      const text = await (await fetch(`${node.baseUrl}/metrics`)).text();
+      total += Number(/^clawbot_generation_tokens_total (\S+)$/m.exec(text)[1]);
+    }
+    return total;
+  };
+  const before = await generated();
   const controller = new AbortController();
   const res = await fetch(`${gateway.baseUrl}/v1/chat/completions`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ messages: [{ role: 'user', content: 'a very long story' }], max_tokens: 400, stream: true }),
+    body: JSON.stringify({ messages: [{ role: 'user', content: 'a very long story' }], max_tokens: 480,
+                           ignore_eos: true, stream: true }),
     signal: controller.signal,
   });
   const reader = res.body.getReader();
   await reader.read();
   controller.abort();
-  // The node's slot is free again soon: its /health (or metrics) shows no busy slot.
   await waitFor(async () => {
     const h = await (await fetch(`${gateway.baseUrl}/health`)).json();
     return h.upstreams.every((u) => u.in_flight === 0);
   }, 'the gateway to drop the upstream request', 5000);
+  await sleep(1500);  // time enough for the node to have finished the answer, had it gone on
+  const spent = (await generated()) - before;
+  assert.ok(spent < 240, `the node generated ${spent} of 480 tokens after the client left`);
 });

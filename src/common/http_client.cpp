@@ -9,6 +9,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 
 namespace clawbot::http {
@@ -254,6 +255,7 @@ struct Client::Connection {
 
   tls::PlainOrTlsStream stream;
   beast::flat_buffer buffer;
+  std::string head;          // the request head being sent, reused from one exchange to the next
   tls::VerifyRecord verify;  // what the TLS handshake of this connection saw
 };
 
@@ -365,7 +367,8 @@ asio::awaitable<Result<void>> Client::connect() {
 }
 
 asio::awaitable<Result<std::unique_ptr<Client::Parser>>> Client::exchange(
-    http::verb verb, std::string_view target, std::string body, std::string_view accept, http::fields* pass) {
+    http::verb verb, std::string_view target, std::string_view body, std::string_view accept,
+    const http::fields* pass, std::string_view pass_lines) {
   if (busy_) {
     ClientError busy{asio::error::make_error_code(asio::error::in_progress),
                      "this HTTP client is in the middle of another exchange with " + base_.origin() +
@@ -373,29 +376,49 @@ asio::awaitable<Result<std::unique_ptr<Client::Parser>>> Client::exchange(
     co_return busy;
   }
   busy_ = true;
-  http::request<http::string_body> req;
-  if (pass != nullptr)
-    static_cast<http::fields&>(req) = std::move(*pass);  // moved, not copied field by field
-  req.method(verb);
-  req.target(base_.path + std::string(target));
-  req.version(11);
-  const bool default_port = base_.port == (base_.is_https() ? "443" : "80");
-  const std::string host = base_.host.find(':') != std::string::npos ? "[" + base_.host + "]" : base_.host;
-  req.set(http::field::host, default_port ? host : host + ":" + base_.port);
-  if (pass == nullptr) {
-    req.set(http::field::user_agent, user_agent);
-    req.set(http::field::accept, accept);
-  }
-  for (const auto& [name, value] : options_.headers) req.set(name, value);
-  if (verb != http::verb::get || !body.empty()) {
-    if (req.find(http::field::content_type) == req.end())
-      req.set(http::field::content_type, "application/json");
-    req.body() = std::move(body);
-  }
-  req.keep_alive(true);
-  req.prepare_payload();
-
+  // The request head written straight into one reused string: a proxy sends a request per client request,
+  // and Beast's field-by-field serializer cost more than the rest of the exchange.
   auto& conn = *connection_;
+  std::string& head = conn.head;
+  head.clear();
+  head.append(http::to_string(verb)).append(" ").append(base_.path).append(target).append(" HTTP/1.1\r\n");
+  const bool default_port = base_.port == (base_.is_https() ? "443" : "80");
+  head.append("Host: ");
+  if (base_.host.find(':') != std::string::npos)
+    head.append("[").append(base_.host).append("]");
+  else
+    head.append(base_.host);
+  if (!default_port) head.append(":").append(base_.port);
+  head.append("\r\n");
+  auto set_by_options = [&](std::string_view name) {
+    return std::any_of(options_.headers.begin(), options_.headers.end(),
+                       [&](const auto& header) { return beast::iequals(header.first, name); });
+  };
+  bool has_content_type = false;
+  if (pass != nullptr) {
+    for (const auto& field : *pass) {
+      const std::string_view name(field.name_string().data(), field.name_string().size());
+      if (field.name() == http::field::host || field.name() == http::field::content_length ||
+          field.name() == http::field::transfer_encoding || set_by_options(name))
+        continue;
+      has_content_type = has_content_type || field.name() == http::field::content_type;
+      head.append(name).append(": ").append(field.value()).append("\r\n");
+    }
+  }
+  head.append(pass_lines);
+  if (pass == nullptr && pass_lines.empty()) {
+    head.append("User-Agent: ").append(user_agent).append("\r\n");
+    head.append("Accept: ").append(accept).append("\r\n");
+  }
+  for (const auto& [name, value] : options_.headers)
+    head.append(name).append(": ").append(value).append("\r\n");
+  if (verb != http::verb::get || !body.empty()) {
+    if (!has_content_type && pass_lines.empty()) head.append("Content-Type: application/json\r\n");
+    head.append("Content-Length: ").append(std::to_string(body.size())).append("\r\n");
+  }
+  head.append("\r\n");
+  const std::array<asio::const_buffer, 2> request{asio::buffer(head), asio::buffer(body.data(), body.size())};
+
   const std::size_t cancels = cancels_;
   for (int attempt = 0;; ++attempt) {
     const bool reused = conn.is_open();
@@ -409,7 +432,7 @@ asio::awaitable<Result<std::unique_ptr<Client::Parser>>> Client::exchange(
       }
     }
     conn.stream.expires_after(options_.read_timeout);
-    auto [wec, written] = co_await http::async_write(conn.stream, req, use_tuple);
+    auto [wec, written] = co_await asio::async_write(conn.stream, request, use_tuple);
     if (wec) {
       conn.drop();
       if (reused && attempt == 0 && stale_connection(wec)) continue;
@@ -474,7 +497,8 @@ void Client::finish_exchange(const Parser& parser) {
 }
 
 asio::awaitable<Result<Response>> Client::get(std::string_view target) {
-  auto parser = co_await exchange(http::verb::get, target, std::string(), "application/json");
+  auto parser = co_await exchange(http::verb::get, target, std::string(), "application/json", nullptr,
+                                  std::string_view());
   if (!parser) co_return parser.error();
   Response response;
   response.status = static_cast<int>((*parser)->get().result_int());
@@ -488,7 +512,8 @@ asio::awaitable<Result<Response>> Client::get(std::string_view target) {
 
 asio::awaitable<Result<Response>> Client::post_json(std::string_view target, const nlohmann::json& body) {
   std::string text = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  auto parser = co_await exchange(http::verb::post, target, std::move(text), "application/json");
+  auto parser = co_await exchange(http::verb::post, target, std::move(text), "application/json", nullptr,
+                                  std::string_view());
   if (!parser) co_return parser.error();
   Response response;
   response.status = static_cast<int>((*parser)->get().result_int());
@@ -591,7 +616,8 @@ asio::awaitable<Result<std::optional<SseEvent>>> SseStream::next() {
 
 asio::awaitable<Result<SseStream>> Client::post_sse(std::string_view target, const nlohmann::json& body) {
   std::string text = body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  auto parser = co_await exchange(http::verb::post, target, std::move(text), "text/event-stream");
+  auto parser = co_await exchange(http::verb::post, target, std::move(text), "text/event-stream", nullptr,
+                                  std::string_view());
   if (!parser) co_return parser.error();
   auto state = std::make_unique<SseStream::State>(this);
   auto& message = (*parser)->get();
@@ -672,7 +698,16 @@ asio::awaitable<Result<std::size_t>> ResponseReader::read_some(char* data, std::
 
 asio::awaitable<Result<ResponseReader>> Client::send(http::verb verb, std::string_view target,
                                                      std::string body, http::fields headers) {
-  auto parser = co_await exchange(verb, target, std::move(body), {}, &headers);
+  auto parser = co_await exchange(verb, target, body, {}, &headers, {});
+  if (!parser) co_return parser.error();
+  auto owned = std::make_unique<ResponseReader::Parser>();
+  owned->parser = std::move(*parser);
+  co_return ResponseReader(this, std::move(owned));
+}
+
+asio::awaitable<Result<ResponseReader>> Client::send(http::verb verb, std::string_view target,
+                                                     std::string_view body, std::string_view header_lines) {
+  auto parser = co_await exchange(verb, target, body, {}, nullptr, header_lines);
   if (!parser) co_return parser.error();
   auto owned = std::make_unique<ResponseReader::Parser>();
   owned->parser = std::move(*parser);

@@ -197,6 +197,11 @@ class Client {
   // closed by the server is sent once more on a new one, as get and post_json are.
   asio::awaitable<Result<ResponseReader>> send(beast::http::verb verb, std::string_view target,
                                                std::string body, beast::http::fields headers);
+  // The same with the headers already written as "Name: value\r\n" lines (valid, and without Host,
+  // Content-Length, Transfer-Encoding or a header the options set): no field-by-field copy. `header_lines`
+  // and `body` must stay valid until the answer's header is in.
+  asio::awaitable<Result<ResponseReader>> send(beast::http::verb verb, std::string_view target,
+                                               std::string_view body, std::string_view header_lines);
 
   // Drops the connection; an exchange in progress ends with a "cancelled" error. Safe to call from a
   // handler on the client's executor while a coroutine waits on it.
@@ -213,8 +218,9 @@ class Client {
   using Parser = beast::http::response_parser<beast::http::buffer_body>;
 
   asio::awaitable<Result<std::unique_ptr<Parser>>> exchange(beast::http::verb verb, std::string_view target,
-                                                            std::string body, std::string_view accept,
-                                                            beast::http::fields* pass = nullptr);
+                                                            std::string_view body, std::string_view accept,
+                                                            const beast::http::fields* pass,
+                                                            std::string_view pass_lines);
   asio::awaitable<Result<void>> connect();
   asio::awaitable<Result<std::size_t>> read_some(Parser& parser, char* data, std::size_t size);
   asio::awaitable<Result<std::string>> read_body(Parser& parser);

@@ -4,6 +4,7 @@
 
 #include <cerrno>
 
+#include <array>
 #include <optional>
 
 #include <spdlog/spdlog.h>
@@ -126,6 +127,32 @@ asio::awaitable<void> Exchange::respond_text(int status, std::string body, std::
   res.prepare_payload();
   stream_.expires_after(limits_.write_timeout);
   auto [ec, n] = co_await http::async_write(stream_, res, use_tuple);
+  if (ec) keep_alive_ = false;
+}
+
+asio::awaitable<void> Exchange::respond_raw(int status, std::string_view header_lines,
+                                            std::string_view body) {
+  responded_ = true;
+  std::string head;
+  head.reserve(96 + header_lines.size());
+  head.append(request_.version() == 10 ? "HTTP/1.0 " : "HTTP/1.1 ")
+      .append(std::to_string(status))
+      .append(" ");
+  const auto reason = http::obsolete_reason(to_status(status));
+  head.append(reason.data(), reason.size()).append("\r\nServer: ").append(server_name).append("\r\n");
+  head.append(header_lines);
+  // No body, and no length, where HTTP forbids one (1xx, 204, 304).
+  const bool bodiless = status < 200 || status == 204 || status == 304;
+  if (!bodiless) head.append("Content-Length: ").append(std::to_string(body.size())).append("\r\n");
+  if (!keep_alive_)
+    head.append("Connection: close\r\n");
+  else if (request_.version() == 10)
+    head.append("Connection: keep-alive\r\n");
+  head.append("\r\n");
+  const std::array<asio::const_buffer, 2> answer{asio::buffer(head),
+                                                 asio::buffer(body.data(), bodiless ? 0 : body.size())};
+  stream_.expires_after(limits_.write_timeout);
+  auto [ec, n] = co_await asio::async_write(stream_, answer, use_tuple);
   if (ec) keep_alive_ = false;
 }
 

@@ -58,6 +58,10 @@ class Exchange {
                                      std::vector<std::pair<std::string, std::string>> headers = {});
   asio::awaitable<void> respond_error(const Error& error,
                                       std::vector<std::pair<std::string, std::string>> headers = {});
+  // An answer whose headers the caller has written as "Name: value\r\n" lines (valid, and without
+  // Content-Length, Connection or Transfer-Encoding): the status line, Server, Content-Length and Connection
+  // are added here. For a proxy passing an answer through without a field-by-field copy.
+  asio::awaitable<void> respond_raw(int status, std::string_view header_lines, std::string_view body);
 
   // For a handler that waits on something else (an upstream): calls `on_close` (on this connection's
   // executor) when the client closes its connection; never once stop_watching() has run, nor when the client

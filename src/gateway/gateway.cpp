@@ -194,6 +194,34 @@ struct Worker {
   // Metric series this thread has used, resolved once: (route or upstream index) << 16 | HTTP status.
   std::unordered_map<int, monitor::CounterHandle> route_counters;
   std::unordered_map<int, monitor::CounterHandle> upstream_counters;
+  // Read buffers of finished requests, for the next ones: a fresh 16 KiB buffer per request made glibc grow
+  // and trim its heap (brk) over and over.
+  static constexpr std::size_t chunk_size = 16384;
+  std::vector<std::unique_ptr<char[]>> spare_chunks;
+};
+
+// A read buffer borrowed from its worker for one request.
+class BorrowedChunk {
+ public:
+  explicit BorrowedChunk(Worker& worker) : worker_(worker) {
+    if (worker.spare_chunks.empty()) {
+      chunk_ = std::make_unique_for_overwrite<char[]>(Worker::chunk_size);
+    } else {
+      chunk_ = std::move(worker.spare_chunks.back());
+      worker.spare_chunks.pop_back();
+    }
+  }
+  ~BorrowedChunk() {
+    if (worker_.spare_chunks.size() < 64) worker_.spare_chunks.push_back(std::move(chunk_));
+  }
+  BorrowedChunk(const BorrowedChunk&) = delete;
+  BorrowedChunk& operator=(const BorrowedChunk&) = delete;
+  char* data() const noexcept { return chunk_.get(); }
+  static constexpr std::size_t size() noexcept { return Worker::chunk_size; }
+
+ private:
+  Worker& worker_;
+  std::unique_ptr<char[]> chunk_;
 };
 
 class Gateway {
@@ -588,7 +616,8 @@ asio::awaitable<std::optional<Pick>> Gateway::wait_for_upstream(http::Exchange& 
 
 asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Context& ctx) {
   const auto& request = ex.request();
-  std::string body = request.body();
+  std::string_view body = request.body();
+  std::string changed_body;  // when the gateway asks for usage the client did not ask for
   const auto type = request.find(bhttp::field::content_type);
   const bool json_body =
       !body.empty() && type != request.end() &&
@@ -601,11 +630,13 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
   // to a client that did not ask.
   const bool usage_added = facts.stream && !facts.include_usage && ex.path() != "/v1/embeddings";
   if (usage_added && !facts.has_stream_options) {
-    body = with_usage_requested(body);
+    changed_body = with_usage_requested(body);
+    body = changed_body;
   } else if (usage_added) {
     json parsed = json::parse(body, nullptr, false);
     parsed["stream_options"]["include_usage"] = true;
-    body = parsed.dump();
+    changed_body = parsed.dump();
+    body = changed_body;
   }
   if (config_.audit_prompts && facts.valid) {
     const json parsed = json::parse(body, nullptr, false);
@@ -618,27 +649,33 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
   }
   ctx.model = facts.model;
 
-  std::string forwarded = ctx.client;
-  if (auto xff = request.find("x-forwarded-for"); xff != request.end())
-    forwarded = std::string(xff->value()) + ", " + ctx.client;
+  // The request's headers as the upstream gets them, written once as header lines for every attempt.
   std::string request_id;
-  if (auto id = request.find("x-request-id"); id != request.end()) request_id = std::string(id->value());
-  const bool new_request_id = request_id.empty();
-  if (new_request_id) request_id = random_request_id();
-  // The request's headers as the upstream gets them; made for each attempt, since sending consumes them.
-  auto upstream_headers = [&] {
-    bhttp::fields headers;
-    for (const auto& field : request) {
-      const std::string_view name(field.name_string().data(), field.name_string().size());
-      if (!hop_by_hop(field.name(), name)) headers.insert(field.name_string(), field.value());
+  std::string upstream_lines;
+  upstream_lines.reserve(256);
+  std::string_view forwarded_before;
+  for (const auto& field : request) {
+    const std::string_view name(field.name_string().data(), field.name_string().size());
+    const std::string_view value(field.value().data(), field.value().size());
+    if (hop_by_hop(field.name(), name)) continue;
+    if (beast::iequals(name, "x-forwarded-for")) {
+      forwarded_before = value;  // the gateway's hop is added below
+      continue;
     }
-    headers.set("X-Forwarded-For", forwarded);
-    headers.set("X-Forwarded-Proto", ex.is_tls() ? "https" : "http");
-    if (new_request_id) headers.set("X-Request-Id", request_id);
-    return headers;
-  };
+    if (beast::iequals(name, "x-forwarded-proto")) continue;
+    if (beast::iequals(name, "x-request-id")) request_id = value;
+    upstream_lines.append(name).append(": ").append(value).append("\r\n");
+  }
+  upstream_lines.append("X-Forwarded-For: ");
+  if (!forwarded_before.empty()) upstream_lines.append(forwarded_before).append(", ");
+  upstream_lines.append(ctx.client).append("\r\n");
+  upstream_lines.append(ex.is_tls() ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
+  if (request_id.empty()) {
+    request_id = random_request_id();
+    upstream_lines.append("X-Request-Id: ").append(request_id).append("\r\n");
+  }
 
-  const std::string target(request.target());
+  const std::string_view target(request.target().data(), request.target().size());
   const auto deadline = Clock::now() + config_.queue.timeout;
   std::vector<std::size_t> tried;
   std::string last_failure;
@@ -687,8 +724,7 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
       tried.push_back(index);
     };
 
-    bhttp::fields headers = upstream_headers();
-    auto result = co_await client->send(request.method(), target, body, std::move(headers));
+    auto result = co_await client->send(request.method(), target, body, std::string_view(upstream_lines));
     if (watch->client_left) {
       stop_watch();
       pool_.finish(*pick, false, {}, Clock::now());
@@ -715,18 +751,22 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
         status == 200 && beast::iequals(content_type.substr(0, 17), "text/event-stream");
     bool upstream_failed = false;
     std::string failure;
-    Headers back;
-    for (const auto& field : reader.headers()) {
-      const std::string_view name(field.name_string().data(), field.name_string().size());
-      if (pass_back(name) && !(event_stream && beast::iequals(name, "cache-control")))
-        back.emplace_back(std::string(name), std::string(field.value()));
-    }
-    if (reader.headers().find("x-request-id") == reader.headers().end())
-      back.emplace_back("X-Request-Id", request_id);
-    back.emplace_back("X-Clawbot-Upstream", ctx.upstream);  // which node answered: for people and tests
+    // The upstream's headers worth passing back, and the gateway's own.
+    auto pass_headers_back = [&](auto&& add) {
+      for (const auto& field : reader.headers()) {
+        const std::string_view name(field.name_string().data(), field.name_string().size());
+        if (pass_back(name) && !(event_stream && beast::iequals(name, "cache-control")))
+          add(name, std::string_view(field.value().data(), field.value().size()));
+      }
+      if (reader.headers().find("x-request-id") == reader.headers().end()) add("X-Request-Id", request_id);
+      add("X-Clawbot-Upstream", ctx.upstream);  // which node answered: for people and tests
+    };
 
     if (event_stream) {
       ctx.status = 200;
+      Headers back;
+      pass_headers_back(
+          [&](std::string_view name, std::string_view value) { back.emplace_back(name, value); });
       const Relay relay =
           co_await relay_stream(ex, ctx, reader, usage_added, watch->client_left, std::move(back), failure);
       stop_watch();  // no write is in progress now
@@ -737,15 +777,14 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
       }
       upstream_failed = relay == Relay::failed_mid_stream;
     } else {
-      // A buffer on the heap, not zeroed: in this coroutine's frame it would make every request allocate
+      // A buffer from the worker, not zeroed: in this coroutine's frame it would make every request allocate
       // (and zero) a frame too large for asio's recycling allocator, and growing the answer string by
       // resize() zeroed 4 KiB per read (5% of the gateway's instructions per request).
-      constexpr std::size_t chunk_size = 16384;
-      const auto chunk = std::make_unique_for_overwrite<char[]>(chunk_size);
+      const BorrowedChunk chunk(worker);
       std::string answer;
       for (;;) {
-        auto got = co_await reader.read_some(chunk.get(), chunk_size);
-        if (got) answer.append(chunk.get(), *got);
+        auto got = co_await reader.read_some(chunk.data(), chunk.size());
+        if (got) answer.append(chunk.data(), *got);
         if (!got) {
           upstream_failed = true;
           failure = got.error().message;
@@ -765,10 +804,18 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
       }
       if (status == 200) find_usage(answer, ctx.tokens_in, ctx.tokens_out);
       ctx.status = status;
-      // (A named local: GCC 12 destroys a ?: temporary inside a co_await expression twice.)
-      std::string answer_type(content_type);
-      if (answer_type.empty()) answer_type = "application/octet-stream";
-      co_await ex.respond_text(status, std::move(answer), std::move(answer_type), std::move(back));
+      std::string lines;
+      lines.reserve(160);
+      lines.append("Content-Type: ");
+      if (content_type.empty())
+        lines.append("application/octet-stream");
+      else
+        lines.append(content_type.data(), content_type.size());
+      lines.append("\r\n");
+      pass_headers_back([&](std::string_view name, std::string_view value) {
+        lines.append(name).append(": ").append(value).append("\r\n");
+      });
+      co_await ex.respond_raw(status, lines, answer);
     }
     const bool clean = reader.done();
     pool_.finish(*pick, upstream_failed, failure, Clock::now());

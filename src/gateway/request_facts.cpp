@@ -3,76 +3,57 @@
 #include <cctype>
 #include <charconv>
 
-#include <nlohmann/json.hpp>
-
 #include "gateway/upstream_pool.h"
 
 namespace clawbot::gateway {
 
-using nlohmann::json;
-
 namespace {
 
-// SAX events of one request body. Depth 1 is the request object; "messages" elements are at depth 2.
-class FactsReader : public nlohmann::json_sax<json> {
- public:
-  explicit FactsReader(RequestFacts& facts) : facts_(facts) {}
+// One pass over a request body that checks its JSON syntax and picks out the facts: a hand-written scanner,
+// since nlohmann's SAX lexer (building a std::string per key and value) was 4% of the gateway's time per
+// request. Values nested deeper than this are refused as not valid (the request still goes upstream as is).
+constexpr int max_depth = 256;
 
-  bool null() override { return value("null"); }
-  bool boolean(bool v) override {
-    if (depth_ == 1 && key_ == "stream") facts_.stream = v;
-    if (depth_ == 2 && in_stream_options_ && key_ == "include_usage") facts_.include_usage = v;
-    return value(v ? "true" : "false");
+bool is_space(char c) noexcept {
+  return c == ' ' || c == '\n' || c == '\r' || c == '\t';
+}
+
+int hex_value(char c) noexcept {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+void append_utf8(std::string& out, std::uint32_t code) {
+  if (code < 0x80) {
+    out += static_cast<char>(code);
+  } else if (code < 0x800) {
+    out += static_cast<char>(0xc0 | (code >> 6));
+    out += static_cast<char>(0x80 | (code & 0x3f));
+  } else if (code < 0x10000) {
+    out += static_cast<char>(0xe0 | (code >> 12));
+    out += static_cast<char>(0x80 | ((code >> 6) & 0x3f));
+    out += static_cast<char>(0x80 | (code & 0x3f));
+  } else {
+    out += static_cast<char>(0xf0 | (code >> 18));
+    out += static_cast<char>(0x80 | ((code >> 12) & 0x3f));
+    out += static_cast<char>(0x80 | ((code >> 6) & 0x3f));
+    out += static_cast<char>(0x80 | (code & 0x3f));
   }
-  bool number_integer(number_integer_t v) override { return value(std::to_string(v)); }
-  bool number_unsigned(number_unsigned_t v) override { return value(std::to_string(v)); }
-  bool number_float(number_float_t, const string_t& text) override { return value(text); }
-  bool string(string_t& v) override {
-    if (depth_ == 1) {
-      if (key_ == "model") facts_.model = v;
-      if (key_ == "prompt") prompt_.assign(v, 0, 512);
-      if (key_ == "user") user_ = v;
-    }
-    return value(v);
-  }
-  bool binary(binary_t&) override { return true; }
-  bool start_object(std::size_t) override {
-    if (depth_ == 1 && key_ == "stream_options") {
-      facts_.has_stream_options = true;
-      in_stream_options_ = true;
-    }
-    if (depth_ == 2 && in_messages_) ++message_;
-    mix("{");
-    ++depth_;
-    return true;
-  }
-  bool key(string_t& k) override {
-    key_ = k;
-    mix(k);
-    mix(":");
-    return true;
-  }
-  bool end_object() override {
-    --depth_;
-    mix("}");
-    if (depth_ == 1) in_stream_options_ = false;
-    return true;
-  }
-  bool start_array(std::size_t) override {
-    if (depth_ == 1 && key_ == "messages") in_messages_ = true;
-    if (depth_ == 2 && in_messages_) ++message_;  // (a message that is an array: malformed, still counted)
-    mix("[");
-    ++depth_;
-    return true;
-  }
-  bool end_array() override {
-    --depth_;
-    mix("]");
-    if (depth_ == 1) in_messages_ = false;
-    return true;
-  }
-  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
-    return false;
+}
+
+class FactsScanner {
+ public:
+  FactsScanner(std::string_view body, RequestFacts& facts)
+      : at_(body.data()), end_(body.data() + body.size()), facts_(facts) {}
+
+  // The whole body: one object and nothing after it but white space.
+  bool scan() {
+    skip_space();
+    if (!object(1)) return false;
+    skip_space();
+    return at_ == end_;
   }
 
   void finish(std::string_view session) {
@@ -92,28 +73,262 @@ class FactsReader : public nlohmann::json_sax<json> {
   }
 
  private:
-  bool value(std::string_view text) {
-    mix(text);
+  enum class Member { other, model, stream, stream_options, messages, prompt, user, include_usage };
+
+  void skip_space() noexcept {
+    while (at_ != end_ && is_space(*at_)) ++at_;
+  }
+  bool take(char c) noexcept {
+    if (at_ == end_ || *at_ != c) return false;
+    ++at_;
     return true;
   }
-  // Everything inside the first two messages feeds the conversation's hash (FNV-1a over the events).
-  void mix(std::string_view text) {
-    if (!in_messages_ || depth_ < 2 || message_ == 0 || message_ > 2) return;
-    has_messages_hash_ = true;
-    for (const unsigned char c : text) {
-      messages_hash_ ^= c;
-      messages_hash_ *= 0x100000001b3ULL;
+
+  // A string; its decoded text goes to `out` when given (up to `limit` bytes), its raw text between the
+  // quotes to `raw`.
+  bool string(std::string* out = nullptr, std::size_t limit = std::string::npos,
+              std::string_view* raw = nullptr) {
+    if (!take('"')) return false;
+    const char* first = at_;
+    while (at_ != end_) {
+      const char c = *at_;
+      if (c == '"') {
+        if (raw) *raw = std::string_view(first, static_cast<std::size_t>(at_ - first));
+        ++at_;
+        return true;
+      }
+      if (static_cast<unsigned char>(c) < 0x20) return false;  // control characters must be escaped
+      if (c != '\\') {
+        if (out && out->size() < limit) *out += c;
+        ++at_;
+        continue;
+      }
+      if (++at_ == end_) return false;
+      const char e = *at_++;
+      char plain = 0;
+      switch (e) {
+        case '"':
+          plain = '"';
+          break;
+        case '\\':
+          plain = '\\';
+          break;
+        case '/':
+          plain = '/';
+          break;
+        case 'b':
+          plain = '\b';
+          break;
+        case 'f':
+          plain = '\f';
+          break;
+        case 'n':
+          plain = '\n';
+          break;
+        case 'r':
+          plain = '\r';
+          break;
+        case 't':
+          plain = '\t';
+          break;
+        case 'u': {
+          std::uint32_t code = 0;
+          if (!hex4(code)) return false;
+          // A surrogate pair is one character.
+          if (code >= 0xd800 && code < 0xdc00 && end_ - at_ >= 6 && at_[0] == '\\' && at_[1] == 'u') {
+            const char* save = at_;
+            at_ += 2;
+            std::uint32_t low = 0;
+            if (hex4(low) && low >= 0xdc00 && low < 0xe000)
+              code = 0x10000 + ((code - 0xd800) << 10) + (low - 0xdc00);
+            else
+              at_ = save;
+          }
+          if (out && out->size() < limit) append_utf8(*out, code);
+          continue;
+        }
+        default:
+          return false;
+      }
+      if (out && out->size() < limit) *out += plain;
     }
-    messages_hash_ ^= 0xff;  // separates events ("ab","c" from "a","bc")
-    messages_hash_ *= 0x100000001b3ULL;
+    return false;
+  }
+  bool hex4(std::uint32_t& code) noexcept {
+    if (end_ - at_ < 4) return false;
+    for (int i = 0; i < 4; ++i) {
+      const int v = hex_value(*at_++);
+      if (v < 0) return false;
+      code = code << 4 | static_cast<std::uint32_t>(v);
+    }
+    return true;
+  }
+  bool digits() noexcept {
+    const char* first = at_;
+    while (at_ != end_ && *at_ >= '0' && *at_ <= '9') ++at_;
+    return at_ != first;
+  }
+  bool number() noexcept {
+    take('-');
+    if (take('0')) {
+      // no leading zeros
+    } else if (!digits()) {
+      return false;
+    }
+    if (take('.') && !digits()) return false;
+    if (at_ != end_ && (*at_ == 'e' || *at_ == 'E')) {
+      ++at_;
+      if (!take('+')) take('-');
+      if (!digits()) return false;
+    }
+    return true;
+  }
+  bool literal(std::string_view word) noexcept {
+    if (static_cast<std::size_t>(end_ - at_) < word.size() || std::string_view(at_, word.size()) != word)
+      return false;
+    at_ += word.size();
+    return true;
   }
 
+  // Any value; `member` says what it is to the request (only at depth 1, and include_usage at depth 2).
+  bool value(int depth, Member member) {
+    if (at_ == end_) return false;
+    switch (*at_) {
+      case '{': {
+        if (member == Member::stream_options) {
+          facts_.has_stream_options = true;
+          return object(depth + 1, true);
+        }
+        return object(depth + 1);
+      }
+      case '[':
+        return member == Member::messages ? messages(depth + 1) : array(depth + 1);
+      case '"':
+        if (member == Member::model) {
+          facts_.model.clear();
+          return string(&facts_.model);
+        }
+        if (member == Member::prompt) {
+          prompt_.clear();
+          return string(&prompt_, 512);
+        }
+        if (member == Member::user) {
+          user_.clear();
+          return string(&user_);
+        }
+        return string();
+      case 't':
+        if (!literal("true")) return false;
+        if (member == Member::stream) facts_.stream = true;
+        if (member == Member::include_usage) facts_.include_usage = true;
+        return true;
+      case 'f':
+        if (!literal("false")) return false;
+        if (member == Member::stream) facts_.stream = false;
+        if (member == Member::include_usage) facts_.include_usage = false;
+        return true;
+      case 'n':
+        return literal("null");
+      default:
+        return number();
+    }
+  }
+
+  // `depth` is the depth of the object's members (1: the request's own).
+  bool object(int depth, bool stream_options = false) {
+    if (depth > max_depth || !take('{')) return false;
+    skip_space();
+    if (take('}')) return true;
+    for (;;) {
+      const char* key_start = at_;
+      std::string_view key;
+      if (!string(nullptr, 0, &key)) return false;
+      std::string decoded;  // a key written with escapes ("mod\u0065l") is still the key it spells
+      if (key.find('\\') != std::string_view::npos) {
+        const char* after = at_;
+        at_ = key_start;
+        string(&decoded);
+        at_ = after;
+        key = decoded;
+      }
+      skip_space();
+      if (!take(':')) return false;
+      skip_space();
+      Member member = Member::other;
+      if (depth == 1) {
+        if (key == "model")
+          member = Member::model;
+        else if (key == "stream")
+          member = Member::stream;
+        else if (key == "stream_options")
+          member = Member::stream_options;
+        else if (key == "messages")
+          member = Member::messages;
+        else if (key == "prompt")
+          member = Member::prompt;
+        else if (key == "user")
+          member = Member::user;
+      } else if (stream_options && key == "include_usage") {
+        member = Member::include_usage;
+      }
+      if (!value(depth, member)) return false;
+      skip_space();
+      if (take('}')) return true;
+      if (!take(',')) return false;
+      skip_space();
+    }
+  }
+
+  bool array(int depth) {
+    if (depth > max_depth || !take('[')) return false;
+    skip_space();
+    if (take(']')) return true;
+    for (;;) {
+      if (!value(depth, Member::other)) return false;
+      skip_space();
+      if (take(']')) return true;
+      if (!take(',')) return false;
+      skip_space();
+    }
+  }
+
+  // The messages array: its first two elements, as written (white space outside strings left out), make the
+  // conversation's hash (FNV-1a), so every turn of one conversation has the same.
+  bool messages(int depth) {
+    if (depth > max_depth || !take('[')) return false;
+    skip_space();
+    if (take(']')) return true;
+    for (int index = 0;; ++index) {
+      const char* first = at_;
+      if (!value(depth, Member::other)) return false;
+      if (index < 2) mix(std::string_view(first, static_cast<std::size_t>(at_ - first)));
+      skip_space();
+      if (take(']')) return true;
+      if (!take(',')) return false;
+      skip_space();
+    }
+  }
+  void mix(std::string_view text) noexcept {
+    has_messages_hash_ = true;
+    bool in_string = false;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+      const char c = text[i];
+      if (!in_string && is_space(c)) continue;
+      if (in_string && c == '\\' && i + 1 < text.size()) {
+        messages_hash_ = (messages_hash_ ^ static_cast<unsigned char>(c)) * 0x100000001b3ULL;
+        ++i;
+        messages_hash_ = (messages_hash_ ^ static_cast<unsigned char>(text[i])) * 0x100000001b3ULL;
+        continue;
+      }
+      if (c == '"') in_string = !in_string;
+      messages_hash_ = (messages_hash_ ^ static_cast<unsigned char>(c)) * 0x100000001b3ULL;
+    }
+    messages_hash_ = (messages_hash_ ^ 0xff) * 0x100000001b3ULL;  // separates the two messages
+  }
+
+  const char* at_;
+  const char* end_;
   RequestFacts& facts_;
-  int depth_ = 0;
-  std::string key_;
-  bool in_stream_options_ = false;
-  bool in_messages_ = false;
-  std::size_t message_ = 0;
   bool has_messages_hash_ = false;
   std::uint64_t messages_hash_ = 0xcbf29ce484222325ULL;
   std::string prompt_;
@@ -124,12 +339,9 @@ class FactsReader : public nlohmann::json_sax<json> {
 
 RequestFacts scan_request(std::string_view body, std::string_view session) {
   RequestFacts facts;
-  std::size_t start = 0;
-  while (start < body.size() && std::isspace(static_cast<unsigned char>(body[start]))) ++start;
-  if (start == body.size() || body[start] != '{') return facts;
-  FactsReader reader(facts);
-  if (!json::sax_parse(body, &reader)) return RequestFacts{};
-  reader.finish(session);
+  FactsScanner scanner(body, facts);
+  if (!scanner.scan()) return RequestFacts{};
+  scanner.finish(session);
   facts.valid = true;
   return facts;
 }

@@ -33,6 +33,39 @@ TEST(GatewayRequestFacts, RejectsWhatIsNotOneObject) {
   EXPECT_EQ(scan_request(R"({"model":"m")").affinity, 0u);
 }
 
+TEST(GatewayRequestFacts, ChecksTheJsonSyntaxOfTheWholeBody) {
+  EXPECT_TRUE(
+      scan_request(R"( {"a":[1,-2.5e3,0,true,false,null,{"b":{}},[]],"c":"\"\\\/\b\f\n\r\t\u00e9"} )").valid);
+  for (const char* bad : {R"({"a":1} x)", R"({"a":01})", R"({"a":1.})", R"({"a":-})", R"({"a":tru})",
+                          R"({"a":"\x"})", R"({"a":"\u12"})", "{\"a\":\"tab\there\"}", R"({"a":[1,]})",
+                          R"({"a":1,})", R"({a:1})", R"({"a" 1})", R"({"a":[1 2]})"})
+    EXPECT_FALSE(scan_request(bad).valid) << bad;
+  // Deep nesting is refused, not a stack overflow.
+  EXPECT_FALSE(scan_request("{\"a\":" + std::string(100000, '[') + std::string(100000, ']') + "}").valid);
+}
+
+TEST(GatewayRequestFacts, DecodesEscapedStringsAndKeys) {
+  auto f = scan_request(R"({"mod\u0065l":"m\u0031\ud83d\ude00","stream":true})");
+  EXPECT_TRUE(f.valid);
+  EXPECT_EQ(f.model, "m1\xf0\x9f\x98\x80");
+  EXPECT_TRUE(f.stream);
+  // The last of two equal keys wins, as in a parse.
+  EXPECT_EQ(scan_request(R"({"model":"a","model":"b"})").model, "b");
+  // Only the top level's stream_options counts.
+  f = scan_request(R"({"x":{"stream_options":{"include_usage":true}},"stream":true})");
+  EXPECT_FALSE(f.has_stream_options);
+  EXPECT_FALSE(f.include_usage);
+}
+
+TEST(GatewayRequestFacts, AffinityIgnoresWhiteSpaceOutsideStrings) {
+  const auto compact = scan_request(R"({"model":"m","messages":[{"role":"user","content":"a b"}]})");
+  const auto spaced = scan_request(
+      "{ \"model\" : \"m\",\n \"messages\" : [ { \"role\": \"user\", \"content\": \"a b\" } ] }");
+  const auto inner = scan_request(R"({"model":"m","messages":[{"role":"user","content":"ab"}]})");
+  EXPECT_EQ(compact.affinity, spaced.affinity);
+  EXPECT_NE(compact.affinity, inner.affinity);
+}
+
 TEST(GatewayRequestFacts, AffinityFollowsTheLeadingMessagesNotTheLaterTurns) {
   const std::string lead =
       R"({"role":"system","content":"Be brief."},{"role":"user","content":"Tell me about Kyoto"})";

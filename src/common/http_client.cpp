@@ -696,6 +696,45 @@ asio::awaitable<Result<std::size_t>> ResponseReader::read_some(char* data, std::
   co_return std::size_t{0};
 }
 
+asio::awaitable<Result<void>> ResponseReader::read_rest(std::string& out, char* scratch, std::size_t size) {
+  if (done_) co_return Result<void>();
+  auto& parser = *parser_->parser;
+  auto& conn = *client_->connection_;
+  if (const auto length = parser.content_length(); length && *length <= client_->options_.max_body_bytes)
+    out.reserve(out.size() + static_cast<std::size_t>(*length));
+  auto fail = [&](beast::error_code ec) {
+    conn.drop();
+    client_->busy_ = false;
+    done_ = true;
+    return client_->error(ec, "body");
+  };
+  // What came in with the header first, without I/O.
+  while (!parser.is_done() && conn.buffer.size() > 0) {
+    parser.get().body().data = scratch;
+    parser.get().body().size = size;
+    beast::error_code ec;
+    const std::size_t used = parser.put(conn.buffer.data(), ec);
+    conn.buffer.consume(used);
+    out.append(scratch, size - parser.get().body().size);
+    if (ec == http::error::need_buffer) continue;  // the scratch buffer was full
+    if (ec == http::error::need_more) break;
+    if (ec) co_return fail(ec);
+    if (used == 0) break;
+  }
+  while (!parser.is_done()) {
+    parser.get().body().data = scratch;
+    parser.get().body().size = size;
+    conn.stream.expires_after(client_->options_.read_timeout);
+    auto [ec, read] = co_await http::async_read_some(conn.stream, conn.buffer, parser, use_tuple);
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) co_return fail(ec);
+    out.append(scratch, size - parser.get().body().size);
+  }
+  client_->finish_exchange(parser);
+  done_ = true;
+  co_return Result<void>();
+}
+
 asio::awaitable<Result<ResponseReader>> Client::send(http::verb verb, std::string_view target,
                                                      std::string body, http::fields headers) {
   auto parser = co_await exchange(verb, target, body, {}, &headers, {});

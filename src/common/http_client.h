@@ -142,6 +142,9 @@ class ResponseReader {
   // Up to `size` bytes of the body into `data`; 0 once the body is complete (then the connection goes back
   // to keep-alive use).
   asio::awaitable<Result<std::size_t>> read_some(char* data, std::size_t size);
+  // The rest of the body appended to `out`, read through `scratch`: one coroutine for a whole answer, and no
+  // I/O at all for the part that came in with the header.
+  asio::awaitable<Result<void>> read_rest(std::string& out, char* scratch, std::size_t size);
 
  private:
   friend class Client;

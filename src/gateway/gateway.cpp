@@ -91,9 +91,22 @@ double seconds_since(Clock::time_point start) {
 }
 
 std::string address_text(const asio::ip::address& address) {
-  if (address.is_v6() && address.to_v6().is_v4_mapped())
-    return asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()).to_string();
-  return address.to_string();
+  // The same few clients ask again and again: their text is kept per thread (inet_ntop formats with
+  // sprintf).
+  struct Known {
+    asio::ip::address address;
+    std::string text;
+  };
+  thread_local std::array<Known, 16> known;
+  thread_local std::size_t next = 0;
+  for (const auto& entry : known)
+    if (!entry.text.empty() && entry.address == address) return entry.text;
+  Known& entry = known[next++ % known.size()];
+  entry.address = address;
+  entry.text = address.is_v6() && address.to_v6().is_v4_mapped()
+                   ? asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6()).to_string()
+                   : address.to_string();
+  return entry.text;
 }
 
 std::string event_text(const http::SseEvent& event) {
@@ -337,7 +350,13 @@ class Gateway {
 
   http::Handler guarded(Worker& worker,
                         asio::awaitable<void> (Gateway::*handler)(Worker&, http::Exchange&, Context&));
-  asio::awaitable<bool> admit(http::Exchange& ex, Context& ctx);
+  struct Refusal {
+    Error error;
+    Headers headers;
+  };
+  // The door's checks (allow-list, key, rate limit); a refusal to answer, or none. Not a coroutine: it runs
+  // for every request and almost always lets it in.
+  std::optional<Refusal> admit(http::Exchange& ex, Context& ctx);
   asio::awaitable<void> reply_error(http::Exchange& ex, Context& ctx, const Error& error, Headers headers);
   asio::awaitable<void> reply_error(http::Exchange& ex, Context& ctx, const Error& error) {
     Headers none;  // (named: no temporaries inside co_await expressions, for GCC 12)
@@ -445,7 +464,11 @@ http::Handler Gateway::guarded(Worker& worker,
            asio::awaitable<void> (Gateway::*h)(Worker&, http::Exchange&, Context&)) -> asio::awaitable<void> {
           Context ctx;
           ++self->in_flight_;
-          if (co_await self->admit(*exchange, ctx)) co_await (self->*h)(*w, *exchange, ctx);
+          std::optional<Refusal> refusal = self->admit(*exchange, ctx);
+          if (refusal)
+            co_await self->reply_error(*exchange, ctx, refusal->error, std::move(refusal->headers));
+          else
+            co_await (self->*h)(*w, *exchange, ctx);
           --self->in_flight_;
           self->finish(*w, *exchange, ctx);
         }(this, &worker, &ex, handler);
@@ -458,7 +481,7 @@ asio::awaitable<void> Gateway::reply_error(http::Exchange& ex, Context& ctx, con
   co_await ex.respond_error(error, std::move(headers));
 }
 
-asio::awaitable<bool> Gateway::admit(http::Exchange& ex, Context& ctx) {
+std::optional<Gateway::Refusal> Gateway::admit(http::Exchange& ex, Context& ctx) {
   const auto address = ex.remote_address();
   ctx.client = address_text(address);
   if (!allow_.allows(address)) {
@@ -467,8 +490,7 @@ asio::awaitable<bool> Gateway::admit(http::Exchange& ex, Context& ctx) {
                           " (not in its allow-list); ask its operator to add your network to \"allow\"",
                       {},
                       "address_not_allowed"};
-    co_await reply_error(ex, ctx, error);
-    co_return false;
+    return Refusal{error, {}};
   }
   const bool open_route = ex.path() == "/health" && config_.health_open;
   if (keys_ && !open_route) {
@@ -491,9 +513,7 @@ asio::awaitable<bool> Gateway::admit(http::Exchange& ex, Context& ctx) {
                         {},
                         "invalid_api_key"};
       if (!presented.empty()) spdlog::info("refused a key from {}: {}", ctx.client, door::to_string(why));
-      Headers headers{{"WWW-Authenticate", "Bearer"}};
-      co_await reply_error(ex, ctx, error, std::move(headers));
-      co_return false;
+      return Refusal{error, {{"WWW-Authenticate", "Bearer"}}};
     }
     ctx.key_id = info->id;
     const auto decision = limiter_.admit(*info, config_.limits.requests_per_minute,
@@ -504,12 +524,10 @@ asio::awaitable<bool> Gateway::admit(http::Exchange& ex, Context& ctx) {
                             std::to_string(decision.retry_after.count()) + " s",
                         {},
                         {}};
-      Headers headers{{"Retry-After", std::to_string(decision.retry_after.count())}};
-      co_await reply_error(ex, ctx, error, std::move(headers));
-      co_return false;
+      return Refusal{error, {{"Retry-After", std::to_string(decision.retry_after.count())}}};
     }
   }
-  co_return true;
+  return std::nullopt;
 }
 
 void Gateway::finish(Worker& worker, http::Exchange& ex, Context& ctx) {
@@ -775,7 +793,10 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
   for (int attempt = 0; attempt <= config_.retries; ++attempt) {
     Error refusal;
     bool client_left = false;
-    const auto pick = co_await wait_for_upstream(ex, facts, tried, deadline, refusal, client_left);
+    // Most requests find an upstream at once: the waiting coroutine only for those that do not.
+    std::optional<Pick> pick =
+        pool_.pick(config_.affinity ? facts.affinity : 0, facts.model, tried, Clock::now());
+    if (!pick) pick = co_await wait_for_upstream(ex, facts, tried, deadline, refusal, client_left);
     if (!pick && client_left) {
       ctx.status = 499;  // nginx's "client closed request"
       co_return;
@@ -865,15 +886,10 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
       // resize() zeroed 4 KiB per read (5% of the gateway's instructions per request).
       const BorrowedChunk chunk(worker);
       std::string answer;
-      for (;;) {
-        auto got = co_await reader.read_some(chunk.data(), chunk.size());
-        if (got) answer.append(chunk.data(), *got);
-        if (!got) {
-          upstream_failed = true;
-          failure = got.error().message;
-          break;
-        }
-        if (*got == 0) break;
+      auto got = co_await reader.read_rest(answer, chunk.data(), chunk.size());
+      if (!got) {
+        upstream_failed = true;
+        failure = got.error().message;
       }
       stop_watch();
       if (watch.client_left()) {

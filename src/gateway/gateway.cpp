@@ -5,6 +5,7 @@
 #include <array>
 #include <atomic>
 #include <csignal>
+#include <cstring>
 #include <deque>
 #include <iostream>
 #include <memory>
@@ -70,13 +71,15 @@ bool pass_back(std::string_view name) {
          beast::iequals(name, "openai-processing-ms") || beast::iequals(name, "cache-control");
 }
 
-std::string random_request_id() {
+// "req-" and 24 hex digits, in `out`; returns it as text.
+std::string_view random_request_id(std::array<char, 28>& out) {
   thread_local std::mt19937_64 random(std::random_device{}());
   static constexpr char hex[] = "0123456789abcdef";
-  std::string id = "req-";
+  std::memcpy(out.data(), "req-", 4);
+  std::size_t at = 4;
   for (std::uint64_t bits : {random(), random()})
-    for (int i = 0; i < 12; ++i, bits >>= 4) id += hex[bits & 15];
-  return id;
+    for (int i = 0; i < 12; ++i, bits >>= 4) out[at++] = hex[bits & 15];
+  return std::string_view(out.data(), out.size());
 }
 
 // From a fast non-streamed answer (milliseconds) to a long generation (minutes).
@@ -761,7 +764,8 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
   ctx.model = facts.model;
 
   // The request's headers as the upstream gets them, written once as header lines for every attempt.
-  std::string request_id;
+  std::string_view request_id;  // the client's, or one made here
+  std::array<char, 28> made_request_id;
   std::string upstream_lines;
   upstream_lines.reserve(256);
   std::string_view forwarded_before;
@@ -782,7 +786,7 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
   upstream_lines.append(ctx.client).append("\r\n");
   upstream_lines.append(ex.is_tls() ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
   if (request_id.empty()) {
-    request_id = random_request_id();
+    request_id = random_request_id(made_request_id);
     upstream_lines.append("X-Request-Id: ").append(request_id).append("\r\n");
   }
 
@@ -903,8 +907,9 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
       }
       if (status == 200) find_usage(answer, ctx.tokens_in, ctx.tokens_out);
       ctx.status = status;
-      std::string lines;
-      lines.reserve(160);
+      // The answer's header lines, in the request's no longer needed ones.
+      std::string& lines = upstream_lines;
+      lines.clear();
       lines.append("Content-Type: ");
       if (content_type.empty())
         lines.append("application/octet-stream");

@@ -3,8 +3,6 @@
 #include <cctype>
 #include <charconv>
 
-#include "gateway/upstream_pool.h"
-
 namespace clawbot::gateway {
 
 namespace {
@@ -57,18 +55,28 @@ class FactsScanner {
   }
 
   void finish(std::string_view session) {
-    std::string key;
+    // The key is hashed piece by piece (FNV-1a, as stable_hash): no string is built for it.
+    std::uint64_t h = 0xcbf29ce484222325ULL;
+    auto add = [&h](std::string_view text) {
+      for (const unsigned char c : text) h = (h ^ c) * 0x100000001b3ULL;
+    };
     if (!session.empty()) {
-      key = "session:" + std::string(session);
+      add("session:");
+      add(session);
     } else if (has_messages_hash_) {
-      key = "messages:" + std::to_string(messages_hash_);
+      add("messages:");
+      add(std::string_view(reinterpret_cast<const char*>(&messages_hash_), sizeof messages_hash_));
     } else if (!prompt_.empty()) {
-      key = "prompt:" + prompt_;
+      add("prompt:");
+      add(prompt_);
     } else if (!user_.empty()) {
-      key = "user:" + user_;
+      add("user:");
+      add(user_);
+    } else {
+      return;
     }
-    if (key.empty()) return;
-    const std::uint64_t h = stable_hash(key + "\n" + facts_.model);
+    add("\n");
+    add(facts_.model);
     facts_.affinity = h == 0 ? 1 : h;
   }
 

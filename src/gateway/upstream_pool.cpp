@@ -1,5 +1,7 @@
 #include "gateway/upstream_pool.h"
 
+#include <boost/container/small_vector.hpp>
+
 #include <algorithm>
 #include <limits>
 #include <map>
@@ -85,7 +87,8 @@ std::optional<Pick> UpstreamPool::pick(std::uint64_t affinity, std::string_view 
   const bool by_model = !model.empty() && std::any_of(slots_.begin(), slots_.end(),
                                                       [&](const Slot& s) { return serves_model(s, model); });
   const bool primaries_up = any_primary_up(now);
-  std::vector<std::size_t> candidates;
+  // (On the stack: this runs for every request.)
+  boost::container::small_vector<std::size_t, 16> candidates;
   auto collect = [&](bool allow_standby) {
     for (std::size_t i = 0; i < slots_.size(); ++i) {
       const Slot& s = slots_[i];

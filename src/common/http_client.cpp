@@ -1,4 +1,5 @@
 #include "common/http_client.h"
+#include "common/http_read.h"
 
 #include <algorithm>
 #include <array>
@@ -443,7 +444,7 @@ asio::awaitable<Result<std::unique_ptr<Client::Parser>>> Client::exchange(
     parser->header_limit(64u << 10);
     parser->body_limit(boost::none);  // whole responses are limited by read_body, streams not at all
     conn.stream.expires_after(options_.read_timeout);
-    auto [rec, read] = co_await http::async_read_header(conn.stream, conn.buffer, *parser, use_tuple);
+    const beast::error_code rec = co_await detail::read_message(conn.stream, conn.buffer, *parser, true);
     if (rec) {
       const bool tls_answer = !conn.stream.is_tls() && starts_like_tls_record(conn.buffer);
       conn.drop();
@@ -708,27 +709,34 @@ asio::awaitable<Result<void>> ResponseReader::read_rest(std::string& out, char* 
     done_ = true;
     return client_->error(ec, "body");
   };
-  // What came in with the header first, without I/O.
-  while (!parser.is_done() && conn.buffer.size() > 0) {
-    parser.get().body().data = scratch;
-    parser.get().body().size = size;
-    beast::error_code ec;
-    const std::size_t used = parser.put(conn.buffer.data(), ec);
-    conn.buffer.consume(used);
-    out.append(scratch, size - parser.get().body().size);
-    if (ec == http::error::need_buffer) continue;  // the scratch buffer was full
-    if (ec == http::error::need_more) break;
-    if (ec) co_return fail(ec);
-    if (used == 0) break;
-  }
+  // The body bytes in the buffer, through the parser (which takes away chunk framing) into `out`.
+  auto drain = [&]() -> beast::error_code {
+    while (!parser.is_done() && conn.buffer.size() > 0) {
+      parser.get().body().data = scratch;
+      parser.get().body().size = size;
+      beast::error_code ec;
+      const std::size_t used = parser.put(conn.buffer.data(), ec);
+      conn.buffer.consume(used);
+      out.append(scratch, size - parser.get().body().size);
+      if (ec == http::error::need_buffer) continue;  // the scratch buffer was full
+      if (ec == http::error::need_more) break;
+      if (ec) return ec;
+      if (used == 0) break;
+    }
+    return {};
+  };
+  // What came in with the header needs no I/O; then one plain read at a time.
+  if (const auto ec = drain()) co_return fail(ec);
   while (!parser.is_done()) {
-    parser.get().body().data = scratch;
-    parser.get().body().size = size;
     conn.stream.expires_after(client_->options_.read_timeout);
-    auto [ec, read] = co_await http::async_read_some(conn.stream, conn.buffer, parser, use_tuple);
-    if (ec == http::error::need_buffer) ec = {};
+    auto [ec, read] = co_await conn.stream.async_read_some(conn.buffer.prepare(16384), use_tuple);
+    conn.buffer.commit(read);
+    if (ec == asio::error::eof && parser.got_some()) {
+      parser.put_eof(ec);  // a body that ends with the connection
+      if (!ec && !parser.is_done()) ec = http::error::partial_message;
+    }
+    if (!ec) ec = drain();
     if (ec) co_return fail(ec);
-    out.append(scratch, size - parser.get().body().size);
   }
   client_->finish_exchange(parser);
   done_ = true;

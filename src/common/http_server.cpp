@@ -1,4 +1,5 @@
 #include "common/http_server.h"
+#include "common/http_read.h"
 
 #include <sys/socket.h>
 
@@ -358,7 +359,7 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
       parser.body_limit(limits.max_body_bytes);
       parser.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
       stream.expires_after(limits.idle_timeout);
-      auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_tuple);
+      const beast::error_code ec = co_await detail::read_message(stream, buffer, parser, false);
       // A TLS client that closes without close_notify (stream_truncated) has only left, like end_of_stream:
       // every request it sent was complete, so nothing was cut short.
       if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||

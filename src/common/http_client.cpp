@@ -432,7 +432,7 @@ asio::awaitable<Result<std::unique_ptr<Client::Parser>>> Client::exchange(
         co_return connected.error();
       }
     }
-    conn.stream.expires_after(options_.read_timeout);
+    conn.stream.io_timeout(options_.read_timeout);
     auto [wec, written] = co_await asio::async_write(conn.stream, request, use_tuple);
     if (wec) {
       conn.drop();
@@ -443,7 +443,7 @@ asio::awaitable<Result<std::unique_ptr<Client::Parser>>> Client::exchange(
     auto parser = std::make_unique<Parser>();
     parser->header_limit(64u << 10);
     parser->body_limit(boost::none);  // whole responses are limited by read_body, streams not at all
-    conn.stream.expires_after(options_.read_timeout);
+    conn.stream.io_timeout(options_.read_timeout);
     const beast::error_code rec = co_await detail::read_message(conn.stream, conn.buffer, *parser, true);
     if (rec) {
       const bool tls_answer = !conn.stream.is_tls() && starts_like_tls_record(conn.buffer);
@@ -465,7 +465,7 @@ asio::awaitable<Result<std::size_t>> Client::read_some(Parser& parser, char* dat
   auto& conn = *connection_;
   parser.get().body().data = data;
   parser.get().body().size = size;
-  conn.stream.expires_after(options_.read_timeout);
+  conn.stream.io_timeout(options_.read_timeout);
   auto [ec, read] = co_await http::async_read_some(conn.stream, conn.buffer, parser, use_tuple);
   if (ec == http::error::need_buffer) ec = {};
   if (ec) {
@@ -728,7 +728,7 @@ asio::awaitable<Result<void>> ResponseReader::read_rest(std::string& out, char* 
   // What came in with the header needs no I/O; then one plain read at a time.
   if (const auto ec = drain()) co_return fail(ec);
   while (!parser.is_done()) {
-    conn.stream.expires_after(client_->options_.read_timeout);
+    conn.stream.io_timeout(client_->options_.read_timeout);
     auto [ec, read] = co_await conn.stream.async_read_some(conn.buffer.prepare(16384), use_tuple);
     conn.buffer.commit(read);
     if (ec == asio::error::eof && parser.got_some()) {

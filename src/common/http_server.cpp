@@ -128,7 +128,7 @@ asio::awaitable<void> Exchange::respond_text(int status, std::string body, std::
   res.keep_alive(keep_alive_);
   res.body() = std::move(body);
   res.prepare_payload();
-  stream_.expires_after(limits_.write_timeout);
+  stream_.io_timeout(limits_.write_timeout);
   auto [ec, n] = co_await http::async_write(stream_, res, use_tuple);
   if (ec) keep_alive_ = false;
 }
@@ -176,7 +176,7 @@ asio::awaitable<void> Exchange::respond_raw(int status, std::string_view header_
   const std::array<asio::const_buffer, 4> answer{
       asio::buffer(first.text.data(), first.size), asio::buffer(header_lines.data(), header_lines.size()),
       asio::buffer(last.text.data(), last.size), asio::buffer(body.data(), bodiless ? 0 : body.size())};
-  stream_.expires_after(limits_.write_timeout);
+  stream_.io_timeout(limits_.write_timeout);
   auto [ec, n] = co_await asio::async_write(stream_, answer, use_tuple);
   if (ec) keep_alive_ = false;
 }
@@ -202,7 +202,7 @@ asio::awaitable<bool> Exchange::sse_start(std::vector<std::pair<std::string, std
   res.keep_alive(keep_alive_);
   res.chunked(true);
   http::response_serializer<http::empty_body> sr{res};
-  stream_.expires_after(limits_.write_timeout);
+  stream_.io_timeout(limits_.write_timeout);
   auto [ec, n] = co_await http::async_write_header(stream_, sr, use_tuple);
   if (ec) keep_alive_ = false;
   co_return !ec;
@@ -210,7 +210,7 @@ asio::awaitable<bool> Exchange::sse_start(std::vector<std::pair<std::string, std
 
 asio::awaitable<bool> Exchange::write_chunk(std::string payload) {
   if (!keep_alive_ && !sse_started_) co_return false;
-  stream_.expires_after(limits_.write_timeout);
+  stream_.io_timeout(limits_.write_timeout);
   auto [ec, n] = co_await asio::async_write(stream_, http::make_chunk(asio::buffer(payload)), use_tuple);
   if (ec) {
     keep_alive_ = false;
@@ -243,7 +243,7 @@ asio::awaitable<void> Exchange::sse_finish() {
 asio::awaitable<void> Exchange::sse_end() {
   if (!sse_started_) co_return;
   sse_started_ = false;  // the body is complete: nothing more may be written
-  stream_.expires_after(limits_.write_timeout);
+  stream_.io_timeout(limits_.write_timeout);
   auto [ec, n] = co_await asio::async_write(stream_, http::make_chunk_last(), use_tuple);
   if (ec) keep_alive_ = false;
 }
@@ -358,7 +358,7 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
       http::request_parser<http::string_body> parser;
       parser.body_limit(limits.max_body_bytes);
       parser.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
-      stream.expires_after(limits.idle_timeout);
+      stream.io_timeout(limits.idle_timeout);
       const beast::error_code ec = co_await detail::read_message(stream, buffer, parser, false);
       // A TLS client that closes without close_notify (stream_truncated) has only left, like end_of_stream:
       // every request it sent was complete, so nothing was cut short.

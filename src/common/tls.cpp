@@ -402,4 +402,23 @@ std::string describe_server_failure(beast::error_code ec, SSL* ssl) {
   }
 }
 
+// ---------------------------------------------------------------- IoDeadline
+
+void IoDeadline::watch(Clock::time_point at) {
+  watching_ = true;
+  watch_at_ = at;
+  timer_.expires_at(at);
+  timer_.async_wait([self = shared_from_this(), at](const beast::error_code& ec) {
+    if (ec || self->owner_ == nullptr || self->watch_at_ != at) return;  // re-armed, or the stream is gone
+    self->watching_ = false;
+    if (self->pending_ == 0) return;  // nothing to time out; the next operation watches again
+    if (Clock::now() < self->deadline_) {
+      self->watch(self->deadline_);  // a later operation moved the deadline on
+      return;
+    }
+    self->expired_ = true;
+    self->owner_->tcp().close();  // fails the operations in progress, as Beast's timeout does
+  });
+}
+
 }  // namespace clawbot::tls

@@ -14,8 +14,10 @@
 #include <vector>
 
 #include <openssl/ssl.h>
+#include <boost/asio/associator.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/ssl/context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
@@ -105,14 +107,88 @@ std::string describe_server_failure(beast::error_code ec, SSL* ssl);
 
 // ---------------------------------------------------------------- a stream with or without TLS
 
-// Plain TCP or TLS over TCP behind one type, so that the HTTP code is written once. Timeouts, socket
-// options and close() go to tcp(), the layer below; reads and writes go through TLS when it is on.
+// How long a read or write through a PlainOrTlsStream may take, kept without a timer per operation:
+// Beast's tcp_stream arms, cancels and completes a timer around every read and write, which cost a proxy
+// as much as its HTTP parsing. Here each operation only notes its deadline, and one timer per connection
+// (armed at most once per timeout period) closes the connection when an operation outlives it, as Beast
+// would; the operation then fails with beast::error::timeout.
+class PlainOrTlsStream;
+
+class IoDeadline : public std::enable_shared_from_this<IoDeadline> {
+ public:
+  using Clock = std::chrono::steady_clock;
+  IoDeadline(asio::any_io_executor executor, PlainOrTlsStream* owner)
+      : timer_(std::move(executor)), owner_(owner) {}
+
+  void set_timeout(Clock::duration timeout) noexcept { timeout_ = timeout; }
+  void release() noexcept {  // the stream is gone
+    owner_ = nullptr;
+    timer_.cancel();
+  }
+  bool expired() const noexcept { return expired_; }
+
+  // Before each read or write; true when it counts (a timeout is set), and end() must follow.
+  bool begin() {
+    if (timeout_ == Clock::duration::zero()) return false;
+    ++pending_;
+    deadline_ = Clock::now() + timeout_;
+    if (!watching_ || deadline_ < watch_at_) watch(deadline_);
+    return true;
+  }
+  // After it, with its result: an operation cut short by the deadline says so.
+  void end(beast::error_code& ec) noexcept {
+    --pending_;
+    if (expired_ && ec) ec = beast::error::timeout;
+  }
+  // Whatever the operation, one cut short by the deadline says so.
+  void mark(beast::error_code& ec) const noexcept {
+    if (expired_ && ec) ec = beast::error::timeout;
+  }
+
+ private:
+  void watch(Clock::time_point at);
+
+  asio::steady_timer timer_;
+  PlainOrTlsStream* owner_;
+  Clock::duration timeout_ = Clock::duration::zero();
+  Clock::time_point deadline_{};
+  Clock::time_point watch_at_{};
+  int pending_ = 0;
+  bool watching_ = false;
+  bool expired_ = false;
+};
+
+// A completion handler that tells the stream's deadline its operation ended. It keeps the handler's
+// executor, allocator and cancellation slot (the associator specialisation below).
+template <class Handler>
+struct DeadlineHandler {
+  Handler handler;
+  std::shared_ptr<IoDeadline> deadline;
+  bool counted = false;  // begin() counted the operation
+  void operator()(beast::error_code ec, std::size_t n) {
+    if (counted)
+      deadline->end(ec);
+    else if (deadline)
+      deadline->mark(ec);
+    std::move(handler)(ec, n);
+  }
+};
+
+// Plain TCP or TLS over TCP behind one type, so that the HTTP code is written once. Socket options,
+// close() and the timeouts of connect and handshakes go to tcp(), the layer below; reads and writes go
+// through TLS when it is on, bounded by io_timeout().
 class PlainOrTlsStream {
  public:
   using TlsStream = beast::ssl_stream<beast::tcp_stream>;
   using executor_type = beast::tcp_stream::executor_type;
 
   explicit PlainOrTlsStream(beast::tcp_stream tcp) : stream_(std::move(tcp)) {}
+  ~PlainOrTlsStream() {
+    if (deadline_) deadline_->release();
+  }
+  // The deadline keeps this object's address.
+  PlainOrTlsStream(const PlainOrTlsStream&) = delete;
+  PlainOrTlsStream& operator=(const PlainOrTlsStream&) = delete;
 
   // Wraps the (connected) TCP stream in TLS; the handshake comes next, through tls().
   void start_tls(asio::ssl::context& context) {
@@ -120,7 +196,13 @@ class PlainOrTlsStream {
     stream_.emplace<TlsStream>(std::move(tcp), context);
   }
   // Back to a fresh, closed TCP stream (the TLS session state is dropped with it).
-  void reset() { stream_.emplace<beast::tcp_stream>(get_executor()); }
+  void reset() {
+    stream_.emplace<beast::tcp_stream>(get_executor());
+    if (deadline_) {
+      deadline_->release();
+      deadline_.reset();
+    }
+  }
 
   bool is_tls() const noexcept { return std::holds_alternative<TlsStream>(stream_); }
   TlsStream& tls() { return std::get<TlsStream>(stream_); }
@@ -131,16 +213,24 @@ class PlainOrTlsStream {
   SSL* ssl() { return is_tls() ? tls().native_handle() : nullptr; }
 
   executor_type get_executor() { return tcp().get_executor(); }
+  // For operations on tcp() and tls() themselves (connect, handshakes, shutdown): Beast's own timer.
   void expires_after(std::chrono::steady_clock::duration after) { tcp().expires_after(after); }
+  // For each read and write through this stream from now on: at most `timeout` (see IoDeadline).
+  void io_timeout(std::chrono::steady_clock::duration timeout) {
+    tcp().expires_never();
+    if (!deadline_) deadline_ = std::make_shared<IoDeadline>(get_executor(), this);
+    deadline_->set_timeout(timeout);
+  }
 
   template <class MutableBuffers, class ReadToken>
   auto async_read_some(const MutableBuffers& buffers, ReadToken&& token) {
     return asio::async_initiate<ReadToken, void(beast::error_code, std::size_t)>(
         [this](auto handler, const MutableBuffers& b) {
+          auto guarded = guard(std::move(handler));
           if (auto* tls_stream = std::get_if<TlsStream>(&stream_)) {
-            tls_stream->async_read_some(b, std::move(handler));
+            tls_stream->async_read_some(b, std::move(guarded));
           } else {
-            std::get<beast::tcp_stream>(stream_).async_read_some(b, std::move(handler));
+            std::get<beast::tcp_stream>(stream_).async_read_some(b, std::move(guarded));
           }
         },
         token, buffers);
@@ -150,17 +240,40 @@ class PlainOrTlsStream {
   auto async_write_some(const ConstBuffers& buffers, WriteToken&& token) {
     return asio::async_initiate<WriteToken, void(beast::error_code, std::size_t)>(
         [this](auto handler, const ConstBuffers& b) {
+          auto guarded = guard(std::move(handler));
           if (auto* tls_stream = std::get_if<TlsStream>(&stream_)) {
-            tls_stream->async_write_some(b, std::move(handler));
+            tls_stream->async_write_some(b, std::move(guarded));
           } else {
-            std::get<beast::tcp_stream>(stream_).async_write_some(b, std::move(handler));
+            std::get<beast::tcp_stream>(stream_).async_write_some(b, std::move(guarded));
           }
         },
         token, buffers);
   }
 
  private:
+  template <class Handler>
+  DeadlineHandler<Handler> guard(Handler handler) {
+    const bool counted = deadline_ && deadline_->begin();
+    return DeadlineHandler<Handler>{std::move(handler), deadline_, counted};
+  }
+
   std::variant<beast::tcp_stream, TlsStream> stream_;
+  std::shared_ptr<IoDeadline> deadline_;  // made by the first io_timeout()
 };
 
 }  // namespace clawbot::tls
+
+namespace boost::asio {
+// The wrapped handler's associated executor, allocator and cancellation slot are the handler's own.
+template <template <typename, typename> class Associator, typename Handler, typename DefaultCandidate>
+struct associator<Associator, clawbot::tls::DeadlineHandler<Handler>, DefaultCandidate> {
+  using type = typename Associator<Handler, DefaultCandidate>::type;
+  static type get(const clawbot::tls::DeadlineHandler<Handler>& h) noexcept {
+    return Associator<Handler, DefaultCandidate>::get(h.handler);
+  }
+  static auto get(const clawbot::tls::DeadlineHandler<Handler>& h, const DefaultCandidate& c) noexcept
+      -> decltype(Associator<Handler, DefaultCandidate>::get(h.handler, c)) {
+    return Associator<Handler, DefaultCandidate>::get(h.handler, c);
+  }
+};
+}  // namespace boost::asio

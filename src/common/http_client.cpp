@@ -267,6 +267,15 @@ Client::Client(asio::any_io_executor executor, Url base, ClientOptions options)
 
 Client::~Client() = default;
 
+void Client::bound_io(Connection& conn) {
+  // A pooled connection keeps one deadline timer armed while it lives (cheap per request); a one-shot
+  // client's timer must not outlive its exchange, or io_context::run() would wait for it.
+  if (options_.pooled)
+    conn.stream.io_timeout(options_.read_timeout);
+  else
+    conn.stream.expires_after(options_.read_timeout);
+}
+
 void Client::cancel() {
   ++cancels_;
   connection_->drop();
@@ -432,7 +441,7 @@ asio::awaitable<Result<std::unique_ptr<Client::Parser>>> Client::exchange(
         co_return connected.error();
       }
     }
-    conn.stream.io_timeout(options_.read_timeout);
+    bound_io(conn);
     auto [wec, written] = co_await asio::async_write(conn.stream, request, use_tuple);
     if (wec) {
       conn.drop();
@@ -443,7 +452,7 @@ asio::awaitable<Result<std::unique_ptr<Client::Parser>>> Client::exchange(
     auto parser = std::make_unique<Parser>();
     parser->header_limit(64u << 10);
     parser->body_limit(boost::none);  // whole responses are limited by read_body, streams not at all
-    conn.stream.io_timeout(options_.read_timeout);
+    bound_io(conn);
     const beast::error_code rec = co_await detail::read_message(conn.stream, conn.buffer, *parser, true);
     if (rec) {
       const bool tls_answer = !conn.stream.is_tls() && starts_like_tls_record(conn.buffer);
@@ -465,7 +474,7 @@ asio::awaitable<Result<std::size_t>> Client::read_some(Parser& parser, char* dat
   auto& conn = *connection_;
   parser.get().body().data = data;
   parser.get().body().size = size;
-  conn.stream.io_timeout(options_.read_timeout);
+  bound_io(conn);
   auto [ec, read] = co_await http::async_read_some(conn.stream, conn.buffer, parser, use_tuple);
   if (ec == http::error::need_buffer) ec = {};
   if (ec) {
@@ -728,7 +737,7 @@ asio::awaitable<Result<void>> ResponseReader::read_rest(std::string& out, char* 
   // What came in with the header needs no I/O; then one plain read at a time.
   if (const auto ec = drain()) co_return fail(ec);
   while (!parser.is_done()) {
-    conn.stream.io_timeout(client_->options_.read_timeout);
+    client_->bound_io(conn);
     auto [ec, read] = co_await conn.stream.async_read_some(conn.buffer.prepare(16384), use_tuple);
     conn.buffer.commit(read);
     if (ec == asio::error::eof && parser.got_some()) {

@@ -66,6 +66,10 @@ struct ClientOptions {
   bool tls_insecure = false;  // skip the certificate and host checks (tests and diagnosis only)
   std::string tls_cert_file;  // client certificate for servers that require one (mTLS), PEM
   std::string tls_key_file;   // its private key; empty: in tls_cert_file
+  // For a client kept in a long-running pool (a proxy's upstream connections): read timeouts kept by one
+  // timer per connection that stays armed while the connection lives, instead of a timer per read. Not for
+  // one-shot tools: that timer keeps io_context::run() from returning until the client is destroyed.
+  bool pooled = false;
 };
 
 // The TLS half of ClientOptions.
@@ -229,6 +233,7 @@ class Client {
   asio::awaitable<Result<std::string>> read_body(Parser& parser);
   void finish_exchange(const Parser& parser);
   ClientError error(boost::system::error_code ec, std::string_view while_doing) const;
+  void bound_io(Connection& conn);  // the read timeout for the next operations on `conn`
   ClientError tls_setup_error(std::string message) const;
 
   Url base_;

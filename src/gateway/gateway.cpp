@@ -658,6 +658,7 @@ std::unique_ptr<http::Client> Gateway::take_client(Worker& worker, std::size_t i
   options.tls_ca_file = u.tls_ca_file;
   options.tls_insecure = u.tls_insecure;
   options.max_event_bytes = 64u << 20;
+  options.pooled = true;
   if (!u.api_key.empty()) options.headers.emplace_back("Authorization", "Bearer " + u.api_key);
   return std::make_unique<http::Client>(worker.io.get_executor(), u.parsed, std::move(options));
 }

@@ -43,6 +43,17 @@ struct ServerConfig {
   std::chrono::milliseconds handshake_timeout{10'000};
 };
 
+// A listener's settings from its files; a client CA makes client certificates required, not only asked for
+// (a server that checks them checks them all).
+inline ServerConfig server_config(std::string cert_file, std::string key_file, std::string client_ca_file) {
+  ServerConfig config;
+  config.cert_file = std::move(cert_file);
+  config.key_file = std::move(key_file);
+  config.require_client_cert = !client_ca_file.empty();
+  config.client_ca_file = std::move(client_ca_file);
+  return config;
+}
+
 struct ClientConfig {
   std::string ca_file;    // PEM bundle of trusted CAs; empty: the system's default verify paths
   bool insecure = false;  // skip the certificate and host checks (tests and diagnosis only)
@@ -125,7 +136,6 @@ class IoDeadline : public std::enable_shared_from_this<IoDeadline> {
     owner_ = nullptr;
     timer_.cancel();
   }
-  bool expired() const noexcept { return expired_; }
 
   // Before each read or write; true when it counts (a timeout is set), and end() must follow.
   bool begin() {

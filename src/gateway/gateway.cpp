@@ -183,14 +183,8 @@ door::AllowList parse_allow_list(const GatewayConfig& config) {
   }
 }
 
-// A TLS listener's settings; a client_ca means client certificates are required, not only asked for.
 tls::ServerConfig server_tls(const ListenTls& tls) {
-  tls::ServerConfig server;
-  server.cert_file = tls.cert;
-  server.key_file = tls.key;
-  server.client_ca_file = tls.client_ca;
-  server.require_client_cert = !tls.client_ca.empty();
-  return server;
+  return tls::server_config(tls.cert, tls.key, tls.client_ca);
 }
 
 // A request whose client may leave while the gateway waits (for an upstream, or on one): set when it does.
@@ -220,7 +214,6 @@ class UpstreamWatch {
   // The ticker's part: watch now.
   void arm();
   Clock::time_point since() const noexcept { return since_; }
-  bool armed() const noexcept { return state_ != nullptr; }
 
  private:
   friend struct Worker;

@@ -210,7 +210,7 @@ class FactsScanner {
         return object(depth + 1);
       }
       case '[':
-        return member == Member::messages ? messages(depth + 1) : array(depth + 1);
+        return array(depth + 1, member == Member::messages);
       case '"':
         if (member == Member::model) {
           facts_.model.clear();
@@ -287,29 +287,17 @@ class FactsScanner {
     }
   }
 
-  bool array(int depth) {
-    if (depth > max_depth || !take('[')) return false;
-    skip_space();
-    if (take(']')) return true;
-    for (;;) {
-      if (!value(depth, Member::other)) return false;
-      skip_space();
-      if (take(']')) return true;
-      if (!take(',')) return false;
-      skip_space();
-    }
-  }
-
-  // The messages array: its first two elements, as written (white space outside strings left out), make the
-  // conversation's hash (FNV-1a), so every turn of one conversation has the same.
-  bool messages(int depth) {
+  // An array; for the request's messages (`hash_leading`) its first two elements, as written (white space
+  // outside strings left out), make the conversation's hash (FNV-1a), so every turn of one conversation has
+  // the same.
+  bool array(int depth, bool hash_leading = false) {
     if (depth > max_depth || !take('[')) return false;
     skip_space();
     if (take(']')) return true;
     for (int index = 0;; ++index) {
       const char* first = at_;
       if (!value(depth, Member::other)) return false;
-      if (index < 2) mix(std::string_view(first, static_cast<std::size_t>(at_ - first)));
+      if (hash_leading && index < 2) mix(std::string_view(first, static_cast<std::size_t>(at_ - first)));
       skip_space();
       if (take(']')) return true;
       if (!take(',')) return false;

@@ -81,14 +81,8 @@ void register_metrics(monitor::Registry& metrics, const Scheduler& scheduler,
       [] { return monitor::system_memory_total_bytes() - monitor::system_memory_available_bytes(); });
 }
 
-// --tls-client-ca makes client certificates required: a node that checks them checks them all.
 tls::ServerConfig tls_server_config(const ServeOptions& options) {
-  tls::ServerConfig config;
-  config.cert_file = options.tls_cert;
-  config.key_file = options.tls_key;
-  config.client_ca_file = options.tls_client_ca;
-  config.require_client_cert = !options.tls_client_ca.empty();
-  return config;
+  return tls::server_config(options.tls_cert, options.tls_key, options.tls_client_ca);
 }
 
 // What the node's certificate says, and a warning while there is still time to renew it.

@@ -3,22 +3,28 @@
 # threads, context per request and slots, the same `clawbot bench` workloads against each in turn.
 # Builds nothing: run `make build` first. Models are synthesized (labelled synthetic) with `clawbot models synth`.
 #
-#   bench/compare.sh [--model SHAPE-QUANT|FILE] [--threads N] [--workloads a,b,c,d] [--quick]
+#   bench/compare.sh [--model SHAPE-QUANT|FILE] [--threads N] [--workloads a,b,c,d] [--rounds N] [--quick]
 #
 # Prints a table with medians and ratios, and the decode roofline (tokens/s over memory bandwidth / weight bytes).
+# (a) and (b) are throughput figures that a noisy machine moves by ±10% between minutes, so both servers stay up
+# side by side (an idle server sleeps) and --rounds rounds alternate between them (and llama-bench tg128 for (a)),
+# each round with its own prompts (--seed); the table gives per-round medians and the ratio of the medians.
+# (c) and (d) depend on what each server has cached, so they run once, on a fresh server each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 model=smollm2-135m-q8_0
 threads=2
 workloads=a,b,c,d
+rounds=5
 quick=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --model) model=$2; shift ;;
     --threads) threads=$2; shift ;;
     --workloads) workloads=$2; shift ;;
-    --quick) quick=1 ;;
+    --rounds) rounds=$2; shift ;;
+    --quick) quick=1; rounds=2 ;;
     *) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -48,11 +54,15 @@ wait_ready() {  # url
   echo "compare.sh: server at $1 did not come up" >&2
   return 1
 }
-server_pid=""
-stop_server() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null; server_pid=""; }
-trap stop_server EXIT
+server_pids=()
+stop_servers() {
+  for pid in "${server_pids[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
+  server_pids=()
+  return 0
+}
+trap stop_servers EXIT
 
-start_server() {  # kind ctx_per_request slots
+start_server() {  # kind ctx_per_request slots; sets url and urls[kind]
   local kind=$1 ctx=$2 slots=$3 port
   port=$(free_port)
   if [ "$kind" = clawbot ]; then
@@ -63,39 +73,72 @@ start_server() {  # kind ctx_per_request slots
     "$llama_server" -m "$model_file" --host 127.0.0.1 --port "$port" -t "$threads" -c $((ctx * slots)) -np "$slots" \
       --chat-template chatml >/tmp/compare-$kind.log 2>&1 &
   fi
-  server_pid=$!
+  server_pids+=($!)
   url=http://127.0.0.1:$port
+  urls[$kind]=$url
   wait_ready "$url"
 }
+declare -A urls
 
 bench() { $clawbot bench --url "$url" --no-progress --json "$@"; }
 field() { node -e 'let d=JSON.parse(require("fs").readFileSync(0,"utf8"));for(const k of process.argv[1].split("."))d=d?.[k];console.log(d??"nan")' "$1"; }
 
 declare -A result
+median() { node -e 'const v=process.argv.slice(1).map(Number).filter(isFinite).sort((a,b)=>a-b);const n=v.length;console.log(n?(n%2?v[(n-1)/2]:(v[n/2-1]+v[n/2])/2):"nan")' "$@"; }
+decode_tps() { node -e 'console.log((1000/Number(process.argv[1])).toFixed(2))' "$1"; }
+
+# (a) and (b): both servers up at once, rounds alternating which goes first.
+run_rounds() {  # name
+  local name=$1 ctx slots round kind out order
+  case "$name" in a) ctx=4096 slots=4 ;; b) ctx=2048 slots=8 ;; esac
+  start_server clawbot "$ctx" "$slots"
+  start_server llama-server "$ctx" "$slots"
+  declare -A series=()
+  for round in $(seq "$rounds"); do
+    order="clawbot llama-server"
+    [ $((round % 2)) = 0 ] && order="llama-server clawbot"
+    for kind in $order; do
+      echo "workload $name, round $round/$rounds: $kind ..." >&2
+      case "$name" in
+        a)
+          out=$($clawbot bench --url "${urls[$kind]}" --no-progress --json --seed "$round" \
+            --concurrency 1 --requests 2 --prompt-tokens 32 --max-tokens 256)
+          series[$kind,tps]+=" $(echo "$out" | field output_tokens_per_s)"
+          series[$kind,tpot]+=" $(echo "$out" | field tpot_ms.p50)"
+          series[$kind,decode]+=" $(decode_tps "$(echo "$out" | field tpot_ms.p50)")"
+          ;;
+        b)
+          out=$($clawbot bench --url "${urls[$kind]}" --no-progress --json --seed "$round" \
+            --concurrency 8 --requests $((quick ? 8 : 16)) --prompt-tokens 64 --max-tokens 128)
+          series[$kind,tps]+=" $(echo "$out" | field output_tokens_per_s)"
+          series[$kind,ttft]+=" $(echo "$out" | field ttft_ms.p50)"
+          ;;
+      esac
+    done
+    if [ "$name" = a ]; then
+      echo "workload a, round $round/$rounds: llama-bench tg128 ..." >&2
+      series[tg128]+=" $("$llama_bench" -m "$model_file" -t "$threads" -p 0 -n 128 -r 1 -o json 2>/dev/null | field 0.avg_ts || echo nan)"
+    fi
+  done
+  stop_servers
+  local key
+  for key in "${!series[@]}"; do
+    result[$name,$key]=$(median ${series[$key]})
+    echo "  $name $key per round:${series[$key]}" >&2
+  done
+}
+
 run_workload() {  # name kind
   local name=$1 kind=$2 out
+  case "$name" in c) start_server "$kind" 4096 4 ;; d) start_server "$kind" 4608 5 ;; esac
   case "$name" in
-    a)
-      start_server "$kind" 4096 4
-      out=$(bench --concurrency 1 --requests $((quick ? 2 : 4)) --prompt-tokens 32 --max-tokens 256)
-      result[$name,$kind,tps]=$(echo "$out" | field output_tokens_per_s)
-      result[$name,$kind,tpot]=$(echo "$out" | field tpot_ms.p50)
-      ;;
-    b)
-      start_server "$kind" 2048 8
-      out=$(bench --concurrency 8 --requests $((quick ? 8 : 16)) --prompt-tokens 64 --max-tokens 128)
-      result[$name,$kind,tps]=$(echo "$out" | field output_tokens_per_s)
-      result[$name,$kind,ttft]=$(echo "$out" | field ttft_ms.p50)
-      ;;
     c)
-      start_server "$kind" 4096 4
       out=$(bench --workload conversations --conversations $((quick ? 8 : 32)) --turns 6 --concurrency 4 \
         --system-prompt-tokens 200 --prompt-tokens 40 --max-tokens 32)
       result[$name,$kind,ttft2]=$(echo "$out" | field ttft_later_turns_ms.p50)
       result[$name,$kind,ttft1]=$(echo "$out" | field ttft_first_turn_ms.p50)
       ;;
     d)
-      start_server "$kind" 4608 5
       bench --concurrency 4 --requests 4 --prompt-tokens 32 --max-tokens $((quick ? 128 : 256)) >/tmp/compare-d-streams.json &
       local streams=$!
       sleep 3
@@ -105,19 +148,24 @@ run_workload() {  # name kind
       result[$name,$kind,long_ttft]=$(field ttft_ms.p50 </tmp/compare-d-long.json)
       ;;
   esac
-  stop_server
+  stop_servers
 }
 
 IFS=, read -ra names <<<"$workloads"
 for name in "${names[@]}"; do
-  for kind in clawbot llama-server; do
-    echo "workload $name: $kind ..." >&2
-    run_workload "$name" "$kind"
-  done
+  case "$name" in
+    a|b) run_rounds "$name" ;;
+    c|d) for kind in clawbot llama-server; do
+        echo "workload $name: $kind ..." >&2
+        run_workload "$name" "$kind"
+      done ;;
+    *) echo "compare.sh: unknown workload $name (a, b, c or d)" >&2; exit 2 ;;
+  esac
 done
 
 # The engine's own figure and the memory roofline.
-tg128=$("$llama_bench" -m "$model_file" -t "$threads" -p 0 -n 128 -r 2 -o json 2>/dev/null | field 0.avg_ts || echo nan)
+tg128=${result[a,tg128]:-}
+[ -n "$tg128" ] || tg128=$("$llama_bench" -m "$model_file" -t "$threads" -p 0 -n 128 -r 2 -o json 2>/dev/null | field 0.avg_ts || echo nan)
 bandwidth=$($clawbot bench --memory-bandwidth 2>/dev/null | tail -1 || echo nan)
 weights=$(stat -c %s "$model_file")
 
@@ -126,7 +174,9 @@ printf '\n%-58s %12s %12s %8s\n' "figure (model: $(basename "$model_file"), synt
 row() { printf '%-58s %12s %12s %8s\n' "$1" "${result[$2,clawbot,$3]:-}" "${result[$2,llama-server,$3]:-}" "$(ratio "${result[$2,clawbot,$3]:-nan}" "${result[$2,llama-server,$3]:-nan}")"; }
 for name in "${names[@]}"; do
   case "$name" in
-    a) row "(a) 1 stream, 256 tokens: output tokens/s" a tps; row "(a) time per output token, median ms" a tpot ;;
+    a) row "(a) 1 stream, 256 tokens: output tokens/s (incl. TTFT)" a tps
+       row "(a) time per output token, median ms" a tpot
+       row "(a) decode tokens/s (1000 / time per output token)" a decode ;;
     b) row "(b) 8 streams: aggregate output tokens/s" b tps; row "(b) TTFT median ms" b ttft ;;
     c) row "(c) 32 conv x 6 turns, 4 slots: TTFT turns >= 2, median ms" c ttft2; row "(c) TTFT turn 1, median ms" c ttft1 ;;
     d) row "(d) 4K prompt during 4 streams: worst inter-token gap ms" d gap; row "(d) the long prompt's TTFT ms" d long_ttft ;;
@@ -134,10 +184,15 @@ for name in "${names[@]}"; do
 done
 echo
 echo "llama-bench tg128 ($threads threads): $tg128 tokens/s"
-[[ " ${names[*]} " == *" a "* ]] && echo "(a) clawbot / llama-bench tg128: $(ratio "${result[a,clawbot,tps]}" "$tg128")"
+if [[ " ${names[*]} " == *" a "* ]]; then
+  echo "(a) clawbot decode / llama-bench tg128: $(ratio "${result[a,clawbot,decode]}" "$tg128");" \
+    "llama-server's: $(ratio "${result[a,llama-server,decode]}" "$tg128")"
+  echo "(a) clawbot output tokens/s incl. TTFT / llama-bench tg128: $(ratio "${result[a,clawbot,tps]}" "$tg128")"
+fi
+echo "(a) and (b) are medians of $rounds alternating rounds"
 if [ "$bandwidth" != nan ]; then
   roof=$(node -e 'console.log((Number(process.argv[1])/Number(process.argv[2])).toFixed(1))' "$bandwidth" "$weights")
   echo "memory read bandwidth: $(node -e 'console.log((Number(process.argv[1])/1e9).toFixed(2))' "$bandwidth") GB/s; weights $weights bytes; roofline $roof tokens/s"
-  [[ " ${names[*]} " == *" a "* ]] && echo "decode roofline ratio (a): $(ratio "${result[a,clawbot,tps]}" "$roof")"
+  [[ " ${names[*]} " == *" a "* ]] && echo "decode roofline ratio (a): $(ratio "${result[a,clawbot,decode]}" "$roof")"
 fi
-echo "reproduce: bench/compare.sh --model $model --threads $threads --workloads $workloads$([ $quick = 1 ] && echo ' --quick')"
+echo "reproduce: bench/compare.sh --model $model --threads $threads --workloads $workloads$([ $quick = 1 ] && echo ' --quick' || echo " --rounds $rounds")"

@@ -47,7 +47,9 @@ StopMatcher::Result StopMatcher::push(std::string_view text) {
   return result;
 }
 
-std::string StopMatcher::flush() { return std::exchange(held_, {}); }
+std::string StopMatcher::flush() {
+  return std::exchange(held_, {});
+}
 
 // ---------------------------------------------------------------- Slot
 
@@ -100,7 +102,9 @@ Scheduler::Scheduler(const engine::Model& model, engine::Context& context, Sched
   thread_ = std::thread([this] { run(); });
 }
 
-Scheduler::~Scheduler() { stop(); }
+Scheduler::~Scheduler() {
+  stop();
+}
 
 bool Scheduler::submit(std::vector<GenerationJob> jobs) {
   {
@@ -138,7 +142,8 @@ void Scheduler::run() {
     std::vector<GenerationJob> admitted;
     {
       std::unique_lock lock(mutex_);
-      const bool any_busy = std::any_of(slots_.begin(), slots_.end(), [](const auto& s) { return s->busy(); });
+      const bool any_busy =
+          std::any_of(slots_.begin(), slots_.end(), [](const auto& s) { return s->busy(); });
       if (!any_busy) wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
       if (stopping_) break;
       std::size_t free_slots = static_cast<std::size_t>(
@@ -162,7 +167,8 @@ void Scheduler::run() {
         embeddings.push_back(std::move(job));
         continue;
       }
-      // The free slot whose cache is the most useful to this prompt; else an empty one; else the least recent.
+      // The free slot whose cache is the most useful to this prompt; else an empty one; else the least
+      // recent.
       Slot* target = nullptr;
       std::size_t best = 0;
       for (auto& s : slots_) {
@@ -195,9 +201,8 @@ void Scheduler::run() {
       stats_.cold_evictions = cold_.evictions();
     }
     // Every busy slot waits on a slow reader: do not spin.
-    const bool all_blocked = std::all_of(slots_.begin(), slots_.end(), [](const auto& s) {
-      return !s->busy() || s->blocked;
-    });
+    const bool all_blocked =
+        std::all_of(slots_.begin(), slots_.end(), [](const auto& s) { return !s->busy() || s->blocked; });
     if (all_blocked && std::any_of(slots_.begin(), slots_.end(), [](const auto& s) { return s->busy(); })) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
@@ -441,14 +446,24 @@ void Scheduler::step() {
     s->row = batch_.add(s->last, static_cast<int>(s->cached.size()), s->seq, true);
     s->decoding = true;
   }
-  // Prompts fill what is left of the step, oldest admission first, so a long prompt cannot starve the streams.
+  // Prompts fill what is left of the step, oldest admission first, so a long prompt cannot starve the
+  // streams.
   std::vector<Slot*> prefilling;
   for (auto& s : slots_) {
     if (s->phase == Slot::Phase::prefill && !s->blocked) prefilling.push_back(s.get());
   }
   std::sort(prefilling.begin(), prefilling.end(),
             [](const Slot* a, const Slot* b) { return a->admitted_order < b->admitted_order; });
-  int budget = std::min(prefill_chunk_now_, static_cast<int>(batch_.capacity()) - batch_.size());
+  // The chunk only protects running streams' inter-token gaps; with none decoding, the prompts go in whole
+  // (up to the batch), which prefills them at the engine's large-batch rate rather than in small steps. A
+  // recent KV-space shortage (prefill_chunk_now_ halved) scales that down alike.
+  const int capacity = static_cast<int>(batch_.capacity());
+  const int chunk = batch_.size() > 0
+                        ? prefill_chunk_now_
+                        : std::max(prefill_chunk_now_,
+                                   static_cast<int>(static_cast<long long>(capacity) * prefill_chunk_now_ /
+                                                    std::max(1, options_.prefill_chunk)));
+  int budget = std::min(chunk, capacity - batch_.size());
   for (Slot* s : prefilling) {
     if (budget <= 0) break;
     const auto& prompt = s->job->prompt;
@@ -465,8 +480,13 @@ void Scheduler::step() {
   }
   if (batch_.size() == 0) return;
 
-  const bool had_prefill = std::any_of(prefilling.begin(), prefilling.end(), [](const Slot* s) { return s->take > 0; });
+  const bool had_prefill =
+      std::any_of(prefilling.begin(), prefilling.end(), [](const Slot* s) { return s->take > 0; });
   const auto status = context_.decode(batch_);
+  {
+    std::lock_guard lock(mutex_);
+    ++stats_.engine_steps;
+  }
   if (status == engine::DecodeStatus::no_kv_slot) {
     {
       std::lock_guard lock(mutex_);
@@ -486,7 +506,10 @@ void Scheduler::step() {
     for (auto& s : slots_) context_.seq_remove(s->seq, static_cast<int>(s->cached.size()), -1);
     if (longest) {
       finish(*longest, "length",
-             Error{ErrorKind::unavailable, "the server ran out of KV cache space for this request; retry", {}, {}});
+             Error{ErrorKind::unavailable,
+                   "the server ran out of KV cache space for this request; retry",
+                   {},
+                   {}});
     }
     return;
   }
@@ -495,12 +518,15 @@ void Scheduler::step() {
       if (s->decoding || s->take > 0) {
         finish(*s, "error",
                Error{ErrorKind::internal,
-                     "the engine failed (decode status " + std::to_string(static_cast<int>(status)) + ")", {}, {}});
+                     "the engine failed (decode status " + std::to_string(static_cast<int>(status)) + ")",
+                     {},
+                     {}});
       }
     }
     return;
   }
-  if (prefill_chunk_now_ < options_.prefill_chunk) prefill_chunk_now_ = std::min(options_.prefill_chunk, prefill_chunk_now_ * 2);
+  if (prefill_chunk_now_ < options_.prefill_chunk)
+    prefill_chunk_now_ = std::min(options_.prefill_chunk, prefill_chunk_now_ * 2);
 
   for (auto& s : slots_) {
     if (s->decoding) {
@@ -547,12 +573,17 @@ void Scheduler::run_embeddings(std::vector<GenerationJob>& jobs) {
       continue;
     }
     const auto status = context_.decode(batch_);
+    {
+      std::lock_guard lock(mutex_);
+      ++stats_.engine_steps;
+    }
     for (std::size_t j = begin; j < end; ++j) {
       GenerationEvent event;
       event.done = true;
       event.choice = jobs[j].choice;
       event.prompt_tokens = static_cast<int>(jobs[j].prompt.size());
-      const float* v = status == engine::DecodeStatus::ok ? context_.seq_embedding(static_cast<int>(j - begin)) : nullptr;
+      const float* v =
+          status == engine::DecodeStatus::ok ? context_.seq_embedding(static_cast<int>(j - begin)) : nullptr;
       if (!v) {
         event.error = Error{ErrorKind::internal, "the engine produced no embedding", {}, {}};
       } else {

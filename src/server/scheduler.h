@@ -44,7 +44,8 @@ struct GenerationEvent {
   std::vector<float> embedding;
 };
 
-using EventChannel = boost::asio::experimental::concurrent_channel<void(boost::system::error_code, GenerationEvent)>;
+using EventChannel =
+    boost::asio::experimental::concurrent_channel<void(boost::system::error_code, GenerationEvent)>;
 
 struct GenerationJob {
   std::vector<engine::Token> prompt;
@@ -97,6 +98,7 @@ struct SchedulerStats {
   std::uint64_t cold_bytes = 0;
   std::uint64_t cold_capacity = 0;
   std::uint64_t decode_retries = 0;  // steps retried smaller after the cache ran out of cells
+  std::uint64_t engine_steps = 0;    // llama_decode calls: one per step, whatever it holds
   std::size_t slots_busy = 0;
   std::size_t slots_total = 0;
   std::size_t queued = 0;

@@ -53,6 +53,10 @@ void register_metrics(monitor::Registry& metrics, const Scheduler& scheduler,
   metrics.counter_callback("clawbot_decode_retries_total",
                            "Engine steps retried smaller for lack of KV cells",
                            stat(&SchedulerStats::decode_retries));
+  metrics.counter_callback(
+      "clawbot_engine_steps_total",
+      "Engine steps (one batched decode each: the running streams' next tokens plus prompt chunks)",
+      stat(&SchedulerStats::engine_steps));
   metrics.gauge_callback("clawbot_cold_cache_bytes", "Bytes of saved sequences in host RAM",
                          stat(&SchedulerStats::cold_bytes));
   metrics.gauge_callback("clawbot_cold_cache_capacity_bytes", "Cold tier capacity",

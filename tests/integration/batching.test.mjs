@@ -113,6 +113,54 @@ describe('continuous batching', () => {
   });
 });
 
+describe('prompt chunks', () => {
+  // --prefill-chunk bounds the prompt tokens per step only while other streams decode.
+  let server;
+  before(async () => {
+    server = await startServer({ extraArgs: ['--parallel', '2', '--ctx', '1024', '--prefill-chunk', '32'] });
+  });
+  after(async () => server && (await server.stop()));
+
+  const longPrompt = (tag) => Array.from({ length: 22 }, (_, i) => `${tag} word${i} sat by the pond.`).join(' ');
+  const steps = async () => metricValue(await (await fetch(server.baseUrl + '/metrics')).text(), 'clawbot_engine_steps_total');
+
+  test('with nothing else running, a prompt goes in whole: one step, then one per token', { timeout: 60000 }, async () => {
+    const before = await steps();
+    const r = await postJson(server.baseUrl, COMPL, { prompt: longPrompt('alone'), max_tokens: 5, temperature: 0, ignore_eos: true });
+    assert.equal(r.status, 200, r.text);
+    const fresh = r.json.usage.prompt_tokens - (r.json.usage.prompt_tokens_details?.cached_tokens ?? 0);
+    assert.ok(fresh > 200 && fresh < 512, `the prompt should be 200..512 new tokens: ${JSON.stringify(r.json.usage)}`);
+    assert.equal(await steps() - before, 5, 'one prefill step plus four decode steps');
+  });
+
+  test('while a stream decodes, a prompt goes in chunks between its tokens', { timeout: 60000 }, async () => {
+    const res = await fetch(server.baseUrl + COMPL, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ prompt: 'Once upon a time', max_tokens: 400, temperature: 0, ignore_eos: true, stream: true }),
+      signal: AbortSignal.timeout(60000),
+    });
+    assert.equal(res.status, 200);
+    let events = 0;
+    let during = null;
+    let sent = null;
+    const stream = readSse(res, () => {
+      events++;
+      if (events === 3) sent = postJson(server.baseUrl, COMPL, { prompt: longPrompt('together'), max_tokens: 1, temperature: 0 });
+    });
+    while (!sent) await new Promise((r) => setTimeout(r, 5));
+    const startEvents = events;
+    const r = await sent;
+    during = events - startEvents;
+    assert.equal(r.status, 200, r.text);
+    const fresh = r.json.usage.prompt_tokens - (r.json.usage.prompt_tokens_details?.cached_tokens ?? 0);
+    // fresh / 32 steps, each carrying one token of the stream; a few tokens may show no text.
+    assert.ok(during >= Math.floor(fresh / 32) - 3,
+      `the stream got ${during} events while ${fresh} prompt tokens were prefilled in chunks of 32`);
+    await stream;
+  });
+});
+
 describe('queue and cancellation', () => {
   let server;
   before(async () => {

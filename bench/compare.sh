@@ -84,8 +84,8 @@ bench() { $clawbot bench --url "$url" --no-progress --json "$@"; }
 field() { node -e 'let d=JSON.parse(require("fs").readFileSync(0,"utf8"));for(const k of process.argv[1].split("."))d=d?.[k];console.log(d??"nan")' "$1"; }
 
 declare -A result
+ratio() { node -e 'const [a,b]=process.argv.slice(1).map(Number);console.log(isFinite(a/b)?(a/b).toFixed(2):"n/a")' "$1" "$2"; }
 median() { node -e 'const v=process.argv.slice(1).map(Number).filter(isFinite).sort((a,b)=>a-b);const n=v.length;console.log(n?(n%2?v[(n-1)/2]:(v[n/2-1]+v[n/2])/2):"nan")' "$@"; }
-decode_tps() { node -e 'console.log((1000/Number(process.argv[1])).toFixed(2))' "$1"; }
 
 # (a) and (b): both servers up at once, rounds alternating which goes first.
 run_rounds() {  # name
@@ -105,7 +105,15 @@ run_rounds() {  # name
             --concurrency 1 --requests 2 --prompt-tokens 32 --max-tokens 256)
           series[$kind,tps]+=" $(echo "$out" | field output_tokens_per_s)"
           series[$kind,tpot]+=" $(echo "$out" | field tpot_ms.p50)"
-          series[$kind,decode]+=" $(decode_tps "$(echo "$out" | field tpot_ms.p50)")"
+          local e2e_long e2e_one
+          e2e_long=$(echo "$out" | field e2e_ms.p50)
+          # Decode alone: minus the whole time of one-token requests with fresh prompts of the same length
+          # (prefill, first token, HTTP), what is left is 255 decode steps. Time per output token is not used:
+          # it counts from the first visible text, which a random-weight model may delay by invisible tokens.
+          out=$($clawbot bench --url "${urls[$kind]}" --no-progress --json --seed $((1000 + round)) \
+            --concurrency 1 --requests 2 --prompt-tokens 32 --max-tokens 1)
+          e2e_one=$(echo "$out" | field e2e_ms.p50)
+          series[$kind,decode]+=" $(node -e 'console.log((255000/(Number(process.argv[1])-Number(process.argv[2]))).toFixed(2))' "$e2e_long" "$e2e_one")"
           ;;
         b)
           out=$($clawbot bench --url "${urls[$kind]}" --no-progress --json --seed "$round" \
@@ -118,6 +126,8 @@ run_rounds() {  # name
     if [ "$name" = a ]; then
       echo "workload a, round $round/$rounds: llama-bench tg128 ..." >&2
       series[tg128]+=" $("$llama_bench" -m "$model_file" -t "$threads" -p 0 -n 128 -r 1 -o json 2>/dev/null | field 0.avg_ts || echo nan)"
+      # The same work as (a): 256 tokens after a prompt of about 48 tokens (chat template included).
+      series[tg256d48]+=" $("$llama_bench" -m "$model_file" -t "$threads" -p 0 -n 256 -d 48 -r 1 -o json 2>/dev/null | field 0.avg_ts || echo nan)"
     fi
   done
   stop_servers
@@ -137,6 +147,22 @@ run_workload() {  # name kind
         --system-prompt-tokens 200 --prompt-tokens 40 --max-tokens 32)
       result[$name,$kind,ttft2]=$(echo "$out" | field ttft_later_turns_ms.p50)
       result[$name,$kind,ttft1]=$(echo "$out" | field ttft_first_turn_ms.p50)
+      # The yardstick of reuse: the time to prefill only a later turn's new tokens (prompt minus cached, from
+      # usage), alone on the idle server: fresh one-token requests of about that length, their whole time
+      # scaled to exactly that many new tokens. (Not their TTFT: a random-weight model's one token may show
+      # no text.)
+      local fresh
+      fresh=$(echo "$out" | field new_prompt_tokens_later_turns.p50)
+      result[$name,$kind,fresh]=$fresh
+      if [ "$fresh" != nan ]; then
+        out=$(bench --concurrency 1 --requests 5 --seed 99 --prompt-tokens "$(printf '%.0f' "$fresh")" --max-tokens 1)
+        result[$name,$kind,fresh_time]=$(echo "$out" | node -e '
+          const d = JSON.parse(require("fs").readFileSync(0, "utf8"));
+          const per = d.per_request.filter((r) => r.ok && r.prompt_tokens > (r.cached_tokens ?? 0))
+            .map((r) => r.e2e_ms / (r.prompt_tokens - (r.cached_tokens ?? 0))).sort((a, b) => a - b);
+          console.log(per.length ? (per[Math.floor(per.length / 2)] * Number(process.argv[1])).toFixed(1) : "nan");' "$fresh")
+        result[$name,$kind,reuse]=$(ratio "${result[$name,$kind,ttft2]}" "${result[$name,$kind,fresh_time]}")
+      fi
       ;;
     d)
       bench --concurrency 4 --requests 4 --prompt-tokens 32 --max-tokens $((quick ? 128 : 256)) >/tmp/compare-d-streams.json &
@@ -169,16 +195,18 @@ tg128=${result[a,tg128]:-}
 bandwidth=$($clawbot bench --memory-bandwidth 2>/dev/null | tail -1 || echo nan)
 weights=$(stat -c %s "$model_file")
 
-ratio() { node -e 'const [a,b]=process.argv.slice(1).map(Number);console.log(isFinite(a/b)?(a/b).toFixed(2):"n/a")' "$1" "$2"; }
 printf '\n%-58s %12s %12s %8s\n' "figure (model: $(basename "$model_file"), synthetic, $threads threads)" clawbot llama-server ratio
 row() { printf '%-58s %12s %12s %8s\n' "$1" "${result[$2,clawbot,$3]:-}" "${result[$2,llama-server,$3]:-}" "$(ratio "${result[$2,clawbot,$3]:-nan}" "${result[$2,llama-server,$3]:-nan}")"; }
 for name in "${names[@]}"; do
   case "$name" in
     a) row "(a) 1 stream, 256 tokens: output tokens/s (incl. TTFT)" a tps
        row "(a) time per output token, median ms" a tpot
-       row "(a) decode tokens/s (1000 / time per output token)" a decode ;;
+       row "(a) decode tokens/s (255 / (time of 256 tokens - time of 1))" a decode ;;
     b) row "(b) 8 streams: aggregate output tokens/s" b tps; row "(b) TTFT median ms" b ttft ;;
-    c) row "(c) 32 conv x 6 turns, 4 slots: TTFT turns >= 2, median ms" c ttft2; row "(c) TTFT turn 1, median ms" c ttft1 ;;
+    c) row "(c) 32 conv x 6 turns, 4 slots: TTFT turns >= 2, median ms" c ttft2; row "(c) TTFT turn 1, median ms" c ttft1
+       row "(c) new prompt tokens per turn >= 2 (median, from usage)" c fresh
+       row "(c) time to prefill only that many tokens, alone, ms" c fresh_time
+       row "(c) TTFT turns >= 2 / TTFT of only the new tokens" c reuse ;;
     d) row "(d) 4K prompt during 4 streams: worst inter-token gap ms" d gap; row "(d) the long prompt's TTFT ms" d long_ttft ;;
   esac
 done
@@ -188,6 +216,9 @@ if [[ " ${names[*]} " == *" a "* ]]; then
   echo "(a) clawbot decode / llama-bench tg128: $(ratio "${result[a,clawbot,decode]}" "$tg128");" \
     "llama-server's: $(ratio "${result[a,llama-server,decode]}" "$tg128")"
   echo "(a) clawbot output tokens/s incl. TTFT / llama-bench tg128: $(ratio "${result[a,clawbot,tps]}" "$tg128")"
+  echo "llama-bench tg256 at depth 48 (the same work as (a)): ${result[a,tg256d48]} tokens/s;" \
+    "clawbot decode / that: $(ratio "${result[a,clawbot,decode]}" "${result[a,tg256d48]}");" \
+    "llama-server's: $(ratio "${result[a,llama-server,decode]}" "${result[a,tg256d48]}")"
 fi
 echo "(a) and (b) are medians of $rounds alternating rounds"
 if [ "$bandwidth" != nan ]; then

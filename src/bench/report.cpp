@@ -115,7 +115,8 @@ json report_json(const BenchOptions& used, const Summary& s, const RunResult& ru
                  {"max_itl_ms", optional_ms(r.max_itl_s())},
                  {"output_tokens", r.output_tokens},
                  {"output_tokens_from_usage", r.usage_reported},
-                 {"prompt_tokens", r.prompt_tokens >= 0 ? json(r.prompt_tokens) : json(nullptr)}};
+                 {"prompt_tokens", r.prompt_tokens >= 0 ? json(r.prompt_tokens) : json(nullptr)},
+                 {"cached_tokens", r.cached_tokens >= 0 ? json(r.cached_tokens) : json(nullptr)}};
     if (r.turn > 0) {
       item["conversation"] = r.conversation;
       item["turn"] = r.turn;
@@ -148,6 +149,7 @@ json report_json(const BenchOptions& used, const Summary& s, const RunResult& ru
   if (s.conversations) {
     out["ttft_first_turn_ms"] = distribution_json(s.ttft_first_turn_ms);
     out["ttft_later_turns_ms"] = distribution_json(s.ttft_later_turns_ms);
+    out["new_prompt_tokens_later_turns"] = distribution_json(s.new_prompt_tokens_later_turns);
   }
   out["per_request"] = std::move(per_request);
   return out;
@@ -192,6 +194,10 @@ std::string report_text(const BenchOptions& used, const Summary& s, const RunRes
     if (s.prompt_tokens_per_request.count > 0) {
       out += fmt::format("  prompt tokens   {} ({:.1f} per request, from usage)\n", s.prompt_tokens,
                          s.prompt_tokens_per_request.mean);
+    }
+    if (s.conversations && s.new_prompt_tokens_later_turns.count > 0) {
+      out += fmt::format("  turns >= 2      {:.0f} new prompt tokens each (median; the rest came from the server's cache)\n",
+                         s.new_prompt_tokens_later_turns.p50);
     }
     out += "\n";
     out += fmt::format("  {:<16}{:>10}{:>10}{:>10}{:>10}{:>10}{:>8}\n", "", "mean", "p50", "p90", "p99",

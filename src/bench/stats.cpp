@@ -72,6 +72,11 @@ void StreamMeter::on_data(std::string_view data, double now_s) {
     if (auto n = usage->find("prompt_tokens"); n != usage->end() && n->is_number_integer()) {
       record_.prompt_tokens = n->get<int>();
     }
+    if (auto details = usage->find("prompt_tokens_details"); details != usage->end() && details->is_object()) {
+      if (auto n = details->find("cached_tokens"); n != details->end() && n->is_number_integer()) {
+        record_.cached_tokens = n->get<int>();
+      }
+    }
   }
   auto choices = event.find("choices");
   if (choices == event.end() || !choices->is_array() || choices->empty()) return;
@@ -153,7 +158,7 @@ Summary summarize(const std::vector<RequestRecord>& records, double duration_s, 
   s.requests = records.size();
   s.duration_s = duration_s;
   s.conversations = conversations;
-  std::vector<double> ttft, tpot, itl, e2e, max_itl, output, prompt, ttft_first, ttft_later;
+  std::vector<double> ttft, tpot, itl, e2e, max_itl, output, prompt, ttft_first, ttft_later, new_later;
   // Errors that differ only in numbers ("the prompt is 2618 tokens") count as one kind; the first is shown.
   std::map<std::pair<int, std::string>, ErrorCount> errors;
   for (const auto& r : records) {
@@ -173,6 +178,7 @@ Summary summarize(const std::vector<RequestRecord>& records, double duration_s, 
     if (r.prompt_tokens >= 0) {
       s.prompt_tokens += r.prompt_tokens;
       prompt.push_back(r.prompt_tokens);
+      if (r.turn > 1 && r.cached_tokens >= 0) new_later.push_back(r.prompt_tokens - r.cached_tokens);
     }
     e2e.push_back(r.e2e_s);
     if (r.ttft_s >= 0) {
@@ -197,6 +203,7 @@ Summary summarize(const std::vector<RequestRecord>& records, double duration_s, 
   if (conversations) {
     s.ttft_first_turn_ms = distribution(std::move(ttft_first), 1000);
     s.ttft_later_turns_ms = distribution(std::move(ttft_later), 1000);
+    s.new_prompt_tokens_later_turns = distribution(std::move(new_later));
   }
   for (auto& [key, kind] : errors) s.errors.push_back(std::move(kind));
   std::stable_sort(s.errors.begin(), s.errors.end(),

@@ -22,6 +22,7 @@ struct RequestRecord {
   int output_tokens = 0;
   bool usage_reported = false;  // output_tokens from usage.completion_tokens, else counted chunks
   int prompt_tokens = -1;       // from usage; -1 when not reported
+  int cached_tokens = -1;       // usage.prompt_tokens_details.cached_tokens; -1 when not reported
   std::vector<double> itl_s;    // gaps between successive content chunks
   std::string content;          // the answer (the next turn of a conversation sends it back)
 
@@ -96,6 +97,7 @@ struct Summary {
   bool conversations = false;
   Distribution ttft_first_turn_ms;
   Distribution ttft_later_turns_ms;
+  Distribution new_prompt_tokens_later_turns;  // prompt minus cached tokens, where the server reports both
   std::vector<ErrorCount> errors;  // most frequent first; messages differing only in numbers are one kind
 };
 

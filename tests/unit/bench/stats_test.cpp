@@ -74,8 +74,10 @@ TEST(StreamMeterTest, MeasuresTtftGapsAndUsage) {
   meter.on_data(content_chunk(" upon"), 1.15);
   meter.on_data(content_chunk(" a"), 1.25);
   meter.on_data(R"({"choices":[{"index":0,"delta":{},"finish_reason":"length"}]})", 1.26);
-  meter.on_data(R"({"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}})",
-                1.27);
+  meter.on_data(
+      R"({"choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10,)"
+      R"("prompt_tokens_details":{"cached_tokens":4}}})",
+      1.27);
   meter.on_data("[DONE]", 1.3);
   const auto r = meter.finish(1.31);
   ASSERT_TRUE(r.ok) << r.error;
@@ -89,6 +91,7 @@ TEST(StreamMeterTest, MeasuresTtftGapsAndUsage) {
   EXPECT_EQ(r.output_tokens, 3);
   EXPECT_TRUE(r.usage_reported);
   EXPECT_EQ(r.prompt_tokens, 7);
+  EXPECT_EQ(r.cached_tokens, 4);
   EXPECT_EQ(r.content, "Once upon a");
   EXPECT_NEAR(*r.tpot_s(), 0.1, 1e-9);  // (0.3 - 0.1) / (3 - 1)
 }
@@ -103,6 +106,7 @@ TEST(StreamMeterTest, CountsChunksWithoutUsage) {
   EXPECT_EQ(r.output_tokens, 2);
   EXPECT_FALSE(r.usage_reported);
   EXPECT_EQ(r.prompt_tokens, -1);
+  EXPECT_EQ(r.cached_tokens, -1);
 }
 
 TEST(StreamMeterTest, CompletionsTextAndReasoningCountAsTokens) {
@@ -157,6 +161,7 @@ RequestRecord ok_record(int turn, double ttft, double e2e, int tokens) {
 TEST(SummaryTest, CountsThroughputAndErrors) {
   std::vector<RequestRecord> records{ok_record(1, 0.5, 1.5, 11), ok_record(2, 0.1, 1.1, 11),
                                      ok_record(2, 0.2, 1.2, 11)};
+  records[1].cached_tokens = 8;  // 2 new tokens; records[2] does not say, so it is left out
   RequestRecord bad;
   bad.status = 400;
   bad.error = "too long";
@@ -181,6 +186,8 @@ TEST(SummaryTest, CountsThroughputAndErrors) {
   EXPECT_NEAR(s.ttft_first_turn_ms.p50, 500, 1e-9);
   EXPECT_EQ(s.ttft_later_turns_ms.count, 2u);
   EXPECT_NEAR(s.ttft_later_turns_ms.mean, 150, 1e-9);
+  EXPECT_EQ(s.new_prompt_tokens_later_turns.count, 1u);
+  EXPECT_DOUBLE_EQ(s.new_prompt_tokens_later_turns.p50, 2);
   ASSERT_EQ(s.errors.size(), 2u);
   EXPECT_EQ(s.errors[0].count, 2u);  // most frequent first
   EXPECT_EQ(s.errors[0].status, 400);

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <optional>
 #include <random>
 
 #include <boost/asio/as_tuple.hpp>
@@ -197,6 +198,30 @@ std::vector<engine::ChatMessage> parse_messages(const json& body) {
   return messages;
 }
 
+// Token ids from a JSON array: each an integer in the vocabulary; fewer than the context holds.
+std::vector<engine::Token> token_ids_field(const ServeContext& ctx, const json& array, const char* param) {
+  std::vector<engine::Token> tokens;
+  tokens.reserve(array.size());
+  const auto n_vocab = ctx.model.info().n_vocab;
+  for (const auto& t : array) {
+    if (!t.is_number_integer() || t.get<long long>() < 0 || t.get<long long>() >= n_vocab) {
+      throw_invalid(std::string("'") + param + "' must hold token ids between 0 and " +
+                        std::to_string(n_vocab - 1) + ", got " + t.dump(),
+                    param);
+    }
+    tokens.push_back(t.get<engine::Token>());
+  }
+  if (tokens.empty()) throw_invalid(std::string("'") + param + "' is empty", param);
+  if (tokens.size() >= ctx.n_ctx) {
+    throw ClawbotError({ErrorKind::context_exceeded,
+                        "the prompt is " + std::to_string(tokens.size()) +
+                            " tokens, but this server's context holds " + std::to_string(ctx.n_ctx) +
+                            " tokens (prompt and answer together)",
+                        param, "context_length_exceeded"});
+  }
+  return tokens;
+}
+
 std::vector<engine::Token> tokenize_prompt(const ServeContext& ctx, const std::string& text,
                                            const char* param) {
   auto tokens = ctx.tokenizer.tokenize(text, /*add_special=*/true, /*parse_special=*/true);
@@ -246,9 +271,12 @@ enum class Api { chat, completions, infill };
 
 const char* route_of(Api api) {
   switch (api) {
-    case Api::chat: return "/v1/chat/completions";
-    case Api::completions: return "/v1/completions";
-    case Api::infill: return "/infill";
+    case Api::chat:
+      return "/v1/chat/completions";
+    case Api::completions:
+      return "/v1/completions";
+    case Api::infill:
+      return "/infill";
   }
   return "";
 }
@@ -273,7 +301,9 @@ struct Generation {
 };
 
 Error queue_full_error() {
-  return Error{ErrorKind::unavailable, "the server is busy: its request queue is full; retry shortly", {},
+  return Error{ErrorKind::unavailable,
+               "the server is busy: its request queue is full; retry shortly",
+               {},
                "queue_full"};
 }
 
@@ -408,7 +438,8 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
     const auto choice = static_cast<std::size_t>(event.choice);
     if (req.stream) {
       if (!event.text.empty() && !event.done) {
-        if (!co_await ex.sse_data(chunk(event.choice, event.text, nullptr, false).dump())) co_return;  // client gone
+        if (!co_await ex.sse_data(chunk(event.choice, event.text, nullptr, false).dump()))
+          co_return;  // client gone
       }
     } else {
       contents[choice] += event.text;
@@ -436,9 +467,9 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
     }
   }
   if (ctx.metrics) {
-    ctx.metrics->histogram_observe("clawbot_e2e_request_latency_seconds", "Request latency, end to end",
-                                   monitor::e2e_buckets(),
-                                   std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    ctx.metrics->histogram_observe(
+        "clawbot_e2e_request_latency_seconds", "Request latency, end to end", monitor::e2e_buckets(),
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     ctx.metrics->counter_add("clawbot_request_success_total", "Finished requests by finish reason",
                              {{"finished_reason", finish_reasons[0]}});
   }
@@ -491,8 +522,9 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
 
 void require_generation_model(const ServeContext& ctx) {
   if (ctx.model.info().is_embedding) {
-    throw_invalid("model '" + ctx.model_id + "' is an embedding model: it cannot generate text; use /v1/embeddings",
-                  "model", "model_not_generative");
+    throw_invalid(
+        "model '" + ctx.model_id + "' is an embedding model: it cannot generate text; use /v1/embeddings",
+        "model", "model_not_generative");
   }
 }
 
@@ -515,16 +547,21 @@ asio::awaitable<void> completions(const ServeContext& ctx, http::Exchange& ex) {
   auto it = body.find("prompt");
   if (it == body.end() || it->is_null()) throw_invalid("'prompt' is required", "prompt");
   std::string text;
+  std::optional<std::vector<engine::Token>> token_ids;  // a prompt given as token ids, as OpenAI allows
   if (it->is_string()) {
     text = it->get<std::string>();
   } else if (it->is_array() && it->size() == 1 && (*it)[0].is_string()) {
     text = (*it)[0].get<std::string>();
+  } else if (it->is_array() && !it->empty() && (*it)[0].is_number()) {
+    token_ids = token_ids_field(ctx, *it, "prompt");
   } else {
-    throw_invalid("'prompt' must be a string (or an array of one string), got " + describe(*it), "prompt");
+    throw_invalid(
+        "'prompt' must be a string, an array of one string or an array of token ids, got " + describe(*it),
+        "prompt");
   }
   if (bool_field(body, "echo", false)) throw_invalid("'echo' is not supported", "echo");
   const CommonRequest req = parse_common(body, ctx.n_ctx);
-  auto prompt = tokenize_prompt(ctx, text, "prompt");
+  auto prompt = token_ids ? std::move(*token_ids) : tokenize_prompt(ctx, text, "prompt");
   co_await run_generation(ctx, ex, Api::completions, std::move(prompt), req);
 }
 
@@ -534,21 +571,24 @@ std::string string_field(const json& body, const char* key, bool required) {
     if (required) throw_invalid(std::string("'") + key + "' is required", key);
     return {};
   }
-  if (!it->is_string()) throw_invalid(std::string("'") + key + "' must be a string, got " + describe(*it), key);
+  if (!it->is_string())
+    throw_invalid(std::string("'") + key + "' must be a string, got " + describe(*it), key);
   return it->get<std::string>();
 }
 
-// POST /infill, as llama-server: {input_prefix, input_suffix, input_extra?, prompt?, n_predict|max_tokens, ...}.
+// POST /infill, as llama-server: {input_prefix, input_suffix, input_extra?, prompt?, n_predict|max_tokens,
+// ...}.
 asio::awaitable<void> infill(const ServeContext& ctx, http::Exchange& ex) {
   const json body = parse_body(ex);
   require_generation_model(ctx);
   const auto fim = ctx.tokenizer.fim();
   if (!fim) {
-    throw_invalid("model '" + ctx.model_id +
-                      "' has no fill-in-the-middle tokens (such as <fim_prefix>, <fim_suffix>, <fim_middle>), so "
-                      "it cannot infill; serve a code model trained for FIM, or ask /v1/chat/completions with an "
-                      "instruction",
-                  "", "fim_not_supported");
+    throw_invalid(
+        "model '" + ctx.model_id +
+            "' has no fill-in-the-middle tokens (such as <fim_prefix>, <fim_suffix>, <fim_middle>), so "
+            "it cannot infill; serve a code model trained for FIM, or ask /v1/chat/completions with an "
+            "instruction",
+        "", "fim_not_supported");
   }
   InfillInput input;
   input.prefix = string_field(body, "input_prefix", true);
@@ -556,19 +596,22 @@ asio::awaitable<void> infill(const ServeContext& ctx, http::Exchange& ex) {
   input.prompt = string_field(body, "prompt", false);
   if (auto it = body.find("input_extra"); it != body.end() && !it->is_null()) {
     if (!it->is_array())
-      throw_invalid("'input_extra' must be an array of {\"filename\": string, \"text\": string}", "input_extra");
+      throw_invalid("'input_extra' must be an array of {\"filename\": string, \"text\": string}",
+                    "input_extra");
     for (std::size_t i = 0; i < it->size(); ++i) {
       const json& chunk = (*it)[i];
       const std::string where = "input_extra[" + std::to_string(i) + "]";
-      if (!chunk.is_object()) throw_invalid("'" + where + "' must be an object, got " + describe(chunk), where);
+      if (!chunk.is_object())
+        throw_invalid("'" + where + "' must be an object, got " + describe(chunk), where);
       const auto text = chunk.find("text");
       if (text == chunk.end() || !text->is_string())
         throw_invalid("'" + where + ".text' must be a string (the file's content)", where + ".text");
       const auto name = chunk.find("filename");
       if (name != chunk.end() && !name->is_null() && !name->is_string())
         throw_invalid("'" + where + ".filename' must be a string", where + ".filename");
-      input.extra.push_back({name != chunk.end() && name->is_string() ? name->get<std::string>() : std::string(),
-                             text->get<std::string>()});
+      input.extra.push_back(
+          {name != chunk.end() && name->is_string() ? name->get<std::string>() : std::string(),
+           text->get<std::string>()});
     }
   }
   json fields = body;
@@ -636,17 +679,7 @@ asio::awaitable<void> embeddings(const ServeContext& ctx, http::Exchange& ex) {
     inputs.push_back(std::move(tokens));
   };
   auto token_list = [&](const json& v, const std::string& where) {
-    std::vector<engine::Token> tokens;
-    for (const auto& t : v) {
-      if (!t.is_number_integer() || t.get<long long>() < 0 || t.get<long long>() >= ctx.model.info().n_vocab) {
-        throw_invalid("'" + where + "' must hold token ids between 0 and " +
-                          std::to_string(ctx.model.info().n_vocab - 1),
-                      where);
-      }
-      tokens.push_back(t.get<engine::Token>());
-    }
-    if (tokens.empty()) throw_invalid("'" + where + "' is empty", where);
-    inputs.push_back(std::move(tokens));
+    inputs.push_back(token_ids_field(ctx, v, where.c_str()));
   };
   if (it->is_string()) {
     add_text(*it, "input");
@@ -663,12 +696,14 @@ asio::awaitable<void> embeddings(const ServeContext& ctx, http::Exchange& ex) {
       }
     }
   } else {
-    throw_invalid("'input' must be a string, an array of strings, or token arrays, got " + describe(*it), "input");
+    throw_invalid("'input' must be a string, an array of strings, or token arrays, got " + describe(*it),
+                  "input");
   }
   std::string format = "float";
   if (auto f = body.find("encoding_format"); f != body.end() && !f->is_null()) {
     if (!f->is_string() || (f->get<std::string>() != "float" && f->get<std::string>() != "base64")) {
-      throw_invalid("'encoding_format' must be \"float\" or \"base64\", got " + describe(*f), "encoding_format");
+      throw_invalid("'encoding_format' must be \"float\" or \"base64\", got " + describe(*f),
+                    "encoding_format");
     }
     format = f->get<std::string>();
   }
@@ -753,6 +788,37 @@ json model_entry(const ServeContext& ctx) {
             {"chat_template", ctx.chat_template ? ctx.chat_template->name() : ""}}}};
 }
 
+// llama-server's /tokenize and /detokenize, for clients that count or inspect tokens.
+asio::awaitable<void> tokenize(const ServeContext& ctx, http::Exchange& ex) {
+  const json body = parse_body(ex);
+  auto it = body.find("content");
+  if (it == body.end() || !it->is_string()) {
+    throw_invalid(
+        "'content' must be a string, got " + (it == body.end() ? std::string("nothing") : describe(*it)),
+        "content");
+  }
+  const auto tokens = ctx.tokenizer.tokenize(it->get<std::string>(), bool_field(body, "add_special", false),
+                                             bool_field(body, "parse_special", true));
+  const json out = {{"tokens", tokens}};
+  co_await ex.respond_json(200, out);
+}
+
+asio::awaitable<void> detokenize(const ServeContext& ctx, http::Exchange& ex) {
+  const json body = parse_body(ex);
+  auto it = body.find("tokens");
+  if (it == body.end() || !it->is_array()) {
+    throw_invalid("'tokens' must be an array of token ids, got " +
+                      (it == body.end() ? std::string("nothing") : describe(*it)),
+                  "tokens");
+  }
+  std::vector<engine::Token> tokens;
+  if (!it->empty()) tokens = token_ids_field(ctx, *it, "tokens");
+  // A byte of a character split across tokens is not UTF-8 on its own: replaced, not refused.
+  const json out = {{"content", ctx.tokenizer.detokenize(tokens, /*render_special=*/true)}};
+  const std::string text = out.dump(-1, ' ', false, json::error_handler_t::replace);
+  co_await ex.respond_text(200, text, "application/json");
+}
+
 }  // namespace
 
 std::shared_ptr<const http::Router> make_openai_router(const ServeContext& context) {
@@ -777,9 +843,12 @@ std::shared_ptr<const http::Router> make_openai_router(const ServeContext& conte
   });
   router->add(http::Verb::post, "/v1/chat/completions",
               [ctx](http::Exchange& ex) { return chat_completions(*ctx, ex); });
-  router->add(http::Verb::post, "/v1/completions", [ctx](http::Exchange& ex) { return completions(*ctx, ex); });
+  router->add(http::Verb::post, "/v1/completions",
+              [ctx](http::Exchange& ex) { return completions(*ctx, ex); });
   router->add(http::Verb::post, "/infill", [ctx](http::Exchange& ex) { return infill(*ctx, ex); });
   router->add(http::Verb::post, "/v1/embeddings", [ctx](http::Exchange& ex) { return embeddings(*ctx, ex); });
+  router->add(http::Verb::post, "/tokenize", [ctx](http::Exchange& ex) { return tokenize(*ctx, ex); });
+  router->add(http::Verb::post, "/detokenize", [ctx](http::Exchange& ex) { return detokenize(*ctx, ex); });
   return router;
 }
 

@@ -10,11 +10,54 @@ std::size_t common_prefix(std::span<const engine::Token> a, std::span<const engi
   return static_cast<std::size_t>(ia - a.begin());
 }
 
+TextAlignment align_by_text(std::span<const engine::Token> cached, std::span<const engine::Token> prompt,
+                            const PieceOf& piece) {
+  std::size_t i = 0, j = 0;
+  for (;;) {
+    const std::size_t same = common_prefix(cached.subspan(i), prompt.subspan(j));
+    i += same;
+    j += same;
+    if (i == cached.size() || j == prompt.size()) break;
+    // Different tokens here: spell both sides on, a token at a time on the shorter side, until the texts are
+    // the same length (a shared boundary: go on token by token) or differ (the end of the match).
+    std::string a, b;
+    std::size_t ia = i, jb = j, checked = 0;
+    bool met = false;
+    for (;;) {
+      if (a.size() <= b.size()) {
+        if (ia == cached.size()) break;
+        std::string p = piece(cached[ia]);
+        if (p.empty()) break;  // shows no text: only the same token matches it
+        a += p;
+        ++ia;
+      } else {
+        if (jb == prompt.size()) break;
+        std::string p = piece(prompt[jb]);
+        if (p.empty()) break;
+        b += p;
+        ++jb;
+      }
+      const std::size_t n = std::min(a.size(), b.size());
+      if (a.compare(checked, n - checked, b, checked, n - checked) != 0) break;
+      checked = n;
+      if (a.size() == b.size()) {
+        met = true;
+        break;
+      }
+    }
+    if (!met) break;
+    i = ia;
+    j = jb;
+  }
+  return {i, j};
+}
+
 ColdCache::ColdCache(std::size_t capacity_bytes)
     : capacity_(capacity_bytes),
       arena_(capacity_bytes > 0 ? std::make_unique_for_overwrite<std::uint8_t[]>(capacity_bytes) : nullptr) {}
 
-std::optional<ColdCache::Match> ColdCache::find(std::span<const engine::Token> tokens, bool exact_only) const {
+std::optional<ColdCache::Match> ColdCache::find(std::span<const engine::Token> tokens,
+                                                bool exact_only) const {
   std::optional<Match> best;
   for (const auto& e : entries_) {
     const std::size_t n = common_prefix(e.tokens, tokens);

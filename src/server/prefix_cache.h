@@ -4,10 +4,12 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <list>
 #include <memory>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "engine/engine.h"
@@ -16,6 +18,19 @@ namespace clawbot::server {
 
 // Length of the common prefix of two token sequences.
 std::size_t common_prefix(std::span<const engine::Token> a, std::span<const engine::Token> b);
+
+// How far a cached token sequence and a prompt spell the same text, though tokenized differently: a model's
+// answer comes back in the next turn as text, and re-tokenizing it often gives other tokens than the ones the
+// model generated, which would end a token-by-token match at the start of the answer. cached[0, cached) and
+// prompt[0, prompt) are the longest prefixes that spell the same text with their token boundaries meeting;
+// tokens that show no text (control tokens) match only themselves.
+struct TextAlignment {
+  std::size_t cached = 0;
+  std::size_t prompt = 0;
+};
+using PieceOf = std::function<std::string(engine::Token)>;
+TextAlignment align_by_text(std::span<const engine::Token> cached, std::span<const engine::Token> prompt,
+                            const PieceOf& piece);
 
 class ColdCache {
  public:
@@ -29,8 +44,8 @@ class ColdCache {
   // prefix of `tokens` (states that cannot be cut back, such as recurrent ones).
   std::optional<Match> find(std::span<const engine::Token> tokens, bool exact_only) const;
 
-  // Reserves room for a state of `size` bytes for `tokens`, evicting the oldest entries; the caller writes the
-  // state into the returned span. Empty span: it does not fit at all.
+  // Reserves room for a state of `size` bytes for `tokens`, evicting the oldest entries; the caller writes
+  // the state into the returned span. Empty span: it does not fit at all.
   std::span<std::uint8_t> insert(std::vector<engine::Token> tokens, std::size_t size);
   void shrink_last(std::size_t used);  // the state turned out smaller than reserved
   void erase_last();                   // the write failed

@@ -167,6 +167,7 @@ void Scheduler::run() {
         embeddings.push_back(std::move(job));
         continue;
       }
+      align_with_cache(job);
       // The free slot whose cache is the most useful to this prompt; else an empty one; else the least
       // recent.
       Slot* target = nullptr;
@@ -250,6 +251,41 @@ void Scheduler::save_to_cold(Slot& slot) {
   cold_.shrink_last(written);
   std::lock_guard lock(mutex_);
   ++stats_.cold_saves;
+}
+
+void Scheduler::align_with_cache(GenerationJob& job) {
+  if (!options_.cache_enabled) return;
+  auto& prompt = job.prompt;
+  const auto piece = [this](engine::Token t) { return tokenizer_.piece(t); };
+  const std::vector<engine::Token>* best = nullptr;
+  TextAlignment best_at;
+  auto consider = [&](const std::vector<engine::Token>& cached) {
+    const auto at = align_by_text(cached, prompt, piece);
+    if (at.cached > best_at.cached) {
+      best = &cached;
+      best_at = at;
+    }
+  };
+  for (const auto& s : slots_) consider(s->cached);
+  if (auto cold = cold_.find(prompt, false)) consider(cold_.tokens(cold->id));
+  if (!best || (best_at.cached == best_at.prompt &&
+                std::equal(best->begin(), best->begin() + static_cast<std::ptrdiff_t>(best_at.cached),
+                           prompt.begin()))) {
+    return;  // nothing, or only what a token-by-token match finds anyway
+  }
+  // A state that cannot be cut back is only of use whole.
+  if (!model_.info().can_truncate_cache() && best_at.cached != best->size()) return;
+  // The same text in the tokens the cache holds; a prompt that grows so must still leave the answer its room.
+  const std::size_t aligned_size = best_at.cached + (prompt.size() - best_at.prompt);
+  const std::size_t room = static_cast<std::size_t>(std::max(0, options_.ctx_per_request));
+  const std::size_t answer = job.max_tokens > 0 ? static_cast<std::size_t>(job.max_tokens) : 1;
+  if (aligned_size > prompt.size() && aligned_size + answer > room) return;
+  std::vector<engine::Token> aligned(best->begin(),
+                                     best->begin() + static_cast<std::ptrdiff_t>(best_at.cached));
+  aligned.insert(aligned.end(), prompt.begin() + static_cast<std::ptrdiff_t>(best_at.prompt), prompt.end());
+  prompt = std::move(aligned);
+  std::lock_guard lock(mutex_);
+  ++stats_.text_matches;
 }
 
 void Scheduler::admit(Slot& slot, GenerationJob job) {

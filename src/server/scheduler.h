@@ -91,7 +91,8 @@ struct SchedulerStats {
   std::uint64_t prompt_tokens_cached = 0;
   std::uint64_t generated_tokens = 0;
   std::uint64_t cache_lookups = 0;
-  std::uint64_t cache_hits = 0;  // lookups that reused at least one token
+  std::uint64_t cache_hits = 0;    // lookups that reused at least one token
+  std::uint64_t text_matches = 0;  // prompts whose cached prefix was found by text (re-tokenized answers)
   std::uint64_t cold_saves = 0;
   std::uint64_t cold_restores = 0;
   std::uint64_t cold_evictions = 0;
@@ -123,6 +124,8 @@ class Scheduler {
  private:
   struct Slot;
   void run();
+  // Rewrites the prompt's tokens where they spell the same text as a cached sequence's (see align_by_text).
+  void align_with_cache(GenerationJob& job);
   void admit(Slot& slot, GenerationJob job);
   void step();
   void finish(Slot& slot, std::string reason, std::optional<Error> error = std::nullopt);

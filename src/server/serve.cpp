@@ -44,6 +44,11 @@ void register_metrics(monitor::Registry& metrics, const Scheduler& scheduler,
                            stat(&SchedulerStats::cache_lookups));
   metrics.counter_callback("clawbot_prefix_cache_hits_total", "Lookups that reused at least one token",
                            stat(&SchedulerStats::cache_hits));
+  metrics.counter_callback(
+      "clawbot_prefix_cache_text_matches_total",
+      "Prompts whose cached prefix was found by text: a re-tokenized answer, matched in the "
+      "tokens the model generated",
+      stat(&SchedulerStats::text_matches));
   metrics.counter_callback("clawbot_cold_cache_saves_total", "Sequences saved to the cold tier",
                            stat(&SchedulerStats::cold_saves));
   metrics.counter_callback("clawbot_cold_cache_restores_total", "Sequences restored from the cold tier",

@@ -161,6 +161,73 @@ describe('prompt chunks', () => {
   });
 });
 
+describe('prefix cache by text', () => {
+  // A model's answer comes back in the next turn as text; re-tokenized, it may be other tokens than the ones the
+  // model generated. The cache matches by text there, so the answer is not prefilled again.
+  let server;
+  before(async () => {
+    server = await startServer({ extraArgs: ['--parallel', '1', '--ctx', '512'] });
+  });
+  after(async () => server && (await server.stop()));
+
+  const tokenize = async (content) => (await postJson(server.baseUrl, '/tokenize', { content, add_special: true })).json.tokens;
+  const detokenize = async (tokens) => (await postJson(server.baseUrl, '/detokenize', { tokens })).json.content;
+
+  test('/tokenize and /detokenize round-trip; bad ids are a 400 that names the field', { timeout: 30000 }, async () => {
+    const tokens = await tokenize('Once upon a time');
+    assert.ok(tokens.length >= 3 && tokens.every(Number.isInteger), JSON.stringify(tokens));
+    // Special tokens are rendered, as llama-server does: the BOS that add_special put first shows.
+    assert.equal((await detokenize(tokens)).trim(), '<s> Once upon a time');
+    const plain = (await postJson(server.baseUrl, '/tokenize', { content: 'Once upon a time' })).json.tokens;
+    assert.equal(plain.length, tokens.length - 1, 'add_special is off by default');
+    const bad = await postJson(server.baseUrl, '/detokenize', { tokens: [1, -5] });
+    assert.equal(bad.status, 400);
+    assert.equal(bad.json.error.param, 'tokens');
+    const badPrompt = await postJson(server.baseUrl, COMPL, { prompt: [1, 99999999], max_tokens: 1 });
+    assert.equal(badPrompt.status, 400);
+    assert.match(badPrompt.json.error.message, /token ids between 0 and/);
+  });
+
+  test('a prompt spelling the cached text in other tokens reuses the cache', { timeout: 60000 }, async () => {
+    const text = 'Once upon a time there was a little girl named Lily';
+    const canonical = await tokenize(text);
+    // Each token's text as it reads inside a sequence (after the first word, so no leading-space rule applies).
+    const anchor = [canonical[0], canonical[1]];
+    const anchorText = await detokenize(anchor);
+    const pieces = [];
+    for (let id = 0; id < 512; id++) pieces.push((await detokenize([...anchor, id])).slice(anchorText.length));
+    const byPiece = new Map();
+    pieces.forEach((p, id) => { if (p.length > 0 && !byPiece.has(p)) byPiece.set(p, id); });
+    // Replace one token of the canonical prompt by two that spell the same text.
+    let split = null;
+    for (let k = 2; k < canonical.length && !split; k++) {
+      const p = pieces[canonical[k]];
+      for (let cut = 1; cut < p.length && !split; cut++) {
+        const a = byPiece.get(p.slice(0, cut));
+        const b = byPiece.get(p.slice(cut));
+        if (a === undefined || b === undefined) continue;
+        const other = [...canonical.slice(0, k), a, b, ...canonical.slice(k + 1)];
+        if ((await detokenize(other)) === (await detokenize(canonical))) split = { k, other };
+      }
+    }
+    assert.ok(split, 'no token of the prompt could be spelled by two others');
+
+    const first = await postJson(server.baseUrl, COMPL, { prompt: split.other, max_tokens: 1, temperature: 0 });
+    assert.equal(first.status, 200, first.text);
+    assert.equal(first.json.usage.prompt_tokens, split.other.length);
+
+    const metrics = async () => metricValue(await (await fetch(server.baseUrl + '/metrics')).text(),
+      'clawbot_prefix_cache_text_matches_total');
+    const before = await metrics();
+    const second = await postJson(server.baseUrl, COMPL, { prompt: text + ' who liked to play', max_tokens: 1, temperature: 0 });
+    assert.equal(second.status, 200, second.text);
+    // A token-by-token match would end at the split token (k tokens); by text, all of the first prompt is reused.
+    assert.equal(second.json.usage.prompt_tokens_details.cached_tokens, split.other.length,
+      `split at token ${split.k}: ${JSON.stringify(second.json.usage)}`);
+    assert.equal(await metrics(), before + 1);
+  });
+});
+
 describe('queue and cancellation', () => {
   let server;
   before(async () => {

@@ -22,6 +22,58 @@ TEST(CommonPrefixTest, CountsSharedLeadingTokens) {
   EXPECT_EQ(common_prefix(Tokens{5}, Tokens{1}), 0u);
 }
 
+// A toy vocabulary: 0 is a control token (no text); the others spell what the table says.
+std::string toy_piece(engine::Token t) {
+  static const std::vector<std::string> pieces{"",   "Hello", " wor", "ld",     " world", "!", "Hel",
+                                               "lo", " w",    "orld", " there", "?",      "\n"};
+  return pieces.at(static_cast<std::size_t>(t));
+}
+
+TEST(AlignByTextTest, SameTokensAreATokenMatch) {
+  const auto m = align_by_text(Tokens{0, 1, 4, 5}, Tokens{0, 1, 4, 5, 12}, toy_piece);
+  EXPECT_EQ(m.cached, 4u);
+  EXPECT_EQ(m.prompt, 4u);
+}
+
+TEST(AlignByTextTest, OtherTokensSpellingTheSameTextMatch) {
+  // cached: <c> "Hel" "lo" " wor" "ld" "!"; prompt: <c> "Hello" " world" "!" "\n"
+  const auto m = align_by_text(Tokens{0, 6, 7, 2, 3, 5}, Tokens{0, 1, 4, 5, 12}, toy_piece);
+  EXPECT_EQ(m.cached, 6u);
+  EXPECT_EQ(m.prompt, 4u);
+  // Boundaries that never meet inside a word are fine as long as they meet again: " w"+"orld" = " wor"+"ld".
+  const auto n = align_by_text(Tokens{1, 8, 9, 11}, Tokens{1, 2, 3, 5}, toy_piece);
+  EXPECT_EQ(n.cached, 3u);
+  EXPECT_EQ(n.prompt, 3u);
+}
+
+TEST(AlignByTextTest, StopsWhereTheTextDiffers) {
+  // "Hello world?" vs "Hello world!": the match ends after " world", on both sides' boundary.
+  const auto m = align_by_text(Tokens{6, 7, 2, 3, 11}, Tokens{1, 4, 5}, toy_piece);
+  EXPECT_EQ(m.cached, 4u);
+  EXPECT_EQ(m.prompt, 2u);
+  // "Hello there" vs "Hello world": nothing after "Hello".
+  const auto n = align_by_text(Tokens{6, 7, 10}, Tokens{1, 4}, toy_piece);
+  EXPECT_EQ(n.cached, 2u);
+  EXPECT_EQ(n.prompt, 1u);
+}
+
+TEST(AlignByTextTest, BoundariesMustMeetAtTheEnd) {
+  // "Hel" vs "Hello": the prompt's token goes past the end of the cached text: no shared boundary after it.
+  const auto m = align_by_text(Tokens{6}, Tokens{1, 5}, toy_piece);
+  EXPECT_EQ(m.cached, 0u);
+  EXPECT_EQ(m.prompt, 0u);
+}
+
+TEST(AlignByTextTest, ControlTokensMatchOnlyThemselves) {
+  // A control token with no text is never skipped or spelled as text.
+  const auto m = align_by_text(Tokens{1, 0, 4}, Tokens{1, 4}, toy_piece);
+  EXPECT_EQ(m.cached, 1u);
+  EXPECT_EQ(m.prompt, 1u);
+  const auto n = align_by_text(Tokens{6, 7, 0, 4}, Tokens{1, 0, 2, 3}, toy_piece);
+  EXPECT_EQ(n.cached, 4u);
+  EXPECT_EQ(n.prompt, 4u);
+}
+
 TEST(ColdCacheTest, FindsLongestSharedPrefix) {
   ColdCache cache(1000);
   put(cache, {1, 2, 3, 4}, 100, 0xA);

@@ -206,7 +206,7 @@ for name in "${names[@]}"; do
     c) row "(c) 32 conv x 6 turns, 4 slots: TTFT turns >= 2, median ms" c ttft2; row "(c) TTFT turn 1, median ms" c ttft1
        row "(c) new prompt tokens per turn >= 2 (median, from usage)" c fresh
        row "(c) time to prefill only that many tokens, alone, ms" c fresh_time
-       row "(c) TTFT turns >= 2 / TTFT of only the new tokens" c reuse ;;
+       row "(c) TTFT turns >= 2 / time to prefill only the new tokens" c reuse ;;
     d) row "(d) 4K prompt during 4 streams: worst inter-token gap ms" d gap; row "(d) the long prompt's TTFT ms" d long_ttft ;;
   esac
 done

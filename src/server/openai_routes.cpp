@@ -380,6 +380,17 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
                 {"timings", timings_json(e)}};
   };
 
+  // A streamed answer notices a client that left when a write fails; a whole answer is written only at the
+  // end, so the socket is watched meanwhile, and a close cancels the job (its slot is free at the next step).
+  auto client_gone = std::make_shared<std::atomic<bool>>(false);
+  if (!req.stream) {
+    ex.watch_for_close([cancelled = gen.cancelled, events = gen.events, client_gone] {
+      client_gone->store(true);
+      cancelled->store(true);
+      events->close();  // ends the wait below
+    });
+  }
+
   if (req.stream) {
     if (!co_await ex.sse_start()) co_return;
     count_request(ctx, route, 200);
@@ -398,11 +409,16 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
   auto last_token_at = started;
   while (done < req.n) {
     auto [ec, event] = co_await gen.events->async_receive(use_tuple);
+    if (ec && client_gone->load()) {
+      count_request(ctx, route, 499);  // nginx's "client closed request"
+      co_return;
+    }
     if (ec) {  // the scheduler dropped the job (shutdown)
       const Error gone{ErrorKind::unavailable, "the server is shutting down; retry on another node", {}, {}};
       if (req.stream) {
         co_await ex.sse_data(to_json(gone).dump());
       } else {
+        ex.stop_watching();  // before a write: it cancels the socket's waits
         count_request(ctx, route, 503);
         co_await ex.respond_error(gone);
       }
@@ -412,6 +428,7 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
       if (req.stream) {
         co_await ex.sse_data(to_json(*event.error).dump());
       } else {
+        ex.stop_watching();
         count_request(ctx, route, http_status(event.error->kind));
         co_await ex.respond_error(*event.error);
       }
@@ -482,6 +499,7 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
     }
     co_return;  // the session writes [DONE]
   }
+  ex.stop_watching();
   if (api == Api::infill) {
     // One object for one answer, as llama-server; an array for n > 1.
     json answers = json::array();

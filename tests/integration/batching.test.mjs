@@ -267,6 +267,35 @@ describe('queue and cancellation', () => {
     const r = await postJson(server.baseUrl, COMPL, { prompt: 'Once', max_tokens: 4 }, { timeoutMs: 5000 });
     assert.equal(r.status, 200, r.text);
   });
+
+  test('a client that leaves a non-streamed request frees its slot too', { timeout: 60000 }, async () => {
+    // Alone, this answer takes seconds; the client leaves after 300 ms.
+    const body = { prompt: 'Once upon a time', max_tokens: 2000, temperature: 0, ignore_eos: true };
+    const t = Date.now();
+    const whole = await postJson(server.baseUrl, COMPL, body, { timeoutMs: 60000 });
+    const aloneMs = Date.now() - t;
+    assert.equal(whole.json.usage.completion_tokens, 2000);
+
+    const metrics = async () => (await (await fetch(server.baseUrl + '/metrics')).text());
+    const ac = new AbortController();
+    const pending = fetch(server.baseUrl + COMPL, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, signal: ac.signal, body: JSON.stringify(body),
+    }).catch(() => null);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal((await getJson(server.baseUrl, '/health')).json.slots_busy, 1);
+    ac.abort();
+    await pending;
+    const left = Date.now();
+    let busy = 1;
+    while (busy !== 0 && Date.now() - left < aloneMs) {
+      busy = (await getJson(server.baseUrl, '/health')).json.slots_busy;
+      if (busy !== 0) await new Promise((r) => setTimeout(r, 10));
+    }
+    const freedMs = Date.now() - left;
+    assert.equal(busy, 0, 'the slot was not freed after the client left');
+    assert.ok(freedMs < Math.min(1000, aloneMs / 2), `freed after ${freedMs} ms; the whole answer takes ${aloneMs} ms`);
+    assert.match(await metrics(), /clawbot_http_requests_total\{[^}]*status="499"[^}]*\} 1/);
+  });
 });
 
 describe('KV-cache reuse keeps greedy output identical', () => {

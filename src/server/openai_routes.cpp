@@ -198,8 +198,10 @@ std::vector<engine::ChatMessage> parse_messages(const json& body) {
   return messages;
 }
 
-// Token ids from a JSON array: each an integer in the vocabulary; fewer than the context holds.
-std::vector<engine::Token> token_ids_field(const ServeContext& ctx, const json& array, const char* param) {
+// Token ids from a JSON array: each an integer in the vocabulary; with `within_context`, fewer than a
+// request's context holds.
+std::vector<engine::Token> token_ids_field(const ServeContext& ctx, const json& array, const char* param,
+                                           bool within_context = true) {
   std::vector<engine::Token> tokens;
   tokens.reserve(array.size());
   const auto n_vocab = ctx.model.info().n_vocab;
@@ -212,11 +214,11 @@ std::vector<engine::Token> token_ids_field(const ServeContext& ctx, const json& 
     tokens.push_back(t.get<engine::Token>());
   }
   if (tokens.empty()) throw_invalid(std::string("'") + param + "' is empty", param);
-  if (tokens.size() >= ctx.n_ctx) {
+  if (within_context && tokens.size() >= ctx.n_ctx) {
     throw ClawbotError({ErrorKind::context_exceeded,
-                        "the prompt is " + std::to_string(tokens.size()) +
+                        std::string("'") + param + "' is " + std::to_string(tokens.size()) +
                             " tokens, but this server's context holds " + std::to_string(ctx.n_ctx) +
-                            " tokens (prompt and answer together)",
+                            " tokens per request; send fewer or restart the server with a larger --ctx",
                         param, "context_length_exceeded"});
   }
   return tokens;
@@ -830,7 +832,7 @@ asio::awaitable<void> detokenize(const ServeContext& ctx, http::Exchange& ex) {
                   "tokens");
   }
   std::vector<engine::Token> tokens;
-  if (!it->empty()) tokens = token_ids_field(ctx, *it, "tokens");
+  if (!it->empty()) tokens = token_ids_field(ctx, *it, "tokens", /*within_context=*/false);
   // A byte of a character split across tokens is not UTF-8 on its own: replaced, not refused.
   const json out = {{"content", ctx.tokenizer.detokenize(tokens, /*render_special=*/true)}};
   const std::string text = out.dump(-1, ' ', false, json::error_handler_t::replace);

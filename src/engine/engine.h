@@ -180,8 +180,9 @@ class Sampler {
   Sampler(Sampler&&) noexcept;
   Sampler& operator=(Sampler&&) noexcept;
   ~Sampler();
-  // Samples from the logits of batch row `row` (-1: the last) and accepts the token.
-  Token sample(Context& context, int row = -1);
+  // Samples from the logits of batch row `row` (-1: the last) and accepts the token; `banned` tokens are
+  // never drawn (min_tokens keeps end-of-generation tokens out until then).
+  Token sample(Context& context, int row = -1, std::span<const Token> banned = {});
 
  private:
   struct Deleter {

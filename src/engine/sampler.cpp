@@ -1,4 +1,5 @@
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include <llama.h>
@@ -29,8 +30,9 @@ Sampler::Sampler(const SamplingParams& p, const Model& model) {
     for (llama_token t = 0; t < model.info().n_vocab; ++t) {
       if (llama_vocab_is_eog(vocab, t)) never.push_back({t, -INFINITY});
     }
-    llama_sampler_chain_add(chain, llama_sampler_init_logit_bias(model.info().n_vocab,
-                                                                 static_cast<int32_t>(never.size()), never.data()));
+    llama_sampler_chain_add(
+        chain, llama_sampler_init_logit_bias(model.info().n_vocab, static_cast<int32_t>(never.size()),
+                                             never.data()));
   }
   if (p.temperature <= 0.0f) {
     llama_sampler_chain_add(chain, llama_sampler_init_greedy());
@@ -47,7 +49,14 @@ Sampler::Sampler(Sampler&&) noexcept = default;
 Sampler& Sampler::operator=(Sampler&&) noexcept = default;
 Sampler::~Sampler() = default;
 
-Token Sampler::sample(Context& context, int row) {
+Token Sampler::sample(Context& context, int row, std::span<const Token> banned) {
+  if (!banned.empty()) {
+    // The chain reads this row of logits: a banned token's logit of -inf gives it no probability, whatever
+    // the samplers are.
+    float* logits = llama_get_logits_ith(context.get(), row);
+    if (!logits) throw EngineError("no logits for batch row " + std::to_string(row));
+    for (const Token t : banned) logits[t] = -INFINITY;
+  }
   // llama_sampler_sample also accepts the token into the chain (penalties see it).
   return llama_sampler_sample(chain_.get(), context.get(), row);
 }

@@ -99,6 +99,7 @@ std::vector<std::string> stop_field(const json& body) {
 struct CommonRequest {
   engine::SamplingParams sampling;
   int max_tokens = 0;
+  int min_tokens = 0;
   std::vector<std::string> stop;
   bool stream = false;
   bool include_usage = false;
@@ -128,6 +129,13 @@ CommonRequest parse_common(const json& body, std::uint32_t n_ctx) {
   // max_completion_tokens is the newer name; both are accepted.
   for (const char* key : {"max_tokens", "max_completion_tokens"}) {
     if (auto v = integer_field(body, key, 1, n_ctx)) r.max_tokens = static_cast<int>(*v);
+  }
+  // vLLM's: no end-of-generation token before this many (stop strings still apply).
+  if (auto v = integer_field(body, "min_tokens", 0, n_ctx)) r.min_tokens = static_cast<int>(*v);
+  if (r.max_tokens > 0 && r.min_tokens > r.max_tokens) {
+    throw_invalid("'min_tokens' (" + std::to_string(r.min_tokens) + ") must not exceed 'max_tokens' (" +
+                      std::to_string(r.max_tokens) + ")",
+                  "min_tokens");
   }
   if (auto v = integer_field(body, "n", 1, 16)) r.n = static_cast<int>(*v);
   r.sampling.ignore_eos = bool_field(body, "ignore_eos", false);  // llama-server's extension, for benchmarks
@@ -332,6 +340,7 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
     job.sampling = req.sampling;
     if (job.sampling.seed != engine::random_seed) job.sampling.seed += static_cast<std::uint32_t>(i);
     job.max_tokens = req.max_tokens;
+    job.min_tokens = req.min_tokens;
     job.stop = req.stop;
     job.choice = i;
     job.events = gen.events;

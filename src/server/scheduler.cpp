@@ -96,6 +96,9 @@ Scheduler::Scheduler(const engine::Model& model, engine::Context& context, Sched
     slot->seq = i;
     slots_.push_back(std::move(slot));
   }
+  for (engine::Token t = 0; t < tokenizer_.n_vocab(); ++t) {
+    if (tokenizer_.is_end_of_generation(t)) end_of_generation_.push_back(t);
+  }
   stats_.slots_total = slots_.size();
   stats_.cold_capacity = cold_.capacity();
   stats_.kv_cells_total = context_.n_ctx();
@@ -421,7 +424,10 @@ void Scheduler::finish(Slot& slot, std::string reason, std::optional<Error> erro
 }
 
 void Scheduler::sample_and_emit(Slot& slot, int row) {
-  const engine::Token token = slot.sampler->sample(context_, row);
+  const bool too_early = slot.generated < slot.job->min_tokens;
+  const engine::Token token = slot.sampler->sample(
+      context_, row,
+      too_early ? std::span<const engine::Token>(end_of_generation_) : std::span<const engine::Token>());
   if (slot.generated == 0) slot.first_token_at = Clock::now();
   if (tokenizer_.is_end_of_generation(token)) {
     finish(slot, "stop");

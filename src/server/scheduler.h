@@ -51,6 +51,7 @@ struct GenerationJob {
   std::vector<engine::Token> prompt;
   engine::SamplingParams sampling;
   int max_tokens = 0;  // 0: until the per-request context is full
+  int min_tokens = 0;  // no end-of-generation token before this many (vLLM's min_tokens)
   std::vector<std::string> stop;
   int choice = 0;
   bool embedding = false;  // pooled embedding instead of generation
@@ -138,6 +139,7 @@ class Scheduler {
   const engine::Model& model_;
   engine::Context& context_;
   engine::Tokenizer tokenizer_;
+  std::vector<engine::Token> end_of_generation_;  // what min_tokens bans
   SchedulerOptions options_;
   ColdCache cold_;
   engine::Batch batch_;

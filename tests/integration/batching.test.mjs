@@ -93,6 +93,22 @@ describe('continuous batching', () => {
     assert.equal(r.json.choices[0].finish_reason, 'length');
   });
 
+  test('min_tokens is checked against max_tokens', { timeout: 30000 }, async () => {
+    // (stories260K never ends a story by itself here, so the ban is proven in engine_test's
+    // SamplerTest.BannedTokensAreNeverDrawn.)
+    const base = { prompt: 'The end.', max_tokens: 40, temperature: 0 };
+    const held = await postJson(server.baseUrl, COMPL, { ...base, min_tokens: 40 });
+    assert.equal(held.status, 200, held.text);
+    assert.equal(held.json.usage.completion_tokens, 40);
+    const tooMany = await postJson(server.baseUrl, COMPL, { ...base, min_tokens: 41 });
+    assert.equal(tooMany.status, 400);
+    assert.equal(tooMany.json.error.param, 'min_tokens');
+    assert.match(tooMany.json.error.message, /must not exceed 'max_tokens'/);
+    const negative = await postJson(server.baseUrl, COMPL, { ...base, min_tokens: -1 });
+    assert.equal(negative.status, 400);
+    assert.equal(negative.json.error.param, 'min_tokens');
+  });
+
   test('/metrics is Prometheus text that promtool accepts', { timeout: 30000 }, async () => {
     await streamChat(server.baseUrl, { messages: [{ role: 'user', content: 'Hello' }], max_tokens: 8 });
     const r = await fetch(server.baseUrl + '/metrics');

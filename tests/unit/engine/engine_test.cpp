@@ -309,6 +309,27 @@ TEST(SamplerTest, RepeatPenaltyChangesGreedyChoice) {
   EXPECT_NE(generate(ctx, plain, 40), generate(ctx, penalised, 40));
 }
 
+TEST(SamplerTest, BannedTokensAreNeverDrawn) {
+  Context ctx(stories(), {.n_ctx = 256, .n_batch = 64, .n_threads = 2});
+  const Tokenizer tok(stories());
+  const auto prompt = tok.tokenize("Once upon a time", true, false);
+  for (const float temperature : {0.0f, 1.0f}) {
+    SamplingParams p;
+    p.temperature = temperature;
+    p.seed = 3;
+    ctx.clear();
+    ASSERT_EQ(ctx.decode(prompt, 0), DecodeStatus::ok);
+    const Token first = Sampler(p, stories()).sample(ctx);
+    // The same logits, the first choice banned (and a second token for good measure): something else comes.
+    ctx.clear();
+    ASSERT_EQ(ctx.decode(prompt, 0), DecodeStatus::ok);
+    const Token banned[] = {first, static_cast<Token>((first + 1) % tok.n_vocab())};
+    const Token other = Sampler(p, stories()).sample(ctx, -1, banned);
+    EXPECT_NE(other, banned[0]);
+    EXPECT_NE(other, banned[1]);
+  }
+}
+
 TEST(ContextTest, PromptLongerThanBatchIsChunked) {
   Context ctx(stories(), {.n_ctx = 512, .n_batch = 32, .n_threads = 2});
   const Tokenizer tok(stories());

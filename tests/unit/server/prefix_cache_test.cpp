@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <random>
+#include <span>
+#include <string>
 
 namespace clawbot::server {
 namespace {
@@ -72,6 +75,45 @@ TEST(AlignByTextTest, ControlTokensMatchOnlyThemselves) {
   const auto n = align_by_text(Tokens{6, 7, 0, 4}, Tokens{1, 0, 2, 3}, toy_piece);
   EXPECT_EQ(n.cached, 4u);
   EXPECT_EQ(n.prompt, 4u);
+}
+
+TEST(AlignByTextTest, RandomSequencesAlwaysSpellTheSameText) {
+  // The safety property: whatever the sequences, the aligned prefixes spell the same text (the prompt the
+  // model sees is the client's text), and never less than the token-by-token match.
+  std::mt19937 rng(7);
+  const auto spell = [](std::span<const engine::Token> tokens) {
+    std::string text;
+    for (const auto t : tokens) text += toy_piece(t);
+    return text;
+  };
+  std::uniform_int_distribution<int> token(0, 12), length(0, 12), coin(0, 3);
+  int realigned = 0;  // rounds where the match went on past differing tokens
+  for (int round = 0; round < 20000; ++round) {
+    Tokens cached, prompt;
+    const int shared = length(rng);
+    for (int i = 0; i < shared; ++i) cached.push_back(static_cast<engine::Token>(token(rng)));
+    prompt = cached;
+    // Often the same text in other tokens, sometimes something else entirely.
+    if (coin(rng) > 0) {
+      for (auto& t : prompt) {
+        if (t == 1 && coin(rng) == 0) t = 6;  // "Hello" -> "Hel" (and "lo" after it)
+      }
+      for (std::size_t i = 0; i < prompt.size(); ++i) {
+        if (prompt[i] == 6 && (i + 1 == prompt.size() || prompt[i + 1] != 7))
+          prompt.insert(prompt.begin() + i + 1, 7);
+      }
+    }
+    for (int i = length(rng); i > 0; --i) prompt.push_back(static_cast<engine::Token>(token(rng)));
+    for (int i = length(rng) / 2; i > 0; --i) cached.push_back(static_cast<engine::Token>(token(rng)));
+    const auto m = align_by_text(cached, prompt, toy_piece);
+    ASSERT_LE(m.cached, cached.size());
+    ASSERT_LE(m.prompt, prompt.size());
+    ASSERT_EQ(spell(std::span(cached).first(m.cached)), spell(std::span(prompt).first(m.prompt)))
+        << "round " << round;
+    ASSERT_GE(std::min(m.cached, m.prompt), common_prefix(cached, prompt)) << "round " << round;
+    if (m.cached != m.prompt) ++realigned;
+  }
+  EXPECT_GT(realigned, 1000);
 }
 
 TEST(ColdCacheTest, FindsLongestSharedPrefix) {

@@ -170,8 +170,9 @@ describe('prompt chunks', () => {
     during = events - startEvents;
     assert.equal(r.status, 200, r.text);
     const fresh = r.json.usage.prompt_tokens - (r.json.usage.prompt_tokens_details?.cached_tokens ?? 0);
-    // fresh / 32 steps, each carrying one token of the stream; a few tokens may show no text.
-    assert.ok(during >= Math.floor(fresh / 32) - 3,
+    // fresh / 32 steps, each carrying one token of the stream (in one step, it would get at most 2 or 3); half
+    // of them, as some tokens show no text and a busy client may read late.
+    assert.ok(during >= Math.floor(fresh / 64),
       `the stream got ${during} events while ${fresh} prompt tokens were prefilled in chunks of 32`);
     await stream;
   });

@@ -7,8 +7,9 @@
 #
 # Prints a table with medians and ratios, and the decode roofline (tokens/s over memory bandwidth / weight bytes).
 # (a) and (b) are throughput figures that a noisy machine moves by ±10% between minutes, so both servers stay up
-# side by side (an idle server sleeps) and --rounds rounds alternate between them (and llama-bench tg128 for (a)),
-# each round with its own prompts (--seed); the table gives per-round medians and the ratio of the medians.
+# side by side (an idle server sleeps) and --rounds rounds alternate between them (and, for (a), llama-bench tg128
+# and llama-bench doing the same work as (a)), each round with its own prompts (--seed); the table gives
+# per-round medians and the ratio of the medians.
 # (c) and (d) depend on what each server has cached, so they run once, on a fresh server each.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -496,16 +496,20 @@ void Scheduler::step() {
   }
   std::sort(prefilling.begin(), prefilling.end(),
             [](const Slot* a, const Slot* b) { return a->admitted_order < b->admitted_order; });
-  // The chunk only protects running streams' inter-token gaps; with none decoding, the prompts go in whole
-  // (up to the batch), which prefills them at the engine's large-batch rate rather than in small steps. A
-  // recent KV-space shortage (prefill_chunk_now_ halved) scales that down alike.
+  // The chunk protects the running streams' inter-token gaps. With none decoding, the prompts go in whole (up
+  // to the batch), at the engine's large-batch rate rather than in small steps. With more prompts waiting
+  // than streams decoding, the step grows in proportion: a longer gap for the few buys earlier first tokens
+  // for the many (and fewer, larger steps). A recent KV-space shortage (prefill_chunk_now_ halved) scales
+  // both down.
   const int capacity = static_cast<int>(batch_.capacity());
-  const int chunk = batch_.size() > 0
-                        ? prefill_chunk_now_
-                        : std::max(prefill_chunk_now_,
-                                   static_cast<int>(static_cast<long long>(capacity) * prefill_chunk_now_ /
-                                                    std::max(1, options_.prefill_chunk)));
-  int budget = std::min(chunk, capacity - batch_.size());
+  const int decoding = batch_.size();
+  const int waiting = static_cast<int>(prefilling.size());
+  const long long chunk =
+      decoding == 0
+          ? std::max<long long>(prefill_chunk_now_, static_cast<long long>(capacity) * prefill_chunk_now_ /
+                                                        std::max(1, options_.prefill_chunk))
+          : static_cast<long long>(prefill_chunk_now_) * std::max(1, waiting / decoding);
+  int budget = static_cast<int>(std::min<long long>(chunk, capacity - batch_.size()));
   for (Slot* s : prefilling) {
     if (budget <= 0) break;
     const auto& prompt = s->job->prompt;
@@ -528,6 +532,7 @@ void Scheduler::step() {
   {
     std::lock_guard lock(mutex_);
     ++stats_.engine_steps;
+    if (had_prefill) ++stats_.prefill_steps;
   }
   if (status == engine::DecodeStatus::no_kv_slot) {
     {

@@ -101,6 +101,7 @@ struct SchedulerStats {
   std::uint64_t cold_capacity = 0;
   std::uint64_t decode_retries = 0;  // steps retried smaller after the cache ran out of cells
   std::uint64_t engine_steps = 0;    // llama_decode calls: one per step, whatever it holds
+  std::uint64_t prefill_steps = 0;   // those that carried prompt tokens
   std::size_t slots_busy = 0;
   std::size_t slots_total = 0;
   std::size_t queued = 0;

@@ -62,6 +62,8 @@ void register_metrics(monitor::Registry& metrics, const Scheduler& scheduler,
       "clawbot_engine_steps_total",
       "Engine steps (one batched decode each: the running streams' next tokens plus prompt chunks)",
       stat(&SchedulerStats::engine_steps));
+  metrics.counter_callback("clawbot_engine_prefill_steps_total", "Engine steps that carried prompt tokens",
+                           stat(&SchedulerStats::prefill_steps));
   metrics.gauge_callback("clawbot_cold_cache_bytes", "Bytes of saved sequences in host RAM",
                          stat(&SchedulerStats::cold_bytes));
   metrics.gauge_callback("clawbot_cold_cache_capacity_bytes", "Cold tier capacity",

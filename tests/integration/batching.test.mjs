@@ -133,12 +133,13 @@ describe('prompt chunks', () => {
   // --prefill-chunk bounds the prompt tokens per step only while other streams decode.
   let server;
   before(async () => {
-    server = await startServer({ extraArgs: ['--parallel', '2', '--ctx', '1024', '--prefill-chunk', '32'] });
+    server = await startServer({ extraArgs: ['--parallel', '4', '--ctx', '1024', '--prefill-chunk', '32'] });
   });
   after(async () => server && (await server.stop()));
 
   const longPrompt = (tag) => Array.from({ length: 22 }, (_, i) => `${tag} word${i} sat by the pond.`).join(' ');
-  const steps = async () => metricValue(await (await fetch(server.baseUrl + '/metrics')).text(), 'clawbot_engine_steps_total');
+  const steps = async (name = 'clawbot_engine_steps_total') =>
+    metricValue(await (await fetch(server.baseUrl + '/metrics')).text(), name);
 
   test('with nothing else running, a prompt goes in whole: one step, then one per token', { timeout: 60000 }, async () => {
     const before = await steps();
@@ -175,6 +176,38 @@ describe('prompt chunks', () => {
     assert.ok(during >= Math.floor(fresh / 64),
       `the stream got ${during} events while ${fresh} prompt tokens were prefilled in chunks of 32`);
     await stream;
+  });
+
+  test('with more prompts waiting than streams decoding, the chunks grow in proportion', { timeout: 60000 }, async () => {
+    const res = await fetch(server.baseUrl + COMPL, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ prompt: 'Once upon a time', max_tokens: 1000, temperature: 0, ignore_eos: true, stream: true }),
+      signal: AbortSignal.timeout(60000),
+    });
+    assert.equal(res.status, 200);
+    let events = 0;
+    let release;
+    const started = new Promise((r) => { release = r; });
+    const stream = readSse(res, () => {
+      if (++events === 3) release();
+      return false;
+    });
+    await started;
+    const before = await steps('clawbot_engine_prefill_steps_total');
+    // Three prompts beside one stream: 3 x 32 tokens per step while all three wait, then 2 x 32, then 32.
+    const prompts = ['first', 'second', 'third'].map((tag) => longPrompt(tag));
+    const answers = await Promise.all(prompts.map((prompt) => postJson(server.baseUrl, COMPL, { prompt, max_tokens: 1, temperature: 0 })));
+    const used = await steps('clawbot_engine_prefill_steps_total') - before;
+    let fresh = 0;
+    for (const r of answers) {
+      assert.equal(r.status, 200, r.text);
+      fresh += r.json.usage.prompt_tokens - (r.json.usage.prompt_tokens_details?.cached_tokens ?? 0);
+    }
+    // 32 tokens per step throughout would take fresh / 32 steps (about 34); growing chunks take about 20.
+    assert.ok(used < Math.ceil(fresh / 32) * 0.8, `${used} prefill steps for ${fresh} prompt tokens in chunks of 32 or more`);
+    res.body.cancel().catch(() => {});
+    await stream.catch(() => {});
   });
 });
 

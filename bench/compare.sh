@@ -156,13 +156,23 @@ run_workload() {  # name kind
       fresh=$(echo "$out" | field new_prompt_tokens_later_turns.p50)
       result[$name,$kind,fresh]=$fresh
       if [ "$fresh" != nan ]; then
+        local per_token times
         out=$(bench --concurrency 1 --requests 5 --seed 99 --prompt-tokens "$(printf '%.0f' "$fresh")" --max-tokens 1)
-        result[$name,$kind,fresh_time]=$(echo "$out" | node -e '
+        per_token=$(echo "$out" | node -e '
           const d = JSON.parse(require("fs").readFileSync(0, "utf8"));
           const per = d.per_request.filter((r) => r.ok && r.prompt_tokens > (r.cached_tokens ?? 0))
             .map((r) => r.e2e_ms / (r.prompt_tokens - (r.cached_tokens ?? 0))).sort((a, b) => a - b);
-          console.log(per.length ? (per[Math.floor(per.length / 2)] * Number(process.argv[1])).toFixed(1) : "nan");' "$fresh")
+          console.log(per.length ? per[Math.floor(per.length / 2)] : "nan");')
+        times() { node -e 'console.log((Number(process.argv[1]) * Number(process.argv[2])).toFixed(1))' "$1" "$2"; }
+        result[$name,$kind,fresh_time]=$(times "$per_token" "$fresh")
         result[$name,$kind,reuse]=$(ratio "${result[$name,$kind,ttft2]}" "${result[$name,$kind,fresh_time]}")
+        # The same reading one conversation at a time (still more conversations than slots): what the cache
+        # costs when no other stream shares the steps.
+        out=$(bench --workload conversations --conversations $((quick ? 6 : 12)) --turns 4 --concurrency 1 --seed 3 \
+          --system-prompt-tokens 200 --prompt-tokens 40 --max-tokens 32)
+        result[$name,$kind,ttft2_alone]=$(echo "$out" | field ttft_later_turns_ms.p50)
+        result[$name,$kind,reuse_alone]=$(ratio "${result[$name,$kind,ttft2_alone]}" \
+          "$(times "$per_token" "$(echo "$out" | field new_prompt_tokens_later_turns.p50)")")
       fi
       ;;
     d)
@@ -207,7 +217,9 @@ for name in "${names[@]}"; do
     c) row "(c) 32 conv x 6 turns, 4 slots: TTFT turns >= 2, median ms" c ttft2; row "(c) TTFT turn 1, median ms" c ttft1
        row "(c) new prompt tokens per turn >= 2 (median, from usage)" c fresh
        row "(c) time to prefill only that many tokens, alone, ms" c fresh_time
-       row "(c) TTFT turns >= 2 / time to prefill only the new tokens" c reuse ;;
+       row "(c) TTFT turns >= 2 / time to prefill only the new tokens" c reuse
+       row "(c) one conversation at a time: TTFT turns >= 2, median ms" c ttft2_alone
+       row "(c) one at a time: TTFT turns >= 2 / prefill of the new tokens" c reuse_alone ;;
     d) row "(d) 4K prompt during 4 streams: worst inter-token gap ms" d gap; row "(d) the long prompt's TTFT ms" d long_ttft ;;
   esac
 done

@@ -259,7 +259,7 @@ void Scheduler::save_to_cold(Slot& slot) {
 void Scheduler::align_with_cache(GenerationJob& job) {
   if (!options_.cache_enabled) return;
   auto& prompt = job.prompt;
-  const auto piece = [this](engine::Token t) { return tokenizer_.piece(t); };
+  const PieceOf piece = [this](engine::Token t) { return tokenizer_.piece(t); };  // one, for every candidate
   const std::vector<engine::Token>* best = nullptr;
   TextAlignment best_at;
   auto consider = [&](const std::vector<engine::Token>& cached) {

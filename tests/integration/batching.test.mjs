@@ -140,24 +140,30 @@ describe('prompt chunks', () => {
   const longPrompt = (tag) => Array.from({ length: 22 }, (_, i) => `${tag} word${i} sat by the pond.`).join(' ');
   const steps = async (name = 'clawbot_engine_steps_total') =>
     metricValue(await (await fetch(server.baseUrl + '/metrics')).text(), name);
+  const freshTokens = (usage) => usage.prompt_tokens - (usage.prompt_tokens_details?.cached_tokens ?? 0);
+  // A stream that keeps one slot decoding while a test sends prompts beside it.
+  async function decodingStream(maxTokens) {
+    const res = await fetch(server.baseUrl + COMPL, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ prompt: 'Once upon a time', max_tokens: maxTokens, temperature: 0, ignore_eos: true, stream: true }),
+      signal: AbortSignal.timeout(60000),
+    });
+    assert.equal(res.status, 200);
+    return res;
+  }
 
   test('with nothing else running, a prompt goes in whole: one step, then one per token', { timeout: 60000 }, async () => {
     const before = await steps();
     const r = await postJson(server.baseUrl, COMPL, { prompt: longPrompt('alone'), max_tokens: 5, temperature: 0, ignore_eos: true });
     assert.equal(r.status, 200, r.text);
-    const fresh = r.json.usage.prompt_tokens - (r.json.usage.prompt_tokens_details?.cached_tokens ?? 0);
+    const fresh = freshTokens(r.json.usage);
     assert.ok(fresh > 200 && fresh < 512, `the prompt should be 200..512 new tokens: ${JSON.stringify(r.json.usage)}`);
     assert.equal(await steps() - before, 5, 'one prefill step plus four decode steps');
   });
 
   test('while a stream decodes, a prompt goes in chunks between its tokens', { timeout: 60000 }, async () => {
-    const res = await fetch(server.baseUrl + COMPL, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ prompt: 'Once upon a time', max_tokens: 400, temperature: 0, ignore_eos: true, stream: true }),
-      signal: AbortSignal.timeout(60000),
-    });
-    assert.equal(res.status, 200);
+    const res = await decodingStream(400);
     let events = 0;
     let during = null;
     let sent = null;
@@ -170,7 +176,7 @@ describe('prompt chunks', () => {
     const r = await sent;
     during = events - startEvents;
     assert.equal(r.status, 200, r.text);
-    const fresh = r.json.usage.prompt_tokens - (r.json.usage.prompt_tokens_details?.cached_tokens ?? 0);
+    const fresh = freshTokens(r.json.usage);
     // fresh / 32 steps, each carrying one token of the stream (in one step, it would get at most 2 or 3); half
     // of them, as some tokens show no text and a busy client may read late.
     assert.ok(during >= Math.floor(fresh / 64),
@@ -179,13 +185,7 @@ describe('prompt chunks', () => {
   });
 
   test('with more prompts waiting than streams decoding, the chunks grow in proportion', { timeout: 60000 }, async () => {
-    const res = await fetch(server.baseUrl + COMPL, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ prompt: 'Once upon a time', max_tokens: 1000, temperature: 0, ignore_eos: true, stream: true }),
-      signal: AbortSignal.timeout(60000),
-    });
-    assert.equal(res.status, 200);
+    const res = await decodingStream(1000);
     let events = 0;
     let release;
     const started = new Promise((r) => { release = r; });
@@ -202,7 +202,7 @@ describe('prompt chunks', () => {
     let fresh = 0;
     for (const r of answers) {
       assert.equal(r.status, 200, r.text);
-      fresh += r.json.usage.prompt_tokens - (r.json.usage.prompt_tokens_details?.cached_tokens ?? 0);
+      fresh += freshTokens(r.json.usage);
     }
     // 32 tokens per step throughout would take fresh / 32 steps (about 34); growing chunks take about 20.
     assert.ok(used < Math.ceil(fresh / 32) * 0.8, `${used} prefill steps for ${fresh} prompt tokens in chunks of 32 or more`);

@@ -37,6 +37,16 @@ class ModelFileError : public EngineError {
 void init_backend(bool verbose);
 std::string llama_release();  // the llama.cpp release the engine was built from
 
+// A GPU libllama can offload layers to (CUDA, Vulkan, Metal; integrated GPUs too), with its memory as the
+// backend reports it now. Empty on a CPU-only build.
+struct Accelerator {
+  std::string name;         // the backend's device name, e.g. CUDA0
+  std::string description;  // e.g. NVIDIA H200
+  std::uint64_t free_bytes = 0;
+  std::uint64_t total_bytes = 0;
+};
+std::vector<Accelerator> accelerators();
+
 // Reads only the GGUF header and tensor table and checks the file against it; throws ModelFileError.
 void check_gguf_file(const std::string& path);
 
@@ -65,7 +75,7 @@ struct ModelOptions {
   std::string path;
   bool vocab_only = false;     // tokenizer and metadata only (no weights)
   bool show_progress = false;  // a progress bar on stderr
-  int n_gpu_layers = -1;       // -1: as many as the backend takes
+  int n_gpu_layers = -1;       // layers on the GPU (the output layer counts as one more); -1: all
 };
 
 class Model {

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <mutex>
 
+#include <ggml-backend.h>
 #include <llama.h>
 #include <spdlog/spdlog.h>
 
@@ -75,6 +76,23 @@ void init_backend(bool verbose) {
     log_verbose = verbose;
   }
   ensure_backend();
+}
+
+std::vector<Accelerator> accelerators() {
+  ensure_backend();
+  std::vector<Accelerator> found;
+  for (std::size_t i = 0; i < ggml_backend_dev_count(); ++i) {
+    ggml_backend_dev_t device = ggml_backend_dev_get(i);
+    const auto type = ggml_backend_dev_type(device);
+    if (type != GGML_BACKEND_DEVICE_TYPE_GPU && type != GGML_BACKEND_DEVICE_TYPE_IGPU) continue;
+    std::size_t free = 0, total = 0;
+    ggml_backend_dev_memory(device, &free, &total);
+    found.push_back({.name = ggml_backend_dev_name(device),
+                     .description = ggml_backend_dev_description(device),
+                     .free_bytes = free,
+                     .total_bytes = total});
+  }
+  return found;
 }
 
 std::string llama_release() {

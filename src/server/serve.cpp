@@ -171,7 +171,8 @@ int run_serve(const ServeOptions& options) {
   }
 
   try {
-    auto model = engine::Model::load({.path = path, .vocab_only = false, .show_progress = true});
+    auto model = engine::Model::load(
+        {.path = path, .vocab_only = false, .show_progress = true, .n_gpu_layers = options.gpu_layers});
     // libllama's mapping keeps the decrypted pages; what it unmaps (weights copied to a GPU) is then freed.
     if (prepared.decrypted) prepared.decrypted->close();
     const auto& info = model.info();
@@ -236,45 +237,78 @@ int run_serve(const ServeOptions& options) {
         return std::nullopt;
       }
     };
-    auto needed = [&](int ctx, int slots) {
-      if (const auto plan = planned(ctx, slots)) return static_cast<double>(plan->total());
-      const double kv = kv_per_cell * ctx * slots;
-      const double compute = static_cast<double>(std::max(options.batch, options.prefill_chunk)) *
-                             (info.n_vocab + 4.0 * info.n_embd) * 4.0;  // logits and activations of one step
-      return static_cast<double>(info.size_bytes) + kv + compute + 256.0 * (1 << 20);
+    // With layers on a GPU, their share of the KV cache and compute buffers goes there too; the weights are
+    // there already (the memory figures below are read after loading), and the host keeps only the rest.
+    const auto gpus = options.gpu_layers == 0 ? std::vector<engine::Accelerator>{} : engine::accelerators();
+    const double offloaded =
+        gpus.empty() ? 0.0
+                     : std::min(1.0, options.gpu_layers < 0 ? 1.0 : options.gpu_layers / (info.n_layer + 1.0));
+    double gpu_free = 0;
+    for (const auto& gpu : gpus) gpu_free += static_cast<double>(gpu.free_bytes);
+    struct Need {
+      double host = 0, gpu = 0, kv = 0;
     };
-    auto kv_needed = [&](int ctx, int slots) {
-      if (const auto plan = planned(ctx, slots)) return static_cast<double>(plan->kv + plan->recurrent);
-      return kv_per_cell * ctx * slots;
+    auto needed = [&](int ctx, int slots) {
+      double weights = static_cast<double>(info.size_bytes), kv = kv_per_cell * ctx * slots;
+      // logits and activations of one step, when the planner cannot say
+      double compute = static_cast<double>(std::max(options.batch, options.prefill_chunk)) *
+                       (info.n_vocab + 4.0 * info.n_embd) * 4.0;
+      double reserve = 256.0 * (1 << 20);
+      if (const auto plan = planned(ctx, slots)) {
+        weights = static_cast<double>(plan->weights);
+        kv = static_cast<double>(plan->kv + plan->recurrent);
+        compute = static_cast<double>(plan->compute);
+        reserve = static_cast<double>(plan->output + plan->reserve);
+      }
+      return Need{.host = (1 - offloaded) * (weights + kv + compute) + reserve,
+                  .gpu = offloaded * (kv + compute),
+                  .kv = kv};
+    };
+    auto fits = [&](int ctx, int slots) {
+      const Need need = needed(ctx, slots);
+      return (available <= 0 || need.host <= available) && (gpus.empty() || need.gpu <= gpu_free);
     };
     auto gib = [](double b) { return b / (1024.0 * 1024 * 1024); };
-    if (available > 0 && needed(per_request, parallel) > available) {
+    auto shortfall = [&](int ctx, int slots) {
+      const Need need = needed(ctx, slots);
+      char text[512];
+      if (available > 0 && need.host > available) {
+        std::snprintf(text, sizeof text,
+                      "needs about %.2f GiB (weights %.2f GiB, KV cache %.2f GiB for %d slots x %d tokens at %s) "
+                      "but %.2f GiB of memory is available",
+                      gib(need.host), gib(static_cast<double>(info.size_bytes)), gib(need.kv), slots, ctx,
+                      options.kv_type.c_str(), gib(available));
+      } else {
+        std::snprintf(text, sizeof text,
+                      "needs about %.2f GiB of GPU memory besides the weights (KV cache and compute buffers; "
+                      "KV cache %.2f GiB for %d slots x %d tokens at %s) but %.2f GiB is free on %s (%s) "
+                      "after loading the weights",
+                      gib(need.gpu), gib(need.kv * offloaded), slots, ctx, options.kv_type.c_str(),
+                      gib(gpu_free), gpus.front().name.c_str(), gpus.front().description.c_str());
+      }
+      return std::string(text);
+    };
+    if (!fits(per_request, parallel)) {
       if (!options.fit) {
-        std::fprintf(
-            stderr,
-            "clawbot serve: this configuration needs about %.2f GiB (weights %.2f GiB, KV cache %.2f GiB "
-            "for %d slots x %d tokens at %s) but %.2f GiB of memory is available.\n"
-            "Lower --ctx or --parallel, use --kv-type q8_0 or q4_0, or pass --fit to lower them "
-            "automatically.\n",
-            gib(needed(per_request, parallel)), gib(static_cast<double>(info.size_bytes)),
-            gib(kv_needed(per_request, parallel)), parallel, per_request, options.kv_type.c_str(),
-            gib(available));
+        std::fprintf(stderr,
+                     "clawbot serve: this configuration %s.\n"
+                     "Lower --ctx or --parallel, use --kv-type q8_0 or q4_0%s, or pass --fit to lower them "
+                     "automatically.\n",
+                     shortfall(per_request, parallel).c_str(),
+                     gpus.empty() ? "" : ", keep some layers on the CPU with --gpu-layers");
         return 1;
       }
       const int wanted_ctx = per_request, wanted_parallel = parallel;
-      while (per_request > 512 && needed(per_request, parallel) > available) per_request /= 2;
-      while (parallel > 1 && needed(per_request, parallel) > available) --parallel;
-      if (needed(per_request, parallel) > available) {
-        std::fprintf(
-            stderr,
-            "clawbot serve: even %d slot of %d tokens needs %.2f GiB, more than the %.2f GiB available: "
-            "this model does not fit this machine\n",
-            parallel, per_request, gib(needed(per_request, parallel)), gib(available));
+      while (per_request > 512 && !fits(per_request, parallel)) per_request /= 2;
+      while (parallel > 1 && !fits(per_request, parallel)) --parallel;
+      if (!fits(per_request, parallel)) {
+        std::fprintf(stderr, "clawbot serve: even %d slot of %d tokens %s: this model does not fit this machine\n",
+                     parallel, per_request, shortfall(per_request, parallel).c_str());
         return 1;
       }
-      spdlog::warn(
-          "--fit: lowered --ctx {} to {} and --parallel {} to {} to fit {:.2f} GiB of available memory",
-          wanted_ctx, per_request, wanted_parallel, parallel, gib(available));
+      spdlog::warn("--fit: lowered --ctx {} to {} and --parallel {} to {} to fit {:.2f} GiB of available memory{}",
+                   wanted_ctx, per_request, wanted_parallel, parallel, gib(available),
+                   gpus.empty() ? std::string() : fmt::format(" and {:.2f} GiB free on the GPU", gib(gpu_free)));
     }
     if (embedding && per_request > info.n_ctx_train) {
       std::fprintf(stderr, "clawbot serve: --ctx %d is more than this embedding model's %lld positions\n",
@@ -366,6 +400,16 @@ int run_serve(const ServeOptions& options) {
                  embedding ? ", embeddings" : "", info.n_params,
                  static_cast<double>(info.size_bytes) / (1 << 20),
                  chat_template ? chat_template->name() : "none");
+    if (!gpus.empty()) {
+      spdlog::info("{} of {} layers on the GPU (--gpu-layers)",
+                   options.gpu_layers < 0 ? info.n_layer + 1 : std::min(options.gpu_layers, info.n_layer + 1),
+                   info.n_layer + 1);
+      for (const auto& gpu : engine::accelerators()) {
+        spdlog::info("GPU {} ({}): {:.2f} GiB of {:.2f} GiB free with the model and its cache loaded", gpu.name,
+                     gpu.description, gib(static_cast<double>(gpu.free_bytes)),
+                     gib(static_cast<double>(gpu.total_bytes)));
+      }
+    }
     spdlog::info(
         "{} slots; each request may use {} tokens (prompt and answer); KV cache {} cells ({}), "
         "flash attention {}, cold tier {} MiB{}",

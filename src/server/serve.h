@@ -12,6 +12,7 @@ struct ServeOptions {
   int port = 5000;
   int ctx = 0;      // 0: the model's training context
   int threads = 0;  // 0: all cores
+  int gpu_layers = -1;  // layers offloaded to a GPU when the build has one (-1: all, 0: none)
   int batch = 512;
   std::string chat_template;  // a built-in name; empty: the model's own
   std::string alias;          // the model id clients see; empty: the file name

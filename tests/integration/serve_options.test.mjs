@@ -82,3 +82,22 @@ test('an unknown --flash-attn value is refused', { timeout: 30000 }, async () =>
   assert.notEqual(r.code, 0);
   assert.match(r.stderr, /flash-attn/);
 });
+
+test('--gpu-layers: 0 and all answer alike on a build without a GPU; a bad count is refused', { timeout: 30000 }, async () => {
+  const texts = [];
+  for (const layers of ['0', '-1', '99']) {
+    const server = await startServer({ extraArgs: ['--gpu-layers', layers] });
+    try {
+      const r = await postJson(server.baseUrl, '/v1/completions', { prompt: 'Once upon a time', max_tokens: 24, temperature: 0 });
+      assert.equal(r.status, 200, r.text);
+      texts.push(r.json.choices[0].text);
+    } finally {
+      await server.stop();
+    }
+  }
+  assert.ok(texts[0].length > 0);
+  assert.deepEqual(texts, [texts[0], texts[0], texts[0]]);
+  const bad = await runClawbot(serveArgs(['--gpu-layers', '-2']));
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.stderr, /--gpu-layers/);
+});

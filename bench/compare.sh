@@ -88,6 +88,22 @@ declare -A result
 ratio() { node -e 'const [a,b]=process.argv.slice(1).map(Number);console.log(isFinite(a/b)?(a/b).toFixed(2):"n/a")' "$1" "$2"; }
 median() { node -e 'const v=process.argv.slice(1).map(Number).filter(isFinite).sort((a,b)=>a-b);const n=v.length;console.log(n?(n%2?v[(n-1)/2]:(v[n/2-1]+v[n/2])/2):"nan")' "$@"; }
 
+# The engine's own time to prefill a later turn's new tokens where they really sit: after the cached history
+# (llama-bench pp N @ d D, N and D the medians of the turns >= 2 of a conversations run, from usage), in ms.
+# A fresh prompt of N tokens is cheaper (nothing to attend to), so it flatters the ratio's denominator less.
+engine_prefill_ms() {  # bench JSON on stdin
+  local nd
+  nd=$(node -e '
+    const d = JSON.parse(require("fs").readFileSync(0, "utf8"));
+    const later = d.per_request.filter((r) => r.ok && r.turn > 1 && r.cached_tokens != null);
+    const med = (v) => { v.sort((a, b) => a - b); return v.length ? v[Math.floor(v.length / 2)] : NaN; };
+    console.log(med(later.map((r) => r.prompt_tokens - r.cached_tokens)), med(later.map((r) => r.cached_tokens)));')
+  local n=${nd% *} depth=${nd#* } ts
+  [ "$n" != NaN ] || { echo nan; return; }
+  ts=$("$llama_bench" -m "$model_file" -t "$threads" -p "$n" -n 0 -d "$depth" -r 3 -o json 2>/dev/null | field 0.avg_ts || echo nan)
+  node -e 'const [n,ts]=process.argv.slice(1).map(Number);console.log(isFinite(n/ts)?(1000*n/ts).toFixed(1):"nan")' "$n" "$ts"
+}
+
 # (a) and (b): both servers up at once, rounds alternating which goes first.
 run_rounds() {  # name
   local name=$1 ctx slots round kind out order
@@ -148,6 +164,10 @@ run_workload() {  # name kind
         --system-prompt-tokens 200 --prompt-tokens 40 --max-tokens 32)
       result[$name,$kind,ttft2]=$(echo "$out" | field ttft_later_turns_ms.p50)
       result[$name,$kind,ttft1]=$(echo "$out" | field ttft_first_turn_ms.p50)
+      # The server's own time to the first token (timings.prompt_ms, both servers report it): unlike TTFT it
+      # does not wait for visible text, which a random-weight model often delays or never shows.
+      result[$name,$kind,sp2]=$(echo "$out" | field server_prompt_later_turns_ms.p50)
+      result[$name,$kind,notext]="$(echo "$out" | field requests_without_text) of $(echo "$out" | field requests.ok)"
       # The yardstick of reuse: the time to prefill only a later turn's new tokens (prompt minus cached, from
       # usage), alone on the idle server: fresh one-token requests of about that length, their whole time
       # scaled to exactly that many new tokens. (Not their TTFT: a random-weight model's one token may show
@@ -155,24 +175,40 @@ run_workload() {  # name kind
       local fresh
       fresh=$(echo "$out" | field new_prompt_tokens_later_turns.p50)
       result[$name,$kind,fresh]=$fresh
+      result[$name,$kind,engine]=$(echo "$out" | engine_prefill_ms)
+      result[$name,$kind,sp_engine]=$(ratio "${result[$name,$kind,sp2]}" "${result[$name,$kind,engine]}")
+      result[$name,$kind,ttft_engine]=$(ratio "${result[$name,$kind,ttft2]}" "${result[$name,$kind,engine]}")
       if [ "$fresh" != nan ]; then
-        local per_token times
+        local per_token per_token_server times
         out=$(bench --concurrency 1 --requests 5 --seed 99 --prompt-tokens "$(printf '%.0f' "$fresh")" --max-tokens 1)
-        per_token=$(echo "$out" | node -e '
-          const d = JSON.parse(require("fs").readFileSync(0, "utf8"));
-          const per = d.per_request.filter((r) => r.ok && r.prompt_tokens > (r.cached_tokens ?? 0))
-            .map((r) => r.e2e_ms / (r.prompt_tokens - (r.cached_tokens ?? 0))).sort((a, b) => a - b);
-          console.log(per.length ? per[Math.floor(per.length / 2)] : "nan");')
+        per_new_token() {  # field of per_request: its median per new prompt token
+          node -e '
+            const d = JSON.parse(require("fs").readFileSync(0, "utf8"));
+            const per = d.per_request.filter((r) => r.ok && r[process.argv[1]] != null && r.prompt_tokens > (r.cached_tokens ?? 0))
+              .map((r) => r[process.argv[1]] / (r.prompt_tokens - (r.cached_tokens ?? 0))).sort((a, b) => a - b);
+            console.log(per.length ? per[Math.floor(per.length / 2)] : "nan");' "$1"
+        }
+        per_token=$(echo "$out" | per_new_token e2e_ms)
+        per_token_server=$(echo "$out" | per_new_token server_prompt_ms)
         times() { node -e 'console.log((Number(process.argv[1]) * Number(process.argv[2])).toFixed(1))' "$1" "$2"; }
         result[$name,$kind,fresh_time]=$(times "$per_token" "$fresh")
         result[$name,$kind,reuse]=$(ratio "${result[$name,$kind,ttft2]}" "${result[$name,$kind,fresh_time]}")
+        result[$name,$kind,sp_fresh]=$(times "$per_token_server" "$fresh")
+        result[$name,$kind,sp_reuse]=$(ratio "${result[$name,$kind,sp2]}" "${result[$name,$kind,sp_fresh]}")
         # The same reading one conversation at a time (still more conversations than slots): what the cache
         # costs when no other stream shares the steps.
         out=$(bench --workload conversations --conversations $((quick ? 6 : 12)) --turns 4 --concurrency 1 --seed 3 \
           --system-prompt-tokens 200 --prompt-tokens 40 --max-tokens 32)
         result[$name,$kind,ttft2_alone]=$(echo "$out" | field ttft_later_turns_ms.p50)
+        result[$name,$kind,sp2_alone]=$(echo "$out" | field server_prompt_later_turns_ms.p50)
+        result[$name,$kind,sp_reuse_alone]=$(ratio "${result[$name,$kind,sp2_alone]}" \
+          "$(times "$per_token_server" "$(echo "$out" | field new_prompt_tokens_later_turns.p50)")")
         result[$name,$kind,reuse_alone]=$(ratio "${result[$name,$kind,ttft2_alone]}" \
           "$(times "$per_token" "$(echo "$out" | field new_prompt_tokens_later_turns.p50)")")
+        local engine_alone
+        engine_alone=$(echo "$out" | engine_prefill_ms)
+        result[$name,$kind,sp_engine_alone]=$(ratio "${result[$name,$kind,sp2_alone]}" "$engine_alone")
+        result[$name,$kind,ttft_engine_alone]=$(ratio "${result[$name,$kind,ttft2_alone]}" "$engine_alone")
       fi
       ;;
     d)
@@ -219,7 +255,17 @@ for name in "${names[@]}"; do
        row "(c) time to prefill only that many tokens, alone, ms" c fresh_time
        row "(c) TTFT turns >= 2 / time to prefill only the new tokens" c reuse
        row "(c) one conversation at a time: TTFT turns >= 2, median ms" c ttft2_alone
-       row "(c) one at a time: TTFT turns >= 2 / prefill of the new tokens" c reuse_alone ;;
+       row "(c) one at a time: TTFT turns >= 2 / prefill of the new tokens" c reuse_alone
+       row "(c) requests that showed no text (no TTFT)" c notext
+       row "(c) server's time to first token (timings.prompt_ms), turns >= 2" c sp2
+       row "(c) the same for only that many new tokens, alone, ms" c sp_fresh
+       row "(c) server prompt time turns >= 2 / that" c sp_reuse
+       row "(c) one at a time: server prompt time turns >= 2 / that" c sp_reuse_alone
+       row "(c) llama-bench: those new tokens after the cached history, ms" c engine
+       row "(c) TTFT turns >= 2 / that" c ttft_engine
+       row "(c) server prompt time turns >= 2 / that" c sp_engine
+       row "(c) one at a time: TTFT turns >= 2 / that (its own N and D)" c ttft_engine_alone
+       row "(c) one at a time: server prompt time turns >= 2 / that" c sp_engine_alone ;;
     d) row "(d) 4K prompt during 4 streams: worst inter-token gap ms" d gap; row "(d) the long prompt's TTFT ms" d long_ttft ;;
   esac
 done

@@ -116,7 +116,8 @@ json report_json(const BenchOptions& used, const Summary& s, const RunResult& ru
                  {"output_tokens", r.output_tokens},
                  {"output_tokens_from_usage", r.usage_reported},
                  {"prompt_tokens", r.prompt_tokens >= 0 ? json(r.prompt_tokens) : json(nullptr)},
-                 {"cached_tokens", r.cached_tokens >= 0 ? json(r.cached_tokens) : json(nullptr)}};
+                 {"cached_tokens", r.cached_tokens >= 0 ? json(r.cached_tokens) : json(nullptr)},
+                 {"server_prompt_ms", r.server_prompt_s >= 0 ? json(r.server_prompt_s * 1000) : json(nullptr)}};
     if (r.turn > 0) {
       item["conversation"] = r.conversation;
       item["turn"] = r.turn;
@@ -138,6 +139,8 @@ json report_json(const BenchOptions& used, const Summary& s, const RunResult& ru
       {"total_prompt_tokens", s.prompt_tokens},
       {"output_tokens_from_usage", s.all_usage_reported},
       {"ttft_ms", distribution_json(s.ttft_ms)},
+      {"requests_without_text", s.without_text},
+      {"server_prompt_ms", distribution_json(s.server_prompt_ms)},
       {"tpot_ms", distribution_json(s.tpot_ms)},
       {"itl_ms", distribution_json(s.itl_ms)},
       {"e2e_ms", distribution_json(s.e2e_ms)},
@@ -150,6 +153,7 @@ json report_json(const BenchOptions& used, const Summary& s, const RunResult& ru
     out["ttft_first_turn_ms"] = distribution_json(s.ttft_first_turn_ms);
     out["ttft_later_turns_ms"] = distribution_json(s.ttft_later_turns_ms);
     out["new_prompt_tokens_later_turns"] = distribution_json(s.new_prompt_tokens_later_turns);
+    out["server_prompt_later_turns_ms"] = distribution_json(s.server_prompt_later_turns_ms);
   }
   out["per_request"] = std::move(per_request);
   return out;
@@ -207,6 +211,10 @@ std::string report_text(const BenchOptions& used, const Summary& s, const RunRes
       out += row("  turn 1", s.ttft_first_turn_ms);
       out += row("  turns >= 2", s.ttft_later_turns_ms);
     }
+    if (s.server_prompt_ms.count > 0) {
+      out += row("server prompt", s.server_prompt_ms);
+      if (s.conversations) out += row("  turns >= 2", s.server_prompt_later_turns_ms);
+    }
     out += row("TPOT (ms)", s.tpot_ms);
     out += row("ITL (ms)", s.itl_ms);
     out += row("E2E (ms)", s.e2e_ms);
@@ -228,6 +236,12 @@ std::string report_text(const BenchOptions& used, const Summary& s, const RunRes
     out +=
         "\n  TTFT: to the first content; TPOT: (E2E - TTFT) / (output tokens - 1); ITL: between content "
         "chunks\n";
+    if (s.server_prompt_ms.count > 0) {
+      out += "  server prompt: the server's own time to the first token (timings.prompt_ms), text or not\n";
+    }
+    if (s.without_text > 0) {
+      out += fmt::format("  {} of {} requests streamed no text, so they have no TTFT\n", s.without_text, s.ok);
+    }
   }
   out += "\nreproduce: " + reproduce_command(used) + "\n";
   return out;

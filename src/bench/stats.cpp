@@ -78,6 +78,11 @@ void StreamMeter::on_data(std::string_view data, double now_s) {
       }
     }
   }
+  if (auto timings = event.find("timings"); timings != event.end() && timings->is_object()) {
+    if (auto ms = timings->find("prompt_ms"); ms != timings->end() && ms->is_number()) {
+      record_.server_prompt_s = ms->get<double>() / 1000;
+    }
+  }
   auto choices = event.find("choices");
   if (choices == event.end() || !choices->is_array() || choices->empty()) return;
   const json& choice = (*choices)[0];
@@ -158,7 +163,8 @@ Summary summarize(const std::vector<RequestRecord>& records, double duration_s, 
   s.requests = records.size();
   s.duration_s = duration_s;
   s.conversations = conversations;
-  std::vector<double> ttft, tpot, itl, e2e, max_itl, output, prompt, ttft_first, ttft_later, new_later;
+  std::vector<double> ttft, tpot, itl, e2e, max_itl, output, prompt, ttft_first, ttft_later, new_later,
+      server_prompt, server_prompt_later;
   // Errors that differ only in numbers ("the prompt is 2618 tokens") count as one kind; the first is shown.
   std::map<std::pair<int, std::string>, ErrorCount> errors;
   for (const auto& r : records) {
@@ -184,6 +190,12 @@ Summary summarize(const std::vector<RequestRecord>& records, double duration_s, 
     if (r.ttft_s >= 0) {
       ttft.push_back(r.ttft_s);
       (r.turn <= 1 ? ttft_first : ttft_later).push_back(r.ttft_s);
+    } else {
+      ++s.without_text;
+    }
+    if (r.server_prompt_s >= 0) {
+      server_prompt.push_back(r.server_prompt_s);
+      if (r.turn > 1) server_prompt_later.push_back(r.server_prompt_s);
     }
     if (auto t = r.tpot_s()) tpot.push_back(*t);
     if (auto m = r.max_itl_s()) max_itl.push_back(*m);
@@ -194,6 +206,7 @@ Summary summarize(const std::vector<RequestRecord>& records, double duration_s, 
     s.requests_per_s = static_cast<double>(s.ok) / duration_s;
   }
   s.ttft_ms = distribution(std::move(ttft), 1000);
+  s.server_prompt_ms = distribution(std::move(server_prompt), 1000);
   s.tpot_ms = distribution(std::move(tpot), 1000);
   s.itl_ms = distribution(std::move(itl), 1000);
   s.e2e_ms = distribution(std::move(e2e), 1000);
@@ -204,6 +217,7 @@ Summary summarize(const std::vector<RequestRecord>& records, double duration_s, 
     s.ttft_first_turn_ms = distribution(std::move(ttft_first), 1000);
     s.ttft_later_turns_ms = distribution(std::move(ttft_later), 1000);
     s.new_prompt_tokens_later_turns = distribution(std::move(new_later));
+    s.server_prompt_later_turns_ms = distribution(std::move(server_prompt_later), 1000);
   }
   for (auto& [key, kind] : errors) s.errors.push_back(std::move(kind));
   std::stable_sort(s.errors.begin(), s.errors.end(),

@@ -23,6 +23,9 @@ struct RequestRecord {
   bool usage_reported = false;  // output_tokens from usage.completion_tokens, else counted chunks
   int prompt_tokens = -1;       // from usage; -1 when not reported
   int cached_tokens = -1;       // usage.prompt_tokens_details.cached_tokens; -1 when not reported
+  // The server's own time from taking the request to its first token (timings.prompt_ms, as llama-server and
+  // clawbot report it); -1 when not reported. Unlike TTFT it does not wait for visible text.
+  double server_prompt_s = -1;
   std::vector<double> itl_s;    // gaps between successive content chunks
   std::string content;          // the answer (the next turn of a conversation sends it back)
 
@@ -87,7 +90,9 @@ struct Summary {
   bool all_usage_reported = true;  // else some output counts are counted chunks
   double output_tokens_per_s = 0;
   double requests_per_s = 0;
+  std::size_t without_text = 0;  // successful requests that streamed no text: no TTFT, no ITL
   Distribution ttft_ms;
+  Distribution server_prompt_ms;  // timings.prompt_ms, where the server reports it
   Distribution tpot_ms;
   Distribution itl_ms;
   Distribution e2e_ms;
@@ -98,6 +103,7 @@ struct Summary {
   Distribution ttft_first_turn_ms;
   Distribution ttft_later_turns_ms;
   Distribution new_prompt_tokens_later_turns;  // prompt minus cached tokens, where the server reports both
+  Distribution server_prompt_later_turns_ms;
   std::vector<ErrorCount> errors;  // most frequent first; messages differing only in numbers are one kind
 };
 

@@ -263,15 +263,21 @@ json usage_json(const GenerationEvent& e) {
           {"prompt_tokens_details", {{"cached_tokens", e.cached_tokens}}}};
 }
 
+// llama-server's timings: prompt_n counts the prompt tokens processed (not those taken from the cache), and
+// prompt_ms runs from the slot taking the request to its first token; queue_ms (ours) is the wait before.
 json timings_json(const GenerationEvent& e) {
-  const double per_token = e.completion_tokens > 1 ? e.generation_ms / (e.completion_tokens - 1) : 0.0;
-  return {{"prompt_n", e.prompt_tokens},
-          {"cache_n", e.cached_tokens},
-          {"queue_ms", e.queue_ms},
+  const int processed = e.prompt_tokens - e.cached_tokens;
+  const int steps = e.completion_tokens - 1;  // the first token comes with the prompt's last step
+  return {{"cache_n", e.cached_tokens},
+          {"prompt_n", processed},
           {"prompt_ms", e.prompt_ms},
+          {"prompt_per_token_ms", processed > 0 ? e.prompt_ms / processed : 0.0},
+          {"prompt_per_second", e.prompt_ms > 0 ? 1000.0 * processed / e.prompt_ms : 0.0},
           {"predicted_n", e.completion_tokens},
           {"predicted_ms", e.generation_ms},
-          {"predicted_per_second", per_token > 0 ? 1000.0 / per_token : 0.0}};
+          {"predicted_per_token_ms", steps > 0 ? e.generation_ms / steps : 0.0},
+          {"predicted_per_second", steps > 0 && e.generation_ms > 0 ? 1000.0 * steps / e.generation_ms : 0.0},
+          {"queue_ms", e.queue_ms}};
 }
 
 // ---------------------------------------------------------------- generation plumbing

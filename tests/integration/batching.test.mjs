@@ -28,7 +28,7 @@ async function streamChat(base, body) {
   const finals = chunks.filter((c) => c.choices[0]?.finish_reason);
   assert.equal(finals.length, 1, 'exactly one final chunk');
   const text = chunks.map((c) => c.choices[0]?.delta?.content ?? '').join('');
-  return { text, usage: finals[0].usage, finish: finals[0].choices[0].finish_reason };
+  return { text, usage: finals[0].usage, timings: finals[0].timings, finish: finals[0].choices[0].finish_reason };
 }
 
 function metricValue(text, name) {
@@ -63,6 +63,9 @@ describe('continuous batching', () => {
       assertUsage(r.usage, { maxTokens: 24 + i });
       assert.ok(r.text.length > 0, `stream ${i} produced no text`);
       if (r.finish === 'length') assert.equal(r.usage.completion_tokens, 24 + i);
+      // the last chunk of a stream carries the timings too (clawbot bench reads prompt_ms there)
+      assert.equal(r.timings?.predicted_n, r.usage.completion_tokens, JSON.stringify(r.timings));
+      assert.ok(r.timings.prompt_ms > 0, JSON.stringify(r.timings));
     });
   });
 
@@ -384,6 +387,15 @@ describe('KV-cache reuse keeps greedy output identical', () => {
     const reference = await chat(uncached, conversation(turn2));
     assert.equal(reference.usage.prompt_tokens_details.cached_tokens, 0);
     assert.equal(hot.choices[0].message.content, reference.choices[0].message.content);
+    // llama-server's timings: prompt_n is what was processed, cache_n what came from the cache.
+    for (const r of [hot, reference]) {
+      const t = r.timings;
+      assert.equal(t.cache_n, r.usage.prompt_tokens_details.cached_tokens, JSON.stringify(t));
+      assert.equal(t.prompt_n, r.usage.prompt_tokens - t.cache_n, JSON.stringify(t));
+      assert.equal(t.predicted_n, r.usage.completion_tokens);
+      assert.ok(t.prompt_ms > 0 && t.predicted_ms > 0 && t.predicted_per_second > 0, JSON.stringify(t));
+    }
+    assert.ok(hot.timings.prompt_n < reference.timings.prompt_n);
 
     // cold: another conversation takes the only slot; this one is saved to host RAM and restored
     const other = [{ role: 'system', content: 'Different system prompt entirely, about dragons and castles.' },

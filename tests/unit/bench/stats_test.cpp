@@ -96,6 +96,25 @@ TEST(StreamMeterTest, MeasuresTtftGapsAndUsage) {
   EXPECT_NEAR(*r.tpot_s(), 0.1, 1e-9);  // (0.3 - 0.1) / (3 - 1)
 }
 
+TEST(StreamMeterTest, ReadsTheServersPromptTimeEvenWithoutText) {
+  StreamMeter meter(0);
+  meter.on_data(role_chunk, 0.05);
+  meter.on_data(
+      R"({"choices":[{"index":0,"delta":{},"finish_reason":"length"}],)"
+      R"("timings":{"cache_n":8,"prompt_n":2,"prompt_ms":12.5,"predicted_n":3}})",
+      0.3);
+  meter.on_data("[DONE]", 0.31);
+  const auto r = meter.finish(0.31);
+  ASSERT_TRUE(r.ok) << r.error;
+  EXPECT_LT(r.ttft_s, 0);  // no text came
+  EXPECT_NEAR(r.server_prompt_s, 0.0125, 1e-12);
+
+  StreamMeter plain(0);
+  plain.on_data(content_chunk("a"), 0.1);
+  plain.on_data("[DONE]", 0.2);
+  EXPECT_LT(plain.finish(0.2).server_prompt_s, 0);  // not reported: -1, not 0
+}
+
 TEST(StreamMeterTest, CountsChunksWithoutUsage) {
   StreamMeter meter(0);
   meter.on_data(content_chunk("a"), 0.1);
@@ -162,6 +181,9 @@ TEST(SummaryTest, CountsThroughputAndErrors) {
   std::vector<RequestRecord> records{ok_record(1, 0.5, 1.5, 11), ok_record(2, 0.1, 1.1, 11),
                                      ok_record(2, 0.2, 1.2, 11)};
   records[1].cached_tokens = 8;  // 2 new tokens; records[2] does not say, so it is left out
+  records[0].server_prompt_s = 0.4;
+  records[2].server_prompt_s = 0.05;
+  records[2].ttft_s = -1;  // showed no text
   RequestRecord bad;
   bad.status = 400;
   bad.error = "too long";
@@ -179,13 +201,17 @@ TEST(SummaryTest, CountsThroughputAndErrors) {
   EXPECT_EQ(s.prompt_tokens, 30);
   EXPECT_DOUBLE_EQ(s.output_tokens_per_s, 16.5);
   EXPECT_DOUBLE_EQ(s.requests_per_s, 1.5);
-  EXPECT_EQ(s.ttft_ms.count, 3u);
+  EXPECT_EQ(s.ttft_ms.count, 2u);
+  EXPECT_EQ(s.without_text, 1u);
   EXPECT_NEAR(s.tpot_ms.mean, 100, 1e-9);
   EXPECT_EQ(s.itl_ms.count, 30u);
   EXPECT_EQ(s.ttft_first_turn_ms.count, 1u);
   EXPECT_NEAR(s.ttft_first_turn_ms.p50, 500, 1e-9);
-  EXPECT_EQ(s.ttft_later_turns_ms.count, 2u);
-  EXPECT_NEAR(s.ttft_later_turns_ms.mean, 150, 1e-9);
+  EXPECT_EQ(s.ttft_later_turns_ms.count, 1u);
+  EXPECT_NEAR(s.ttft_later_turns_ms.mean, 100, 1e-9);
+  EXPECT_EQ(s.server_prompt_ms.count, 2u);
+  ASSERT_EQ(s.server_prompt_later_turns_ms.count, 1u);
+  EXPECT_NEAR(s.server_prompt_later_turns_ms.p50, 50, 1e-9);
   EXPECT_EQ(s.new_prompt_tokens_later_turns.count, 1u);
   EXPECT_DOUBLE_EQ(s.new_prompt_tokens_later_turns.p50, 2);
   ASSERT_EQ(s.errors.size(), 2u);

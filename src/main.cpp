@@ -43,8 +43,9 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--max-body-bytes", serve.max_body_bytes, "Largest request body accepted")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 34));
-  serve_cmd->add_option("--gpu-layers,--n-gpu-layers", serve.gpu_layers,
-                        "Layers offloaded to the GPU of a CUDA or Vulkan build (-1: all, 0: none)")
+  serve_cmd
+      ->add_option("--gpu-layers,--n-gpu-layers", serve.gpu_layers,
+                   "Layers offloaded to the GPU of a CUDA or Vulkan build (-1: all, 0: none)")
       ->capture_default_str()
       ->check(CLI::Range(-1, 1 << 20));
   serve_cmd->add_option("-p,--parallel", serve.parallel, "Requests decoded together (slots)")

@@ -105,19 +105,20 @@ json report_json(const BenchOptions& used, const Summary& s, const RunResult& ru
   }
   json per_request = json::array();
   for (const auto& r : run.records) {
-    json item = {{"index", r.index},
-                 {"ok", r.ok},
-                 {"status", r.status},
-                 {"start_ms", r.start_s * 1000},
-                 {"ttft_ms", r.ttft_s >= 0 ? json(r.ttft_s * 1000) : json(nullptr)},
-                 {"e2e_ms", r.e2e_s * 1000},
-                 {"tpot_ms", optional_ms(r.tpot_s())},
-                 {"max_itl_ms", optional_ms(r.max_itl_s())},
-                 {"output_tokens", r.output_tokens},
-                 {"output_tokens_from_usage", r.usage_reported},
-                 {"prompt_tokens", r.prompt_tokens >= 0 ? json(r.prompt_tokens) : json(nullptr)},
-                 {"cached_tokens", r.cached_tokens >= 0 ? json(r.cached_tokens) : json(nullptr)},
-                 {"server_prompt_ms", r.server_prompt_s >= 0 ? json(r.server_prompt_s * 1000) : json(nullptr)}};
+    json item = {
+        {"index", r.index},
+        {"ok", r.ok},
+        {"status", r.status},
+        {"start_ms", r.start_s * 1000},
+        {"ttft_ms", r.ttft_s >= 0 ? json(r.ttft_s * 1000) : json(nullptr)},
+        {"e2e_ms", r.e2e_s * 1000},
+        {"tpot_ms", optional_ms(r.tpot_s())},
+        {"max_itl_ms", optional_ms(r.max_itl_s())},
+        {"output_tokens", r.output_tokens},
+        {"output_tokens_from_usage", r.usage_reported},
+        {"prompt_tokens", r.prompt_tokens >= 0 ? json(r.prompt_tokens) : json(nullptr)},
+        {"cached_tokens", r.cached_tokens >= 0 ? json(r.cached_tokens) : json(nullptr)},
+        {"server_prompt_ms", r.server_prompt_s >= 0 ? json(r.server_prompt_s * 1000) : json(nullptr)}};
     if (r.turn > 0) {
       item["conversation"] = r.conversation;
       item["turn"] = r.turn;
@@ -200,8 +201,9 @@ std::string report_text(const BenchOptions& used, const Summary& s, const RunRes
                          s.prompt_tokens_per_request.mean);
     }
     if (s.conversations && s.new_prompt_tokens_later_turns.count > 0) {
-      out += fmt::format("  turns >= 2      {:.0f} new prompt tokens each (median; the rest came from the server's cache)\n",
-                         s.new_prompt_tokens_later_turns.p50);
+      out += fmt::format(
+          "  turns >= 2      {:.0f} new prompt tokens each (median; the rest came from the server's cache)\n",
+          s.new_prompt_tokens_later_turns.p50);
     }
     out += "\n";
     out += fmt::format("  {:<16}{:>10}{:>10}{:>10}{:>10}{:>10}{:>8}\n", "", "mean", "p50", "p90", "p99",
@@ -240,7 +242,8 @@ std::string report_text(const BenchOptions& used, const Summary& s, const RunRes
       out += "  server prompt: the server's own time to the first token (timings.prompt_ms), text or not\n";
     }
     if (s.without_text > 0) {
-      out += fmt::format("  {} of {} requests streamed no text, so they have no TTFT\n", s.without_text, s.ok);
+      out +=
+          fmt::format("  {} of {} requests streamed no text, so they have no TTFT\n", s.without_text, s.ok);
     }
   }
   out += "\nreproduce: " + reproduce_command(used) + "\n";

@@ -26,8 +26,8 @@ struct RequestRecord {
   // The server's own time from taking the request to its first token (timings.prompt_ms, as llama-server and
   // clawbot report it); -1 when not reported. Unlike TTFT it does not wait for visible text.
   double server_prompt_s = -1;
-  std::vector<double> itl_s;    // gaps between successive content chunks
-  std::string content;          // the answer (the next turn of a conversation sends it back)
+  std::vector<double> itl_s;  // gaps between successive content chunks
+  std::string content;        // the answer (the next turn of a conversation sends it back)
 
   // (e2e - ttft) / (output_tokens - 1): the mean time per token after the first. Empty below two tokens.
   std::optional<double> tpot_s() const;

@@ -823,6 +823,55 @@ json model_entry(const ServeContext& ctx) {
             {"chat_template", ctx.chat_template ? ctx.chat_template->name() : ""}}}};
 }
 
+// llama-server's GET /props: what a client (its web UI, llama-swap, ...) reads once to set itself up.
+json props(const ServeContext& ctx) {
+  const auto& info = ctx.model.info();
+  const engine::SamplingParams defaults;
+  const auto piece = [&](engine::Token t) { return t < 0 ? std::string() : ctx.tokenizer.piece(t, true); };
+  return {{"default_generation_settings",
+           {{"n_ctx", ctx.n_ctx},
+            {"params",
+             {{"temperature", defaults.temperature},
+              {"top_k", defaults.top_k},
+              {"top_p", defaults.top_p},
+              {"min_p", defaults.min_p},
+              {"repeat_penalty", defaults.repeat_penalty},
+              {"repeat_last_n", defaults.repeat_last_n},
+              {"frequency_penalty", defaults.frequency_penalty},
+              {"presence_penalty", defaults.presence_penalty},
+              {"max_tokens", ctx.n_ctx}}}}},
+          {"total_slots", ctx.scheduler.options().parallel},
+          {"model_alias", ctx.model_id},
+          {"model_path", info.path},
+          {"modalities", {{"vision", false}, {"audio", false}}},
+          {"chat_template", ctx.chat_template ? ctx.chat_template->source() : ""},
+          {"chat_template_name", ctx.chat_template ? ctx.chat_template->name() : ""},
+          {"bos_token", piece(ctx.tokenizer.bos())},
+          {"eos_token", piece(ctx.tokenizer.eos())},
+          {"build_info", "clawbot, llama.cpp " + engine::llama_release()},
+          {"endpoint_slots", true},
+          {"endpoint_metrics", true}};
+}
+
+// llama-server's GET /slots: each slot's state and what its KV cache holds, as of the last engine step.
+json slots(const ServeContext& ctx) {
+  json out = json::array();
+  for (const auto& s : ctx.scheduler.slot_states()) {
+    out.push_back({{"id", s.id},
+                   {"n_ctx", ctx.n_ctx},
+                   {"is_processing", s.state != "idle"},
+                   {"state", s.state},
+                   {"cached_tokens", s.cached},
+                   {"prompt_tokens", s.prompt},
+                   {"prompt_tokens_processed", s.prefilled},
+                   {"prompt_tokens_reused", s.reused},
+                   {"generated_tokens", s.generated},
+                   {"max_tokens", s.max_tokens},
+                   {"running_ms", s.running_ms}});
+  }
+  return out;
+}
+
 // llama-server's /tokenize and /detokenize, for clients that count or inspect tokens.
 asio::awaitable<void> tokenize(const ServeContext& ctx, http::Exchange& ex) {
   const json body = parse_body(ex);
@@ -871,6 +920,14 @@ std::shared_ptr<const http::Router> make_openai_router(const ServeContext& conte
   router->add(http::Verb::get, "/v1/models", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
     const json models = {{"object", "list"}, {"data", json::array({model_entry(*ctx)})}};
     co_await ex.respond_json(200, models);
+  });
+  router->add(http::Verb::get, "/props", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
+    const json body = props(*ctx);
+    co_await ex.respond_json(200, body);
+  });
+  router->add(http::Verb::get, "/slots", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
+    const json body = slots(*ctx);
+    co_await ex.respond_json(200, body);
   });
   router->add(http::Verb::get, "/metrics", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
     const std::string text = ctx->metrics ? ctx->metrics->render() : std::string();

@@ -95,6 +95,7 @@ Scheduler::Scheduler(const engine::Model& model, engine::Context& context, Sched
     auto slot = std::make_unique<Slot>();
     slot->seq = i;
     slots_.push_back(std::move(slot));
+    slot_states_.push_back({.id = i, .state = "idle"});
   }
   for (engine::Token t = 0; t < tokenizer_.n_vocab(); ++t) {
     if (tokenizer_.is_end_of_generation(t)) end_of_generation_.push_back(t);
@@ -137,6 +138,11 @@ std::size_t Scheduler::queued() const {
 SchedulerStats Scheduler::stats() const {
   std::lock_guard lock(mutex_);
   return stats_;
+}
+
+std::vector<SlotState> Scheduler::slot_states() const {
+  std::lock_guard lock(mutex_);
+  return slot_states_;
 }
 
 void Scheduler::run() {
@@ -201,6 +207,25 @@ void Scheduler::run() {
       std::int64_t cells = 0;
       for (const auto& s : slots_) cells += static_cast<std::int64_t>(s->cached.size());
       stats_.kv_cells_used = cells;
+      const auto now = Clock::now();
+      slot_states_.resize(slots_.size());
+      for (std::size_t i = 0; i < slots_.size(); ++i) {
+        const Slot& s = *slots_[i];
+        SlotState& out = slot_states_[i];
+        const bool has_job = s.job.has_value() && s.phase != Slot::Phase::idle;
+        out.id = s.seq;
+        out.state = s.phase == Slot::Phase::prefill ? "prefill"
+                    : s.phase == Slot::Phase::idle  ? "idle"
+                                                    : "generate";
+        out.cached = s.cached.size();
+        out.prompt = has_job ? s.job->prompt.size() : 0;
+        out.prefilled = has_job ? s.prefilled : 0;
+        out.reused = has_job ? s.reused : 0;
+        out.generated = has_job ? s.generated : 0;
+        out.max_tokens = has_job ? s.limit : 0;
+        out.running_ms =
+            has_job ? std::chrono::duration<double, std::milli>(now - s.admitted_at).count() : 0.0;
+      }
       stats_.cold_bytes = cold_.bytes_used();
       stats_.cold_evictions = cold_.evictions();
     }

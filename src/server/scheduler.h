@@ -109,6 +109,19 @@ struct SchedulerStats {
   std::int64_t kv_cells_total = 0;
 };
 
+// One slot as GET /slots shows it, as of the end of the last step.
+struct SlotState {
+  int id = 0;
+  std::string state;          // idle, prefill, generate
+  std::size_t cached = 0;     // tokens its KV cache holds (kept after a request, for the next one)
+  std::size_t prompt = 0;     // the current request's prompt tokens (0 when idle)
+  std::size_t prefilled = 0;  // of which are in the cache
+  int reused = 0;             // of which came from an earlier request
+  int generated = 0;
+  int max_tokens = 0;     // this request's limit
+  double running_ms = 0;  // since the request got the slot
+};
+
 class Scheduler {
  public:
   Scheduler(const engine::Model& model, engine::Context& context, SchedulerOptions options);
@@ -121,6 +134,7 @@ class Scheduler {
   void stop();
   std::size_t queued() const;
   SchedulerStats stats() const;
+  std::vector<SlotState> slot_states() const;
   const SchedulerOptions& options() const noexcept { return options_; }
 
  private:
@@ -152,7 +166,8 @@ class Scheduler {
   std::condition_variable wake_;
   std::deque<GenerationJob> queue_;
   bool stopping_ = false;
-  SchedulerStats stats_;  // guarded by mutex_
+  SchedulerStats stats_;                // guarded by mutex_
+  std::vector<SlotState> slot_states_;  // guarded by mutex_
   std::thread thread_;
 };
 

@@ -241,8 +241,9 @@ int run_serve(const ServeOptions& options) {
     // there already (the memory figures below are read after loading), and the host keeps only the rest.
     const auto gpus = options.gpu_layers == 0 ? std::vector<engine::Accelerator>{} : engine::accelerators();
     const double offloaded =
-        gpus.empty() ? 0.0
-                     : std::min(1.0, options.gpu_layers < 0 ? 1.0 : options.gpu_layers / (info.n_layer + 1.0));
+        gpus.empty()
+            ? 0.0
+            : std::min(1.0, options.gpu_layers < 0 ? 1.0 : options.gpu_layers / (info.n_layer + 1.0));
     double gpu_free = 0;
     for (const auto& gpu : gpus) gpu_free += static_cast<double>(gpu.free_bytes);
     struct Need {
@@ -273,11 +274,12 @@ int run_serve(const ServeOptions& options) {
       const Need need = needed(ctx, slots);
       char text[512];
       if (available > 0 && need.host > available) {
-        std::snprintf(text, sizeof text,
-                      "needs about %.2f GiB (weights %.2f GiB, KV cache %.2f GiB for %d slots x %d tokens at %s) "
-                      "but %.2f GiB of memory is available",
-                      gib(need.host), gib(static_cast<double>(info.size_bytes)), gib(need.kv), slots, ctx,
-                      options.kv_type.c_str(), gib(available));
+        std::snprintf(
+            text, sizeof text,
+            "needs about %.2f GiB (weights %.2f GiB, KV cache %.2f GiB for %d slots x %d tokens at %s) "
+            "but %.2f GiB of memory is available",
+            gib(need.host), gib(static_cast<double>(info.size_bytes)), gib(need.kv), slots, ctx,
+            options.kv_type.c_str(), gib(available));
       } else {
         std::snprintf(text, sizeof text,
                       "needs about %.2f GiB of GPU memory besides the weights (KV cache and compute buffers; "
@@ -302,13 +304,15 @@ int run_serve(const ServeOptions& options) {
       while (per_request > 512 && !fits(per_request, parallel)) per_request /= 2;
       while (parallel > 1 && !fits(per_request, parallel)) --parallel;
       if (!fits(per_request, parallel)) {
-        std::fprintf(stderr, "clawbot serve: even %d slot of %d tokens %s: this model does not fit this machine\n",
+        std::fprintf(stderr,
+                     "clawbot serve: even %d slot of %d tokens %s: this model does not fit this machine\n",
                      parallel, per_request, shortfall(per_request, parallel).c_str());
         return 1;
       }
-      spdlog::warn("--fit: lowered --ctx {} to {} and --parallel {} to {} to fit {:.2f} GiB of available memory{}",
-                   wanted_ctx, per_request, wanted_parallel, parallel, gib(available),
-                   gpus.empty() ? std::string() : fmt::format(" and {:.2f} GiB free on the GPU", gib(gpu_free)));
+      spdlog::warn(
+          "--fit: lowered --ctx {} to {} and --parallel {} to {} to fit {:.2f} GiB of available memory{}",
+          wanted_ctx, per_request, wanted_parallel, parallel, gib(available),
+          gpus.empty() ? std::string() : fmt::format(" and {:.2f} GiB free on the GPU", gib(gpu_free)));
     }
     if (embedding && per_request > info.n_ctx_train) {
       std::fprintf(stderr, "clawbot serve: --ctx %d is more than this embedding model's %lld positions\n",
@@ -405,8 +409,8 @@ int run_serve(const ServeOptions& options) {
                    options.gpu_layers < 0 ? info.n_layer + 1 : std::min(options.gpu_layers, info.n_layer + 1),
                    info.n_layer + 1);
       for (const auto& gpu : engine::accelerators()) {
-        spdlog::info("GPU {} ({}): {:.2f} GiB of {:.2f} GiB free with the model and its cache loaded", gpu.name,
-                     gpu.description, gib(static_cast<double>(gpu.free_bytes)),
+        spdlog::info("GPU {} ({}): {:.2f} GiB of {:.2f} GiB free with the model and its cache loaded",
+                     gpu.name, gpu.description, gib(static_cast<double>(gpu.free_bytes)),
                      gib(static_cast<double>(gpu.total_bytes)));
       }
     }

@@ -130,6 +130,40 @@ describe('continuous batching', () => {
     assert.ok(!promtool.error, `promtool not runnable (apt-get install prometheus): ${promtool.error}`);
     assert.equal(promtool.status, 0, `promtool rejected /metrics:\n${promtool.stdout}${promtool.stderr}`);
   });
+
+  test('/props and /slots answer as llama-server\'s do', { timeout: 60000 }, async () => {
+    const props = await getJson(server.baseUrl, '/props');
+    assert.equal(props.status, 200, props.text);
+    assert.equal(props.json.total_slots, 4);
+    assert.equal(props.json.default_generation_settings.n_ctx, 512);
+    assert.equal(props.json.chat_template_name, 'chatml');
+    assert.match(props.json.build_info, /llama\.cpp/);
+
+    // While a stream runs, its slot says so; afterwards it is idle and keeps the tokens for the next request.
+    const res = await fetch(server.baseUrl + COMPL, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ prompt: 'Once upon a time in a park', max_tokens: 200, temperature: 0, stream: true }),
+    });
+    let during;
+    let texts = 0;
+    await readSse(res, (payload) => {
+      if (during || payload === '[DONE]' || !JSON.parse(payload).choices?.[0]?.text) return false;
+      // a few tokens are out (so the snapshot of a later step is taken): the slot is generating
+      if (++texts === 5) during = getJson(server.baseUrl, '/slots');
+      return false;
+    });
+    const busy = (await during).json.filter((s) => s.is_processing);
+    assert.equal(busy.length, 1, JSON.stringify((await during).json));
+    assert.equal(busy[0].state, 'generate');
+    assert.equal(busy[0].max_tokens, 200);
+    assert.ok(busy[0].prompt_tokens > 0 && busy[0].prompt_tokens_processed === busy[0].prompt_tokens);
+    const after = await getJson(server.baseUrl, '/slots');
+    assert.equal(after.json.length, 4);
+    const same = after.json.find((s) => s.id === busy[0].id);
+    assert.equal(same.is_processing, false);
+    assert.equal(same.state, 'idle');
+    assert.ok(same.cached_tokens >= busy[0].prompt_tokens + 199, JSON.stringify(same));
+  });
 });
 
 describe('prompt chunks', () => {

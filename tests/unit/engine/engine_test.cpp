@@ -1,11 +1,15 @@
 // Engine tests on the real files in CLAWBOT_MODELS (default ../shared/models). A missing model fails the
 // test.
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include <gtest/gtest.h>
+#include <llama.h>
 
 #include "engine/engine.h"
 
@@ -327,6 +331,56 @@ TEST(SamplerTest, BannedTokensAreNeverDrawn) {
     const Token other = Sampler(p, stories()).sample(ctx, -1, banned);
     EXPECT_NE(other, banned[0]);
     EXPECT_NE(other, banned[1]);
+  }
+}
+
+// Plain greedy takes the argmax itself instead of running llama.cpp's chain: it must pick what the chain
+// picks, ties (the first of equal maxima) and ignore_eos included.
+TEST(SamplerTest, GreedyPicksWhatLlamaCppsGreedyChainPicks) {
+  Context ctx(stories(), {.n_ctx = 256, .n_batch = 64, .n_threads = 2});
+  const Tokenizer tok(stories());
+  const int n_vocab = tok.n_vocab();
+  const Token eos = tok.eos();
+  ASSERT_GE(eos, 0);
+  auto chain_pick = [&](bool ignore_eos) {
+    llama_sampler* chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
+    if (ignore_eos) {
+      std::vector<llama_logit_bias> never;
+      for (Token t = 0; t < n_vocab; ++t) {
+        if (tok.is_end_of_generation(t)) never.push_back({t, -INFINITY});
+      }
+      llama_sampler_chain_add(
+          chain, llama_sampler_init_logit_bias(n_vocab, static_cast<int32_t>(never.size()), never.data()));
+    }
+    llama_sampler_chain_add(chain, llama_sampler_init_greedy());
+    const Token t = llama_sampler_sample(chain, ctx.get(), -1);
+    llama_sampler_free(chain);
+    return t;
+  };
+  const auto prompt = tok.tokenize("Once upon a time", true, false);
+  for (const bool ignore_eos : {false, true}) {
+    SamplingParams p;
+    p.temperature = 0;
+    p.ignore_eos = ignore_eos;
+    for (const char* layout : {"model", "tie", "eos on top"}) {
+      ctx.clear();
+      ASSERT_EQ(ctx.decode(prompt, 0), DecodeStatus::ok);
+      float* logits = llama_get_logits_ith(ctx.get(), -1);
+      ASSERT_NE(logits, nullptr);
+      const std::string which = layout;
+      if (which == "tie") {
+        for (int i = 0; i < n_vocab; ++i) logits[i] = 0;
+        logits[n_vocab - 2] = logits[7] = logits[n_vocab / 2] = 3;  // the first of them wins
+      } else if (which == "eos on top") {
+        logits[eos] = 1e9f;
+      }
+      const std::vector<float> saved(logits, logits + n_vocab);
+      const Token ours = Sampler(p, stories()).sample(ctx);
+      std::copy(saved.begin(), saved.end(), logits);
+      EXPECT_EQ(ours, chain_pick(ignore_eos)) << layout << (ignore_eos ? ", ignore_eos" : "");
+      if (which == "tie") EXPECT_EQ(ours, 7);
+      if (which == "eos on top") EXPECT_EQ(ours == eos, !ignore_eos);
+    }
   }
 }
 

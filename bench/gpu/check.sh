@@ -57,7 +57,8 @@ completion() {  # url prompt
     -d "{\"prompt\":\"$2\",\"max_tokens\":48,\"temperature\":0}" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(json.dumps(d["choices"][0]["text"]) if "choices" in d else json.dumps(d))'
 }
 
-# ---- correctness on stories260K
+# ---- correctness on stories260K (SKIP_CORRECTNESS=1: speed only)
+if [ -z "${SKIP_CORRECTNESS:-}" ]; then
 say "== correctness (stories260K, greedy)"
 P=$(free_port)
 $CB serve -m stories260K.gguf --port $P --no-advertise -v --threads 8 >$OUT/serve-stories.log 2>&1 &
@@ -76,6 +77,7 @@ grep -E 'CUDA|offload|flash|Flash|GPU|layers' $OUT/serve-stories.log | head -20 
 timeout 30 $CB serve -m stories260K.gguf --port 0 --no-advertise --ctx 2000000 --parallel 128 2>&1 | tail -3 | tee -a $OUT/results.txt
 [ -z "${DRY_PREFIX:-}" ] && timeout 25 $CB serve -m stories260K.gguf --port 0 --no-advertise --ctx 2000000 --parallel 128 --fit >$W/fit.log 2>&1
 grep -E 'fit|GPU|slots|error|fail' $W/fit.log | head -6 | tee -a $OUT/results.txt
+fi
 
 # ---- speed: clawbot vs llama-server on the GPU
 synth() { $CB models synth "$1" --quant "$2" | tail -1; }
@@ -89,6 +91,7 @@ compare_model() {  # file rounds
   local l=$!
   wait_ready http://127.0.0.1:$pc; wait_ready http://127.0.0.1:$pl
   grep -E 'GPU|slots' $OUT/serve-speed.log | tee -a $OUT/results.txt
+  say "/props: $(curl -s http://127.0.0.1:$pc/props | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["total_slots"], d["default_generation_settings"]["n_ctx"], d["build_info"])')"
   for round in $(seq $rounds); do
     for kind in clawbot llama-server; do
       [ $(left) -lt 40 ] && { say "out of time"; break 2; }
@@ -116,6 +119,7 @@ compare_model() {  # file rounds
 }
 S=$(synth smollm2-135m q8_0); say "synth $S"
 # KV types and FlashAttention on the GPU (stories260K's heads are too small for quantized KV)
+if [ -z "${SKIP_CORRECTNESS:-}" ]; then
 for kv in "--kv-type q8_0" "--kv-type q4_0" "--flash-attn off"; do
   P=$(free_port)
   $CB serve -m $S --chat-template chatml --port $P --no-advertise -v --threads 8 $kv >$OUT/serve-kv.log 2>&1 &
@@ -124,8 +128,9 @@ for kv in "--kv-type q8_0" "--kv-type q4_0" "--flash-attn off"; do
   grep -iE 'flash_attn|auto, set' $OUT/serve-kv.log | head -3
   kill $PID; wait $PID 2>/dev/null
 done
+fi
 compare_model $S ${ROUNDS:-3}
-if [ $(left) -gt 120 ]; then
+if [ "${ROUNDS_1B:-2}" -gt 0 ] && [ $(left) -gt 120 ]; then
   L=$(synth llama-3.2-1b q4_k_m); say "synth $L"
   compare_model $L ${ROUNDS_1B:-2}
 fi

@@ -140,6 +140,11 @@ run_rounds() {  # name
           ;;
       esac
     done
+    # Each round's own ratio: both servers ran minutes apart at most, in alternating order, so the median of
+    # these resists the machine's drift better than the ratio of the medians does.
+    local key=decode
+    [ "$name" = b ] && key=tps
+    series[pair]+=" $(ratio "${series[clawbot,$key]##* }" "${series[llama-server,$key]##* }")"
     if [ "$name" = a ]; then
       echo "workload a, round $round/$rounds: llama-bench tg128 ..." >&2
       series[tg128]+=" $("$llama_bench" -m "$model_file" -t "$threads" -p 0 -n 128 -r 1 -o json 2>/dev/null | field 0.avg_ts || echo nan)"
@@ -248,8 +253,11 @@ for name in "${names[@]}"; do
   case "$name" in
     a) row "(a) 1 stream, 256 tokens: output tokens/s (incl. TTFT)" a tps
        row "(a) time per output token, median ms" a tpot
-       row "(a) decode tokens/s (255 / (time of 256 tokens - time of 1))" a decode ;;
-    b) row "(b) 8 streams: aggregate output tokens/s" b tps; row "(b) TTFT median ms" b ttft ;;
+       row "(a) decode tokens/s (255 / (time of 256 tokens - time of 1))" a decode
+       printf '%-58s %12s %12s %8s\n' "(a) decode: median of the per-round ratios" "" "" "${result[a,pair]}" ;;
+    b) row "(b) 8 streams: aggregate output tokens/s" b tps
+       printf '%-58s %12s %12s %8s\n' "(b) tokens/s: median of the per-round ratios" "" "" "${result[b,pair]}"
+       row "(b) TTFT median ms" b ttft ;;
     c) row "(c) 32 conv x 6 turns, 4 slots: TTFT turns >= 2, median ms" c ttft2; row "(c) TTFT turn 1, median ms" c ttft1
        row "(c) new prompt tokens per turn >= 2 (median, from usage)" c fresh
        row "(c) time to prefill only that many tokens, alone, ms" c fresh_time

@@ -67,6 +67,7 @@ struct ModelInfo {
   bool is_hybrid = false;     // recurrent and attention layers
   std::int32_t n_swa = 0;     // sliding-window size, 0 when none
   std::int32_t pooling = -1;  // llama_pooling_type from the metadata (-1: unspecified)
+  std::vector<Token> end_of_generation;  // every token that ends a generation (EOS, end of turn, ...)
   // Whether the cache of a sequence can be cut back to any earlier position (plain attention).
   bool can_truncate_cache() const noexcept { return !is_recurrent && !is_hybrid && n_swa == 0; }
 };
@@ -202,7 +203,7 @@ class Sampler {
   // Greedy without penalties keeps no state, so sample() takes the row's argmax itself rather than have the
   // chain copy all n_vocab logits into candidates every token (tens of microseconds at a 50K vocabulary).
   bool plain_greedy_ = false;
-  std::vector<Token> never_;  // ignore_eos: the end-of-generation tokens
+  std::span<const Token> never_;  // ignore_eos: the model's end-of-generation tokens, banned like `banned`
   std::int32_t n_vocab_ = 0;
 };
 

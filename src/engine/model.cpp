@@ -146,6 +146,9 @@ Model Model::load(const ModelOptions& options) {
   info.is_recurrent = llama_model_is_recurrent(model.get());
   info.is_hybrid = llama_model_is_hybrid(model.get());
   info.n_swa = llama_model_n_swa(model.get());
+  for (llama_token t = 0; t < info.n_vocab; ++t) {
+    if (llama_vocab_is_eog(model.vocab(), t)) info.end_of_generation.push_back(t);
+  }
   if (const auto pooling = model.meta(info.architecture + ".pooling_type")) info.pooling = std::stoi(*pooling);
   return model;
 }

@@ -51,16 +51,7 @@ Sampler::Sampler(const SamplingParams& p, const Model& model) {
                                             p.frequency_penalty, p.presence_penalty));
   }
   n_vocab_ = model.info().n_vocab;
-  if (p.ignore_eos) {
-    const llama_vocab* vocab = model.vocab();
-    for (llama_token t = 0; t < n_vocab_; ++t) {
-      if (llama_vocab_is_eog(vocab, t)) never_.push_back(t);
-    }
-    std::vector<llama_logit_bias> never;
-    for (const llama_token t : never_) never.push_back({t, -INFINITY});
-    llama_sampler_chain_add(
-        chain, llama_sampler_init_logit_bias(n_vocab_, static_cast<int32_t>(never.size()), never.data()));
-  }
+  if (p.ignore_eos) never_ = model.info().end_of_generation;
   if (p.temperature <= 0.0f) {
     llama_sampler_chain_add(chain, llama_sampler_init_greedy());
     plain_greedy_ = !penalties;
@@ -78,16 +69,14 @@ Sampler& Sampler::operator=(Sampler&&) noexcept = default;
 Sampler::~Sampler() = default;
 
 Token Sampler::sample(Context& context, int row, std::span<const Token> banned) {
-  if (plain_greedy_ || !banned.empty()) {
+  if (plain_greedy_ || !banned.empty() || !never_.empty()) {
     // The chain reads this row of logits: a banned token's logit of -inf gives it no probability, whatever
     // the samplers are.
     float* logits = llama_get_logits_ith(context.get(), row);
     if (!logits) throw EngineError("no logits for batch row " + std::to_string(row));
     for (const Token t : banned) logits[t] = -INFINITY;
-    if (plain_greedy_) {
-      for (const Token t : never_) logits[t] = -INFINITY;
-      return first_argmax(logits, n_vocab_);
-    }
+    for (const Token t : never_) logits[t] = -INFINITY;
+    if (plain_greedy_) return first_argmax(logits, n_vocab_);
   }
   // llama_sampler_sample also accepts the token into the chain (penalties see it).
   return llama_sampler_sample(chain_.get(), context.get(), row);

@@ -97,9 +97,6 @@ Scheduler::Scheduler(const engine::Model& model, engine::Context& context, Sched
     slots_.push_back(std::move(slot));
     slot_states_.push_back({.id = i, .state = "idle"});
   }
-  for (engine::Token t = 0; t < tokenizer_.n_vocab(); ++t) {
-    if (tokenizer_.is_end_of_generation(t)) end_of_generation_.push_back(t);
-  }
   stats_.slots_total = slots_.size();
   stats_.cold_capacity = cold_.capacity();
   stats_.kv_cells_total = context_.n_ctx();
@@ -452,7 +449,7 @@ void Scheduler::sample_and_emit(Slot& slot, int row) {
   const bool too_early = slot.generated < slot.job->min_tokens;
   const engine::Token token = slot.sampler->sample(
       context_, row,
-      too_early ? std::span<const engine::Token>(end_of_generation_) : std::span<const engine::Token>());
+      too_early ? std::span<const engine::Token>(model_.info().end_of_generation) : std::span<const engine::Token>());
   if (slot.generated == 0) slot.first_token_at = Clock::now();
   if (tokenizer_.is_end_of_generation(token)) {
     finish(slot, "stop");

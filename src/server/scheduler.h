@@ -154,7 +154,6 @@ class Scheduler {
   const engine::Model& model_;
   engine::Context& context_;
   engine::Tokenizer tokenizer_;
-  std::vector<engine::Token> end_of_generation_;  // what min_tokens bans
   SchedulerOptions options_;
   ColdCache cold_;
   engine::Batch batch_;

@@ -10,8 +10,8 @@ struct ServeOptions {
   std::string model;  // a path, or a file name looked up in CLAWBOT_MODELS
   std::string host = "127.0.0.1";
   int port = 5000;
-  int ctx = 0;      // 0: the model's training context
-  int threads = 0;  // 0: all cores
+  int ctx = 0;          // 0: the model's training context
+  int threads = 0;      // 0: all cores
   int gpu_layers = -1;  // layers offloaded to a GPU when the build has one (-1: all, 0: none)
   int batch = 512;
   std::string chat_template;  // a built-in name; empty: the model's own
@@ -24,21 +24,20 @@ struct ServeOptions {
   std::string flash_attn = "auto";
   std::string kv_type = "f16";
   int sse_keepalive_s = 5;
-  bool kv_unified = false;    // one KV cache for all slots instead of one stream per slot
-  bool fit = false;           // lower --ctx, then --parallel, until the cache fits in memory
+  bool kv_unified = false;  // one KV cache for all slots instead of one stream per slot
+  bool fit = false;         // lower --ctx, then --parallel, until the cache fits in memory
   std::size_t max_body_bytes = 8u << 20;
   std::string tls_cert;       // PEM certificate chain: serve HTTPS only (with tls_key)
   std::string tls_key;        // PEM private key of tls_cert
   std::string tls_client_ca;  // PEM CA: require client certificates it signed (mutual TLS)
   bool verbose = false;
   bool no_advertise = false;  // do not announce the node on the LAN (mDNS/DNS-SD)
-  bool verify = false;   // refuse a model whose SHA-256 does not match MODEL.sha256 or SHA256SUMS
-  std::string key_file;  // key of an encrypted model (clawbot encrypt), decrypted into memory only
-  std::string key_env;   // or the environment variable that holds it
+  bool verify = false;        // refuse a model whose SHA-256 does not match MODEL.sha256 or SHA256SUMS
+  std::string key_file;       // key of an encrypted model (clawbot encrypt), decrypted into memory only
+  std::string key_env;        // or the environment variable that holds it
 };
 
 // Returns the process exit status.
 int run_serve(const ServeOptions& options);
-
 
 }  // namespace clawbot::server

@@ -48,18 +48,21 @@ test('--fit lowers the context until it fits, and says so', { timeout: 30000 }, 
   });
 });
 
+// The greedy answer of a fresh server started with `extraArgs`.
+async function greedyText(extraArgs) {
+  const server = await startServer({ extraArgs });
+  try {
+    const r = await postJson(server.baseUrl, '/v1/completions', { prompt: 'Once upon a time', max_tokens: 24, temperature: 0 });
+    assert.equal(r.status, 200, r.text);
+    return r.json.choices[0].text;
+  } finally {
+    await server.stop();
+  }
+}
+
 test('FlashAttention on answers like off (greedy)', { timeout: 30000 }, async () => {
   const texts = [];
-  for (const mode of ['on', 'off']) {
-    const server = await startServer({ extraArgs: ['--flash-attn', mode] });
-    try {
-      const r = await postJson(server.baseUrl, '/v1/completions', { prompt: 'Once upon a time', max_tokens: 24, temperature: 0 });
-      assert.equal(r.status, 200, r.text);
-      texts.push(r.json.choices[0].text);
-    } finally {
-      await server.stop();
-    }
-  }
+  for (const mode of ['on', 'off']) texts.push(await greedyText(['--flash-attn', mode]));
   assert.ok(texts[0].length > 0);
   assert.equal(texts[0], texts[1]);
 });
@@ -85,16 +88,7 @@ test('an unknown --flash-attn value is refused', { timeout: 30000 }, async () =>
 
 test('--gpu-layers: 0 and all answer alike on a build without a GPU; a bad count is refused', { timeout: 30000 }, async () => {
   const texts = [];
-  for (const layers of ['0', '-1', '99']) {
-    const server = await startServer({ extraArgs: ['--gpu-layers', layers] });
-    try {
-      const r = await postJson(server.baseUrl, '/v1/completions', { prompt: 'Once upon a time', max_tokens: 24, temperature: 0 });
-      assert.equal(r.status, 200, r.text);
-      texts.push(r.json.choices[0].text);
-    } finally {
-      await server.stop();
-    }
-  }
+  for (const layers of ['0', '-1', '99']) texts.push(await greedyText(['--gpu-layers', layers]));
   assert.ok(texts[0].length > 0);
   assert.deepEqual(texts, [texts[0], texts[0], texts[0]]);
   const bad = await runClawbot(serveArgs(['--gpu-layers', '-2']));

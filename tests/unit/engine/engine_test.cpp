@@ -378,8 +378,12 @@ TEST(SamplerTest, GreedyPicksWhatLlamaCppsGreedyChainPicks) {
       const Token ours = Sampler(p, stories()).sample(ctx);
       std::copy(saved.begin(), saved.end(), logits);
       EXPECT_EQ(ours, chain_pick(ignore_eos)) << layout << (ignore_eos ? ", ignore_eos" : "");
-      if (which == "tie") EXPECT_EQ(ours, 7);
-      if (which == "eos on top") EXPECT_EQ(ours == eos, !ignore_eos);
+      if (which == "tie") {
+        EXPECT_EQ(ours, 7);
+      }
+      if (which == "eos on top") {
+        EXPECT_EQ(ours == eos, !ignore_eos);
+      }
     }
   }
 }

@@ -66,6 +66,12 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--flash-attn", serve.flash_attn, "FlashAttention: auto, on or off")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "on", "off"}));
+  serve_cmd
+      ->add_option("--prompts-first", serve.prompts_first,
+                   "A prompt that fits in one step runs in a step of its own, ahead of the decoding "
+                   "streams: on or off")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"on", "off"}));
   serve_cmd->add_option("--kv-type", serve.kv_type, "KV cache type: f16, q8_0 or q4_0")
       ->capture_default_str()
       ->check(CLI::IsMember({"f16", "q8_0", "q4_0"}));

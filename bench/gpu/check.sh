@@ -107,14 +107,26 @@ compare_model() {  # file rounds
       say "round $round $kind: (a) decode $dec tok/s (e2e 256: $e2e_long ms, 1: $e2e_one ms), out tok/s $(echo "$long" | field output_tokens_per_s); (b) 8 streams $(echo "$b8" | field output_tokens_per_s) tok/s ttft p50 $(echo "$b8" | field ttft_ms.p50) ms; 32 streams $(echo "$b32" | field output_tokens_per_s) tok/s ttft p50 $(echo "$b32" | field ttft_ms.p50)"
     done
   done
-  if [ $(left) -gt 60 ]; then
-    for kind in clawbot llama-server; do
-      local url=http://127.0.0.1:$pc; [ $kind = llama-server ] && url=http://127.0.0.1:$pl
-      local conv=$($CB bench --url $url --no-progress --json --workload conversations --conversations 32 --turns 6 --concurrency 4 --system-prompt-tokens 200 --prompt-tokens 40 --max-tokens 32)
-      say "(c) $kind: TTFT turns>=2 p50 $(echo "$conv" | field ttft_later_turns_ms.p50) ms, turn 1 $(echo "$conv" | field ttft_first_turn_ms.p50) ms, new tokens $(echo "$conv" | field new_prompt_tokens_later_turns.p50)"
-    done
-  fi
   kill $c $l; wait $c $l 2>/dev/null
+  # (c) as bench/compare.sh runs it: 4 slots, 32 conversations (more than slots: the cold tier works).
+  if [ $(left) -gt 60 ]; then
+    # and a second clawbot with --prompts-first on (auto leaves it off with every layer on the GPU).
+    pc=$(free_port) pl=$(free_port) local pf=$(free_port)
+    $CB serve -m $model --chat-template chatml --port $pc --no-advertise --threads 8 --ctx $ctx --parallel 4 >$OUT/serve-c.log 2>&1 &
+    c=$!
+    $CB serve -m $model --chat-template chatml --port $pf --no-advertise --threads 8 --ctx $ctx --parallel 4 --prompts-first on >$OUT/serve-c-pf.log 2>&1 &
+    local f=$!
+    $LS -m $model --host 127.0.0.1 --port $pl -t 8 -c $((ctx * 4)) -np 4 -ngl 99 --chat-template chatml >$W/llama-server-c.log 2>&1 &
+    l=$!
+    wait_ready http://127.0.0.1:$pc; wait_ready http://127.0.0.1:$pl; wait_ready http://127.0.0.1:$pf
+    for kind in clawbot clawbot-prompts-first llama-server; do
+      local url=http://127.0.0.1:$pc; [ $kind = llama-server ] && url=http://127.0.0.1:$pl; [ $kind = clawbot-prompts-first ] && url=http://127.0.0.1:$pf
+      local conv=$($CB bench --url $url --no-progress --json --workload conversations --conversations 32 --turns 6 --concurrency 4 --system-prompt-tokens 200 --prompt-tokens 40 --max-tokens 32)
+      say "(c) $kind, 4 slots: TTFT turns>=2 p50 $(echo "$conv" | field ttft_later_turns_ms.p50) ms, turn 1 $(echo "$conv" | field ttft_first_turn_ms.p50) ms; server prompt time turns>=2 p50 $(echo "$conv" | field server_prompt_later_turns_ms.p50) ms; new tokens $(echo "$conv" | field new_prompt_tokens_later_turns.p50); requests without text $(echo "$conv" | field requests_without_text); itl p50 $(echo "$conv" | field itl_ms.p50) ms"
+    done
+    for u in $pc $pf; do curl -s http://127.0.0.1:$u/metrics | grep -E '^clawbot_(engine_|prefix_cache_hits|cold_cache_restores)' | tee -a $OUT/results.txt; done
+    kill $c $l $f; wait $c $l $f 2>/dev/null
+  fi
   [ $(left) -gt 30 ] && say "llama-bench tg128: $($LB -m $model -ngl 99 -t 8 -p 0 -n 128 -r 3 -o json 2>/dev/null | field 0.avg_ts); tg256 d48: $($LB -m $model -ngl 99 -t 8 -p 0 -n 256 -d 48 -r 3 -o json 2>/dev/null | field 0.avg_ts); pp512: $($LB -m $model -ngl 99 -t 8 -p 512 -n 0 -r 3 -o json 2>/dev/null | field 0.avg_ts)"
 }
 S=$(synth smollm2-135m q8_0); say "synth $S"

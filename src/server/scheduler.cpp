@@ -447,9 +447,10 @@ void Scheduler::finish(Slot& slot, std::string reason, std::optional<Error> erro
 
 void Scheduler::sample_and_emit(Slot& slot, int row) {
   const bool too_early = slot.generated < slot.job->min_tokens;
-  const engine::Token token = slot.sampler->sample(
-      context_, row,
-      too_early ? std::span<const engine::Token>(model_.info().end_of_generation) : std::span<const engine::Token>());
+  const engine::Token token =
+      slot.sampler->sample(context_, row,
+                           too_early ? std::span<const engine::Token>(model_.info().end_of_generation)
+                                     : std::span<const engine::Token>());
   if (slot.generated == 0) slot.first_token_at = Clock::now();
   if (tokenizer_.is_end_of_generation(token)) {
     finish(slot, "stop");
@@ -505,19 +506,41 @@ void Scheduler::step() {
     }
   }
 
-  for (auto& s : slots_) {
-    if (s->phase != Slot::Phase::generate || s->blocked) continue;
-    s->row = batch_.add(s->last, static_cast<int>(s->cached.size()), s->seq, true);
-    s->decoding = true;
-  }
-  // Prompts fill what is left of the step, oldest admission first, so a long prompt cannot starve the
-  // streams.
   std::vector<Slot*> prefilling;
   for (auto& s : slots_) {
     if (s->phase == Slot::Phase::prefill && !s->blocked) prefilling.push_back(s.get());
   }
   std::sort(prefilling.begin(), prefilling.end(),
             [](const Slot* a, const Slot* b) { return a->admitted_order < b->admitted_order; });
+  // A prompt that one step can take whole, none of it prefilled yet (a chat turn after its cached history, a
+  // short request), gets a step of its own ahead of the decoding streams. Mixed in, the streams' tokens add
+  // their cost to its first token's wait: libllama splits a step of several sequences into micro-batches with
+  // equal tokens per sequence, so such a step is several passes over the weights, and costs at least what the
+  // two steps cost apart (measured on a CPU and on a GPU; the streams lose nothing). Never two such steps in
+  // a row, so arrivals cannot stall the streams; a longer prompt is chunked between the streams' tokens.
+  const auto fits_one_step = [this](const Slot* s) {
+    return s->prefilled == static_cast<std::size_t>(s->reused) &&
+           s->job->prompt.size() - s->prefilled <= static_cast<std::size_t>(prefill_chunk_now_);
+  };
+  bool prompts_first = false;
+  if (options_.prompts_first && !decodes_skipped_ &&
+      std::any_of(prefilling.begin(), prefilling.end(), fits_one_step)) {
+    prompts_first = std::any_of(slots_.begin(), slots_.end(), [](const auto& s) {
+      return s->phase == Slot::Phase::generate && !s->blocked;
+    });
+  }
+  decodes_skipped_ = prompts_first;
+  if (prompts_first) {
+    std::erase_if(prefilling, [&](const Slot* s) { return !fits_one_step(s); });
+  } else {
+    for (auto& s : slots_) {
+      if (s->phase != Slot::Phase::generate || s->blocked) continue;
+      s->row = batch_.add(s->last, static_cast<int>(s->cached.size()), s->seq, true);
+      s->decoding = true;
+    }
+  }
+  // Prompts fill what is left of the step, oldest admission first, so a long prompt cannot starve the
+  // streams.
   // The chunk protects the running streams' inter-token gaps. With none decoding, the prompts go in whole (up
   // to the batch), at the engine's large-batch rate rather than in small steps. With more prompts waiting
   // than streams decoding, the step grows in proportion: a longer gap for the few buys earlier first tokens
@@ -555,6 +578,7 @@ void Scheduler::step() {
     std::lock_guard lock(mutex_);
     ++stats_.engine_steps;
     if (had_prefill) ++stats_.prefill_steps;
+    if (prompts_first) ++stats_.prompts_first_steps;
   }
   if (status == engine::DecodeStatus::no_kv_slot) {
     {

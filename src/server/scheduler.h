@@ -84,6 +84,8 @@ struct SchedulerOptions {
   std::size_t cache_ram_bytes = 0;  // cold tier
   bool cache_enabled = true;        // off: every request is prefilled from scratch (for comparisons)
   int min_cached_tokens = 16;       // shorter sequences are not worth saving
+  bool prompts_first =
+      true;  // a prompt that fits in one step goes ahead of the decoding streams (see step())
   std::chrono::milliseconds heartbeat{5000};  // empty events to waiting jobs, so streams stay alive
 };
 
@@ -99,9 +101,10 @@ struct SchedulerStats {
   std::uint64_t cold_evictions = 0;
   std::uint64_t cold_bytes = 0;
   std::uint64_t cold_capacity = 0;
-  std::uint64_t decode_retries = 0;  // steps retried smaller after the cache ran out of cells
-  std::uint64_t engine_steps = 0;    // llama_decode calls: one per step, whatever it holds
-  std::uint64_t prefill_steps = 0;   // those that carried prompt tokens
+  std::uint64_t decode_retries = 0;       // steps retried smaller after the cache ran out of cells
+  std::uint64_t engine_steps = 0;         // llama_decode calls: one per step, whatever it holds
+  std::uint64_t prefill_steps = 0;        // those that carried prompt tokens
+  std::uint64_t prompts_first_steps = 0;  // those that ran prompts ahead of the decoding streams
   std::size_t slots_busy = 0;
   std::size_t slots_total = 0;
   std::size_t queued = 0;
@@ -159,6 +162,7 @@ class Scheduler {
   engine::Batch batch_;
   std::vector<std::unique_ptr<Slot>> slots_;
   int prefill_chunk_now_;
+  bool decodes_skipped_ = false;  // the last step ran prompts only
   std::chrono::steady_clock::time_point last_heartbeat_ = std::chrono::steady_clock::now();
 
   mutable std::mutex mutex_;

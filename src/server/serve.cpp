@@ -64,6 +64,9 @@ void register_metrics(monitor::Registry& metrics, const Scheduler& scheduler,
       stat(&SchedulerStats::engine_steps));
   metrics.counter_callback("clawbot_engine_prefill_steps_total", "Engine steps that carried prompt tokens",
                            stat(&SchedulerStats::prefill_steps));
+  metrics.counter_callback("clawbot_engine_prompts_first_steps_total",
+                           "Engine steps that ran prompts ahead of the decoding streams",
+                           stat(&SchedulerStats::prompts_first_steps));
   metrics.gauge_callback("clawbot_cold_cache_bytes", "Bytes of saved sequences in host RAM",
                          stat(&SchedulerStats::cold_bytes));
   metrics.gauge_callback("clawbot_cold_cache_capacity_bytes", "Cold tier capacity",
@@ -351,6 +354,7 @@ int run_serve(const ServeOptions& options) {
     scheduler_options.cache_ram_bytes = embedding ? 0 : static_cast<std::size_t>(options.cache_ram_mib) << 20;
     scheduler_options.cache_enabled = !options.no_cache;
     scheduler_options.heartbeat = std::chrono::seconds(options.sse_keepalive_s);
+    scheduler_options.prompts_first = options.prompts_first == "on";
     Scheduler scheduler(model, context, scheduler_options);
 
     monitor::Registry metrics;
@@ -416,9 +420,10 @@ int run_serve(const ServeOptions& options) {
     }
     spdlog::info(
         "{} slots; each request may use {} tokens (prompt and answer); KV cache {} cells ({}), "
-        "flash attention {}, cold tier {} MiB{}",
+        "flash attention {}, prompts first {}, cold tier {} MiB{}",
         parallel, per_request, context.n_ctx(), options.kv_type, options.flash_attn,
-        options.no_cache ? 0 : options.cache_ram_mib, options.no_cache ? " (cache off)" : "");
+        scheduler_options.prompts_first ? "on" : "off", options.no_cache ? 0 : options.cache_ram_mib,
+        options.no_cache ? " (cache off)" : "");
     const std::string url_host =
         options.host.find(':') != std::string::npos ? "[" + options.host + "]" : options.host;
     const char* scheme = https ? "https" : "http";

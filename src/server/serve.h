@@ -22,6 +22,7 @@ struct ServeOptions {
   int cache_ram_mib = 1024;   // cold tier: saved sequences in host RAM
   bool no_cache = false;      // prefill every request from scratch (for comparisons)
   std::string flash_attn = "auto";
+  std::string prompts_first = "on";  // a prompt that fits in one step goes ahead of the decoding streams
   std::string kv_type = "f16";
   int sse_keepalive_s = 5;
   bool kv_unified = false;  // one KV cache for all slots instead of one stream per slot

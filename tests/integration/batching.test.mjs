@@ -166,6 +166,38 @@ describe('continuous batching', () => {
   });
 });
 
+// Sends a short prompt while a stream decodes on `server`; returns how many engine steps ran prompts ahead of
+// the streams and how many carried prompt tokens meanwhile.
+async function shortPromptBesideStream(server) {
+  const steps = async (name) => metricValue(await (await fetch(server.baseUrl + '/metrics')).text(), name);
+  const res = await fetch(server.baseUrl + COMPL, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ prompt: 'Once upon a time', max_tokens: 1000, temperature: 0, ignore_eos: true, stream: true }),
+    signal: AbortSignal.timeout(60000),
+  });
+  assert.equal(res.status, 200);
+  let events = 0;
+  let release;
+  const started = new Promise((r) => { release = r; });
+  const stream = readSse(res, () => {
+    if (++events === 3) release();
+    return false;
+  });
+  await started;
+  const first = 'clawbot_engine_prompts_first_steps_total';
+  const prefill = 'clawbot_engine_prefill_steps_total';
+  const [firstBefore, prefillBefore] = [await steps(first), await steps(prefill)];
+  const r = await postJson(server.baseUrl, COMPL, { prompt: 'Once upon a time there was a frog', max_tokens: 1, temperature: 0 });
+  assert.equal(r.status, 200, r.text);
+  const fresh = r.json.usage.prompt_tokens - (r.json.usage.prompt_tokens_details?.cached_tokens ?? 0);
+  assert.ok(fresh <= 32, JSON.stringify(r.json.usage));
+  const counts = { first: await steps(first) - firstBefore, prefill: await steps(prefill) - prefillBefore };
+  res.body.cancel().catch(() => {});
+  await stream.catch(() => {});
+  return counts;
+}
+
 describe('prompt chunks', () => {
   // --prefill-chunk bounds the prompt tokens per step only while other streams decode.
   let server;
@@ -199,6 +231,13 @@ describe('prompt chunks', () => {
     assert.equal(await steps() - before, 5, 'one prefill step plus four decode steps');
   });
 
+  test('while a stream decodes, a short prompt gets one step of its own, ahead of the stream', { timeout: 60000 }, async () => {
+    const { first, prefill } = await shortPromptBesideStream(server);
+    // Mixed in, the stream's token would have added its cost to the prompt's step: the prompt goes alone.
+    assert.equal(first, 1, 'one step ran the prompt ahead of the stream');
+    assert.equal(prefill, 1, 'the prompt took one step');
+  });
+
   test('while a stream decodes, a prompt goes in chunks between its tokens', { timeout: 60000 }, async () => {
     const res = await decodingStream(400);
     let events = 0;
@@ -210,6 +249,7 @@ describe('prompt chunks', () => {
     });
     while (!sent) await new Promise((r) => setTimeout(r, 5));
     const startEvents = events;
+    const firstBefore = await steps('clawbot_engine_prompts_first_steps_total');
     const r = await sent;
     during = events - startEvents;
     assert.equal(r.status, 200, r.text);
@@ -218,6 +258,7 @@ describe('prompt chunks', () => {
     // of them, as some tokens show no text and a busy client may read late.
     assert.ok(during >= Math.floor(fresh / 64),
       `the stream got ${during} events while ${fresh} prompt tokens were prefilled in chunks of 32`);
+    assert.equal(await steps('clawbot_engine_prompts_first_steps_total'), firstBefore, 'no step ran the long prompt ahead of the stream');
     await stream;
   });
 
@@ -245,6 +286,20 @@ describe('prompt chunks', () => {
     assert.ok(used < Math.ceil(fresh / 32) * 0.8, `${used} prefill steps for ${fresh} prompt tokens in chunks of 32 or more`);
     res.body.cancel().catch(() => {});
     await stream.catch(() => {});
+  });
+});
+
+describe('--prompts-first off', () => {
+  let server;
+  before(async () => {
+    server = await startServer({ extraArgs: ['--parallel', '2', '--ctx', '1024', '--prefill-chunk', '32', '--prompts-first', 'off'] });
+  });
+  after(async () => server && (await server.stop()));
+
+  test('a short prompt shares its step with the decoding stream', { timeout: 60000 }, async () => {
+    const { first, prefill } = await shortPromptBesideStream(server);
+    assert.equal(first, 0);
+    assert.equal(prefill, 1, 'the prompt took one step');
   });
 });
 

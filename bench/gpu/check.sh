@@ -110,17 +110,17 @@ compare_model() {  # file rounds
   kill $c $l; wait $c $l 2>/dev/null
   # (c) as bench/compare.sh runs it: 4 slots, 32 conversations (more than slots: the cold tier works).
   if [ $(left) -gt 60 ]; then
-    # and a second clawbot with --prompts-first on (auto leaves it off with every layer on the GPU).
+    # and a second clawbot with --prompts-first off (prompts share their step with the decoding streams).
     pc=$(free_port) pl=$(free_port) local pf=$(free_port)
     $CB serve -m $model --chat-template chatml --port $pc --no-advertise --threads 8 --ctx $ctx --parallel 4 >$OUT/serve-c.log 2>&1 &
     c=$!
-    $CB serve -m $model --chat-template chatml --port $pf --no-advertise --threads 8 --ctx $ctx --parallel 4 --prompts-first on >$OUT/serve-c-pf.log 2>&1 &
+    $CB serve -m $model --chat-template chatml --port $pf --no-advertise --threads 8 --ctx $ctx --parallel 4 --prompts-first off >$OUT/serve-c-mixed.log 2>&1 &
     local f=$!
     $LS -m $model --host 127.0.0.1 --port $pl -t 8 -c $((ctx * 4)) -np 4 -ngl 99 --chat-template chatml >$W/llama-server-c.log 2>&1 &
     l=$!
     wait_ready http://127.0.0.1:$pc; wait_ready http://127.0.0.1:$pl; wait_ready http://127.0.0.1:$pf
-    for kind in clawbot clawbot-prompts-first llama-server; do
-      local url=http://127.0.0.1:$pc; [ $kind = llama-server ] && url=http://127.0.0.1:$pl; [ $kind = clawbot-prompts-first ] && url=http://127.0.0.1:$pf
+    for kind in clawbot clawbot-prompts-mixed llama-server; do
+      local url=http://127.0.0.1:$pc; [ $kind = llama-server ] && url=http://127.0.0.1:$pl; [ $kind = clawbot-prompts-mixed ] && url=http://127.0.0.1:$pf
       local conv=$($CB bench --url $url --no-progress --json --workload conversations --conversations 32 --turns 6 --concurrency 4 --system-prompt-tokens 200 --prompt-tokens 40 --max-tokens 32)
       say "(c) $kind, 4 slots: TTFT turns>=2 p50 $(echo "$conv" | field ttft_later_turns_ms.p50) ms, turn 1 $(echo "$conv" | field ttft_first_turn_ms.p50) ms; server prompt time turns>=2 p50 $(echo "$conv" | field server_prompt_later_turns_ms.p50) ms; new tokens $(echo "$conv" | field new_prompt_tokens_later_turns.p50); requests without text $(echo "$conv" | field requests_without_text); itl p50 $(echo "$conv" | field itl_ms.p50) ms"
     done

@@ -84,8 +84,8 @@ struct SchedulerOptions {
   std::size_t cache_ram_bytes = 0;  // cold tier
   bool cache_enabled = true;        // off: every request is prefilled from scratch (for comparisons)
   int min_cached_tokens = 16;       // shorter sequences are not worth saving
-  bool prompts_first =
-      true;  // a prompt that fits in one step goes ahead of the decoding streams (see step())
+  // A prompt that fits in one step goes ahead of the decoding streams (see Scheduler::step).
+  bool prompts_first = true;
   std::chrono::milliseconds heartbeat{5000};  // empty events to waiting jobs, so streams stay alive
 };
 

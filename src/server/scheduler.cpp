@@ -142,6 +142,23 @@ std::vector<SlotState> Scheduler::slot_states() const {
   return slot_states_;
 }
 
+SlotState Scheduler::state_of(const Slot& s, Clock::time_point now) {
+  const bool has_job = s.job.has_value() && s.phase != Slot::Phase::idle;
+  return SlotState{
+      .id = s.seq,
+      .state = s.phase == Slot::Phase::prefill ? "prefill"
+               : s.phase == Slot::Phase::idle  ? "idle"
+                                               : "generate",
+      .cached = s.cached.size(),
+      .prompt = has_job ? s.job->prompt.size() : 0,
+      .prefilled = has_job ? s.prefilled : 0,
+      .reused = has_job ? s.reused : 0,
+      .generated = has_job ? s.generated : 0,
+      .max_tokens = has_job ? s.limit : 0,
+      .running_ms = has_job ? std::chrono::duration<double, std::milli>(now - s.admitted_at).count() : 0.0,
+  };
+}
+
 void Scheduler::run() {
   std::uint64_t order = 0;
   for (;;) {
@@ -205,24 +222,7 @@ void Scheduler::run() {
       for (const auto& s : slots_) cells += static_cast<std::int64_t>(s->cached.size());
       stats_.kv_cells_used = cells;
       const auto now = Clock::now();
-      slot_states_.resize(slots_.size());
-      for (std::size_t i = 0; i < slots_.size(); ++i) {
-        const Slot& s = *slots_[i];
-        SlotState& out = slot_states_[i];
-        const bool has_job = s.job.has_value() && s.phase != Slot::Phase::idle;
-        out.id = s.seq;
-        out.state = s.phase == Slot::Phase::prefill ? "prefill"
-                    : s.phase == Slot::Phase::idle  ? "idle"
-                                                    : "generate";
-        out.cached = s.cached.size();
-        out.prompt = has_job ? s.job->prompt.size() : 0;
-        out.prefilled = has_job ? s.prefilled : 0;
-        out.reused = has_job ? s.reused : 0;
-        out.generated = has_job ? s.generated : 0;
-        out.max_tokens = has_job ? s.limit : 0;
-        out.running_ms =
-            has_job ? std::chrono::duration<double, std::milli>(now - s.admitted_at).count() : 0.0;
-      }
+      for (const auto& s : slots_) slot_states_[static_cast<std::size_t>(s->seq)] = state_of(*s, now);
       stats_.cold_bytes = cold_.bytes_used();
       stats_.cold_evictions = cold_.evictions();
     }
@@ -438,10 +438,20 @@ void Scheduler::finish(Slot& slot, std::string reason, std::optional<Error> erro
     done.prompt_ms = ms_between(slot.admitted_at, now);
   }
   slot.outbox.push_back(std::move(done));
+  // The done event ends the client's stream: /slots shows the slot idle before it can arrive (the step's own
+  // snapshot comes later), and busy again should a slow reader leave it queued.
+  slot.phase = Slot::Phase::idle;
+  {
+    std::lock_guard lock(mutex_);
+    slot_states_[static_cast<std::size_t>(slot.seq)] = state_of(slot, now);
+  }
   slot.phase = Slot::Phase::finishing;
   if (flush_pending(slot)) {
     slot.phase = Slot::Phase::idle;
     slot.job.reset();
+  } else {
+    std::lock_guard lock(mutex_);
+    slot_states_[static_cast<std::size_t>(slot.seq)] = state_of(slot, now);
   }
 }
 

@@ -153,6 +153,8 @@ class Scheduler {
   void run_embeddings(std::vector<GenerationJob>& jobs);
   void sample_and_emit(Slot& slot, int row);
   void send_heartbeats();
+  // What /slots shows of a slot (taken under mutex_ into slot_states_).
+  static SlotState state_of(const Slot& slot, std::chrono::steady_clock::time_point now);
 
   const engine::Model& model_;
   engine::Context& context_;

@@ -140,20 +140,30 @@ describe('continuous batching', () => {
     assert.match(props.json.build_info, /llama\.cpp/);
 
     // While a stream runs, its slot says so; afterwards it is idle and keeps the tokens for the next request.
-    const res = await fetch(server.baseUrl + COMPL, {
-      method: 'POST', headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ prompt: 'Once upon a time in a park', max_tokens: 200, temperature: 0, stream: true }),
-    });
+    // A busy machine may answer /slots only after the stream has ended: such a late snapshot proves nothing,
+    // so the stream is tried again.
     let during;
-    let texts = 0;
-    await readSse(res, (payload) => {
-      if (during || payload === '[DONE]' || !JSON.parse(payload).choices?.[0]?.text) return false;
-      // a few tokens are out (so the snapshot of a later step is taken): the slot is generating
-      if (++texts === 5) during = getJson(server.baseUrl, '/slots');
-      return false;
-    });
-    const busy = (await during).json.filter((s) => s.is_processing);
-    assert.equal(busy.length, 1, JSON.stringify((await during).json));
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const res = await fetch(server.baseUrl + COMPL, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ prompt: 'Once upon a time in a park', max_tokens: 200, temperature: 0, stream: true }),
+      });
+      let snapshot;
+      let texts = 0;
+      let ended = false;
+      let late = false;
+      await readSse(res, (payload) => {
+        if (payload === '[DONE]') ended = true;
+        if (snapshot || payload === '[DONE]' || !JSON.parse(payload).choices?.[0]?.text) return false;
+        // a few tokens are out (so the snapshot of a later step is taken): the slot is generating
+        if (++texts === 5) snapshot = getJson(server.baseUrl, '/slots').then((r) => { late = ended; return r; });
+        return false;
+      });
+      during = await snapshot;
+      if (!late) break;
+    }
+    const busy = during.json.filter((s) => s.is_processing);
+    assert.equal(busy.length, 1, JSON.stringify(during.json));
     assert.equal(busy[0].state, 'generate');
     assert.equal(busy[0].max_tokens, 200);
     assert.ok(busy[0].prompt_tokens > 0 && busy[0].prompt_tokens_processed === busy[0].prompt_tokens);

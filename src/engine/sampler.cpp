@@ -1,7 +1,6 @@
 #include <array>
 #include <cmath>
 #include <string>
-#include <vector>
 
 #include <llama.h>
 

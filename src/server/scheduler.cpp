@@ -440,10 +440,10 @@ void Scheduler::finish(Slot& slot, std::string reason, std::optional<Error> erro
   slot.outbox.push_back(std::move(done));
   // The done event ends the client's stream: /slots shows the slot idle before it can arrive (the step's own
   // snapshot comes later), and busy again should a slow reader leave it queued.
-  slot.phase = Slot::Phase::idle;
   {
     std::lock_guard lock(mutex_);
-    slot_states_[static_cast<std::size_t>(slot.seq)] = state_of(slot, now);
+    slot_states_[static_cast<std::size_t>(slot.seq)] =
+        SlotState{.id = slot.seq, .state = "idle", .cached = slot.cached.size()};
   }
   slot.phase = Slot::Phase::finishing;
   if (flush_pending(slot)) {
@@ -551,12 +551,11 @@ void Scheduler::step() {
     }
   }
   // Prompts fill what is left of the step, oldest admission first, so a long prompt cannot starve the
-  // streams.
-  // The chunk protects the running streams' inter-token gaps. With none decoding, the prompts go in whole (up
-  // to the batch), at the engine's large-batch rate rather than in small steps. With more prompts waiting
-  // than streams decoding, the step grows in proportion: a longer gap for the few buys earlier first tokens
-  // for the many (and fewer, larger steps). A recent KV-space shortage (prefill_chunk_now_ halved) scales
-  // both down.
+  // streams. The chunk protects the running streams' inter-token gaps. With none decoding, the prompts go in
+  // whole (up to the batch), at the engine's large-batch rate rather than in small steps. With more prompts
+  // waiting than streams decoding, the step grows in proportion: a longer gap for the few buys earlier first
+  // tokens for the many (and fewer, larger steps). A recent KV-space shortage (prefill_chunk_now_ halved)
+  // scales both down.
   const int capacity = static_cast<int>(batch_.capacity());
   const int decoding = batch_.size();
   const int waiting = static_cast<int>(prefilling.size());

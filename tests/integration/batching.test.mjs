@@ -176,17 +176,24 @@ describe('continuous batching', () => {
   });
 });
 
-// Sends a short prompt while a stream decodes on `server`; returns how many engine steps ran prompts ahead of
-// the streams and how many carried prompt tokens meanwhile.
-async function shortPromptBesideStream(server) {
-  const steps = async (name) => metricValue(await (await fetch(server.baseUrl + '/metrics')).text(), name);
+const engineSteps = async (server, name = 'clawbot_engine_steps_total') =>
+  metricValue(await (await fetch(server.baseUrl + '/metrics')).text(), name);
+
+// A stream that keeps one slot decoding while a test sends prompts beside it.
+async function decodingStream(server, maxTokens) {
   const res = await fetch(server.baseUrl + COMPL, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ prompt: 'Once upon a time', max_tokens: 1000, temperature: 0, ignore_eos: true, stream: true }),
+    body: JSON.stringify({ prompt: 'Once upon a time', max_tokens: maxTokens, temperature: 0, ignore_eos: true, stream: true }),
     signal: AbortSignal.timeout(60000),
   });
   assert.equal(res.status, 200);
+  return res;
+}
+
+// Such a stream, once its first events are out; stop() ends it.
+async function streamUnderway(server, maxTokens) {
+  const res = await decodingStream(server, maxTokens);
   let events = 0;
   let release;
   const started = new Promise((r) => { release = r; });
@@ -195,16 +202,30 @@ async function shortPromptBesideStream(server) {
     return false;
   });
   await started;
+  return {
+    stop: async () => {
+      res.body.cancel().catch(() => {});
+      await stream.catch(() => {});
+    },
+  };
+}
+
+// Sends a short prompt while a stream decodes on `server`; returns how many engine steps ran prompts ahead of
+// the streams and how many carried prompt tokens meanwhile.
+async function shortPromptBesideStream(server) {
+  const stream = await streamUnderway(server, 1000);
   const first = 'clawbot_engine_prompts_first_steps_total';
   const prefill = 'clawbot_engine_prefill_steps_total';
-  const [firstBefore, prefillBefore] = [await steps(first), await steps(prefill)];
+  const [firstBefore, prefillBefore] = [await engineSteps(server, first), await engineSteps(server, prefill)];
   const r = await postJson(server.baseUrl, COMPL, { prompt: 'Once upon a time there was a frog', max_tokens: 1, temperature: 0 });
   assert.equal(r.status, 200, r.text);
   const fresh = r.json.usage.prompt_tokens - (r.json.usage.prompt_tokens_details?.cached_tokens ?? 0);
   assert.ok(fresh <= 32, JSON.stringify(r.json.usage));
-  const counts = { first: await steps(first) - firstBefore, prefill: await steps(prefill) - prefillBefore };
-  res.body.cancel().catch(() => {});
-  await stream.catch(() => {});
+  const counts = {
+    first: await engineSteps(server, first) - firstBefore,
+    prefill: await engineSteps(server, prefill) - prefillBefore,
+  };
+  await stream.stop();
   return counts;
 }
 
@@ -217,20 +238,8 @@ describe('prompt chunks', () => {
   after(async () => server && (await server.stop()));
 
   const longPrompt = (tag) => Array.from({ length: 22 }, (_, i) => `${tag} word${i} sat by the pond.`).join(' ');
-  const steps = async (name = 'clawbot_engine_steps_total') =>
-    metricValue(await (await fetch(server.baseUrl + '/metrics')).text(), name);
+  const steps = (name) => engineSteps(server, name);
   const freshTokens = (usage) => usage.prompt_tokens - (usage.prompt_tokens_details?.cached_tokens ?? 0);
-  // A stream that keeps one slot decoding while a test sends prompts beside it.
-  async function decodingStream(maxTokens) {
-    const res = await fetch(server.baseUrl + COMPL, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ prompt: 'Once upon a time', max_tokens: maxTokens, temperature: 0, ignore_eos: true, stream: true }),
-      signal: AbortSignal.timeout(60000),
-    });
-    assert.equal(res.status, 200);
-    return res;
-  }
 
   test('with nothing else running, a prompt goes in whole: one step, then one per token', { timeout: 60000 }, async () => {
     const before = await steps();
@@ -249,7 +258,7 @@ describe('prompt chunks', () => {
   });
 
   test('while a stream decodes, a prompt goes in chunks between its tokens', { timeout: 60000 }, async () => {
-    const res = await decodingStream(400);
+    const res = await decodingStream(server, 400);
     let events = 0;
     let during = null;
     let sent = null;
@@ -273,15 +282,7 @@ describe('prompt chunks', () => {
   });
 
   test('with more prompts waiting than streams decoding, the chunks grow in proportion', { timeout: 60000 }, async () => {
-    const res = await decodingStream(1000);
-    let events = 0;
-    let release;
-    const started = new Promise((r) => { release = r; });
-    const stream = readSse(res, () => {
-      if (++events === 3) release();
-      return false;
-    });
-    await started;
+    const stream = await streamUnderway(server, 1000);
     const before = await steps('clawbot_engine_prefill_steps_total');
     // Three prompts beside one stream: 3 x 32 tokens per step while all three wait, then 2 x 32, then 32.
     const prompts = ['first', 'second', 'third'].map((tag) => longPrompt(tag));
@@ -294,8 +295,7 @@ describe('prompt chunks', () => {
     }
     // 32 tokens per step throughout would take fresh / 32 steps (about 34); growing chunks take about 20.
     assert.ok(used < Math.ceil(fresh / 32) * 0.8, `${used} prefill steps for ${fresh} prompt tokens in chunks of 32 or more`);
-    res.body.cancel().catch(() => {});
-    await stream.catch(() => {});
+    await stream.stop();
   });
 });
 

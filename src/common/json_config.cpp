@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "common/edit_distance.h"
+#include "common/json_read.h"
 
 namespace clawbot::config {
 
@@ -12,8 +13,7 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 
 std::string describe(const json& value) {
-  std::string text = value.dump();
-  if (text.size() > 60) text = text.substr(0, 57) + "...";
+  const std::string text = json_read::describe(value);
   switch (value.type()) {
     case json::value_t::string:
       return text + " (a string)";
@@ -58,15 +58,17 @@ std::string line_and_column(std::string_view text, std::size_t byte) {
 }  // namespace
 
 json parse_object(std::string_view text, const std::string& origin) {
-  json doc;
-  try {
-    doc = json::parse(text, nullptr, true, /*ignore_comments=*/true);
-  } catch (const json::parse_error& e) {
-    std::string what = e.what();
-    const auto detail = what.find("parse error");
-    throw ConfigError(origin + ": not valid JSON at " + line_and_column(text, e.byte > 0 ? e.byte - 1 : 0) +
-                      " (" + (detail == std::string::npos ? what : what.substr(detail)) + ")");
+  // A file is read whole by its caller; 16 MiB is far beyond any real config.
+  json_read::Result parsed = json_read::parse(text, {.max_depth = json_read::default_max_depth,
+                                                     .max_bytes = 16u << 20,
+                                                     .allow_comments = true});
+  if (!parsed) {
+    const auto& f = parsed.failure;
+    if (f.code != "invalid_json") throw ConfigError(origin + ": the file " + f.message);
+    throw ConfigError(origin + ": not valid JSON at " + line_and_column(text, f.byte > 0 ? f.byte - 1 : 0) +
+                      " (" + f.message + ")");
   }
+  json doc = std::move(*parsed.value);
   if (!doc.is_object())
     throw ConfigError(origin + ": the file must hold one JSON object ({...}), not " + describe(doc));
   return doc;

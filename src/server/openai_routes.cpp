@@ -9,6 +9,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "common/json_read.h"
 #include "server/infill.h"
 
 namespace clawbot::server {
@@ -20,19 +21,10 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 // ---------------------------------------------------------------- request validation
 
-std::string describe(const json& v) {
-  std::string s = v.dump();
-  if (s.size() > 60) s = s.substr(0, 57) + "...";
-  return s;
-}
+std::string describe(const json& v) { return json_read::describe(v); }
 
 json parse_body(const http::Exchange& ex) {
-  json parsed;
-  try {
-    parsed = json::parse(ex.request().body());
-  } catch (const json::parse_error& e) {
-    throw_invalid(std::string("request body is not valid JSON: ") + e.what(), "", "invalid_json");
-  }
+  json parsed = json_read::parse_or_throw(ex.request().body(), "request body");
   if (!parsed.is_object()) throw_invalid("request body must be a JSON object, got " + describe(parsed));
   return parsed;
 }
@@ -216,7 +208,7 @@ std::vector<engine::Token> token_ids_field(const ServeContext& ctx, const json& 
   for (const auto& t : array) {
     if (!t.is_number_integer() || t.get<long long>() < 0 || t.get<long long>() >= n_vocab) {
       throw_invalid(std::string("'") + param + "' must hold token ids between 0 and " +
-                        std::to_string(n_vocab - 1) + ", got " + t.dump(),
+                        std::to_string(n_vocab - 1) + ", got " + describe(t),
                     param);
     }
     tokens.push_back(t.get<engine::Token>());

@@ -240,8 +240,15 @@ void SseParser::dispatch(std::vector<SseEvent>& out) {
 
 // ---------------------------------------------------------------- Client
 
+// The most a connection buffers besides a body: a response header (64 KiB), or a chunk header or trailer
+// section an upstream never ends (see http_read.h).
+constexpr std::size_t max_response_header_bytes = 64u << 10;
+// Interim (1xx) responses skipped before the final one; an endless run of them is a broken server.
+constexpr int max_interim_responses = 16;
+
 struct Client::Connection {
-  explicit Connection(asio::any_io_executor executor) : stream(beast::tcp_stream(std::move(executor))) {}
+  explicit Connection(asio::any_io_executor executor)
+      : stream(beast::tcp_stream(std::move(executor))), buffer(max_response_header_bytes) {}
 
   bool is_open() { return stream.tcp().socket().is_open(); }
   // Closes the socket only: an operation still pending on the TLS stream completes (aborted) on it, so the
@@ -449,11 +456,25 @@ asio::awaitable<Result<std::unique_ptr<Client::Parser>>> Client::exchange(
       busy_ = false;
       co_return error(wec, "send");
     }
-    auto parser = std::make_unique<Parser>();
-    parser->header_limit(64u << 10);
-    parser->body_limit(boost::none);  // whole responses are limited by read_body, streams not at all
-    bound_io(conn);
-    const beast::error_code rec = co_await detail::read_message(conn.stream, conn.buffer, *parser, true);
+    // Interim answers (100 Continue, 103 Early Hints) are skipped: the first final one is the answer. Taken
+    // for the answer, a 1xx would leave the real one on the connection for the next request to read.
+    std::unique_ptr<Parser> parser;
+    beast::error_code rec;
+    for (int interim = 0;; ++interim) {
+      parser = std::make_unique<Parser>();
+      parser->header_limit(static_cast<std::uint32_t>(max_response_header_bytes));
+      parser->body_limit(boost::none);  // whole responses are limited by read_body, streams not at all
+      parser->skip(verb == http::verb::head);  // a Content-Length, but no body
+      bound_io(conn);
+      rec = co_await detail::read_message(conn.stream, conn.buffer, *parser, true);
+      if (rec) break;
+      const unsigned status = parser->get().result_int();
+      if (status / 100 != 1) break;
+      if (status == 101 || interim == max_interim_responses) {  // no upgrade was asked for
+        rec = http::error::bad_status;
+        break;
+      }
+    }
     if (rec) {
       const bool tls_answer = !conn.stream.is_tls() && starts_like_tls_record(conn.buffer);
       conn.drop();
@@ -503,7 +524,11 @@ asio::awaitable<Result<std::string>> Client::read_body(Parser& parser) {
 
 void Client::finish_exchange(const Parser& parser) {
   busy_ = false;
-  if (!parser.is_done() || !parser.keep_alive()) connection_->drop();
+  // Back to keep-alive use only after an answer read to its end as framed by its Content-Length or chunks
+  // (not one that ends with the connection) and nothing after it: bytes nobody asked for would be read as
+  // the answer to the next request.
+  if (!parser.is_done() || !parser.keep_alive() || parser.need_eof() || connection_->buffer.size() > 0)
+    connection_->drop();
 }
 
 asio::awaitable<Result<Response>> Client::get(std::string_view target) {
@@ -737,8 +762,9 @@ asio::awaitable<Result<void>> ResponseReader::read_rest(std::string& out, char* 
   // What came in with the header needs no I/O; then one plain read at a time.
   if (const auto ec = drain()) co_return fail(ec);
   while (!parser.is_done()) {
+    if (conn.buffer.size() >= conn.buffer.max_size()) co_return fail(http::error::buffer_overflow);
     client_->bound_io(conn);
-    auto [ec, read] = co_await conn.stream.async_read_some(conn.buffer.prepare(16384), use_tuple);
+    auto [ec, read] = co_await conn.stream.async_read_some(detail::prepare_read(conn.buffer), use_tuple);
     conn.buffer.commit(read);
     if (ec == asio::error::eof && parser.got_some()) {
       parser.put_eof(ec);  // a body that ends with the connection

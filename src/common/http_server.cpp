@@ -1,11 +1,17 @@
 #include "common/http_server.h"
 #include "common/http_read.h"
 
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <cerrno>
 #include <cstring>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <optional>
@@ -77,17 +83,189 @@ asio::awaitable<void> refuse_plain_http(beast::tcp_stream& stream, const ServerL
   co_await lingering_close(stream);
 }
 
+// string_body without its up-front reserve of the declared Content-Length: memory follows the bytes that
+// arrived (a client that declares 8 MiB and sends one byte holds one byte), and never grows past the
+// declared length.
+struct ArrivingStringBody {
+  using value_type = std::string;
+  class reader {
+   public:
+    template <bool isRequest, class Fields>
+    reader(http::header<isRequest, Fields>&, value_type& body) : body_(body) {}
+    void init(const boost::optional<std::uint64_t>& length, beast::error_code& ec) {
+      declared_ = length ? static_cast<std::size_t>(*length) : 0;  // (below the body limit: fits)
+      ec = {};
+    }
+    template <class ConstBufferSequence>
+    std::size_t put(const ConstBufferSequence& buffers, beast::error_code& ec) {
+      const std::size_t extra = beast::buffer_bytes(buffers);
+      const std::size_t needed = body_.size() + extra;
+      if (needed > body_.capacity()) {
+        std::size_t grown = std::max(needed, body_.capacity() * 2);
+        if (declared_ > 0) grown = std::max(needed, std::min(grown, declared_));
+        body_.reserve(grown);
+      }
+      for (const auto piece : beast::buffers_range_ref(buffers))
+        body_.append(static_cast<const char*>(piece.data()), piece.size());
+      ec = {};
+      return extra;
+    }
+    void finish(beast::error_code& ec) { ec = {}; }
+
+   private:
+    value_type& body_;
+    std::size_t declared_ = 0;  // 0: not declared (chunked)
+  };
+};
+using RequestParser = http::request_parser<ArrivingStringBody>;
+
+using Clock = std::chrono::steady_clock;
+
+// The time left until `deadline`, or the timeout error once it has passed; each read of the stream may
+// then take at most that long (and never more than the idle timeout).
+beast::error_code bound_read(tls::PlainOrTlsStream& stream, Clock::time_point deadline,
+                             Clock::duration idle) {
+  const auto left = deadline - Clock::now();
+  if (left <= Clock::duration::zero()) return beast::error::timeout;
+  stream.retime(std::min(left, idle));
+  return {};
+}
+
+// Reading a request's header block: the idle timeout until its first byte, then header_timeout for all of
+// it. A folded header line (obs-fold: a line that starts with a space or tab) is refused here, on the raw
+// bytes: Beast would join it to the line above.
+struct HeadReadHooks {
+  tls::PlainOrTlsStream& stream;
+  const ServerLimits& limits;
+  const beast::flat_buffer& buffer;
+  Clock::time_point deadline{};
+  bool started = false;
+  bool folded = false;
+
+  beast::error_code before_read(std::size_t) {
+    if (buffer.size() == 0) {  // (a partial header is never taken from the buffer) no byte of it yet
+      stream.retime(limits.idle_timeout);
+      return {};
+    }
+    if (!started) {
+      started = true;
+      deadline = Clock::now() + limits.header_timeout;
+    }
+    return bound_read(stream, deadline, limits.idle_timeout);
+  }
+  beast::error_code on_header(std::string_view bytes) {
+    const auto end = bytes.find("\r\n\r\n");
+    const std::string_view header = bytes.substr(0, end == std::string_view::npos ? bytes.size() : end + 2);
+    for (auto at = header.find("\r\n"); at != std::string_view::npos; at = header.find("\r\n", at + 2)) {
+      if (at + 2 < header.size() && (header[at + 2] == ' ' || header[at + 2] == '\t')) {
+        folded = true;
+        return http::error::bad_field;
+      }
+    }
+    return {};
+  }
+};
+
+// Reading a body: at least limits.min_body_rate bytes a second on average, once the grace period is over.
+struct BodyReadHooks {
+  tls::PlainOrTlsStream& stream;
+  const ServerLimits& limits;
+  Clock::time_point start = Clock::now();
+
+  beast::error_code before_read(std::size_t received) {
+    if (limits.min_body_rate == 0) {
+      stream.retime(limits.idle_timeout);
+      return {};
+    }
+    const std::chrono::duration<double> earned(static_cast<double>(received) /
+                                               static_cast<double>(limits.min_body_rate));
+    return bound_read(stream, start + limits.body_rate_grace + std::chrono::duration_cast<Clock::duration>(earned),
+                      limits.idle_timeout);
+  }
+  beast::error_code on_header(std::string_view) { return {}; }
+};
+
+// What the head of a request may not be, whatever the handler: answered 400 and the connection closed.
+std::optional<Error> refuse_head(const RequestParser& parser) {
+  const auto& head = parser.get();
+  auto bad = [](std::string message, std::string code) {
+    return Error{ErrorKind::invalid_request, std::move(message), {}, std::move(code)};
+  };
+  const std::string_view target(head.target().data(), head.target().size());
+  const bool asterisk = target == "*" && head.method() == http::verb::options;
+  if (!asterisk && (target.empty() || target.front() != '/')) {
+    return bad("the request target must be a path starting with '/' (this server is not a proxy for other "
+               "hosts), not '" +
+                   std::string(target.substr(0, 200)) + "'",
+               "bad_request_target");
+  }
+  const auto encodings = head.count(http::field::transfer_encoding);
+  if (encodings > 0) {
+    const auto value = head[http::field::transfer_encoding];
+    if (encodings > 1 || !beast::iequals(value, "chunked")) {
+      return bad("Transfer-Encoding must be exactly \"chunked\" (no other coding, no list), not '" +
+                     std::string(value.substr(0, 100)) + "'",
+                 "bad_transfer_encoding");
+    }
+    if (head.count(http::field::content_length) > 0)
+      return bad("a request may not have both Transfer-Encoding and Content-Length", "bad_transfer_encoding");
+  }
+  return std::nullopt;
+}
+
+// The final answer to a request that cannot be read on: written, then the connection closed.
+asio::awaitable<void> answer_and_close(tls::PlainOrTlsStream& stream, const ServerLimits& limits, int status,
+                                       const Error& error) {
+  Request req;
+  req.version(11);
+  req.keep_alive(false);
+  Exchange reply(stream, std::move(req), limits);
+  const nlohmann::json body = to_json(error);
+  co_await reply.respond_json(status, body);
+  co_await lingering_close(stream.tcp());
+}
+
+// Gives memory back to the system after a large body: glibc keeps freed blocks of a few MiB in its heap
+// (its mmap threshold rises to the largest block freed), so 64 clients that each sent a body near the limit
+// would keep the process at that size for good.
+void release_memory() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+}
+constexpr std::size_t large_body_bytes = 1u << 20;
+
 }  // namespace
+
+// ---------------------------------------------------------------- ClientConnections
+
+bool ClientConnections::try_open(const asio::ip::address& address, std::size_t limit) {
+  const std::lock_guard lock(mutex_);
+  auto& count = open_[address];
+  if (limit > 0 && count >= limit) {
+    if (count == 0) open_.erase(address);
+    return false;
+  }
+  ++count;
+  return true;
+}
+
+void ClientConnections::close(const asio::ip::address& address) {
+  const std::lock_guard lock(mutex_);
+  const auto it = open_.find(address);
+  if (it != open_.end() && --it->second == 0) open_.erase(it);
+}
 
 // ---------------------------------------------------------------- Exchange
 
 Exchange::Exchange(tls::PlainOrTlsStream& stream, Request request, const ServerLimits& limits,
-                   asio::ip::address remote)
+                   asio::ip::address remote, std::optional<Error> refusal)
     : stream_(stream),
       request_(std::move(request)),
       limits_(limits),
       remote_(std::move(remote)),
-      keep_alive_(request_.keep_alive()) {}
+      refusal_(std::move(refusal)),
+      keep_alive_(!refusal_ && request_.keep_alive()) {}
 
 std::string Exchange::client_certificate_subject() const {
   SSL* ssl = stream_.ssl();
@@ -129,7 +307,15 @@ asio::awaitable<void> Exchange::respond_text(int status, std::string body, std::
   res.body() = std::move(body);
   res.prepare_payload();
   stream_.io_timeout(limits_.write_timeout);
-  auto [ec, n] = co_await http::async_write(stream_, res, use_tuple);
+  beast::error_code ec;
+  if (request_.method() == http::verb::head) {  // the length of the body, not the body
+    http::response_serializer<http::string_body> serializer{res};
+    auto [header_ec, n] = co_await http::async_write_header(stream_, serializer, use_tuple);
+    ec = header_ec;
+  } else {
+    auto [write_ec, n] = co_await http::async_write(stream_, res, use_tuple);
+    ec = write_ec;
+  }
   if (ec) keep_alive_ = false;
 }
 
@@ -160,8 +346,9 @@ asio::awaitable<void> Exchange::respond_raw(int status, std::string_view header_
   first.put("\r\nServer: ");
   first.put(server_name);
   first.put("\r\n");
-  // No body, and no length, where HTTP forbids one (1xx, 204, 304).
+  // No body, and no length, where HTTP forbids one (1xx, 204, 304); the length but no body to HEAD.
   const bool bodiless = status < 200 || status == 204 || status == 304;
+  const bool head = request_.method() == http::verb::head;
   Line last;
   if (!bodiless) {
     last.put("Content-Length: ");
@@ -175,7 +362,8 @@ asio::awaitable<void> Exchange::respond_raw(int status, std::string_view header_
   last.put("\r\n");
   const std::array<asio::const_buffer, 4> answer{
       asio::buffer(first.text.data(), first.size), asio::buffer(header_lines.data(), header_lines.size()),
-      asio::buffer(last.text.data(), last.size), asio::buffer(body.data(), bodiless ? 0 : body.size())};
+      asio::buffer(last.text.data(), last.size),
+      asio::buffer(body.data(), bodiless || head ? 0 : body.size())};
   stream_.io_timeout(limits_.write_timeout);
   auto [ec, n] = co_await asio::async_write(stream_, answer, use_tuple);
   if (ec) keep_alive_ = false;
@@ -305,12 +493,69 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
   std::chrono::milliseconds tls_handshake_timeout{10'000};
   bool reuse_port = false;
   bool single_threaded = false;
+  HeaderCheck header_check;
+  Handler refused;
+  std::shared_ptr<ClientConnections> client_connections = std::make_shared<ClientConnections>();
+  // A descriptor kept open to be given up at the file-descriptor limit: closed, it makes room to accept a
+  // waiting connection and close it at once, so that the connection leaves the backlog and the accept loop
+  // does not wake for it again (libev's trick). -1 when none could be opened.
+  int spare_fd = -1;
+  Clock::time_point fd_limit_logged{};
+  std::size_t fd_limit_shed = 0;  // connections closed at the limit since the last log line
 
   State(asio::io_context& io_, std::shared_ptr<const Router> r, ServerLimits l)
       : io(io_), router(std::move(r)), limits(l), acceptor(io_) {}
+  ~State() {
+    if (spare_fd >= 0) ::close(spare_fd);
+  }
+  State(const State&) = delete;
+  State& operator=(const State&) = delete;
+
+  // A connection counted in client_connections while it lives (none when `table` is null).
+  struct ClientSlot {
+    std::shared_ptr<ClientConnections> table;
+    asio::ip::address address;
+    ClientSlot() = default;
+    ClientSlot(ClientSlot&& other) noexcept : table(std::move(other.table)), address(other.address) {}
+    ClientSlot& operator=(ClientSlot&&) = delete;
+    ClientSlot(const ClientSlot&) = delete;
+    ClientSlot& operator=(const ClientSlot&) = delete;
+    ~ClientSlot() {
+      if (table) table->close(address);
+    }
+  };
+
+  // At the descriptor limit: one waiting connection accepted and closed through the spare descriptor.
+  // False when that did not work either (then the caller waits a moment).
+  bool shed_one_connection() {
+    if (spare_fd < 0) return false;
+    ::close(spare_fd);
+    spare_fd = -1;
+    const int fd = ::accept4(acceptor.native_handle(), nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd >= 0) ::close(fd);
+    spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) ++fd_limit_shed;
+    return fd >= 0;
+  }
+
+  // One log line at most every 10 s, however many connections come: at the limit each one fails.
+  void log_accept_failure(const beast::error_code& ec, bool at_fd_limit) {
+    const auto now = Clock::now();
+    if (fd_limit_logged != Clock::time_point{} && now - fd_limit_logged < std::chrono::seconds(10)) return;
+    fd_limit_logged = now;
+    if (at_fd_limit) {
+      spdlog::warn("accept failed: {} (the process is at its file-descriptor limit; {} new connections closed "
+                   "at once since the last such line; raise `ulimit -n` or lower the load)",
+                   ec.message(), fd_limit_shed);
+      fd_limit_shed = 0;
+    } else {
+      spdlog::warn("accept failed: {}", ec.message());
+    }
+  }
 
   asio::awaitable<void> accept_loop() {
     auto self = shared_from_this();
+    asio::steady_timer pause(io);
     for (;;) {
       // Each session on its own strand: a tcp_stream's timer and I/O must not run on two threads at once.
       asio::any_io_executor session_executor = io.get_executor();
@@ -318,15 +563,61 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
       auto [ec, socket] = co_await acceptor.async_accept(session_executor, use_tuple);
       if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
       if (ec) {
-        spdlog::warn("accept failed: {}", ec.message());
+        // Retrying at once would spin: the connection still waits, and the next accept fails the same way.
+        const bool at_fd_limit = ec == asio::error::no_descriptors ||
+                                 ec == boost::system::errc::too_many_files_open_in_system ||
+                                 ec == asio::error::no_buffer_space || ec == asio::error::no_memory;
+        log_accept_failure(ec, at_fd_limit);
+        if (at_fd_limit && shed_one_connection()) continue;
+        if (ec == asio::error::connection_aborted) continue;  // the client left the backlog: nothing waits
+        pause.expires_after(std::chrono::milliseconds(at_fd_limit ? 100 : 10));
+        co_await pause.async_wait(use_tuple);
         continue;
       }
       // Each SSE event is a small write: without this, Nagle holds it until the client's delayed ACK (~40
       // ms).
-      beast::error_code nodelay_ec;
-      socket.set_option(tcp::no_delay(true), nodelay_ec);
-      asio::co_spawn(socket.get_executor(), session(beast::tcp_stream(std::move(socket))), asio::detached);
+      beast::error_code option_ec;
+      socket.set_option(tcp::no_delay(true), option_ec);
+      ClientSlot slot;
+      if (limits.max_connections_per_client > 0) {
+        const auto address = socket.remote_endpoint(option_ec).address();
+        if (!client_connections->try_open(address, limits.max_connections_per_client)) {
+          asio::co_spawn(socket.get_executor(), refuse_over_cap(beast::tcp_stream(std::move(socket))),
+                         asio::detached);
+          continue;
+        }
+        slot.table = client_connections;
+        slot.address = address;
+      }
+      asio::co_spawn(socket.get_executor(), session(beast::tcp_stream(std::move(socket)), std::move(slot)),
+                     asio::detached);
     }
+  }
+
+  // One connection too many from a client address: 429 in clear text (on a TLS port, only the close).
+  asio::awaitable<void> refuse_over_cap(beast::tcp_stream stream) {
+    auto self = shared_from_this();
+    if (tls_context) {
+      beast::error_code ignored;
+      stream.socket().close(ignored);
+      co_return;
+    }
+    const Error error{ErrorKind::rate_limited,
+                      "too many connections from your address (this server allows " +
+                          std::to_string(limits.max_connections_per_client) +
+                          " at a time); close some or reuse them (keep-alive)",
+                      {},
+                      "too_many_connections"};
+    http::response<http::string_body> res{http::status::too_many_requests, 11};
+    res.set(http::field::server, server_name);
+    res.set(http::field::content_type, "application/json");
+    res.set(http::field::retry_after, "1");
+    res.keep_alive(false);
+    res.body() = to_json(error).dump();
+    res.prepare_payload();
+    stream.expires_after(std::chrono::seconds(2));
+    co_await http::async_write(stream, res, use_tuple);
+    co_await lingering_close(stream);
   }
 
   // The TLS handshake, bounded in time. Failures are the client's business (a wrong CA, no certificate, a
@@ -346,20 +637,110 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
     co_return false;
   }
 
-  asio::awaitable<void> session(beast::tcp_stream tcp_stream) {
+  // The answer to a request that could not be read (nothing when there is no one to answer).
+  std::optional<std::pair<int, Error>> read_failure(const beast::error_code& ec, bool in_body) const {
+    if (ec == http::error::body_limit) {
+      return std::pair{413, Error{ErrorKind::payload_too_large,
+                                  "request body is larger than this server's limit of " +
+                                      std::to_string(limits.max_body_bytes) + " bytes",
+                                  {},
+                                  {}}};
+    }
+    if (ec == http::error::header_limit) {
+      return std::pair{431, Error{ErrorKind::invalid_request,
+                                  "request headers are larger than " + std::to_string(limits.max_header_bytes) +
+                                      " bytes",
+                                  {},
+                                  "headers_too_large"}};
+    }
+    if (ec == http::error::buffer_overflow && in_body) {
+      return std::pair{400, Error{ErrorKind::invalid_request,
+                                  "a chunk header (with its extensions) or the trailer section is longer than " +
+                                      std::to_string(std::max<std::size_t>(limits.max_header_bytes, 16u << 10)) +
+                                      " bytes",
+                                  {},
+                                  "chunk_header_too_large"}};
+    }
+    return std::pair{400, Error{ErrorKind::invalid_request, "malformed HTTP request: " + ec.message(), {},
+                                "bad_http"}};
+  }
+
+  asio::awaitable<void> session(beast::tcp_stream tcp_stream, [[maybe_unused]] ClientSlot slot) {
     auto self = shared_from_this();
     tls::PlainOrTlsStream stream(std::move(tcp_stream));
     if (tls_context && !co_await tls_handshake(stream)) co_return;
     beast::error_code remote_ec;
     const asio::ip::address remote = stream.tcp().socket().remote_endpoint(remote_ec).address();
-    beast::flat_buffer buffer;
+    // Only bytes the parser has not taken stay here: a header block, a chunk header or a trailer section.
+    beast::flat_buffer buffer(std::max<std::size_t>(limits.max_header_bytes, 16u << 10));
     bool peer_closed = false;
+    bool large_body = false;  // memory to give back once it is freed
+    struct ReleaseAtEnd {     // (destroyed after the loop's parser and request, whichever way it ends)
+      bool& large;
+      ~ReleaseAtEnd() {
+        if (large) release_memory();
+      }
+    } release_at_end{large_body};
     for (;;) {
-      http::request_parser<http::string_body> parser;
+      if (large_body) {
+        release_memory();
+        large_body = false;
+      }
+      RequestParser parser;
       parser.body_limit(limits.max_body_bytes);
       parser.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
       stream.io_timeout(limits.idle_timeout);
-      const beast::error_code ec = co_await detail::read_message(stream, buffer, parser, false);
+      HeadReadHooks head_hooks{stream, limits, buffer};
+      beast::error_code ec = co_await detail::read_message(stream, buffer, parser, true, head_hooks);
+      if (!ec) {
+        if (auto refusal = refuse_head(parser)) {
+          co_await answer_and_close(stream, limits, 400, *refusal);
+          co_return;
+        }
+      } else if (head_hooks.folded) {
+        const Error folded{ErrorKind::invalid_request,
+                           "a header line starts with a space or tab (obsolete line folding): write each "
+                           "header on one line",
+                           {},
+                           "bad_http"};
+        co_await answer_and_close(stream, limits, 400, folded);
+        co_return;
+      }
+      bool continue_needed = false;
+      if (!ec) {
+        auto& head = parser.get();
+        if (const auto expect = head[http::field::expect]; !expect.empty()) {
+          if (!beast::iequals(expect, "100-continue")) {
+            const Error unknown{ErrorKind::invalid_request,
+                                "Expect: " + std::string(expect.substr(0, 100)) +
+                                    " is not supported (only 100-continue is)",
+                                {},
+                                "expectation_failed"};
+            co_await answer_and_close(stream, limits, 417, unknown);
+            co_return;
+          }
+          continue_needed = head.version() >= 11 && !parser.is_done();
+          head.erase(http::field::expect);  // handled here: never passed on (a proxy must not forward it)
+        }
+        if (header_check && !parser.is_done()) {
+          if (auto refusal = header_check(head, remote)) {
+            Request refused_request(std::move(head.base()));
+            co_await answer_refused(stream, std::move(refused_request), remote, std::move(*refusal));
+            co_return;
+          }
+        }
+        if (continue_needed) {
+          static constexpr std::string_view interim = "HTTP/1.1 100 Continue\r\n\r\n";
+          stream.io_timeout(limits.write_timeout);
+          auto [wec, n] = co_await asio::async_write(stream, asio::buffer(interim), use_tuple);
+          if (wec) break;
+        }
+        if (!parser.is_done()) {
+          stream.io_timeout(limits.idle_timeout);
+          ec = co_await detail::read_message(stream, buffer, parser, false, BodyReadHooks{stream, limits});
+          large_body = parser.get().body().capacity() >= large_body_bytes;
+        }
+      }
       // A TLS client that closes without close_notify (stream_truncated) has only left, like end_of_stream:
       // every request it sent was complete, so nothing was cut short.
       if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
@@ -367,40 +748,25 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
         peer_closed = true;
         break;
       }
-      if (ec == beast::error::timeout || ec == asio::error::operation_aborted) break;
+      // A deadline passed: the connection is closed (a client that sends too slowly is not answered).
+      if (ec == beast::error::timeout || ec == asio::error::operation_aborted) {
+        if (parser.got_some())
+          spdlog::debug("closed the connection of {}: its request came too slowly",
+                        endpoint_text(stream.tcp().socket()));
+        break;
+      }
       if (ec.category() == asio::error::get_ssl_category()) {  // broken TLS: no answer could be read
         spdlog::debug("TLS with {} failed: {}", endpoint_text(stream.tcp().socket()), ec.message());
         break;
       }
       if (ec) {
-        Request req;
-        req.version(11);
-        req.keep_alive(false);
-        Exchange reply(stream, std::move(req), limits);
-        Error error{ErrorKind::invalid_request, "malformed HTTP request: " + ec.message(), {}, "bad_http"};
-        int status = 400;
-        if (ec == http::error::body_limit) {
-          error = Error{ErrorKind::payload_too_large,
-                        "request body is larger than this server's limit of " +
-                            std::to_string(limits.max_body_bytes) + " bytes",
-                        {},
-                        {}};
-          status = 413;
-        } else if (ec == http::error::header_limit) {
-          error =
-              Error{ErrorKind::invalid_request,
-                    "request headers are larger than " + std::to_string(limits.max_header_bytes) + " bytes",
-                    {},
-                    "headers_too_large"};
-          status = 431;
-        }
-        const nlohmann::json body = to_json(error);
-        co_await reply.respond_json(status, body);
-        co_await lingering_close(stream.tcp());
+        const auto failure = read_failure(ec, parser.is_header_done());
+        co_await answer_and_close(stream, limits, failure->first, failure->second);
         co_return;
       }
 
-      Exchange exchange(stream, parser.release(), limits, remote);
+      auto message = parser.release();
+      Exchange exchange(stream, Request(std::move(message.base()), std::move(message.body())), limits, remote);
       std::optional<Error> failure;  // co_await may not appear inside a catch handler
       try {
         co_await router->dispatch(exchange);
@@ -422,6 +788,24 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
     beast::error_code ignored;
     stream.tcp().socket().shutdown(tcp::socket::shutdown_send, ignored);
   }
+
+  // A request the header check refused: to the `refused` handler (or answered with the error), then closed
+  // without reading its body.
+  asio::awaitable<void> answer_refused(tls::PlainOrTlsStream& stream, Request head, asio::ip::address remote,
+                                       Error refusal) {
+    Exchange exchange(stream, std::move(head), limits, std::move(remote), std::move(refusal));
+    std::optional<Error> failure;
+    try {
+      if (refused) co_await refused(exchange);
+    } catch (const ClawbotError& e) {
+      failure = e.error();
+    } catch (const std::exception& e) {
+      failure = Error{ErrorKind::internal, std::string("internal error: ") + e.what(), {}, {}};
+    }
+    if (!exchange.responded()) co_await exchange.respond_error(failure ? *failure : *exchange.refusal());
+    if (exchange.sse_started()) co_await exchange.sse_finish();
+    co_await lingering_close(stream.tcp());
+  }
 };
 
 Server::Server(asio::io_context& io, std::shared_ptr<const Router> router, ServerLimits limits)
@@ -429,6 +813,15 @@ Server::Server(asio::io_context& io, std::shared_ptr<const Router> router, Serve
 
 Server::~Server() {
   stop();
+}
+
+void Server::set_header_check(HeaderCheck check, Handler refused) {
+  state_->header_check = std::move(check);
+  state_->refused = std::move(refused);
+}
+
+void Server::share_client_connections(std::shared_ptr<ClientConnections> table) {
+  if (table) state_->client_connections = std::move(table);
 }
 
 unsigned short Server::listen(const std::string& host, unsigned short port, const tls::ServerConfig& tls) {
@@ -456,6 +849,7 @@ unsigned short Server::listen(const std::string& host, unsigned short port) {
   acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec)
     throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) + ": " + ec.message());
+  if (state_->spare_fd < 0) state_->spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   asio::co_spawn(state_->io, state_->accept_loop(), asio::detached);
   return acceptor.local_endpoint().port();
 }

@@ -1,12 +1,24 @@
 // A small HTTP/1.1 server on Boost.Beast with C++20 coroutines: routing, body limits, JSON replies and
 // server-sent events, over plain TCP or TLS. Handlers know nothing of sockets; they answer through an
 // Exchange.
+//
+// Hostile clients are bounded (ServerLimits): every buffer has a maximum (chunk headers and trailers
+// included), the header block and the body have deadlines, connections per client address may be capped,
+// and at the process's file-descriptor limit the accept loop sheds connections instead of spinning. Requests
+// that proxies and servers may read differently are refused with 400 and the connection closed: a
+// Transfer-Encoding other than exactly "chunked", Transfer-Encoding with Content-Length, folded header lines
+// (obs-fold), a target that is not a path (absolute-form "http://host/...", authority-form; "OPTIONS *"
+// passes). "Expect: 100-continue" is answered here, once the head is accepted, and never reaches handlers.
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <unordered_map>
 #include <string_view>
 #include <vector>
 
@@ -25,20 +37,44 @@ namespace clawbot::http {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 using Request = beast::http::request<beast::http::string_body>;
+using RequestHead = beast::http::request_header<>;
 using Verb = beast::http::verb;
 
 struct ServerLimits {
   std::size_t max_body_bytes = 8u << 20;
+  // A request's header block; also the most a chunk header (with its extensions) or a trailer section may
+  // take, and so the most any connection buffers besides a body (at least 16 KiB).
   std::size_t max_header_bytes = 16u << 10;
-  std::chrono::seconds idle_timeout{60};   // waiting for (the rest of) a request
+  std::chrono::seconds idle_timeout{60};  // waiting for a request, and for any one read
+  // The whole header block, from its first byte: a client that sends a byte now and then (slowloris) is cut
+  // off here, not kept alive by each byte.
+  std::chrono::milliseconds header_timeout{30'000};
+  // A body must arrive at this average rate (bytes a second) once body_rate_grace has passed; 0: any rate.
+  std::size_t min_body_rate = 1024;
+  std::chrono::milliseconds body_rate_grace{10'000};
   std::chrono::seconds write_timeout{60};  // one write to a client that does not read
+  // Open connections from one client address; one more is answered 429 and closed. 0: no cap.
+  std::size_t max_connections_per_client = 0;
+};
+
+// Open connections per client address, for ServerLimits::max_connections_per_client; one table may be
+// shared by the servers of a process (a gateway's workers) so that the cap holds across them.
+class ClientConnections {
+ public:
+  // Counts a connection from `address`, unless `limit` of them are open already (then false).
+  bool try_open(const asio::ip::address& address, std::size_t limit);
+  void close(const asio::ip::address& address);
+
+ private:
+  std::mutex mutex_;
+  std::unordered_map<asio::ip::address, std::size_t> open_;
 };
 
 // One request and its answer. Exactly one of respond_* or an SSE sequence is used.
 class Exchange {
  public:
   Exchange(tls::PlainOrTlsStream& stream, Request request, const ServerLimits& limits,
-           asio::ip::address remote = {});
+           asio::ip::address remote = {}, std::optional<Error> refusal = std::nullopt);
 
   const Request& request() const noexcept { return request_; }
   std::string_view path() const noexcept;  // the target without its query
@@ -51,6 +87,9 @@ class Exchange {
   std::string client_certificate_subject() const;
   // The peer's address (read once per connection); unspecified when the socket did not know it.
   const asio::ip::address& remote_address() const noexcept { return remote_; }
+  // Why the server's header check refused this request (see Server::set_header_check); its body was not
+  // read, and the connection closes after the answer. Null for every request a handler gets through routes.
+  const Error* refusal() const noexcept { return refusal_ ? &*refusal_ : nullptr; }
 
   asio::awaitable<void> respond_json(int status, const nlohmann::json& body,
                                      std::vector<std::pair<std::string, std::string>> headers = {});
@@ -60,7 +99,8 @@ class Exchange {
                                       std::vector<std::pair<std::string, std::string>> headers = {});
   // An answer whose headers the caller has written as "Name: value\r\n" lines (valid, and without
   // Content-Length, Connection or Transfer-Encoding): the status line, Server, Content-Length and Connection
-  // are added here. For a proxy passing an answer through without a field-by-field copy.
+  // are added here. For a proxy passing an answer through without a field-by-field copy. (To a HEAD request
+  // every respond_* sends the header only, with the Content-Length of `body`.)
   asio::awaitable<void> respond_raw(int status, std::string_view header_lines, std::string_view body);
 
   // For a handler that waits on something else (an upstream): calls `on_close` (on this connection's
@@ -101,12 +141,15 @@ class Exchange {
   Request request_;
   const ServerLimits& limits_;
   asio::ip::address remote_;
+  std::optional<Error> refusal_;
   bool responded_ = false;
   bool sse_started_ = false;
   bool keep_alive_ = true;
 };
 
 using Handler = std::function<asio::awaitable<void>(Exchange&)>;
+// A look at a request's head (and the client's address) before its body is read; an error refuses it.
+using HeaderCheck = std::function<std::optional<Error>(const RequestHead& head, const asio::ip::address& remote)>;
 
 // Exact-path routes; an unknown path is 404, a known path with another method 405 with Allow.
 class Router {
@@ -142,6 +185,15 @@ class Server {
   // Before listen(): the io_context is run by one thread only, so sessions need no strand of their own (one
   // less hop through a strand for every completion).
   void set_single_threaded(bool on) noexcept;
+  // Before listen(): `check` runs on every request that has a body, once its head is parsed and before any
+  // byte of the body is read (and before "100 Continue" is sent), so that a request refused anyway (an
+  // address or key a gateway does not accept) costs no body. A refused request goes to `refused` with
+  // Exchange::refusal() set (so it can be counted and logged like any other), or without one is answered
+  // with the error; then the connection closes.
+  void set_header_check(HeaderCheck check, Handler refused = {});
+  // Before listen(): count connections per client address in `table` (shared with other servers) instead of
+  // a table of this server's own.
+  void share_client_connections(std::shared_ptr<ClientConnections> table);
   void stop();  // stops accepting; open sessions end after their current exchange
 
  private:

@@ -231,6 +231,13 @@ class PlainOrTlsStream {
     if (!deadline_) deadline_ = std::make_shared<IoDeadline>(get_executor(), this);
     deadline_->set_timeout(timeout);
   }
+  // A new io_timeout() for the operations that start from now on, cheaper once io_timeout() has run.
+  void retime(std::chrono::steady_clock::duration timeout) {
+    if (deadline_)
+      deadline_->set_timeout(timeout);
+    else
+      io_timeout(timeout);
+  }
 
   template <class MutableBuffers, class ReadToken>
   auto async_read_some(const MutableBuffers& buffers, ReadToken&& token) {

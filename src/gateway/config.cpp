@@ -23,8 +23,10 @@ const std::vector<std::string> kTlsKeys = {"cert", "key", "client_ca"};
 const std::vector<std::string> kUpstreamKeys = {"url",         "name",          "weight",
                                                 "standby",     "max_in_flight", "api_key",
                                                 "api_key_env", "tls_ca_file",   "tls_insecure"};
-const std::vector<std::string> kLimitKeys = {"requests_per_minute", "tokens_per_minute", "max_body_bytes",
-                                             "max_header_bytes"};
+const std::vector<std::string> kLimitKeys = {"requests_per_minute",       "tokens_per_minute",
+                                             "max_body_bytes",            "max_header_bytes",
+                                             "header_timeout_ms",         "min_body_rate",
+                                             "max_connections_per_client"};
 const std::vector<std::string> kQueueKeys = {"max_waiting", "timeout_ms"};
 const std::vector<std::string> kHealthKeys = {"interval_ms", "timeout_ms", "path"};
 const std::vector<std::string> kBreakerKeys = {"failures", "cooldown_ms"};
@@ -208,6 +210,12 @@ class Parser {
             static_cast<std::size_t>(v_.integer(name, item, 1024, std::int64_t{1} << 34, "bytes"));
       else if (key == "max_header_bytes")
         c_.limits.max_header_bytes = static_cast<std::size_t>(v_.integer(name, item, 1024, 1 << 20, "bytes"));
+      else if (key == "header_timeout_ms")
+        c_.limits.header_timeout = std::chrono::milliseconds(v_.integer(name, item, 100, 3'600'000, "ms"));
+      else if (key == "min_body_rate")
+        c_.limits.min_body_rate = static_cast<std::size_t>(v_.integer(name, item, 0, 1 << 30, "bytes/s"));
+      else if (key == "max_connections_per_client")
+        c_.limits.max_connections_per_client = static_cast<std::size_t>(v_.integer(name, item, 0, 1 << 20));
       else
         v_.warn(name, kLimitKeys);
     }

@@ -69,6 +69,9 @@ struct Limits {
   std::int64_t tokens_per_minute = 0;    // per key, prompt + completion tokens
   std::size_t max_body_bytes = 8u << 20;
   std::size_t max_header_bytes = 16u << 10;
+  std::chrono::milliseconds header_timeout{30'000};  // a client's whole header block (slowloris)
+  std::size_t min_body_rate = 1024;                  // bytes/s a body must average after 10 s; 0: any
+  std::size_t max_connections_per_client = 0;        // open connections per client address; 0: no cap
 };
 
 struct GatewayConfig {

@@ -352,7 +352,17 @@ class Gateway {
   };
   // The door's checks (allow-list, key, rate limit); a refusal to answer, or none. Not a coroutine: it runs
   // for every request and almost always lets it in.
-  std::optional<Refusal> admit(http::Exchange& ex, Context& ctx);
+  std::optional<Refusal> admit(http::Exchange& ex, Context& ctx) {
+    return admit(ex.request(), ex.path(), ex.remote_address(), ctx, true);
+  }
+  // The same on a request's head; `count` false: the allow-list and the key only (the server's header check,
+  // before a body is read: the request comes back through admit() once it is read).
+  std::optional<Refusal> admit(const http::RequestHead& request, std::string_view path,
+                               const asio::ip::address& address, Context& ctx, bool count);
+  // A request the header check refused (its body unread): admit() refuses it again, with its headers.
+  asio::awaitable<void> refused(Worker&, http::Exchange& ex, Context& ctx) {
+    co_await reply_error(ex, ctx, *ex.refusal());
+  }
   asio::awaitable<void> reply_error(http::Exchange& ex, Context& ctx, const Error& error, Headers headers);
   asio::awaitable<void> reply_error(http::Exchange& ex, Context& ctx, const Error& error) {
     Headers none;  // (named: no temporaries inside co_await expressions, for GCC 12)
@@ -477,8 +487,8 @@ asio::awaitable<void> Gateway::reply_error(http::Exchange& ex, Context& ctx, con
   co_await ex.respond_error(error, std::move(headers));
 }
 
-std::optional<Gateway::Refusal> Gateway::admit(http::Exchange& ex, Context& ctx) {
-  const auto address = ex.remote_address();
+std::optional<Gateway::Refusal> Gateway::admit(const http::RequestHead& request, std::string_view path,
+                                               const asio::ip::address& address, Context& ctx, bool count) {
   ctx.client = address_text(address);
   if (!allow_.allows(address)) {
     const Error error{ErrorKind::forbidden,
@@ -488,9 +498,8 @@ std::optional<Gateway::Refusal> Gateway::admit(http::Exchange& ex, Context& ctx)
                       "address_not_allowed"};
     return Refusal{error, {}};
   }
-  const bool open_route = ex.path() == "/health" && config_.health_open;
+  const bool open_route = path == "/health" && config_.health_open;
   if (keys_ && !open_route) {
-    const auto& request = ex.request();
     std::string_view presented;
     if (auto it = request.find(bhttp::field::authorization); it != request.end()) {
       presented =
@@ -512,6 +521,7 @@ std::optional<Gateway::Refusal> Gateway::admit(http::Exchange& ex, Context& ctx)
       return Refusal{error, {{"WWW-Authenticate", "Bearer"}}};
     }
     ctx.key_id = info->id;
+    if (!count) return std::nullopt;
     const auto decision = limiter_.admit(*info, config_.limits.requests_per_minute,
                                          config_.limits.tokens_per_minute, Clock::now());
     if (!decision.allowed) {
@@ -1076,6 +1086,10 @@ int Gateway::run() {
   limits.max_body_bytes = config_.limits.max_body_bytes;
   limits.max_header_bytes = config_.limits.max_header_bytes;
   limits.write_timeout = std::chrono::seconds(300);  // a slow reader of a long stream is not an error
+  limits.header_timeout = config_.limits.header_timeout;
+  limits.min_body_rate = config_.limits.min_body_rate;
+  limits.max_connections_per_client = config_.limits.max_connections_per_client;
+  const auto client_connections = std::make_shared<http::ClientConnections>();  // one cap for all workers
 
   for (unsigned t = 0; t < threads; ++t) {
     auto worker = std::make_unique<Worker>();
@@ -1094,6 +1108,17 @@ int Gateway::run() {
       auto server = std::make_unique<http::Server>(worker->io, router, limits);
       server->set_reuse_port(threads > 1);
       server->set_single_threaded(true);  // each worker's io_context runs on its own thread
+      server->share_client_connections(client_connections);
+      // The allow-list and the key before a body is read (a refused request costs no body).
+      server->set_header_check(
+          [this](const http::RequestHead& head, const asio::ip::address& remote) -> std::optional<Error> {
+            const std::string_view target(head.target().data(), head.target().size());
+            Context ctx;
+            auto refusal = admit(head, target.substr(0, target.find('?')), remote, ctx, false);
+            if (!refusal) return std::nullopt;
+            return std::move(refusal->error);
+          },
+          guarded(*worker, &Gateway::refused));
       if (listener.tls) {
         port = server->listen(listener.host, port, server_tls(*listener.tls));
       } else {

@@ -377,6 +377,8 @@ int run_serve(const ServeOptions& options) {
     boost::asio::io_context io;
     http::ServerLimits limits;
     limits.max_body_bytes = options.max_body_bytes;
+    limits.header_timeout = std::chrono::seconds(options.header_timeout_s);
+    limits.min_body_rate = options.min_body_rate;
     http::Server server(io, make_openai_router(serve_context), limits);
     const bool https = !options.tls_cert.empty();
     unsigned short port = 0;

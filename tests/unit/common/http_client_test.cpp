@@ -4,6 +4,7 @@
 
 #include <exception>
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -302,6 +303,135 @@ TEST(ClientTest, ReconnectsWhenTheServerClosedAnIdleConnection) {
     auto second = co_await client.get("/b");
     EXPECT_TRUE(second) << (second ? "" : second.error().message);
     EXPECT_EQ(client.connects(), 2u);
+  });
+}
+
+// A server of raw bytes: for each connection, one answer per request read (`answers[connection][request]`),
+// each written as it is; then the connection stays open until the test ends.
+struct ScriptedServer {
+  tcp::acceptor acceptor;
+  std::vector<std::vector<std::string>> answers;
+  std::size_t connections = 0;
+
+  ScriptedServer(asio::io_context& io, std::vector<std::vector<std::string>> a)
+      : acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)), answers(std::move(a)) {}
+  unsigned short port() const { return acceptor.local_endpoint().port(); }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port()); }
+
+  asio::awaitable<void> run(asio::io_context& io) {
+    for (const auto& script : answers) {
+      auto socket = std::make_shared<tcp::socket>(co_await acceptor.async_accept(use_awaitable));
+      ++connections;
+      asio::co_spawn(
+          io,
+          [socket, script]() -> asio::awaitable<void> {
+            beast::flat_buffer buffer;
+            for (const auto& answer : script) {
+              bhttp::request_parser<bhttp::string_body> parser;
+              auto [ec, n] = co_await bhttp::async_read(*socket, buffer, parser, asio::as_tuple(use_awaitable));
+              if (ec) co_return;
+              co_await asio::async_write(*socket, asio::buffer(answer), use_awaitable);
+            }
+            std::array<char, 64> sink{};
+            co_await socket->async_read_some(asio::buffer(sink), asio::as_tuple(use_awaitable));
+          },
+          asio::detached);
+    }
+  }
+};
+
+TEST(ClientTest, InterimAnswersAreSkipped) {
+  run_async([](asio::io_context& io) -> asio::awaitable<void> {
+    ScriptedServer server(io, {{"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+                                "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{\"n\": 1}\n",
+                                "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{\"n\": 2}\n"}});
+    asio::co_spawn(io, server.run(io), asio::detached);
+    Client client(io.get_executor(), *parse_url(server.url()));
+    auto first = co_await client.post_json("/v1/x", json::object());
+    EXPECT_TRUE(first) << (first ? "" : first.error().message);
+    if (!first) co_return;
+    EXPECT_EQ(first->status, 200);
+    EXPECT_EQ(first->body, "{\"n\": 1}\n");
+    // The next request gets its own answer, not one left over from the first.
+    auto second = co_await client.post_json("/v1/x", json::object());
+    EXPECT_TRUE(second);
+    if (!second) co_return;
+    EXPECT_EQ(second->status, 200);
+    EXPECT_EQ(second->body, "{\"n\": 2}\n");
+    EXPECT_EQ(client.connects(), 1u);
+  });
+}
+
+TEST(ClientTest, AnswerToHeadHasNoBody) {
+  run_async([](asio::io_context& io) -> asio::awaitable<void> {
+    ScriptedServer server(io, {{"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1234\r\n\r\n",
+                                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"}});
+    asio::co_spawn(io, server.run(io), asio::detached);
+    ClientOptions options;
+    options.read_timeout = std::chrono::milliseconds(3000);
+    Client client(io.get_executor(), *parse_url(server.url()), options);
+    const auto started = std::chrono::steady_clock::now();
+    auto head = co_await client.send(bhttp::verb::head, "/v1/models", std::string(), bhttp::fields());
+    EXPECT_TRUE(head) << (head ? "" : head.error().message);
+    if (!head) co_return;
+    EXPECT_EQ(head->status(), 200);
+    std::string body;
+    std::array<char, 256> scratch{};
+    auto rest = co_await head->read_rest(body, scratch.data(), scratch.size());
+    EXPECT_TRUE(rest) << (rest ? "" : rest.error().message);  // before: timed out waiting for 1234 bytes
+    EXPECT_TRUE(body.empty());
+    EXPECT_TRUE(head->done());
+    EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::milliseconds(2500));
+    auto next = co_await client.get("/v1/models");  // the same connection serves on
+    EXPECT_TRUE(next && next->body == "{}");
+    EXPECT_EQ(client.connects(), 1u);
+  });
+}
+
+TEST(ClientTest, BytesAfterTheAnswerRetireTheConnection) {
+  run_async([](asio::io_context& io) -> asio::awaitable<void> {
+    // The first answer comes with a second one nobody asked for; the next request must not read that one.
+    ScriptedServer server(io, {{"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirstHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale"},
+                               {"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh"}});
+    asio::co_spawn(io, server.run(io), asio::detached);
+    Client client(io.get_executor(), *parse_url(server.url()));
+    auto first = co_await client.get("/a");
+    EXPECT_TRUE(first && first->body == "first");
+    auto second = co_await client.get("/b");
+    EXPECT_TRUE(second) << (second ? "" : second.error().message);
+    if (!second) co_return;
+    EXPECT_EQ(second->body, "fresh");
+    EXPECT_EQ(client.connects(), 2u);
+  });
+}
+
+TEST(ClientTest, EndlessChunkExtensionIsCutOff) {
+  run_async([](asio::io_context& io) -> asio::awaitable<void> {
+    tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    const auto port = acceptor.local_endpoint().port();
+    asio::co_spawn(
+        io,
+        [&acceptor]() -> asio::awaitable<void> {
+          auto socket = co_await acceptor.async_accept(use_awaitable);
+          beast::flat_buffer buffer;
+          bhttp::request<bhttp::string_body> req;
+          co_await bhttp::async_read(socket, buffer, req, use_awaitable);
+          std::string head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;ext=";
+          co_await asio::async_write(socket, asio::buffer(head), use_awaitable);
+          const std::string more(64 * 1024, 'e');
+          for (int i = 0; i < 256; ++i) {  // 16 MiB of one chunk extension, at most
+            auto [ec, n] = co_await asio::async_write(socket, asio::buffer(more), asio::as_tuple(use_awaitable));
+            if (ec) break;
+          }
+        },
+        asio::detached);
+    ClientOptions options;
+    options.read_timeout = std::chrono::milliseconds(3000);
+    Client client(io.get_executor(), *parse_url("http://127.0.0.1:" + std::to_string(port)), options);
+    auto r = co_await client.get("/v1/models");
+    EXPECT_FALSE(r);
+    if (r) co_return;
+    EXPECT_EQ(r.error().code, bhttp::error::buffer_overflow) << r.error().message;
   });
 }
 

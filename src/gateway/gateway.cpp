@@ -517,7 +517,8 @@ std::optional<Gateway::Refusal> Gateway::admit(const http::RequestHead& request,
                                                         "mistyped); ask the gateway's operator for a key"),
                         {},
                         "invalid_api_key"};
-      if (!presented.empty()) spdlog::info("refused a key from {}: {}", ctx.client, door::to_string(why));
+      if (!presented.empty() && count)  // (once: the header check asks first)
+        spdlog::info("refused a key from {}: {}", ctx.client, door::to_string(why));
       return Refusal{error, {{"WWW-Authenticate", "Bearer"}}};
     }
     ctx.key_id = info->id;

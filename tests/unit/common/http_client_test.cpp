@@ -407,27 +407,13 @@ TEST(ClientTest, BytesAfterTheAnswerRetireTheConnection) {
 
 TEST(ClientTest, EndlessChunkExtensionIsCutOff) {
   run_async([](asio::io_context& io) -> asio::awaitable<void> {
-    tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-    const auto port = acceptor.local_endpoint().port();
-    asio::co_spawn(
-        io,
-        [&acceptor]() -> asio::awaitable<void> {
-          auto socket = co_await acceptor.async_accept(use_awaitable);
-          beast::flat_buffer buffer;
-          bhttp::request<bhttp::string_body> req;
-          co_await bhttp::async_read(socket, buffer, req, use_awaitable);
-          std::string head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;ext=";
-          co_await asio::async_write(socket, asio::buffer(head), use_awaitable);
-          const std::string more(64 * 1024, 'e');
-          for (int i = 0; i < 256; ++i) {  // 16 MiB of one chunk extension, at most
-            auto [ec, n] = co_await asio::async_write(socket, asio::buffer(more), asio::as_tuple(use_awaitable));
-            if (ec) break;
-          }
-        },
-        asio::detached);
+    // 1 MiB of one chunk extension, never ended: before, the client kept all of it and waited for more.
+    ScriptedServer server(io, {{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;ext=" +
+                                std::string(1u << 20, 'e')}});
+    asio::co_spawn(io, server.run(io), asio::detached);
     ClientOptions options;
     options.read_timeout = std::chrono::milliseconds(3000);
-    Client client(io.get_executor(), *parse_url("http://127.0.0.1:" + std::to_string(port)), options);
+    Client client(io.get_executor(), *parse_url(server.url()), options);
     auto r = co_await client.get("/v1/models");
     EXPECT_FALSE(r);
     if (r) co_return;

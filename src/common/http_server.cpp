@@ -687,7 +687,7 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
         large_body = false;
       }
       RequestParser parser;
-      parser.body_limit(limits.max_body_bytes);
+      parser.body_limit(boost::none);  // set after the header check: a refused client gets its refusal, not 413
       parser.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
       stream.io_timeout(limits.idle_timeout);
       HeadReadHooks head_hooks{stream, limits, buffer};
@@ -729,16 +729,21 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
             co_return;
           }
         }
-        if (continue_needed) {
-          static constexpr std::string_view interim = "HTTP/1.1 100 Continue\r\n\r\n";
-          stream.io_timeout(limits.write_timeout);
-          auto [wec, n] = co_await asio::async_write(stream, asio::buffer(interim), use_tuple);
-          if (wec) break;
-        }
-        if (!parser.is_done()) {
-          stream.io_timeout(limits.idle_timeout);
-          ec = co_await detail::read_message(stream, buffer, parser, false, BodyReadHooks{stream, limits});
-          large_body = parser.get().body().capacity() >= large_body_bytes;
+        parser.body_limit(limits.max_body_bytes);  // (chunks are counted against it as they come)
+        if (const auto length = parser.content_length(); length && *length > limits.max_body_bytes) {
+          ec = http::error::body_limit;
+        } else {
+          if (continue_needed) {
+            static constexpr std::string_view interim = "HTTP/1.1 100 Continue\r\n\r\n";
+            stream.io_timeout(limits.write_timeout);
+            auto [wec, n] = co_await asio::async_write(stream, asio::buffer(interim), use_tuple);
+            if (wec) break;
+          }
+          if (!parser.is_done()) {
+            stream.io_timeout(limits.idle_timeout);
+            ec = co_await detail::read_message(stream, buffer, parser, false, BodyReadHooks{stream, limits});
+            large_body = parser.get().body().capacity() >= large_body_bytes;
+          }
         }
       }
       // A TLS client that closes without close_notify (stream_truncated) has only left, like end_of_stream:

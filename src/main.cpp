@@ -43,11 +43,14 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--max-body-bytes", serve.max_body_bytes, "Largest request body accepted")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 34));
-  serve_cmd->add_option("--header-timeout", serve.header_timeout_s, "Seconds a client may take to send a request's headers")
+  serve_cmd
+      ->add_option("--header-timeout", serve.header_timeout_s,
+                   "Seconds a client may take to send a request's headers")
       ->capture_default_str()
       ->check(CLI::Range(1, 3600));
-  serve_cmd->add_option("--min-body-rate", serve.min_body_rate,
-                        "Bytes/s a request body must average after 10 s (0: any rate)")
+  serve_cmd
+      ->add_option("--min-body-rate", serve.min_body_rate,
+                   "Bytes/s a request body must average after 10 s (0: any rate)")
       ->capture_default_str();
   serve_cmd
       ->add_option("--gpu-layers,--n-gpu-layers", serve.gpu_layers,

@@ -463,7 +463,7 @@ asio::awaitable<Result<std::unique_ptr<Client::Parser>>> Client::exchange(
     for (int interim = 0;; ++interim) {
       parser = std::make_unique<Parser>();
       parser->header_limit(static_cast<std::uint32_t>(max_response_header_bytes));
-      parser->body_limit(boost::none);  // whole responses are limited by read_body, streams not at all
+      parser->body_limit(boost::none);         // whole responses are limited by read_body, streams not at all
       parser->skip(verb == http::verb::head);  // a Content-Length, but no body
       bound_io(conn);
       rec = co_await detail::read_message(conn.stream, conn.buffer, *parser, true);

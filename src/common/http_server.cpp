@@ -179,7 +179,8 @@ struct BodyReadHooks {
     }
     const std::chrono::duration<double> earned(static_cast<double>(received) /
                                                static_cast<double>(limits.min_body_rate));
-    return bound_read(stream, start + limits.body_rate_grace + std::chrono::duration_cast<Clock::duration>(earned),
+    return bound_read(stream,
+                      start + limits.body_rate_grace + std::chrono::duration_cast<Clock::duration>(earned),
                       limits.idle_timeout);
   }
   beast::error_code on_header(std::string_view) { return {}; }
@@ -194,10 +195,11 @@ std::optional<Error> refuse_head(const RequestParser& parser) {
   const std::string_view target(head.target().data(), head.target().size());
   const bool asterisk = target == "*" && head.method() == http::verb::options;
   if (!asterisk && (target.empty() || target.front() != '/')) {
-    return bad("the request target must be a path starting with '/' (this server is not a proxy for other "
-               "hosts), not '" +
-                   std::string(target.substr(0, 200)) + "'",
-               "bad_request_target");
+    return bad(
+        "the request target must be a path starting with '/' (this server is not a proxy for other "
+        "hosts), not '" +
+            std::string(target.substr(0, 200)) + "'",
+        "bad_request_target");
   }
   const auto encodings = head.count(http::field::transfer_encoding);
   if (encodings > 0) {
@@ -544,9 +546,10 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
     if (fd_limit_logged != Clock::time_point{} && now - fd_limit_logged < std::chrono::seconds(10)) return;
     fd_limit_logged = now;
     if (at_fd_limit) {
-      spdlog::warn("accept failed: {} (the process is at its file-descriptor limit; {} new connections closed "
-                   "at once since the last such line; raise `ulimit -n` or lower the load)",
-                   ec.message(), fd_limit_shed);
+      spdlog::warn(
+          "accept failed: {} (the process is at its file-descriptor limit; {} new connections closed "
+          "at once since the last such line; raise `ulimit -n` or lower the load)",
+          ec.message(), fd_limit_shed);
       fd_limit_shed = 0;
     } else {
       spdlog::warn("accept failed: {}", ec.message());
@@ -647,22 +650,22 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
                                   {}}};
     }
     if (ec == http::error::header_limit) {
-      return std::pair{431, Error{ErrorKind::invalid_request,
-                                  "request headers are larger than " + std::to_string(limits.max_header_bytes) +
-                                      " bytes",
-                                  {},
-                                  "headers_too_large"}};
+      return std::pair{
+          431, Error{ErrorKind::invalid_request,
+                     "request headers are larger than " + std::to_string(limits.max_header_bytes) + " bytes",
+                     {},
+                     "headers_too_large"}};
     }
     if (ec == http::error::buffer_overflow && in_body) {
-      return std::pair{400, Error{ErrorKind::invalid_request,
-                                  "a chunk header (with its extensions) or the trailer section is longer than " +
-                                      std::to_string(std::max<std::size_t>(limits.max_header_bytes, 16u << 10)) +
-                                      " bytes",
-                                  {},
-                                  "chunk_header_too_large"}};
+      return std::pair{
+          400, Error{ErrorKind::invalid_request,
+                     "a chunk header (with its extensions) or the trailer section is longer than " +
+                         std::to_string(std::max<std::size_t>(limits.max_header_bytes, 16u << 10)) + " bytes",
+                     {},
+                     "chunk_header_too_large"}};
     }
-    return std::pair{400, Error{ErrorKind::invalid_request, "malformed HTTP request: " + ec.message(), {},
-                                "bad_http"}};
+    return std::pair{
+        400, Error{ErrorKind::invalid_request, "malformed HTTP request: " + ec.message(), {}, "bad_http"}};
   }
 
   asio::awaitable<void> session(beast::tcp_stream tcp_stream, [[maybe_unused]] ClientSlot slot) {
@@ -687,7 +690,8 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
         large_body = false;
       }
       RequestParser parser;
-      parser.body_limit(boost::none);  // set after the header check: a refused client gets its refusal, not 413
+      parser.body_limit(
+          boost::none);  // set after the header check: a refused client gets its refusal, not 413
       parser.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
       stream.io_timeout(limits.idle_timeout);
       HeadReadHooks head_hooks{stream, limits, buffer};
@@ -711,11 +715,11 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
         auto& head = parser.get();
         if (const auto expect = head[http::field::expect]; !expect.empty()) {
           if (!beast::iequals(expect, "100-continue")) {
-            const Error unknown{ErrorKind::invalid_request,
-                                "Expect: " + std::string(expect.substr(0, 100)) +
-                                    " is not supported (only 100-continue is)",
-                                {},
-                                "expectation_failed"};
+            const Error unknown{
+                ErrorKind::invalid_request,
+                "Expect: " + std::string(expect.substr(0, 100)) + " is not supported (only 100-continue is)",
+                {},
+                "expectation_failed"};
             co_await answer_and_close(stream, limits, 417, unknown);
             co_return;
           }
@@ -771,7 +775,8 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
       }
 
       auto message = parser.release();
-      Exchange exchange(stream, Request(std::move(message.base()), std::move(message.body())), limits, remote);
+      Exchange exchange(stream, Request(std::move(message.base()), std::move(message.body())), limits,
+                        remote);
       std::optional<Error> failure;  // co_await may not appear inside a catch handler
       try {
         co_await router->dispatch(exchange);

@@ -18,8 +18,8 @@
 #include <mutex>
 #include <optional>
 #include <string>
-#include <unordered_map>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include <boost/asio/awaitable.hpp>
@@ -149,7 +149,8 @@ class Exchange {
 
 using Handler = std::function<asio::awaitable<void>(Exchange&)>;
 // A look at a request's head (and the client's address) before its body is read; an error refuses it.
-using HeaderCheck = std::function<std::optional<Error>(const RequestHead& head, const asio::ip::address& remote)>;
+using HeaderCheck =
+    std::function<std::optional<Error>(const RequestHead& head, const asio::ip::address& remote)>;
 
 // Exact-path routes; an unknown path is 404, a known path with another method 405 with Allow.
 class Router {

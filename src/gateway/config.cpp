@@ -23,10 +23,10 @@ const std::vector<std::string> kTlsKeys = {"cert", "key", "client_ca"};
 const std::vector<std::string> kUpstreamKeys = {"url",         "name",          "weight",
                                                 "standby",     "max_in_flight", "api_key",
                                                 "api_key_env", "tls_ca_file",   "tls_insecure"};
-const std::vector<std::string> kLimitKeys = {"requests_per_minute",       "tokens_per_minute",
-                                             "max_body_bytes",            "max_header_bytes",
-                                             "header_timeout_ms",         "min_body_rate",
-                                             "max_connections_per_client"};
+const std::vector<std::string> kLimitKeys = {
+    "requests_per_minute",       "tokens_per_minute", "max_body_bytes",
+    "max_header_bytes",          "header_timeout_ms", "min_body_rate",
+    "max_connections_per_client"};
 const std::vector<std::string> kQueueKeys = {"max_waiting", "timeout_ms"};
 const std::vector<std::string> kHealthKeys = {"interval_ms", "timeout_ms", "path"};
 const std::vector<std::string> kBreakerKeys = {"failures", "cooldown_ms"};

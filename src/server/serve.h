@@ -30,9 +30,9 @@ struct ServeOptions {
   std::size_t max_body_bytes = 8u << 20;
   int header_timeout_s = 30;         // a client's whole header block (slowloris)
   std::size_t min_body_rate = 1024;  // bytes/s a body must average after 10 s; 0: any
-  std::string tls_cert;       // PEM certificate chain: serve HTTPS only (with tls_key)
-  std::string tls_key;        // PEM private key of tls_cert
-  std::string tls_client_ca;  // PEM CA: require client certificates it signed (mutual TLS)
+  std::string tls_cert;              // PEM certificate chain: serve HTTPS only (with tls_key)
+  std::string tls_key;               // PEM private key of tls_cert
+  std::string tls_client_ca;         // PEM CA: require client certificates it signed (mutual TLS)
   bool verbose = false;
   bool no_advertise = false;  // do not announce the node on the LAN (mDNS/DNS-SD)
   bool verify = false;        // refuse a model whose SHA-256 does not match MODEL.sha256 or SHA256SUMS

@@ -328,7 +328,8 @@ struct ScriptedServer {
             beast::flat_buffer buffer;
             for (const auto& answer : script) {
               bhttp::request_parser<bhttp::string_body> parser;
-              auto [ec, n] = co_await bhttp::async_read(*socket, buffer, parser, asio::as_tuple(use_awaitable));
+              auto [ec, n] =
+                  co_await bhttp::async_read(*socket, buffer, parser, asio::as_tuple(use_awaitable));
               if (ec) co_return;
               co_await asio::async_write(*socket, asio::buffer(answer), use_awaitable);
             }
@@ -342,9 +343,10 @@ struct ScriptedServer {
 
 TEST(ClientTest, InterimAnswersAreSkipped) {
   run_async([](asio::io_context& io) -> asio::awaitable<void> {
-    ScriptedServer server(io, {{"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
-                                "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{\"n\": 1}\n",
-                                "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{\"n\": 2}\n"}});
+    ScriptedServer server(io,
+                          {{"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+                            "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{\"n\": 1}\n",
+                            "HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n{\"n\": 2}\n"}});
     asio::co_spawn(io, server.run(io), asio::detached);
     Client client(io.get_executor(), *parse_url(server.url()));
     auto first = co_await client.post_json("/v1/x", json::object());
@@ -364,8 +366,9 @@ TEST(ClientTest, InterimAnswersAreSkipped) {
 
 TEST(ClientTest, AnswerToHeadHasNoBody) {
   run_async([](asio::io_context& io) -> asio::awaitable<void> {
-    ScriptedServer server(io, {{"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1234\r\n\r\n",
-                                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"}});
+    ScriptedServer server(
+        io, {{"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1234\r\n\r\n",
+              "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"}});
     asio::co_spawn(io, server.run(io), asio::detached);
     ClientOptions options;
     options.read_timeout = std::chrono::milliseconds(3000);
@@ -391,7 +394,8 @@ TEST(ClientTest, AnswerToHeadHasNoBody) {
 TEST(ClientTest, BytesAfterTheAnswerRetireTheConnection) {
   run_async([](asio::io_context& io) -> asio::awaitable<void> {
     // The first answer comes with a second one nobody asked for; the next request must not read that one.
-    ScriptedServer server(io, {{"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirstHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale"},
+    ScriptedServer server(io, {{"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirstHTTP/1.1 200 "
+                                "OK\r\nContent-Length: 5\r\n\r\nstale"},
                                {"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh"}});
     asio::co_spawn(io, server.run(io), asio::detached);
     Client client(io.get_executor(), *parse_url(server.url()));
@@ -408,8 +412,8 @@ TEST(ClientTest, BytesAfterTheAnswerRetireTheConnection) {
 TEST(ClientTest, EndlessChunkExtensionIsCutOff) {
   run_async([](asio::io_context& io) -> asio::awaitable<void> {
     // 1 MiB of one chunk extension, never ended: before, the client kept all of it and waited for more.
-    ScriptedServer server(io, {{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;ext=" +
-                                std::string(1u << 20, 'e')}});
+    ScriptedServer server(
+        io, {{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1;ext=" + std::string(1u << 20, 'e')}});
     asio::co_spawn(io, server.run(io), asio::detached);
     ClientOptions options;
     options.read_timeout = std::chrono::milliseconds(3000);

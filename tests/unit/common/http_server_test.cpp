@@ -167,7 +167,8 @@ TEST(ServerTest, HeaderCheckRefusesBeforeTheBody) {
 
     // With the key: read and answered as usual.
     const auto good = co_await one_shot(
-        io, port, "POST /echo HTTP/1.1\r\nHost: x\r\nX-Key: good\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi");
+        io, port,
+        "POST /echo HTTP/1.1\r\nHost: x\r\nX-Key: good\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi");
     EXPECT_TRUE(good.starts_with("HTTP/1.1 200 OK")) << good;
     server.stop();
   });
@@ -183,11 +184,13 @@ TEST(ServerTest, AmbiguousFramingAndForeignTargetsAre400) {
         {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nhi", "bad_transfer_encoding"},
         {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
          "bad_transfer_encoding"},
-        {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+        {"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: "
+         "2\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
          "\"type\":\"invalid_request_error\""},
         {"POST /echo HTTP/1.1\r\nHost: x\r\nX-Long: one\r\n two\r\nContent-Length: 2\r\n\r\nhi",
          "obsolete line folding"},
-        {"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nX-Tab: a\r\n\tb\r\n\r\nhi", "obsolete line folding"},
+        {"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nX-Tab: a\r\n\tb\r\n\r\nhi",
+         "obsolete line folding"},
         {"POST http://evil.example/echo HTTP/1.1\r\nHost: evil.example\r\nContent-Length: 2\r\n\r\nhi",
          "bad_request_target"},
         {"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example\r\n\r\n", "bad_request_target"},
@@ -199,11 +202,12 @@ TEST(ServerTest, AmbiguousFramingAndForeignTargetsAre400) {
       EXPECT_NE(answer.find("Connection: close"), std::string::npos) << answer;
     }
     // The plain forms still pass, and a body that begins with a space is no folded header.
-    const auto fine = co_await one_shot(
-        io, port,
-        "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n2\r\n h\r\n0\r\n\r\n");
+    const auto fine = co_await one_shot(io, port,
+                                        "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+                                        "Chunked\r\nConnection: close\r\n\r\n2\r\n h\r\n0\r\n\r\n");
     EXPECT_TRUE(fine.starts_with("HTTP/1.1 200 OK")) << fine;
-    const auto star = co_await one_shot(io, port, "OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    const auto star =
+        co_await one_shot(io, port, "OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     EXPECT_TRUE(star.starts_with("HTTP/1.1 404 ")) << star;  // no route, but not refused as a target
     server.stop();
   });
@@ -250,8 +254,8 @@ TEST(ServerTest, SlowHeadersAreCutOffAtTheHeaderDeadline) {
     RawClient client(io);
     co_await client.connect(port);
     // One byte every 100 ms: each read is quick, the header block is not (6 s in all).
-    const std::string request =
-        "POST /echo HTTP/1.1\r\nHost: x\r\nX-Padding: " + std::string(20, 'p') + "\r\nContent-Length: 2\r\n\r\nhi";
+    const std::string request = "POST /echo HTTP/1.1\r\nHost: x\r\nX-Padding: " + std::string(20, 'p') +
+                                "\r\nContent-Length: 2\r\n\r\nhi";
     std::size_t sent = 0;
     while (sent < request.size()) {
       if (!co_await client.send(std::string_view(request).substr(sent, 1))) break;
@@ -308,7 +312,8 @@ TEST(ServerTest, ConnectionsPerClientAreCapped) {
     EXPECT_NE(third.find("too_many_connections"), std::string::npos) << third;
     first.stream.close();
     co_await pause(io, 100ms);  // the server sees the close
-    const auto again = co_await one_shot(io, port, "HEAD /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    const auto again =
+        co_await one_shot(io, port, "HEAD /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     EXPECT_TRUE(again.starts_with("HTTP/1.1 200 ")) << again;
     server.stop();
   });
@@ -318,9 +323,10 @@ TEST(ServerTest, HeadAnswersCarryTheLengthButNoBody) {
   run_async([](asio::io_context& io) -> asio::awaitable<void> {
     Server server(io, echo_router(), ServerLimits{});
     const auto port = server.listen("127.0.0.1", 0);
-    const auto answer = co_await one_shot(
-        io, port,
-        "HEAD /echo HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    const auto answer =
+        co_await one_shot(io, port,
+                          "HEAD /echo HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: "
+                          "x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
     EXPECT_NE(answer.find("Content-Length: 12\r\n"), std::string::npos) << answer;
     EXPECT_EQ(answer.find("twelve bytes"), std::string::npos) << answer;
     // The second answer follows the first header at once.

@@ -274,3 +274,69 @@ test('a busy node (503, queue full) makes requests wait in the gateway, not fail
     fs.rmSync(gwDir, { recursive: true, force: true });
   }
 });
+
+test('a node stopped (SIGTERM) under streaming load: no stream ends with nothing but its role chunk', async (t) => {
+  // Streams that had only their role chunk when the node went (queued there, or just started) are retried
+  // on the other node by the gateway; the client sees one role chunk and one complete answer. Streams with
+  // content end with the gateway's error event, never silently.
+  const [d, e] = await Promise.all([startNode('D'), startNode('E')]);
+  const gwDir = fs.mkdtempSync(path.join(os.tmpdir(), 'clawbot-gw-sigterm-'));
+  const gw = await startGateway({
+    listen: [{ host: '127.0.0.1', port: 0 }],
+    upstreams: [{ url: d.baseUrl, name: 'D' }, { url: e.baseUrl, name: 'E' }],
+    auth: 'none',
+    affinity: false,
+    health_checks: { interval_ms: 200, timeout_ms: 500 },
+    queue: { max_waiting: 64, timeout_ms: 30000 },
+    retries: 2,
+  }, gwDir);
+  try {
+    await waitFor(async () => {
+      const h = await (await fetch(`${gw.baseUrl}/health`)).json();
+      return h.upstreams.every((u) => u.state === 'up');
+    }, 'both nodes up');
+    const stream = async (i) => {
+      const res = await fetch(`${gw.baseUrl}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ messages: [{ role: 'user', content: `stream ${i} tells a long story` }],
+          max_tokens: 160, ignore_eos: true, temperature: 0, stream: true }),
+        signal: AbortSignal.timeout(45000),
+      });
+      const text = await res.text();
+      const events = text.split('\n\n').filter((x) => x.startsWith('data: ')).map((x) => x.slice(6));
+      const chunks = events.filter((x) => x !== '[DONE]').map((x) => JSON.parse(x));
+      return {
+        status: res.status,
+        upstream: res.headers.get('x-clawbot-upstream'),
+        done: events.includes('[DONE]'),
+        roles: chunks.filter((c) => c.choices?.[0]?.delta?.role).length,
+        content: chunks.filter((c) => c.choices?.[0]?.delta?.content).length,
+        errors: chunks.filter((c) => c.error),
+      };
+    };
+    const pending = Array.from({ length: 12 }, (_, i) => stream(i));
+    await waitFor(async () => {
+      const h = await (await fetch(`${gw.baseUrl}/health`)).json();
+      return h.upstreams.find((u) => u.name === 'D').in_flight >= 2;
+    }, 'streams on D');
+    d.proc.kill('SIGTERM');
+    const results = await Promise.all(pending);
+    for (const r of results) {
+      assert.equal(r.status, 200, JSON.stringify(r));
+      assert.equal(r.roles, 1, `not exactly one role chunk: ${JSON.stringify(r)}`);
+      if (r.errors.length > 0) {
+        // (The node's own "shutting down" event, or the gateway's upstream_failed_mid_stream.)
+        assert.ok(r.content > 0, `a stream ended with its role chunk and an error only: ${JSON.stringify(r)}`);
+      } else {
+        assert.ok(r.done && r.content > 0, JSON.stringify(r));
+      }
+    }
+    const cut = results.filter((r) => r.errors.length > 0).length;
+    t.diagnostic(`${results.length} streams: ${cut} cut mid-way by the stop, the rest complete`);
+  } finally {
+    await gw.stop();
+    await Promise.all([d.stop(), e.stop()]);
+    fs.rmSync(gwDir, { recursive: true, force: true });
+  }
+});

@@ -129,6 +129,14 @@ asio::awaitable<void> Exchange::respond_text(int status, std::string body, std::
   res.body() = std::move(body);
   res.prepare_payload();
   stream_.io_timeout(limits_.write_timeout);
+  if (request_.method() == http::verb::head) {
+    // The header only (its Content-Length says what GET would carry): a body would be read by the client as
+    // the start of its next answer.
+    http::response_serializer<http::string_body> header_only{res};
+    auto [ec, n] = co_await http::async_write_header(stream_, header_only, use_tuple);
+    if (ec) keep_alive_ = false;
+    co_return;
+  }
   auto [ec, n] = co_await http::async_write(stream_, res, use_tuple);
   if (ec) keep_alive_ = false;
 }
@@ -162,6 +170,7 @@ asio::awaitable<void> Exchange::respond_raw(int status, std::string_view header_
   first.put("\r\n");
   // No body, and no length, where HTTP forbids one (1xx, 204, 304).
   const bool bodiless = status < 200 || status == 204 || status == 304;
+  const bool header_only = bodiless || request_.method() == http::verb::head;
   Line last;
   if (!bodiless) {
     last.put("Content-Length: ");
@@ -175,7 +184,7 @@ asio::awaitable<void> Exchange::respond_raw(int status, std::string_view header_
   last.put("\r\n");
   const std::array<asio::const_buffer, 4> answer{
       asio::buffer(first.text.data(), first.size), asio::buffer(header_lines.data(), header_lines.size()),
-      asio::buffer(last.text.data(), last.size), asio::buffer(body.data(), bodiless ? 0 : body.size())};
+      asio::buffer(last.text.data(), last.size), asio::buffer(body.data(), header_only ? 0 : body.size())};
   stream_.io_timeout(limits_.write_timeout);
   auto [ec, n] = co_await asio::async_write(stream_, answer, use_tuple);
   if (ec) keep_alive_ = false;

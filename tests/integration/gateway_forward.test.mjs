@@ -353,6 +353,11 @@ test('HEAD is answered at once with the upstream\'s status and no body, and neve
     assert.equal(r.headers['x-request-id'], 'head-1');
   }
   assert.equal(up.state.seen.filter((s) => s.method === 'HEAD').length, 3);
+  // The gateway's own answers to HEAD (a GET-only route here) carry no body either.
+  for (const route of ['/v1/models', '/health']) {
+    const own = await request(`${gw.url}${route}`, { method: 'HEAD', timeoutMs: 10000 });
+    assert.equal(own.text, '', `${route}: ${JSON.stringify(own)}`);
+  }
   const h = await health(gw);
   assert.equal(h.upstreams[0].state, 'up', JSON.stringify(h));
   const r = await request(`${gw.url}/v1/chat/completions`, { body: chat('after HEAD') });

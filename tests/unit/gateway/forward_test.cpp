@@ -3,6 +3,7 @@
 // only, Retry-After, and which stream events carry nothing yet.
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <string>
 
 #include "gateway/forward.h"

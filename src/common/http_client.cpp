@@ -1,9 +1,12 @@
 #include "common/http_client.h"
 #include "common/http_read.h"
 
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cerrno>
 #include <stdexcept>
 
 #include <boost/asio/as_tuple.hpp>
@@ -38,8 +41,8 @@ std::string seconds_text(std::chrono::milliseconds ms) {
   return std::to_string(count) + " ms";
 }
 
-// A server may close an idle keep-alive connection just as we reuse it: then the request is sent again on a
-// fresh connection, once.
+// A server may close an idle keep-alive connection just as we reuse it: a write that fails there is made
+// again on a fresh connection, once (the server cannot have read all of it).
 bool stale_connection(boost::system::error_code ec) {
   return ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
          ec == asio::error::broken_pipe || ec == asio::error::connection_aborted ||
@@ -251,6 +254,15 @@ struct Client::Connection {
       : stream(beast::tcp_stream(std::move(executor))), buffer(max_response_header_bytes) {}
 
   bool is_open() { return stream.tcp().socket().is_open(); }
+  // A kept-alive connection between exchanges that the server has closed, or sent bytes on (no idle
+  // connection may have any): not reused. Sent there, a request could be read by nobody or by a dying
+  // server, and whether it was acted on would be unknown.
+  bool closed_while_idle() {
+    if (buffer.size() > 0) return true;
+    char byte = 0;
+    const auto got = ::recv(stream.tcp().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return got >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+  }
   // Closes the socket only: an operation still pending on the TLS stream completes (aborted) on it, so the
   // stream itself is replaced at the next connect, not here.
   void drop() {
@@ -438,6 +450,7 @@ asio::awaitable<Result<std::unique_ptr<Client::Parser>>> Client::exchange(
 
   const std::size_t cancels = cancels_;
   for (int attempt = 0;; ++attempt) {
+    if (conn.is_open() && conn.closed_while_idle()) conn.drop();
     const bool reused = conn.is_open();
     if (!reused) {
       auto connected = co_await connect();
@@ -478,14 +491,17 @@ asio::awaitable<Result<std::unique_ptr<Client::Parser>>> Client::exchange(
     if (rec) {
       const bool tls_answer = !conn.stream.is_tls() && starts_like_tls_record(conn.buffer);
       conn.drop();
-      if (reused && attempt == 0 && stale_connection(rec)) continue;
+      // (Not sent again, even on a reused connection: the server read it and may have acted on it. A
+      // connection the server had closed while idle was found above, before sending.)
       busy_ = false;
       if (tls_answer) {
         std::string tls_origin = base_.origin();
         tls_origin.replace(0, base_.scheme.size(), "https");
         co_return ClientError{rec, "the server speaks TLS, not plain HTTP — use " + tls_origin};
       }
-      co_return error(rec, "header");
+      ClientError failed = error(rec, "header");
+      failed.request_sent = true;
+      co_return failed;
     }
     co_return std::move(parser);
   }

@@ -33,6 +33,9 @@ namespace beast = boost::beast;
 struct ClientError {
   boost::system::error_code code;
   std::string message;  // what failed, on which URL, and what to check
+  // The whole request had been written when the exchange failed: the server may have read it and acted on
+  // it (a proxy must not send it to another server). False for resolve, connect, TLS and write failures.
+  bool request_sent = false;
 };
 
 // For Result<T>::value() on an error (boost::system::result finds this by ADL).

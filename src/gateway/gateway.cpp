@@ -31,6 +31,7 @@
 #include "discovery/discovery.h"
 #include "gateway/config.h"
 #include "gateway/door/door.h"
+#include "gateway/forward.h"
 #include "gateway/request_facts.h"
 #include "gateway/upstream_pool.h"
 #include "monitor/metrics.h"
@@ -44,26 +45,6 @@ namespace bhttp = beast::http;
 using nlohmann::json;
 using Headers = std::vector<std::pair<std::string, std::string>>;
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
-
-// Headers that describe one hop, or the client's credentials for the gateway: never passed upstream.
-bool hop_by_hop(bhttp::field field, std::string_view name) {
-  switch (field) {
-    case bhttp::field::connection:
-    case bhttp::field::keep_alive:
-    case bhttp::field::proxy_authenticate:
-    case bhttp::field::proxy_authorization:
-    case bhttp::field::te:
-    case bhttp::field::trailer:
-    case bhttp::field::transfer_encoding:
-    case bhttp::field::upgrade:
-    case bhttp::field::host:
-    case bhttp::field::content_length:
-    case bhttp::field::authorization:
-      return true;
-    default:
-      return beast::iequals(name, "x-api-key");
-  }
-}
 
 // Response headers worth passing back to the client (the rest the gateway sets itself).
 bool pass_back(std::string_view name) {
@@ -376,9 +357,15 @@ class Gateway {
   asio::awaitable<void> forward(Worker& worker, http::Exchange& ex, Context& ctx);
   asio::awaitable<std::optional<Pick>> wait_for_upstream(http::Exchange& ex, const RequestFacts& facts,
                                                          const std::vector<std::size_t>& tried,
-                                                         Clock::time_point deadline, Error& refusal,
-                                                         bool& client_left);
-  enum class Relay { complete, client_left, failed_before_start, failed_mid_stream };
+                                                         Clock::time_point deadline, bool overflow,
+                                                         Error& refusal, bool& client_left);
+  enum class Relay {
+    complete,
+    client_left,
+    failed_before_content,       // the connection failed before any content reached the client
+    unavailable_before_content,  // the upstream's "unavailable" error event before any content
+    failed_mid_stream,
+  };
   asio::awaitable<Relay> relay_stream(http::Exchange& ex, Context& ctx, http::ResponseReader& reader,
                                       bool drop_usage_chunk, const UpstreamWatch& watch, Headers headers,
                                       std::string& failure);
@@ -675,8 +662,8 @@ void Gateway::give_back(Worker& worker, std::size_t index, std::unique_ptr<http:
 
 asio::awaitable<std::optional<Pick>> Gateway::wait_for_upstream(http::Exchange& ex, const RequestFacts& facts,
                                                                 const std::vector<std::size_t>& tried,
-                                                                Clock::time_point deadline, Error& refusal,
-                                                                bool& client_left) {
+                                                                Clock::time_point deadline, bool overflow,
+                                                                Error& refusal, bool& client_left) {
   std::shared_ptr<WaitQueue::Waiter> waiter;
   std::optional<Pick> pick;
   // A client that leaves while its request waits gives its place up at once (and nothing goes upstream).
@@ -684,10 +671,10 @@ asio::awaitable<std::optional<Pick>> Gateway::wait_for_upstream(http::Exchange& 
   // "affinity": false in gateway.json turns conversation affinity off.
   const std::uint64_t affinity = config_.affinity ? facts.affinity : 0;
   for (;;) {
-    pick = pool_.pick(affinity, facts.model, tried, Clock::now());
+    pick = pool_.pick(affinity, facts.model, tried, Clock::now(), overflow);
     if (pick) break;
     // This request has failed on every upstream: none will be picked for it however long it waits (the
-    // caller answers 502 with the last failure).
+    // caller answers 502 with the last failure; `refusal` stays empty).
     if (tried.size() >= pool_.size()) break;
     const auto now = Clock::now();
     if (!waiter) {
@@ -717,7 +704,8 @@ asio::awaitable<std::optional<Pick>> Gateway::wait_for_upstream(http::Exchange& 
                       "upstream_unavailable"};
       break;
     }
-    // Woken when capacity appears; also every 250 ms, since a circuit's cooldown ends by time alone.
+    // Woken when capacity appears; also every 250 ms, since a circuit's cooldown and an upstream's
+    // Retry-After end by time alone.
     waiter->timer.expires_at(std::min(deadline, now + std::chrono::milliseconds(250)));
     co_await waiter->timer.async_wait(use_tuple);
     if (watch && watch->client_left) {
@@ -768,55 +756,69 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
   }
   ctx.model = facts.model;
 
+  // Never forwarded: a target that is not a path. The server refuses an absolute-form target already; this
+  // keeps the upstream's api_key from ever going with a request to a host the client chose.
+  const std::string_view target(request.target().data(), request.target().size());
+  if (!forwardable_target(target)) {
+    const Error error{ErrorKind::invalid_request,
+                      "the request target must be a path such as /v1/chat/completions; this gateway forwards "
+                      "requests only to its own upstreams",
+                      {},
+                      "invalid_request_target"};
+    co_await reply_error(ex, ctx, error);
+    co_return;
+  }
+
   // The request's headers as the upstream gets them, written once as header lines for every attempt.
-  std::string_view request_id;  // the client's, or one made here
-  std::array<char, 28> made_request_id;
   std::string upstream_lines;
   upstream_lines.reserve(256);
-  std::string_view forwarded_before;
-  for (const auto& field : request) {
-    const std::string_view name(field.name_string().data(), field.name_string().size());
-    const std::string_view value(field.value().data(), field.value().size());
-    if (hop_by_hop(field.name(), name)) continue;
-    if (beast::iequals(name, "x-forwarded-for")) {
-      forwarded_before = value;  // the gateway's hop is added below
-      continue;
-    }
-    if (beast::iequals(name, "x-forwarded-proto")) continue;
-    if (beast::iequals(name, "x-request-id")) request_id = value;
-    upstream_lines.append(name).append(": ").append(value).append("\r\n");
-  }
-  upstream_lines.append("X-Forwarded-For: ");
-  if (!forwarded_before.empty()) upstream_lines.append(forwarded_before).append(", ");
-  upstream_lines.append(ctx.client).append("\r\n");
-  upstream_lines.append(ex.is_tls() ? "X-Forwarded-Proto: https\r\n" : "X-Forwarded-Proto: http\r\n");
+  std::string_view request_id = append_upstream_headers(upstream_lines, request, ctx.client, ex.is_tls());
+  std::array<char, 28> made_request_id;  // the client's X-Request-Id, or one made here
   if (request_id.empty()) {
     request_id = random_request_id(made_request_id);
     upstream_lines.append("X-Request-Id: ").append(request_id).append("\r\n");
   }
 
-  const std::string_view target(request.target().data(), request.target().size());
+  const bool head = request.method() == bhttp::verb::head;
   const auto deadline = Clock::now() + config_.queue.timeout;
+  // Upstreams that failed this request: it never goes back to them. A busy upstream (503) is not one of
+  // them: the request waits for room there or elsewhere, up to the queue's deadline.
   std::vector<std::size_t> tried;
+  int failures = 0;
+  bool refused_busy = false;
   std::string last_failure;
-  for (int attempt = 0; attempt <= config_.retries; ++attempt) {
+  // An error for the client: as the answer, or as the last event of a stream whose header it already has
+  // (a stream retried on another upstream after keep-alives reached the client).
+  // (Headers by name at every call: no braced temporaries inside co_await expressions, for GCC 12.)
+  auto answer_error = [&](const Error& error, Headers headers) -> asio::awaitable<void> {
+    if (!ex.sse_started()) {
+      co_await reply_error(ex, ctx, error, std::move(headers));
+      co_return;
+    }
+    ctx.status = 200;
+    if (co_await ex.sse_data(to_json(error).dump())) co_await ex.sse_end();
+  };
+  for (;;) {
     Error refusal;
     bool client_left = false;
     // Most requests find an upstream at once: the waiting coroutine only for those that do not.
     std::optional<Pick> pick =
-        pool_.pick(config_.affinity ? facts.affinity : 0, facts.model, tried, Clock::now());
-    if (!pick) pick = co_await wait_for_upstream(ex, facts, tried, deadline, refusal, client_left);
+        pool_.pick(config_.affinity ? facts.affinity : 0, facts.model, tried, Clock::now(), refused_busy);
+    if (!pick)
+      pick = co_await wait_for_upstream(ex, facts, tried, deadline, refused_busy, refusal, client_left);
     if (!pick && client_left) {
       ctx.status = 499;  // nginx's "client closed request"
       co_return;
     }
     if (!pick) {
-      if (!last_failure.empty()) {
+      if (refusal.message.empty()) {  // every upstream failed it
         const Error error{ErrorKind::bad_gateway, "no upstream answered: " + last_failure, {}, {}};
-        co_await reply_error(ex, ctx, error);
+        Headers none;
+        co_await answer_error(error, std::move(none));
       } else {
+        if (!last_failure.empty()) refusal.message += "; last: " + last_failure;
         Headers retry{{"Retry-After", "1"}};
-        co_await reply_error(ex, ctx, refusal, std::move(retry));
+        co_await answer_error(refusal, std::move(retry));
       }
       co_return;
     }
@@ -828,13 +830,37 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
     // A client that leaves while the upstream thinks cancels the upstream request.
     UpstreamWatch watch(worker, ex, *client);
     auto stop_watch = [&] { watch.stop(); };
-    // Nothing has reached the client: note why, and let the loop try another upstream.
-    auto try_elsewhere = [&](const std::string& kind, const std::string& why, bool upstream_at_fault) {
-      last_failure = ctx.upstream + ": " + why;
-      pool_.finish(*pick, upstream_at_fault, why, Clock::now());
+    auto count_error = [&](std::string_view kind) {
       registry_.counter_add("clawbot_gateway_upstream_errors_total", "Upstream failures by kind",
-                            {{"upstream", ctx.upstream}, {"kind", kind}});
+                            {{"upstream", ctx.upstream}, {"kind", std::string(kind)}});
+    };
+    // The upstream cannot have acted on the request (or threw it away before any byte reached the client):
+    // another upstream may take it, within the retries.
+    auto try_elsewhere = [&](std::string_view kind, const std::string& why, bool upstream_at_fault) {
+      last_failure = ctx.upstream + ": " + why;
+      if (upstream_at_fault)
+        pool_.finish(*pick, true, why, Clock::now());
+      else
+        pool_.finish_unproven(*pick, why, Clock::now());
+      count_error(kind);
       tried.push_back(index);
+      return ++failures <= config_.retries;
+    };
+    // The upstream may have acted on the request (it read all of it, then failed): it goes nowhere else,
+    // since a request that crashed one node would crash the next; nor does it count against this one's
+    // breaker (the request may be the cause). Health checks judge the node.
+    auto fail_after_sending = [&](std::string_view kind, const std::string& why) -> asio::awaitable<void> {
+      pool_.finish_unproven(*pick, why, Clock::now());
+      count_error(kind);
+      spdlog::warn("upstream {} failed after it was sent the request (not retried elsewhere): {}",
+                   ctx.upstream, why);
+      const Error error{ErrorKind::bad_gateway,
+                        "the upstream " + ctx.upstream + " failed after it was sent the request: " + why +
+                            "; it was not sent to another upstream, since it may have been processed",
+                        {},
+                        {}};
+      Headers none;
+      co_await answer_error(error, std::move(none));
     };
 
     auto result = co_await client->send(request.method(), target, body, std::string_view(upstream_lines));
@@ -846,23 +872,36 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
     }
     if (!result) {
       stop_watch();
-      spdlog::warn("upstream {} failed before answering: {}", ctx.upstream, result.error().message);
-      try_elsewhere("connect_or_header", result.error().message, true);
-      continue;
+      const http::ClientError& error = result.error();
+      if (error.request_sent) {
+        co_await fail_after_sending("after_request", error.message);
+        co_return;
+      }
+      spdlog::warn("upstream {} could not be sent the request: {}", ctx.upstream, error.message);
+      if (try_elsewhere("connect_or_send", error.message, true)) continue;
+      break;
     }
     auto& reader = *result;
     const int status = reader.status();
-    // Nothing has reached the client yet: a node that is overloaded or failing is worth another try.
-    if ((status == 502 || status == 503 || status == 504) && attempt < config_.retries) {
+    // Busy (its queue is full, or it is draining): the request waits for room, here or on another upstream,
+    // and the upstream gets nothing more before its Retry-After. Not a failure of the upstream.
+    if (status == 503) {
       stop_watch();
-      // 503 is a busy node (its queue is full), not a failing one: it does not count toward its breaker.
-      try_elsewhere("status_" + std::to_string(status), "answered " + std::to_string(status), status != 503);
+      const auto& headers = reader.headers();
+      const auto named = headers.find(bhttp::field::retry_after);
+      const auto delay = named == headers.end()
+                             ? std::nullopt
+                             : retry_after(std::string_view(named->value().data(), named->value().size()));
+      pool_.busy(*pick, delay, Clock::now());
+      count_error("status_503");
+      refused_busy = true;
+      last_failure = ctx.upstream + ": answered 503 (busy)";
       continue;
     }
     const auto content_type = reader.headers()[bhttp::field::content_type];
     const bool event_stream =
         status == 200 && beast::iequals(content_type.substr(0, 17), "text/event-stream");
-    bool upstream_failed = false;
+    bool upstream_failed = false;  // after its answer began: not retried, not counted against its breaker
     std::string failure;
     // The upstream's headers worth passing back, and the gateway's own.
     auto pass_headers_back = [&](auto&& add) {
@@ -884,9 +923,18 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
           co_await relay_stream(ex, ctx, reader, usage_added, watch, std::move(back), failure);
       stop_watch();  // no write is in progress now
       if (relay == Relay::client_left) ctx.status = 499;
-      if (relay == Relay::failed_before_start) {
-        try_elsewhere("before_first_event", failure, true);
-        continue;
+      if (relay == Relay::unavailable_before_content) {
+        // It accepted the request, then gave up on it before any content (shutting down): like a 503.
+        pool_.busy(*pick, std::nullopt, Clock::now());
+        count_error("unavailable_before_content");
+        last_failure = ctx.upstream + ": " + failure;
+        tried.push_back(index);
+        if (++failures <= config_.retries) continue;
+        break;
+      }
+      if (relay == Relay::failed_before_content) {
+        if (try_elsewhere("before_content", failure, false)) continue;
+        break;
       }
       upstream_failed = relay == Relay::failed_mid_stream;
     } else {
@@ -907,27 +955,41 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
         co_return;
       }
       if (upstream_failed) {
-        try_elsewhere("body", failure, true);
-        continue;
+        co_await fail_after_sending("body", failure);
+        co_return;
       }
       if (status == 200) find_usage(answer, ctx.tokens_in, ctx.tokens_out);
-      ctx.status = status;
-      // The answer's header lines, in the request's no longer needed ones.
-      std::string& lines = upstream_lines;
-      lines.clear();
-      lines.append("Content-Type: ");
-      if (content_type.empty())
-        lines.append("application/octet-stream");
-      else
-        lines.append(content_type.data(), content_type.size());
-      lines.append("\r\n");
-      pass_headers_back([&](std::string_view name, std::string_view value) {
-        lines.append(name).append(": ").append(value).append("\r\n");
-      });
-      co_await ex.respond_raw(status, lines, answer);
+      if (ex.sse_started()) {
+        // A stream retried here after its header reached the client, answered without one: its answer
+        // (an error, as a rule) becomes the stream's last event.
+        ctx.status = 200;
+        http::SseEvent last;
+        last.data = std::move(answer);
+        if (co_await ex.sse_raw(event_text(last))) co_await ex.sse_end();
+      } else {
+        ctx.status = status;
+        // The answer's header lines, in the request's no longer needed ones.
+        std::string& lines = upstream_lines;
+        lines.clear();
+        lines.append("Content-Type: ");
+        if (content_type.empty())
+          lines.append("application/octet-stream");
+        else
+          lines.append(content_type.data(), content_type.size());
+        lines.append("\r\n");
+        pass_headers_back([&](std::string_view name, std::string_view value) {
+          lines.append(name).append(": ").append(value).append("\r\n");
+        });
+        co_await ex.respond_raw(status, lines, answer);
+      }
     }
-    const bool clean = reader.done();
-    pool_.finish(*pick, upstream_failed, failure, Clock::now());
+    // A connection that answered HEAD is not reused: a server that sent a body with it anyway would leave
+    // that body to be read as the next request's answer.
+    const bool clean = reader.done() && !head;
+    if (upstream_failed)
+      pool_.finish_unproven(*pick, failure, Clock::now());
+    else
+      pool_.finish(*pick, status == 502 || status == 504, "answered " + std::to_string(status), Clock::now());
     upstream_latency_[index].observe(seconds_since(upstream_start));
     const int key = static_cast<int>(index) << 16 | (status & 0xffff);
     auto counter = worker.upstream_counters.find(key);
@@ -939,22 +1001,23 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
                     .first;
     }
     counter->second.add();
-    if (upstream_failed)
-      registry_.counter_add("clawbot_gateway_upstream_errors_total", "Upstream failures by kind",
-                            {{"upstream", ctx.upstream}, {"kind", "mid_stream"}});
+    if (upstream_failed) count_error("mid_stream");
     if (clean) give_back(worker, index, std::move(client));
     co_return;
   }
   const Error error{
       ErrorKind::bad_gateway,
-      "no upstream answered after " + std::to_string(tried.size()) + " tries; last: " + last_failure,
+      "no upstream answered after " + std::to_string(failures) + " tries; last: " + last_failure,
       {},
       {}};
-  co_await reply_error(ex, ctx, error);
+  Headers none;
+  co_await answer_error(error, std::move(none));
 }
 
-// The client's stream starts with the upstream's first event (or keep-alive): until then nothing has
-// reached the client, and a failure may still be retried on another upstream.
+// The client's stream starts with the upstream's first event (or keep-alive). Until an event that carries
+// something (content, a finish, an error other than "unavailable") the client has nothing of this answer:
+// the role-only first chunk is held back, and a stream that ends there (the node's "shutting down" error
+// event, or a dropped connection) may be retried on another upstream, the client seeing one answer only.
 asio::awaitable<Gateway::Relay> Gateway::relay_stream(http::Exchange& ex, Context& ctx,
                                                       http::ResponseReader& reader, bool drop_usage_chunk,
                                                       const UpstreamWatch& watch, Headers headers,
@@ -963,11 +1026,21 @@ asio::awaitable<Gateway::Relay> Gateway::relay_stream(http::Exchange& ex, Contex
   std::vector<http::SseEvent> events;
   std::array<char, 16384> chunk;  // (not zeroed: read_some fills what it returns)
   std::size_t comments = 0;
-  bool started = false;
+  // Chunks held back until the first that carries something; a few at most, then they go as they are.
+  constexpr std::size_t max_held = 8;
+  std::vector<http::SseEvent> held;
+  bool content_sent = false;
   auto start = [&]() -> asio::awaitable<bool> {
-    if (started) co_return true;
-    started = true;
+    if (ex.sse_started()) co_return true;
     co_return co_await ex.sse_start(std::move(headers));
+  };
+  auto send_held = [&]() -> asio::awaitable<bool> {
+    content_sent = true;
+    if (!co_await start()) co_return false;
+    for (const auto& event : held)
+      if (!co_await ex.sse_raw(event_text(event))) co_return false;
+    held.clear();
+    co_return true;
   };
   for (;;) {
     auto got = co_await reader.read_some(chunk.data(), chunk.size());
@@ -991,6 +1064,18 @@ asio::awaitable<Gateway::Relay> Gateway::relay_stream(http::Exchange& ex, Contex
       if (!co_await ex.sse_comment("keep-alive")) co_return Relay::client_left;
     }
     for (auto& event : events) {
+      if (!content_sent) {
+        const StreamEvent kind = classify_stream_event(event.data);
+        if (kind == StreamEvent::unavailable) {
+          failure = "its stream ended before any content with: " + event.data.substr(0, 300);
+          co_return Relay::unavailable_before_content;
+        }
+        if (kind == StreamEvent::preamble && held.size() < max_held) {
+          held.push_back(std::move(event));
+          continue;
+        }
+        if (!co_await send_held()) co_return Relay::client_left;
+      }
       if (event.data != "[DONE]" && find_usage(event.data, ctx.tokens_in, ctx.tokens_out) &&
           drop_usage_chunk) {
         const json chunk_json = json::parse(event.data, nullptr, false);
@@ -1004,12 +1089,12 @@ asio::awaitable<Gateway::Relay> Gateway::relay_stream(http::Exchange& ex, Contex
     }
     events.clear();
     if (ended) {
-      if (!co_await start()) co_return Relay::client_left;
+      if (!co_await send_held()) co_return Relay::client_left;
       co_await ex.sse_end();
       co_return Relay::complete;
     }
   }
-  if (!started) co_return Relay::failed_before_start;
+  if (!content_sent) co_return Relay::failed_before_content;
   // Mid-stream: the client has part of an answer. Say so in the stream, never end it silently.
   const Error error{ErrorKind::bad_gateway,
                     "the upstream " + ctx.upstream + " failed in the middle of this answer: " + failure +

@@ -65,6 +65,7 @@ UpstreamState UpstreamPool::state_of(const Slot& slot, Clock::time_point now) co
 }
 
 bool UpstreamPool::usable(const Slot& slot, Clock::time_point now) const {
+  if (now < slot.busy_until) return false;
   const auto state = state_of(slot, now);
   return state == UpstreamState::up || (state == UpstreamState::half_open && !slot.probe_in_flight);
 }
@@ -81,7 +82,8 @@ bool UpstreamPool::any_primary_up(Clock::time_point now) const {
 }
 
 std::optional<Pick> UpstreamPool::pick(std::uint64_t affinity, std::string_view model,
-                                       const std::vector<std::size_t>& tried, Clock::time_point now) {
+                                       const std::vector<std::size_t>& tried, Clock::time_point now,
+                                       bool overflow) {
   std::unique_lock lock(mutex_);
   // Route by model only when some upstream is known to serve it: lists arrive with the health checks.
   const bool by_model = !model.empty() && std::any_of(slots_.begin(), slots_.end(),
@@ -101,8 +103,9 @@ std::optional<Pick> UpstreamPool::pick(std::uint64_t affinity, std::string_view 
     }
   };
   collect(!primaries_up);
-  // A retry that has failed on every primary still up may go to a standby rather than fail.
-  if (candidates.empty() && primaries_up && !tried.empty()) collect(true);
+  // A retry that has failed on every primary still up may go to a standby rather than fail, and so may a
+  // request that the busy primaries refused.
+  if (candidates.empty() && primaries_up && (!tried.empty() || overflow)) collect(true);
   if (candidates.empty()) return std::nullopt;
 
   std::size_t least = std::numeric_limits<std::size_t>::max();
@@ -157,14 +160,20 @@ std::optional<Pick> UpstreamPool::pick(std::uint64_t affinity, std::string_view 
   return chosen;
 }
 
+void UpstreamPool::release(Slot& slot, const Pick& pick) {
+  if (slot.in_flight > 0) --slot.in_flight;
+  if (pick.probe) slot.probe_in_flight = false;
+}
+
 void UpstreamPool::finish(const Pick& pick, bool failed, std::string_view error, Clock::time_point now) {
   {
     std::lock_guard lock(mutex_);
     Slot& slot = slots_[pick.index];
-    if (slot.in_flight > 0) --slot.in_flight;
+    release(slot, pick);
     if (failed) slot.last_error = std::string(error);
+    // One of its requests is done: a node that said "busy" without a Retry-After has room again.
+    if (!failed && !slot.busy_for_retry_after) slot.busy_until = {};
     if (pick.probe) {
-      slot.probe_in_flight = false;
       slot.consecutive_failures = failed ? slot.consecutive_failures + 1 : 0;
       slot.circuit_open = failed;
       if (failed) slot.open_until = now + breaker_.cooldown;
@@ -178,6 +187,34 @@ void UpstreamPool::finish(const Pick& pick, bool failed, std::string_view error,
     }
   }
   notify();
+}
+
+void UpstreamPool::finish_unproven(const Pick& pick, std::string_view error, Clock::time_point) {
+  {
+    std::lock_guard lock(mutex_);
+    Slot& slot = slots_[pick.index];
+    release(slot, pick);
+    slot.last_error = std::string(error);
+  }
+  notify();
+}
+
+void UpstreamPool::busy(const Pick& pick, std::optional<Clock::duration> retry_after, Clock::time_point now) {
+  {
+    std::lock_guard lock(mutex_);
+    Slot& slot = slots_[pick.index];
+    release(slot, pick);
+    // It answered: it is alive (a half-open probe closes the circuit), only full.
+    slot.consecutive_failures = 0;
+    slot.circuit_open = false;
+    const Clock::time_point until =
+        now + std::max<Clock::duration>(retry_after.value_or(busy_without_retry_after), busy_at_least);
+    if (until >= slot.busy_until) {
+      slot.busy_until = until;
+      slot.busy_for_retry_after = retry_after.has_value();
+    }
+  }
+  notify();  // (its place in flight is free for a request that waits for another upstream)
 }
 
 void UpstreamPool::health(std::size_t index, bool ok, std::string_view error, std::vector<std::string> models,
@@ -221,6 +258,7 @@ std::vector<UpstreamSnapshot> UpstreamPool::snapshot(Clock::time_point now) cons
     snap.standby = s.standby;
     snap.state = state_of(s, now);
     snap.in_flight = s.in_flight;
+    snap.busy = now < s.busy_until;
     snap.serving = (snap.state == UpstreamState::up || snap.state == UpstreamState::half_open) &&
                    (!s.standby || !primaries_up);
     snap.models = s.models;

@@ -131,7 +131,7 @@ test('conversation affinity: every turn of a conversation goes to the same node'
   }
 });
 
-test('a primary killed under load: unstarted requests succeed elsewhere, mid-stream ones end with an error event, none hangs', async (t) => {
+test('a primary killed under load: unstarted requests succeed elsewhere, started ones end with an error, none hangs', async (t) => {
   const results = [];
   let stop = false;
   let killedAt = 0;
@@ -159,6 +159,13 @@ test('a primary killed under load: unstarted requests succeed elsewhere, mid-str
   const hung = results.filter((r) => r.failed);
   assert.deepEqual(hung, [], 'requests failed or hung');
   for (const r of results) {
+    if (r.status === 502) {
+      // A whole answer A was working on when it died: A had read the request, so it may have been the
+      // cause, and it is not sent to another node (the client gets 502 and may retry).
+      assert.ok(!r.stream && r.sentAt < killedAt, JSON.stringify(r));
+      assert.match(r.body.error.message, /A failed after it was sent the request/, JSON.stringify(r));
+      continue;
+    }
     assert.equal(r.status, 200, JSON.stringify(r));
     if (!r.stream) continue;
     if (r.errors.length > 0) {
@@ -172,7 +179,9 @@ test('a primary killed under load: unstarted requests succeed elsewhere, mid-str
   }
   assert.ok(results.some((r) => r.upstream === 'A' && r.sentAt < killedAt), 'A served nothing before the kill');
   const cut = results.filter((r) => r.errors?.length > 0).length;
-  t.diagnostic(`${results.length} requests, ${cut} streams cut mid-way by the kill (error event), the rest complete`);
+  const lost = results.filter((r) => r.status === 502).length;
+  t.diagnostic(`${results.length} requests, ${cut} streams cut mid-way by the kill (error event), ${lost} whole ` +
+    'answers in progress on A answered 502, the rest complete');
   const after = results.filter((r) => r.sentAt > killedAt + 200);
   assert.ok(after.length > 0, 'no request was sent after the kill');
   for (const r of after) assert.notEqual(r.upstream, 'A', 'a request sent after the kill went to the dead node');
@@ -236,4 +245,98 @@ test('a client that disconnects cancels its upstream request at once', async () 
   await sleep(1500);  // time enough for the node to have finished the answer, had it gone on
   const spent = (await generated()) - before;
   assert.ok(spent < 240, `the node generated ${spent} of 480 tokens after the client left`);
+});
+
+test('a busy node (503, queue full) makes requests wait in the gateway, not fail', async () => {
+  // One slot and one place in the node's queue; six requests at once. Each of the four the node refuses
+  // waits in the gateway's queue for room (after the node's Retry-After) instead of getting 502.
+  const node = await startServer({ extraArgs: ['--parallel', '1', '--queue-max', '1', '--no-advertise'] });
+  const gwDir = fs.mkdtempSync(path.join(os.tmpdir(), 'clawbot-gw-busy-'));
+  const gw = await startGateway({
+    listen: [{ host: '127.0.0.1', port: 0 }],
+    upstreams: [{ url: node.baseUrl, name: 'small' }],
+    auth: 'none',
+    health_checks: { interval_ms: 200, timeout_ms: 500 },
+    queue: { max_waiting: 64, timeout_ms: 60000 },
+  }, gwDir);
+  try {
+    await waitFor(async () => (await (await fetch(`${gw.baseUrl}/health`)).json()).status === 'ok', 'the node');
+    const results = await Promise.all(Array.from({ length: 6 }, (_, i) =>
+      chat(gw.baseUrl, [{ role: 'user', content: `busy ${i}` }], { maxTokens: 48, timeoutMs: 45000 })));
+    for (const r of results) assert.equal(r.status, 200, JSON.stringify(r.body));
+    const metrics = await (await fetch(`${node.baseUrl}/metrics`)).text();
+    const refused = metrics.split('\n').filter((l) => l.startsWith('clawbot_http_requests_total') && /status="503"/.test(l))
+      .reduce((t, l) => t + Number(l.split(' ').at(-1)), 0);
+    assert.ok(refused > 0, `the node never answered 503: the test tests nothing\n${metrics}`);
+  } finally {
+    await gw.stop();
+    await node.stop();
+    fs.rmSync(gwDir, { recursive: true, force: true });
+  }
+});
+
+test('a node stopped (SIGTERM) under streaming load: no stream ends with nothing but its role chunk', async (t) => {
+  // Streams that had only their role chunk when the node went (queued there, or just started) are retried
+  // on the other node by the gateway; the client sees one role chunk and one complete answer. Streams with
+  // content end with the gateway's error event, never silently.
+  const [d, e] = await Promise.all([startNode('D'), startNode('E')]);
+  const gwDir = fs.mkdtempSync(path.join(os.tmpdir(), 'clawbot-gw-sigterm-'));
+  const gw = await startGateway({
+    listen: [{ host: '127.0.0.1', port: 0 }],
+    upstreams: [{ url: d.baseUrl, name: 'D' }, { url: e.baseUrl, name: 'E' }],
+    auth: 'none',
+    affinity: false,
+    health_checks: { interval_ms: 200, timeout_ms: 500 },
+    queue: { max_waiting: 64, timeout_ms: 30000 },
+    retries: 2,
+  }, gwDir);
+  try {
+    await waitFor(async () => {
+      const h = await (await fetch(`${gw.baseUrl}/health`)).json();
+      return h.upstreams.every((u) => u.state === 'up');
+    }, 'both nodes up');
+    const stream = async (i) => {
+      const res = await fetch(`${gw.baseUrl}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ messages: [{ role: 'user', content: `stream ${i} tells a long story` }],
+          max_tokens: 160, ignore_eos: true, temperature: 0, stream: true }),
+        signal: AbortSignal.timeout(45000),
+      });
+      const text = await res.text();
+      const events = text.split('\n\n').filter((x) => x.startsWith('data: ')).map((x) => x.slice(6));
+      const chunks = events.filter((x) => x !== '[DONE]').map((x) => JSON.parse(x));
+      return {
+        status: res.status,
+        upstream: res.headers.get('x-clawbot-upstream'),
+        done: events.includes('[DONE]'),
+        roles: chunks.filter((c) => c.choices?.[0]?.delta?.role).length,
+        content: chunks.filter((c) => c.choices?.[0]?.delta?.content).length,
+        errors: chunks.filter((c) => c.error),
+      };
+    };
+    const pending = Array.from({ length: 12 }, (_, i) => stream(i));
+    await waitFor(async () => {
+      const h = await (await fetch(`${gw.baseUrl}/health`)).json();
+      return h.upstreams.find((u) => u.name === 'D').in_flight >= 2;
+    }, 'streams on D');
+    d.proc.kill('SIGTERM');
+    const results = await Promise.all(pending);
+    for (const r of results) {
+      assert.equal(r.status, 200, JSON.stringify(r));
+      assert.equal(r.roles, 1, `not exactly one role chunk: ${JSON.stringify(r)}`);
+      if (r.errors.length > 0) {
+        // (The node's own "shutting down" event, or the gateway's upstream_failed_mid_stream.)
+        assert.ok(r.content > 0, `a stream ended with its role chunk and an error only: ${JSON.stringify(r)}`);
+      } else {
+        assert.ok(r.done && r.content > 0, JSON.stringify(r));
+      }
+    }
+    const cut = results.filter((r) => r.errors.length > 0).length;
+    t.diagnostic(`${results.length} streams: ${cut} cut mid-way by the stop, the rest complete`);
+  } finally {
+    await gw.stop();
+    await Promise.all([d.stop(), e.stop()]);
+    fs.rmSync(gwDir, { recursive: true, force: true });
+  }
 });

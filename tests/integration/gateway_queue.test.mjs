@@ -270,7 +270,7 @@ test('an upstream that dies before the gateway notices: the request is not left 
 
 // ------------------------------------------------------------------------------------------- retries
 
-test('a failure before the first byte is retried on another upstream; a 400 is passed through', async () => {
+test('a 503 goes to another upstream, a reset after the request was sent does not; a 400 is passed through', async () => {
   const a = await upstream({ name: 'A' });
   const b = await upstream({ name: 'B' });
   // B is a standby: everything goes to A first, and only a retry may reach B.
@@ -298,19 +298,22 @@ test('a failure before the first byte is retried on another upstream; a 400 is p
   assert.equal(a.state.chats, chatsBefore + 1, 'A was not tried first');
   assert.equal(b.state.chats, 1);
 
-  // A closes the connection before any header.
+  // A closes the connection before any header, after reading the whole request: it may have acted on it
+  // (or died of it), so the request goes nowhere else and the client gets 502.
   a.state.status = 0;
   const chatsNow = a.state.chats;
+  const bChats = b.state.chats;
   const closing = await upstream({ name: 'A2', onChat: (req) => req.socket.destroy() });
   const gw2 = await gateway('retry-reset', [{ url: closing.url, name: 'A2' }, { url: b.url, name: 'B', standby: true }],
     { circuit_breaker: { failures: 100, cooldown_ms: 1000 } });
   await waitServing(gw2, 1);
   for (const stream of [false, true]) {
     r = await request(`${gw2.url}/v1/chat/completions`, { body: chat('reset', { stream }) });
-    assert.equal(r.status, 200, r.text);
-    assert.equal(r.headers['x-clawbot-upstream'], 'B');
+    assert.equal(r.status, 502, r.text);
+    assert.equal(r.json?.error?.code, 'upstream_error', r.text);
   }
   assert.equal(closing.state.chats, 2);
+  assert.equal(b.state.chats, bChats, 'a request that may have been processed was sent to another upstream');
   assert.equal(a.state.chats, chatsNow);
 
   // And with the fault gone, fresh requests go back to the primary.

@@ -475,6 +475,103 @@ TEST(GatewayUpstreamPool, AFullPrimaryDoesNotOpenTheStandbyToFreshRequests) {
   EXPECT_FALSE(pool.has_capacity(t0));
 }
 
+// ----------------------------------------------------------------------------------------- busy (503)
+
+TEST(GatewayUpstreamPool, ABusyUpstreamGetsNothingBeforeItsRetryAfterAndIsNotAFailure) {
+  auto pool = pool_of({{}, {}}, gw::Balance::least_outstanding, {.failures = 1, .cooldown = milliseconds(5000)});
+  const auto p = pool.pick(0, {}, none, t0);
+  ASSERT_TRUE(p);
+  const std::size_t busy = p->index;
+  const std::size_t other = 1 - busy;
+  pool.busy(*p, std::chrono::seconds(2), t0);
+  EXPECT_EQ(state(pool, busy, t0), gw::UpstreamState::up);  // no breaker: it answered
+  EXPECT_TRUE(pool.snapshot(t0)[busy].busy);
+  EXPECT_EQ(pool.snapshot(t0)[busy].in_flight, 0u);
+  // A request of ours finishing there does not end an explicit Retry-After.
+  const auto on_other = pool.pick(0, {}, none, t0);
+  ASSERT_TRUE(on_other);
+  EXPECT_EQ(on_other->index, other);
+  pool.finish(*on_other, false, {}, t0);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(round_trip(pool, 0, {}, t0 + milliseconds(1999)), other);
+  pool.health(other, false, "refused", {}, t0);
+  EXPECT_FALSE(pool.pick(0, {}, none, t0 + milliseconds(1999)));
+  EXPECT_FALSE(pool.has_capacity(t0 + milliseconds(1999)));
+  const auto again = pool.pick(0, {}, none, t0 + milliseconds(2000));
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->index, busy);
+}
+
+TEST(GatewayUpstreamPool, BusyWithoutRetryAfterEndsWhenOneOfOurRequestsThereFinishes) {
+  auto pool = pool_of({{}});
+  int wakeups = 0;
+  pool.on_capacity([&] { ++wakeups; });
+  const auto running = pool.pick(0, {}, none, t0);
+  const auto refused = pool.pick(0, {}, none, t0);
+  ASSERT_TRUE(running && refused);
+  pool.busy(*refused, std::nullopt, t0);
+  EXPECT_FALSE(pool.pick(0, {}, none, t0 + milliseconds(10)));
+  const int before = wakeups;
+  pool.finish(*running, false, {}, t0 + milliseconds(20));  // room there now
+  EXPECT_GT(wakeups, before);
+  EXPECT_TRUE(pool.pick(0, {}, none, t0 + milliseconds(20)));
+  // With nothing of ours there, the hold ends by time; and "Retry-After: 0" still holds a moment.
+  auto lone = pool_of({{}});
+  lone.busy(*lone.pick(0, {}, none, t0), std::nullopt, t0);
+  EXPECT_FALSE(lone.pick(0, {}, none, t0 + gw::UpstreamPool::busy_without_retry_after - milliseconds(1)));
+  const auto after = lone.pick(0, {}, none, t0 + gw::UpstreamPool::busy_without_retry_after);
+  ASSERT_TRUE(after);
+  lone.busy(*after, std::chrono::seconds(0), t0 + std::chrono::seconds(5));
+  EXPECT_FALSE(lone.pick(0, {}, none, t0 + std::chrono::seconds(5)));
+  EXPECT_TRUE(lone.pick(0, {}, none, t0 + std::chrono::seconds(5) + gw::UpstreamPool::busy_at_least));
+}
+
+TEST(GatewayUpstreamPool, ARequestABusyPrimaryRefusedMayOverflowToTheStandby) {
+  auto pool = pool_of({{}, {.standby = true}});
+  const auto p = pool.pick(0, {}, none, t0);
+  ASSERT_TRUE(p);
+  EXPECT_EQ(p->index, 0u);
+  pool.busy(*p, std::chrono::seconds(1), t0);
+  EXPECT_FALSE(pool.pick(0, {}, none, t0));  // a fresh request waits for the primary
+  const auto overflow = pool.pick(0, {}, none, t0, true);
+  ASSERT_TRUE(overflow);
+  EXPECT_EQ(overflow->index, 1u);
+}
+
+TEST(GatewayUpstreamPool, AHalfOpenProbeAnsweredBusyClosesTheCircuit) {
+  auto pool = pool_of({{}}, gw::Balance::least_outstanding, {.failures = 1, .cooldown = milliseconds(1000)});
+  pool.finish(*pool.pick(0, {}, none, t0), true, "refused", t0);
+  const auto t1 = t0 + milliseconds(1000);
+  const auto probe = pool.pick(0, {}, none, t1);
+  ASSERT_TRUE(probe && probe->probe);
+  pool.busy(*probe, std::nullopt, t1);
+  EXPECT_EQ(state(pool, 0, t1), gw::UpstreamState::up);
+}
+
+// ----------------------------------------------------------------------------------------- unproven failures
+
+TEST(GatewayUpstreamPool, FailuresAfterTheRequestWasSentNeverOpenTheCircuit) {
+  // A request that crashes its node, or a HEAD that times out waiting for a body: the request may be the
+  // cause, so however many there are, the breaker stays closed (health checks judge the node).
+  auto pool = pool_of({{}}, gw::Balance::least_outstanding, {.failures = 2, .cooldown = milliseconds(5000)});
+  for (int i = 0; i < 10; ++i) pool.finish_unproven(*pool.pick(0, {}, none, t0), "reset after the request", t0);
+  EXPECT_EQ(state(pool, 0, t0), gw::UpstreamState::up);
+  EXPECT_EQ(pool.snapshot(t0)[0].in_flight, 0u);
+  EXPECT_EQ(pool.snapshot(t0)[0].last_error, "reset after the request");
+  // Nor do they reset a count of real failures, or close an open circuit through its probe.
+  pool.finish(*pool.pick(0, {}, none, t0), true, "refused", t0);
+  pool.finish_unproven(*pool.pick(0, {}, none, t0), "reset", t0);
+  pool.finish(*pool.pick(0, {}, none, t0), true, "refused", t0);
+  EXPECT_EQ(state(pool, 0, t0), gw::UpstreamState::open);
+  const auto t1 = t0 + milliseconds(5000);
+  const auto probe = pool.pick(0, {}, none, t1);
+  ASSERT_TRUE(probe && probe->probe);
+  pool.finish_unproven(*probe, "reset", t1);
+  EXPECT_EQ(state(pool, 0, t1), gw::UpstreamState::half_open);
+  const auto next = pool.pick(0, {}, none, t1);
+  ASSERT_TRUE(next);
+  EXPECT_TRUE(next->probe);
+}
+
 // ----------------------------------------------------------------------------------------- models
 
 TEST(GatewayUpstreamPool, RoutesByModelOnceTheListsAreKnown) {

@@ -77,7 +77,8 @@ bool pass_back(std::string_view name) {
 // A body the gateway passes on without reading it as JSON: a file upload or raw bytes.
 bool is_upload(std::string_view content_type) {
   const auto starts = [&](std::string_view prefix) {
-    return content_type.size() >= prefix.size() && beast::iequals(content_type.substr(0, prefix.size()), prefix);
+    return content_type.size() >= prefix.size() &&
+           beast::iequals(content_type.substr(0, prefix.size()), prefix);
   };
   return starts("multipart/") || starts("application/octet-stream") || starts("audio/") || starts("image/");
 }
@@ -559,7 +560,8 @@ std::optional<Gateway::Refusal> Gateway::admit(http::Exchange& ex, Context& ctx)
   return std::nullopt;
 }
 
-Gateway::Refusal Gateway::rate_limited(const std::string& key_id, const door::RateLimiter::Decision& decision) {
+Gateway::Refusal Gateway::rate_limited(const std::string& key_id,
+                                       const door::RateLimiter::Decision& decision) {
   const Error error{ErrorKind::rate_limited,
                     "rate limit of key " + key_id + " reached (" + decision.reason + "); retry in " +
                         std::to_string(decision.retry_after.count()) + " s",
@@ -706,8 +708,7 @@ std::optional<Error> Gateway::unserved_model(std::string_view model) {
   return Error{ErrorKind::not_found,
                "the model " + json_read::describe(json(std::string(model)), 100) +
                    " is not served by this gateway; it serves: " + (list.empty() ? "none yet" : list),
-               "model",
-               "model_not_found"};
+               "model", "model_not_found"};
 }
 
 // ------------------------------------------------------------------------------------------- proxying
@@ -806,8 +807,7 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
   // gateway, but for uploads.
   const bool json_body =
       !body.empty() &&
-      (type == request.end() ||
-       !is_upload(std::string_view(type->value().data(), type->value().size())));
+      (type == request.end() || !is_upload(std::string_view(type->value().data(), type->value().size())));
   std::string_view session;
   if (auto h = request.find("x-session-id"); h != request.end())
     session = std::string_view(h->value().data(), h->value().size());

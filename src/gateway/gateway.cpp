@@ -828,7 +828,8 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
     facts.model = config_.default_model;
   }
   // The key's tokens: what this request may use is reserved now, and settled when it ends (finish()).
-  const bool generates = ex.path() != "/v1/embeddings";
+  const bool generates = request.method() == bhttp::verb::post && ex.path() != "/v1/embeddings" &&
+                         ex.path() != "/tokenize" && ex.path() != "/detokenize";
   if (auto reserved = ctx.tokens.reserve(facts, body.size(), generates, Clock::now()); !reserved.allowed) {
     Refusal refusal = rate_limited(ctx.key_id, reserved);
     co_await reply_error(ex, ctx, refusal.error, std::move(refusal.headers));

@@ -409,6 +409,7 @@ class Gateway {
   std::mutex models_mutex_;
   std::vector<ModelList> upstream_models_;  // per upstream: what its /v1/models said, as read
   std::vector<char> models_read_;           // per upstream: its list was read at least once
+  std::vector<json> upstream_memory_;       // per upstream: the memory its /health reports (null: none)
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<bool> stopping_{false};
   std::unique_ptr<discovery::Advertiser> advertiser_;  // mDNS/DNS-SD while running
@@ -420,7 +421,8 @@ Gateway::Gateway(GatewayConfig config, bool verbose)
       pool_(config_.upstreams, config_.balance, config_.circuit_breaker),
       queue_(config_.queue.max_waiting),
       upstream_models_(config_.upstreams.size()),
-      models_read_(config_.upstreams.size(), 0) {
+      models_read_(config_.upstreams.size(), 0),
+      upstream_memory_(config_.upstreams.size()) {
   allow_ = parse_allow_list(config_);
   if (config_.auth == "keys") keys_ = std::make_unique<door::KeyVerifier>(config_.keys_db);
   if (!config_.audit_log.empty()) {
@@ -643,6 +645,7 @@ asio::awaitable<void> Gateway::health(Worker&, http::Exchange& ex, Context& ctx)
     {
       std::lock_guard lock(models_mutex_);
       if (!upstream_models_[i].error.empty()) item["models_error"] = upstream_models_[i].error;
+      if (!upstream_memory_[i].is_null()) item["memory"] = upstream_memory_[i];
     }
     list.push_back(std::move(item));
   }
@@ -1126,6 +1129,11 @@ asio::awaitable<void> Gateway::check_upstream(Worker& worker, std::size_t index)
       error = config_.health_checks.path + " answered " + std::to_string(answer->status);
     }
     std::vector<std::string> names;
+    if (ok) {
+      json memory = read_reported_memory(answer->body);
+      std::lock_guard lock(models_mutex_);
+      upstream_memory_[index] = std::move(memory);
+    }
     // The model list: at the first success, then every tenth check (models rarely change).
     bool models_known = false;
     {

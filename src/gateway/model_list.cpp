@@ -58,4 +58,20 @@ ModelList read_model_list(std::string_view body) {
   return list;
 }
 
+json read_reported_memory(std::string_view health_body) {
+  json_read::Limits limits;
+  limits.max_depth = 8;
+  limits.max_bytes = 64u << 10;
+  const auto parsed = json_read::parse(health_body, limits);
+  if (!parsed || !parsed.value->is_object()) return nullptr;
+  const auto memory = parsed.value->find("memory");
+  if (memory == parsed.value->end() || !memory->is_object()) return nullptr;
+  json flat = json::object();
+  for (const auto& [key, value] : memory->items()) {
+    if (flat.size() >= 16) break;
+    if (key.size() <= 64 && value.is_number()) flat[key] = value;
+  }
+  return flat.empty() ? json(nullptr) : flat;
+}
+
 }  // namespace clawbot::gateway

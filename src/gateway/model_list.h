@@ -1,8 +1,8 @@
-// The models an upstream lists at GET /v1/models, read as the untrusted input it is: bounded in size and
-// depth by json_read, and only what the gateway uses is kept (each model's id, a few descriptive strings and
-// numbers, and the flat facts of its "meta" object, which clients read for the context size). Nothing of the
-// upstream's document is copied as it came: an answer 100,000 levels deep or 1 GB large is refused, and the
-// gateway keeps running.
+// What the gateway reads from its upstreams' own answers, as the untrusted input they are: bounded in size
+// and depth by json_read, and only what the gateway uses is kept. Of a GET /v1/models list: each model's id,
+// a few descriptive strings and numbers, and the flat facts of its "meta" object (clients read the context
+// size there). Nothing of an upstream's document is copied as it came: an answer 100,000 levels deep or
+// 1 GB large is refused, and the gateway keeps running.
 #pragma once
 
 #include <string>
@@ -24,5 +24,9 @@ inline constexpr std::size_t max_listed_models = 1024;
 inline constexpr std::size_t max_model_string_bytes = 512;
 
 ModelList read_model_list(std::string_view body);
+
+// The "memory" object of an upstream's /health answer when it reports one, as up to 16 numeric members
+// ({"total_bytes": ..., "used_bytes": ...}); null when it does not, or the answer cannot be read.
+nlohmann::json read_reported_memory(std::string_view health_body);
 
 }  // namespace clawbot::gateway

@@ -32,7 +32,7 @@ function folder(name) {
 }
 
 /**
- * An OpenAI-like upstream whose streamed answers have `tokens` content chunks `chunkDelayMs` apart (then
+ * An OpenAI-like upstream (whose /health reports memory) whose streamed answers have `tokens` content chunks `chunkDelayMs` apart (then
  * usage, when asked: prompt 5, completion = the chunks sent), and whose /v1/models answer is `models`:
  * 'ok' (model `model`), 'deep' (100,000 levels) or 'huge' (5 MiB). Records every request but /health and
  * /v1/models in `requests`.
@@ -49,7 +49,8 @@ async function fakeUpstream({ name, model = 'test-model', tokens = 30, chunkDela
       res.writeHead(code, { 'content-type': 'application/json' });
       res.end(typeof value === 'string' ? value : JSON.stringify(value));
     };
-    if (url.pathname === '/health') return send(200, { status: 'ok' });
+    if (url.pathname === '/health')
+      return send(200, { status: 'ok', memory: { total_bytes: 1000, used_bytes: 400, detail: { x: 1 } } });
     if (url.pathname === '/v1/models') {
       if (models === 'deep') return send(200, `{"object":"list","data":${'['.repeat(100000)}${']'.repeat(100000)}}`);
       if (models === 'huge')
@@ -388,9 +389,11 @@ describe('/health tells details only to a key; unknown models get a 404 or the d
     assert.equal(full.json.role, 'gateway');
     assert.equal(full.json.queue, 0);
     const [u] = full.json.upstreams;
-    assert.deepEqual(Object.keys(u).sort(), ['in_flight', 'models', 'name', 'serving', 'standby', 'state', 'url']);
+    assert.deepEqual(Object.keys(u).sort(),
+      ['in_flight', 'memory', 'models', 'name', 'serving', 'standby', 'state', 'url']);
     assert.equal(u.url, up.url);
     assert.deepEqual(u.models, ['test-model']);
+    assert.deepEqual(u.memory, { total_bytes: 1000, used_bytes: 400 }, 'the memory the node reports, numbers only');
   });
 
   test('a model no upstream serves: 404 model_not_found naming it and the models served; never forwarded',

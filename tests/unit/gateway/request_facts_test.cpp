@@ -323,6 +323,19 @@ TEST(GatewayModelList, ReadsOnlyTheModelsFactsWithinBounds) {
   EXPECT_EQ(read_model_list(R"({"data":[{"id":")" + std::string(600, 'x') + R"("}]})").ids.size(), 0u);
 }
 
+TEST(GatewayModelList, ReadsTheMemoryAnUpstreamReportsNumbersOnly) {
+  EXPECT_EQ(
+      read_reported_memory(R"({"status":"ok","memory":{"total_bytes":8,"used_bytes":3,"name":"x","d":{}}})")
+          .dump(),
+      R"({"total_bytes":8,"used_bytes":3})");
+  EXPECT_TRUE(read_reported_memory(R"({"status":"ok"})").is_null());
+  EXPECT_TRUE(read_reported_memory(R"({"memory":{"name":"x"}})").is_null());
+  EXPECT_TRUE(read_reported_memory("not json").is_null());
+  EXPECT_TRUE(
+      read_reported_memory(R"({"memory":)" + std::string(100000, '[') + std::string(100000, ']') + "}")
+          .is_null());
+}
+
 // Issue 16, item 7: tokens are counted as they stream, and settled to what was used.
 TEST(GatewayTokenAccount, CountsStreamedChunksAndSettlesToUsageOrToTheCount) {
   const auto now = std::chrono::steady_clock::time_point{} + std::chrono::hours(1000);

@@ -1290,7 +1290,8 @@ int check_config(const GatewayConfig& config) {
     std::cout << "  auth      none: anyone who can reach the gateway can use it\n";
   std::cout << "  allow     "
             << (config.allow.empty() ? std::string("any address")
-                                     : std::to_string(config.allow.size()) + " networks")
+                                     : std::to_string(config.allow.size()) +
+                                           (config.allow.size() == 1 ? " network" : " networks"))
             << "\n";
   std::cout << "  audit     " << (config.audit_log.empty() ? std::string("off") : config.audit_log.string())
             << "\n";

@@ -17,7 +17,8 @@ const std::vector<std::string> kTopKeys = {"listen",          "upstreams",     "
                                            "audit_prompts",   "tls_only",      "limits",
                                            "queue",           "health_checks", "circuit_breaker",
                                            "retries",         "threads",       "connect_timeout_ms",
-                                           "read_timeout_ms", "advertise",     "name"};
+                                           "read_timeout_ms", "advertise",     "name",
+                                           "default_model"};
 const std::vector<std::string> kListenKeys = {"host", "port", "tls"};
 const std::vector<std::string> kTlsKeys = {"cert", "key", "client_ca"};
 const std::vector<std::string> kUpstreamKeys = {"url",         "name",          "weight",
@@ -98,6 +99,9 @@ class Parser {
         c_.advertise = v_.boolean(key, value);
       } else if (key == "name") {
         c_.name = v_.string(key, value, false);
+      } else if (key == "default_model") {
+        c_.default_model = v_.string(key, value, false);
+        if (c_.default_model.size() > 256) v_.fail(key, value, "a model name of at most 256 bytes");
       } else {
         v_.warn(key, kTopKeys);
       }

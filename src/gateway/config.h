@@ -97,6 +97,8 @@ struct GatewayConfig {
   std::chrono::milliseconds read_timeout{300000};  // longest upstream silence
   bool advertise = true;                           // mDNS/DNS-SD
   std::string name;  // advertised instance name; default "clawbot gateway on HOST"
+  // A request naming a model no upstream serves goes to this one instead of a 404 (empty: 404).
+  std::string default_model;
 
   std::vector<std::string> warnings;  // unknown keys, open doors
 };

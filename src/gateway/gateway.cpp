@@ -28,11 +28,14 @@
 #include "common/error.h"
 #include "common/http_client.h"
 #include "common/http_server.h"
+#include "common/json_read.h"
 #include "discovery/discovery.h"
 #include "gateway/config.h"
 #include "gateway/door/door.h"
 #include "gateway/forward.h"
+#include "gateway/model_list.h"
 #include "gateway/request_facts.h"
+#include "gateway/token_account.h"
 #include "gateway/upstream_pool.h"
 #include "monitor/metrics.h"
 
@@ -50,6 +53,15 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 bool pass_back(std::string_view name) {
   return beast::iequals(name, "retry-after") || beast::iequals(name, "x-request-id") ||
          beast::iequals(name, "openai-processing-ms") || beast::iequals(name, "cache-control");
+}
+
+// A body the gateway passes on without reading it as JSON: a file upload or raw bytes.
+bool is_upload(std::string_view content_type) {
+  const auto starts = [&](std::string_view prefix) {
+    return content_type.size() >= prefix.size() &&
+           beast::iequals(content_type.substr(0, prefix.size()), prefix);
+  };
+  return starts("multipart/") || starts("application/octet-stream") || starts("audio/") || starts("image/");
 }
 
 // "req-" and 24 hex digits, in `out`; returns it as text.
@@ -319,8 +331,7 @@ class Gateway {
     std::string client;
     std::string model;
     std::string upstream;
-    std::int64_t tokens_in = 0;
-    std::int64_t tokens_out = 0;
+    TokenAccount tokens;  // reserved, counted and settled against the key's token limit
     int status = 0;
     std::string prompt;
   };
@@ -344,6 +355,7 @@ class Gateway {
   asio::awaitable<void> refused(Worker&, http::Exchange& ex, Context& ctx) {
     co_await reply_error(ex, ctx, *ex.refusal());
   }
+  static Refusal rate_limited(const std::string& key_id, const door::RateLimiter::Decision& decision);
   asio::awaitable<void> reply_error(http::Exchange& ex, Context& ctx, const Error& error, Headers headers);
   asio::awaitable<void> reply_error(http::Exchange& ex, Context& ctx, const Error& error) {
     Headers none;  // (named: no temporaries inside co_await expressions, for GCC 12)
@@ -355,6 +367,8 @@ class Gateway {
   asio::awaitable<void> metrics(Worker&, http::Exchange& ex, Context& ctx);
   asio::awaitable<void> models(Worker&, http::Exchange& ex, Context& ctx);
   asio::awaitable<void> forward(Worker& worker, http::Exchange& ex, Context& ctx);
+  // A 404 model_not_found when every upstream's model list is known and none has `model`; else nothing.
+  std::optional<Error> unserved_model(std::string_view model);
   asio::awaitable<std::optional<Pick>> wait_for_upstream(http::Exchange& ex, const RequestFacts& facts,
                                                          const std::vector<std::size_t>& tried,
                                                          Clock::time_point deadline, bool overflow,
@@ -390,7 +404,9 @@ class Gateway {
   std::vector<monitor::HistogramHandle> upstream_latency_;  // per upstream
   std::atomic<std::int64_t> in_flight_{0};
   std::mutex models_mutex_;
-  std::vector<json> upstream_models_;  // per upstream: the `data` array of its /v1/models
+  std::vector<ModelList> upstream_models_;  // per upstream: what its /v1/models said, as read
+  std::vector<char> models_read_;           // per upstream: its list was read at least once
+  std::vector<json> upstream_memory_;       // per upstream: the memory its /health reports (null: none)
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<bool> stopping_{false};
   std::unique_ptr<discovery::Advertiser> advertiser_;  // mDNS/DNS-SD while running
@@ -401,7 +417,9 @@ Gateway::Gateway(GatewayConfig config, bool verbose)
       verbose_(verbose),
       pool_(config_.upstreams, config_.balance, config_.circuit_breaker),
       queue_(config_.queue.max_waiting),
-      upstream_models_(config_.upstreams.size(), json::array()) {
+      upstream_models_(config_.upstreams.size()),
+      models_read_(config_.upstreams.size(), 0),
+      upstream_memory_(config_.upstreams.size()) {
   allow_ = parse_allow_list(config_);
   if (config_.auth == "keys") keys_ = std::make_unique<door::KeyVerifier>(config_.keys_db);
   if (!config_.audit_log.empty()) {
@@ -457,11 +475,30 @@ http::Handler Gateway::guarded(Worker& worker,
            asio::awaitable<void> (Gateway::*h)(Worker&, http::Exchange&, Context&)) -> asio::awaitable<void> {
           Context ctx;
           ++self->in_flight_;
-          std::optional<Refusal> refusal = self->admit(*exchange, ctx);
-          if (refusal)
-            co_await self->reply_error(*exchange, ctx, refusal->error, std::move(refusal->headers));
-          else
-            co_await (self->*h)(*w, *exchange, ctx);
+          // Whatever happens to the request, it is answered, counted, settled and recorded: a request that
+          // threw once left the audit log and requests_total without a trace, and requests_in_flight one up.
+          std::optional<Error> failure;  // (co_await may not appear inside a catch handler)
+          try {
+            std::optional<Refusal> refusal = self->admit(*exchange, ctx);
+            if (refusal)
+              co_await self->reply_error(*exchange, ctx, refusal->error, std::move(refusal->headers));
+            else
+              co_await (self->*h)(*w, *exchange, ctx);
+          } catch (const ClawbotError& e) {
+            failure = e.error();
+          } catch (const std::exception& e) {
+            spdlog::error("request {} failed: {}", exchange->path(), e.what());
+            failure = Error{ErrorKind::internal, std::string("internal error: ") + e.what(), {}, {}};
+          }
+          if (failure && !exchange->responded()) {
+            try {
+              co_await self->reply_error(*exchange, ctx, *failure);
+            } catch (const std::exception&) {
+              ctx.status = http_status(failure->kind);  // the client is gone
+            }
+          } else if (failure && ctx.status == 0) {
+            ctx.status = http_status(failure->kind);
+          }
           --self->in_flight_;
           self->finish(*w, *exchange, ctx);
         }(this, &worker, &ex, handler);
@@ -486,7 +523,7 @@ std::optional<Gateway::Refusal> Gateway::admit(const http::RequestHead& request,
     return Refusal{error, {}};
   }
   const bool open_route = path == "/health" && config_.health_open;
-  if (keys_ && !open_route) {
+  if (keys_) {
     std::string_view presented;
     if (auto it = request.find(bhttp::field::authorization); it != request.end()) {
       presented =
@@ -496,6 +533,11 @@ std::optional<Gateway::Refusal> Gateway::admit(const http::RequestHead& request,
     }
     door::KeyRejection why{};
     const auto info = presented.empty() ? std::nullopt : keys_->verify(presented, &why);
+    // /health answers anyone (up or down); a valid key also gets the details, without using its limits.
+    if (open_route) {
+      if (info) ctx.key_id = info->id;
+      return std::nullopt;
+    }
     if (!info) {
       const Error error{ErrorKind::unauthorized,
                         presented.empty() ? std::string("this gateway needs an API key: send it as "
@@ -512,16 +554,20 @@ std::optional<Gateway::Refusal> Gateway::admit(const http::RequestHead& request,
     if (!count) return std::nullopt;
     const auto decision = limiter_.admit(*info, config_.limits.requests_per_minute,
                                          config_.limits.tokens_per_minute, Clock::now());
-    if (!decision.allowed) {
-      const Error error{ErrorKind::rate_limited,
-                        "rate limit of key " + info->id + " reached (" + decision.reason + "); retry in " +
-                            std::to_string(decision.retry_after.count()) + " s",
-                        {},
-                        {}};
-      return Refusal{error, {{"Retry-After", std::to_string(decision.retry_after.count())}}};
-    }
+    if (!decision.allowed) return rate_limited(info->id, decision);
+    ctx.tokens.open(limiter_, info->id, decision.tokens_per_minute);
   }
   return std::nullopt;
+}
+
+Gateway::Refusal Gateway::rate_limited(const std::string& key_id,
+                                       const door::RateLimiter::Decision& decision) {
+  const Error error{ErrorKind::rate_limited,
+                    "rate limit of key " + key_id + " reached (" + decision.reason + "); retry in " +
+                        std::to_string(decision.retry_after.count()) + " s",
+                    {},
+                    {}};
+  return Refusal{error, {{"Retry-After", std::to_string(decision.retry_after.count())}}};
 }
 
 void Gateway::finish(Worker& worker, http::Exchange& ex, Context& ctx) {
@@ -550,10 +596,12 @@ void Gateway::finish(Worker& worker, http::Exchange& ex, Context& ctx) {
                   .first;
   }
   counter->second.add();
-  if (ctx.tokens_in + ctx.tokens_out > 0) {
-    if (!ctx.key_id.empty()) limiter_.add_tokens(ctx.key_id, ctx.tokens_in + ctx.tokens_out, Clock::now());
-    prompt_tokens_.add(static_cast<double>(ctx.tokens_in));
-    generation_tokens_.add(static_cast<double>(ctx.tokens_out));
+  ctx.tokens.settle(Clock::now());
+  const std::int64_t tokens_in = ctx.tokens.prompt_tokens();
+  const std::int64_t tokens_out = ctx.tokens.completion_tokens();
+  if (tokens_in + tokens_out > 0) {
+    prompt_tokens_.add(static_cast<double>(tokens_in));
+    generation_tokens_.add(static_cast<double>(tokens_out));
   }
   if (audit_ && route != "/metrics" && route != "/health") {
     door::AuditRecord record;
@@ -564,8 +612,8 @@ void Gateway::finish(Worker& worker, http::Exchange& ex, Context& ctx) {
     record.model = ctx.model;
     record.upstream = ctx.upstream;
     record.status = ctx.status;
-    record.tokens_in = ctx.tokens_in;
-    record.tokens_out = ctx.tokens_out;
+    record.tokens_in = tokens_in;
+    record.tokens_out = tokens_out;  // what reached the client, counted as it streamed when no usage came
     record.latency_ms = seconds * 1000.0;
     record.prompt = std::move(ctx.prompt);
     audit_->append(std::move(record));
@@ -577,25 +625,36 @@ void Gateway::finish(Worker& worker, http::Exchange& ex, Context& ctx) {
 
 // ------------------------------------------------------------------------------------------- own routes
 
+// Up or down for anyone; the upstreams (names, URLs, last errors) only for a valid key, or when the gateway
+// needs no keys at all.
 asio::awaitable<void> Gateway::health(Worker&, http::Exchange& ex, Context& ctx) {
   const auto upstreams = pool_.snapshot(Clock::now());
+  const bool details = !keys_ || !ctx.key_id.empty();
   json list = json::array();
   std::size_t serving = 0;
-  for (const auto& u : upstreams) {
+  for (std::size_t i = 0; i < upstreams.size(); ++i) {
+    const auto& u = upstreams[i];
     serving += u.serving ? 1 : 0;
+    if (!details) continue;
     json item = {{"name", u.name},       {"url", u.url},         {"state", to_string(u.state)},
                  {"standby", u.standby}, {"serving", u.serving}, {"in_flight", u.in_flight},
                  {"models", u.models}};
     if (!u.last_error.empty() && u.state != UpstreamState::up) item["last_error"] = u.last_error;
+    {
+      std::lock_guard lock(models_mutex_);
+      if (!upstream_models_[i].error.empty()) item["models_error"] = upstream_models_[i].error;
+      if (!upstream_memory_[i].is_null()) item["memory"] = upstream_memory_[i];
+    }
     list.push_back(std::move(item));
   }
   const auto primaries = static_cast<std::size_t>(
       std::count_if(upstreams.begin(), upstreams.end(), [](const auto& u) { return !u.standby; }));
   const bool all = serving >= primaries;
-  const json body = {{"status", serving == 0 ? "unavailable" : (all ? "ok" : "degraded")},
-                     {"role", "gateway"},
-                     {"queue", queue_.size()},
-                     {"upstreams", std::move(list)}};
+  json body = {{"status", serving == 0 ? "unavailable" : (all ? "ok" : "degraded")}, {"role", "gateway"}};
+  if (details) {
+    body["queue"] = queue_.size();
+    body["upstreams"] = std::move(list);
+  }
   ctx.status = serving == 0 ? 503 : 200;
   co_await ex.respond_json(ctx.status, body);
 }
@@ -615,9 +674,9 @@ asio::awaitable<void> Gateway::models(Worker&, http::Exchange& ex, Context& ctx)
     std::lock_guard lock(models_mutex_);
     for (std::size_t i = 0; i < upstreams.size(); ++i) {
       if (upstreams[i].state == UpstreamState::down) continue;
-      for (const auto& model : upstream_models_[i]) {
-        if (!model.is_object() || !model.contains("id") || !model["id"].is_string()) continue;
-        const std::string id = model["id"].get<std::string>();
+      // (Entries as read_model_list rebuilt them: each an object with a string id.)
+      for (const auto& model : upstream_models_[i].entries) {
+        const std::string& id = model.at("id").get_ref<const std::string&>();
         auto [it, inserted] = position.emplace(id, data.size());
         if (inserted) {
           json entry = model;
@@ -631,6 +690,26 @@ asio::awaitable<void> Gateway::models(Worker&, http::Exchange& ex, Context& ctx)
   const json body = {{"object", "list"}, {"data", std::move(data)}};
   ctx.status = 200;
   co_await ex.respond_json(200, body);
+}
+
+std::optional<Error> Gateway::unserved_model(std::string_view model) {
+  if (model.empty()) return std::nullopt;
+  std::vector<std::string_view> served;
+  std::lock_guard lock(models_mutex_);
+  for (std::size_t i = 0; i < upstream_models_.size(); ++i) {
+    if (!models_read_[i]) return std::nullopt;  // an upstream whose models are unknown may serve it
+    for (const auto& id : upstream_models_[i].ids) {
+      if (id == model) return std::nullopt;
+      if (std::find(served.begin(), served.end(), id) == served.end()) served.push_back(id);
+    }
+  }
+  std::string list;
+  for (std::size_t i = 0; i < served.size() && i < 20; ++i) list.append(i ? ", " : "").append(served[i]);
+  if (served.size() > 20) list += ", ... (" + std::to_string(served.size()) + " in all: GET /v1/models)";
+  return Error{ErrorKind::not_found,
+               "the model " + json_read::describe(json(std::string(model)), 100) +
+                   " is not served by this gateway; it serves: " + (list.empty() ? "none yet" : list),
+               "model", "model_not_found"};
 }
 
 // ------------------------------------------------------------------------------------------- proxying
@@ -726,33 +805,55 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
   std::string_view body = request.body();
   std::string changed_body;  // when the gateway asks for usage the client did not ask for
   const auto type = request.find(bhttp::field::content_type);
+  // Nodes read a body as JSON whatever its Content-Type says (curl -d sends form-urlencoded): so does the
+  // gateway, but for uploads.
   const bool json_body =
-      !body.empty() && type != request.end() &&
-      std::string_view(type->value().data(), type->value().size()).starts_with("application/json");
+      !body.empty() &&
+      (type == request.end() || !is_upload(std::string_view(type->value().data(), type->value().size())));
   std::string_view session;
   if (auto h = request.find("x-session-id"); h != request.end())
     session = std::string_view(h->value().data(), h->value().size());
-  const RequestFacts facts = json_body ? scan_request(body, session) : RequestFacts{};
+  RequestFacts facts = json_body ? scan_request(body, session) : RequestFacts{};
+  // What no node may accept (too deep, not JSON, numbers out of range) or what the gateway would read
+  // differently from the node (a duplicated or mistyped stream_options) never goes upstream.
+  if (facts.refusal) {
+    co_await reply_error(ex, ctx, *facts.refusal);
+    co_return;
+  }
+  bool to_default_model = false;
+  if (auto missing = unserved_model(facts.model)) {
+    if (config_.default_model.empty()) {
+      co_await reply_error(ex, ctx, *missing);
+      co_return;
+    }
+    to_default_model = true;
+    facts.model = config_.default_model;
+  }
+  // The key's tokens: what this request may use is reserved now, and settled when it ends (finish()).
+  const bool generates = request.method() == bhttp::verb::post && ex.path() != "/v1/embeddings" &&
+                         ex.path() != "/tokenize" && ex.path() != "/detokenize";
+  if (auto reserved = ctx.tokens.reserve(facts, body.size(), generates, Clock::now()); !reserved.allowed) {
+    Refusal refusal = rate_limited(ctx.key_id, reserved);
+    co_await reply_error(ex, ctx, refusal.error, std::move(refusal.headers));
+    co_return;
+  }
   // Tokens per key need the usage of streamed answers too: ask for it, and drop its chunk on the way back
   // to a client that did not ask.
-  const bool usage_added = facts.stream && !facts.include_usage && ex.path() != "/v1/embeddings";
-  if (usage_added && !facts.has_stream_options) {
-    changed_body = with_usage_requested(body);
-    body = changed_body;
-  } else if (usage_added) {
-    json parsed = json::parse(body, nullptr, false);
-    parsed["stream_options"]["include_usage"] = true;
-    changed_body = parsed.dump();
+  const bool usage_added = facts.stream && !facts.include_usage && generates;
+  if (usage_added || to_default_model) {
+    changed_body = rewritten(body, facts, usage_added, to_default_model ? facts.model : std::string());
     body = changed_body;
   }
   if (config_.audit_prompts && facts.valid) {
-    const json parsed = json::parse(body, nullptr, false);
-    if (auto m = parsed.find("messages"); m != parsed.end())
-      ctx.prompt = m->dump();
-    else if (auto p = parsed.find("prompt"); p != parsed.end())
-      ctx.prompt = p->dump();
-    else if (auto in = parsed.find("input"); in != parsed.end())
-      ctx.prompt = in->dump();
+    // (The body passed the scan, so the bounded reader takes it; its parts are dumped within those bounds.)
+    const auto parsed = json_read::parse(body);
+    for (const char* field : {"messages", "prompt", "input"}) {
+      if (!parsed || !parsed.value->is_object()) break;
+      if (auto it = parsed.value->find(field); it != parsed.value->end()) {
+        ctx.prompt = it->dump(-1, ' ', false, json::error_handler_t::replace);
+        break;
+      }
+    }
   }
   ctx.model = facts.model;
 
@@ -958,7 +1059,7 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
         co_await fail_after_sending("body", failure);
         co_return;
       }
-      if (status == 200) find_usage(answer, ctx.tokens_in, ctx.tokens_out);
+      if (status == 200) ctx.tokens.on_answer(answer);
       if (ex.sse_started()) {
         // A stream retried here after its header reached the client, answered without one: its answer
         // (an error, as a rule) becomes the stream's last event.
@@ -1076,14 +1177,8 @@ asio::awaitable<Gateway::Relay> Gateway::relay_stream(http::Exchange& ex, Contex
         }
         if (!co_await send_held()) co_return Relay::client_left;
       }
-      if (event.data != "[DONE]" && find_usage(event.data, ctx.tokens_in, ctx.tokens_out) &&
-          drop_usage_chunk) {
-        const json chunk_json = json::parse(event.data, nullptr, false);
-        auto choices = chunk_json.find("choices");
-        const bool usage_only = chunk_json.is_object() &&
-                                (choices == chunk_json.end() || (choices->is_array() && choices->empty()));
-        if (usage_only) continue;  // the client did not ask for it
-      }
+      // Tokens are counted as they pass: a client that leaves before the usage chunk is charged what it got.
+      if (ctx.tokens.on_event(event.data) && drop_usage_chunk) continue;  // usage it did not ask for
       if (!co_await start()) co_return Relay::client_left;
       if (!co_await ex.sse_raw(event_text(event))) co_return Relay::client_left;
     }
@@ -1113,6 +1208,7 @@ asio::awaitable<void> Gateway::check_upstream(Worker& worker, std::size_t index)
   http::ClientOptions options;
   options.connect_timeout = config_.health_checks.timeout;
   options.read_timeout = config_.health_checks.timeout;
+  options.max_body_bytes = 2 * max_model_list_bytes;  // what an upstream's answer may make the gateway hold
   options.tls_ca_file = u.tls_ca_file;
   options.tls_insecure = u.tls_insecure;
   if (!u.api_key.empty()) options.headers.emplace_back("Authorization", "Bearer " + u.api_key);
@@ -1129,22 +1225,36 @@ asio::awaitable<void> Gateway::check_upstream(Worker& worker, std::size_t index)
       error = config_.health_checks.path + " answered " + std::to_string(answer->status);
     }
     std::vector<std::string> names;
+    if (ok) {
+      json memory = read_reported_memory(answer->body);
+      std::lock_guard lock(models_mutex_);
+      upstream_memory_[index] = std::move(memory);
+    }
     // The model list: at the first success, then every tenth check (models rarely change).
     bool models_known = false;
     {
       std::lock_guard lock(models_mutex_);  // the request threads read the lists too
-      models_known = !upstream_models_[index].empty();
+      models_known = !upstream_models_[index].entries.empty();
     }
     if (ok && (round % 10 == 0 || !models_known)) {
       auto listed = co_await client.get("/v1/models");
-      if (listed && listed->ok()) {
-        const json doc = json::parse(listed->body, nullptr, false);
-        if (doc.is_object() && doc.contains("data") && doc["data"].is_array()) {
-          for (const auto& m : doc["data"])
-            if (m.is_object() && m.contains("id") && m["id"].is_string())
-              names.push_back(m["id"].get<std::string>());
-          std::lock_guard lock(models_mutex_);
-          upstream_models_[index] = doc["data"];
+      if (!listed || listed->ok()) {
+        // An upstream's answer is untrusted input: read within bounds, only the models' facts kept.
+        ModelList read;
+        if (listed)
+          read = read_model_list(listed->body);
+        else
+          read.error = listed.error().message;
+        std::lock_guard lock(models_mutex_);
+        if (read.error.empty()) {
+          names = read.ids;
+          upstream_models_[index] = std::move(read);
+          models_read_[index] = 1;
+        } else {
+          std::string unreadable = "/v1/models: " + read.error;
+          if (unreadable != upstream_models_[index].error)
+            spdlog::warn("the model list of {} is unreadable: {}", u.name, unreadable);
+          upstream_models_[index].error = std::move(unreadable);
         }
       }
     }
@@ -1216,8 +1326,9 @@ int Gateway::run() {
     const bool tls = listener.tls.has_value();
     std::cout << "clawbot gateway listening on " << (tls ? "https://" : "http://")
               << (listener.host.find(':') != std::string::npos ? "[" + listener.host + "]" : listener.host)
-              << ":" << port << " (" << config_.upstreams.size() << " upstreams, " << threads
-              << " threads, auth " << config_.auth << ")" << std::endl;
+              << ":" << port << " (" << config_.upstreams.size()
+              << (config_.upstreams.size() == 1 ? " upstream, " : " upstreams, ") << threads
+              << (threads == 1 ? " thread" : " threads") << ", auth " << config_.auth << ")" << std::endl;
   }
 
   asio::co_spawn(workers_[0]->io, health_loop(*workers_[0]), asio::detached);
@@ -1290,7 +1401,8 @@ int check_config(const GatewayConfig& config) {
     std::cout << "  auth      none: anyone who can reach the gateway can use it\n";
   std::cout << "  allow     "
             << (config.allow.empty() ? std::string("any address")
-                                     : std::to_string(config.allow.size()) + " networks")
+                                     : std::to_string(config.allow.size()) +
+                                           (config.allow.size() == 1 ? " network" : " networks"))
             << "\n";
   std::cout << "  audit     " << (config.audit_log.empty() ? std::string("off") : config.audit_log.string())
             << "\n";

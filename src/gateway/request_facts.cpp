@@ -1,7 +1,15 @@
 #include "gateway/request_facts.h"
 
+#include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/json_read.h"
 
 namespace clawbot::gateway {
 
@@ -9,8 +17,9 @@ namespace {
 
 // One pass over a request body that checks its JSON syntax and picks out the facts: a hand-written scanner,
 // since nlohmann's SAX lexer (building a std::string per key and value) was 4% of the gateway's time per
-// request. Values nested deeper than this are refused as not valid (the request still goes upstream as is).
-constexpr int max_depth = 256;
+// request. It accepts exactly what json_read::parse accepts (RFC 8259, UTF-8, nesting up to its limit,
+// finite numbers); on anything else the slow path below asks json_read to name the problem.
+constexpr int max_depth = static_cast<int>(json_read::default_max_depth);
 
 bool is_space(char c) noexcept {
   return c == ' ' || c == '\n' || c == '\r' || c == '\t';
@@ -41,18 +50,50 @@ void append_utf8(std::string& out, std::uint32_t code) {
   }
 }
 
+// The length of the well-formed UTF-8 sequence (RFC 3629: no overlongs, no surrogates, at most U+10FFFF)
+// that starts at `at`, a byte >= 0x80; 0 when it is not one.
+std::size_t utf8_sequence(const char* at, const char* end) noexcept {
+  const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(at[i]); };
+  const auto left = static_cast<std::size_t>(end - at);
+  const unsigned char lead = byte(0);
+  auto tail = [&](std::size_t n, unsigned char low, unsigned char high) -> std::size_t {
+    if (left < n + 1 || byte(1) < low || byte(1) > high) return 0;
+    for (std::size_t i = 2; i <= n; ++i)
+      if ((byte(i) & 0xc0) != 0x80) return 0;
+    return n + 1;
+  };
+  if (lead >= 0xc2 && lead <= 0xdf) return tail(1, 0x80, 0xbf);
+  if (lead == 0xe0) return tail(2, 0xa0, 0xbf);
+  if ((lead >= 0xe1 && lead <= 0xec) || lead == 0xee || lead == 0xef) return tail(2, 0x80, 0xbf);
+  if (lead == 0xed) return tail(2, 0x80, 0x9f);
+  if (lead == 0xf0) return tail(3, 0x90, 0xbf);
+  if (lead >= 0xf1 && lead <= 0xf3) return tail(3, 0x80, 0xbf);
+  if (lead == 0xf4) return tail(3, 0x80, 0x8f);
+  return 0;
+}
+
+// A value's text for an error message: at most 40 bytes of it.
+std::string shown(std::string_view raw) {
+  return raw.size() > 40 ? std::string(raw.substr(0, 37)) + "..." : std::string(raw);
+}
+
 class FactsScanner {
  public:
   FactsScanner(std::string_view body, RequestFacts& facts)
-      : at_(body.data()), end_(body.data() + body.size()), facts_(facts) {}
+      : begin_(body.data()), at_(body.data()), end_(body.data() + body.size()), facts_(facts) {}
 
-  // The whole body: one object and nothing after it but white space.
+  // The whole body: one object and nothing after it but white space (after a UTF-8 byte order mark, which
+  // the JSON reader skips too).
   bool scan() {
+    if (end_ - at_ >= 3 && std::string_view(at_, 3) == "\xef\xbb\xbf") at_ += 3;
     skip_space();
     if (!object(1)) return false;
     skip_space();
     return at_ == end_;
   }
+
+  // Why scan() failed when the reason is a field's value rather than the syntax.
+  std::optional<Error>& problem() noexcept { return problem_; }
 
   void finish(std::string_view session) {
     // The key is hashed piece by piece (FNV-1a, as stable_hash): no string is built for it.
@@ -81,7 +122,22 @@ class FactsScanner {
   }
 
  private:
-  enum class Member { other, model, stream, stream_options, messages, prompt, user, include_usage };
+  // The members the gateway reads; each may appear once (two would let the gateway and the node that
+  // answers read different values: nlohmann keeps the last, another parser the first).
+  enum class Member : unsigned {
+    other = 0,
+    model = 1,
+    stream = 2,
+    stream_options = 4,
+    messages = 8,
+    prompt = 16,
+    user = 32,
+    include_usage = 64,
+    max_tokens = 128,
+    max_completion_tokens = 256,
+    n_predict = 512,
+    n = 1024,
+  };
 
   void skip_space() noexcept {
     while (at_ != end_ && is_space(*at_)) ++at_;
@@ -90,6 +146,13 @@ class FactsScanner {
     if (at_ == end_ || *at_ != c) return false;
     ++at_;
     return true;
+  }
+  Span span_from(const char* first) const noexcept {
+    return {static_cast<std::size_t>(first - begin_), static_cast<std::size_t>(at_ - first)};
+  }
+  bool refuse(std::string message, std::string param, std::string code = {}) {
+    problem_ = Error{ErrorKind::invalid_request, std::move(message), std::move(param), std::move(code)};
+    return false;
   }
 
   // A string; its decoded text goes to `out` when given (up to `limit` bytes), its raw text between the
@@ -106,6 +169,13 @@ class FactsScanner {
         return true;
       }
       if (static_cast<unsigned char>(c) < 0x20) return false;  // control characters must be escaped
+      if (static_cast<unsigned char>(c) >= 0x80) {
+        const std::size_t n = utf8_sequence(at_, end_);
+        if (n == 0) return false;  // not UTF-8
+        if (out && out->size() < limit) out->append(at_, n);
+        at_ += n;
+        continue;
+      }
       if (c != '\\') {
         if (out && out->size() < limit) *out += c;
         ++at_;
@@ -142,15 +212,15 @@ class FactsScanner {
         case 'u': {
           std::uint32_t code = 0;
           if (!hex4(code)) return false;
-          // A surrogate pair is one character.
-          if (code >= 0xd800 && code < 0xdc00 && end_ - at_ >= 6 && at_[0] == '\\' && at_[1] == 'u') {
-            const char* save = at_;
-            at_ += 2;
+          // A surrogate pair is one character; a surrogate alone is no character (the JSON reader refuses
+          // it, and so does every node).
+          if (code >= 0xdc00 && code < 0xe000) return false;
+          if (code >= 0xd800 && code < 0xdc00) {
             std::uint32_t low = 0;
-            if (hex4(low) && low >= 0xdc00 && low < 0xe000)
-              code = 0x10000 + ((code - 0xd800) << 10) + (low - 0xdc00);
-            else
-              at_ = save;
+            if (end_ - at_ < 6 || at_[0] != '\\' || at_[1] != 'u') return false;
+            at_ += 2;
+            if (!hex4(low) || low < 0xdc00 || low >= 0xe000) return false;
+            code = 0x10000 + ((code - 0xd800) << 10) + (low - 0xdc00);
           }
           if (out && out->size() < limit) append_utf8(*out, code);
           continue;
@@ -176,18 +246,36 @@ class FactsScanner {
     while (at_ != end_ && *at_ >= '0' && *at_ <= '9') ++at_;
     return at_ != first;
   }
-  bool number() noexcept {
+  // A number; a non-negative integer's value goes to `integer` (-1 when it is none or too large).
+  bool number(std::int64_t* integer = nullptr) {
+    const char* first = at_;
     take('-');
     if (take('0')) {
       // no leading zeros
     } else if (!digits()) {
       return false;
     }
+    const char* integer_end = at_;
+    bool exponent = false;
     if (take('.') && !digits()) return false;
     if (at_ != end_ && (*at_ == 'e' || *at_ == 'E')) {
+      exponent = true;
       ++at_;
       if (!take('+')) take('-');
       if (!digits()) return false;
+    }
+    // Out of range as a double (1e999): the JSON reader refuses it. Only a number with an exponent or more
+    // than 308 digits can be.
+    const auto length = static_cast<std::size_t>(at_ - first);
+    if (exponent || length > 308) {
+      const std::string text(first, length);
+      if (!std::isfinite(std::strtod(text.c_str(), nullptr))) return false;
+    }
+    if (integer) {
+      *integer = -1;
+      std::int64_t value = 0;
+      const auto [end, error] = std::from_chars(first, integer_end, value);
+      if (error == std::errc() && end == at_ && value >= 0) *integer = value;
     }
     return true;
   }
@@ -198,23 +286,79 @@ class FactsScanner {
     return true;
   }
 
+  // true, false or null for a member that must be a boolean; else a refusal naming it.
+  bool boolean(int depth, const char* param, bool& into) {
+    const char* first = at_;
+    if (literal("true")) {
+      into = true;
+      return true;
+    }
+    if (literal("false") || literal("null")) {
+      into = false;
+      return true;
+    }
+    if (!value(depth, Member::other)) return false;
+    return refuse(std::string("'") + param + "' must be a boolean, got " + shown(span_text(first)), param);
+  }
+  std::string_view span_text(const char* first) const noexcept {
+    return std::string_view(first, static_cast<std::size_t>(at_ - first));
+  }
+
   // Any value; `member` says what it is to the request (only at depth 1, and include_usage at depth 2).
   bool value(int depth, Member member) {
     if (at_ == end_) return false;
-    switch (*at_) {
-      case '{': {
-        if (member == Member::stream_options) {
-          facts_.has_stream_options = true;
-          return object(depth + 1, true);
-        }
-        return object(depth + 1);
+    const char* first = at_;
+    switch (member) {
+      case Member::stream:
+        return boolean(depth, "stream", facts_.stream);
+      case Member::include_usage: {
+        const bool ok = boolean(depth, "stream_options.include_usage", facts_.include_usage);
+        facts_.include_usage_value = span_from(first);
+        return ok;
       }
+      case Member::stream_options:
+        facts_.has_stream_options = true;
+        if (*at_ == '{') {
+          const bool ok = object(depth + 1, true);
+          facts_.stream_options_value = span_from(first);
+          return ok;
+        }
+        if (literal("null")) {
+          facts_.stream_options_value = span_from(first);
+          return true;
+        }
+        if (!value(depth, Member::other)) return false;
+        return refuse("'stream_options' must be an object such as {\"include_usage\": true}, got " +
+                          shown(span_text(first)),
+                      "stream_options");
+      case Member::max_tokens:
+      case Member::max_completion_tokens:
+      case Member::n_predict:
+      case Member::n:
+        if (*at_ == '-' || (*at_ >= '0' && *at_ <= '9')) {
+          std::int64_t integer = -1;
+          if (!number(&integer)) return false;
+          if (member == Member::n)
+            facts_.choices = integer >= 1 && integer <= 128 ? integer : 1;
+          else if (integer > 0)
+            facts_.max_tokens = integer;
+          return true;
+        }
+        break;  // a node answers 400 for a wrong type; the gateway only needs a number it can use
+      default:
+        break;
+    }
+    switch (*at_) {
+      case '{':
+        return object(depth + 1);
       case '[':
         return array(depth + 1, member == Member::messages);
       case '"':
         if (member == Member::model) {
           facts_.model.clear();
-          return string(&facts_.model);
+          const bool ok = string(&facts_.model);
+          facts_.model_value = span_from(first);
+          return ok;
         }
         if (member == Member::prompt) {
           prompt_.clear();
@@ -226,15 +370,9 @@ class FactsScanner {
         }
         return string();
       case 't':
-        if (!literal("true")) return false;
-        if (member == Member::stream) facts_.stream = true;
-        if (member == Member::include_usage) facts_.include_usage = true;
-        return true;
+        return literal("true");
       case 'f':
-        if (!literal("false")) return false;
-        if (member == Member::stream) facts_.stream = false;
-        if (member == Member::include_usage) facts_.include_usage = false;
-        return true;
+        return literal("false");
       case 'n':
         return literal("null");
       default:
@@ -242,11 +380,29 @@ class FactsScanner {
     }
   }
 
+  static Member top_member(std::string_view key) noexcept {
+    static constexpr std::pair<std::string_view, Member> known[] = {
+        {"model", Member::model},
+        {"stream", Member::stream},
+        {"stream_options", Member::stream_options},
+        {"messages", Member::messages},
+        {"prompt", Member::prompt},
+        {"user", Member::user},
+        {"max_tokens", Member::max_tokens},
+        {"max_completion_tokens", Member::max_completion_tokens},
+        {"n_predict", Member::n_predict},
+        {"n", Member::n}};
+    for (const auto& [name, member] : known)
+      if (key == name) return member;
+    return Member::other;
+  }
+
   // `depth` is the depth of the object's members (1: the request's own).
   bool object(int depth, bool stream_options = false) {
     if (depth > max_depth || !take('{')) return false;
     skip_space();
     if (take('}')) return true;
+    unsigned seen = 0;  // the members the gateway reads, met so far in this object
     for (;;) {
       const char* key_start = at_;
       std::string_view key;
@@ -263,21 +419,18 @@ class FactsScanner {
       if (!take(':')) return false;
       skip_space();
       Member member = Member::other;
-      if (depth == 1) {
-        if (key == "model")
-          member = Member::model;
-        else if (key == "stream")
-          member = Member::stream;
-        else if (key == "stream_options")
-          member = Member::stream_options;
-        else if (key == "messages")
-          member = Member::messages;
-        else if (key == "prompt")
-          member = Member::prompt;
-        else if (key == "user")
-          member = Member::user;
-      } else if (stream_options && key == "include_usage") {
+      if (depth == 1)
+        member = top_member(key);
+      else if (stream_options && key == "include_usage")
         member = Member::include_usage;
+      if (member != Member::other) {
+        const auto bit = static_cast<unsigned>(member);
+        if (seen & bit) {
+          const std::string name =
+              member == Member::include_usage ? "stream_options.include_usage" : std::string(key);
+          return refuse("the request body has '" + name + "' twice; send it once", name, "duplicate_key");
+        }
+        seen |= bit;
       }
       if (!value(depth, member)) return false;
       skip_space();
@@ -322,21 +475,44 @@ class FactsScanner {
     messages_hash_ = (messages_hash_ ^ 0xff) * 0x100000001b3ULL;  // separates the two messages
   }
 
+  const char* begin_;
   const char* at_;
   const char* end_;
   RequestFacts& facts_;
+  std::optional<Error> problem_;
   bool has_messages_hash_ = false;
   std::uint64_t messages_hash_ = 0xcbf29ce484222325ULL;
   std::string prompt_;
   std::string user_;
 };
 
+// Why a body the scanner refused cannot be used, in the JSON reader's words (the slow path: bad input only).
+Error why_unreadable(std::string_view body) {
+  try {
+    const auto parsed = json_read::parse_or_throw(body, "request body");
+    if (!parsed.is_object())
+      return Error{ErrorKind::invalid_request,
+                   "request body must be a JSON object, got " + json_read::describe(parsed),
+                   {},
+                   {}};
+  } catch (const ClawbotError& e) {
+    return e.error();
+  }
+  // The reader took what the scanner did not: a difference between the two, which tests look for.
+  return Error{
+      ErrorKind::invalid_request, "request body is not JSON the gateway can read", {}, "invalid_json"};
+}
+
 }  // namespace
 
 RequestFacts scan_request(std::string_view body, std::string_view session) {
   RequestFacts facts;
   FactsScanner scanner(body, facts);
-  if (!scanner.scan()) return RequestFacts{};
+  if (!scanner.scan()) {
+    RequestFacts refused;
+    refused.refusal = scanner.problem() ? std::move(*scanner.problem()) : why_unreadable(body);
+    return refused;
+  }
   scanner.finish(session);
   facts.valid = true;
   return facts;
@@ -354,6 +530,68 @@ std::string with_usage_requested(std::string_view body) {
   if (next < body.size() && body[next] != '}') out.append(",");
   out.append(body.substr(open + 1));
   return out;
+}
+
+std::string rewritten(std::string_view body, const RequestFacts& facts, bool request_usage,
+                      std::string_view model) {
+  struct Splice {
+    std::size_t offset, size;
+    std::string text;
+  };
+  std::vector<Splice> splices;
+  // The text to put after an object's '{' at `open`: with a comma unless the object is empty.
+  const auto first_member = [&](std::size_t open, std::string member) {
+    std::size_t next = open + 1;
+    while (next < body.size() && std::isspace(static_cast<unsigned char>(body[next]))) ++next;
+    if (next < body.size() && body[next] != '}') member += ',';
+    return Splice{open + 1, 0, std::move(member)};
+  };
+  if (request_usage && !facts.include_usage) {
+    const Span options = facts.stream_options_value;
+    if (!options.found())
+      splices.push_back(first_member(body.find('{'), "\"stream_options\":{\"include_usage\":true}"));
+    else if (body[options.offset] != '{')  // null
+      splices.push_back({options.offset, options.size, "{\"include_usage\":true}"});
+    else if (facts.include_usage_value.found())  // false or null
+      splices.push_back({facts.include_usage_value.offset, facts.include_usage_value.size, "true"});
+    else
+      splices.push_back(first_member(options.offset, "\"include_usage\":true"));
+  }
+  if (!model.empty() && facts.model_value.found())
+    splices.push_back({facts.model_value.offset, facts.model_value.size,
+                       nlohmann::json(model).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)});
+  std::sort(splices.begin(), splices.end(),
+            [](const Splice& a, const Splice& b) { return a.offset > b.offset; });
+  std::string out(body);
+  for (const auto& s : splices) out.replace(s.offset, s.size, s.text);
+  return out;
+}
+
+namespace {
+
+// `"key"` followed by ':' and a value that starts with one of `starts` (and, for a string, is not empty).
+bool key_with_value(std::string_view text, std::string_view quoted_key, std::string_view starts) {
+  for (std::size_t at = text.find(quoted_key); at != std::string_view::npos;
+       at = text.find(quoted_key, at + 1)) {
+    std::size_t i = at + quoted_key.size();
+    while (i < text.size() && std::isspace(static_cast<unsigned char>(text[i]))) ++i;
+    if (i >= text.size() || text[i] != ':') continue;  // a value that reads like the key, not the key
+    ++i;
+    while (i < text.size() && std::isspace(static_cast<unsigned char>(text[i]))) ++i;
+    if (i >= text.size() || starts.find(text[i]) == std::string_view::npos) continue;
+    if (text[i] == '"' && (i + 1 >= text.size() || text[i + 1] == '"')) continue;  // ""
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+bool carries_generated_text(std::string_view chunk) {
+  // Inside a JSON string every quote is escaped, so an unescaped "content" followed by ':' is a key.
+  return key_with_value(chunk, "\"content\"", "\"") || key_with_value(chunk, "\"text\"", "\"") ||
+         key_with_value(chunk, "\"reasoning_content\"", "\"") ||
+         key_with_value(chunk, "\"tool_calls\"", "[{");
 }
 
 namespace {

@@ -255,12 +255,12 @@ export async function startUpstream({ name = 'up', host = '127.0.0.1', model = '
 // ---------------------------------------------------------------------------------------------- requests
 
 /**
- * One HTTP(S) request on a connection of its own. `body` (an object) is sent as JSON. Extra options go to
- * http(s).request: localAddress, family, ca, cert, key, servername ... Resolves
+ * One HTTP(S) request on a connection of its own. `body` (an object) is sent as JSON; a string or a Buffer as
+ * it is. Extra options go to http(s).request: localAddress, family, ca, cert, key, servername ... Resolves
  * { status, headers, text, json } (json undefined when the body is not JSON).
  */
 export function request(url, { method, headers = {}, body, timeoutMs = 15000, ...options } = {}) {
-  const payload = body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body);
+  const payload = body === undefined || typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body);
   const allHeaders = { ...headers };
   if (payload !== undefined && !Object.keys(allHeaders).some((h) => h.toLowerCase() === 'content-type'))
     allHeaders['content-type'] = 'application/json';

@@ -134,14 +134,22 @@ class AllowList {
 
 // Per-key requests and tokens per minute over a sliding window of the last 60 one-second buckets (exact to
 // the second, constant memory per key). A request is admitted while fewer than the limit were admitted, and
-// fewer tokens than the limit used, in the window; tokens are only known after the answer, so the request
-// that crosses the token limit completes and the next ones wait until the window has room again.
+// fewer tokens than the limit were used or reserved, in the window.
+//
+// Tokens are known only as the answer comes, so a request reserves at admission what it may use (its
+// max_tokens and an estimate of its prompt), streams extend their reservation as they count tokens beyond
+// it, and the end settles the reservation to the tokens really used. Parallel requests therefore see each
+// other's reservations; what the limit can be passed by is what running requests use beyond what they
+// reserved (a node that ignores max_tokens, a prompt longer than estimated, the last request's reservation
+// cut to the room that was left).
 class RateLimiter {
  public:
   struct Decision {
     bool allowed = true;
     std::chrono::seconds retry_after{0};  // when refused: seconds until a request would be admitted (>= 1)
     std::string reason;                   // when refused: "tokens per minute: 10000 used of 10000"
+    std::int64_t tokens_per_minute = 0;   // the key's token limit (0: none)
+    std::int64_t reserved = 0;            // reserve(): the tokens reserved
   };
 
   RateLimiter();
@@ -153,6 +161,15 @@ class RateLimiter {
   // of 0 means no limit.
   Decision admit(const KeyInfo& key, std::int64_t default_rpm, std::int64_t default_tpm,
                  std::chrono::steady_clock::time_point now);
+  // Reserves up to `wanted` tokens (at least 1) of the room the key has under `tokens_per_minute` for an
+  // admitted request: refused when there is no room left; reserves nothing when there is no limit.
+  Decision reserve(const std::string& key_id, std::int64_t tokens_per_minute, std::int64_t wanted,
+                   std::chrono::steady_clock::time_point now);
+  // A running request counted more than it reserved: its reservation grows, room or not.
+  void extend(const std::string& key_id, std::int64_t tokens);
+  // A request ended: its reservation is released and the tokens it used are counted at `now`.
+  void settle(const std::string& key_id, std::int64_t reserved, std::int64_t used,
+              std::chrono::steady_clock::time_point now);
   // Prompt + completion tokens of an answer, counted at `now`.
   void add_tokens(const std::string& key_id, std::int64_t tokens, std::chrono::steady_clock::time_point now);
 

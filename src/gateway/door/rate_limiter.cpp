@@ -1,4 +1,5 @@
 // Per-key requests and tokens per minute: a sliding window of 60 one-second buckets per key.
+#include <algorithm>
 #include <array>
 #include <functional>
 #include <mutex>
@@ -23,6 +24,7 @@ struct Bucket {
 // stale and counts as empty.
 struct Window {
   std::array<Bucket, window_seconds> buckets;
+  std::int64_t reserved = 0;  // tokens reserved by the key's running requests
 
   Bucket& at(std::int64_t second) {
     Bucket& b = buckets[static_cast<std::size_t>(second % window_seconds)];
@@ -61,6 +63,20 @@ std::int64_t second_of(std::chrono::steady_clock::time_point t) {
   return s < 0 ? 0 : s;
 }
 
+std::string tokens_reason(std::int64_t used, std::int64_t reserved, std::int64_t limit) {
+  return "tokens per minute: " + std::to_string(used) + " used" +
+         (reserved > 0 ? " and " + std::to_string(reserved) + " reserved by running requests"
+                       : std::string()) +
+         " of " + std::to_string(limit);
+}
+
+// Seconds until the key has token room again: reservations end with their requests (soon, or so it is
+// assumed: 1 s), used tokens leave the window second by second.
+std::int64_t token_wait(const Window& window, std::int64_t second, std::int64_t limit) {
+  if (window.reserved >= limit) return 1;
+  return window.wait(second, limit - window.reserved, [](const Bucket& b) { return b.tokens; });
+}
+
 }  // namespace
 
 struct RateLimiter::Shard {
@@ -95,10 +111,10 @@ RateLimiter::Decision RateLimiter::admit(const KeyInfo& key, std::int64_t defaul
   }
   if (tpm > 0) {
     const std::int64_t used = window.used(second, tokens);
-    if (used >= tpm) {
+    if (used + window.reserved >= tpm) {
       if (!decision.reason.empty()) decision.reason += "; ";
-      decision.reason += "tokens per minute: " + std::to_string(used) + " used of " + std::to_string(tpm);
-      wait = std::max(wait, window.wait(second, tpm, tokens));
+      decision.reason += tokens_reason(used, window.reserved, tpm);
+      wait = std::max(wait, token_wait(window, second, tpm));
     }
   }
   if (!decision.reason.empty()) {
@@ -107,7 +123,48 @@ RateLimiter::Decision RateLimiter::admit(const KeyInfo& key, std::int64_t defaul
     return decision;
   }
   ++window.at(second).requests;
+  decision.tokens_per_minute = tpm;
   return decision;
+}
+
+RateLimiter::Decision RateLimiter::reserve(const std::string& key_id, std::int64_t tokens_per_minute,
+                                           std::int64_t wanted, std::chrono::steady_clock::time_point now) {
+  Decision decision;
+  decision.tokens_per_minute = tokens_per_minute;
+  if (tokens_per_minute <= 0) return decision;
+  const std::int64_t second = second_of(now);
+  Shard& shard = shards_[std::hash<std::string>{}(key_id) % shard_count];
+  std::lock_guard lock(shard.mutex);
+  Window& window = shard.windows[key_id];
+  const std::int64_t used = window.used(second, [](const Bucket& b) { return b.tokens; });
+  const std::int64_t room = tokens_per_minute - used - window.reserved;
+  if (room <= 0) {
+    decision.allowed = false;
+    decision.reason = tokens_reason(used, window.reserved, tokens_per_minute);
+    decision.retry_after =
+        std::chrono::seconds(std::max<std::int64_t>(token_wait(window, second, tokens_per_minute), 1));
+    return decision;
+  }
+  decision.reserved = std::clamp<std::int64_t>(wanted, 1, room);
+  window.reserved += decision.reserved;
+  return decision;
+}
+
+void RateLimiter::extend(const std::string& key_id, std::int64_t tokens) {
+  if (tokens <= 0) return;
+  Shard& shard = shards_[std::hash<std::string>{}(key_id) % shard_count];
+  std::lock_guard lock(shard.mutex);
+  shard.windows[key_id].reserved += tokens;
+}
+
+void RateLimiter::settle(const std::string& key_id, std::int64_t reserved, std::int64_t used,
+                         std::chrono::steady_clock::time_point now) {
+  if (reserved <= 0 && used <= 0) return;
+  Shard& shard = shards_[std::hash<std::string>{}(key_id) % shard_count];
+  std::lock_guard lock(shard.mutex);
+  Window& window = shard.windows[key_id];
+  window.reserved = std::max<std::int64_t>(window.reserved - std::max<std::int64_t>(reserved, 0), 0);
+  if (used > 0) window.at(second_of(now)).tokens += used;
 }
 
 void RateLimiter::add_tokens(const std::string& key_id, std::int64_t tokens,

@@ -381,3 +381,13 @@ TEST_F(GatewayConfigTest, UnknownKeysAreWarningsWithTheClosestName) {
   EXPECT_EQ(c.upstreams[0].weight, 1);
   EXPECT_EQ(c.listen[0].port, 8080);
 }
+
+TEST_F(GatewayConfigTest, DefaultModelForUnknownNames) {
+  EXPECT_EQ(parse(with_upstream("")).default_model, "");
+  EXPECT_EQ(parse(with_upstream(R"("default_model": "qwen2.5-7b")")).default_model, "qwen2.5-7b");
+  EXPECT_ERROR(with_upstream(R"("default_model": "")"), "\"default_model\" is \"\"", "a non-empty string");
+  EXPECT_ERROR(with_upstream(R"("default_model": 7)"), "\"default_model\" is 7;", "a string");
+  EXPECT_ERROR(with_upstream(R"("default_model": ")" + std::string(300, 'm') + "\""), "\"default_model\"",
+               "at most 256 bytes");
+  EXPECT_TRUE(parse(with_upstream(R"("default_model": "m")")).warnings.empty());
+}

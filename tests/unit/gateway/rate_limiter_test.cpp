@@ -93,3 +93,48 @@ TEST(GatewayRateLimiter, BothLimitsNamedAndTheLongerWaitWins) {
   EXPECT_EQ(refused.reason, "requests per minute: 1 used of 1; tokens per minute: 100 used of 100");
   EXPECT_EQ(refused.retry_after, seconds(59));  // tokens leave at t0+90, the request at t0+60
 }
+
+TEST(GatewayRateLimiter, ReservationsKeepParallelRequestsWithinTheTokenLimit) {
+  door::RateLimiter limiter;
+  const auto k = key("r1", 0, 100);
+  // Three requests admitted at once, each wanting 40 tokens: the third gets only the 20 left; a fourth none.
+  ASSERT_TRUE(limiter.admit(k, 0, 0, t0).allowed);
+  EXPECT_EQ(limiter.admit(k, 0, 0, t0).tokens_per_minute, 100);
+  EXPECT_EQ(limiter.reserve("r1", 100, 40, t0).reserved, 40);
+  EXPECT_EQ(limiter.reserve("r1", 100, 40, t0).reserved, 40);
+  EXPECT_EQ(limiter.reserve("r1", 100, 40, t0).reserved, 20);
+  const auto none = limiter.reserve("r1", 100, 40, t0);
+  EXPECT_FALSE(none.allowed);
+  EXPECT_EQ(none.reason, "tokens per minute: 0 used and 100 reserved by running requests of 100");
+  EXPECT_EQ(none.retry_after, seconds(1));  // reservations end with their requests
+  // Admission sees the reservations too.
+  const auto refused = limiter.admit(k, 0, 0, t0);
+  EXPECT_FALSE(refused.allowed);
+  EXPECT_EQ(refused.reason, "tokens per minute: 0 used and 100 reserved by running requests of 100");
+  // Settling: the first used 10 of its 40; 30 are free again.
+  limiter.settle("r1", 40, 10, t0 + seconds(1));
+  EXPECT_EQ(limiter.reserve("r1", 100, 50, t0 + seconds(1)).reserved, 30);
+  // A stream that counts past its reservation extends it, room or not; the window is then over the limit.
+  limiter.extend("r1", 16);
+  const auto over = limiter.admit(k, 0, 0, t0 + seconds(1));
+  EXPECT_FALSE(over.allowed);
+  EXPECT_EQ(over.reason, "tokens per minute: 10 used and 106 reserved by running requests of 100");
+  // Everything settles: 10 + 40 + 20 + 46 = 116 used; room again once the first 10 leave the window.
+  limiter.settle("r1", 40, 40, t0 + seconds(2));
+  limiter.settle("r1", 20, 20, t0 + seconds(2));
+  limiter.settle("r1", 46, 46, t0 + seconds(2));
+  const auto after = limiter.admit(k, 0, 0, t0 + seconds(2));
+  EXPECT_FALSE(after.allowed);
+  EXPECT_EQ(after.reason, "tokens per minute: 116 used of 100");
+  EXPECT_EQ(after.retry_after, seconds(60));  // t0+1's 10 leave at t0+61, still 106; t0+2's at t0+62
+  EXPECT_TRUE(limiter.admit(k, 0, 0, t0 + seconds(62)).allowed);
+}
+
+TEST(GatewayRateLimiter, NoTokenLimitReservesNothing) {
+  door::RateLimiter limiter;
+  const auto d = limiter.reserve("free", 0, 500, t0);
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.reserved, 0);
+  limiter.settle("free", 0, 500, t0);  // counted all the same
+  EXPECT_FALSE(limiter.admit(key("free", 0, 400), 0, 0, t0).allowed);
+}

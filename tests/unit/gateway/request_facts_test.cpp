@@ -4,6 +4,11 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "common/json_read.h"
+#include "gateway/door/door.h"
+#include "gateway/model_list.h"
+#include "gateway/token_account.h"
+
 namespace clawbot::gateway {
 namespace {
 
@@ -49,8 +54,14 @@ TEST(GatewayRequestFacts, DecodesEscapedStringsAndKeys) {
   EXPECT_TRUE(f.valid);
   EXPECT_EQ(f.model, "m1\xf0\x9f\x98\x80");
   EXPECT_TRUE(f.stream);
-  // The last of two equal keys wins, as in a parse.
-  EXPECT_EQ(scan_request(R"({"model":"a","model":"b"})").model, "b");
+  // A key the gateway reads, twice, is refused: the gateway and the node could read different values.
+  const auto twice = scan_request(R"({"model":"a","mod\u0065l":"b"})");
+  EXPECT_FALSE(twice.valid);
+  ASSERT_TRUE(twice.refusal);
+  EXPECT_EQ(twice.refusal->code, "duplicate_key");
+  EXPECT_EQ(twice.refusal->param, "model");
+  // Other keys may repeat (the JSON reader keeps the last).
+  EXPECT_TRUE(scan_request(R"({"temperature":1,"temperature":2})").valid);
   // Only the top level's stream_options counts.
   f = scan_request(R"({"x":{"stream_options":{"include_usage":true}},"stream":true})");
   EXPECT_FALSE(f.has_stream_options);
@@ -122,6 +133,257 @@ TEST(GatewayRequestFacts, FindsUsageWhereverItIsAndOnlyAsAKey) {
   EXPECT_FALSE(find_usage(R"({"usage":{"prompt_tokens":3)", in, out));  // cut off
   EXPECT_EQ(in, -1);
   EXPECT_EQ(out, -1);
+}
+
+// Issue 16, items 1-2: what no node may accept is refused at the gateway with a 400 that names it.
+TEST(GatewayRequestFacts, RefusesWhatTheJsonReaderRefusesNamingTheProblem) {
+  const auto code_of = [](const std::string& body) {
+    const auto f = scan_request(body);
+    EXPECT_FALSE(f.valid) << body.substr(0, 80);
+    return f.refusal ? f.refusal->code : std::string("(no refusal)");
+  };
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  EXPECT_EQ(code_of(deep), "json_too_deep");
+  EXPECT_EQ(code_of(R"({"model":"m","messages":)" + deep + "}"), "json_too_deep");
+  EXPECT_NE(scan_request(deep).refusal->message.find("128"), std::string::npos);
+  // 128 levels are fine, 129 are not (the top-level object is level 1).
+  EXPECT_TRUE(scan_request("{\"a\":" + std::string(127, '[') + std::string(127, ']') + "}").valid);
+  EXPECT_EQ(code_of("{\"a\":" + std::string(128, '[') + std::string(128, ']') + "}"), "json_too_deep");
+  EXPECT_EQ(code_of(R"({"temperature":1e999})"), "invalid_json");
+  EXPECT_NE(scan_request(R"({"temperature":1e999})").refusal->message.find("1e999"), std::string::npos);
+  EXPECT_EQ(code_of(R"({"a":-1e400})"), "invalid_json");
+  EXPECT_EQ(code_of("{\"a\":1" + std::string(400, '0') + "}"), "invalid_json");
+  EXPECT_TRUE(scan_request(R"({"a":1e-999,"b":1e308,"c":123456789012345678901234567890})").valid);
+  EXPECT_EQ(code_of(R"({"a":"\ud800"})"), "invalid_json");         // a lone high surrogate
+  EXPECT_EQ(code_of(R"({"a":"\ud800\u0041"})"), "invalid_json");   // not followed by a low one
+  EXPECT_EQ(code_of(R"({"a":"\udc00"})"), "invalid_json");         // a lone low surrogate
+  EXPECT_EQ(code_of("{\"a\":\"\xff\"}"), "invalid_json");          // not UTF-8
+  EXPECT_EQ(code_of("{\"a\":\"\xc0\xaf\"}"), "invalid_json");      // overlong
+  EXPECT_EQ(code_of("{\"a\":\"\xed\xa0\x80\"}"), "invalid_json");  // an encoded surrogate
+  EXPECT_EQ(code_of("{\"a\":\"\xe2\x82\"}"), "invalid_json");      // cut short
+  EXPECT_TRUE(scan_request("{\"a\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\"}").valid);
+  EXPECT_EQ(code_of("[1,2]"), "");  // valid JSON, not an object: a plain 400
+  EXPECT_NE(scan_request("[1,2]").refusal->message.find("must be a JSON object"), std::string::npos);
+  // A byte order mark is skipped, as the JSON reader does.
+  EXPECT_TRUE(scan_request("\xef\xbb\xbf{\"model\":\"m\"}").valid);
+}
+
+// The scanner accepts exactly what the JSON reader accepts (for objects): the gateway never forwards what a
+// node refuses, nor refuses what a node takes.
+TEST(GatewayRequestFacts, AcceptsExactlyWhatTheJsonReaderAccepts) {
+  const std::vector<std::string> bodies = {"{}",
+                                           " { } ",
+                                           R"({"a":[1,-2.5e3,0,true,false,null,{"b":{}},[]]})",
+                                           R"({"a":"\u00e9\ud83d\ude00"})",
+                                           R"({"a":01})",
+                                           R"({"a":1.})",
+                                           R"({"a":.5})",
+                                           R"({"a":+1})",
+                                           R"({"a":-})",
+                                           R"({"a":1e})",
+                                           R"({"a":0x1})",
+                                           R"({"a":NaN})",
+                                           R"({"a":Infinity})",
+                                           R"({"a":'x'})",
+                                           R"({"a":"\x"})",
+                                           R"({"a":"\u12"})",
+                                           "{\"a\":\"tab\there\"}",
+                                           R"({"a":[1,]})",
+                                           R"({"a":1,})",
+                                           R"({a:1})",
+                                           R"({"a" 1})",
+                                           R"({"a":[1 2]})",
+                                           R"({"a":1} x)",
+                                           R"({"a":1}{})",
+                                           "{\"a\":\"\\ud800\"}",
+                                           "{\"a\":\"\\udfff\\ud800\"}",
+                                           "{\"a\":\"\xf4\x90\x80\x80\"}",
+                                           "{\"a\":\"\xf0\x90\x80\x80\"}",
+                                           "{\"a\":\"\x7f\"}",
+                                           "{\"a\":1e999}",
+                                           "{\"a\":1E+2,\"b\":-0,\"c\":-0.0e-0}",
+                                           "{\"a\":\"\xef\xbf\xbf\"}",
+                                           "\xef\xbb\xbf{}",
+                                           "\xef\xbb{}",
+                                           "{\"stream\":true,\"stream_options\":null}",
+                                           "{\"a\":/*c*/1}",
+                                           "{\"a\":1}\n\t\r "};
+  for (const auto& body : bodies) {
+    const bool reader = json_read::parse(body).value.has_value();
+    EXPECT_EQ(scan_request(body).valid, reader) << body;
+  }
+}
+
+// Issue 16, items 14-15: the fields the gateway reads, and acts on, must mean one thing.
+TEST(GatewayRequestFacts, RefusesMistypedOrDuplicatedStreamFieldsNamingThem) {
+  auto f = scan_request(R"({"stream":true,"stream_options":{"include_usage":"x"}})");
+  ASSERT_TRUE(f.refusal);
+  EXPECT_EQ(f.refusal->kind, ErrorKind::invalid_request);
+  EXPECT_EQ(f.refusal->param, "stream_options.include_usage");
+  EXPECT_EQ(f.refusal->message, R"('stream_options.include_usage' must be a boolean, got "x")");
+  f = scan_request(R"({"stream":"yes"})");
+  ASSERT_TRUE(f.refusal);
+  EXPECT_EQ(f.refusal->param, "stream");
+  f = scan_request(R"({"stream":true,"stream_options":[1]})");
+  ASSERT_TRUE(f.refusal);
+  EXPECT_EQ(f.refusal->param, "stream_options");
+  f = scan_request(R"({"stream":true,"stream_options":{},"stream_options":{"include_usage":true}})");
+  ASSERT_TRUE(f.refusal);
+  EXPECT_EQ(f.refusal->code, "duplicate_key");
+  EXPECT_EQ(f.refusal->param, "stream_options");
+  f = scan_request(R"({"stream":true,"stream_options":{"include_usage":false,"include_usage":true}})");
+  ASSERT_TRUE(f.refusal);
+  EXPECT_EQ(f.refusal->param, "stream_options.include_usage");
+  // null is "not set".
+  f = scan_request(R"({"stream":null,"stream_options":{"include_usage":null}})");
+  EXPECT_TRUE(f.valid);
+  EXPECT_FALSE(f.stream);
+  EXPECT_FALSE(f.include_usage);
+}
+
+TEST(GatewayRequestFacts, ReadsMaxTokensAndChoices) {
+  auto f = scan_request(R"({"max_tokens":300,"n":2})");
+  EXPECT_EQ(f.max_tokens, 300);
+  EXPECT_EQ(f.choices, 2);
+  EXPECT_EQ(scan_request(R"({"max_completion_tokens":7})").max_tokens, 7);
+  EXPECT_EQ(scan_request(R"({"n_predict":9})").max_tokens, 9);
+  f = scan_request(R"({"max_tokens":-1,"n":1000})");
+  EXPECT_EQ(f.max_tokens, 0);
+  EXPECT_EQ(f.choices, 1);
+  EXPECT_EQ(scan_request(R"({"max_tokens":"lots"})").max_tokens, 0);
+  EXPECT_EQ(scan_request(R"({"max_tokens":1.5e2})").max_tokens, 0);
+}
+
+TEST(GatewayRequestFacts, RewritesUsageAndModelInPlaceAsValidJson) {
+  struct Case {
+    std::string body;
+    bool usage;
+    std::string model;
+  };
+  for (const Case& c : std::vector<Case>{
+           {R"({"stream":true,"model":"m"})", true, ""},
+           {R"( {"stream":true} )", true, ""},
+           {R"({"stream":true,"stream_options":null})", true, ""},
+           {R"({"stream":true,"stream_options":{}})", true, ""},
+           {R"({"stream":true,"stream_options":{ }})", true, ""},
+           {R"({"stream":true,"stream_options":{"x":1}})", true, ""},
+           {R"({"stream":true,"stream_options":{"include_usage":false}})", true, ""},
+           {R"({"stream":true,"stream_options":{"include_usage":null},"model":"m"})", true, "d\"x"},
+           {R"({"model" : "gpt-4", "messages":[]})", false, "small"},
+       }) {
+    const auto facts = scan_request(c.body);
+    ASSERT_TRUE(facts.valid) << c.body;
+    const std::string out = rewritten(c.body, facts, c.usage, c.model);
+    const auto parsed = nlohmann::json::parse(out);
+    if (c.usage) {
+      EXPECT_EQ(parsed["stream_options"]["include_usage"], true) << out;
+    }
+    if (!c.model.empty()) {
+      EXPECT_EQ(parsed["model"], c.model) << out;
+    } else if (facts.model_value.found()) {
+      EXPECT_EQ(parsed["model"], facts.model) << out;
+    }
+    EXPECT_TRUE(scan_request(out).valid) << out;
+  }
+  // Nothing asked: the body as it was.
+  const std::string body = R"({"stream":true,"stream_options":{"include_usage":true}})";
+  EXPECT_EQ(rewritten(body, scan_request(body), true, ""), body);
+}
+
+TEST(GatewayRequestFacts, TellsChunksThatCarryGeneratedText) {
+  EXPECT_TRUE(carries_generated_text(R"({"choices":[{"index":0,"delta":{"content":"Hi"}}]})"));
+  EXPECT_TRUE(carries_generated_text(R"({"choices":[{"text" : " a","index":0}]})"));
+  EXPECT_TRUE(carries_generated_text(R"({"choices":[{"delta":{"reasoning_content":"hm"}}]})"));
+  EXPECT_TRUE(carries_generated_text(R"({"choices":[{"delta":{"tool_calls":[{"index":0}]}}]})"));
+  EXPECT_TRUE(carries_generated_text(R"({"content":"x","stop":false})"));  // /infill
+  EXPECT_FALSE(carries_generated_text(R"({"choices":[{"delta":{"role":"assistant","content":""}}]})"));
+  EXPECT_FALSE(carries_generated_text(R"({"choices":[{"delta":{},"finish_reason":"stop"}]})"));
+  EXPECT_FALSE(carries_generated_text(R"({"choices":[],"usage":{"prompt_tokens":1}})"));
+  EXPECT_FALSE(carries_generated_text(R"({"choices":[{"delta":{"content":null}}]})"));
+  EXPECT_FALSE(carries_generated_text(R"({"type":"text"})"));
+}
+
+// Issue 16, item 3: an upstream's model list is untrusted input.
+TEST(GatewayModelList, ReadsOnlyTheModelsFactsWithinBounds) {
+  auto list = read_model_list(
+      R"({"object":"list","data":[{"id":"a","object":"model","owned_by":"me","created":5,)"
+      R"("meta":{"n_ctx":2048,"deep":{"x":1},"name":"n"},"extra":[[[1]]]},{"id":7},{"no":"id"},{"id":"b"}]})");
+  ASSERT_EQ(list.error, "");
+  EXPECT_EQ(list.ids, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(list.entries[0].dump(),
+            R"({"created":5,"id":"a","meta":{"n_ctx":2048,"name":"n"},"object":"model","owned_by":"me"})");
+  const std::string deep = R"({"data":)" + std::string(100000, '[') + std::string(100000, ']') + "}";
+  list = read_model_list(deep);
+  EXPECT_NE(list.error.find("json_too_deep"), std::string::npos) << list.error;
+  EXPECT_TRUE(list.ids.empty());
+  list = read_model_list(R"({"data":[{"id":"x"}]})" + std::string(max_model_list_bytes, ' '));
+  EXPECT_NE(list.error.find("json_too_large"), std::string::npos) << list.error;
+  EXPECT_NE(read_model_list("[]").error.find("no \"data\" array"), std::string::npos);
+  EXPECT_NE(read_model_list(R"({"data":{}})").error.find("no \"data\" array"), std::string::npos);
+  EXPECT_EQ(read_model_list(R"({"data":[{"id":")" + std::string(600, 'x') + R"("}]})").ids.size(), 0u);
+}
+
+TEST(GatewayModelList, ReadsTheMemoryAnUpstreamReportsNumbersOnly) {
+  EXPECT_EQ(
+      read_reported_memory(R"({"status":"ok","memory":{"total_bytes":8,"used_bytes":3,"name":"x","d":{}}})")
+          .dump(),
+      R"({"total_bytes":8,"used_bytes":3})");
+  EXPECT_TRUE(read_reported_memory(R"({"status":"ok"})").is_null());
+  EXPECT_TRUE(read_reported_memory(R"({"memory":{"name":"x"}})").is_null());
+  EXPECT_TRUE(read_reported_memory("not json").is_null());
+  EXPECT_TRUE(
+      read_reported_memory(R"({"memory":)" + std::string(100000, '[') + std::string(100000, ']') + "}")
+          .is_null());
+}
+
+// Issue 16, item 7: tokens are counted as they stream, and settled to what was used.
+TEST(GatewayTokenAccount, CountsStreamedChunksAndSettlesToUsageOrToTheCount) {
+  const auto now = std::chrono::steady_clock::time_point{} + std::chrono::hours(1000);
+  door::RateLimiter limiter;
+  const std::string body(40, ' ');  // a prompt estimate of 11 tokens
+  const auto facts = scan_request(R"({"max_tokens":20})");
+  {
+    TokenAccount account;
+    account.open(limiter, "k", 100);
+    EXPECT_EQ(account.reserve(facts, body.size(), true, now).reserved, 31);
+    EXPECT_FALSE(account.on_event(R"({"choices":[{"delta":{"role":"assistant","content":""}}]})"));
+    for (int i = 0; i < 5; ++i) EXPECT_FALSE(account.on_event(R"({"choices":[{"delta":{"content":"a"}}]})"));
+    EXPECT_EQ(account.completion_tokens(), 5);
+    EXPECT_EQ(account.prompt_tokens(), 0);
+    // The client leaves before the usage chunk: charged what it got and the prompt estimate.
+    account.settle(now);
+    account.settle(now);  // once only
+  }
+  EXPECT_EQ(limiter.reserve("k", 100, 1000, now).reserved, 100 - 16);
+  limiter.settle("k", 84, 0, now);
+  {
+    TokenAccount account;
+    account.open(limiter, "k", 100);
+    account.reserve(facts, body.size(), true, now);
+    EXPECT_FALSE(account.on_event(R"({"choices":[{"delta":{"content":"a"}}]})"));
+    EXPECT_TRUE(account.on_event(R"({"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}})"));
+    EXPECT_FALSE(account.on_event("[DONE]"));
+    EXPECT_EQ(account.prompt_tokens(), 3);
+    EXPECT_EQ(account.completion_tokens(), 2);
+    account.settle(now);
+  }
+  EXPECT_EQ(limiter.reserve("k", 100, 1000, now).reserved, 100 - 16 - 5);
+}
+
+TEST(GatewayTokenAccount, AStreamPastItsReservationExtendsItSoOthersSeeIt) {
+  const auto now = std::chrono::steady_clock::time_point{} + std::chrono::hours(1000);
+  door::RateLimiter limiter;
+  TokenAccount account;
+  account.open(limiter, "k", 50);
+  const auto facts = scan_request(R"({"max_tokens":4})");
+  EXPECT_EQ(account.reserve(facts, 0, true, now).reserved, 5);  // 4 + a 1-token prompt estimate
+  for (int i = 0; i < 60; ++i) account.on_event(R"({"choices":[{"delta":{"content":"a"}}]})");
+  // 60 counted: the key's window is past its limit while the stream runs.
+  EXPECT_FALSE(limiter.reserve("k", 50, 1, now).allowed);
+  account.settle(now);
+  const auto after = limiter.reserve("k", 50, 1, now);
+  EXPECT_FALSE(after.allowed);
+  EXPECT_EQ(after.reason, "tokens per minute: 61 used of 50");
 }
 
 }  // namespace

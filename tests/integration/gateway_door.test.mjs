@@ -651,3 +651,64 @@ describe('audit log', () => {
     assert.equal(verified.code, 0, verified.stdout + verified.stderr);
   });
 });
+
+// Issue 16 item 8: the gateway once dropped its own SQLite lock on the keys database (it opened and closed the
+// file to set its mode), so the next SQLite client that closed the file (here `audit verify` itself) deleted
+// the gateway's -wal and -shm: later anchor updates were lost, and a log cut while the gateway ran verified
+// as "3 records, chain intact".
+describe('audit log cut while the gateway runs', () => {
+  let gw;
+  let dir;
+  let key;
+  before(async () => {
+    const up = await upstream({ name: 'cut-up' });
+    dir = folder('audit-cut');
+    const config = baseConfig(up, { audit_log: 'audit.log' });
+    ({ key } = await createKey(writeGatewayConfig(dir, config), 'cutter'));
+    gw = await gateway(config, { dir });
+    await waitHealthy(gw);
+  });
+
+  const logFile = () => path.join(dir, 'audit.log');
+  const verify = (log = logFile()) =>
+    runClawbotCommand(['gateway', 'audit', 'verify', '--config', path.join(dir, 'gateway.json'), '--log', log]);
+  /** The seq the database's anchor is at, as `audit verify` sees it (a copy of the log without its records). */
+  async function anchorSeq() {
+    const empty = path.join(dir, 'empty.log');
+    fs.writeFileSync(empty, '');
+    const r = await verify(empty);
+    const m = /anchor is at seq (\d+)/.exec(r.stdout);
+    return m ? Number(m[1]) : 0;
+  }
+  async function send(n) {
+    for (let i = 0; i < n; ++i) {
+      const r = await request(`${gw.url}/v1/chat/completions`, { body: chat(), headers: bearer(key) });
+      assert.equal(r.status, 200, r.text);
+    }
+  }
+
+  test('verify; 5 more requests; another SQLite client; cut to 3 lines: verify names the missing records',
+    async () => {
+      await send(3);
+      assert.ok(await waitUntil(async () => (await anchorSeq()) >= 3, 5000), 'the anchor never reached seq 3');
+      const first = await verify();
+      assert.equal(first.code, 0, first.stdout + first.stderr);
+      assert.match(first.stdout, /3 records, chain intact/);
+
+      await send(5);
+      // Each `audit verify` above and here opened and closed the database: with the lock lost, the gateway's
+      // later anchor updates went to a deleted -wal and this never saw seq 8.
+      const anchored = await waitUntil(async () => (await anchorSeq()) >= 8, 5000);
+      assert.ok(anchored, `the anchor stayed at seq ${await anchorSeq()} after 8 requests`);
+      const listed = await runClawbotCommand(['gateway', 'keys', 'list', '--config', path.join(dir, 'gateway.json')]);
+      assert.equal(listed.code, 0, listed.stderr);
+
+      const lines = fs.readFileSync(logFile(), 'utf8').trimEnd().split('\n');
+      assert.equal(lines.length, 8);
+      fs.writeFileSync(logFile(), lines.slice(0, 3).join('\n') + '\n');
+      const cut = await verify();
+      assert.equal(cut.code, 1, cut.stdout + cut.stderr);
+      assert.match(cut.stdout, /^records 4\.\.8 missing at the end \(after line 3; the database's anchor is at seq 8\)$/m);
+      assert.doesNotMatch(cut.stdout, /chain intact/);
+    });
+});

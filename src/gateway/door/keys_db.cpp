@@ -61,10 +61,15 @@ PRAGMA user_version = 1;
 }  // namespace
 
 const std::filesystem::path& private_file(const std::filesystem::path& path) {
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  // O_EXCL: only a file this call creates is ever opened here. Opening and closing an existing file would
+  // drop every POSIX lock this process holds on it (they belong to the process and the file, and any close
+  // releases them), including the SHARED lock a SQLite connection of ours keeps on it in WAL mode; another
+  // process's SQLite closing the file would then take it for unused and delete our -wal and -shm. A file that
+  // did not exist a moment ago is held by no connection.
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd >= 0) {
     ::close(fd);
-  } else if (errno != EACCES && errno != EISDIR) {
+  } else if (errno != EEXIST && errno != EACCES && errno != EISDIR) {
     // EACCES and EISDIR: let SQLite open it and report in its own words (read-only, not a database).
     throw StoreError(StoreErrorKind::unusable,
                      path.string() + ": cannot create the keys database: " + std::strerror(errno) +

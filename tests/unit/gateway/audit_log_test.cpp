@@ -1,7 +1,11 @@
 // The audit log: written from several threads, re-opened, and tampered with in copies that verify must
 // catch, each problem named by its line and seq.
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <fstream>
 #include <iterator>
+#include <sstream>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -68,7 +72,43 @@ class AuditTamper : public ::testing::Test {
   fs::path db_path = dir / "gateway.db";
 };
 
+// Whether this process holds a POSIX (fcntl) lock on the file, as /proc/locks lists them:
+// "1: POSIX  ADVISORY  READ 4711 fd:01:123456 1073741826 1073742335".
+bool process_holds_lock(const fs::path& file) {
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0) return false;
+  std::ifstream locks("/proc/locks");
+  for (std::string line; std::getline(locks, line);) {
+    std::istringstream fields(line);
+    std::string number, kind, mode, access, pid, device;
+    fields >> number >> kind;
+    if (kind == "->") fields >> kind;  // a waiter
+    fields >> mode >> access >> pid >> device;
+    const auto inode = device.substr(device.rfind(':') + 1);
+    if (kind == "POSIX" && pid == std::to_string(::getpid()) && inode == std::to_string(st.st_ino))
+      return true;
+  }
+  return false;
+}
+
 }  // namespace
+
+// Issue 16 item 8: opening the audit log beside a KeyVerifier (as the gateway does) once opened and closed
+// the database file, which dropped the SQLite lock the process held on it; the next SQLite client to close
+// the file then deleted the gateway's -wal and -shm, and every later anchor update was lost.
+TEST(GatewayAuditLog, TheDatabaseStaysLockedWhileTheGatewayHasItOpen) {
+  TempDir dir("clawbot-audit-");
+  door::KeyStore(dir / "gateway.db").create("someone");
+  door::KeyVerifier keys(dir / "gateway.db");
+  ASSERT_TRUE(process_holds_lock(dir / "gateway.db")) << "SQLite holds no lock in WAL mode: test is moot";
+  door::AuditLog log(dir / "audit.log", dir / "gateway.db");
+  log.append(record(1));
+  ASSERT_TRUE(log.flush());
+  EXPECT_TRUE(process_holds_lock(dir / "gateway.db"))
+      << "the process lost its lock on the database: another SQLite client would delete its -wal";
+  keys.refresh();
+  EXPECT_EQ(keys.active_keys(), 1u);
+}
 
 TEST(GatewayAuditLog, ManyThreadsOneIntactChain) {
   TempDir dir("clawbot-audit-");

@@ -3,7 +3,8 @@
 // its verifier. Nothing here knows HTTP: the proxy maps the answers to 401, 403 and 429.
 //
 // Request-path classes (KeyVerifier, AllowList, RateLimiter, AuditLog::append) are thread-safe, never touch
-// SQLite or the disk on the calling thread, and never throw for untrusted input.
+// the disk on the calling thread (KeyVerifier: see there for an unknown key id), and never throw for
+// untrusted input.
 #pragma once
 
 #include <atomic>
@@ -78,10 +79,14 @@ std::string_view to_string(KeyRejection reason) noexcept;
 
 // The request side: an in-memory snapshot of the keys table, read again by a background thread when the file
 // changes (PRAGMA data_version, polled every 250 ms), so a `keys revoke` in another process takes effect
-// within about half a second. verify() costs one hash-map lookup and one SHA-256; it never touches SQLite.
+// within about half a second. verify() costs one hash-map lookup and one SHA-256. Only for a key id the
+// snapshot lacks does it look at SQLite, so that a key works as soon as `keys create` returns: one
+// PRAGMA data_version (a read of SQLite's shared memory; the table is read only when it changed), serialized,
+// at most one per on_demand_interval, each covering every request that arrived before it began.
 class KeyVerifier {
  public:
   static constexpr std::chrono::milliseconds poll_interval{250};
+  static constexpr std::chrono::milliseconds on_demand_interval{1};
 
   // Opens (creating when missing) the database and reads the keys once; throws client::StoreError when the
   // file cannot be used.

@@ -267,6 +267,24 @@ struct KeyVerifier::Impl {
     }
   }
 
+  // For a key id the snapshot does not know: reads the table again if it changed since, unless a check that
+  // began after `arrived` already did. Checks are serialized and at most one per on_demand_interval starts,
+  // so a flood of made-up ids costs at most that many reads of SQLite's shared memory (a full reload only
+  // when the table really changed), and each waits at most on_demand_interval.
+  void check_since(std::chrono::steady_clock::time_point arrived) {
+    std::lock_guard lock(db_mutex);
+    if (last_check > arrived) return;
+    const auto earliest = last_check + on_demand_interval;
+    if (std::chrono::steady_clock::now() < earliest) std::this_thread::sleep_until(earliest);
+    last_check = std::chrono::steady_clock::now();
+    try {
+      if (data_version() != last_version) refresh_locked();
+    } catch (const std::exception& e) {
+      std::lock_guard error_lock(error_mutex);
+      error = e.what();
+    }
+  }
+
   void poll() {
     std::unique_lock stop_lock(stop_mutex);
     while (!stop_cv.wait_for(stop_lock, poll_interval, [this] { return stopping; })) {
@@ -274,6 +292,7 @@ struct KeyVerifier::Impl {
       {
         std::lock_guard lock(db_mutex);
         try {
+          last_check = std::chrono::steady_clock::now();
           if (data_version() != last_version) refresh_locked();
         } catch (const std::exception& e) {
           std::lock_guard error_lock(error_mutex);
@@ -285,8 +304,9 @@ struct KeyVerifier::Impl {
   }
 
   sqlite::Database db;
-  std::mutex db_mutex;  // the connection: the poller and refresh()
+  std::mutex db_mutex;  // the connection: the poller, refresh() and check_since()
   std::int64_t last_version = 0;
+  std::chrono::steady_clock::time_point last_check{};  // when the last data_version check began
   std::atomic<std::shared_ptr<const Snapshot>> snapshot;
 
   mutable std::mutex error_mutex;
@@ -312,8 +332,15 @@ std::optional<KeyInfo> KeyVerifier::verify(std::string_view presented_key, KeyRe
   };
   const auto parsed = parse_key(presented_key);
   if (!parsed) return reject(KeyRejection::malformed);
-  const std::shared_ptr<const Snapshot> snapshot = impl_->snapshot.load();
-  const auto found = snapshot->by_id.find(std::string(parsed->id));
+  const auto arrived = std::chrono::steady_clock::now();
+  std::shared_ptr<const Snapshot> snapshot = impl_->snapshot.load();
+  auto found = snapshot->by_id.find(std::string(parsed->id));
+  if (found == snapshot->by_id.end()) {
+    // Perhaps created a moment ago (`keys create` has returned, the poller has not run yet).
+    impl_->check_since(arrived);
+    snapshot = impl_->snapshot.load();
+    found = snapshot->by_id.find(std::string(parsed->id));
+  }
   if (found == snapshot->by_id.end()) {
     const detail::Sha256 hash = detail::sha256(impl_->dummy_salt, parsed->secret);
     (void)CRYPTO_memcmp(hash.data(), impl_->dummy_hash.data(), hash.size());

@@ -103,6 +103,26 @@ TEST(GatewayKeys, RevocationInAnotherConnectionIsSeenWithinASecond) {
   EXPECT_TRUE(verifier.verify(later.key));
 }
 
+// Issue 17 bug 4: a key was refused until the poller's next look at the file (up to seconds in the field).
+TEST(GatewayKeys, AKeyWorksAsSoonAsCreateReturns) {
+  TempDir dir("clawbot-keys-");
+  door::KeyStore admin(dir / "gateway.db");  // another connection, as `keys create` in another process
+  admin.create("first");
+  door::KeyVerifier verifier(dir / "gateway.db");
+  for (int i = 0; i < 20; ++i) {  // each right after its commit, long before the next poll
+    const auto created = admin.create("new-" + std::to_string(i));
+    door::KeyRejection why{};
+    EXPECT_TRUE(verifier.verify(created.key, &why)) << i << ": " << door::to_string(why);
+  }
+  EXPECT_EQ(verifier.active_keys(), 21u);
+  // An id that does not exist is still refused, as an unknown id.
+  std::string unknown = admin.create("x").key;
+  unknown.replace(4, 12, "000000000000");
+  door::KeyRejection why{};
+  EXPECT_FALSE(verifier.verify(unknown, &why));
+  EXPECT_EQ(why, door::KeyRejection::unknown_id);
+}
+
 TEST(GatewayKeys, TheDatabaseHoldsSaltedHashesNotKeys) {
   TempDir dir("clawbot-keys-");
   const std::string db_path = dir / "gateway.db";

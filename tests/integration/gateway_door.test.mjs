@@ -147,13 +147,15 @@ describe('API keys', () => {
     assert.equal(health.json.role, 'gateway');
   });
 
-  test('a key created while the gateway runs is taken; a revoked key is refused within about a second',
+  test('a key created while the gateway runs works at once; a revoked key is refused within about a second',
     async () => {
-      const created = await createKey(gw.config, 'late');
-      const accepted = await waitUntil(async () =>
-        (await request(`${gw.url}/v1/chat/completions`, { body: chat(), headers: bearer(created.key) })).status === 200,
-      1500);
-      assert.ok(accepted, 'a key created while the gateway runs was not accepted within 1.5 s');
+      // Issue 17 bug 4: refused for up to seconds after `keys create` returned.
+      for (const name of ['late', 'later', 'latest']) {
+        const fresh = await createKey(gw.config, name);
+        const r = await request(`${gw.url}/v1/chat/completions`, { body: chat(), headers: bearer(fresh.key) });
+        assert.equal(r.status, 200, `a key used right after keys create returned: ${r.status} ${r.text}`);
+      }
+      const created = await createKey(gw.config, 'short-lived');
 
       const revoked = await runClawbotCommand(['gateway', 'keys', 'revoke', created.id, '--config', gw.config]);
       assert.equal(revoked.code, 0, revoked.stderr);

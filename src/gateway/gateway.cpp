@@ -406,7 +406,8 @@ Gateway::Gateway(GatewayConfig config, bool verbose)
       queue_(config_.queue.max_waiting),
       upstream_models_(config_.upstreams.size(), json::array()) {
   allow_ = parse_allow_list(config_);
-  if (config_.auth == "keys") keys_ = std::make_unique<door::KeyVerifier>(config_.keys_db, config_.secret_file);
+  if (config_.auth == "keys")
+    keys_ = std::make_unique<door::KeyVerifier>(config_.keys_db, config_.secret_file);
   if (!config_.audit_log.empty()) {
     audit_ = std::make_unique<door::AuditLog>(
         config_.audit_log, config_.keys_db,
@@ -432,7 +433,7 @@ Gateway::Gateway(GatewayConfig config, bool verbose)
                            [this] { return static_cast<double>(queue_.size()); });
   if (keys_)
     registry_.gauge_callback("clawbot_gateway_key_rows_rejected",
-                             "Rows of the keys database refused: MAC missing or wrong, or revoked and active again",
+                             "Rows of the keys database refused: MAC wrong, or revoked and active again",
                              [this] { return static_cast<double>(keys_->rejected_rows()); });
   registry_.gauge_callback("process_resident_memory_bytes", "Resident memory of the gateway process",
                            [] { return monitor::process_rss_bytes(); });

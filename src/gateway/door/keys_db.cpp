@@ -263,8 +263,19 @@ Secrets open_door(sqlite::Database& db, const std::filesystem::path& secret_file
     throw StoreError(StoreErrorKind::unusable,
                      secret_file.string() +
                          ": no such file: the secret the gateway keeps its keys and audit "
-                         "log under (it makes it on first start; pass --secret PATH if it "
-                         "lives elsewhere)");
+                         "log under (it makes it on first start; name where it is with "
+                         "\"secret_file\" in gateway.json or --secret)");
+  {
+    // A new secret for a database that has rows would refuse them all: the old one is missing, say so.
+    sqlite::Statement rows(db,
+                           "SELECT (SELECT count(*) FROM api_keys) + (SELECT count(*) FROM audit_anchor)");
+    rows.step();
+    if (rows.int64_at(0) > 0)
+      throw StoreError(StoreErrorKind::unusable,
+                       secret_file.string() + ": no such file, but " + db.path() +
+                           " has keys or an audit anchor made under a secret: restore that file, or name "
+                           "where it is (\"secret_file\" in gateway.json, --secret)");
+  }
   if (create_secret_file(secret_file, random_bytes(secret_bytes))) {
     if (notes != nullptr) notes->push_back("created the gateway's secret file " + secret_file.string());
   }

@@ -335,6 +335,11 @@ TEST(GatewayKeys, TheSecretLivesApartFromTheDatabase) {
   EXPECT_THROW(door::KeyVerifier{db_path}, StoreError);  // readable by others: refused
   ::chmod(secret_path.c_str(), 0600);
   EXPECT_TRUE(door::KeyVerifier(db_path).verify(door::KeyStore(db_path).create("two").key));
+  // A missing secret is not silently replaced while rows depend on it.
+  fs::rename(secret_path, dir / "moved.secret");
+  EXPECT_THROW(door::KeyVerifier{db_path}, StoreError);
+  EXPECT_FALSE(fs::exists(secret_path));
+  fs::rename(dir / "moved.secret", secret_path);
   // A secret that does not match: every row is refused.
   fs::rename(dir / "kept-elsewhere.secret", secret_path);
   EXPECT_EQ(door::KeyVerifier(db_path).active_keys(), 0u);

@@ -101,7 +101,8 @@ std::string_view to_string(KeyRejection reason) noexcept;
 // within about half a second. verify() costs one hash-map lookup and one SHA-256. Only for a key id the
 // snapshot lacks does it look at SQLite, so that a key works as soon as `keys create` returns: one
 // PRAGMA data_version (a read of SQLite's shared memory; the table is read only when it changed), serialized,
-// at most one per on_demand_interval, each covering every request that arrived before it began.
+// at most one per on_demand_interval (never waited for), each covering every request that arrived before it
+// began.
 class KeyVerifier {
  public:
   static constexpr std::chrono::milliseconds poll_interval{250};

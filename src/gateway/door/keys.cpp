@@ -325,15 +325,16 @@ struct KeyVerifier::Impl {
   }
 
   // For a key id the snapshot does not know: reads the table again if it changed since, unless a check that
-  // began after `arrived` already did. Checks are serialized and at most one per on_demand_interval starts,
-  // so a flood of made-up ids costs at most that many reads of SQLite's shared memory (a full reload only
-  // when the table really changed), and each waits at most on_demand_interval.
+  // began after `arrived` already did. Checks are serialized and at most one per on_demand_interval starts
+  // (never waited for: within the interval the answer stands), so a flood of made-up ids costs at most that
+  // many reads of SQLite's shared memory, a full reload only when the table really changed, and no sleep on
+  // an I/O thread. A key is missed only if committed less than on_demand_interval before the request
+  // arrived, sooner than any client can use a key `keys create` printed; the poller takes it soon after.
   void check_since(std::chrono::steady_clock::time_point arrived) {
     std::lock_guard lock(db_mutex);
-    if (last_check > arrived) return;
-    const auto earliest = last_check + on_demand_interval;
-    if (std::chrono::steady_clock::now() < earliest) std::this_thread::sleep_until(earliest);
-    last_check = std::chrono::steady_clock::now();
+    const auto now = std::chrono::steady_clock::now();
+    if (last_check > arrived || now < last_check + on_demand_interval) return;
+    last_check = now;
     try {
       if (data_version() != last_version) refresh_locked();
     } catch (const std::exception& e) {

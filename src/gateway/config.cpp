@@ -18,7 +18,8 @@ const std::vector<std::string> kTopKeys = {"listen",          "upstreams",     "
                                            "queue",           "health_checks", "circuit_breaker",
                                            "retries",         "threads",       "connect_timeout_ms",
                                            "read_timeout_ms", "advertise",     "name",
-                                           "default_model"};
+                                           "default_model",   "secret_file",   "audit_witness",
+                                           "audit_witness_interval_s"};
 const std::vector<std::string> kListenKeys = {"host", "port", "tls"};
 const std::vector<std::string> kTlsKeys = {"cert", "key", "client_ca"};
 const std::vector<std::string> kUpstreamKeys = {"url",         "name",          "weight",
@@ -75,6 +76,12 @@ class Parser {
           c_.allow.push_back(v_.string(key + "[" + std::to_string(i) + "]", value[i], false));
       } else if (key == "audit_log") {
         c_.audit_log = path(key, value);
+      } else if (key == "secret_file") {
+        c_.secret_file = path(key, value);
+      } else if (key == "audit_witness") {
+        c_.audit_witness = path(key, value);
+      } else if (key == "audit_witness_interval_s") {
+        c_.audit_witness_interval_s = static_cast<int>(v_.integer(key, value, 1, 86'400, "seconds"));
       } else if (key == "audit_prompts") {
         c_.audit_prompts = v_.boolean(key, value);
       } else if (key == "tls_only") {

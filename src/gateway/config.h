@@ -84,9 +84,13 @@ struct GatewayConfig {
   std::filesystem::path keys_db;   // SQLite file of API keys; default gateway.db beside the config
   bool health_open = true;         // GET /health answers without a key
   std::vector<std::string> allow;  // IPv4/IPv6 CIDRs; empty: any address
+  std::filesystem::path
+      secret_file;                  // the door's secret; empty: door::secret_path's default (beside keys_db)
   std::filesystem::path audit_log;  // empty: no audit log
   bool audit_prompts = false;       // also record prompt text (off: never)
-  bool tls_only = false;            // refuse to start a listener without TLS
+  std::filesystem::path audit_witness;  // a directory outside the machine for the log's heads; empty: none
+  int audit_witness_interval_s = 600;   // how often the head is witnessed while records come
+  bool tls_only = false;                // refuse to start a listener without TLS
   Limits limits;
   Queue queue;
   HealthChecks health_checks;

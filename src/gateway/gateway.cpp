@@ -421,9 +421,14 @@ Gateway::Gateway(GatewayConfig config, bool verbose)
       models_read_(config_.upstreams.size(), 0),
       upstream_memory_(config_.upstreams.size()) {
   allow_ = parse_allow_list(config_);
-  if (config_.auth == "keys") keys_ = std::make_unique<door::KeyVerifier>(config_.keys_db);
+  if (config_.auth == "keys")
+    keys_ = std::make_unique<door::KeyVerifier>(config_.keys_db, config_.secret_file);
   if (!config_.audit_log.empty()) {
-    audit_ = std::make_unique<door::AuditLog>(config_.audit_log, config_.keys_db);
+    audit_ = std::make_unique<door::AuditLog>(
+        config_.audit_log, config_.keys_db,
+        door::AuditLog::Options{config_.secret_file, config_.audit_witness,
+                                std::chrono::seconds(config_.audit_witness_interval_s)});
+    for (const auto& note : audit_->notes()) spdlog::info("audit log: {}", note);
     if (!audit_->opening_warning().empty()) spdlog::warn("audit log: {}", audit_->opening_warning());
   }
   pool_.on_capacity([this] { queue_.wake_one(); });
@@ -441,6 +446,10 @@ Gateway::Gateway(GatewayConfig config, bool verbose)
                            [this] { return static_cast<double>(in_flight_.load()); });
   registry_.gauge_callback("clawbot_gateway_queue_length", "Requests waiting for an upstream",
                            [this] { return static_cast<double>(queue_.size()); });
+  if (keys_)
+    registry_.gauge_callback("clawbot_gateway_key_rows_rejected",
+                             "Rows of the keys database refused: MAC wrong, or revoked and active again",
+                             [this] { return static_cast<double>(keys_->rejected_rows()); });
   registry_.gauge_callback("process_resident_memory_bytes", "Resident memory of the gateway process",
                            [] { return monitor::process_rss_bytes(); });
   for (std::size_t i = 0; i < pool_.size(); ++i) {
@@ -1381,7 +1390,7 @@ int check_config(const GatewayConfig& config) {
     if (listener.tls)
       tls::make_server_context(server_tls(*listener.tls));  // throws naming a file it cannot use
   std::size_t keys = 0;
-  if (config.auth == "keys") keys = door::KeyVerifier(config.keys_db).active_keys();
+  if (config.auth == "keys") keys = door::KeyVerifier(config.keys_db, config.secret_file).active_keys();
   std::cout << config.file.string() << ": ok\n";
   for (const auto& listener : config.listen)
     std::cout << "  listen    " << (listener.tls ? "https://" : "http://") << listener.host << ":"

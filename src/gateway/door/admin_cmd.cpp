@@ -27,7 +27,7 @@ using nlohmann::json;
 
 struct AdminOptions {
   std::string config;  // empty: the gateway command's --config, else ./gateway.json
-  std::string db, log;
+  std::string db, log, secret, witness;
   // keys create
   std::string name;
   std::int64_t rpm = 0, tpm = 0;
@@ -60,6 +60,7 @@ struct State {
   CLI::App* audit_verify = nullptr;
   CLI::App* audit_tail = nullptr;
   CLI::App* audit_export = nullptr;
+  CLI::App* audit_witness = nullptr;
 
   std::optional<GatewayConfig> loaded;
 
@@ -84,6 +85,22 @@ struct State {
     if (!options.db.empty()) return options.db;
     return config("--db PATH", status).keys_db;
   }
+  // gateway.json's, unless the paths were all given on the command line (then secret_path's default).
+  fs::path secret_file(int status = 1) {
+    if (!options.secret.empty()) return options.secret;
+    if (!options.db.empty() && !config_given()) return {};
+    return config("--db PATH", status).secret_file;
+  }
+  fs::path witness_dir(int status) {
+    if (!options.witness.empty()) return options.witness;
+    if (!options.db.empty() && !options.log.empty() && !config_given()) return {};
+    return config("--log PATH and --db PATH", status).audit_witness;
+  }
+  bool config_given() const {
+    if (!options.config.empty()) return true;
+    const CLI::Option* parent = gateway_cmd.get_option_no_throw("--config");
+    return parent != nullptr && parent->count() > 0;
+  }
   fs::path log_path(int status = 1) {
     if (!options.log.empty()) return options.log;
     const auto& c = config("--log PATH", status);
@@ -99,7 +116,14 @@ void add_paths(CLI::App& command, AdminOptions& options, bool log) {
   command.add_option("--config", options.config,
                      "gateway.json that names keys_db and audit_log (default: ./gateway.json)");
   command.add_option("--db", options.db, "Keys database (instead of keys_db of --config)");
+  command.add_option("--secret", options.secret,
+                     "The gateway's secret file (instead of secret_file of --config; default: beside the "
+                     "database, .secret)");
   if (log) command.add_option("--log", options.log, "Audit log (instead of audit_log of --config)");
+}
+
+void print_notes(const std::vector<std::string>& notes) {
+  for (const auto& note : notes) std::cerr << note << "\n";
 }
 
 std::string limit_text(std::int64_t limit) {
@@ -110,7 +134,8 @@ std::string limit_text(std::int64_t limit) {
 
 int keys_create(State& state) {
   const fs::path db = state.db_path();
-  KeyStore store(db);
+  KeyStore store(db, state.secret_file());
+  print_notes(store.notes());
   const Created created = store.create(state.options.name, state.options.rpm, state.options.tpm);
   // Only the key on stdout, so that `KEY=$(clawbot gateway keys create --name x)` works.
   std::cout << created.key << std::endl;
@@ -125,8 +150,14 @@ int keys_create(State& state) {
 int keys_list(State& state) {
   const fs::path db = state.db_path();
   if (!fs::exists(db)) throw CommandError(1, db.string() + ": no such keys database (create a key first)");
-  KeyStore store(db);
+  KeyStore store(db, state.secret_file());
+  print_notes(store.notes());
   const auto rows = store.list();
+  const auto tampered = std::count_if(rows.begin(), rows.end(), [](const KeyRow& r) { return !r.intact; });
+  if (tampered > 0)
+    std::cerr << "warning: " << tampered
+              << " row(s) were forged or changed outside clawbot (their MAC does not verify): the gateway "
+                 "refuses those keys\n";
   if (state.options.json) {
     nlohmann::ordered_json out = nlohmann::ordered_json::array();
     for (const auto& row : rows)
@@ -135,7 +166,8 @@ int keys_list(State& state) {
                      {"created_at", row.created_at},
                      {"requests_per_minute", row.info.requests_per_minute},
                      {"tokens_per_minute", row.info.tokens_per_minute},
-                     {"revoked_at", row.revoked() ? nlohmann::ordered_json(row.revoked_at) : nullptr}});
+                     {"revoked_at", row.revoked() ? nlohmann::ordered_json(row.revoked_at) : nullptr},
+                     {"intact", row.intact}});
     std::cout << out.dump(2) << "\n";
     return 0;
   }
@@ -147,7 +179,9 @@ int keys_list(State& state) {
   for (const auto& row : rows)
     table.push_back({row.info.id, row.info.name, row.created_at, limit_text(row.info.requests_per_minute),
                      limit_text(row.info.tokens_per_minute),
-                     row.revoked() ? "revoked " + row.revoked_at : "active"});
+                     !row.intact     ? std::string("TAMPERED (refused)")
+                     : row.revoked() ? "revoked " + row.revoked_at
+                                     : std::string("active")});
   std::array<std::size_t, 6> width{};
   for (const auto& cells : table)
     for (std::size_t c = 0; c < cells.size(); ++c) width[c] = std::max(width[c], cells[c].size());
@@ -165,7 +199,8 @@ int keys_list(State& state) {
 int keys_revoke(State& state) {
   const fs::path db = state.db_path();
   if (!fs::exists(db)) throw CommandError(1, db.string() + ": no such keys database");
-  KeyStore store(db);
+  KeyStore store(db, state.secret_file());
+  print_notes(store.notes());
   const std::string& which = state.options.id_or_name;
   const auto row = store.find(which);
   if (!row) throw CommandError(1, "no key with the id or active name \"" + which + "\" in " + db.string());
@@ -187,13 +222,26 @@ int audit_verify(State& state) {
   const fs::path db = state.db_path(2);
   VerifyReport report;
   try {
-    report = verify_audit_log(log, db);
+    report = verify_audit_log(log, db, state.secret_file(2), state.witness_dir(2));
   } catch (const std::exception& e) {
     throw CommandError(2, e.what());
   }
   for (const auto& problem : report.problems) std::cout << problem.message << "\n";
   std::cout << log.string() << ": " << report.summary() << "\n";
   return report.intact() ? 0 : 1;
+}
+
+int audit_witness(State& state) {
+  const fs::path log = state.log_path();
+  const fs::path db = state.db_path();
+  const fs::path dir = state.witness_dir(1);
+  if (dir.empty())
+    throw CommandError(1,
+                       "no witness directory: pass --witness DIR or set \"audit_witness\" in gateway.json");
+  const AuditHead head = witness_audit_head(log, db, state.secret_file(), dir);
+  std::cout << "witnessed seq " << head.seq << " (" << head.hash << ") of " << log.string() << " in "
+            << (dir / detail::witness_file_name).string() << "\n";
+  return 0;
 }
 
 std::string human_line(std::string_view line) {
@@ -385,14 +433,22 @@ std::function<std::optional<int>()> add_admin_commands(CLI::App& gateway_cmd) {
   state->keys_revoke->add_option("key", o.id_or_name, "The key's id or name")->required();
   add_paths(*state->keys_revoke, o, false);
 
-  auto* audit =
-      gateway_cmd.add_subcommand("audit", "The audit log: verify its hash chain, tail it, export it");
+  auto* audit = gateway_cmd.add_subcommand(
+      "audit", "The audit log: verify its hash chain, witness its head, tail it, export it");
   audit->require_subcommand(1);
   state->audit_verify = audit->add_subcommand(
       "verify",
       "Check the hash chain: name every edited, inserted or deleted record (exit 0 intact, 1 problems, "
       "2 cannot read)");
+  state->audit_verify->add_option("--witness", o.witness,
+                                  "Also check the log against the heads witnessed in this directory "
+                                  "(default: audit_witness of --config)");
   add_paths(*state->audit_verify, o, true);
+  state->audit_witness = audit->add_subcommand(
+      "witness", "Verify the log, then append its head (seq, hash, time) to DIR/audit-witness.jsonl");
+  state->audit_witness->add_option("--witness", o.witness,
+                                   "The witness directory (default: audit_witness of --config)");
+  add_paths(*state->audit_witness, o, true);
   state->audit_tail = audit->add_subcommand("tail", "The last records, one line each");
   state->audit_tail->add_option("-n,--lines", o.lines, "How many")->capture_default_str();
   state->audit_tail->add_flag("-f,--follow", o.follow, "Keep printing records as they are appended");
@@ -409,9 +465,10 @@ std::function<std::optional<int>()> add_admin_commands(CLI::App& gateway_cmd) {
 
   return [state]() -> std::optional<int> {
     const std::pair<CLI::App*, int (*)(State&)> actions[] = {
-        {state->keys_create, keys_create}, {state->keys_list, keys_list},
-        {state->keys_revoke, keys_revoke}, {state->audit_verify, audit_verify},
-        {state->audit_tail, audit_tail},   {state->audit_export, audit_export},
+        {state->keys_create, keys_create},     {state->keys_list, keys_list},
+        {state->keys_revoke, keys_revoke},     {state->audit_verify, audit_verify},
+        {state->audit_tail, audit_tail},       {state->audit_export, audit_export},
+        {state->audit_witness, audit_witness},
     };
     for (const auto& [command, action] : actions) {
       if (!command->parsed()) continue;

@@ -13,6 +13,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include <spdlog/spdlog.h>
+
 #include "gateway/door/audit_format.h"
 #include "gateway/door/keys_db.h"
 
@@ -137,9 +139,11 @@ std::optional<LastRecord> last_record(int fd, off_t size) {
 }  // namespace
 
 struct AuditLog::Impl {
-  Impl(const fs::path& log, const fs::path& keys_db) : path(log), db(detail::private_file(keys_db)) {
-    detail::open_schema(db);
-    secret = *detail::audit_secret(db, true);
+  Impl(const fs::path& log, const fs::path& keys_db, Options options_)
+      : path(log),
+        options(std::move(options_)),
+        db(detail::private_file(keys_db)),
+        secrets(detail::open_door(db, secret_path(keys_db, options.secret_file), true, &notes)) {
     fd = ::open(log.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)
       throw std::runtime_error("cannot open the audit log " + log.string() + ": " + std::strerror(errno) +
@@ -177,7 +181,13 @@ struct AuditLog::Impl {
     const auto record = last_record(fd, st.st_size);
     next_seq = record ? record->seq + 1 : 1;
     prev_hash = record ? record->hash : detail::genesis_hash;
-    const auto anchor = detail::read_anchor(db);
+    auto anchor = detail::read_anchor(db, secrets);
+    if (anchor && !anchor->intact) {
+      opening_warning =
+          "the audit anchor in the keys database was changed outside clawbot (its MAC does not "
+          "verify): ignored; `clawbot gateway audit verify` reports it";
+      anchor.reset();
+    }
     if (anchor && anchor->seq >= next_seq) {
       opening_warning = "the audit log " + path.string() + " ends at seq " + std::to_string(next_seq - 1) +
                         " but the database's anchor is at seq " + std::to_string(anchor->seq) +
@@ -215,7 +225,7 @@ struct AuditLog::Impl {
     }
     if (unanchored) {
       try {
-        detail::write_anchor(db, detail::Anchor{anchor_log, next_seq - 1, prev_hash});
+        detail::write_anchor(db, secrets, detail::Anchor{anchor_log, next_seq - 1, prev_hash});
       } catch (const std::exception& e) {
         set_error(std::string("updating the audit anchor failed: ") + e.what());
         return false;
@@ -225,12 +235,30 @@ struct AuditLog::Impl {
     return true;
   }
 
+  // Appends the synced head to the witness when one is configured and due (or `force`, at closing), and
+  // the head moved since the last one. A failure is logged, once until it works again: the log goes on.
+  void witness(bool force) {
+    if (options.witness_dir.empty() || next_seq == 1) return;
+    const auto now = Clock::now();
+    if (next_seq - 1 == witnessed_seq || (!force && now < next_witness)) return;
+    next_witness = now + options.witness_interval;
+    try {
+      detail::append_witness(options.witness_dir, next_seq - 1, prev_hash, path);
+      witnessed_seq = next_seq - 1;
+      witness_failing = false;
+    } catch (const std::exception& e) {
+      if (!witness_failing) spdlog::warn("audit log: {}", e.what());
+      witness_failing = true;
+    }
+  }
+
   void set_error(std::string message) {
     std::lock_guard lock(error_mutex);
     error = std::move(message);
   }
 
   void run() {
+    witness(true);  // the head it resumes from
     Clock::time_point next_sync = Clock::now() + sync_interval;
     int failed_stops = 0;
     bool failing = false;  // the last cycle failed: wait a second before the next try, whatever arrives
@@ -255,7 +283,7 @@ struct AuditLog::Impl {
       taken += batch.size();
       for (const AuditRecord& record : batch) {
         const std::string body = detail::audit_body(next_seq, record, prev_hash);
-        prev_hash = detail::audit_mac(secret, body);
+        prev_hash = detail::audit_mac(secrets.audit, body);
         pending += detail::audit_line(body, prev_hash);
         ++next_seq;
       }
@@ -266,6 +294,7 @@ struct AuditLog::Impl {
         next_sync = now + sync_interval;
       }
       const bool clean = ok && pending.empty() && !unsynced && !unanchored;
+      if (clean) witness(stop);
       failing = !ok;
       {
         std::lock_guard lock(mutex);
@@ -287,8 +316,10 @@ struct AuditLog::Impl {
   }
 
   fs::path path;
+  Options options;
+  std::vector<std::string> notes;
   client::sqlite::Database db;  // the writer thread's after construction
-  std::string secret;
+  detail::Secrets secrets;
   int fd = -1;
   std::string opening_warning;
 
@@ -309,11 +340,14 @@ struct AuditLog::Impl {
   std::string pending;  // formatted lines not yet written
   std::uint64_t taken = 0;
   bool unsynced = false, unanchored = false;
+  std::int64_t witnessed_seq = 0;
+  Clock::time_point next_witness{};  // the first head (the resumed one, or the first record) at once
+  bool witness_failing = false;
   std::thread writer;
 };
 
-AuditLog::AuditLog(const std::filesystem::path& log, const std::filesystem::path& keys_db)
-    : impl_(std::make_unique<Impl>(log, keys_db)) {}
+AuditLog::AuditLog(const std::filesystem::path& log, const std::filesystem::path& keys_db, Options options)
+    : impl_(std::make_unique<Impl>(log, keys_db, std::move(options))) {}
 
 AuditLog::~AuditLog() = default;
 
@@ -354,6 +388,10 @@ std::string AuditLog::last_error() const {
 
 const std::string& AuditLog::opening_warning() const noexcept {
   return impl_->opening_warning;
+}
+
+const std::vector<std::string>& AuditLog::notes() const noexcept {
+  return impl_->notes;
 }
 
 }  // namespace clawbot::gateway::door

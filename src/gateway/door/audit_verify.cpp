@@ -57,6 +57,8 @@ std::string_view to_string(AuditProblem::Kind kind) noexcept {
       return "unparsable";
     case AuditProblem::Kind::broken:
       return "broken";
+    case AuditProblem::Kind::rewritten:
+      return "rewritten";
   }
   return "problem";
 }
@@ -64,26 +66,35 @@ std::string_view to_string(AuditProblem::Kind kind) noexcept {
 std::string VerifyReport::summary() const {
   const std::string count = std::to_string(records) + (records == 1 ? " record" : " records");
   if (intact())
-    return count + ", chain intact" + (anchored ? "" : " (no anchor in the database to check the end)");
+    return count + ", chain intact" + (anchored ? "" : " (no anchor in the database to check the end)") +
+           (witnessed == 0 ? ""
+                           : " and matches " + std::to_string(witnessed) +
+                                 (witnessed == 1 ? " witnessed head" : " witnessed heads"));
   return std::to_string(problems.size()) + (problems.size() == 1 ? " problem in " : " problems in ") + count;
 }
 
-VerifyReport verify_audit_log(const std::filesystem::path& log, const std::filesystem::path& keys_db) {
+VerifyReport verify_audit_log(const std::filesystem::path& log, const std::filesystem::path& keys_db,
+                              const std::filesystem::path& secret_file,
+                              const std::filesystem::path& witness_dir) {
   std::ifstream in(log, std::ios::binary);
   if (!in)
     throw std::runtime_error("cannot read the audit log " + log.string() + ": " + std::strerror(errno));
   if (!std::filesystem::exists(keys_db))
     throw std::runtime_error("cannot read the keys database " + keys_db.string() + ": no such file");
   client::sqlite::Database db(keys_db);
-  detail::open_schema(db);
-  const auto secret = detail::audit_secret(db, false);
-  if (!secret)
-    throw std::runtime_error(keys_db.string() +
-                             " holds no audit key: it is not the database the gateway wrote this log with");
-  const auto anchor = detail::read_anchor(db);
+  const detail::Secrets secrets = detail::open_door(db, secret_path(keys_db, secret_file), false);
+  const std::string* const secret = &secrets.audit;
+  const auto anchor = detail::read_anchor(db, secrets);
+  std::vector<std::size_t> bad_witness_lines;
+  std::vector<detail::WitnessedHead> witnessed;
+  if (!witness_dir.empty()) witnessed = detail::read_witness(witness_dir, bad_witness_lines);
+  // seq -> the hash the chain accepted for it, for the witnessed seqs only.
+  std::unordered_map<std::int64_t, std::string> accepted_at;
+  for (const auto& head : witnessed) accepted_at.emplace(head.seq, std::string());
 
   VerifyReport report;
   report.anchored = anchor.has_value();
+  report.witnessed = witnessed.size();
   std::deque<Item> ahead;
   std::size_t line_number = 0;
   const auto read_one = [&]() -> bool {
@@ -124,6 +135,7 @@ VerifyReport verify_audit_log(const std::filesystem::path& log, const std::files
   std::vector<std::pair<std::size_t, std::string>> copies;  // (problem index, hash) of valid inserted records
 
   const auto accept = [&](const Item& item) {
+    if (const auto w = accepted_at.find(item.seq); w != accepted_at.end()) w->second = item.hash;
     prev_hash = item.hash;
     prev_seq = item.seq;
     prev_line = item.line;
@@ -195,8 +207,14 @@ VerifyReport verify_audit_log(const std::filesystem::path& log, const std::files
     break_explained = false;
   }
   report.last_seq = prev_seq;
+  report.last_hash = prev_hash;
 
-  if (anchor) {
+  if (anchor && !anchor->intact) {
+    add(AuditProblem::Kind::broken, 0, anchor->seq, anchor->seq,
+        "the database's anchor (seq " + std::to_string(anchor->seq) +
+            ") was changed outside clawbot: its MAC does not verify, so the end of the log cannot be checked "
+            "against it");
+  } else if (anchor) {
     if (anchor->seq > prev_seq) {
       add(AuditProblem::Kind::truncated, 0, prev_seq + 1, anchor->seq,
           range_text(prev_seq + 1, anchor->seq) + " missing at the end (after line " +
@@ -206,6 +224,27 @@ VerifyReport verify_audit_log(const std::filesystem::path& log, const std::files
       add(AuditProblem::Kind::broken, prev_line, prev_seq, prev_seq,
           "line " + std::to_string(prev_line) + " (seq " + std::to_string(prev_seq) +
               "): differs from the database's anchor for that seq");
+    }
+  }
+
+  const std::string witness_file = (witness_dir / detail::witness_file_name).string();
+  for (const std::size_t line : bad_witness_lines)
+    add(AuditProblem::Kind::unparsable, 0, 0, 0,
+        witness_file + " line " + std::to_string(line) + ": not a witnessed head");
+  for (const auto& head : witnessed) {
+    const std::string when = "the head witnessed at " + (head.time.empty() ? "?" : head.time) + " (" +
+                             witness_file + " line " + std::to_string(head.line) + ")";
+    const std::string& found = accepted_at[head.seq];
+    if (head.seq > prev_seq) {
+      add(AuditProblem::Kind::truncated, 0, prev_seq + 1, head.seq,
+          range_text(prev_seq + 1, head.seq) + " missing: the log ends at seq " + std::to_string(prev_seq) +
+              " but seq " + std::to_string(head.seq) + " is " + when);
+    } else if (found.empty()) {
+      add(AuditProblem::Kind::rewritten, 0, head.seq, head.seq,
+          "record " + std::to_string(head.seq) + ", " + when + ", is not in the log's chain");
+    } else if (found != head.hash) {
+      add(AuditProblem::Kind::rewritten, 0, head.seq, head.seq,
+          "record " + std::to_string(head.seq) + " differs from " + when + ": the log was rewritten");
     }
   }
 
@@ -233,6 +272,22 @@ VerifyReport verify_audit_log(const std::filesystem::path& log, const std::files
     }
   }
   return report;
+}
+
+AuditHead witness_audit_head(const std::filesystem::path& log, const std::filesystem::path& keys_db,
+                             const std::filesystem::path& secret_file,
+                             const std::filesystem::path& witness_dir) {
+  // The witness file may not exist yet: the first witness checks against nothing.
+  const bool has_witness = std::filesystem::exists(witness_dir / detail::witness_file_name);
+  const VerifyReport report = verify_audit_log(log, keys_db, secret_file, has_witness ? witness_dir : "");
+  if (!report.intact()) {
+    std::string message = log.string() + ": " + report.summary() + ": not witnessing a log that fails verify";
+    for (const auto& problem : report.problems) message += "\n  " + problem.message;
+    throw std::runtime_error(message);
+  }
+  if (report.records == 0) throw std::runtime_error(log.string() + ": no records yet: nothing to witness");
+  detail::append_witness(witness_dir, report.last_seq, report.last_hash, log);
+  return AuditHead{report.last_seq, report.last_hash};
 }
 
 }  // namespace clawbot::gateway::door

@@ -3,7 +3,8 @@
 // its verifier. Nothing here knows HTTP: the proxy maps the answers to 401, 403 and 429.
 //
 // Request-path classes (KeyVerifier, AllowList, RateLimiter, AuditLog::append) are thread-safe, never touch
-// SQLite or the disk on the calling thread, and never throw for untrusted input.
+// the disk on the calling thread (KeyVerifier: see there for an unknown key id), and never throw for
+// untrusted input.
 #pragma once
 
 #include <atomic>
@@ -20,6 +21,20 @@
 
 namespace clawbot::gateway::door {
 
+// --- the secret -------------------------------------------------------------------------------------------
+
+// The gateway's secret (32 random bytes as 64 hex digits) lives apart from its database, in a file only the
+// service may read (mode 0600 or stricter; anything looser is refused): every key row and the audit anchor
+// carry a MAC under it, and the audit log's lines an HMAC. Whoever can write the database but not read this
+// file cannot add, re-activate or change a key, nor move the anchor, without it showing.
+//
+// Where it is: `configured` (gateway.json "secret_file", the admin commands' --secret) when given; else
+// $CREDENTIALS_DIRECTORY/clawbot-gateway-secret when systemd passed it (LoadCredential=); else beside the
+// database, its extension replaced by .secret (gateway.db -> gateway.secret), made on first use.
+inline constexpr std::string_view credential_name = "clawbot-gateway-secret";
+std::filesystem::path secret_path(const std::filesystem::path& db,
+                                  const std::filesystem::path& configured = {});
+
 // --- API keys ---------------------------------------------------------------------------------------------
 
 // What a valid key grants. A limit of 0 means "the gateway's default" (limits in gateway.json).
@@ -35,6 +50,7 @@ struct KeyRow {
   KeyInfo info;
   std::string created_at;  // RFC 3339 UTC
   std::string revoked_at;  // RFC 3339 UTC; empty while the key is active
+  bool intact = true;      // false: its MAC does not verify (the row was changed or forged outside clawbot)
   bool revoked() const noexcept { return !revoked_at.empty(); }
 };
 
@@ -46,12 +62,14 @@ struct Created {
 // The prefix of every key; `cbk_` + 12 hex digits of id + `_` + 32 base62 characters of secret (190 bits).
 inline constexpr std::string_view key_prefix = "cbk_";
 
-// The admin side: the keys table in the gateway's SQLite file (WAL; created 0600 when missing, since it also
-// holds the audit log's HMAC key). Failures throw client::StoreError naming the file and the problem:
-// invalid_argument for a bad name or limit, name_taken when an active key already has the name.
+// The admin side: the keys table in the gateway's SQLite file (WAL; created 0600 when missing), each row
+// MACed under the secret (`secret_file`: see secret_path; empty for the default). Failures throw
+// client::StoreError naming the file and the problem: invalid_argument for a bad name or limit, name_taken
+// when an active key already has the name. `notes()` says what opening did on the way (made the secret,
+// migrated the schema).
 class KeyStore {
  public:
-  explicit KeyStore(const std::filesystem::path& db);
+  explicit KeyStore(const std::filesystem::path& db, const std::filesystem::path& secret_file = {});
   ~KeyStore();
   KeyStore(const KeyStore&) = delete;
   KeyStore& operator=(const KeyStore&) = delete;
@@ -66,6 +84,7 @@ class KeyStore {
   // Revokes the key with this id or the active key with this name: true when a key was revoked now, false
   // when none matched or it already was.
   bool revoke(std::string_view id_or_name);
+  const std::vector<std::string>& notes() const noexcept;
 
  private:
   struct Impl;
@@ -73,19 +92,27 @@ class KeyStore {
 };
 
 // Why verify() refused a key: for the audit log and the gateway's own log, never for the client.
-enum class KeyRejection { malformed, unknown_id, wrong_secret, revoked };
+// `tampered`: the key's row does not carry a valid MAC (forged, or changed outside clawbot, e.g. un-revoked).
+enum class KeyRejection { malformed, unknown_id, wrong_secret, revoked, tampered };
 std::string_view to_string(KeyRejection reason) noexcept;
 
 // The request side: an in-memory snapshot of the keys table, read again by a background thread when the file
 // changes (PRAGMA data_version, polled every 250 ms), so a `keys revoke` in another process takes effect
-// within about half a second. verify() costs one hash-map lookup and one SHA-256; it never touches SQLite.
+// within about half a second. verify() costs one hash-map lookup and one SHA-256. Only for a key id the
+// snapshot lacks does it look at SQLite, so that a key works as soon as `keys create` returns: one
+// PRAGMA data_version (a read of SQLite's shared memory; the table is read only when it changed), serialized,
+// at most one per on_demand_interval (never waited for), each covering every request that arrived before it
+// began.
 class KeyVerifier {
  public:
   static constexpr std::chrono::milliseconds poll_interval{250};
+  static constexpr std::chrono::milliseconds on_demand_interval{1};
 
   // Opens (creating when missing) the database and reads the keys once; throws client::StoreError when the
-  // file cannot be used.
-  explicit KeyVerifier(const std::filesystem::path& db);
+  // file cannot be used. A row whose MAC does not verify is never let in; it is logged once (a warning) and
+  // counted (rejected_rows). A key once seen revoked stays refused while the verifier lives, even if its row
+  // turns active again with a valid MAC (a database rolled back to an older copy).
+  explicit KeyVerifier(const std::filesystem::path& db, const std::filesystem::path& secret_file = {});
   ~KeyVerifier();
   KeyVerifier(const KeyVerifier&) = delete;
   KeyVerifier& operator=(const KeyVerifier&) = delete;
@@ -99,6 +126,8 @@ class KeyVerifier {
   // Reads the table now (the background thread does this by itself when the file changes).
   void refresh();
   std::size_t active_keys() const;
+  // Rows refused in the current snapshot: MAC missing or wrong, or revoked before and active again.
+  std::size_t rejected_rows() const;
   // The last failure to read the database ("" when the last read worked); the old snapshot stays in use.
   std::string last_error() const;
 
@@ -193,26 +222,40 @@ struct AuditRecord {
 // An append-only log, one JSON object a line:
 //   {"seq":1,"time":"2025-01-02T03:04:05.678Z","key_id":..,"client":..,"route":..,"model":..,"upstream":..,
 //    "status":200,"tokens_in":..,"tokens_out":..,"latency_ms":..,["prompt":..,]"prev":"<hex>","hash":"<hex>"}
-// `hash` is HMAC-SHA256 over the line's bytes before `,"hash"` (so over `prev` too: a chain), keyed by a
-// random 256-bit secret kept in the keys database (a 0600 file, the secret made on first use). A plain hash
-// would let anyone who can edit the log recompute the chain after a change; with the HMAC, only someone who
-// can also read the database can. The first record's prev is 64 zeros.
+// `hash` is HMAC-SHA256 over the line's bytes before `,"hash"` (so over `prev` too: a chain), keyed by the
+// gateway's secret (see secret_path: a file apart from the database). A plain hash would let anyone who can
+// edit the log recompute the chain after a change; with the HMAC, only someone who can also read the secret
+// can. The first record's prev is 64 zeros.
 //
 // Deleting the last records keeps the chain valid, so the writer also keeps an anchor (last seq and hash,
-// updated after each fdatasync) in the database: `verify` reports records the anchor knows of but the log
-// lacks. A log that starts again behind its anchor (deleted or truncated while the gateway was down)
+// updated after each fdatasync, MACed) in the database: `verify` reports records the anchor knows of but the
+// log lacks. A log that starts again behind its anchor (deleted or truncated while the gateway was down)
 // continues the anchor's numbering, so the gap stays visible.
+//
+// Whoever holds the secret (root on the machine) can still rewrite the log, chain and anchor alike. Against
+// that the head (seq, hash, time) is witnessed outside the machine: with a witness directory (the standby's
+// or the backup repository's mount), the writer appends the head to DIR/audit-witness.jsonl when it opens,
+// every witness_interval while records come, and when it closes (`clawbot gateway audit witness` does it on
+// demand); `verify` with that directory fails a log cut or rewritten below a witnessed head.
 //
 // append() only queues the record: a background thread formats, writes each batch with one write(),
 // fdatasyncs at most every second (and at flush and destruction), then updates the anchor. Re-opening an
 // existing log continues its chain from its last line. Log rotation is not supported: one log per database.
+struct AuditOptions {
+  std::filesystem::path secret_file;  // empty: secret_path's default
+  std::filesystem::path witness_dir;  // empty: no witness
+  std::chrono::seconds witness_interval{600};
+};
+
 class AuditLog {
  public:
   static constexpr std::size_t max_queued = 1'000'000;  // beyond it append() drops and counts (dropped())
 
+  using Options = AuditOptions;
+
   // Opens (creating 0600 when missing) the log and the database; throws std::runtime_error or
   // client::StoreError when either cannot be used.
-  AuditLog(const std::filesystem::path& log, const std::filesystem::path& keys_db);
+  AuditLog(const std::filesystem::path& log, const std::filesystem::path& keys_db, Options options = {});
   ~AuditLog();  // writes, syncs and anchors everything appended
   AuditLog(const AuditLog&) = delete;
   AuditLog& operator=(const AuditLog&) = delete;
@@ -224,8 +267,11 @@ class AuditLog {
 
   std::uint64_t dropped() const noexcept;
   std::string last_error() const;
-  // Set at opening when the log was behind its anchor ("" otherwise): the gateway should log it.
+  // Set at opening when the log was behind its anchor, or the anchor's MAC failed ("" otherwise): the gateway
+  // should log it.
   const std::string& opening_warning() const noexcept;
+  // What opening did on the way (made the secret, migrated the database): the gateway should log it.
+  const std::vector<std::string>& notes() const noexcept;
 
  private:
   struct Impl;
@@ -233,7 +279,8 @@ class AuditLog {
 };
 
 struct AuditProblem {
-  enum class Kind { edited, inserted, deleted, truncated, unparsable, broken };
+  // rewritten: a record differs from the head witnessed for its seq.
+  enum class Kind { edited, inserted, deleted, truncated, unparsable, broken, rewritten };
   Kind kind = Kind::broken;
   std::size_t line = 0;  // 1-based line of the log (for deleted/truncated: the line after the gap, or 0)
   std::int64_t seq_first = 0;  // the record's seq, or the first missing one
@@ -246,15 +293,31 @@ struct VerifyReport {
   std::size_t lines = 0;
   std::size_t records = 0;  // lines that parsed as records
   std::int64_t first_seq = 0, last_seq = 0;
-  bool anchored = false;  // the database had an anchor to check the tail against
+  std::string last_hash;      // of the last record the chain accepted
+  bool anchored = false;      // the database had an anchor to check the tail against
+  std::size_t witnessed = 0;  // witnessed heads the log was checked against
   std::vector<AuditProblem> problems;
   bool intact() const noexcept { return problems.empty(); }
   // "120 records, chain intact" or "3 problems in 120 records".
   std::string summary() const;
 };
 
-// Walks the log and names every problem by line and seq. Throws std::runtime_error when the log or the
-// database cannot be read, or the database has no audit key.
-VerifyReport verify_audit_log(const std::filesystem::path& log, const std::filesystem::path& keys_db);
+// Walks the log and names every problem by line and seq, and checks it against the heads witnessed in
+// `witness_dir` when given. Throws std::runtime_error when the log, the database, the secret or the witness
+// cannot be read.
+VerifyReport verify_audit_log(const std::filesystem::path& log, const std::filesystem::path& keys_db,
+                              const std::filesystem::path& secret_file = {},
+                              const std::filesystem::path& witness_dir = {});
+
+// The log's last record (seq and hash), after verifying the log (against the witness too when given): what
+// `clawbot gateway audit witness` appends to the witness. Throws std::runtime_error naming the problems when
+// the log is not intact (a tampered head must not be witnessed), or when it has no record.
+struct AuditHead {
+  std::int64_t seq = 0;
+  std::string hash;
+};
+AuditHead witness_audit_head(const std::filesystem::path& log, const std::filesystem::path& keys_db,
+                             const std::filesystem::path& secret_file,
+                             const std::filesystem::path& witness_dir);
 
 }  // namespace clawbot::gateway::door

@@ -13,8 +13,10 @@
 #include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 
 #include <openssl/crypto.h>
+#include <spdlog/spdlog.h>
 
 #include "client/store_error.h"
 #include "gateway/door/door.h"
@@ -81,23 +83,36 @@ std::string name_problem(std::string_view name) {
 }
 
 constexpr const char* row_columns =
-    "id, name, requests_per_minute, tokens_per_minute, created_at, coalesce(revoked_at, '')";
+    "id, name, requests_per_minute, tokens_per_minute, created_at, coalesce(revoked_at, ''), salt, hash, mac";
 
-KeyRow read_row(const sqlite::Statement& s) {
-  return KeyRow{KeyInfo{s.text_at(0), s.text_at(1), s.int64_at(2), s.int64_at(3)}, s.text_at(4),
-                s.text_at(5)};
+// A row as stored, and whether its MAC verifies.
+struct StoredRow {
+  KeyRow row;
+  std::string salt, hash;  // hex
+};
+StoredRow read_row(const sqlite::Statement& s, const detail::Secrets& secrets) {
+  StoredRow stored{
+      KeyRow{KeyInfo{s.text_at(0), s.text_at(1), s.int64_at(2), s.int64_at(3)}, s.text_at(4), s.text_at(5)},
+      s.text_at(6), s.text_at(7)};
+  const KeyRow& r = stored.row;
+  stored.row.intact = detail::same_mac(
+      s.text_at(8),
+      detail::key_row_mac(secrets, r.info.id, r.info.name, stored.salt, stored.hash,
+                          r.info.requests_per_minute, r.info.tokens_per_minute, r.created_at, r.revoked_at));
+  return stored;
 }
 
-std::optional<KeyRow> find_in(sqlite::Database& db, std::string_view id_or_name) {
+std::optional<StoredRow> find_in(sqlite::Database& db, const detail::Secrets& secrets,
+                                 std::string_view id_or_name) {
   sqlite::Statement by_id(db, std::string("SELECT ") + row_columns + " FROM api_keys WHERE id = ?1");
-  if (by_id.bind(1, id_or_name).step()) return read_row(by_id);
+  if (by_id.bind(1, id_or_name).step()) return read_row(by_id, secrets);
   sqlite::Statement by_name(
       db, std::string("SELECT ") + row_columns + " FROM api_keys WHERE name = ?1 AND revoked_at IS NULL");
-  if (by_name.bind(1, id_or_name).step()) return read_row(by_name);
+  if (by_name.bind(1, id_or_name).step()) return read_row(by_name, secrets);
   sqlite::Statement revoked(
       db, std::string("SELECT ") + row_columns +
               " FROM api_keys WHERE name = ?1 ORDER BY revoked_at DESC, rowid DESC LIMIT 1");
-  if (revoked.bind(1, id_or_name).step()) return read_row(revoked);
+  if (revoked.bind(1, id_or_name).step()) return read_row(revoked, secrets);
   return std::nullopt;
 }
 
@@ -113,6 +128,8 @@ std::string_view to_string(KeyRejection reason) noexcept {
       return "wrong secret";
     case KeyRejection::revoked:
       return "revoked key";
+    case KeyRejection::tampered:
+      return "key row changed outside clawbot (its MAC does not verify)";
   }
   return "rejected";
 }
@@ -120,14 +137,21 @@ std::string_view to_string(KeyRejection reason) noexcept {
 // --- KeyStore ---
 
 struct KeyStore::Impl {
-  explicit Impl(const std::filesystem::path& path) : db(detail::private_file(path)) {
-    detail::open_schema(db);
-  }
+  Impl(const std::filesystem::path& path, const std::filesystem::path& secret_file)
+      : db(detail::private_file(path)),
+        secrets(detail::open_door(db, secret_path(path, secret_file), true, &notes)) {}
+  std::vector<std::string> notes;
   sqlite::Database db;
+  detail::Secrets secrets;
 };
 
-KeyStore::KeyStore(const std::filesystem::path& db) : impl_(std::make_unique<Impl>(db)) {}
+KeyStore::KeyStore(const std::filesystem::path& db, const std::filesystem::path& secret_file)
+    : impl_(std::make_unique<Impl>(db, secret_file)) {}
 KeyStore::~KeyStore() = default;
+
+const std::vector<std::string>& KeyStore::notes() const noexcept {
+  return impl_->notes;
+}
 
 Created KeyStore::create(std::string_view name, std::int64_t requests_per_minute,
                          std::int64_t tokens_per_minute) {
@@ -138,30 +162,35 @@ Created KeyStore::create(std::string_view name, std::int64_t requests_per_minute
     throw StoreError(StoreErrorKind::invalid_argument,
                      db.path() + ": limits are 0 (the gateway's default) or more requests/tokens per minute");
 
+  const auto& secrets = impl_->secrets;
   sqlite::Transaction transaction(db);
-  if (auto existing = find_in(db, name); existing && existing->info.name == name && !existing->revoked())
+  if (auto existing = find_in(db, secrets, name);
+      existing && existing->row.info.name == name && !existing->row.revoked())
     throw StoreError(StoreErrorKind::name_taken, db.path() + ": an active key is already named '" +
-                                                     std::string(name) + "' (id " + existing->info.id +
+                                                     std::string(name) + "' (id " + existing->row.info.id +
                                                      "): revoke it first, or choose another name");
   std::string id;
   do {  // 48 random bits: a collision is astronomically rare, but cheap to rule out
     id = detail::to_hex(detail::random_bytes(id_chars / 2));
-  } while (find_in(db, id));
+  } while (find_in(db, secrets, id));
   const std::string secret = random_base62(secret_chars);
   const std::string salt = detail::random_bytes(salt_bytes);
   const detail::Sha256 hash = detail::sha256(salt, secret);
   const std::string created_at = detail::format_rfc3339(std::chrono::system_clock::now(), false);
+  const std::string salt_hex = detail::to_hex(salt), hash_hex = detail::to_hex(hash);
   sqlite::Statement insert(
       db,
       "INSERT INTO api_keys (id, name, salt, hash, requests_per_minute, tokens_per_minute, "
-      "created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+      "created_at, mac) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
   insert.bind(1, id)
       .bind(2, name)
-      .bind(3, detail::to_hex(salt))
-      .bind(4, detail::to_hex(hash))
+      .bind(3, salt_hex)
+      .bind(4, hash_hex)
       .bind(5, requests_per_minute)
       .bind(6, tokens_per_minute)
       .bind(7, created_at)
+      .bind(8, detail::key_row_mac(secrets, id, name, salt_hex, hash_hex, requests_per_minute,
+                                   tokens_per_minute, created_at, ""))
       .run();
   transaction.commit();
   return Created{
@@ -173,21 +202,32 @@ std::vector<KeyRow> KeyStore::list() {
   sqlite::Statement select(
       impl_->db, std::string("SELECT ") + row_columns + " FROM api_keys ORDER BY created_at, rowid");
   std::vector<KeyRow> rows;
-  while (select.step()) rows.push_back(read_row(select));
+  while (select.step()) rows.push_back(read_row(select, impl_->secrets).row);
   return rows;
 }
 
 std::optional<KeyRow> KeyStore::find(std::string_view id_or_name) {
-  return find_in(impl_->db, id_or_name);
+  auto stored = find_in(impl_->db, impl_->secrets, id_or_name);
+  if (!stored) return std::nullopt;
+  return std::move(stored->row);
 }
 
 bool KeyStore::revoke(std::string_view id_or_name) {
   auto& db = impl_->db;
   sqlite::Transaction transaction(db);
-  const auto row = find_in(db, id_or_name);
-  if (!row || row->revoked()) return false;
-  sqlite::Statement update(db, "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL");
-  update.bind(1, row->info.id).bind(2, detail::format_rfc3339(std::chrono::system_clock::now(), false)).run();
+  const auto stored = find_in(db, impl_->secrets, id_or_name);
+  if (!stored || stored->row.revoked()) return false;
+  const KeyRow& row = stored->row;
+  const std::string revoked_at = detail::format_rfc3339(std::chrono::system_clock::now(), false);
+  // A row whose MAC did not verify keeps its wrong MAC: revoking must not vouch for what someone else wrote.
+  const std::string mac = row.intact
+                              ? detail::key_row_mac(impl_->secrets, row.info.id, row.info.name, stored->salt,
+                                                    stored->hash, row.info.requests_per_minute,
+                                                    row.info.tokens_per_minute, row.created_at, revoked_at)
+                              : std::string("-");
+  sqlite::Statement update(
+      db, "UPDATE api_keys SET revoked_at = ?2, mac = ?3 WHERE id = ?1 AND revoked_at IS NULL");
+  update.bind(1, row.info.id).bind(2, revoked_at).bind(3, mac).run();
   const bool changed = db.changes() == 1;
   transaction.commit();
   return changed;
@@ -202,17 +242,21 @@ struct Entry {
   std::string salt;
   detail::Sha256 hash{};
   bool revoked = false;
+  bool tampered = false;  // refused whatever the secret: its MAC does not verify, or it was revoked before
 };
 struct Snapshot {
   std::unordered_map<std::string, Entry> by_id;
   std::size_t active = 0;
+  std::size_t rejected = 0;
 };
 
 }  // namespace
 
 struct KeyVerifier::Impl {
-  explicit Impl(const std::filesystem::path& path) : db(detail::private_file(path)) {
-    detail::open_schema(db);
+  Impl(const std::filesystem::path& path, const std::filesystem::path& secret_file)
+      : db(detail::private_file(path)),
+        secrets(detail::open_door(db, secret_path(path, secret_file), true, &notes)) {
+    for (const auto& note : notes) spdlog::info("keys: {}", note);
     load();
     last_version = data_version();
     poller = std::thread([this] { poll(); });
@@ -236,20 +280,33 @@ struct KeyVerifier::Impl {
   // constructor.
   void load() {
     auto next = std::make_shared<Snapshot>();
-    sqlite::Statement select(db,
-                             "SELECT id, name, requests_per_minute, tokens_per_minute, salt, hash, "
-                             "revoked_at IS NOT NULL FROM api_keys");
+    sqlite::Statement select(db, std::string("SELECT ") + row_columns + " FROM api_keys");
     while (select.step()) {
+      const StoredRow stored = read_row(select, secrets);
       Entry entry;
-      entry.info = KeyInfo{select.text_at(0), select.text_at(1), select.int64_at(2), select.int64_at(3)};
-      entry.salt = detail::from_hex(select.text_at(4)).value_or("");
-      const auto hash = detail::from_hex(select.text_at(5));
+      entry.info = stored.row.info;
+      entry.salt = detail::from_hex(stored.salt).value_or("");
+      const auto hash = detail::from_hex(stored.hash);
       // A damaged row keeps the all-zero hash, which no secret's SHA-256 equals in practice: refused.
       if (hash && hash->size() == entry.hash.size())
         std::copy(hash->begin(), hash->end(), entry.hash.begin());
-      entry.revoked = select.int64_at(6) != 0;
-      if (!entry.revoked) ++next->active;
-      next->by_id.emplace(entry.info.id, std::move(entry));
+      entry.revoked = stored.row.revoked();
+      const std::string& id = entry.info.id;
+      if (entry.revoked && stored.row.intact) seen_revoked.insert(id);
+      std::string problem;
+      if (!stored.row.intact)
+        problem = "its MAC does not verify: the row was forged or changed outside clawbot";
+      else if (!entry.revoked && seen_revoked.contains(id))
+        problem = "it was revoked and is active again: the database was rolled back to an older copy?";
+      if (!problem.empty()) {
+        entry.tampered = true;
+        ++next->rejected;
+        // Once per row content: a row that stays bad is not logged again at each reload.
+        if (warned.insert(id + "/" + stored.row.revoked_at + "/" + entry.info.name).second)
+          spdlog::warn("keys: refusing key {} \"{}\" in {}: {}", id, entry.info.name, db.path(), problem);
+      }
+      if (!entry.revoked && !entry.tampered) ++next->active;
+      next->by_id.emplace(id, std::move(entry));
     }
     snapshot.store(std::move(next));
   }
@@ -267,6 +324,25 @@ struct KeyVerifier::Impl {
     }
   }
 
+  // For a key id the snapshot does not know: reads the table again if it changed since, unless a check that
+  // began after `arrived` already did. Checks are serialized and at most one per on_demand_interval starts
+  // (never waited for: within the interval the answer stands), so a flood of made-up ids costs at most that
+  // many reads of SQLite's shared memory, a full reload only when the table really changed, and no sleep on
+  // an I/O thread. A key is missed only if committed less than on_demand_interval before the request
+  // arrived, sooner than any client can use a key `keys create` printed; the poller takes it soon after.
+  void check_since(std::chrono::steady_clock::time_point arrived) {
+    std::lock_guard lock(db_mutex);
+    const auto now = std::chrono::steady_clock::now();
+    if (last_check > arrived || now < last_check + on_demand_interval) return;
+    last_check = now;
+    try {
+      if (data_version() != last_version) refresh_locked();
+    } catch (const std::exception& e) {
+      std::lock_guard error_lock(error_mutex);
+      error = e.what();
+    }
+  }
+
   void poll() {
     std::unique_lock stop_lock(stop_mutex);
     while (!stop_cv.wait_for(stop_lock, poll_interval, [this] { return stopping; })) {
@@ -274,6 +350,7 @@ struct KeyVerifier::Impl {
       {
         std::lock_guard lock(db_mutex);
         try {
+          last_check = std::chrono::steady_clock::now();
           if (data_version() != last_version) refresh_locked();
         } catch (const std::exception& e) {
           std::lock_guard error_lock(error_mutex);
@@ -284,9 +361,13 @@ struct KeyVerifier::Impl {
     }
   }
 
+  std::vector<std::string> notes;
   sqlite::Database db;
-  std::mutex db_mutex;  // the connection: the poller and refresh()
+  detail::Secrets secrets;
+  std::unordered_set<std::string> seen_revoked, warned;  // under db_mutex
+  std::mutex db_mutex;  // the connection: the poller, refresh() and check_since()
   std::int64_t last_version = 0;
+  std::chrono::steady_clock::time_point last_check{};  // when the last data_version check began
   std::atomic<std::shared_ptr<const Snapshot>> snapshot;
 
   mutable std::mutex error_mutex;
@@ -302,7 +383,8 @@ struct KeyVerifier::Impl {
   const detail::Sha256 dummy_hash = detail::sha256(dummy_salt, detail::random_bytes(secret_chars));
 };
 
-KeyVerifier::KeyVerifier(const std::filesystem::path& db) : impl_(std::make_unique<Impl>(db)) {}
+KeyVerifier::KeyVerifier(const std::filesystem::path& db, const std::filesystem::path& secret_file)
+    : impl_(std::make_unique<Impl>(db, secret_file)) {}
 KeyVerifier::~KeyVerifier() = default;
 
 std::optional<KeyInfo> KeyVerifier::verify(std::string_view presented_key, KeyRejection* why) const {
@@ -312,8 +394,15 @@ std::optional<KeyInfo> KeyVerifier::verify(std::string_view presented_key, KeyRe
   };
   const auto parsed = parse_key(presented_key);
   if (!parsed) return reject(KeyRejection::malformed);
-  const std::shared_ptr<const Snapshot> snapshot = impl_->snapshot.load();
-  const auto found = snapshot->by_id.find(std::string(parsed->id));
+  const auto arrived = std::chrono::steady_clock::now();
+  std::shared_ptr<const Snapshot> snapshot = impl_->snapshot.load();
+  auto found = snapshot->by_id.find(std::string(parsed->id));
+  if (found == snapshot->by_id.end()) {
+    // Perhaps created a moment ago (`keys create` has returned, the poller has not run yet).
+    impl_->check_since(arrived);
+    snapshot = impl_->snapshot.load();
+    found = snapshot->by_id.find(std::string(parsed->id));
+  }
   if (found == snapshot->by_id.end()) {
     const detail::Sha256 hash = detail::sha256(impl_->dummy_salt, parsed->secret);
     (void)CRYPTO_memcmp(hash.data(), impl_->dummy_hash.data(), hash.size());
@@ -323,6 +412,7 @@ std::optional<KeyInfo> KeyVerifier::verify(std::string_view presented_key, KeyRe
   const detail::Sha256 hash = detail::sha256(entry.salt, parsed->secret);
   if (CRYPTO_memcmp(hash.data(), entry.hash.data(), hash.size()) != 0)
     return reject(KeyRejection::wrong_secret);
+  if (entry.tampered) return reject(KeyRejection::tampered);
   if (entry.revoked) return reject(KeyRejection::revoked);
   return entry.info;
 }
@@ -353,6 +443,10 @@ void KeyVerifier::refresh() {
 
 std::size_t KeyVerifier::active_keys() const {
   return impl_->snapshot.load()->active;
+}
+
+std::size_t KeyVerifier::rejected_rows() const {
+  return impl_->snapshot.load()->rejected;
 }
 
 std::string KeyVerifier::last_error() const {

@@ -10,6 +10,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "client/sqlite_db.h"
 
@@ -21,20 +22,54 @@ namespace sqlite = client::sqlite;
 // returns the path for sqlite::Database to open.
 const std::filesystem::path& private_file(const std::filesystem::path& path);
 
-// WAL, the schema (created or checked: a newer or foreign schema throws StoreError unusable).
-void open_schema(sqlite::Database& db);
+// The door's secret: 32 random bytes, kept apart from the database in a file only the service can read (see
+// secret_path in door.h). The audit log's HMAC key is the secret itself (as it was in the database before
+// schema 2, so that old logs still verify); rows of the database (keys, the anchor) are MACed under a key
+// derived from it.
+struct Secrets {
+  std::string audit;  // HMAC key of the audit log's lines
+  std::string rows;   // HMAC key of the database's rows
+};
 
-// The audit log's HMAC key (32 bytes). With `create`, made and stored on first use; without, nullopt when the
-// database has none.
-std::optional<std::string> audit_secret(sqlite::Database& db, bool create);
+// WAL, the schema (created, migrated from 1, or checked: a newer or foreign schema throws StoreError
+// unusable), and the secrets from `secret_file` (created 0600 when missing and `create`; a schema-1
+// database's audit key is moved out into it). Migration notes go to `notes` (for the log).
+Secrets open_door(sqlite::Database& db, const std::filesystem::path& secret_file, bool create,
+                  std::vector<std::string>* notes = nullptr);
+
+// A key row's MAC (hex) over every field.
+std::string key_row_mac(const Secrets& secrets, std::string_view id, std::string_view name,
+                        std::string_view salt, std::string_view hash, std::int64_t requests_per_minute,
+                        std::int64_t tokens_per_minute, std::string_view created_at,
+                        std::string_view revoked_at);
+// Constant-time comparison of two MACs in hex.
+bool same_mac(std::string_view a, std::string_view b);
 
 struct Anchor {
   std::string log;  // the path the writer had open
   std::int64_t seq = 0;
-  std::string hash;  // hex
+  std::string hash;    // hex
+  bool intact = true;  // its MAC verifies (read_anchor)
 };
-std::optional<Anchor> read_anchor(sqlite::Database& db);
-void write_anchor(sqlite::Database& db, const Anchor& anchor);
+std::optional<Anchor> read_anchor(sqlite::Database& db, const Secrets& secrets);
+void write_anchor(sqlite::Database& db, const Secrets& secrets, const Anchor& anchor);
+
+// --- the witness: audit heads recorded outside the machine ---
+struct WitnessedHead {
+  std::int64_t seq = 0;
+  std::string hash;
+  std::string time;      // RFC 3339, when it was witnessed
+  std::size_t line = 0;  // in the witness file
+};
+inline constexpr std::string_view witness_file_name = "audit-witness.jsonl";
+// Appends {"seq","hash","time","log","host"} to DIR/audit-witness.jsonl and syncs it; throws
+// std::runtime_error naming the file when it cannot.
+void append_witness(const std::filesystem::path& dir, std::int64_t seq, std::string_view hash,
+                    const std::filesystem::path& log);
+// Every head in DIR/audit-witness.jsonl (lines that are not heads are reported in `bad_lines`); throws
+// std::runtime_error when the file cannot be read.
+std::vector<WitnessedHead> read_witness(const std::filesystem::path& dir,
+                                        std::vector<std::size_t>& bad_lines);
 
 // --- crypto ---
 using Sha256 = std::array<std::uint8_t, 32>;

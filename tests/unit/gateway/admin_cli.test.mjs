@@ -75,7 +75,10 @@ test('keys create prints only the key; list shows it without the secret; revoke'
   const rows = JSON.parse(listed.stdout);
   assert.equal(rows.length, 1);
   assert.deepEqual(Object.keys(rows[0]).sort(),
-                   ['created_at', 'id', 'name', 'requests_per_minute', 'revoked_at', 'tokens_per_minute']);
+                   ['created_at', 'id', 'intact', 'name', 'requests_per_minute', 'revoked_at', 'tokens_per_minute']);
+  assert.equal(rows[0].intact, true);
+  // The secret the rows are MACed under: beside the database, readable by its owner only.
+  assert.equal(fs.statSync(path.join(dir, 'k.secret')).mode & 0o777, 0o600);
   assert.equal(rows[0].id, id);
   assert.equal(rows[0].revoked_at, null);
   assert.equal(listed.stdout.includes(secret), false);

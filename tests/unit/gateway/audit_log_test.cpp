@@ -1,14 +1,21 @@
 // The audit log: written from several threads, re-opened, and tampered with in copies that verify must
 // catch, each problem named by its line and seq.
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <fstream>
 #include <iterator>
+#include <sstream>
 #include <thread>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include "../support/temp_dir.h"
+#include "client/sqlite_db.h"
+#include "gateway/door/audit_format.h"
 #include "gateway/door/door.h"
+#include "gateway/door/keys_db.h"
 
 namespace door = clawbot::gateway::door;
 namespace fs = std::filesystem;
@@ -68,7 +75,43 @@ class AuditTamper : public ::testing::Test {
   fs::path db_path = dir / "gateway.db";
 };
 
+// Whether this process holds a POSIX (fcntl) lock on the file, as /proc/locks lists them:
+// "1: POSIX  ADVISORY  READ 4711 fd:01:123456 1073741826 1073742335".
+bool process_holds_lock(const fs::path& file) {
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0) return false;
+  std::ifstream locks("/proc/locks");
+  for (std::string line; std::getline(locks, line);) {
+    std::istringstream fields(line);
+    std::string number, kind, mode, access, pid, device;
+    fields >> number >> kind;
+    if (kind == "->") fields >> kind;  // a waiter
+    fields >> mode >> access >> pid >> device;
+    const auto inode = device.substr(device.rfind(':') + 1);
+    if (kind == "POSIX" && pid == std::to_string(::getpid()) && inode == std::to_string(st.st_ino))
+      return true;
+  }
+  return false;
+}
+
 }  // namespace
+
+// Issue 16 item 8: opening the audit log beside a KeyVerifier (as the gateway does) once opened and closed
+// the database file, which dropped the SQLite lock the process held on it; the next SQLite client to close
+// the file then deleted the gateway's -wal and -shm, and every later anchor update was lost.
+TEST(GatewayAuditLog, TheDatabaseStaysLockedWhileTheGatewayHasItOpen) {
+  TempDir dir("clawbot-audit-");
+  door::KeyStore(dir / "gateway.db").create("someone");
+  door::KeyVerifier keys(dir / "gateway.db");
+  ASSERT_TRUE(process_holds_lock(dir / "gateway.db")) << "SQLite holds no lock in WAL mode: test is moot";
+  door::AuditLog log(dir / "audit.log", dir / "gateway.db");
+  log.append(record(1));
+  ASSERT_TRUE(log.flush());
+  EXPECT_TRUE(process_holds_lock(dir / "gateway.db"))
+      << "the process lost its lock on the database: another SQLite client would delete its -wal";
+  keys.refresh();
+  EXPECT_EQ(keys.active_keys(), 1u);
+}
 
 TEST(GatewayAuditLog, ManyThreadsOneIntactChain) {
   TempDir dir("clawbot-audit-");
@@ -189,14 +232,17 @@ TEST(GatewayAuditLog, ALogCutWhileTheGatewayWasDownKeepsItsGap) {
   EXPECT_EQ(report.problems[0].message, "records 4..5 deleted between line 3 and line 4");
 }
 
-TEST(GatewayAuditLog, VerifyNeedsTheDatabaseWithTheKey) {
+TEST(GatewayAuditLog, VerifyNeedsTheSecretTheLogWasWrittenWith) {
   TempDir dir("clawbot-audit-");
   {
     door::AuditLog log(dir / "audit.log", dir / "gateway.db");
     log.append(record(1));
   }
-  { door::KeyStore other(dir / "other.db"); }  // a keys database without an audit key
-  EXPECT_THROW(door::verify_audit_log(dir / "audit.log", dir / "other.db"), std::runtime_error);
+  EXPECT_TRUE(door::verify_audit_log(dir / "audit.log", dir / "gateway.db").intact());
+  { door::KeyStore other(dir / "other.db"); }  // another database, with a secret of its own
+  EXPECT_FALSE(door::verify_audit_log(dir / "audit.log", dir / "other.db").intact());
+  EXPECT_THROW(door::verify_audit_log(dir / "audit.log", dir / "gateway.db", dir / "no.secret"),
+               std::runtime_error);
   EXPECT_THROW(door::verify_audit_log(dir / "audit.log", dir / "missing.db"), std::runtime_error);
   EXPECT_THROW(door::verify_audit_log(dir / "missing.log", dir / "gateway.db"), std::runtime_error);
 }
@@ -334,4 +380,108 @@ TEST_F(AuditTamper, SeveralProblemsInOneLog) {
   EXPECT_EQ(report.problems[1].message, "record 6 deleted between line 5 and line 6");
   EXPECT_EQ(report.problems[2].kind, Kind::truncated);
   EXPECT_EQ(report.problems[2].seq_first, 10);
+}
+
+// --- issue 16 item 9: the anchor is MACed; the head is witnessed outside the machine ---
+
+namespace {
+
+// What root, holding the secret, can do: change a record and compute the chain again from there on.
+std::vector<std::string> rewrite_chain(const std::vector<std::string>& lines, const fs::path& secret_file,
+                                       std::size_t edit_index) {
+  std::ifstream in(secret_file);
+  std::string hex;
+  in >> hex;
+  const std::string secret = *door::detail::from_hex(hex);
+  std::vector<std::string> out;
+  std::string prev = door::detail::genesis_hash;
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    auto j = nlohmann::ordered_json::parse(lines[i]);
+    if (i == edit_index) j["status"] = 500;
+    j["prev"] = prev;
+    j.erase("hash");
+    std::string body = j.dump();
+    body.pop_back();
+    prev = door::detail::audit_mac(secret, body);
+    out.push_back(
+        door::detail::audit_line(body, prev).substr(0, door::detail::audit_line(body, prev).size() - 1));
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_F(AuditTamper, AnAnchorEditedInTheDatabaseIsReported) {
+  {
+    clawbot::client::sqlite::Database db(db_path);
+    db.exec("UPDATE audit_anchor SET seq = 7");  // to hide records 8..10 cut from the log
+  }
+  auto lines = read_lines(log_path);
+  lines.resize(7);
+  const auto report = verify_with(lines);
+  ASSERT_EQ(report.problems.size(), 1u) << describe(report);
+  EXPECT_EQ(report.problems[0].kind, Kind::broken);
+  EXPECT_NE(report.problems[0].message.find("anchor (seq 7) was changed outside clawbot"), std::string::npos)
+      << describe(report);
+}
+
+TEST(GatewayAuditLog, TheWitnessCatchesWhatRootCanDoToTheLogAndTheDatabase) {
+  TempDir dir("clawbot-audit-");
+  const fs::path log_path = dir / "audit.log", db_path = dir / "gateway.db", witness = dir / "standby";
+  fs::create_directory(witness);
+  {
+    door::AuditOptions options;
+    options.witness_dir = witness;
+    door::AuditLog log(log_path, db_path, options);
+    for (int i = 1; i <= 5; ++i) log.append(record(i));
+  }  // closing witnesses the head: seq 5
+  const auto heads = read_lines(witness / "audit-witness.jsonl");
+  ASSERT_EQ(heads.size(), 1u);
+  const auto head = nlohmann::json::parse(heads[0]);
+  EXPECT_EQ(head.at("seq"), 5);
+  EXPECT_EQ(head.at("hash"), nlohmann::json::parse(read_lines(log_path).back()).at("hash"));
+
+  auto report = door::verify_audit_log(log_path, db_path, {}, witness);
+  EXPECT_TRUE(report.intact()) << describe(report);
+  EXPECT_EQ(report.summary(), "5 records, chain intact and matches 1 witnessed head");
+
+  // On demand, after more records: the head moves on; a tampered log is not witnessed.
+  {
+    door::AuditLog log(log_path, db_path);
+    log.append(record(6));
+  }
+  EXPECT_EQ(door::witness_audit_head(log_path, db_path, {}, witness).seq, 6);
+  EXPECT_EQ(read_lines(witness / "audit-witness.jsonl").size(), 2u);
+  const auto original = read_lines(log_path);
+  auto edited = original;
+  edited[2] = edited[2].replace(edited[2].find("\"status\":200"), 12, "\"status\":201");
+  write_lines(dir / "edited.log", edited);
+  EXPECT_THROW(door::witness_audit_head(dir / "edited.log", db_path, {}, witness), std::runtime_error);
+
+  // Root cuts the log and removes the anchor: intact without the witness, caught with it.
+  {
+    clawbot::client::sqlite::Database db(db_path);
+    db.exec("DELETE FROM audit_anchor");
+  }
+  write_lines(dir / "cut.log", {original.begin(), original.begin() + 3});
+  EXPECT_TRUE(door::verify_audit_log(dir / "cut.log", db_path).intact());
+  report = door::verify_audit_log(dir / "cut.log", db_path, {}, witness);
+  ASSERT_FALSE(report.intact());
+  EXPECT_EQ(report.problems[0].kind, Kind::truncated);
+  EXPECT_NE(
+      report.problems[0].message.find("records 4..5 missing: the log ends at seq 3 but seq 5 is the head "
+                                      "witnessed at "),
+      std::string::npos)
+      << describe(report);
+
+  // Root rewrites record 2 and computes the chain again with the secret: caught at each witnessed head.
+  write_lines(dir / "rewritten.log", rewrite_chain(original, dir / "gateway.secret", 1));
+  EXPECT_TRUE(door::verify_audit_log(dir / "rewritten.log", db_path).intact());
+  report = door::verify_audit_log(dir / "rewritten.log", db_path, {}, witness);
+  ASSERT_EQ(report.problems.size(), 2u) << describe(report);
+  EXPECT_EQ(report.problems[0].kind, Kind::rewritten);
+  EXPECT_NE(report.problems[0].message.find("record 5 differs from the head witnessed at "),
+            std::string::npos)
+      << describe(report);
+  EXPECT_NE(report.problems[1].message.find("the log was rewritten"), std::string::npos);
 }

@@ -13,11 +13,13 @@
 #include "client/sqlite_db.h"
 #include "client/store_error.h"
 #include "gateway/door/door.h"
+#include "gateway/door/keys_db.h"
 
 namespace door = clawbot::gateway::door;
 using clawbot::client::StoreError;
 using clawbot::client::StoreErrorKind;
 using clawbot::testing::TempDir;
+namespace fs = std::filesystem;
 
 namespace {
 
@@ -101,6 +103,29 @@ TEST(GatewayKeys, RevocationInAnotherConnectionIsSeenWithinASecond) {
   while (!verifier.verify(later.key) && std::chrono::steady_clock::now() < until)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   EXPECT_TRUE(verifier.verify(later.key));
+}
+
+// Issue 17 bug 4: a key was refused until the poller's next look at the file (up to seconds in the field).
+TEST(GatewayKeys, AKeyWorksAsSoonAsCreateReturns) {
+  TempDir dir("clawbot-keys-");
+  door::KeyStore admin(dir / "gateway.db");  // another connection, as `keys create` in another process
+  admin.create("first");
+  door::KeyVerifier verifier(dir / "gateway.db");
+  for (int i = 0; i < 20; ++i) {  // each right after its commit, long before the next poll
+    // A client cannot use a key sooner than a few ms after `create` printed it; this loop could, and a key
+    // committed within on_demand_interval of the last look is left to the poller.
+    std::this_thread::sleep_for(2 * door::KeyVerifier::on_demand_interval);
+    const auto created = admin.create("new-" + std::to_string(i));
+    door::KeyRejection why{};
+    EXPECT_TRUE(verifier.verify(created.key, &why)) << i << ": " << door::to_string(why);
+  }
+  EXPECT_EQ(verifier.active_keys(), 21u);
+  // An id that does not exist is still refused, as an unknown id.
+  std::string unknown = admin.create("x").key;
+  unknown.replace(4, 12, "000000000000");
+  door::KeyRejection why{};
+  EXPECT_FALSE(verifier.verify(unknown, &why));
+  EXPECT_EQ(why, door::KeyRejection::unknown_id);
 }
 
 TEST(GatewayKeys, TheDatabaseHoldsSaltedHashesNotKeys) {
@@ -199,4 +224,168 @@ TEST(GatewayKeys, AForeignDatabaseIsRefused) {
   } catch (const StoreError& e) {
     EXPECT_EQ(e.kind(), StoreErrorKind::unusable);
   }
+}
+
+// --- issue 16 item 9: rows carry a MAC under a secret kept apart from the database ---
+
+namespace {
+
+// A key row written straight into the database with a secret the attacker chose, as a forger would.
+std::string forge_row(const std::string& db_path, const std::string& id) {
+  namespace detail = door::detail;
+  const std::string secret(32, 'F');
+  const std::string salt = detail::random_bytes(16);
+  clawbot::client::sqlite::Database db(db_path);
+  clawbot::client::sqlite::Statement insert(
+      db, "INSERT INTO api_keys (id, name, salt, hash, created_at) VALUES (?1, 'mallory', ?2, ?3, ?4)");
+  insert.bind(1, id)
+      .bind(2, detail::to_hex(salt))
+      .bind(3, detail::to_hex(detail::sha256(salt, secret)))
+      .bind(4, "2025-01-01T00:00:00Z")
+      .run();
+  return "cbk_" + id + "_" + secret;
+}
+
+void edit(const std::string& db_path, const std::string& sql) {
+  clawbot::client::sqlite::Database db(db_path);
+  db.exec(sql.c_str());
+}
+
+}  // namespace
+
+TEST(GatewayKeys, RowsEditedInTheDatabaseDoNotAuthenticate) {
+  TempDir dir("clawbot-keys-");
+  const std::string db_path = dir / "gateway.db";
+  door::KeyStore store(db_path);
+  const auto revoked = store.create("alice");
+  const auto limited = store.create("bob", 10);
+  const auto untouched = store.create("carol");
+  ASSERT_TRUE(store.revoke("alice"));
+  door::KeyVerifier verifier(db_path);
+  ASSERT_FALSE(verifier.verify(revoked.key));
+  ASSERT_TRUE(verifier.verify(limited.key));
+
+  edit(db_path,
+       "UPDATE api_keys SET revoked_at = NULL WHERE id = '" + revoked.row.info.id + "'");  // un-revoke
+  edit(db_path, "UPDATE api_keys SET requests_per_minute = 1000000 WHERE id = '" + limited.row.info.id + "'");
+  const std::string forged = forge_row(db_path, "abcdefabcdef");
+  verifier.refresh();
+
+  door::KeyRejection why{};
+  EXPECT_FALSE(verifier.verify(revoked.key, &why)) << "an un-revoked key was let in";
+  EXPECT_EQ(why, door::KeyRejection::tampered);
+  EXPECT_FALSE(verifier.verify(forged, &why)) << "a forged row was let in";
+  EXPECT_EQ(why, door::KeyRejection::tampered);
+  EXPECT_FALSE(verifier.verify(limited.key, &why))
+      << "a key whose limit was raised outside clawbot was let in";
+  EXPECT_EQ(why, door::KeyRejection::tampered);
+  EXPECT_TRUE(verifier.verify(untouched.key));
+  EXPECT_EQ(verifier.rejected_rows(), 3u);
+  EXPECT_EQ(verifier.active_keys(), 1u);
+
+  // `keys list` marks them; revoking a tampered row does not make its MAC valid.
+  for (const auto& row : store.list())
+    EXPECT_EQ(row.intact, row.info.id == untouched.row.info.id) << row.info.name;
+  ASSERT_TRUE(store.revoke(limited.row.info.id));
+  EXPECT_FALSE(store.find(limited.row.info.id)->intact);
+}
+
+TEST(GatewayKeys, ARevokedKeyRolledBackToItsOldRowStaysRefused) {
+  TempDir dir("clawbot-keys-");
+  const std::string db_path = dir / "gateway.db";
+  door::KeyStore store(db_path);
+  const auto created = store.create("alice");
+  std::string old_mac;
+  {
+    clawbot::client::sqlite::Database db(db_path);
+    clawbot::client::sqlite::Statement select(db, "SELECT mac FROM api_keys");
+    ASSERT_TRUE(select.step());
+    old_mac = select.text_at(0);
+  }
+  door::KeyVerifier verifier(db_path);
+  ASSERT_TRUE(store.revoke("alice"));
+  verifier.refresh();
+  // The row as it was before the revoke, MAC and all (a copy of an older database).
+  edit(db_path, "UPDATE api_keys SET revoked_at = NULL, mac = '" + old_mac + "'");
+  verifier.refresh();
+  EXPECT_TRUE(store.find("alice")->intact);  // its MAC is genuine...
+  door::KeyRejection why{};
+  EXPECT_FALSE(verifier.verify(created.key, &why));  // ...but this verifier saw it revoked
+  EXPECT_EQ(why, door::KeyRejection::tampered);
+}
+
+TEST(GatewayKeys, TheSecretLivesApartFromTheDatabase) {
+  TempDir dir("clawbot-keys-");
+  const std::string db_path = dir / "gateway.db";
+  { door::KeyStore(db_path).create("one"); }
+  const std::string secret_path = dir / "gateway.secret";
+  EXPECT_EQ(door::secret_path(db_path), secret_path);
+  struct stat st {};
+  ASSERT_EQ(::stat(secret_path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  std::string secret = file_bytes(secret_path);
+  ASSERT_TRUE(std::regex_match(secret, std::regex("[0-9a-f]{64}\n"))) << secret;
+  secret.pop_back();
+  const std::string bytes = file_bytes(db_path) + file_bytes(db_path + "-wal");
+  EXPECT_EQ(bytes.find(secret), std::string::npos) << "the secret is in the database";
+  EXPECT_EQ(bytes.find("audit_hmac_key"), std::string::npos);
+
+  // Without its secret the database is of no use: refused, not silently given a new one.
+  { door::KeyStore other(dir / "other.db", dir / "kept-elsewhere.secret"); }
+  EXPECT_TRUE(fs::exists(dir / "kept-elsewhere.secret"));
+  EXPECT_FALSE(fs::exists(dir / "other.secret"));
+  ::chmod(secret_path.c_str(), 0644);
+  EXPECT_THROW(door::KeyVerifier{db_path}, StoreError);  // readable by others: refused
+  ::chmod(secret_path.c_str(), 0600);
+  EXPECT_TRUE(door::KeyVerifier(db_path).verify(door::KeyStore(db_path).create("two").key));
+  // A missing secret is not silently replaced while rows depend on it.
+  fs::rename(secret_path, dir / "moved.secret");
+  EXPECT_THROW(door::KeyVerifier{db_path}, StoreError);
+  EXPECT_FALSE(fs::exists(secret_path));
+  fs::rename(dir / "moved.secret", secret_path);
+  // A secret that does not match: every row is refused.
+  fs::rename(dir / "kept-elsewhere.secret", secret_path);
+  EXPECT_EQ(door::KeyVerifier(db_path).active_keys(), 0u);
+}
+
+TEST(GatewayKeys, ASchemaOneDatabaseIsMigrated) {
+  TempDir dir("clawbot-keys-");
+  const std::string db_path = dir / "gateway.db";
+  const std::string audit_key(64, 'a');
+  const std::string salt(16, 's'), secret(32, 'S');
+  {
+    clawbot::client::sqlite::Database db(db_path);
+    db.exec(R"sql(
+      CREATE TABLE api_keys (id TEXT PRIMARY KEY, name TEXT NOT NULL, salt TEXT NOT NULL, hash TEXT NOT NULL,
+        requests_per_minute INTEGER NOT NULL DEFAULT 0, tokens_per_minute INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL, revoked_at TEXT);
+      CREATE TABLE gateway_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+      CREATE TABLE audit_anchor (id INTEGER PRIMARY KEY CHECK (id = 1), log TEXT NOT NULL, seq INTEGER NOT NULL,
+        hash TEXT NOT NULL, updated_at TEXT NOT NULL);
+      PRAGMA user_version = 1;)sql");
+    clawbot::client::sqlite::Statement meta(
+        db, "INSERT INTO gateway_meta (name, value) VALUES ('audit_hmac_key', ?1)");
+    meta.bind(1, audit_key).run();
+    clawbot::client::sqlite::Statement key(
+        db,
+        "INSERT INTO api_keys (id, name, salt, hash, created_at) VALUES ('0123456789ab', 'old', ?1, ?2, "
+        "'2025-01-01T00:00:00Z')");
+    key.bind(1, door::detail::to_hex(salt))
+        .bind(2, door::detail::to_hex(door::detail::sha256(salt, secret)))
+        .run();
+  }
+  door::KeyVerifier verifier(db_path);
+  EXPECT_TRUE(verifier.verify("cbk_0123456789ab_" + secret)) << "a key from before the migration";
+  EXPECT_EQ(file_bytes(dir / "gateway.secret"), audit_key + "\n") << "the audit key moved out unchanged";
+  clawbot::client::sqlite::Database db(db_path);
+  clawbot::client::sqlite::Statement left(db,
+                                          "SELECT count(*) FROM gateway_meta WHERE name = 'audit_hmac_key'");
+  ASSERT_TRUE(left.step());
+  EXPECT_EQ(left.int64_at(0), 0);
+  clawbot::client::sqlite::Statement version(db, "PRAGMA user_version");
+  ASSERT_TRUE(version.step());
+  EXPECT_EQ(version.int64_at(0), 2);
+  door::KeyStore store(db_path);
+  EXPECT_TRUE(store.notes().empty());  // done once
+  EXPECT_TRUE(store.find("old")->intact);
 }

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include <array>
+#include <atomic>
 #include <charconv>
 #include <optional>
 
@@ -82,12 +83,19 @@ asio::awaitable<void> refuse_plain_http(beast::tcp_stream& stream, const ServerL
 // ---------------------------------------------------------------- Exchange
 
 Exchange::Exchange(tls::PlainOrTlsStream& stream, Request request, const ServerLimits& limits,
-                   asio::ip::address remote)
+                   asio::ip::address remote, const ExchangeObserver* observer)
     : stream_(stream),
       request_(std::move(request)),
       limits_(limits),
       remote_(std::move(remote)),
+      observer_(observer),
       keep_alive_(request_.keep_alive()) {}
+
+void Exchange::answering(int status) {
+  responded_ = true;
+  status_ = status;
+  if (observer_ && observer_->answering) observer_->answering(*this);
+}
 
 std::string Exchange::client_certificate_subject() const {
   SSL* ssl = stream_.ssl();
@@ -120,7 +128,7 @@ asio::awaitable<void> Exchange::respond_json(int status, const nlohmann::json& b
 
 asio::awaitable<void> Exchange::respond_text(int status, std::string body, std::string content_type,
                                              std::vector<std::pair<std::string, std::string>> headers) {
-  responded_ = true;
+  answering(status);
   http::response<http::string_body> res{to_status(status), request_.version()};
   res.set(http::field::server, server_name);
   res.set(http::field::content_type, content_type);
@@ -135,7 +143,7 @@ asio::awaitable<void> Exchange::respond_text(int status, std::string body, std::
 
 asio::awaitable<void> Exchange::respond_raw(int status, std::string_view header_lines,
                                             std::string_view body) {
-  responded_ = true;
+  answering(status);
   // The status line and the closing lines go in small buffers of their own: nothing is copied or allocated
   // for the caller's lines or body.
   struct Line {
@@ -191,7 +199,12 @@ asio::awaitable<bool> Exchange::sse_start() {
 }
 
 asio::awaitable<bool> Exchange::sse_start(std::vector<std::pair<std::string, std::string>> headers) {
-  responded_ = true;
+  answering(200);
+  if (limits_.stream_send_buffer_bytes > 0) {
+    beast::error_code ignored;
+    stream_.tcp().socket().set_option(asio::socket_base::send_buffer_size(limits_.stream_send_buffer_bytes),
+                                      ignored);
+  }
   sse_started_ = true;
   http::response<http::empty_body> res{http::status::ok, request_.version()};
   res.set(http::field::server, server_name);
@@ -305,6 +318,8 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
   std::chrono::milliseconds tls_handshake_timeout{10'000};
   bool reuse_port = false;
   bool single_threaded = false;
+  ExchangeObserver observer;
+  std::atomic<std::size_t> in_progress{0};
 
   State(asio::io_context& io_, std::shared_ptr<const Router> r, ServerLimits l)
       : io(io_), router(std::move(r)), limits(l), acceptor(io_) {}
@@ -360,6 +375,7 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
       parser.header_limit(static_cast<std::uint32_t>(limits.max_header_bytes));
       stream.io_timeout(limits.idle_timeout);
       const beast::error_code ec = co_await detail::read_message(stream, buffer, parser, false);
+      const auto read_at = std::chrono::steady_clock::now();
       // A TLS client that closes without close_notify (stream_truncated) has only left, like end_of_stream:
       // every request it sent was complete, so nothing was cut short.
       if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
@@ -376,7 +392,7 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
         Request req;
         req.version(11);
         req.keep_alive(false);
-        Exchange reply(stream, std::move(req), limits);
+        Exchange reply(stream, std::move(req), limits, remote, &observer);
         Error error{ErrorKind::invalid_request, "malformed HTTP request: " + ec.message(), {}, "bad_http"};
         int status = 400;
         if (ec == http::error::body_limit) {
@@ -396,11 +412,13 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
         }
         const nlohmann::json body = to_json(error);
         co_await reply.respond_json(status, body);
+        if (observer.ended) observer.ended(reply, std::chrono::steady_clock::now() - read_at);
         co_await lingering_close(stream.tcp());
         co_return;
       }
 
-      Exchange exchange(stream, parser.release(), limits, remote);
+      Exchange exchange(stream, parser.release(), limits, remote, &observer);
+      ++in_progress;
       std::optional<Error> failure;  // co_await may not appear inside a catch handler
       try {
         co_await router->dispatch(exchange);
@@ -412,6 +430,8 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
       }
       if (failure && !exchange.responded()) co_await exchange.respond_error(*failure);
       if (exchange.sse_started()) co_await exchange.sse_finish();
+      --in_progress;
+      if (observer.ended) observer.ended(exchange, std::chrono::steady_clock::now() - read_at);
       if (!exchange.keep_alive()) break;
     }
     if (stream.is_tls() && !peer_closed) {
@@ -462,6 +482,14 @@ unsigned short Server::listen(const std::string& host, unsigned short port) {
 
 void Server::set_single_threaded(bool on) noexcept {
   state_->single_threaded = on;
+}
+
+void Server::set_observer(ExchangeObserver observer) {
+  state_->observer = std::move(observer);
+}
+
+std::size_t Server::exchanges_in_progress() const noexcept {
+  return state_->in_progress.load();
 }
 
 void Server::set_reuse_port(bool on) noexcept {

@@ -32,13 +32,26 @@ struct ServerLimits {
   std::size_t max_header_bytes = 16u << 10;
   std::chrono::seconds idle_timeout{60};   // waiting for (the rest of) a request
   std::chrono::seconds write_timeout{60};  // one write to a client that does not read
+  // SO_SNDBUF of a connection once it streams events (0: the kernel's autotuning, up to 4 MiB on Linux): how far
+  // a stream may run ahead of a client that does not read before its writes wait.
+  int stream_send_buffer_bytes = 0;
+};
+
+class Exchange;
+
+// What a server tells its owner about each exchange (for per-status counters and an access log).
+struct ExchangeObserver {
+  // The answer's status is set and its writing starts: a client that has read the answer finds it counted.
+  std::function<void(const Exchange&)> answering;
+  // The exchange is over (answer written, or the client gone), `elapsed` after its request was read.
+  std::function<void(const Exchange&, std::chrono::steady_clock::duration elapsed)> ended;
 };
 
 // One request and its answer. Exactly one of respond_* or an SSE sequence is used.
 class Exchange {
  public:
   Exchange(tls::PlainOrTlsStream& stream, Request request, const ServerLimits& limits,
-           asio::ip::address remote = {});
+           asio::ip::address remote = {}, const ExchangeObserver* observer = nullptr);
 
   const Request& request() const noexcept { return request_; }
   std::string_view path() const noexcept;  // the target without its query
@@ -51,6 +64,11 @@ class Exchange {
   std::string client_certificate_subject() const;
   // The peer's address (read once per connection); unspecified when the socket did not know it.
   const asio::ip::address& remote_address() const noexcept { return remote_; }
+  // The status of the answer (200 once a stream started); 0 while none was sent.
+  int status() const noexcept { return status_; }
+  // What the handler notes for the access log (tokens, timings): a JSON object, null when nothing.
+  nlohmann::json& log_fields() noexcept { return log_fields_; }
+  const nlohmann::json& log_fields() const noexcept { return log_fields_; }
 
   asio::awaitable<void> respond_json(int status, const nlohmann::json& body,
                                      std::vector<std::pair<std::string, std::string>> headers = {});
@@ -97,10 +115,14 @@ class Exchange {
  private:
   asio::awaitable<bool> write_chunk(std::string payload);
   static bool peer_closed(int fd) noexcept;  // a readable socket with nothing to read: the peer closed
+  void answering(int status);
   tls::PlainOrTlsStream& stream_;
   Request request_;
   const ServerLimits& limits_;
   asio::ip::address remote_;
+  const ExchangeObserver* observer_ = nullptr;
+  int status_ = 0;
+  nlohmann::json log_fields_;
   bool responded_ = false;
   bool sse_started_ = false;
   bool keep_alive_ = true;
@@ -142,6 +164,10 @@ class Server {
   // Before listen(): the io_context is run by one thread only, so sessions need no strand of their own (one
   // less hop through a strand for every completion).
   void set_single_threaded(bool on) noexcept;
+  // Before listen(): told of every exchange (see ExchangeObserver).
+  void set_observer(ExchangeObserver observer);
+  // Requests read and not yet fully answered (for a drain before shutting down).
+  std::size_t exchanges_in_progress() const noexcept;
   void stop();  // stops accepting; open sessions end after their current exchange
 
  private:

@@ -185,9 +185,9 @@ export async function startServer({ extraArgs = [], timeoutMs = 60000, model, po
  * failure cases). If it is still running after `timeoutMs` it is killed and
  * `timedOut` is true. Returns { code, signal, stdout, stderr, timedOut }.
  */
-export async function runClawbot(args, { timeoutMs = 30000 } = {}) {
+export async function runClawbot(args, { timeoutMs = 30000, cwd } = {}) {
   const bin = requireBinary();
-  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd });
   const out = { text: '' };
   const err = { text: '' };
   capture(proc.stdout, out);

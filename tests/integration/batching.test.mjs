@@ -560,9 +560,9 @@ describe('slow readers', () => {
   function nonReadingStream(port) {
     const socket = net.connect(port, '127.0.0.1');
     socket.pause();
-    // Far more than the socket buffers hold: about 175 KB (800 events) with the node's stream send buffer, 4 MiB
+    // Far more than the socket buffers hold: about 175 KB (1,000 events) with the node's stream send buffer, 4 MiB
     // with the kernel's autotuning, which let such a stream run 20,000 tokens before its client was noticed.
-    const body = JSON.stringify({ prompt: 'Once upon a time', max_tokens: 32000, ignore_eos: true, stream: true, temperature: 1 });
+    const body = JSON.stringify({ prompt: 'Once upon a time', max_tokens: 32000, ignore_eos: true, stream: true, temperature: 0 });
     socket.write(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
       `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
     return {
@@ -592,7 +592,14 @@ describe('slow readers', () => {
         await new Promise((r) => setTimeout(r, 20));
       }
       const sent = Date.now();
-      const r = await postJson(server.baseUrl, COMPL, { prompt: 'Once upon a time', max_tokens: 8, temperature: 0 }, { timeoutMs: 100000 });
+      const progress = [];
+      const poll = setInterval(async () => {
+        const sl = await getJson(server.baseUrl, '/slots').catch(() => null);
+        progress.push(sl?.json?.map((x) => x.generated_tokens).join(','));
+      }, 3000);
+      const r = await postJson(server.baseUrl, COMPL, { prompt: 'Once upon a time', max_tokens: 8, temperature: 0 }, { timeoutMs: 100000 })
+        .catch((e) => assert.fail(`${e.message}; /slots and the log:\n${progress.join(' | ')}\n${server.stderr().slice(-3000)}`))
+        .finally(() => clearInterval(poll));
       const waitedMs = Date.now() - sent;
       assert.equal(r.status, 200, r.text);
       assert.equal(r.json.usage.completion_tokens, 8, r.text);

@@ -2,10 +2,10 @@
 // the bounded JSON reader, so 100,000 nested brackets anywhere are a 400 json_too_deep (they used to crash the
 // node), a number out of range is a 400 invalid_json, a value of the wrong type is a 400 naming the field
 // (never a 500), and the node answers normally afterwards.
-import { describe, test, before, after } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { MODEL_ID, startServer, postJson, getJson, assertErrorBody } from './server_harness.mjs';
+import { MODEL_ID, suiteServer, postJson, getJson, assertErrorBody } from './server_harness.mjs';
 
 const DEPTH = 100000;
 const DEEP = '['.repeat(DEPTH) + ']'.repeat(DEPTH);
@@ -43,18 +43,12 @@ const DEEP_CASES = [
 ];
 
 describe('clawbot serve: hostile bodies', () => {
-  let server;
-  let base;
-  before(async () => {
-    server = await startServer();
-    base = server.baseUrl;
-  });
-  after(async () => server && (await server.stop()));
+  const s = suiteServer();
 
   async function assertAlive() {
-    const h = await getJson(base, '/health');
-    assert.equal(h.status, 200, `the node stopped answering: ${h.text}\nstderr:\n${server.stderr().slice(-2000)}`);
-    const r = await postJson(base, CHAT, chat());
+    const h = await getJson(s.base, '/health');
+    assert.equal(h.status, 200, `the node stopped answering: ${h.text}\nstderr:\n${s.server.stderr().slice(-2000)}`);
+    const r = await postJson(s.base, CHAT, chat());
     assert.equal(r.status, 200, r.text);
     assert.equal(r.json.object, 'chat.completion', r.text);
   }
@@ -62,7 +56,7 @@ describe('clawbot serve: hostile bodies', () => {
   test('100,000 nested brackets, at the top and in every field: 400 json_too_deep, and the node lives', { timeout: 120000 }, async () => {
     for (const [route, where, body] of DEEP_CASES) {
       assert.ok(body.length >= 2 * DEPTH, `${route} ${where}: the body holds the deep value`);
-      const r = await postJson(base, route, body, { raw: true });
+      const r = await postJson(s.base, route, body, { raw: true });
       const e = assertErrorBody(r, 400, { type: 'invalid_request_error', code: 'json_too_deep' });
       assert.match(e.message, /128/, `${route} ${where}: the message names the limit: ${e.message}`);
       assert.ok(r.text.length < 1000, `${route} ${where}: a short answer, not the value echoed (${r.text.length} bytes)`);
@@ -73,9 +67,9 @@ describe('clawbot serve: hostile bodies', () => {
   test('nesting up to the limit is read; one more level is refused', async () => {
     const nested = (depth) => '['.repeat(depth) + ']'.repeat(depth);
     // 127 levels inside the body object: 128 in all, the limit. The value is then refused as a stop list.
-    const ok = await postJson(base, CHAT, JSON.stringify(chat()).replace('"max_tokens":4', `"max_tokens":4,"x":${nested(127)}`), { raw: true });
+    const ok = await postJson(s.base, CHAT, JSON.stringify(chat()).replace('"max_tokens":4', `"max_tokens":4,"x":${nested(127)}`), { raw: true });
     assert.equal(ok.status, 200, ok.text);
-    const deep = await postJson(base, CHAT, JSON.stringify(chat()).replace('"max_tokens":4', `"max_tokens":4,"x":${nested(128)}`), { raw: true });
+    const deep = await postJson(s.base, CHAT, JSON.stringify(chat()).replace('"max_tokens":4', `"max_tokens":4,"x":${nested(128)}`), { raw: true });
     assertErrorBody(deep, 400, { code: 'json_too_deep' });
   });
 
@@ -93,7 +87,7 @@ describe('clawbot serve: hostile bodies', () => {
       ['/infill', '{"input_prefix":"","input_suffix":"","n_predict":1e999}'],
     ];
     for (const [route, body] of cases) {
-      const r = await postJson(base, route, body, { raw: true });
+      const r = await postJson(s.base, route, body, { raw: true });
       const e = assertErrorBody(r, 400, { code: 'invalid_json' });
       assert.match(e.message, /number overflow|1e999/i, `${route} ${body}: ${e.message}`);
     }
@@ -102,14 +96,14 @@ describe('clawbot serve: hostile bodies', () => {
 
   test('integers beyond 64 bits: 400 naming the field', async () => {
     for (const seed of ['9223372036854775808', '18446744073709551615', '-10000000000000000000']) {
-      const r = await postJson(base, CHAT, `{"messages":[{"role":"user","content":"hi"}],"max_tokens":2,"seed":${seed}}`, { raw: true });
+      const r = await postJson(s.base, CHAT, `{"messages":[{"role":"user","content":"hi"}],"max_tokens":2,"seed":${seed}}`, { raw: true });
       assertErrorBody(r, 400, { param: 'seed', messageIncludes: 'seed' });
     }
     for (const n of ['18446744073709551615', '-1', '4.5']) {
-      const r = await postJson(base, CHAT, `{"messages":[{"role":"user","content":"hi"}],"max_tokens":${n}}`, { raw: true });
+      const r = await postJson(s.base, CHAT, `{"messages":[{"role":"user","content":"hi"}],"max_tokens":${n}}`, { raw: true });
       assertErrorBody(r, 400, { param: 'max_tokens' });
     }
-    const ok = await postJson(base, CHAT, '{"messages":[{"role":"user","content":"hi"}],"max_tokens":2,"seed":9223372036854775807}', { raw: true });
+    const ok = await postJson(s.base, CHAT, '{"messages":[{"role":"user","content":"hi"}],"max_tokens":2,"seed":9223372036854775807}', { raw: true });
     assert.equal(ok.status, 200, ok.text);
   });
 
@@ -126,19 +120,19 @@ describe('clawbot serve: hostile bodies', () => {
       [[{ type: 'text', text: 'a' }, { type: {}, text: 'b' }], 'messages[0].content[1].type'],
     ];
     for (const [content, param] of cases) {
-      const r = await postJson(base, CHAT, { messages: [{ role: 'user', content }], max_tokens: 2 });
+      const r = await postJson(s.base, CHAT, { messages: [{ role: 'user', content }], max_tokens: 2 });
       const e = assertErrorBody(r, 400, { type: 'invalid_request_error', param });
       assert.ok(e.message.includes(param), `the message names ${param}: ${e.message}`);
     }
-    const ok = await postJson(base, CHAT, { messages: [{ role: 'user', content: [{ type: 'text', text: 'hi' }] }], max_tokens: 2 });
+    const ok = await postJson(s.base, CHAT, { messages: [{ role: 'user', content: [{ type: 'text', text: 'hi' }] }], max_tokens: 2 });
     assert.equal(ok.status, 200, ok.text);
   });
 
   test('the model named by a request: the answer names the model that answered', async () => {
-    const r = await postJson(base, CHAT, chat({ model: 'gpt-4o' }));
+    const r = await postJson(s.base, CHAT, chat({ model: 'gpt-4o' }));
     assert.equal(r.status, 200, r.text);
     assert.equal(r.json.model, MODEL_ID, r.text);
-    const bad = await postJson(base, CHAT, chat({ model: 42 }));
+    const bad = await postJson(s.base, CHAT, chat({ model: 42 }));
     assertErrorBody(bad, 400, { param: 'model' });
   });
 });

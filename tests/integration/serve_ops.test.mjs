@@ -10,7 +10,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 
-import { MODEL_ID, startServer, runClawbot, postJson, getJson, readSse, assertErrorBody } from './server_harness.mjs';
+import { MODEL_ID, startServer, suiteServer, runClawbot, postJson, getJson, readSse, assertErrorBody } from './server_harness.mjs';
 
 const CHAT = '/v1/chat/completions';
 const SECRET = 'purple-elephant-7731'; // in prompts: must never reach the log
@@ -52,27 +52,21 @@ async function waitFor(predicate, what, ms = 10000) {
 }
 
 describe('clawbot serve: /metrics and the access log', () => {
-  let server;
-  let base;
-  before(async () => {
-    server = await startServer();
-    base = server.baseUrl;
-  });
-  after(async () => server && (await server.stop()));
+  const s = suiteServer();
 
   test('clawbot_http_requests_total counts 400, 404 and 405 answers, not only 200', async () => {
-    const bad = await postJson(base, CHAT, { messages: 'nope' });
+    const bad = await postJson(s.base, CHAT, { messages: 'nope' });
     assertErrorBody(bad, 400);
-    const deep = await postJson(base, '/tokenize', '['.repeat(1000) + ']'.repeat(1000), { raw: true });
+    const deep = await postJson(s.base, '/tokenize', '['.repeat(1000) + ']'.repeat(1000), { raw: true });
     assertErrorBody(deep, 400, { code: 'json_too_deep' });
-    const missing = await getJson(base, '/no/such/route');
+    const missing = await getJson(s.base, '/no/such/route');
     assertErrorBody(missing, 404);
-    const wrongMethod = await getJson(base, CHAT);
+    const wrongMethod = await getJson(s.base, CHAT);
     assertErrorBody(wrongMethod, 405);
-    const ok = await postJson(base, CHAT, chat());
+    const ok = await postJson(s.base, CHAT, chat());
     assert.equal(ok.status, 200, ok.text);
 
-    const text = await metricsText(base);
+    const text = await metricsText(s.base);
     assert.equal(requestsTotal(text, CHAT, 400), 1, text);
     assert.equal(requestsTotal(text, '/tokenize', 400), 1, text);
     assert.equal(requestsTotal(text, 'other', 404), 1, text); // an unknown path is not a label of its own
@@ -85,10 +79,10 @@ describe('clawbot serve: /metrics and the access log', () => {
   });
 
   test('one access line per request: client, route, status, tokens, TTFT, duration; never the prompt', async () => {
-    const r = await postJson(base, CHAT, chat({ max_tokens: 6 }));
+    const r = await postJson(s.base, CHAT, chat({ max_tokens: 6 }));
     assert.equal(r.status, 200, r.text);
     const usage = r.json.usage;
-    const line = await waitFor(() => accessLines(server.stderr()).find((f) =>
+    const line = await waitFor(() => accessLines(s.server.stderr()).find((f) =>
       f.path === CHAT && f.status === '200' && Number(f.prompt_tokens) === usage.prompt_tokens &&
       Number(f.completion_tokens) === usage.completion_tokens), 'the access line of the chat request');
     assert.equal(line.client, '127.0.0.1');
@@ -96,53 +90,47 @@ describe('clawbot serve: /metrics and the access log', () => {
     assert.ok(Number(line.duration_ms) >= 0, JSON.stringify(line));
     assert.ok('cached_tokens' in line, JSON.stringify(line));
     if (usage.completion_tokens > 0) assert.ok(Number(line.ttft_ms) >= 0, JSON.stringify(line));
-    assert.ok(!server.stderr().includes(SECRET), 'the prompt reached the log');
+    assert.ok(!s.server.stderr().includes(SECRET), 'the prompt reached the log');
 
-    const missing = await getJson(base, '/nope?q=1');
+    const missing = await getJson(s.base, '/nope?q=1');
     assert.equal(missing.status, 404);
-    await waitFor(() => accessLines(server.stderr()).find((f) => f.path === '/nope' && f.status === '404'),
+    await waitFor(() => accessLines(s.server.stderr()).find((f) => f.path === '/nope' && f.status === '404'),
       'the access line of the 404');
   });
 
   test('a model the node does not serve: answered, named in the answer as the one that answered, noted in the log', async () => {
-    const r = await postJson(base, CHAT, chat({ model: 'gpt-4o-mini' }));
+    const r = await postJson(s.base, CHAT, chat({ model: 'gpt-4o-mini' }));
     assert.equal(r.status, 200, r.text);
     assert.equal(r.json.model, MODEL_ID);
-    const line = await waitFor(() => accessLines(server.stderr()).find((f) => f.requested_model !== undefined),
+    const line = await waitFor(() => accessLines(s.server.stderr()).find((f) => f.requested_model !== undefined),
       'the access line noting the model');
     assert.equal(line.requested_model, '"gpt-4o-mini"');
     assert.equal(line.model, MODEL_ID);
-    const same = await postJson(base, CHAT, chat({ model: MODEL_ID }));
+    const same = await postJson(s.base, CHAT, chat({ model: MODEL_ID }));
     assert.equal(same.status, 200, same.text);
   });
 });
 
 describe('clawbot serve --strict-model --log-format json', () => {
-  let server;
-  let base;
-  before(async () => {
-    server = await startServer({ extraArgs: ['--strict-model', '--log-format', 'json'] });
-    base = server.baseUrl;
-  });
-  after(async () => server && (await server.stop()));
+  const s = suiteServer({ extraArgs: ['--strict-model', '--log-format', 'json'] });
 
   test('another model name is a 404 model_not_found; its own name and none are served', async () => {
     for (const route of [CHAT, '/v1/completions']) {
-      const r = await postJson(base, route, { ...chat({ model: 'gpt-4o' }), prompt: 'x' });
+      const r = await postJson(s.base, route, { ...chat({ model: 'gpt-4o' }), prompt: 'x' });
       assertErrorBody(r, 404, { code: 'model_not_found', param: 'model', messageIncludes: [MODEL_ID, 'gpt-4o'] });
     }
-    assert.equal((await postJson(base, CHAT, chat({ model: MODEL_ID }))).status, 200);
-    assert.equal((await postJson(base, CHAT, chat())).status, 200);
+    assert.equal((await postJson(s.base, CHAT, chat({ model: MODEL_ID }))).status, 200);
+    assert.equal((await postJson(s.base, CHAT, chat())).status, 200);
   });
 
   test('every log line is one JSON object; access lines carry their fields', async () => {
-    const r = await postJson(base, CHAT, chat());
+    const r = await postJson(s.base, CHAT, chat());
     assert.equal(r.status, 200, r.text);
     const lines = await waitFor(() => {
-      const parsed = server.stderr().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+      const parsed = s.server.stderr().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
       return parsed.some((o) => o.event === 'access' && o.status === 200) && parsed;
     }, 'a JSON access line');
-    for (const l of server.stderr().split('\n').filter((x) => x.trim() && !x.startsWith('llama') && !x.startsWith('load'))) {
+    for (const l of s.server.stderr().split('\n').filter((x) => x.trim() && !x.startsWith('llama') && !x.startsWith('load'))) {
       if (!l.startsWith('{')) continue; // libllama's own messages before the logger is set up
       const o = JSON.parse(l);
       assert.match(o.time, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/, l);
@@ -155,10 +143,10 @@ describe('clawbot serve --strict-model --log-format json', () => {
     assert.equal(access.prompt_tokens, r.json.usage.prompt_tokens);
     assert.equal(access.completion_tokens, r.json.usage.completion_tokens);
     assert.equal(typeof access.duration_ms, 'number');
-    const refused = lines.concat(server.stderr().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l)))
+    const refused = lines.concat(s.server.stderr().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l)))
       .find((o) => o.event === 'access' && o.status === 404);
     assert.ok(refused, 'the 404 of the first test is logged');
-    assert.ok(!server.stderr().includes(SECRET), 'the prompt reached the log');
+    assert.ok(!s.server.stderr().includes(SECRET), 'the prompt reached the log');
   });
 });
 

@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
+import { before, after } from 'node:test';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -178,6 +179,20 @@ export async function startServer({ extraArgs = [], timeoutMs = 60000, model, po
     stderr: () => err.text,
     stop: () => killProcess(proc),
   };
+}
+
+/**
+ * A server for the tests of one describe(): started before them, stopped after. Returns an object whose
+ * `server` and `base` (its URL) are set once it runs.
+ */
+export function suiteServer(options) {
+  const suite = { server: undefined, base: undefined };
+  before(async () => {
+    suite.server = await startServer(options);
+    suite.base = suite.server.baseUrl;
+  });
+  after(async () => suite.server && (await suite.server.stop()));
+  return suite;
 }
 
 /**

@@ -102,6 +102,23 @@ int main(int argc, char** argv) {
   serve_cmd->add_option(
       "--key-env", serve.key_env,
       "Key of an encrypted model: the environment variable that holds it (64 hex characters)");
+  serve_cmd
+      ->add_option("--slow-reader-timeout", serve.slow_reader_timeout_s,
+                   "Seconds a stream's client may read nothing while others wait for a slot before the "
+                   "stream gives its slot up (0: never)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 3600.0));
+  serve_cmd
+      ->add_option("--drain-timeout", serve.drain_timeout_s,
+                   "Seconds the requests in progress may take to finish after SIGTERM")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 86400.0));
+  serve_cmd->add_option("--log-format", serve.log_format, "Log lines as text, or json (one object a line)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"text", "json"}));
+  serve_cmd->add_flag("--no-access-log", serve.no_access_log, "No log line per request");
+  serve_cmd->add_flag("--strict-model", serve.strict_model,
+                      "Answer 404 model_not_found to a request naming a model this node does not serve");
 
   clawbot::ops::SynthOptions synth;
   auto* models_cmd = app.add_subcommand("models", "Model-file tools");

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <charconv>
 #include <optional>
 
@@ -216,14 +217,17 @@ std::optional<Error> refuse_head(const RequestParser& parser) {
 }
 
 // The final answer to a request that cannot be read on: written, then the connection closed.
+// `observer` (when given) counts it like any other answer.
 asio::awaitable<void> answer_and_close(tls::PlainOrTlsStream& stream, const ServerLimits& limits, int status,
-                                       const Error& error) {
+                                       const Error& error, const ExchangeObserver* observer = nullptr,
+                                       asio::ip::address remote = {}) {
   Request req;
   req.version(11);
   req.keep_alive(false);
-  Exchange reply(stream, std::move(req), limits);
+  Exchange reply(stream, std::move(req), limits, std::move(remote), std::nullopt, observer);
   const nlohmann::json body = to_json(error);
   co_await reply.respond_json(status, body);
+  if (observer != nullptr && observer->ended) observer->ended(reply, std::chrono::steady_clock::duration{});
   co_await lingering_close(stream.tcp());
 }
 
@@ -261,13 +265,20 @@ void ClientConnections::close(const asio::ip::address& address) {
 // ---------------------------------------------------------------- Exchange
 
 Exchange::Exchange(tls::PlainOrTlsStream& stream, Request request, const ServerLimits& limits,
-                   asio::ip::address remote, std::optional<Error> refusal)
+                   asio::ip::address remote, std::optional<Error> refusal, const ExchangeObserver* observer)
     : stream_(stream),
       request_(std::move(request)),
       limits_(limits),
       remote_(std::move(remote)),
       refusal_(std::move(refusal)),
+      observer_(observer),
       keep_alive_(!refusal_ && request_.keep_alive()) {}
+
+void Exchange::answering(int status) {
+  responded_ = true;
+  status_ = status;
+  if (observer_ && observer_->answering) observer_->answering(*this);
+}
 
 std::string Exchange::client_certificate_subject() const {
   SSL* ssl = stream_.ssl();
@@ -300,7 +311,7 @@ asio::awaitable<void> Exchange::respond_json(int status, const nlohmann::json& b
 
 asio::awaitable<void> Exchange::respond_text(int status, std::string body, std::string content_type,
                                              std::vector<std::pair<std::string, std::string>> headers) {
-  responded_ = true;
+  answering(status);
   http::response<http::string_body> res{to_status(status), request_.version()};
   res.set(http::field::server, server_name);
   res.set(http::field::content_type, content_type);
@@ -323,7 +334,7 @@ asio::awaitable<void> Exchange::respond_text(int status, std::string body, std::
 
 asio::awaitable<void> Exchange::respond_raw(int status, std::string_view header_lines,
                                             std::string_view body) {
-  responded_ = true;
+  answering(status);
   // The status line and the closing lines go in small buffers of their own: nothing is copied or allocated
   // for the caller's lines or body.
   struct Line {
@@ -381,7 +392,12 @@ asio::awaitable<bool> Exchange::sse_start() {
 }
 
 asio::awaitable<bool> Exchange::sse_start(std::vector<std::pair<std::string, std::string>> headers) {
-  responded_ = true;
+  answering(200);
+  if (limits_.stream_send_buffer_bytes > 0) {
+    beast::error_code ignored;
+    stream_.tcp().socket().set_option(asio::socket_base::send_buffer_size(limits_.stream_send_buffer_bytes),
+                                      ignored);
+  }
   sse_started_ = true;
   http::response<http::empty_body> res{http::status::ok, request_.version()};
   res.set(http::field::server, server_name);
@@ -504,6 +520,8 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
   int spare_fd = -1;
   Clock::time_point fd_limit_logged{};
   std::size_t fd_limit_shed = 0;  // connections closed at the limit since the last log line
+  ExchangeObserver observer;
+  std::atomic<std::size_t> in_progress{0};
 
   State(asio::io_context& io_, std::shared_ptr<const Router> r, ServerLimits l)
       : io(io_), router(std::move(r)), limits(l), acceptor(io_) {}
@@ -698,7 +716,7 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
       beast::error_code ec = co_await detail::read_message(stream, buffer, parser, true, head_hooks);
       if (!ec) {
         if (auto refusal = refuse_head(parser)) {
-          co_await answer_and_close(stream, limits, 400, *refusal);
+          co_await answer_and_close(stream, limits, 400, *refusal, &observer, remote);
           co_return;
         }
       } else if (head_hooks.folded) {
@@ -707,7 +725,7 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
                            "header on one line",
                            {},
                            "bad_http"};
-        co_await answer_and_close(stream, limits, 400, folded);
+        co_await answer_and_close(stream, limits, 400, folded, &observer, remote);
         co_return;
       }
       bool continue_needed = false;
@@ -720,7 +738,7 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
                 "Expect: " + std::string(expect.substr(0, 100)) + " is not supported (only 100-continue is)",
                 {},
                 "expectation_failed"};
-            co_await answer_and_close(stream, limits, 417, unknown);
+            co_await answer_and_close(stream, limits, 417, unknown, &observer, remote);
             co_return;
           }
           continue_needed = head.version() >= 11 && !parser.is_done();
@@ -750,6 +768,7 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
           }
         }
       }
+      const auto read_at = std::chrono::steady_clock::now();
       // A TLS client that closes without close_notify (stream_truncated) has only left, like end_of_stream:
       // every request it sent was complete, so nothing was cut short.
       if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
@@ -770,13 +789,14 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
       }
       if (ec) {
         const auto failure = read_failure(ec, parser.is_header_done());
-        co_await answer_and_close(stream, limits, failure->first, failure->second);
+        co_await answer_and_close(stream, limits, failure->first, failure->second, &observer, remote);
         co_return;
       }
 
       auto message = parser.release();
       Exchange exchange(stream, Request(std::move(message.base()), std::move(message.body())), limits,
-                        remote);
+                        remote, std::nullopt, &observer);
+      ++in_progress;
       std::optional<Error> failure;  // co_await may not appear inside a catch handler
       try {
         co_await router->dispatch(exchange);
@@ -788,6 +808,8 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
       }
       if (failure && !exchange.responded()) co_await exchange.respond_error(*failure);
       if (exchange.sse_started()) co_await exchange.sse_finish();
+      --in_progress;
+      if (observer.ended) observer.ended(exchange, std::chrono::steady_clock::now() - read_at);
       if (!exchange.keep_alive()) break;
     }
     if (stream.is_tls() && !peer_closed) {
@@ -866,6 +888,14 @@ unsigned short Server::listen(const std::string& host, unsigned short port) {
 
 void Server::set_single_threaded(bool on) noexcept {
   state_->single_threaded = on;
+}
+
+void Server::set_observer(ExchangeObserver observer) {
+  state_->observer = std::move(observer);
+}
+
+std::size_t Server::exchanges_in_progress() const noexcept {
+  return state_->in_progress.load();
 }
 
 void Server::set_reuse_port(bool on) noexcept {

@@ -55,6 +55,9 @@ struct ServerLimits {
   std::chrono::seconds write_timeout{60};  // one write to a client that does not read
   // Open connections from one client address; one more is answered 429 and closed. 0: no cap.
   std::size_t max_connections_per_client = 0;
+  // SO_SNDBUF of a connection once it streams events (0: the kernel's autotuning, up to 4 MiB on Linux): how far
+  // a stream may run ahead of a client that does not read before its writes wait.
+  int stream_send_buffer_bytes = 0;
 };
 
 // Open connections per client address, for ServerLimits::max_connections_per_client; one table may be
@@ -70,11 +73,22 @@ class ClientConnections {
   std::unordered_map<asio::ip::address, std::size_t> open_;
 };
 
+class Exchange;
+
+// What a server tells its owner about each exchange (for per-status counters and an access log).
+struct ExchangeObserver {
+  // The answer's status is set and its writing starts: a client that has read the answer finds it counted.
+  std::function<void(const Exchange&)> answering;
+  // The exchange is over (answer written, or the client gone), `elapsed` after its request was read.
+  std::function<void(const Exchange&, std::chrono::steady_clock::duration elapsed)> ended;
+};
+
 // One request and its answer. Exactly one of respond_* or an SSE sequence is used.
 class Exchange {
  public:
   Exchange(tls::PlainOrTlsStream& stream, Request request, const ServerLimits& limits,
-           asio::ip::address remote = {}, std::optional<Error> refusal = std::nullopt);
+           asio::ip::address remote = {}, std::optional<Error> refusal = std::nullopt,
+           const ExchangeObserver* observer = nullptr);
 
   const Request& request() const noexcept { return request_; }
   std::string_view path() const noexcept;  // the target without its query
@@ -90,6 +104,11 @@ class Exchange {
   // Why the server's header check refused this request (see Server::set_header_check); its body was not
   // read, and the connection closes after the answer. Null for every request a handler gets through routes.
   const Error* refusal() const noexcept { return refusal_ ? &*refusal_ : nullptr; }
+  // The status of the answer (200 once a stream started); 0 while none was sent.
+  int status() const noexcept { return status_; }
+  // What the handler notes for the access log (tokens, timings): a JSON object, null when nothing.
+  nlohmann::json& log_fields() noexcept { return log_fields_; }
+  const nlohmann::json& log_fields() const noexcept { return log_fields_; }
 
   asio::awaitable<void> respond_json(int status, const nlohmann::json& body,
                                      std::vector<std::pair<std::string, std::string>> headers = {});
@@ -137,11 +156,15 @@ class Exchange {
  private:
   asio::awaitable<bool> write_chunk(std::string payload);
   static bool peer_closed(int fd) noexcept;  // a readable socket with nothing to read: the peer closed
+  void answering(int status);
   tls::PlainOrTlsStream& stream_;
   Request request_;
   const ServerLimits& limits_;
   asio::ip::address remote_;
   std::optional<Error> refusal_;
+  const ExchangeObserver* observer_ = nullptr;
+  int status_ = 0;
+  nlohmann::json log_fields_;
   bool responded_ = false;
   bool sse_started_ = false;
   bool keep_alive_ = true;
@@ -195,6 +218,10 @@ class Server {
   // Before listen(): count connections per client address in `table` (shared with other servers) instead of
   // a table of this server's own.
   void share_client_connections(std::shared_ptr<ClientConnections> table);
+  // Before listen(): told of every exchange (see ExchangeObserver).
+  void set_observer(ExchangeObserver observer);
+  // Requests read and not yet fully answered (for a drain before shutting down).
+  std::size_t exchanges_in_progress() const noexcept;
   void stop();  // stops accepting; open sessions end after their current exchange
 
  private:

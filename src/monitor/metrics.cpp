@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <array>
+#include <charconv>
 #include <cmath>
 #include <fstream>
 #include <sstream>
@@ -22,14 +24,18 @@ std::string escape_label(const std::string& v) {
   return out;
 }
 
+}  // namespace
+
+// The shortest text that reads back as the same double (0.3, not 0.29999999999999999).
 std::string format_value(double v) {
   if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
   if (std::isnan(v)) return "NaN";
-  std::ostringstream s;
-  s.precision(17);
-  s << v;
-  return s.str();
+  std::array<char, 32> text{};
+  const auto end = std::to_chars(text.data(), text.data() + text.size(), v).ptr;
+  return std::string(text.data(), end);
 }
+
+namespace {
 
 // "{a="x"}" plus an extra label (le) for histogram buckets.
 std::string with_label(const std::string& rendered, const std::string& key, const std::string& value) {

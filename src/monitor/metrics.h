@@ -75,6 +75,8 @@ class Registry {
 };
 
 std::string render_labels(const Labels& labels);
+// A sample value or bucket bound as the text format writes it: the shortest round-trip form, +Inf, NaN.
+std::string format_value(double v);
 
 // Buckets in seconds for latencies, as vLLM uses for time to first token and inter-token latency.
 const std::vector<double>& ttft_buckets();

@@ -50,13 +50,30 @@ std::optional<long long> integer_field(const json& body, const char* key, long l
   const bool integral = it->is_number_integer() ||
                         (it->is_number_float() && std::floor(it->get<double>()) == it->get<double>());
   if (!integral) throw_invalid(std::string("'") + key + "' must be an integer, got " + describe(*it), key);
-  const double v = it->get<double>();
-  if (v < static_cast<double>(min) || v > static_cast<double>(max)) {
+  // Compared as what they are: a double cast to long long out of its range is undefined, and 2^63 as a
+  // double equals INT64_MAX as a double.
+  bool in_range = false;
+  long long value = 0;
+  if (it->is_number_unsigned()) {
+    const auto u = it->get<unsigned long long>();
+    in_range = max >= 0 && u <= static_cast<unsigned long long>(max);
+    value = in_range ? static_cast<long long>(u) : 0;
+    in_range = in_range && value >= min;
+  } else if (it->is_number_integer()) {
+    value = it->get<long long>();
+    in_range = value >= min && value <= max;
+  } else {
+    const double v = it->get<double>();
+    in_range = v >= static_cast<double>(min) && v < 9.2233720368547758e18 && v <= static_cast<double>(max);
+    value = in_range ? static_cast<long long>(v) : 0;
+    in_range = in_range && value >= min && value <= max;
+  }
+  if (!in_range) {
     throw_invalid(std::string("'") + key + "' must be between " + std::to_string(min) + " and " +
                       std::to_string(max) + ", got " + describe(*it),
                   key);
   }
-  return static_cast<long long>(v);
+  return value;
 }
 
 bool bool_field(const json& body, const char* key, bool fallback) {
@@ -98,10 +115,9 @@ struct CommonRequest {
   int n = 1;
 };
 
-CommonRequest parse_common(const json& body, std::uint32_t n_ctx) {
-  if (auto it = body.find("model"); it != body.end() && !it->is_null() && !it->is_string()) {
-    throw_invalid("'model' must be a string, got " + describe(*it), "model");
-  }
+// `n_predict`: also llama-server's name for max_tokens (/infill), where -1 means "until the context is full";
+// max_tokens wins when both are given.
+CommonRequest parse_common(const json& body, std::uint32_t n_ctx, bool n_predict = false) {
   CommonRequest r;
   if (auto v = number_field(body, "temperature", 0.0, 2.0)) r.sampling.temperature = static_cast<float>(*v);
   if (auto v = number_field(body, "top_p", 0.0, 1.0)) r.sampling.top_p = static_cast<float>(*v);
@@ -117,6 +133,11 @@ CommonRequest parse_common(const json& body, std::uint32_t n_ctx) {
   if (auto v = integer_field(body, "seed", INT64_MIN, INT64_MAX)) {
     r.sampling.seed = static_cast<std::uint32_t>(static_cast<unsigned long long>(*v) & 0xFFFFFFFFull);
     if (r.sampling.seed == engine::random_seed) r.sampling.seed = 0xFFFFFFFE;
+  }
+  if (auto it = body.find("n_predict");
+      n_predict && it != body.end() &&
+      !(it->is_number_integer() && !it->is_number_unsigned() && it->get<long long>() < 0)) {
+    if (auto v = integer_field(body, "n_predict", 1, n_ctx)) r.max_tokens = static_cast<int>(*v);
   }
   // max_completion_tokens is the newer name; both are accepted.
   for (const char* key : {"max_tokens", "max_completion_tokens"}) {
@@ -148,13 +169,29 @@ std::string message_text(const json& content, const std::string& where) {
     for (size_t i = 0; i < content.size(); ++i) {
       const auto& part = content[i];
       const std::string part_where = where + "[" + std::to_string(i) + "]";
-      if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
-          !part["text"].is_string()) {
+      if (!part.is_object()) {
         throw_invalid(
-            "'" + part_where + "' must be {\"type\":\"text\",\"text\":string}; this model reads text only",
+            "'" + part_where + "' must be {\"type\":\"text\",\"text\":string}, got " + describe(part),
             part_where);
       }
-      text += part["text"].get<std::string>();
+      // (Looked at, not read with value(): a type that is not a string would throw a type_error, a 500.)
+      const auto type = part.find("type");
+      if (type == part.end() || !type->is_string()) {
+        throw_invalid("'" + part_where + ".type' must be \"text\", got " +
+                          (type == part.end() ? std::string("nothing") : describe(*type)),
+                      part_where + ".type");
+      }
+      if (*type != "text") {
+        throw_invalid("'" + part_where + ".type' is " + describe(*type) + "; this model reads text only",
+                      part_where + ".type");
+      }
+      const auto part_text = part.find("text");
+      if (part_text == part.end() || !part_text->is_string()) {
+        throw_invalid("'" + part_where + ".text' must be a string, got " +
+                          (part_text == part.end() ? std::string("nothing") : describe(*part_text)),
+                      part_where + ".text");
+      }
+      text += part_text->get_ref<const std::string&>();
     }
     return text;
   }
@@ -277,24 +314,6 @@ json timings_json(const GenerationEvent& e) {
 // infill: llama-server's /infill answer ({"content", "stop", ...}), not an OpenAI one.
 enum class Api { chat, completions, infill };
 
-const char* route_of(Api api) {
-  switch (api) {
-    case Api::chat:
-      return "/v1/chat/completions";
-    case Api::completions:
-      return "/v1/completions";
-    case Api::infill:
-      return "/infill";
-  }
-  return "";
-}
-
-void count_request(const ServeContext& ctx, const char* route, int status) {
-  if (!ctx.metrics) return;
-  ctx.metrics->counter_add("clawbot_http_requests_total", "HTTP requests by route and status",
-                           {{"route", route}, {"status", std::to_string(status)}});
-}
-
 // The jobs of one request (n choices); whatever way the handler leaves, the scheduler learns that nobody
 // listens any more.
 struct Generation {
@@ -315,19 +334,57 @@ Error queue_full_error() {
                "queue_full"};
 }
 
-asio::awaitable<void> respond_queue_full(const ServeContext& ctx, http::Exchange& ex, const char* route) {
-  count_request(ctx, route, 503);
+asio::awaitable<void> respond_busy(http::Exchange& ex, const Error& error) {
   std::vector<std::pair<std::string, std::string>> headers;
   headers.emplace_back("Retry-After", "1");
-  const Error error = queue_full_error();
   co_await ex.respond_error(error, std::move(headers));
+}
+
+// A draining node (SIGTERM) takes no new work: a 503 with Retry-After before anything is accepted, so that a
+// client or a gateway sends it elsewhere, rather than a stream that starts and is then cut.
+asio::awaitable<bool> refused_while_draining(const ServeContext& ctx, http::Exchange& ex) {
+  if (!ctx.draining || !ctx.draining->load()) co_return false;
+  const Error error{
+      ErrorKind::unavailable,
+      "this node is shutting down: it finishes the requests it has and takes no new ones; retry "
+      "on another node",
+      {},
+      "draining"};
+  co_await respond_busy(ex, error);
+  co_return true;
+}
+
+// The model a request names. A one-model node answers whatever name it is given (as llama-server: apps often
+// hard-code one), names the model that really answered, and notes the mismatch in the access log;
+// --strict-model refuses other names, as OpenAI and vLLM do.
+void check_model(const ServeContext& ctx, const json& body, http::Exchange& ex) {
+  const auto it = body.find("model");
+  if (it == body.end() || it->is_null()) return;
+  if (!it->is_string()) throw_invalid("'model' must be a string, got " + describe(*it), "model");
+  const auto& name = it->get_ref<const std::string&>();
+  if (name.empty() || name == ctx.model_id) return;
+  if (ctx.strict_model) {
+    throw ClawbotError({ErrorKind::not_found,
+                        "model " + describe(*it) + " is not served here; this node serves '" + ctx.model_id +
+                            "' (GET /v1/models)",
+                        "model", "model_not_found"});
+  }
+  ex.log_fields()["requested_model"] = json_read::describe(*it, 80);
+}
+
+// What the access log says of a request's tokens and first token (never its text).
+void note_usage(http::Exchange& ex, const GenerationEvent& totals, std::optional<double> ttft_ms) {
+  auto& fields = ex.log_fields();
+  fields["prompt_tokens"] = totals.prompt_tokens;
+  fields["cached_tokens"] = totals.cached_tokens;
+  fields["completion_tokens"] = totals.completion_tokens;
+  if (ttft_ms) fields["ttft_ms"] = std::round(*ttft_ms * 10) / 10;
 }
 
 // `final_fields` are added to the last answer (infill: what was cut to fit).
 asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex, Api api,
                                      std::vector<engine::Token> prompt, const CommonRequest& req,
                                      const json& final_fields = json::object()) {
-  const char* route = route_of(api);
   const auto started = std::chrono::steady_clock::now();
   Generation gen;
   gen.events = std::make_shared<EventChannel>(ex.executor(), 64);
@@ -346,7 +403,8 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
     jobs.push_back(std::move(job));
   }
   if (!ctx.scheduler.submit(std::move(jobs))) {
-    co_await respond_queue_full(ctx, ex, route);
+    const Error full = queue_full_error();
+    co_await respond_busy(ex, full);
     co_return;
   }
 
@@ -402,7 +460,6 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
 
   if (req.stream) {
     if (!co_await ex.sse_start()) co_return;
-    count_request(ctx, route, 200);
     if (api == Api::chat) {
       for (int i = 0; i < req.n; ++i) {
         if (!co_await ex.sse_data(chunk(i, "", nullptr, true).dump())) co_return;
@@ -415,30 +472,27 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
   GenerationEvent totals;
   int done = 0;
   bool first_token_seen = false;
+  std::optional<double> ttft_ms;
   auto last_token_at = started;
   while (done < req.n) {
     auto [ec, event] = co_await gen.events->async_receive(use_tuple);
-    if (ec && client_gone->load()) {
-      count_request(ctx, route, 499);  // nginx's "client closed request"
-      co_return;
-    }
-    if (ec) {  // the scheduler dropped the job (shutdown)
+    if (ec && client_gone->load()) co_return;  // no answer: the access log says 499
+    if (ec) {                                  // the scheduler dropped the job (shutdown)
       const Error gone{ErrorKind::unavailable, "the server is shutting down; retry on another node", {}, {}};
       if (req.stream) {
         co_await ex.sse_data(to_json(gone).dump());
       } else {
         ex.stop_watching();  // before a write: it cancels the socket's waits
-        count_request(ctx, route, 503);
         co_await ex.respond_error(gone);
       }
       co_return;
     }
     if (event.error) {
+      ex.log_fields()["error"] = to_json(*event.error)["error"]["code"];
       if (req.stream) {
         co_await ex.sse_data(to_json(*event.error).dump());
       } else {
         ex.stop_watching();
-        count_request(ctx, route, http_status(event.error->kind));
         co_await ex.respond_error(*event.error);
       }
       co_return;
@@ -450,6 +504,7 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
     const auto now = std::chrono::steady_clock::now();
     if (!event.text.empty() && ctx.metrics) {
       if (!first_token_seen) {
+        ttft_ms = std::chrono::duration<double, std::milli>(now - started).count();
         ctx.metrics->histogram_observe("clawbot_time_to_first_token_seconds", "Time to first token",
                                        monitor::ttft_buckets(),
                                        std::chrono::duration<double>(now - started).count());
@@ -479,13 +534,16 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
     totals.prompt_ms = std::max(totals.prompt_ms, event.prompt_ms);
     totals.generation_ms = std::max(totals.generation_ms, event.generation_ms);
     totals.queue_ms = std::max(totals.queue_ms, event.queue_ms);
+    if (done == req.n) note_usage(ex, totals, ttft_ms);
     if (req.stream && api == Api::infill) {
       json last = infill_final(event.choice, event.text, event);
       if (done == req.n) last.update(final_fields);
       if (!co_await ex.sse_data(last.dump())) co_return;
     } else if (req.stream) {
       json last = chunk(event.choice, event.text, event.finish_reason, false);
-      if (done == req.n) {
+      // Usage once: in its own chunk when the client asked for it (as OpenAI: a client adding up chunks
+      // counts it once), else in the finish chunk (as llama-server); llama-server's timings beside it.
+      if (done == req.n && !req.include_usage) {
         last["usage"] = usage_json(totals);
         last["timings"] = timings_json(totals);
       }
@@ -504,6 +562,7 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
       json usage_chunk = chunk(0, "", nullptr, false);
       usage_chunk["choices"] = json::array();
       usage_chunk["usage"] = usage_json(totals);
+      usage_chunk["timings"] = timings_json(totals);
       co_await ex.sse_data(usage_chunk.dump());
     }
     co_return;  // the session writes [DONE]
@@ -518,7 +577,6 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
       answers.push_back(infill_final(i, contents[static_cast<std::size_t>(i)], e));
       answers.back().update(final_fields);
     }
-    count_request(ctx, route, 200);
     co_await ex.respond_json(200, req.n == 1 ? answers[0] : answers);
     co_return;
   }
@@ -541,7 +599,6 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
                       {"choices", std::move(choices)},
                       {"usage", usage_json(totals)},
                       {"timings", timings_json(totals)}};
-  count_request(ctx, route, 200);
   co_await ex.respond_json(200, reply);
 }
 
@@ -556,7 +613,9 @@ void require_generation_model(const ServeContext& ctx) {
 }
 
 asio::awaitable<void> chat_completions(const ServeContext& ctx, http::Exchange& ex) {
+  if (co_await refused_while_draining(ctx, ex)) co_return;
   const json body = parse_body(ex);
+  check_model(ctx, body, ex);
   require_generation_model(ctx);
   const auto messages = parse_messages(body);
   const CommonRequest req = parse_common(body, ctx.n_ctx);
@@ -569,7 +628,9 @@ asio::awaitable<void> chat_completions(const ServeContext& ctx, http::Exchange& 
 }
 
 asio::awaitable<void> completions(const ServeContext& ctx, http::Exchange& ex) {
+  if (co_await refused_while_draining(ctx, ex)) co_return;
   const json body = parse_body(ex);
+  check_model(ctx, body, ex);
   require_generation_model(ctx);
   auto it = body.find("prompt");
   if (it == body.end() || it->is_null()) throw_invalid("'prompt' is required", "prompt");
@@ -606,7 +667,9 @@ std::string string_field(const json& body, const char* key, bool required) {
 // POST /infill, as llama-server: {input_prefix, input_suffix, input_extra?, prompt?, n_predict|max_tokens,
 // ...}.
 asio::awaitable<void> infill(const ServeContext& ctx, http::Exchange& ex) {
+  if (co_await refused_while_draining(ctx, ex)) co_return;
   const json body = parse_body(ex);
+  check_model(ctx, body, ex);
   require_generation_model(ctx);
   const auto fim = ctx.tokenizer.fim();
   if (!fim) {
@@ -641,16 +704,7 @@ asio::awaitable<void> infill(const ServeContext& ctx, http::Exchange& ex) {
            text->get<std::string>()});
     }
   }
-  json fields = body;
-  // llama-server's name for max_tokens; either is accepted.
-  if (auto it = body.find("n_predict"); it != body.end() && !body.contains("max_tokens")) {
-    if (it->is_number_integer() && it->get<long long>() < 0) {
-      fields.erase("n_predict");  // -1: until the context is full
-    } else {
-      fields["max_tokens"] = *it;
-    }
-  }
-  const CommonRequest req = parse_common(fields, ctx.n_ctx);
+  const CommonRequest req = parse_common(body, ctx.n_ctx, /*n_predict=*/true);
   // Room for the answer: max_tokens when given, else a quarter of the context.
   const int answer_room = req.max_tokens > 0 ? req.max_tokens : static_cast<int>(ctx.n_ctx / 4);
   const int budget = static_cast<int>(ctx.n_ctx) - answer_room;
@@ -689,7 +743,9 @@ std::string base64_floats(const std::vector<float>& v) {
 }
 
 asio::awaitable<void> embeddings(const ServeContext& ctx, http::Exchange& ex) {
+  if (co_await refused_while_draining(ctx, ex)) co_return;
   const json body = parse_body(ex);
+  check_model(ctx, body, ex);
   if (!ctx.model.info().is_embedding) {
     throw_invalid("model '" + ctx.model_id +
                       "' cannot compute embeddings: it is a text-generation model; serve an embedding model "
@@ -763,7 +819,8 @@ asio::awaitable<void> embeddings(const ServeContext& ctx, http::Exchange& ex) {
   }
   const std::size_t count = jobs.size();
   if (!ctx.scheduler.submit(std::move(jobs))) {
-    co_await respond_queue_full(ctx, ex, "/v1/embeddings");
+    const Error full = queue_full_error();
+    co_await respond_busy(ex, full);
     co_return;
   }
   json data = json::array();
@@ -788,7 +845,7 @@ asio::awaitable<void> embeddings(const ServeContext& ctx, http::Exchange& ex) {
                       {"data", std::move(data)},
                       {"model", ctx.model_id},
                       {"usage", {{"prompt_tokens", prompt_tokens}, {"total_tokens", prompt_tokens}}}};
-  count_request(ctx, "/v1/embeddings", 200);
+  ex.log_fields()["prompt_tokens"] = prompt_tokens;
   co_await ex.respond_json(200, reply);
 }
 
@@ -897,42 +954,48 @@ asio::awaitable<void> detokenize(const ServeContext& ctx, http::Exchange& ex) {
 
 }  // namespace
 
-std::shared_ptr<const http::Router> make_openai_router(const ServeContext& context) {
+std::shared_ptr<const http::Router> make_openai_router(const ServeContext& context,
+                                                       std::vector<std::string>* paths) {
   auto router = std::make_shared<http::Router>();
   const ServeContext* ctx = &context;
-  router->add(http::Verb::get, "/health", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
+  const auto add = [&](http::Verb verb, std::string path, http::Handler handler) {
+    if (paths) paths->push_back(path);
+    router->add(verb, std::move(path), std::move(handler));
+  };
+  add(http::Verb::get, "/health", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
     const auto stats = ctx->scheduler.stats();
-    const json health = {{"status", "ok"},
+    // Draining (SIGTERM): 503, so that a health check takes the node out of rotation at once.
+    const bool draining = ctx->draining && ctx->draining->load();
+    const json health = {{"status", draining ? "draining" : "ok"},
                          {"model", ctx->model_id},
                          {"queued", stats.queued},
                          {"slots_busy", stats.slots_busy},
                          {"slots_total", stats.slots_total}};
-    co_await ex.respond_json(200, health);
+    co_await ex.respond_json(draining ? 503 : 200, health);
   });
-  router->add(http::Verb::get, "/v1/models", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
+  add(http::Verb::get, "/v1/models", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
     const json models = {{"object", "list"}, {"data", json::array({model_entry(*ctx)})}};
     co_await ex.respond_json(200, models);
   });
-  router->add(http::Verb::get, "/props", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
+  add(http::Verb::get, "/props", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
     const json body = props(*ctx);
     co_await ex.respond_json(200, body);
   });
-  router->add(http::Verb::get, "/slots", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
+  add(http::Verb::get, "/slots", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
     const json body = slots(*ctx);
     co_await ex.respond_json(200, body);
   });
-  router->add(http::Verb::get, "/metrics", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
+  add(http::Verb::get, "/metrics", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
     const std::string text = ctx->metrics ? ctx->metrics->render() : std::string();
     co_await ex.respond_text(200, text, "text/plain; version=0.0.4; charset=utf-8");
   });
-  router->add(http::Verb::post, "/v1/chat/completions",
-              [ctx](http::Exchange& ex) { return chat_completions(*ctx, ex); });
-  router->add(http::Verb::post, "/v1/completions",
-              [ctx](http::Exchange& ex) { return completions(*ctx, ex); });
-  router->add(http::Verb::post, "/infill", [ctx](http::Exchange& ex) { return infill(*ctx, ex); });
-  router->add(http::Verb::post, "/v1/embeddings", [ctx](http::Exchange& ex) { return embeddings(*ctx, ex); });
-  router->add(http::Verb::post, "/tokenize", [ctx](http::Exchange& ex) { return tokenize(*ctx, ex); });
-  router->add(http::Verb::post, "/detokenize", [ctx](http::Exchange& ex) { return detokenize(*ctx, ex); });
+  add(http::Verb::post, "/v1/chat/completions",
+      [ctx](http::Exchange& ex) { return chat_completions(*ctx, ex); });
+  add(http::Verb::post, "/v1/completions", [ctx](http::Exchange& ex) { return completions(*ctx, ex); });
+  add(http::Verb::post, "/infill", [ctx](http::Exchange& ex) { return infill(*ctx, ex); });
+  add(http::Verb::post, "/v1/embeddings", [ctx](http::Exchange& ex) { return embeddings(*ctx, ex); });
+  add(http::Verb::post, "/tokenize", [ctx](http::Exchange& ex) { return tokenize(*ctx, ex); });
+  add(http::Verb::post, "/detokenize", [ctx](http::Exchange& ex) { return detokenize(*ctx, ex); });
   return router;
 }
 

@@ -1,11 +1,13 @@
 // The OpenAI-compatible routes: JSON in, typed GenerationJob to the scheduler, JSON or SSE out.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <ctime>
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/http_server.h"
 #include "engine/engine.h"
@@ -24,8 +26,12 @@ struct ServeContext {
   std::uint32_t n_ctx = 0;  // tokens each request may use, prompt and answer together
   std::time_t created = 0;
   monitor::Registry* metrics = nullptr;
+  bool strict_model = false;                    // a request naming another model: 404 model_not_found
+  const std::atomic<bool>* draining = nullptr;  // true after SIGTERM: new work is refused with 503
 };
 
-std::shared_ptr<const http::Router> make_openai_router(const ServeContext& context);
+// `paths`, when given, receives each route's path.
+std::shared_ptr<const http::Router> make_openai_router(const ServeContext& context,
+                                                       std::vector<std::string>* paths = nullptr);
 
 }  // namespace clawbot::server

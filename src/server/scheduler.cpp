@@ -54,7 +54,7 @@ std::string StopMatcher::flush() {
 // ---------------------------------------------------------------- Slot
 
 struct Scheduler::Slot {
-  enum class Phase { idle, prefill, generate, finishing };
+  enum class Phase { idle, prefill, generate };
   int seq = 0;
   Phase phase = Phase::idle;
   std::vector<engine::Token> cached;  // exactly the tokens this sequence's cache holds, in order
@@ -69,7 +69,8 @@ struct Scheduler::Slot {
   int limit = 0;
   std::deque<GenerationEvent> outbox;  // events waiting for room in the channel
   Clock::time_point admitted_at, first_token_at;
-  Clock::time_point last_emit;  // the last text sent; tokens with no text (control tokens) send none
+  Clock::time_point last_emit;      // the last text sent; tokens with no text (control tokens) send none
+  Clock::time_point last_delivery;  // the last time the client took an event (or the admission)
   std::uint64_t last_used = 0;
   std::uint64_t admitted_order = 0;
   // this step
@@ -108,11 +109,13 @@ Scheduler::~Scheduler() {
 }
 
 bool Scheduler::submit(std::vector<GenerationJob> jobs) {
+  if (jobs.empty()) return true;
   {
     std::lock_guard lock(mutex_);
-    if (stopping_ || queue_.size() + jobs.size() > options_.queue_max) return false;
+    if (stopping_ || queued_requests_ + 1 > options_.queue_max) return false;
+    jobs.back().last_of_request = true;
     for (auto& job : jobs) queue_.push_back(std::move(job));
-    stats_.queued = queue_.size();
+    stats_.queued = ++queued_requests_;
   }
   wake_.notify_one();
   return true;
@@ -167,13 +170,19 @@ void Scheduler::run() {
       std::unique_lock lock(mutex_);
       const bool any_busy =
           std::any_of(slots_.begin(), slots_.end(), [](const auto& s) { return s->busy(); });
-      if (!any_busy) wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      const auto work = [this] { return stopping_ || !queue_.empty(); };
+      if (!any_busy && parked_.empty()) {
+        wake_.wait(lock, work);
+      } else if (!any_busy) {
+        wake_.wait_for(lock, std::chrono::milliseconds(5), work);  // parked events: try again soon
+      }
       if (stopping_) break;
       std::size_t free_slots = static_cast<std::size_t>(
           std::count_if(slots_.begin(), slots_.end(), [](const auto& s) { return !s->busy(); }));
       while (!queue_.empty() && (free_slots > 0 || queue_.front().embedding)) {
         GenerationJob job = std::move(queue_.front());
         queue_.pop_front();
+        if (job.last_of_request) --queued_requests_;
         if (job.cancelled->load()) {
           job.events->close();
           continue;
@@ -181,7 +190,7 @@ void Scheduler::run() {
         if (!job.embedding) --free_slots;
         admitted.push_back(std::move(job));
       }
-      stats_.queued = queue_.size();
+      stats_.queued = queued_requests_;
     }
 
     std::vector<GenerationJob> embeddings;
@@ -237,9 +246,12 @@ void Scheduler::run() {
   for (auto& s : slots_) {
     if (s->job) s->job->events->close();
   }
+  for (auto& parked : parked_) parked.events->close();
+  parked_.clear();
   std::lock_guard lock(mutex_);
   for (auto& job : queue_) job.events->close();
   queue_.clear();
+  queued_requests_ = 0;
 }
 
 void Scheduler::send_heartbeats() {
@@ -401,17 +413,39 @@ void Scheduler::admit(Slot& slot, GenerationJob job) {
   const int room = options_.ctx_per_request - static_cast<int>(prompt.size());
   slot.limit = job.max_tokens > 0 ? std::min(job.max_tokens, room) : room;
   slot.outbox.clear();
-  slot.admitted_at = slot.last_emit = Clock::now();
+  slot.admitted_at = slot.last_emit = slot.last_delivery = Clock::now();
   slot.phase = Slot::Phase::prefill;
   slot.job = std::move(job);
 }
 
 bool Scheduler::flush_pending(Slot& slot) {
+  const std::size_t pending = slot.outbox.size();
   while (!slot.outbox.empty()) {
-    if (!slot.job->events->try_send(boost::system::error_code{}, slot.outbox.front())) return false;
+    if (!slot.job->events->try_send(boost::system::error_code{}, slot.outbox.front())) break;
     slot.outbox.pop_front();
   }
-  return true;
+  if (slot.outbox.size() < pending) slot.last_delivery = Clock::now();
+  return slot.outbox.empty();
+}
+
+void Scheduler::release(Slot& slot) {
+  if (!flush_pending(slot)) {
+    parked_.push_back({slot.job->events, slot.job->cancelled, std::move(slot.outbox)});
+    slot.outbox.clear();
+  }
+  slot.job.reset();
+  slot.phase = Slot::Phase::idle;
+  slot.last_used = slot.admitted_order;
+}
+
+void Scheduler::deliver_parked() {
+  std::erase_if(parked_, [](Parked& p) {
+    if (p.cancelled->load() || !p.events->is_open()) return true;
+    while (!p.outbox.empty() && p.events->try_send(boost::system::error_code{}, p.outbox.front())) {
+      p.outbox.pop_front();
+    }
+    return p.outbox.empty();
+  });
 }
 
 void Scheduler::finish(Slot& slot, std::string reason, std::optional<Error> error) {
@@ -439,20 +473,13 @@ void Scheduler::finish(Slot& slot, std::string reason, std::optional<Error> erro
   }
   slot.outbox.push_back(std::move(done));
   // The done event ends the client's stream: /slots shows the slot idle before it can arrive (the step's own
-  // snapshot comes later), and busy again should a slow reader leave it queued.
+  // snapshot comes later). A slow reader's last events wait apart (parked_): the slot is free at once.
   {
     std::lock_guard lock(mutex_);
     slot_states_[static_cast<std::size_t>(slot.seq)] =
         SlotState{.id = slot.seq, .state = "idle", .cached = slot.cached.size()};
   }
-  slot.phase = Slot::Phase::finishing;
-  if (flush_pending(slot)) {
-    slot.phase = Slot::Phase::idle;
-    slot.job.reset();
-  } else {
-    std::lock_guard lock(mutex_);
-    slot_states_[static_cast<std::size_t>(slot.seq)] = state_of(slot, now);
-  }
+  release(slot);
 }
 
 void Scheduler::sample_and_emit(Slot& slot, int row) {
@@ -491,7 +518,29 @@ void Scheduler::sample_and_emit(Slot& slot, int row) {
 
 void Scheduler::step() {
   batch_.clear();
-  // Cancelled jobs leave; slow readers sit this step out.
+  deliver_parked();
+  const auto now = Clock::now();
+  // Which requests wait for a slot: a stream's own other choices (n > 1) do not count against it.
+  const EventChannel* first_waiting = nullptr;
+  bool several_waiting = false;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& job : queue_) {
+      if (!first_waiting) {
+        first_waiting = job.events.get();
+      } else if (job.events.get() != first_waiting) {
+        several_waiting = true;
+        break;
+      }
+    }
+  }
+  const auto others_wait = [&](const Slot& slot) {
+    return several_waiting || (first_waiting && first_waiting != slot.job->events.get());
+  };
+  // Cancelled jobs leave; slow readers sit this step out. A stream whose client has taken none of its events
+  // for --slow-reader-timeout while other requests wait for a slot gives its slot up: it ends with an error
+  // event (delivered should the client read again), so a client that never reads cannot hold a slot for the
+  // whole write timeout. A client that reads, however slowly, keeps its slot.
   for (auto& s : slots_) {
     s->decoding = false;
     s->take = 0;
@@ -499,9 +548,7 @@ void Scheduler::step() {
     s->blocked = false;
     if (!s->busy()) continue;
     if (s->job->cancelled->load() || !s->job->events->is_open()) {
-      if (s->phase != Slot::Phase::finishing) {
-        spdlog::info("generation cancelled after {} tokens (client gone)", s->generated);
-      }
+      spdlog::info("generation cancelled after {} tokens (client gone)", s->generated);
       s->outbox.clear();
       s->job.reset();
       s->phase = Slot::Phase::idle;
@@ -509,10 +556,25 @@ void Scheduler::step() {
       continue;
     }
     s->blocked = !flush_pending(*s);
-    if (s->phase == Slot::Phase::finishing && !s->blocked) {
-      s->job.reset();
-      s->phase = Slot::Phase::idle;
-      s->last_used = s->admitted_order;
+    const auto timeout = options_.slow_reader_timeout;
+    if (s->blocked && timeout.count() > 0 && now - s->last_delivery >= timeout && others_wait(*s)) {
+      const auto seconds = std::chrono::duration<double>(timeout).count();
+      spdlog::warn(
+          "a stream's client took nothing for {:g} s while other requests waited: its slot is given up after "
+          "{} tokens (--slow-reader-timeout)",
+          seconds, s->generated);
+      {
+        std::lock_guard lock(mutex_);
+        ++stats_.slow_readers_cut;
+      }
+      finish(
+          *s, "length",
+          Error{ErrorKind::unavailable,
+                fmt::format("this stream was cut after {} tokens: its client read nothing for {:g} s while "
+                            "other requests waited for a slot",
+                            s->generated, seconds),
+                {},
+                "slow_reader"});
     }
   }
 

@@ -58,6 +58,7 @@ struct GenerationJob {
   std::chrono::steady_clock::time_point enqueued = std::chrono::steady_clock::now();
   std::shared_ptr<EventChannel> events;
   std::shared_ptr<std::atomic<bool>> cancelled;
+  bool last_of_request = false;  // set by submit(): the queue counts requests, not their jobs
 };
 
 // Splits generated text at the first stop string and holds back a tail that may become one.
@@ -77,16 +78,19 @@ class StopMatcher {
 };
 
 struct SchedulerOptions {
-  int parallel = 4;                 // sequences decoded together
-  int ctx_per_request = 0;          // tokens each request may use (prompt + answer)
-  int prefill_chunk = 256;          // prompt tokens per step while others decode
-  std::size_t queue_max = 64;       // waiting jobs before 503
+  int parallel = 4;            // sequences decoded together
+  int ctx_per_request = 0;     // tokens each request may use (prompt + answer)
+  int prefill_chunk = 256;     // prompt tokens per step while others decode
+  std::size_t queue_max = 64;  // waiting requests before 503 (a request's n choices or inputs count once)
   std::size_t cache_ram_bytes = 0;  // cold tier
   bool cache_enabled = true;        // off: every request is prefilled from scratch (for comparisons)
   int min_cached_tokens = 16;       // shorter sequences are not worth saving
   // A prompt that fits in one step goes ahead of the decoding streams (see Scheduler::step).
   bool prompts_first = true;
   std::chrono::milliseconds heartbeat{5000};  // empty events to waiting jobs, so streams stay alive
+  // A stream whose client has taken none of its events for this long while other requests wait for a slot
+  // gives up its slot (see Scheduler::step); 0: never.
+  std::chrono::milliseconds slow_reader_timeout{10000};
 };
 
 struct SchedulerStats {
@@ -105,9 +109,10 @@ struct SchedulerStats {
   std::uint64_t engine_steps = 0;         // llama_decode calls: one per step, whatever it holds
   std::uint64_t prefill_steps = 0;        // those that carried prompt tokens
   std::uint64_t prompts_first_steps = 0;  // those that ran prompts ahead of the decoding streams
+  std::uint64_t slow_readers_cut = 0;     // streams that gave up their slot to waiting requests
   std::size_t slots_busy = 0;
   std::size_t slots_total = 0;
-  std::size_t queued = 0;
+  std::size_t queued = 0;  // requests waiting for a slot
   std::int64_t kv_cells_used = 0;
   std::int64_t kv_cells_total = 0;
 };
@@ -132,7 +137,8 @@ class Scheduler {
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
-  // False when the queue is full (the caller answers 503).
+  // The jobs of one request (its n choices, or its inputs to embed); false when the queue is full (the caller
+  // answers 503).
   bool submit(std::vector<GenerationJob> jobs);
   void stop();
   std::size_t queued() const;
@@ -142,6 +148,13 @@ class Scheduler {
 
  private:
   struct Slot;
+  // Events still to deliver to a client whose request no longer holds a slot (it finished, or was cut as a
+  // slow reader, before its client took them).
+  struct Parked {
+    std::shared_ptr<EventChannel> events;
+    std::shared_ptr<std::atomic<bool>> cancelled;
+    std::deque<GenerationEvent> outbox;
+  };
   void run();
   // Rewrites the prompt's tokens where they spell the same text as a cached sequence's (see align_by_text).
   void align_with_cache(GenerationJob& job);
@@ -149,6 +162,9 @@ class Scheduler {
   void step();
   void finish(Slot& slot, std::string reason, std::optional<Error> error = std::nullopt);
   bool flush_pending(Slot& slot);
+  // The slot goes idle; what its client has not taken yet waits in parked_.
+  void release(Slot& slot);
+  void deliver_parked();
   void save_to_cold(Slot& slot);
   void run_embeddings(std::vector<GenerationJob>& jobs);
   void sample_and_emit(Slot& slot, int row);
@@ -163,6 +179,7 @@ class Scheduler {
   ColdCache cold_;
   engine::Batch batch_;
   std::vector<std::unique_ptr<Slot>> slots_;
+  std::vector<Parked> parked_;
   int prefill_chunk_now_;
   bool decodes_skipped_ = false;  // the last step ran prompts only
   std::chrono::steady_clock::time_point last_heartbeat_ = std::chrono::steady_clock::now();
@@ -170,6 +187,7 @@ class Scheduler {
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<GenerationJob> queue_;
+  std::size_t queued_requests_ = 0;  // requests with a job in queue_ (guarded by mutex_)
   bool stopping_ = false;
   SchedulerStats stats_;                // guarded by mutex_
   std::vector<SlotState> slot_states_;  // guarded by mutex_

@@ -2,10 +2,12 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <sstream>
 #include <thread>
 
@@ -13,6 +15,7 @@
 #include <spdlog/spdlog.h>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "common/http_server.h"
 #include "common/model_path.h"
@@ -23,6 +26,7 @@
 #include "ops/gguf_reader.h"
 #include "ops/integrity.h"
 #include "ops/plan.h"
+#include "server/access_log.h"
 #include "server/openai_routes.h"
 #include "server/scheduler.h"
 
@@ -64,6 +68,10 @@ void register_metrics(monitor::Registry& metrics, const Scheduler& scheduler,
       stat(&SchedulerStats::engine_steps));
   metrics.counter_callback("clawbot_engine_prefill_steps_total", "Engine steps that carried prompt tokens",
                            stat(&SchedulerStats::prefill_steps));
+  metrics.counter_callback("clawbot_slow_readers_cut_total",
+                           "Streams that gave up their slot to waiting requests: their client read nothing "
+                           "for --slow-reader-timeout",
+                           stat(&SchedulerStats::slow_readers_cut));
   metrics.counter_callback("clawbot_engine_prompts_first_steps_total",
                            "Engine steps that ran prompts ahead of the decoding streams",
                            stat(&SchedulerStats::prompts_first_steps));
@@ -120,10 +128,14 @@ void log_tls_certificate(const ServeOptions& options) {
 }  // namespace
 
 int run_serve(const ServeOptions& options) {
+  const auto log_format = parse_log_format(options.log_format);
+  if (!log_format) {
+    std::fprintf(stderr, "clawbot serve: --log-format must be text or json, not '%s'\n",
+                 options.log_format.c_str());
+    return 1;
+  }
   // Logs go to stderr: stdout carries only the lines a script waits for (the address, the curl example).
-  spdlog::set_default_logger(spdlog::stderr_color_mt("serve"));
-  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
-  spdlog::set_level(options.verbose ? spdlog::level::debug : spdlog::level::info);
+  setup_logging(*log_format, options.verbose);
   engine::init_backend(options.verbose);
 
   // A name found nowhere is passed on as given: the model check then names it.
@@ -145,7 +157,10 @@ int run_serve(const ServeOptions& options) {
     engine::check_gguf_file(path);
   } catch (const engine::ModelFileError& e) {
     std::fprintf(stderr, "clawbot serve: %s\n", e.what());
-    if (path == options.model && options.model.find('/') == std::string::npos) {
+    // Where it looked, only when it found nothing: for a file it found, the error says what is wrong with it.
+    std::error_code exists_ec;
+    if (path == options.model && options.model.find('/') == std::string::npos &&
+        !std::filesystem::exists(path, exists_ec)) {
       std::fprintf(stderr, "clawbot serve: looked in the current directory and in %s\n",
                    model_dirs_description().c_str());
     }
@@ -355,10 +370,13 @@ int run_serve(const ServeOptions& options) {
     scheduler_options.cache_enabled = !options.no_cache;
     scheduler_options.heartbeat = std::chrono::seconds(options.sse_keepalive_s);
     scheduler_options.prompts_first = options.prompts_first == "on";
+    scheduler_options.slow_reader_timeout =
+        std::chrono::milliseconds(static_cast<long long>(options.slow_reader_timeout_s * 1000));
     Scheduler scheduler(model, context, scheduler_options);
 
     monitor::Registry metrics;
     register_metrics(metrics, scheduler, context);
+    std::atomic<bool> draining = false;
 
     ServeContext serve_context{
         .model = model,
@@ -372,6 +390,8 @@ int run_serve(const ServeOptions& options) {
         .n_ctx = static_cast<std::uint32_t>(per_request),
         .created = std::time(nullptr),
         .metrics = &metrics,
+        .strict_model = options.strict_model,
+        .draining = &draining,
     };
 
     boost::asio::io_context io;
@@ -379,7 +399,17 @@ int run_serve(const ServeOptions& options) {
     limits.max_body_bytes = options.max_body_bytes;
     limits.header_timeout = std::chrono::seconds(options.header_timeout_s);
     limits.min_body_rate = options.min_body_rate;
-    http::Server server(io, make_openai_router(serve_context), limits);
+    // A stream runs at most this far (the kernel doubles it, plus the client's receive buffer) ahead of a client
+    // that does not read, rather than the 4 MiB of send-buffer autotuning: a slow reader is noticed after a few
+    // hundred tokens (--slow-reader-timeout). Plenty for a stream that is read, whatever the round trip.
+    limits.stream_send_buffer_bytes = 16 << 10;
+    std::vector<std::string> routes;
+    auto router = make_openai_router(serve_context, &routes);
+    http::Server server(io, std::move(router), limits);
+    server.set_observer(access_observer(&metrics, {.enabled = !options.no_access_log,
+                                                   .format = *log_format,
+                                                   .model_id = serve_context.model_id,
+                                                   .routes = std::move(routes)}));
     const bool https = !options.tls_cert.empty();
     unsigned short port = 0;
     if (https) {
@@ -396,13 +426,53 @@ int run_serve(const ServeOptions& options) {
         discovery::advertise(discovery::service_info("node", port, serve_context.model_id, https, false),
                              {.enabled = !options.no_advertise, .listen_host = options.host});
 
+    // SIGTERM or SIGINT: drain. New connections are refused and new work gets a 503 with Retry-After (a
+    // gateway sends it elsewhere); the requests already taken are finished, for up to --drain-timeout; then
+    // the process exits. A second signal stops at once.
     boost::asio::signal_set signals(io, SIGINT, SIGTERM);
-    signals.async_wait([&](const boost::system::error_code&, int) {
-      spdlog::info("shutting down");
-      advertiser.reset();  // goodbye packets: browsers drop the node now, not when their cache expires
-      server.stop();
+    boost::asio::steady_timer drain_timer(io);
+    const auto drain_deadline_after =
+        std::chrono::milliseconds(static_cast<long long>(options.drain_timeout_s * 1000));
+    std::chrono::steady_clock::time_point drain_deadline;
+    auto shut_down = [&] {
+      drain_timer.cancel();
+      signals.cancel();
       scheduler.stop();
       io.stop();
+    };
+    std::function<void()> wait_for_drain = [&] {
+      const std::size_t left = server.exchanges_in_progress();
+      if (left == 0) {
+        spdlog::info("drained: every request is answered; exiting");
+        shut_down();
+        return;
+      }
+      if (std::chrono::steady_clock::now() >= drain_deadline) {
+        spdlog::warn("--drain-timeout: {} requests still in progress are cut", left);
+        shut_down();
+        return;
+      }
+      drain_timer.expires_after(std::chrono::milliseconds(20));
+      drain_timer.async_wait([&](const boost::system::error_code& ec) {
+        if (!ec) wait_for_drain();
+      });
+    };
+    signals.async_wait([&](const boost::system::error_code& ec, int) {
+      if (ec) return;
+      draining = true;
+      advertiser.reset();  // goodbye packets: browsers drop the node now, not when their cache expires
+      server.stop();       // no new connections
+      spdlog::info(
+          "shutting down: finishing {} requests in progress (at most {:g} s, --drain-timeout); "
+          "new work is refused; signal again to stop now",
+          server.exchanges_in_progress(), options.drain_timeout_s);
+      drain_deadline = std::chrono::steady_clock::now() + drain_deadline_after;
+      signals.async_wait([&](const boost::system::error_code& again_ec, int) {
+        if (again_ec) return;
+        spdlog::info("stopping now");
+        shut_down();
+      });
+      wait_for_drain();
     });
 
     spdlog::info("model {} ({}{}, {} parameters, {:.1f} MiB), chat template {}",

@@ -25,8 +25,15 @@ struct ServeOptions {
   std::string prompts_first = "on";  // a prompt that fits in one step goes ahead of the decoding streams
   std::string kv_type = "f16";
   int sse_keepalive_s = 5;
-  bool kv_unified = false;  // one KV cache for all slots instead of one stream per slot
-  bool fit = false;         // lower --ctx, then --parallel, until the cache fits in memory
+  // A stream whose client reads nothing for this long while other requests wait for a slot gives it up (0:
+  // never).
+  double slow_reader_timeout_s = 10;
+  double drain_timeout_s = 30;      // after SIGTERM: how long the requests in progress may take to finish
+  std::string log_format = "text";  // text or json (one object a line, for collectors)
+  bool no_access_log = false;       // no line per request
+  bool strict_model = false;        // a request naming another model: 404 model_not_found
+  bool kv_unified = false;          // one KV cache for all slots instead of one stream per slot
+  bool fit = false;                 // lower --ctx, then --parallel, until the cache fits in memory
   std::size_t max_body_bytes = 8u << 20;
   int header_timeout_s = 30;         // a client's whole header block (slowloris)
   std::size_t min_body_rate = 1024;  // bytes/s a body must average after 10 s; 0: any

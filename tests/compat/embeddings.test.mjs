@@ -63,6 +63,15 @@ describe('embeddings with the openai client', () => {
     assert.deepEqual(decoded, f.json.data[0].embedding.map((x) => Math.fround(x)));
   });
 
+  test('more inputs than --queue-max (64) on an idle server: one request, answered whole', async () => {
+    // Each input used to be queued as a job of its own: 65 inputs were a 503 queue_full on an idle node.
+    const inputs = Array.from({ length: 100 }, (_, i) => `sentence number ${i} about a cat`);
+    const r = await postJson(server.baseUrl, '/v1/embeddings', { input: inputs });
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(r.json.data.map((d) => d.index), inputs.map((_, i) => i));
+    for (const d of r.json.data) assert.equal(d.embedding.length, 384);
+  });
+
   test('bad inputs are 400s naming the field', async () => {
     for (const [body, param] of [[{}, 'input'], [{ input: 42 }, 'input'], [{ input: ['ok', 7] }, 'input[1]'],
       [{ input: 'x', encoding_format: 'hex' }, 'encoding_format'], [{ input: 'x', dimensions: 12 }, 'dimensions'],

@@ -84,12 +84,18 @@ describe('openai client against clawbot serve', () => {
     let finish = null;
     let finishCount = 0;
     let lastUsage = null;
+    let usageChunks = 0;
     let sawRole = false;
     let n = 0;
     for await (const chunk of stream) {
       n++;
       assert.equal(chunk.object, 'chat.completion.chunk');
-      if (chunk.usage) lastUsage = chunk.usage;
+      if (chunk.usage) {
+        lastUsage = chunk.usage;
+        usageChunks++;
+        // As OpenAI: the usage chunk has no choices, and no other chunk carries usage.
+        assert.deepEqual(chunk.choices, [], 'usage comes in a chunk of its own');
+      }
       for (const c of chunk.choices) {
         if (c.delta?.role === 'assistant') sawRole = true;
         if (typeof c.delta?.content === 'string') content += c.delta.content;
@@ -102,6 +108,7 @@ describe('openai client against clawbot serve', () => {
     assert.ok(n >= 2, `expected several chunks, got ${n}`);
     assert.ok(sawRole, 'a chunk must carry delta.role "assistant"');
     assert.equal(finishCount, 1, 'exactly one chunk with finish_reason');
+    assert.equal(usageChunks, 1, 'usage is sent once (a client adding up chunks counts it once)');
     assert.equal(finish, ref.choices[0].finish_reason);
     assert.equal(content, ref.choices[0].message.content, 'streamed content equals non-streamed content');
     checkUsage(lastUsage, chatParams.max_tokens);

@@ -3,6 +3,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -543,4 +544,76 @@ describe('a busy slot lends its prefix', () => {
         }
       });
   }
+});
+
+describe('slow readers', () => {
+  // Four clients that send a streaming request and never read hold all four slots; a fifth request waits. Once
+  // their sockets and event queues are full, each gives its slot up after --slow-reader-timeout (2 s here) and
+  // the fifth is answered: before, it waited for the 60 s write timeout.
+  let server;
+  before(async () => {
+    server = await startServer({ extraArgs: ['--parallel', '4', '--ctx', '32768', '--slow-reader-timeout', '2', '--threads', '1'] });
+  });
+  after(async () => server && (await server.stop()));
+
+  // A streaming request on a raw socket that never reads its answer; read() reads it all later.
+  function nonReadingStream(port) {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.pause();
+    // Far more than the socket buffers hold: about 175 KB (1,000 events) with the node's stream send buffer, 4 MiB
+    // with the kernel's autotuning, which let such a stream run 20,000 tokens before its client was noticed.
+    const body = JSON.stringify({ prompt: 'Once upon a time', max_tokens: 32000, ignore_eos: true, stream: true, temperature: 0 });
+    socket.write(`POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    return {
+      socket,
+      // Everything until [DONE], or what came within 10 s (a stream that was not cut goes on).
+      read: () => new Promise((resolve) => {
+        let text = '';
+        socket.setEncoding('utf8');
+        socket.on('data', (d) => {
+          text += d;
+          if (text.includes('data: [DONE]')) socket.destroy();
+        });
+        socket.on('close', () => resolve(text));
+        setTimeout(() => socket.destroy(), 10000).unref();
+        socket.resume();
+      }),
+    };
+  }
+
+  test('4 streams that never read on --parallel 4: a fifth request is answered within the bound', { timeout: 120000 }, async () => {
+    const port = Number(new URL(server.baseUrl).port);
+    const streams = [0, 1, 2, 3].map(() => nonReadingStream(port));
+    try {
+      const t0 = Date.now();
+      while ((await getJson(server.baseUrl, '/health')).json.slots_busy < 4) {
+        assert.ok(Date.now() - t0 < 20000, 'the four streams never all held a slot');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const sent = Date.now();
+      const progress = [];
+      const poll = setInterval(async () => {
+        const sl = await getJson(server.baseUrl, '/slots').catch(() => null);
+        progress.push(sl?.json?.map((x) => x.generated_tokens).join(','));
+      }, 3000);
+      const r = await postJson(server.baseUrl, COMPL, { prompt: 'Once upon a time', max_tokens: 8, temperature: 0 }, { timeoutMs: 100000 })
+        .catch((e) => assert.fail(`${e.message}; /slots and the log:\n${progress.join(' | ')}\n${server.stderr().slice(-3000)}`))
+        .finally(() => clearInterval(poll));
+      const waitedMs = Date.now() - sent;
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.json.usage.completion_tokens, 8, r.text);
+      // Not a timing test of the bound: before the fix this request waited for the streams' 60 s write timeout.
+      assert.ok(waitedMs < 45000, `the request waited ${waitedMs} ms for a slot`);
+      const metrics = await (await fetch(server.baseUrl + '/metrics')).text();
+      assert.ok(metricValue(metrics, 'clawbot_slow_readers_cut_total') >= 1, metrics);
+      assert.match(server.stderr(), /--slow-reader-timeout/);
+      // A cut stream's client that reads again gets what was generated, then the reason, then [DONE].
+      const cut = (await Promise.all(streams.map((s) => s.read()))).filter((t) => t.includes('"slow_reader"'));
+      assert.ok(cut.length >= 1, 'no stream ended with a slow_reader error event');
+      assert.match(cut[0], /"code":"slow_reader"[\s\S]*data: \[DONE\]/);
+    } finally {
+      for (const s of streams) s.socket.destroy();
+    }
+  });
 });

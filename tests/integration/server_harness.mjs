@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import assert from 'node:assert/strict';
+import { before, after } from 'node:test';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -181,13 +182,27 @@ export async function startServer({ extraArgs = [], timeoutMs = 60000, model, po
 }
 
 /**
+ * A server for the tests of one describe(): started before them, stopped after. Returns an object whose
+ * `server` and `base` (its URL) are set once it runs.
+ */
+export function suiteServer(options) {
+  const suite = { server: undefined, base: undefined };
+  before(async () => {
+    suite.server = await startServer(options);
+    suite.base = suite.server.baseUrl;
+  });
+  after(async () => suite.server && (await suite.server.stop()));
+  return suite;
+}
+
+/**
  * Run clawbot with arbitrary args and wait for it to exit (used for startup
  * failure cases). If it is still running after `timeoutMs` it is killed and
  * `timedOut` is true. Returns { code, signal, stdout, stderr, timedOut }.
  */
-export async function runClawbot(args, { timeoutMs = 30000 } = {}) {
+export async function runClawbot(args, { timeoutMs = 30000, cwd } = {}) {
   const bin = requireBinary();
-  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd });
   const out = { text: '' };
   const err = { text: '' };
   capture(proc.stdout, out);

@@ -1,0 +1,47 @@
+#include "monitor/metrics.h"
+
+#include <limits>
+
+#include <gtest/gtest.h>
+
+namespace clawbot::monitor {
+namespace {
+
+TEST(FormatValue, ShortestRoundTrip) {
+  EXPECT_EQ(format_value(0.3), "0.3");
+  EXPECT_EQ(format_value(0.1 + 0.2), "0.30000000000000004");  // a different double: all its digits
+  EXPECT_EQ(format_value(5.0), "5");
+  EXPECT_EQ(format_value(0.025), "0.025");
+  EXPECT_EQ(format_value(1234567.0), "1234567");
+  EXPECT_EQ(format_value(-2.5), "-2.5");
+  EXPECT_EQ(format_value(1e300), "1e+300");
+  EXPECT_EQ(format_value(std::numeric_limits<double>::infinity()), "+Inf");
+  EXPECT_EQ(format_value(-std::numeric_limits<double>::infinity()), "-Inf");
+  EXPECT_EQ(format_value(std::numeric_limits<double>::quiet_NaN()), "NaN");
+}
+
+TEST(Registry, BucketBoundsPrintShortest) {
+  Registry registry;
+  registry.histogram_observe("latency_seconds", "Latency", {0.3, 0.8, 2.5}, 0.5, {{"route", "/x"}});
+  const std::string text = registry.render();
+  EXPECT_NE(text.find("latency_seconds_bucket{route=\"/x\",le=\"0.3\"} 0\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("latency_seconds_bucket{route=\"/x\",le=\"0.8\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("latency_seconds_bucket{route=\"/x\",le=\"+Inf\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("latency_seconds_sum{route=\"/x\"} 0.5\n"), std::string::npos) << text;
+  EXPECT_EQ(text.find("0.29999999999999999"), std::string::npos) << text;
+  EXPECT_EQ(text.find("0.80000000000000004"), std::string::npos) << text;
+}
+
+TEST(Registry, CountersAndGauges) {
+  Registry registry;
+  registry.counter_add("requests_total", "Requests", {{"status", "404"}});
+  registry.counter_add("requests_total", "Requests", {{"status", "404"}});
+  registry.gauge_callback("temperature", "A gauge", [] { return 21.7; });
+  const std::string text = registry.render();
+  EXPECT_NE(text.find("# TYPE requests_total counter\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("requests_total{status=\"404\"} 2\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("temperature 21.7\n"), std::string::npos) << text;
+}
+
+}  // namespace
+}  // namespace clawbot::monitor

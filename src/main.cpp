@@ -168,7 +168,7 @@ int main(int argc, char** argv) {
   verify_cmd->add_option("--expect-md5", verify.expect_md5,
                          "The expected MD5 (32 hex characters; implies --md5)");
   verify_cmd->add_flag("--write", verify.write, "Record the sum in MODEL.sha256 (and MODEL.md5 with --md5)");
-  verify_cmd->add_flag("!--no-progress", verify.progress, "No progress bar on stderr");
+  verify_cmd->add_flag_callback("--no-progress", [&verify] { verify.progress = false; }, "No progress bar on stderr");
 
   clawbot::ops::EncryptCommand encrypt;
   auto* encrypt_cmd = app.add_subcommand(
@@ -188,7 +188,10 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
   encrypt_cmd->add_flag("--force", encrypt.force, "Replace an existing output file");
-  encrypt_cmd->add_flag("!--no-progress", encrypt.progress, "No progress bar on stderr");
+  encrypt_cmd->add_flag("--remove-plaintext", encrypt.remove_plaintext,
+                        "Delete INPUT after checking that the .enc decrypts back to exactly its bytes");
+  encrypt_cmd->add_flag_callback("--no-progress", [&encrypt] { encrypt.progress = false; },
+                                 "No progress bar on stderr");
 
   clawbot::ops::DecryptCommand decrypt;
   auto* decrypt_cmd = app.add_subcommand(
@@ -203,7 +206,8 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
   decrypt_cmd->add_flag("--force", decrypt.force, "Replace an existing output file");
-  decrypt_cmd->add_flag("!--no-progress", decrypt.progress, "No progress bar on stderr");
+  decrypt_cmd->add_flag_callback("--no-progress", [&decrypt] { decrypt.progress = false; },
+                                 "No progress bar on stderr");
 
   clawbot::bench::BenchOptions bench;
   auto* bench_cmd = app.add_subcommand(
@@ -249,8 +253,8 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--timeout", bench.timeout_s, "Seconds of silence before a request fails")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  bench_cmd->add_flag("!--no-ignore-eos", bench.ignore_eos,
-                      "Do not send ignore_eos and min_tokens (for endpoints that refuse unknown fields)");
+  bench_cmd->add_flag_callback("--no-ignore-eos", [&bench] { bench.ignore_eos = false; },
+                               "Do not send ignore_eos and min_tokens (for endpoints that refuse unknown fields)");
   bench_cmd->add_flag("--json", bench.json, "Print a JSON object instead of the table");
   bench_cmd->add_flag("--no-progress", bench.no_progress, "No progress bar on stderr");
   bool memory_bandwidth = false;
@@ -259,7 +263,7 @@ int main(int argc, char** argv) {
 
   clawbot::client::SessionsOptions sessions;
   auto* sessions_cmd =
-      app.add_subcommand("sessions", "Stored conversations of chat and ask: list, show, rename, rm, export");
+      app.add_subcommand("sessions", "Stored conversations of chat and ask --save: list, show, rename, rm, export");
   sessions_cmd->require_subcommand(1)->fallthrough();  // fallthrough: --db also after the action
   sessions_cmd->add_option("--db", sessions.db,
                            "Session database (default: session_db of clawbot.json, else ${XDG_DATA_HOME:-~/.local/share}/clawbot/sessions.db)");
@@ -294,7 +298,11 @@ int main(int argc, char** argv) {
   const auto run_doctor_command = clawbot::client::add_doctor_command(app);
   const auto run_gateway_command = clawbot::gateway::add_gateway_command(app);
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return clawbot::client::exit_for_parse_error(app, e, argc, argv);
+  }
   if (const auto status = run_client_command()) return *status;
   if (const auto status = run_code_command()) return *status;
   if (const auto status = run_doctor_command()) return *status;

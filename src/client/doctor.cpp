@@ -587,8 +587,7 @@ class Doctor {
   bool check_generate(Check& c) {
     ChatRequest request;
     if (!config_.system_prompt.empty()) request.messages.push_back({"system", config_.system_prompt});
-    request.messages.push_back({"user", "Hello"});
-    request.model = model_;
+    request.messages.push_back({"user", "Hello"});  // the model as ask names it: the config's, or none
     const auto model = model_from_list(models_, model_);
     const std::int64_t context =
         config_.context_length > 0 ? config_.context_length : (model ? model->context_length : 0);

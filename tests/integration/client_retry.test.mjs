@@ -30,7 +30,9 @@ async function misbehavingServer(behaviours, { models = { object: 'list', data: 
     req.on('end', () => {
       if (req.method === 'GET' && req.url === '/v1/models') {
         modelRequests.push(Date.now());
-        res.writeHead(200, { 'Content-Type': 'application/json' });
+        // Closed after: each chat attempt then starts on a fresh connection, so a reset is the attempt's own
+        // failure (the client resends by itself on a kept-alive connection the server may have dropped).
+        res.writeHead(200, { 'Content-Type': 'application/json', Connection: 'close' });
         res.end(JSON.stringify(models));
         return;
       }

@@ -90,12 +90,14 @@ test('serve answers from an encrypted model and no plaintext copy appears on dis
   process.env.TMPDIR = serverTmp; // inherited by the server
   let server;
   try {
-    server = await startServer({ model: encrypted, extraArgs: ['--key-file', keyFile] });
+    // --verify: encrypt recorded the .enc's own sum beside it, which serve checks before decrypting.
+    server = await startServer({ model: encrypted, extraArgs: ['--key-file', keyFile, '--verify'] });
   } finally {
     if (savedTmp === undefined) delete process.env.TMPDIR;
     else process.env.TMPDIR = savedTmp;
   }
   try {
+    assert.match(server.stderr(), /verified .*stories260K\.gguf\.enc: SHA-256 matches sidecar/);
     assert.match(server.stderr(), /decrypted stories260K\.gguf\.enc into memory \(memfd, never on disk\) in [0-9.]+ s: .* GB\/s/);
 
     const models = await getJson(server.baseUrl, '/v1/models');
@@ -157,7 +159,7 @@ test('serve answers from an encrypted model and no plaintext copy appears on dis
     walk(os.tmpdir(), false);
     if (fs.existsSync('/dev/shm')) walk('/dev/shm', false);
     assert.deepEqual(found, [], 'a plaintext copy of the model was written');
-    assert.deepEqual(fs.readdirSync(path.join(work, 'enc')), [`${MODEL_FILE}.enc`]);
+    assert.deepEqual(fs.readdirSync(path.join(work, 'enc')).sort(), [`${MODEL_FILE}.enc`, `${MODEL_FILE}.enc.sha256`]);
     assert.deepEqual(fs.readdirSync(serverTmp), []);
   } finally {
     await server.stop();

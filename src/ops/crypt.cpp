@@ -268,6 +268,15 @@ class RemoveOnFailure {
   throw CryptError(CryptFailure::io, message);
 }
 
+// detail::open_regular_file, its failure as CryptError(io).
+detail::UniqueFd open_for_crypt(const std::string& path, std::uint64_t& size) {
+  try {
+    return detail::open_regular_file(path, size);
+  } catch (const std::exception& e) {
+    throw_io(e.what());
+  }
+}
+
 // Parses, checks the key and authenticates the header of an encrypted file, then compares its size with the
 // header's promise. What is left to do is the chunks.
 struct OpenedEncrypted {
@@ -280,11 +289,7 @@ struct OpenedEncrypted {
 OpenedEncrypted open_encrypted(const std::string& path, const ModelKey& key) {
   OpenedEncrypted opened;
   std::uint64_t size = 0;
-  try {
-    opened.fd = detail::open_regular_file(path, size);
-  } catch (const std::exception& e) {
-    throw_io(e.what());
-  }
+  opened.fd = open_for_crypt(path, size);
   opened.header = read_encrypted_header(path);
   opened.header_bytes = encode_header(opened.header);
   const EncryptedHeader& header = opened.header;
@@ -572,12 +577,7 @@ bool is_encrypted_file(const std::string& path) {
 
 EncryptedHeader read_encrypted_header(const std::string& path) {
   std::uint64_t size = 0;
-  detail::UniqueFd fd;
-  try {
-    fd = detail::open_regular_file(path, size);
-  } catch (const std::exception& e) {
-    throw_io(e.what());
-  }
+  detail::UniqueFd fd = open_for_crypt(path, size);
   Header80 bytes{};
   std::size_t got = 0;
   try {
@@ -610,12 +610,7 @@ CryptStats encrypt_file(const std::string& input, const std::string& output, con
                                                    std::to_string(encrypted_chunk_max) + " bytes)");
   }
   std::uint64_t size = 0;
-  detail::UniqueFd in;
-  try {
-    in = detail::open_regular_file(input, size);
-  } catch (const std::exception& e) {
-    throw_io(e.what());
-  }
+  detail::UniqueFd in = open_for_crypt(input, size);
   if (is_encrypted_file(input)) {
     throw CryptError(CryptFailure::io, "'" + input + "' is already encrypted (it starts with 'CLAWENC')");
   }
@@ -725,12 +720,7 @@ CryptStats compare_decrypted(const std::string& encrypted, const ModelKey& key, 
                              const CryptOptions& options) {
   OpenedEncrypted opened = open_encrypted(encrypted, key);
   std::uint64_t size = 0;
-  detail::UniqueFd original;
-  try {
-    original = detail::open_regular_file(plaintext, size);
-  } catch (const std::exception& e) {
-    throw_io(e.what());
-  }
+  detail::UniqueFd original = open_for_crypt(plaintext, size);
   if (size != opened.header.plaintext_size) {
     throw_io("'" + encrypted + "' holds " + std::to_string(opened.header.plaintext_size) + " bytes, but '" +
              plaintext + "' has " + std::to_string(size) + ": it is not this file's encryption");

@@ -324,7 +324,7 @@ class ChatLoop {
     char line[200];
     std::snprintf(line, sizeof line, "%.2f s to first token · %.1f tokens/s · %lld tokens%s",
                   out.ttft_ms / 1000.0, out.tokens_per_s(), static_cast<long long>(out.completion_tokens),
-                  out.cut_at_length() ? (" · cut off at " + std::to_string(out.max_tokens) + " tokens (max_tokens or the context)").c_str() : "");
+                  out.cut_at_length() ? " · stopped at max_tokens" : "");
     quiet(line);
   }
 

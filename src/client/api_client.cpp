@@ -124,11 +124,13 @@ std::optional<EndpointModel> model_from_list(const json& models, std::string_vie
     return it != object.end() && it->is_number_integer() ? it->get<std::int64_t>() : 0;
   };
   EndpointModel model;
-  if (const auto id = chosen->find("id"); id != chosen->end() && id->is_string()) model.id = id->get<std::string>();
+  if (const auto id = chosen->find("id"); id != chosen->end() && id->is_string())
+    model.id = id->get<std::string>();
   if (const auto meta = chosen->find("meta"); meta != chosen->end() && meta->is_object()) {
     for (const char* key : {"n_ctx_per_request", "n_ctx", "n_ctx_train"})
       if (model.context_length <= 0) model.context_length = integer(*meta, key);
-    if (const auto fim = meta->find("fim"); fim != meta->end() && fim->is_boolean()) model.fim = fim->get<bool>();
+    if (const auto fim = meta->find("fim"); fim != meta->end() && fim->is_boolean())
+      model.fim = fim->get<bool>();
   }
   for (const char* key : {"max_model_len", "context_length"})
     if (model.context_length <= 0) model.context_length = integer(*chosen, key);
@@ -136,7 +138,8 @@ std::optional<EndpointModel> model_from_list(const json& models, std::string_vie
   return model;
 }
 
-std::int64_t answer_tokens(const ClientConfig& config, const ChatRequest& request, std::int64_t context_tokens) {
+std::int64_t answer_tokens(const ClientConfig& config, const ChatRequest& request,
+                           std::int64_t context_tokens) {
   const std::int64_t wanted = request.max_tokens.value_or(config.max_tokens);
   if (context_tokens <= 0) return wanted;
   std::int64_t prompt = 0;
@@ -260,8 +263,10 @@ struct ApiClient::Impl {
     if (const auto answer = parse_answer(body)) {
       if (const auto err = answer->find("error"); err != answer->end()) {
         if (err->is_object()) {
-          if (const auto m = err->find("message"); m != err->end() && m->is_string()) detail = m->get<std::string>();
-          if (const auto c = err->find("code"); c != err->end() && c->is_string()) f.code = c->get<std::string>();
+          if (const auto m = err->find("message"); m != err->end() && m->is_string())
+            detail = m->get<std::string>();
+          if (const auto c = err->find("code"); c != err->end() && c->is_string())
+            f.code = c->get<std::string>();
         } else if (err->is_string()) {
           detail = err->get<std::string>();
         }
@@ -324,7 +329,8 @@ struct ApiClient::Impl {
       Failure f = from_client_error(answer.error());
       if (f.kind != FailureKind::protocol) co_return f;
     } else if (answer->ok()) {
-      if (const auto models = parse_answer(answer->body)) cached_model = model_from_list(*models, config.model);
+      if (const auto models = parse_answer(answer->body))
+        cached_model = model_from_list(*models, config.model);
     }
     model_probed = true;
     co_return std::nullopt;

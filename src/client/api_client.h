@@ -106,11 +106,12 @@ std::optional<EndpointModel> model_from_list(const nlohmann::json& models, std::
 // per-request context (`context_tokens`, 0: unknown) leaves after the estimated prompt, and at least 1. A
 // server refuses a max_tokens beyond its context outright; one that fits is cut by the server at the end of
 // the context at worst.
-std::int64_t answer_tokens(const ClientConfig& config, const ChatRequest& request, std::int64_t context_tokens);
+std::int64_t answer_tokens(const ClientConfig& config, const ChatRequest& request,
+                           std::int64_t context_tokens);
 
 // The body of the streamed chat completion that ask, chat and doctor send.
 nlohmann::json chat_request_body(const ClientConfig& config, const ChatRequest& request,
-                                  std::int64_t context_tokens);
+                                 std::int64_t context_tokens);
 
 class ApiClient {
  public:

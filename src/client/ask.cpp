@@ -55,7 +55,8 @@ nlohmann::json outcome_json(const ChatOutcome& out) {
 std::string length_note(const ChatOutcome& out) {
   const std::string tokens = std::to_string(out.max_tokens);
   if (out.context > 0 && out.max_tokens < out.context && out.max_tokens * 2 >= out.context)
-    return "the answer was cut off at " + tokens + " tokens, where the node's " + std::to_string(out.context) +
+    return "the answer was cut off at " + tokens + " tokens, where the node's " +
+           std::to_string(out.context) +
            "-token context ends (a shorter question, or a node with a larger --ctx)";
   return "the answer was cut off at max_tokens (" + tokens +
          " tokens): raise --max-tokens or max_tokens in clawbot.json for a longer one";
@@ -77,8 +78,8 @@ void save_session(const ClientConfig& config, const ChatRequest& request, const 
       store.update_message(id, out.text, answer_state(out), answer_stats(out),
                            out.failure ? out.failure->message : std::string());
     }
-    std::fprintf(stderr, "clawbot ask: saved as session %s (clawbot sessions show %s)\n", session.name.c_str(),
-                 session.name.c_str());
+    std::fprintf(stderr, "clawbot ask: saved as session %s (clawbot sessions show %s)\n",
+                 session.name.c_str(), session.name.c_str());
   } catch (const StoreError& e) {
     std::fprintf(stderr, "clawbot ask: not saved: %s\n", e.what());
   }

@@ -67,7 +67,8 @@ int exit_for_parse_error(CLI::App& app, const CLI::ParseError& error, int argc, 
         std::cerr << (k == 0 ? " '" : k + 1 == close.size() ? "' or '" : "', '") << close[k];
       std::cerr << "'?";
     }
-    std::cerr << "\n" << command << " commands: " << all << " (" << command << " --help says what each does)\n";
+    std::cerr << "\n"
+              << command << " commands: " << all << " (" << command << " --help says what each does)\n";
     return 2;
   }
   std::cerr << command << ": " << error.what() << " (" << command << " --help lists what it takes)\n";

@@ -9,7 +9,7 @@
 namespace CLI {
 class App;
 class ParseError;
-}
+}  // namespace CLI
 
 namespace clawbot::client {
 

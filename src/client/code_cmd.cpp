@@ -335,8 +335,10 @@ class CodeRun {
     std::string output;
     int status = -1;
     if (written) {
-      const std::string command = std::string("python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read(), "
-                                              "\"test file\")' ") + path + " 2>&1";
+      const std::string command = std::string(
+                                      "python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read(), "
+                                      "\"test file\")' ") +
+                                  path + " 2>&1";
       if (std::FILE* pipe = ::popen(command.c_str(), "r")) {
         char buffer[512];
         while (std::fgets(buffer, sizeof buffer, pipe) != nullptr) output += buffer;

@@ -455,7 +455,8 @@ CommentStyle comment_style(const Language& language) {
 }
 
 // The first bracket that does not balance, outside strings and comments; empty when all do. Also leaves, per
-// line, the bracket depth at its end, -1 for a line that ends inside a string (for Python's indentation check).
+// line, the bracket depth at its end, -1 for a line that ends inside a string (for Python's indentation
+// check).
 std::string unbalanced_bracket(std::string_view code, CommentStyle comments, bool python,
                                std::vector<int>* depth_at_line_end) {
   std::vector<std::pair<char, int>> open;  // bracket, line
@@ -487,7 +488,8 @@ std::string unbalanced_bracket(std::string_view code, CommentStyle comments, boo
     if (c == '"' || c == '\'' || c == '`') {
       // A string: Python's triple quotes may span lines, others end at their line (or, for `, anywhere).
       const bool triple = python && code.substr(i).starts_with(std::string(3, c));
-      const std::string_view close = triple ? std::string_view(code.substr(i, 3)) : std::string_view(&code[i], 1);
+      const std::string_view close =
+          triple ? std::string_view(code.substr(i, 3)) : std::string_view(&code[i], 1);
       const int started = line;
       std::size_t k = i + close.size();
       for (; k < code.size(); ++k) {
@@ -497,7 +499,8 @@ std::string unbalanced_bracket(std::string_view code, CommentStyle comments, boo
         }
         if (code.substr(k).starts_with(close)) break;
         if (code[k] == '\n') {
-          if (!triple && c != '`') return "a string on line " + std::to_string(started) + " that is never closed";
+          if (!triple && c != '`')
+            return "a string on line " + std::to_string(started) + " that is never closed";
           if (depth_at_line_end) depth_at_line_end->push_back(-1);  // the line ends inside a string
           ++line;
         }
@@ -523,7 +526,8 @@ std::string unbalanced_bracket(std::string_view code, CommentStyle comments, boo
 }
 
 bool contains_any(std::string_view text, std::initializer_list<std::string_view> words) {
-  return std::any_of(words.begin(), words.end(), [&](std::string_view w) { return text.find(w) != text.npos; });
+  return std::any_of(words.begin(), words.end(),
+                     [&](std::string_view w) { return text.find(w) != text.npos; });
 }
 
 }  // namespace
@@ -533,7 +537,8 @@ std::string test_file_problem(const Language& language, std::string_view code) {
   const std::string_view fence = language.fence;
   const bool python = fence == "python";
   std::vector<int> depth;
-  if (std::string bracket = unbalanced_bracket(code, comment_style(language), python, &depth); !bracket.empty())
+  if (std::string bracket = unbalanced_bracket(code, comment_style(language), python, &depth);
+      !bracket.empty())
     return bracket;
   if (python) {
     // A line may be indented deeper than the one before only after a ':' or inside brackets.
@@ -545,8 +550,9 @@ std::string test_file_problem(const Language& language, std::string_view code) {
       const auto first = text.find_first_not_of(" \t");
       if (first == std::string_view::npos || text[first] == '#') continue;
       if (n > 0 && n - 1 < depth.size() && depth[n - 1] < 0) continue;  // inside a """string"""
-      const bool continued = !previous.empty() && (trim(previous).ends_with(':') || trim(previous).ends_with('\\') ||
-                                                   (n > 0 && n - 1 < depth.size() && depth[n - 1] > 0));
+      const bool continued =
+          !previous.empty() && (trim(previous).ends_with(':') || trim(previous).ends_with('\\') ||
+                                (n > 0 && n - 1 < depth.size() && depth[n - 1] > 0));
       if (first > previous_indent && !continued)
         return "line " + std::to_string(n + 1) + " is indented where no block begins";
       previous_indent = first;
@@ -558,8 +564,8 @@ std::string test_file_problem(const Language& language, std::string_view code) {
   if (python) {
     runnable = contains_any(code, {"def test", "unittest", "assert"});
   } else if (fence == "cpp" || fence == "c") {
-    runnable = contains_any(code, {"TEST(", "TEST_F(", "TEST_P(", "TEST_CASE(", "EXPECT_", "ASSERT_", "assert",
-                                   "TEST_ASSERT"});
+    runnable = contains_any(
+        code, {"TEST(", "TEST_F(", "TEST_P(", "TEST_CASE(", "EXPECT_", "ASSERT_", "assert", "TEST_ASSERT"});
   } else if (fence == "javascript" || fence == "typescript" || fence == "jsx" || fence == "tsx") {
     runnable = contains_any(code, {"test(", "it(", "describe("});
   } else if (fence == "go") {
@@ -569,8 +575,7 @@ std::string test_file_problem(const Language& language, std::string_view code) {
   } else if (fence == "java" || fence == "kotlin") {
     runnable = contains_any(code, {"@Test"});
   }
-  if (!runnable)
-    return "no test in it for " + std::string(language.test_framework) + " to run";
+  if (!runnable) return "no test in it for " + std::string(language.test_framework) + " to run";
   return {};
 }
 

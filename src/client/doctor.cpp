@@ -174,14 +174,16 @@ asio::awaitable<FirstToken> first_token(http::Client& client, json body) {
     }
     if (const auto m = c.find("model"); m != c.end() && m->is_string()) out.model = m->get<std::string>();
     const auto choices = c.find("choices");
-    if (choices == c.end() || !choices->is_array() || choices->empty() || !(*choices)[0].is_object()) continue;
+    if (choices == c.end() || !choices->is_array() || choices->empty() || !(*choices)[0].is_object())
+      continue;
     const json& choice = (*choices)[0];
     if (const auto r = choice.find("finish_reason"); r != choice.end() && r->is_string())
       out.finish_reason = r->get<std::string>();
     const auto delta = choice.find("delta");
     if (delta != choice.end() && delta->is_object()) {
       const auto content = delta->find("content");
-      if (content != delta->end() && content->is_string() && !content->get_ref<const std::string&>().empty()) {
+      if (content != delta->end() && content->is_string() &&
+          !content->get_ref<const std::string&>().empty()) {
         out.text = true;
         break;
       }
@@ -191,7 +193,6 @@ asio::awaitable<FirstToken> first_token(http::Client& client, json body) {
   out.ms = elapsed_ms(sent);
   co_return out;
 }
-
 
 class Doctor {
  public:
@@ -596,9 +597,8 @@ class Doctor {
     c.data = {{"max_tokens", max_tokens}, {"context", context}, {"temperature", body["temperature"]}};
     const FirstToken answer = run_sync(io_, first_token(client(), body));
     c.data["ms"] = answer.ms;
-    const std::string shape =
-        fmt::format("max_tokens {}, temperature {}, streamed, as ask sends it", max_tokens,
-                    body["temperature"].dump());
+    const std::string shape = fmt::format("max_tokens {}, temperature {}, streamed, as ask sends it",
+                                          max_tokens, body["temperature"].dump());
     if (!answer.failure.empty()) {
       c.status = Status::fail;
       c.detail = "a chat request as ask sends it failed: " + answer.failure;
@@ -617,16 +617,17 @@ class Doctor {
     }
     c.data["first_token"] = answer.text;
     c.detail = answer.text ? fmt::format("first token from {} in {:.0f} ms ({})", model_, answer.ms, shape)
-                           : fmt::format("{} answered with no text (finish_reason {}) in {:.0f} ms ({})", model_,
-                                         answer.finish_reason.empty() ? "none" : answer.finish_reason,
+                           : fmt::format("{} answered with no text (finish_reason {}) in {:.0f} ms ({})",
+                                         model_, answer.finish_reason.empty() ? "none" : answer.finish_reason,
                                          answer.ms, shape);
     if (context > 0 && config_.max_tokens > context)
-      c.detail += fmt::format("; max_tokens {} ({}) is more than the {}-token context: requests ask for what "
-                              "the context leaves",
-                              config_.max_tokens, config_.source.contains("max_tokens")
-                                                      ? config_.source.at("max_tokens")
-                                                      : std::string("the default"),
-                              context);
+      c.detail += fmt::format(
+          "; max_tokens {} ({}) is more than the {}-token context: requests ask for what "
+          "the context leaves",
+          config_.max_tokens,
+          config_.source.contains("max_tokens") ? config_.source.at("max_tokens")
+                                                : std::string("the default"),
+          context);
     return true;
   }
 
@@ -741,8 +742,9 @@ class Doctor {
     for (const auto& line : lines) c.detail += "\n" + std::string(indent) + line;
     if (serving == 0) {
       c.status = Status::fail;
-      c.fix = "no upstream can take a request: start the nodes named above, or correct their URLs in the "
-              "gateway's gateway.json";
+      c.fix =
+          "no upstream can take a request: start the nodes named above, or correct their URLs in the "
+          "gateway's gateway.json";
     } else if (primaries_serving < primaries) {
       c.status = Status::warn;
       c.fix = fmt::format("{} {} not serving: start {} or check {} log (requests go to the others meanwhile)",

@@ -28,7 +28,8 @@ inline std::size_t edit_distance(std::string_view a, std::string_view b) {
 
 // Up to three of `names` close to `wanted`, best first, ignoring case: a small edit away, containing it (or
 // contained in it), or starting the same. Empty when none is close enough to be a likely typo.
-inline std::vector<std::string> closest_names(std::string_view wanted, const std::vector<std::string>& names) {
+inline std::vector<std::string> closest_names(std::string_view wanted,
+                                              const std::vector<std::string>& names) {
   const auto lowercase = [](std::string_view text) {
     std::string out(text);
     for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));

@@ -80,7 +80,8 @@ std::vector<std::string> similar_model_names(const std::string& name) {
 }
 
 std::string model_not_found_message(const std::string& name) {
-  std::string message = "no model file '" + name + "' in the current directory nor in " + model_dirs_description();
+  std::string message =
+      "no model file '" + name + "' in the current directory nor in " + model_dirs_description();
   if (name.find('/') != std::string::npos) message = "no such model file '" + name + "'";
   const auto close = similar_model_names(name);
   for (std::size_t k = 0; k < close.size(); ++k)

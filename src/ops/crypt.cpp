@@ -831,7 +831,8 @@ int run_encrypt(const EncryptCommand& command) {
     record.model = output;
     record.write = true;
     record.progress = command.progress;
-    if (std::error_code ec; fs::exists(output + ".sha256", ec)) fs::remove(output + ".sha256", ec);  // --force
+    if (std::error_code ec; fs::exists(output + ".sha256", ec))
+      fs::remove(output + ".sha256", ec);  // --force
     const VerifyReport recorded = verify_model_file(record);
     std::fprintf(stderr, "clawbot encrypt: recorded its SHA-256 in %s (serve --verify checks it)\n",
                  recorded.written.empty() ? "?" : recorded.written.front().c_str());

@@ -121,8 +121,9 @@ std::string format_time(fs::file_time_type time, bool fine = false) {
   return out;
 }
 
-// "the file was modified (T1) after its sum was recorded (T2)", when the file is newer than the sidecar; empty otherwise.
-// Times that read the same to the second are shown to the millisecond, so "after" is visibly true.
+// "the file was modified (T1) after its sum was recorded (T2)", when the file is newer than the sidecar;
+// empty otherwise. Times that read the same to the second are shown to the millisecond, so "after" is visibly
+// true.
 std::string modified_after(const std::string& file, const std::string& sidecar) {
   std::error_code ec1, ec2;
   const auto sidecar_time = fs::last_write_time(sidecar, ec1);
@@ -142,12 +143,13 @@ std::string explain_mismatch(const VerifyOptions& options, const VerifyReport& r
   const bool names_other =
       !expected.sidecar_name.empty() && fs::path(expected.sidecar_name).filename() != file_name;
   if (names_other) {
-    reasons.push_back(encrypted ? "the sidecar names '" + expected.sidecar_name +
-                                      "', not this encrypted file: it may hold the plaintext model's sum "
-                                      "(check that one after `clawbot decrypt`; `clawbot verify --write` records "
-                                      "the .enc's own)"
-                                : "the sidecar names another file, '" + expected.sidecar_name +
-                                      "': it was copied or renamed along with the wrong model");
+    reasons.push_back(encrypted
+                          ? "the sidecar names '" + expected.sidecar_name +
+                                "', not this encrypted file: it may hold the plaintext model's sum "
+                                "(check that one after `clawbot decrypt`; `clawbot verify --write` records "
+                                "the .enc's own)"
+                          : "the sidecar names another file, '" + expected.sidecar_name +
+                                "': it was copied or renamed along with the wrong model");
   }
   // A manifest may list the file's actual content under another name.
   std::string manifest = options.manifest;
@@ -177,7 +179,8 @@ std::string explain_mismatch(const VerifyOptions& options, const VerifyReport& r
   if (encrypted && !names_other) {
     if (expected.source == "--sha256") {
       reasons.push_back(
-          "the file is encrypted (clawbot encrypt): if the --sha256 given is the plaintext model's, check that "
+          "the file is encrypted (clawbot encrypt): if the --sha256 given is the plaintext model's, check "
+          "that "
           "one after `clawbot decrypt`");
     } else {
       // The sidecar or manifest entry names this .enc: the sum is its own, so its content changed.

@@ -8,12 +8,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 
 import { spawn } from 'node:child_process';
 
-import { runClient, sseAnswer, writeConfig } from './client_helpers.mjs';
+import { freePort, runClient, sseAnswer, writeConfig } from './client_helpers.mjs';
 import { requireBinary } from './server_harness.mjs';
 
 /**
@@ -95,10 +94,7 @@ test('resets before the first byte are retried, with delays base x factor^(k-1) 
 
 test('a refused connection is retried max_retries times, then the message says what to check', async () => {
   // A port that was free a moment ago: nothing listens there.
-  const probe = net.createServer();
-  await new Promise((r) => probe.listen(0, '127.0.0.1', r));
-  const port = probe.address().port;
-  await new Promise((r) => probe.close(r));
+  const port = await freePort();
   const cfg = writeConfig({ model_endpoint: `http://127.0.0.1:${port}`, retry_policy: policy({ max_retries: 2, base_delay: 100 }) });
   try {
     const r = await ask(cfg);
@@ -400,10 +396,7 @@ test('an answer cut at max_tokens: the text on stdout, why on stderr, exit 1; --
 });
 
 test('a failed connection: one short line per retry, the full error once', async () => {
-  const probe = net.createServer();
-  await new Promise((r) => probe.listen(0, '127.0.0.1', r));
-  const port = probe.address().port;
-  await new Promise((r) => probe.close(r));
+  const port = await freePort();
   const cfg = writeConfig({ model_endpoint: `http://127.0.0.1:${port}`, retry_policy: policy({ max_retries: 3, base_delay: 20 }) });
   try {
     const r = await ask(cfg);

@@ -9,13 +9,12 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 
 import { startServer } from './server_harness.mjs';
-import { writeConfig, runClient } from './client_helpers.mjs';
+import { freePort, writeConfig, runClient } from './client_helpers.mjs';
 
 const run = promisify(execFile);
 const CHECKS = ['config', 'resolve', 'tcp', 'tls', 'api_key', 'latency', 'models', 'generate', 'memory'];
@@ -54,13 +53,6 @@ function memoryFraction() {
   return 1 - kib('MemAvailable') / kib('MemTotal');
 }
 
-async function freePort() {
-  const server = net.createServer();
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 describe('clawbot doctor against a healthy node', () => {
   let server;

@@ -300,7 +300,8 @@ TEST_F(VerifyTest, ServeAsksForTheKeyOfAnEncryptedModel) {
 }
 
 // Issue 17 bug 7: a tampered .enc whose own sum was recorded (verify --write on the .enc) is explained as
-// what it is, not as "a sum recorded for the plaintext"; times within one second show milliseconds, with dates.
+// what it is, not as "a sum recorded for the plaintext"; times within one second show milliseconds, with
+// dates.
 TEST_F(VerifyTest, TamperedEncryptedFileIsExplainedByItsOwnSum) {
   write_text(dir_ / "m.gguf", std::string(5000, 'w'));
   const ModelKey key = generate_key_file(dir_ / "k");
@@ -320,7 +321,8 @@ TEST_F(VerifyTest, TamperedEncryptedFileIsExplainedByItsOwnSum) {
   ASSERT_EQ(report.status, VerifyStatus::mismatch);
   const std::string& why = report.explanation;
   EXPECT_EQ(why.find("plaintext"), std::string::npos) << why;
-  EXPECT_NE(why.find("the sum recorded for this encrypted file does not match its content"), std::string::npos)
+  EXPECT_NE(why.find("the sum recorded for this encrypted file does not match its content"),
+            std::string::npos)
       << why;
   // "modified (YYYY-MM-DD HH:MM:SS.mmm) after its sum was recorded (YYYY-MM-DD HH:MM:SS.mmm)": two different
   // times, each with its date.

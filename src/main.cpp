@@ -10,10 +10,10 @@
 #include "client/sessions_cmd.h"
 #include "discovery/discovery.h"
 #include "gateway/gateway.h"
+#include "monitor/metrics.h"
 #include "ops/integrity.h"
 #include "ops/ops.h"
 #include "ops/plan.h"
-#include "monitor/metrics.h"
 #include "server/serve.h"
 
 int main(int argc, char** argv) {
@@ -69,8 +69,9 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(0, 1 << 24));
   serve_cmd->add_flag("--fit", serve.fit, "Lower --ctx, then --parallel, until the KV cache fits in memory");
-  serve_cmd->add_flag("--kv-unified", serve.kv_unified,
-                      "One KV cache shared by all slots (shared prefixes stored once; slower batched decode)");
+  serve_cmd->add_flag(
+      "--kv-unified", serve.kv_unified,
+      "One KV cache shared by all slots (shared prefixes stored once; slower batched decode)");
   serve_cmd->add_flag("--no-cache", serve.no_cache, "Prefill every request from scratch (no KV reuse)");
   serve_cmd->add_option("--flash-attn", serve.flash_attn, "FlashAttention: auto, on or off")
       ->capture_default_str()
@@ -84,10 +85,13 @@ int main(int argc, char** argv) {
   serve_cmd->add_option("--kv-type", serve.kv_type, "KV cache type: f16, q8_0 or q4_0")
       ->capture_default_str()
       ->check(CLI::IsMember({"f16", "q8_0", "q4_0"}));
-  serve_cmd->add_option("--sse-keepalive", serve.sse_keepalive_s, "Seconds between keep-alives on a waiting stream")
+  serve_cmd
+      ->add_option("--sse-keepalive", serve.sse_keepalive_s,
+                   "Seconds between keep-alives on a waiting stream")
       ->capture_default_str()
       ->check(CLI::Range(1, 3600));
-  serve_cmd->add_option("--tls-cert", serve.tls_cert, "PEM certificate chain: serve HTTPS only (with --tls-key)");
+  serve_cmd->add_option("--tls-cert", serve.tls_cert,
+                        "PEM certificate chain: serve HTTPS only (with --tls-key)");
   serve_cmd->add_option("--tls-key", serve.tls_key, "PEM private key of --tls-cert");
   serve_cmd->add_option("--tls-client-ca", serve.tls_client_ca,
                         "PEM CA file: require client certificates it signed (mutual TLS)");
@@ -129,11 +133,13 @@ int main(int argc, char** argv) {
   synth_cmd->add_option("--quant", synth.quant, "f32, f16, q8_0 or q4_k_m")
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "f16", "q8_0", "q4_k_m"}, CLI::ignore_case));
-  synth_cmd->add_option("-o,--output", synth.output,
-                        "File to write (default: ${XDG_CACHE_HOME:-~/.cache}/clawbot/models/SHAPE-QUANT.gguf)");
+  synth_cmd->add_option(
+      "-o,--output", synth.output,
+      "File to write (default: ${XDG_CACHE_HOME:-~/.cache}/clawbot/models/SHAPE-QUANT.gguf)");
   synth_cmd->add_option("--seed", synth.seed, "Seed of the random weights")->capture_default_str();
-  synth_cmd->add_option("--vocab-from", synth.vocab_from,
-                        "GGUF file whose tokenizer is copied (default: the shape's; path or name in $CLAWBOT_MODELS)");
+  synth_cmd->add_option(
+      "--vocab-from", synth.vocab_from,
+      "GGUF file whose tokenizer is copied (default: the shape's; path or name in $CLAWBOT_MODELS)");
   synth_cmd->add_option("-t,--threads", synth.threads, "CPU threads (0: all cores)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
@@ -163,9 +169,11 @@ int main(int argc, char** argv) {
   clawbot::ops::PlanOptions plan;
   auto* plan_cmd = app.add_subcommand(
       "plan", "Memory planner: will this model, context and parallelism fit? (reads only the GGUF header)");
-  plan_cmd->add_option("model", plan.model, "GGUF file: path, name in $CLAWBOT_MODELS, http(s):// or hf:// URL")
+  plan_cmd
+      ->add_option("model", plan.model, "GGUF file: path, name in $CLAWBOT_MODELS, http(s):// or hf:// URL")
       ->required();
-  plan_cmd->add_option("-c,--ctx", plan.ctx, "Tokens per request (0: the model's own, at most 8192, as serve)")
+  plan_cmd
+      ->add_option("-c,--ctx", plan.ctx, "Tokens per request (0: the model's own, at most 8192, as serve)")
       ->capture_default_str();
   plan_cmd->add_option("-p,--parallel", plan.parallel, "Slots (requests decoded together)")
       ->capture_default_str()
@@ -194,7 +202,8 @@ int main(int argc, char** argv) {
   verify_cmd->add_option("--expect-md5", verify.expect_md5,
                          "The expected MD5 (32 hex characters; implies --md5)");
   verify_cmd->add_flag("--write", verify.write, "Record the sum in MODEL.sha256 (and MODEL.md5 with --md5)");
-  verify_cmd->add_flag("!--no-progress", verify.progress, "No progress bar on stderr");
+  verify_cmd->add_flag_callback(
+      "--no-progress", [&verify] { verify.progress = false; }, "No progress bar on stderr");
 
   clawbot::ops::EncryptCommand encrypt;
   auto* encrypt_cmd = app.add_subcommand(
@@ -214,7 +223,10 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
   encrypt_cmd->add_flag("--force", encrypt.force, "Replace an existing output file");
-  encrypt_cmd->add_flag("!--no-progress", encrypt.progress, "No progress bar on stderr");
+  encrypt_cmd->add_flag("--remove-plaintext", encrypt.remove_plaintext,
+                        "Delete INPUT after checking that the .enc decrypts back to exactly its bytes");
+  encrypt_cmd->add_flag_callback(
+      "--no-progress", [&encrypt] { encrypt.progress = false; }, "No progress bar on stderr");
 
   clawbot::ops::DecryptCommand decrypt;
   auto* decrypt_cmd = app.add_subcommand(
@@ -229,7 +241,8 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
   decrypt_cmd->add_flag("--force", decrypt.force, "Replace an existing output file");
-  decrypt_cmd->add_flag("!--no-progress", decrypt.progress, "No progress bar on stderr");
+  decrypt_cmd->add_flag_callback(
+      "--no-progress", [&decrypt] { decrypt.progress = false; }, "No progress bar on stderr");
 
   clawbot::bench::BenchOptions bench;
   auto* bench_cmd = app.add_subcommand(
@@ -275,8 +288,9 @@ int main(int argc, char** argv) {
   bench_cmd->add_option("--timeout", bench.timeout_s, "Seconds of silence before a request fails")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  bench_cmd->add_flag("!--no-ignore-eos", bench.ignore_eos,
-                      "Do not send ignore_eos and min_tokens (for endpoints that refuse unknown fields)");
+  bench_cmd->add_flag_callback(
+      "--no-ignore-eos", [&bench] { bench.ignore_eos = false; },
+      "Do not send ignore_eos and min_tokens (for endpoints that refuse unknown fields)");
   bench_cmd->add_flag("--json", bench.json, "Print a JSON object instead of the table");
   bench_cmd->add_flag("--no-progress", bench.no_progress, "No progress bar on stderr");
   bool memory_bandwidth = false;
@@ -284,11 +298,12 @@ int main(int argc, char** argv) {
                       "Only measure this machine's memory read bandwidth (bytes/s on stdout)");
 
   clawbot::client::SessionsOptions sessions;
-  auto* sessions_cmd =
-      app.add_subcommand("sessions", "Stored conversations of chat and ask: list, show, rename, rm, export");
+  auto* sessions_cmd = app.add_subcommand(
+      "sessions", "Stored conversations of chat and ask --save: list, show, rename, rm, export");
   sessions_cmd->require_subcommand(1)->fallthrough();  // fallthrough: --db also after the action
   sessions_cmd->add_option("--db", sessions.db,
-                           "Session database (default: session_db of clawbot.json, else ${XDG_DATA_HOME:-~/.local/share}/clawbot/sessions.db)");
+                           "Session database (default: session_db of clawbot.json, else "
+                           "${XDG_DATA_HOME:-~/.local/share}/clawbot/sessions.db)");
   sessions_cmd->add_subcommand("list", "Sessions, most recently updated first")
       ->add_flag("--json", sessions.json, "Print a JSON array instead of the table");
   sessions_cmd->add_subcommand("show", "Print a conversation")
@@ -320,7 +335,11 @@ int main(int argc, char** argv) {
   const auto run_doctor_command = clawbot::client::add_doctor_command(app);
   const auto run_gateway_command = clawbot::gateway::add_gateway_command(app);
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return clawbot::client::exit_for_parse_error(app, e, argc, argv);
+  }
   if (const auto status = run_client_command()) return *status;
   if (const auto status = run_code_command()) return *status;
   if (const auto status = run_doctor_command()) return *status;

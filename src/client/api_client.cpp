@@ -14,8 +14,10 @@
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/http/error.hpp>
 
+#include "client/assistant.h"
 #include "client/endpoint_auto.h"
 #include "common/http_client.h"
+#include "common/json_read.h"
 
 namespace clawbot::client {
 
@@ -83,7 +85,81 @@ std::optional<std::chrono::milliseconds> retry_after(const boost::beast::http::f
   return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000));
 }
 
+// An answer's JSON, read within json_read's limits; nullopt when it is not JSON.
+std::optional<json> parse_answer(std::string_view body) {
+  auto parsed = json_read::parse(body);
+  if (!parsed) return std::nullopt;
+  return std::move(*parsed.value);
+}
+
+// The first sentence of a failure's message: the part before the advice in parentheses or after ';'.
+std::string summarize(std::string_view message) {
+  const std::size_t end = std::min(message.find(" ("), message.find("; "));
+  return std::string(message.substr(0, end));
+}
+
+// Prompt tokens as the client estimates them before sending: 4 bytes a token, the low side for English and
+// code, so the answer's ceiling errs towards more room (the server cuts at the end of its context anyway).
+constexpr double estimate_tokens_per_byte = 0.25;
+
 }  // namespace
+
+std::optional<EndpointModel> model_from_list(const json& models, std::string_view wanted) {
+  if (!models.is_object()) return std::nullopt;
+  const auto data = models.find("data");
+  if (data == models.end() || !data->is_array() || data->empty()) return std::nullopt;
+  const json* chosen = nullptr;
+  for (const auto& m : *data) {
+    if (!m.is_object()) continue;
+    if (chosen == nullptr) chosen = &m;
+    const auto id = m.find("id");
+    if (!wanted.empty() && id != m.end() && id->is_string() && id->get_ref<const std::string&>() == wanted) {
+      chosen = &m;
+      break;
+    }
+  }
+  if (chosen == nullptr) return std::nullopt;
+  const auto integer = [](const json& object, const char* key) -> std::int64_t {
+    const auto it = object.find(key);
+    return it != object.end() && it->is_number_integer() ? it->get<std::int64_t>() : 0;
+  };
+  EndpointModel model;
+  if (const auto id = chosen->find("id"); id != chosen->end() && id->is_string())
+    model.id = id->get<std::string>();
+  if (const auto meta = chosen->find("meta"); meta != chosen->end() && meta->is_object()) {
+    for (const char* key : {"n_ctx_per_request", "n_ctx", "n_ctx_train"})
+      if (model.context_length <= 0) model.context_length = integer(*meta, key);
+    if (const auto fim = meta->find("fim"); fim != meta->end() && fim->is_boolean())
+      model.fim = fim->get<bool>();
+  }
+  for (const char* key : {"max_model_len", "context_length"})
+    if (model.context_length <= 0) model.context_length = integer(*chosen, key);
+  model.context_length = std::max<std::int64_t>(model.context_length, 0);
+  return model;
+}
+
+std::int64_t answer_tokens(const ClientConfig& config, const ChatRequest& request,
+                           std::int64_t context_tokens) {
+  const std::int64_t wanted = request.max_tokens.value_or(config.max_tokens);
+  if (context_tokens <= 0) return wanted;
+  std::int64_t prompt = 0;
+  for (const auto& m : request.messages) prompt += estimate_tokens(m, estimate_tokens_per_byte);
+  return std::max<std::int64_t>(1, std::min(wanted, context_tokens - prompt));
+}
+
+json chat_request_body(const ClientConfig& config, const ChatRequest& request, std::int64_t context_tokens) {
+  json messages = json::array();
+  for (const auto& m : request.messages) messages.push_back({{"role", m.role}, {"content", m.content}});
+  json body = {{"messages", std::move(messages)},
+               {"stream", true},
+               {"stream_options", {{"include_usage", true}}},
+               {"max_tokens", answer_tokens(config, request, context_tokens)},
+               {"temperature", request.temperature.value_or(config.temperature)}};
+  const std::string& model = request.model.empty() ? config.model : request.model;
+  if (!model.empty()) body["model"] = model;
+  for (const auto& [k, v] : request.extra.items()) body[k] = v;
+  return body;
+}
 
 struct ApiClient::Impl {
   const ClientConfig& config;
@@ -96,6 +172,7 @@ struct ApiClient::Impl {
   bool interrupted = false;
   std::mt19937_64 rng{std::random_device{}()};
   std::optional<EndpointModel> cached_model;
+  bool model_probed = false;  // GET /v1/models was answered (what it said, if anything, is in cached_model)
   asio::steady_timer* retry_timer = nullptr;  // the wait before a retry, while there is one
 
   explicit Impl(const ClientConfig& c) : config(c) {
@@ -173,30 +250,32 @@ struct ApiClient::Impl {
       f.kind = FailureKind::protocol;
     }
     f.message = e.message;
-    if (interrupted) f.kind = FailureKind::cancelled, f.message = "interrupted";
+    f.summary = summarize(e.message);
+    if (interrupted) f.kind = FailureKind::cancelled, f.message = f.summary = "interrupted";
     if (const std::string a = advice(f.kind); !a.empty() && f.kind != FailureKind::cancelled)
       f.message += "; " + a;
     return f;
   }
 
   Failure from_status(int status, std::string_view body) const {
-    Failure f{FailureKind::http_status, status, {}, {}};
+    Failure f{FailureKind::http_status, status, {}, {}, {}};
     std::string detail;
-    try {
-      const json answer = json::parse(body);
-      if (answer.contains("error")) {
-        const auto& err = answer["error"];
-        if (err.is_object()) {
-          detail = err.value("message", std::string());
-          if (err.contains("code") && err["code"].is_string()) f.code = err["code"].get<std::string>();
-        } else if (err.is_string()) {
-          detail = err.get<std::string>();
+    if (const auto answer = parse_answer(body)) {
+      if (const auto err = answer->find("error"); err != answer->end()) {
+        if (err->is_object()) {
+          if (const auto m = err->find("message"); m != err->end() && m->is_string())
+            detail = m->get<std::string>();
+          if (const auto c = err->find("code"); c != err->end() && c->is_string())
+            f.code = c->get<std::string>();
+        } else if (err->is_string()) {
+          detail = err->get<std::string>();
         }
       }
-    } catch (const json::exception&) {
+    } else {
       detail = std::string(body.substr(0, 200));
     }
     f.message = endpoint + " answered " + std::to_string(status) + (detail.empty() ? "" : ": " + detail);
+    f.summary = f.message;
     if (const std::string a = advice(FailureKind::http_status, status); !a.empty())
       f.message += " (" + a + ")";
     return f;
@@ -224,7 +303,7 @@ struct ApiClient::Impl {
     notice.max_retries = config.retry_policy.max_retries;
     notice.from_retry_after = server_advice.has_value();
     notice.delay = server_advice ? *server_advice : config.retry_policy.delay(retry, jitter(rng));
-    notice.reason = why.message;
+    notice.reason = why.summary.empty() ? why.message : why.summary;
     if (retry_listener) retry_listener(notice);
     asio::steady_timer timer(io);
     timer.expires_after(notice.delay);
@@ -235,17 +314,26 @@ struct ApiClient::Impl {
     co_return !interrupted;
   }
 
-  json chat_body(const ChatRequest& request, const std::string& model) const {
-    json messages = json::array();
-    for (const auto& m : request.messages) messages.push_back({{"role", m.role}, {"content", m.content}});
-    json body = {{"messages", std::move(messages)},
-                 {"stream", true},
-                 {"stream_options", {{"include_usage", true}}},
-                 {"max_tokens", request.max_tokens.value_or(config.max_tokens)},
-                 {"temperature", request.temperature.value_or(config.temperature)}};
-    if (!model.empty()) body["model"] = model;
-    for (const auto& [k, v] : request.extra.items()) body[k] = v;
-    return body;
+  std::int64_t context_tokens() const {
+    if (config.context_length > 0) return config.context_length;
+    return cached_model ? cached_model->context_length : 0;
+  }
+
+  // GET /v1/models once, for the context a request's max_tokens must fit in; not retried on its own: a
+  // connection that fails here is the attempt's failure (and is retried as such), an answer that is not a
+  // model list leaves the context unknown.
+  asio::awaitable<std::optional<Failure>> probe_model() {
+    if (model_probed || config.context_length > 0) co_return std::nullopt;
+    auto answer = co_await client->get("/v1/models");
+    if (!answer) {
+      Failure f = from_client_error(answer.error());
+      if (f.kind != FailureKind::protocol) co_return f;
+    } else if (answer->ok()) {
+      if (const auto models = parse_answer(answer->body))
+        cached_model = model_from_list(*models, config.model);
+    }
+    model_probed = true;
+    co_return std::nullopt;
   }
 
   // Reads one streamed answer. Returns the failure of this attempt, if any.
@@ -263,20 +351,20 @@ struct ApiClient::Impl {
         done = true;
         continue;
       }
-      json chunk;
-      try {
-        chunk = json::parse(data);
-      } catch (const json::exception&) {
-        co_return Failure{FailureKind::protocol,
-                          0,
-                          {},
-                          endpoint + " sent an event that is not JSON: " + data.substr(0, 120)};
+      auto parsed = parse_answer(data);
+      if (!parsed) {
+        const std::string what = endpoint + " sent an event that is not JSON: " + data.substr(0, 120);
+        co_return Failure{FailureKind::protocol, 0, {}, what, what};
       }
+      const json& chunk = *parsed;
       if (chunk.contains("error")) {
         Failure f = from_status(500, data);
         f.kind = FailureKind::server_error;
+        const json& err = chunk["error"];
+        const auto m = err.is_object() ? err.find("message") : err.end();
         f.message = "the server reported an error mid-answer: " +
-                    (chunk["error"].is_object() ? chunk["error"].value("message", data) : data);
+                    (err.is_object() && m != err.end() && m->is_string() ? m->get<std::string>() : data);
+        f.summary = f.message;
         co_return f;
       }
       if (chunk.contains("model") && chunk["model"].is_string())
@@ -306,21 +394,23 @@ struct ApiClient::Impl {
     }
     out.total_ms = elapsed_ms(sent);
     if (out.completion_tokens < 0) out.completion_tokens = text_events;
-    if (out.finish_reason.empty())
-      co_return Failure{FailureKind::dropped,
-                        0,
-                        {},
-                        endpoint + " ended the answer without finishing it" +
-                            (done ? std::string() : std::string(" (no [DONE])")) + "; " +
-                            advice(FailureKind::dropped)};
+    if (out.finish_reason.empty()) {
+      const std::string what = endpoint + " ended the answer without finishing it" +
+                               (done ? std::string() : std::string(" (no [DONE])"));
+      co_return Failure{FailureKind::dropped, 0, {}, what + "; " + advice(FailureKind::dropped), what};
+    }
     co_return std::nullopt;
   }
 
   // A non-streamed answer to a streamed request (some servers do that): take it whole.
   std::optional<Failure> take_whole(std::string_view body, ChatOutcome& out, Clock::time_point sent,
                                     const std::function<void(std::string_view)>& on_text) {
+    const std::string not_completion =
+        endpoint + " answered with something that is not an OpenAI chat completion";
+    const auto parsed = parse_answer(body);
+    if (!parsed) return Failure{FailureKind::protocol, 0, {}, not_completion, not_completion};
     try {
-      const json answer = json::parse(body);
+      const json& answer = *parsed;
       const json& choice = answer.at("choices").at(0);
       const std::string text = choice.at("message").value("content", std::string());
       out.ttft_ms = out.total_ms = elapsed_ms(sent);
@@ -331,35 +421,36 @@ struct ApiClient::Impl {
       if (!text.empty()) on_text(text);
       return std::nullopt;
     } catch (const json::exception&) {
-      return Failure{FailureKind::protocol,
-                     0,
-                     {},
-                     endpoint + " answered with something that is not an OpenAI chat completion"};
+      return Failure{FailureKind::protocol, 0, {}, not_completion, not_completion};
     }
   }
 
   asio::awaitable<void> chat_attempts(const ChatRequest& request, ChatOutcome& out,
                                       const std::function<void(std::string_view)>& on_text) {
-    const json body = chat_body(request, request.model.empty() ? config.model : request.model);
     for (int attempt = 1;; ++attempt) {
       out.attempts = attempt;
-      const auto sent = Clock::now();
       std::optional<std::chrono::milliseconds> server_advice;
-      std::optional<Failure> failure;
-      auto stream = co_await client->post_sse("/v1/chat/completions", body);
-      if (!stream) {
-        failure = from_client_error(stream.error());
-      } else if (!stream->is_event_stream()) {
-        if (stream->status() >= 200 && stream->status() < 300) {
-          failure = take_whole(stream->body(), out, sent, on_text);
+      std::optional<Failure> failure = co_await probe_model();
+      const json body = chat_request_body(config, request, context_tokens());
+      out.max_tokens = body["max_tokens"].get<std::int64_t>();
+      out.context = context_tokens();
+      if (!failure) {
+        const auto sent = Clock::now();
+        auto stream = co_await client->post_sse("/v1/chat/completions", body);
+        if (!stream) {
+          failure = from_client_error(stream.error());
+        } else if (!stream->is_event_stream()) {
+          if (stream->status() >= 200 && stream->status() < 300) {
+            failure = take_whole(stream->body(), out, sent, on_text);
+          } else {
+            failure = from_status(stream->status(), stream->body());
+            server_advice = retry_after(stream->headers());
+          }
         } else {
-          failure = from_status(stream->status(), stream->body());
-          server_advice = retry_after(stream->headers());
+          failure = co_await read_stream(*stream, out, sent, on_text);
         }
-      } else {
-        failure = co_await read_stream(*stream, out, sent, on_text);
       }
-      if (interrupted) failure = Failure{FailureKind::cancelled, 0, {}, "interrupted"};
+      if (interrupted) failure = Failure{FailureKind::cancelled, 0, {}, "interrupted", "interrupted"};
       if (!failure) co_return;
       // Once text has been shown nothing is retried: the partial answer stays, marked by the failure.
       if (out.started || !retryable(*failure) || attempt > config.retry_policy.max_retries) {
@@ -369,7 +460,7 @@ struct ApiClient::Impl {
         co_return;
       }
       if (!co_await wait_before_retry(attempt, *failure, server_advice)) {
-        out.failure = Failure{FailureKind::cancelled, 0, {}, "interrupted"};
+        out.failure = Failure{FailureKind::cancelled, 0, {}, "interrupted", "interrupted"};
         co_return;
       }
     }
@@ -390,29 +481,24 @@ struct ApiClient::Impl {
         failure = from_client_error(answer.error());
       } else {
         out.status = answer->status;
-        try {
-          out.body = json::parse(answer->body);
-        } catch (const json::exception&) {
-          out.body = nullptr;
-        }
+        auto parsed = parse_answer(answer->body);
+        out.body = parsed ? std::move(*parsed) : json(nullptr);
         if (!answer->ok()) {
           failure = from_status(answer->status, answer->body);
           server_advice = retry_after(answer->headers);
         } else if (out.body.is_null()) {
-          failure = Failure{FailureKind::protocol,
-                            answer->status,
-                            {},
-                            endpoint + target + " answered with something that is not JSON"};
+          const std::string what = endpoint + target + " answered with something that is not JSON";
+          failure = Failure{FailureKind::protocol, answer->status, {}, what, what};
         }
       }
-      if (interrupted) failure = Failure{FailureKind::cancelled, 0, {}, "interrupted"};
+      if (interrupted) failure = Failure{FailureKind::cancelled, 0, {}, "interrupted", "interrupted"};
       if (!failure) co_return;
       if (!retryable(*failure) || attempt > config.retry_policy.max_retries) {
         out.failure = std::move(failure);
         co_return;
       }
       if (!co_await wait_before_retry(attempt, *failure, server_advice)) {
-        out.failure = Failure{FailureKind::cancelled, 0, {}, "interrupted"};
+        out.failure = Failure{FailureKind::cancelled, 0, {}, "interrupted", "interrupted"};
         co_return;
       }
     }
@@ -450,9 +536,9 @@ struct ApiClient::Impl {
 
 ApiClient::ApiClient(const ClientConfig& config) : impl_(std::make_unique<Impl>(config)) {
   impl_->retry_listener = [](const RetryNotice& n) {
-    std::fprintf(stderr, "clawbot: %s\nclawbot: retry %d of %d in %.1f s%s\n", n.reason.c_str(), n.retry,
-                 n.max_retries, static_cast<double>(n.delay.count()) / 1000.0,
-                 n.from_retry_after ? " (the server's Retry-After)" : "");
+    std::fprintf(stderr, "clawbot: retry %d of %d in %.1f s%s: %s\n", n.retry, n.max_retries,
+                 static_cast<double>(n.delay.count()) / 1000.0,
+                 n.from_retry_after ? " (the server's Retry-After)" : "", n.reason.c_str());
   };
 }
 
@@ -485,35 +571,25 @@ JsonOutcome ApiClient::request_json(std::string_view target, const json& body) {
 }
 
 std::optional<EndpointModel> ApiClient::endpoint_model(std::optional<Failure>* failure) {
-  if (impl_->cached_model) return impl_->cached_model;
+  if (impl_->model_probed) return impl_->cached_model;
   JsonOutcome answer = request_json("/v1/models");
   if (answer.failure) {
     if (failure) *failure = answer.failure;
     return std::nullopt;
   }
-  const json& data = answer.body.contains("data") ? answer.body["data"] : json::array();
-  if (!data.is_array() || data.empty()) {
-    if (failure)
-      *failure =
-          Failure{FailureKind::protocol, answer.status, {}, impl_->endpoint + "/v1/models lists no model"};
-    return std::nullopt;
+  impl_->model_probed = true;
+  impl_->cached_model = model_from_list(answer.body, impl_->config.model);
+  if (!impl_->cached_model && failure) {
+    const std::string what = impl_->endpoint + "/v1/models lists no model";
+    *failure = Failure{FailureKind::protocol, answer.status, {}, what, what};
   }
-  const std::string& wanted = impl_->config.model;
-  const json* chosen = &data[0];
-  for (const auto& m : data)
-    if (!wanted.empty() && m.value("id", std::string()) == wanted) chosen = &m;
-  EndpointModel model;
-  model.id = chosen->value("id", std::string());
-  // Ours and llama-server's put it in meta; vLLM says max_model_len; others context_length.
-  if (const auto meta = chosen->find("meta"); meta != chosen->end() && meta->is_object()) {
-    model.context_length = meta->value("n_ctx_per_request", std::int64_t{0});
-    if (model.context_length == 0) model.context_length = meta->value("n_ctx", std::int64_t{0});
-    if (model.context_length == 0) model.context_length = meta->value("n_ctx_train", std::int64_t{0});
-  }
-  if (model.context_length == 0) model.context_length = chosen->value("max_model_len", std::int64_t{0});
-  if (model.context_length == 0) model.context_length = chosen->value("context_length", std::int64_t{0});
-  impl_->cached_model = model;
-  return model;
+  return impl_->cached_model;
+}
+
+std::int64_t ApiClient::context_tokens() {
+  if (impl_->config.context_length > 0) return impl_->config.context_length;
+  const auto model = endpoint_model();
+  return model ? model->context_length : 0;
 }
 
 }  // namespace clawbot::client

@@ -51,6 +51,7 @@ struct Failure {
   int status = 0;       // HTTP status for http_status
   std::string code;     // the OpenAI error code when the server gave one (e.g. context_length_exceeded)
   std::string message;  // what happened, and what to check
+  std::string summary;  // what happened, in one short line (for the notice before a retry)
 };
 
 struct ChatOutcome {
@@ -66,7 +67,12 @@ struct ChatOutcome {
   std::int64_t completion_tokens = -1;  // from the server's usage, else the count of text events
   std::int64_t cached_tokens = -1;
 
+  std::int64_t max_tokens = 0;  // what the request asked for (the config's, capped by the context)
+  std::int64_t context = 0;     // the per-request context it was capped by; 0 when unknown
+
   bool complete() const noexcept { return !failure && !finish_reason.empty(); }
+  // Stopped by max_tokens or the end of the context rather than by the model.
+  bool cut_at_length() const noexcept { return !failure && finish_reason == "length"; }
   double tokens_per_s() const noexcept;
 };
 
@@ -82,13 +88,30 @@ struct RetryNotice {
   int max_retries = 0;
   std::chrono::milliseconds delay{0};
   bool from_retry_after = false;
-  std::string reason;
+  std::string reason;  // the failure's summary: the full message comes once, when the command gives up
 };
 
 struct EndpointModel {
   std::string id;
-  std::int64_t context_length = 0;  // 0 when the server does not say
+  std::int64_t context_length = 0;  // per request; 0 when the server does not say
+  std::optional<bool> fim;          // fill-in-the-middle (clawbot serve says; others do not)
 };
+
+// The entry of a GET /v1/models answer that a request for `wanted` uses (the first when `wanted` is empty or
+// not listed), with the context it offers: meta.n_ctx_per_request, meta.n_ctx or meta.n_ctx_train (ours and
+// llama-server's), max_model_len (vLLM) or context_length. nullopt when the answer lists no model.
+std::optional<EndpointModel> model_from_list(const nlohmann::json& models, std::string_view wanted);
+
+// max_tokens for a request: the request's, else the config's, as a ceiling: never more than what the
+// per-request context (`context_tokens`, 0: unknown) leaves after the estimated prompt, and at least 1. A
+// server refuses a max_tokens beyond its context outright; one that fits is cut by the server at the end of
+// the context at worst.
+std::int64_t answer_tokens(const ClientConfig& config, const ChatRequest& request,
+                           std::int64_t context_tokens);
+
+// The body of the streamed chat completion that ask, chat and doctor send.
+nlohmann::json chat_request_body(const ClientConfig& config, const ChatRequest& request,
+                                 std::int64_t context_tokens);
 
 class ApiClient {
  public:
@@ -105,6 +128,8 @@ class ApiClient {
   JsonOutcome request_json(std::string_view target, const nlohmann::json& body = nullptr);
   // The model a request will use, and the context the server offers it (GET /v1/models, cached).
   std::optional<EndpointModel> endpoint_model(std::optional<Failure>* failure = nullptr);
+  // The per-request context in effect: context_length of the config, else the server's (0: unknown).
+  std::int64_t context_tokens();
 
   // Called before each retry's wait (default: a line on stderr).
   void on_retry(std::function<void(const RetryNotice&)> listener);

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "client/assistant.h"
+#include "client/session_store.h"
 
 namespace clawbot::client {
 
@@ -37,16 +38,51 @@ nlohmann::json outcome_json(const ChatOutcome& out) {
           {"content", out.text},
           {"finish_reason",
            out.finish_reason.empty() ? nlohmann::json(nullptr) : nlohmann::json(out.finish_reason)},
-          {"complete", out.complete()},
-          {"partial", out.started && !out.complete()},
+          {"complete", out.complete() && !out.cut_at_length()},
+          {"partial", out.started && (!out.complete() || out.cut_at_length())},
           {"error", error},
           {"usage",
            {{"prompt_tokens", optional_count(out.prompt_tokens)},
             {"completion_tokens", optional_count(out.completion_tokens)},
             {"cached_tokens", optional_count(out.cached_tokens)}}},
-          {"ttft_ms", out.ttft_ms},
-          {"tokens_per_s", out.tokens_per_s()},
+          {"max_tokens", out.max_tokens},
+          {"timings",
+           {{"ttft_ms", out.ttft_ms}, {"total_ms", out.total_ms}, {"tokens_per_s", out.tokens_per_s()}}},
           {"attempts", out.attempts}};
+}
+
+// Why an answer stopped at finish_reason "length", and what would make it longer.
+std::string length_note(const ChatOutcome& out) {
+  const std::string tokens = std::to_string(out.max_tokens);
+  if (out.context > 0 && out.max_tokens < out.context && out.max_tokens * 2 >= out.context)
+    return "the answer was cut off at " + tokens + " tokens, where the node's " +
+           std::to_string(out.context) +
+           "-token context ends (a shorter question, or a node with a larger --ctx)";
+  return "the answer was cut off at max_tokens (" + tokens +
+         " tokens): raise --max-tokens or max_tokens in clawbot.json for a longer one";
+}
+
+// --save: the question and the answer as a new session (clawbot sessions list shows it).
+void save_session(const ClientConfig& config, const ChatRequest& request, const ChatOutcome& out) {
+  try {
+    SessionStore store(config.session_db.empty() ? SessionStore::default_path()
+                                                 : std::filesystem::path(config.session_db));
+    std::string system;
+    for (const auto& m : request.messages)
+      if (m.role == "system") system = m.content;
+    const SessionInfo session = store.create({}, system, out.model);
+    for (const auto& m : request.messages)
+      if (m.role != "system") store.append(session.id, m.role, m.content);
+    if (out.started || !out.failure) {
+      const std::int64_t id = store.append(session.id, role_assistant, out.text, state_partial);
+      store.update_message(id, out.text, answer_state(out), answer_stats(out),
+                           out.failure ? out.failure->message : std::string());
+    }
+    std::fprintf(stderr, "clawbot ask: saved as session %s (clawbot sessions show %s)\n",
+                 session.name.c_str(), session.name.c_str());
+  } catch (const StoreError& e) {
+    std::fprintf(stderr, "clawbot ask: not saved: %s\n", e.what());
+  }
 }
 
 }  // namespace
@@ -124,10 +160,17 @@ int run_ask(const AskOptions& options) {
   }
   std::fflush(stdout);
 
+  if (options.save) save_session(config, request, out);
+
   if (options.stats && out.started)
     std::fprintf(stderr, "clawbot: %.0f ms to first token, %.1f tokens/s, %lld tokens, %d attempt%s\n",
                  out.ttft_ms, out.tokens_per_s(), static_cast<long long>(out.completion_tokens), out.attempts,
                  out.attempts == 1 ? "" : "s");
+  if (out.cut_at_length()) {
+    // README: a cut answer is exit status 1, and says why on stderr (the text on stdout is what came).
+    if (!options.json) std::fprintf(stderr, "clawbot ask: %s\n", length_note(out).c_str());
+    return 1;
+  }
   if (!out.failure) return 0;
   if (out.failure->kind == FailureKind::cancelled) {
     if (!options.json)

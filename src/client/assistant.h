@@ -9,6 +9,7 @@
 
 #include "client/api_client.h"
 #include "client/config.h"
+#include "client/session_store.h"
 
 namespace clawbot::client {
 
@@ -34,6 +35,7 @@ struct AskOptions {
   bool json = false;                  // one JSON object on stdout at the end
   bool stats = false;                 // the time-to-first-token line on stderr
   bool list_templates = false;
+  bool save = false;  // store the exchange as a session
 };
 // Exit status: 0 answered, 1 the request failed or was cut off, 2 bad usage or config, 130 interrupted.
 int run_ask(const AskOptions& options);
@@ -46,6 +48,11 @@ struct ChatOptions {
   std::string db;  // session store (default: session_db of the config, else the store's default)
 };
 int run_chat(const ChatOptions& options);
+
+// How an answer is stored: complete, length (stopped at max_tokens or the end of the context), partial (cut
+// off by a failure) or interrupted; and what was measured of it.
+std::string_view answer_state(const ChatOutcome& out);
+MessageStats answer_stats(const ChatOutcome& out);
 
 // Fitting a conversation into the model's context: the system prompt and the newest turns stay, the oldest
 // turns go first. Token counts are estimated from bytes, calibrated by what the server reported last.

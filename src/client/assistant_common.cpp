@@ -1,11 +1,23 @@
 // What `ask` and `chat` share: the config with command-line overrides, writing templates, context fitting.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <iostream>
 
 #include "client/assistant.h"
 
 namespace clawbot::client {
+
+namespace {
+
+// A number as people write it: 5, 0.25 (not 5.000000).
+std::string shortest(double value) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", value);
+  return text;
+}
+
+}  // namespace
 
 ClientConfig load_client_config(const ConfigSearch& search, const ClientOverrides& overrides) {
   ClientConfig config = load_config(search);
@@ -20,7 +32,7 @@ ClientConfig load_client_config(const ConfigSearch& search, const ClientOverride
   if (!overrides.model.empty()) config.model = overrides.model, config.source["model"] = "--model";
   if (overrides.temperature) {
     if (*overrides.temperature < 0 || *overrides.temperature > 2)
-      throw ConfigError("--temperature " + std::to_string(*overrides.temperature) + ": allowed: 0 to 2");
+      throw ConfigError("--temperature " + shortest(*overrides.temperature) + ": allowed: 0 to 2");
     config.temperature = *overrides.temperature, config.source["temperature"] = "--temperature";
   }
   if (overrides.max_tokens) {
@@ -33,6 +45,20 @@ ClientConfig load_client_config(const ConfigSearch& search, const ClientOverride
     config.source["network_timeout"] = "--timeout";
   }
   return config;
+}
+
+std::string_view answer_state(const ChatOutcome& out) {
+  if (out.failure) return out.failure->kind == FailureKind::cancelled ? state_interrupted : state_partial;
+  return out.cut_at_length() ? state_length : state_complete;
+}
+
+MessageStats answer_stats(const ChatOutcome& out) {
+  MessageStats stats;
+  if (!out.started) return stats;
+  stats.ttft_ms = out.ttft_ms;
+  if (out.tokens_per_s() > 0) stats.tokens_per_s = out.tokens_per_s();
+  if (out.completion_tokens >= 0) stats.tokens = out.completion_tokens;
+  return stats;
 }
 
 std::span<const WritingTemplate> writing_templates() {

@@ -231,16 +231,7 @@ class ChatLoop {
     }
   }
 
-  std::int64_t context_length() {
-    if (config_.context_length > 0) return config_.context_length;
-    if (!context_known_) {
-      std::optional<Failure> failure;
-      const auto model = client_.endpoint_model(&failure);
-      context_known_ = model.has_value();
-      if (model) server_context_ = model->context_length;
-    }
-    return server_context_;
-  }
+  std::int64_t context_length() { return client_.context_tokens(); }
 
   void answer() {
     std::vector<ChatMessage> conversation;
@@ -250,7 +241,7 @@ class ChatLoop {
         conversation.push_back({m.role, m.content});
 
     const std::int64_t context = context_length();
-    const std::int64_t reserve = context > 0 ? std::min<std::int64_t>(max_tokens(), context / 4) : 0;
+    const std::int64_t reserve = context > 0 ? std::min<std::int64_t>(config_.max_tokens, context / 4) : 0;
     ContextFit fit = fit_to_context(conversation, context, reserve, tokens_per_byte_);
     if (fit.dropped_messages > 0)
       quiet("(the conversation is longer than the " + std::to_string(context) +
@@ -263,7 +254,7 @@ class ChatLoop {
 
     ChatRequest request;
     request.messages = fit.messages;
-    request.max_tokens = max_tokens();
+    request.max_tokens = config_.max_tokens;  // a ceiling: the client sends what the context leaves
     request.temperature = config_.temperature;
 
     std::int64_t answer_id = 0;
@@ -285,26 +276,23 @@ class ChatLoop {
     });
     if (out.started && !out.text.ends_with('\n')) std::fputc('\n', stdout);
 
-    MessageStats stats;
-    if (out.started) {
-      stats.ttft_ms = out.ttft_ms;
-      if (out.tokens_per_s() > 0) stats.tokens_per_s = out.tokens_per_s();
-      if (out.completion_tokens >= 0) stats.tokens = out.completion_tokens;
+    const MessageStats stats = answer_stats(out);
+    // The model that answered, as the server named it (a one-model node may answer for any name).
+    if (!out.model.empty() && out.model != session_.model) {
+      store_.set_model(session_.id, out.model);
+      session_.model = out.model;
     }
     if (answer_id != 0) {
-      std::string_view state = state_complete;
-      std::string error;
-      if (out.failure) {
-        state = out.failure->kind == FailureKind::cancelled ? state_interrupted : state_partial;
-        error = out.failure->message;
-      }
+      const std::string_view state = answer_state(out);
+      const std::string error = out.failure ? out.failure->message : std::string();
       store_.update_message(answer_id, out.text, state, stats, error);
       remember(answer_id, role_assistant, out.text, state);
     } else if (!out.failure) {
       // An answer with no text is still an answer: the conversation shows it happened.
-      answer_id = store_.append(session_.id, role_assistant, "", state_complete);
-      store_.update_message(answer_id, "", state_complete, stats);
-      remember(answer_id, role_assistant, "", state_complete);
+      const std::string_view state = answer_state(out);
+      answer_id = store_.append(session_.id, role_assistant, "", state);
+      store_.update_message(answer_id, "", state, stats);
+      remember(answer_id, role_assistant, "", state);
     }
 
     if (out.prompt_tokens > 0) {  // calibrate the estimate with what the server counted
@@ -336,11 +324,9 @@ class ChatLoop {
     char line[200];
     std::snprintf(line, sizeof line, "%.2f s to first token · %.1f tokens/s · %lld tokens%s",
                   out.ttft_ms / 1000.0, out.tokens_per_s(), static_cast<long long>(out.completion_tokens),
-                  out.finish_reason == "length" ? " · stopped at max_tokens" : "");
+                  out.cut_at_length() ? " · stopped at max_tokens" : "");
     quiet(line);
   }
-
-  std::int64_t max_tokens() const { return config_.max_tokens; }
 
   // The in-memory copy of what was just written to the store (read back whole only when a session opens).
   void remember(std::int64_t id, std::string_view role, std::string_view content, std::string_view state) {
@@ -450,8 +436,6 @@ class ChatLoop {
   SessionInfo session_;
   std::vector<StoredMessage> messages_;
   double tokens_per_byte_ = 0.35;  // until the server has counted a prompt
-  bool context_known_ = false;
-  std::int64_t server_context_ = 0;
   bool dim_ = false;
 };
 

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include "client/session_store.h"
+#include "common/edit_distance.h"
 
 namespace clawbot::client {
 
@@ -30,6 +31,48 @@ std::string session_db_path(const std::string& flag) {
     std::cerr << "warning: " << e.what() << " (using the default session database)\n";
   }
   return SessionStore::default_path().string();
+}
+
+int exit_for_parse_error(CLI::App& app, const CLI::ParseError& error, int argc, const char* const* argv) {
+  if (error.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success))
+    return app.exit(error);  // --help, --version: printed as CLI11 does, exit 0
+  // The command the words name, as deep as they go; an unknown word where a subcommand is required is the
+  // mistake itself.
+  const CLI::App* at = &app;
+  std::string command = "clawbot";
+  for (int i = 1; i < argc; ++i) {
+    const std::string word = argv[i];
+    if (word.empty() || word.front() == '-') break;  // options: the words after them are their values
+    const CLI::App* sub = nullptr;
+    try {
+      sub = at->get_subcommand(word);
+    } catch (const CLI::OptionNotFound&) {
+    }
+    if (sub != nullptr) {
+      at = sub;
+      command += " " + sub->get_name();
+      continue;
+    }
+    const auto subcommands = at->get_subcommands(std::function<bool(const CLI::App*)>{});
+    if (subcommands.empty() || at->get_require_subcommand_min() == 0) break;
+    std::vector<std::string> names;
+    for (const auto* s : subcommands) names.push_back(s->get_name());
+    const auto close = closest_names(word, names);
+    std::string all;
+    for (const auto& n : names) all += (all.empty() ? "" : ", ") + n;
+    std::cerr << command << ": unknown command '" << word << "'";
+    if (!close.empty()) {
+      std::cerr << "; did you mean";
+      for (std::size_t k = 0; k < close.size(); ++k)
+        std::cerr << (k == 0 ? " '" : k + 1 == close.size() ? "' or '" : "', '") << close[k];
+      std::cerr << "'?";
+    }
+    std::cerr << "\n"
+              << command << " commands: " << all << " (" << command << " --help says what each does)\n";
+    return 2;
+  }
+  std::cerr << command << ": " << error.what() << " (" << command << " --help lists what it takes)\n";
+  return 2;
 }
 
 std::function<std::optional<int>()> add_client_commands(CLI::App& app) {
@@ -58,6 +101,8 @@ std::function<std::optional<int>()> add_client_commands(CLI::App& app) {
       ->capture_default_str();
   ask_cmd->add_flag("--json", ask->json,
                     "Print one JSON object (content, finish_reason, usage, timings, error)");
+  ask_cmd->add_flag("--save", ask->save,
+                    "Store the question and the answer as a session (clawbot sessions list shows it)");
   ask_cmd->add_flag("--stats", ask->stats, "Time to first token and tokens/s on stderr");
   ask_cmd->add_flag("--list-templates", ask->list_templates, "List the templates");
 

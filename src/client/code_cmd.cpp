@@ -1,5 +1,8 @@
 #include "client/code_cmd.h"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <fstream>
@@ -79,30 +82,15 @@ class CodeRun {
   // GET /v1/models once: the model's context and whether it has FIM tokens. A server without the route
   // (some gateways) leaves both unknown; a server that cannot be reached ends the command here.
   bool load_model_facts() {
-    JsonOutcome answer = api_.request_json("/v1/models");
-    if (answer.failure) {
-      if (answer.failure->kind == FailureKind::http_status && answer.status == 404) return true;
-      fail(*answer.failure);
+    std::optional<Failure> failure;
+    if (const auto model = api_.endpoint_model(&failure)) {
+      facts_.id = model->id;
+      facts_.context = model->context_length;
+      facts_.fim = model->fim;
+    } else if (failure && failure->kind != FailureKind::protocol &&
+               !(failure->kind == FailureKind::http_status && failure->status == 404)) {
+      fail(*failure);
       return false;
-    }
-    const json& data = answer.body.is_object() && answer.body.contains("data") ? answer.body["data"] : json();
-    if (!data.is_array() || data.empty() || !data[0].is_object()) return true;
-    const json* chosen = &data[0];
-    for (const auto& m : data)
-      if (!config_.model.empty() && m.is_object() && m.value("id", std::string()) == config_.model)
-        chosen = &m;
-    facts_.id = chosen->value("id", std::string());
-    if (const auto meta = chosen->find("meta"); meta != chosen->end() && meta->is_object()) {
-      for (const char* key : {"n_ctx_per_request", "n_ctx", "n_ctx_train"}) {
-        if (facts_.context == 0 && meta->contains(key) && (*meta)[key].is_number_integer())
-          facts_.context = (*meta)[key].get<std::int64_t>();
-      }
-      if (const auto fim = meta->find("fim"); fim != meta->end() && fim->is_boolean())
-        facts_.fim = fim->get<bool>();
-    }
-    for (const char* key : {"max_model_len", "context_length"}) {
-      if (facts_.context == 0 && chosen->contains(key) && (*chosen)[key].is_number_integer())
-        facts_.context = (*chosen)[key].get<std::int64_t>();
     }
     verbose("model " + (facts_.id.empty() ? std::string("(unnamed)") : facts_.id) + ", context " +
             std::to_string(context()) + " tokens, fill-in-the-middle " +
@@ -311,10 +299,21 @@ class CodeRun {
       note("the model's answer was empty; nothing written");
       return 1;
     }
-    if (!fenced) note("the answer held no ``` code block; it is written as it came");
     if (outcome.finish_reason == "length")
-      note("the answer was cut at " + std::to_string(answer) +
-           " tokens (--max-tokens); the tests may be incomplete");
+      note("the answer was cut at " + std::to_string(outcome.max_tokens) +
+           " tokens (--max-tokens, or the model's context); the tests may be incomplete");
+    // Prose, or code cut in the middle, never goes into a test file: shown, and exit 3 as review does.
+    std::string problem = test_file_problem(language_, code);
+    if (problem.empty() && language_.fence == "python") problem = python_problem(code);
+    if (!problem.empty()) {
+      std::cout << outcome.text << (outcome.text.ends_with('\n') ? "" : "\n") << std::flush;
+      note("the answer is not a " + std::string(language_.test_framework) + " test file (" + problem + ")" +
+           (fenced ? "" : "; it held no ``` code block") + ": " +
+           (options_.output.empty() ? std::string("its text is above")
+                                    : "nothing written to " + target.string() + "; its text is above"));
+      return 3;
+    }
+    if (!fenced) note("the answer held no ``` code block; it is taken whole");
     if (options_.output.empty()) {
       std::cout << code << std::flush;
       verbose("suggested file: " + target.string());
@@ -324,6 +323,41 @@ class CodeRun {
     note("wrote " + std::to_string(std::count(code.begin(), code.end(), '\n')) + " lines of " +
          std::string(language_.test_framework) + " tests to " + target.string());
     return 0;
+  }
+
+  // What Python's own parser says of `code` (empty when it parses, or when there is no python3 to ask).
+  static std::string python_problem(const std::string& code) {
+    char path[] = "/tmp/clawbot-code-XXXXXX";
+    const int fd = ::mkstemp(path);
+    if (fd < 0) return {};
+    const bool written = ::write(fd, code.data(), code.size()) == static_cast<ssize_t>(code.size());
+    ::close(fd);
+    std::string output;
+    int status = -1;
+    if (written) {
+      const std::string command = std::string(
+                                      "python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read(), "
+                                      "\"test file\")' ") +
+                                  path + " 2>&1";
+      if (std::FILE* pipe = ::popen(command.c_str(), "r")) {
+        char buffer[512];
+        while (std::fgets(buffer, sizeof buffer, pipe) != nullptr) output += buffer;
+        status = ::pclose(pipe);
+      }
+    }
+    ::unlink(path);
+    // 127: no python3 on this machine; the structural check has already run.
+    if (status == 0 || !WIFEXITED(status) || WEXITSTATUS(status) == 127) return {};
+    // The last line is the error ("SyntaxError: invalid syntax"); the one naming the line is before it.
+    const auto lines = split_lines(output);
+    std::string where, what;
+    for (const auto line : lines) {
+      const std::string_view text = line;
+      if (text.find("line ") != std::string_view::npos && text.find("File ") != std::string_view::npos)
+        where = std::string(text.substr(text.find("line ")));
+      if (!text.empty() && text.front() != ' ') what = std::string(text);
+    }
+    return "python3 cannot parse it: " + what + (where.empty() ? "" : " (" + where + ")");
   }
 
   // Written beside the target, then renamed: never a half-written test file.

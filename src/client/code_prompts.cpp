@@ -441,6 +441,144 @@ std::string extract_code(std::string_view answer, bool* fenced_out) {
   return best;
 }
 
+namespace {
+
+enum class CommentStyle { hash, slashes, none };
+
+CommentStyle comment_style(const Language& language) {
+  const std::string_view fence = language.fence;
+  for (std::string_view hash : {"python", "bash", "ruby", "r", "elixir", "makefile", "cmake", "dockerfile"})
+    if (fence == hash) return CommentStyle::hash;
+  for (std::string_view none : {"sql", "haskell", "lua"})
+    if (fence == none) return CommentStyle::none;
+  return CommentStyle::slashes;
+}
+
+// The first bracket that does not balance, outside strings and comments; empty when all do. Also leaves, per
+// line, the bracket depth at its end, -1 for a line that ends inside a string (for Python's indentation
+// check).
+std::string unbalanced_bracket(std::string_view code, CommentStyle comments, bool python,
+                               std::vector<int>* depth_at_line_end) {
+  std::vector<std::pair<char, int>> open;  // bracket, line
+  int line = 1;
+  const auto at_end_of_line = [&] {
+    if (depth_at_line_end) depth_at_line_end->push_back(static_cast<int>(open.size()));
+  };
+  for (std::size_t i = 0; i < code.size(); ++i) {
+    const char c = code[i];
+    if (c == '\n') {
+      at_end_of_line();
+      ++line;
+      continue;
+    }
+    const bool hash_comment = comments == CommentStyle::hash && c == '#';
+    const bool line_comment = comments == CommentStyle::slashes && code.substr(i).starts_with("//");
+    if (hash_comment || line_comment) {
+      while (i + 1 < code.size() && code[i + 1] != '\n') ++i;
+      continue;
+    }
+    if (comments == CommentStyle::slashes && code.substr(i).starts_with("/*")) {
+      const auto end = code.find("*/", i + 2);
+      for (std::size_t k = i; k < std::min(end, code.size()); ++k)
+        if (code[k] == '\n') at_end_of_line(), ++line;
+      if (end == std::string_view::npos) return "a /* comment that never ends";
+      i = end + 1;
+      continue;
+    }
+    if (c == '"' || c == '\'' || c == '`') {
+      // A string: Python's triple quotes may span lines, others end at their line (or, for `, anywhere).
+      const bool triple = python && code.substr(i).starts_with(std::string(3, c));
+      const std::string_view close =
+          triple ? std::string_view(code.substr(i, 3)) : std::string_view(&code[i], 1);
+      const int started = line;
+      std::size_t k = i + close.size();
+      for (; k < code.size(); ++k) {
+        if (code[k] == '\\') {
+          ++k;
+          continue;
+        }
+        if (code.substr(k).starts_with(close)) break;
+        if (code[k] == '\n') {
+          if (!triple && c != '`')
+            return "a string on line " + std::to_string(started) + " that is never closed";
+          if (depth_at_line_end) depth_at_line_end->push_back(-1);  // the line ends inside a string
+          ++line;
+        }
+      }
+      if (k >= code.size()) return "a string on line " + std::to_string(started) + " that is never closed";
+      i = k + close.size() - 1;
+      continue;
+    }
+    if (c == '(' || c == '[' || c == '{') {
+      open.emplace_back(c, line);
+    } else if (c == ')' || c == ']' || c == '}') {
+      const char want = c == ')' ? '(' : c == ']' ? '[' : '{';
+      if (open.empty() || open.back().first != want)
+        return std::string("a '") + c + "' on line " + std::to_string(line) + " that closes nothing";
+      open.pop_back();
+    }
+  }
+  at_end_of_line();
+  if (!open.empty())
+    return std::string("a '") + open.back().first + "' on line " + std::to_string(open.back().second) +
+           " that is never closed";
+  return {};
+}
+
+bool contains_any(std::string_view text, std::initializer_list<std::string_view> words) {
+  return std::any_of(words.begin(), words.end(),
+                     [&](std::string_view w) { return text.find(w) != text.npos; });
+}
+
+}  // namespace
+
+std::string test_file_problem(const Language& language, std::string_view code) {
+  if (trim(code).empty()) return "it is empty";
+  const std::string_view fence = language.fence;
+  const bool python = fence == "python";
+  std::vector<int> depth;
+  if (std::string bracket = unbalanced_bracket(code, comment_style(language), python, &depth);
+      !bracket.empty())
+    return bracket;
+  if (python) {
+    // A line may be indented deeper than the one before only after a ':' or inside brackets.
+    const auto lines = split_lines(code);
+    std::size_t previous_indent = 0;
+    std::string_view previous;
+    for (std::size_t n = 0; n < lines.size(); ++n) {
+      const std::string_view text = lines[n];
+      const auto first = text.find_first_not_of(" \t");
+      if (first == std::string_view::npos || text[first] == '#') continue;
+      if (n > 0 && n - 1 < depth.size() && depth[n - 1] < 0) continue;  // inside a """string"""
+      const bool continued =
+          !previous.empty() && (trim(previous).ends_with(':') || trim(previous).ends_with('\\') ||
+                                (n > 0 && n - 1 < depth.size() && depth[n - 1] > 0));
+      if (first > previous_indent && !continued)
+        return "line " + std::to_string(n + 1) + " is indented where no block begins";
+      previous_indent = first;
+      previous = text;
+    }
+  }
+  // Something the framework runs.
+  bool runnable = true;
+  if (python) {
+    runnable = contains_any(code, {"def test", "unittest", "assert"});
+  } else if (fence == "cpp" || fence == "c") {
+    runnable = contains_any(
+        code, {"TEST(", "TEST_F(", "TEST_P(", "TEST_CASE(", "EXPECT_", "ASSERT_", "assert", "TEST_ASSERT"});
+  } else if (fence == "javascript" || fence == "typescript" || fence == "jsx" || fence == "tsx") {
+    runnable = contains_any(code, {"test(", "it(", "describe("});
+  } else if (fence == "go") {
+    runnable = contains_any(code, {"func Test"});
+  } else if (fence == "rust") {
+    runnable = contains_any(code, {"#[test]"});
+  } else if (fence == "java" || fence == "kotlin") {
+    runnable = contains_any(code, {"@Test"});
+  }
+  if (!runnable) return "no test in it for " + std::string(language.test_framework) + " to run";
+  return {};
+}
+
 ReviewResult parse_review(std::string_view answer, int first_line, int last_line) {
   ReviewResult result;
   for (std::string_view text : split_lines(answer)) {

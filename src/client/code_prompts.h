@@ -96,6 +96,12 @@ std::string clean_completion(std::string_view answer);
 // was cut at max_tokens), else the whole answer; `fenced` says which.
 std::string extract_code(std::string_view answer, bool* fenced = nullptr);
 
+// Why `code` cannot be a test file for `language` (empty when it can be one): brackets that do not balance
+// (outside strings and comments), Python indented where no block opens, or nothing that its framework would
+// run (a test function, TEST(...), an assertion, ...). A cheap check that keeps prose out of a test file;
+// Python's own parser, where there is one, is the caller's.
+std::string test_file_problem(const Language& language, std::string_view code);
+
 struct ReviewFinding {
   int line = 0;
   std::string reason;

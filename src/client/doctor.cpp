@@ -22,6 +22,7 @@
 #include "client/cli.h"
 #include "client/endpoint_auto.h"
 #include "common/http_client.h"
+#include "common/json_read.h"
 
 namespace clawbot::client {
 
@@ -113,14 +114,84 @@ std::optional<double> metric_value(std::string_view text, std::string_view name)
 }
 
 // The server's error message from an OpenAI-style error body, else the start of the body.
-std::string answer_message(const http::Response& r) {
-  try {
-    const json body = json::parse(r.body);
-    if (body.contains("error") && body["error"].is_object() && body["error"].contains("message"))
-      return body["error"]["message"].get<std::string>();
-  } catch (const json::exception&) {
+std::string error_message(const std::string& body) {
+  if (const auto parsed = json_read::parse(body); parsed && parsed.value->is_object()) {
+    const auto err = parsed.value->find("error");
+    if (err != parsed.value->end() && err->is_object()) {
+      const auto m = err->find("message");
+      if (m != err->end() && m->is_string()) return m->get<std::string>();
+    }
   }
-  return r.body.substr(0, 200);
+  return body.substr(0, 200);
+}
+
+std::string answer_message(const http::Response& r) {
+  return error_message(r.body);
+}
+
+// The start of a streamed chat answer: doctor sends what `ask` would, and stops at the first token (the
+// connection is closed then, and the node drops the rest).
+struct FirstToken {
+  int status = 0;
+  std::string body;     // a refusal's body (not an event stream)
+  std::string failure;  // the connection or the stream failed
+  bool text = false;    // a token of text arrived
+  std::string finish_reason;
+  std::string model;
+  double ms = 0;  // to the first token, or to the end
+};
+
+asio::awaitable<FirstToken> first_token(http::Client& client, json body) {
+  FirstToken out;
+  const auto sent = Clock::now();
+  auto stream = co_await client.post_sse("/v1/chat/completions", body);
+  if (!stream) {
+    out.failure = stream.error().message;
+    co_return out;
+  }
+  out.status = stream->status();
+  if (!stream->is_event_stream()) {
+    out.body = stream->body();
+    out.ms = elapsed_ms(sent);
+    co_return out;
+  }
+  for (;;) {
+    auto event = co_await stream->next();
+    if (!event) {
+      out.failure = event.error().message;
+      break;
+    }
+    if (!*event || (*event)->data == "[DONE]") break;
+    const auto chunk = json_read::parse((*event)->data);
+    if (!chunk || !chunk.value->is_object()) {
+      out.failure = "an event that is not JSON: " + (*event)->data.substr(0, 120);
+      break;
+    }
+    const json& c = *chunk.value;
+    if (c.contains("error")) {
+      out.failure = "the server reported an error mid-answer: " + error_message((*event)->data);
+      break;
+    }
+    if (const auto m = c.find("model"); m != c.end() && m->is_string()) out.model = m->get<std::string>();
+    const auto choices = c.find("choices");
+    if (choices == c.end() || !choices->is_array() || choices->empty() || !(*choices)[0].is_object())
+      continue;
+    const json& choice = (*choices)[0];
+    if (const auto r = choice.find("finish_reason"); r != choice.end() && r->is_string())
+      out.finish_reason = r->get<std::string>();
+    const auto delta = choice.find("delta");
+    if (delta != choice.end() && delta->is_object()) {
+      const auto content = delta->find("content");
+      if (content != delta->end() && content->is_string() &&
+          !content->get_ref<const std::string&>().empty()) {
+        out.text = true;
+        break;
+      }
+    }
+    if (!out.finish_reason.empty()) break;
+  }
+  out.ms = elapsed_ms(sent);
+  co_return out;
 }
 
 class Doctor {
@@ -138,10 +209,16 @@ class Doctor {
     };
     std::vector<Check> checks;
     std::string stopped_by;
-    for (const auto& [name, step] : steps) {
+    for (const auto& [step_name, step] : steps) {
       Check check;
+      std::string name = step_name;
+      // Through a gateway the last check is its upstreams (a gateway has no memory of its own to speak of),
+      // and it runs even when no model answered: it is where a down upstream shows.
+      if (name == "memory" && gateway_) name = "upstreams";
       check.name = name;
-      if (!stopped_by.empty()) {
+      const bool after_gateway_failure =
+          name == "upstreams" && (stopped_by == "models" || stopped_by == "generate");
+      if (!stopped_by.empty() && !after_gateway_failure) {
         check.status = Status::skip;
         check.detail = "skipped: the " + stopped_by + " check failed";
       } else {
@@ -152,7 +229,7 @@ class Doctor {
           check.status = Status::fail;
           check.detail = e.what();
         }
-        if (!go_on) stopped_by = name;
+        if (!go_on && stopped_by.empty()) stopped_by = name;
       }
       if (!options_.json) print(check);
       checks.push_back(std::move(check));
@@ -167,6 +244,7 @@ class Doctor {
   }
 
   const std::string& endpoint() const noexcept { return endpoint_; }
+  bool gateway() const noexcept { return gateway_; }
 
  private:
   std::string origin() const {
@@ -420,14 +498,14 @@ class Doctor {
                                     : "check the node's log";
       return false;
     }
-    try {
-      models_ = json::parse(answer->body);
-    } catch (const json::exception& e) {
+    auto parsed = json_read::parse(answer->body);
+    if (!parsed) {
       c.status = Status::fail;
-      c.detail = std::string("GET /v1/models is not JSON: ") + e.what();
+      c.detail = "GET /v1/models is not JSON: " + parsed.failure.message;
       c.fix = "is model_endpoint (" + endpoint_ + ") a clawbot node or gateway?";
       return false;
     }
+    models_ = std::move(*parsed.value);
     c.detail = api_key_.empty() ? "no key configured, and the endpoint needs none"
                                 : "the key from " + key_origin() + " is accepted";
     return true;
@@ -444,7 +522,16 @@ class Doctor {
         --i;
         continue;
       }
-      if (!answer || !answer->ok()) {
+      if (answer && target == "/health" && health_.is_null()) {
+        if (auto body = json_read::parse(answer->body); body && body.value->is_object()) {
+          health_ = std::move(*body.value);
+          const auto role = health_.find("role");
+          gateway_ = role != health_.end() && role->is_string() && *role == "gateway";
+        }
+      }
+      // A gateway with no upstream serving answers 503: it answered, and the upstreams check says why.
+      const bool answered = answer && (answer->ok() || (gateway_ && answer->status == 503));
+      if (!answered) {
         c.status = Status::fail;
         c.detail = fmt::format("request {} of {} to {} failed: {}", i + 1, kLatencyRequests, target,
                                answer ? std::to_string(answer->status) : answer.error().message);
@@ -458,8 +545,9 @@ class Doctor {
     const double p99 = percentile(ms, 0.99);
     c.data = {{"requests", ms.size()}, {"target", target},    {"p50_ms", p50},
               {"p99_ms", p99},         {"max_ms", ms.back()}, {"p99_target_ms", kLatencyP99TargetMs}};
-    c.detail = fmt::format("{} x GET {}: P50 {:.1f} ms, P99 {:.1f} ms (target P99 < {:.0f} ms)", ms.size(),
-                           target, p50, p99, kLatencyP99TargetMs);
+    c.data["role"] = gateway_ ? "gateway" : "node";
+    c.detail = fmt::format("{} x GET {}{}: P50 {:.1f} ms, P99 {:.1f} ms (target P99 < {:.0f} ms)", ms.size(),
+                           target, gateway_ ? " (a gateway)" : "", p50, p99, kLatencyP99TargetMs);
     if (p99 > kLatencyP99TargetMs) {
       c.status = Status::warn;
       c.fix = "slow round trips: prefer a wired link or 5 GHz Wi-Fi near the node, and check the node's load";
@@ -469,14 +557,16 @@ class Doctor {
 
   bool check_models(Check& c) {
     std::vector<std::string> ids;
-    if (models_.contains("data") && models_["data"].is_array())
+    if (models_.is_object() && models_.contains("data") && models_["data"].is_array())
       for (const auto& m : models_["data"])
         if (m.contains("id") && m["id"].is_string()) ids.push_back(m["id"].get<std::string>());
     c.data["models"] = ids;
     if (ids.empty()) {
       c.status = Status::fail;
-      c.detail = "the endpoint lists no models";
-      c.fix = "start the node with a model (clawbot serve --model FILE)";
+      c.detail = gateway_ ? "the gateway lists no models: no upstream is serving (see upstreams)"
+                          : "the endpoint lists no models";
+      c.fix = gateway_ ? "start the gateway's nodes, or check the addresses in its gateway.json"
+                       : "start the node with a model (clawbot serve --model FILE)";
       return false;
     }
     if (!config_.model.empty() && std::find(ids.begin(), ids.end(), config_.model) == ids.end()) {
@@ -492,47 +582,68 @@ class Doctor {
     return true;
   }
 
+  // The request `clawbot ask Hello` would send (the same body: streamed, max_tokens as ask computes it from
+  // the config and the node's context, the config's temperature and system prompt), stopped at its first
+  // token.
   bool check_generate(Check& c) {
-    const json request = {{"model", model_},
-                          {"messages", json::array({{{"role", "user"}, {"content", "Hello"}}})},
-                          {"max_tokens", 1},
-                          {"temperature", 0},
-                          {"stream", false}};
-    const auto started = Clock::now();
-    auto answer = run_sync(io_, client().post_json("/v1/chat/completions", request));
-    const double ms = elapsed_ms(started);
-    c.data["ms"] = ms;
-    if (!answer) {
+    ChatRequest request;
+    if (!config_.system_prompt.empty()) request.messages.push_back({"system", config_.system_prompt});
+    request.messages.push_back({"user", "Hello"});  // the model as ask names it: the config's, or none
+    const auto model = model_from_list(models_, model_);
+    const std::int64_t context =
+        config_.context_length > 0 ? config_.context_length : (model ? model->context_length : 0);
+    const json body = chat_request_body(config_, request, context);
+    const auto max_tokens = body["max_tokens"].get<std::int64_t>();
+    c.data = {{"max_tokens", max_tokens}, {"context", context}, {"temperature", body["temperature"]}};
+    const FirstToken answer = run_sync(io_, first_token(client(), body));
+    c.data["ms"] = answer.ms;
+    const std::string shape = fmt::format("max_tokens {}, temperature {}, streamed, as ask sends it",
+                                          max_tokens, body["temperature"].dump());
+    if (!answer.failure.empty()) {
       c.status = Status::fail;
-      c.detail = "one-token generation failed: " + answer.error().message;
+      c.detail = "a chat request as ask sends it failed: " + answer.failure;
       c.fix =
           "the node may be overloaded or stuck: check its log (a longer network_timeout helps a busy node)";
       return false;
     }
-    if (!answer->ok()) {
+    if (answer.status < 200 || answer.status >= 300) {
       c.status = Status::fail;
-      c.detail = fmt::format("one-token generation answered {}: {}", answer->status, answer_message(*answer));
-      c.fix = "check the node's log";
+      c.detail = fmt::format("the chat request ask would send ({}) answered {}: {}", shape, answer.status,
+                             error_message(answer.body));
+      c.fix = answer.status == 400 ? "correct the setting it names in " + origin() +
+                                         " (clawbot config show lists them), or override it with a flag"
+                                   : "check the node's log";
       return false;
     }
-    std::int64_t tokens = -1;
-    try {
-      const json body = json::parse(answer->body);
-      tokens = body.at("usage").at("completion_tokens").get<std::int64_t>();
-    } catch (const json::exception&) {
-    }
-    c.data["completion_tokens"] = tokens;
-    c.detail = fmt::format("1-token answer from {} in {:.0f} ms", model_, ms);
+    c.data["first_token"] = answer.text;
+    c.detail = answer.text ? fmt::format("first token from {} in {:.0f} ms ({})", model_, answer.ms, shape)
+                           : fmt::format("{} answered with no text (finish_reason {}) in {:.0f} ms ({})",
+                                         model_, answer.finish_reason.empty() ? "none" : answer.finish_reason,
+                                         answer.ms, shape);
+    if (context > 0 && config_.max_tokens > context)
+      c.detail += fmt::format(
+          "; max_tokens {} ({}) is more than the {}-token context: requests ask for what "
+          "the context leaves",
+          config_.max_tokens,
+          config_.source.contains("max_tokens") ? config_.source.at("max_tokens")
+                                                : std::string("the default"),
+          context);
     return true;
   }
 
+  static std::string memory_text(double used, double total) {
+    constexpr double gib = 1024.0 * 1024.0 * 1024.0;
+    return fmt::format("{:.1f} of {:.1f} GiB in use ({:.0f}%)", used / gib, total / gib, used / total * 100);
+  }
+
   bool check_memory(Check& c) {
+    if (gateway_) return check_upstreams(c);
     auto answer = get("/metrics");
     if (!answer || !answer->ok()) {
       c.status = Status::warn;
-      c.detail = "no /metrics from the endpoint (" +
+      c.detail = "no /metrics from the node (" +
                  (answer ? std::to_string(answer->status) : answer.error().message) + ")";
-      c.fix = "a gateway may not expose /metrics: run doctor against the node itself to see its memory";
+      c.fix = "is model_endpoint a clawbot node? Another server may not expose /metrics";
       return true;
     }
     const auto total = metric_value(answer->body, "clawbot_system_memory_total_bytes");
@@ -562,6 +673,87 @@ class Doctor {
     return true;
   }
 
+  // Through a gateway: its own state and each upstream's, from its GET /health (which shows upstreams only
+  // to a request with a valid key).
+  bool check_upstreams(Check& c) {
+    const auto text = [](const json& object, const char* key) {
+      const auto it = object.find(key);
+      return it != object.end() && it->is_string() ? it->get<std::string>() : std::string();
+    };
+    const std::string status = text(health_, "status");
+    c.data["gateway_status"] = status;
+    if (const auto queue = health_.find("queue"); queue != health_.end()) c.data["queue"] = *queue;
+    const auto upstreams = health_.find("upstreams");
+    if (upstreams == health_.end() || !upstreams->is_array()) {
+      c.status = Status::warn;
+      c.detail = "the gateway says \"" + status +
+                 "\"; its upstreams (state, models, last error) are shown only with a valid API key";
+      c.fix = api_key_.empty() ? "set api_key_env (or api_key) in " + origin() +
+                                     " to a key of the gateway (clawbot gateway keys create) to see them"
+                               : "the gateway accepted the key from " + key_origin() +
+                                     " but showed no upstreams (an older gateway?)";
+      return true;
+    }
+    std::vector<std::string> lines;
+    std::vector<std::string> down;
+    std::size_t serving = 0, primaries = 0, primaries_serving = 0;
+    json list = json::array();
+    constexpr std::string_view indent = "                ";
+    for (const auto& u : *upstreams) {
+      if (!u.is_object()) continue;
+      const std::string name = text(u, "name");
+      const std::string state = text(u, "state");
+      const bool standby = u.value("standby", false);
+      const bool is_serving = u.value("serving", false);
+      serving += is_serving ? 1 : 0;
+      if (!standby) ++primaries, primaries_serving += is_serving ? 1 : 0;
+      std::string line = fmt::format("{} ({}): {}{}", name, text(u, "url"), state.empty() ? "?" : state,
+                                     standby ? ", standby" : "");
+      json entry = {{"name", name}, {"state", state}, {"serving", is_serving}, {"standby", standby}};
+      if (const auto n = u.find("in_flight"); n != u.end() && n->is_number_integer())
+        line += fmt::format(", {} in flight", n->get<std::int64_t>()), entry["in_flight"] = *n;
+      if (const auto m = u.find("models"); m != u.end() && m->is_array() && !m->empty()) {
+        std::vector<std::string> names;
+        for (const auto& id : *m)
+          if (id.is_string()) names.push_back(id.get<std::string>());
+        line += fmt::format(", models {}", fmt::join(names, ", "));
+        entry["models"] = names;
+      }
+      if (const auto mem = u.find("memory"); mem != u.end() && mem->is_object()) {
+        const auto used = mem->find("used_bytes");
+        const auto total = mem->find("total_bytes");
+        if (used != mem->end() && total != mem->end() && used->is_number() && total->is_number() &&
+            total->get<double>() > 0) {
+          line += ", memory " + memory_text(used->get<double>(), total->get<double>());
+          entry["memory"] = *mem;
+        }
+      }
+      if (const std::string error = text(u, "last_error"); !error.empty())
+        line += "; last error: " + error, entry["last_error"] = error;
+      if (!is_serving && !standby) down.push_back(name);
+      lines.push_back(std::move(line));
+      list.push_back(std::move(entry));
+    }
+    c.data["upstreams"] = list;
+    c.detail = fmt::format("gateway {}, {} of {} upstream{} serving", status.empty() ? "?" : status, serving,
+                           lines.size(), lines.size() == 1 ? "" : "s");
+    if (const auto queue = health_.find("queue"); queue != health_.end() && queue->is_number_integer())
+      c.detail += fmt::format(", {} queued", queue->get<std::int64_t>());
+    for (const auto& line : lines) c.detail += "\n" + std::string(indent) + line;
+    if (serving == 0) {
+      c.status = Status::fail;
+      c.fix =
+          "no upstream can take a request: start the nodes named above, or correct their URLs in the "
+          "gateway's gateway.json";
+    } else if (primaries_serving < primaries) {
+      c.status = Status::warn;
+      c.fix = fmt::format("{} {} not serving: start {} or check {} log (requests go to the others meanwhile)",
+                          fmt::join(down, ", "), down.size() == 1 ? "is" : "are",
+                          down.size() == 1 ? "it" : "them", down.size() == 1 ? "its" : "their");
+    }
+    return true;
+  }
+
   const DoctorOptions& options_;
   ClientConfig config_;
   std::string api_key_;
@@ -572,6 +764,8 @@ class Doctor {
   std::unique_ptr<http::Client> client_;
   json models_;
   std::string model_;
+  json health_;           // the first GET /health answer (null when the endpoint has none)
+  bool gateway_ = false;  // its /health says "role": "gateway"
 };
 
 int run_doctor(const DoctorOptions& options) {
@@ -587,7 +781,10 @@ int run_doctor(const DoctorOptions& options) {
   }
   const bool healthy = failed.empty();
   if (options.json) {
-    json out = {{"healthy", healthy}, {"endpoint", doctor.endpoint()}, {"checks", json::array()}};
+    json out = {{"healthy", healthy},
+                {"endpoint", doctor.endpoint()},
+                {"role", doctor.gateway() ? "gateway" : "node"},
+                {"checks", json::array()}};
     for (const auto& c : checks) {
       json entry = {{"name", c.name},
                     {"status", status_word(c.status) == "FAIL" ? "fail" : status_word(c.status)},
@@ -615,7 +812,8 @@ std::function<std::optional<int>()> add_doctor_command(CLI::App& app) {
   auto options = std::make_shared<DoctorOptions>();
   auto* cmd = app.add_subcommand(
       "doctor",
-      "Check the way to the node step by step (config, DNS, TCP, TLS, key, latency, model, memory)");
+      "Check the way to the node step by step (config, DNS, TCP, TLS, key, latency, model, a request as ask "
+      "sends it, memory; through a gateway, each upstream)");
   add_client_flags(*cmd, options->search, options->overrides);
   cmd->add_flag("--json", options->json, "Print one JSON object with each check's status");
   return [=]() -> std::optional<int> {

@@ -82,6 +82,8 @@ std::string export_markdown(const SessionInfo& session, std::span<const StoredMe
       out += "\n> **Interrupted** by the user";
       out += message.error.empty() ? "." : ": " + message.error;
       out += "\n";
+    } else if (message.state == state_length) {
+      out += "\n> **Cut at the length limit:** the answer stopped at max_tokens or the end of the context.\n";
     }
     if (const auto stats = stats_line(message.stats); !stats.empty()) out += "\n*" + stats + "*\n";
   }

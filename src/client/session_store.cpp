@@ -19,10 +19,27 @@ namespace clawbot::client {
 namespace {
 
 // PRAGMA user_version of the schema below. A newer file is refused (an older clawbot would misread it); an
-// older one, once there is one, is migrated in open_schema().
-constexpr std::int64_t schema_version = 1;
+// older one is migrated in open_schema(). Version 2 added the message state 'length'.
+constexpr std::int64_t schema_version = 2;
 
-constexpr const char* schema_sql = R"sql(
+// The messages table of version 2; the migration creates it under another name first.
+std::string messages_table_sql(std::string_view name) {
+  return "CREATE TABLE " + std::string(name) + R"sql( (
+  id           INTEGER PRIMARY KEY,
+  session_id   INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+  role         TEXT    NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
+  content      TEXT    NOT NULL,
+  state        TEXT    NOT NULL CHECK (state IN ('complete', 'partial', 'interrupted', 'length')),
+  created_ms   INTEGER NOT NULL,
+  ttft_ms      REAL,
+  tokens_per_s REAL,
+  tokens       INTEGER,
+  error        TEXT    NOT NULL DEFAULT ''
+);
+)sql";
+}
+
+constexpr const char* sessions_table_sql = R"sql(
 CREATE TABLE sessions (
   id            INTEGER PRIMARY KEY,
   name          TEXT    NOT NULL UNIQUE,
@@ -31,22 +48,10 @@ CREATE TABLE sessions (
   created_ms    INTEGER NOT NULL,
   updated_ms    INTEGER NOT NULL
 );
-CREATE TABLE messages (
-  id           INTEGER PRIMARY KEY,
-  session_id   INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
-  role         TEXT    NOT NULL CHECK (role IN ('system', 'user', 'assistant')),
-  content      TEXT    NOT NULL,
-  state        TEXT    NOT NULL CHECK (state IN ('complete', 'partial', 'interrupted')),
-  created_ms   INTEGER NOT NULL,
-  ttft_ms      REAL,
-  tokens_per_s REAL,
-  tokens       INTEGER,
-  error        TEXT    NOT NULL DEFAULT ''
-);
-CREATE INDEX messages_by_session ON messages(session_id, id);
 CREATE INDEX sessions_by_update ON sessions(updated_ms);
-PRAGMA user_version = 1;
 )sql";
+
+constexpr const char* messages_index_sql = "CREATE INDEX messages_by_session ON messages(session_id, id);";
 
 constexpr std::size_t name_max_bytes = 100;
 constexpr std::size_t preview_max_bytes = 200;
@@ -181,7 +186,8 @@ bool is_role(std::string_view role) {
   return role == role_system || role == role_user || role == role_assistant;
 }
 bool is_state(std::string_view state) {
-  return state == state_complete || state == state_partial || state == state_interrupted;
+  return state == state_complete || state == state_partial || state == state_interrupted ||
+         state == state_length;
 }
 
 std::optional<std::int64_t> parse_id(std::string_view text) {
@@ -192,36 +198,6 @@ std::optional<std::int64_t> parse_id(std::string_view text) {
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), id);
   if (ec != std::errc{} || end != text.data() + text.size()) return std::nullopt;
   return id;
-}
-
-std::string lowercase(std::string_view text) {
-  std::string out(text);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-// Up to three existing names close to the one asked for: a small edit away, containing it, or starting the
-// same.
-std::vector<std::string> closest_names(std::string_view wanted, const std::vector<std::string>& names) {
-  const std::string wanted_lower = lowercase(wanted);
-  std::vector<std::pair<std::size_t, std::string>> scored;
-  for (const auto& name : names) {
-    const std::string name_lower = lowercase(name);
-    const std::size_t distance = edit_distance(wanted_lower, name_lower);
-    const bool contains = !wanted_lower.empty() && (name_lower.find(wanted_lower) != std::string::npos ||
-                                                    wanted_lower.find(name_lower) != std::string::npos);
-    const auto mismatch =
-        std::mismatch(wanted_lower.begin(), wanted_lower.end(), name_lower.begin(), name_lower.end());
-    const auto common_prefix = static_cast<std::size_t>(mismatch.first - wanted_lower.begin());
-    const bool same_start = common_prefix >= std::max<std::size_t>(3, wanted.size() / 2);
-    if (distance <= std::max<std::size_t>(2, wanted.size() / 3) || contains || same_start) {
-      scored.emplace_back(distance, name);
-    }
-  }
-  std::sort(scored.begin(), scored.end());
-  std::vector<std::string> out;
-  for (std::size_t k = 0; k < scored.size() && k < 3; ++k) out.push_back(scored[k].second);
-  return out;
 }
 
 // Creates the directory the database goes in, so that a first run on a new machine just works.
@@ -301,15 +277,26 @@ void SessionStore::open_schema() {
   db_.exec("PRAGMA synchronous = NORMAL");
   db_.exec("PRAGMA foreign_keys = ON");
 
-  if (version == 0) {
+  if (version < schema_version) {
     sqlite::Transaction transaction(db_);
-    // Another process may have created it between the read above and this lock.
+    // Another process may have created or migrated it between the read above and this lock.
     const std::int64_t locked_version = read_version();
     if (locked_version > schema_version) refuse_newer(locked_version);
     if (locked_version == 0) {
       if (foreign_tables() > 0) refuse_foreign();
-      db_.exec(schema_sql);
+      db_.exec(sessions_table_sql);
+      db_.exec(messages_table_sql("messages").c_str());
+      db_.exec(messages_index_sql);
+    } else if (locked_version == 1) {
+      // A CHECK constraint cannot be altered: the table is copied into one with the new constraint. Nothing
+      // refers to messages, so dropping the old one cascades nowhere.
+      db_.exec(messages_table_sql("messages_v2").c_str());
+      db_.exec("INSERT INTO messages_v2 SELECT * FROM messages");
+      db_.exec("DROP TABLE messages");
+      db_.exec("ALTER TABLE messages_v2 RENAME TO messages");
+      db_.exec(messages_index_sql);
     }
+    db_.exec(("PRAGMA user_version = " + std::to_string(schema_version)).c_str());
     transaction.commit();
   }
 }
@@ -440,7 +427,7 @@ std::int64_t SessionStore::append(std::int64_t session_id, std::string_view role
   }
   if (!is_state(state)) {
     fail(StoreErrorKind::invalid_argument,
-         "message state " + quote_name(state) + " is not one of complete, partial, interrupted");
+         "message state " + quote_name(state) + " is not one of complete, partial, interrupted, length");
   }
   const std::int64_t now = now_ms();
   sqlite::Transaction transaction(db_);
@@ -458,7 +445,7 @@ void SessionStore::update_message(std::int64_t message_id, std::string_view cont
                                   const MessageStats& stats, std::string_view error) {
   if (!is_state(state)) {
     fail(StoreErrorKind::invalid_argument,
-         "message state " + quote_name(state) + " is not one of complete, partial, interrupted");
+         "message state " + quote_name(state) + " is not one of complete, partial, interrupted, length");
   }
   sqlite::Transaction transaction(db_);
   sqlite::Statement owner(db_, "SELECT session_id FROM messages WHERE id = ?1");

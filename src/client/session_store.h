@@ -27,6 +27,7 @@ inline constexpr std::string_view role_assistant = "assistant";
 inline constexpr std::string_view state_complete = "complete";
 inline constexpr std::string_view state_partial = "partial";          // cut off by a network failure or crash
 inline constexpr std::string_view state_interrupted = "interrupted";  // the user pressed Ctrl-C
+inline constexpr std::string_view state_length = "length";  // whole, but stopped at max_tokens or the context
 
 // How an answer was generated; each figure is absent when unknown (a user message has none).
 struct MessageStats {

@@ -2,8 +2,11 @@
 #pragma once
 
 #include <algorithm>
+#include <cctype>
 #include <cstddef>
+#include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace clawbot {
@@ -21,6 +24,36 @@ inline std::size_t edit_distance(std::string_view a, std::string_view b) {
     }
   }
   return row[b.size()];
+}
+
+// Up to three of `names` close to `wanted`, best first, ignoring case: a small edit away, containing it (or
+// contained in it), or starting the same. Empty when none is close enough to be a likely typo.
+inline std::vector<std::string> closest_names(std::string_view wanted,
+                                              const std::vector<std::string>& names) {
+  const auto lowercase = [](std::string_view text) {
+    std::string out(text);
+    for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return out;
+  };
+  const std::string wanted_lower = lowercase(wanted);
+  std::vector<std::pair<std::size_t, std::string>> scored;
+  for (const auto& name : names) {
+    const std::string name_lower = lowercase(name);
+    const std::size_t distance = edit_distance(wanted_lower, name_lower);
+    const bool contains = !wanted_lower.empty() && (name_lower.find(wanted_lower) != std::string::npos ||
+                                                    wanted_lower.find(name_lower) != std::string::npos);
+    const auto mismatch =
+        std::mismatch(wanted_lower.begin(), wanted_lower.end(), name_lower.begin(), name_lower.end());
+    const auto common_prefix = static_cast<std::size_t>(mismatch.first - wanted_lower.begin());
+    const bool same_start = common_prefix >= std::max<std::size_t>(3, wanted.size() / 2);
+    if (distance <= std::max<std::size_t>(2, wanted.size() / 3) || contains || same_start) {
+      scored.emplace_back(distance, name);
+    }
+  }
+  std::sort(scored.begin(), scored.end());
+  std::vector<std::string> out;
+  for (std::size_t k = 0; k < scored.size() && k < 3; ++k) out.push_back(scored[k].second);
+  return out;
 }
 
 }  // namespace clawbot

@@ -4,18 +4,30 @@
 #include <filesystem>
 #include <sstream>
 
+#include "common/edit_distance.h"
+
 namespace clawbot {
 namespace {
 
-std::string model_dirs_text() {
+namespace fs = std::filesystem;
+
+const char* models_env() {
   const char* env = std::getenv("CLAWBOT_MODELS");
-  return env && *env ? env : "../shared/models";
+  return env != nullptr && *env != '\0' ? env : nullptr;
+}
+
+// ${VARIABLE:-~/fallback}/clawbot/models; empty when neither the variable nor HOME is set.
+std::string user_dir(const char* variable, const char* fallback) {
+  const char* xdg = std::getenv(variable);
+  if (xdg != nullptr && *xdg != '\0') return (fs::path(xdg) / "clawbot" / "models").string();
+  const char* home = std::getenv("HOME");
+  if (home == nullptr || *home == '\0') return {};
+  return (fs::path(home) / fallback / "clawbot" / "models").string();
 }
 
 }  // namespace
 
 std::optional<std::string> find_model_file(const std::string& name) {
-  namespace fs = std::filesystem;
   std::error_code ec;
   if (name.find('/') != std::string::npos || fs::exists(name, ec)) {
     if (fs::is_regular_file(name, ec)) return name;
@@ -30,17 +42,52 @@ std::optional<std::string> find_model_file(const std::string& name) {
 
 std::vector<std::string> model_dirs() {
   std::vector<std::string> out;
-  std::stringstream dirs(model_dirs_text());
-  std::string dir;
-  while (std::getline(dirs, dir, ':')) {
-    if (!dir.empty()) out.push_back(dir);
+  if (const char* env = models_env()) {
+    std::stringstream dirs{std::string(env)};
+    std::string dir;
+    while (std::getline(dirs, dir, ':')) {
+      if (!dir.empty()) out.push_back(dir);
+    }
+    return out;
+  }
+  for (auto dir : {user_dir("XDG_DATA_HOME", ".local/share"), user_dir("XDG_CACHE_HOME", ".cache")}) {
+    if (!dir.empty()) out.push_back(std::move(dir));
   }
   return out;
 }
 
 std::string model_dirs_description() {
-  const char* env = std::getenv("CLAWBOT_MODELS");
-  return "CLAWBOT_MODELS=" + model_dirs_text() + (env && *env ? "" : " (the default)");
+  if (const char* env = models_env()) return std::string("CLAWBOT_MODELS=") + env;
+  std::string dirs;
+  for (const auto& dir : model_dirs()) dirs += (dirs.empty() ? "" : " and ") + dir;
+  return (dirs.empty() ? std::string("no directory (HOME is unset)") : dirs) + " (CLAWBOT_MODELS is unset)";
+}
+
+std::vector<std::string> similar_model_names(const std::string& name) {
+  std::vector<std::string> names;
+  for (const auto& dir : model_dirs()) {
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(dir, ec)) {
+      if (entry.path().extension() == ".gguf" || entry.path().extension() == ".enc")
+        names.push_back(entry.path().filename().string());
+    }
+  }
+  const std::string wanted = fs::path(name).filename().string();
+  auto close = closest_names(wanted, names);
+  // "stories260K" for "stories260K.gguf": the name without its extension is close too.
+  if (close.empty() && !wanted.ends_with(".gguf")) close = closest_names(wanted + ".gguf", names);
+  return close;
+}
+
+std::string model_not_found_message(const std::string& name) {
+  std::string message =
+      "no model file '" + name + "' in the current directory nor in " + model_dirs_description();
+  if (name.find('/') != std::string::npos) message = "no such model file '" + name + "'";
+  const auto close = similar_model_names(name);
+  for (std::size_t k = 0; k < close.size(); ++k)
+    message += (k == 0 ? "; did you mean '" : k + 1 == close.size() ? "' or '" : "', '") + close[k];
+  if (!close.empty()) message += "'?";
+  return message;
 }
 
 }  // namespace clawbot

@@ -268,6 +268,15 @@ class RemoveOnFailure {
   throw CryptError(CryptFailure::io, message);
 }
 
+// detail::open_regular_file, its failure as CryptError(io).
+detail::UniqueFd open_for_crypt(const std::string& path, std::uint64_t& size) {
+  try {
+    return detail::open_regular_file(path, size);
+  } catch (const std::exception& e) {
+    throw_io(e.what());
+  }
+}
+
 // Parses, checks the key and authenticates the header of an encrypted file, then compares its size with the
 // header's promise. What is left to do is the chunks.
 struct OpenedEncrypted {
@@ -280,11 +289,7 @@ struct OpenedEncrypted {
 OpenedEncrypted open_encrypted(const std::string& path, const ModelKey& key) {
   OpenedEncrypted opened;
   std::uint64_t size = 0;
-  try {
-    opened.fd = detail::open_regular_file(path, size);
-  } catch (const std::exception& e) {
-    throw_io(e.what());
-  }
+  opened.fd = open_for_crypt(path, size);
   opened.header = read_encrypted_header(path);
   opened.header_bytes = encode_header(opened.header);
   const EncryptedHeader& header = opened.header;
@@ -328,9 +333,13 @@ OpenedEncrypted open_encrypted(const std::string& path, const ModelKey& key) {
   return opened;
 }
 
-// Decrypts every chunk of an opened file into `out` (plaintext_size bytes).
+// Called with each decrypted chunk (its plaintext offset and bytes) when decrypting without a destination.
+using ChunkCheck = std::function<void(std::uint64_t offset, std::span<const std::uint8_t> plain)>;
+
+// Decrypts every chunk of an opened file into `out` (plaintext_size bytes), or, when `out` is null, hands
+// each chunk to `check` instead.
 CryptStats decrypt_chunks(OpenedEncrypted& opened, const std::string& path, std::uint8_t* out,
-                          int threads_wanted, bool progress) {
+                          int threads_wanted, bool progress, const ChunkCheck& check = {}) {
   const EncryptedHeader& header = opened.header;
   const std::uint64_t count = header.chunk_count();
   const std::uint64_t stride = std::uint64_t{header.chunk_size} + encrypted_tag_bytes;
@@ -339,12 +348,14 @@ CryptStats decrypt_chunks(OpenedEncrypted& opened, const std::string& path, std:
   struct State {
     ChunkCipher cipher;
     std::vector<std::uint8_t> buffer;
+    std::vector<std::uint8_t> plain;  // without `out`: where a chunk is decrypted for `check`
   };
   std::uint8_t scratch[1] = {};
   for_each_chunk<State>(
       count, threads, header.plaintext_size, header.chunk_size, bar,
       [&] {
-        return State{ChunkCipher(*opened.file_key, false), std::vector<std::uint8_t>(stride)};
+        return State{ChunkCipher(*opened.file_key, false), std::vector<std::uint8_t>(stride),
+                     std::vector<std::uint8_t>(out == nullptr ? header.chunk_size : 0)};
       },
       [&](State& state, std::uint64_t chunk) {
         const std::uint64_t plain_offset = chunk * header.chunk_size;
@@ -354,10 +365,11 @@ CryptStats decrypt_chunks(OpenedEncrypted& opened, const std::string& path, std:
             opened.fd.get(), std::as_writable_bytes(std::span(state.buffer.data(), length + 16)),
             encrypted_header_bytes + chunk * stride, path);
         if (got != length + encrypted_tag_bytes) throw_io("'" + path + "' shrank while it was read");
-        std::uint8_t* dest = length > 0 ? out + plain_offset : scratch;
+        std::uint8_t* dest = length == 0 ? scratch : out != nullptr ? out + plain_offset : state.plain.data();
         const auto aad = std::span<const std::uint8_t>(opened.header_bytes);
         if (state.cipher.open(chunk_nonce(chunk, chunk + 1 == count), aad, state.buffer.data(), dest, length,
                               state.buffer.data() + length)) {
+          if (out == nullptr && check) check(plain_offset, std::span<const std::uint8_t>(dest, length));
           return;
         }
         // Would it authenticate at another position? Then the chunks were moved, not changed.
@@ -565,12 +577,7 @@ bool is_encrypted_file(const std::string& path) {
 
 EncryptedHeader read_encrypted_header(const std::string& path) {
   std::uint64_t size = 0;
-  detail::UniqueFd fd;
-  try {
-    fd = detail::open_regular_file(path, size);
-  } catch (const std::exception& e) {
-    throw_io(e.what());
-  }
+  detail::UniqueFd fd = open_for_crypt(path, size);
   Header80 bytes{};
   std::size_t got = 0;
   try {
@@ -603,12 +610,7 @@ CryptStats encrypt_file(const std::string& input, const std::string& output, con
                                                    std::to_string(encrypted_chunk_max) + " bytes)");
   }
   std::uint64_t size = 0;
-  detail::UniqueFd in;
-  try {
-    in = detail::open_regular_file(input, size);
-  } catch (const std::exception& e) {
-    throw_io(e.what());
-  }
+  detail::UniqueFd in = open_for_crypt(input, size);
   if (is_encrypted_file(input)) {
     throw CryptError(CryptFailure::io, "'" + input + "' is already encrypted (it starts with 'CLAWENC')");
   }
@@ -714,6 +716,27 @@ CryptStats decrypt_file(const std::string& input, const std::string& output, con
   return stats;
 }
 
+CryptStats compare_decrypted(const std::string& encrypted, const ModelKey& key, const std::string& plaintext,
+                             const CryptOptions& options) {
+  OpenedEncrypted opened = open_encrypted(encrypted, key);
+  std::uint64_t size = 0;
+  detail::UniqueFd original = open_for_crypt(plaintext, size);
+  if (size != opened.header.plaintext_size) {
+    throw_io("'" + encrypted + "' holds " + std::to_string(opened.header.plaintext_size) + " bytes, but '" +
+             plaintext + "' has " + std::to_string(size) + ": it is not this file's encryption");
+  }
+  const ChunkCheck same = [&](std::uint64_t offset, std::span<const std::uint8_t> plain) {
+    std::vector<std::uint8_t> expected(plain.size());
+    if (detail::pread_full(original.get(), std::as_writable_bytes(std::span(expected)), offset, plaintext) !=
+            plain.size() ||
+        !std::equal(plain.begin(), plain.end(), expected.begin())) {
+      throw_io("the decrypted bytes at offset " + std::to_string(offset) + " of '" + encrypted +
+               "' differ from '" + plaintext + "' (was it changed during the encryption?)");
+    }
+  };
+  return decrypt_chunks(opened, encrypted, nullptr, options.threads, options.progress, same);
+}
+
 DecryptedModel::DecryptedModel(DecryptedModel&& other) noexcept
     : fd_(std::exchange(other.fd_, -1)), stats_(other.stats_) {}
 
@@ -803,6 +826,32 @@ int run_encrypt(const EncryptCommand& command) {
                  command.input.c_str(), output.c_str(), detail::format_bytes(stats.plaintext_bytes).c_str(),
                  stats.seconds, detail::format_rate(stats.plaintext_bytes, stats.seconds).c_str(),
                  stats.threads, stats.threads == 1 ? "" : "s", key.id_hex().c_str());
+    // The .enc's own sum, which `serve --verify` and `verify` check it against.
+    VerifyOptions record;
+    record.model = output;
+    record.write = true;
+    record.progress = command.progress;
+    if (std::error_code ec; fs::exists(output + ".sha256", ec))
+      fs::remove(output + ".sha256", ec);  // --force
+    const VerifyReport recorded = verify_model_file(record);
+    std::fprintf(stderr, "clawbot encrypt: recorded its SHA-256 in %s (serve --verify checks it)\n",
+                 recorded.written.empty() ? "?" : recorded.written.front().c_str());
+    if (command.remove_plaintext) {
+      const CryptStats checked = compare_decrypted(output, key, command.input, options);
+      if (::unlink(command.input.c_str()) != 0)
+        throw_io("cannot delete '" + command.input + "': " + std::strerror(errno));
+      std::fprintf(stderr,
+                   "clawbot encrypt: %s decrypts to exactly the bytes of %s (%.2f s): deleted %s (a file "
+                   "system may keep its old blocks; use full-disk encryption for plaintext that must not "
+                   "survive)\n",
+                   output.c_str(), command.input.c_str(), checked.seconds, command.input.c_str());
+    } else {
+      std::fprintf(stderr,
+                   "clawbot encrypt: the plaintext %s is still there: delete it once the .enc is where it "
+                   "belongs (or run again with --remove-plaintext, which deletes it after checking that the "
+                   ".enc decrypts back to it), and keep the key apart from the .enc\n",
+                   command.input.c_str());
+    }
     std::printf("%s\n", output.c_str());
     return 0;
   } catch (const std::exception& e) {

@@ -202,6 +202,12 @@ CryptStats encrypt_file(const std::string& input, const std::string& output, con
 CryptStats decrypt_file(const std::string& input, const std::string& output, const ModelKey& key,
                         const CryptOptions& options);
 
+// Decrypts `encrypted` chunk by chunk, in memory, and compares each chunk with the same bytes of `plaintext`:
+// the round trip that must hold before the plaintext may go. Throws CryptError (a chunk that differs is
+// `io`, naming it; anything the decryption refuses, as decrypt_file would).
+CryptStats compare_decrypted(const std::string& encrypted, const ModelKey& key, const std::string& plaintext,
+                             const CryptOptions& options);
+
 // The plaintext of an encrypted model in an anonymous, sealed memory file (memfd): never on disk.
 class DecryptedModel {
  public:
@@ -237,6 +243,7 @@ struct EncryptCommand {
   int threads = 0;
   bool force = false;
   bool progress = true;
+  bool remove_plaintext = false;  // delete INPUT once the .enc decrypts back to exactly its bytes
 };
 struct DecryptCommand {
   std::string input;

@@ -685,8 +685,7 @@ std::string synth_default_path(std::string_view shape, std::string_view quant) {
 
 std::string find_model_file(const std::string& name) {
   if (auto found = clawbot::find_model_file(name)) return *found;
-  throw std::runtime_error("model file '" + name + "' not found in the current directory nor in " +
-                           model_dirs_description());
+  throw std::runtime_error(model_not_found_message(name));
 }
 
 SynthResult synthesize_model(const SynthOptions& options) {

@@ -107,6 +107,11 @@ std::string resolve_model_url(const std::string& url) {
   return "https://huggingface.co/" + rest.substr(0, second) + "/resolve/main/" + rest.substr(second + 1);
 }
 
+std::string local_model_file(const std::string& name) {
+  if (auto found = clawbot::find_model_file(name)) return *found;
+  throw std::runtime_error(clawbot::model_not_found_message(name));
+}
+
 int run_models_list(const ModelsListOptions& options) {
   std::vector<ModelSummary> models;
   for (const auto& dir : model_dirs()) {
@@ -169,7 +174,7 @@ int run_models_show(const ModelsShowOptions& options) {
   try {
     const std::string location = is_url(options.model) || is_hf(options.model)
                                      ? resolve_model_url(options.model)
-                                     : clawbot::find_model_file(options.model).value_or(options.model);
+                                     : local_model_file(options.model);
     const GgufFile file = read_gguf(location);
     if (options.json) {
       nlohmann::json meta = nlohmann::json::object();

@@ -474,7 +474,7 @@ int run_plan(const PlanOptions& options) {
   try {
     const std::string location = is_url(options.model) || options.model.starts_with("hf://")
                                      ? options.model
-                                     : clawbot::find_model_file(options.model).value_or(options.model);
+                                     : local_model_file(options.model);
     const GgufFile file = read_gguf(resolve_model_url(location));
     const ModelDims dims = model_dims(file);
     const MemoryPlan plan = plan_memory(file, dims, options.ctx, options.parallel, options.kv_type,
@@ -623,9 +623,12 @@ int run_plan(const PlanOptions& options) {
     }
     if (largest_ctx > 0) {
       const bool at_training_ctx = dims.n_ctx_train > 0 && largest_ctx >= static_cast<int>(dims.n_ctx_train);
-      std::printf("largest     --ctx %d at --parallel %d%s; --parallel %d at --ctx %u\n", largest_ctx,
-                  options.parallel, at_training_ctx ? " (the model's training context)" : "",
-                  largest_parallel, plan.ctx_per_request);
+      std::printf("largest     --ctx %d at --parallel %d%s; ", largest_ctx, options.parallel,
+                  at_training_ctx ? " (the model's training context)" : "");
+      if (largest_parallel > 0)
+        std::printf("--parallel %d at --ctx %u\n", largest_parallel, plan.ctx_per_request);
+      else
+        std::printf("not even --parallel 1 fits at --ctx %u\n", plan.ctx_per_request);
     } else {
       std::printf("largest     not even --ctx 256 at --parallel %d fits\n", options.parallel);
     }

@@ -118,7 +118,7 @@ struct ModelsShowOptions {
 };
 struct ModelsPullOptions {
   std::string url;         // http(s)://... or hf://org/repo/file
-  std::string output_dir;  // empty: the first directory of CLAWBOT_MODELS
+  std::string output_dir;  // empty: the first model directory (common/model_path.h)
   std::string sha256;      // expected sum (hex); empty: a sidecar URL.sha256 when the server has one
   bool no_progress = false;
 };
@@ -129,5 +129,9 @@ int run_models_pull(const ModelsPullOptions& options);
 
 // hf://org/repo/path/file -> https://huggingface.co/org/repo/resolve/main/path/file; other URLs unchanged.
 std::string resolve_model_url(const std::string& url);
+
+// A model named on the command line that is not a URL: the file, as a path or a name in the model
+// directories; throws std::runtime_error saying where it looked and which names are close otherwise.
+std::string local_model_file(const std::string& name);
 
 }  // namespace clawbot::ops

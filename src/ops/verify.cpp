@@ -100,17 +100,38 @@ ExpectedSum read_sidecar(const std::string& sidecar, std::size_t hex_length, con
   return expected;
 }
 
-std::string format_time(fs::file_time_type time) {
+// A file time as a local date and time; with milliseconds when `fine` (two times within the same second).
+std::string format_time(fs::file_time_type time, bool fine = false) {
   // Through "now" on both clocks: GCC 12 has no clock_cast.
   const auto system =
       std::chrono::system_clock::now() + std::chrono::duration_cast<std::chrono::system_clock::duration>(
                                              time - fs::file_time_type::clock::now());
   const std::time_t t = std::chrono::system_clock::to_time_t(system);
-  char text[32];
+  char text[48];
   std::tm tm{};
   localtime_r(&t, &tm);
   std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S", &tm);
-  return text;
+  std::string out = text;
+  if (fine) {
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(system.time_since_epoch()).count();
+    char fraction[8];
+    std::snprintf(fraction, sizeof fraction, ".%03d", static_cast<int>(((ms % 1000) + 1000) % 1000));
+    out += fraction;
+  }
+  return out;
+}
+
+// "the file was modified (T1) after its sum was recorded (T2)", when the file is newer than the sidecar;
+// empty otherwise. Times that read the same to the second are shown to the millisecond, so "after" is visibly
+// true.
+std::string modified_after(const std::string& file, const std::string& sidecar) {
+  std::error_code ec1, ec2;
+  const auto sidecar_time = fs::last_write_time(sidecar, ec1);
+  const auto file_time = fs::last_write_time(file, ec2);
+  if (ec1 || ec2 || file_time <= sidecar_time) return {};
+  const bool same_second = format_time(file_time) == format_time(sidecar_time);
+  return "the file was modified (" + format_time(file_time, same_second) + ") after its sum was recorded (" +
+         format_time(sidecar_time, same_second) + ")";
 }
 
 // What probably happened when the sums differ, from what can be checked cheaply.
@@ -118,9 +139,17 @@ std::string explain_mismatch(const VerifyOptions& options, const VerifyReport& r
   std::vector<std::string> reasons;
   const std::string file_name = fs::path(options.model).filename().string();
   const ExpectedSum& expected = *report.expected;
-  if (!expected.sidecar_name.empty() && fs::path(expected.sidecar_name).filename() != file_name) {
-    reasons.push_back("the sidecar names another file, '" + expected.sidecar_name +
-                      "': it was copied or renamed along with the wrong model");
+  const bool encrypted = is_encrypted_file(options.model);
+  const bool names_other =
+      !expected.sidecar_name.empty() && fs::path(expected.sidecar_name).filename() != file_name;
+  if (names_other) {
+    reasons.push_back(encrypted
+                          ? "the sidecar names '" + expected.sidecar_name +
+                                "', not this encrypted file: it may hold the plaintext model's sum "
+                                "(check that one after `clawbot decrypt`; `clawbot verify --write` records "
+                                "the .enc's own)"
+                          : "the sidecar names another file, '" + expected.sidecar_name +
+                                "': it was copied or renamed along with the wrong model");
   }
   // A manifest may list the file's actual content under another name.
   std::string manifest = options.manifest;
@@ -142,19 +171,24 @@ std::string explain_mismatch(const VerifyOptions& options, const VerifyReport& r
       // The manifest was only a hint here; reading the reference itself reports its errors.
     }
   }
-  if (expected.source.rfind("sidecar ", 0) == 0) {
-    std::error_code ec1, ec2;
-    const auto sidecar_time = fs::last_write_time(expected.source.substr(8), ec1);
-    const auto model_time = fs::last_write_time(options.model, ec2);
-    if (!ec1 && !ec2 && model_time > sidecar_time) {
-      reasons.push_back("the file was modified (" + format_time(model_time) +
-                        ") after its sum was recorded (" + format_time(sidecar_time) + ")");
-    }
+  const bool from_sidecar = expected.source.rfind("sidecar ", 0) == 0;
+  if (from_sidecar && !names_other) {
+    if (std::string when = modified_after(options.model, expected.source.substr(8)); !when.empty())
+      reasons.push_back(std::move(when));
   }
-  if (is_encrypted_file(options.model)) {
-    reasons.push_back(
-        "the file is encrypted (clawbot encrypt): a sum recorded for the plaintext model does not match it; "
-        "record the encrypted file's own sum, or check the plaintext with `clawbot decrypt`");
+  if (encrypted && !names_other) {
+    if (expected.source == "--sha256") {
+      reasons.push_back(
+          "the file is encrypted (clawbot encrypt): if the --sha256 given is the plaintext model's, check "
+          "that "
+          "one after `clawbot decrypt`");
+    } else {
+      // The sidecar or manifest entry names this .enc: the sum is its own, so its content changed.
+      reasons.push_back(
+          "the sum recorded for this encrypted file does not match its content: the .enc was changed or "
+          "damaged after the sum was recorded (`clawbot decrypt` would say which part no longer "
+          "authenticates); copy it again from where it came from");
+    }
   }
   std::string text;
   if (!reasons.empty()) {

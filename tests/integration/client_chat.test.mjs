@@ -84,27 +84,75 @@ test('ask: one-shot and piped, against a real server', async () => {
   const srv = await startServer();
   const cfg = writeConfig({ model_endpoint: srv.baseUrl, temperature: 0, max_tokens: 16 });
   try {
+    // stories260K runs on to max_tokens: an answer cut there is exit status 1 (README), the text on stdout.
     const one = await runClient(['ask', 'Once upon a time', '--json'], { env: cfg.env });
-    assert.equal(one.code, 0, one.stderr);
+    assert.equal(one.code, 1, one.stderr);
     const out = JSON.parse(one.stdout);
     assert.ok(out.content.length > 0);
-    assert.equal(out.complete, true);
+    assert.equal(out.complete, false);
+    assert.equal(out.error, null);
     assert.equal(out.usage.completion_tokens, 16);
     assert.equal(out.finish_reason, 'length');
 
     const piped = await runClient(['ask', 'summarise this', '--stats'], { env: cfg.env, input: 'Lily had a red ball. She lost it in the park.\n' });
-    assert.equal(piped.code, 0, piped.stderr);
+    assert.equal(piped.code, 1, piped.stderr);
     assert.ok(piped.stdout.trim().length > 0);
     assert.match(piped.stderr, /ms to first token, [\d.]+ tokens\/s, 16 tokens/);
+    assert.match(piped.stderr, /cut off at max_tokens \(16 tokens\)/);
 
     const templ = await runClient(['ask', '--template', 'polish'], { env: cfg.env, input: 'the dog run fast' });
-    assert.equal(templ.code, 0, templ.stderr);
+    assert.ok([0, 1].includes(templ.code), templ.stderr);
+    assert.doesNotMatch(templ.stderr, /answered/);
     const none = await runClient(['ask', '--template', 'rhyme'], { env: cfg.env, input: 'x' });
     assert.equal(none.code, 2);
     assert.match(none.stderr, /no template "rhyme"; there are: continue, polish, summarise, translate/);
     const empty = await runClient(['ask'], { env: cfg.env, input: '' });
     assert.equal(empty.code, 2);
     assert.match(empty.stderr, /nothing to ask/);
+  } finally {
+    await srv.stop();
+    cfg.cleanup();
+  }
+});
+
+test('first use: the file `config init` writes works with ask, chat and doctor against a default node', async () => {
+  // The node allows 512 tokens a request (the harness's --ctx); config init writes max_tokens 8192.
+  const srv = await startServer();
+  const cfg = writeConfig({});
+  const file = path.join(cfg.dir, 'init.json');
+  const db = path.join(cfg.dir, 'sessions.db');
+  try {
+    const init = await runClient(['config', 'init', file], { env: cfg.env });
+    assert.equal(init.code, 0, init.stderr);
+    assert.match(fs.readFileSync(file, 'utf8'), /"max_tokens": 8192/);
+    const flags = ['--config', file, '--endpoint', srv.baseUrl];
+    const ask = await runClient(['ask', 'hi', '--json', '--save', ...flags], { env: { ...cfg.env, XDG_DATA_HOME: cfg.dir } });
+    const out = JSON.parse(ask.stdout);
+    assert.equal(out.error, null, `ask on first use: ${JSON.stringify(out.error)}`);
+    assert.ok(out.content.length > 0);
+    assert.ok(out.max_tokens < 512, `asked for ${out.max_tokens} tokens of a 512-token context`);
+    assert.ok(ask.code === 0 || (ask.code === 1 && out.finish_reason === 'length'), ask.stderr);
+    assert.equal(out.model, 'stories260K');
+
+    const chat = await runClient(['chat', '--db', db, '--session', 'first', ...flags], { env: cfg.env, input: 'hi\n/exit\n' });
+    assert.equal(chat.code, 0, chat.stderr);
+    assert.doesNotMatch(chat.stderr, /answered 400|error:/, chat.stderr);
+    const session = exportSession({ db, env: cfg.env }, 'first');
+    assert.equal(session.model, 'stories260K', 'the model the node named');
+    assert.ok(['complete', 'length'].includes(session.messages[1].state));
+    assert.ok(session.messages[1].content.length > 0);
+
+    const saved = JSON.parse((await runClient(['sessions', 'list', '--json'], { env: { ...cfg.env, XDG_DATA_HOME: cfg.dir } })).stdout);
+    assert.equal(saved.length, 1, 'ask --save stored its exchange');
+    assert.equal(saved[0].model, 'stories260K');
+
+    // doctor sends the request ask sends, and finds it accepted.
+    const doctor = await runClient(['doctor', '--json', ...flags], { env: cfg.env, timeoutMs: 60000 });
+    const report = JSON.parse(doctor.stdout);
+    const generate = report.checks.find((c) => c.name === 'generate');
+    assert.equal(generate.status, 'ok', JSON.stringify(generate));
+    assert.equal(generate.data.max_tokens < 512, true);
+    assert.match(generate.detail, /max_tokens 8192 \(.*\) is more than the 512-token context/);
   } finally {
     await srv.stop();
     cfg.cleanup();
@@ -123,7 +171,8 @@ test('ask over https: trusts the node through tls_ca_file, and says what to chec
   try {
     assert.match(srv.baseUrl, /^https:/);
     const ok = await runClient(['ask', 'hello', '--json'], { env: trusted.env });
-    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(ok.code, 1, 'cut at max_tokens 8');
+    assert.equal(JSON.parse(ok.stdout).error, null, ok.stderr);
     assert.equal(JSON.parse(ok.stdout).usage.completion_tokens, 8);
     const refused = await runClient(['ask', 'hello'], { env: untrusted.env });
     assert.equal(refused.code, 1);
@@ -151,8 +200,10 @@ test('chat in a terminal: two turns, Ctrl-C mid-answer, Ctrl-D, resume', async (
     await term.waitFor(/s to first token|answered with no text/, { count: 2 });
 
     let doc = exportSession(cfg, 'demo');
-    assert.deepEqual(doc.messages.map((m) => `${m.role}:${m.state}`),
+    // An answer stopped at max_tokens (24) is whole but cut: stored as "length".
+    assert.deepEqual(doc.messages.map((m) => `${m.role}:${m.state === 'length' ? 'complete' : m.state}`),
       ['user:complete', 'assistant:complete', 'user:complete', 'assistant:complete']);
+    assert.equal(doc.messages[1].state, doc.messages[1].tokens === 24 ? 'length' : 'complete');
     assert.equal(doc.messages[0].content, 'Once upon a time');
     assert.ok(doc.messages[1].content.length > 0);
 
@@ -194,7 +245,7 @@ test('chat in a terminal: two turns, Ctrl-C mid-answer, Ctrl-D, resume', async (
     await term.waitFor(/\[exit 0\]/);
     doc = exportSession(cfg, 'demo');
     assert.equal(doc.messages.length, 8, '/retry replaced the last answer');
-    assert.equal(doc.messages[7].state, 'complete');
+    assert.ok(['complete', 'length'].includes(doc.messages[7].state), doc.messages[7].state);
   } finally {
     term.close();
     await srv.stop();

@@ -1,6 +1,7 @@
 // Helpers for tests of the front-end commands (ask, chat, config): a config file in a temp folder, and
 // running clawbot with an environment and piped input.
 import { spawn } from 'node:child_process';
+import net from 'node:net';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -53,4 +54,13 @@ export function sseAnswer(res, words, { finish = 'stop', promptTokens = 7 } = {}
   res.write(`data: ${JSON.stringify({ object: 'chat.completion.chunk', model: 'stub', choices: [{ index: 0, delta: {}, finish_reason: finish }] })}\n\n`);
   res.write(`data: ${JSON.stringify({ object: 'chat.completion.chunk', model: 'stub', choices: [], usage: { prompt_tokens: promptTokens, completion_tokens: words.length } })}\n\n`);
   res.end('data: [DONE]\n\n');
+}
+
+/** A port that was free a moment ago on 127.0.0.1: nothing listens there. */
+export async function freePort() {
+  const server = net.createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
 }

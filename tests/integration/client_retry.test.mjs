@@ -8,21 +8,33 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 
 import { spawn } from 'node:child_process';
 
-import { runClient, sseAnswer, writeConfig } from './client_helpers.mjs';
+import { freePort, runClient, sseAnswer, writeConfig } from './client_helpers.mjs';
 import { requireBinary } from './server_harness.mjs';
 
-/** A server whose n-th request (0-based) gets behaviours[n] (the last one repeats). */
-async function misbehavingServer(behaviours) {
+/**
+ * A server whose n-th chat request (0-based) gets behaviours[n] (the last one repeats). GET /v1/models, which
+ * the client asks once for the model's context, is answered apart (`models`: the list it gives; by default
+ * one model that does not say its context, as many OpenAI-compatible servers) and not counted.
+ */
+async function misbehavingServer(behaviours, { models = { object: 'list', data: [{ id: 'stub', object: 'model' }] } } = {}) {
   const arrivals = [];
+  const modelRequests = [];
   const server = http.createServer((req, res) => {
     let body = '';
     req.on('data', (c) => { body += c; });
     req.on('end', () => {
+      if (req.method === 'GET' && req.url === '/v1/models') {
+        modelRequests.push(Date.now());
+        // Closed after: each chat attempt then starts on a fresh connection, so a reset is the attempt's own
+        // failure (the client resends by itself on a kept-alive connection the server may have dropped).
+        res.writeHead(200, { 'Content-Type': 'application/json', Connection: 'close' });
+        res.end(JSON.stringify(models));
+        return;
+      }
       const n = arrivals.length;
       arrivals.push({ at: Date.now(), url: req.url, body, auth: req.headers.authorization });
       const act = behaviours[Math.min(n, behaviours.length - 1)];
@@ -33,6 +45,7 @@ async function misbehavingServer(behaviours) {
   return {
     url: `http://127.0.0.1:${server.address().port}`,
     arrivals,
+    modelRequests,
     gaps: () => arrivals.slice(1).map((a, i) => a.at - arrivals[i].at),
     close: () => new Promise((r) => { server.closeAllConnections(); server.close(r); }),
   };
@@ -81,10 +94,7 @@ test('resets before the first byte are retried, with delays base x factor^(k-1) 
 
 test('a refused connection is retried max_retries times, then the message says what to check', async () => {
   // A port that was free a moment ago: nothing listens there.
-  const probe = net.createServer();
-  await new Promise((r) => probe.listen(0, '127.0.0.1', r));
-  const port = probe.address().port;
-  await new Promise((r) => probe.close(r));
+  const port = await freePort();
   const cfg = writeConfig({ model_endpoint: `http://127.0.0.1:${port}`, retry_policy: policy({ max_retries: 2, base_delay: 100 }) });
   try {
     const r = await ask(cfg);
@@ -323,6 +333,114 @@ test('a host name that does not resolve is not retried, and the message says to 
     assert.match(out.error.message, /cannot resolve the host 'no-such-node\.invalid'.*check the host name/);
     assert.doesNotMatch(r.stderr, /retry/);
   } finally {
+    cfg.cleanup();
+  }
+});
+
+// ---------------------------------------------------------------------------- issue 17
+
+test('max_tokens is a ceiling: never more than the node\'s per-request context (meta.n_ctx) leaves', async () => {
+  // What `config init` writes (8192) against a node that allows 2048 tokens a request: the node would answer
+  // 400 "'max_tokens' must be between 1 and 2048" to a client that sent it as it is.
+  const models = { object: 'list', data: [{ id: 'small', object: 'model', meta: { n_ctx: 2048, n_ctx_per_request: 2048 } }] };
+  const srv = await misbehavingServer([ok], { models });
+  const cfg = writeConfig({ model_endpoint: srv.url, max_tokens: 8192, retry_policy: policy() });
+  try {
+    const r = await ask(cfg, ['--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const sent = JSON.parse(srv.arrivals[0].body);
+    assert.ok(sent.max_tokens < 2048 && sent.max_tokens > 1900, `asked for ${sent.max_tokens} of a 2048-token context`);
+    const out = JSON.parse(r.stdout);
+    assert.equal(out.max_tokens, sent.max_tokens);
+    assert.equal(srv.modelRequests.length, 1, 'the context is asked for once');
+    // A smaller max_tokens is sent as it is.
+    const r2 = await ask(cfg, ['--max-tokens', '100']);
+    assert.equal(r2.code, 0, r2.stderr);
+    assert.equal(JSON.parse(srv.arrivals[1].body).max_tokens, 100);
+    // context_length in clawbot.json wins over the server's, and then nothing is asked.
+    const own = writeConfig({ model_endpoint: srv.url, max_tokens: 8192, context_length: 512, retry_policy: policy() });
+    const before = srv.modelRequests.length;
+    const r3 = await ask(own);
+    assert.equal(r3.code, 0, r3.stderr);
+    assert.ok(JSON.parse(srv.arrivals[2].body).max_tokens < 512);
+    assert.equal(srv.modelRequests.length, before);
+    own.cleanup();
+  } finally {
+    await srv.close();
+    cfg.cleanup();
+  }
+});
+
+test('an answer cut at max_tokens: the text on stdout, why on stderr, exit 1; --json has finish_reason and timings', async () => {
+  const cut = (_req, res) => sseAnswer(res, ['Once', ' upon'], { finish: 'length' });
+  const srv = await misbehavingServer([cut]);
+  const cfg = writeConfig({ model_endpoint: srv.url, max_tokens: 2, retry_policy: policy() });
+  try {
+    const r = await ask(cfg);
+    assert.equal(r.code, 1, 'README: 1 when the answer was cut off');
+    assert.equal(r.stdout, 'Once upon\n');
+    assert.match(r.stderr, /the answer was cut off at max_tokens \(2 tokens\): raise --max-tokens/);
+    const j = await ask(cfg, ['--json']);
+    assert.equal(j.code, 1);
+    const out = JSON.parse(j.stdout);
+    assert.equal(out.finish_reason, 'length');
+    assert.equal(out.complete, false);
+    assert.equal(out.content, 'Once upon');
+    assert.equal(typeof out.timings.ttft_ms, 'number', 'README: timings');
+    assert.equal(typeof out.timings.tokens_per_s, 'number');
+    assert.equal(out.ttft_ms, undefined);
+  } finally {
+    await srv.close();
+    cfg.cleanup();
+  }
+});
+
+test('a failed connection: one short line per retry, the full error once', async () => {
+  const port = await freePort();
+  const cfg = writeConfig({ model_endpoint: `http://127.0.0.1:${port}`, retry_policy: policy({ max_retries: 3, base_delay: 20 }) });
+  try {
+    const r = await ask(cfg);
+    assert.equal(r.code, 1);
+    const lines = r.stderr.trim().split('\n');
+    const retries = lines.filter((l) => /^clawbot: retry \d of 3 in \d+\.\d s: cannot connect to .*: connection refused$/.test(l));
+    assert.equal(retries.length, 3, r.stderr);
+    assert.equal((r.stderr.match(/is the server running/g) || []).length, 1, `the full error once:\n${r.stderr}`);
+    assert.equal(lines.length, 4, r.stderr);
+  } finally {
+    cfg.cleanup();
+  }
+});
+
+test('chat and ask --save record the model that answered; an answer cut at max_tokens is exported as length', async () => {
+  const cut = (_req, res) => sseAnswer(res, ['Once', ' upon'], { finish: 'length' });
+  const srv = await misbehavingServer([cut]);
+  const cfg = writeConfig({ model_endpoint: srv.url, max_tokens: 2, retry_policy: policy() });
+  const db = path.join(cfg.dir, 'sessions.db');
+  try {
+    const r = await runClient(['chat', '--session', 'tale', '--db', db], { env: cfg.env, input: 'tell me a story\n/exit\n' });
+    assert.equal(r.code, 0, r.stderr);
+    const exported = await runClient(['sessions', 'export', 'tale', '--format', 'json', '--db', db], { env: cfg.env });
+    assert.equal(exported.code, 0, exported.stderr);
+    const session = JSON.parse(exported.stdout);
+    assert.equal(session.model, 'stub', 'the model the server named');
+    assert.deepEqual(session.messages.map((m) => m.state), ['complete', 'length']);
+    const md = await runClient(['sessions', 'export', 'tale', '--db', db], { env: cfg.env });
+    assert.match(md.stdout, /- Model: stub/);
+    assert.match(md.stdout, /## Assistant \(length\)/);
+
+    // ask stores nothing unless asked to; with --save it is a session like chat's.
+    const saved = await runClient(['ask', 'another story', '--save'], { env: { ...cfg.env, XDG_DATA_HOME: path.join(cfg.dir, 'data') } });
+    assert.equal(saved.code, 1, 'cut at max_tokens');
+    const name = /saved as session (\S+)/.exec(saved.stderr)?.[1];
+    assert.ok(name, saved.stderr);
+    const list = await runClient(['sessions', 'list', '--json'], { env: { ...cfg.env, XDG_DATA_HOME: path.join(cfg.dir, 'data') } });
+    const sessions = JSON.parse(list.stdout);
+    assert.equal(sessions.length, 1);
+    assert.equal(sessions[0].name, name);
+    assert.equal(sessions[0].model, 'stub');
+    assert.equal(sessions[0].messages, 2);
+  } finally {
+    await srv.close();
     cfg.cleanup();
   }
 });

@@ -269,6 +269,28 @@ describe('clawbot code against a recording model server', () => {
     }
   });
 
+  test('tests -o OUT: prose, or code that does not parse, is shown and not written (exit 3)', async () => {
+    const answers = [
+      'Sure! Here are some tests you could write for the mean function. First, check that it works.',
+      '```python\ndef test_mean(:\n    assert mean([2]) == 2\n```\n',
+      '```python\nimport pytest\n\n    def test_mean():\n    assert mean([2]) == 2\n```\n',
+    ];
+    let n = 0;
+    const fake = await startFakeModel({ chat: () => answers[n++] });
+    try {
+      for (const answer of answers) {
+        const out = path.join(dir, `test_prose_${n}.py`);
+        const r = await code(fake.url, ['tests', samplePath, '-o', out]);
+        assert.equal(r.code, 3, `${answer}\n${r.stderr}`);
+        assert.equal(fs.existsSync(out), false);
+        assert.equal(r.stdout.trimEnd(), answer.trimEnd());
+        assert.match(r.stderr, /the answer is not a pytest test file/);
+      }
+    } finally {
+      await fake.close();
+    }
+  });
+
   test('a large file is cut around the point of interest, and the user is told', async () => {
     const big = path.join(dir, 'big.py');
     fs.writeFileSync(big, Array.from({ length: 2000 }, (_, i) => `x${i + 1} = ${i + 1}`).join('\n') + '\n');
@@ -372,12 +394,13 @@ describe('clawbot code against clawbot serve with stories260K (no FIM tokens)', 
     assert.ok(typeof json.answer === 'string');
   });
 
-  test('tests -o OUT writes the answer to OUT', async () => {
+  test('tests -o OUT: a story model writes prose, which is shown and kept out of OUT (exit 3)', async () => {
     const out = path.join(dir, 'test_real.py');
     const r = await code(server.baseUrl, ['tests', samplePath, '-o', out, ...REAL]);
-    assert.equal(r.code, 0, r.stderr);
-    assert.ok(fs.statSync(out).size > 0);
-    assert.match(r.stderr, /wrote \d+ lines of pytest tests to/);
+    assert.equal(r.code, 3, r.stderr);
+    assert.equal(fs.existsSync(out), false, 'no prose in a test file');
+    assert.ok(r.stdout.trim().length > 0, 'the answer is shown');
+    assert.match(r.stderr, /the answer is not a pytest test file \(.*\).*nothing written to .*test_real\.py/);
   });
 });
 

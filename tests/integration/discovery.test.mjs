@@ -115,7 +115,7 @@ describe('mDNS with the built-in responder and querier (no daemon), between two 
     if (skip) return t.skip(skip);
     const c = clientEnv(lan, BUILTIN);
     const first = await lan.run(lan.b, [clawbotBin(), 'ask', 'Once upon a time'], { env: c.env });
-    assert.equal(first.code, 0, `ask failed:\n${first.stdout}\n${first.stderr}`);
+    assert.ok(first.code === 0 || (first.code === 1 && /cut off at max_tokens/.test(first.stderr)), `ask failed:\n${first.stdout}\n${first.stderr}`); // max_tokens 4: a cut answer is exit 1
     assert.match(first.stderr, new RegExp(`model_endpoint auto: http://${lan.addrA.replaceAll('.', '\\.')}:${serve.port} \\('clawbot node on [^']+', node; found now via builtin mDNS\\)`));
     assert.ok(first.stdout.length > 0, 'an answer was printed');
     const cache = JSON.parse(fs.readFileSync(c.cacheFile, 'utf8'));
@@ -124,7 +124,7 @@ describe('mDNS with the built-in responder and querier (no daemon), between two 
     assert.ok(cache.expires > now && cache.expires <= now + 4500, `expires ${cache.expires} (now ${now})`);
 
     const second = await lan.run(lan.b, [clawbotBin(), 'ask', 'Once upon a time'], { env: c.env });
-    assert.equal(second.code, 0, second.stderr);
+    assert.ok(second.code === 0 || (second.code === 1 && /cut off at max_tokens/.test(second.stderr)), second.stderr); // max_tokens 4: a cut answer is exit 1
     assert.doesNotMatch(second.stderr, /found now/, 'the cached choice is used: no second browse');
   });
 
@@ -135,7 +135,7 @@ describe('mDNS with the built-in responder and querier (no daemon), between two 
     fs.writeFileSync(c.cacheFile, JSON.stringify({ url: `http://${lan.addrA}:1`, instance: 'gone', role: 'node',
       expires: Math.floor(Date.now() / 1000) + 600 }));
     const r = await lan.run(lan.b, [clawbotBin(), 'ask', 'Hello'], { env: c.env });
-    assert.equal(r.code, 0, r.stderr);
+    assert.ok(r.code === 0 || (r.code === 1 && /cut off at max_tokens/.test(r.stderr)), r.stderr); // max_tokens 4: a cut answer is exit 1
     assert.match(r.stderr, /found now via builtin mDNS/);
     assert.equal(JSON.parse(fs.readFileSync(c.cacheFile, 'utf8')).url, `http://${lan.addrA}:${serve.port}`);
   });

@@ -161,7 +161,7 @@ describe('clawbot gateway on the LAN (built-in responder, two namespaces)', () =
     assert.equal(by.models.status, 'ok', JSON.stringify(by.models));
 
     const ask = await lan.run(lan.b, [clawbotBin(), 'ask', 'Once upon a time'], { env: clientEnv(lan, { api_key: key }) });
-    assert.equal(ask.code, 0, `ask failed:\n${ask.stdout}\n${ask.stderr}`);
+    assert.ok(ask.code === 0 || (ask.code === 1 && /cut off at max_tokens/.test(ask.stderr)), `ask failed:\n${ask.stdout}\n${ask.stderr}`); // max_tokens 4: a cut answer is exit 1
     assert.match(ask.stderr, new RegExp(`model_endpoint auto: ${reEscape(gwUrl)} \\('${reEscape(GATEWAY_NAME)}', gateway; found now via builtin mDNS`));
     assert.ok(ask.stdout.length > 0, 'an answer was printed');
 

@@ -9,13 +9,12 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 
 import { startServer } from './server_harness.mjs';
-import { writeConfig, runClient } from './client_helpers.mjs';
+import { freePort, writeConfig, runClient } from './client_helpers.mjs';
 
 const run = promisify(execFile);
 const CHECKS = ['config', 'resolve', 'tcp', 'tls', 'api_key', 'latency', 'models', 'generate', 'memory'];
@@ -54,13 +53,6 @@ function memoryFraction() {
   return 1 - kib('MemAvailable') / kib('MemTotal');
 }
 
-async function freePort() {
-  const server = net.createServer();
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
 
 describe('clawbot doctor against a healthy node', () => {
   let server;
@@ -82,7 +74,7 @@ describe('clawbot doctor against a healthy node', () => {
       assert.match(r.stdout, /^ok\s+tls\s+not used \(http:\/\/ endpoint/m);
       assert.match(r.stdout, /^(ok|warn)\s+latency\s+20 x GET \/health: P50 [\d.]+ ms, P99 [\d.]+ ms \(target P99 < 200 ms\)/m);
       assert.match(r.stdout, /^ok\s+models\s+1 model: stories260K; using stories260K/m);
-      assert.match(r.stdout, /^ok\s+generate\s+1-token answer from stories260K in \d+ ms/m);
+      assert.match(r.stdout, /^ok\s+generate\s+first token from stories260K in \d+ ms \(max_tokens \d+, temperature [\d.]+, streamed, as ask sends it\)/m);
       assert.match(lines.at(-1), /^healthy/);
       if (memoryFraction() < 0.85) assert.equal(r.code, 0, r.stdout + r.stderr);
     } finally {
@@ -98,7 +90,8 @@ describe('clawbot doctor against a healthy node', () => {
     assert.equal(by.latency.data.requests, 20);
     assert.ok(by.latency.data.p50_ms > 0 && by.latency.data.p50_ms <= by.latency.data.p99_ms);
     assert.deepEqual(by.models.data.models, ['stories260K']);
-    assert.equal(by.generate.data.completion_tokens, 1);
+    assert.equal(by.generate.data.first_token, true);
+    assert.ok(by.generate.data.max_tokens > 1 && by.generate.data.max_tokens < 512, 'what ask would ask for');
     assert.ok(by.memory.data.total_bytes > 0 && by.memory.data.used_bytes > 0);
     assert.ok(by.memory.data.server_rss_bytes > 0);
     assert.equal(by.memory.data.alert_fraction, 0.9);
@@ -278,5 +271,169 @@ describe('clawbot doctor and certificates', () => {
     assert.equal(by.tls.status, 'fail');
     assert.match(by.tls.detail, /certificate is for 'node7\.example', not '127\.0\.0\.1'/);
     assert.match(by.tls.fix, /use the name on the certificate or reissue it/);
+  });
+});
+
+// ---------------------------------------------------------------------------- issue 17
+
+/** A stand-in node or gateway: `routes[path](req, body, res)`; records each POST's JSON body. */
+async function stubServer(routes) {
+  const posts = [];
+  const server = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => { body += c; });
+    req.on('end', () => {
+      if (req.method === 'POST') posts.push({ url: req.url, body: JSON.parse(body || 'null') });
+      const route = routes[req.url];
+      if (route) return route(req, res);
+      res.writeHead(404, { 'Content-Type': 'application/json' });
+      res.end(JSON.stringify({ error: { message: 'not found' } }));
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { url: `http://127.0.0.1:${server.address().port}`, posts, close: () => new Promise((r) => { server.closeAllConnections(); server.close(r); }) };
+}
+
+const sendJson = (res, status, body) => {
+  res.writeHead(status, { 'Content-Type': 'application/json' });
+  res.end(JSON.stringify(body));
+};
+const streamHello = (_req, res) => {
+  res.writeHead(200, { 'Content-Type': 'text/event-stream' });
+  res.write(`data: ${JSON.stringify({ model: 'm', choices: [{ index: 0, delta: { content: 'Hi' }, finish_reason: null }] })}\n\n`);
+  res.write(`data: ${JSON.stringify({ model: 'm', choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] })}\n\n`);
+  res.end('data: [DONE]\n\n');
+};
+
+describe('clawbot doctor sends the request ask sends', () => {
+  test('same body: streamed, max_tokens capped by the node\'s context, the config\'s temperature and system prompt', async () => {
+    const stub = await stubServer({
+      '/health': (_q, res) => sendJson(res, 200, { status: 'ok', model: 'm' }),
+      '/v1/models': (_q, res) => sendJson(res, 200, { object: 'list', data: [{ id: 'm', meta: { n_ctx: 2048, n_ctx_per_request: 2048 } }] }),
+      '/v1/chat/completions': streamHello,
+      '/metrics': (_q, res) => { res.writeHead(200); res.end('clawbot_system_memory_total_bytes 1000\nclawbot_system_memory_used_bytes 100\n'); },
+    });
+    const cfg = writeConfig({ model_endpoint: stub.url, max_tokens: 8192, temperature: 0.3, system_prompt: 'Be brief.' });
+    try {
+      const ask = await runClient(['ask', 'Hello'], { env: cfg.env });
+      assert.equal(ask.code, 0, ask.stderr);
+      const doctor = await runClient(['doctor', '--json'], { env: cfg.env });
+      const report = JSON.parse(doctor.stdout);
+      assert.equal(report.healthy, true, doctor.stdout);
+      const [asked, checked] = stub.posts.map((p) => p.body);
+      assert.ok(checked, 'doctor sent a chat request');
+      assert.deepEqual(Object.keys(checked).sort(), Object.keys(asked).sort());
+      for (const key of ['stream', 'stream_options', 'max_tokens', 'temperature', 'model'])
+        assert.deepEqual(checked[key], asked[key], key);
+      assert.deepEqual(checked.messages, asked.messages);
+      assert.ok(asked.max_tokens < 2048, `ask asked for ${asked.max_tokens}`);
+    } finally {
+      await stub.close();
+      cfg.cleanup();
+    }
+  });
+
+  test('a node that refuses that request fails the check with its message, though one token would pass', async () => {
+    const stub = await stubServer({
+      '/health': (_q, res) => sendJson(res, 200, { status: 'ok' }),
+      '/v1/models': (_q, res) => sendJson(res, 200, { object: 'list', data: [{ id: 'm' }] }),  // says no context
+      '/v1/chat/completions': (req, res) => sendJson(res, 400, { error: { message: "'max_tokens' must be between 1 and 2048, got 8192", type: 'invalid_request_error', param: 'max_tokens', code: null } }),
+    });
+    const cfg = writeConfig({ model_endpoint: stub.url });
+    try {
+      const doctor = await runClient(['doctor'], { env: cfg.env });
+      assert.equal(doctor.code, 1);
+      assert.match(doctor.stdout, /^FAIL\s+generate\s+the chat request ask would send \(max_tokens 8192, .*\) answered 400: 'max_tokens' must be between 1 and 2048/m);
+    } finally {
+      await stub.close();
+      cfg.cleanup();
+    }
+  });
+});
+
+describe('clawbot doctor through a gateway', () => {
+  const KEY = 'sk-gateway-key';
+  const GATEWAY_CHECKS = ['config', 'resolve', 'tcp', 'tls', 'api_key', 'latency', 'models', 'generate', 'upstreams'];
+  const upstreams = (bDown, aDown = false) => [
+    { name: 'a', url: 'http://10.9.0.1:5000', state: aDown ? 'down' : 'up', standby: false, serving: !aDown, in_flight: 1, models: aDown ? [] : ['m'],
+      ...(aDown ? { last_error: 'connect: connection refused' } : {}), memory: { used_bytes: 4 * 2 ** 30, total_bytes: 16 * 2 ** 30 } },
+    { name: 'b', url: 'http://10.9.0.2:5000', state: bDown ? 'down' : 'up', standby: false, serving: !bDown, in_flight: 0, models: bDown ? [] : ['m'],
+      ...(bDown ? { last_error: 'GET /health: connection refused' } : {}) },
+  ];
+  // Details of /health only with the key (as gw17's gateway does); everything else wants the key when `keyed`.
+  function gateway({ keyed = true, allDown = false } = {}) {
+    const authorized = (req) => req.headers.authorization === `Bearer ${KEY}`;
+    const guard = (fn) => (req, res) => (keyed && !authorized(req)
+      ? sendJson(res, 401, { error: { message: 'invalid API key', type: 'invalid_request_error' } }) : fn(req, res));
+    return stubServer({
+      '/health': (req, res) => {
+        const status = allDown ? 'unavailable' : 'degraded';
+        const body = authorized(req) ? { status, role: 'gateway', queue: 2, upstreams: upstreams(true, allDown) } : { status, role: 'gateway' };
+        sendJson(res, allDown ? 503 : 200, body);
+      },
+      '/v1/models': guard((_q, res) => sendJson(res, 200, { object: 'list', data: allDown ? [] : [{ id: 'm', meta: { n_ctx: 4096 }, upstreams: ['a'] }] })),
+      '/v1/chat/completions': guard(streamHello),
+      '/metrics': guard((_q, res) => { res.writeHead(200); res.end('clawbot_gateway_requests_total{route="/health",status="200"} 3\n'); }),
+    });
+  }
+  async function doctorThrough(url, config = {}) {
+    const cfg = writeConfig({ model_endpoint: url, ...config }, 'clawbot-doctor-gw-');
+    try {
+      const r = await runClient(['doctor', '--json'], { env: cfg.env });
+      const report = JSON.parse(r.stdout);
+      const text = await runClient(['doctor'], { env: cfg.env });
+      return { code: r.code, report, by: Object.fromEntries(report.checks.map((c) => [c.name, c])), text: text.stdout };
+    } finally {
+      cfg.cleanup();
+    }
+  }
+
+  test('reports each upstream\'s state, memory and last error, and warns about the one that is down', async () => {
+    const gw = await gateway();
+    try {
+      const { code, report, by, text } = await doctorThrough(gw.url, { api_key: KEY });
+      assert.equal(report.role, 'gateway');
+      assert.deepEqual(report.checks.map((c) => c.name), GATEWAY_CHECKS);
+      assert.doesNotMatch(text, /older clawbot|clawbot_system_memory/);
+      assert.equal(by.upstreams.status, 'warn');
+      assert.match(by.upstreams.detail, /gateway degraded, 1 of 2 upstreams serving, 2 queued/);
+      assert.match(by.upstreams.detail, /a \(http:\/\/10\.9\.0\.1:5000\): up, 1 in flight, models m, memory 4\.0 of 16\.0 GiB in use \(25%\)/);
+      assert.match(by.upstreams.detail, /b \(http:\/\/10\.9\.0\.2:5000\): down, 0 in flight; last error: GET \/health: connection refused/);
+      assert.match(by.upstreams.fix, /^b is not serving/);
+      assert.equal(by.upstreams.data.upstreams[1].state, 'down');
+      assert.equal(code, 0, 'a warning is still healthy');
+      assert.match(text, /^warn\s+upstreams\s+gateway degraded/m);
+    } finally {
+      await gw.close();
+    }
+  });
+
+  test('no upstream serving: the models check fails and the upstreams check still says why', async () => {
+    const gw = await gateway({ allDown: true });
+    try {
+      const { code, report, by } = await doctorThrough(gw.url, { api_key: KEY });
+      assert.equal(code, 1);
+      assert.equal(by.latency.status === 'ok' || by.latency.status === 'warn', true, 'a 503 from a gateway is an answer');
+      assert.equal(by.models.status, 'fail');
+      assert.match(by.models.detail, /no upstream is serving/);
+      assert.equal(by.upstreams.status, 'fail');
+      assert.match(by.upstreams.detail, /gateway unavailable, 0 of 2 upstreams serving/);
+      assert.match(by.upstreams.detail, /a \(.*\): down.*last error: connect: connection refused/);
+      assert.deepEqual(report.skipped, ['generate']);
+    } finally {
+      await gw.close();
+    }
+  });
+
+  test('without a key the gateway shows only its status: doctor says the details need one', async () => {
+    const gw = await gateway({ keyed: false });
+    try {
+      const { by } = await doctorThrough(gw.url);
+      assert.equal(by.upstreams.status, 'warn');
+      assert.match(by.upstreams.detail, /the gateway says "degraded"; its upstreams .* are shown only with a valid API key/);
+      assert.match(by.upstreams.fix, /set api_key_env \(or api_key\)/);
+    } finally {
+      await gw.close();
+    }
   });
 });

@@ -90,12 +90,14 @@ test('serve answers from an encrypted model and no plaintext copy appears on dis
   process.env.TMPDIR = serverTmp; // inherited by the server
   let server;
   try {
-    server = await startServer({ model: encrypted, extraArgs: ['--key-file', keyFile] });
+    // --verify: encrypt recorded the .enc's own sum beside it, which serve checks before decrypting.
+    server = await startServer({ model: encrypted, extraArgs: ['--key-file', keyFile, '--verify'] });
   } finally {
     if (savedTmp === undefined) delete process.env.TMPDIR;
     else process.env.TMPDIR = savedTmp;
   }
   try {
+    assert.match(server.stderr(), /verified .*stories260K\.gguf\.enc: SHA-256 matches sidecar/);
     assert.match(server.stderr(), /decrypted stories260K\.gguf\.enc into memory \(memfd, never on disk\) in [0-9.]+ s: .* GB\/s/);
 
     const models = await getJson(server.baseUrl, '/v1/models');
@@ -157,7 +159,7 @@ test('serve answers from an encrypted model and no plaintext copy appears on dis
     walk(os.tmpdir(), false);
     if (fs.existsSync('/dev/shm')) walk('/dev/shm', false);
     assert.deepEqual(found, [], 'a plaintext copy of the model was written');
-    assert.deepEqual(fs.readdirSync(path.join(work, 'enc')), [`${MODEL_FILE}.enc`]);
+    assert.deepEqual(fs.readdirSync(path.join(work, 'enc')).sort(), [`${MODEL_FILE}.enc`, `${MODEL_FILE}.enc.sha256`]);
     assert.deepEqual(fs.readdirSync(serverTmp), []);
   } finally {
     await server.stop();
@@ -230,4 +232,35 @@ test('verify checks the real manifest; serve --verify refuses a wrong sidecar na
   } finally {
     await server.stop();
   }
+});
+
+test('encrypt records the .enc\'s own sum, says what to do with the plaintext; --remove-plaintext deletes it after a verified round trip', async () => {
+  const dir = path.join(work, 'remove');
+  fs.mkdirSync(dir);
+  const plain = path.join(dir, 'model.gguf');
+  fs.copyFileSync(modelPath(), plain);
+  // Without the flag: the plaintext stays, and the command says so.
+  const kept = await runClawbot(['encrypt', plain, '--key-file', keyFile, '--no-progress']);
+  assert.equal(kept.code, 0, kept.stderr);
+  assert.ok(fs.existsSync(plain));
+  assert.match(kept.stderr, /the plaintext .*model\.gguf is still there/);
+  assert.match(kept.stderr, /--remove-plaintext/);
+  // The .enc's sum beside it, in sha256sum's format, which verify (and serve --verify) check it against.
+  const sidecar = fs.readFileSync(`${plain}.enc.sha256`, 'utf8');
+  assert.equal(sidecar, `${sha256(`${plain}.enc`)}  model.gguf.enc\n`);
+  const verified = await runClawbot(['verify', `${plain}.enc`, '--no-progress']);
+  assert.equal(verified.code, 0, verified.stderr);
+  assert.match(verified.stderr, /SHA-256 OK: matches sidecar/);
+
+  // With it: deleted only once the .enc decrypts back to the same bytes.
+  const removed = await runClawbot(['encrypt', plain, '--key-file', keyFile, '--force', '--remove-plaintext']);
+  assert.equal(removed.code, 0, removed.stderr);
+  assert.equal(fs.existsSync(plain), false, 'the plaintext is gone');
+  assert.match(removed.stderr, /decrypts to exactly the bytes of .*model\.gguf .*deleted/);
+  const back = path.join(dir, 'back.gguf');
+  const dec = await runClawbot(['decrypt', `${plain}.enc`, '-o', back, '--key-file', keyFile]);
+  assert.equal(dec.code, 0, dec.stderr);
+  assert.equal(sha256(back), plainSum);
+  assert.equal(fs.readFileSync(`${plain}.enc.sha256`, 'utf8'), `${sha256(`${plain}.enc`)}  model.gguf.enc\n`,
+    'the sum of the new .enc replaced the old one');
 });

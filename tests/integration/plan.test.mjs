@@ -9,7 +9,9 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 
-import { runClawbot } from './server_harness.mjs';
+import { spawnSync } from 'node:child_process';
+
+import { clawbotBin, runClawbot } from './server_harness.mjs';
 
 // ---------------------------------------------------------------------------- a GGUF file, written here
 
@@ -227,7 +229,60 @@ describe('clawbot models list and show', () => {
     assert.equal(shown.tensors.length, 5);
     const missing = await runClawbot(['models', 'show', 'nope.gguf']);
     assert.equal(missing.code, 1);
-    assert.match(missing.stderr, /nope\.gguf: no such file/);
+    assert.match(missing.stderr, /no model file 'nope\.gguf' in the current directory nor in CLAWBOT_MODELS=/);
+  });
+});
+
+describe('where models are found without CLAWBOT_MODELS (issue 17)', () => {
+  let home;
+  let env;
+  before(() => {
+    home = fs.mkdtempSync(path.join(os.tmpdir(), 'clawbot-models-home-'));
+    fs.mkdirSync(path.join(home, 'data', 'clawbot', 'models'), { recursive: true });
+    fs.mkdirSync(path.join(home, 'cache', 'clawbot', 'models'), { recursive: true });
+    fs.writeFileSync(path.join(home, 'data', 'clawbot', 'models', 'pulled.gguf'),
+      ggufFile({ layers: 2, embd: 64, ff: 128, vocab: 256, tokens: 256 }).bytes);
+    fs.writeFileSync(path.join(home, 'cache', 'clawbot', 'models', 'synthesized.gguf'),
+      ggufFile({ layers: 2, embd: 64, ff: 128, vocab: 256, tokens: 256 }).bytes);
+    env = { ...process.env, HOME: home, XDG_DATA_HOME: path.join(home, 'data'), XDG_CACHE_HOME: path.join(home, 'cache') };
+    delete env.CLAWBOT_MODELS;
+  });
+  after(() => fs.rmSync(home, { recursive: true, force: true }));
+  const run = (args, cwd) => spawnSync(clawbotBin(), args, { env, cwd, encoding: 'utf8', timeout: 30000 });
+
+  test('the user\'s data and cache directories, from any current directory', () => {
+    for (const cwd of ['/', home]) {
+      const r = run(['models', 'list', '--json'], cwd);
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual(JSON.parse(r.stdout).map((m) => m.name), ['pulled.gguf', 'synthesized.gguf'], `from ${cwd}`);
+    }
+    const table = run(['models', 'list'], '/');
+    assert.match(table.stdout, /in .*data\/clawbot\/models and .*cache\/clawbot\/models \(CLAWBOT_MODELS is unset\)/);
+    const plan = run(['plan', 'pulled.gguf', '--json', '--memory', '8'], '/');
+    assert.equal(plan.status, 0, plan.stderr);
+  });
+
+  test('a name not found suggests the closest names', () => {
+    let r = run(['models', 'show', 'puled.gguf'], '/');
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /no model file 'puled\.gguf' in the current directory nor in .*did you mean 'pulled\.gguf'\?/);
+    r = run(['plan', 'synthesized'], '/');
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /did you mean 'synthesized\.gguf'\?/);
+  });
+
+  test('plan never suggests --parallel 0', () => {
+    // Enough memory for a short context at one slot, not for the asked context even at one slot.
+    const small = run(['plan', 'pulled.gguf', '--ctx', '256', '--json', '--memory', '64'], '/');
+    const big = run(['plan', 'pulled.gguf', '--ctx', '4096', '--parallel', '1', '--json', '--memory', '64'], '/');
+    const at256 = JSON.parse(small.stdout).bytes.total;
+    const at4096 = JSON.parse(big.stdout).bytes.total;
+    assert.ok(at256 < at4096, `${at256} < ${at4096}`);
+    const gib = ((at256 + at4096) / 2) / 2 ** 30;
+    const r = run(['plan', 'pulled.gguf', '--ctx', '4096', '--parallel', '1', '--memory', String(gib)], '/');
+    assert.equal(r.status, 2, r.stdout + r.stderr);
+    assert.doesNotMatch(r.stdout, /--parallel 0/);
+    assert.match(r.stdout, /largest +--ctx \d+ at --parallel 1; not even --parallel 1 fits at --ctx 4096/);
   });
 });
 

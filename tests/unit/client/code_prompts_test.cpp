@@ -49,7 +49,7 @@ TEST(CodeCursor, SplitsAtLineAndColumn) {
 
 TEST(CodeCursor, ColumnsCountCharactersNotBytes) {
   const std::string text = "s = \"h\xC3\xA9llo\"\n";  // é is two bytes
-  const auto split = split_at_cursor(text, 1, 9);  // after "s = "hél: é is the 7th character
+  const auto split = split_at_cursor(text, 1, 9);     // after "s = "hél: é is the 7th character
   EXPECT_EQ(split.prefix, "s = \"h\xC3\xA9l");
   EXPECT_EQ(split.suffix, "lo\"\n");
 }
@@ -249,6 +249,34 @@ TEST(CodeReview, NoIssuesAndNonsenseAreToldApart) {
   // Prose that merely starts with a number is not a finding.
   EXPECT_EQ(parse_review("3 little pigs went to market", 1, 10).status, ReviewStatus::unparsed);
   EXPECT_EQ(review_status_name(ReviewStatus::no_findings), "no_findings");
+}
+
+// Issue 17: `code tests -o` keeps prose and broken code out of the test file.
+TEST(CodeTests, ProseAndBrokenCodeAreNotTestFiles) {
+  const Language python = language_for("calc.py");
+  const Language cpp = language_for("calc.cpp");
+  EXPECT_EQ(test_file_problem(python, "import pytest\n\n\ndef test_add():\n    assert add(1, 2) == 3\n"), "");
+  EXPECT_EQ(test_file_problem(python,
+                              "def test_doc():\n    \"\"\"It's fine:\n        indented docs\n    \"\"\"\n"
+                              "    x = f(1,\n          2)\n    assert x == {'a': [1]}  # a ( in a comment\n"),
+            "");
+  EXPECT_NE(test_file_problem(python, "Here are some tests you could write for add. They check it works.\n"),
+            "");
+  EXPECT_NE(test_file_problem(python, "def test_add(:\n    assert add(1, 2) == 3\n").find("never closed"),
+            std::string::npos);
+  EXPECT_NE(
+      test_file_problem(python, "import pytest\n    def test_add():\n    assert True\n").find("indented"),
+      std::string::npos);
+  EXPECT_NE(test_file_problem(python, "def test_x():\n    s = 'unclosed\n    assert s\n").find("string"),
+            std::string::npos);
+  EXPECT_EQ(test_file_problem(cpp,
+                              "#include <gtest/gtest.h>\n// a } in a comment\nTEST(Calc, Adds) {\n"
+                              "  EXPECT_EQ(add(1, 2), 3);  /* { */\n  const char* s = \"}\";\n}\n"),
+            "");
+  EXPECT_NE(test_file_problem(cpp, "TEST(Calc, Adds) {\n  EXPECT_EQ(add(1, 2), 3);\n"), "");
+  EXPECT_NE(test_file_problem(cpp, "int main() { return add(1, 2) == 3 ? 0 : 1; }\n").find("no test"),
+            std::string::npos);
+  EXPECT_NE(test_file_problem(python, ""), "");
 }
 
 }  // namespace

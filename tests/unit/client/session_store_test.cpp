@@ -437,7 +437,50 @@ TEST_F(SessionStoreTest, NewerSchemaIsRefused) {
   const auto error = error_from([&] { SessionStore store(db_); });
   EXPECT_EQ(error.kind(), StoreErrorKind::unusable);
   EXPECT_TRUE(contains(error.what(), db_.string())) << error.what();
-  EXPECT_TRUE(contains(error.what(), "schema version 7, newer than this clawbot knows (1)")) << error.what();
+  EXPECT_TRUE(contains(error.what(), "schema version 7, newer than this clawbot knows (2)")) << error.what();
+}
+
+// Issue 17: an answer stopped at max_tokens is stored as "length" (not "complete") and exported so; a
+// version-1 database (whose CHECK knew no "length") is migrated with its messages kept.
+TEST_F(SessionStoreTest, LengthStateAndMigrationFromVersionOne) {
+  fs::create_directories(db_.parent_path());
+  raw_sql(db_, R"sql(
+CREATE TABLE sessions (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, model TEXT NOT NULL DEFAULT '',
+  system_prompt TEXT NOT NULL DEFAULT '', created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
+CREATE TABLE messages (id INTEGER PRIMARY KEY,
+  session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+  role TEXT NOT NULL CHECK (role IN ('system', 'user', 'assistant')), content TEXT NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('complete', 'partial', 'interrupted')), created_ms INTEGER NOT NULL,
+  ttft_ms REAL, tokens_per_s REAL, tokens INTEGER, error TEXT NOT NULL DEFAULT '');
+CREATE INDEX messages_by_session ON messages(session_id, id);
+CREATE INDEX sessions_by_update ON sessions(updated_ms);
+INSERT INTO sessions VALUES (1, 'old', 'm', '', 1000, 2000);
+INSERT INTO messages VALUES (1, 1, 'user', 'hello', 'complete', 1000, NULL, NULL, NULL, '');
+INSERT INTO messages VALUES (2, 1, 'assistant', 'hi th', 'partial', 1001, 12.5, NULL, 3, 'dropped');
+PRAGMA user_version = 1;
+)sql");
+  SessionStore store(db_);
+  const SessionInfo old = store.get("old");
+  auto messages = store.messages(old.id);
+  ASSERT_EQ(messages.size(), 2u);
+  EXPECT_EQ(messages[1].content, "hi th");
+  EXPECT_EQ(messages[1].state, state_partial);
+  EXPECT_EQ(messages[1].error, "dropped");
+  EXPECT_EQ(*messages[1].stats.tokens, 3);
+
+  const std::int64_t id = store.append(old.id, role_assistant, "Once upon", state_partial);
+  store.update_message(id, "Once upon a", state_length);
+  messages = store.messages(old.id);
+  EXPECT_EQ(messages.back().state, state_length);
+  const std::string md = export_markdown(store.get("old"), messages);
+  EXPECT_TRUE(contains(md, "## Assistant (length)")) << md;
+  EXPECT_TRUE(contains(md, "max_tokens")) << md;
+  EXPECT_EQ(export_json(store.get("old"), messages)["messages"][2]["state"], "length");
+  // Deleting a session still deletes its messages (the copied table kept its foreign key).
+  store.remove("old");
+  EXPECT_TRUE(store.list().empty());
+  SessionStore again(db_);  // and a second open finds version 2 and leaves it alone
+  EXPECT_TRUE(again.list().empty());
 }
 
 TEST_F(SessionStoreTest, UnwritableDirectoryIsNamed) {

@@ -299,5 +299,48 @@ TEST_F(VerifyTest, ServeAsksForTheKeyOfAnEncryptedModel) {
   EXPECT_NE(prepared.log.back().find("GB/s"), std::string::npos) << prepared.log.back();
 }
 
+// Issue 17 bug 7: a tampered .enc whose own sum was recorded (verify --write on the .enc) is explained as
+// what it is, not as "a sum recorded for the plaintext"; times within one second show milliseconds, with
+// dates.
+TEST_F(VerifyTest, TamperedEncryptedFileIsExplainedByItsOwnSum) {
+  write_text(dir_ / "m.gguf", std::string(5000, 'w'));
+  const ModelKey key = generate_key_file(dir_ / "k");
+  encrypt_file(dir_ / "m.gguf", dir_ / "m.gguf.enc", key, {});
+  VerifyOptions record = options_for(dir_ / "m.gguf.enc");
+  record.write = true;
+  ASSERT_EQ(verify_model_file(record).written.size(), 1u);
+  // One byte of a chunk changed a moment after the sum was written (the same second, as in the report).
+  {
+    std::fstream file(dir_ / "m.gguf.enc", std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp(200);
+    file.put('X');
+  }
+  const auto sidecar_time = fs::last_write_time(dir_ / "m.gguf.enc.sha256");
+  fs::last_write_time(dir_ / "m.gguf.enc", sidecar_time + std::chrono::milliseconds(250));
+  const VerifyReport report = verify_model_file(options_for(dir_ / "m.gguf.enc"));
+  ASSERT_EQ(report.status, VerifyStatus::mismatch);
+  const std::string& why = report.explanation;
+  EXPECT_EQ(why.find("plaintext"), std::string::npos) << why;
+  EXPECT_NE(why.find("the sum recorded for this encrypted file does not match its content"),
+            std::string::npos)
+      << why;
+  // "modified (YYYY-MM-DD HH:MM:SS.mmm) after its sum was recorded (YYYY-MM-DD HH:MM:SS.mmm)": two different
+  // times, each with its date.
+  const auto at = why.find("modified (");
+  ASSERT_NE(at, std::string::npos) << why;
+  const std::string modified = why.substr(at + 10, 23);
+  const auto rec = why.find("recorded (");
+  ASSERT_NE(rec, std::string::npos) << why;
+  const std::string recorded = why.substr(rec + 10, 23);
+  EXPECT_NE(modified, recorded) << why;
+  EXPECT_EQ(modified[4], '-') << why;
+  EXPECT_EQ(modified[19], '.') << why;
+
+  // Not newer than its sum (a copy that kept the times): no claim of "after" at all.
+  fs::last_write_time(dir_ / "m.gguf.enc", sidecar_time);
+  const VerifyReport same = verify_model_file(options_for(dir_ / "m.gguf.enc"));
+  EXPECT_EQ(same.explanation.find("after its sum"), std::string::npos) << same.explanation;
+}
+
 }  // namespace
 }  // namespace clawbot::ops

@@ -36,4 +36,7 @@ AutoEndpoint resolve_auto_endpoint(const AutoOptions&) {
 std::string AutoEndpoint::describe() const {
   __builtin_trap();
 }
+nlohmann::json AutoEndpoint::to_json() const {
+  __builtin_trap();
+}
 }  // namespace clawbot::client

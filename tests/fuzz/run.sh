@@ -27,7 +27,7 @@ for name in "${targets[@]}"; do
   [ -f "$here/$name.dict" ] && dict=(-dict="$here/$name.dict")
   before=$(find "$work/crashes" -type f | wc -l)
   log="$work/last-run.log"
-  "$build/fuzz/fuzz_$name" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+  "$build/fuzz/fuzz_$name" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
     -print_final_stats=1 -artifact_prefix="$work/crashes/" "${dict[@]}" "$work/corpus" "$here/corpus/$name" \
     >"$log" 2>&1
   rc=$?

@@ -80,6 +80,11 @@ fuzz: build-fuzz
 test-fuzz: build-fuzz
 	cd build-fuzz && ctest --output-on-failure -L fuzz -j $(JOBS)
 
+# `make test TEST_FUZZ=1` adds the short fuzz run to `make test` (off by default: the clang build of the targets
+# is several minutes on a cold 2-core machine; README "Fuzzing and sanitizers").
+TEST_FUZZ ?= 0
+test: $(if $(filter 1,$(TEST_FUZZ)),test-fuzz)
+
 build-sanitize: deps
 	cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCLAWBOT_ENGINE=ON \
 	  -DCLAWBOT_BACKEND=$(BACKEND) -DCLAWBOT_LLAMA_PREFIX="$$(cat .deps-prefix)" -DCLAWBOT_SANITIZE=ON $(LAUNCHER) >/dev/null

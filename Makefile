@@ -69,6 +69,7 @@ FUZZ_CXX     ?= clang++
 
 build-fuzz:
 	@scripts/bootstrap.sh --no-engine >/dev/null
+	@command -v $(FUZZ_CXX) >/dev/null || { echo "make build-fuzz: needs $(FUZZ_CXX) with libFuzzer (Debian: apt-get install clang)" >&2; exit 1; }
 	cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE= -DCMAKE_CXX_FLAGS="-O1 -gline-tables-only" \
 	  -DCMAKE_CXX_COMPILER=$(FUZZ_CXX) \
 	  -DCLAWBOT_ENGINE=OFF -DCLAWBOT_FUZZ=ON -DCLAWBOT_TESTS=OFF -DCLAWBOT_WERROR=$(WERROR) $(LAUNCHER) >/dev/null

@@ -6,10 +6,27 @@ namespace clawbot::json_read {
 
 using nlohmann::json;
 
-std::size_t nesting_depth(std::string_view text, std::size_t limit) {
+std::size_t nesting_depth(std::string_view text, std::size_t limit, bool comments) {
   std::size_t depth = 0, deepest = 0;
   bool in_string = false, escaped = false;
-  for (const char c : text) {
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    // A comment is skipped as nlohmann skips it (// to the end of the line, /* to */): a quote or bracket
+    // inside one must not hide the brackets after it.
+    if (comments && !in_string && c == '/' && i + 1 < text.size()) {
+      if (text[i + 1] == '/') {
+        const std::size_t end = text.find_first_of(std::string_view("\n\r\0", 3), i + 2);  // as nlohmann
+        if (end == std::string_view::npos) break;
+        i = end;
+        continue;
+      }
+      if (text[i + 1] == '*') {
+        const std::size_t end = text.find("*/", i + 2);
+        if (end == std::string_view::npos) break;
+        i = end + 1;
+        continue;
+      }
+    }
     if (in_string) {
       if (escaped)
         escaped = false;
@@ -20,7 +37,9 @@ std::size_t nesting_depth(std::string_view text, std::size_t limit) {
       continue;
     }
     switch (c) {
-      case '"': in_string = true; break;
+      case '"':
+        in_string = true;
+        break;
       case '[':
       case '{':
         if (++depth > deepest) {
@@ -32,7 +51,8 @@ std::size_t nesting_depth(std::string_view text, std::size_t limit) {
       case '}':
         if (depth > 0) --depth;
         break;
-      default: break;
+      default:
+        break;
     }
   }
   return deepest;
@@ -41,17 +61,16 @@ std::size_t nesting_depth(std::string_view text, std::size_t limit) {
 Result parse(std::string_view text, const Limits& limits) {
   Result result;
   if (limits.max_bytes != 0 && text.size() > limits.max_bytes) {
-    result.failure = {"json_too_large",
-                      "is " + std::to_string(text.size()) + " bytes; the limit is " +
-                          std::to_string(limits.max_bytes),
-                      0};
+    result.failure = {
+        "json_too_large",
+        "is " + std::to_string(text.size()) + " bytes; the limit is " + std::to_string(limits.max_bytes), 0};
     return result;
   }
-  if (nesting_depth(text, limits.max_depth) > limits.max_depth) {
-    result.failure = {"json_too_deep",
-                      "nests arrays or objects more than " + std::to_string(limits.max_depth) +
-                          " levels deep (the limit)",
-                      0};
+  if (nesting_depth(text, limits.max_depth, limits.allow_comments) > limits.max_depth) {
+    result.failure = {
+        "json_too_deep",
+        "nests arrays or objects more than " + std::to_string(limits.max_depth) + " levels deep (the limit)",
+        0};
     return result;
   }
   try {

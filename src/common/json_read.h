@@ -27,13 +27,14 @@ struct Limits {
 // Why a text was refused. `code` is machine-readable: json_too_deep, json_too_large or invalid_json.
 struct Failure {
   std::string code;
-  std::string message;    // names the limit or the parser's reason ("number overflow parsing '1e999'")
-  std::size_t byte = 0;   // where in the text (0 when it does not apply)
+  std::string message;   // names the limit or the parser's reason ("number overflow parsing '1e999'")
+  std::size_t byte = 0;  // where in the text (0 when it does not apply)
 };
 
-// The greatest nesting depth in `text`, counting only brackets outside strings; stops counting (and returns
-// a value > limit) as soon as `limit` is exceeded. Valid JSON or not, it never recurses.
-std::size_t nesting_depth(std::string_view text, std::size_t limit);
+// The greatest nesting depth in `text`, counting only brackets outside strings (and, with `comments`, outside
+// // and /* */ comments); stops counting (and returns a value > limit) as soon as `limit` is exceeded. Valid
+// JSON or not, it never recurses.
+std::size_t nesting_depth(std::string_view text, std::size_t limit, bool comments = false);
 
 // Parses `text` within `limits`: the value, or why not (never throws for bad input).
 struct Result {

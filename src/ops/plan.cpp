@@ -4,6 +4,7 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <map>
 #include <memory>
 #include <set>
@@ -140,16 +141,23 @@ ModelDims model_dims(const GgufFile& file) {
   d.architecture = file.architecture();
   if (d.architecture.empty()) throw GgufError(file.source + ": the metadata has no general.architecture");
   d.name = file.get_string("general.name").value_or("");
-  auto required = [&](const std::string& suffix) {
+  // A header may come from any URL: a count it claims sizes vectors here, so it is bounded first (libllama
+  // loads at most 512 layers; a dimension must fit in 32 bits).
+  auto required = [&](const std::string& suffix, std::int64_t max) {
     auto v = file.get_int(file.arch_key(suffix));
     if (!v || *v < 0) {
       throw GgufError(file.source + ": the metadata has no '" + file.arch_key(suffix) +
                       "', which the plan needs");
     }
+    if (*v > max) {
+      throw GgufError(file.source + ": '" + file.arch_key(suffix) + "' is " + std::to_string(*v) +
+                      ", more than any model has (at most " + std::to_string(max) +
+                      "); the header is damaged");
+    }
     return static_cast<std::uint32_t>(*v);
   };
-  d.n_layer = required("block_count");
-  d.n_embd = required("embedding_length");
+  d.n_layer = required("block_count", 512);
+  d.n_embd = required("embedding_length", std::numeric_limits<std::uint32_t>::max());
   d.n_ctx_train = static_cast<std::uint32_t>(file.get_int(file.arch_key("context_length")).value_or(0));
   // Vocabulary: the metadata's count, else the tokenizer's, else the embedding matrix's rows.
   if (auto v = file.get_int(file.arch_key("vocab_size"))) {

@@ -20,7 +20,8 @@ TEST(JsonRead, DepthCountsOnlyBracketsOutsideStrings) {
 }
 
 TEST(JsonRead, HundredThousandLevelsAreRefusedWithoutRecursion) {
-  for (const auto& text : {nested(100000), nested(100000, '{', '}'), "{\"messages\":" + nested(100000) + "}"}) {
+  for (const auto& text :
+       {nested(100000), nested(100000, '{', '}'), "{\"messages\":" + nested(100000) + "}"}) {
     const Result r = parse(text);
     ASSERT_FALSE(r);
     EXPECT_EQ(r.failure.code, "json_too_deep");
@@ -36,7 +37,8 @@ TEST(JsonRead, TheLimitItselfIsAllowed) {
 }
 
 TEST(JsonRead, OutOfRangeNumbersAndBadTextAreFailuresNotExceptions) {
-  for (const char* text : {"1e999", R"({"temperature": 1e999})", "[1,", "\"\\ud800\"", "\"\xff\"", "", "nul"}) {
+  for (const char* text :
+       {"1e999", R"({"temperature": 1e999})", "[1,", "\"\\ud800\"", "\"\xff\"", "", "nul"}) {
     const Result r = parse(text);
     EXPECT_FALSE(r) << text;
     EXPECT_EQ(r.failure.code, "invalid_json") << text;
@@ -53,6 +55,22 @@ TEST(JsonRead, SizeLimit) {
 TEST(JsonRead, CommentsOnlyWhenAllowed) {
   EXPECT_FALSE(parse("{/* c */}"));
   EXPECT_TRUE(parse("{/* c */}", {.allow_comments = true}));
+}
+
+// Found by fuzzing (tests/fuzz/corpus/json_read/regression-comment-*): a quote inside a comment made the
+// depth check read everything after it as a string, so a config file could hide any depth behind one.
+TEST(JsonRead, CommentsCannotHideDepth) {
+  for (const std::string& comment :
+       {std::string("// \"\n"), std::string("/* \" */"), std::string("// [\n"), std::string("/* ] */"),
+        std::string("//\r"), std::string("// \"\0", 5)}) {
+    const Result r = parse(comment + nested(200), {.allow_comments = true});
+    ASSERT_FALSE(r) << comment;
+    EXPECT_EQ(r.failure.code, "json_too_deep") << comment;
+  }
+  // Brackets and quotes inside comments do not count; those after them do.
+  EXPECT_EQ(nesting_depth("/* [[[ \" */ [[1]] // ]]\n", 100, true), 2u);
+  EXPECT_EQ(nesting_depth("// \"\n[[1]]", 100, true), 2u);
+  EXPECT_TRUE(parse("// \"\n" + nested(128), {.allow_comments = true}));
 }
 
 TEST(JsonRead, ParseOrThrowIsAnInvalidRequestNamingTheCode) {

@@ -251,6 +251,22 @@ TEST(PlanArithmetic, MissingMetadataIsNamed) {
   }
 }
 
+// Found by fuzzing (tests/fuzz/corpus/gguf/regression-huge-block-count): a header from any URL claimed 4
+// billion layers, and the plan sized a vector per layer before anything said no (a minute and gigabytes).
+TEST(PlanArithmetic, ImpossibleLayerCountsAreRefusedBeforeAnyAllocation) {
+  test::GgufWriter w;
+  w.str("general.architecture", "llama");
+  w.u32("llama.block_count", 4'000'000'000u);
+  w.u32("llama.embedding_length", 64);
+  w.u32("llama.attention.head_count", 4);
+  try {
+    model_dims(parse(w));
+    FAIL();
+  } catch (const GgufError& e) {
+    EXPECT_NE(std::string(e.what()).find("'llama.block_count' is 4000000000"), std::string::npos) << e.what();
+  }
+}
+
 TEST(ModelUrls, HuggingFaceShorthand) {
   EXPECT_EQ(resolve_model_url("hf://Qwen/Qwen3-8B-GGUF/Qwen3-8B-Q4_K_M.gguf"),
             "https://huggingface.co/Qwen/Qwen3-8B-GGUF/resolve/main/Qwen3-8B-Q4_K_M.gguf");

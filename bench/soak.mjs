@@ -100,6 +100,7 @@ async function freePort() {
 // ------------------------------------------------------------------ processes
 const procs = {};  // role -> { role, args, proc, log, expectedExit, lives, readyRe }
 const crashes = [];
+const spawned = new Set();  // every child still running, whatever its role's current life
 let stopping = false;
 
 function startProcess(role, args, readyRe) {
@@ -111,6 +112,8 @@ function startProcess(role, args, readyRe) {
   log.write(`\n==== start ${entry.lives} at ${secs(now())}: ${opts.bin} ${args.join(' ')}\n`);
   const proc = spawn(opts.bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   entry.proc = proc;
+  spawned.add(proc);
+  proc.once('exit', () => spawned.delete(proc));
   proc.stderr.pipe(log, { end: false });
   const ready = new Promise((resolve, reject) => {
     let buf = '';
@@ -133,7 +136,10 @@ function startProcess(role, args, readyRe) {
     if (entry.expectedExit || stopping) return;
     crashes.push({ role, pid: proc.pid, code, signal, at: now() });
     console.log(`soak: ${role} (pid ${proc.pid}) died at ${secs(now())}: code ${code}, signal ${signal}; restarting it`);
-    setTimeout(() => { if (!stopping) startProcess(role, args, readyRe).ready.catch((e) => console.log(`soak: ${e.message}`)); }, 1000);
+    // Unless the planned restart (or another) has started a new one meanwhile.
+    setTimeout(() => {
+      if (!stopping && entry.proc === proc) startProcess(role, args, readyRe).ready.catch((e) => console.log(`soak: ${e.message}`));
+    }, 1000);
   });
   entry.ready = ready;
   return entry;
@@ -472,6 +478,7 @@ async function main() {
   stopping = true;
   const stops = {};
   for (const role of ['gateway', 'node_a', 'node_b']) stops[role] = await stopProcess(role);
+  for (const p of spawned) p.kill('SIGKILL');  // none should be left; never leave one behind
   csv.end();
 
   // ---------------------------------------------------------------- summary
@@ -543,6 +550,7 @@ const cleanup = async () => {
   stopping = true;
   for (const s of openSockets) s.destroy();
   await Promise.all(Object.keys(procs).map((role) => stopProcess(role, 5000).catch(() => {})));
+  for (const p of spawned) p.kill('SIGKILL');
 };
 process.on('SIGINT', async () => { console.log('soak: interrupted; stopping what it started'); await cleanup(); process.exit(130); });
 process.on('SIGTERM', async () => { await cleanup(); process.exit(143); });

@@ -8,47 +8,77 @@ PORT           ?= 5000
 BACKEND        ?= cpu
 CLAWBOT_MODELS ?= $(abspath ../shared/models)
 BUILD_TYPE     ?= RelWithDebInfo
+# RelWithDebInfo's debug info: `lines` (file:line and function names in backtraces; the default, about a third
+# less compile time) or `full` (variables too, for a debugger).
+DEBUG_INFO     ?= lines
 # -Werror in CI builds (CI=true), warnings only for people.
 WERROR         ?= $(if $(CI),ON,OFF)
 JOBS           ?= $(shell nproc)
-# ccache, where installed, makes rebuilds in a second build folder (or after `make clean`) cheap.
-LAUNCHER       := $(if $(shell command -v ccache),-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+PREFIX         ?= /usr/local
 # Objects of build/ and build-frontend/ differ only in their folder: let them share cache entries.
 export CCACHE_NOHASHDIR := 1
 
 export CLAWBOT_MODELS
 
-.PHONY: all deps build build-frontend run test test-only clean format
+# ccache, where installed, makes rebuilds in a second build folder (or after `make clean`) cheap. Looked up
+# when the recipe runs: on a fresh machine the bootstrap has just installed it.
+LAUNCHER = $$(command -v ccache >/dev/null && echo -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+CONFIGURE = cmake -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DCLAWBOT_DEBUG_INFO=$(DEBUG_INFO) \
+  -DCLAWBOT_WERROR=$(WERROR) $(LAUNCHER)
+
+.PHONY: all deps configure configure-frontend build build-frontend run test test-only test-frontend install install-frontend \
+  clean format
 
 all: build
 
 deps:
 	@scripts/bootstrap.sh --backend $(BACKEND) > build-deps.prefix.tmp && mv build-deps.prefix.tmp .deps-prefix
 
-build: deps
-	cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DCLAWBOT_ENGINE=ON \
-	  -DCLAWBOT_BACKEND=$(BACKEND) -DCLAWBOT_LLAMA_PREFIX="$$(cat .deps-prefix)" -DCLAWBOT_WERROR=$(WERROR) $(LAUNCHER) >/dev/null
+configure: deps
+	$(CONFIGURE) -S . -B build -DCLAWBOT_ENGINE=ON -DCLAWBOT_BACKEND=$(BACKEND) \
+	  -DCLAWBOT_LLAMA_PREFIX="$$(cat .deps-prefix)" >/dev/null
+
+# Everything: clawbot, clawbot-frontend (the front-end-only binary, from the same objects) and the tests.
+build: configure
 	cmake --build build -j $(JOBS)
 
-# A front-end-only binary: no engine, no llama.cpp needed.
-build-frontend:
+configure-frontend:
 	@scripts/bootstrap.sh --no-engine >/dev/null
-	cmake -S . -B build-frontend -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DCLAWBOT_ENGINE=OFF \
-	  -DCLAWBOT_WERROR=$(WERROR) $(LAUNCHER) >/dev/null
-	cmake --build build-frontend -j $(JOBS)
+	$(CONFIGURE) -S . -B build-frontend -DCLAWBOT_ENGINE=OFF >/dev/null
 
-run: build
+# A front-end-only machine: no engine, no llama.cpp needed (build-frontend/clawbot).
+build-frontend: configure-frontend
+	cmake --build build-frontend -j $(JOBS) --target clawbot
+
+# Only what serving needs: clawbot itself, not the tests.
+run: configure
+	cmake --build build -j $(JOBS) --target clawbot
 	./build/clawbot serve --model "$(MODEL)" --chat-template $(CHAT_TEMPLATE) --host $(HOST) --port $(PORT)
 
 tests/compat/node_modules/.package-lock.json: tests/compat/package-lock.json
 	cd tests/compat && npm ci --ignore-scripts --no-audit --no-fund
 	@touch $@
 
-test: build build-frontend tests/compat/node_modules/.package-lock.json test-only
+# One build: the front-end tests run against build/clawbot-frontend.
+test: build tests/compat/node_modules/.package-lock.json test-only
 
 test-only:
 	cd build && ctest --output-on-failure -j 2
+
+# The same front-end tests in a -DCLAWBOT_ENGINE=OFF build (what a machine without llama.cpp builds).
+test-frontend: configure-frontend
+	cmake --build build-frontend -j $(JOBS)
 	cd build-frontend && ctest --output-on-failure
+
+# Installs $(PREFIX)/bin/clawbot stripped, its debug info beside it in $(PREFIX)/bin/.debug/clawbot.debug (gdb
+# finds it there), and the engine's libllama/ggml in $(PREFIX)/lib/clawbot. install-frontend: the front-end-only
+# binary instead, no libraries.
+install: configure
+	cmake --build build -j $(JOBS) --target clawbot
+	cmake --install build --prefix "$(PREFIX)" --component clawbot
+
+install-frontend: build-frontend
+	cmake --install build-frontend --prefix "$(PREFIX)" --component clawbot
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.h')

@@ -33,10 +33,16 @@ done
 
 clawbot=./build/clawbot
 prefix=$(cat .deps-prefix 2>/dev/null || true)
+[ -x "$clawbot" ] && [ -n "$prefix" ] || { echo "compare.sh: $clawbot missing: run 'make build' first" >&2; exit 1; }
+if [ ! -x "$prefix/bin/llama-server" ] || [ ! -x "$prefix/bin/llama-bench" ]; then
+  # The bootstrap builds only libllama and ggml; the tools come into the same cache the first time they are needed.
+  backend=$(basename "$prefix" | cut -d- -f5)
+  echo "compare.sh: building llama-server and llama-bench into the dependency cache (first time only)" >&2
+  prefix=$(scripts/bootstrap.sh --no-apt --with-tools --backend "${backend:-cpu}" | tail -1)
+fi
 llama_server=$prefix/bin/llama-server
 llama_bench=$prefix/bin/llama-bench
-[ -x "$clawbot" ] || { echo "compare.sh: $clawbot missing: run 'make build' first" >&2; exit 1; }
-[ -x "$llama_server" ] || { echo "compare.sh: llama-server missing from the dependency cache ($prefix): run 'make build'" >&2; exit 1; }
+[ -x "$llama_server" ] || { echo "compare.sh: llama-server missing from the dependency cache ($prefix)" >&2; exit 1; }
 
 if [ -f "$model" ]; then
   model_file=$model

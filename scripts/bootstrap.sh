@@ -3,8 +3,9 @@
 #   1. installs the Debian packages the build needs (only those missing);
 #   2. fetches llama.cpp from the pinned npm package node-llama-cpp (no install scripts run),
 #      verifies the tarball against the registry's integrity hash, clones the bundled git release,
-#      and builds libllama + ggml + llama-server + llama-bench into a cache outside the checkout.
-# Usage: scripts/bootstrap.sh [--no-engine] [--no-apt] [--backend cpu|cuda|vulkan]
+#      and builds libllama + ggml into a cache outside the checkout.
+# Usage: scripts/bootstrap.sh [--no-engine] [--with-tools] [--no-apt] [--backend cpu|cuda|vulkan]
+#   --with-tools: also build llama-server and llama-bench (bench/compare.sh asks for them) into the same cache
 #   --no-apt: only report missing packages (a machine whose packages someone else manages)
 # Env: CLAWBOT_NODE_LLAMA_CPP_TARBALL=path.tgz uses that tarball instead of npm (air-gapped; still verified),
 #      CLAWBOT_BUILD_JOBS=N parallel jobs, XDG_CACHE_HOME moves the cache.
@@ -15,11 +16,13 @@ NODE_LLAMA_CPP_VERSION=3.22.1
 NODE_LLAMA_CPP_INTEGRITY='sha512-bltIipuWmc123H7tMIgDGKSsSrhmhlQYeVUC48XTjVW7XGJJiJJyCdlTMzQ/LiWoPkGDpcL4FviDpgw7qfTiDw=='
 
 with_engine=1
+with_tools=0
 use_apt=1
 backend=${CLAWBOT_BACKEND:-cpu}
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-engine) with_engine=0 ;;
+    --with-tools) with_tools=1 ;;
     --no-apt) use_apt=0 ;;
     --backend) backend=$2; shift ;;
     *) echo "bootstrap: unknown option '$1'" >&2; exit 2 ;;
@@ -52,6 +55,7 @@ needs=(
   # avahi-daemon on a private D-Bus bus in network namespaces and firewall a port there
   "hdr:avahi-client/client.h libavahi-client-dev" "file:/usr/sbin/avahi-daemon avahi-daemon" "cmd:avahi-browse avahi-utils"
   "cmd:dbus-daemon dbus" "file:/usr/sbin/ip iproute2" "file:/usr/sbin/iptables iptables"
+  "cmd:flock util-linux" "cmd:objcopy binutils"
 )
 missing=()
 for need in "${needs[@]}"; do
@@ -84,96 +88,116 @@ if [ "$with_engine" -eq 0 ]; then
 fi
 
 # ---------------------------------------------------------------- 2. llama.cpp from node-llama-cpp
-cache_root=${XDG_CACHE_HOME:-$HOME/.cache}/clawbot/deps
-key="node-llama-cpp-${NODE_LLAMA_CPP_VERSION}-${backend}"
-prefix="$cache_root/$key"
-stamp="$prefix/.complete"
-if [ -f "$stamp" ]; then
-  log "llama.cpp found in cache: $prefix"
-  step=""
-  echo "$prefix"
-  exit 0
-fi
-
-mkdir -p "$cache_root"
-work="$cache_root/$key.work"
-rm -rf "$work"
-mkdir -p "$work"
-
-if [ -n "${CLAWBOT_NODE_LLAMA_CPP_TARBALL:-}" ]; then
-  # An air-gapped node: a tarball brought by hand (still checked against the pinned integrity below).
-  step="use tarball $CLAWBOT_NODE_LLAMA_CPP_TARBALL"
-  [ -f "$CLAWBOT_NODE_LLAMA_CPP_TARBALL" ] || fail "no such file" "set CLAWBOT_NODE_LLAMA_CPP_TARBALL to the .tgz from 'npm pack node-llama-cpp@$NODE_LLAMA_CPP_VERSION'"
-  tarball="$CLAWBOT_NODE_LLAMA_CPP_TARBALL"
-else
-  step="npm pack node-llama-cpp@$NODE_LLAMA_CPP_VERSION"
-  log "$step (no install scripts run)"
-  (cd "$work" && npm pack --silent --ignore-scripts "node-llama-cpp@$NODE_LLAMA_CPP_VERSION" >pack.out 2>pack.err) ||
-    fail "$(tail -3 "$work/pack.err")" "check that the npm registry is reachable (npm ping) and that npm works"
-  tarball="$work/$(tail -1 "$work/pack.out")"
-  [ -f "$tarball" ] || fail "npm pack produced no tarball" "run 'npm pack node-llama-cpp@$NODE_LLAMA_CPP_VERSION' by hand"
-fi
-
-step="verify tarball integrity"
-algo=${NODE_LLAMA_CPP_INTEGRITY%%-*}
-want=${NODE_LLAMA_CPP_INTEGRITY#*-}
-got=$(openssl dgst "-$algo" -binary "$tarball" | base64 -w0)
-[ "$got" = "$want" ] || fail "tarball hash $algo-$got does not match the pinned $NODE_LLAMA_CPP_INTEGRITY" \
-  "the registry served different bytes: do not build from it; check the pinned version and integrity in scripts/bootstrap.sh"
-log "integrity ok ($algo)"
-
-step="extract git bundle"
-tar -xzf "$tarball" -C "$work" package/llama/gitRelease.bundle package/llama/binariesGithubRelease.json 2>/dev/null ||
-  tar -xzf "$tarball" -C "$work" package/llama/gitRelease.bundle ||
-  fail "the tarball has no llama/gitRelease.bundle" "the pinned node-llama-cpp version must ship the llama.cpp bundle"
-
-step="git clone bundle"
-git clone --quiet "$work/package/llama/gitRelease.bundle" "$work/llama.cpp" >&2 ||
-  fail "git clone of the bundle failed" "check free disk space in $cache_root"
-tag=$(sed -n 's/.*"release": *"\([^"]*\)".*/\1/p' "$work/package/llama/binariesGithubRelease.json" 2>/dev/null || true)
-release="${tag:-unknown} ($(git -C "$work/llama.cpp" rev-parse --short HEAD))"
-log "llama.cpp release $release"
-
-step="configure llama.cpp ($backend)"
-cmake_args=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$prefix"
-  -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF
-  -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON -DLLAMA_CURL=OFF -DGGML_NATIVE=ON
-  -DCMAKE_INSTALL_RPATH="$prefix/lib" -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON)
+# The cache is keyed by the package version, the backend and a hash of the build options and the compiler, so
+# a changed option builds afresh beside the old one. The build tree stays in the cache: `--with-tools` later
+# builds llama-server and llama-bench in it without compiling libllama again.
+step="llama.cpp build options"
+# Only libllama and ggml (CPU backend unless asked, tuned for this CPU); no tests, examples, tools or llama.cpp's
+# `common` library, which `--with-tools` turns on in the same build tree (the libraries' objects stay valid).
+option_args=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_TESTS=OFF
+  -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF -DGGML_NATIVE=ON)
+no_tools=(-DLLAMA_BUILD_COMMON=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF)
+with_tools_args=(-DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON)
 case "$backend" in
   cpu) ;;
-  cuda) cmake_args+=(-DGGML_CUDA=ON) ;;
-  vulkan) cmake_args+=(-DGGML_VULKAN=ON) ;;
+  cuda) option_args+=(-DGGML_CUDA=ON) ;;
+  vulkan) option_args+=(-DGGML_VULKAN=ON) ;;
   *) fail "unknown backend '$backend'" "use cpu, cuda or vulkan" ;;
 esac
-cmake -S "$work/llama.cpp" -B "$work/build" "${cmake_args[@]}" >"$work/configure.log" 2>&1 ||
-  fail "cmake configure failed (log: $work/configure.log)" "read the log; for cuda/vulkan the toolkit must be installed"
-
-step="build llama.cpp"
 jobs=${CLAWBOT_BUILD_JOBS:-$(nproc)}
-log "building libllama, ggml, llama-server, llama-bench with $jobs jobs (first time only; minutes)"
-cmake --build "$work/build" -j "$jobs" --target llama ggml llama-server llama-bench >"$work/build.log" 2>&1 ||
-  fail "build failed (log: $work/build.log)" "read the tail of the log; free memory/disk and rerun"
+options_hash=$({ printf '%s\n' "${option_args[@]}"; c++ --version | head -1; } | sha256sum | cut -c1-8)
+cache_root=${XDG_CACHE_HOME:-$HOME/.cache}/clawbot/deps
+key="node-llama-cpp-${NODE_LLAMA_CPP_VERSION}-${backend}-${options_hash}"
+prefix="$cache_root/$key"
+stamp="$prefix/.complete"
+tools_stamp="$prefix/.tools-complete"
+mkdir -p "$cache_root"
+# One bootstrap at a time per cache entry (two `make` runs, or a build and a comparison, may start together).
+exec 9>"$cache_root/$key.lock"
+flock 9
 
-step="install llama.cpp"
-# Only what we built: the top level (libllama, headers, CMake config) without its subfolders, then ggml and src.
-# A plain `cmake --install` would also want every tool we did not build.
-{
-  cmake -DCMAKE_INSTALL_LOCAL_ONLY=ON -DCMAKE_INSTALL_PREFIX="$prefix" -P "$work/build/cmake_install.cmake" &&
-    cmake -DCMAKE_INSTALL_PREFIX="$prefix" -P "$work/build/ggml/cmake_install.cmake" &&
-    cmake -DCMAKE_INSTALL_PREFIX="$prefix" -P "$work/build/src/cmake_install.cmake"
-} >"$work/install.log" 2>&1 || fail "install failed (log: $work/install.log)" "check free disk space in $cache_root"
-mkdir -p "$prefix/bin"
-for b in llama-server llama-bench; do
-  cp -f "$work/build/bin/$b" "$prefix/bin/$b"
-done
-# the tools' own shared libraries (libllama-server-impl.so and the like) sit beside libllama
-cp -a "$work/build/bin/"*.so* "$prefix/lib/"
-"$prefix/bin/llama-server" --version >/dev/null 2>&1 || fail "the built llama-server does not start" "read $work/build.log"
-echo "$release" >"$prefix/LLAMA_RELEASE"
-# keep the source checkout next to the install: later benchmarks and readers of tools/server use it
-rm -rf "$prefix/src" && mv "$work/llama.cpp" "$prefix/src"
-rm -rf "$work"
-touch "$stamp"  # last: an interrupted run is redone from scratch
+if [ -f "$stamp" ]; then
+  log "llama.cpp found in cache: $prefix"
+else
+  rm -rf "$prefix"
+  mkdir -p "$prefix/download"
+  if [ -n "${CLAWBOT_NODE_LLAMA_CPP_TARBALL:-}" ]; then
+    # An air-gapped node: a tarball brought by hand (still checked against the pinned integrity below).
+    step="use tarball $CLAWBOT_NODE_LLAMA_CPP_TARBALL"
+    [ -f "$CLAWBOT_NODE_LLAMA_CPP_TARBALL" ] || fail "no such file" "set CLAWBOT_NODE_LLAMA_CPP_TARBALL to the .tgz from 'npm pack node-llama-cpp@$NODE_LLAMA_CPP_VERSION'"
+    tarball="$CLAWBOT_NODE_LLAMA_CPP_TARBALL"
+  else
+    step="npm pack node-llama-cpp@$NODE_LLAMA_CPP_VERSION"
+    log "$step (no install scripts run)"
+    (cd "$prefix/download" && npm pack --silent --ignore-scripts "node-llama-cpp@$NODE_LLAMA_CPP_VERSION" >pack.out 2>pack.err) ||
+      fail "$(tail -3 "$prefix/download/pack.err")" "check that the npm registry is reachable (npm ping) and that npm works"
+    tarball="$prefix/download/$(tail -1 "$prefix/download/pack.out")"
+    [ -f "$tarball" ] || fail "npm pack produced no tarball" "run 'npm pack node-llama-cpp@$NODE_LLAMA_CPP_VERSION' by hand"
+  fi
+
+  step="verify tarball integrity"
+  algo=${NODE_LLAMA_CPP_INTEGRITY%%-*}
+  want=${NODE_LLAMA_CPP_INTEGRITY#*-}
+  got=$(openssl dgst "-$algo" -binary "$tarball" | base64 -w0)
+  [ "$got" = "$want" ] || fail "tarball hash $algo-$got does not match the pinned $NODE_LLAMA_CPP_INTEGRITY" \
+    "the registry served different bytes: do not build from it; check the pinned version and integrity in scripts/bootstrap.sh"
+  log "integrity ok ($algo)"
+
+  step="extract git bundle"
+  tar -xzf "$tarball" -C "$prefix/download" package/llama/gitRelease.bundle package/llama/binariesGithubRelease.json 2>/dev/null ||
+    tar -xzf "$tarball" -C "$prefix/download" package/llama/gitRelease.bundle ||
+    fail "the tarball has no llama/gitRelease.bundle" "the pinned node-llama-cpp version must ship the llama.cpp bundle"
+
+  # The source stays in the cache (src/): later benchmarks and readers of tools/server use it, and the kept
+  # build tree (build/) points at it.
+  step="git clone bundle"
+  git -c advice.detachedHead=false clone --quiet "$prefix/download/package/llama/gitRelease.bundle" "$prefix/src" >&2 ||
+    fail "git clone of the bundle failed" "check free disk space in $cache_root"
+  tag=$(sed -n 's/.*"release": *"\([^"]*\)".*/\1/p' "$prefix/download/package/llama/binariesGithubRelease.json" 2>/dev/null || true)
+  release="${tag:-unknown} ($(git -C "$prefix/src" rev-parse --short HEAD))"
+  log "llama.cpp release $release"
+
+  step="configure llama.cpp ($backend)"
+  cmake -S "$prefix/src" -B "$prefix/build" "${option_args[@]}" "${no_tools[@]}" -DCMAKE_INSTALL_PREFIX="$prefix" \
+    -DCMAKE_INSTALL_RPATH="$prefix/lib" -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON >"$prefix/configure.log" 2>&1 ||
+    fail "cmake configure failed (log: $prefix/configure.log)" "read the log; for cuda/vulkan the toolkit must be installed"
+
+  # Only what clawbot links: libllama and ggml (the tools, 123 more files, come with --with-tools).
+  step="build llama.cpp"
+  log "building libllama and ggml with $jobs jobs (first time only; a few minutes)"
+  cmake --build "$prefix/build" -j "$jobs" --target llama ggml >"$prefix/build.log" 2>&1 ||
+    fail "build failed (log: $prefix/build.log)" "read the tail of the log; free memory/disk and rerun"
+
+  step="install llama.cpp"
+  # The top level (libllama, headers, CMake config) without its subfolders, then ggml and src.
+  {
+    cmake -DCMAKE_INSTALL_LOCAL_ONLY=ON -DCMAKE_INSTALL_PREFIX="$prefix" -P "$prefix/build/cmake_install.cmake" &&
+      cmake -DCMAKE_INSTALL_PREFIX="$prefix" -P "$prefix/build/ggml/cmake_install.cmake" &&
+      cmake -DCMAKE_INSTALL_PREFIX="$prefix" -P "$prefix/build/src/cmake_install.cmake"
+  } >"$prefix/install.log" 2>&1 || fail "install failed (log: $prefix/install.log)" "check free disk space in $cache_root"
+  echo "$release" >"$prefix/LLAMA_RELEASE"
+  rm -rf "$prefix/download"
+  touch "$stamp"  # last: an interrupted run is redone from scratch
+  log "llama.cpp $release ready in $prefix"
+fi
+
+if [ "$with_tools" -eq 1 ] && [ ! -f "$tools_stamp" ]; then
+  step="configure llama.cpp with its tools"
+  cmake -S "$prefix/src" -B "$prefix/build" "${with_tools_args[@]}" >"$prefix/configure-tools.log" 2>&1 ||
+    fail "cmake configure failed (log: $prefix/configure-tools.log)" "read the log"
+  step="build llama-server and llama-bench"
+  log "building llama-server and llama-bench with $jobs jobs (first time only; minutes)"
+  cmake --build "$prefix/build" -j "$jobs" --target llama-server llama-bench >"$prefix/build-tools.log" 2>&1 ||
+    fail "build failed (log: $prefix/build-tools.log)" "read the tail of the log; free memory/disk and rerun"
+  mkdir -p "$prefix/bin"
+  for b in llama-server llama-bench; do
+    cp -f "$prefix/build/bin/$b" "$prefix/bin/$b"
+  done
+  # the tools' own shared libraries (libllama-server-impl.so and the like) sit beside libllama
+  cp -a "$prefix/build/bin/"*.so* "$prefix/lib/"
+  "$prefix/bin/llama-server" --version >/dev/null 2>&1 || fail "the built llama-server does not start" "read $prefix/build-tools.log"
+  touch "$tools_stamp"
+  log "llama-server and llama-bench ready in $prefix/bin"
+fi
 step=""
-log "llama.cpp $release ready in $prefix"
 echo "$prefix"

@@ -6,8 +6,8 @@ namespace clawbot::ops {
 
 int run_models_synth(const SynthOptions&) {
   std::fprintf(stderr,
-               "clawbot models synth: this build of clawbot has no inference engine (it was built with "
-               "-DCLAWBOT_ENGINE=OFF, the front-end-only build).\n"
+               "clawbot models synth: this build of clawbot has no inference engine (a front-end-only build: "
+               "-DCLAWBOT_ENGINE=OFF, or clawbot-frontend).\n"
                "Synthesizing a model needs libllama's quantizer: run it with a clawbot built with the engine "
                "(`make build`).\n");
   return 2;

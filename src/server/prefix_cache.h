@@ -53,6 +53,8 @@ class ColdCache {
   const std::vector<engine::Token>& tokens(std::uint64_t id) const;
   std::span<const std::uint8_t> state(std::uint64_t id) const;
   void erase(std::uint64_t id);
+  // Whether entry `id` is still held: an insert evicts whatever its bytes overlap, a Match found before too.
+  bool contains(std::uint64_t id) const { return entry(id) != nullptr; }
   bool contains_exact(std::span<const engine::Token> tokens) const;
 
   std::size_t capacity() const noexcept { return capacity_; }

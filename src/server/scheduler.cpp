@@ -366,6 +366,11 @@ void Scheduler::admit(Slot& slot, GenerationJob job) {
 
   const bool content_lost = source != Source::slot_itself || keep < slot.cached.size();
   if (content_lost) save_to_cold(slot);
+  // Saving the slot may have written over the cold entry chosen above (the ring wraps onto its oldest bytes):
+  // then the best of what is left, which saving did not touch. (Seen as "cold cache entry gone" aborting a
+  // node with a small --cache-ram under bench/soak.sh.)
+  if (source == Source::cold_tier && !cold_.contains(cold->id))
+    source = donor_len > in_place ? Source::busy_slot : Source::slot_itself;
 
   if (source == Source::busy_slot) {
     context_.seq_copy_prefix(donor->seq, slot.seq, static_cast<int>(donor_len));

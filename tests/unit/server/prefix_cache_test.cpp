@@ -128,6 +128,19 @@ TEST(ColdCacheTest, FindsLongestSharedPrefix) {
   EXPECT_FALSE(cache.find(Tokens{7, 7}, false));
 }
 
+// The scheduler finds a cold entry, then saves the slot it is about to overwrite: that insert can evict the
+// entry it found (bench/soak.sh with --cache-ram 4 aborted nodes with "cold cache entry gone").
+TEST(ColdCacheTest, AMatchFoundBeforeAnInsertMayBeGoneAfterIt) {
+  ColdCache cache(100);
+  put(cache, {1, 2, 3}, 60, 0xA);
+  const auto m = cache.find(Tokens{1, 2, 3, 4}, false);
+  ASSERT_TRUE(m);
+  EXPECT_TRUE(cache.contains(m->id));
+  put(cache, {7, 8, 9}, 60, 0xB);  // wraps onto the first entry's bytes
+  EXPECT_FALSE(cache.contains(m->id));
+  EXPECT_THROW(cache.state(m->id), std::logic_error);
+}
+
 TEST(ColdCacheTest, ExactOnlyNeedsTheWholeEntryAsPrefix) {
   ColdCache cache(1000);
   put(cache, {1, 2, 3, 4}, 10, 1);

@@ -33,9 +33,9 @@ after(async () => {
 /**
  * An OpenAI-like upstream. `onChat(req, res, body, state)` answers anything but /health and /v1/models
  * (default: a JSON chat answer, or a stream when asked). Every such request is recorded in `state.seen`
- * ({ method, url, headers, body }).
+ * ({ method, url, headers, body }). `host`: the loopback address to listen on.
  */
-async function upstream(name, onChat) {
+async function upstream(name, onChat, host = '127.0.0.1') {
   const state = { name, seen: [], active: 0 };
   const sockets = new Set();
   const server = http.createServer(async (req, res) => {
@@ -66,11 +66,11 @@ async function upstream(name, onChat) {
     sockets.add(s);
     s.on('close', () => sockets.delete(s));
   });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise((resolve) => server.listen(0, host, resolve));
   const up = {
     name,
     state,
-    url: `http://127.0.0.1:${server.address().port}`,
+    url: `http://${host}:${server.address().port}`,
     kill() {
       for (const s of sockets) s.destroy();
       return new Promise((resolve) => server.close(() => resolve()));
@@ -178,7 +178,9 @@ test('a request that kills its upstream after being read is never sent to anothe
 });
 
 test('an upstream that cannot be reached is still skipped for another', async () => {
-  const a = await upstream('A');
+  // On an address of its own: once A is gone, a server of a test running beside this one (they listen on
+  // 127.0.0.1) may be given A's port, and the request would wait on it instead of being refused.
+  const a = await upstream('A', undefined, '127.0.0.3');
   const b = await upstream('B');
   const gw = await gateway('unreachable', [a, { ...b, extra: { standby: true } }],
     { health_checks: { interval_ms: 60000, timeout_ms: 500 } });

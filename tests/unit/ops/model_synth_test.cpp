@@ -332,7 +332,7 @@ TEST(SynthErrorTest, VocabLargerThanTheShape) {
 
 TEST(SynthErrorTest, MissingVocabFile) {
   expect_error({.shape = "tiny-llama", .quant = "f16", .vocab_from = "no-such-vocab.gguf"},
-               "model file 'no-such-vocab.gguf' not found");
+               "no model file 'no-such-vocab.gguf'");
 }
 
 TEST(SynthErrorTest, VocabFileWithoutTokenizer) {

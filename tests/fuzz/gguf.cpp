@@ -88,8 +88,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   return 0;
 }
 
-// `clawbot plan`'s command (run_plan, in plan.cpp) resolves model URLs through models_cmd.cpp, which this
+// `clawbot plan`'s command (run_plan, in plan.cpp) resolves model URLs and names through models_cmd.cpp, which this
 // target does not link: it reads headers from memory, and would stop here if a parse ever looked one up.
 std::string clawbot::ops::resolve_model_url(const std::string&) {
+  __builtin_trap();
+}
+std::string clawbot::ops::local_model_file(const std::string&) {
   __builtin_trap();
 }

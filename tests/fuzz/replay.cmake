@@ -1,0 +1,31 @@
+# The fuzz targets built without libFuzzer, against our libraries, each replaying its corpus once
+# (tests/fuzz/corpus/<name>/: the seeds, every crash found so far, and found/, the inputs `make fuzz` found that
+# reach new code, minimised with -merge=1). This is what `make test` runs: it needs no second (clang) build.
+# Fuzzing itself is `make fuzz` / `make test-fuzz` (tests/fuzz/CMakeLists.txt).
+set(fuzz_dir ${PROJECT_SOURCE_DIR}/tests/fuzz)
+set(fuzz_replay_http_request_LIBRARIES clawbot_common)
+set(fuzz_replay_http_response_LIBRARIES clawbot_common)
+set(fuzz_replay_json_read_LIBRARIES clawbot_common)
+set(fuzz_replay_request_facts_LIBRARIES clawbot_gateway)
+set(fuzz_replay_sse_relay_LIBRARIES clawbot_gateway)
+set(fuzz_replay_client_config_LIBRARIES clawbot_client)
+set(fuzz_replay_gateway_config_LIBRARIES clawbot_gateway_config)
+set(fuzz_replay_gguf_LIBRARIES clawbot_modelfile)
+set(fuzz_replay_clawenc_LIBRARIES clawbot_ops_files)
+set(fuzz_replay_dns_message_LIBRARIES clawbot_discovery)
+set(fuzz_replay_audit_verify_LIBRARIES clawbot_gateway_door)
+
+add_library(fuzz_replay_main OBJECT ${fuzz_dir}/replay_main.cpp)
+clawbot_target_defaults(fuzz_replay_main)
+file(GLOB fuzz_corpora LIST_DIRECTORIES true RELATIVE ${fuzz_dir}/corpus ${fuzz_dir}/corpus/*)
+foreach(name IN LISTS fuzz_corpora)
+  if(NOT DEFINED fuzz_replay_${name}_LIBRARIES)
+    message(FATAL_ERROR "tests/fuzz/replay.cmake: no libraries named for the fuzz target '${name}'")
+  endif()
+  add_executable(fuzz_replay_${name} ${fuzz_dir}/${name}.cpp $<TARGET_OBJECTS:fuzz_replay_main>)
+  clawbot_target_defaults(fuzz_replay_${name})
+  target_include_directories(fuzz_replay_${name} PRIVATE ${fuzz_dir} ${PROJECT_SOURCE_DIR}/tests)
+  target_link_libraries(fuzz_replay_${name} PRIVATE ${fuzz_replay_${name}_LIBRARIES})
+  add_test(NAME fuzz_replay_${name} COMMAND fuzz_replay_${name} ${fuzz_dir}/corpus/${name})
+  set_tests_properties(fuzz_replay_${name} PROPERTIES LABELS "unit;fuzz_replay" TIMEOUT 300)
+endforeach()

@@ -190,8 +190,9 @@ describe('clawbot bench: --duration and Ctrl-C', () => {
     proc.stderr.setEncoding('utf8').on('data', (c) => { stderr += c; });
     const closed = new Promise((resolve) => proc.once('close', (code, signal) => resolve({ code, signal })));
     try {
-      // The two calibration probes, then some of the run's requests.
-      while (answered() < before + 6) {
+      // The two calibration probes, then five of the run's requests (of which at most two, the concurrency, may
+      // not have reached bench yet).
+      while (answered() < before + 7) {
         assert.equal(proc.exitCode, null, `bench ended before Ctrl-C:\n${stdout}\n${stderr}`);
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
@@ -201,7 +202,7 @@ describe('clawbot bench: --duration and Ctrl-C', () => {
       assert.equal(code, 130, stderr);
       const report = JSON.parse(stdout);
       assert.equal(report.interrupted, true);
-      assert.ok(report.requests.ok >= 4, JSON.stringify(report.requests));
+      assert.ok(report.requests.ok >= 3, JSON.stringify(report.requests));
       assert.equal(report.requests.failed, 0, 'a request cut by Ctrl-C is not the server\'s failure');
       assert.equal(report.requests.total, report.per_request.length);
     } finally {

@@ -575,6 +575,7 @@ describe('clawbot serve: disconnect stops generation', () => {
     // the stream, it would have generated all its max_tokens first (clawbot_generation_tokens_total says).
     const maxTokens = 1900;
     const generatedBefore = await metric(base, 'clawbot_generation_tokens_total');
+    const cutBefore = await metric(base, 'clawbot_slow_readers_cut_total');
     const ac = new AbortController();
     const res = await streamRequest(base, CHAT, chatBody({ max_tokens: maxTokens }), { signal: ac.signal });
     let sawContent = false;
@@ -604,6 +605,8 @@ describe('clawbot serve: disconnect stops generation', () => {
     const generated = await metric(base, 'clawbot_generation_tokens_total') - generatedBefore;
     assert.ok(generated < maxTokens, `${generated} tokens generated: the abandoned stream ran to its max_tokens`);
     assert.ok(generated >= r.json.usage.completion_tokens + 1, `${generated} tokens generated`);
+    // Nor did it sit in the slot, unread, until --slow-reader-timeout gave the slot to the waiting request.
+    assert.equal(await metric(base, 'clawbot_slow_readers_cut_total') - cutBefore, 0, 'freed as a slow reader');
 
     const h = await getJson(base, '/health', { timeoutMs: 5000 });
     assert.equal(h.status, 200, h.text);

@@ -138,7 +138,7 @@ test('config init writes a commented clawbot.json where the config is looked up,
     const values = JSON.parse(shown.stdout).values;
     assert.deepEqual(values.model_endpoint, { value: 'http://127.0.0.1:5000', source: file });
     assert.equal(values.max_tokens.value, 8192);
-    assert.equal(values.retry_policy.value.max_retries, 3);
+    assert.equal(values['retry_policy.max_retries'].value, 3);
 
     fs.appendFileSync(file, '// mine\n');
     const again = await runClient(['config', 'init'], { env, cwd });

@@ -9,16 +9,7 @@ import fs from 'node:fs';
 
 import { MODEL_ID, startServer } from '../integration/server_harness.mjs';
 import { createKey, startGateway, tempDir, writeGatewayConfig } from '../integration/gateway_helpers.mjs';
-
-let OpenAI;
-try {
-  ({ default: OpenAI } = await import('openai'));
-} catch (e) {
-  throw new Error(
-    `cannot load the "openai" package (${e.message}); install it first: ` +
-    '(cd tests/compat && npm ci --ignore-scripts)',
-  );
-}
+import OpenAI from './openai_client.mjs';
 
 describe('openai client through clawbot gateway', () => {
   let server;
@@ -48,15 +39,8 @@ describe('openai client through clawbot gateway', () => {
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
-  const chatParams = {
-    model: MODEL_ID,
-    messages: [
-      { role: 'system', content: 'You are a storyteller.' },
-      { role: 'user', content: 'Tell me a story about a dog.' },
-    ],
-    temperature: 0,
-    max_tokens: 24,
-  };
+  const chatParams = { model: MODEL_ID, messages: [{ role: 'user', content: 'Tell me a story about a fox.' }],
+    temperature: 0, max_tokens: 24 };
 
   test('models.list lists the node\'s model', async () => {
     const ids = [];

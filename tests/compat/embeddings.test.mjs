@@ -6,8 +6,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 
 import { clawbotBin, startServer, postJson } from '../integration/server_harness.mjs';
-
-const { default: OpenAI } = await import('openai');
+import OpenAI from './openai_client.mjs';
 
 function synthesize(shape, quant) {
   const r = spawnSync(clawbotBin(), ['models', 'synth', shape, '--quant', quant], { encoding: 'utf8', timeout: 120000 });

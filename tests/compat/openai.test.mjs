@@ -5,16 +5,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { MODEL_ID, startServer } from '../integration/server_harness.mjs';
-
-let OpenAI;
-try {
-  ({ default: OpenAI } = await import('openai'));
-} catch (e) {
-  throw new Error(
-    `cannot load the "openai" package (${e.message}); install it first: ` +
-    '(cd tests/compat && npm ci --ignore-scripts)',
-  );
-}
+import OpenAI from './openai_client.mjs';
 
 describe('openai client against clawbot serve', () => {
   let server;

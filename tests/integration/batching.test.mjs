@@ -7,7 +7,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 
-import { startServer, postJson, getJson, readSse, assertUsage } from './server_harness.mjs';
+import { startServer, postJson, getJson, readSse, assertUsage, modelPath } from './server_harness.mjs';
+import { writeWithTokenIds } from './gguf_fim.mjs';
 
 const CHAT = '/v1/chat/completions';
 const COMPL = '/v1/completions';
@@ -97,13 +98,31 @@ describe('continuous batching', () => {
     assert.equal(r.json.choices[0].finish_reason, 'length');
   });
 
-  test('min_tokens is checked against max_tokens', { timeout: 30000 }, async () => {
-    // (stories260K never ends a story by itself here, so the ban is proven in engine_test's
-    // SamplerTest.BannedTokensAreNeverDrawn.)
+  test('min_tokens holds the end of generation back; it is checked against max_tokens', { timeout: 60000 }, async () => {
+    // stories260K never writes its end-of-generation token: a copy whose end token is "." ends at its first
+    // sentence, unless min_tokens holds that back.
+    const period = (await postJson(server.baseUrl, '/tokenize', { content: 'time.' })).json.tokens.at(-1);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clawbot-min-tokens-'));
+    const model = writeWithTokenIds(modelPath(), path.join(dir, 'stories-eos-period.gguf'),
+      { 'tokenizer.ggml.eos_token_id': period });
+    const eosServer = await startServer({ model, extraArgs: ['--parallel', '1'] });
+    try {
+      const story = { prompt: 'Once upon a time', max_tokens: 60, temperature: 0 };
+      const free = await postJson(eosServer.baseUrl, COMPL, story);
+      assert.equal(free.status, 200, free.text);
+      assert.equal(free.json.choices[0].finish_reason, 'stop', free.text);
+      const ended = free.json.usage.completion_tokens;
+      assert.ok(ended < 30, `the first sentence ends after ${ended} tokens: ${free.text}`);
+      const held = await postJson(eosServer.baseUrl, COMPL, { ...story, min_tokens: 30 });
+      assert.equal(held.status, 200, held.text);
+      assert.ok(held.json.usage.completion_tokens >= 30, `min_tokens 30, ${held.json.usage.completion_tokens} tokens: ${held.text}`);
+      assert.ok(held.json.choices[0].text.startsWith(free.json.choices[0].text), held.text);
+    } finally {
+      await eosServer.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+
     const base = { prompt: 'The end.', max_tokens: 40, temperature: 0 };
-    const held = await postJson(server.baseUrl, COMPL, { ...base, min_tokens: 40 });
-    assert.equal(held.status, 200, held.text);
-    assert.equal(held.json.usage.completion_tokens, 40);
     const tooMany = await postJson(server.baseUrl, COMPL, { ...base, min_tokens: 41 });
     assert.equal(tooMany.status, 400);
     assert.equal(tooMany.json.error.param, 'min_tokens');

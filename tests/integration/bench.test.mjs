@@ -2,9 +2,10 @@
 // Run: CLAWBOT_BIN=build/clawbot node --test tests/integration/bench.test.mjs
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import net from 'node:net';
 
-import { MODEL_ID, startServer, runClawbot } from './server_harness.mjs';
+import { MODEL_ID, startServer, runClawbot, requireBinary } from './server_harness.mjs';
 
 const LATENCIES = ['ttft_ms', 'tpot_ms', 'itl_ms', 'e2e_ms', 'max_itl_ms'];
 
@@ -149,6 +150,63 @@ describe('clawbot bench against clawbot serve', () => {
     assert.ok(line, r.stdout);
     for (const s of [`--url ${server.baseUrl}`, `--model ${MODEL_ID}`, '--requests 2', '--max-tokens 8', '--seed 42']) {
       assert.ok(line.includes(s), `${JSON.stringify(s)} in ${line}`);
+    }
+  });
+});
+
+describe('clawbot bench: --duration and Ctrl-C', () => {
+  let server;
+  before(async () => {
+    server = await startServer();
+  });
+  after(async () => {
+    await server?.stop();
+  });
+  const args = () => ['bench', '--url', server.baseUrl, '--concurrency', '2', '--max-tokens', '8', '--prompt-tokens', '16',
+    '--json'];
+
+  test('--duration 1: requests start for one second, then the run ends by itself', async () => {
+    const r = await runClawbot([...args(), '--duration', '1'], { timeoutMs: 120000 });
+    const report = parseReport(r);
+    assert.equal(report.parameters.duration_s, 1);
+    assert.equal(report.parameters.requests, null, 'no request count: the duration alone ends the run');
+    assert.equal(report.interrupted, false);
+    const { total, ok, failed } = report.requests;
+    assert.ok(total > 0 && ok === total && failed === 0, JSON.stringify(report.requests));
+    assert.equal(report.per_request.length, total);
+    // bench's own clock: none started after the second, and the run lasted until the last one (started in
+    // it, or found the second over when it finished) ended.
+    for (const q of report.per_request) assert.ok(q.start_ms < 1000, `started at ${q.start_ms} ms`);
+    assert.ok(report.duration_s >= 1, `the run lasted ${report.duration_s} s`);
+  });
+
+  test('Ctrl-C stops the run, reports what finished, and exits 130', async () => {
+    const answered = () => (server.stderr().match(/path=\/v1\/chat\/completions status=200/g) ?? []).length;
+    const before = answered();
+    const proc = spawn(requireBinary(), [...args(), '--duration', '600'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    proc.stdout.setEncoding('utf8').on('data', (c) => { stdout += c; });
+    proc.stderr.setEncoding('utf8').on('data', (c) => { stderr += c; });
+    const closed = new Promise((resolve) => proc.once('close', (code, signal) => resolve({ code, signal })));
+    try {
+      // The two calibration probes, then five of the run's requests (of which at most two, the concurrency, may
+      // not have reached bench yet).
+      while (answered() < before + 7) {
+        assert.equal(proc.exitCode, null, `bench ended before Ctrl-C:\n${stdout}\n${stderr}`);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      proc.kill('SIGINT');
+      const { code, signal } = await closed;
+      assert.equal(signal, null, stderr);
+      assert.equal(code, 130, stderr);
+      const report = JSON.parse(stdout);
+      assert.equal(report.interrupted, true);
+      assert.ok(report.requests.ok >= 3, JSON.stringify(report.requests));
+      assert.equal(report.requests.failed, 0, 'a request cut by Ctrl-C is not the server\'s failure');
+      assert.equal(report.requests.total, report.per_request.length);
+    } finally {
+      proc.kill('SIGKILL');
     }
   });
 });

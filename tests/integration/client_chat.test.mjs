@@ -115,6 +115,44 @@ test('ask: one-shot and piped, against a real server', async () => {
   }
 });
 
+test('config init writes a commented clawbot.json where the config is looked up, once; --force replaces it', async () => {
+  const cfg = writeConfig({});
+  const env = { ...cfg.env };
+  delete env.CLAWBOT_CONFIG;  // found by the search, not named
+  const cwd = fs.mkdtempSync(path.join(cfg.dir, 'cwd-'));  // no ./clawbot.json there
+  const file = path.join(env.XDG_CONFIG_HOME, 'clawbot', 'clawbot.json');
+  try {
+    const init = await runClient(['config', 'init'], { env, cwd });
+    assert.equal(init.code, 0, init.stderr);
+    assert.equal(init.stdout, `wrote ${file}\n`);
+    const text = fs.readFileSync(file, 'utf8');
+    assert.match(text, /^\/\/ clawbot\.json/, 'commented');
+    assert.match(text, /^ {2}\/\/ "api_key_env": "CLAWBOT_API_KEY",$/m, 'optional keys are shown commented out');
+    assert.equal(fs.statSync(file).mode & 0o777, 0o600, 'it may come to hold an API key');
+
+    const where = await runClient(['config', 'path'], { env, cwd });
+    assert.equal(where.stdout, `${file}\n`, where.stderr);
+    const shown = await runClient(['config', 'show', '--json'], { env, cwd });
+    assert.equal(shown.code, 0, shown.stderr);
+    assert.equal(shown.stderr, '', 'no warnings about what config init wrote');
+    const values = JSON.parse(shown.stdout).values;
+    assert.deepEqual(values.model_endpoint, { value: 'http://127.0.0.1:5000', source: file });
+    assert.equal(values.max_tokens.value, 8192);
+    assert.equal(values['retry_policy.max_retries'].value, 3);
+
+    fs.appendFileSync(file, '// mine\n');
+    const again = await runClient(['config', 'init'], { env, cwd });
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /clawbot\.json exists; --force replaces it/);
+    assert.match(fs.readFileSync(file, 'utf8'), /\/\/ mine\n$/, 'left as it was');
+    const forced = await runClient(['config', 'init', '--force'], { env, cwd });
+    assert.equal(forced.code, 0, forced.stderr);
+    assert.equal(fs.readFileSync(file, 'utf8'), text);
+  } finally {
+    cfg.cleanup();
+  }
+});
+
 test('first use: the file `config init` writes works with ask, chat and doctor against a default node', async () => {
   // The node allows 512 tokens a request (the harness's --ctx); config init writes max_tokens 8192.
   const srv = await startServer();

@@ -322,6 +322,37 @@ test('Ctrl-C (SIGINT) during the wait before a retry ends ask at once with statu
   }
 });
 
+test('Ctrl-C (SIGINT) while an answer streams: the partial answer stays on stdout, status 130, no retry', async () => {
+  // Two words, then the stream stays open: only Ctrl-C ends it.
+  const hold = (req, res) => {
+    res.writeHead(200, { 'Content-Type': 'text/event-stream' });
+    for (const w of ['Once', ' upon'])
+      res.write(`data: ${JSON.stringify({ object: 'chat.completion.chunk', model: 'stub', choices: [{ index: 0, delta: { content: w }, finish_reason: null }] })}\n\n`);
+  };
+  const srv = await misbehavingServer([hold]);
+  const cfg = writeConfig({ model_endpoint: srv.url, retry_policy: policy() });
+  try {
+    const proc = spawn(requireBinary(), ['ask', 'hello'], { env: cfg.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    proc.stdout.setEncoding('utf8').on('data', (c) => { stdout += c; });
+    proc.stderr.setEncoding('utf8').on('data', (c) => { stderr += c; });
+    const closed = new Promise((r) => proc.once('close', (c) => r(c)));
+    while (!stdout.includes('Once upon')) {
+      assert.equal(proc.exitCode, null, stderr);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    proc.kill('SIGINT');
+    assert.equal(await closed, 130, stderr);
+    assert.equal(stdout, 'Once upon\n');
+    assert.match(stderr, /clawbot ask: interrupted \(the answer above is partial\)/);
+    assert.equal(srv.arrivals.length, 1, 'an interrupted answer is not asked again');
+  } finally {
+    await srv.close();
+    cfg.cleanup();
+  }
+});
+
 test('a host name that does not resolve is not retried, and the message says to check it', async () => {
   const cfg = writeConfig({ model_endpoint: 'http://no-such-node.invalid:5000', retry_policy: policy({ base_delay: 50 }) });
   try {

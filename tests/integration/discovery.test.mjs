@@ -1,9 +1,10 @@
-// mDNS/DNS-SD between two network namespaces joined by a veth pair (made here as root, removed after): a real
+// mDNS/DNS-SD between two network namespaces joined by a veth pair (made here in a user namespace, no root
+// needed; removed after): a real
 // `clawbot serve` advertises in one, and `clawbot discover`, `model_endpoint: "auto"` (ask, doctor, config
 // show) find it from the other — first with the built-in responder and querier and no daemon anywhere, then
 // with avahi-daemon running in a namespace: `avahi-browse` sees our node, our browser sees what
 // `avahi-publish` announces, goodbyes withdraw, and "auto" prefers a reachable gateway.
-// Skips (with the reason) only where namespaces or, for the second part, Avahi cannot run.
+// Never skips: where the namespaces or Avahi cannot run, the tests fail and say why.
 // Run: CLAWBOT_BIN=build/clawbot node --test tests/integration/discovery.test.mjs
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,7 +12,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 
 import { clawbotBin, modelPath, requireBinary, MODEL_ID } from './server_harness.mjs';
-import { makeLan, startAvahi, waitFor, SkipError } from './netns.mjs';
+import { makeLan, startAvahi, waitFor } from './netns.mjs';
 
 const BUILTIN = { CLAWBOT_MDNS: 'builtin' };
 
@@ -60,30 +61,20 @@ async function discoverJson(lan, ns, env) {
 
 describe('mDNS with the built-in responder and querier (no daemon), between two namespaces', () => {
   let lan;
-  let skip = '';
   let serve;
   before(async () => {
-    try {
-      lan = makeLan();
-    } catch (e) {
-      if (!(e instanceof SkipError)) throw e;
-      skip = e.message;
-      console.log(`# skipping the namespace tests: ${skip}`);
-      return;
-    }
+    lan = await makeLan();
     serve = await startServe(lan, lan.a, { env: { ...process.env, ...BUILTIN } });
   });
   after(async () => {
     await lan?.destroy();
   });
 
-  test('serve announces with the built-in responder on the LAN interface', (t) => {
-    if (skip) return t.skip(skip);
+  test('serve announces with the built-in responder on the LAN interface', () => {
     assert.match(serve.proc.err(), new RegExp(`announcing 'clawbot node on [^']+' \\(_clawbot\\._tcp port ${serve.port}\\) on \\S+ ${lan.addrA.replaceAll('.', '\\.')} \\(built-in responder\\)`));
   });
 
-  test('discover --json in the other namespace finds the node, its TXT record and its latency', async (t) => {
-    if (skip) return t.skip(skip);
+  test('discover --json in the other namespace finds the node, its TXT record and its latency', async () => {
     const { code, list, stderr } = await discoverJson(lan, lan.b, { ...process.env, ...BUILTIN });
     assert.equal(code, 0, stderr);
     const node = list.find((s) => s.port === serve.port);
@@ -103,16 +94,14 @@ describe('mDNS with the built-in responder and querier (no daemon), between two 
     assert.ok(node.ttl > 0 && node.ttl <= 4500);
   });
 
-  test('discover prints a table: name, address, port, role, model, TLS, auth, latency', async (t) => {
-    if (skip) return t.skip(skip);
+  test('discover prints a table: name, address, port, role, model, TLS, auth, latency', async () => {
     const r = await lan.run(lan.b, [clawbotBin(), 'discover', '--timeout', '1500'], { env: { ...process.env, ...BUILTIN } });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^NAME +ADDRESS +PORT +ROLE +MODEL +TLS +AUTH +LATENCY$/m);
     assert.match(r.stdout, new RegExp(`^clawbot node on .+ ${lan.addrA.replaceAll('.', '\\.')} +${serve.port} +node +${MODEL_ID} +no +no +[\\d.]+ ms$`, 'm'));
   });
 
-  test('model_endpoint "auto": ask finds the node, caches the choice with its TTL, and reuses it', async (t) => {
-    if (skip) return t.skip(skip);
+  test('model_endpoint "auto": ask finds the node, caches the choice with its TTL, and reuses it', async () => {
     const c = clientEnv(lan, BUILTIN);
     const first = await lan.run(lan.b, [clawbotBin(), 'ask', 'Once upon a time'], { env: c.env });
     assert.ok(first.code === 0 || (first.code === 1 && /cut off at max_tokens/.test(first.stderr)), `ask failed:\n${first.stdout}\n${first.stderr}`); // max_tokens 4: a cut answer is exit 1
@@ -128,8 +117,7 @@ describe('mDNS with the built-in responder and querier (no daemon), between two 
     assert.doesNotMatch(second.stderr, /found now/, 'the cached choice is used: no second browse');
   });
 
-  test('a cached choice that no longer answers is dropped and the LAN is asked again', async (t) => {
-    if (skip) return t.skip(skip);
+  test('a cached choice that no longer answers is dropped and the LAN is asked again', async () => {
     const c = clientEnv(lan, BUILTIN);
     fs.mkdirSync(path.dirname(c.cacheFile), { recursive: true });
     fs.writeFileSync(c.cacheFile, JSON.stringify({ url: `http://${lan.addrA}:1`, instance: 'gone', role: 'node',
@@ -140,8 +128,7 @@ describe('mDNS with the built-in responder and querier (no daemon), between two 
     assert.equal(JSON.parse(fs.readFileSync(c.cacheFile, 'utf8')).url, `http://${lan.addrA}:${serve.port}`);
   });
 
-  test('doctor with "auto" names what mDNS found, then checks it like any endpoint', async (t) => {
-    if (skip) return t.skip(skip);
+  test('doctor with "auto" names what mDNS found, then checks it like any endpoint', async () => {
     const c = clientEnv(lan, BUILTIN);
     const r = await lan.run(lan.b, [clawbotBin(), 'doctor', '--json'], { env: c.env, timeoutMs: 60000 });
     const report = JSON.parse(r.stdout);
@@ -154,8 +141,7 @@ describe('mDNS with the built-in responder and querier (no daemon), between two 
     assert.equal(by.models.status, 'ok', JSON.stringify(by.models));
   });
 
-  test('config show says what "auto" resolves to', async (t) => {
-    if (skip) return t.skip(skip);
+  test('config show says what "auto" resolves to', async () => {
     const c = clientEnv(lan, BUILTIN);
     const r = await lan.run(lan.b, [clawbotBin(), 'config', 'show'], { env: c.env });
     assert.equal(r.code, 0, r.stderr);
@@ -164,8 +150,7 @@ describe('mDNS with the built-in responder and querier (no daemon), between two 
     assert.equal(JSON.parse(j.stdout).auto.url, `http://${lan.addrA}:${serve.port}`);
   });
 
-  test('nothing on the LAN: discover exits 1, ask and doctor say to set model_endpoint', async (t) => {
-    if (skip) return t.skip(skip);
+  test('nothing on the LAN: discover exits 1, ask and doctor say to set model_endpoint', async () => {
     const alone = lan.addNamespace('C');
     const c = clientEnv(lan, BUILTIN);
     const d = await lan.run(alone, [clawbotBin(), 'discover', '--timeout', '500'], { env: c.env });
@@ -182,16 +167,14 @@ describe('mDNS with the built-in responder and querier (no daemon), between two 
     assert.match(resolve.fix, /set model_endpoint/);
   });
 
-  test('--no-advertise: a second node is not found', async (t) => {
-    if (skip) return t.skip(skip);
+  test('--no-advertise: a second node is not found', async () => {
     const quiet = await startServe(lan, lan.a, { env: { ...process.env, ...BUILTIN }, extraArgs: ['--no-advertise'], announced: /slots/ });
     const { list } = await discoverJson(lan, lan.b, { ...process.env, ...BUILTIN });
     assert.ok(list.some((s) => s.port === serve.port), 'the first node is still there');
     assert.ok(!list.some((s) => s.port === quiet.port), `the --no-advertise node is not: ${JSON.stringify(list)}`);
     await stop(quiet.proc);
   });
-  test('a second node on the same host probes, finds its name taken, and renames itself', async (t) => {
-    if (skip) return t.skip(skip);
+  test('a second node on the same host probes, finds its name taken, and renames itself', async () => {
     const second = await startServe(lan, lan.a, { env: { ...process.env, ...BUILTIN } });
     const name = /announcing '([^']+)'/.exec(serve.proc.err())[1];
     assert.match(second.proc.err(), new RegExp(`another host announces '${name}'; renamed to '${name} \\(2\\)'`));
@@ -204,19 +187,11 @@ describe('mDNS with the built-in responder and querier (no daemon), between two 
 
 describe('mDNS interop with Avahi (avahi-daemon in a namespace)', () => {
   let lan;
-  let skip = '';
   let serve;
   let avahi;
   before(async () => {
-    try {
-      lan = makeLan();
-      avahi = await startAvahi(lan, lan.b, 'avahi-b');
-    } catch (e) {
-      if (!(e instanceof SkipError)) throw e;
-      skip = e.message;
-      console.log(`# skipping the Avahi interop tests: ${skip}`);
-      return;
-    }
+    lan = await makeLan();
+    avahi = await startAvahi(lan, lan.b, 'avahi-b');
     // No daemon in namespace a: serve there uses the built-in responder, Avahi in b has to hear it.
     serve = await startServe(lan, lan.a, { env: { ...process.env, ...BUILTIN } });
   });
@@ -229,8 +204,7 @@ describe('mDNS interop with Avahi (avahi-daemon in a namespace)', () => {
     return r.stdout.split('\n').filter((l) => l.startsWith('=;'));
   }
 
-  test('avahi-browse -rtp _clawbot._tcp sees our node with its TXT record', async (t) => {
-    if (skip) return t.skip(skip);
+  test('avahi-browse -rtp _clawbot._tcp sees our node with its TXT record', async () => {
     let lines = [];
     await waitFor(async () => (lines = await avahiBrowse()).some((l) => l.includes(`;${serve.port};`)), 8000, 500);
     const line = lines.find((l) => l.includes(`;${serve.port};`));
@@ -243,8 +217,7 @@ describe('mDNS interop with Avahi (avahi-daemon in a namespace)', () => {
       assert.ok(f[9].includes(kv), `${kv} in ${f[9]}`);
   });
 
-  test('our built-in browser sees a service that avahi-publish announces', async (t) => {
-    if (skip) return t.skip(skip);
+  test('our built-in browser sees a service that avahi-publish announces', async () => {
     const pub = lan.spawn(lan.b, ['avahi-publish', '-s', 'avahi published gateway', '_clawbot._tcp', '18123',
       'role=gateway', 'model=big-model', 'api=/v1', 'tls=yes', 'auth=yes'], { env: avahi.env });
     assert.ok(await waitFor(() => /Established/.test(pub.out() + pub.err()), 8000), pub.err());
@@ -262,8 +235,7 @@ describe('mDNS interop with Avahi (avahi-daemon in a namespace)', () => {
     await stop(pub);
   });
 
-  test('where the daemon runs, discover browses through it (source avahi)', async (t) => {
-    if (skip) return t.skip(skip);
+  test('where the daemon runs, discover browses through it (source avahi)', async () => {
     const { list } = await discoverJson(lan, lan.b, avahi.env);
     const node = list.find((s) => s.port === serve.port);
     assert.ok(node, JSON.stringify(list));
@@ -273,8 +245,7 @@ describe('mDNS interop with Avahi (avahi-daemon in a namespace)', () => {
     assert.equal(node.reachable, true);
   });
 
-  test('serve publishes through the daemon where one runs; the built-in browser sees it', async (t) => {
-    if (skip) return t.skip(skip);
+  test('serve publishes through the daemon where one runs; the built-in browser sees it', async () => {
     const viaAvahi = await startServe(lan, lan.b, { env: avahi.env, announced: /through the Avahi daemon/ });
     const { list } = await discoverJson(lan, lan.a, { ...process.env, ...BUILTIN });
     const node = list.find((s) => s.port === viaAvahi.port);
@@ -284,8 +255,7 @@ describe('mDNS interop with Avahi (avahi-daemon in a namespace)', () => {
     await stop(viaAvahi.proc);
   });
 
-  test('"auto" prefers a reachable gateway over a node, and a reachable node over a dead gateway', async (t) => {
-    if (skip) return t.skip(skip);
+  test('"auto" prefers a reachable gateway over a node, and a reachable node over a dead gateway', async () => {
     const dead = lan.spawn(lan.b, ['avahi-publish', '-s', 'dead gateway', '_clawbot._tcp', '18124', 'role=gateway', 'tls=no'],
       { env: avahi.env });
     assert.ok(await waitFor(() => /Established/.test(dead.out() + dead.err()), 8000), dead.err());
@@ -309,8 +279,7 @@ describe('mDNS interop with Avahi (avahi-daemon in a namespace)', () => {
     for (const p of [dead, live, http]) await stop(p);
   });
 
-  test('stopping serve sends goodbyes: Avahi drops the node at once', async (t) => {
-    if (skip) return t.skip(skip);
+  test('stopping serve sends goodbyes: Avahi drops the node at once', async () => {
     await stop(serve.proc);
     assert.match(serve.proc.err(), /withdrew 'clawbot node on [^']+' \(goodbye sent\)/);
     // Without a goodbye the daemon would keep the record for its TTL (120 s and more).

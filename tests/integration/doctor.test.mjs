@@ -46,25 +46,52 @@ async function doctorJson(config) {
   }
 }
 
-/** The system's memory use as the node's /metrics computes it, to know whether the alert line is crossed. */
-function memoryFraction() {
-  const info = fs.readFileSync('/proc/meminfo', 'utf8');
-  const kib = (key) => Number(new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(info)[1]);
-  return 1 - kib('MemAvailable') / kib('MemTotal');
+// The node's memory as doctor sees it, pinned: a pass-through proxy in front of the real node that rewrites only
+// the two system-memory gauges of its /metrics (4 of 16 GiB in use), so that whether doctor passes does not
+// depend on how full this machine's memory is (the 90% line itself is tested against a stub below).
+const PINNED_USED = 4 * 2 ** 30;
+const PINNED_TOTAL = 16 * 2 ** 30;
+async function memoryPinnedProxy(target) {
+  const upstream = new URL(target);
+  const proxy = http.createServer((req, res) => {
+    const forward = http.request({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url,
+      headers: req.headers }, (answer) => {
+      if (req.url !== '/metrics') {
+        res.writeHead(answer.statusCode, answer.headers);
+        answer.pipe(res);
+        return;
+      }
+      let text = '';
+      answer.setEncoding('utf8').on('data', (c) => { text += c; }).on('end', () => {
+        text = text.replace(/^clawbot_system_memory_used_bytes \S+$/m, `clawbot_system_memory_used_bytes ${PINNED_USED}`)
+          .replace(/^clawbot_system_memory_total_bytes \S+$/m, `clawbot_system_memory_total_bytes ${PINNED_TOTAL}`);
+        const headers = { ...answer.headers };
+        delete headers['content-length'];
+        res.writeHead(answer.statusCode, headers);
+        res.end(text);
+      });
+    });
+    forward.on('error', (e) => res.destroy(e));
+    req.pipe(forward);
+  });
+  await new Promise((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  return { url: `http://127.0.0.1:${proxy.address().port}`, close: () => proxy.close() };
 }
-
 
 describe('clawbot doctor against a healthy node', () => {
   let server;
+  let node;
   before(async () => {
     server = await startServer();
+    node = await memoryPinnedProxy(server.baseUrl);
   });
   after(async () => {
+    node?.close();
     await server?.stop();
   });
 
   test('prints a line per check and exits 0', async () => {
-    const cfg = writeConfig({ model_endpoint: server.baseUrl }, 'clawbot-doctor-');
+    const cfg = writeConfig({ model_endpoint: node.url }, 'clawbot-doctor-');
     try {
       const r = await runClient(['doctor'], { env: cfg.env });
       const lines = r.stdout.trim().split('\n');
@@ -75,15 +102,16 @@ describe('clawbot doctor against a healthy node', () => {
       assert.match(r.stdout, /^(ok|warn)\s+latency\s+20 x GET \/health: P50 [\d.]+ ms, P99 [\d.]+ ms \(target P99 < 200 ms\)/m);
       assert.match(r.stdout, /^ok\s+models\s+1 model: stories260K; using stories260K/m);
       assert.match(r.stdout, /^ok\s+generate\s+first token from stories260K in \d+ ms \(max_tokens \d+, temperature [\d.]+, streamed, as ask sends it\)/m);
+      assert.match(r.stdout, /^ok\s+memory\s+node memory 4\.0 of 16\.0 GiB in use \(25%, alert at 90%\)/m);
       assert.match(lines.at(-1), /^healthy/);
-      if (memoryFraction() < 0.85) assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.equal(r.code, 0, r.stdout + r.stderr);
     } finally {
       cfg.cleanup();
     }
   });
 
   test('--json reports each check with its status and figures', async () => {
-    const { code, report, by } = await doctorJson({ model_endpoint: server.baseUrl });
+    const { code, report, by } = await doctorJson({ model_endpoint: node.url });
     for (const name of ['config', 'resolve', 'tcp', 'tls', 'api_key', 'models', 'generate'])
       assert.equal(by[name].status, 'ok', `${name}: ${JSON.stringify(by[name])}`);
     assert.match(by.latency.status, /^(ok|warn)$/);
@@ -95,10 +123,10 @@ describe('clawbot doctor against a healthy node', () => {
     assert.ok(by.memory.data.total_bytes > 0 && by.memory.data.used_bytes > 0);
     assert.ok(by.memory.data.server_rss_bytes > 0);
     assert.equal(by.memory.data.alert_fraction, 0.9);
-    const over = by.memory.data.fraction >= 0.9;
-    assert.equal(by.memory.status, over ? 'fail' : 'ok');
-    assert.equal(report.healthy, !over);
-    assert.equal(code, over ? 1 : 0);
+    assert.equal(by.memory.data.fraction, 0.25);
+    assert.equal(by.memory.status, 'ok');
+    assert.equal(report.healthy, true);
+    assert.equal(code, 0);
     assert.deepEqual(report.skipped, []);
   });
 });

@@ -1,6 +1,7 @@
-// A copy of a GGUF model with fill-in-the-middle token ids added to its metadata
-// (tokenizer.ggml.fim_{pre,suf,mid}_token_id), so that /infill can be tested on a tiny model: none of the
-// test models has FIM tokens of its own. The tensors are copied unchanged; only the header grows.
+// A copy of a GGUF model with token ids changed or added in its metadata: fill-in-the-middle tokens
+// (tokenizer.ggml.fim_{pre,suf,mid}_token_id), so that /infill can be tested on a tiny model (none of the test
+// models has FIM tokens of its own), or another end-of-generation token (tokenizer.ggml.eos_token_id), so that
+// a story model that never ends by itself ends at a token it does write. The tensors are copied unchanged.
 import fs from 'node:fs';
 
 const GGUF_TYPE = { u8: 0, i8: 1, u16: 2, i16: 3, u32: 4, i32: 5, f32: 6, bool: 7, string: 8, array: 9, u64: 10, i64: 11, f64: 12 };
@@ -35,8 +36,11 @@ function u32Entry(key, value) {
   return b;
 }
 
-/** Writes `output`: `input` plus the given FIM token ids ({pre, suf, mid}). Returns `output`. */
-export function writeWithFimTokens(input, output, { pre, suf, mid }) {
+/**
+ * Writes `output`: `input` with the given u32 metadata (`values`, key -> number): a key that `input` has as a
+ * u32 is overwritten in place, others are added. The tensors are copied unchanged. Returns `output`.
+ */
+export function writeWithTokenIds(input, output, values) {
   const buf = fs.readFileSync(input);
   const r = new Reader(buf);
   if (buf.toString('latin1', 0, 4) !== 'GGUF') throw new Error(`${input} is not a GGUF file`);
@@ -47,11 +51,17 @@ export function writeWithFimTokens(input, output, { pre, suf, mid }) {
   const nKvPos = r.pos;
   const nKv = r.u64();
   let alignment = 32;
+  const overwrite = [];
+  const toAdd = new Map(Object.entries(values));
   for (let i = 0n; i < nKv; i++) {
     const key = r.string();
     const type = r.u32();
     if (key === 'general.alignment' && type === GGUF_TYPE.u32) alignment = buf.readUInt32LE(r.pos);
-    if (key.startsWith('tokenizer.ggml.fim_')) throw new Error(`${input} already has ${key}`);
+    if (toAdd.has(key)) {
+      if (type !== GGUF_TYPE.u32) throw new Error(`${input}: ${key} is not a u32 (type ${type})`);
+      overwrite.push([r.pos, toAdd.get(key)]);
+      toAdd.delete(key);
+    }
     r.skipValue(type);
   }
   const kvEnd = r.pos;
@@ -63,15 +73,21 @@ export function writeWithFimTokens(input, output, { pre, suf, mid }) {
   const infoEnd = r.pos;
   const dataStart = Math.ceil(infoEnd / alignment) * alignment;
 
-  const added = Buffer.concat([
-    u32Entry('tokenizer.ggml.fim_pre_token_id', pre),
-    u32Entry('tokenizer.ggml.fim_suf_token_id', suf),
-    u32Entry('tokenizer.ggml.fim_mid_token_id', mid),
-  ]);
+  const added = Buffer.concat([...toAdd].map(([key, value]) => u32Entry(key, value)));
   const head = Buffer.from(buf.subarray(0, kvEnd));
-  head.writeBigUInt64LE(nKv + 3n, nKvPos);
+  for (const [pos, value] of overwrite) head.writeUInt32LE(value, pos);
+  head.writeBigUInt64LE(nKv + BigInt(toAdd.size), nKvPos);
   const header = Buffer.concat([head, added, buf.subarray(kvEnd, infoEnd)]);
   const padding = Buffer.alloc(Math.ceil(header.length / alignment) * alignment - header.length);
   fs.writeFileSync(output, Buffer.concat([header, padding, buf.subarray(dataStart)]));
   return output;
+}
+
+/** Writes `output`: `input` plus the given FIM token ids ({pre, suf, mid}). Returns `output`. */
+export function writeWithFimTokens(input, output, { pre, suf, mid }) {
+  return writeWithTokenIds(input, output, {
+    'tokenizer.ggml.fim_pre_token_id': pre,
+    'tokenizer.ggml.fim_suf_token_id': suf,
+    'tokenizer.ggml.fim_mid_token_id': mid,
+  });
 }

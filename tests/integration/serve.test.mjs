@@ -531,9 +531,53 @@ describe('clawbot serve: HTTP API', () => {
 
   // ----- robustness --------------------------------------------------------
 
-  test('client disconnecting mid-stream does not break the server', { timeout: 45000 }, async () => {
+  test('server still healthy after all bad requests', async () => {
+    assert.equal(server.proc.exitCode, null, `server exited; stderr:\n${server.stderr()}`);
+    assert.equal(server.proc.signalCode, null, `server killed by signal; stderr:\n${server.stderr()}`);
+    const r = await getJson(base, '/health');
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json?.status, 'ok', r.text); // extra fields are tolerated
+  });
+});
+
+// ---------------------------------------------------------------------------
+// A client that leaves mid-stream stops its generation (own server: a long context so generation outlasts the
+// disconnect by far, and one slot, so that the request after a disconnect needs the slot the disconnect freed).
+
+/** A counter's value in the server's /metrics text. */
+async function metric(baseUrl, name) {
+  const text = await (await fetch(baseUrl + '/metrics', { signal: AbortSignal.timeout(10000) })).text();
+  const line = text.split('\n').find((l) => l.startsWith(name + ' '));
+  assert.ok(line, `${name} in /metrics`);
+  return Number(line.split(' ').at(-1));
+}
+
+describe('clawbot serve: disconnect stops generation', () => {
+  let server;
+  let base;
+  before(async () => {
+    server = await startServer({ extraArgs: ['--ctx', '2048', '--threads', '1', '--parallel', '1'] });
+    base = server.baseUrl;
+  });
+  after(async () => {
+    if (server) await server.stop();
+  });
+  const chatBody = (extra = {}) => ({
+    model: MODEL_ID,
+    messages: [{ role: 'user', content: 'Tell me a story about a cat.' }],
+    temperature: 0,
+    ignore_eos: true,
+    ...extra,
+  });
+
+  test('client disconnecting mid-stream frees its slot for the next request', { timeout: 45000 }, async () => {
+    // One slot: the next request runs only once the stream's slot is free. Had the disconnect not cancelled
+    // the stream, it would have generated all its max_tokens first (clawbot_generation_tokens_total says).
+    const maxTokens = 1900;
+    const generatedBefore = await metric(base, 'clawbot_generation_tokens_total');
+    const cutBefore = await metric(base, 'clawbot_slow_readers_cut_total');
     const ac = new AbortController();
-    const res = await streamRequest(base, CHAT, chatBody({ max_tokens: 400 }), { signal: ac.signal });
+    const res = await streamRequest(base, CHAT, chatBody({ max_tokens: maxTokens }), { signal: ac.signal });
     let sawContent = false;
     try {
       await readSse(res, (payload) => {
@@ -558,30 +602,14 @@ describe('clawbot serve: HTTP API', () => {
     assertChatCompletion(r.json, { maxTokens: 8 });
     assert.ok(elapsed < 10000, `request after a disconnect took ${elapsed} ms (expected prompt answer)`);
 
+    const generated = await metric(base, 'clawbot_generation_tokens_total') - generatedBefore;
+    assert.ok(generated < maxTokens, `${generated} tokens generated: the abandoned stream ran to its max_tokens`);
+    assert.ok(generated >= r.json.usage.completion_tokens + 1, `${generated} tokens generated`);
+    // Nor did it sit in the slot, unread, until --slow-reader-timeout gave the slot to the waiting request.
+    assert.equal(await metric(base, 'clawbot_slow_readers_cut_total') - cutBefore, 0, 'freed as a slow reader');
+
     const h = await getJson(base, '/health', { timeoutMs: 5000 });
     assert.equal(h.status, 200, h.text);
-  });
-
-  test('server still healthy after all bad requests', async () => {
-    assert.equal(server.proc.exitCode, null, `server exited; stderr:\n${server.stderr()}`);
-    assert.equal(server.proc.signalCode, null, `server killed by signal; stderr:\n${server.stderr()}`);
-    const r = await getJson(base, '/health');
-    assert.equal(r.status, 200, r.text);
-    assert.equal(r.json?.status, 'ok', r.text); // extra fields are tolerated
-  });
-});
-
-// ---------------------------------------------------------------------------
-// A client that leaves mid-stream stops its generation (own server: a long context so generation outlasts the
-// disconnect by far).
-
-describe('clawbot serve: disconnect stops generation', () => {
-  let server;
-  before(async () => {
-    server = await startServer({ extraArgs: ['--ctx', '2048', '--threads', '1'] });
-  });
-  after(async () => {
-    if (server) await server.stop();
   });
 
   test('aborting a stream cancels the job before max_tokens', { timeout: 45000 }, async () => {

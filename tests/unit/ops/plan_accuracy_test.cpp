@@ -1,9 +1,9 @@
 // `clawbot plan` against libllama: for stories260K and synthesized models of each cache kind (plain
 // attention, sliding window, hybrid recurrent; f32, q8_0 and q4_k_m, whose matrices the CPU backend
 // repacks) at three context sizes, the plan's weights (+ CPU repack) + caches + output + compute buffers are
-// within 5% of the buffers libllama reports when serve's engine creates the same context, and the process's
-// RSS growth never exceeds the plan's total (+ the repacked copy, whose mapped originals were read at
-// load). Prints the table.
+// within 1% (as README says; at most 0.73% measured, stories260K at 256 tokens) of the buffers libllama
+// reports when serve's engine creates the same context, and the process's RSS growth never exceeds the plan's
+// total (+ the repacked copy, whose mapped originals were read at load). Prints the table.
 // Needs the engine (built only with CLAWBOT_ENGINE). Models: CLAWBOT_MODELS (default ../shared/models), and
 // `models synth` output in the cache (written here when missing: seconds for the tiny shapes, a minute or
 // two for lfm2-350m q4_k_m on 2 cores; reused after).
@@ -120,7 +120,7 @@ void check_model(const std::string& name) {
         (1 << 20);
     rows().push_back(
         {name, ctx, parallel, predicted_mib, measured_mib, rss_growth / (1 << 20), predicted_total_mib});
-    EXPECT_NEAR(predicted_mib, measured_mib, measured_mib * 0.05)
+    EXPECT_NEAR(predicted_mib, measured_mib, measured_mib * 0.01)
         << name << " ctx " << ctx << " x " << parallel << ": predicted " << predicted_mib << " MiB, libllama "
         << measured_mib << " MiB";
     // The plan is what to provision: the process never grows past it.

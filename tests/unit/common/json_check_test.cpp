@@ -50,7 +50,7 @@ TEST(JsonCheckTest, RequestFieldsNameTheFieldAndTheRule) {
   EXPECT_EQ(message([&] { json_check::number_field(body, "top_p", 0, 1); }),
             "top_p: 'top_p' must be a number, got \"x\"");
   EXPECT_EQ(message([&] { json_check::number_field(body, "temperature", 0, 2); }),
-            "temperature: 'temperature' must be between 0 and 2, got 3");
+            "temperature: 'temperature' must be between 0.0 and 2.0, got 3");
   EXPECT_EQ(message([&] { json_check::bool_field(body, "stream", false); }),
             "stream: 'stream' must be true or false, got \"yes\"");
   EXPECT_EQ(json_check::integer_field(body, "max_tokens", 1, 10), std::nullopt);  // null: not given

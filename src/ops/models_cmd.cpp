@@ -90,8 +90,7 @@ std::string parse_sidecar(const std::string& text) {
 }
 
 bool valid_sha256(const std::string& hex) {
-  return hex.size() == 64 && std::all_of(hex.begin(), hex.end(),
-                                         [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
+  return text::is_hex(hex, 64);
 }
 
 }  // namespace

@@ -24,11 +24,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-bool is_hex(std::string_view text, std::size_t length) {
-  return text.size() == length && std::all_of(text.begin(), text.end(), [](char c) {
-           return std::isxdigit(static_cast<unsigned char>(c));
-         });
-}
+using text::is_hex;
 
 using text::lower;
 

@@ -36,6 +36,7 @@ using SimplePollPtr = std::unique_ptr<AvahiSimplePoll, AvahiDeleter<avahi_simple
 using ThreadedPollPtr = std::unique_ptr<AvahiThreadedPoll, AvahiDeleter<avahi_threaded_poll_free>>;
 using ClientPtr = std::unique_ptr<AvahiClient, AvahiDeleter<avahi_client_free>>;
 using BrowserPtr = std::unique_ptr<AvahiServiceBrowser, AvahiDeleter<avahi_service_browser_free>>;
+using StringListPtr = std::unique_ptr<AvahiStringList, AvahiDeleter<avahi_string_list_free>>;
 using StringPtr = std::unique_ptr<char, AvahiDeleter<avahi_free>>;  // text Avahi allocated
 
 class Publisher final : public Advertiser {
@@ -103,13 +104,14 @@ class Publisher final : public Advertiser {
       return;
     }
     avahi_entry_group_reset(group_);
-    AvahiStringList* txt = nullptr;
-    for (const auto& [k, v] : service_.txt) txt = avahi_string_list_add_pair(txt, k.c_str(), v.c_str());
+    StringListPtr txt;
+    for (const auto& [k, v] : service_.txt)
+      txt.reset(avahi_string_list_add_pair(txt.release(), k.c_str(), v.c_str()));
     const std::string type(kServiceType);
     int rc = avahi_entry_group_add_service_strlst(group_, interface_, AVAHI_PROTO_UNSPEC, AvahiPublishFlags{},
                                                   name_.c_str(), type.c_str(), nullptr, nullptr,
-                                                  service_.port, txt);
-    avahi_string_list_free(txt);
+                                                  service_.port, txt.get());
+    txt.reset();
     if (rc == AVAHI_ERR_COLLISION) {
       on_group(group_, AVAHI_ENTRY_GROUP_COLLISION, this);
       return;

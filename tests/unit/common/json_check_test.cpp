@@ -4,6 +4,7 @@
 
 #include "common/error.h"
 #include "common/json_config.h"
+#include "common/store_error.h"
 
 namespace clawbot {
 namespace {
@@ -81,6 +82,11 @@ TEST(ErrorTest, TheApiEdgeAnswersInternalFailuresAsInternalErrors) {
   const Error disk = answer_for(ClawbotError(ErrorKind::internal, "cannot write the audit log"));
   EXPECT_EQ(disk.kind, ErrorKind::internal);
   EXPECT_EQ(disk.message, "internal error: cannot write the audit log");
+  // A domain error (here the stores') is internal unless its thrower says otherwise: as before it derived from
+  // ClawbotError, a 500 that says what failed.
+  const Error store = answer_for(StoreError(StoreErrorKind::busy, "keys.db: the database is locked"));
+  EXPECT_EQ(store.kind, ErrorKind::internal);
+  EXPECT_EQ(store.message, "internal error: keys.db: the database is locked");
   const Error other = answer_for(std::runtime_error("boom"));
   EXPECT_EQ(other.kind, ErrorKind::internal);
   EXPECT_EQ(other.message, "internal error: boom");

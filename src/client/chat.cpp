@@ -14,6 +14,8 @@
 
 #include "client/assistant.h"
 #include "client/session_store.h"
+#include "common/text.h"
+#include "common/user_dirs.h"
 
 namespace clawbot::client {
 
@@ -70,9 +72,11 @@ class LineEditor {
     HistEvent event;
     history(history_.get(), &event, H_SETSIZE, 2000);
     history(history_.get(), &event, H_SETUNIQUE, 1);
-    std::error_code ec;
-    fs::create_directories(history_file_.parent_path(), ec);
-    history(history_.get(), &event, H_LOAD, history_file_.c_str());
+    if (!history_file_.empty()) {
+      std::error_code ec;
+      fs::create_directories(history_file_.parent_path(), ec);
+      history(history_.get(), &event, H_LOAD, history_file_.c_str());
+    }
     el_set(editor_.get(), EL_EDITOR, "emacs");
     el_set(editor_.get(), EL_HIST, history, history_.get());
     el_set(editor_.get(), EL_CLIENTDATA, this);
@@ -82,7 +86,7 @@ class LineEditor {
   }
 
   ~LineEditor() {
-    if (!history_) return;
+    if (!history_ || history_file_.empty()) return;
     HistEvent event;
     history(history_.get(), &event, H_SAVE, history_file_.c_str());
   }
@@ -139,18 +143,10 @@ class LineEditor {
   std::string prompt_;
 };
 
-fs::path data_dir() {
-  const char* xdg = std::getenv("XDG_DATA_HOME");
-  if (xdg != nullptr && *xdg != '\0') return fs::path(xdg) / "clawbot";
-  const char* home = std::getenv("HOME");
-  return fs::path(home != nullptr ? home : ".") / ".local" / "share" / "clawbot";
-}
-
-std::string trim(std::string_view s) {
-  const auto b = s.find_first_not_of(" \t\r\n");
-  if (b == std::string_view::npos) return {};
-  const auto e = s.find_last_not_of(" \t\r\n");
-  return std::string(s.substr(b, e - b + 1));
+// The line editor's history: none kept (an empty path) without a data directory.
+fs::path history_path() {
+  const auto data = user_dirs::find(user_dirs::Kind::data);
+  return data ? *data / "clawbot" / "chat_history" : fs::path();
 }
 
 constexpr const char* kHelp =
@@ -174,7 +170,7 @@ class ChatLoop {
   int run() {
     install_prompt_sigint();  // from here on Ctrl-C never kills the chat: it stops an answer or clears a line
     open_session(options_.session);
-    LineEditor editor(data_dir() / "chat_history");
+    LineEditor editor(history_path());
     for (;;) {
       std::string line;
       const auto read = editor.read("> ", line);
@@ -186,7 +182,7 @@ class ChatLoop {
         if (editor.read(". ", more) != LineEditor::Read::line) break;
         line += more;
       }
-      const std::string text = trim(line);
+      const std::string text(text::trim(line));
       if (text.empty()) continue;
       editor.remember(line);
       if (text[0] == '/') {
@@ -342,7 +338,8 @@ class ChatLoop {
   bool command(const std::string& text) {
     const auto space = text.find(' ');
     const std::string name = text.substr(0, space);
-    const std::string arg = space == std::string::npos ? std::string() : trim(text.substr(space + 1));
+    const std::string arg =
+        space == std::string::npos ? std::string() : std::string(text::trim(text.substr(space + 1)));
     if (name == "/exit" || name == "/quit") return false;
     if (name == "/help") {
       std::fputs(kHelp, stdout);
@@ -392,7 +389,8 @@ class ChatLoop {
   void set(const std::string& arg) {
     const auto space = arg.find(' ');
     const std::string key = arg.substr(0, space);
-    const std::string value = space == std::string::npos ? std::string() : trim(arg.substr(space + 1));
+    const std::string value =
+        space == std::string::npos ? std::string() : std::string(text::trim(arg.substr(space + 1)));
     try {
       if (key == "temperature" && !value.empty()) {
         const double t = std::stod(value);

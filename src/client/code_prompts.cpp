@@ -5,20 +5,16 @@
 #include <cctype>
 #include <cmath>
 
+#include "common/text.h"
+
 namespace clawbot::client {
 
 namespace {
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
-  return out;
-}
+using text::lower;
 
 std::string_view trim(std::string_view s) {
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
-  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
-  return s;
+  return text::trim(s, text::any_space);
 }
 
 bool starts_with_icase(std::string_view s, std::string_view prefix) {

@@ -13,14 +13,15 @@
 #include <vector>
 
 #include "client/api_client.h"
+#include "common/error.h"
 
 namespace clawbot::client {
 
 // A request that cannot be made from this input (a line beyond the end, a binary file): the message says
 // what was asked, what the file holds and what is allowed.
-class CodeInputError : public std::runtime_error {
+class CodeInputError : public ClawbotError {
  public:
-  using std::runtime_error::runtime_error;
+  explicit CodeInputError(const std::string& message) : ClawbotError(ErrorKind::internal, message) {}
 };
 
 struct Language {

@@ -14,6 +14,7 @@
 
 #include "client/endpoint_auto.h"
 #include "common/json_config.h"
+#include "common/user_dirs.h"
 
 namespace clawbot::client {
 
@@ -150,11 +151,10 @@ ClientConfig parse_config(std::string_view text, const std::string& origin) {
   return config;
 }
 
-fs::path user_config_path() {
-  const char* xdg = std::getenv("XDG_CONFIG_HOME");
-  if (xdg != nullptr && *xdg != '\0') return fs::path(xdg) / "clawbot" / "clawbot.json";
-  const char* home = std::getenv("HOME");
-  return fs::path(home != nullptr ? home : ".") / ".config" / "clawbot" / "clawbot.json";
+std::optional<fs::path> user_config_path() {
+  const auto base = user_dirs::find(user_dirs::Kind::config);
+  if (!base) return std::nullopt;
+  return *base / "clawbot" / "clawbot.json";
 }
 
 std::optional<ConfigLocation> find_config(const ConfigSearch& search) {
@@ -170,7 +170,8 @@ std::optional<ConfigLocation> find_config(const ConfigSearch& search) {
     return ConfigLocation{env, "$CLAWBOT_CONFIG"};
   }
   if (fs::exists("clawbot.json")) return ConfigLocation{"clawbot.json", "./clawbot.json"};
-  if (const fs::path user = user_config_path(); fs::exists(user)) return ConfigLocation{user, "user config"};
+  if (const auto user = user_config_path(); user && fs::exists(*user))
+    return ConfigLocation{*user, "user config"};
   return std::nullopt;
 }
 
@@ -266,7 +267,11 @@ static nlohmann::ordered_json describe_auto_json() {
 int run_config(const ConfigCommand& cmd) {
   try {
     if (cmd.action == "init") {
-      const fs::path path = cmd.init_path.empty() ? user_config_path() : fs::path(cmd.init_path);
+      const fs::path path =
+          cmd.init_path.empty()
+              ? user_dirs::require(user_dirs::Kind::config, "name the file: clawbot config init FILE") /
+                    "clawbot" / "clawbot.json"
+              : fs::path(cmd.init_path);
       if (fs::exists(path) && !cmd.force) {
         std::cerr << "clawbot config init: " << path.string() << " exists; --force replaces it\n";
         return 1;
@@ -288,7 +293,9 @@ int run_config(const ConfigCommand& cmd) {
     if (cmd.action == "path") {
       if (!location) {
         std::cerr << "no clawbot.json found (searched --config, $CLAWBOT_CONFIG, ./clawbot.json, "
-                  << user_config_path().string() << ")\n";
+                  << (user_config_path() ? user_config_path()->string()
+                                         : "no user config: " + user_dirs::missing(user_dirs::Kind::config))
+                  << ")\n";
         return 1;
       }
       std::cout << location->path.string() << "\n";

@@ -63,7 +63,8 @@ struct ConfigLocation {
   std::string reason;  // "--config", "$CLAWBOT_CONFIG", "./clawbot.json", "user config"
 };
 std::optional<ConfigLocation> find_config(const ConfigSearch& search);
-std::filesystem::path user_config_path();  // ${XDG_CONFIG_HOME:-~/.config}/clawbot/clawbot.json
+// ${XDG_CONFIG_HOME:-~/.config}/clawbot/clawbot.json (common/user_dirs.h); nullopt when neither is set.
+std::optional<std::filesystem::path> user_config_path();
 
 // Parses and validates one file's text (`origin` names it in messages). Unset keys keep their defaults.
 ClientConfig parse_config(std::string_view text, const std::string& origin);

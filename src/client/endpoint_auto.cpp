@@ -11,6 +11,7 @@
 
 #include "client/config.h"
 #include "common/http_client.h"
+#include "common/user_dirs.h"
 #include "discovery/discovery.h"
 
 namespace clawbot::client {
@@ -85,10 +86,9 @@ bool still_answers(const AutoEndpoint& e) {
 }  // namespace
 
 fs::path endpoint_cache_path() {
-  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg)
-    return fs::path(xdg) / "clawbot" / "endpoint.json";
-  if (const char* home = std::getenv("HOME"); home && *home)
-    return fs::path(home) / ".cache" / "clawbot" / "endpoint.json";
+  // Without a cache directory the choice is kept in the temporary directory, as a cache it costs only a
+  // browse.
+  if (const auto cache = user_dirs::find(user_dirs::Kind::cache)) return *cache / "clawbot" / "endpoint.json";
   return fs::temp_directory_path() / "clawbot-endpoint.json";
 }
 

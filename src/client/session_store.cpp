@@ -1,6 +1,5 @@
 #include "client/session_store.h"
 
-#include <pwd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,6 +12,8 @@
 #include <system_error>
 
 #include "common/edit_distance.h"
+#include "common/text.h"
+#include "common/user_dirs.h"
 
 namespace clawbot::client {
 
@@ -90,12 +91,8 @@ std::string first_line(std::string_view text) {
   while (!text.empty()) {
     const auto newline = text.find('\n');
     auto line = text.substr(0, newline);
-    const auto start = line.find_first_not_of(" \t\r");
-    if (start != std::string_view::npos) {
-      line = line.substr(start);
-      line = line.substr(0, line.find_last_not_of(" \t\r") + 1);
-      return std::string(utf8_prefix(line, preview_max_bytes));
-    }
+    if (const auto trimmed = text::trim(line, " \t\r"); !trimmed.empty())
+      return std::string(utf8_prefix(trimmed, preview_max_bytes));
     if (newline == std::string_view::npos) break;
     text.remove_prefix(newline + 1);
   }
@@ -220,20 +217,13 @@ const std::filesystem::path& prepare_location(const std::filesystem::path& db) {
 }  // namespace
 
 std::filesystem::path SessionStore::default_path() {
-  // XDG says a relative XDG_DATA_HOME is invalid and must be ignored.
-  if (const char* data_home = std::getenv("XDG_DATA_HOME"); data_home && data_home[0] == '/') {
-    return std::filesystem::path(data_home) / "clawbot" / "sessions.db";
+  const auto data = user_dirs::find(user_dirs::Kind::data);
+  if (!data) {
+    throw StoreError(
+        StoreErrorKind::unusable,
+        "cannot find the session database: " + user_dirs::missing(user_dirs::Kind::data) + " (pass --db)");
   }
-  std::filesystem::path home;
-  if (const char* env_home = std::getenv("HOME"); env_home && env_home[0] != '\0') {
-    home = env_home;
-  } else if (const passwd* entry = getpwuid(getuid()); entry && entry->pw_dir) {
-    home = entry->pw_dir;
-  } else {
-    throw StoreError(StoreErrorKind::unusable,
-                     "cannot find the session database: neither XDG_DATA_HOME nor HOME is set (pass --db)");
-  }
-  return home / ".local" / "share" / "clawbot" / "sessions.db";
+  return *data / "clawbot" / "sessions.db";
 }
 
 SessionStore::SessionStore(const std::filesystem::path& db) : db_(prepare_location(db)) {

@@ -15,8 +15,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "client/sqlite_db.h"
-#include "client/store_error.h"
+#include "common/sqlite_db.h"
+#include "common/store_error.h"
 
 namespace clawbot::client {
 

@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "client/session_store.h"
+#include "common/error.h"
 
 namespace clawbot::client {
 
@@ -141,7 +142,8 @@ void write_file_atomically(const std::filesystem::path& target, std::string_view
     if (!out) {
       std::error_code ignored;
       std::filesystem::remove(temporary, ignored);
-      throw std::runtime_error("cannot write " + target.string() + ": " + std::strerror(errno));
+      throw ClawbotError(ErrorKind::internal,
+                         "cannot write " + target.string() + ": " + std::strerror(errno));
     }
   }
   std::error_code ec;
@@ -149,7 +151,7 @@ void write_file_atomically(const std::filesystem::path& target, std::string_view
   if (ec) {
     std::error_code ignored;
     std::filesystem::remove(temporary, ignored);
-    throw std::runtime_error("cannot write " + target.string() + ": " + ec.message());
+    throw ClawbotError(ErrorKind::internal, "cannot write " + target.string() + ": " + ec.message());
   }
 }
 
@@ -163,7 +165,8 @@ int export_session(SessionStore& store, const SessionsOptions& options) {
   } else if (options.format == "md") {
     text = export_markdown(session, messages);
   } else {
-    throw std::runtime_error("unknown export format \"" + options.format + "\": use md or json");
+    throw ClawbotError(ErrorKind::invalid_request,
+                       "unknown export format \"" + options.format + "\": use md or json");
   }
   if (options.output.empty() || options.output == "-") {
     std::cout << text;

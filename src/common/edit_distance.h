@@ -9,6 +9,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/text.h"
+
 namespace clawbot {
 
 inline std::size_t edit_distance(std::string_view a, std::string_view b) {
@@ -30,11 +32,7 @@ inline std::size_t edit_distance(std::string_view a, std::string_view b) {
 // contained in it), or starting the same. Empty when none is close enough to be a likely typo.
 inline std::vector<std::string> closest_names(std::string_view wanted,
                                               const std::vector<std::string>& names) {
-  const auto lowercase = [](std::string_view text) {
-    std::string out(text);
-    for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return out;
-  };
+  const auto lowercase = [](std::string_view s) { return text::lower(s); };
   const std::string wanted_lower = lowercase(wanted);
   std::vector<std::pair<std::size_t, std::string>> scored;
   for (const auto& name : names) {

@@ -43,6 +43,13 @@ int http_status(ErrorKind kind) noexcept {
   return info(kind).status;
 }
 
+Error answer_for(const std::exception& e) {
+  if (const auto* error = dynamic_cast<const ClawbotError*>(&e);
+      error && error->error().kind != ErrorKind::internal)
+    return error->error();
+  return Error{ErrorKind::internal, std::string("internal error: ") + e.what(), {}, {}};
+}
+
 nlohmann::json to_json(const Error& error) {
   const KindInfo k = info(error.kind);
   nlohmann::json body = {

@@ -1,4 +1,19 @@
 // One error type for the whole program, and the one mapping from it to HTTP.
+//
+// The rule for failing:
+// - Library code (everything but the command-line entry points) throws ClawbotError, with the kind that says
+//   what went wrong. A part whose callers must tell its failures apart (StoreError, ConfigError, CryptError,
+//   GgufError, TlsError, HttpStatusError, engine::EngineError, CodeInputError) derives from ClawbotError and
+//   keeps its own finer kind beside it. No bare std::runtime_error; std::invalid_argument only from parsers
+//   of one value (a size, a CIDR, a DNS name) whose callers catch it to word the error; a command's exit-code
+//   carrier stays inside its command.
+// - Kind `internal` is a failure the API did not ask for: a bug, a failing disk, engine or library, and every
+//   domain error unless its thrower says otherwise. The API edge logs it and answers 500 "internal error:
+//   ..." (answer_for), as for any exception that is not a ClawbotError. Other kinds are answered as they are.
+// - Failures that an I/O boundary expects as normal outcomes come back as values, not exceptions:
+//   boost::system::result<T, ClientError> from the HTTP client, json_read::Result from the bounded reader,
+//   std::optional from lookups.
+// - Command-line entry points catch, print one line to stderr and return the exit code.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -32,6 +47,7 @@ struct Error {
 class ClawbotError : public std::runtime_error {
  public:
   explicit ClawbotError(Error error) : std::runtime_error(error.message), error_(std::move(error)) {}
+  ClawbotError(ErrorKind kind, const std::string& message) : ClawbotError(Error{kind, message, {}, {}}) {}
   const Error& error() const noexcept { return error_; }
 
  private:
@@ -44,6 +60,10 @@ class ClawbotError : public std::runtime_error {
 }
 
 int http_status(ErrorKind kind) noexcept;
+
+// What the API edge answers for an exception caught there: a ClawbotError's own error, except that kind
+// internal, like any other exception, becomes "internal error: <what>" (the edge logs those).
+Error answer_for(const std::exception& e);
 
 // The OpenAI error body: {"error":{"message","type","param","code"}}.
 nlohmann::json to_json(const Error& error);

@@ -1,5 +1,7 @@
 #include "common/http_client.h"
+#include "common/error.h"
 #include "common/http_read.h"
+#include "common/text.h"
 
 #include <sys/socket.h>
 
@@ -24,11 +26,7 @@ using tcp = asio::ip::tcp;
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr const char* user_agent = "clawbot";
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
+using text::lower;
 
 ClientError url_error(std::string message) {
   return ClientError{boost::system::errc::make_error_code(boost::system::errc::invalid_argument),
@@ -65,7 +63,7 @@ bool starts_like_tls_record(const beast::flat_buffer& buffer) {
 }  // namespace
 
 void throw_exception_from_error(const ClientError& error, const boost::source_location&) {
-  throw std::runtime_error(error.message);
+  throw ClawbotError(ErrorKind::internal, error.message);
 }
 
 // ---------------------------------------------------------------- Url

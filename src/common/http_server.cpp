@@ -1,4 +1,5 @@
 #include "common/http_server.h"
+#include "common/error.h"
 #include "common/http_read.h"
 
 #include <fcntl.h>
@@ -800,11 +801,10 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
       std::optional<Error> failure;  // co_await may not appear inside a catch handler
       try {
         co_await router->dispatch(exchange);
-      } catch (const ClawbotError& e) {
-        failure = e.error();
       } catch (const std::exception& e) {
-        spdlog::error("handler for {} failed: {}", exchange.path(), e.what());
-        failure = Error{ErrorKind::internal, std::string("internal error: ") + e.what(), {}, {}};
+        failure = answer_for(e);
+        if (failure->kind == ErrorKind::internal)
+          spdlog::error("handler for {} failed: {}", exchange.path(), e.what());
       }
       if (failure && !exchange.responded()) co_await exchange.respond_error(*failure);
       if (exchange.sse_started()) co_await exchange.sse_finish();
@@ -829,10 +829,8 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
     std::optional<Error> failure;
     try {
       if (refused) co_await refused(exchange);
-    } catch (const ClawbotError& e) {
-      failure = e.error();
     } catch (const std::exception& e) {
-      failure = Error{ErrorKind::internal, std::string("internal error: ") + e.what(), {}, {}};
+      failure = answer_for(e);
     }
     if (!exchange.responded()) co_await exchange.respond_error(failure ? *failure : *exchange.refusal());
     if (exchange.sse_started()) co_await exchange.sse_finish();
@@ -865,7 +863,8 @@ unsigned short Server::listen(const std::string& host, unsigned short port, cons
 unsigned short Server::listen(const std::string& host, unsigned short port) {
   beast::error_code ec;
   const auto address = asio::ip::make_address(host, ec);
-  if (ec) throw std::runtime_error("--host '" + host + "' is not an IPv4 or IPv6 address");
+  if (ec)
+    throw ClawbotError(ErrorKind::invalid_request, "--host '" + host + "' is not an IPv4 or IPv6 address");
   const tcp::endpoint endpoint(address, port);
   auto& acceptor = state_->acceptor;
   acceptor.open(endpoint.protocol(), ec);
@@ -874,13 +873,15 @@ unsigned short Server::listen(const std::string& host, unsigned short port) {
     acceptor.set_option(asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>(true), ec);
   if (!ec) acceptor.bind(endpoint, ec);
   if (ec) {
-    throw std::runtime_error(
+    throw ClawbotError(
+        ErrorKind::internal,
         "cannot listen on " + host + ":" + std::to_string(port) + ": " + ec.message() +
-        (ec == asio::error::address_in_use ? " (another server uses this port? pick --port)" : ""));
+            (ec == asio::error::address_in_use ? " (another server uses this port? pick --port)" : ""));
   }
   acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec)
-    throw std::runtime_error("cannot listen on " + host + ":" + std::to_string(port) + ": " + ec.message());
+    throw ClawbotError(ErrorKind::internal,
+                       "cannot listen on " + host + ":" + std::to_string(port) + ": " + ec.message());
   if (state_->spare_fd < 0) state_->spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   asio::co_spawn(state_->io, state_->accept_loop(), asio::detached);
   return acceptor.local_endpoint().port();

@@ -197,7 +197,7 @@ class Server {
  public:
   Server(asio::io_context& io, std::shared_ptr<const Router> router, ServerLimits limits);
   ~Server();
-  // Binds and starts accepting; returns the port (useful with port 0). Throws std::runtime_error on failure.
+  // Binds and starts accepting; returns the port (useful with port 0). Throws ClawbotError on failure.
   unsigned short listen(const std::string& host, unsigned short port);
   // The same, speaking only TLS (1.2 or newer) with one SSL_CTX for all connections. A handshake must end
   // within tls.handshake_timeout; a plain HTTP request gets a clear-text 400 "this port speaks TLS" and the

@@ -5,7 +5,9 @@
 #include <sstream>
 
 #include "common/edit_distance.h"
+#include "common/json_check.h"
 #include "common/json_read.h"
+#include "common/user_dirs.h"
 
 namespace clawbot::config {
 
@@ -77,8 +79,8 @@ json parse_object(std::string_view text, const std::string& origin) {
 std::string resolve_path(const std::string& path, const fs::path& base_dir) {
   if (path.empty()) return path;
   if (path[0] == '~') {
-    const char* home = std::getenv("HOME");
-    if (home != nullptr && (path.size() == 1 || path[1] == '/')) return std::string(home) + path.substr(1);
+    const auto home = user_dirs::home();
+    if (home && (path.size() == 1 || path[1] == '/')) return home->string() + path.substr(1);
   }
   const fs::path p(path);
   if (p.is_absolute() || base_dir.empty()) return path;
@@ -93,31 +95,17 @@ std::int64_t Validator::integer(const std::string& key, const json& value, std::
                                 const std::string& unit) const {
   const std::string allowed = "an integer" + (unit.empty() ? std::string() : " number of " + unit) +
                               " from " + std::to_string(lo) + " to " + std::to_string(hi);
-  std::int64_t v = 0;
-  if (value.is_number_float()) {
-    const double d = value.get<double>();
-    if (d != std::floor(d) || d < -9.2e18 || d > 9.2e18) fail(key, value, allowed);
-    v = static_cast<std::int64_t>(d);
-  } else if (value.is_number_unsigned()) {
-    const auto u = value.get<std::uint64_t>();
-    if (u > static_cast<std::uint64_t>(hi)) fail(key, value, allowed);
-    v = static_cast<std::int64_t>(u);
-  } else if (value.is_number_integer()) {
-    v = value.get<std::int64_t>();
-  } else {
-    fail(key, value, allowed);
-  }
-  if (v < lo || v > hi) fail(key, value, allowed);
-  return v;
+  const auto checked = json_check::integer(value, lo, hi);
+  if (!checked) fail(key, value, allowed);
+  return checked.value;
 }
 
 double Validator::number(const std::string& key, const json& value, double lo, double hi) const {
   std::ostringstream allowed;
   allowed << "a number from " << lo << " to " << hi;
-  if (!value.is_number()) fail(key, value, allowed.str());
-  const double d = value.get<double>();
-  if (!(d >= lo && d <= hi)) fail(key, value, allowed.str());
-  return d;
+  const auto checked = json_check::number(value, lo, hi);
+  if (!checked) fail(key, value, allowed.str());
+  return checked.value;
 }
 
 std::string Validator::string(const std::string& key, const json& value, bool allow_empty) const {

@@ -11,12 +11,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/error.h"
+
 namespace clawbot::config {
 
 // A file that cannot be used: its message names the file, the key, the value and what is allowed.
-class ConfigError : public std::runtime_error {
+class ConfigError : public ClawbotError {
  public:
-  using std::runtime_error::runtime_error;
+  explicit ConfigError(const std::string& message) : ClawbotError(ErrorKind::internal, message) {}
 };
 
 // The value as written, with its JSON type where that explains a mistake: `"8080" (a string)`.

@@ -5,6 +5,8 @@
 #include <sstream>
 
 #include "common/edit_distance.h"
+#include "common/error.h"
+#include "common/user_dirs.h"
 
 namespace clawbot {
 namespace {
@@ -16,13 +18,10 @@ const char* models_env() {
   return env != nullptr && *env != '\0' ? env : nullptr;
 }
 
-// ${VARIABLE:-~/fallback}/clawbot/models; empty when neither the variable nor HOME is set.
-std::string user_dir(const char* variable, const char* fallback) {
-  const char* xdg = std::getenv(variable);
-  if (xdg != nullptr && *xdg != '\0') return (fs::path(xdg) / "clawbot" / "models").string();
-  const char* home = std::getenv("HOME");
-  if (home == nullptr || *home == '\0') return {};
-  return (fs::path(home) / fallback / "clawbot" / "models").string();
+// <user dir>/clawbot/models; empty when neither the XDG variable nor HOME is set.
+std::string user_dir(user_dirs::Kind kind) {
+  const auto base = user_dirs::find(kind);
+  return base ? (*base / "clawbot" / "models").string() : std::string();
 }
 
 }  // namespace
@@ -40,6 +39,11 @@ std::optional<std::string> find_model_file(const std::string& name) {
   return std::nullopt;
 }
 
+std::string require_model_file(const std::string& name) {
+  if (auto found = find_model_file(name)) return *found;
+  throw ClawbotError(ErrorKind::not_found, model_not_found_message(name));
+}
+
 std::vector<std::string> model_dirs() {
   std::vector<std::string> out;
   if (const char* env = models_env()) {
@@ -50,7 +54,7 @@ std::vector<std::string> model_dirs() {
     }
     return out;
   }
-  for (auto dir : {user_dir("XDG_DATA_HOME", ".local/share"), user_dir("XDG_CACHE_HOME", ".cache")}) {
+  for (auto dir : {user_dir(user_dirs::Kind::data), user_dir(user_dirs::Kind::cache)}) {
     if (!dir.empty()) out.push_back(std::move(dir));
   }
   return out;

@@ -14,6 +14,9 @@ namespace clawbot {
 // The file to use for `name`, or nullopt when it is neither a path nor in any model directory.
 std::optional<std::string> find_model_file(const std::string& name);
 
+// The file find_model_file gives, or ClawbotError (not_found) with model_not_found_message(name).
+std::string require_model_file(const std::string& name);
+
 // The directories of CLAWBOT_MODELS in order (the defaults when unset); empty entries dropped.
 std::vector<std::string> model_dirs();
 

@@ -22,15 +22,17 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 
+#include "common/error.h"
+
 namespace clawbot::tls {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 
 // A TLS file or setting that cannot be used; the message names the file and the problem.
-class TlsError : public std::runtime_error {
+class TlsError : public ClawbotError {
  public:
-  using std::runtime_error::runtime_error;
+  explicit TlsError(const std::string& message) : ClawbotError(ErrorKind::internal, message) {}
 };
 
 // ---------------------------------------------------------------- contexts

@@ -3,6 +3,7 @@
 #if CLAWBOT_HAVE_AVAHI
 
 #include <algorithm>
+#include <memory>
 #include <mutex>
 
 #include <avahi-client/client.h>
@@ -23,10 +24,25 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Owning handles of the Avahi client library: each freed by its own function, once, on every path.
+template <auto free_function>
+struct AvahiDeleter {
+  template <typename T>
+  void operator()(T* handle) const noexcept {
+    free_function(handle);
+  }
+};
+using SimplePollPtr = std::unique_ptr<AvahiSimplePoll, AvahiDeleter<avahi_simple_poll_free>>;
+using ThreadedPollPtr = std::unique_ptr<AvahiThreadedPoll, AvahiDeleter<avahi_threaded_poll_free>>;
+using ClientPtr = std::unique_ptr<AvahiClient, AvahiDeleter<avahi_client_free>>;
+using BrowserPtr = std::unique_ptr<AvahiServiceBrowser, AvahiDeleter<avahi_service_browser_free>>;
+using StringListPtr = std::unique_ptr<AvahiStringList, AvahiDeleter<avahi_string_list_free>>;
+using StringPtr = std::unique_ptr<char, AvahiDeleter<avahi_free>>;  // text Avahi allocated
+
 class Publisher final : public Advertiser {
  public:
-  Publisher(ServiceInfo service, int interface_index, AvahiThreadedPoll* poll)
-      : service_(std::move(service)), interface_(interface_index), poll_(poll) {
+  Publisher(ServiceInfo service, int interface_index, ThreadedPollPtr poll)
+      : service_(std::move(service)), interface_(interface_index), poll_(std::move(poll)) {
     name_ = service_.instance;
   }
 
@@ -43,14 +59,15 @@ class Publisher final : public Advertiser {
     }
   }
 
-  void set_client(AvahiClient* client) { client_ = client; }
-  bool start() { return started_ = avahi_threaded_poll_start(poll_) >= 0; }
+  void set_client(ClientPtr client) { client_ = std::move(client); }
+  bool start() { return started_ = avahi_threaded_poll_start(poll_.get()) >= 0; }
 
   ~Publisher() override {
-    if (started_) avahi_threaded_poll_stop(poll_);
-    // Freeing the client frees its entry group: the daemon withdraws the service (goodbye packets).
-    if (client_) avahi_client_free(client_);
-    avahi_threaded_poll_free(poll_);
+    if (started_) avahi_threaded_poll_stop(poll_.get());
+    // Freeing the client frees its entry group: the daemon withdraws the service (goodbye packets). The
+    // client goes before the poll it runs on.
+    client_.reset();
+    poll_.reset();
     if (started_) log().info("mdns: withdrew '{}' (Avahi)", name_);
   }
 
@@ -67,13 +84,12 @@ class Publisher final : public Advertiser {
       log().info("mdns: advertising '{}' ({} port {}) through the Avahi daemon", self->name_, kServiceType,
                  self->service_.port);
     } else if (state == AVAHI_ENTRY_GROUP_COLLISION) {
-      char* alt = avahi_alternative_service_name(self->name_.c_str());
-      log().warn("mdns: another host announces '{}'; renamed to '{}'", self->name_, alt);
+      const StringPtr alt(avahi_alternative_service_name(self->name_.c_str()));
+      log().warn("mdns: another host announces '{}'; renamed to '{}'", self->name_, alt.get());
       {
         std::lock_guard lock(self->mutex_);
-        self->name_ = alt;
+        self->name_ = alt.get();
       }
-      avahi_free(alt);
       self->create(avahi_entry_group_get_client(group));
     } else if (state == AVAHI_ENTRY_GROUP_FAILURE) {
       log().warn("mdns: Avahi could not publish '{}': {}", self->name_,
@@ -88,13 +104,14 @@ class Publisher final : public Advertiser {
       return;
     }
     avahi_entry_group_reset(group_);
-    AvahiStringList* txt = nullptr;
-    for (const auto& [k, v] : service_.txt) txt = avahi_string_list_add_pair(txt, k.c_str(), v.c_str());
+    StringListPtr txt;
+    for (const auto& [k, v] : service_.txt)
+      txt.reset(avahi_string_list_add_pair(txt.release(), k.c_str(), v.c_str()));
     const std::string type(kServiceType);
     int rc = avahi_entry_group_add_service_strlst(group_, interface_, AVAHI_PROTO_UNSPEC, AvahiPublishFlags{},
                                                   name_.c_str(), type.c_str(), nullptr, nullptr,
-                                                  service_.port, txt);
-    avahi_string_list_free(txt);
+                                                  service_.port, txt.get());
+    txt.reset();
     if (rc == AVAHI_ERR_COLLISION) {
       on_group(group_, AVAHI_ENTRY_GROUP_COLLISION, this);
       return;
@@ -105,9 +122,9 @@ class Publisher final : public Advertiser {
 
   ServiceInfo service_;
   AvahiIfIndex interface_;  // AVAHI_IF_UNSPEC (-1): every interface
-  AvahiThreadedPoll* poll_;
-  AvahiClient* client_ = nullptr;
-  AvahiEntryGroup* group_ = nullptr;
+  ThreadedPollPtr poll_;
+  ClientPtr client_;
+  AvahiEntryGroup* group_ = nullptr;  // the client's: freed with it
   bool started_ = false;
   mutable std::mutex mutex_;  // name_: renamed on the poll thread
   std::string name_;
@@ -147,12 +164,11 @@ void on_resolved(AvahiServiceResolver* r, AvahiIfIndex, AvahiProtocol, AvahiReso
     char text[AVAHI_ADDRESS_STR_MAX] = {};
     if (address && avahi_address_snprint(text, sizeof text, address)) f.addresses.emplace_back(text);
     for (AvahiStringList* i = txt; i; i = avahi_string_list_get_next(i)) {
-      char* key = nullptr;
-      char* value = nullptr;
-      if (avahi_string_list_get_pair(i, &key, &value, nullptr) == 0) {
-        if (!f.txt.contains(key)) f.txt[key] = value ? value : "";
-        avahi_free(key);
-        avahi_free(value);
+      char* key_text = nullptr;
+      char* value_text = nullptr;
+      if (avahi_string_list_get_pair(i, &key_text, &value_text, nullptr) == 0) {
+        const StringPtr key(key_text), value(value_text);
+        if (!f.txt.contains(key.get())) f.txt[key.get()] = value ? value.get() : "";
       }
     }
     add_found(st, std::move(f));
@@ -187,34 +203,33 @@ void on_browse(AvahiServiceBrowser*, AvahiIfIndex interface, AvahiProtocol proto
 }  // namespace
 
 bool available(std::string* why) {
-  AvahiSimplePoll* poll = avahi_simple_poll_new();
+  const SimplePollPtr poll(avahi_simple_poll_new());
   if (!poll) return false;
   int error = 0;
-  AvahiClient* client =
-      avahi_client_new(avahi_simple_poll_get(poll), AvahiClientFlags{}, nullptr, nullptr, &error);
+  const ClientPtr client(
+      avahi_client_new(avahi_simple_poll_get(poll.get()), AvahiClientFlags{}, nullptr, nullptr, &error));
   const bool ok = client != nullptr;
-  if (client) avahi_client_free(client);
-  avahi_simple_poll_free(poll);
   if (!ok && why) *why = std::string("no Avahi daemon (") + avahi_strerror(error) + ")";
   return ok;
 }
 
 std::unique_ptr<Advertiser> start_publisher(const ServiceInfo& service, int interface_index,
                                             std::string* why) {
-  AvahiThreadedPoll* poll = avahi_threaded_poll_new();
+  ThreadedPollPtr poll(avahi_threaded_poll_new());
   if (!poll) {
     if (why) *why = "avahi_threaded_poll_new failed";
     return nullptr;
   }
-  auto publisher = std::make_unique<Publisher>(service, interface_index, poll);  // owns the poll from here on
+  AvahiThreadedPoll* const poll_handle = poll.get();
+  auto publisher = std::make_unique<Publisher>(service, interface_index, std::move(poll));
   int error = 0;
-  AvahiClient* client = avahi_client_new(avahi_threaded_poll_get(poll), AvahiClientFlags{},
-                                         Publisher::on_client, publisher.get(), &error);
+  ClientPtr client(avahi_client_new(avahi_threaded_poll_get(poll_handle), AvahiClientFlags{},
+                                    Publisher::on_client, publisher.get(), &error));
   if (!client) {
     if (why) *why = std::string("no Avahi daemon (") + avahi_strerror(error) + ")";
     return nullptr;
   }
-  publisher->set_client(client);
+  publisher->set_client(std::move(client));
   if (!publisher->start()) {
     if (why) *why = "cannot start Avahi's event thread";
     return nullptr;
@@ -223,34 +238,29 @@ std::unique_ptr<Advertiser> start_publisher(const ServiceInfo& service, int inte
 }
 
 std::optional<std::vector<Found>> browse(std::chrono::milliseconds wait, std::string_view service_type) {
-  AvahiSimplePoll* poll = avahi_simple_poll_new();
+  const SimplePollPtr poll(avahi_simple_poll_new());
   if (!poll) return std::nullopt;
   BrowseState st;
   int error = 0;
-  st.client = avahi_client_new(avahi_simple_poll_get(poll), AvahiClientFlags{}, nullptr, nullptr, &error);
-  if (!st.client) {
-    avahi_simple_poll_free(poll);
-    return std::nullopt;
-  }
+  // Freed in reverse order: the browser, then the client (with the resolvers still running), then the poll.
+  const ClientPtr client(
+      avahi_client_new(avahi_simple_poll_get(poll.get()), AvahiClientFlags{}, nullptr, nullptr, &error));
+  if (!client) return std::nullopt;
+  st.client = client.get();
   const std::string type(service_type);
-  AvahiServiceBrowser* browser =
-      avahi_service_browser_new(st.client, AVAHI_IF_UNSPEC, AVAHI_PROTO_UNSPEC, type.c_str(), nullptr,
-                                AvahiLookupFlags{}, on_browse, &st);
+  const BrowserPtr browser(avahi_service_browser_new(st.client, AVAHI_IF_UNSPEC, AVAHI_PROTO_UNSPEC,
+                                                     type.c_str(), nullptr, AvahiLookupFlags{}, on_browse,
+                                                     &st));
   if (!browser) {
     log().warn("mdns: Avahi cannot browse {}: {}", type, avahi_strerror(avahi_client_errno(st.client)));
-    avahi_client_free(st.client);
-    avahi_simple_poll_free(poll);
     return std::vector<Found>{};
   }
   const auto deadline = Clock::now() + wait;
   for (;;) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
     if (left <= 0 || st.failed || (st.all_for_now && st.pending == 0)) break;
-    if (avahi_simple_poll_iterate(poll, static_cast<int>(std::min<long long>(left, 100))) != 0) break;
+    if (avahi_simple_poll_iterate(poll.get(), static_cast<int>(std::min<long long>(left, 100))) != 0) break;
   }
-  avahi_service_browser_free(browser);
-  avahi_client_free(st.client);  // frees resolvers still running
-  avahi_simple_poll_free(poll);
   for (auto& f : st.found)  // IPv4 first
     std::stable_partition(f.addresses.begin(), f.addresses.end(),
                           [](const std::string& a) { return a.find(':') == std::string::npos; });

@@ -4,6 +4,8 @@
 #include <map>
 #include <stdexcept>
 
+#include "common/text.h"
+
 namespace clawbot::discovery::dns {
 
 namespace {
@@ -13,15 +15,7 @@ constexpr std::size_t kMaxName = 255;  // wire bytes, length octets and the fina
 constexpr int kMaxPointerHops = 128;
 constexpr std::uint16_t kTopBit = 0x8000;
 
-char lower(char c) noexcept {
-  return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = lower(c);
-  return out;
-}
+using text::lower;
 
 // ------------------------------------------------------------------------------------------------ encoding
 

@@ -72,9 +72,10 @@ Context::Context(const Model& model, const ContextOptions& options) {
     throw EngineError("--kv-type " + options.kv_type +
                       " needs FlashAttention for the value cache; use --flash-attn on or auto, or --kv-type f16");
   }
+  detail::LlamaErrorCapture errors;
   context_.reset(llama_init_from_model(model.get(), params));
   if (!context_) {
-    const std::string why = detail::take_last_llama_error();
+    const std::string why = errors.take();
     throw EngineError("cannot create a context of " + std::to_string(options.n_ctx) + " tokens for model '" +
                       model.info().name + "'" +
                       (why.empty() ? " (not enough memory? try a smaller --ctx or --parallel, or --kv-type q8_0)"

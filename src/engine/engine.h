@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/error.h"
+
 struct llama_model;
 struct llama_context;
 struct llama_vocab;
@@ -22,9 +24,9 @@ namespace clawbot::engine {
 
 using Token = std::int32_t;
 
-class EngineError : public std::runtime_error {
+class EngineError : public ClawbotError {
  public:
-  using std::runtime_error::runtime_error;
+  explicit EngineError(const std::string& message) : ClawbotError(ErrorKind::internal, message) {}
 };
 
 // A model file that is missing, not GGUF, damaged or truncated. The message names the file and the problem.

@@ -1,6 +1,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <mutex>
@@ -13,23 +14,39 @@
 #include "engine/llama_log.h"
 
 namespace clawbot::engine {
+
+namespace detail {
+namespace {
+thread_local LlamaErrorCapture* active_capture = nullptr;  // the innermost capture of this thread
+}  // namespace
+
+LlamaErrorCapture::LlamaErrorCapture() noexcept : outer_(active_capture) {
+  active_capture = this;
+}
+LlamaErrorCapture::~LlamaErrorCapture() {
+  active_capture = outer_;
+}
+
+void LlamaErrorCapture::keep(const std::string& line) {
+  if (active_capture != nullptr) active_capture->last_error_ = line;
+}
+}  // namespace detail
+
 namespace {
 
-std::mutex log_mutex;
-std::string log_line;    // llama logs arrive in fragments; assemble whole lines
-std::string last_error;  // the last error libllama logged, for our own messages
-bool log_verbose = false;
-ggml_log_level log_line_level = GGML_LOG_LEVEL_INFO;
+// libllama logs a line in fragments, all on the thread that logs it: each thread assembles its own lines.
+thread_local std::string log_line;
+thread_local ggml_log_level log_line_level = GGML_LOG_LEVEL_INFO;
+std::atomic<bool> log_verbose = false;
 
 void route_llama_log(ggml_log_level level, const char* text, void* /*user*/) {
-  std::lock_guard lock(log_mutex);
   if (level != GGML_LOG_LEVEL_CONT) log_line_level = level;
   log_line += text;
   if (log_line.empty() || log_line.back() != '\n') return;
   log_line.pop_back();
   switch (log_line_level) {
     case GGML_LOG_LEVEL_ERROR:
-      last_error = log_line;
+      detail::LlamaErrorCapture::keep(log_line);
       if (log_verbose) spdlog::error("llama: {}", log_line);
       break;
     case GGML_LOG_LEVEL_WARN:
@@ -40,7 +57,6 @@ void route_llama_log(ggml_log_level level, const char* text, void* /*user*/) {
   }
   log_line.clear();
 }
-
 
 bool progress_bar(float progress, void* /*user*/) {
   constexpr int width = 40;
@@ -63,18 +79,8 @@ void ensure_backend() {
 
 }  // namespace
 
-std::string detail::take_last_llama_error() {
-  std::lock_guard lock(log_mutex);
-  std::string e = std::move(last_error);
-  last_error.clear();
-  return e;
-}
-
 void init_backend(bool verbose) {
-  {
-    std::lock_guard lock(log_mutex);
-    log_verbose = verbose;
-  }
+  log_verbose = verbose;
   ensure_backend();
 }
 
@@ -120,9 +126,10 @@ Model Model::load(const ModelOptions& options) {
     params.progress_callback = [](float, void*) { return true; };  // silences libllama's dots
   }
   Model model;
+  detail::LlamaErrorCapture errors;
   model.model_.reset(llama_model_load_from_file(options.path.c_str(), params));
   if (!model.model_) {
-    std::string why = detail::take_last_llama_error();
+    std::string why = errors.take();
     throw ModelFileError("cannot load model '" + options.path + "'" + (why.empty() ? "" : ": " + why));
   }
 

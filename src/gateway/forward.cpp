@@ -5,6 +5,7 @@
 #include <boost/beast/core/string.hpp>
 
 #include "common/json_read.h"
+#include "common/text.h"
 
 namespace clawbot::gateway {
 
@@ -39,12 +40,6 @@ bool never_forwarded(bhttp::field field, std::string_view name) {
   }
 }
 
-std::string_view trim(std::string_view text) {
-  while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
-  while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
-  return text;
-}
-
 // Whether a Connection header of the request names `name` (its options are hop-by-hop too).
 bool named_by_connection(const bhttp::fields& request, std::string_view name) {
   for (auto it = request.find(bhttp::field::connection);
@@ -52,7 +47,7 @@ bool named_by_connection(const bhttp::fields& request, std::string_view name) {
     std::string_view tokens(it->value().data(), it->value().size());
     while (!tokens.empty()) {
       const std::size_t comma = tokens.find(',');
-      if (beast::iequals(trim(tokens.substr(0, comma)), name)) return true;
+      if (beast::iequals(text::trim(tokens.substr(0, comma), text::blanks), name)) return true;
       if (comma == std::string_view::npos) break;
       tokens.remove_prefix(comma + 1);
     }
@@ -103,7 +98,7 @@ bool forwardable_target(std::string_view target) noexcept {
 }
 
 std::optional<Clock::duration> retry_after(std::string_view value, Clock::duration cap) {
-  value = trim(value);
+  value = text::trim(value, text::blanks);
   long long seconds = 0;
   const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), seconds);
   if (ec == std::errc::result_out_of_range && end == value.data() + value.size()) return cap;

@@ -29,6 +29,7 @@
 #include "common/http_client.h"
 #include "common/http_server.h"
 #include "common/json_read.h"
+#include "common/text.h"
 #include "discovery/discovery.h"
 #include "gateway/config.h"
 #include "gateway/door/door.h"
@@ -67,11 +68,10 @@ bool is_upload(std::string_view content_type) {
 // "req-" and 24 hex digits, in `out`; returns it as text.
 std::string_view random_request_id(std::array<char, 28>& out) {
   thread_local std::mt19937_64 random(std::random_device{}());
-  static constexpr char hex[] = "0123456789abcdef";
   std::memcpy(out.data(), "req-", 4);
   std::size_t at = 4;
   for (std::uint64_t bits : {random(), random()})
-    for (int i = 0; i < 12; ++i, bits >>= 4) out[at++] = hex[bits & 15];
+    for (int i = 0; i < 12; ++i, bits >>= 4) out[at++] = text::hex_digits[bits & 15];
   return std::string_view(out.data(), out.size());
 }
 
@@ -493,11 +493,10 @@ http::Handler Gateway::guarded(Worker& worker,
               co_await self->reply_error(*exchange, ctx, refusal->error, std::move(refusal->headers));
             else
               co_await (self->*h)(*w, *exchange, ctx);
-          } catch (const ClawbotError& e) {
-            failure = e.error();
           } catch (const std::exception& e) {
-            spdlog::error("request {} failed: {}", exchange->path(), e.what());
-            failure = Error{ErrorKind::internal, std::string("internal error: ") + e.what(), {}, {}};
+            failure = answer_for(e);
+            if (failure->kind == ErrorKind::internal)
+              spdlog::error("request {} failed: {}", exchange->path(), e.what());
           }
           if (failure && !exchange->responded()) {
             try {

@@ -24,9 +24,10 @@
 #include <thread>
 #include <utility>
 
+#include "common/openssl_handles.h"
+#include "common/text.h"
 #include "ops/file_io.h"
 #include "ops/integrity.h"
-#include "ops/openssl_handles.h"
 
 namespace clawbot::ops {
 namespace {
@@ -48,15 +49,7 @@ T get_le(const std::uint8_t* in) {
   return value;
 }
 
-std::string to_hex(std::span<const std::uint8_t> bytes) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string hex;
-  for (const std::uint8_t b : bytes) {
-    hex.push_back(digits[b >> 4]);
-    hex.push_back(digits[b & 0xf]);
-  }
-  return hex;
-}
+using text::to_hex;
 
 Header80 encode_header(const EncryptedHeader& header) {
   Header80 bytes{};
@@ -113,10 +106,10 @@ Nonce header_nonce() {
 class FileKey {
  public:
   FileKey(const ModelKey& key, std::span<const std::uint8_t, 32> salt) {
-    detail::EvpKdfPtr kdf(EVP_KDF_fetch(nullptr, "HKDF", nullptr));
-    if (!kdf) detail::throw_openssl("OpenSSL has no HKDF");
-    detail::EvpKdfCtxPtr ctx(EVP_KDF_CTX_new(kdf.get()));
-    if (!ctx) detail::throw_openssl("cannot create an HKDF context");
+    openssl::EvpKdfPtr kdf(EVP_KDF_fetch(nullptr, "HKDF", nullptr));
+    if (!kdf) openssl::throw_openssl("OpenSSL has no HKDF");
+    openssl::EvpKdfCtxPtr ctx(EVP_KDF_CTX_new(kdf.get()));
+    if (!ctx) openssl::throw_openssl("cannot create an HKDF context");
     static constexpr char digest[] = "SHA256";
     static constexpr char info[] = "clawbot model encryption v1";
     const OSSL_PARAM params[] = {
@@ -129,7 +122,7 @@ class FileKey {
         OSSL_PARAM_construct_end(),
     };
     if (EVP_KDF_derive(ctx.get(), bytes_.data(), bytes_.size(), params) != 1)
-      detail::throw_openssl("HKDF derivation failed");
+      openssl::throw_openssl("HKDF derivation failed");
   }
   FileKey(const FileKey&) = delete;
   FileKey& operator=(const FileKey&) = delete;
@@ -144,12 +137,12 @@ class FileKey {
 class ChunkCipher {
  public:
   ChunkCipher(const FileKey& key, bool encrypt) : ctx_(EVP_CIPHER_CTX_new()) {
-    static const detail::EvpCipherPtr cipher(EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr));
-    if (!cipher) detail::throw_openssl("OpenSSL has no AES-256-GCM");
-    if (!ctx_) detail::throw_openssl("cannot create a cipher context");
+    static const openssl::EvpCipherPtr cipher(EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr));
+    if (!cipher) openssl::throw_openssl("OpenSSL has no AES-256-GCM");
+    if (!ctx_) openssl::throw_openssl("cannot create a cipher context");
     const int ok = encrypt ? EVP_EncryptInit_ex2(ctx_.get(), cipher.get(), key.data(), nullptr, nullptr)
                            : EVP_DecryptInit_ex2(ctx_.get(), cipher.get(), key.data(), nullptr, nullptr);
-    if (ok != 1) detail::throw_openssl("cannot key AES-256-GCM");
+    if (ok != 1) openssl::throw_openssl("cannot key AES-256-GCM");
   }
 
   // Encrypts in into out (same length) and writes the tag.
@@ -162,7 +155,7 @@ class ChunkCipher {
         EVP_EncryptFinal_ex(ctx_.get(), out + length, &n) != 1 ||
         EVP_CIPHER_CTX_ctrl(ctx_.get(), EVP_CTRL_GCM_GET_TAG, static_cast<int>(encrypted_tag_bytes), tag) !=
             1) {
-      detail::throw_openssl("AES-256-GCM encryption failed");
+      openssl::throw_openssl("AES-256-GCM encryption failed");
     }
   }
 
@@ -175,7 +168,7 @@ class ChunkCipher {
         (length > 0 && EVP_DecryptUpdate(ctx_.get(), out, &n, in, static_cast<int>(length)) != 1) ||
         EVP_CIPHER_CTX_ctrl(ctx_.get(), EVP_CTRL_GCM_SET_TAG, static_cast<int>(encrypted_tag_bytes),
                             const_cast<std::uint8_t*>(tag)) != 1) {
-      detail::throw_openssl("AES-256-GCM decryption failed");
+      openssl::throw_openssl("AES-256-GCM decryption failed");
     }
     const bool ok = EVP_DecryptFinal_ex(ctx_.get(), out + length, &n) == 1;
     ERR_clear_error();  // a failed tag check leaves nothing worth reporting
@@ -183,7 +176,7 @@ class ChunkCipher {
   }
 
  private:
-  detail::EvpCipherCtxPtr ctx_;
+  openssl::EvpCipherCtxPtr ctx_;
 };
 
 int thread_count(int wanted, std::uint64_t chunks) {
@@ -415,7 +408,7 @@ ModelKey::~ModelKey() {
 }
 
 std::array<std::uint8_t, 8> ModelKey::id() const {
-  detail::Digest sha("SHA256");
+  openssl::Digest sha("SHA256");
   static constexpr std::string_view domain = "clawbot model key id v1";
   sha.update(std::as_bytes(std::span(domain.data(), domain.size())));
   sha.update(std::as_bytes(std::span(bytes_)));
@@ -523,7 +516,7 @@ ModelKey load_key(const std::string& key_file, const std::string& key_env) {
 ModelKey generate_key_file(const std::string& path) {
   std::array<std::uint8_t, ModelKey::size> bytes{};
   if (RAND_bytes(bytes.data(), static_cast<int>(bytes.size())) != 1)
-    detail::throw_openssl("cannot draw random bytes for a key");
+    openssl::throw_openssl("cannot draw random bytes for a key");
   ModelKey key{std::span<const std::uint8_t, ModelKey::size>(bytes)};
   OPENSSL_cleanse(bytes.data(), bytes.size());
   key.source = "key file '" + path + "'";
@@ -625,7 +618,7 @@ CryptStats encrypt_file(const std::string& input, const std::string& output, con
   header.plaintext_size = size;
   header.key_id = key.id();
   if (RAND_bytes(header.salt.data(), static_cast<int>(header.salt.size())) != 1)
-    detail::throw_openssl("cannot draw a random salt");
+    openssl::throw_openssl("cannot draw a random salt");
   const FileKey file_key(key, header.salt);
   Header80 header_bytes = encode_header(header);
   {

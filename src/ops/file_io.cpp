@@ -11,6 +11,8 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "common/error.h"
+
 namespace clawbot::ops::detail {
 
 void UniqueFd::reset(int fd) noexcept {
@@ -20,11 +22,11 @@ void UniqueFd::reset(int fd) noexcept {
 
 UniqueFd open_regular_file(const std::string& path, std::uint64_t& size_bytes) {
   UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) throw std::runtime_error("cannot open '" + path + "': " + std::strerror(errno));
+  if (!fd) throw ClawbotError(ErrorKind::internal, "cannot open '" + path + "': " + std::strerror(errno));
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0)
-    throw std::runtime_error("cannot stat '" + path + "': " + std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) throw std::runtime_error("'" + path + "' is not a regular file");
+    throw ClawbotError(ErrorKind::internal, "cannot stat '" + path + "': " + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) throw ClawbotError(ErrorKind::internal, "'" + path + "' is not a regular file");
   size_bytes = static_cast<std::uint64_t>(st.st_size);
   return fd;
 }
@@ -35,7 +37,7 @@ std::size_t pread_full(int fd, std::span<std::byte> data, std::uint64_t offset, 
     const ssize_t n = ::pread(fd, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
     if (n < 0) {
       if (errno == EINTR) continue;
-      throw std::runtime_error("cannot read '" + path + "': " + std::strerror(errno));
+      throw ClawbotError(ErrorKind::internal, "cannot read '" + path + "': " + std::strerror(errno));
     }
     if (n == 0) break;
     done += static_cast<std::size_t>(n);
@@ -49,7 +51,7 @@ void pwrite_full(int fd, std::span<const std::byte> data, std::uint64_t offset, 
     const ssize_t n = ::pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
     if (n < 0) {
       if (errno == EINTR) continue;
-      throw std::runtime_error("cannot write '" + path + "': " + std::strerror(errno));
+      throw ClawbotError(ErrorKind::internal, "cannot write '" + path + "': " + std::strerror(errno));
     }
     done += static_cast<std::size_t>(n);
   }
@@ -58,11 +60,13 @@ void pwrite_full(int fd, std::span<const std::byte> data, std::uint64_t offset, 
 WritableMapping::WritableMapping(int fd, std::uint64_t size, const std::string& what) : size_(size) {
   if (size == 0) return;
   if (const int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(size)); rc != 0) {
-    throw std::runtime_error("cannot reserve " + format_bytes(size) + " for " + what + ": " +
-                             std::strerror(rc) + (rc == ENOSPC ? " (not enough disk space or memory)" : ""));
+    throw ClawbotError(ErrorKind::internal, "cannot reserve " + format_bytes(size) + " for " + what + ": " +
+                                                std::strerror(rc) +
+                                                (rc == ENOSPC ? " (not enough disk space or memory)" : ""));
   }
   void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (p == MAP_FAILED) throw std::runtime_error("cannot map " + what + ": " + std::strerror(errno));
+  if (p == MAP_FAILED)
+    throw ClawbotError(ErrorKind::internal, "cannot map " + what + ": " + std::strerror(errno));
   data_ = static_cast<std::byte*>(p);
 }
 

@@ -1,5 +1,5 @@
 // File descriptors, whole reads and writes, and a progress bar: what verify and crypt share. Internal to
-// src/ops; every failure throws std::runtime_error naming the file and the system's reason.
+// src/ops; every failure throws ClawbotError naming the file and the system's reason.
 #pragma once
 
 #include <chrono>

@@ -11,6 +11,7 @@
 #include <limits>
 #include <sstream>
 
+#include "common/text.h"
 #include "ops/http_fetch.h"
 
 namespace clawbot::ops {
@@ -296,9 +297,8 @@ const GgmlType* ggml_type_by_id(std::uint32_t id) {
 const GgmlType* ggml_type_by_name(std::string_view name) {
   for (const auto& t : types) {
     if (t.name.size() == name.size() &&
-        std::equal(name.begin(), name.end(), t.name.begin(), [](char a, char b) {
-          return std::tolower(static_cast<unsigned char>(a)) == std::tolower(static_cast<unsigned char>(b));
-        })) {
+        std::equal(name.begin(), name.end(), t.name.begin(),
+                   [](char a, char b) { return text::lower(a) == text::lower(b); })) {
       return &t;
     }
   }

@@ -17,12 +17,14 @@
 #include <variant>
 #include <vector>
 
+#include "common/error.h"
+
 namespace clawbot::ops {
 
 // A GGUF file we cannot read: the message names the file and the problem.
-class GgufError : public std::runtime_error {
+class GgufError : public ClawbotError {
  public:
-  using std::runtime_error::runtime_error;
+  explicit GgufError(const std::string& message) : ClawbotError(ErrorKind::internal, message) {}
 };
 
 // One ggml tensor type: elements per block and bytes per block (ggml's type_traits).

@@ -6,6 +6,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 
+#include "common/error.h"
 #include "common/http_client.h"
 
 namespace clawbot::ops {
@@ -25,7 +26,7 @@ SplitUrl split_url(const std::string& url) {
   const auto query = url.find('?');
   const std::string without_query = url.substr(0, query);
   auto parsed = http::parse_url(without_query);
-  if (!parsed) throw std::runtime_error(parsed.error().message);
+  if (!parsed) throw ClawbotError(ErrorKind::internal, parsed.error().message);
   SplitUrl out{*parsed, {}};
   if (out.base.path.empty()) out.target = "/";
   if (query != std::string::npos) out.target += url.substr(query);
@@ -75,14 +76,14 @@ RangeResponse http_get_range(const std::string& url, std::uint64_t first, std::o
         },
         asio::detached);
     io.run();
-    if (!result) throw std::runtime_error("the request to " + current + " did not complete");
-    if (!*result) throw std::runtime_error(result->error().message);
+    if (!result) throw ClawbotError(ErrorKind::internal, "the request to " + current + " did not complete");
+    if (!*result) throw ClawbotError(ErrorKind::internal, result->error().message);
     http::Response& response = **result;
     if (response.status >= 300 && response.status < 400) {
       auto location = response.headers.find(boost::beast::http::field::location);
       if (location == response.headers.end()) {
-        throw std::runtime_error(current + " answered " + std::to_string(response.status) +
-                                 " without a Location header");
+        throw ClawbotError(ErrorKind::internal, current + " answered " + std::to_string(response.status) +
+                                                    " without a Location header");
       }
       current = resolve_location(current, std::string(location->value()));
       continue;
@@ -126,7 +127,8 @@ RangeResponse http_get_range(const std::string& url, std::uint64_t first, std::o
     out.body = std::move(response.body);
     return out;
   }
-  throw std::runtime_error(url + ": more than " + std::to_string(max_redirects) + " redirects");
+  throw ClawbotError(ErrorKind::internal,
+                     url + ": more than " + std::to_string(max_redirects) + " redirects");
 }
 
 }  // namespace clawbot::ops

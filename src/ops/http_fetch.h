@@ -8,12 +8,15 @@
 #include <stdexcept>
 #include <string>
 
+#include "common/error.h"
+
 namespace clawbot::ops {
 
 // The server answered with an HTTP error status (404, 403, 500, ...): asking again will not help.
-class HttpStatusError : public std::runtime_error {
+class HttpStatusError : public ClawbotError {
  public:
-  HttpStatusError(int status, const std::string& message) : std::runtime_error(message), status_(status) {}
+  HttpStatusError(int status, const std::string& message)
+      : ClawbotError(ErrorKind::internal, message), status_(status) {}
   int status() const noexcept { return status_; }
 
  private:
@@ -29,7 +32,7 @@ struct RangeResponse {
 };
 
 // GET `url` with `Range: bytes=first-last` (last: nullopt for "to the end"). A body larger than `max_body`
-// fails. Throws HttpStatusError for an error status, std::runtime_error naming the URL and the problem for
+// fails. Throws HttpStatusError for an error status, ClawbotError naming the URL and the problem for
 // the rest (connection, too many redirects); a 416 (range past the end) is returned, not thrown.
 RangeResponse http_get_range(const std::string& url, std::uint64_t first, std::optional<std::uint64_t> last,
                              std::uint64_t max_body);

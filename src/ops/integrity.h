@@ -30,6 +30,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/error.h"
+
 namespace clawbot::ops {
 
 // ---------------------------------------------------------------------------------------------- integrity
@@ -42,7 +44,7 @@ struct FileDigests {
 };
 
 // Streams the file through SHA-256 (and MD5). progress: a bar on stderr when it is a terminal.
-// Throws std::runtime_error naming the file when it cannot be read.
+// Throws ClawbotError naming the file when it cannot be read.
 FileDigests hash_file(const std::string& path, bool with_md5, bool progress);
 
 // One line of a SHA256SUMS manifest: "<hex>  <name>", "<hex> *<name>" or "SHA256 (<name>) = <hex>".
@@ -51,7 +53,7 @@ struct ManifestEntry {
   std::string name;
   int line = 0;
 };
-// Throws std::runtime_error naming the file and line of anything that is not a sum line, comment or blank.
+// Throws ClawbotError naming the file and line of anything that is not a sum line, comment or blank.
 std::vector<ManifestEntry> read_manifest(const std::string& manifest_path);
 // The entry for this file: its path relative to the manifest's directory, else its file name. nullopt when
 // none; throws when the file name alone matches several entries.
@@ -89,10 +91,10 @@ struct VerifyReport {
 };
 
 // The expected SHA-256: --sha256, else --manifest, else MODEL.sha256, else SHA256SUMS beside the model.
-// Throws std::runtime_error for a malformed value or sidecar, or a manifest that does not list the model.
+// Throws ClawbotError for a malformed value or sidecar, or a manifest that does not list the model.
 std::optional<ExpectedSum> find_expected_sha256(const VerifyOptions& options);
 
-// Hashes and compares; throws std::runtime_error for unreadable files and bad options.
+// Hashes and compares; throws ClawbotError for unreadable files and bad options.
 VerifyReport verify_model_file(const VerifyOptions& options);
 
 // `clawbot verify`: 0 when the sums match (or --write recorded them), 1 on a mismatch, 2 when there is no
@@ -123,10 +125,10 @@ enum class CryptFailure {
   io,                   // a file cannot be read or written
 };
 
-class CryptError : public std::runtime_error {
+class CryptError : public ClawbotError {
  public:
   CryptError(CryptFailure failure, const std::string& message)
-      : std::runtime_error(message), failure_(failure) {}
+      : ClawbotError(ErrorKind::internal, message), failure_(failure) {}
   CryptFailure failure() const noexcept { return failure_; }
 
  private:
@@ -275,7 +277,7 @@ struct PreparedModel {
 };
 
 // Checks (--verify) and decrypts (a file with the magic) before loading. A path that does not exist is passed
-// through unchanged (the model check names it). Throws std::runtime_error with the refusal.
+// through unchanged (the model check names it). Throws ClawbotError with the refusal.
 PreparedModel prepare_model_file(const std::string& path, const ModelLoadChecks& checks);
 
 }  // namespace clawbot::ops

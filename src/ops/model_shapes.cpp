@@ -2,6 +2,7 @@
 // `source`); the tiny shapes are made up for fast tests and keep the structure of their architecture.
 #include <stdexcept>
 
+#include "common/error.h"
 #include "ops/ops.h"
 
 namespace clawbot::ops {
@@ -188,7 +189,8 @@ const SynthShape& synth_shape(std::string_view name) {
     if (s.name == name) return s;
     names += (names.empty() ? "" : ", ") + s.name;
   }
-  throw std::runtime_error("unknown shape '" + std::string(name) + "'; known shapes: " + names);
+  throw ClawbotError(ErrorKind::invalid_request,
+                     "unknown shape '" + std::string(name) + "'; known shapes: " + names);
 }
 
 }  // namespace clawbot::ops

@@ -25,7 +25,10 @@
 #include <gguf.h>
 #include <llama.h>
 
+#include "common/error.h"
 #include "common/model_path.h"
+#include "common/text.h"
+#include "common/user_dirs.h"
 #include "engine/engine.h"
 #include "ops/ops.h"
 
@@ -193,12 +196,12 @@ constexpr QuantInfo quant_infos[] = {
 };
 
 const QuantInfo& quant_info(std::string_view name) {
-  std::string lower(name);
-  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+  const std::string lower = text::lower(name);
   for (const auto& q : quant_infos) {
     if (q.name == lower) return q;
   }
-  throw std::runtime_error("unknown quant '" + std::string(name) + "'; use f32, f16, q8_0 or q4_k_m");
+  throw ClawbotError(ErrorKind::invalid_request,
+                     "unknown quant '" + std::string(name) + "'; use f32, f16, q8_0 or q4_k_m");
 }
 
 // ---------------------------------------------------------------- small helpers
@@ -219,7 +222,8 @@ GgufPtr read_gguf_header(const std::string& path) {
 
 std::string fnv1a_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read vocab file '" + path + "': " + std::strerror(errno));
+  if (!in)
+    throw ClawbotError(ErrorKind::internal, "cannot read vocab file '" + path + "': " + std::strerror(errno));
   std::uint64_t h = 0xcbf29ce484222325ull;
   std::vector<char> buf(1 << 16);
   while (in) {
@@ -342,7 +346,8 @@ void copy_kv(gguf_context* dst, const gguf_context* src, std::int64_t id) {
       break;
     }
     default:
-      throw std::runtime_error(std::string("metadata key '") + key + "' has a type this tool cannot copy");
+      throw ClawbotError(ErrorKind::internal,
+                         std::string("metadata key '") + key + "' has a type this tool cannot copy");
   }
 }
 
@@ -379,7 +384,8 @@ void copy_tokenizer(gguf_context* dst, const gguf_context* vocab, std::int64_t n
       gguf_set_arr_data(dst, key.c_str(), GGUF_TYPE_INT32, types.data(), types.size());
     } else if (gguf_get_kv_type(vocab, id) == GGUF_TYPE_ARRAY &&
                gguf_get_arr_n(vocab, id) == static_cast<std::size_t>(n_source)) {
-      throw std::runtime_error("vocab key '" + key + "' has one entry per token and this tool cannot pad it");
+      throw ClawbotError(ErrorKind::internal,
+                         "vocab key '" + key + "' has one entry per token and this tool cannot pad it");
     } else {
       copy_kv(dst, vocab, id);
     }
@@ -465,17 +471,13 @@ ggml_type stored_type(const TensorPlan& t, ggml_type matrix_type) {
 class GgufStreamWriter {
  public:
   explicit GgufStreamWriter(const std::string& path) : path_(path), file_(std::fopen(path.c_str(), "wb")) {
-    if (!file_) throw std::runtime_error("cannot create '" + path + "': " + std::strerror(errno));
-    std::setvbuf(file_, nullptr, _IOFBF, 1 << 22);
+    if (!file_)
+      throw ClawbotError(ErrorKind::internal, "cannot create '" + path + "': " + std::strerror(errno));
+    std::setvbuf(file_.get(), nullptr, _IOFBF, 1 << 22);
   }
-  GgufStreamWriter(const GgufStreamWriter&) = delete;
-  GgufStreamWriter& operator=(const GgufStreamWriter&) = delete;
-  ~GgufStreamWriter() {
-    if (file_) std::fclose(file_);
-  }
-  FILE* get() const noexcept { return file_; }
+  FILE* get() const noexcept { return file_.get(); }
   void write(const void* data, std::size_t n) {
-    if (n > 0 && std::fwrite(data, 1, n, file_) != n) fail();
+    if (n > 0 && std::fwrite(data, 1, n, file_.get()) != n) fail();
     written_ += n;
   }
   void pad_to(std::size_t alignment) {
@@ -484,22 +486,23 @@ class GgufStreamWriter {
     write(zeros, pad);
   }
   void set_written(std::size_t n) noexcept { written_ = n; }
+  // Flushes and closes, throwing when any write failed; without it the destructor closes quietly (on a
+  // throw).
   void close() {
-    FILE* f = file_;
-    file_ = nullptr;
-    if (std::fflush(f) != 0 || std::ferror(f)) {
-      std::fclose(f);
-      fail();
-    }
-    if (std::fclose(f) != 0) fail();
+    if (std::fflush(file_.get()) != 0 || std::ferror(file_.get())) fail();  // (the destructor closes it)
+    if (std::fclose(file_.release()) != 0) fail();
   }
 
  private:
   [[noreturn]] void fail() const {
-    throw std::runtime_error("cannot write '" + path_ + "': " + std::strerror(errno) + " (disk full?)");
+    throw ClawbotError(ErrorKind::internal,
+                       "cannot write '" + path_ + "': " + std::strerror(errno) + " (disk full?)");
   }
+  struct Closer {
+    void operator()(FILE* file) const noexcept { std::fclose(file); }
+  };
   std::string path_;
-  FILE* file_;
+  std::unique_ptr<FILE, Closer> file_;
   std::size_t written_ = 0;
 };
 
@@ -573,7 +576,7 @@ void write_unquantized(const std::string& path, const SynthShape& shape, const g
 
   ggml_init_params params{(plan.size() + 1) * ggml_tensor_overhead(), nullptr, /*no_alloc=*/true};
   GgmlPtr ctx(ggml_init(params));
-  if (!ctx) throw std::runtime_error("cannot allocate tensor metadata");
+  if (!ctx) throw ClawbotError(ErrorKind::internal, "cannot allocate tensor metadata");
   std::vector<ggml_type> types;
   for (const auto& t : plan) {
     types.push_back(stored_type(t, matrix_type));
@@ -585,7 +588,7 @@ void write_unquantized(const std::string& path, const SynthShape& shape, const g
 
   GgufStreamWriter out(path);
   if (!gguf_write_to_file_ptr(g.get(), out.get(), /*only_meta=*/true)) {
-    throw std::runtime_error("cannot write the GGUF header of '" + path + "'");
+    throw ClawbotError(ErrorKind::internal, "cannot write the GGUF header of '" + path + "'");
   }
   out.set_written(gguf_get_meta_size(g.get()));
   const std::size_t alignment = gguf_get_alignment(g.get());
@@ -670,22 +673,12 @@ std::uint64_t synth_shape_params(const SynthShape& shape) {
 }
 
 std::string synth_default_path(std::string_view shape, std::string_view quant) {
-  const char* xdg = std::getenv("XDG_CACHE_HOME");
-  fs::path base;
-  if (xdg && *xdg) {
-    base = xdg;
-  } else {
-    const char* home = std::getenv("HOME");
-    if (!home || !*home)
-      throw std::runtime_error("neither XDG_CACHE_HOME nor HOME is set; name the file with -o");
-    base = fs::path(home) / ".cache";
-  }
+  const fs::path base = user_dirs::require(user_dirs::Kind::cache, "name the file with -o");
   return (base / "clawbot" / "models" / (std::string(shape) + "-" + std::string(quant) + ".gguf")).string();
 }
 
 std::string find_model_file(const std::string& name) {
-  if (auto found = clawbot::find_model_file(name)) return *found;
-  throw std::runtime_error(model_not_found_message(name));
+  return clawbot::require_model_file(name);
 }
 
 SynthResult synthesize_model(const SynthOptions& options) {
@@ -700,17 +693,19 @@ SynthResult synthesize_model(const SynthOptions& options) {
   const std::string vocab_path =
       find_model_file(options.vocab_from.empty() ? shape.vocab_file : options.vocab_from);
   GgufPtr vocab = read_gguf_header(vocab_path);
-  if (!vocab) throw std::runtime_error("vocab file '" + vocab_path + "' is not a readable GGUF file");
+  if (!vocab)
+    throw ClawbotError(ErrorKind::internal, "vocab file '" + vocab_path + "' is not a readable GGUF file");
   const std::int64_t tokens_id = gguf_find_key(vocab.get(), "tokenizer.ggml.tokens");
   if (tokens_id < 0 || gguf_get_kv_type(vocab.get(), tokens_id) != GGUF_TYPE_ARRAY ||
       gguf_get_arr_type(vocab.get(), tokens_id) != GGUF_TYPE_STRING) {
-    throw std::runtime_error("vocab file '" + vocab_path + "' has no tokenizer (no tokenizer.ggml.tokens)");
+    throw ClawbotError(ErrorKind::internal,
+                       "vocab file '" + vocab_path + "' has no tokenizer (no tokenizer.ggml.tokens)");
   }
   const auto n_tokens = static_cast<std::int64_t>(gguf_get_arr_n(vocab.get(), tokens_id));
   if (n_tokens > shape.n_vocab) {
-    throw std::runtime_error("vocab file '" + vocab_path + "' has " + std::to_string(n_tokens) +
-                             " tokens, more than the " + std::to_string(shape.n_vocab) + " of shape " +
-                             shape.name);
+    throw ClawbotError(ErrorKind::internal, "vocab file '" + vocab_path + "' has " +
+                                                std::to_string(n_tokens) + " tokens, more than the " +
+                                                std::to_string(shape.n_vocab) + " of shape " + shape.name);
   }
   if (shape.architecture == "bert" && gguf_find_key(vocab.get(), "tokenizer.ggml.token_type_count") < 0) {
     gguf_set_val_u32(vocab.get(), "tokenizer.ggml.token_type_count", 2);  // bert's type embedding has 2 rows
@@ -734,10 +729,11 @@ SynthResult synthesize_model(const SynthOptions& options) {
         result.size_bytes = fs::file_size(path);
         return result;
       case Existing::foreign:
-        throw std::runtime_error(
+        throw ClawbotError(
+            ErrorKind::internal,
             "'" + path +
-            "' already exists and is not a synthetic model; choose another -o, or --force to "
-            "overwrite it");
+                "' already exists and is not a synthetic model; choose another -o, or --force to "
+                "overwrite it");
       case Existing::none:
       case Existing::other_synthetic:
         break;
@@ -748,7 +744,9 @@ SynthResult synthesize_model(const SynthOptions& options) {
   const fs::path parent = fs::path(path).parent_path();
   if (!parent.empty()) {
     fs::create_directories(parent, ec);
-    if (ec) throw std::runtime_error("cannot create directory '" + parent.string() + "': " + ec.message());
+    if (ec)
+      throw ClawbotError(ErrorKind::internal,
+                         "cannot create directory '" + parent.string() + "': " + ec.message());
   }
   if (progress) {
     progress(shape.name + ": " + std::to_string(synth_shape_params(shape)) + " weights, tokenizer of " +
@@ -772,12 +770,14 @@ SynthResult synthesize_model(const SynthOptions& options) {
     params.nthread = threads;
     params.ftype = quant.ftype;
     if (llama_model_quantize(f16_tmp.path().c_str(), final_tmp.path().c_str(), &params) != 0) {
-      throw std::runtime_error("libllama could not quantize '" + f16_tmp.path() + "' to " +
-                               std::string(quant.name) + " (its message is above)");
+      throw ClawbotError(ErrorKind::internal, "libllama could not quantize '" + f16_tmp.path() + "' to " +
+                                                  std::string(quant.name) + " (its message is above)");
     }
   }
   fs::rename(final_tmp.path(), path, ec);
-  if (ec) throw std::runtime_error("cannot move the new file into place as '" + path + "': " + ec.message());
+  if (ec)
+    throw ClawbotError(ErrorKind::internal,
+                       "cannot move the new file into place as '" + path + "': " + ec.message());
   final_tmp.release();
 
   result.size_bytes = fs::file_size(path);
@@ -792,7 +792,8 @@ int run_models_synth(const SynthOptions& options) {
       return 0;
     }
     if (options.shape.empty())
-      throw std::runtime_error("name a shape (`clawbot models synth --list` shows them)");
+      throw ClawbotError(ErrorKind::invalid_request,
+                         "name a shape (`clawbot models synth --list` shows them)");
     engine::init_backend(/*verbose=*/false);
     SynthOptions opts = options;
     opts.on_progress = [](const std::string& line) {

@@ -11,7 +11,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/error.h"
 #include "common/model_path.h"
+#include "common/text.h"
 #include "ops/file_io.h"
 #include "ops/http_fetch.h"
 #include "ops/integrity.h"
@@ -79,7 +81,7 @@ std::string parse_sidecar(const std::string& text) {
   std::string hex;
   for (char c : text) {
     if (std::isxdigit(static_cast<unsigned char>(c))) {
-      hex += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      hex += text::lower(c);
     } else {
       break;
     }
@@ -88,8 +90,7 @@ std::string parse_sidecar(const std::string& text) {
 }
 
 bool valid_sha256(const std::string& hex) {
-  return hex.size() == 64 && std::all_of(hex.begin(), hex.end(),
-                                         [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
+  return text::is_hex(hex, 64);
 }
 
 }  // namespace
@@ -108,8 +109,7 @@ std::string resolve_model_url(const std::string& url) {
 }
 
 std::string local_model_file(const std::string& name) {
-  if (auto found = clawbot::find_model_file(name)) return *found;
-  throw std::runtime_error(clawbot::model_not_found_message(name));
+  return clawbot::require_model_file(name);
 }
 
 int run_models_list(const ModelsListOptions& options) {
@@ -235,7 +235,7 @@ int run_models_pull(const ModelsPullOptions& options) {
       throw std::invalid_argument("'" + options.url + "' is not an http://, https:// or hf:// URL");
     }
     std::string expected = options.sha256;
-    for (auto& c : expected) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    expected = text::lower(expected);
     if (!expected.empty() && !valid_sha256(expected)) {
       throw std::invalid_argument("--sha256 '" + options.sha256 + "' is not 64 hexadecimal characters");
     }
@@ -247,8 +247,8 @@ int run_models_pull(const ModelsPullOptions& options) {
     std::error_code ec;
     fs::create_directories(dir, ec);
     if (!fs::is_directory(dir)) {
-      throw std::runtime_error("cannot create the directory '" + dir + "'" +
-                               (ec ? " (" + ec.message() + ")" : ""));
+      throw ClawbotError(ErrorKind::internal,
+                         "cannot create the directory '" + dir + "'" + (ec ? " (" + ec.message() + ")" : ""));
     }
     const std::string name = file_name_of(url);
     if (name.empty()) throw std::invalid_argument("'" + url + "' names no file");
@@ -278,7 +278,7 @@ int run_models_pull(const ModelsPullOptions& options) {
         std::fprintf(stderr, "%s: resuming %s at %s\n", me, part.string().c_str(),
                      detail::format_binary_size(double(have)).c_str());
       std::ofstream out(part, std::ios::binary | std::ios::app);
-      if (!out) throw std::runtime_error("cannot write " + part.string());
+      if (!out) throw ClawbotError(ErrorKind::internal, "cannot write " + part.string());
       // Pieces grow from 1 MiB to 64 MiB: a cut connection loses little, a good one makes few requests.
       std::uint64_t piece = 1u << 20;
       constexpr std::uint64_t max_piece = 64u << 20;
@@ -297,9 +297,9 @@ int run_models_pull(const ModelsPullOptions& options) {
         } catch (const std::exception& e) {
           if (++failures > max_failures) {
             out.close();
-            throw std::runtime_error(std::string(e.what()) + "; kept " +
-                                     detail::format_binary_size(double(have)) + " in " + part.string() +
-                                     ": run the same command again to resume");
+            throw ClawbotError(ErrorKind::internal,
+                               std::string(e.what()) + "; kept " + detail::format_binary_size(double(have)) +
+                                   " in " + part.string() + ": run the same command again to resume");
           }
           std::fprintf(stderr, "%s: %s; resuming at byte %llu (try %d of %d)\n", me, e.what(),
                        static_cast<unsigned long long>(have), failures, max_failures);
@@ -309,9 +309,10 @@ int run_models_pull(const ModelsPullOptions& options) {
         }
         if (response.status == 416) {
           if (total || response.total_size == have) break;  // the .part already holds the whole file
-          throw std::runtime_error(url + " refused the range at byte " + std::to_string(have) +
-                                   " (the file there is " + std::to_string(response.total_size) +
-                                   " bytes); delete " + part.string() + " to start again");
+          throw ClawbotError(ErrorKind::internal, url + " refused the range at byte " + std::to_string(have) +
+                                                      " (the file there is " +
+                                                      std::to_string(response.total_size) +
+                                                      " bytes); delete " + part.string() + " to start again");
         }
         if (response.status == 200) {
           // The server ignores ranges and sent the whole file: start over with it.
@@ -323,13 +324,14 @@ int run_models_pull(const ModelsPullOptions& options) {
         } else if (!total) {
           total = response.total_size;
         } else if (response.total_size != *total) {
-          throw std::runtime_error(url + " changed size during the download (" + std::to_string(*total) +
-                                   " then " + std::to_string(response.total_size) + " bytes); delete " +
-                                   part.string() + " and pull again");
+          throw ClawbotError(ErrorKind::internal, url + " changed size during the download (" +
+                                                      std::to_string(*total) + " then " +
+                                                      std::to_string(response.total_size) +
+                                                      " bytes); delete " + part.string() + " and pull again");
         }
         out.write(response.body.data(), static_cast<std::streamsize>(response.body.size()));
         out.flush();
-        if (!out) throw std::runtime_error("cannot write " + part.string() + " (disk full?)");
+        if (!out) throw ClawbotError(ErrorKind::internal, "cannot write " + part.string() + " (disk full?)");
         have += response.body.size();
         failures = 0;
         piece = std::min(piece * 2, max_piece);
@@ -342,8 +344,9 @@ int run_models_pull(const ModelsPullOptions& options) {
       out.close();
       if (bar) bar->finish();
       if (total && have != *total) {
-        throw std::runtime_error("the download stopped at " + std::to_string(have) + " of " +
-                                 std::to_string(*total) + " bytes; run the same command again to resume");
+        throw ClawbotError(ErrorKind::internal, "the download stopped at " + std::to_string(have) + " of " +
+                                                    std::to_string(*total) +
+                                                    " bytes; run the same command again to resume");
       }
       if (expected.empty()) {
         fs::rename(part, target);

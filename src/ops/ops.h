@@ -49,7 +49,7 @@ struct SynthShape {
 
 // Every shape `models synth` knows, in the order --list prints them.
 const std::vector<SynthShape>& synth_shapes();
-// The shape of that name; throws std::runtime_error naming the known shapes.
+// The shape of that name; throws ClawbotError naming the known shapes.
 const SynthShape& synth_shape(std::string_view name);
 // Number of weights (tensor elements) a file of this shape holds.
 std::uint64_t synth_shape_params(const SynthShape& shape);
@@ -77,12 +77,12 @@ struct SynthResult {
 // ${XDG_CACHE_HOME:-~/.cache}/clawbot/models/<shape>-<quant>.gguf
 std::string synth_default_path(std::string_view shape, std::string_view quant);
 
-// Writes the file (or finds it already written) and returns where it is. Throws std::runtime_error with a
+// Writes the file (or finds it already written) and returns where it is. Throws ClawbotError with a
 // message naming the problem: unknown shape or quant, vocab file missing or too large, disk errors.
 SynthResult synthesize_model(const SynthOptions& options);
 
 // A model or vocab file by name: an existing path as given, else the first directory of CLAWBOT_MODELS
-// (colon-separated, default ../shared/models) that holds it. Throws std::runtime_error when none does.
+// (colon-separated, default ../shared/models) that holds it. Throws ClawbotError when none does.
 std::string find_model_file(const std::string& name);
 
 // `clawbot models synth`: prints the path as the last stdout line. Returns the process exit status.

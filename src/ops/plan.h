@@ -131,7 +131,7 @@ int run_models_pull(const ModelsPullOptions& options);
 std::string resolve_model_url(const std::string& url);
 
 // A model named on the command line that is not a URL: the file, as a path or a name in the model
-// directories; throws std::runtime_error saying where it looked and which names are close otherwise.
+// directories; throws ClawbotError saying where it looked and which names are close otherwise.
 std::string local_model_file(const std::string& name);
 
 }  // namespace clawbot::ops

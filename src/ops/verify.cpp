@@ -13,32 +13,23 @@
 #include <sstream>
 #include <thread>
 
+#include "common/error.h"
+#include "common/openssl_handles.h"
+#include "common/text.h"
 #include "ops/file_io.h"
 #include "ops/integrity.h"
-#include "ops/openssl_handles.h"
 
 namespace clawbot::ops {
 namespace {
 
 namespace fs = std::filesystem;
 
-bool is_hex(std::string_view text, std::size_t length) {
-  return text.size() == length && std::all_of(text.begin(), text.end(), [](char c) {
-           return std::isxdigit(static_cast<unsigned char>(c));
-         });
-}
+using text::is_hex;
 
-std::string lower(std::string text) {
-  std::transform(text.begin(), text.end(), text.begin(),
-                 [](char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); });
-  return text;
-}
+using text::lower;
 
-std::string trim(std::string_view text) {
-  const auto first = text.find_first_not_of(" \t\r\n");
-  if (first == std::string_view::npos) return {};
-  const auto last = text.find_last_not_of(" \t\r\n");
-  return std::string(text.substr(first, last - first + 1));
+std::string trim(std::string_view s) {
+  return std::string(text::trim(s));
 }
 
 // A sum as a user gives it: hex of the right length; throws naming where it came from.
@@ -46,9 +37,10 @@ std::string checked_sum(std::string_view text, std::size_t hex_length, const std
                         const std::string& where) {
   const std::string value = trim(text);
   if (!is_hex(value, hex_length)) {
-    throw std::runtime_error(where + " '" + value.substr(0, 80) + "' is not a " + algorithm +
-                             " sum: expected " + std::to_string(hex_length) + " hex characters, found " +
-                             std::to_string(value.size()) + " characters");
+    throw ClawbotError(ErrorKind::internal, where + " '" + value.substr(0, 80) + "' is not a " + algorithm +
+                                                " sum: expected " + std::to_string(hex_length) +
+                                                " hex characters, found " + std::to_string(value.size()) +
+                                                " characters");
   }
   return lower(value);
 }
@@ -78,10 +70,10 @@ std::optional<ManifestEntry> parse_sum_line(std::string_view line, std::size_t h
 
 std::string read_small_file(const std::string& path, const std::string& what) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read " + what + " '" + path + "'");
+  if (!in) throw ClawbotError(ErrorKind::internal, "cannot read " + what + " '" + path + "'");
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (text.size() > (64u << 20))
-    throw std::runtime_error(what + " '" + path + "' is too large to be a sum file");
+    throw ClawbotError(ErrorKind::internal, what + " '" + path + "' is too large to be a sum file");
   return text;
 }
 
@@ -214,8 +206,8 @@ FileDigests hash_file(const std::string& path, bool with_md5, bool progress) {
   detail::UniqueFd fd = detail::open_regular_file(path, size);
   ::posix_fadvise(fd.get(), 0, 0, POSIX_FADV_SEQUENTIAL);
 
-  detail::Digest sha256("SHA256");
-  std::optional<detail::Digest> md5;
+  openssl::Digest sha256("SHA256");
+  std::optional<openssl::Digest> md5;
   if (with_md5) md5.emplace("MD5");
 
   // A reader thread fills buffers while this thread hashes the previous one: reading (a copy from the page
@@ -291,10 +283,11 @@ FileDigests hash_file(const std::string& path, bool with_md5, bool progress) {
   }
   reader.join();
   bar.finish();
-  if (!read_error.empty()) throw std::runtime_error(read_error);
+  if (!read_error.empty()) throw ClawbotError(ErrorKind::internal, read_error);
   if (hashed != size) {
-    throw std::runtime_error("'" + path + "' changed size while it was read (" + std::to_string(size) +
-                             " then " + std::to_string(hashed) + " bytes): is it still being written?");
+    throw ClawbotError(ErrorKind::internal, "'" + path + "' changed size while it was read (" +
+                                                std::to_string(size) + " then " + std::to_string(hashed) +
+                                                " bytes): is it still being written?");
   }
   FileDigests digests;
   digests.sha256 = sha256.finish_hex();
@@ -315,9 +308,10 @@ std::vector<ManifestEntry> read_manifest(const std::string& manifest_path) {
     if (text.empty() || text.front() == '#') continue;
     auto entry = parse_sum_line(text, 64);
     if (!entry || entry->name.empty()) {
-      throw std::runtime_error("manifest '" + manifest_path + "' line " + std::to_string(number) +
-                               " is not a SHA-256 sum line (expected '<64 hex characters>  <file name>'): '" +
-                               text.substr(0, 100) + "'");
+      throw ClawbotError(ErrorKind::internal,
+                         "manifest '" + manifest_path + "' line " + std::to_string(number) +
+                             " is not a SHA-256 sum line (expected '<64 hex characters>  <file name>'): '" +
+                             text.substr(0, 100) + "'");
     }
     entry->line = number;
     entries.push_back(std::move(*entry));
@@ -340,9 +334,10 @@ std::optional<ManifestEntry> find_in_manifest(const std::vector<ManifestEntry>& 
   for (const auto& entry : entries) {
     if (fs::path(entry.name).filename() != file.filename()) continue;
     if (found) {
-      throw std::runtime_error("manifest '" + manifest_path + "' lists '" + file.filename().string() +
-                               "' more than once (lines " + std::to_string(found->line) + " and " +
-                               std::to_string(entry.line) + "); give the sum with --sha256");
+      throw ClawbotError(ErrorKind::internal,
+                         "manifest '" + manifest_path + "' lists '" + file.filename().string() +
+                             "' more than once (lines " + std::to_string(found->line) + " and " +
+                             std::to_string(entry.line) + "); give the sum with --sha256");
     }
     found = entry;
   }
@@ -357,8 +352,8 @@ std::optional<ExpectedSum> find_expected_sha256(const VerifyOptions& options) {
     const auto entry = find_in_manifest(read_manifest(manifest), manifest, options.model);
     if (!entry) {
       if (!required) return std::nullopt;
-      throw std::runtime_error("manifest '" + manifest + "' does not list '" +
-                               fs::path(options.model).filename().string() + "'");
+      throw ClawbotError(ErrorKind::internal, "manifest '" + manifest + "' does not list '" +
+                                                  fs::path(options.model).filename().string() + "'");
     }
     return ExpectedSum{entry->sha256, "manifest " + manifest + " (line " + std::to_string(entry->line) + ")",
                        ""};
@@ -407,7 +402,7 @@ VerifyReport verify_model_file(const VerifyOptions& options) {
       std::ofstream out(sidecar, std::ios::trunc);
       out << sum << "  " << name << "\n";
       out.close();
-      if (!out) throw std::runtime_error("cannot write sidecar '" + sidecar + "'");
+      if (!out) throw ClawbotError(ErrorKind::internal, "cannot write sidecar '" + sidecar + "'");
       report.written.push_back(sidecar);
     };
     write_sidecar(options.model + ".sha256", report.digests.sha256);
@@ -482,15 +477,17 @@ PreparedModel prepare_model_file(const std::string& path, const ModelLoadChecks&
     const auto report = verify_model_file(options);
     const auto& d = report.digests;
     if (!report.expected) {
-      throw std::runtime_error("--verify: there is no sum to check '" + path + "' against (no " + path +
-                               ".sha256 sidecar and no SHA256SUMS beside it listing it); record one with "
-                               "`clawbot verify --write " +
-                               path + "` on a copy you trust, or leave out --verify");
+      throw ClawbotError(ErrorKind::internal,
+                         "--verify: there is no sum to check '" + path + "' against (no " + path +
+                             ".sha256 sidecar and no SHA256SUMS beside it listing it); record one with "
+                             "`clawbot verify --write " +
+                             path + "` on a copy you trust, or leave out --verify");
     }
     if (report.status == VerifyStatus::mismatch) {
-      throw std::runtime_error("--verify: refusing to load '" + path + "': its SHA-256 does not match " +
-                               report.expected->source + "\n  expected " + report.expected->sha256 +
-                               "\n  actual   " + d.sha256 + "\n" + report.explanation);
+      throw ClawbotError(ErrorKind::internal, "--verify: refusing to load '" + path +
+                                                  "': its SHA-256 does not match " + report.expected->source +
+                                                  "\n  expected " + report.expected->sha256 +
+                                                  "\n  actual   " + d.sha256 + "\n" + report.explanation);
     }
     char seconds[32];
     std::snprintf(seconds, sizeof seconds, "%.2f s", d.seconds);

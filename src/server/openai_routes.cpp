@@ -9,7 +9,9 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "common/json_check.h"
 #include "common/json_read.h"
+#include "common/text.h"
 #include "server/infill.h"
 
 namespace clawbot::server {
@@ -21,67 +23,15 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 // ---------------------------------------------------------------- request validation
 
-std::string describe(const json& v) { return json_read::describe(v); }
+using json_check::bool_field;
+using json_check::integer_field;
+using json_check::number_field;
+using json_read::describe;
 
 json parse_body(const http::Exchange& ex) {
   json parsed = json_read::parse_or_throw(ex.request().body(), "request body");
   if (!parsed.is_object()) throw_invalid("request body must be a JSON object, got " + describe(parsed));
   return parsed;
-}
-
-std::optional<double> number_field(const json& body, const char* key, double min, double max) {
-  auto it = body.find(key);
-  if (it == body.end() || it->is_null()) return std::nullopt;
-  if (!it->is_number()) {
-    throw_invalid(std::string("'") + key + "' must be a number, got " + describe(*it), key);
-  }
-  const double v = it->get<double>();
-  if (!std::isfinite(v) || v < min || v > max) {
-    throw_invalid(std::string("'") + key + "' must be between " + describe(json(min)) + " and " +
-                      describe(json(max)) + ", got " + describe(*it),
-                  key);
-  }
-  return v;
-}
-
-std::optional<long long> integer_field(const json& body, const char* key, long long min, long long max) {
-  auto it = body.find(key);
-  if (it == body.end() || it->is_null()) return std::nullopt;
-  const bool integral = it->is_number_integer() ||
-                        (it->is_number_float() && std::floor(it->get<double>()) == it->get<double>());
-  if (!integral) throw_invalid(std::string("'") + key + "' must be an integer, got " + describe(*it), key);
-  // Compared as what they are: a double cast to long long out of its range is undefined, and 2^63 as a
-  // double equals INT64_MAX as a double.
-  bool in_range = false;
-  long long value = 0;
-  if (it->is_number_unsigned()) {
-    const auto u = it->get<unsigned long long>();
-    in_range = max >= 0 && u <= static_cast<unsigned long long>(max);
-    value = in_range ? static_cast<long long>(u) : 0;
-    in_range = in_range && value >= min;
-  } else if (it->is_number_integer()) {
-    value = it->get<long long>();
-    in_range = value >= min && value <= max;
-  } else {
-    const double v = it->get<double>();
-    in_range = v >= static_cast<double>(min) && v < 9.2233720368547758e18 && v <= static_cast<double>(max);
-    value = in_range ? static_cast<long long>(v) : 0;
-    in_range = in_range && value >= min && value <= max;
-  }
-  if (!in_range) {
-    throw_invalid(std::string("'") + key + "' must be between " + std::to_string(min) + " and " +
-                      std::to_string(max) + ", got " + describe(*it),
-                  key);
-  }
-  return value;
-}
-
-bool bool_field(const json& body, const char* key, bool fallback) {
-  auto it = body.find(key);
-  if (it == body.end() || it->is_null()) return fallback;
-  if (!it->is_boolean())
-    throw_invalid(std::string("'") + key + "' must be true or false, got " + describe(*it), key);
-  return it->get<bool>();
 }
 
 std::vector<std::string> stop_field(const json& body) {
@@ -279,9 +229,8 @@ std::vector<engine::Token> tokenize_prompt(const ServeContext& ctx, const std::s
 
 std::string new_id(const char* prefix) {
   thread_local std::mt19937_64 rng{std::random_device{}()};
-  static constexpr char hex[] = "0123456789abcdef";
   std::string id = prefix;
-  for (int i = 0; i < 24; ++i) id += hex[rng() % 16];
+  for (int i = 0; i < 24; ++i) id += text::hex_digits[rng() % 16];
   return id;
 }
 

@@ -12,7 +12,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
-#include "client/store_error.h"
+#include "common/store_error.h"
 #include "gateway/config.h"
 #include "gateway/door/audit_format.h"
 #include "gateway/door/door.h"

@@ -2,17 +2,12 @@
 #include <charconv>
 #include <stdexcept>
 
+#include "common/text.h"
 #include "gateway/door/door.h"
 
 namespace clawbot::gateway::door {
 
 namespace {
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
 
 // ::ffff:a.b.c.d as the IPv4 address it carries.
 boost::asio::ip::address unmapped(const boost::asio::ip::address& address) {
@@ -36,7 +31,7 @@ bool prefix_matches(const unsigned char* rule, const unsigned char* address, int
 AllowList AllowList::parse(const std::vector<std::string>& cidrs) {
   AllowList list;
   for (const std::string& entry : cidrs) {
-    const std::string_view text = trim(entry);
+    const std::string_view text = text::trim(entry, text::blanks);
     const auto bad = [&entry](const std::string& why) { return std::invalid_argument(entry + ": " + why); };
     if (text.empty())
       throw std::invalid_argument(

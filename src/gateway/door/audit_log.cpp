@@ -15,6 +15,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "common/error.h"
 #include "common/json_read.h"
 #include "gateway/door/audit_format.h"
 #include "gateway/door/keys_db.h"
@@ -118,7 +119,8 @@ std::optional<LastRecord> last_record(int fd, off_t size) {
       const ssize_t got = ::pread(fd, chunk.data() + done, static_cast<std::size_t>(n - done), pos + done);
       if (got < 0 && errno == EINTR) continue;
       if (got <= 0)
-        throw std::runtime_error(std::string("cannot read the audit log: ") + std::strerror(errno));
+        throw ClawbotError(ErrorKind::internal,
+                           std::string("cannot read the audit log: ") + std::strerror(errno));
       done += got;
     }
     data.insert(0, chunk);
@@ -150,8 +152,9 @@ struct AuditLog::Impl {
         secrets(detail::open_door(db, secret_path(keys_db, options.secret_file), true, &notes)) {
     fd = ::open(log.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)
-      throw std::runtime_error("cannot open the audit log " + log.string() + ": " + std::strerror(errno) +
-                               " (check that the directory exists and is writable)");
+      throw ClawbotError(ErrorKind::internal, "cannot open the audit log " + log.string() + ": " +
+                                                  std::strerror(errno) +
+                                                  " (check that the directory exists and is writable)");
     try {
       resume();
     } catch (...) {
@@ -174,7 +177,8 @@ struct AuditLog::Impl {
   // Continues the chain from the log's last record, or from the anchor when the log is behind it.
   void resume() {
     struct stat st {};
-    if (::fstat(fd, &st) != 0) throw std::runtime_error("cannot stat the audit log " + path.string());
+    if (::fstat(fd, &st) != 0)
+      throw ClawbotError(ErrorKind::internal, "cannot stat the audit log " + path.string());
     if (st.st_size > 0) {
       char last = 0;
       if (::pread(fd, &last, 1, st.st_size - 1) == 1 && last != '\n') {
@@ -322,7 +326,7 @@ struct AuditLog::Impl {
   fs::path path;
   Options options;
   std::vector<std::string> notes;
-  client::sqlite::Database db;  // the writer thread's after construction
+  sqlite::Database db;  // the writer thread's after construction
   detail::Secrets secrets;
   int fd = -1;
   std::string opening_warning;

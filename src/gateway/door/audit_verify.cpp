@@ -13,6 +13,7 @@
 #include <stdexcept>
 #include <unordered_map>
 
+#include "common/error.h"
 #include "gateway/door/audit_format.h"
 #include "gateway/door/keys_db.h"
 
@@ -78,10 +79,12 @@ VerifyReport verify_audit_log(const std::filesystem::path& log, const std::files
                               const std::filesystem::path& witness_dir) {
   std::ifstream in(log, std::ios::binary);
   if (!in)
-    throw std::runtime_error("cannot read the audit log " + log.string() + ": " + std::strerror(errno));
+    throw ClawbotError(ErrorKind::internal,
+                       "cannot read the audit log " + log.string() + ": " + std::strerror(errno));
   if (!std::filesystem::exists(keys_db))
-    throw std::runtime_error("cannot read the keys database " + keys_db.string() + ": no such file");
-  client::sqlite::Database db(keys_db);
+    throw ClawbotError(ErrorKind::internal,
+                       "cannot read the keys database " + keys_db.string() + ": no such file");
+  sqlite::Database db(keys_db);
   const detail::Secrets secrets = detail::open_door(db, secret_path(keys_db, secret_file), false);
   const std::string* const secret = &secrets.audit;
   const auto anchor = detail::read_anchor(db, secrets);
@@ -283,9 +286,10 @@ AuditHead witness_audit_head(const std::filesystem::path& log, const std::filesy
   if (!report.intact()) {
     std::string message = log.string() + ": " + report.summary() + ": not witnessing a log that fails verify";
     for (const auto& problem : report.problems) message += "\n  " + problem.message;
-    throw std::runtime_error(message);
+    throw ClawbotError(ErrorKind::internal, message);
   }
-  if (report.records == 0) throw std::runtime_error(log.string() + ": no records yet: nothing to witness");
+  if (report.records == 0)
+    throw ClawbotError(ErrorKind::internal, log.string() + ": no records yet: nothing to witness");
   detail::append_witness(witness_dir, report.last_seq, report.last_hash, log);
   return AuditHead{report.last_seq, report.last_hash};
 }

@@ -64,7 +64,7 @@ inline constexpr std::string_view key_prefix = "cbk_";
 
 // The admin side: the keys table in the gateway's SQLite file (WAL; created 0600 when missing), each row
 // MACed under the secret (`secret_file`: see secret_path; empty for the default). Failures throw
-// client::StoreError naming the file and the problem: invalid_argument for a bad name or limit, name_taken
+// StoreError naming the file and the problem: invalid_argument for a bad name or limit, name_taken
 // when an active key already has the name. `notes()` says what opening did on the way (made the secret,
 // migrated the schema).
 class KeyStore {
@@ -108,7 +108,7 @@ class KeyVerifier {
   static constexpr std::chrono::milliseconds poll_interval{250};
   static constexpr std::chrono::milliseconds on_demand_interval{1};
 
-  // Opens (creating when missing) the database and reads the keys once; throws client::StoreError when the
+  // Opens (creating when missing) the database and reads the keys once; throws StoreError when the
   // file cannot be used. A row whose MAC does not verify is never let in; it is logged once (a warning) and
   // counted (rejected_rows). A key once seen revoked stays refused while the verifier lives, even if its row
   // turns active again with a valid MAC (a database rolled back to an older copy).
@@ -253,8 +253,8 @@ class AuditLog {
 
   using Options = AuditOptions;
 
-  // Opens (creating 0600 when missing) the log and the database; throws std::runtime_error or
-  // client::StoreError when either cannot be used.
+  // Opens (creating 0600 when missing) the log and the database; throws ClawbotError or
+  // StoreError when either cannot be used.
   AuditLog(const std::filesystem::path& log, const std::filesystem::path& keys_db, Options options = {});
   ~AuditLog();  // writes, syncs and anchors everything appended
   AuditLog(const AuditLog&) = delete;
@@ -303,14 +303,14 @@ struct VerifyReport {
 };
 
 // Walks the log and names every problem by line and seq, and checks it against the heads witnessed in
-// `witness_dir` when given. Throws std::runtime_error when the log, the database, the secret or the witness
+// `witness_dir` when given. Throws ClawbotError when the log, the database, the secret or the witness
 // cannot be read.
 VerifyReport verify_audit_log(const std::filesystem::path& log, const std::filesystem::path& keys_db,
                               const std::filesystem::path& secret_file = {},
                               const std::filesystem::path& witness_dir = {});
 
 // The log's last record (seq and hash), after verifying the log (against the witness too when given): what
-// `clawbot gateway audit witness` appends to the witness. Throws std::runtime_error naming the problems when
+// `clawbot gateway audit witness` appends to the witness. Throws ClawbotError naming the problems when
 // the log is not intact (a tampered head must not be witnessed), or when it has no record.
 struct AuditHead {
   std::int64_t seq = 0;

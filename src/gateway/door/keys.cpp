@@ -18,17 +18,13 @@
 #include <openssl/crypto.h>
 #include <spdlog/spdlog.h>
 
-#include "client/store_error.h"
+#include "common/store_error.h"
 #include "gateway/door/door.h"
 #include "gateway/door/keys_db.h"
 
 namespace clawbot::gateway::door {
 
 namespace {
-
-using client::StoreError;
-using client::StoreErrorKind;
-namespace sqlite = client::sqlite;
 
 constexpr std::size_t id_chars = 12;
 constexpr std::size_t secret_chars = 32;

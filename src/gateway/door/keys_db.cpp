@@ -19,16 +19,15 @@
 
 #include <nlohmann/json.hpp>
 
-#include "client/store_error.h"
+#include "common/error.h"
 #include "common/json_read.h"
+#include "common/openssl_handles.h"
+#include "common/store_error.h"
 #include "gateway/door/door.h"
 
 namespace clawbot::gateway::door::detail {
 
 namespace {
-
-using client::StoreError;
-using client::StoreErrorKind;
 
 // PRAGMA user_version of the schema below. A newer file is refused: an older clawbot would misread it.
 // 2: rows carry a MAC under the secret file's key; the audit key left the database for that file.
@@ -339,14 +338,16 @@ void append_witness(const std::filesystem::path& dir, std::int64_t seq, std::str
   const std::string text = line.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
   const int fd = ::open(file.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0)
-    throw std::runtime_error("cannot write the audit witness " + file.string() + ": " + std::strerror(errno) +
-                             " (is the witness directory there and writable?)");
+    throw ClawbotError(ErrorKind::internal, "cannot write the audit witness " + file.string() + ": " +
+                                                std::strerror(errno) +
+                                                " (is the witness directory there and writable?)");
   const bool ok =
       ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
   const int saved = errno;
   ::close(fd);
   if (!ok)
-    throw std::runtime_error("cannot write the audit witness " + file.string() + ": " + std::strerror(saved));
+    throw ClawbotError(ErrorKind::internal,
+                       "cannot write the audit witness " + file.string() + ": " + std::strerror(saved));
 }
 
 std::vector<WitnessedHead> read_witness(const std::filesystem::path& dir,
@@ -354,7 +355,8 @@ std::vector<WitnessedHead> read_witness(const std::filesystem::path& dir,
   const std::filesystem::path file = dir / witness_file_name;
   std::ifstream in(file, std::ios::binary);
   if (!in)
-    throw std::runtime_error("cannot read the audit witness " + file.string() + ": " + std::strerror(errno));
+    throw ClawbotError(ErrorKind::internal,
+                       "cannot read the audit witness " + file.string() + ": " + std::strerror(errno));
   std::vector<WitnessedHead> heads;
   std::size_t number = 0;
   for (std::string text; std::getline(in, text);) {
@@ -382,19 +384,19 @@ std::vector<WitnessedHead> read_witness(const std::filesystem::path& dir,
 std::string random_bytes(std::size_t n) {
   std::string out(n, '\0');
   if (RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(n)) != 1)
-    throw std::runtime_error("the system's random number generator failed (OpenSSL RAND_bytes)");
+    throw ClawbotError(ErrorKind::internal,
+                       "the system's random number generator failed (OpenSSL RAND_bytes)");
   return out;
 }
 
 Sha256 sha256(std::string_view a, std::string_view b) {
   Sha256 out{};
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  const openssl::EvpMdCtxPtr ctx(EVP_MD_CTX_new());
   unsigned int len = 0;
-  const bool ok = ctx != nullptr && EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) == 1 &&
-                  EVP_DigestUpdate(ctx, a.data(), a.size()) == 1 &&
-                  EVP_DigestUpdate(ctx, b.data(), b.size()) == 1 &&
-                  EVP_DigestFinal_ex(ctx, out.data(), &len) == 1;
-  EVP_MD_CTX_free(ctx);
+  const bool ok = ctx && EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) == 1 &&
+                  EVP_DigestUpdate(ctx.get(), a.data(), a.size()) == 1 &&
+                  EVP_DigestUpdate(ctx.get(), b.data(), b.size()) == 1 &&
+                  EVP_DigestFinal_ex(ctx.get(), out.data(), &len) == 1;
   // Only an allocation failure gets here; refusing the key is the safe answer, and all-0xff matches no hash.
   if (!ok) out.fill(0xff);
   return out;
@@ -405,40 +407,7 @@ Sha256 hmac_sha256(std::string_view key, std::string_view data) {
   unsigned int len = 0;
   if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
            reinterpret_cast<const unsigned char*>(data.data()), data.size(), out.data(), &len) == nullptr)
-    throw std::runtime_error("HMAC-SHA256 failed (OpenSSL)");
-  return out;
-}
-
-std::string to_hex(std::span<const std::uint8_t> bytes) {
-  static constexpr char digits[] = "0123456789abcdef";
-  std::string hex;
-  hex.reserve(bytes.size() * 2);
-  for (const std::uint8_t b : bytes) {
-    hex.push_back(digits[b >> 4]);
-    hex.push_back(digits[b & 0xf]);
-  }
-  return hex;
-}
-
-std::string to_hex(std::string_view bytes) {
-  return to_hex(std::span(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size()));
-}
-
-std::optional<std::string> from_hex(std::string_view hex) {
-  if (hex.size() % 2 != 0) return std::nullopt;
-  const auto nibble = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  std::string out;
-  out.reserve(hex.size() / 2);
-  for (std::size_t i = 0; i < hex.size(); i += 2) {
-    const int hi = nibble(hex[i]), lo = nibble(hex[i + 1]);
-    if (hi < 0 || lo < 0) return std::nullopt;
-    out.push_back(static_cast<char>((hi << 4) | lo));
-  }
+    throw ClawbotError(ErrorKind::internal, "HMAC-SHA256 failed (OpenSSL)");
   return out;
 }
 

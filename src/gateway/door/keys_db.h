@@ -12,11 +12,10 @@
 #include <string_view>
 #include <vector>
 
-#include "client/sqlite_db.h"
+#include "common/sqlite_db.h"
+#include "common/text.h"
 
 namespace clawbot::gateway::door::detail {
-
-namespace sqlite = client::sqlite;
 
 // Creates the file with mode 0600 when missing (SQLite gives its -wal and -shm files the same mode), then
 // returns the path for sqlite::Database to open.
@@ -63,22 +62,21 @@ struct WitnessedHead {
 };
 inline constexpr std::string_view witness_file_name = "audit-witness.jsonl";
 // Appends {"seq","hash","time","log","host"} to DIR/audit-witness.jsonl and syncs it; throws
-// std::runtime_error naming the file when it cannot.
+// ClawbotError naming the file when it cannot.
 void append_witness(const std::filesystem::path& dir, std::int64_t seq, std::string_view hash,
                     const std::filesystem::path& log);
 // Every head in DIR/audit-witness.jsonl (lines that are not heads are reported in `bad_lines`); throws
-// std::runtime_error when the file cannot be read.
+// ClawbotError when the file cannot be read.
 std::vector<WitnessedHead> read_witness(const std::filesystem::path& dir,
                                         std::vector<std::size_t>& bad_lines);
 
 // --- crypto ---
 using Sha256 = std::array<std::uint8_t, 32>;
-std::string random_bytes(std::size_t n);                // throws std::runtime_error when the CSPRNG fails
+std::string random_bytes(std::size_t n);                // throws ClawbotError when the CSPRNG fails
 Sha256 sha256(std::string_view a, std::string_view b);  // SHA-256(a || b)
 Sha256 hmac_sha256(std::string_view key, std::string_view data);
-std::string to_hex(std::span<const std::uint8_t> bytes);
-std::string to_hex(std::string_view bytes);
-std::optional<std::string> from_hex(std::string_view hex);
+using text::from_hex;
+using text::to_hex;
 
 // --- time ---
 // "2025-01-02T03:04:05.678Z" (with_ms) or "2025-01-02T03:04:05Z".

@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../support/temp_dir.h"
-#include "client/sqlite_db.h"
+#include "common/sqlite_db.h"
 #include "gateway/door/audit_format.h"
 #include "gateway/door/door.h"
 #include "gateway/door/keys_db.h"
@@ -413,7 +413,7 @@ std::vector<std::string> rewrite_chain(const std::vector<std::string>& lines, co
 
 TEST_F(AuditTamper, AnAnchorEditedInTheDatabaseIsReported) {
   {
-    clawbot::client::sqlite::Database db(db_path);
+    clawbot::sqlite::Database db(db_path);
     db.exec("UPDATE audit_anchor SET seq = 7");  // to hide records 8..10 cut from the log
   }
   auto lines = read_lines(log_path);
@@ -460,7 +460,7 @@ TEST(GatewayAuditLog, TheWitnessCatchesWhatRootCanDoToTheLogAndTheDatabase) {
 
   // Root cuts the log and removes the anchor: intact without the witness, caught with it.
   {
-    clawbot::client::sqlite::Database db(db_path);
+    clawbot::sqlite::Database db(db_path);
     db.exec("DELETE FROM audit_anchor");
   }
   write_lines(dir / "cut.log", {original.begin(), original.begin() + 3});

@@ -10,14 +10,14 @@
 #include <gtest/gtest.h>
 
 #include "../support/temp_dir.h"
-#include "client/sqlite_db.h"
-#include "client/store_error.h"
+#include "common/sqlite_db.h"
+#include "common/store_error.h"
 #include "gateway/door/door.h"
 #include "gateway/door/keys_db.h"
 
 namespace door = clawbot::gateway::door;
-using clawbot::client::StoreError;
-using clawbot::client::StoreErrorKind;
+using clawbot::StoreError;
+using clawbot::StoreErrorKind;
 using clawbot::testing::TempDir;
 namespace fs = std::filesystem;
 
@@ -137,8 +137,8 @@ TEST(GatewayKeys, TheDatabaseHoldsSaltedHashesNotKeys) {
     keys.push_back(store.create("one"));
     keys.push_back(store.create("two"));
   }
-  clawbot::client::sqlite::Database db(db_path);
-  clawbot::client::sqlite::Statement rows(db, "SELECT id, salt, hash FROM api_keys ORDER BY rowid");
+  clawbot::sqlite::Database db(db_path);
+  clawbot::sqlite::Statement rows(db, "SELECT id, salt, hash FROM api_keys ORDER BY rowid");
   std::vector<std::string> salts, hashes;
   while (rows.step()) {
     salts.push_back(rows.text_at(1));
@@ -215,7 +215,7 @@ TEST(GatewayKeys, KeyFromAuthorizationHeader) {
 TEST(GatewayKeys, AForeignDatabaseIsRefused) {
   TempDir dir("clawbot-keys-");
   {
-    clawbot::client::sqlite::Database db(dir / "other.db");
+    clawbot::sqlite::Database db(dir / "other.db");
     db.exec("CREATE TABLE t (x)");
   }
   try {
@@ -235,8 +235,8 @@ std::string forge_row(const std::string& db_path, const std::string& id) {
   namespace detail = door::detail;
   const std::string secret(32, 'F');
   const std::string salt = detail::random_bytes(16);
-  clawbot::client::sqlite::Database db(db_path);
-  clawbot::client::sqlite::Statement insert(
+  clawbot::sqlite::Database db(db_path);
+  clawbot::sqlite::Statement insert(
       db, "INSERT INTO api_keys (id, name, salt, hash, created_at) VALUES (?1, 'mallory', ?2, ?3, ?4)");
   insert.bind(1, id)
       .bind(2, detail::to_hex(salt))
@@ -247,7 +247,7 @@ std::string forge_row(const std::string& db_path, const std::string& id) {
 }
 
 void edit(const std::string& db_path, const std::string& sql) {
-  clawbot::client::sqlite::Database db(db_path);
+  clawbot::sqlite::Database db(db_path);
   db.exec(sql.c_str());
 }
 
@@ -297,8 +297,8 @@ TEST(GatewayKeys, ARevokedKeyRolledBackToItsOldRowStaysRefused) {
   const auto created = store.create("alice");
   std::string old_mac;
   {
-    clawbot::client::sqlite::Database db(db_path);
-    clawbot::client::sqlite::Statement select(db, "SELECT mac FROM api_keys");
+    clawbot::sqlite::Database db(db_path);
+    clawbot::sqlite::Statement select(db, "SELECT mac FROM api_keys");
     ASSERT_TRUE(select.step());
     old_mac = select.text_at(0);
   }
@@ -354,7 +354,7 @@ TEST(GatewayKeys, ASchemaOneDatabaseIsMigrated) {
   const std::string audit_key(64, 'a');
   const std::string salt(16, 's'), secret(32, 'S');
   {
-    clawbot::client::sqlite::Database db(db_path);
+    clawbot::sqlite::Database db(db_path);
     db.exec(R"sql(
       CREATE TABLE api_keys (id TEXT PRIMARY KEY, name TEXT NOT NULL, salt TEXT NOT NULL, hash TEXT NOT NULL,
         requests_per_minute INTEGER NOT NULL DEFAULT 0, tokens_per_minute INTEGER NOT NULL DEFAULT 0,
@@ -363,10 +363,10 @@ TEST(GatewayKeys, ASchemaOneDatabaseIsMigrated) {
       CREATE TABLE audit_anchor (id INTEGER PRIMARY KEY CHECK (id = 1), log TEXT NOT NULL, seq INTEGER NOT NULL,
         hash TEXT NOT NULL, updated_at TEXT NOT NULL);
       PRAGMA user_version = 1;)sql");
-    clawbot::client::sqlite::Statement meta(
-        db, "INSERT INTO gateway_meta (name, value) VALUES ('audit_hmac_key', ?1)");
+    clawbot::sqlite::Statement meta(db,
+                                    "INSERT INTO gateway_meta (name, value) VALUES ('audit_hmac_key', ?1)");
     meta.bind(1, audit_key).run();
-    clawbot::client::sqlite::Statement key(
+    clawbot::sqlite::Statement key(
         db,
         "INSERT INTO api_keys (id, name, salt, hash, created_at) VALUES ('0123456789ab', 'old', ?1, ?2, "
         "'2025-01-01T00:00:00Z')");
@@ -377,12 +377,11 @@ TEST(GatewayKeys, ASchemaOneDatabaseIsMigrated) {
   door::KeyVerifier verifier(db_path);
   EXPECT_TRUE(verifier.verify("cbk_0123456789ab_" + secret)) << "a key from before the migration";
   EXPECT_EQ(file_bytes(dir / "gateway.secret"), audit_key + "\n") << "the audit key moved out unchanged";
-  clawbot::client::sqlite::Database db(db_path);
-  clawbot::client::sqlite::Statement left(db,
-                                          "SELECT count(*) FROM gateway_meta WHERE name = 'audit_hmac_key'");
+  clawbot::sqlite::Database db(db_path);
+  clawbot::sqlite::Statement left(db, "SELECT count(*) FROM gateway_meta WHERE name = 'audit_hmac_key'");
   ASSERT_TRUE(left.step());
   EXPECT_EQ(left.int64_at(0), 0);
-  clawbot::client::sqlite::Statement version(db, "PRAGMA user_version");
+  clawbot::sqlite::Statement version(db, "PRAGMA user_version");
   ASSERT_TRUE(version.step());
   EXPECT_EQ(version.int64_at(0), 2);
   door::KeyStore store(db_path);

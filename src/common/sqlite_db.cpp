@@ -1,10 +1,10 @@
-#include "client/sqlite_db.h"
+#include "common/sqlite_db.h"
 
 #include <sqlite3.h>
 
 #include <string>
 
-namespace clawbot::client::sqlite {
+namespace clawbot::sqlite {
 
 void CloseConnection::operator()(sqlite3* db) const noexcept {
   sqlite3_close_v2(db);
@@ -180,4 +180,4 @@ void Transaction::commit() {
   done_ = true;
 }
 
-}  // namespace clawbot::client::sqlite
+}  // namespace clawbot::sqlite

@@ -1,10 +1,12 @@
-// The one error type of the client's SQLite stores: its message names the database file and the problem.
+// The one error type of the SQLite stores (sessions, keys, audit): its message names the database file and
+// the problem.
 #pragma once
 
-#include <stdexcept>
 #include <string>
 
-namespace clawbot::client {
+#include "common/error.h"
+
+namespace clawbot {
 
 enum class StoreErrorKind {
   not_found,         // no such session or message
@@ -16,13 +18,14 @@ enum class StoreErrorKind {
   io,                // any other SQLite failure (disk full, I/O error, corruption)
 };
 
-class StoreError : public std::runtime_error {
+class StoreError : public ClawbotError {
  public:
-  StoreError(StoreErrorKind kind, const std::string& message) : std::runtime_error(message), kind_(kind) {}
+  StoreError(StoreErrorKind kind, const std::string& message)
+      : ClawbotError(ErrorKind::internal, message), kind_(kind) {}
   StoreErrorKind kind() const noexcept { return kind_; }
 
  private:
   StoreErrorKind kind_;
 };
 
-}  // namespace clawbot::client
+}  // namespace clawbot

@@ -1,6 +1,7 @@
-// RAII over the SQLite C API for the client's stores: a connection, prepared statements and transactions.
-// Every SQLite return code is checked; a failure throws StoreError naming the database file and what was
-// being done. User text only ever reaches SQLite through bind(), never through the SQL string.
+// RAII over the SQLite C API for the stores (client sessions, gateway keys and audit): a connection, prepared
+// statements and transactions. Every SQLite return code is checked; a failure throws StoreError naming the
+// database file and what was being done. User text only ever reaches SQLite through bind(), never through the
+// SQL string.
 #pragma once
 
 #include <cstdint>
@@ -10,12 +11,12 @@
 #include <string>
 #include <string_view>
 
-#include "client/store_error.h"
+#include "common/store_error.h"
 
 struct sqlite3;
 struct sqlite3_stmt;
 
-namespace clawbot::client::sqlite {
+namespace clawbot::sqlite {
 
 struct CloseConnection {
   void operator()(sqlite3* db) const noexcept;
@@ -94,4 +95,4 @@ class Transaction {
   bool done_ = false;
 };
 
-}  // namespace clawbot::client::sqlite
+}  // namespace clawbot::sqlite

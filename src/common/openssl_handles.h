@@ -1,5 +1,5 @@
-// RAII over the OpenSSL 3 EVP handles that verify and crypt use, and the one way their errors become text.
-// Internal to src/ops.
+// RAII over the OpenSSL 3 EVP handles (model verify and encryption, the gateway's key hashes), and the one
+// way their errors become text.
 #pragma once
 
 #include <openssl/err.h>
@@ -15,7 +15,10 @@
 #include <string_view>
 #include <vector>
 
-namespace clawbot::ops::detail {
+#include "common/error.h"
+#include "common/text.h"
+
+namespace clawbot::openssl {
 
 struct EvpMdCtxDeleter {
   void operator()(EVP_MD_CTX* ctx) const noexcept { EVP_MD_CTX_free(ctx); }
@@ -59,7 +62,7 @@ inline std::string openssl_failure(std::string_view what) {
 }
 
 [[noreturn]] inline void throw_openssl(std::string_view what) {
-  throw std::runtime_error(openssl_failure(what));
+  throw ClawbotError(ErrorKind::internal, openssl_failure(what));
 }
 
 // A message digest fetched once (SHA256, MD5) with a context to stream data through it.
@@ -81,19 +84,11 @@ class Digest {
     return out;
   }
   // The digest in lower-case hex.
-  std::string finish_hex() {
-    static constexpr char digits[] = "0123456789abcdef";
-    std::string hex;
-    for (const std::uint8_t b : finish()) {
-      hex.push_back(digits[b >> 4]);
-      hex.push_back(digits[b & 0xf]);
-    }
-    return hex;
-  }
+  std::string finish_hex() { return text::to_hex(finish()); }
 
  private:
   EvpMdPtr md_;
   EvpMdCtxPtr ctx_;
 };
 
-}  // namespace clawbot::ops::detail
+}  // namespace clawbot::openssl

@@ -401,6 +401,37 @@ MemoryPlan plan_memory(const GgufFile& file, const ModelDims& dims, int ctx, int
   return plan;
 }
 
+int largest_fitting(int lo, int hi, const std::function<bool(int)>& fits) {
+  int largest = 0;
+  while (lo <= hi) {
+    const int mid = lo + (hi - lo) / 2;
+    if (fits(mid)) {
+      largest = mid;
+      lo = mid + 1;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return largest;
+}
+
+ServingSize fit_serving_size(ServingSize wanted, const std::function<bool(const ServingSize&)>& fits) {
+  constexpr int ctx_floor = 512;  // below this a request holds too little to be useful; --parallel goes first
+  ServingSize size = wanted;
+  if (wanted.ctx > ctx_floor) {
+    const int blocks = largest_fitting(ctx_floor / 256, wanted.ctx / 256, [&](int n) {
+      return fits({.ctx = n * 256, .parallel = wanted.parallel});
+    });
+    size.ctx = blocks > 0 ? blocks * 256 : ctx_floor;
+  }
+  if (!fits(size)) {
+    const int slots =
+        largest_fitting(1, wanted.parallel, [&](int n) { return fits({.ctx = size.ctx, .parallel = n}); });
+    size.parallel = std::max(slots, 1);
+  }
+  return size;
+}
+
 MachineMemory probe_machine_memory() {
   MachineMemory m;
   m.ram_total = monitor::system_memory_total_bytes();
@@ -498,26 +529,11 @@ int run_plan(const PlanOptions& options) {
     };
     // Largest context per request at this parallelism (multiples of 256, up to the training context).
     const int ctx_ceiling = static_cast<int>(std::max<std::uint32_t>(dims.n_ctx_train, plan.ctx_per_request));
-    int largest_ctx = 0;
-    for (int lo = 1, hi = (ctx_ceiling + 255) / 256; lo <= hi;) {
-      const int mid = (lo + hi) / 2;
-      if (fits_with(mid * 256, options.parallel)) {
-        largest_ctx = mid * 256;
-        lo = mid + 1;
-      } else {
-        hi = mid - 1;
-      }
-    }
-    int largest_parallel = 0;
-    for (int lo = 1, hi = 256; lo <= hi;) {
-      const int mid = (lo + hi) / 2;
-      if (fits_with(static_cast<int>(plan.ctx_per_request), mid)) {
-        largest_parallel = mid;
-        lo = mid + 1;
-      } else {
-        hi = mid - 1;
-      }
-    }
+    const int largest_ctx =
+        256 * largest_fitting(1, (ctx_ceiling + 255) / 256,
+                              [&](int cells) { return fits_with(cells * 256, options.parallel); });
+    const int largest_parallel = largest_fitting(
+        1, 256, [&](int slots) { return fits_with(static_cast<int>(plan.ctx_per_request), slots); });
     // Which quantization would fit, when this one does not: the weights scale with bits per weight.
     std::vector<std::pair<std::string, double>> quant_fits;
     if (!fits) {

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include "client/session_store.h"
+#include "client/sessions_cmd.h"
 #include "common/edit_distance.h"
 
 namespace clawbot::client {
@@ -124,6 +125,36 @@ std::function<std::optional<int>()> add_client_commands(CLI::App& app) {
     if (ask_cmd->parsed()) return run_ask(*ask);
     if (chat_cmd->parsed()) return run_chat(*chat);
     return std::nullopt;
+  };
+}
+
+std::function<std::optional<int>()> add_sessions_command(CLI::App& app) {
+  auto sessions = std::make_shared<SessionsOptions>();
+  auto* cmd = app.add_subcommand("sessions", "Stored conversations of chat and ask --save: list, show, rename, rm, export");
+  cmd->require_subcommand(1)->fallthrough();  // fallthrough: --db also after the action
+  cmd->add_option("--db", sessions->db,
+                  "Session database (default: session_db of clawbot.json, else "
+                  "${XDG_DATA_HOME:-~/.local/share}/clawbot/sessions.db)");
+  cmd->add_subcommand("list", "Sessions, most recently updated first")
+      ->add_flag("--json", sessions->json, "Print a JSON array instead of the table");
+  cmd->add_subcommand("show", "Print a conversation")->add_option("name", sessions->name, "Session name or id")->required();
+  auto* rename = cmd->add_subcommand("rename", "Rename a session");
+  rename->add_option("old", sessions->name, "Session name or id")->required();
+  rename->add_option("new", sessions->new_name, "New name")->required();
+  cmd->add_subcommand("rm", "Delete a session and its messages")
+      ->add_option("name", sessions->name, "Session name or id")
+      ->required();
+  auto* export_cmd = cmd->add_subcommand("export", "Write a session as Markdown or JSON");
+  export_cmd->add_option("name", sessions->name, "Session name or id")->required();
+  export_cmd->add_option("--format", sessions->format, "md or json")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"md", "json"}));
+  export_cmd->add_option("-o,--output", sessions->output, "File to write (default: stdout)");
+  return [=]() -> std::optional<int> {
+    if (!cmd->parsed()) return std::nullopt;
+    sessions->action = cmd->get_subcommands().at(0)->get_name();
+    sessions->db = session_db_path(sessions->db);  // --db, else clawbot.json's session_db
+    return run_sessions(*sessions);
   };
 }
 

@@ -16,6 +16,10 @@
 
 #include "ops/gguf_reader.h"
 
+namespace CLI {
+class App;
+}
+
 namespace clawbot::ops {
 
 struct PlanOptions {
@@ -123,6 +127,12 @@ MachineMemory probe_machine_memory();
 
 // `clawbot plan`: prints the plan; returns the exit status (0 fits, 1 error, 2 does not fit).
 int run_plan(const PlanOptions& options);
+
+// `clawbot plan` (plan_cmd.cpp) and `clawbot models list|show|pull|synth` (models_cli.cpp) on `app`. After
+// parsing, the returned function runs the one given and returns its exit status, or nullopt when the command
+// line named another.
+std::function<std::optional<int>()> add_plan_command(CLI::App& app);
+std::function<std::optional<int>()> add_models_command(CLI::App& app);
 
 struct ModelsListOptions {
   bool json = false;

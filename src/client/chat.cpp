@@ -14,6 +14,7 @@
 
 #include "client/assistant.h"
 #include "client/session_store.h"
+#include "common/cli_error.h"
 
 namespace clawbot::client {
 
@@ -454,11 +455,9 @@ int run_chat(const ChatOptions& options) {
     ChatLoop loop(options, config, client, store);
     return loop.run();
   } catch (const ConfigError& e) {
-    std::cerr << "clawbot chat: " << e.what() << "\n";
-    return 2;
+    return cli_error("clawbot chat", e.what(), 2);
   } catch (const StoreError& e) {
-    std::cerr << "clawbot chat: " << e.what() << "\n";
-    return 1;
+    return cli_error("clawbot chat", e.what(), 1);
   }
 }
 

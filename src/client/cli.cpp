@@ -7,6 +7,7 @@
 
 #include "client/session_store.h"
 #include "client/sessions_cmd.h"
+#include "common/cli_error.h"
 #include "common/edit_distance.h"
 
 namespace clawbot::client {
@@ -61,19 +62,17 @@ int exit_for_parse_error(CLI::App& app, const CLI::ParseError& error, int argc, 
     const auto close = closest_names(word, names);
     std::string all;
     for (const auto& n : names) all += (all.empty() ? "" : ", ") + n;
-    std::cerr << command << ": unknown command '" << word << "'";
+    std::string message = "unknown command '" + word + "'";
     if (!close.empty()) {
-      std::cerr << "; did you mean";
+      message += "; did you mean";
       for (std::size_t k = 0; k < close.size(); ++k)
-        std::cerr << (k == 0 ? " '" : k + 1 == close.size() ? "' or '" : "', '") << close[k];
-      std::cerr << "'?";
+        message += (k == 0 ? " '" : k + 1 == close.size() ? "' or '" : "', '") + close[k];
+      message += "'?";
     }
-    std::cerr << "\n"
-              << command << " commands: " << all << " (" << command << " --help says what each does)\n";
-    return 2;
+    message += "\n" + command + " commands: " + all + " (" + command + " --help says what each does)";
+    return cli_error(command, message, 2);
   }
-  std::cerr << command << ": " << error.what() << " (" << command << " --help lists what it takes)\n";
-  return 2;
+  return cli_error(command, std::string(error.what()) + " (" + command + " --help lists what it takes)", 2);
 }
 
 std::function<std::optional<int>()> add_client_commands(CLI::App& app) {

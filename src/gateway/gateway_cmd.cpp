@@ -5,6 +5,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "common/cli_error.h"
 #include "gateway/door/admin_cmd.h"
 #include "gateway/gateway.h"
 #include "gateway/gateway_internal.h"
@@ -66,11 +67,9 @@ int run_gateway(const GatewayOptions& options) {
     detail::Gateway gateway(std::move(config), options.verbose);
     return gateway.run();
   } catch (const ConfigError& e) {
-    std::cerr << "error: " << e.what() << std::endl;
-    return 2;
+    return cli_error("error", e.what(), 2);  // (gateway.json's errors say which file and key)
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << std::endl;
-    return 1;
+    return cli_error("error", e.what(), 1);
   }
 }
 

@@ -25,6 +25,7 @@
 #include <gguf.h>
 #include <llama.h>
 
+#include "common/cli_error.h"
 #include "common/model_path.h"
 #include "engine/engine.h"
 #include "ops/ops.h"
@@ -811,8 +812,7 @@ int run_models_synth(const SynthOptions& options) {
     std::printf("%s\n", result.path.c_str());
     return 0;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "clawbot models synth: %s\n", e.what());
-    return 1;
+    return cli_error("clawbot models synth", e.what(), 1);
   }
 }
 

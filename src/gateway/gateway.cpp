@@ -277,10 +277,7 @@ void Gateway::finish(Worker& worker, http::Exchange& ex, Context& ctx) {
 
 // ------------------------------------------------------------------------------------------- running
 
-int Gateway::run() {
-  unsigned threads = config_.threads > 0 ? static_cast<unsigned>(config_.threads)
-                                         : std::max(1u, std::thread::hardware_concurrency());
-  threads = std::min(threads, 64u);
+http::ServerLimits Gateway::server_limits() const {
   http::ServerLimits limits;
   limits.max_body_bytes = config_.limits.max_body_bytes;
   limits.max_header_bytes = config_.limits.max_header_bytes;
@@ -288,36 +285,45 @@ int Gateway::run() {
   limits.header_timeout = config_.limits.header_timeout;
   limits.min_body_rate = config_.limits.min_body_rate;
   limits.max_connections_per_client = config_.limits.max_connections_per_client;
-  const auto client_connections = std::make_shared<http::ClientConnections>();  // one cap for all workers
+  return limits;
+}
 
-  for (unsigned t = 0; t < threads; ++t) {
-    auto worker = std::make_unique<Worker>();
-    worker->idle.resize(config_.upstreams.size());
-    workers_.push_back(std::move(worker));
-  }
+// One worker's server for one listener: the gateway's routes, and the door's header check.
+std::unique_ptr<http::Server> Gateway::make_server(Worker& worker, const http::ServerLimits& limits,
+                                                   std::shared_ptr<http::ClientConnections> client_connections,
+                                                   bool reuse_port) {
+  auto router = std::make_shared<http::Router>();
+  router->add(http::Verb::get, "/health", guarded(worker, &Gateway::health));
+  router->add(http::Verb::get, "/metrics", guarded(worker, &Gateway::metrics));
+  router->add(http::Verb::get, "/v1/models", guarded(worker, &Gateway::models));
+  router->set_fallback(guarded(worker, &Gateway::forward));
+  auto server = std::make_unique<http::Server>(worker.io, router, limits);
+  server->set_reuse_port(reuse_port);
+  server->set_single_threaded(true);  // each worker's io_context runs on its own thread
+  server->share_client_connections(std::move(client_connections));
+  // The allow-list and the key before a body is read (a refused request costs no body).
+  server->set_header_check(
+      [this](const http::RequestHead& head, const asio::ip::address& remote) -> std::optional<Error> {
+        const std::string_view target(head.target().data(), head.target().size());
+        Context ctx;
+        auto refusal = admit(head, target.substr(0, target.find('?')), remote, ctx, false);
+        if (!refusal) return std::nullopt;
+        return std::move(refusal->error);
+      },
+      guarded(worker, &Gateway::refused));
+  return server;
+}
+
+// Every listener on every worker (SO_REUSEPORT); returns the first listener's port.
+unsigned short Gateway::listen_all() {
+  const http::ServerLimits limits = server_limits();
+  const auto client_connections = std::make_shared<http::ClientConnections>();  // one cap for all workers
+  const auto threads = workers_.size();
   unsigned short first_listener_port = 0;
   for (auto& listener : config_.listen) {
     unsigned short port = listener.port;
     for (auto& worker : workers_) {
-      auto router = std::make_shared<http::Router>();
-      router->add(http::Verb::get, "/health", guarded(*worker, &Gateway::health));
-      router->add(http::Verb::get, "/metrics", guarded(*worker, &Gateway::metrics));
-      router->add(http::Verb::get, "/v1/models", guarded(*worker, &Gateway::models));
-      router->set_fallback(guarded(*worker, &Gateway::forward));
-      auto server = std::make_unique<http::Server>(worker->io, router, limits);
-      server->set_reuse_port(threads > 1);
-      server->set_single_threaded(true);  // each worker's io_context runs on its own thread
-      server->share_client_connections(client_connections);
-      // The allow-list and the key before a body is read (a refused request costs no body).
-      server->set_header_check(
-          [this](const http::RequestHead& head, const asio::ip::address& remote) -> std::optional<Error> {
-            const std::string_view target(head.target().data(), head.target().size());
-            Context ctx;
-            auto refusal = admit(head, target.substr(0, target.find('?')), remote, ctx, false);
-            if (!refusal) return std::nullopt;
-            return std::move(refusal->error);
-          },
-          guarded(*worker, &Gateway::refused));
+      auto server = make_server(*worker, limits, client_connections, threads > 1);
       if (listener.tls) {
         port = server->listen(listener.host, port, server_tls(*listener.tls));
       } else {
@@ -333,24 +339,37 @@ int Gateway::run() {
               << (config_.upstreams.size() == 1 ? " upstream, " : " upstreams, ") << threads
               << (threads == 1 ? " thread" : " threads") << ", auth " << config_.auth << ")" << std::endl;
   }
+  return first_listener_port;
+}
 
-  asio::co_spawn(workers_[0]->io, health_loop(*workers_[0]), asio::detached);
-  // Announce the first listener on the LAN, with the models its upstreams serve (known after the first
-  // health checks, so after a short wait).
-  if (config_.advertise) {
-    auto timer = std::make_shared<asio::steady_timer>(workers_[0]->io, std::chrono::milliseconds(1500));
-    const Listener first = config_.listen.front();
-    const unsigned short first_port = first_listener_port;
-    timer->async_wait([this, timer, first, first_port](const boost::system::error_code& ec) {
-      if (ec || stopping_) return;
-      std::string models;
-      for (const auto& [model, where] : pool_.models()) models += (models.empty() ? "" : ",") + model;
-      auto service =
-          discovery::service_info("gateway", first_port, models, first.tls.has_value(), keys_ != nullptr);
-      if (!config_.name.empty()) service.instance = config_.name;
-      advertiser_ = discovery::advertise(service, {.enabled = true, .listen_host = first.host});
-    });
+// Announce the first listener on the LAN, with the models its upstreams serve (known after the first health
+// checks, so after a short wait).
+void Gateway::advertise_later(unsigned short first_port) {
+  auto timer = std::make_shared<asio::steady_timer>(workers_[0]->io, std::chrono::milliseconds(1500));
+  const Listener first = config_.listen.front();
+  timer->async_wait([this, timer, first, first_port](const boost::system::error_code& ec) {
+    if (ec || stopping_) return;
+    std::string models;
+    for (const auto& [model, where] : pool_.models()) models += (models.empty() ? "" : ",") + model;
+    auto service =
+        discovery::service_info("gateway", first_port, models, first.tls.has_value(), keys_ != nullptr);
+    if (!config_.name.empty()) service.instance = config_.name;
+    advertiser_ = discovery::advertise(service, {.enabled = true, .listen_host = first.host});
+  });
+}
+
+int Gateway::run() {
+  unsigned threads = config_.threads > 0 ? static_cast<unsigned>(config_.threads)
+                                         : std::max(1u, std::thread::hardware_concurrency());
+  threads = std::min(threads, 64u);
+  for (unsigned t = 0; t < threads; ++t) {
+    auto worker = std::make_unique<Worker>();
+    worker->idle.resize(config_.upstreams.size());
+    workers_.push_back(std::move(worker));
   }
+  const unsigned short first_listener_port = listen_all();
+  asio::co_spawn(workers_[0]->io, health_loop(*workers_[0]), asio::detached);
+  if (config_.advertise) advertise_later(first_listener_port);
   asio::signal_set signals(workers_[0]->io, SIGINT, SIGTERM);
   signals.async_wait([this](const boost::system::error_code& ec, int) {
     if (ec) return;

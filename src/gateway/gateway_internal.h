@@ -24,6 +24,7 @@
 #include "common/error.h"
 #include "common/http_client.h"
 #include "common/http_server.h"
+#include "common/tls.h"
 #include "discovery/discovery.h"
 #include "gateway/config.h"
 #include "gateway/door/door.h"
@@ -231,6 +232,13 @@ class Gateway {
 
   std::unique_ptr<http::Client> take_client(Worker& worker, std::size_t index);
   void give_back(Worker& worker, std::size_t index, std::unique_ptr<http::Client> client);
+
+  http::ServerLimits server_limits() const;
+  std::unique_ptr<http::Server> make_server(Worker& worker, const http::ServerLimits& limits,
+                                            std::shared_ptr<http::ClientConnections> client_connections,
+                                            bool reuse_port);
+  unsigned short listen_all();
+  void advertise_later(unsigned short first_port);
 
   asio::awaitable<void> health_loop(Worker& worker);
   asio::awaitable<void> check_upstream(Worker& worker, std::size_t index);

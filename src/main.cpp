@@ -23,18 +23,12 @@ int main(int argc, char** argv) {
 
   // In the order `clawbot --help` lists them.
   const std::vector<std::function<std::optional<int>()>> commands = {
-      clawbot::server::add_serve_command(app),
-      clawbot::ops::add_models_command(app),
-      clawbot::ops::add_plan_command(app),
-      clawbot::ops::add_verify_command(app),
-      clawbot::ops::add_crypt_commands(app),
-      clawbot::bench::add_bench_command(app),
-      clawbot::client::add_sessions_command(app),
-      clawbot::discovery::add_discover_command(app),
-      clawbot::client::add_client_commands(app),
-      clawbot::client::add_code_command(app),
-      clawbot::client::add_doctor_command(app),
-      clawbot::gateway::add_gateway_command(app),
+      clawbot::server::add_serve_command(app),    clawbot::ops::add_models_command(app),
+      clawbot::ops::add_plan_command(app),        clawbot::ops::add_verify_command(app),
+      clawbot::ops::add_crypt_commands(app),      clawbot::bench::add_bench_command(app),
+      clawbot::client::add_sessions_command(app), clawbot::discovery::add_discover_command(app),
+      clawbot::client::add_client_commands(app),  clawbot::client::add_code_command(app),
+      clawbot::client::add_doctor_command(app),   clawbot::gateway::add_gateway_command(app),
   };
   try {
     app.parse(argc, argv);

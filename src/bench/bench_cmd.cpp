@@ -32,8 +32,10 @@ std::function<std::optional<int>()> add_bench_command(CLI::App& app) {
       ->check(CLI::Range(1, 4096));
   cmd->add_option("-n,--requests", bench->requests, "Requests to send (default 100; none with --duration)")
       ->check(CLI::Range(1, 100'000'000));
-  cmd->add_option("--duration", bench->duration_s, "Seconds to keep starting requests")->check(CLI::PositiveNumber);
-  cmd->add_option("--workload", bench->workload, "independent, or conversations (multi-turn, shared system prompt)")
+  cmd->add_option("--duration", bench->duration_s, "Seconds to keep starting requests")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--workload", bench->workload,
+                  "independent, or conversations (multi-turn, shared system prompt)")
       ->capture_default_str()
       ->check(CLI::IsMember({"independent", "conversations"}));
   cmd->add_option("--conversations", bench->conversations, "Conversations, interleaved over the clients")
@@ -42,7 +44,8 @@ std::function<std::optional<int>()> add_bench_command(CLI::App& app) {
   cmd->add_option("--turns", bench->turns, "User turns per conversation")
       ->capture_default_str()
       ->check(CLI::Range(1, 10'000));
-  cmd->add_option("--system-prompt-tokens", bench->system_prompt_tokens, "Shared system prompt (approx. tokens)")
+  cmd->add_option("--system-prompt-tokens", bench->system_prompt_tokens,
+                  "Shared system prompt (approx. tokens)")
       ->capture_default_str()
       ->check(CLI::Range(0, 10'000'000));
   cmd->add_option("--prompt-tokens", bench->prompt_tokens, "Each user message (approx. tokens)")
@@ -54,7 +57,8 @@ std::function<std::optional<int>()> add_bench_command(CLI::App& app) {
   cmd->add_option("--temperature", bench->temperature, "Sampling temperature")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 2.0));
-  cmd->add_option("--seed", bench->seed, "Seed of the prompts (and the requests' seed)")->capture_default_str();
+  cmd->add_option("--seed", bench->seed, "Seed of the prompts (and the requests' seed)")
+      ->capture_default_str();
   cmd->add_option("--api-key", bench->api_key, "Sent as Authorization: Bearer <key>");
   cmd->add_option("--timeout", bench->timeout_s, "Seconds of silence before a request fails")
       ->capture_default_str()

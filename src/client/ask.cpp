@@ -103,7 +103,8 @@ int run_ask(const AskOptions& options) {
       names += (names.empty() ? "" : ", ") + std::string(t.name);
     }
     if (chosen == nullptr) {
-      return cli_error("clawbot ask", "no template \"" + options.template_name + "\"; there are: " + names, 2);
+      return cli_error("clawbot ask", "no template \"" + options.template_name + "\"; there are: " + names,
+                       2);
     }
   }
 
@@ -172,7 +173,8 @@ int run_ask(const AskOptions& options) {
   if (!out.failure) return 0;
   if (out.failure->kind == FailureKind::cancelled) {
     if (options.json) return 130;
-    return cli_error("clawbot ask", out.started ? "interrupted (the answer above is partial)" : "interrupted", 130);
+    return cli_error("clawbot ask", out.started ? "interrupted (the answer above is partial)" : "interrupted",
+                     130);
   }
   if (options.json) return 1;
   return cli_error("clawbot ask", (out.started ? "the answer was cut off: " : "") + out.failure->message, 1);

@@ -129,14 +129,17 @@ std::function<std::optional<int>()> add_client_commands(CLI::App& app) {
 
 std::function<std::optional<int>()> add_sessions_command(CLI::App& app) {
   auto sessions = std::make_shared<SessionsOptions>();
-  auto* cmd = app.add_subcommand("sessions", "Stored conversations of chat and ask --save: list, show, rename, rm, export");
+  auto* cmd = app.add_subcommand(
+      "sessions", "Stored conversations of chat and ask --save: list, show, rename, rm, export");
   cmd->require_subcommand(1)->fallthrough();  // fallthrough: --db also after the action
   cmd->add_option("--db", sessions->db,
                   "Session database (default: session_db of clawbot.json, else "
                   "${XDG_DATA_HOME:-~/.local/share}/clawbot/sessions.db)");
   cmd->add_subcommand("list", "Sessions, most recently updated first")
       ->add_flag("--json", sessions->json, "Print a JSON array instead of the table");
-  cmd->add_subcommand("show", "Print a conversation")->add_option("name", sessions->name, "Session name or id")->required();
+  cmd->add_subcommand("show", "Print a conversation")
+      ->add_option("name", sessions->name, "Session name or id")
+      ->required();
   auto* rename = cmd->add_subcommand("rename", "Rename a session");
   rename->add_option("old", sessions->name, "Session name or id")->required();
   rename->add_option("new", sessions->new_name, "New name")->required();

@@ -1,5 +1,5 @@
-// The front-end's subcommands on the command line: `config`, `ask`, `chat` and `sessions` (main.cpp only calls
-// this).
+// The front-end's subcommands on the command line: `config`, `ask`, `chat` and `sessions` (main.cpp only
+// calls this).
 #pragma once
 
 #include <functional>

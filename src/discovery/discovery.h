@@ -117,8 +117,8 @@ struct DiscoverOptions {
   bool json = false;
 };
 int run_discover(const DiscoverOptions& options);
-// `clawbot discover` on `app` (discover_cmd.cpp). After parsing, the returned function runs it and returns its
-// exit status, or nullopt when the command line named another.
+// `clawbot discover` on `app` (discover_cmd.cpp). After parsing, the returned function runs it and returns
+// its exit status, or nullopt when the command line named another.
 std::function<std::optional<int>()> add_discover_command(CLI::App& app);
 
 }  // namespace clawbot::discovery

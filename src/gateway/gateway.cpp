@@ -289,9 +289,9 @@ http::ServerLimits Gateway::server_limits() const {
 }
 
 // One worker's server for one listener: the gateway's routes, and the door's header check.
-std::unique_ptr<http::Server> Gateway::make_server(Worker& worker, const http::ServerLimits& limits,
-                                                   std::shared_ptr<http::ClientConnections> client_connections,
-                                                   bool reuse_port) {
+std::unique_ptr<http::Server> Gateway::make_server(
+    Worker& worker, const http::ServerLimits& limits,
+    std::shared_ptr<http::ClientConnections> client_connections, bool reuse_port) {
   auto router = std::make_shared<http::Router>();
   router->add(http::Verb::get, "/health", guarded(worker, &Gateway::health));
   router->add(http::Verb::get, "/metrics", guarded(worker, &Gateway::metrics));

@@ -1,9 +1,9 @@
 // `clawbot gateway`: its command line, `--check`, and the start.
 #include <iostream>
 
-#include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include "common/cli_error.h"
 #include "gateway/door/admin_cmd.h"
@@ -72,7 +72,6 @@ int run_gateway(const GatewayOptions& options) {
     return cli_error("error", e.what(), 1);
   }
 }
-
 
 std::function<std::optional<int>()> add_gateway_command(CLI::App& app) {
   auto options = std::make_shared<GatewayOptions>();

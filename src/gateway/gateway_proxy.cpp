@@ -148,7 +148,8 @@ std::optional<Gateway::Refusal> Gateway::prepare_forward(http::Exchange& ex, Con
   // The key's tokens: what this request may use is reserved now, and settled when it ends (finish()).
   const bool generates = request.method() == bhttp::verb::post && ex.path() != "/v1/embeddings" &&
                          ex.path() != "/tokenize" && ex.path() != "/detokenize";
-  if (auto reserved = ctx.tokens.reserve(out.facts, out.body.size(), generates, Clock::now()); !reserved.allowed)
+  if (auto reserved = ctx.tokens.reserve(out.facts, out.body.size(), generates, Clock::now());
+      !reserved.allowed)
     return rate_limited(ctx.key_id, reserved);
   // Tokens per key need the usage of streamed answers too: ask for it, and drop its chunk on the way back
   // to a client that did not ask.
@@ -184,7 +185,8 @@ std::optional<Gateway::Refusal> Gateway::prepare_forward(http::Exchange& ex, Con
 }
 
 // (Headers by name at every call: no braced temporaries inside co_await expressions, for GCC 12.)
-asio::awaitable<void> Gateway::answer_error(http::Exchange& ex, Context& ctx, const Error& error, Headers headers) {
+asio::awaitable<void> Gateway::answer_error(http::Exchange& ex, Context& ctx, const Error& error,
+                                            Headers headers) {
   if (!ex.sse_started()) {
     co_await reply_error(ex, ctx, error, std::move(headers));
     co_return;
@@ -194,11 +196,12 @@ asio::awaitable<void> Gateway::answer_error(http::Exchange& ex, Context& ctx, co
 }
 
 // No upstream at once: wait for one in the queue; when none comes, answer why (or note that the client left).
-asio::awaitable<std::optional<Pick>> Gateway::wait_or_refuse(http::Exchange& ex, Context& ctx, Outbound& out) {
+asio::awaitable<std::optional<Pick>> Gateway::wait_or_refuse(http::Exchange& ex, Context& ctx,
+                                                             Outbound& out) {
   Error refusal;
   bool client_left = false;
-  std::optional<Pick> pick =
-      co_await wait_for_upstream(ex, out.facts, out.tried, out.deadline, out.refused_busy, refusal, client_left);
+  std::optional<Pick> pick = co_await wait_for_upstream(ex, out.facts, out.tried, out.deadline,
+                                                        out.refused_busy, refusal, client_left);
   if (pick) co_return pick;
   if (client_left) {
     ctx.status = 499;  // nginx's "client closed request"
@@ -230,8 +233,8 @@ class Gateway::Attempt {
         watch_(worker, ex, *client_) {}
 
   asio::awaitable<Outcome> run() {
-    auto result =
-        co_await client_->send(ex_.request().method(), out_.target, out_.body, std::string_view(out_.upstream_lines));
+    auto result = co_await client_->send(ex_.request().method(), out_.target, out_.body,
+                                         std::string_view(out_.upstream_lines));
     if (watch_.client_left()) co_return client_gone();
     if (!result) co_return co_await not_sent(result.error());
     auto& reader = *result;
@@ -292,8 +295,8 @@ class Gateway::Attempt {
   asio::awaitable<Outcome> fail_after_sending(std::string_view kind, const std::string& why) {
     gw_.pool_.finish_unproven(pick_, why, Clock::now());
     count_error(kind);
-    spdlog::warn("upstream {} failed after it was sent the request (not retried elsewhere): {}", ctx_.upstream,
-                 why);
+    spdlog::warn("upstream {} failed after it was sent the request (not retried elsewhere): {}",
+                 ctx_.upstream, why);
     const Error error{ErrorKind::bad_gateway,
                       "the upstream " + ctx_.upstream + " failed after it was sent the request: " + why +
                           "; it was not sent to another upstream, since it may have been processed",
@@ -345,8 +348,8 @@ class Gateway::Attempt {
     Headers back;
     pass_headers_back(reader, true,
                       [&](std::string_view name, std::string_view value) { back.emplace_back(name, value); });
-    const Relay relay =
-        co_await gw_.relay_stream(ex_, ctx_, reader, out_.usage_added, watch_, std::move(back), ending.failure);
+    const Relay relay = co_await gw_.relay_stream(ex_, ctx_, reader, out_.usage_added, watch_,
+                                                  std::move(back), ending.failure);
     watch_.stop();  // no write is in progress now
     if (relay == Relay::client_left) ctx_.status = 499;
     if (relay == Relay::unavailable_before_content) {
@@ -357,7 +360,8 @@ class Gateway::Attempt {
       out_.tried.push_back(pick_.index);
       co_return ++out_.failures <= gw_.config_.retries ? Outcome::retry : Outcome::give_up;
     }
-    if (relay == Relay::failed_before_content) co_return try_elsewhere("before_content", ending.failure, false);
+    if (relay == Relay::failed_before_content)
+      co_return try_elsewhere("before_content", ending.failure, false);
     ending.upstream_failed = relay == Relay::failed_mid_stream;
     co_return std::nullopt;
   }
@@ -417,7 +421,8 @@ class Gateway::Attempt {
     if (ending.upstream_failed)
       gw_.pool_.finish_unproven(pick_, ending.failure, Clock::now());
     else
-      gw_.pool_.finish(pick_, status == 502 || status == 504, "answered " + std::to_string(status), Clock::now());
+      gw_.pool_.finish(pick_, status == 502 || status == 504, "answered " + std::to_string(status),
+                       Clock::now());
     gw_.upstream_latency_[pick_.index].observe(seconds_since(upstream_start_));
     gw_.count_upstream_answer(worker_, pick_.index, ctx_.upstream, status);
     if (ending.upstream_failed) count_error("mid_stream");
@@ -436,7 +441,8 @@ class Gateway::Attempt {
   UpstreamWatch watch_;
 };
 
-void Gateway::count_upstream_answer(Worker& worker, std::size_t index, const std::string& upstream, int status) {
+void Gateway::count_upstream_answer(Worker& worker, std::size_t index, const std::string& upstream,
+                                    int status) {
   const int key = static_cast<int>(index) << 16 | (status & 0xffff);
   auto counter = worker.upstream_counters.find(key);
   if (counter == worker.upstream_counters.end()) {
@@ -457,8 +463,8 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
   }
   for (;;) {
     // Most requests find an upstream at once: the waiting coroutine only for those that do not.
-    std::optional<Pick> pick =
-        pool_.pick(config_.affinity ? out.facts.affinity : 0, out.facts.model, out.tried, Clock::now(), out.refused_busy);
+    std::optional<Pick> pick = pool_.pick(config_.affinity ? out.facts.affinity : 0, out.facts.model,
+                                          out.tried, Clock::now(), out.refused_busy);
     if (!pick) pick = co_await wait_or_refuse(ex, ctx, out);
     if (!pick) co_return;  // answered why, or the client left
     ctx.upstream = pool_.name(pick->index);
@@ -467,10 +473,11 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
     if (outcome == Outcome::answered) co_return;
     if (outcome == Outcome::give_up) break;
   }
-  const Error error{ErrorKind::bad_gateway,
-                    "no upstream answered after " + std::to_string(out.failures) + " tries; last: " + out.last_failure,
-                    {},
-                    {}};
+  const Error error{
+      ErrorKind::bad_gateway,
+      "no upstream answered after " + std::to_string(out.failures) + " tries; last: " + out.last_failure,
+      {},
+      {}};
   Headers none;
   co_await answer_error(ex, ctx, error, std::move(none));
 }

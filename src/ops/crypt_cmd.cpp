@@ -73,8 +73,8 @@ int encrypt(const EncryptCommand& command) {
   const CryptStats stats = encrypt_file(command.input, output, key, options);
   std::fprintf(stderr, "clawbot encrypt: %s -> %s: %s in %.2f s (%s, %d thread%s), key id %s\n",
                command.input.c_str(), output.c_str(), detail::format_bytes(stats.plaintext_bytes).c_str(),
-               stats.seconds, detail::format_rate(stats.plaintext_bytes, stats.seconds).c_str(), stats.threads,
-               stats.threads == 1 ? "" : "s", key.id_hex().c_str());
+               stats.seconds, detail::format_rate(stats.plaintext_bytes, stats.seconds).c_str(),
+               stats.threads, stats.threads == 1 ? "" : "s", key.id_hex().c_str());
   record_sum(output, command.progress);
   if (command.remove_plaintext) {
     remove_plaintext(command, output, key, options);
@@ -106,7 +106,8 @@ int run_encrypt(const EncryptCommand& command) {
 
 int run_decrypt(const DecryptCommand& command) {
   try {
-    const std::string output = command.output.empty() ? default_decrypt_output(command.input) : command.output;
+    const std::string output =
+        command.output.empty() ? default_decrypt_output(command.input) : command.output;
     if (output.empty()) {
       return cli_error("clawbot decrypt",
                        "'" + command.input + "' does not end in .enc: name the output with -o FILE", 2);
@@ -121,8 +122,8 @@ int run_decrypt(const DecryptCommand& command) {
     std::fprintf(stderr,
                  "clawbot decrypt: %s -> %s: %s in %.2f s (%s, %d thread%s); every chunk authenticated\n",
                  command.input.c_str(), output.c_str(), detail::format_bytes(stats.plaintext_bytes).c_str(),
-                 stats.seconds, detail::format_rate(stats.plaintext_bytes, stats.seconds).c_str(), stats.threads,
-                 stats.threads == 1 ? "" : "s");
+                 stats.seconds, detail::format_rate(stats.plaintext_bytes, stats.seconds).c_str(),
+                 stats.threads, stats.threads == 1 ? "" : "s");
     std::printf("%s\n", output.c_str());
     return 0;
   } catch (const std::exception& e) {
@@ -133,12 +134,15 @@ int run_decrypt(const DecryptCommand& command) {
 std::function<std::optional<int>()> add_crypt_commands(CLI::App& app) {
   auto encrypt = std::make_shared<EncryptCommand>();
   auto* encrypt_cmd = app.add_subcommand(
-      "encrypt", "Encrypt a model file (AES-256-GCM, authenticated chunks); `serve` loads it into memory only");
+      "encrypt",
+      "Encrypt a model file (AES-256-GCM, authenticated chunks); `serve` loads it into memory only");
   encrypt_cmd->add_option("input", encrypt->input, "File to encrypt");
   encrypt_cmd->add_option("-o,--output", encrypt->output, "Encrypted file (default: INPUT.enc)");
   encrypt_cmd->add_option("--key-file", encrypt->key_file, "Key: a file of 64 hex characters or 32 bytes");
-  encrypt_cmd->add_option("--key-env", encrypt->key_env, "Key: the environment variable holding 64 hex characters");
-  encrypt_cmd->add_option("--gen-key", encrypt->gen_key, "Only write a new random key to this file (mode 0600)");
+  encrypt_cmd->add_option("--key-env", encrypt->key_env,
+                          "Key: the environment variable holding 64 hex characters");
+  encrypt_cmd->add_option("--gen-key", encrypt->gen_key,
+                          "Only write a new random key to this file (mode 0600)");
   encrypt_cmd->add_option("--chunk-size", encrypt->chunk_size, "Plaintext bytes per authenticated chunk")
       ->capture_default_str()
       ->check(CLI::Range(encrypted_chunk_min, encrypted_chunk_max));
@@ -155,9 +159,11 @@ std::function<std::optional<int>()> add_crypt_commands(CLI::App& app) {
   auto* decrypt_cmd = app.add_subcommand(
       "decrypt", "Decrypt a file made by `clawbot encrypt`, after authenticating every chunk");
   decrypt_cmd->add_option("input", decrypt->input, "Encrypted file")->required();
-  decrypt_cmd->add_option("-o,--output", decrypt->output, "Plaintext file, mode 0600 (default: INPUT without .enc)");
+  decrypt_cmd->add_option("-o,--output", decrypt->output,
+                          "Plaintext file, mode 0600 (default: INPUT without .enc)");
   decrypt_cmd->add_option("--key-file", decrypt->key_file, "Key: a file of 64 hex characters or 32 bytes");
-  decrypt_cmd->add_option("--key-env", decrypt->key_env, "Key: the environment variable holding 64 hex characters");
+  decrypt_cmd->add_option("--key-env", decrypt->key_env,
+                          "Key: the environment variable holding 64 hex characters");
   decrypt_cmd->add_option("-t,--threads", decrypt->threads, "CPU threads (0: all cores)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));

@@ -21,11 +21,13 @@ std::function<std::optional<int>()> add_models_command(CLI::App& app) {
   synth_cmd->add_option("--quant", synth->quant, "f32, f16, q8_0 or q4_k_m")
       ->capture_default_str()
       ->check(CLI::IsMember({"f32", "f16", "q8_0", "q4_k_m"}, CLI::ignore_case));
-  synth_cmd->add_option("-o,--output", synth->output,
-                        "File to write (default: ${XDG_CACHE_HOME:-~/.cache}/clawbot/models/SHAPE-QUANT.gguf)");
+  synth_cmd->add_option(
+      "-o,--output", synth->output,
+      "File to write (default: ${XDG_CACHE_HOME:-~/.cache}/clawbot/models/SHAPE-QUANT.gguf)");
   synth_cmd->add_option("--seed", synth->seed, "Seed of the random weights")->capture_default_str();
-  synth_cmd->add_option("--vocab-from", synth->vocab_from,
-                        "GGUF file whose tokenizer is copied (default: the shape's; path or name in $CLAWBOT_MODELS)");
+  synth_cmd->add_option(
+      "--vocab-from", synth->vocab_from,
+      "GGUF file whose tokenizer is copied (default: the shape's; path or name in $CLAWBOT_MODELS)");
   synth_cmd->add_option("-t,--threads", synth->threads, "CPU threads (0: all cores)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
@@ -49,7 +51,8 @@ std::function<std::optional<int>()> add_models_command(CLI::App& app) {
   pull_cmd->add_option("url", pull->url, "http(s):// or hf:// URL")->required();
   pull_cmd->add_option("-o,--output-dir", pull->output_dir,
                        "Directory to write to (default: the first of $CLAWBOT_MODELS)");
-  pull_cmd->add_option("--sha256", pull->sha256, "Expected SHA-256 (default: URL.sha256 when the server has it)");
+  pull_cmd->add_option("--sha256", pull->sha256,
+                       "Expected SHA-256 (default: URL.sha256 when the server has it)");
   pull_cmd->add_flag("--no-progress", pull->no_progress, "No progress bar");
 
   return [=]() -> std::optional<int> {

@@ -111,8 +111,8 @@ struct ServingSize {
 int largest_fitting(int lo, int hi, const std::function<bool(int)>& fits);
 
 // serve --fit: lowers --ctx first (to the largest multiple of 256 that fits, not below 512 or the --ctx asked
-// for when that is smaller), then --parallel (to the largest that fits at that context). When nothing fits, it
-// returns the smallest it tried (the caller checks `fits` on the answer and says why).
+// for when that is smaller), then --parallel (to the largest that fits at that context). When nothing fits,
+// it returns the smallest it tried (the caller checks `fits` on the answer and says why).
 ServingSize fit_serving_size(ServingSize wanted, const std::function<bool(const ServingSize&)>& fits);
 
 // This machine's memory, and a GPU's when nvidia-smi finds one.

@@ -83,20 +83,21 @@ struct PlanVerdict {
   MachineMemory machine;
   double budget = 0;
   bool fits = false;
-  int largest_ctx = 0;       // at --parallel
-  int largest_parallel = 0;  // at --ctx
+  int largest_ctx = 0;                                     // at --parallel
+  int largest_parallel = 0;                                // at --ctx
   std::vector<std::pair<std::string, double>> quant_fits;  // when it does not fit: name, total bytes
 };
 
-PlanVerdict judge(const GgufFile& file, const ModelDims& dims, const MemoryPlan& plan, const PlanOptions& options) {
+PlanVerdict judge(const GgufFile& file, const ModelDims& dims, const MemoryPlan& plan,
+                  const PlanOptions& options) {
   PlanVerdict v;
   v.machine = probe_machine_memory();
   v.budget = options.memory_gib > 0 ? options.memory_gib * 1024.0 * 1024 * 1024 : v.machine.ram_available;
   v.fits = static_cast<double>(plan.total()) <= v.budget;
   auto fits_with = [&](int ctx, int parallel) {
     return static_cast<double>(
-               plan_memory(file, dims, ctx, parallel, options.kv_type, options.kv_unified, options.batch).total()) <=
-           v.budget;
+               plan_memory(file, dims, ctx, parallel, options.kv_type, options.kv_unified, options.batch)
+                   .total()) <= v.budget;
   };
   // Largest context per request at this parallelism (multiples of 256, up to the training context).
   const int ctx_ceiling = static_cast<int>(std::max<std::uint32_t>(dims.n_ctx_train, plan.ctx_per_request));
@@ -106,8 +107,8 @@ PlanVerdict judge(const GgufFile& file, const ModelDims& dims, const MemoryPlan&
       1, 256, [&](int slots) { return fits_with(static_cast<int>(plan.ctx_per_request), slots); });
   // Which quantization would fit, when this one does not: the weights scale with bits per weight.
   if (!v.fits) {
-    const double current_bpw =
-        8.0 * static_cast<double>(plan.weights) / static_cast<double>(std::max<std::uint64_t>(dims.n_params, 1));
+    const double current_bpw = 8.0 * static_cast<double>(plan.weights) /
+                               static_cast<double>(std::max<std::uint64_t>(dims.n_params, 1));
     for (const auto& q : quant_choices) {
       if (q.bits_per_weight >= current_bpw - 0.05) continue;
       const double weights = static_cast<double>(dims.n_params) * q.bits_per_weight / 8.0;
@@ -162,25 +163,27 @@ void print_breakdown(const MemoryPlan& plan, const PlanOptions& options) {
   }
   std::printf("  KV cache         %12s  %u attention layers%s x %u cells\n", size_text(plan.kv).c_str(),
               plan.kv_layers,
-              plan.swa_layers
-                  ? (" (" + std::to_string(plan.swa_layers) + " sliding-window, kept full size as serve allocates)")
-                        .c_str()
-                  : "",
+              plan.swa_layers ? (" (" + std::to_string(plan.swa_layers) +
+                                 " sliding-window, kept full size as serve allocates)")
+                                    .c_str()
+                              : "",
               plan.n_ctx);
   if (plan.recurrent_layers > 0) {
     std::printf("  recurrent state  %12s  %u recurrent layers x %u sequences (fixed, whatever the context)\n",
                 size_text(plan.recurrent).c_str(), plan.recurrent_layers, plan.parallel);
   }
-  std::printf("  output           %12s  logits of %u sequences\n", size_text(plan.output).c_str(), plan.parallel);
-  std::printf("  compute          %12s  worst-case graph of a %u-token step\n", size_text(plan.compute).c_str(),
-              plan.n_ubatch);
+  std::printf("  output           %12s  logits of %u sequences\n", size_text(plan.output).c_str(),
+              plan.parallel);
+  std::printf("  compute          %12s  worst-case graph of a %u-token step\n",
+              size_text(plan.compute).c_str(), plan.n_ubatch);
   std::printf("  runtime reserve  %12s\n", size_text(plan.reserve).c_str());
   std::printf("  total            %12s\n", size_text(plan.total()).c_str());
   if (options.compare_naive) {
     std::printf(
         "  rule of thumb    %12s  (2 bytes a parameter + ctx x 4 bytes + 8 GB): its KV cache term is "
         "%s, ours %s\n",
-        size_text(naive_bytes(plan)).c_str(), size_text(static_cast<double>(plan.ctx_per_request) * 4.0).c_str(),
+        size_text(naive_bytes(plan)).c_str(),
+        size_text(static_cast<double>(plan.ctx_per_request) * 4.0).c_str(),
         size_text(plan.kv + plan.recurrent).c_str());
   }
 }
@@ -218,20 +221,22 @@ void print_verdict(const MemoryPlan& plan, const PlanVerdict& v, const PlanOptio
       std::printf("quantize    no common quantization of this model fits with these settings\n");
     } else {
       std::printf("quantize    would fit as:");
-      for (const auto& [name, total] : v.quant_fits) std::printf(" %s (%s)", name.c_str(), size_text(total).c_str());
+      for (const auto& [name, total] : v.quant_fits)
+        std::printf(" %s (%s)", name.c_str(), size_text(total).c_str());
       std::printf("\n");
     }
   }
 }
 
-void print_text(const GgufFile& file, const MemoryPlan& plan, const PlanVerdict& v, const PlanOptions& options) {
+void print_text(const GgufFile& file, const MemoryPlan& plan, const PlanVerdict& v,
+                const PlanOptions& options) {
   const auto& d = plan.dims;
   std::printf("model       %s: %s, %s parameters, %s%s\n", file.source.c_str(), d.architecture.c_str(),
               detail::format_count(d.n_params).c_str(), d.file_type.c_str(),
               plan.header_only ? " (header-only file: no weights in it)" : "");
   if (is_url(file.source)) {
-    std::printf("            read %s of the %s file (the header only)\n", size_text(plan.header_bytes_read).c_str(),
-                size_text(plan.file_size).c_str());
+    std::printf("            read %s of the %s file (the header only)\n",
+                size_text(plan.header_bytes_read).c_str(), size_text(plan.file_size).c_str());
   }
   std::printf("serving     %u tokens per request x %u slots = %u KV cells (%s, %s)\n", plan.ctx_per_request,
               plan.parallel, plan.n_ctx, plan.kv_type.c_str(),
@@ -284,7 +289,8 @@ std::function<std::optional<int>()> add_plan_command(CLI::App& app) {
                   "Plan for a machine with this many GiB (default: this one's available RAM)")
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--json", plan->json, "Print JSON");
-  cmd->add_flag("--compare-naive", plan->compare_naive, "Also show the rule of thumb (2 bytes a parameter + ...)");
+  cmd->add_flag("--compare-naive", plan->compare_naive,
+                "Also show the rule of thumb (2 bytes a parameter + ...)");
   return [=]() -> std::optional<int> {
     if (!cmd->parsed()) return std::nullopt;
     return run_plan(*plan);

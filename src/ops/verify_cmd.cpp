@@ -50,11 +50,12 @@ int run_verify(const VerifyOptions& options) {
       return 1;
     case VerifyStatus::no_reference:
       if (!report.written.empty()) return 0;
-      return cli_error("clawbot verify",
-                       "no sum to compare with (no " + options.model +
-                           ".sha256 sidecar, no SHA256SUMS beside it, no --sha256 or --manifest): the sum above "
-                           "is unchecked. Compare it with the publisher's, or record it with --write.",
-                       2);
+      return cli_error(
+          "clawbot verify",
+          "no sum to compare with (no " + options.model +
+              ".sha256 sidecar, no SHA256SUMS beside it, no --sha256 or --manifest): the sum above "
+              "is unchecked. Compare it with the publisher's, or record it with --write.",
+          2);
   }
   return 2;
 }
@@ -137,7 +138,8 @@ std::function<std::optional<int>()> add_verify_command(CLI::App& app) {
   cmd->add_flag("--md5", verify->md5, "Also compute MD5 (checked against MODEL.md5 when present)");
   cmd->add_option("--expect-md5", verify->expect_md5, "The expected MD5 (32 hex characters; implies --md5)");
   cmd->add_flag("--write", verify->write, "Record the sum in MODEL.sha256 (and MODEL.md5 with --md5)");
-  cmd->add_flag_callback("--no-progress", [verify] { verify->progress = false; }, "No progress bar on stderr");
+  cmd->add_flag_callback(
+      "--no-progress", [verify] { verify->progress = false; }, "No progress bar on stderr");
   return [=]() -> std::optional<int> {
     if (!cmd->parsed()) return std::nullopt;
     return run_verify(*verify);

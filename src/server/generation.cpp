@@ -194,17 +194,20 @@ class GenerationRun {
       auto [ec, event] = co_await gen_.events->async_receive(use_tuple);
       if (ec) {  // the client left (no answer: the access log says 499), or the scheduler dropped the job
         if (!client_gone_->load())
-          co_await fail({ErrorKind::unavailable, "the server is shutting down; retry on another node", {}, {}});
+          co_await fail(
+              {ErrorKind::unavailable, "the server is shutting down; retry on another node", {}, {}});
         co_return;
       }
       if (!co_await take(event)) co_return;
     }
     if (ctx_.generation_metrics) {
-      ctx_.generation_metrics->request_latency(std::chrono::duration<double>(Clock::now() - started_).count());
+      ctx_.generation_metrics->request_latency(
+          std::chrono::duration<double>(Clock::now() - started_).count());
       ctx_.generation_metrics->request_finished(finish_reasons_[0]);
     }
     if (req_.stream) {
-      if (req_.include_usage && api_ != Api::infill) co_await ex_.sse_data(format_.usage_chunk(totals_).dump());
+      if (req_.include_usage && api_ != Api::infill)
+        co_await ex_.sse_data(format_.usage_chunk(totals_).dump());
       co_return;  // the session writes [DONE]
     }
     ex_.stop_watching();
@@ -292,7 +295,8 @@ class GenerationRun {
       ttft_ms_ = std::chrono::duration<double, std::milli>(now - started_).count();
       ctx_.generation_metrics->time_to_first_token(std::chrono::duration<double>(now - started_).count());
     } else {
-      ctx_.generation_metrics->inter_token_latency(std::chrono::duration<double>(now - last_token_at_).count());
+      ctx_.generation_metrics->inter_token_latency(
+          std::chrono::duration<double>(now - last_token_at_).count());
     }
     last_token_at_ = now;
   }
@@ -334,7 +338,8 @@ void GenerationMetrics::observe(Series& series, const char* name, const char* he
 }
 
 void GenerationMetrics::time_to_first_token(double seconds) {
-  observe(ttft_, "clawbot_time_to_first_token_seconds", "Time to first token", monitor::ttft_buckets(), seconds);
+  observe(ttft_, "clawbot_time_to_first_token_seconds", "Time to first token", monitor::ttft_buckets(),
+          seconds);
 }
 
 void GenerationMetrics::inter_token_latency(double seconds) {

@@ -29,8 +29,8 @@ struct ServeContext {
   std::time_t created = 0;
   monitor::Registry* metrics = nullptr;
   GenerationMetrics* generation_metrics = nullptr;  // the latency series in `metrics`, resolved once
-  bool strict_model = false;                    // a request naming another model: 404 model_not_found
-  const std::atomic<bool>* draining = nullptr;  // true after SIGTERM: new work is refused with 503
+  bool strict_model = false;                        // a request naming another model: 404 model_not_found
+  const std::atomic<bool>* draining = nullptr;      // true after SIGTERM: new work is refused with 503
 };
 
 // `paths`, when given, receives each route's path.

@@ -14,8 +14,8 @@
 #include "common/cli_error.h"
 #include "common/http_server.h"
 #include "discovery/discovery.h"
-#include "server/generation.h"
 #include "server/access_log.h"
+#include "server/generation.h"
 #include "server/openai_routes.h"
 #include "server/serve_internal.h"
 
@@ -123,8 +123,9 @@ void log_configuration(const ServeOptions& options, const ServeContext& serve, c
   spdlog::info(
       "{} slots; each request may use {} tokens (prompt and answer); KV cache {} cells ({}), "
       "flash attention {}, prompts first {}, cold tier {} MiB{}",
-      size.parallel, size.ctx, kv_cells, options.kv_type, options.flash_attn, options.prompts_first == "on" ? "on" : "off",
-      options.no_cache ? 0 : options.cache_ram_mib, options.no_cache ? " (cache off)" : "");
+      size.parallel, size.ctx, kv_cells, options.kv_type, options.flash_attn,
+      options.prompts_first == "on" ? "on" : "off", options.no_cache ? 0 : options.cache_ram_mib,
+      options.no_cache ? " (cache off)" : "");
 }
 
 // The lines a script waits for, on stdout.
@@ -148,9 +149,10 @@ void run_server(const ServeOptions& options, LogFormat log_format, const ServeCo
   limits.max_body_bytes = options.max_body_bytes;
   limits.header_timeout = std::chrono::seconds(options.header_timeout_s);
   limits.min_body_rate = options.min_body_rate;
-  // A stream runs at most this far (the kernel doubles it, plus the client's receive buffer) ahead of a client
-  // that does not read, rather than the 4 MiB of send-buffer autotuning: a slow reader is noticed after a few
-  // hundred tokens (--slow-reader-timeout). Plenty for a stream that is read, whatever the round trip.
+  // A stream runs at most this far (the kernel doubles it, plus the client's receive buffer) ahead of a
+  // client that does not read, rather than the 4 MiB of send-buffer autotuning: a slow reader is noticed
+  // after a few hundred tokens (--slow-reader-timeout). Plenty for a stream that is read, whatever the round
+  // trip.
   limits.stream_send_buffer_bytes = 16 << 10;
   std::vector<std::string> routes;
   auto router = make_openai_router(serve, &routes);
@@ -220,7 +222,8 @@ int serve_model(const ServeOptions& options, LogFormat log_format, const ops::Pr
       .draining = &draining,
   };
   run_server(options, log_format, serve, draining, [&] {
-    log_configuration(options, serve, prepared.name.empty() ? info.name : prepared.name, size, context.n_ctx());
+    log_configuration(options, serve, prepared.name.empty() ? info.name : prepared.name, size,
+                      context.n_ctx());
   });
   return 0;
 }
@@ -230,7 +233,8 @@ int serve_model(const ServeOptions& options, LogFormat log_format, const ops::Pr
 int run_serve(const ServeOptions& options) {
   const auto log_format = parse_log_format(options.log_format);
   if (!log_format) {
-    return cli_error("clawbot serve", "--log-format must be text or json, not '" + options.log_format + "'", 1);
+    return cli_error("clawbot serve", "--log-format must be text or json, not '" + options.log_format + "'",
+                     1);
   }
   // Logs go to stderr: stdout carries only the lines a script waits for (the address, the curl example).
   setup_logging(*log_format, options.verbose);
@@ -238,8 +242,10 @@ int run_serve(const ServeOptions& options) {
   try {
     ops::PreparedModel prepared = prepare_model(options);
     check_tls_options(options);  // before loading a model that may take minutes
-    auto model = engine::Model::load(
-        {.path = prepared.path, .vocab_only = false, .show_progress = true, .n_gpu_layers = options.gpu_layers});
+    auto model = engine::Model::load({.path = prepared.path,
+                                      .vocab_only = false,
+                                      .show_progress = true,
+                                      .n_gpu_layers = options.gpu_layers});
     // libllama's mapping keeps the decrypted pages; what it unmaps (weights copied to a GPU) is then freed.
     if (prepared.decrypted) prepared.decrypted->close();
     return serve_model(options, *log_format, prepared, model);

@@ -46,8 +46,10 @@ class MemoryCheck {
     // With layers on a GPU, their share of the KV cache and compute buffers goes there too; the weights are
     // there already (the memory figures below are read after loading), and the host keeps only the rest.
     if (options.gpu_layers != 0) gpus_ = engine::accelerators();
-    offloaded_ = gpus_.empty() ? 0.0
-                               : std::min(1.0, options.gpu_layers < 0 ? 1.0 : options.gpu_layers / (info_.n_layer + 1.0));
+    offloaded_ =
+        gpus_.empty()
+            ? 0.0
+            : std::min(1.0, options.gpu_layers < 0 ? 1.0 : options.gpu_layers / (info_.n_layer + 1.0));
     for (const auto& gpu : gpus_) gpu_free_ += static_cast<double>(gpu.free_bytes);
   }
 
@@ -56,8 +58,9 @@ class MemoryCheck {
   std::optional<Need> need(const ops::ServingSize& size) const {
     if (!header_) return std::nullopt;
     try {
-      const auto plan = ops::plan_memory(*header_, *dims_, size.ctx, size.parallel, options_.kv_type,
-                                         options_.kv_unified, std::max(options_.batch, options_.prefill_chunk));
+      const auto plan =
+          ops::plan_memory(*header_, *dims_, size.ctx, size.parallel, options_.kv_type, options_.kv_unified,
+                           std::max(options_.batch, options_.prefill_chunk));
       const auto weights = static_cast<double>(plan.weights);
       const auto kv = static_cast<double>(plan.kv + plan.recurrent);
       const auto compute = static_cast<double>(plan.compute);
@@ -73,32 +76,36 @@ class MemoryCheck {
 
   bool fits(const ops::ServingSize& size) const {
     const auto needed = need(size);
-    return !needed || ((available_ <= 0 || needed->host <= available_) && (gpus_.empty() || needed->gpu <= gpu_free_));
+    return !needed ||
+           ((available_ <= 0 || needed->host <= available_) && (gpus_.empty() || needed->gpu <= gpu_free_));
   }
 
   std::string shortfall(const ops::ServingSize& size) const {
     const Need needed = need(size).value_or(Need{});
     char text[512];
     if (available_ > 0 && needed.host > available_) {
-      std::snprintf(text, sizeof text,
-                    "needs about %.2f GiB (weights %.2f GiB, KV cache %.2f GiB for %d slots x %d tokens at %s) "
-                    "but %.2f GiB of memory is available",
-                    gib(needed.host), gib(static_cast<double>(info_.size_bytes)), gib(needed.kv), size.parallel,
-                    size.ctx, options_.kv_type.c_str(), gib(available_));
+      std::snprintf(
+          text, sizeof text,
+          "needs about %.2f GiB (weights %.2f GiB, KV cache %.2f GiB for %d slots x %d tokens at %s) "
+          "but %.2f GiB of memory is available",
+          gib(needed.host), gib(static_cast<double>(info_.size_bytes)), gib(needed.kv), size.parallel,
+          size.ctx, options_.kv_type.c_str(), gib(available_));
     } else {
       std::snprintf(text, sizeof text,
                     "needs about %.2f GiB of GPU memory besides the weights (KV cache and compute buffers; "
                     "KV cache %.2f GiB for %d slots x %d tokens at %s) but %.2f GiB is free on %s (%s) "
                     "after loading the weights",
-                    gib(needed.gpu), gib(needed.kv * offloaded_), size.parallel, size.ctx, options_.kv_type.c_str(),
-                    gib(gpu_free_), gpus_.front().name.c_str(), gpus_.front().description.c_str());
+                    gib(needed.gpu), gib(needed.kv * offloaded_), size.parallel, size.ctx,
+                    options_.kv_type.c_str(), gib(gpu_free_), gpus_.front().name.c_str(),
+                    gpus_.front().description.c_str());
     }
     return text;
   }
 
   std::string room() const {
-    return fmt::format("{:.2f} GiB of available memory{}", gib(available_),
-                       gpus_.empty() ? std::string() : fmt::format(" and {:.2f} GiB free on the GPU", gib(gpu_free_)));
+    return fmt::format(
+        "{:.2f} GiB of available memory{}", gib(available_),
+        gpus_.empty() ? std::string() : fmt::format(" and {:.2f} GiB free on the GPU", gib(gpu_free_)));
   }
   bool has_gpu() const { return !gpus_.empty(); }
 
@@ -126,17 +133,17 @@ ops::ServingSize size_for_memory(const ServeOptions& options, const engine::Mode
   const MemoryCheck memory(options, model, prepared);
   if (memory.fits(wanted)) return wanted;
   if (!options.fit) {
-    throw std::runtime_error(
-        "this configuration " + memory.shortfall(wanted) +
-        ".\nLower --ctx or --parallel, use --kv-type q8_0 or q4_0" +
-        (memory.has_gpu() ? ", keep some layers on the CPU with --gpu-layers" : "") +
-        ", or pass --fit to lower them automatically.");
+    throw std::runtime_error("this configuration " + memory.shortfall(wanted) +
+                             ".\nLower --ctx or --parallel, use --kv-type q8_0 or q4_0" +
+                             (memory.has_gpu() ? ", keep some layers on the CPU with --gpu-layers" : "") +
+                             ", or pass --fit to lower them automatically.");
   }
   const ops::ServingSize size =
       ops::fit_serving_size(wanted, [&memory](const ops::ServingSize& s) { return memory.fits(s); });
   if (!memory.fits(size)) {
-    throw std::runtime_error("even " + std::to_string(size.parallel) + " slot of " + std::to_string(size.ctx) +
-                             " tokens " + memory.shortfall(size) + ": this model does not fit this machine");
+    throw std::runtime_error("even " + std::to_string(size.parallel) + " slot of " +
+                             std::to_string(size.ctx) + " tokens " + memory.shortfall(size) +
+                             ": this model does not fit this machine");
   }
   spdlog::warn("--fit: lowered --ctx {} to {} and --parallel {} to {} to fit {}", wanted.ctx, size.ctx,
                wanted.parallel, size.parallel, memory.room());

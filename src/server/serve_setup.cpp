@@ -25,7 +25,8 @@ ops::PreparedModel prepare_model(const ServeOptions& options) {
     std::error_code exists_ec;
     if (prepared.path == options.model && options.model.find('/') == std::string::npos &&
         !std::filesystem::exists(prepared.path, exists_ec)) {
-      throw std::runtime_error(std::string(e.what()) + "\nclawbot serve: looked in the current directory and in " +
+      throw std::runtime_error(std::string(e.what()) +
+                               "\nclawbot serve: looked in the current directory and in " +
                                model_dirs_description());
     }
     throw;
@@ -69,7 +70,8 @@ void log_tls_certificate(const ServeOptions& options) {
 ChatTemplateChoice choose_chat_template(const engine::Model& model, const ServeOptions& options) {
   ChatTemplateChoice choice;
   if (model.info().is_embedding) {
-    choice.problem = "model '" + model.info().name + "' is an embedding model";  // no chat, nothing to warn about
+    choice.problem =
+        "model '" + model.info().name + "' is an embedding model";  // no chat, nothing to warn about
   } else if (!options.chat_template.empty()) {
     choice.chat_template = engine::ChatTemplate::builtin(options.chat_template);  // throws, listing the names
   } else {

@@ -1,4 +1,3 @@
-#include "common/cli_error.h"
 #include "gateway/door/admin_cmd.h"
 
 #include <sys/stat.h>
@@ -14,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "client/store_error.h"
+#include "common/cli_error.h"
 #include "gateway/config.h"
 #include "gateway/door/audit_format.h"
 #include "gateway/door/door.h"

@@ -236,7 +236,10 @@ class Gateway::Attempt {
     auto result = co_await client_->send(ex_.request().method(), out_.target, out_.body,
                                          std::string_view(out_.upstream_lines));
     if (watch_.client_left()) co_return client_gone();
-    if (!result) co_return co_await not_sent(result.error());
+    if (!result) {
+      const http::ClientError& error = result.error();
+      co_return co_await not_sent(error);
+    }
     auto& reader = *result;
     const int status = reader.status();
     if (status == 503) co_return busy(reader);

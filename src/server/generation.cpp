@@ -182,7 +182,8 @@ class GenerationRun {
 
   asio::awaitable<void> run(std::vector<engine::Token> prompt) {
     if (!submit(std::move(prompt))) {
-      co_await respond_busy(ex_, queue_full_error());
+      const Error full = queue_full_error();
+      co_await respond_busy(ex_, full);
       co_return;
     }
     if (req_.stream) {
@@ -193,9 +194,10 @@ class GenerationRun {
     while (done_ < req_.n) {
       auto [ec, event] = co_await gen_.events->async_receive(use_tuple);
       if (ec) {  // the client left (no answer: the access log says 499), or the scheduler dropped the job
-        if (!client_gone_->load())
-          co_await fail(
-              {ErrorKind::unavailable, "the server is shutting down; retry on another node", {}, {}});
+        if (!client_gone_->load()) {
+          const Error gone{ErrorKind::unavailable, "the server is shutting down; retry on another node", {}, {}};
+          co_await fail(gone);
+        }
         co_return;
       }
       if (!co_await take(event)) co_return;
@@ -211,7 +213,8 @@ class GenerationRun {
       co_return;  // the session writes [DONE]
     }
     ex_.stop_watching();
-    co_await ex_.respond_json(200, format_.whole(contents_, finish_reasons_, totals_));
+    const json reply = format_.whole(contents_, finish_reasons_, totals_);
+    co_await ex_.respond_json(200, reply);
   }
 
  private:
@@ -270,7 +273,8 @@ class GenerationRun {
       co_return false;
     }
     if (!event.done && event.text.empty()) {  // a heartbeat while the prompt waits or is prefilled
-      co_return !req_.stream || co_await ex_.sse_comment("keep-alive");
+      if (!req_.stream) co_return true;
+      co_return co_await ex_.sse_comment("keep-alive");
     }
     observe_timing(event);
     if (!event.done) {

@@ -8,9 +8,11 @@
 
 namespace clawbot::server {
 
-std::function<std::optional<int>()> add_serve_command(CLI::App& app) {
-  auto serve = std::make_shared<ServeOptions>();
-  auto* cmd = app.add_subcommand("serve", "Back-end node: load a GGUF model and serve the OpenAI API");
+namespace {
+
+// The options in the order `clawbot serve --help` lists them: first the model, the engine and the HTTP
+// limits...
+void add_model_and_http_options(CLI::App* cmd, ServeOptions* serve) {
   cmd->add_option("-m,--model", serve->model, "GGUF file: a path, or a name found in $CLAWBOT_MODELS")
       ->required();
   cmd->add_option("--host", serve->host, "Address to listen on")->capture_default_str();
@@ -42,6 +44,10 @@ std::function<std::optional<int>()> add_serve_command(CLI::App& app) {
                   "Layers offloaded to the GPU of a CUDA or Vulkan build (-1: all, 0: none)")
       ->capture_default_str()
       ->check(CLI::Range(-1, 1 << 20));
+}
+
+// ... then the slots, the cache, TLS and operations.
+void add_scheduling_and_operation_options(CLI::App* cmd, ServeOptions* serve) {
   cmd->add_option("-p,--parallel", serve->parallel, "Requests decoded together (slots)")
       ->capture_default_str();
   cmd->add_option("--queue-max", serve->queue_max, "Requests waiting for a slot before 503")
@@ -100,7 +106,15 @@ std::function<std::optional<int>()> add_serve_command(CLI::App& app) {
   cmd->add_flag("--no-access-log", serve->no_access_log, "No log line per request");
   cmd->add_flag("--strict-model", serve->strict_model,
                 "Answer 404 model_not_found to a request naming a model this node does not serve");
+}
 
+}  // namespace
+
+std::function<std::optional<int>()> add_serve_command(CLI::App& app) {
+  auto serve = std::make_shared<ServeOptions>();
+  auto* cmd = app.add_subcommand("serve", "Back-end node: load a GGUF model and serve the OpenAI API");
+  add_model_and_http_options(cmd, serve.get());
+  add_scheduling_and_operation_options(cmd, serve.get());
   return [=]() -> std::optional<int> {
     if (!cmd->parsed()) return std::nullopt;
     return run_serve(*serve);

@@ -41,7 +41,6 @@ class GenerationMetrics {
   void inter_token_latency(double seconds);
   void request_latency(double seconds);
   void request_finished(const std::string& finish_reason);
-  monitor::Registry& registry() { return registry_; }
 
  private:
   struct Series {

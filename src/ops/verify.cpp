@@ -416,4 +416,71 @@ VerifyReport verify_model_file(const VerifyOptions& options) {
   return report;
 }
 
+// ---------------------------------------------------------------------------------------------- serve
+
+PreparedModel prepare_model_file(const std::string& path, const ModelLoadChecks& checks) {
+  PreparedModel prepared;
+  prepared.path = path;
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return prepared;  // the model check names what is wrong
+
+  if (checks.verify) {
+    VerifyOptions options;
+    options.model = path;
+    const auto report = verify_model_file(options);
+    const auto& d = report.digests;
+    if (!report.expected) {
+      throw std::runtime_error("--verify: there is no sum to check '" + path + "' against (no " + path +
+                               ".sha256 sidecar and no SHA256SUMS beside it listing it); record one with "
+                               "`clawbot verify --write " +
+                               path + "` on a copy you trust, or leave out --verify");
+    }
+    if (report.status == VerifyStatus::mismatch) {
+      throw std::runtime_error("--verify: refusing to load '" + path + "': its SHA-256 does not match " +
+                               report.expected->source + "\n  expected " + report.expected->sha256 +
+                               "\n  actual   " + d.sha256 + "\n" + report.explanation);
+    }
+    char seconds[32];
+    std::snprintf(seconds, sizeof seconds, "%.2f s", d.seconds);
+    prepared.log.push_back("verified " + path + ": SHA-256 matches " + report.expected->source + " (" +
+                           detail::format_bytes(d.size_bytes) + " in " + seconds + ", " +
+                           detail::format_rate(d.size_bytes, d.seconds) + ")");
+  }
+
+  if (!is_encrypted_file(path)) {
+    if (!checks.key_file.empty() || !checks.key_env.empty()) {
+      prepared.log.push_back("'" + path + "' is not encrypted: the key option is not used");
+    }
+    return prepared;
+  }
+  if (checks.key_file.empty() && checks.key_env.empty()) {
+    throw CryptError(CryptFailure::bad_key,
+                     "'" + path +
+                         "' is an encrypted model (clawbot encrypt): pass its key with "
+                         "--key-file FILE or --key-env NAME");
+  }
+  const ModelKey key = load_key(checks.key_file, checks.key_env);
+  if (!key.warning.empty()) prepared.log.push_back(key.warning);
+  CryptOptions options;
+  options.threads = checks.threads;
+  options.progress = true;  // on a terminal only
+  prepared.decrypted = decrypt_to_memory(path, key, options);
+  const CryptStats& stats = prepared.decrypted->stats();
+  prepared.path = prepared.decrypted->path();
+  std::string name = fs::path(path).filename().string();
+  for (const std::string_view suffix : {".enc", ".gguf"}) {
+    if (name.size() > suffix.size() && name.ends_with(suffix)) name.resize(name.size() - suffix.size());
+  }
+  prepared.name = name;
+  char line[256];
+  std::snprintf(line, sizeof line,
+                "decrypted %s into memory (memfd, never on disk) in %.2f s: %s, %s, %d thread%s, key id %s",
+                fs::path(path).filename().c_str(), stats.seconds,
+                detail::format_bytes(stats.plaintext_bytes).c_str(),
+                detail::format_rate(stats.plaintext_bytes, stats.seconds).c_str(), stats.threads,
+                stats.threads == 1 ? "" : "s", key.id_hex().c_str());
+  prepared.log.emplace_back(line);
+  return prepared;
+}
+
 }  // namespace clawbot::ops

@@ -189,10 +189,11 @@ asio::awaitable<void> Gateway::answer_error(http::Exchange& ex, Context& ctx, co
                                             Headers headers) {
   if (!ex.sse_started()) {
     co_await reply_error(ex, ctx, error, std::move(headers));
-    co_return;
+  } else {
+    ctx.status = 200;
+    const bool sent = co_await ex.sse_data(to_json(error).dump());
+    if (sent) co_await ex.sse_end();
   }
-  ctx.status = 200;
-  if (co_await ex.sse_data(to_json(error).dump())) co_await ex.sse_end();
 }
 
 // No upstream at once: wait for one in the queue; when none comes, answer why (or note that the client left).
@@ -238,7 +239,8 @@ class Gateway::Attempt {
     if (watch_.client_left()) co_return client_gone();
     if (!result) {
       const http::ClientError& error = result.error();
-      co_return co_await not_sent(error);
+      const Outcome outcome = co_await not_sent(error);
+      co_return outcome;
     }
     auto& reader = *result;
     const int status = reader.status();
@@ -312,7 +314,10 @@ class Gateway::Attempt {
 
   asio::awaitable<Outcome> not_sent(const http::ClientError& error) {
     watch_.stop();
-    if (error.request_sent) co_return co_await fail_after_sending("after_request", error.message);
+    if (error.request_sent) {
+      const Outcome outcome = co_await fail_after_sending("after_request", error.message);
+      co_return outcome;
+    }
     spdlog::warn("upstream {} could not be sent the request: {}", ctx_.upstream, error.message);
     co_return try_elsewhere("connect_or_send", error.message, true);
   }
@@ -388,7 +393,10 @@ class Gateway::Attempt {
       ctx_.status = 499;
       co_return Outcome::answered;
     }
-    if (ending.upstream_failed) co_return co_await fail_after_sending("body", ending.failure);
+    if (ending.upstream_failed) {
+      const Outcome outcome = co_await fail_after_sending("body", ending.failure);
+      co_return outcome;
+    }
     if (status == 200) ctx_.tokens.on_answer(answer);
     if (ex_.sse_started()) {
       // A stream retried here after its header reached the client, answered without one: its answer (an

@@ -195,7 +195,8 @@ class GenerationRun {
       auto [ec, event] = co_await gen_.events->async_receive(use_tuple);
       if (ec) {  // the client left (no answer: the access log says 499), or the scheduler dropped the job
         if (!client_gone_->load()) {
-          const Error gone{ErrorKind::unavailable, "the server is shutting down; retry on another node", {}, {}};
+          const Error gone{
+              ErrorKind::unavailable, "the server is shutting down; retry on another node", {}, {}};
           co_await fail(gone);
         }
         co_return;

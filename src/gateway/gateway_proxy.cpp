@@ -404,7 +404,8 @@ class Gateway::Attempt {
       ctx_.status = 200;
       http::SseEvent last;
       last.data = std::move(answer);
-      if (co_await ex_.sse_raw(event_text(last))) co_await ex_.sse_end();
+      const bool sent = co_await ex_.sse_raw(event_text(last));
+      if (sent) co_await ex_.sse_end();
       co_return std::nullopt;
     }
     ctx_.status = status;

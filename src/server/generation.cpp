@@ -187,7 +187,8 @@ class GenerationRun {
       co_return;
     }
     if (req_.stream) {
-      if (!co_await start_stream()) co_return;
+      const bool open = co_await start_stream();
+      if (!open) co_return;
     } else {
       watch_client();
     }
@@ -201,7 +202,8 @@ class GenerationRun {
         }
         co_return;
       }
-      if (!co_await take(event)) co_return;
+      const bool more = co_await take(event);
+      if (!more) co_return;
     }
     if (ctx_.generation_metrics) {
       ctx_.generation_metrics->request_latency(
@@ -249,12 +251,10 @@ class GenerationRun {
   }
 
   asio::awaitable<bool> start_stream() {
-    if (!co_await ex_.sse_start()) co_return false;
-    if (api_ != Api::chat) co_return true;
-    for (int i = 0; i < req_.n; ++i) {
-      if (!co_await ex_.sse_data(format_.chunk(i, "", nullptr, true).dump())) co_return false;
-    }
-    co_return true;
+    bool open = co_await ex_.sse_start();
+    for (int i = 0; open && api_ == Api::chat && i < req_.n; ++i)
+      open = co_await ex_.sse_data(format_.chunk(i, "", nullptr, true).dump());
+    co_return open;
   }
 
   asio::awaitable<void> fail(const Error& error) {

@@ -13,6 +13,7 @@
 #include "bench/runner.h"
 #include "bench/stats.h"
 #include "bench/workload.h"
+#include "common/cli_error.h"
 #include "common/http_client.h"
 
 namespace clawbot::bench {
@@ -22,8 +23,7 @@ namespace asio = boost::asio;
 using json = nlohmann::json;
 
 int usage_error(const std::string& message) {
-  std::fprintf(stderr, "clawbot bench: %s\n", message.c_str());
-  return 2;
+  return cli_error("clawbot bench", message, 2);
 }
 
 // The first problem with the options, or empty.

@@ -4,7 +4,13 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
+
+namespace CLI {
+class App;
+}
 
 namespace clawbot::bench {
 
@@ -32,5 +38,9 @@ struct BenchOptions {
 // Runs the benchmark and prints the report; returns the exit status: 0 when some request succeeded, 1 when
 // every request failed or the endpoint cannot be reached, 2 for unusable options.
 int run_bench(const BenchOptions& options);
+
+// `clawbot bench` on `app` (bench_cmd.cpp). After parsing, the returned function runs it and returns its exit
+// status, or nullopt when the command line named another.
+std::function<std::optional<int>()> add_bench_command(CLI::App& app);
 
 }  // namespace clawbot::bench

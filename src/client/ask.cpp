@@ -9,6 +9,7 @@
 
 #include "client/assistant.h"
 #include "client/session_store.h"
+#include "common/cli_error.h"
 
 namespace clawbot::client {
 
@@ -102,9 +103,8 @@ int run_ask(const AskOptions& options) {
       names += (names.empty() ? "" : ", ") + std::string(t.name);
     }
     if (chosen == nullptr) {
-      std::cerr << "clawbot ask: no template \"" << options.template_name << "\"; there are: " << names
-                << "\n";
-      return 2;
+      return cli_error("clawbot ask", "no template \"" + options.template_name + "\"; there are: " + names,
+                       2);
     }
   }
 
@@ -116,9 +116,10 @@ int run_ask(const AskOptions& options) {
   }
   const std::string question = join(options.question);
   if (question.empty() && piped.empty()) {
-    std::cerr << "clawbot ask: nothing to ask: give the question as arguments, or pipe text in "
-                 "(git diff | clawbot ask \"write the commit message\")\n";
-    return 2;
+    return cli_error("clawbot ask",
+                     "nothing to ask: give the question as arguments, or pipe text in "
+                     "(git diff | clawbot ask \"write the commit message\")",
+                     2);
   }
 
   ClientConfig config;
@@ -127,8 +128,7 @@ int run_ask(const AskOptions& options) {
     config = load_client_config(options.search, options.overrides);
     client = std::make_unique<ApiClient>(config);
   } catch (const ConfigError& e) {
-    std::cerr << "clawbot ask: " << e.what() << "\n";
-    return 2;
+    return cli_error("clawbot ask", e.what(), 2);
   }
 
   ChatRequest request;
@@ -168,20 +168,16 @@ int run_ask(const AskOptions& options) {
                  out.attempts == 1 ? "" : "s");
   if (out.cut_at_length()) {
     // README: a cut answer is exit status 1, and says why on stderr (the text on stdout is what came).
-    if (!options.json) std::fprintf(stderr, "clawbot ask: %s\n", length_note(out).c_str());
-    return 1;
+    return options.json ? 1 : cli_error("clawbot ask", length_note(out), 1);
   }
   if (!out.failure) return 0;
   if (out.failure->kind == FailureKind::cancelled) {
-    if (!options.json)
-      std::fprintf(stderr, "clawbot ask: interrupted%s\n",
-                   out.started ? " (the answer above is partial)" : "");
-    return 130;
+    if (options.json) return 130;
+    return cli_error("clawbot ask", out.started ? "interrupted (the answer above is partial)" : "interrupted",
+                     130);
   }
-  if (!options.json)
-    std::fprintf(stderr, "clawbot ask: %s%s\n", out.started ? "the answer was cut off: " : "",
-                 out.failure->message.c_str());
-  return 1;
+  if (options.json) return 1;
+  return cli_error("clawbot ask", (out.started ? "the answer was cut off: " : "") + out.failure->message, 1);
 }
 
 }  // namespace clawbot::client

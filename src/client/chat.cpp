@@ -16,6 +16,7 @@
 #include "client/session_store.h"
 #include "common/text.h"
 #include "common/user_dirs.h"
+#include "common/cli_error.h"
 
 namespace clawbot::client {
 
@@ -452,11 +453,9 @@ int run_chat(const ChatOptions& options) {
     ChatLoop loop(options, config, client, store);
     return loop.run();
   } catch (const ConfigError& e) {
-    std::cerr << "clawbot chat: " << e.what() << "\n";
-    return 2;
+    return cli_error("clawbot chat", e.what(), 2);
   } catch (const StoreError& e) {
-    std::cerr << "clawbot chat: " << e.what() << "\n";
-    return 1;
+    return cli_error("clawbot chat", e.what(), 1);
   }
 }
 

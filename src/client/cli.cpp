@@ -6,6 +6,8 @@
 #include <CLI/CLI.hpp>
 
 #include "client/session_store.h"
+#include "client/sessions_cmd.h"
+#include "common/cli_error.h"
 #include "common/edit_distance.h"
 
 namespace clawbot::client {
@@ -60,19 +62,17 @@ int exit_for_parse_error(CLI::App& app, const CLI::ParseError& error, int argc, 
     const auto close = closest_names(word, names);
     std::string all;
     for (const auto& n : names) all += (all.empty() ? "" : ", ") + n;
-    std::cerr << command << ": unknown command '" << word << "'";
+    std::string message = "unknown command '" + word + "'";
     if (!close.empty()) {
-      std::cerr << "; did you mean";
+      message += "; did you mean";
       for (std::size_t k = 0; k < close.size(); ++k)
-        std::cerr << (k == 0 ? " '" : k + 1 == close.size() ? "' or '" : "', '") << close[k];
-      std::cerr << "'?";
+        message += (k == 0 ? " '" : k + 1 == close.size() ? "' or '" : "', '") + close[k];
+      message += "'?";
     }
-    std::cerr << "\n"
-              << command << " commands: " << all << " (" << command << " --help says what each does)\n";
-    return 2;
+    message += "\n" + command + " commands: " + all + " (" + command + " --help says what each does)";
+    return cli_error(command, message, 2);
   }
-  std::cerr << command << ": " << error.what() << " (" << command << " --help lists what it takes)\n";
-  return 2;
+  return cli_error(command, std::string(error.what()) + " (" + command + " --help lists what it takes)", 2);
 }
 
 std::function<std::optional<int>()> add_client_commands(CLI::App& app) {
@@ -124,6 +124,39 @@ std::function<std::optional<int>()> add_client_commands(CLI::App& app) {
     if (ask_cmd->parsed()) return run_ask(*ask);
     if (chat_cmd->parsed()) return run_chat(*chat);
     return std::nullopt;
+  };
+}
+
+std::function<std::optional<int>()> add_sessions_command(CLI::App& app) {
+  auto sessions = std::make_shared<SessionsOptions>();
+  auto* cmd = app.add_subcommand(
+      "sessions", "Stored conversations of chat and ask --save: list, show, rename, rm, export");
+  cmd->require_subcommand(1)->fallthrough();  // fallthrough: --db also after the action
+  cmd->add_option("--db", sessions->db,
+                  "Session database (default: session_db of clawbot.json, else "
+                  "${XDG_DATA_HOME:-~/.local/share}/clawbot/sessions.db)");
+  cmd->add_subcommand("list", "Sessions, most recently updated first")
+      ->add_flag("--json", sessions->json, "Print a JSON array instead of the table");
+  cmd->add_subcommand("show", "Print a conversation")
+      ->add_option("name", sessions->name, "Session name or id")
+      ->required();
+  auto* rename = cmd->add_subcommand("rename", "Rename a session");
+  rename->add_option("old", sessions->name, "Session name or id")->required();
+  rename->add_option("new", sessions->new_name, "New name")->required();
+  cmd->add_subcommand("rm", "Delete a session and its messages")
+      ->add_option("name", sessions->name, "Session name or id")
+      ->required();
+  auto* export_cmd = cmd->add_subcommand("export", "Write a session as Markdown or JSON");
+  export_cmd->add_option("name", sessions->name, "Session name or id")->required();
+  export_cmd->add_option("--format", sessions->format, "md or json")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"md", "json"}));
+  export_cmd->add_option("-o,--output", sessions->output, "File to write (default: stdout)");
+  return [=]() -> std::optional<int> {
+    if (!cmd->parsed()) return std::nullopt;
+    sessions->action = cmd->get_subcommands().at(0)->get_name();
+    sessions->db = session_db_path(sessions->db);  // --db, else clawbot.json's session_db
+    return run_sessions(*sessions);
   };
 }
 

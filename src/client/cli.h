@@ -1,4 +1,5 @@
-// The front-end's subcommands on the command line: `config`, `ask` and `chat` (main.cpp only calls this).
+// The front-end's subcommands on the command line: `config`, `ask`, `chat` and `sessions` (main.cpp only
+// calls this).
 #pragma once
 
 #include <functional>
@@ -23,6 +24,9 @@ std::string session_db_path(const std::string& flag);
 // Registers config, ask and chat on `app`. After parsing, the returned function runs the one that was given
 // and returns its exit status, or nullopt when none of them was.
 std::function<std::optional<int>()> add_client_commands(CLI::App& app);
+
+// Registers `sessions` (list, show, rename, rm, export) on `app`; the returned function as above.
+std::function<std::optional<int>()> add_sessions_command(CLI::App& app);
 
 // The one place command-line mistakes end: --help and --version print and exit 0; anything else (an unknown
 // command or option, a bad value, a missing argument) is one message on stderr naming the command, with the

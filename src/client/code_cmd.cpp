@@ -15,6 +15,7 @@
 
 #include "client/cli.h"
 #include "client/code_prompts.h"
+#include "common/cli_error.h"
 
 namespace clawbot::client {
 
@@ -62,8 +63,7 @@ class CodeRun {
     if (options_.verbose) note(message);
   }
   int fail(const Failure& failure) const {
-    note(failure.message);
-    return failure.kind == FailureKind::config ? 2 : 1;
+    return cli_error("clawbot code", failure.message, failure.kind == FailureKind::config ? 2 : 1);
   }
 
   std::int64_t context() const {
@@ -413,15 +413,11 @@ int run_code(const CodeOptions& options) {
   try {
     std::string problem;
     const auto text = read_source(options.file, problem);
-    if (!text) {
-      std::cerr << "clawbot code: " << problem << "\n";
-      return 2;
-    }
+    if (!text) return cli_error("clawbot code", problem, 2);
     check_source_text(*text, options.file);
     if (options.action == "tests" && !options.output.empty() && !options.force &&
         fs::exists(options.output)) {
-      std::cerr << "clawbot code: " << options.output << " exists; --force replaces it\n";
-      return 2;
+      return cli_error("clawbot code", options.output + " exists; --force replaces it", 2);
     }
     if (options.action == "complete")
       split_at_cursor(*text, options.line, options.col);  // before any request
@@ -429,11 +425,9 @@ int run_code(const CodeOptions& options) {
     CodeRun run(options, std::move(config), *text);
     return run.run();
   } catch (const ConfigError& e) {
-    std::cerr << "clawbot code: " << e.what() << "\n";
-    return 2;
+    return cli_error("clawbot code", e.what(), 2);
   } catch (const CodeInputError& e) {
-    std::cerr << "clawbot code: " << options.file << ": " << e.what() << "\n";
-    return 2;
+    return cli_error("clawbot code", options.file + ": " + e.what(), 2);
   }
 }
 

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "client/endpoint_auto.h"
+#include "common/cli_error.h"
 #include "common/json_config.h"
 #include "common/user_dirs.h"
 
@@ -273,16 +274,14 @@ int run_config(const ConfigCommand& cmd) {
                     "clawbot" / "clawbot.json"
               : fs::path(cmd.init_path);
       if (fs::exists(path) && !cmd.force) {
-        std::cerr << "clawbot config init: " << path.string() << " exists; --force replaces it\n";
-        return 1;
+        return cli_error("clawbot config init", path.string() + " exists; --force replaces it", 1);
       }
       if (path.has_parent_path()) fs::create_directories(path.parent_path());
       {
         std::ofstream out(path, std::ios::binary | std::ios::trunc);
         out << starter_config_text();
         if (!out) {
-          std::cerr << "clawbot config init: cannot write " << path.string() << "\n";
-          return 1;
+          return cli_error("clawbot config init", "cannot write " + path.string(), 1);
         }
       }
       ::chmod(path.c_str(), 0600);  // it may come to hold an API key
@@ -337,11 +336,9 @@ int run_config(const ConfigCommand& cmd) {
     }
     return 0;
   } catch (const ConfigError& e) {
-    std::cerr << "clawbot config: " << e.what() << "\n";
-    return 2;
+    return cli_error("clawbot config", e.what(), 2);
   } catch (const std::exception& e) {
-    std::cerr << "clawbot config: " << e.what() << "\n";
-    return 1;
+    return cli_error("clawbot config", e.what(), 1);
   }
 }
 

@@ -13,6 +13,7 @@
 
 #include "client/session_store.h"
 #include "common/error.h"
+#include "common/cli_error.h"
 
 namespace clawbot::client {
 
@@ -195,12 +196,10 @@ int run_sessions(const SessionsOptions& options) {
       std::cout << "removed \"" << session.name << "\" (" << session.message_count << " messages)\n";
       return 0;
     }
-    std::cerr << "clawbot sessions: unknown action \"" << options.action
-              << "\" (list, show, rename, rm or export)\n";
-    return 1;
+    return cli_error("clawbot sessions",
+                     "unknown action \"" + options.action + "\" (list, show, rename, rm or export)", 1);
   } catch (const std::exception& error) {
-    std::cerr << "clawbot sessions: " << error.what() << "\n";
-    return 1;
+    return cli_error("clawbot sessions", error.what(), 1);
   }
 }
 

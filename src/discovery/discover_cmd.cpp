@@ -4,6 +4,7 @@
 #include <exception>
 
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -131,6 +132,20 @@ int run_discover(const DiscoverOptions& options) {
     return 1;
   }
   return 0;
+}
+
+std::function<std::optional<int>()> add_discover_command(CLI::App& app) {
+  auto discover = std::make_shared<DiscoverOptions>();
+  auto* cmd = app.add_subcommand(
+      "discover", "List the clawbot nodes and gateways on the LAN (mDNS/DNS-SD), with their latency");
+  cmd->add_option("--timeout", discover->timeout_ms, "Milliseconds to wait for answers")
+      ->capture_default_str()
+      ->check(CLI::Range(100, 60'000));
+  cmd->add_flag("--json", discover->json, "Print a JSON array instead of the table");
+  return [=]() -> std::optional<int> {
+    if (!cmd->parsed()) return std::nullopt;
+    return run_discover(*discover);
+  };
 }
 
 }  // namespace clawbot::discovery

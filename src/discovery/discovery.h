@@ -21,11 +21,17 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+namespace CLI {
+class App;
+}
 
 namespace clawbot::discovery {
 
@@ -111,5 +117,8 @@ struct DiscoverOptions {
   bool json = false;
 };
 int run_discover(const DiscoverOptions& options);
+// `clawbot discover` on `app` (discover_cmd.cpp). After parsing, the returned function runs it and returns
+// its exit status, or nullopt when the command line named another.
+std::function<std::optional<int>()> add_discover_command(CLI::App& app);
 
 }  // namespace clawbot::discovery

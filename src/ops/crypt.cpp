@@ -390,11 +390,6 @@ CryptStats decrypt_chunks(OpenedEncrypted& opened, const std::string& path, std:
   return CryptStats{header.plaintext_size, bar.elapsed_s(), threads};
 }
 
-std::string default_decrypt_output(const std::string& input) {
-  if (input.size() > 4 && input.ends_with(".enc")) return input.substr(0, input.size() - 4);
-  return {};
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------- keys
@@ -781,105 +776,6 @@ DecryptedModel decrypt_to_memory(const std::string& input, const ModelKey& key, 
   model.fd_ = memfd.release();
   model.stats_ = stats;
   return model;
-}
-
-// ---------------------------------------------------------------------------------------------- commands
-
-int run_encrypt(const EncryptCommand& command) {
-  try {
-    if (!command.gen_key.empty()) {
-      if (!command.input.empty()) {
-        std::fprintf(stderr,
-                     "clawbot encrypt: --gen-key only writes a key; encrypt with --key-file in a second "
-                     "command\n");
-        return 2;
-      }
-      const ModelKey key = generate_key_file(command.gen_key);
-      std::fprintf(stderr,
-                   "clawbot encrypt: wrote a new key to %s (64 hex characters, mode 0600), key id %s.\n"
-                   "Keep it apart from the encrypted files, and keep a copy: without it they cannot be "
-                   "decrypted.\n",
-                   command.gen_key.c_str(), key.id_hex().c_str());
-      return 0;
-    }
-    if (command.input.empty()) {
-      std::fprintf(stderr, "clawbot encrypt: name the file to encrypt (or --gen-key FILE to make a key)\n");
-      return 2;
-    }
-    const ModelKey key = load_key(command.key_file, command.key_env);
-    if (!key.warning.empty()) std::fprintf(stderr, "clawbot encrypt: warning: %s\n", key.warning.c_str());
-    const std::string output = command.output.empty() ? command.input + ".enc" : command.output;
-    CryptOptions options;
-    options.chunk_size = command.chunk_size;
-    options.threads = command.threads;
-    options.progress = command.progress;
-    options.force = command.force;
-    const CryptStats stats = encrypt_file(command.input, output, key, options);
-    std::fprintf(stderr, "clawbot encrypt: %s -> %s: %s in %.2f s (%s, %d thread%s), key id %s\n",
-                 command.input.c_str(), output.c_str(), detail::format_bytes(stats.plaintext_bytes).c_str(),
-                 stats.seconds, detail::format_rate(stats.plaintext_bytes, stats.seconds).c_str(),
-                 stats.threads, stats.threads == 1 ? "" : "s", key.id_hex().c_str());
-    // The .enc's own sum, which `serve --verify` and `verify` check it against.
-    VerifyOptions record;
-    record.model = output;
-    record.write = true;
-    record.progress = command.progress;
-    if (std::error_code ec; fs::exists(output + ".sha256", ec))
-      fs::remove(output + ".sha256", ec);  // --force
-    const VerifyReport recorded = verify_model_file(record);
-    std::fprintf(stderr, "clawbot encrypt: recorded its SHA-256 in %s (serve --verify checks it)\n",
-                 recorded.written.empty() ? "?" : recorded.written.front().c_str());
-    if (command.remove_plaintext) {
-      const CryptStats checked = compare_decrypted(output, key, command.input, options);
-      if (::unlink(command.input.c_str()) != 0)
-        throw_io("cannot delete '" + command.input + "': " + std::strerror(errno));
-      std::fprintf(stderr,
-                   "clawbot encrypt: %s decrypts to exactly the bytes of %s (%.2f s): deleted %s (a file "
-                   "system may keep its old blocks; use full-disk encryption for plaintext that must not "
-                   "survive)\n",
-                   output.c_str(), command.input.c_str(), checked.seconds, command.input.c_str());
-    } else {
-      std::fprintf(stderr,
-                   "clawbot encrypt: the plaintext %s is still there: delete it once the .enc is where it "
-                   "belongs (or run again with --remove-plaintext, which deletes it after checking that the "
-                   ".enc decrypts back to it), and keep the key apart from the .enc\n",
-                   command.input.c_str());
-    }
-    std::printf("%s\n", output.c_str());
-    return 0;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "clawbot encrypt: %s\n", e.what());
-    return 1;
-  }
-}
-
-int run_decrypt(const DecryptCommand& command) {
-  try {
-    const std::string output =
-        command.output.empty() ? default_decrypt_output(command.input) : command.output;
-    if (output.empty()) {
-      std::fprintf(stderr, "clawbot decrypt: '%s' does not end in .enc: name the output with -o FILE\n",
-                   command.input.c_str());
-      return 2;
-    }
-    const ModelKey key = load_key(command.key_file, command.key_env);
-    if (!key.warning.empty()) std::fprintf(stderr, "clawbot decrypt: warning: %s\n", key.warning.c_str());
-    CryptOptions options;
-    options.threads = command.threads;
-    options.progress = command.progress;
-    options.force = command.force;
-    const CryptStats stats = decrypt_file(command.input, output, key, options);
-    std::fprintf(stderr,
-                 "clawbot decrypt: %s -> %s: %s in %.2f s (%s, %d thread%s); every chunk authenticated\n",
-                 command.input.c_str(), output.c_str(), detail::format_bytes(stats.plaintext_bytes).c_str(),
-                 stats.seconds, detail::format_rate(stats.plaintext_bytes, stats.seconds).c_str(),
-                 stats.threads, stats.threads == 1 ? "" : "s");
-    std::printf("%s\n", output.c_str());
-    return 0;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "clawbot decrypt: %s\n", e.what());
-    return 1;
-  }
 }
 
 }  // namespace clawbot::ops

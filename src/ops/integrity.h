@@ -31,6 +31,9 @@
 #include <vector>
 
 #include "common/error.h"
+namespace CLI {
+class App;
+}
 
 namespace clawbot::ops {
 
@@ -258,6 +261,12 @@ struct DecryptCommand {
 };
 int run_encrypt(const EncryptCommand& command);
 int run_decrypt(const DecryptCommand& command);
+
+// `clawbot encrypt` and `clawbot decrypt` (crypt_cmd.cpp), `clawbot verify` (verify_cmd.cpp) on `app`. After
+// parsing, the returned function runs the one given and returns its exit status, or nullopt when the command
+// line named another.
+std::function<std::optional<int>()> add_crypt_commands(CLI::App& app);
+std::function<std::optional<int>()> add_verify_command(CLI::App& app);
 
 // ---------------------------------------------------------------------------------------------- serve
 

@@ -26,6 +26,7 @@
 #include <llama.h>
 
 #include "common/error.h"
+#include "common/cli_error.h"
 #include "common/model_path.h"
 #include "common/text.h"
 #include "common/user_dirs.h"
@@ -812,8 +813,7 @@ int run_models_synth(const SynthOptions& options) {
     std::printf("%s\n", result.path.c_str());
     return 0;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "clawbot models synth: %s\n", e.what());
-    return 1;
+    return cli_error("clawbot models synth", e.what(), 1);
   }
 }
 

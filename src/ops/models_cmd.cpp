@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/cli_error.h"
 #include "common/model_path.h"
 #include "common/text.h"
 #include "ops/file_io.h"
@@ -222,8 +223,7 @@ int run_models_show(const ModelsShowOptions& options) {
     }
     return 0;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "clawbot models show: %s\n", e.what());
-    return 1;
+    return cli_error("clawbot models show", e.what(), 1);
   }
 }
 
@@ -378,8 +378,7 @@ int run_models_pull(const ModelsPullOptions& options) {
     std::printf("%s\n", target.string().c_str());
     return 0;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s: %s\n", me, e.what());
-    return 1;
+    return cli_error(me, e.what(), 1);
   }
 }
 

@@ -10,8 +10,6 @@
 #include <set>
 #include <stdexcept>
 
-#include <nlohmann/json.hpp>
-
 #include "common/model_path.h"
 #include "monitor/metrics.h"
 #include "ops/file_io.h"
@@ -90,22 +88,6 @@ std::vector<std::uint32_t> per_layer(const GgufFile& file, const std::string& ke
   }
   return out;
 }
-
-// Bits per weight of common quantizations (llama.cpp's quantize table), to say which would fit.
-struct QuantChoice {
-  const char* name;
-  double bits_per_weight;
-};
-constexpr std::array<QuantChoice, 8> quant_choices = {{
-    {"Q8_0", 8.50},
-    {"Q6_K", 6.56},
-    {"Q5_K_M", 5.69},
-    {"Q4_K_M", 4.89},
-    {"IQ4_XS", 4.46},
-    {"Q3_K_M", 3.91},
-    {"IQ3_XXS", 3.21},
-    {"Q2_K", 2.96},
-}};
 
 // The types ggml's CPU backend repacks for matrix multiplication on this CPU (ggml-cpu/repack.cpp,
 // ggml_repack_get_optimal_repack_type), for matrices whose row count is a multiple of 8.
@@ -401,6 +383,37 @@ MemoryPlan plan_memory(const GgufFile& file, const ModelDims& dims, int ctx, int
   return plan;
 }
 
+int largest_fitting(int lo, int hi, const std::function<bool(int)>& fits) {
+  int largest = 0;
+  while (lo <= hi) {
+    const int mid = lo + (hi - lo) / 2;
+    if (fits(mid)) {
+      largest = mid;
+      lo = mid + 1;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return largest;
+}
+
+ServingSize fit_serving_size(ServingSize wanted, const std::function<bool(const ServingSize&)>& fits) {
+  constexpr int ctx_floor = 512;  // below this a request holds too little to be useful; --parallel goes first
+  ServingSize size = wanted;
+  if (wanted.ctx > ctx_floor) {
+    const int blocks = largest_fitting(ctx_floor / 256, wanted.ctx / 256, [&](int n) {
+      return fits({.ctx = n * 256, .parallel = wanted.parallel});
+    });
+    size.ctx = blocks > 0 ? blocks * 256 : ctx_floor;
+  }
+  if (!fits(size)) {
+    const int slots =
+        largest_fitting(1, wanted.parallel, [&](int n) { return fits({.ctx = size.ctx, .parallel = n}); });
+    size.parallel = std::max(slots, 1);
+  }
+  return size;
+}
+
 MachineMemory probe_machine_memory() {
   MachineMemory m;
   m.ram_total = monitor::system_memory_total_bytes();
@@ -424,240 +437,6 @@ MachineMemory probe_machine_memory() {
     ::pclose(pipe);
   }
   return m;
-}
-
-namespace {
-
-nlohmann::json plan_json(const MemoryPlan& p) {
-  nlohmann::json weights = nlohmann::json::array();
-  for (const auto& w : p.weights_by_type) {
-    weights.push_back(
-        {{"type", w.type}, {"tensors", w.tensors}, {"elements", w.elements}, {"bytes", w.bytes}});
-  }
-  return {
-      {"model",
-       {{"source", p.source},
-        {"architecture", p.dims.architecture},
-        {"name", p.dims.name},
-        {"parameters", p.dims.n_params},
-        {"quantization", p.dims.file_type},
-        {"layers", p.dims.n_layer},
-        {"context_train", p.dims.n_ctx_train},
-        {"vocab", p.dims.n_vocab},
-        {"sliding_window", p.dims.n_swa},
-        {"header_only", p.header_only},
-        {"file_bytes", p.file_size},
-        {"header_bytes_read", p.header_bytes_read}}},
-      {"config",
-       {{"ctx", p.ctx_per_request},
-        {"parallel", p.parallel},
-        {"kv_type", p.kv_type},
-        {"kv_unified", p.kv_unified},
-        {"kv_cells", p.n_ctx},
-        {"kv_cells_per_stream", p.n_ctx_seq},
-        {"streams", p.n_stream},
-        {"ubatch", p.n_ubatch}}},
-      {"bytes",
-       {{"weights", p.weights},
-        {"weights_repacked_for_cpu", p.weights_repacked},
-        {"kv_cache", p.kv},
-        {"recurrent_state", p.recurrent},
-        {"output", p.output},
-        {"compute", p.compute},
-        {"reserve", p.reserve},
-        {"total", p.total()}}},
-      {"layers", {{"kv", p.kv_layers}, {"sliding_window", p.swa_layers}, {"recurrent", p.recurrent_layers}}},
-      {"weights_by_type", weights},
-  };
-}
-
-// The rule of thumb people use: 2 bytes a parameter, context x 4 bytes, plus 8 GB.
-double naive_bytes(const MemoryPlan& p) {
-  return static_cast<double>(p.dims.n_params) * 2.0 + static_cast<double>(p.ctx_per_request) * 4.0 + 8e9;
-}
-
-}  // namespace
-
-int run_plan(const PlanOptions& options) {
-  try {
-    const std::string location = is_url(options.model) || options.model.starts_with("hf://")
-                                     ? options.model
-                                     : local_model_file(options.model);
-    const GgufFile file = read_gguf(resolve_model_url(location));
-    const ModelDims dims = model_dims(file);
-    const MemoryPlan plan = plan_memory(file, dims, options.ctx, options.parallel, options.kv_type,
-                                        options.kv_unified, options.batch);
-
-    const MachineMemory machine = probe_machine_memory();
-    const double budget = options.memory_gib > 0 ? options.memory_gib * 1024.0 * mib : machine.ram_available;
-    const bool fits = static_cast<double>(plan.total()) <= budget;
-    auto fits_with = [&](int ctx, int parallel) {
-      return static_cast<double>(
-                 plan_memory(file, dims, ctx, parallel, options.kv_type, options.kv_unified, options.batch)
-                     .total()) <= budget;
-    };
-    // Largest context per request at this parallelism (multiples of 256, up to the training context).
-    const int ctx_ceiling = static_cast<int>(std::max<std::uint32_t>(dims.n_ctx_train, plan.ctx_per_request));
-    int largest_ctx = 0;
-    for (int lo = 1, hi = (ctx_ceiling + 255) / 256; lo <= hi;) {
-      const int mid = (lo + hi) / 2;
-      if (fits_with(mid * 256, options.parallel)) {
-        largest_ctx = mid * 256;
-        lo = mid + 1;
-      } else {
-        hi = mid - 1;
-      }
-    }
-    int largest_parallel = 0;
-    for (int lo = 1, hi = 256; lo <= hi;) {
-      const int mid = (lo + hi) / 2;
-      if (fits_with(static_cast<int>(plan.ctx_per_request), mid)) {
-        largest_parallel = mid;
-        lo = mid + 1;
-      } else {
-        hi = mid - 1;
-      }
-    }
-    // Which quantization would fit, when this one does not: the weights scale with bits per weight.
-    std::vector<std::pair<std::string, double>> quant_fits;
-    if (!fits) {
-      const double current_bpw = 8.0 * static_cast<double>(plan.weights) /
-                                 static_cast<double>(std::max<std::uint64_t>(dims.n_params, 1));
-      for (const auto& q : quant_choices) {
-        if (q.bits_per_weight >= current_bpw - 0.05) continue;
-        const double weights = static_cast<double>(dims.n_params) * q.bits_per_weight / 8.0;
-        const double total = static_cast<double>(plan.total() - plan.weights) + weights;
-        if (total <= budget) quant_fits.emplace_back(q.name, total);
-      }
-    }
-
-    if (options.json) {
-      nlohmann::json out = plan_json(plan);
-      out["machine"] = {{"ram_total", machine.ram_total},
-                        {"ram_available", machine.ram_available},
-                        {"budget", budget},
-                        {"budget_from", options.memory_gib > 0 ? "--memory" : "available RAM"}};
-      if (!machine.gpu_name.empty()) {
-        out["machine"]["gpu"] = {
-            {"name", machine.gpu_name}, {"total", machine.gpu_total}, {"free", machine.gpu_free}};
-      }
-      out["fits"] = fits;
-      out["largest_ctx"] = largest_ctx;
-      out["largest_parallel"] = largest_parallel;
-      nlohmann::json quants = nlohmann::json::array();
-      for (const auto& [name, total] : quant_fits)
-        quants.push_back({{"quantization", name}, {"total", total}});
-      out["quantizations_that_fit"] = quants;
-      if (options.compare_naive) out["naive_bytes"] = naive_bytes(plan);
-      std::printf("%s\n", out.dump(2).c_str());
-      return fits ? 0 : 2;
-    }
-
-    const auto& d = plan.dims;
-    std::printf("model       %s: %s, %s parameters, %s%s\n", file.source.c_str(), d.architecture.c_str(),
-                detail::format_count(d.n_params).c_str(), d.file_type.c_str(),
-                plan.header_only ? " (header-only file: no weights in it)" : "");
-    if (is_url(file.source)) {
-      std::printf("            read %s of the %s file (the header only)\n",
-                  detail::format_binary_size(static_cast<double>(plan.header_bytes_read)).c_str(),
-                  detail::format_binary_size(static_cast<double>(plan.file_size)).c_str());
-    }
-    std::printf("serving     %u tokens per request x %u slots = %u KV cells (%s, %s)\n", plan.ctx_per_request,
-                plan.parallel, plan.n_ctx, plan.kv_type.c_str(),
-                plan.kv_unified ? "one unified stream" : "one stream per slot");
-    std::printf("\n");
-    std::printf("  weights          %12s  ",
-                detail::format_binary_size(static_cast<double>(plan.weights)).c_str());
-    for (std::size_t i = 0; i < plan.weights_by_type.size(); ++i) {
-      const auto& w = plan.weights_by_type[i];
-      std::printf("%s%s %s (%llu)", i ? ", " : "", w.type.c_str(),
-                  detail::format_binary_size(static_cast<double>(w.bytes)).c_str(),
-                  static_cast<unsigned long long>(w.tensors));
-    }
-    std::printf("\n");
-    if (plan.weights_repacked > 0) {
-      std::printf(
-          "    CPU repack     %12s  of them copied at load into the CPU backend's faster layout (the mapped "
-          "originals go cold)\n",
-          detail::format_binary_size(static_cast<double>(plan.weights_repacked)).c_str());
-    }
-    std::printf("  KV cache         %12s  %u attention layers%s x %u cells\n",
-                detail::format_binary_size(static_cast<double>(plan.kv)).c_str(), plan.kv_layers,
-                plan.swa_layers ? (" (" + std::to_string(plan.swa_layers) +
-                                   " sliding-window, kept full size as serve allocates)")
-                                      .c_str()
-                                : "",
-                plan.n_ctx);
-    if (plan.recurrent_layers > 0) {
-      std::printf(
-          "  recurrent state  %12s  %u recurrent layers x %u sequences (fixed, whatever the context)\n",
-          detail::format_binary_size(static_cast<double>(plan.recurrent)).c_str(), plan.recurrent_layers,
-          plan.parallel);
-    }
-    std::printf("  output           %12s  logits of %u sequences\n",
-                detail::format_binary_size(static_cast<double>(plan.output)).c_str(), plan.parallel);
-    std::printf("  compute          %12s  worst-case graph of a %u-token step\n",
-                detail::format_binary_size(static_cast<double>(plan.compute)).c_str(), plan.n_ubatch);
-    std::printf("  runtime reserve  %12s\n",
-                detail::format_binary_size(static_cast<double>(plan.reserve)).c_str());
-    std::printf("  total            %12s\n",
-                detail::format_binary_size(static_cast<double>(plan.total())).c_str());
-    if (options.compare_naive) {
-      const double naive = naive_bytes(plan);
-      std::printf(
-          "  rule of thumb    %12s  (2 bytes a parameter + ctx x 4 bytes + 8 GB): its KV cache term is "
-          "%s, ours %s\n",
-          detail::format_binary_size(naive).c_str(),
-          detail::format_binary_size(static_cast<double>(plan.ctx_per_request) * 4.0).c_str(),
-          detail::format_binary_size(static_cast<double>(plan.kv + plan.recurrent)).c_str());
-    }
-    std::printf("\n");
-    std::printf("machine     RAM %s total, %s available",
-                detail::format_binary_size(machine.ram_total).c_str(),
-                detail::format_binary_size(machine.ram_available).c_str());
-    if (!machine.gpu_name.empty()) {
-      std::printf("; GPU %s: %s total, %s free", machine.gpu_name.c_str(),
-                  detail::format_binary_size(machine.gpu_total).c_str(),
-                  detail::format_binary_size(machine.gpu_free).c_str());
-    }
-    std::printf("\n");
-    std::printf("verdict     %s %s%s\n", fits ? "fits in" : "does NOT fit in",
-                detail::format_binary_size(budget).c_str(),
-                options.memory_gib > 0 ? " (--memory)" : " of available RAM");
-    if (!machine.gpu_name.empty()) {
-      std::printf("            on the GPU (%s free): %s\n",
-                  detail::format_binary_size(machine.gpu_free).c_str(),
-                  static_cast<double>(plan.total()) <= machine.gpu_free ? "fits" : "does not fit");
-    }
-    if (largest_ctx > 0) {
-      const bool at_training_ctx = dims.n_ctx_train > 0 && largest_ctx >= static_cast<int>(dims.n_ctx_train);
-      std::printf("largest     --ctx %d at --parallel %d%s; ", largest_ctx, options.parallel,
-                  at_training_ctx ? " (the model's training context)" : "");
-      if (largest_parallel > 0)
-        std::printf("--parallel %d at --ctx %u\n", largest_parallel, plan.ctx_per_request);
-      else
-        std::printf("not even --parallel 1 fits at --ctx %u\n", plan.ctx_per_request);
-    } else {
-      std::printf("largest     not even --ctx 256 at --parallel %d fits\n", options.parallel);
-    }
-    if (!fits) {
-      if (quant_fits.empty()) {
-        std::printf("quantize    no common quantization of this model fits with these settings\n");
-      } else {
-        std::printf("quantize    would fit as:");
-        for (const auto& [name, total] : quant_fits)
-          std::printf(" %s (%s)", name.c_str(), detail::format_binary_size(total).c_str());
-        std::printf("\n");
-      }
-    }
-    return fits ? 0 : 2;
-  } catch (const std::invalid_argument& e) {
-    std::fprintf(stderr, "clawbot plan: %s\n", e.what());
-    return 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "clawbot plan: %s\n", e.what());
-    return 1;
-  }
 }
 
 }  // namespace clawbot::ops

@@ -9,11 +9,16 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "ops/gguf_reader.h"
+
+namespace CLI {
+class App;
+}
 
 namespace clawbot::ops {
 
@@ -95,6 +100,21 @@ struct MemoryPlan {
 MemoryPlan plan_memory(const GgufFile& file, const ModelDims& dims, int ctx, int parallel,
                        const std::string& kv_type, bool kv_unified, int batch = 512);
 
+// What serve allocates for: tokens per request (--ctx) and slots (--parallel).
+struct ServingSize {
+  int ctx = 0;
+  int parallel = 0;
+};
+
+// The largest n in [lo, hi] for which `fits(n)` holds, when `fits` holds for every n up to some bound (memory
+// grows with the context and the slots); 0 when it holds for none.
+int largest_fitting(int lo, int hi, const std::function<bool(int)>& fits);
+
+// serve --fit: lowers --ctx first (to the largest multiple of 256 that fits, not below 512 or the --ctx asked
+// for when that is smaller), then --parallel (to the largest that fits at that context). When nothing fits,
+// it returns the smallest it tried (the caller checks `fits` on the answer and says why).
+ServingSize fit_serving_size(ServingSize wanted, const std::function<bool(const ServingSize&)>& fits);
+
 // This machine's memory, and a GPU's when nvidia-smi finds one.
 struct MachineMemory {
   double ram_total = 0;
@@ -107,6 +127,12 @@ MachineMemory probe_machine_memory();
 
 // `clawbot plan`: prints the plan; returns the exit status (0 fits, 1 error, 2 does not fit).
 int run_plan(const PlanOptions& options);
+
+// `clawbot plan` (plan_cmd.cpp) and `clawbot models list|show|pull|synth` (models_cli.cpp) on `app`. After
+// parsing, the returned function runs the one given and returns its exit status, or nullopt when the command
+// line named another.
+std::function<std::optional<int>()> add_plan_command(CLI::App& app);
+std::function<std::optional<int>()> add_models_command(CLI::App& app);
 
 struct ModelsListOptions {
   bool json = false;

@@ -411,58 +411,6 @@ VerifyReport verify_model_file(const VerifyOptions& options) {
   return report;
 }
 
-int run_verify(const VerifyOptions& options) {
-  VerifyReport report;
-  try {
-    report = verify_model_file(options);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "clawbot verify: %s\n", e.what());
-    return 2;
-  }
-  const auto& d = report.digests;
-  // sha256sum's format on stdout, so the output is itself a manifest line.
-  std::printf("%s  %s\n", d.sha256.c_str(), options.model.c_str());
-  if (!d.md5.empty()) std::printf("md5 %s  %s\n", d.md5.c_str(), options.model.c_str());
-  std::fprintf(stderr, "clawbot verify: %s hashed in %.2f s (%s)\n",
-               detail::format_bytes(d.size_bytes).c_str(), d.seconds,
-               detail::format_rate(d.size_bytes, d.seconds).c_str());
-  if (report.expected) {
-    const bool ok = report.expected->sha256 == d.sha256;
-    std::fprintf(stderr, "SHA-256 %s %s\n", ok ? "OK: matches" : "MISMATCH with",
-                 report.expected->source.c_str());
-    if (!ok) {
-      std::fprintf(stderr, "  expected %s\n  actual   %s\n%s\n", report.expected->sha256.c_str(),
-                   d.sha256.c_str(), report.explanation.c_str());
-    }
-  }
-  if (!report.md5_expected.empty()) {
-    std::fprintf(stderr, "MD5 %s %s\n", report.md5_mismatch ? "MISMATCH with" : "OK: matches",
-                 report.md5_source.c_str());
-    if (report.md5_mismatch) {
-      std::fprintf(stderr, "  expected %s\n  actual   %s\n", report.md5_expected.c_str(), d.md5.c_str());
-    }
-  }
-  for (const auto& sidecar : report.written)
-    std::fprintf(stderr, "recorded the sum in %s\n", sidecar.c_str());
-  switch (report.status) {
-    case VerifyStatus::match:
-      return 0;
-    case VerifyStatus::mismatch:
-      if (options.write) std::fprintf(stderr, "nothing written: the file does not match its recorded sum\n");
-      return 1;
-    case VerifyStatus::no_reference:
-      if (!report.written.empty()) return 0;
-      std::fprintf(
-          stderr,
-          "clawbot verify: no sum to compare with (no %s.sha256 sidecar, no SHA256SUMS beside it, no "
-          "--sha256 or --manifest): the sum above is unchecked. Compare it with the publisher's, or "
-          "record it with --write.\n",
-          options.model.c_str());
-      return 2;
-  }
-  return 2;
-}
-
 // ---------------------------------------------------------------------------------------------- serve
 
 PreparedModel prepare_model_file(const std::string& path, const ModelLoadChecks& checks) {

@@ -16,6 +16,8 @@
 
 namespace clawbot::server {
 
+class GenerationMetrics;
+
 struct ServeContext {
   const engine::Model& model;
   const engine::Tokenizer& tokenizer;
@@ -26,8 +28,9 @@ struct ServeContext {
   std::uint32_t n_ctx = 0;  // tokens each request may use, prompt and answer together
   std::time_t created = 0;
   monitor::Registry* metrics = nullptr;
-  bool strict_model = false;                    // a request naming another model: 404 model_not_found
-  const std::atomic<bool>* draining = nullptr;  // true after SIGTERM: new work is refused with 503
+  GenerationMetrics* generation_metrics = nullptr;  // the latency series in `metrics`, resolved once
+  bool strict_model = false;                        // a request naming another model: 404 model_not_found
+  const std::atomic<bool>* draining = nullptr;      // true after SIGTERM: new work is refused with 503
 };
 
 // `paths`, when given, receives each route's path.

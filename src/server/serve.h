@@ -2,7 +2,13 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
+#include <optional>
 #include <string>
+
+namespace CLI {
+class App;
+}
 
 namespace clawbot::server {
 
@@ -49,5 +55,9 @@ struct ServeOptions {
 
 // Returns the process exit status.
 int run_serve(const ServeOptions& options);
+
+// `clawbot serve` on `app` (serve_cmd.cpp). After parsing, the returned function runs it and returns its exit
+// status, or nullopt when the command line named another.
+std::function<std::optional<int>()> add_serve_command(CLI::App& app);
 
 }  // namespace clawbot::server

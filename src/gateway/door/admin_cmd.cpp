@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/store_error.h"
+#include "common/cli_error.h"
 #include "gateway/config.h"
 #include "gateway/door/audit_format.h"
 #include "gateway/door/door.h"
@@ -477,11 +478,9 @@ std::function<std::optional<int>()> add_admin_commands(CLI::App& gateway_cmd) {
       try {
         return action(*state);
       } catch (const CommandError& e) {
-        std::cerr << what << ": " << e.what() << "\n";
-        return e.status;
+        return cli_error(what, e.what(), e.status);
       } catch (const std::exception& e) {
-        std::cerr << what << ": " << e.what() << "\n";
-        return command == state->audit_verify ? 2 : 1;
+        return cli_error(what, e.what(), command == state->audit_verify ? 2 : 1);
       }
     }
     return std::nullopt;

@@ -1,0 +1,271 @@
+// The gateway's parts, shared by the files that implement it (nothing outside src/gateway includes this):
+// gateway.cpp (the door, start and stop), gateway_routes.cpp (its own routes), gateway_queue.cpp (waiting
+// for an upstream), gateway_proxy.cpp (forwarding and relaying), upstream_watch.cpp (a worker's watches and
+// buffers), health_checks.cpp, gateway_cmd.cpp (the command line).
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "common/http_client.h"
+#include "common/http_server.h"
+#include "common/tls.h"
+#include "discovery/discovery.h"
+#include "gateway/config.h"
+#include "gateway/door/door.h"
+#include "gateway/model_list.h"
+#include "gateway/request_facts.h"
+#include "gateway/token_account.h"
+#include "gateway/upstream_pool.h"
+#include "monitor/metrics.h"
+
+namespace clawbot::gateway::detail {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = beast::http;
+using nlohmann::json;
+using Headers = std::vector<std::pair<std::string, std::string>>;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+inline double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// "allow" as the door reads it; a bad entry is a gateway.json error that names it.
+door::AllowList parse_allow_list(const GatewayConfig& config);
+tls::ServerConfig server_tls(const ListenTls& tls);
+
+// Requests waiting for an upstream with capacity. Waiters live on their sessions' executors; a wake-up
+// from another thread is posted to the waiter's own executor.
+class WaitQueue {
+ public:
+  struct Waiter {
+    explicit Waiter(asio::any_io_executor executor) : timer(std::move(executor)) {}
+    asio::steady_timer timer;
+  };
+
+  explicit WaitQueue(std::size_t max_waiting) : max_(max_waiting) {}
+
+  // A place in the queue; none when it is full.
+  std::shared_ptr<Waiter> enter(asio::any_io_executor executor);
+  void leave(const std::shared_ptr<Waiter>& waiter);
+  void wake_one();
+  std::size_t size() const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::deque<std::shared_ptr<Waiter>> waiters_;
+  std::size_t max_;
+};
+
+// A request whose client may leave while the gateway waits (for an upstream, or on one): set when it does.
+struct ClientWatch {
+  bool active = true;  // cleared before stop_watching(), so a late callback does nothing
+  bool client_left = false;
+};
+
+class Gateway;
+struct Worker;
+
+// Watches the client of a request that waits on its upstream, so that a client that leaves cancels the
+// upstream request. The watch is armed only once the upstream has been slow to answer (a worker's ticker
+// arms it after `late_watch_delay`): a wait on the client's socket costs an epoll_ctl and a cancel per
+// request, a twelfth of the gateway's time per request with a fast upstream, and nobody leaves a request
+// that is answered within milliseconds.
+class UpstreamWatch {
+ public:
+  UpstreamWatch(Worker& worker, http::Exchange& exchange, http::Client& upstream);
+  ~UpstreamWatch() { stop(); }
+  UpstreamWatch(const UpstreamWatch&) = delete;
+  UpstreamWatch& operator=(const UpstreamWatch&) = delete;
+
+  bool client_left() const noexcept { return state_ && state_->client_left; }
+  // Ends the watch; only while no write to the client is in progress (it cancels the socket's waits).
+  void stop();
+  // The ticker's part: watch now.
+  void arm();
+  Clock::time_point since() const noexcept { return since_; }
+
+ private:
+  friend struct Worker;
+  Worker& worker_;
+  http::Exchange& exchange_;
+  http::Client& upstream_;
+  Clock::time_point since_;
+  std::shared_ptr<ClientWatch> state_;  // made when armed; the socket wait's callback shares it
+  UpstreamWatch* prev_ = nullptr;       // the worker's list of unarmed watches
+  UpstreamWatch* next_ = nullptr;
+  bool listed_ = false;
+};
+
+constexpr auto late_watch_delay = std::chrono::milliseconds(20);
+
+// One I/O thread: its own io_context, its own listening sockets (SO_REUSEPORT) and its own idle upstream
+// connections, so that nothing on the request path crosses threads but the shared counters.
+struct Worker {
+  asio::io_context io{1};
+  std::vector<std::unique_ptr<http::Server>> servers;
+  std::vector<std::vector<std::unique_ptr<http::Client>>> idle;  // per upstream
+  // Metric series this thread has used, resolved once: (route or upstream index) << 16 | HTTP status.
+  std::unordered_map<int, monitor::CounterHandle> route_counters;
+  std::unordered_map<int, monitor::CounterHandle> upstream_counters;
+  // Read buffers of finished requests, for the next ones: a fresh 16 KiB buffer per request made glibc grow
+  // and trim its heap (brk) over and over.
+  static constexpr std::size_t chunk_size = 16384;
+  std::vector<std::unique_ptr<char[]>> spare_chunks;
+  // Unarmed upstream watches, oldest first, and the ticker that arms them (running while there are any).
+  UpstreamWatch* first_watch = nullptr;
+  UpstreamWatch* last_watch = nullptr;
+  asio::steady_timer watch_ticker{io};
+  bool ticking = false;
+
+  void add(UpstreamWatch& watch);  // unarmed, until the ticker arms it
+  void remove(UpstreamWatch& watch);
+  void tick_later();
+};
+
+// A read buffer borrowed from its worker for one request.
+class BorrowedChunk {
+ public:
+  explicit BorrowedChunk(Worker& worker);
+  ~BorrowedChunk();
+  BorrowedChunk(const BorrowedChunk&) = delete;
+  BorrowedChunk& operator=(const BorrowedChunk&) = delete;
+  char* data() const noexcept { return chunk_.get(); }
+  static constexpr std::size_t size() noexcept { return Worker::chunk_size; }
+
+ private:
+  Worker& worker_;
+  std::unique_ptr<char[]> chunk_;
+};
+
+class Gateway {
+ public:
+  Gateway(GatewayConfig config, bool verbose);
+  int run();
+
+ private:
+  struct Context {  // one request as the door and the audit log see it
+    Clock::time_point start = Clock::now();
+    std::string key_id;
+    std::string client;
+    std::string model;
+    std::string upstream;
+    TokenAccount tokens;  // reserved, counted and settled against the key's token limit
+    int status = 0;
+    std::string prompt;
+  };
+
+  http::Handler guarded(Worker& worker,
+                        asio::awaitable<void> (Gateway::*handler)(Worker&, http::Exchange&, Context&));
+  struct Refusal {
+    Error error;
+    Headers headers;
+  };
+  // The door's checks (allow-list, key, rate limit); a refusal to answer, or none. Not a coroutine: it runs
+  // for every request and almost always lets it in.
+  std::optional<Refusal> admit(http::Exchange& ex, Context& ctx) {
+    return admit(ex.request(), ex.path(), ex.remote_address(), ctx, true);
+  }
+  // The same on a request's head; `count` false: the allow-list and the key only (the server's header check,
+  // before a body is read: the request comes back through admit() once it is read).
+  std::optional<Refusal> admit(const http::RequestHead& request, std::string_view path,
+                               const asio::ip::address& address, Context& ctx, bool count);
+  // A request the header check refused (its body unread): admit() refuses it again, with its headers.
+  asio::awaitable<void> refused(Worker&, http::Exchange& ex, Context& ctx) {
+    co_await reply_error(ex, ctx, *ex.refusal());
+  }
+  static Refusal rate_limited(const std::string& key_id, const door::RateLimiter::Decision& decision);
+  asio::awaitable<void> reply_error(http::Exchange& ex, Context& ctx, const Error& error, Headers headers);
+  asio::awaitable<void> reply_error(http::Exchange& ex, Context& ctx, const Error& error) {
+    Headers none;  // (named: no temporaries inside co_await expressions, for GCC 12)
+    co_await reply_error(ex, ctx, error, std::move(none));
+  }
+  void finish(Worker& worker, http::Exchange& ex, Context& ctx);
+
+  asio::awaitable<void> health(Worker&, http::Exchange& ex, Context& ctx);
+  asio::awaitable<void> metrics(Worker&, http::Exchange& ex, Context& ctx);
+  asio::awaitable<void> models(Worker&, http::Exchange& ex, Context& ctx);
+  asio::awaitable<void> forward(Worker& worker, http::Exchange& ex, Context& ctx);
+  // forward()'s pieces (gateway_proxy.cpp): the request as it goes upstream, each try on one upstream.
+  struct Outbound;
+  class Attempt;
+  enum class Outcome { answered, retry, give_up };
+  std::optional<Refusal> prepare_forward(http::Exchange& ex, Context& ctx, Outbound& out);
+  asio::awaitable<std::optional<Pick>> wait_or_refuse(http::Exchange& ex, Context& ctx, Outbound& out);
+  // An error for the client: as the answer, or as the last event of a stream whose header it already has
+  // (a stream retried on another upstream after keep-alives reached the client).
+  asio::awaitable<void> answer_error(http::Exchange& ex, Context& ctx, const Error& error, Headers headers);
+  void count_upstream_answer(Worker& worker, std::size_t index, const std::string& upstream, int status);
+  // A 404 model_not_found when every upstream's model list is known and none has `model`; else nothing.
+  std::optional<Error> unserved_model(std::string_view model);
+  asio::awaitable<std::optional<Pick>> wait_for_upstream(http::Exchange& ex, const RequestFacts& facts,
+                                                         const std::vector<std::size_t>& tried,
+                                                         Clock::time_point deadline, bool overflow,
+                                                         Error& refusal, bool& client_left);
+  enum class Relay {
+    complete,
+    client_left,
+    failed_before_content,       // the connection failed before any content reached the client
+    unavailable_before_content,  // the upstream's "unavailable" error event before any content
+    failed_mid_stream,
+  };
+  asio::awaitable<Relay> relay_stream(http::Exchange& ex, Context& ctx, http::ResponseReader& reader,
+                                      bool drop_usage_chunk, const UpstreamWatch& watch, Headers headers,
+                                      std::string& failure);
+
+  std::unique_ptr<http::Client> take_client(Worker& worker, std::size_t index);
+  void give_back(Worker& worker, std::size_t index, std::unique_ptr<http::Client> client);
+
+  http::ServerLimits server_limits() const;
+  std::unique_ptr<http::Server> make_server(Worker& worker, const http::ServerLimits& limits,
+                                            std::shared_ptr<http::ClientConnections> client_connections,
+                                            bool reuse_port);
+  unsigned short listen_all();
+  void advertise_later(unsigned short first_port);
+
+  asio::awaitable<void> health_loop(Worker& worker);
+  asio::awaitable<void> check_upstream(Worker& worker, std::size_t index);
+
+  GatewayConfig config_;
+  bool verbose_;
+  UpstreamPool pool_;
+  WaitQueue queue_;
+  door::AllowList allow_;
+  std::unique_ptr<door::KeyVerifier> keys_;
+  door::RateLimiter limiter_;
+  std::unique_ptr<door::AuditLog> audit_;
+  monitor::Registry registry_;
+  monitor::CounterHandle prompt_tokens_;
+  monitor::CounterHandle generation_tokens_;
+  std::vector<monitor::HistogramHandle> upstream_latency_;  // per upstream
+  std::atomic<std::int64_t> in_flight_{0};
+  std::mutex models_mutex_;
+  std::vector<ModelList> upstream_models_;  // per upstream: what its /v1/models said, as read
+  std::vector<char> models_read_;           // per upstream: its list was read at least once
+  std::vector<json> upstream_memory_;       // per upstream: the memory its /health reports (null: none)
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::atomic<bool> stopping_{false};
+  std::unique_ptr<discovery::Advertiser> advertiser_;  // mDNS/DNS-SD while running
+};
+
+// `gateway --check`, like `nginx -t`: everything that would stop the gateway at start, without starting it.
+int check_config(const GatewayConfig& config);
+
+}  // namespace clawbot::gateway::detail

@@ -1,0 +1,97 @@
+// The gateway's own routes: /health, /metrics, /v1/models (the union of its upstreams'), and the model check
+// before a request is forwarded.
+#include <map>
+
+#include "common/json_read.h"
+#include "gateway/gateway_internal.h"
+
+namespace clawbot::gateway::detail {
+
+// Up or down for anyone; the upstreams (names, URLs, last errors) only for a valid key, or when the gateway
+// needs no keys at all.
+asio::awaitable<void> Gateway::health(Worker&, http::Exchange& ex, Context& ctx) {
+  const auto upstreams = pool_.snapshot(Clock::now());
+  const bool details = !keys_ || !ctx.key_id.empty();
+  json list = json::array();
+  std::size_t serving = 0;
+  for (std::size_t i = 0; i < upstreams.size(); ++i) {
+    const auto& u = upstreams[i];
+    serving += u.serving ? 1 : 0;
+    if (!details) continue;
+    json item = {{"name", u.name},       {"url", u.url},         {"state", to_string(u.state)},
+                 {"standby", u.standby}, {"serving", u.serving}, {"in_flight", u.in_flight},
+                 {"models", u.models}};
+    if (!u.last_error.empty() && u.state != UpstreamState::up) item["last_error"] = u.last_error;
+    {
+      std::lock_guard lock(models_mutex_);
+      if (!upstream_models_[i].error.empty()) item["models_error"] = upstream_models_[i].error;
+      if (!upstream_memory_[i].is_null()) item["memory"] = upstream_memory_[i];
+    }
+    list.push_back(std::move(item));
+  }
+  const auto primaries = static_cast<std::size_t>(
+      std::count_if(upstreams.begin(), upstreams.end(), [](const auto& u) { return !u.standby; }));
+  const bool all = serving >= primaries;
+  json body = {{"status", serving == 0 ? "unavailable" : (all ? "ok" : "degraded")}, {"role", "gateway"}};
+  if (details) {
+    body["queue"] = queue_.size();
+    body["upstreams"] = std::move(list);
+  }
+  ctx.status = serving == 0 ? 503 : 200;
+  co_await ex.respond_json(ctx.status, body);
+}
+
+asio::awaitable<void> Gateway::metrics(Worker&, http::Exchange& ex, Context& ctx) {
+  ctx.status = 200;
+  std::string text = registry_.render();
+  co_await ex.respond_text(200, std::move(text), "text/plain; version=0.0.4; charset=utf-8");
+}
+
+// The models of every upstream that is up, each once, with the upstreams that serve it.
+asio::awaitable<void> Gateway::models(Worker&, http::Exchange& ex, Context& ctx) {
+  const auto upstreams = pool_.snapshot(Clock::now());
+  json data = json::array();
+  std::map<std::string, std::size_t> position;
+  {
+    std::lock_guard lock(models_mutex_);
+    for (std::size_t i = 0; i < upstreams.size(); ++i) {
+      if (upstreams[i].state == UpstreamState::down) continue;
+      // (Entries as read_model_list rebuilt them: each an object with a string id.)
+      for (const auto& model : upstream_models_[i].entries) {
+        const std::string& id = model.at("id").get_ref<const std::string&>();
+        auto [it, inserted] = position.emplace(id, data.size());
+        if (inserted) {
+          json entry = model;
+          entry["upstreams"] = json::array();
+          data.push_back(std::move(entry));
+        }
+        data[it->second]["upstreams"].push_back(upstreams[i].name);
+      }
+    }
+  }
+  const json body = {{"object", "list"}, {"data", std::move(data)}};
+  ctx.status = 200;
+  co_await ex.respond_json(200, body);
+}
+
+std::optional<Error> Gateway::unserved_model(std::string_view model) {
+  if (model.empty()) return std::nullopt;
+  std::vector<std::string_view> served;
+  std::lock_guard lock(models_mutex_);
+  for (std::size_t i = 0; i < upstream_models_.size(); ++i) {
+    if (!models_read_[i]) return std::nullopt;  // an upstream whose models are unknown may serve it
+    for (const auto& id : upstream_models_[i].ids) {
+      if (id == model) return std::nullopt;
+      if (std::find(served.begin(), served.end(), id) == served.end()) served.push_back(id);
+    }
+  }
+  std::string list;
+  for (std::size_t i = 0; i < served.size() && i < 20; ++i) list.append(i ? ", " : "").append(served[i]);
+  if (served.size() > 20) list += ", ... (" + std::to_string(served.size()) + " in all: GET /v1/models)";
+  return Error{ErrorKind::not_found,
+               "the model " + json_read::describe(json(std::string(model)), 100) +
+                   " is not served by this gateway; it serves: " + (list.empty() ? "none yet" : list),
+               "model", "model_not_found"};
+}
+
+}  // namespace clawbot::gateway::detail

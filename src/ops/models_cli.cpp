@@ -1,0 +1,67 @@
+// `clawbot models` (list, show, pull, synth): the command line. list, show and pull run in models_cmd.cpp (no
+// libllama), synth in model_synth.cpp or, in a build without the engine, model_synth_no_engine.cpp: this file
+// is linked only into the binaries, each of which has one of the two (the libraries' tests need neither).
+#include <memory>
+
+#include <CLI/CLI.hpp>
+
+#include "ops/ops.h"
+#include "ops/plan.h"
+
+namespace clawbot::ops {
+
+std::function<std::optional<int>()> add_models_command(CLI::App& app) {
+  auto* models_cmd = app.add_subcommand("models", "Model-file tools");
+  models_cmd->require_subcommand(1);
+
+  auto synth = std::make_shared<SynthOptions>();
+  auto* synth_cmd = models_cmd->add_subcommand(
+      "synth", "Write a GGUF file with the shape of a real model and random weights, for benchmarks");
+  synth_cmd->add_option("shape", synth->shape, "Shape to write (--list shows them)");
+  synth_cmd->add_option("--quant", synth->quant, "f32, f16, q8_0 or q4_k_m")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"f32", "f16", "q8_0", "q4_k_m"}, CLI::ignore_case));
+  synth_cmd->add_option(
+      "-o,--output", synth->output,
+      "File to write (default: ${XDG_CACHE_HOME:-~/.cache}/clawbot/models/SHAPE-QUANT.gguf)");
+  synth_cmd->add_option("--seed", synth->seed, "Seed of the random weights")->capture_default_str();
+  synth_cmd->add_option(
+      "--vocab-from", synth->vocab_from,
+      "GGUF file whose tokenizer is copied (default: the shape's; path or name in $CLAWBOT_MODELS)");
+  synth_cmd->add_option("-t,--threads", synth->threads, "CPU threads (0: all cores)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+  synth_cmd->add_flag("--force", synth->force, "Write the file again even if a matching one exists");
+  synth_cmd->add_flag("--list", synth->list, "List the shapes");
+
+  auto list = std::make_shared<ModelsListOptions>();
+  auto* list_cmd = models_cmd->add_subcommand(
+      "list", "The models in $CLAWBOT_MODELS: size, architecture, parameters, quantization, context");
+  list_cmd->add_flag("--json", list->json, "Print JSON");
+
+  auto show = std::make_shared<ModelsShowOptions>();
+  auto* show_cmd = models_cmd->add_subcommand("show", "A model's GGUF metadata (arrays abbreviated)");
+  show_cmd->add_option("model", show->model, "Path, name in $CLAWBOT_MODELS, or http(s):// URL")->required();
+  show_cmd->add_flag("--json", show->json, "Print JSON");
+  show_cmd->add_flag("--tensors", show->tensors, "Also list the tensors");
+
+  auto pull = std::make_shared<ModelsPullOptions>();
+  auto* pull_cmd = models_cmd->add_subcommand(
+      "pull", "Download a model (resumes, checks SHA-256); hf://ORG/REPO/FILE for Hugging Face");
+  pull_cmd->add_option("url", pull->url, "http(s):// or hf:// URL")->required();
+  pull_cmd->add_option("-o,--output-dir", pull->output_dir,
+                       "Directory to write to (default: the first of $CLAWBOT_MODELS)");
+  pull_cmd->add_option("--sha256", pull->sha256,
+                       "Expected SHA-256 (default: URL.sha256 when the server has it)");
+  pull_cmd->add_flag("--no-progress", pull->no_progress, "No progress bar");
+
+  return [=]() -> std::optional<int> {
+    if (synth_cmd->parsed()) return run_models_synth(*synth);
+    if (list_cmd->parsed()) return run_models_list(*list);
+    if (show_cmd->parsed()) return run_models_show(*show);
+    if (pull_cmd->parsed()) return run_models_pull(*pull);
+    return std::nullopt;
+  };
+}
+
+}  // namespace clawbot::ops

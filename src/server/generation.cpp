@@ -1,0 +1,387 @@
+#include "server/generation.h"
+
+#include <chrono>
+#include <cmath>
+#include <ctime>
+#include <optional>
+#include <random>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "common/text.h"
+
+namespace clawbot::server {
+namespace {
+
+using nlohmann::json;
+namespace asio = boost::asio;
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+using Clock = std::chrono::steady_clock;
+
+std::string new_id(const char* prefix) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  std::string id = prefix;
+  for (int i = 0; i < 24; ++i) id += text::hex_digits[rng() % 16];
+  return id;
+}
+
+json usage_json(const GenerationEvent& e) {
+  return {{"prompt_tokens", e.prompt_tokens},
+          {"completion_tokens", e.completion_tokens},
+          {"total_tokens", e.prompt_tokens + e.completion_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", e.cached_tokens}}}};
+}
+
+// llama-server's timings: prompt_n counts the prompt tokens processed (not those taken from the cache), and
+// prompt_ms runs from the slot taking the request to its first token; queue_ms (ours) is the wait before.
+json timings_json(const GenerationEvent& e) {
+  const int processed = e.prompt_tokens - e.cached_tokens;
+  const int steps = e.completion_tokens - 1;  // the first token comes with the prompt's last step
+  return {{"cache_n", e.cached_tokens},
+          {"prompt_n", processed},
+          {"prompt_ms", e.prompt_ms},
+          {"prompt_per_token_ms", processed > 0 ? e.prompt_ms / processed : 0.0},
+          {"prompt_per_second", e.prompt_ms > 0 ? 1000.0 * processed / e.prompt_ms : 0.0},
+          {"predicted_n", e.completion_tokens},
+          {"predicted_ms", e.generation_ms},
+          {"predicted_per_token_ms", steps > 0 ? e.generation_ms / steps : 0.0},
+          {"predicted_per_second", steps > 0 && e.generation_ms > 0 ? 1000.0 * steps / e.generation_ms : 0.0},
+          {"queue_ms", e.queue_ms}};
+}
+
+// What the access log says of a request's tokens and first token (never its text).
+void note_usage(http::Exchange& ex, const GenerationEvent& totals, std::optional<double> ttft_ms) {
+  auto& fields = ex.log_fields();
+  fields["prompt_tokens"] = totals.prompt_tokens;
+  fields["cached_tokens"] = totals.cached_tokens;
+  fields["completion_tokens"] = totals.completion_tokens;
+  if (ttft_ms) fields["ttft_ms"] = std::round(*ttft_ms * 10) / 10;
+}
+
+// The JSON shapes of one request's answer: chunks of a stream, and the whole answer.
+class ReplyFormat {
+ public:
+  ReplyFormat(const ServeContext& ctx, Api api, const json& final_fields)
+      : ctx_(ctx),
+        api_(api),
+        final_fields_(final_fields),
+        id_(new_id(api == Api::chat ? "chatcmpl-" : "cmpl-")),
+        created_(static_cast<long long>(std::time(nullptr))) {}
+
+  json chunk(int choice_index, const std::string& text, const json& finish_reason, bool first) const {
+    if (api_ == Api::infill) return json{{"index", choice_index}, {"content", text}, {"stop", false}};
+    json choice = {{"index", choice_index}, {"finish_reason", finish_reason}};
+    if (api_ == Api::chat) {
+      json delta = json::object();
+      if (first) delta["role"] = "assistant";
+      if (!text.empty() || first) delta["content"] = text;
+      choice["delta"] = std::move(delta);
+    } else {
+      choice["text"] = text;
+    }
+    choice["logprobs"] = nullptr;
+    return envelope(api_ == Api::chat ? "chat.completion.chunk" : "text_completion", json::array({choice}));
+  }
+
+  // llama-server's fields, and usage as OpenAI counts it; `last`: what the caller added (final_fields).
+  json infill_final(int choice_index, const std::string& text, const GenerationEvent& e, bool last) const {
+    json answer{{"index", choice_index},
+                {"content", text},
+                {"stop", true},
+                {"model", ctx_.model_id},
+                {"stop_type", e.finish_reason == "length" ? "limit" : "eos"},
+                {"tokens_predicted", e.completion_tokens},
+                {"tokens_evaluated", e.prompt_tokens},
+                {"tokens_cached", e.cached_tokens},
+                {"usage", usage_json(e)},
+                {"timings", timings_json(e)}};
+    if (last) answer.update(final_fields_);
+    return answer;
+  }
+
+  // The chunk that ends a choice. Usage once: in its own chunk when the client asked for it (as OpenAI: a
+  // client adding up chunks counts it once), else in the last finish chunk (as llama-server); llama-server's
+  // timings beside it.
+  json finish_chunk(const GenerationEvent& event, const GenerationEvent* totals) const {
+    if (api_ == Api::infill) return infill_final(event.choice, event.text, event, totals != nullptr);
+    json last = chunk(event.choice, event.text, event.finish_reason, false);
+    if (totals) {
+      last["usage"] = usage_json(*totals);
+      last["timings"] = timings_json(*totals);
+    }
+    return last;
+  }
+
+  json usage_chunk(const GenerationEvent& totals) const {
+    json usage = chunk(0, "", nullptr, false);
+    usage["choices"] = json::array();
+    usage["usage"] = usage_json(totals);
+    usage["timings"] = timings_json(totals);
+    return usage;
+  }
+
+  json whole(const std::vector<std::string>& contents, const std::vector<std::string>& finish_reasons,
+             const GenerationEvent& totals) const {
+    const auto n = contents.size();
+    if (api_ == Api::infill) {
+      // One object for one answer, as llama-server; an array for n > 1.
+      json answers = json::array();
+      for (std::size_t i = 0; i < n; ++i) {
+        GenerationEvent e = totals;
+        e.finish_reason = finish_reasons[i];
+        answers.push_back(infill_final(static_cast<int>(i), contents[i], e, true));
+      }
+      return n == 1 ? answers[0] : answers;
+    }
+    json choices = json::array();
+    for (std::size_t i = 0; i < n; ++i) {
+      json choice = {{"index", i}, {"finish_reason", finish_reasons[i]}, {"logprobs", nullptr}};
+      if (api_ == Api::chat) {
+        choice["message"] = {{"role", "assistant"}, {"content", contents[i]}};
+      } else {
+        choice["text"] = contents[i];
+      }
+      choices.push_back(std::move(choice));
+    }
+    json reply = envelope(api_ == Api::chat ? "chat.completion" : "text_completion", std::move(choices));
+    reply["usage"] = usage_json(totals);
+    reply["timings"] = timings_json(totals);
+    return reply;
+  }
+
+ private:
+  json envelope(const char* object, json choices) const {
+    return json{{"id", id_},
+                {"object", object},
+                {"created", created_},
+                {"model", ctx_.model_id},
+                {"system_fingerprint", "clawbot"},
+                {"choices", std::move(choices)}};
+  }
+
+  const ServeContext& ctx_;
+  Api api_;
+  const json& final_fields_;
+  std::string id_;
+  long long created_;
+};
+
+// One request's events from the scheduler to the client: written as they come (a stream), or collected and
+// written whole at the end.
+class GenerationRun {
+ public:
+  GenerationRun(const ServeContext& ctx, http::Exchange& ex, Api api, const CommonRequest& req,
+                const json& final_fields)
+      : ctx_(ctx),
+        ex_(ex),
+        api_(api),
+        req_(req),
+        format_(ctx, api, final_fields),
+        contents_(static_cast<std::size_t>(req.n)),
+        finish_reasons_(static_cast<std::size_t>(req.n)) {}
+
+  asio::awaitable<void> run(std::vector<engine::Token> prompt) {
+    if (!submit(std::move(prompt))) {
+      const Error full = queue_full_error();
+      co_await respond_busy(ex_, full);
+      co_return;
+    }
+    if (req_.stream) {
+      const bool open = co_await start_stream();
+      if (!open) co_return;
+    } else {
+      watch_client();
+    }
+    while (done_ < req_.n) {
+      auto [ec, event] = co_await gen_.events->async_receive(use_tuple);
+      if (ec) {  // the client left (no answer: the access log says 499), or the scheduler dropped the job
+        if (!client_gone_->load()) {
+          const Error gone{
+              ErrorKind::unavailable, "the server is shutting down; retry on another node", {}, {}};
+          co_await fail(gone);
+        }
+        co_return;
+      }
+      const bool more = co_await take(event);
+      if (!more) co_return;
+    }
+    if (ctx_.generation_metrics) {
+      ctx_.generation_metrics->request_latency(
+          std::chrono::duration<double>(Clock::now() - started_).count());
+      ctx_.generation_metrics->request_finished(finish_reasons_[0]);
+    }
+    if (req_.stream) {
+      if (req_.include_usage && api_ != Api::infill)
+        co_await ex_.sse_data(format_.usage_chunk(totals_).dump());
+      co_return;  // the session writes [DONE]
+    }
+    ex_.stop_watching();
+    const json reply = format_.whole(contents_, finish_reasons_, totals_);
+    co_await ex_.respond_json(200, reply);
+  }
+
+ private:
+  bool submit(std::vector<engine::Token> prompt) {
+    gen_.events = std::make_shared<EventChannel>(ex_.executor(), 64);
+    std::vector<GenerationJob> jobs;
+    for (int i = 0; i < req_.n; ++i) {
+      GenerationJob job;
+      job.prompt = prompt;
+      job.sampling = req_.sampling;
+      if (job.sampling.seed != engine::random_seed) job.sampling.seed += static_cast<std::uint32_t>(i);
+      job.max_tokens = req_.max_tokens;
+      job.min_tokens = req_.min_tokens;
+      job.stop = req_.stop;
+      job.choice = i;
+      job.events = gen_.events;
+      job.cancelled = gen_.cancelled;
+      jobs.push_back(std::move(job));
+    }
+    return ctx_.scheduler.submit(std::move(jobs));
+  }
+
+  // A streamed answer notices a client that left when a write fails; a whole answer is written only at the
+  // end, so the socket is watched meanwhile, and a close cancels the job (its slot is free at the next step).
+  void watch_client() {
+    ex_.watch_for_close([cancelled = gen_.cancelled, events = gen_.events, client_gone = client_gone_] {
+      client_gone->store(true);
+      cancelled->store(true);
+      events->close();  // ends the wait for the next event
+    });
+  }
+
+  asio::awaitable<bool> start_stream() {
+    bool open = co_await ex_.sse_start();
+    for (int i = 0; open && api_ == Api::chat && i < req_.n; ++i)
+      open = co_await ex_.sse_data(format_.chunk(i, "", nullptr, true).dump());
+    co_return open;
+  }
+
+  asio::awaitable<void> fail(const Error& error) {
+    if (req_.stream) {
+      co_await ex_.sse_data(to_json(error).dump());
+    } else {
+      ex_.stop_watching();  // before a write: it cancels the socket's waits
+      co_await ex_.respond_error(error);
+    }
+  }
+
+  // One event from the scheduler; false when the answer has ended (failed, or the client left).
+  asio::awaitable<bool> take(const GenerationEvent& event) {
+    if (event.error) {
+      ex_.log_fields()["error"] = to_json(*event.error)["error"]["code"];
+      co_await fail(*event.error);
+      co_return false;
+    }
+    if (!event.done && event.text.empty()) {  // a heartbeat while the prompt waits or is prefilled
+      if (!req_.stream) co_return true;
+      co_return co_await ex_.sse_comment("keep-alive");
+    }
+    observe_timing(event);
+    if (!event.done) {
+      if (!req_.stream) {
+        contents_[static_cast<std::size_t>(event.choice)] += event.text;
+        co_return true;
+      }
+      co_return co_await ex_.sse_data(format_.chunk(event.choice, event.text, nullptr, false).dump());
+    }
+    if (!req_.stream) contents_[static_cast<std::size_t>(event.choice)] += event.text;
+    count_finished(event);
+    if (!req_.stream) co_return true;
+    const bool last = done_ == req_.n;
+    const bool usage_here = last && (api_ == Api::infill || !req_.include_usage);
+    co_return co_await ex_.sse_data(format_.finish_chunk(event, usage_here ? &totals_ : nullptr).dump());
+  }
+
+  void observe_timing(const GenerationEvent& event) {
+    if (event.text.empty() || !ctx_.generation_metrics) return;
+    const auto now = Clock::now();
+    if (!ttft_ms_) {
+      ttft_ms_ = std::chrono::duration<double, std::milli>(now - started_).count();
+      ctx_.generation_metrics->time_to_first_token(std::chrono::duration<double>(now - started_).count());
+    } else {
+      ctx_.generation_metrics->inter_token_latency(
+          std::chrono::duration<double>(now - last_token_at_).count());
+    }
+    last_token_at_ = now;
+  }
+
+  void count_finished(const GenerationEvent& event) {
+    ++done_;
+    finish_reasons_[static_cast<std::size_t>(event.choice)] = event.finish_reason;
+    totals_.prompt_tokens = event.prompt_tokens;
+    totals_.cached_tokens = std::max(totals_.cached_tokens, event.cached_tokens);
+    totals_.completion_tokens += event.completion_tokens;
+    totals_.prompt_ms = std::max(totals_.prompt_ms, event.prompt_ms);
+    totals_.generation_ms = std::max(totals_.generation_ms, event.generation_ms);
+    totals_.queue_ms = std::max(totals_.queue_ms, event.queue_ms);
+    if (done_ == req_.n) note_usage(ex_, totals_, ttft_ms_);
+  }
+
+  const ServeContext& ctx_;
+  http::Exchange& ex_;
+  Api api_;
+  const CommonRequest& req_;
+  ReplyFormat format_;
+  const Clock::time_point started_ = Clock::now();
+  Generation gen_;
+  std::shared_ptr<std::atomic<bool>> client_gone_ = std::make_shared<std::atomic<bool>>(false);
+  std::vector<std::string> contents_;
+  std::vector<std::string> finish_reasons_;
+  GenerationEvent totals_;
+  int done_ = 0;
+  std::optional<double> ttft_ms_;
+  Clock::time_point last_token_at_ = started_;
+};
+
+}  // namespace
+
+void GenerationMetrics::observe(Series& series, const char* name, const char* help,
+                                const std::vector<double>& buckets, double value) {
+  std::call_once(series.resolved, [&] { series.handle = registry_.histogram(name, help, buckets); });
+  series.handle.observe(value);
+}
+
+void GenerationMetrics::time_to_first_token(double seconds) {
+  observe(ttft_, "clawbot_time_to_first_token_seconds", "Time to first token", monitor::ttft_buckets(),
+          seconds);
+}
+
+void GenerationMetrics::inter_token_latency(double seconds) {
+  observe(itl_, "clawbot_inter_token_latency_seconds", "Time between streamed pieces", monitor::itl_buckets(),
+          seconds);
+}
+
+void GenerationMetrics::request_latency(double seconds) {
+  observe(e2e_, "clawbot_e2e_request_latency_seconds", "Request latency, end to end", monitor::e2e_buckets(),
+          seconds);
+}
+
+// Once a request, by a label that varies: looked up by name.
+void GenerationMetrics::request_finished(const std::string& finish_reason) {
+  registry_.counter_add("clawbot_request_success_total", "Finished requests by finish reason",
+                        {{"finished_reason", finish_reason}});
+}
+
+Error queue_full_error() {
+  return Error{ErrorKind::unavailable,
+               "the server is busy: its request queue is full; retry shortly",
+               {},
+               "queue_full"};
+}
+
+asio::awaitable<void> respond_busy(http::Exchange& ex, const Error& error) {
+  std::vector<std::pair<std::string, std::string>> headers;
+  headers.emplace_back("Retry-After", "1");
+  co_await ex.respond_error(error, std::move(headers));
+}
+
+asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex, Api api,
+                                     std::vector<engine::Token> prompt, const CommonRequest& req,
+                                     const json& final_fields) {
+  GenerationRun run(ctx, ex, api, req, final_fields);
+  co_await run.run(std::move(prompt));
+}
+
+}  // namespace clawbot::server

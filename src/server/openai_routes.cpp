@@ -327,6 +327,16 @@ struct Generation {
   }
 };
 
+// OpenAI's words for why a choice ended ("error" is never written: an error event answers instead).
+const char* openai_finish_reason(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::stop: return "stop";
+    case FinishReason::length: return "length";
+    case FinishReason::error: return "error";
+  }
+  return "stop";
+}
+
 Error queue_full_error() {
   return Error{ErrorKind::unavailable,
                "the server is busy: its request queue is full; retry shortly",
@@ -439,7 +449,7 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
                 {"content", text},
                 {"stop", true},
                 {"model", ctx.model_id},
-                {"stop_type", e.finish_reason == "length" ? "limit" : "eos"},
+                {"stop_type", e.finish_reason == FinishReason::length ? "limit" : "eos"},
                 {"tokens_predicted", e.completion_tokens},
                 {"tokens_evaluated", e.prompt_tokens},
                 {"tokens_cached", e.cached_tokens},
@@ -468,7 +478,7 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
   }
 
   std::vector<std::string> contents(static_cast<std::size_t>(req.n));
-  std::vector<std::string> finish_reasons(static_cast<std::size_t>(req.n));
+  std::vector<FinishReason> finish_reasons(static_cast<std::size_t>(req.n));
   GenerationEvent totals;
   int done = 0;
   bool first_token_seen = false;
@@ -540,7 +550,7 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
       if (done == req.n) last.update(final_fields);
       if (!co_await ex.sse_data(last.dump())) co_return;
     } else if (req.stream) {
-      json last = chunk(event.choice, event.text, event.finish_reason, false);
+      json last = chunk(event.choice, event.text, openai_finish_reason(event.finish_reason), false);
       // Usage once: in its own chunk when the client asked for it (as OpenAI: a client adding up chunks
       // counts it once), else in the finish chunk (as llama-server); llama-server's timings beside it.
       if (done == req.n && !req.include_usage) {
@@ -555,7 +565,7 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
         "clawbot_e2e_request_latency_seconds", "Request latency, end to end", monitor::e2e_buckets(),
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     ctx.metrics->counter_add("clawbot_request_success_total", "Finished requests by finish reason",
-                             {{"finished_reason", finish_reasons[0]}});
+                             {{"finished_reason", openai_finish_reason(finish_reasons[0])}});
   }
   if (req.stream) {
     if (req.include_usage && api != Api::infill) {
@@ -583,7 +593,7 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
   json choices = json::array();
   for (int i = 0; i < req.n; ++i) {
     const auto k = static_cast<std::size_t>(i);
-    json choice = {{"index", i}, {"finish_reason", finish_reasons[k]}, {"logprobs", nullptr}};
+    json choice = {{"index", i}, {"finish_reason", openai_finish_reason(finish_reasons[k])}, {"logprobs", nullptr}};
     if (api == Api::chat) {
       choice["message"] = {{"role", "assistant"}, {"content", contents[k]}};
     } else {

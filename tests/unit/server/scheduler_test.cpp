@@ -25,11 +25,16 @@ struct Client {
   std::shared_ptr<EventChannel> events;
   std::shared_ptr<std::atomic<bool>> cancelled = std::make_shared<std::atomic<bool>>(false);
   std::vector<GenerationEvent> received;  // heartbeats left out
+  int heartbeats = 0;
 
   // Takes everything the channel holds now.
   void read() {
     while (events->try_receive([this](boost::system::error_code, GenerationEvent e) {
-      if (e.done || !e.text.empty() || !e.embedding.empty()) received.push_back(std::move(e));
+      if (e.done || !e.text.empty() || !e.embedding.empty()) {
+        received.push_back(std::move(e));
+      } else {
+        ++heartbeats;
+      }
     })) {
     }
   }
@@ -500,6 +505,27 @@ TEST_F(SchedulerTest, AStreamThatReadsKeepsItsSlot) {
   a->read();
   EXPECT_EQ(scheduler->stats().slow_readers_cut, 0u);
   EXPECT_EQ(a->text(), "cdefgh");
+}
+
+// ---------------------------------------------------------------- heartbeats
+
+TEST_F(SchedulerTest, AQueuedRequestGetsHeartbeatsAndAStreamThatShowsTextDoesNot) {
+  options.parallel = 1;
+  options.heartbeat = 2s;  // checked every second
+  start();
+  auto a = submit(job("ab", 100));
+  step();
+  auto b = submit(job("mn", 2));
+  now += 1s;
+  step();
+  a->read();
+  b->read();
+  EXPECT_EQ(b->heartbeats, 1);
+  EXPECT_EQ(a->heartbeats, 0) << "a stream that just sent text";
+  now += 500ms;
+  step();
+  b->read();
+  EXPECT_EQ(b->heartbeats, 1) << "half a period has not passed";
 }
 
 // ---------------------------------------------------------------- embeddings

@@ -11,8 +11,7 @@ class LlamaSampler final : public TokenSampler {
       : sampler_(params, model), context_(context), end_of_generation_(model.info().end_of_generation) {}
 
   engine::Token sample(int row, bool end_banned) override {
-    return sampler_.sample(context_, row,
-                           end_banned ? end_of_generation_ : std::span<const engine::Token>());
+    return sampler_.sample(context_, row, end_banned ? end_of_generation_ : std::span<const engine::Token>());
   }
 
  private:
@@ -56,7 +55,9 @@ class LlamaBatchEngine final : public BatchEngine {
     return std::make_unique<LlamaSampler>(params, model_, context_);
   }
   std::string piece(engine::Token token) const override { return tokenizer_.piece(token); }
-  bool is_end_of_generation(engine::Token token) const override { return tokenizer_.is_end_of_generation(token); }
+  bool is_end_of_generation(engine::Token token) const override {
+    return tokenizer_.is_end_of_generation(token);
+  }
 
  private:
   const engine::Model& model_;

@@ -330,9 +330,12 @@ struct Generation {
 // OpenAI's words for why a choice ended ("error" is never written: an error event answers instead).
 const char* openai_finish_reason(FinishReason reason) {
   switch (reason) {
-    case FinishReason::stop: return "stop";
-    case FinishReason::length: return "length";
-    case FinishReason::error: return "error";
+    case FinishReason::stop:
+      return "stop";
+    case FinishReason::length:
+      return "length";
+    case FinishReason::error:
+      return "error";
   }
   return "stop";
 }
@@ -593,7 +596,8 @@ asio::awaitable<void> run_generation(const ServeContext& ctx, http::Exchange& ex
   json choices = json::array();
   for (int i = 0; i < req.n; ++i) {
     const auto k = static_cast<std::size_t>(i);
-    json choice = {{"index", i}, {"finish_reason", openai_finish_reason(finish_reasons[k])}, {"logprobs", nullptr}};
+    json choice = {
+        {"index", i}, {"finish_reason", openai_finish_reason(finish_reasons[k])}, {"logprobs", nullptr}};
     if (api == Api::chat) {
       choice["message"] = {{"role", "assistant"}, {"content", contents[k]}};
     } else {

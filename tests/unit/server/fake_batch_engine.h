@@ -1,6 +1,6 @@
 // A BatchEngine without a model, for the scheduler's unit tests: it records every step's tokens, keeps each
-// sequence's cache as the list of tokens it holds (checking that positions follow on), and "predicts" tokens by
-// a rule the test sets. Tokens 1..26 spell 'a'..'z'; token 0 ends a generation.
+// sequence's cache as the list of tokens it holds (checking that positions follow on), and "predicts" tokens
+// by a rule the test sets. Tokens 1..26 spell 'a'..'z'; token 0 ends a generation.
 #pragma once
 
 #include <algorithm>
@@ -42,7 +42,7 @@ struct FakeEngineState {
   };
   engine::DecodeStatus fail_next_decode = engine::DecodeStatus::ok;  // returned once by the next decode
 
-  std::vector<std::vector<BatchToken>> steps;  // every decode's batch, in order
+  std::vector<std::vector<BatchToken>> steps;       // every decode's batch, in order
   std::map<int, std::vector<engine::Token>> cells;  // what each sequence's cache holds, position by position
   int position_errors = 0;  // tokens decoded at a position other than the end of their sequence
   int unsampled_rows = 0;   // sample() from a row whose logits were not asked for
@@ -115,7 +115,8 @@ class FakeBatchEngine final : public BatchEngine {
     auto& cells = state_->cells[seq];
     const auto end = to < 0 ? cells.size() : std::min(cells.size(), static_cast<std::size_t>(to));
     const auto begin = std::min(static_cast<std::size_t>(from), end);
-    cells.erase(cells.begin() + static_cast<std::ptrdiff_t>(begin), cells.begin() + static_cast<std::ptrdiff_t>(end));
+    cells.erase(cells.begin() + static_cast<std::ptrdiff_t>(begin),
+                cells.begin() + static_cast<std::ptrdiff_t>(end));
   }
   void seq_copy_prefix(int src, int dst, int length) override {
     const auto& from = state_->cells[src];

@@ -7,8 +7,8 @@
 
 #include <boost/asio/io_context.hpp>
 
-#include "server/scheduler.h"
 #include "fake_batch_engine.h"
+#include "server/scheduler.h"
 
 namespace clawbot::server {
 namespace {
@@ -109,8 +109,22 @@ class SchedulerTest : public ::testing::Test {
     }
     ASSERT_NE(client.done(), nullptr) << "no done event after " << limit << " passes";
   }
+  // Submits one job and runs the scheduler until its answer ends.
+  std::shared_ptr<Client> answer(GenerationJob j) {
+    auto client = submit(std::move(j));
+    run_until_done(*client);
+    return client;
+  }
+  static void expect_answer(const Client& client, std::string_view text, FinishReason reason, int tokens) {
+    ASSERT_NE(client.done(), nullptr);
+    EXPECT_EQ(client.text(), text);
+    EXPECT_EQ(client.done()->finish_reason, reason);
+    EXPECT_EQ(client.done()->completion_tokens, tokens);
+  }
   std::size_t steps() const { return engine->steps.size(); }
-  std::vector<engine::Token> tokens_of(std::size_t step, int seq) const { return engine->tokens_of(step, seq); }
+  std::vector<engine::Token> tokens_of(std::size_t step, int seq) const {
+    return engine->tokens_of(step, seq);
+  }
   std::vector<int> positions_of(std::size_t step, int seq) const {
     std::vector<int> out;
     for (const auto& t : engine->steps.at(step)) {
@@ -136,8 +150,7 @@ class SchedulerTest : public ::testing::Test {
 TEST_F(SchedulerTest, APromptAloneGoesInWholeThenOneTokenPerStep) {
   options.parallel = 1;
   start();
-  auto a = submit(job("abcdefghij", 3));
-  run_until_done(*a);
+  auto a = answer(job("abcdefghij", 3));
   ASSERT_EQ(steps(), 3u);
   EXPECT_EQ(tokens_of(0, 0), toks("abcdefghij"));  // no stream decodes: not cut into chunks of 8
   EXPECT_EQ(tokens_of(1, 0), toks("k"));
@@ -220,20 +233,16 @@ TEST_F(SchedulerTest, PromptsFirstOffMixesAShortPromptWithTheStreams) {
 
 TEST_F(SchedulerTest, ARequestTakesTheIdleSlotSharingTheLongestPrefixElseAnEmptyOneElseTheLeastRecent) {
   start();
-  auto a = submit(job("abcdefgh", 1));
-  run_until_done(*a);  // slot 0 holds abcdefgh
-  auto b = submit(job("xyzxyzxy", 1));
-  run_until_done(*b);  // an empty slot rather than overwrite slot 0: slot 1
+  auto a = answer(job("abcdefgh", 1));  // slot 0 holds abcdefgh
+  auto b = answer(job("xyzxyzxy", 1));  // an empty slot rather than overwrite slot 0: slot 1
   EXPECT_EQ(engine->cells[1], toks("xyzxyzxy"));
   const std::size_t before = steps();
-  auto c = submit(job("abcdeqrs", 1));
-  run_until_done(*c);
+  auto c = answer(job("abcdeqrs", 1));
   EXPECT_EQ(tokens_of(before, 0), toks("qrs"));  // slot 0, the five shared tokens kept
   EXPECT_EQ(positions_of(before, 0), (std::vector<int>{5, 6, 7}));
   EXPECT_EQ(c->done()->cached_tokens, 5);
   // Nothing shared: the slot used least recently (1, by b) rather than 0 (by c).
-  auto d = submit(job("mmmm", 1));
-  run_until_done(*d);
+  auto d = answer(job("mmmm", 1));
   EXPECT_EQ(tokens_of(steps() - 1, 1), toks("mmmm"));
   const auto stats = scheduler->stats();
   EXPECT_EQ(stats.cache_lookups, 4u);
@@ -261,10 +270,8 @@ TEST_F(SchedulerTest, WithTheCacheOffNothingIsReused) {
   options.cache_enabled = false;
   options.parallel = 1;
   start();
-  auto a = submit(job("abcdefgh", 1));
-  run_until_done(*a);
-  auto b = submit(job("abcdefxy", 1));
-  run_until_done(*b);
+  auto a = answer(job("abcdefgh", 1));
+  auto b = answer(job("abcdefxy", 1));
   EXPECT_EQ(tokens_of(steps() - 1, 0), toks("abcdefxy"));
   EXPECT_EQ(b->done()->cached_tokens, 0);
 }
@@ -274,16 +281,13 @@ TEST_F(SchedulerTest, ACacheThatCannotBeCutBackIsReusedOnlyWhole) {
   options.parallel = 1;
   options.cache_ram_bytes = 4096;
   start();
-  auto a = submit(job("abcdefgh", 1));
-  run_until_done(*a);
-  auto b = submit(job("abcdefghij", 1));  // the whole state is a prefix: kept
-  run_until_done(*b);
+  auto a = answer(job("abcdefgh", 1));
+  auto b = answer(job("abcdefghij", 1));  // the whole state is a prefix: kept
   EXPECT_EQ(b->done()->cached_tokens, 8);
   EXPECT_EQ(tokens_of(steps() - 1, 0), toks("ij"));
   // Only part of it, and no checkpoint (saved at the end of each prompt) is a prefix: start over, as a cut
   // state would not be the state of the prefix.
-  auto c = submit(job("abcdxy", 1));
-  run_until_done(*c);
+  auto c = answer(job("abcdxy", 1));
   EXPECT_EQ(c->done()->cached_tokens, 0);
   EXPECT_EQ(tokens_of(steps() - 1, 0), toks("abcdxy"));
   EXPECT_EQ(scheduler->stats().cold_saves, 3u) << "a checkpoint at the end of every prompt";
@@ -295,13 +299,10 @@ TEST_F(SchedulerTest, ASequenceSavedToTheColdTierIsRestoredForItsNextTurn) {
   options.parallel = 1;
   options.cache_ram_bytes = 1024;
   start();
-  auto a = submit(job("abcdefgh", 1));
-  run_until_done(*a);
-  auto b = submit(job("mnopqrst", 1));  // a's sequence is saved before its slot is reused
-  run_until_done(*b);
+  auto a = answer(job("abcdefgh", 1));
+  auto b = answer(job("mnopqrst", 1));  // a's sequence is saved before its slot is reused
   EXPECT_EQ(scheduler->stats().cold_saves, 1u);
-  auto a2 = submit(job("abcdefghij", 1));
-  run_until_done(*a2);
+  auto a2 = answer(job("abcdefghij", 1));
   EXPECT_EQ(engine->restores, 1);
   EXPECT_EQ(scheduler->stats().cold_restores, 1u);
   EXPECT_EQ(scheduler->stats().cold_saves, 2u);  // b's, before a's came back
@@ -317,17 +318,14 @@ TEST_F(SchedulerTest, AFullColdTierEvictsItsOldestEntry) {
   options.cache_ram_bytes = 3 * 36 + 2;
   start();
   for (const char* prompt : {"aaaaaaaa", "bbbbbbbb", "cccccccc", "dddddddd", "eee"}) {
-    auto r = submit(job(prompt, 1));
-    run_until_done(*r);
+    auto r = answer(job(prompt, 1));
   }
   // a, b and c were saved; saving d took a's bytes.
   EXPECT_EQ(scheduler->stats().cold_saves, 4u);
   EXPECT_EQ(scheduler->stats().cold_evictions, 1u);
-  auto a = submit(job("aaaaxy", 1));
-  run_until_done(*a);
+  auto a = answer(job("aaaaxy", 1));
   EXPECT_EQ(a->done()->cached_tokens, 0) << "a was the oldest: evicted";
-  auto b = submit(job("bbbbxy", 1));
-  run_until_done(*b);
+  auto b = answer(job("bbbbxy", 1));
   EXPECT_EQ(b->done()->cached_tokens, 4) << "b was kept";
   EXPECT_EQ(scheduler->stats().cold_restores, 1u);
   EXPECT_EQ(scheduler->stats().cold_evictions, 1u);
@@ -401,51 +399,33 @@ TEST_F(SchedulerTest, AFullQueueRefusesARequestAndItsChoicesCountOnce) {
 TEST_F(SchedulerTest, ThePerRequestContextLimitsAnAnswerWithoutMaxTokens) {
   options.ctx_per_request = 12;
   start();
-  auto a = submit(job("abcdefghij", 0));
-  run_until_done(*a);
-  EXPECT_EQ(a->text(), "kl");
-  EXPECT_EQ(a->done()->finish_reason, FinishReason::length);
+  expect_answer(*answer(job("abcdefghij", 0)), "kl", FinishReason::length, 2);
 }
 
 TEST_F(SchedulerTest, AnEndOfGenerationTokenStopsAndMinTokensHoldsItBack) {
   // After 'c' the fake model ends every answer.
   engine->next = [](engine::Token last) { return last >= tok('c') ? end_token : last + 1; };
   start();
-  auto a = submit(job("ab", 20));
-  run_until_done(*a);
-  EXPECT_EQ(a->text(), "c");
-  EXPECT_EQ(a->done()->finish_reason, FinishReason::stop);
-  EXPECT_EQ(a->done()->completion_tokens, 1);
-
+  expect_answer(*answer(job("ab", 20)), "c", FinishReason::stop, 1);
   auto j = job("ab", 20);
   j.min_tokens = 3;
-  auto b = submit(std::move(j));
-  run_until_done(*b);
-  EXPECT_EQ(b->text(), "cde");
-  EXPECT_EQ(b->done()->finish_reason, FinishReason::stop);
-  EXPECT_EQ(b->done()->completion_tokens, 3);
+  expect_answer(*answer(std::move(j)), "cde", FinishReason::stop, 3);
 }
 
 TEST_F(SchedulerTest, AStopStringEndsTheAnswerBeforeIt) {
   start();
   auto j = job("ab", 20);
   j.stop = {"ef"};
-  auto a = submit(std::move(j));
-  run_until_done(*a);
-  EXPECT_EQ(a->text(), "cd");
-  EXPECT_EQ(a->done()->finish_reason, FinishReason::stop);
-  EXPECT_EQ(a->done()->completion_tokens, 4);
+  expect_answer(*answer(std::move(j)), "cd", FinishReason::stop, 4);
 }
 
 TEST_F(SchedulerTest, TextHeldBackForAStopStringIsSentWhenTheLimitEndsTheAnswer) {
   start();
   auto j = job("ab", 3);
   j.stop = {"ez"};
-  auto a = submit(std::move(j));
-  run_until_done(*a);
-  EXPECT_EQ(a->text(), "cde");
+  const auto a = answer(std::move(j));
+  expect_answer(*a, "cde", FinishReason::length, 3);
   EXPECT_EQ(a->done()->text, "e");  // held back until the end
-  EXPECT_EQ(a->done()->finish_reason, FinishReason::length);
 }
 
 TEST_F(SchedulerTest, AFailedDecodeEndsTheRequestsInTheStepWithAnError) {

@@ -510,16 +510,21 @@ TEST_F(SchedulerTest, AQueuedRequestGetsHeartbeatsAndAStreamThatShowsTextDoesNot
 
 // ---------------------------------------------------------------- embeddings
 
-TEST_F(SchedulerTest, EmbeddingInputsShareOneDecodeAndComeBackNormalised) {
-  start();
+// One request's inputs to embed, each its own choice as the routes number them.
+std::vector<GenerationJob> embedding_inputs(std::initializer_list<std::string_view> texts) {
   std::vector<GenerationJob> inputs;
-  for (const char* text : {"ab", "cde"}) {
+  for (const auto text : texts) {
     auto j = job(text, 0);
     j.embedding = true;
+    j.choice = static_cast<int>(inputs.size());
     inputs.push_back(std::move(j));
   }
-  inputs[1].choice = 1;
-  auto r = submit(std::move(inputs));
+  return inputs;
+}
+
+TEST_F(SchedulerTest, EmbeddingInputsShareOneDecodeAndComeBackNormalised) {
+  start();
+  auto r = submit(embedding_inputs({"ab", "cde"}));
   step();
   r->read();
   ASSERT_EQ(steps(), 1u);
@@ -540,13 +545,7 @@ TEST_F(SchedulerTest, EmbeddingInputsShareOneDecodeAndComeBackNormalised) {
 TEST_F(SchedulerTest, EmbeddingInputsBeyondTheSequenceLimitTakeAnotherDecode) {
   engine->max_sequences = 1;
   start();
-  std::vector<GenerationJob> inputs;
-  for (const char* text : {"ab", "cde"}) {
-    auto j = job(text, 0);
-    j.embedding = true;
-    inputs.push_back(std::move(j));
-  }
-  auto r = submit(std::move(inputs));
+  auto r = submit(embedding_inputs({"ab", "cde"}));
   step();
   r->read();
   ASSERT_EQ(steps(), 2u);

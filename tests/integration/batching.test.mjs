@@ -421,7 +421,8 @@ describe('queue and cancellation', () => {
     }
     assert.equal(busy, 0, 'the slot was not freed after the client left');
     const left = (await generated()) - generatedBefore;
-    assert.ok(left < 2000, `the stream that was left generated ${left} of its 2000 tokens`);
+    // (A cancel is noticed within a few tokens; half the answer is a generous bound.)
+    assert.ok(left < 1000, `the stream that was left generated ${left} of its 2000 tokens`);
     const r = await postJson(server.baseUrl, COMPL, { prompt: 'Once', max_tokens: 4 }, { timeoutMs: 30000 });
     assert.equal(r.status, 200, r.text);
   });
@@ -454,7 +455,7 @@ describe('queue and cancellation', () => {
     // Freed by the cancel, not by the end of the answer: it stopped short of its 2000 tokens.
     const text = await metrics();
     const generated = metricValue(text, 'clawbot_generation_tokens_total') - generatedBefore;
-    assert.ok(generated < 2000, `the request that was left generated ${generated} of its 2000 tokens`);
+    assert.ok(generated < 1000, `the request that was left generated ${generated} of its 2000 tokens`);
     assert.match(text, /clawbot_http_requests_total\{[^}]*status="499"[^}]*\} 1/);
   });
 });

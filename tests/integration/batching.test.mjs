@@ -536,8 +536,12 @@ describe('a busy slot lends its prefix', () => {
         try {
           const shared = conversation([{ role: 'user', content: 'A long story, please.' }]);
           const running = postJson(server.baseUrl, CHAT, { messages: shared, max_tokens: 900, ignore_eos: true, temperature: 0 });
-          await new Promise((r) => setTimeout(r, 100));  // the first request is decoding by now
-          // Only a busy slot can lend the prefix: the second request gets the other, empty slot.
+          // Once the first request decodes (the deadline only stops a hung test), only a busy slot can lend the
+          // prefix: the second request gets the other, empty slot.
+          let slots = [];
+          for (const until = Date.now() + 30000; !slots.some((x) => x.generated_tokens > 0) && Date.now() < until;) {
+            slots = (await getJson(server.baseUrl, '/slots')).json;
+          }
           const health = await getJson(server.baseUrl, '/health');
           assert.equal(health.json.slots_busy, 1, `the first request should still be running: ${health.text}`);
           const second = conversation([{ role: 'user', content: 'Tell me about a bird.' }]);

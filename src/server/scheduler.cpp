@@ -115,7 +115,12 @@ Scheduler::~Scheduler() {
 }
 
 void Scheduler::step_for_test() {
-  run_once();
+  std::vector<GenerationJob> admitted;
+  {
+    std::lock_guard lock(mutex_);
+    admitted = take_admissible();
+  }
+  run_once(std::move(admitted));
 }
 
 bool Scheduler::submit(std::vector<GenerationJob> jobs) {
@@ -175,6 +180,7 @@ SlotState Scheduler::state_of(const Slot& s, Clock::time_point at) {
 
 void Scheduler::run() {
   for (;;) {
+    std::vector<GenerationJob> admitted;
     {
       std::unique_lock lock(mutex_);
       const bool any_busy =
@@ -186,8 +192,9 @@ void Scheduler::run() {
         wake_.wait_for(lock, std::chrono::milliseconds(5), work);  // parked events: try again soon
       }
       if (stopping_) break;
+      admitted = take_admissible();
     }
-    run_once();
+    run_once(std::move(admitted));
     // Every busy slot waits on a slow reader: do not spin.
     const bool all_blocked =
         std::all_of(slots_.begin(), slots_.end(), [](const auto& s) { return !s->busy() || s->blocked; });
@@ -197,26 +204,26 @@ void Scheduler::run() {
   }
 }
 
-void Scheduler::run_once() {
+std::vector<GenerationJob> Scheduler::take_admissible() {
   std::vector<GenerationJob> admitted;
-  {
-    std::lock_guard lock(mutex_);
-    std::size_t free_slots = static_cast<std::size_t>(
-        std::count_if(slots_.begin(), slots_.end(), [](const auto& s) { return !s->busy(); }));
-    while (!queue_.empty() && (free_slots > 0 || queue_.front().embedding)) {
-      GenerationJob job = std::move(queue_.front());
-      queue_.pop_front();
-      if (job.last_of_request) --queued_requests_;
-      if (job.cancelled->load()) {
-        job.events->close();
-        continue;
-      }
-      if (!job.embedding) --free_slots;
-      admitted.push_back(std::move(job));
+  std::size_t free_slots = static_cast<std::size_t>(
+      std::count_if(slots_.begin(), slots_.end(), [](const auto& s) { return !s->busy(); }));
+  while (!queue_.empty() && (free_slots > 0 || queue_.front().embedding)) {
+    GenerationJob job = std::move(queue_.front());
+    queue_.pop_front();
+    if (job.last_of_request) --queued_requests_;
+    if (job.cancelled->load()) {
+      job.events->close();
+      continue;
     }
-    stats_.queued = queued_requests_;
+    if (!job.embedding) --free_slots;
+    admitted.push_back(std::move(job));
   }
+  stats_.queued = queued_requests_;
+  return admitted;
+}
 
+void Scheduler::run_once(std::vector<GenerationJob> admitted) {
   std::vector<GenerationJob> embeddings;
   for (auto& job : admitted) {
     if (job.embedding) {

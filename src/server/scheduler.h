@@ -177,7 +177,10 @@ class Scheduler {
     std::deque<GenerationEvent> outbox;
   };
   void run();
-  void run_once();
+  // The queued jobs that free slots can take now (embeddings need none); under mutex_.
+  std::vector<GenerationJob> take_admissible();
+  // Admissions, one step, heartbeats, stats: one pass of the loop.
+  void run_once(std::vector<GenerationJob> admitted);
   void close_all();  // at shutdown: every job still here learns it will not be answered
   Clock::time_point now() const { return clock_ ? clock_() : Clock::now(); }
   // Rewrites the prompt's tokens where they spell the same text as a cached sequence's (see align_by_text).

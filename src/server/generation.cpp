@@ -26,6 +26,19 @@ std::string new_id(const char* prefix) {
   return id;
 }
 
+// OpenAI's words for why a choice ended ("error" is never written: an error event answers instead).
+const char* openai_finish_reason(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::stop:
+      return "stop";
+    case FinishReason::length:
+      return "length";
+    case FinishReason::error:
+      return "error";
+  }
+  return "stop";
+}
+
 json usage_json(const GenerationEvent& e) {
   return {{"prompt_tokens", e.prompt_tokens},
           {"completion_tokens", e.completion_tokens},
@@ -90,7 +103,7 @@ class ReplyFormat {
                 {"content", text},
                 {"stop", true},
                 {"model", ctx_.model_id},
-                {"stop_type", e.finish_reason == "length" ? "limit" : "eos"},
+                {"stop_type", e.finish_reason == FinishReason::length ? "limit" : "eos"},
                 {"tokens_predicted", e.completion_tokens},
                 {"tokens_evaluated", e.prompt_tokens},
                 {"tokens_cached", e.cached_tokens},
@@ -105,7 +118,7 @@ class ReplyFormat {
   // timings beside it.
   json finish_chunk(const GenerationEvent& event, const GenerationEvent* totals) const {
     if (api_ == Api::infill) return infill_final(event.choice, event.text, event, totals != nullptr);
-    json last = chunk(event.choice, event.text, event.finish_reason, false);
+    json last = chunk(event.choice, event.text, openai_finish_reason(event.finish_reason), false);
     if (totals) {
       last["usage"] = usage_json(*totals);
       last["timings"] = timings_json(*totals);
@@ -121,7 +134,7 @@ class ReplyFormat {
     return usage;
   }
 
-  json whole(const std::vector<std::string>& contents, const std::vector<std::string>& finish_reasons,
+  json whole(const std::vector<std::string>& contents, const std::vector<FinishReason>& finish_reasons,
              const GenerationEvent& totals) const {
     const auto n = contents.size();
     if (api_ == Api::infill) {
@@ -136,7 +149,8 @@ class ReplyFormat {
     }
     json choices = json::array();
     for (std::size_t i = 0; i < n; ++i) {
-      json choice = {{"index", i}, {"finish_reason", finish_reasons[i]}, {"logprobs", nullptr}};
+      json choice = {
+          {"index", i}, {"finish_reason", openai_finish_reason(finish_reasons[i])}, {"logprobs", nullptr}};
       if (api_ == Api::chat) {
         choice["message"] = {{"role", "assistant"}, {"content", contents[i]}};
       } else {
@@ -209,7 +223,7 @@ class GenerationRun {
     if (ctx_.generation_metrics) {
       ctx_.generation_metrics->request_latency(
           std::chrono::duration<double>(Clock::now() - started_).count());
-      ctx_.generation_metrics->request_finished(finish_reasons_[0]);
+      ctx_.generation_metrics->request_finished(openai_finish_reason(finish_reasons_[0]));
     }
     if (req_.stream) {
       if (req_.include_usage && api_ != Api::infill)
@@ -328,7 +342,7 @@ class GenerationRun {
   Generation gen_;
   std::shared_ptr<std::atomic<bool>> client_gone_ = std::make_shared<std::atomic<bool>>(false);
   std::vector<std::string> contents_;
-  std::vector<std::string> finish_reasons_;
+  std::vector<FinishReason> finish_reasons_;
   GenerationEvent totals_;
   int done_ = 0;
   std::optional<double> ttft_ms_;

@@ -8,7 +8,7 @@
 namespace clawbot::server {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using Clock = Scheduler::Clock;
 
 double ms_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
@@ -61,7 +61,7 @@ struct Scheduler::Slot {
   std::optional<GenerationJob> job;
   std::size_t prefilled = 0;  // prompt tokens in the cache
   int reused = 0;             // of which came from the cache
-  std::optional<engine::Sampler> sampler;
+  std::unique_ptr<TokenSampler> sampler;
   engine::Utf8StreamDecoder decoder;
   std::optional<StopMatcher> stops;
   engine::Token last = 0;  // sampled, not yet decoded
@@ -84,14 +84,16 @@ struct Scheduler::Slot {
 
 // ---------------------------------------------------------------- Scheduler
 
-Scheduler::Scheduler(const engine::Model& model, engine::Context& context, SchedulerOptions options)
-    : model_(model),
-      context_(context),
-      tokenizer_(model),
-      options_(options),
-      cold_(options.cache_enabled ? options.cache_ram_bytes : 0),
-      batch_(context.n_batch()),
-      prefill_chunk_now_(std::max(1, options.prefill_chunk)) {
+Scheduler::Scheduler(std::unique_ptr<BatchEngine> engine, SchedulerOptions options, ManualDrive drive)
+    : engine_(std::move(engine)),
+      can_truncate_(engine_->can_truncate_cache()),
+      batch_capacity_(engine_->batch_capacity()),
+      clock_(std::move(drive.clock)),
+      options_(std::move(options)),
+      cold_(options_.cache_enabled ? options_.cache_ram_bytes : 0),
+      prefill_chunk_now_(std::max(1, options_.prefill_chunk)),
+      last_heartbeat_(now()) {
+  batch_.reserve(static_cast<std::size_t>(batch_capacity_));
   for (int i = 0; i < options_.parallel; ++i) {
     auto slot = std::make_unique<Slot>();
     slot->seq = i;
@@ -100,12 +102,25 @@ Scheduler::Scheduler(const engine::Model& model, engine::Context& context, Sched
   }
   stats_.slots_total = slots_.size();
   stats_.cold_capacity = cold_.capacity();
-  stats_.kv_cells_total = context_.n_ctx();
+  stats_.kv_cells_total = engine_->kv_cells();
+}
+
+Scheduler::Scheduler(std::unique_ptr<BatchEngine> engine, SchedulerOptions options)
+    : Scheduler(std::move(engine), std::move(options), ManualDrive{}) {
   thread_ = std::thread([this] { run(); });
 }
 
 Scheduler::~Scheduler() {
   stop();
+}
+
+void Scheduler::step_for_test() {
+  std::vector<GenerationJob> admitted;
+  {
+    std::lock_guard lock(mutex_);
+    admitted = take_admissible();
+  }
+  run_once(std::move(admitted));
 }
 
 bool Scheduler::submit(std::vector<GenerationJob> jobs) {
@@ -128,6 +143,7 @@ void Scheduler::stop() {
   }
   wake_.notify_all();
   if (thread_.joinable()) thread_.join();
+  close_all();
 }
 
 std::size_t Scheduler::queued() const {
@@ -145,7 +161,7 @@ std::vector<SlotState> Scheduler::slot_states() const {
   return slot_states_;
 }
 
-SlotState Scheduler::state_of(const Slot& s, Clock::time_point now) {
+SlotState Scheduler::state_of(const Slot& s, Clock::time_point at) {
   const bool has_job = s.job.has_value() && s.phase != Slot::Phase::idle;
   return SlotState{
       .id = s.seq,
@@ -158,12 +174,11 @@ SlotState Scheduler::state_of(const Slot& s, Clock::time_point now) {
       .reused = has_job ? s.reused : 0,
       .generated = has_job ? s.generated : 0,
       .max_tokens = has_job ? s.limit : 0,
-      .running_ms = has_job ? std::chrono::duration<double, std::milli>(now - s.admitted_at).count() : 0.0,
+      .running_ms = has_job ? std::chrono::duration<double, std::milli>(at - s.admitted_at).count() : 0.0,
   };
 }
 
 void Scheduler::run() {
-  std::uint64_t order = 0;
   for (;;) {
     std::vector<GenerationJob> admitted;
     {
@@ -177,64 +192,9 @@ void Scheduler::run() {
         wake_.wait_for(lock, std::chrono::milliseconds(5), work);  // parked events: try again soon
       }
       if (stopping_) break;
-      std::size_t free_slots = static_cast<std::size_t>(
-          std::count_if(slots_.begin(), slots_.end(), [](const auto& s) { return !s->busy(); }));
-      while (!queue_.empty() && (free_slots > 0 || queue_.front().embedding)) {
-        GenerationJob job = std::move(queue_.front());
-        queue_.pop_front();
-        if (job.last_of_request) --queued_requests_;
-        if (job.cancelled->load()) {
-          job.events->close();
-          continue;
-        }
-        if (!job.embedding) --free_slots;
-        admitted.push_back(std::move(job));
-      }
-      stats_.queued = queued_requests_;
+      admitted = take_admissible();
     }
-
-    std::vector<GenerationJob> embeddings;
-    for (auto& job : admitted) {
-      if (job.embedding) {
-        embeddings.push_back(std::move(job));
-        continue;
-      }
-      align_with_cache(job);
-      // The free slot whose cache is the most useful to this prompt; else an empty one; else the least
-      // recent.
-      Slot* target = nullptr;
-      std::size_t best = 0;
-      for (auto& s : slots_) {
-        if (s->busy()) continue;
-        std::size_t usable = common_prefix(s->cached, job.prompt);
-        if (!model_.info().can_truncate_cache() && usable != s->cached.size()) usable = 0;
-        const bool better = !target || usable > best ||
-                            (usable == best && (s->cached.empty() ? 0 : s->last_used + 1) <
-                                                   (target->cached.empty() ? 0 : target->last_used + 1));
-        if (better) {
-          target = s.get();
-          best = usable;
-        }
-      }
-      target->admitted_order = ++order;
-      admit(*target, std::move(job));
-    }
-    if (!embeddings.empty()) run_embeddings(embeddings);
-    step();
-    send_heartbeats();
-
-    {
-      std::lock_guard lock(mutex_);
-      stats_.slots_busy = static_cast<std::size_t>(
-          std::count_if(slots_.begin(), slots_.end(), [](const auto& s) { return s->busy(); }));
-      std::int64_t cells = 0;
-      for (const auto& s : slots_) cells += static_cast<std::int64_t>(s->cached.size());
-      stats_.kv_cells_used = cells;
-      const auto now = Clock::now();
-      for (const auto& s : slots_) slot_states_[static_cast<std::size_t>(s->seq)] = state_of(*s, now);
-      stats_.cold_bytes = cold_.bytes_used();
-      stats_.cold_evictions = cold_.evictions();
-    }
+    run_once(std::move(admitted));
     // Every busy slot waits on a slow reader: do not spin.
     const bool all_blocked =
         std::all_of(slots_.begin(), slots_.end(), [](const auto& s) { return !s->busy() || s->blocked; });
@@ -242,7 +202,71 @@ void Scheduler::run() {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   }
-  // Shutting down: every job still here learns it will not be answered.
+}
+
+std::vector<GenerationJob> Scheduler::take_admissible() {
+  std::vector<GenerationJob> admitted;
+  std::size_t free_slots = static_cast<std::size_t>(
+      std::count_if(slots_.begin(), slots_.end(), [](const auto& s) { return !s->busy(); }));
+  while (!queue_.empty() && (free_slots > 0 || queue_.front().embedding)) {
+    GenerationJob job = std::move(queue_.front());
+    queue_.pop_front();
+    if (job.last_of_request) --queued_requests_;
+    if (job.cancelled->load()) {
+      job.events->close();
+      continue;
+    }
+    if (!job.embedding) --free_slots;
+    admitted.push_back(std::move(job));
+  }
+  stats_.queued = queued_requests_;
+  return admitted;
+}
+
+void Scheduler::run_once(std::vector<GenerationJob> admitted) {
+  std::vector<GenerationJob> embeddings;
+  for (auto& job : admitted) {
+    if (job.embedding) {
+      embeddings.push_back(std::move(job));
+      continue;
+    }
+    align_with_cache(job);
+    // The free slot whose cache is the most useful to this prompt; else an empty one; else the least
+    // recent.
+    Slot* target = nullptr;
+    std::size_t best = 0;
+    for (auto& s : slots_) {
+      if (s->busy()) continue;
+      std::size_t usable = common_prefix(s->cached, job.prompt);
+      if (!can_truncate_ && usable != s->cached.size()) usable = 0;
+      const bool better = !target || usable > best ||
+                          (usable == best && (s->cached.empty() ? 0 : s->last_used + 1) <
+                                                 (target->cached.empty() ? 0 : target->last_used + 1));
+      if (better) {
+        target = s.get();
+        best = usable;
+      }
+    }
+    target->admitted_order = ++admissions_;
+    admit(*target, std::move(job));
+  }
+  if (!embeddings.empty()) run_embeddings(embeddings);
+  step();
+  send_heartbeats();
+
+  std::lock_guard lock(mutex_);
+  stats_.slots_busy = static_cast<std::size_t>(
+      std::count_if(slots_.begin(), slots_.end(), [](const auto& s) { return s->busy(); }));
+  std::int64_t cells = 0;
+  for (const auto& s : slots_) cells += static_cast<std::int64_t>(s->cached.size());
+  stats_.kv_cells_used = cells;
+  const auto at = now();
+  for (const auto& s : slots_) slot_states_[static_cast<std::size_t>(s->seq)] = state_of(*s, at);
+  stats_.cold_bytes = cold_.bytes_used();
+  stats_.cold_evictions = cold_.evictions();
+}
+
+void Scheduler::close_all() {
   for (auto& s : slots_) {
     if (s->job) s->job->events->close();
   }
@@ -255,20 +279,20 @@ void Scheduler::run() {
 }
 
 void Scheduler::send_heartbeats() {
-  const auto now = Clock::now();
+  const auto at = now();
   // Checked twice a period, so that no stream is silent for much longer than one period.
-  if (now - last_heartbeat_ < options_.heartbeat / 2) return;
-  last_heartbeat_ = now;
+  if (at - last_heartbeat_ < options_.heartbeat / 2) return;
+  last_heartbeat_ = at;
   GenerationEvent beat;  // empty and not done: "still working on it"
   std::lock_guard lock(mutex_);
   for (auto& job : queue_) job.events->try_send(boost::system::error_code{}, beat);
   for (auto& s : slots_) {
     if (!s->job || !s->outbox.empty()) continue;
     // A long prefill, or a run of tokens that show no text, would otherwise look like a dead connection.
-    const bool silent = now - s->last_emit >= options_.heartbeat / 2;
+    const bool silent = at - s->last_emit >= options_.heartbeat / 2;
     if (s->phase == Slot::Phase::prefill || (s->phase == Slot::Phase::generate && silent)) {
       s->job->events->try_send(boost::system::error_code{}, beat);
-      s->last_emit = now;
+      s->last_emit = at;
     }
   }
 }
@@ -277,10 +301,10 @@ void Scheduler::save_to_cold(Slot& slot) {
   if (!options_.cache_enabled || cold_.capacity() == 0) return;
   if (slot.cached.size() < static_cast<std::size_t>(options_.min_cached_tokens)) return;
   if (cold_.contains_exact(slot.cached)) return;
-  const std::size_t size = context_.seq_state_size(slot.seq);
+  const std::size_t size = engine_->seq_state_size(slot.seq);
   auto room = cold_.insert(slot.cached, size);
   if (room.empty()) return;
-  const std::size_t written = context_.seq_state_save(slot.seq, room);
+  const std::size_t written = engine_->seq_state_save(slot.seq, room);
   if (written == 0) {
     cold_.erase_last();
     return;
@@ -293,7 +317,7 @@ void Scheduler::save_to_cold(Slot& slot) {
 void Scheduler::align_with_cache(GenerationJob& job) {
   if (!options_.cache_enabled) return;
   auto& prompt = job.prompt;
-  const PieceOf piece = [this](engine::Token t) { return tokenizer_.piece(t); };  // one, for every candidate
+  const PieceOf piece = [this](engine::Token t) { return engine_->piece(t); };  // one, for every candidate
   const std::vector<engine::Token>* best = nullptr;
   TextAlignment best_at;
   auto consider = [&](const std::vector<engine::Token>& cached) {
@@ -311,7 +335,7 @@ void Scheduler::align_with_cache(GenerationJob& job) {
     return;  // nothing, or only what a token-by-token match finds anyway
   }
   // A state that cannot be cut back is only of use whole.
-  if (!model_.info().can_truncate_cache() && best_at.cached != best->size()) return;
+  if (!can_truncate_ && best_at.cached != best->size()) return;
   // The same text in the tokens the cache holds; a prompt that grows so must still leave the answer its room.
   const std::size_t aligned_size = best_at.cached + (prompt.size() - best_at.prompt);
   const std::size_t room = static_cast<std::size_t>(std::max(0, options_.ctx_per_request));
@@ -327,7 +351,7 @@ void Scheduler::align_with_cache(GenerationJob& job) {
 
 void Scheduler::admit(Slot& slot, GenerationJob job) {
   const auto& prompt = job.prompt;
-  const bool can_truncate = model_.info().can_truncate_cache();
+  const bool can_truncate = can_truncate_;
   const bool use_cache = options_.cache_enabled;
 
   std::size_t in_place = 0;
@@ -373,18 +397,18 @@ void Scheduler::admit(Slot& slot, GenerationJob job) {
     source = donor_len > in_place ? Source::busy_slot : Source::slot_itself;
 
   if (source == Source::busy_slot) {
-    context_.seq_copy_prefix(donor->seq, slot.seq, static_cast<int>(donor_len));
+    engine_->seq_copy_prefix(donor->seq, slot.seq, static_cast<int>(donor_len));
     slot.cached.assign(donor->cached.begin(), donor->cached.begin() + static_cast<std::ptrdiff_t>(donor_len));
   } else if (source == Source::cold_tier) {
-    context_.seq_remove(slot.seq, 0, -1);
+    engine_->seq_remove(slot.seq, 0, -1);
     const auto state = cold_.state(cold->id);
-    if (context_.seq_state_restore(slot.seq, state)) {
+    if (engine_->seq_state_restore(slot.seq, state)) {
       slot.cached = cold_.tokens(cold->id);
       std::lock_guard lock(mutex_);
       ++stats_.cold_restores;
     } else {
       spdlog::warn("restoring a saved sequence failed; prefilling from scratch");
-      context_.seq_remove(slot.seq, 0, -1);
+      engine_->seq_remove(slot.seq, 0, -1);
       slot.cached.clear();
     }
     cold_.erase(cold->id);
@@ -392,11 +416,11 @@ void Scheduler::admit(Slot& slot, GenerationJob job) {
 
   std::size_t reused = std::min(keep, common_prefix(slot.cached, prompt));
   if (can_truncate) {
-    context_.seq_remove(slot.seq, static_cast<int>(reused), -1);
+    engine_->seq_remove(slot.seq, static_cast<int>(reused), -1);
     slot.cached.resize(reused);
   } else if (reused != slot.cached.size()) {
     // A recurrent state cannot be cut back: start over.
-    context_.seq_remove(slot.seq, 0, -1);
+    engine_->seq_remove(slot.seq, 0, -1);
     slot.cached.clear();
     reused = 0;
   }
@@ -411,14 +435,14 @@ void Scheduler::admit(Slot& slot, GenerationJob job) {
 
   slot.prefilled = reused;
   slot.reused = static_cast<int>(reused);
-  slot.sampler.emplace(job.sampling, model_);
+  slot.sampler = engine_->sampler(job.sampling);
   slot.decoder = engine::Utf8StreamDecoder();
   slot.stops.emplace(job.stop);
   slot.generated = 0;
   const int room = options_.ctx_per_request - static_cast<int>(prompt.size());
   slot.limit = job.max_tokens > 0 ? std::min(job.max_tokens, room) : room;
   slot.outbox.clear();
-  slot.admitted_at = slot.last_emit = slot.last_delivery = Clock::now();
+  slot.admitted_at = slot.last_emit = slot.last_delivery = now();
   slot.phase = Slot::Phase::prefill;
   slot.job = std::move(job);
 }
@@ -429,7 +453,7 @@ bool Scheduler::flush_pending(Slot& slot) {
     if (!slot.job->events->try_send(boost::system::error_code{}, slot.outbox.front())) break;
     slot.outbox.pop_front();
   }
-  if (slot.outbox.size() < pending) slot.last_delivery = Clock::now();
+  if (slot.outbox.size() < pending) slot.last_delivery = now();
   return slot.outbox.empty();
 }
 
@@ -453,28 +477,27 @@ void Scheduler::deliver_parked() {
   });
 }
 
-void Scheduler::finish(Slot& slot, std::string reason, std::optional<Error> error) {
+void Scheduler::finish(Slot& slot, FinishReason reason, Tail tail, std::optional<Error> error) {
   GenerationEvent done;
   done.choice = slot.job->choice;
   done.done = true;
-  if (!error && reason != "stop-string") {
-    auto tail = slot.stops->push(slot.decoder.flush());
-    done.text = tail.emit + (tail.stopped ? "" : slot.stops->flush());
-    if (tail.stopped) reason = "stop";
+  if (!error && tail == Tail::send) {
+    auto last = slot.stops->push(slot.decoder.flush());
+    done.text = last.emit + (last.stopped ? "" : slot.stops->flush());
+    if (last.stopped) reason = FinishReason::stop;
   }
-  if (reason == "stop-string") reason = "stop";
-  done.finish_reason = std::move(reason);
+  done.finish_reason = reason;
   done.error = std::move(error);
   done.prompt_tokens = static_cast<int>(slot.job->prompt.size());
   done.cached_tokens = slot.reused;
   done.completion_tokens = slot.generated;
   done.queue_ms = ms_between(slot.job->enqueued, slot.admitted_at);
-  const auto now = Clock::now();
+  const auto at = now();
   if (slot.generated > 0) {
     done.prompt_ms = ms_between(slot.admitted_at, slot.first_token_at);
-    done.generation_ms = ms_between(slot.first_token_at, now);
+    done.generation_ms = ms_between(slot.first_token_at, at);
   } else {
-    done.prompt_ms = ms_between(slot.admitted_at, now);
+    done.prompt_ms = ms_between(slot.admitted_at, at);
   }
   slot.outbox.push_back(std::move(done));
   // The done event ends the client's stream: /slots shows the slot idle before it can arrive (the step's own
@@ -489,13 +512,10 @@ void Scheduler::finish(Slot& slot, std::string reason, std::optional<Error> erro
 
 void Scheduler::sample_and_emit(Slot& slot, int row) {
   const bool too_early = slot.generated < slot.job->min_tokens;
-  const engine::Token token =
-      slot.sampler->sample(context_, row,
-                           too_early ? std::span<const engine::Token>(model_.info().end_of_generation)
-                                     : std::span<const engine::Token>());
-  if (slot.generated == 0) slot.first_token_at = Clock::now();
-  if (tokenizer_.is_end_of_generation(token)) {
-    finish(slot, "stop");
+  const engine::Token token = slot.sampler->sample(row, too_early);
+  if (slot.generated == 0) slot.first_token_at = now();
+  if (engine_->is_end_of_generation(token)) {
+    finish(slot, FinishReason::stop, Tail::send);
     return;
   }
   ++slot.generated;
@@ -503,19 +523,19 @@ void Scheduler::sample_and_emit(Slot& slot, int row) {
     std::lock_guard lock(mutex_);
     ++stats_.generated_tokens;
   }
-  auto piece = slot.stops->push(slot.decoder.push(tokenizer_.piece(token)));
+  auto piece = slot.stops->push(slot.decoder.push(engine_->piece(token)));
   if (!piece.emit.empty()) {
     GenerationEvent event;
     event.choice = slot.job->choice;
     event.text = std::move(piece.emit);
     slot.outbox.push_back(std::move(event));
-    slot.last_emit = Clock::now();
+    slot.last_emit = now();
     flush_pending(slot);
   }
   if (piece.stopped) {
-    finish(slot, "stop-string");
+    finish(slot, FinishReason::stop, Tail::drop);
   } else if (slot.generated >= slot.limit) {
-    finish(slot, "length");
+    finish(slot, FinishReason::length, Tail::send);
   } else {
     slot.last = token;
   }
@@ -524,7 +544,7 @@ void Scheduler::sample_and_emit(Slot& slot, int row) {
 void Scheduler::step() {
   batch_.clear();
   deliver_parked();
-  const auto now = Clock::now();
+  const auto step_at = now();
   // Which requests wait for a slot: a stream's own other choices (n > 1) do not count against it.
   const EventChannel* first_waiting = nullptr;
   bool several_waiting = false;
@@ -562,7 +582,7 @@ void Scheduler::step() {
     }
     s->blocked = !flush_pending(*s);
     const auto timeout = options_.slow_reader_timeout;
-    if (s->blocked && timeout.count() > 0 && now - s->last_delivery >= timeout && others_wait(*s)) {
+    if (s->blocked && timeout.count() > 0 && step_at - s->last_delivery >= timeout && others_wait(*s)) {
       const auto seconds = std::chrono::duration<double>(timeout).count();
       spdlog::warn(
           "a stream's client took nothing for {:g} s while other requests waited: its slot is given up after "
@@ -573,7 +593,7 @@ void Scheduler::step() {
         ++stats_.slow_readers_cut;
       }
       finish(
-          *s, "length",
+          *s, FinishReason::error, Tail::drop,
           Error{ErrorKind::unavailable,
                 fmt::format("this stream was cut after {} tokens: its client read nothing for {:g} s while "
                             "other requests waited for a slot",
@@ -613,7 +633,7 @@ void Scheduler::step() {
   } else {
     for (auto& s : slots_) {
       if (s->phase != Slot::Phase::generate || s->blocked) continue;
-      s->row = batch_.add(s->last, static_cast<int>(s->cached.size()), s->seq, true);
+      s->row = add_to_batch(s->last, static_cast<int>(s->cached.size()), s->seq, true);
       s->decoding = true;
     }
   }
@@ -623,15 +643,15 @@ void Scheduler::step() {
   // waiting than streams decoding, the step grows in proportion: a longer gap for the few buys earlier first
   // tokens for the many (and fewer, larger steps). A recent KV-space shortage (prefill_chunk_now_ halved)
   // scales both down.
-  const int capacity = static_cast<int>(batch_.capacity());
-  const int decoding = batch_.size();
+  const int capacity = batch_capacity_;
+  const int decoding = static_cast<int>(batch_.size());
   const int waiting = static_cast<int>(prefilling.size());
   const long long chunk =
       decoding == 0
           ? std::max<long long>(prefill_chunk_now_, static_cast<long long>(capacity) * prefill_chunk_now_ /
                                                         std::max(1, options_.prefill_chunk))
           : static_cast<long long>(prefill_chunk_now_) * std::max(1, waiting / decoding);
-  int budget = static_cast<int>(std::min<long long>(chunk, capacity - batch_.size()));
+  int budget = static_cast<int>(std::min<long long>(chunk, capacity - decoding));
   for (Slot* s : prefilling) {
     if (budget <= 0) break;
     const auto& prompt = s->job->prompt;
@@ -640,17 +660,17 @@ void Scheduler::step() {
     for (int i = 0; i < take; ++i) {
       const std::size_t at = s->prefilled + static_cast<std::size_t>(i);
       const bool last = (i == remaining - 1);
-      const int row = batch_.add(prompt[at], static_cast<int>(at), s->seq, last);
+      const int row = add_to_batch(prompt[at], static_cast<int>(at), s->seq, last);
       if (last) s->row = row;
     }
     s->take = take;
     budget -= take;
   }
-  if (batch_.size() == 0) return;
+  if (batch_.empty()) return;
 
   const bool had_prefill =
       std::any_of(prefilling.begin(), prefilling.end(), [](const Slot* s) { return s->take > 0; });
-  const auto status = context_.decode(batch_);
+  const auto status = engine_->decode(batch_);
   {
     std::lock_guard lock(mutex_);
     ++stats_.engine_steps;
@@ -665,7 +685,7 @@ void Scheduler::step() {
     if (had_prefill && prefill_chunk_now_ > 8) {
       prefill_chunk_now_ /= 2;  // retry with a smaller step
       spdlog::warn("KV cache full: prefilling {} tokens per step for now", prefill_chunk_now_);
-      for (auto& s : slots_) context_.seq_remove(s->seq, static_cast<int>(s->cached.size()), -1);
+      for (auto& s : slots_) engine_->seq_remove(s->seq, static_cast<int>(s->cached.size()), -1);
       return;
     }
     // Even the decode tokens do not fit: the longest sequence gives way.
@@ -673,9 +693,9 @@ void Scheduler::step() {
     for (auto& s : slots_) {
       if (s->busy() && (!longest || s->cached.size() > longest->cached.size())) longest = s.get();
     }
-    for (auto& s : slots_) context_.seq_remove(s->seq, static_cast<int>(s->cached.size()), -1);
+    for (auto& s : slots_) engine_->seq_remove(s->seq, static_cast<int>(s->cached.size()), -1);
     if (longest) {
-      finish(*longest, "length",
+      finish(*longest, FinishReason::error, Tail::drop,
              Error{ErrorKind::unavailable,
                    "the server ran out of KV cache space for this request; retry",
                    {},
@@ -686,7 +706,7 @@ void Scheduler::step() {
   if (status != engine::DecodeStatus::ok) {
     for (auto& s : slots_) {
       if (s->decoding || s->take > 0) {
-        finish(*s, "error",
+        finish(*s, FinishReason::error, Tail::drop,
                Error{ErrorKind::internal,
                      "the engine failed (decode status " + std::to_string(static_cast<int>(status)) + ")",
                      {},
@@ -710,7 +730,7 @@ void Scheduler::step() {
       if (s->prefilled == prompt.size()) {
         s->phase = Slot::Phase::generate;
         // A checkpoint at the turn boundary: the next turn of this conversation starts from here.
-        if (!model_.info().can_truncate_cache()) save_to_cold(*s);
+        if (!can_truncate_) save_to_cold(*s);
         sample_and_emit(*s, s->row);
       }
     }
@@ -718,18 +738,17 @@ void Scheduler::step() {
 }
 
 void Scheduler::run_embeddings(std::vector<GenerationJob>& jobs) {
-  const int dim = model_.info().n_embd;
   std::size_t begin = 0;
   while (begin < jobs.size()) {
     // As many inputs as fit one batch and the sequence limit.
-    context_.clear();
+    engine_->clear();
     batch_.clear();
     std::size_t end = begin;
-    while (end < jobs.size() && static_cast<int>(end - begin) < static_cast<int>(context_.n_seq_max()) &&
-           batch_.size() + static_cast<int>(jobs[end].prompt.size()) <= static_cast<int>(batch_.capacity())) {
+    while (end < jobs.size() && static_cast<int>(end - begin) < engine_->max_sequences() &&
+           batch_.size() + jobs[end].prompt.size() <= static_cast<std::size_t>(batch_capacity_)) {
       const int seq = static_cast<int>(end - begin);
       for (std::size_t i = 0; i < jobs[end].prompt.size(); ++i) {
-        batch_.add(jobs[end].prompt[i], static_cast<int>(i), seq, true);
+        add_to_batch(jobs[end].prompt[i], static_cast<int>(i), seq, true);
       }
       ++end;
     }
@@ -742,7 +761,7 @@ void Scheduler::run_embeddings(std::vector<GenerationJob>& jobs) {
       ++begin;
       continue;
     }
-    const auto status = context_.decode(batch_);
+    const auto status = engine_->decode(batch_);
     {
       std::lock_guard lock(mutex_);
       ++stats_.engine_steps;
@@ -752,17 +771,18 @@ void Scheduler::run_embeddings(std::vector<GenerationJob>& jobs) {
       event.done = true;
       event.choice = jobs[j].choice;
       event.prompt_tokens = static_cast<int>(jobs[j].prompt.size());
-      const float* v =
-          status == engine::DecodeStatus::ok ? context_.seq_embedding(static_cast<int>(j - begin)) : nullptr;
-      if (!v) {
+      const std::span<const float> v = status == engine::DecodeStatus::ok
+                                           ? engine_->seq_embedding(static_cast<int>(j - begin))
+                                           : std::span<const float>();
+      if (v.empty()) {
         event.error = Error{ErrorKind::internal, "the engine produced no embedding", {}, {}};
       } else {
         double norm = 0;
-        for (int k = 0; k < dim; ++k) norm += static_cast<double>(v[k]) * v[k];
+        for (const float x : v) norm += static_cast<double>(x) * x;
         norm = std::sqrt(norm);
-        event.embedding.resize(static_cast<std::size_t>(dim));
-        for (int k = 0; k < dim; ++k) {
-          event.embedding[static_cast<std::size_t>(k)] = norm > 0 ? static_cast<float>(v[k] / norm) : v[k];
+        event.embedding.resize(v.size());
+        for (std::size_t k = 0; k < v.size(); ++k) {
+          event.embedding[k] = norm > 0 ? static_cast<float>(v[k] / norm) : v[k];
         }
       }
       // The reader waits for exactly these events; a full channel only delays them.
@@ -772,7 +792,14 @@ void Scheduler::run_embeddings(std::vector<GenerationJob>& jobs) {
     }
     begin = end;
   }
-  context_.clear();
+  engine_->clear();
+}
+
+int Scheduler::add_to_batch(engine::Token token, int pos, int seq, bool output) {
+  // The step's budget keeps within the capacity; past it libllama would overrun its arrays.
+  if (batch_.size() >= static_cast<std::size_t>(batch_capacity_)) throw engine::EngineError("batch is full");
+  batch_.push_back({token, pos, seq, output});
+  return static_cast<int>(batch_.size()) - 1;
 }
 
 }  // namespace clawbot::server

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -24,15 +25,23 @@
 
 #include "common/error.h"
 #include "engine/engine.h"
+#include "server/batch_engine.h"
 #include "server/prefix_cache.h"
 
 namespace clawbot::server {
+
+// Why a generation ended; each protocol spells it in its own words where it writes JSON.
+enum class FinishReason {
+  stop,    // an end-of-generation token or a stop string
+  length,  // max_tokens, or the per-request context, is used up
+  error,   // the event's error says what went wrong (a slow reader cut, no KV space, the engine failed)
+};
 
 struct GenerationEvent {
   int choice = 0;    // which of the request's n choices
   std::string text;  // new text, whole UTF-8, stop strings already cut
   bool done = false;
-  std::string finish_reason;  // on done: "stop" or "length"
+  FinishReason finish_reason = FinishReason::stop;  // on done
   int prompt_tokens = 0;
   int cached_tokens = 0;  // prompt tokens reused from the cache
   int completion_tokens = 0;
@@ -132,7 +141,17 @@ struct SlotState {
 
 class Scheduler {
  public:
+  using Clock = std::chrono::steady_clock;
+  // On libllama (llama_batch_engine.cpp): model and context must outlive the scheduler.
   Scheduler(const engine::Model& model, engine::Context& context, SchedulerOptions options);
+  // Runs `engine` on a thread of its own.
+  Scheduler(std::unique_ptr<BatchEngine> engine, SchedulerOptions options);
+  // For tests: no thread; each step_for_test() is one pass of the scheduler's loop, and `clock` is the time
+  // the scheduler sees (slow readers, heartbeats, timings).
+  struct ManualDrive {
+    std::function<Clock::time_point()> clock;
+  };
+  Scheduler(std::unique_ptr<BatchEngine> engine, SchedulerOptions options, ManualDrive drive);
   ~Scheduler();
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
@@ -145,6 +164,8 @@ class Scheduler {
   SchedulerStats stats() const;
   std::vector<SlotState> slot_states() const;
   const SchedulerOptions& options() const noexcept { return options_; }
+  // A pass of the loop as its thread runs it: admissions, one step, heartbeats, stats (ManualDrive only).
+  void step_for_test();
 
  private:
   struct Slot;
@@ -156,11 +177,20 @@ class Scheduler {
     std::deque<GenerationEvent> outbox;
   };
   void run();
+  // The queued jobs that free slots can take now (embeddings need none); under mutex_.
+  std::vector<GenerationJob> take_admissible();
+  // Admissions, one step, heartbeats, stats: one pass of the loop.
+  void run_once(std::vector<GenerationJob> admitted);
+  void close_all();  // at shutdown: every job still here learns it will not be answered
+  Clock::time_point now() const { return clock_ ? clock_() : Clock::now(); }
   // Rewrites the prompt's tokens where they spell the same text as a cached sequence's (see align_by_text).
   void align_with_cache(GenerationJob& job);
   void admit(Slot& slot, GenerationJob job);
   void step();
-  void finish(Slot& slot, std::string reason, std::optional<Error> error = std::nullopt);
+  // Tail::send: the text held back (a possible stop string, an incomplete UTF-8 character) goes out with the
+  // done event; after a stop string it is dropped, the stop string ends the text.
+  enum class Tail { send, drop };
+  void finish(Slot& slot, FinishReason reason, Tail tail, std::optional<Error> error = std::nullopt);
   bool flush_pending(Slot& slot);
   // The slot goes idle; what its client has not taken yet waits in parked_.
   void release(Slot& slot);
@@ -170,19 +200,22 @@ class Scheduler {
   void sample_and_emit(Slot& slot, int row);
   void send_heartbeats();
   // What /slots shows of a slot (taken under mutex_ into slot_states_).
-  static SlotState state_of(const Slot& slot, std::chrono::steady_clock::time_point now);
+  static SlotState state_of(const Slot& slot, Clock::time_point at);
+  int add_to_batch(engine::Token token, int pos, int seq, bool output);
 
-  const engine::Model& model_;
-  engine::Context& context_;
-  engine::Tokenizer tokenizer_;
+  std::unique_ptr<BatchEngine> engine_;
+  const bool can_truncate_;  // engine_->can_truncate_cache()
+  const int batch_capacity_;
+  std::function<Clock::time_point()> clock_;  // empty: Clock::now()
   SchedulerOptions options_;
   ColdCache cold_;
-  engine::Batch batch_;
+  std::vector<BatchToken> batch_;  // this step's tokens
   std::vector<std::unique_ptr<Slot>> slots_;
   std::vector<Parked> parked_;
   int prefill_chunk_now_;
   bool decodes_skipped_ = false;  // the last step ran prompts only
-  std::chrono::steady_clock::time_point last_heartbeat_ = std::chrono::steady_clock::now();
+  std::uint64_t admissions_ = 0;
+  Clock::time_point last_heartbeat_;
 
   mutable std::mutex mutex_;
   std::condition_variable wake_;

@@ -422,51 +422,60 @@ describe('queue and cancellation', () => {
   });
 
   test('a cancelled stream frees its slot', { timeout: 60000 }, async () => {
+    const generated = async () => metricValue(await (await fetch(server.baseUrl + '/metrics')).text(),
+      'clawbot_generation_tokens_total');
+    const generatedBefore = await generated();
     const ac = new AbortController();
+    // Left alone, it runs to its 2000 tokens.
     const res = await fetch(server.baseUrl + COMPL, {
       method: 'POST', headers: { 'content-type': 'application/json' }, signal: ac.signal,
-      body: JSON.stringify({ prompt: 'Once upon a time', max_tokens: 2000, stream: true }),
+      body: JSON.stringify({ prompt: 'Once upon a time', max_tokens: 2000, ignore_eos: true, temperature: 0, stream: true }),
     });
     await readSse(res, (p) => p !== '[DONE]' && (JSON.parse(p).choices?.[0]?.text ?? '') !== '');
     ac.abort();
-    const t0 = Date.now();
     let busy = 1;
-    while (busy !== 0 && Date.now() - t0 < 5000) {
+    for (const until = Date.now() + 30000; busy !== 0 && Date.now() < until;) {  // only stops a hung test
       busy = (await getJson(server.baseUrl, '/health')).json.slots_busy;
       if (busy !== 0) await new Promise((r) => setTimeout(r, 20));
     }
     assert.equal(busy, 0, 'the slot was not freed after the client left');
-    const r = await postJson(server.baseUrl, COMPL, { prompt: 'Once', max_tokens: 4 }, { timeoutMs: 5000 });
+    const left = (await generated()) - generatedBefore;
+    // (A cancel is noticed within a few tokens; half the answer is a generous bound.)
+    assert.ok(left < 1000, `the stream that was left generated ${left} of its 2000 tokens`);
+    const r = await postJson(server.baseUrl, COMPL, { prompt: 'Once', max_tokens: 4 }, { timeoutMs: 30000 });
     assert.equal(r.status, 200, r.text);
   });
 
   test('a client that leaves a non-streamed request frees its slot too', { timeout: 60000 }, async () => {
-    // Alone, this answer takes seconds; the client leaves after 300 ms.
+    // Left alone, this answer runs to its 2000 tokens; the client leaves once it is generating.
     const body = { prompt: 'Once upon a time', max_tokens: 2000, temperature: 0, ignore_eos: true };
-    const t = Date.now();
     const whole = await postJson(server.baseUrl, COMPL, body, { timeoutMs: 60000 });
-    const aloneMs = Date.now() - t;
     assert.equal(whole.json.usage.completion_tokens, 2000);
 
     const metrics = async () => (await (await fetch(server.baseUrl + '/metrics')).text());
+    const generatedBefore = metricValue(await metrics(), 'clawbot_generation_tokens_total');
     const ac = new AbortController();
     const pending = fetch(server.baseUrl + COMPL, {
       method: 'POST', headers: { 'content-type': 'application/json' }, signal: ac.signal, body: JSON.stringify(body),
     }).catch(() => null);
-    await new Promise((r) => setTimeout(r, 300));
-    assert.equal((await getJson(server.baseUrl, '/health')).json.slots_busy, 1);
+    // The deadlines below only stop a hung test.
+    const generating = async () => (await getJson(server.baseUrl, '/slots')).json.some((x) => x.generated_tokens > 0);
+    for (const until = Date.now() + 30000; !(await generating()) && Date.now() < until;) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
     ac.abort();
     await pending;
-    const left = Date.now();
     let busy = 1;
-    while (busy !== 0 && Date.now() - left < aloneMs) {
+    for (const until = Date.now() + 30000; busy !== 0 && Date.now() < until;) {
       busy = (await getJson(server.baseUrl, '/health')).json.slots_busy;
       if (busy !== 0) await new Promise((r) => setTimeout(r, 10));
     }
-    const freedMs = Date.now() - left;
     assert.equal(busy, 0, 'the slot was not freed after the client left');
-    assert.ok(freedMs < Math.min(1000, aloneMs / 2), `freed after ${freedMs} ms; the whole answer takes ${aloneMs} ms`);
-    assert.match(await metrics(), /clawbot_http_requests_total\{[^}]*status="499"[^}]*\} 1/);
+    // Freed by the cancel, not by the end of the answer: it stopped short of its 2000 tokens.
+    const text = await metrics();
+    const generated = metricValue(text, 'clawbot_generation_tokens_total') - generatedBefore;
+    assert.ok(generated < 1000, `the request that was left generated ${generated} of its 2000 tokens`);
+    assert.match(text, /clawbot_http_requests_total\{[^}]*status="499"[^}]*\} 1/);
   });
 });
 
@@ -546,8 +555,12 @@ describe('a busy slot lends its prefix', () => {
         try {
           const shared = conversation([{ role: 'user', content: 'A long story, please.' }]);
           const running = postJson(server.baseUrl, CHAT, { messages: shared, max_tokens: 900, ignore_eos: true, temperature: 0 });
-          await new Promise((r) => setTimeout(r, 100));  // the first request is decoding by now
-          // Only a busy slot can lend the prefix: the second request gets the other, empty slot.
+          // Once the first request decodes (the deadline only stops a hung test), only a busy slot can lend the
+          // prefix: the second request gets the other, empty slot.
+          let slots = [];
+          for (const until = Date.now() + 30000; !slots.some((x) => x.generated_tokens > 0) && Date.now() < until;) {
+            slots = (await getJson(server.baseUrl, '/slots')).json;
+          }
           const health = await getJson(server.baseUrl, '/health');
           assert.equal(health.json.slots_busy, 1, `the first request should still be running: ${health.text}`);
           const second = conversation([{ role: 'user', content: 'Tell me about a bird.' }]);
@@ -610,7 +623,6 @@ describe('slow readers', () => {
         assert.ok(Date.now() - t0 < 20000, 'the four streams never all held a slot');
         await new Promise((r) => setTimeout(r, 20));
       }
-      const sent = Date.now();
       const progress = [];
       const poll = setInterval(async () => {
         const sl = await getJson(server.baseUrl, '/slots').catch(() => null);
@@ -619,11 +631,9 @@ describe('slow readers', () => {
       const r = await postJson(server.baseUrl, COMPL, { prompt: 'Once upon a time', max_tokens: 8, temperature: 0 }, { timeoutMs: 100000 })
         .catch((e) => assert.fail(`${e.message}; /slots and the log:\n${progress.join(' | ')}\n${server.stderr().slice(-3000)}`))
         .finally(() => clearInterval(poll));
-      const waitedMs = Date.now() - sent;
       assert.equal(r.status, 200, r.text);
       assert.equal(r.json.usage.completion_tokens, 8, r.text);
-      // Not a timing test of the bound: before the fix this request waited for the streams' 60 s write timeout.
-      assert.ok(waitedMs < 45000, `the request waited ${waitedMs} ms for a slot`);
+      // Its slot came from a cut (before the fix it waited for the streams' 60 s write timeout).
       const metrics = await (await fetch(server.baseUrl + '/metrics')).text();
       assert.ok(metricValue(metrics, 'clawbot_slow_readers_cut_total') >= 1, metrics);
       assert.match(server.stderr(), /--slow-reader-timeout/);

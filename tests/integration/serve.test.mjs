@@ -595,12 +595,17 @@ describe('clawbot serve: disconnect stops generation', () => {
     }
     assert.ok(sawContent, 'expected at least one content chunk before disconnecting');
 
-    const t0 = Date.now();
-    const r = await postJson(base, CHAT, chatBody({ max_tokens: 8 }), { timeoutMs: 15000 });
-    const elapsed = Date.now() - t0;
+    // The timeout only stops a hung test: a server stuck on the stream that left never answers.
+    const r = await postJson(base, CHAT, chatBody({ max_tokens: 8 }), { timeoutMs: 30000 });
     assert.equal(r.status, 200, r.text);
     assertChatCompletion(r.json, { maxTokens: 8 });
-    assert.ok(elapsed < 10000, `request after a disconnect took ${elapsed} ms (expected prompt answer)`);
+    // Every slot is free again: none is held for the client that left.
+    let busy = -1;
+    for (const until = Date.now() + 30000; busy !== 0 && Date.now() < until;) {
+      busy = (await getJson(base, '/health')).json.slots_busy;
+      if (busy !== 0) await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    assert.equal(busy, 0, 'a slot is still busy after the client left and the next request was answered');
 
     const generated = await metric(base, 'clawbot_generation_tokens_total') - generatedBefore;
     assert.ok(generated < maxTokens, `${generated} tokens generated: the abandoned stream ran to its max_tokens`);

@@ -45,7 +45,8 @@ async function chat(baseUrl, messages, { stream = false, maxTokens = 8, timeoutM
     signal: AbortSignal.timeout(timeoutMs),
   });
   const upstream = res.headers.get('x-clawbot-upstream');
-  if (!stream) return { status: res.status, upstream, body: await res.json() };
+  // A refusal is a JSON error body, streamed request or not.
+  if (!stream || res.status !== 200) return { status: res.status, upstream, body: await res.json() };
   // Read the stream event by event: content events, an error event, [DONE].
   const text = await res.text();
   const events = text.split('\n\n').filter((e) => e.startsWith('data: ')).map((e) => e.slice(6));
@@ -160,9 +161,10 @@ test('a primary killed under load: unstarted requests succeed elsewhere, started
   assert.deepEqual(hung, [], 'requests failed or hung');
   for (const r of results) {
     if (r.status === 502) {
-      // A whole answer A was working on when it died: A had read the request, so it may have been the
-      // cause, and it is not sent to another node (the client gets 502 and may retry).
-      assert.ok(!r.stream && r.sentAt < killedAt, JSON.stringify(r));
+      // A request A had read in full when it died, whole answer or a stream whose first byte had not come
+      // yet (waiting for a slot, or a slower build): A may have been the cause, so it is not sent to another
+      // node (the client gets 502 and may retry).
+      assert.ok(r.sentAt < killedAt, JSON.stringify(r));
       assert.match(r.body.error.message, /A failed after it was sent the request/, JSON.stringify(r));
       continue;
     }

@@ -48,7 +48,9 @@ async function gateway(name, ups, extra = {}) {
  * A raw TCP connection to 127.0.0.1:port: write() bytes as they are, `text` what came back (latin1),
  * waitFor(re, ms) until it matches, the connection closed, or ms passed. Resolves once connected.
  */
-async function raw(port, { localAddress } = {}) {
+// refusedIsClosed: a connection the server resets before the connect completes (a server at its descriptor
+// limit accepts and closes at once; a slower build loses that race more often) counts as closed, not a failure.
+async function raw(port, { localAddress, refusedIsClosed = false } = {}) {
   const socket = net.connect({ port, host: '127.0.0.1', localAddress });
   const conn = { socket, text: '', closed: false };
   socket.setEncoding('latin1');
@@ -67,7 +69,11 @@ async function raw(port, { localAddress } = {}) {
   conn.end = () => socket.destroy();
   await new Promise((resolve, reject) => {
     socket.once('connect', resolve);
-    socket.once('error', reject);
+    socket.once('error', (err) => {
+      if (!refusedIsClosed || err.code !== 'ECONNRESET') return reject(err);
+      conn.closed = true;
+      resolve();
+    });
   });
   cleanups.push(async () => socket.destroy());
   return conn;
@@ -250,7 +256,7 @@ test('at the file-descriptor limit the gateway neither spins nor floods its log,
   const port = Number(/listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(stdout)[1]);
 
   const conns = [];
-  for (let i = 0; i < 100; i += 1) conns.push(await raw(port));
+  for (let i = 0; i < 100; i += 1) conns.push(await raw(port, { refusedIsClosed: true }));
   await sleep(500);
   const before = cpuSeconds(proc.pid);
   await sleep(2000);

@@ -315,7 +315,12 @@ TEST_F(VerifyTest, TamperedEncryptedFileIsExplainedByItsOwnSum) {
     file.seekp(200);
     file.put('X');
   }
-  const auto sidecar_time = fs::last_write_time(dir_ / "m.gguf.enc.sha256");
+  // The sum's time at .100 of its second, so that 250 ms later is still the same second (the message shows
+  // milliseconds only then; from .750 on the test would see whole seconds).
+  const auto written = fs::last_write_time(dir_ / "m.gguf.enc.sha256");
+  const auto sidecar_time =
+      std::chrono::floor<std::chrono::seconds>(written) + std::chrono::milliseconds(100);
+  fs::last_write_time(dir_ / "m.gguf.enc.sha256", sidecar_time);
   fs::last_write_time(dir_ / "m.gguf.enc", sidecar_time + std::chrono::milliseconds(250));
   const VerifyReport report = verify_model_file(options_for(dir_ / "m.gguf.enc"));
   ASSERT_EQ(report.status, VerifyStatus::mismatch);

@@ -64,11 +64,11 @@ struct ModelInfo {
   std::int32_t n_vocab = 0;
   std::int32_t n_layer = 0;
   std::int32_t n_embd = 0;
-  bool is_embedding = false;  // an encoder / non-causal model meant for embeddings
-  bool is_recurrent = false;  // state that cannot be cut back to an earlier position
-  bool is_hybrid = false;     // recurrent and attention layers
-  std::int32_t n_swa = 0;     // sliding-window size, 0 when none
-  std::int32_t pooling = -1;  // llama_pooling_type from the metadata (-1: unspecified)
+  bool is_embedding = false;             // an encoder / non-causal model meant for embeddings
+  bool is_recurrent = false;             // state that cannot be cut back to an earlier position
+  bool is_hybrid = false;                // recurrent and attention layers
+  std::int32_t n_swa = 0;                // sliding-window size, 0 when none
+  std::int32_t pooling = -1;             // llama_pooling_type from the metadata (-1: unspecified)
   std::vector<Token> end_of_generation;  // every token that ends a generation (EOS, end of turn, ...)
   // Whether the cache of a sequence can be cut back to any earlier position (plain attention).
   bool can_truncate_cache() const noexcept { return !is_recurrent && !is_hybrid && n_swa == 0; }
@@ -183,6 +183,13 @@ struct SamplingParams {
   float presence_penalty = 0.0f;
   std::uint32_t seed = random_seed;
   bool ignore_eos = false;  // never end on an end-of-generation token (benchmarks run to max_tokens)
+  // A GBNF grammar the output must follow (tool calls, structured output; llama.cpp's grammar sampler);
+  // empty: none. Lazy: free text until a trigger appears (a token, or text matching a pattern), then the
+  // grammar from the trigger on (tool calls with tool_choice "auto").
+  std::string grammar;
+  bool grammar_lazy = false;
+  std::vector<std::string> grammar_trigger_patterns;  // regexes, as llama_sampler_init_grammar_lazy_patterns
+  std::vector<Token> grammar_trigger_tokens;
 };
 
 class Context;

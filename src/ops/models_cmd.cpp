@@ -11,8 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "common/cli_error.h"
 #include "common/error.h"
+#include "common/cli_error.h"
 #include "common/model_path.h"
 #include "common/text.h"
 #include "ops/file_io.h"

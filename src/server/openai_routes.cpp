@@ -52,7 +52,10 @@ asio::awaitable<void> completions(const ServeContext& ctx, http::Exchange& ex) {
         "prompt");
   }
   if (bool_field(body, "echo", false)) throw_invalid("'echo' is not supported", "echo");
-  const CommonRequest req = parse_common(body, ctx.n_ctx);
+  CommonRequest req = parse_common(body, ctx.n_ctx);
+  // llama-server's extension: a GBNF grammar the answer follows; refused here, before the answer starts.
+  req.sampling.grammar = string_field(body, "grammar", false);
+  engine::check_grammar(ctx.model, req.sampling);
   auto prompt = token_ids ? std::move(*token_ids) : tokenize_prompt(ctx, text, "prompt");
   co_await run_generation(ctx, ex, Api::completions, std::move(prompt), req);
 }

@@ -93,6 +93,12 @@ TEST(ChatFormat, RequiredToolGetsAStrictGrammarWithoutTheGenerationPrompt) {
   EXPECT_EQ(root.find("im_start"), std::string::npos) << root;
   EXPECT_FALSE(std::regex_search(root, std::regex(R"(until-\d+\? tool-calls)"))) << root;
   EXPECT_NE(root.find("tool-calls"), std::string::npos) << root;
+  EXPECT_NE(out.grammar.find("tool-calls ::= (tool-call space)+"), std::string::npos) << out.grammar;
+
+  // parallel_tool_calls false: one call.
+  request.parallel_tool_calls = false;
+  const auto one = qwen3().format(request);
+  EXPECT_NE(one.grammar.find("tool-calls ::= tool-call space\n"), std::string::npos) << one.grammar;
 }
 
 TEST(ChatFormat, ThinkingDisabledTakesTheThinkingGroupOutOfTheGrammar) {

@@ -195,6 +195,28 @@ describe('openai client: tools and structured output against clawbot serve', () 
     if (r.choices[0].finish_reason === 'stop') assert.equal(typeof JSON.parse(r.choices[0].message.content), 'object');
   });
 
+  // Thinking on, this model opens the <think> block the grammar allows before a call, and thinks until
+  // max_tokens: what it writes there is reasoning, never content.
+  const thinking = () => ask({ tools, tool_choice: 'required', parallel_tool_calls: false, max_tokens: 24, chat_template_kwargs: { enable_thinking: true } });
+
+  test('reasoning: thinking goes to reasoning_content, streamed as its own delta', { timeout: 60000 }, async () => {
+    const r = await client.chat.completions.create(thinking());
+    const message = r.choices[0].message;
+    assert.ok(message.reasoning_content?.length > 0, JSON.stringify(message));
+    assert.ok(!message.content, JSON.stringify(message));
+
+    let reasoning = '';
+    let content = '';
+    for await (const chunk of await client.chat.completions.create({ ...thinking(), stream: true })) {
+      const delta = chunk.choices[0]?.delta ?? {};
+      assert.ok(!(delta.reasoning_content && delta.content), 'each in its own delta');
+      reasoning += delta.reasoning_content ?? '';
+      content += delta.content ?? '';
+    }
+    assert.equal(reasoning, message.reasoning_content);
+    assert.equal(content, '');
+  });
+
   async function badRequest(params) {
     try {
       await client.chat.completions.create(ask(params));
@@ -244,5 +266,21 @@ describe('openai client: tools and structured output against clawbot serve', () 
     const withoutCall = await client.chat.completions.create(ask({ messages: without, tools, max_tokens: 1 }));
     const grown = withCall.usage.prompt_tokens - withoutCall.usage.prompt_tokens;
     assert.ok(grown >= '{"name": "get_weather", "arguments": {"city": "Lima"}}'.length / 4, `the call added ${grown} tokens`);
+  });
+});
+
+describe('--reasoning-format none', () => {
+  let server;
+  before(async () => {
+    server = await startServer({ extraArgs: ['--chat-template', QWEN3_TEMPLATE, '--ctx', '2048', '--reasoning-format', 'none'] });
+  });
+  after(async () => {
+    if (server) await server.stop();
+  });
+
+  // (How the parser then leaves <think> in the content: tests/unit/engine/chat_format_test.cpp.)
+  test('is what /props says', async () => {
+    const props = await (await fetch(server.baseUrl + '/props')).json();
+    assert.equal(props.reasoning_format, 'none');
   });
 });

@@ -179,6 +179,17 @@ TEST(ChatFormat, HistoryWithToolCallsAndResultsReachesTheTemplate) {
       << out.prompt;
 }
 
+TEST(ChatFormat, AnAssistantsReasoningInTheHistoryReachesTheTemplate) {
+  // Qwen3 shows the thinking of the turns after the last user message (a tool loop's turns).
+  ChatFormatRequest request;
+  ChatTurn call{"assistant", "", "Paris needs a lookup.", {{"call_1", "get_weather", R"({"city":"Paris"})"}}, "", ""};
+  ChatTurn result{"tool", "sunny", "", {}, "call_1", "get_weather"};
+  request.messages = {user("weather in Paris?"), call, result};
+  request.tools = {weather};
+  const auto out = qwen3().format(request);
+  EXPECT_NE(out.prompt.find("<think>\nParis needs a lookup.\n</think>"), std::string::npos) << out.prompt;
+}
+
 TEST(ChatFormat, JsonSchemaBecomesAGrammarAndAnUnsupportedOneIsRefusedInTheConvertersWords) {
   const std::string schema = R"({"type":"object","properties":{"n":{"type":"integer"}},"required":["n"]})";
   ChatFormatRequest request;

@@ -316,6 +316,7 @@ FormattedPrompt ChatFormatter::format(const ChatFormatRequest& request) const {
     out.grammar_lazy = false;
   }
   out.additional_stops = std::move(params.additional_stops);
+  out.preserved_tokens = preserved;
 
   auto state = std::make_shared<ChatParser::State>();
   state->params = common_chat_parser_params(params);

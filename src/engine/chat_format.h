@@ -80,6 +80,7 @@ struct FormattedPrompt {
   std::vector<std::string> grammar_trigger_patterns;
   std::vector<Token> grammar_trigger_tokens;
   std::vector<std::string> additional_stops;
+  std::vector<Token> preserved_tokens;  // the format's tags that are one token each: shown in the answer
   std::string format;  // common's name for the answer's format (peg-native, content-only, ...)
   ChatParser parser;
 };

@@ -277,7 +277,8 @@ RequestJobs::RequestJobs(const ServeContext& ctx, http::Exchange& ex, const Comm
     : ctx_(ctx), ex_(ex), req_(req) {}
 
 bool RequestJobs::submit(std::vector<engine::Token> prompt, const engine::SamplingParams& sampling,
-                         const std::vector<std::string>& stop) {
+                         const std::vector<std::string>& stop,
+                         const std::vector<engine::Token>& preserved_tokens) {
   gen_.events = std::make_shared<EventChannel>(ex_.executor(), 64);
   std::vector<GenerationJob> jobs;
   for (int i = 0; i < req_.n; ++i) {
@@ -288,6 +289,7 @@ bool RequestJobs::submit(std::vector<engine::Token> prompt, const engine::Sampli
     job.max_tokens = req_.max_tokens;
     job.min_tokens = req_.min_tokens;
     job.stop = stop;
+    job.preserved_tokens = preserved_tokens;
     job.choice = i;
     job.events = gen_.events;
     job.cancelled = gen_.cancelled;

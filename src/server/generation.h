@@ -80,7 +80,7 @@ class RequestJobs {
   RequestJobs(const ServeContext& ctx, http::Exchange& ex, const CommonRequest& req);
   // Submits `req.n` jobs of `prompt` (choice i's seed is the request's plus i); false: the queue is full.
   bool submit(std::vector<engine::Token> prompt, const engine::SamplingParams& sampling,
-              const std::vector<std::string>& stop);
+              const std::vector<std::string>& stop, const std::vector<engine::Token>& preserved_tokens = {});
   // A whole answer is written only at the end: the socket is watched meanwhile, and a close cancels the jobs
   // (their slots are free at the next step). A stream notices a client that left when a write fails.
   void watch_client();

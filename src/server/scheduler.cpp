@@ -549,7 +549,10 @@ void Scheduler::sample_and_emit(Slot& slot, int row) {
     std::lock_guard lock(mutex_);
     ++stats_.generated_tokens;
   }
-  auto piece = slot.stops->push(slot.decoder.push(engine_->piece(token)));
+  const auto& preserved = slot.job->preserved_tokens;
+  const bool shown = std::find(preserved.begin(), preserved.end(), token) != preserved.end();
+  auto piece =
+      slot.stops->push(slot.decoder.push(shown ? engine_->special_piece(token) : engine_->piece(token)));
   if (!piece.emit.empty()) {
     GenerationEvent event;
     event.choice = slot.job->choice;

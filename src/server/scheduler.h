@@ -62,6 +62,9 @@ struct GenerationJob {
   int max_tokens = 0;  // 0: until the per-request context is full
   int min_tokens = 0;  // no end-of-generation token before this many (vLLM's min_tokens)
   std::vector<std::string> stop;
+  // Tokens whose text the answer shows even when they are control tokens: the chat format's tags (tool calls,
+  // thinking), which its parser reads back (llama-server's preserved tokens).
+  std::vector<engine::Token> preserved_tokens;
   int choice = 0;
   bool embedding = false;  // pooled embedding instead of generation
   std::chrono::steady_clock::time_point enqueued = std::chrono::steady_clock::now();

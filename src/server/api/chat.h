@@ -131,6 +131,7 @@ struct FormattedChat {
   // template's own stop strings besides the request's), and how it is read back.
   engine::SamplingParams sampling;
   std::vector<std::string> stop;
+  std::vector<engine::Token> preserved_tokens;  // shown in the answer's text, control tokens or not
   engine::ChatParser parser;
 };
 FormattedChat format_chat(const ServeContext& ctx, const ChatRequest& request);

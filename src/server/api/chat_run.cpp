@@ -153,7 +153,8 @@ class ChatRun {
   asio::awaitable<void> run() {
     formatted_ = format_chat(ctx_, request_);  // throws: the route answers in its shape
     const int prompt_tokens = static_cast<int>(formatted_.tokens.size());
-    if (!jobs_.submit(std::move(formatted_.tokens), formatted_.sampling, formatted_.stop)) {
+    if (!jobs_.submit(std::move(formatted_.tokens), formatted_.sampling, formatted_.stop,
+                      formatted_.preserved_tokens)) {
       const Error full = queue_full_error();
       co_await sink_.fail(full);
       co_return;
@@ -283,6 +284,7 @@ FormattedChat format_chat(const ServeContext& ctx, const ChatRequest& request) {
     if (std::find(formatted.stop.begin(), formatted.stop.end(), stop) == formatted.stop.end())
       formatted.stop.push_back(std::move(stop));
   }
+  formatted.preserved_tokens = std::move(prompt.preserved_tokens);
   formatted.parser = std::move(prompt.parser);
   return formatted;
 }

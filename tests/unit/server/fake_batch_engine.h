@@ -175,6 +175,8 @@ class FakeBatchEngine final : public BatchEngine {
     if (token < 1 || token > 26) return {};
     return std::string(1, static_cast<char>('a' + token - 1));
   }
+  // Token 27 is a control token: no text, unless asked for (<t>).
+  std::string special_piece(engine::Token token) const override { return token == 27 ? "<t>" : piece(token); }
   bool is_end_of_generation(engine::Token token) const override { return token == end_token; }
 
  private:

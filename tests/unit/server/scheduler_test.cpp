@@ -412,6 +412,16 @@ TEST_F(SchedulerTest, AnEndOfGenerationTokenStopsAndMinTokensHoldsItBack) {
   expect_answer(*answer(std::move(j)), "cde", FinishReason::stop, 3);
 }
 
+TEST_F(SchedulerTest, APreservedControlTokenIsShownInTheAnswerText) {
+  // After 'b' comes control token 27, then 'c', then the end.
+  engine->next = [](engine::Token last) { return last == tok('b') ? 27 : last == 27 ? tok('c') : end_token; };
+  start();
+  expect_answer(*answer(job("ab", 20)), "c", FinishReason::stop, 2);
+  auto j = job("ab", 20);
+  j.preserved_tokens = {27};
+  expect_answer(*answer(std::move(j)), "<t>c", FinishReason::stop, 2);
+}
+
 TEST_F(SchedulerTest, AStopStringEndsTheAnswerBeforeIt) {
   start();
   auto j = job("ab", 20);

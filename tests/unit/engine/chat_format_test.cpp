@@ -182,7 +182,8 @@ TEST(ChatFormat, HistoryWithToolCallsAndResultsReachesTheTemplate) {
 TEST(ChatFormat, AnAssistantsReasoningInTheHistoryReachesTheTemplate) {
   // Qwen3 shows the thinking of the turns after the last user message (a tool loop's turns).
   ChatFormatRequest request;
-  ChatTurn call{"assistant", "", "Paris needs a lookup.", {{"call_1", "get_weather", R"({"city":"Paris"})"}}, "", ""};
+  ChatTurn call{"assistant", "", "Paris needs a lookup.", {{"call_1", "get_weather", R"({"city":"Paris"})"}},
+                "",          ""};
   ChatTurn result{"tool", "sunny", "", {}, "call_1", "get_weather"};
   request.messages = {user("weather in Paris?"), call, result};
   request.tools = {weather};

@@ -85,6 +85,7 @@ describe('openai client: tools and structured output against clawbot serve', () 
     const choice = first.choices[0];
     assert.equal(choice.finish_reason, 'tool_calls', JSON.stringify(choice));
     assert.equal(choice.message.tool_calls.length, 1, 'parallel_tool_calls: false');
+    assert.equal(choice.message.content, null, 'no content beside the call (whitespace before it is none)');
     for (const call of choice.message.tool_calls) assertValidCall(call);
     forcedCall = choice.message.tool_calls[0];
 
@@ -106,10 +107,12 @@ describe('openai client: tools and structured output against clawbot serve', () 
     const calls = [];
     let finish;
     let pieces = 0;
+    let content = '';
     for await (const chunk of stream) {
       const c = chunk.choices[0];
       if (!c) continue;
       if (c.finish_reason) finish = c.finish_reason;
+      content += c.delta.content ?? '';
       for (const d of c.delta.tool_calls ?? []) {
         if (!calls[d.index]) {
           assert.match(d.id ?? '', /^call_/, 'the first piece of a call carries its id');
@@ -125,6 +128,7 @@ describe('openai client: tools and structured output against clawbot serve', () 
       }
     }
     assert.equal(finish, 'tool_calls');
+    assert.equal(content, '', 'no content deltas beside the call');
     assert.equal(calls.length, 1);
     assert.ok(pieces >= 2, `arguments came in ${pieces} pieces`);
     for (const call of calls) assertValidCall(call);

@@ -1,5 +1,6 @@
 // run_chat: one chat request, whatever protocol asked, from its messages to the sink's events.
 #include <algorithm>
+#include <cctype>
 #include <optional>
 #include <random>
 
@@ -52,6 +53,11 @@ ChatDelta message_delta(int choice, const ChatMessage& before, const ChatMessage
   return delta;
 }
 
+bool is_blank(const std::string& text) {
+  return std::all_of(text.begin(), text.end(),
+                     [](char c) { return std::isspace(static_cast<unsigned char>(c)); });
+}
+
 bool empty(const ChatDelta& delta) {
   return delta.content.empty() && delta.reasoning_content.empty() && delta.tool_calls.empty();
 }
@@ -59,7 +65,7 @@ bool empty(const ChatDelta& delta) {
 // One choice's text as it grows, and the message it parses into so far.
 struct ChoiceState {
   std::string raw;
-  ChatMessage parsed;            // the last parse (partial while it streams)
+  ChatMessage parsed;            // the last parse (partial while it streams), as far as it has been shown
   std::vector<std::string> ids;  // tool call ids, kept from the parse that first saw each call
   FinishReason finish = FinishReason::stop;
 };
@@ -224,6 +230,9 @@ class ChatRun {
       if (i == choice.ids.size()) choice.ids.push_back(call.id.empty() ? new_call_id() : call.id);
       call.id = choice.ids[i];
     }
+    // Whitespace a grammar lets come before a tool call is no content: it is held back until text follows,
+    // and dropped when the answer is calls.
+    if (is_blank(parsed->content) && (!event.done || !parsed->tool_calls.empty())) parsed->content.clear();
     const ChatDelta delta = message_delta(event.choice, choice.parsed, *parsed);
     choice.parsed = std::move(*parsed);
     if (!stream() || empty(delta)) co_return true;

@@ -6,7 +6,11 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { MODEL_ID, QWEN3_TEMPLATE, startServer } from '../integration/server_harness.mjs';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+
+import { MODEL_ID, QWEN3_TEMPLATE, REPO_ROOT, clawbotBin, startServer } from '../integration/server_harness.mjs';
 import OpenAI from './openai_client.mjs';
 
 let Ajv;
@@ -286,5 +290,59 @@ describe('--reasoning-format none', () => {
   test('is what /props says', async () => {
     const props = await (await fetch(server.baseUrl + '/props')).json();
     assert.equal(props.reasoning_format, 'none');
+  });
+});
+
+// qwen3-tools-tiny (clawbot models synth): Qwen3's vocabulary with <tool_call> and <think> as single tokens and
+// Qwen3's template in its own tokenizer.chat_template, served without --chat-template.
+describe('the model\'s own Jinja template: qwen3-tools-tiny', () => {
+  let server;
+  let client;
+  before(async () => {
+    // Its vocabulary and template come from llama.cpp's source in the dependency cache.
+    const prefixFile = path.join(REPO_ROOT, '.deps-prefix');
+    const prefix = process.env.CLAWBOT_LLAMA_PREFIX ?? (fs.existsSync(prefixFile) ? fs.readFileSync(prefixFile, 'utf8').trim() : '');
+    assert.ok(prefix, `no llama.cpp prefix: run make build (it writes ${prefixFile}) or set CLAWBOT_LLAMA_PREFIX`);
+    const env = { ...process.env, CLAWBOT_MODELS: `${process.env.CLAWBOT_MODELS}:${prefix}/src/models` };
+    const synth = spawnSync(clawbotBin(), ['models', 'synth', 'qwen3-tools-tiny', '--quant', 'q8_0'], { encoding: 'utf8', env });
+    assert.equal(synth.status, 0, synth.stderr);
+    const model = synth.stdout.trim().split('\n').at(-1);
+    server = await startServer({ model, chatTemplate: null, extraArgs: ['--ctx', '2048'], timeoutMs: 120000 });
+    client = new OpenAI({ baseURL: server.baseUrl + '/v1', apiKey: 'unused', maxRetries: 0, timeout: 60000 });
+  });
+  after(async () => {
+    if (server) await server.stop();
+  });
+
+  test('tool_choice "required": a valid call, streamed and not', { timeout: 120000 }, async () => {
+    const props = await (await fetch(server.baseUrl + '/props')).json();
+    assert.match(props.chat_template_name, /\(from model\)$/);
+    assert.match(props.chat_template, /<tool_call>/);
+    const params = {
+      model: 'qwen3-tools-tiny',
+      messages: [{ role: 'user', content: 'What is the weather in Paris?' }],
+      tools,
+      tool_choice: 'required',
+      parallel_tool_calls: false,
+      temperature: 0,
+      max_tokens: 160,
+      chat_template_kwargs: { enable_thinking: false },
+    };
+    const r = await client.chat.completions.create(params);
+    assert.equal(r.choices[0].finish_reason, 'tool_calls', JSON.stringify(r.choices[0]));
+    assert.equal(r.choices[0].message.content, null);
+    assert.equal(r.choices[0].message.tool_calls.length, 1);
+    assertValidCall(r.choices[0].message.tool_calls[0]);
+
+    let args = '';
+    let name = '';
+    for await (const chunk of await client.chat.completions.create({ ...params, stream: true })) {
+      for (const d of chunk.choices[0]?.delta.tool_calls ?? []) {
+        name += d.function?.name ?? '';
+        args += d.function?.arguments ?? '';
+      }
+    }
+    assert.equal(name, r.choices[0].message.tool_calls[0].function.name);
+    assert.equal(args, r.choices[0].message.tool_calls[0].function.arguments);
   });
 });

@@ -104,7 +104,8 @@ export async function killProcess(proc, graceMs = 5000) {
  * Start `clawbot serve` on an OS-chosen port and wait for the readiness line.
  * Returns { proc, baseUrl, port, stdout(), stderr(), stop() }.
  */
-export async function startServer({ extraArgs = [], timeoutMs = 60000, model, port = 0 } = {}) {
+// `chatTemplate`: null serves the model's own.
+export async function startServer({ extraArgs = [], timeoutMs = 60000, model, port = 0, chatTemplate = 'chatml' } = {}) {
   const bin = requireBinary();
   const mp = model ?? modelPath();
   const args = [
@@ -113,7 +114,7 @@ export async function startServer({ extraArgs = [], timeoutMs = 60000, model, po
     '--host', '127.0.0.1',
     '--port', String(port),
     // defaults that extraArgs may override
-    ...(extraArgs.includes('--chat-template') ? [] : ['--chat-template', 'chatml']),
+    ...(extraArgs.includes('--chat-template') || chatTemplate === null ? [] : ['--chat-template', chatTemplate]),
     ...(extraArgs.includes('--ctx') ? [] : ['--ctx', '512']),
     // One thread: ctest runs two tests at once on a 2-core machine, and ggml's spinning worker threads slow
     // down many times over when another process holds the other core.

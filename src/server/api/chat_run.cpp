@@ -2,11 +2,9 @@
 #include <algorithm>
 #include <cctype>
 #include <optional>
-#include <random>
 
 #include <spdlog/spdlog.h>
 
-#include "common/text.h"
 #include "server/api/chat.h"
 #include "server/api/fields.h"
 
@@ -14,13 +12,6 @@ namespace clawbot::server::api {
 namespace {
 
 namespace asio = boost::asio;
-
-std::string new_call_id() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  std::string id = "call_";
-  for (int i = 0; i < 24; ++i) id += text::hex_digits[rng() % 16];
-  return id;
-}
 
 // What `text` adds to `before`; empty when it does not extend it (a parse that changed its mind about text it
 // had already shown cannot take it back in a stream).
@@ -225,9 +216,14 @@ class ChatRun {
     auto parsed = parse_answer(formatted_.parser, choice.raw,
                                !event.done || event.finish_reason == FinishReason::length, event.done);
     if (!parsed) co_return true;
+    if (!event.done) {  // a call is shown once its name is whole (its first piece carries the name)
+      auto& calls = parsed->tool_calls;
+      calls.erase(std::find_if(calls.begin(), calls.end(), [](const ToolCall& c) { return c.name.empty(); }),
+                  calls.end());
+    }
     for (std::size_t i = 0; i < parsed->tool_calls.size(); ++i) {
       ToolCall& call = parsed->tool_calls[i];
-      if (i == choice.ids.size()) choice.ids.push_back(call.id.empty() ? new_call_id() : call.id);
+      if (i == choice.ids.size()) choice.ids.push_back(call.id.empty() ? new_id("call_") : call.id);
       call.id = choice.ids[i];
     }
     // Whitespace a grammar lets come before a tool call is no content: it is held back until text follows,

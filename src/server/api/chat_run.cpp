@@ -267,8 +267,7 @@ FormattedChat format_chat(const ServeContext& ctx, const ChatRequest& request) {
   engine::FormattedPrompt prompt;
   try {
     // A schema the converter cannot enforce is refused before anything runs, in the converter's words.
-    if (!input.json_schema.empty())
-      (void)engine::json_schema_grammar(input.json_schema, request.format.param);
+    if (!input.json_schema.empty()) (void)engine::json_schema_grammar(input.json_schema, "response_format");
     prompt = ctx.chat_template->format(input);
   } catch (const engine::ChatFormatError& e) {
     const bool schema = e.field() == "response_format";

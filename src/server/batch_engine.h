@@ -57,6 +57,9 @@ class BatchEngine {
 
   virtual std::unique_ptr<TokenSampler> sampler(const engine::SamplingParams& params) = 0;
   virtual std::string piece(engine::Token token) const = 0;  // its text, as generated output shows it
+  // Its text even when it is a control token (a chat format's <tool_call> or <think> in a vocabulary that
+  // marks them so), which piece() leaves out.
+  virtual std::string special_piece(engine::Token token) const { return piece(token); }
   virtual bool is_end_of_generation(engine::Token token) const = 0;
 };
 

@@ -55,6 +55,7 @@ class LlamaBatchEngine final : public BatchEngine {
     return std::make_unique<LlamaSampler>(params, model_, context_);
   }
   std::string piece(engine::Token token) const override { return tokenizer_.piece(token); }
+  std::string special_piece(engine::Token token) const override { return tokenizer_.piece(token, true); }
   bool is_end_of_generation(engine::Token token) const override {
     return tokenizer_.is_end_of_generation(token);
   }

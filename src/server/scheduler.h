@@ -62,6 +62,9 @@ struct GenerationJob {
   int max_tokens = 0;  // 0: until the per-request context is full
   int min_tokens = 0;  // no end-of-generation token before this many (vLLM's min_tokens)
   std::vector<std::string> stop;
+  // Tokens whose text the answer shows even when they are control tokens: the chat format's tags (tool calls,
+  // thinking), which its parser reads back (llama-server's preserved tokens).
+  std::vector<engine::Token> preserved_tokens;
   int choice = 0;
   bool embedding = false;  // pooled embedding instead of generation
   std::chrono::steady_clock::time_point enqueued = std::chrono::steady_clock::now();
@@ -185,7 +188,9 @@ class Scheduler {
   Clock::time_point now() const { return clock_ ? clock_() : Clock::now(); }
   // Rewrites the prompt's tokens where they spell the same text as a cached sequence's (see align_by_text).
   void align_with_cache(GenerationJob& job);
-  void admit(Slot& slot, GenerationJob job);
+  void admit(Slot& slot, GenerationJob job, std::unique_ptr<TokenSampler> sampler);
+  // A job that cannot start: its only event is this error.
+  static void refuse(GenerationJob& job, Error error);
   void step();
   // Tail::send: the text held back (a possible stop string, an incomplete UTF-8 character) goes out with the
   // done event; after a stop string it is dropped, the stop string ends the text.

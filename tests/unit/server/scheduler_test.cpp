@@ -412,6 +412,16 @@ TEST_F(SchedulerTest, AnEndOfGenerationTokenStopsAndMinTokensHoldsItBack) {
   expect_answer(*answer(std::move(j)), "cde", FinishReason::stop, 3);
 }
 
+TEST_F(SchedulerTest, APreservedControlTokenIsShownInTheAnswerText) {
+  // After 'b' comes control token 27, then 'c', then the end.
+  engine->next = [](engine::Token last) { return last == tok('b') ? 27 : last == 27 ? tok('c') : end_token; };
+  start();
+  expect_answer(*answer(job("ab", 20)), "c", FinishReason::stop, 2);
+  auto j = job("ab", 20);
+  j.preserved_tokens = {27};
+  expect_answer(*answer(std::move(j)), "<t>c", FinishReason::stop, 2);
+}
+
 TEST_F(SchedulerTest, AStopStringEndsTheAnswerBeforeIt) {
   start();
   auto j = job("ab", 20);
@@ -440,6 +450,39 @@ TEST_F(SchedulerTest, AFailedDecodeEndsTheRequestsInTheStepWithAnError) {
   ASSERT_TRUE(a->done()->error.has_value());
   EXPECT_EQ(a->done()->error->kind, ErrorKind::internal);
   EXPECT_EQ(scheduler->stats().slots_busy, 0u);
+}
+
+TEST_F(SchedulerTest, AGrammarTheEngineRefusesFailsThatRequestAloneAndTakesNoSlot) {
+  options.parallel = 1;
+  start();
+  auto bad = job("ab", 5);
+  bad.sampling.grammar = "refused";
+  auto a = submit(std::move(bad));
+  auto b = submit(job("ab", 2));  // queued behind it: gets the slot the refused one never held
+  step();
+  a->read();
+  ASSERT_NE(a->done(), nullptr);
+  EXPECT_EQ(a->done()->finish_reason, FinishReason::error);
+  ASSERT_TRUE(a->done()->error.has_value());
+  EXPECT_EQ(a->done()->error->kind, ErrorKind::invalid_request);
+  EXPECT_EQ(a->done()->error->param, "grammar");
+  run_until_done(*b);
+  expect_answer(*b, "cd", FinishReason::length, 2);
+}
+
+TEST_F(SchedulerTest, AGrammarThatAllowsNoNextTokenEndsTheAnswerWithAnError) {
+  start();
+  auto dead = job("ab", 20);
+  dead.sampling.grammar = "dead after 3";
+  auto a = submit(std::move(dead));
+  run_until_done(*a);
+  EXPECT_EQ(a->text(), "cde");
+  EXPECT_EQ(a->done()->finish_reason, FinishReason::error);
+  ASSERT_TRUE(a->done()->error.has_value());
+  EXPECT_EQ(a->done()->error->param, "grammar");
+  EXPECT_EQ(scheduler->stats().slots_busy, 0u);
+  const auto b = answer(job("ab", 2));  // the scheduler goes on
+  expect_answer(*b, "cd", FinishReason::length, 2);
 }
 
 // ---------------------------------------------------------------- slow readers

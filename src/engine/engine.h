@@ -71,6 +71,10 @@ struct ModelInfo {
   std::int32_t n_swa = 0;                // sliding-window size, 0 when none
   std::int32_t pooling = -1;             // llama_pooling_type from the metadata (-1: unspecified)
   std::vector<Token> end_of_generation;  // every token that ends a generation (EOS, end of turn, ...)
+  // A reranker: rank pooling (a classification head scores a query-document pair), its n_cls_out scores
+  // where an embedding model has its n_embd-wide vector.
+  bool is_reranker = false;
+  std::int32_t n_cls_out = 0;
   // Whether the cache of a sequence can be cut back to any earlier position (plain attention).
   bool can_truncate_cache() const noexcept { return !is_recurrent && !is_hybrid && n_swa == 0; }
 };
@@ -131,6 +135,10 @@ class Tokenizer {
   std::int32_t n_vocab() const;
   // nullopt when the vocabulary lacks any of the prefix, suffix and middle tokens: no fill-in-the-middle.
   std::optional<FimTokens> fim() const;
+  // A reranker's input for one query-document pair, as llama-server builds it: the model's "rerank" template
+  // with {query} and {document} filled in when it has one, else BOS query EOS SEP document EOS (each special
+  // token where the vocabulary adds it; SEP stands in for a missing EOS).
+  std::vector<Token> rerank_pair(const Model& model, std::string_view query, std::string_view document) const;
 
  private:
   const llama_vocab* vocab_;

@@ -156,7 +156,10 @@ Model Model::load(const ModelOptions& options) {
   for (llama_token t = 0; t < info.n_vocab; ++t) {
     if (llama_vocab_is_eog(model.vocab(), t)) info.end_of_generation.push_back(t);
   }
-  if (const auto pooling = model.meta(info.architecture + ".pooling_type")) info.pooling = std::stoi(*pooling);
+  if (const auto pooling = model.meta(info.architecture + ".pooling_type"))
+    info.pooling = std::stoi(*pooling);
+  info.is_reranker = info.pooling == LLAMA_POOLING_TYPE_RANK;
+  info.n_cls_out = info.is_reranker ? static_cast<std::int32_t>(llama_model_n_cls_out(model.get())) : 0;
   return model;
 }
 

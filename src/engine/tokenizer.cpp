@@ -1,4 +1,5 @@
 #include <climits>
+#include <string>
 
 #include <llama.h>
 
@@ -66,10 +67,40 @@ std::int32_t Tokenizer::n_vocab() const {
 bool Tokenizer::adds_bos() const {
   return llama_vocab_get_add_bos(vocab_);
 }
+
+std::vector<Token> Tokenizer::rerank_pair(const Model& model, std::string_view query,
+                                          std::string_view document) const {
+  if (const char* rerank_template = llama_model_chat_template(model.get(), "rerank")) {
+    std::string prompt = rerank_template;
+    auto replace_all = [&prompt](std::string_view what, std::string_view with) {
+      for (std::size_t at = prompt.find(what); at != std::string::npos;
+           at = prompt.find(what, at + with.size())) {
+        prompt.replace(at, what.size(), with);
+      }
+    };
+    replace_all("{query}", query);
+    replace_all("{document}", document);
+    return tokenize(prompt, /*add_special=*/false, /*parse_special=*/true);
+  }
+  Token end = llama_vocab_eos(vocab_);
+  if (end == LLAMA_TOKEN_NULL) end = llama_vocab_sep(vocab_);
+  const bool adds_eos = llama_vocab_get_add_eos(vocab_);
+  std::vector<Token> out;
+  if (llama_vocab_get_add_bos(vocab_)) out.push_back(llama_vocab_bos(vocab_));
+  const auto q = tokenize(query, false, false);
+  out.insert(out.end(), q.begin(), q.end());
+  if (adds_eos) out.push_back(end);
+  if (llama_vocab_get_add_sep(vocab_)) out.push_back(llama_vocab_sep(vocab_));
+  const auto d = tokenize(document, false, false);
+  out.insert(out.end(), d.begin(), d.end());
+  if (adds_eos) out.push_back(end);
+  return out;
+}
 std::optional<FimTokens> Tokenizer::fim() const {
   FimTokens fim{llama_vocab_fim_pre(vocab_), llama_vocab_fim_suf(vocab_), llama_vocab_fim_mid(vocab_),
                 llama_vocab_fim_pad(vocab_), llama_vocab_fim_rep(vocab_), llama_vocab_fim_sep(vocab_)};
-  if (fim.pre == LLAMA_TOKEN_NULL || fim.suf == LLAMA_TOKEN_NULL || fim.mid == LLAMA_TOKEN_NULL) return std::nullopt;
+  if (fim.pre == LLAMA_TOKEN_NULL || fim.suf == LLAMA_TOKEN_NULL || fim.mid == LLAMA_TOKEN_NULL)
+    return std::nullopt;
   return fim;
 }
 

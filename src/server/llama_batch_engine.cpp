@@ -48,7 +48,9 @@ class LlamaBatchEngine final : public BatchEngine {
   std::span<const float> seq_embedding(int seq) const override {
     const float* v = context_.seq_embedding(seq);
     if (!v) return {};
-    return {v, static_cast<std::size_t>(model_.info().n_embd)};
+    // a reranker's pooled output is its n_cls_out scores
+    const auto& info = model_.info();
+    return {v, static_cast<std::size_t>(info.is_reranker ? info.n_cls_out : info.n_embd)};
   }
 
   std::unique_ptr<TokenSampler> sampler(const engine::SamplingParams& params) override {

@@ -14,6 +14,8 @@
 #include "common/text.h"
 #include "server/api/chat_completions.h"
 #include "server/api/fields.h"
+#include "server/api/pooled.h"
+#include "server/api/rerank.h"
 #include "server/generation.h"
 #include "server/infill.h"
 
@@ -142,10 +144,10 @@ asio::awaitable<void> embeddings(const ServeContext& ctx, http::Exchange& ex) {
   if (co_await refused_while_draining(ctx, ex)) co_return;
   const json body = parse_body(ex);
   check_model(ctx, body, ex);
-  if (!ctx.model.info().is_embedding) {
-    throw_invalid("model '" + ctx.model_id +
-                      "' cannot compute embeddings: it is a text-generation model; serve an embedding model "
-                      "(such as bge-small-en-v1.5) for /v1/embeddings",
+  if (!ctx.model.info().is_embedding || ctx.model.info().is_reranker) {
+    throw_invalid("model '" + ctx.model_id + "' cannot compute embeddings: it is a " +
+                      (ctx.model.info().is_reranker ? "reranker (use /v1/rerank)" : "text-generation model") +
+                      "; serve an embedding model (such as bge-small-en-v1.5) for /v1/embeddings",
                   "model", "model_not_embedding");
   }
   auto it = body.find("input");
@@ -201,33 +203,11 @@ asio::awaitable<void> embeddings(const ServeContext& ctx, http::Exchange& ex) {
     }
   }
 
-  Generation gen;
-  gen.events = std::make_shared<EventChannel>(ex.executor(), inputs.size() + 1);
-  std::vector<GenerationJob> jobs;
-  for (std::size_t i = 0; i < inputs.size(); ++i) {
-    GenerationJob job;
-    job.prompt = std::move(inputs[i]);
-    job.embedding = true;
-    job.choice = static_cast<int>(i);
-    job.events = gen.events;
-    job.cancelled = gen.cancelled;
-    jobs.push_back(std::move(job));
-  }
-  const std::size_t count = jobs.size();
-  if (!ctx.scheduler.submit(std::move(jobs))) {
-    const Error full = queue_full_error();
-    co_await respond_busy(ex, full);
-    co_return;
-  }
+  auto events = co_await run_pooled(ctx, ex, std::move(inputs), /*rank=*/false);
+  if (!events) co_return;  // busy: answered
   json data = json::array();
-  for (std::size_t i = 0; i < count; ++i) data.push_back(nullptr);
   long long prompt_tokens = 0;
-  for (std::size_t received = 0; received < count;) {
-    auto [ec, event] = co_await gen.events->async_receive(use_tuple);
-    if (ec) throw ClawbotError({ErrorKind::unavailable, "the server is shutting down", {}, {}});
-    if (event.error) throw ClawbotError(*event.error);
-    if (!event.done) continue;
-    ++received;
+  for (const auto& event : *events) {
     prompt_tokens += event.prompt_tokens;
     json item = {{"object", "embedding"}, {"index", event.choice}};
     if (format == "base64") {
@@ -235,7 +215,7 @@ asio::awaitable<void> embeddings(const ServeContext& ctx, http::Exchange& ex) {
     } else {
       item["embedding"] = event.embedding;
     }
-    data[static_cast<std::size_t>(event.choice)] = std::move(item);
+    data.push_back(std::move(item));
   }
   const json reply = {{"object", "list"},
                       {"data", std::move(data)},
@@ -397,6 +377,10 @@ std::shared_ptr<const http::Router> make_openai_router(const ServeContext& conte
   add(http::Verb::post, "/v1/completions", [ctx](http::Exchange& ex) { return completions(*ctx, ex); });
   add(http::Verb::post, "/infill", [ctx](http::Exchange& ex) { return infill(*ctx, ex); });
   add(http::Verb::post, "/v1/embeddings", [ctx](http::Exchange& ex) { return embeddings(*ctx, ex); });
+  // llama-server's four names for one route (Jina's and Cohere's shape)
+  for (const char* path : {"/v1/rerank", "/rerank", "/v1/reranking", "/reranking"}) {
+    add(http::Verb::post, path, [ctx](http::Exchange& ex) { return rerank(*ctx, ex); });
+  }
   add(http::Verb::post, "/tokenize", [ctx](http::Exchange& ex) { return tokenize(*ctx, ex); });
   add(http::Verb::post, "/detokenize", [ctx](http::Exchange& ex) { return detokenize(*ctx, ex); });
   return router;

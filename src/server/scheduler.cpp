@@ -805,6 +805,8 @@ void Scheduler::run_embeddings(std::vector<GenerationJob>& jobs) {
                                            : std::span<const float>();
       if (v.empty()) {
         event.error = Error{ErrorKind::internal, "the engine produced no embedding", {}, {}};
+      } else if (jobs[j].rank) {
+        event.score = v[0];
       } else {
         double norm = 0;
         for (const float x : v) norm += static_cast<double>(x) * x;

@@ -49,8 +49,9 @@ struct GenerationEvent {
   double queue_ms = 0;         // waiting for a slot
   double generation_ms = 0;    // after the first token
   std::optional<Error> error;  // on done, when the engine failed
-  // Embedding jobs: the pooled (normalised) vector.
+  // Embedding jobs: the pooled (normalised) vector; rank jobs: the relevance score.
   std::vector<float> embedding;
+  float score = 0.0f;
 };
 
 using EventChannel =
@@ -67,6 +68,7 @@ struct GenerationJob {
   std::vector<engine::Token> preserved_tokens;
   int choice = 0;
   bool embedding = false;  // pooled embedding instead of generation
+  bool rank = false;       // with embedding, on a reranker: the pair's relevance score (not normalised)
   std::chrono::steady_clock::time_point enqueued = std::chrono::steady_clock::now();
   std::shared_ptr<EventChannel> events;
   std::shared_ptr<std::atomic<bool>> cancelled;

@@ -5,7 +5,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { suiteServer, postJson, readSse, assertErrorBody } from './server_harness.mjs';
+import { suiteServer, postJson, postStream, assertErrorBody } from './server_harness.mjs';
 
 const COMPL = '/v1/completions';
 
@@ -17,14 +17,7 @@ ws ::= [ ]?
 `;
 
 async function streamed(base, body) {
-  const res = await fetch(base + COMPL, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ ...body, stream: true }),
-    signal: AbortSignal.timeout(30000),
-  });
-  assert.equal(res.status, 200);
-  const events = await readSse(res);
+  const events = await postStream(base, COMPL, body);
   const chunks = events.filter((e) => e !== '[DONE]').map((e) => JSON.parse(e));
   const text = chunks.map((c) => c.choices?.[0]?.text ?? '').join('');
   return { text, chunks, done: events.at(-1) === '[DONE]' };

@@ -317,6 +317,18 @@ export async function readSse(res, onEvent) {
   return events;
 }
 
+/** POST `body` with `"stream": true` and return the `data:` payloads (readSse) after asserting a 200. */
+export async function postStream(baseUrl, route, body, { timeoutMs = REQUEST_TIMEOUT_MS } = {}) {
+  const res = await fetch(baseUrl + route, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ ...body, stream: true }),
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  assert.equal(res.status, 200, `${route}: a stream expected`);
+  return readSse(res);
+}
+
 // ---------------------------------------------------------------------------
 // Shape assertions
 

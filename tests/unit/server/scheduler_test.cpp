@@ -585,6 +585,22 @@ TEST_F(SchedulerTest, EmbeddingInputsShareOneDecodeAndComeBackNormalised) {
   EXPECT_EQ(engine->cells.size(), 0u) << "the embedding sequences stay in the cache";
 }
 
+TEST_F(SchedulerTest, RankInputsComeBackAsTheirRawScore) {
+  start();
+  auto jobs = embedding_inputs({"ab", "cde"});
+  for (auto& j : jobs) j.rank = true;
+  auto r = submit(std::move(jobs));
+  step();
+  r->read();
+  ASSERT_EQ(steps(), 1u);
+  ASSERT_EQ(r->received.size(), 2u);
+  // The fake's pooled output is {tokens, sum of tokens}: a reranker's score is its first value, not
+  // normalised.
+  EXPECT_FLOAT_EQ(r->received[0].score, 2.0f);
+  EXPECT_FLOAT_EQ(r->received[1].score, 3.0f);
+  EXPECT_TRUE(r->received[0].embedding.empty());
+}
+
 TEST_F(SchedulerTest, EmbeddingInputsBeyondTheSequenceLimitTakeAnotherDecode) {
   engine->max_sequences = 1;
   start();

@@ -12,7 +12,9 @@
 #include "common/json_check.h"
 #include "common/json_read.h"
 #include "common/text.h"
+#include "server/api/anthropic_messages.h"
 #include "server/api/fields.h"
+#include "server/api/responses.h"
 #include "server/generation.h"
 #include "server/infill.h"
 
@@ -403,6 +405,8 @@ std::shared_ptr<const http::Router> make_openai_router(const ServeContext& conte
   add(http::Verb::post, "/v1/embeddings", [ctx](http::Exchange& ex) { return embeddings(*ctx, ex); });
   add(http::Verb::post, "/tokenize", [ctx](http::Exchange& ex) { return tokenize(*ctx, ex); });
   add(http::Verb::post, "/detokenize", [ctx](http::Exchange& ex) { return detokenize(*ctx, ex); });
+  add_responses_routes(context, add);
+  add_anthropic_routes(context, add);
   return router;
 }
 

@@ -386,8 +386,11 @@ http::Handler in_anthropic_shape(Handler handler) {
       if (failure->kind == ErrorKind::internal)
         spdlog::error("handler for {} failed: {}", ex.path(), e.what());
     }
-    if (failure)
-      co_await answer_error(ex, *failure, anthropic_error(*failure), {"error", anthropic_error(*failure)});
+    if (failure) {
+      const json body = anthropic_error(*failure);
+      const TypedEvent event{"error", body};
+      co_await answer_error(ex, *failure, body, event);
+    }
   };
 }
 

@@ -137,10 +137,11 @@ void PartStream::close_part() {
   text_.clear();
 }
 
+// (Named locals throughout, not temporaries inside co_await expressions: GCC 12 miscompiles those, as a
+// double free at run time or an "array used as initializer" error.)
 asio::awaitable<void> answer_error(http::Exchange& ex, const Error& error, const json& body,
                                    const TypedEvent& event) {
   if (ex.sse_started()) {
-    // (Named locals: GCC 12 miscompiles a braced list inside a co_await expression.)
     std::vector<TypedEvent> events;
     events.push_back(event);
     std::string text = sse_text(events);
@@ -151,24 +152,28 @@ asio::awaitable<void> answer_error(http::Exchange& ex, const Error& error, const
   if (ex.responded()) co_return;
   std::vector<std::pair<std::string, std::string>> headers;
   if (error.kind == ErrorKind::unavailable) headers.emplace_back("Retry-After", "1");
-  co_await ex.respond_text(http_status(error.kind), json_text(body), "application/json", std::move(headers));
+  std::string text = json_text(body);
+  co_await ex.respond_text(http_status(error.kind), std::move(text), "application/json", std::move(headers));
 }
 
 asio::awaitable<bool> EventStreamSink::write(const std::vector<TypedEvent>& events) {
   if (events.empty()) co_return true;
-  co_return co_await ex_.sse_raw(sse_text(events));
+  std::string text = sse_text(events);
+  co_return co_await ex_.sse_raw(std::move(text));
 }
 
 asio::awaitable<bool> EventStreamSink::begin(const ChatRequest&, int prompt_tokens) {
   auto events = writer_.opening(prompt_tokens);
   if (!stream_) co_return true;
-  if (!co_await ex_.sse_start()) co_return false;
+  const bool started = co_await ex_.sse_start();
+  if (!started) co_return false;
   co_return co_await write(events);
 }
 
 asio::awaitable<bool> EventStreamSink::delta(const ChatDelta& delta) {
   if (!stream_) co_return true;
-  co_return co_await write(writer_.pieces(delta));
+  const std::vector<TypedEvent> events = writer_.pieces(delta);
+  co_return co_await write(events);
 }
 
 asio::awaitable<bool> EventStreamSink::keep_alive() {
@@ -184,15 +189,20 @@ asio::awaitable<bool> EventStreamSink::keep_alive() {
 asio::awaitable<void> EventStreamSink::finish(const std::vector<ChatChoice>& choices,
                                               const ChatUsage& usage) {
   if (stream_) {
-    if (co_await write(writer_.closing(choices, usage))) co_await ex_.sse_end();
+    const std::vector<TypedEvent> events = writer_.closing(choices, usage);
+    const bool written = co_await write(events);
+    if (written) co_await ex_.sse_end();
     co_return;
   }
   const json answer = writer_.whole(choices, usage);
-  co_await ex_.respond_text(200, json_text(answer), "application/json");
+  std::string text = json_text(answer);
+  co_await ex_.respond_text(200, std::move(text), "application/json");
 }
 
 asio::awaitable<void> EventStreamSink::fail(const Error& error) {
-  co_await answer_error(ex_, error, writer_.error_body(error), writer_.error_event(error));
+  const json body = writer_.error_body(error);
+  const TypedEvent event = writer_.error_event(error);
+  co_await answer_error(ex_, error, body, event);
 }
 
 }  // namespace clawbot::server::api

@@ -1,0 +1,162 @@
+// Compatibility tests: OpenAI's Responses API (POST /v1/responses) driven by the official `openai` client:
+// plain and streamed (typed events with sequence numbers, adding up to the answer), previous_response_id
+// continuing a kept response (and reusing the prefix cache), a function tool forced by tool_choice, and bad
+// input answered in OpenAI's error shape naming the field.
+// Setup: (cd tests/compat && npm ci --ignore-scripts)   Run: CLAWBOT_BIN=build/clawbot node --test tests/compat
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { MODEL_ID, startServer } from '../integration/server_harness.mjs';
+import OpenAI from './openai_client.mjs';
+
+describe('openai client: responses', () => {
+  let server;
+  let client;
+
+  before(async () => {
+    server = await startServer();
+    client = new OpenAI({ baseURL: server.baseUrl + '/v1', apiKey: 'unused', maxRetries: 0, timeout: 30000 });
+  });
+  after(async () => {
+    if (server) await server.stop();
+  });
+
+  const params = {
+    model: MODEL_ID,
+    instructions: 'You are a storyteller.',
+    input: 'Tell me a story about a dog.',
+    temperature: 0,
+    max_output_tokens: 24,
+  };
+
+  function checkUsage(u) {
+    assert.ok(Number.isInteger(u.input_tokens) && u.input_tokens > 0, JSON.stringify(u));
+    assert.ok(Number.isInteger(u.output_tokens) && u.output_tokens > 0 && u.output_tokens <= 24, JSON.stringify(u));
+    assert.equal(u.total_tokens, u.input_tokens + u.output_tokens, JSON.stringify(u));
+    assert.ok(Number.isInteger(u.input_tokens_details.cached_tokens), JSON.stringify(u));
+  }
+
+  test('responses.create: a response object with a message item and usage', async () => {
+    const r = await client.responses.create(params);
+    assert.equal(r.object, 'response');
+    assert.match(r.id, /^resp_/);
+    assert.ok(['completed', 'incomplete'].includes(r.status), r.status);
+    assert.equal(r.model, MODEL_ID);
+    assert.equal(r.instructions, params.instructions);
+    assert.equal(r.output.length, 1, JSON.stringify(r.output));
+    assert.equal(r.output[0].type, 'message');
+    assert.equal(r.output[0].role, 'assistant');
+    assert.equal(r.output[0].content[0].type, 'output_text');
+    assert.ok(r.output_text.trim().length > 0, `a story, got ${JSON.stringify(r.output_text)}`);
+    checkUsage(r.usage);
+  });
+
+  test('responses.create streamed: typed events in order, adding up to the plain answer', async () => {
+    const plain = await client.responses.create(params);
+    const stream = await client.responses.create({ ...params, stream: true });
+    const types = [];
+    let text = '';
+    let last;
+    let sequence = -1;
+    for await (const event of stream) {
+      types.push(event.type);
+      assert.equal(event.sequence_number, sequence + 1, `sequence numbers count up: ${event.type}`);
+      sequence = event.sequence_number;
+      if (event.type === 'response.output_text.delta') text += event.delta;
+      if (event.type === 'response.output_text.done') assert.equal(event.text, text);
+      last = event;
+    }
+    assert.deepEqual(types.slice(0, 4),
+      ['response.created', 'response.in_progress', 'response.output_item.added', 'response.content_part.added']);
+    assert.ok(types.includes('response.output_text.delta'), types.join());
+    assert.deepEqual(types.slice(-4), ['response.output_text.done', 'response.content_part.done',
+      'response.output_item.done', plain.status === 'completed' ? 'response.completed' : 'response.incomplete']);
+    assert.equal(text, plain.output_text, 'streamed text equals the plain answer (greedy)');
+    assert.equal(last.response.output[0].content[0].text, text);
+    assert.equal(last.response.usage.output_tokens, plain.usage.output_tokens);
+    assert.equal(last.response.usage.input_tokens, plain.usage.input_tokens);
+  });
+
+  test('previous_response_id continues the kept conversation and reuses its prefix in the cache', async () => {
+    const first = await client.responses.create({ ...params, input: 'Tell me a story about a cat.' });
+    const second = await client.responses.create({
+      model: MODEL_ID, instructions: params.instructions, input: 'And then?', temperature: 0, max_output_tokens: 8,
+      previous_response_id: first.id,
+    });
+    assert.equal(second.previous_response_id, first.id);
+    // The second prompt holds the first conversation (its question and answer) before the new input.
+    assert.ok(second.usage.input_tokens > first.usage.input_tokens + first.usage.output_tokens,
+      `second turn ${JSON.stringify(second.usage)} after ${JSON.stringify(first.usage)}`);
+    assert.ok(second.usage.input_tokens_details.cached_tokens >= first.usage.input_tokens - 1,
+      `the first turn's prompt comes from the cache: ${JSON.stringify(second.usage)}`);
+    // store: false is not kept.
+    const unkept = await client.responses.create({ ...params, store: false });
+    await assert.rejects(
+      client.responses.create({ ...params, previous_response_id: unkept.id }),
+      (err) => {
+        assert.equal(err.status, 404, String(err));
+        assert.equal(err.param, 'previous_response_id');
+        assert.match(err.message, new RegExp(unkept.id));
+        return true;
+      });
+  });
+
+  test('bad input: 400 in OpenAI\'s shape naming the field', async () => {
+    for (const [body, param] of [
+      [{ model: MODEL_ID }, 'input'],
+      [{ ...params, input: [{ role: 'user', content: [{ type: 'input_image', image_url: 'http://x/y.png' }] }] },
+        'input[0].content[0].type'],
+      [{ ...params, tools: [{ type: 'web_search' }] }, 'tools[0].type'],
+      [{ ...params, temperature: 7 }, 'temperature'],
+      [{ ...params, text: { format: { type: 'json_schema', name: 'x' } } }, 'text.format.schema'],
+    ]) {
+      await assert.rejects(client.responses.create(body), (err) => {
+        assert.ok(err instanceof OpenAI.BadRequestError, `${JSON.stringify(body)}: ${err}`);
+        assert.equal(err.param, param, err.message);
+        return true;
+      });
+    }
+  });
+
+  test('a function tool forced by tool_choice, then its output, then an answer', async () => {
+    const tools = [{
+      type: 'function', name: 'get_weather', description: 'The weather in a city',
+      parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'],
+        additionalProperties: false },
+      strict: true,
+    }];
+    const call = await client.responses.create({
+      ...params, input: 'What is the weather in Paris?', tools, tool_choice: 'required', max_output_tokens: 64,
+    });
+    const calls = call.output.filter((item) => item.type === 'function_call');
+    assert.ok(calls.length >= 1, JSON.stringify(call.output));
+    assert.equal(calls[0].name, 'get_weather');
+    const args = JSON.parse(calls[0].arguments);
+    assert.equal(typeof args.city, 'string', calls[0].arguments);
+    assert.match(calls[0].call_id, /./);
+
+    // Streamed: the call arrives as output_item.added, arguments deltas and .done.
+    const stream = await client.responses.create({
+      ...params, input: 'What is the weather in Rome?', tools, tool_choice: 'required', max_output_tokens: 64,
+      stream: true,
+    });
+    let streamedArgs = '';
+    let done;
+    let added;
+    for await (const event of stream) {
+      if (event.type === 'response.output_item.added' && event.item.type === 'function_call') added = event.item;
+      if (event.type === 'response.function_call_arguments.delta') streamedArgs += event.delta;
+      if (event.type === 'response.function_call_arguments.done') done = event;
+    }
+    assert.equal(added?.name, 'get_weather');
+    assert.equal(done.arguments, streamedArgs);
+    assert.equal(typeof JSON.parse(streamedArgs).city, 'string');
+
+    const answer = await client.responses.create({
+      ...params, previous_response_id: call.id, tools,
+      input: [{ type: 'function_call_output', call_id: calls[0].call_id, output: 'Sunny, 21 C' }],
+    });
+    assert.equal(answer.status === 'completed' || answer.status === 'incomplete', true);
+    assert.ok(answer.output.some((item) => item.type === 'message'), JSON.stringify(answer.output));
+  });
+});

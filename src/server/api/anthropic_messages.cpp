@@ -87,23 +87,14 @@ void read_message(const json& value, const std::string& where, std::vector<ChatM
     out.push_back(std::move(turn));
 }
 
-void read_tools(const json& body, ChatRequest& chat) {
-  const json* tools = member(body, "tools");
-  if (!tools) return;
-  if (!tools->is_array())
-    throw_invalid("'tools' must be an array of tools, got " + describe(*tools), "tools");
-  for (std::size_t i = 0; i < tools->size(); ++i) {
-    const std::string where = "tools[" + std::to_string(i) + "]";
-    const json& tool = object_at((*tools)[i], where);
-    const std::string type = text_member(tool, "type", where, false);
-    if (!type.empty() && type != "custom") {
-      throw_invalid("'" + where + ".type' is \"" + type +
-                        "\"; this node runs client tools only ({name, "
-                        "description, input_schema})",
-                    where + ".type");
-    }
-    chat.tools.push_back(function_tool(tool, where, "input_schema"));
+Tool read_tool(const json& tool, const std::string& where) {
+  const std::string type = text_member(tool, "type", where, false);
+  if (!type.empty() && type != "custom") {
+    throw_invalid("'" + where + ".type' is \"" + type +
+                      "\"; this node runs client tools only ({name, description, input_schema})",
+                  where + ".type");
   }
+  return function_tool(tool, where, "input_schema");
 }
 
 // {type: auto | any | tool | none, name, disable_parallel_tool_use}
@@ -121,18 +112,11 @@ void read_tool_choice(const json& body, ChatRequest& chat) {
   } else if (type == "tool") {
     chat.tool_choice = ToolChoice::named;
     chat.tool_choice_name = text_member(c, "name", "tool_choice", true);
-    if (std::none_of(chat.tools.begin(), chat.tools.end(),
-                     [&](const Tool& t) { return t.name == chat.tool_choice_name; })) {
-      throw_invalid("'tool_choice.name' is \"" + chat.tool_choice_name + "\", which is not one of 'tools'",
-                    "tool_choice.name");
-    }
   } else {
     throw_invalid("'tool_choice.type' is \"" + type + "\"; it must be auto, any, tool or none",
                   "tool_choice.type");
   }
-  if (chat.tool_choice == ToolChoice::required && chat.tools.empty()) {
-    throw_invalid("'tool_choice' is {\"type\":\"any\"} but 'tools' is empty", "tool_choice");
-  }
+  check_tool_choice(chat, "{\"type\":\"any\"}");
   chat.parallel_tool_calls = !json_check::bool_field(c, "disable_parallel_tool_use", false);
 }
 
@@ -178,7 +162,7 @@ ChatRequest parse_anthropic_request(const json& body, std::uint32_t n_ctx, bool 
   }
   // A last assistant message is a prefill: the answer continues it.
   if (chat.messages.back().role == "assistant") chat.add_generation_prompt = false;
-  read_tools(body, chat);
+  chat.tools = tools_field(body, read_tool);
   read_tool_choice(body, chat);
   if (const json* thinking = member(body, "thinking")) {
     const std::string type = text_member(object_at(*thinking, "thinking"), "type", "thinking", true);
@@ -274,7 +258,7 @@ std::vector<TypedEvent> AnthropicWriter::opening(int prompt_tokens) {
                   {"usage", usage_json(ChatUsage{prompt_tokens, 0, 0, 0, 0, 0})}};
   event("message_start", {{"message", std::move(message)}});
   event("ping", json::object());
-  return std::exchange(events_, {});
+  return take_events();
 }
 
 void AnthropicWriter::on_open(Kind kind, const ToolCallDelta* call) {
@@ -306,20 +290,14 @@ void AnthropicWriter::on_close(Kind) {
   event("content_block_stop", {{"index", parts() - 1}});
 }
 
-std::vector<TypedEvent> AnthropicWriter::pieces(const ChatDelta& delta) {
-  stream_delta(delta);
-  return std::exchange(events_, {});
-}
-
 std::vector<TypedEvent> AnthropicWriter::closing(const std::vector<ChatChoice>& choices,
                                                  const ChatUsage& usage) {
-  const ChatChoice empty;
-  const ChatChoice& choice = choices.empty() ? empty : choices.front();
+  const ChatChoice& choice = first_choice(choices);
   stream_rest(choice.message);
   event("message_delta", {{"delta", {{"stop_reason", stop_reason(choice)}, {"stop_sequence", nullptr}}},
                           {"usage", usage_json(usage)}});
   event("message_stop", json::object());
-  return std::exchange(events_, {});
+  return take_events();
 }
 
 std::optional<TypedEvent> AnthropicWriter::keep_alive() {
@@ -327,8 +305,7 @@ std::optional<TypedEvent> AnthropicWriter::keep_alive() {
 }
 
 json AnthropicWriter::whole(const std::vector<ChatChoice>& choices, const ChatUsage& usage) {
-  const ChatChoice empty;
-  const ChatChoice& choice = choices.empty() ? empty : choices.front();
+  const ChatChoice& choice = first_choice(choices);
   const ChatMessage& m = choice.message;
   json content = json::array();
   if (!m.reasoning_content.empty()) {
@@ -356,7 +333,13 @@ json AnthropicWriter::whole(const std::vector<ChatChoice>& choices, const ChatUs
 namespace {
 
 asio::awaitable<void> create_message(const ServeContext& ctx, http::Exchange& ex) {
-  if (co_await refused_while_draining(ctx, ex)) co_return;
+  // Draining (SIGTERM): 503 with Retry-After, as every route answers it, in Anthropic's shape.
+  if (ctx.draining && ctx.draining->load()) {
+    throw ClawbotError({ErrorKind::unavailable,
+                        "this node is shutting down: it takes no new requests; retry on another node",
+                        {},
+                        "draining"});
+  }
   const json body = parse_body(ex);
   check_model(ctx, body, ex);
   require_generation_model(ctx);

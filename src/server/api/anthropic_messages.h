@@ -24,11 +24,10 @@ ChatRequest parse_anthropic_request(const nlohmann::json& body, std::uint32_t n_
 nlohmann::json anthropic_error(const Error& error);
 
 // The message object and its stream's events.
-class AnthropicWriter final : public EventWriter, private PartStream {
+class AnthropicWriter final : public PartEventWriter {
  public:
   AnthropicWriter(std::string id, std::string model) : id_(std::move(id)), model_(std::move(model)) {}
   std::vector<TypedEvent> opening(int prompt_tokens) override;
-  std::vector<TypedEvent> pieces(const ChatDelta& delta) override;
   std::vector<TypedEvent> closing(const std::vector<ChatChoice>& choices, const ChatUsage& usage) override;
   std::optional<TypedEvent> keep_alive() override;
   nlohmann::json whole(const std::vector<ChatChoice>& choices, const ChatUsage& usage) override;
@@ -43,7 +42,6 @@ class AnthropicWriter final : public EventWriter, private PartStream {
 
   std::string id_;
   std::string model_;
-  std::vector<TypedEvent> events_;  // written by the part callbacks, handed out by each call
 };
 
 void add_anthropic_routes(const ServeContext& ctx, const AddRoute& add);

@@ -147,27 +147,17 @@ void read_item(const json& value, const std::string& where, std::vector<ChatMess
   }
 }
 
-void read_tools(const json& body, ChatRequest& chat) {
-  const json* tools = member(body, "tools");
-  if (!tools) return;
-  if (!tools->is_array())
-    throw_invalid("'tools' must be an array of tools, got " + describe(*tools), "tools");
-  for (std::size_t i = 0; i < tools->size(); ++i) {
-    const std::string where = "tools[" + std::to_string(i) + "]";
-    const json& tool = object_at((*tools)[i], where);
-    const std::string type = text_member(tool, "type", where, true);
-    if (type != "function") {
-      throw_invalid("'" + where + ".type' is \"" + type + "\"; this node runs function tools only",
-                    where + ".type");
-    }
-    // Responses' flat {type, name, parameters}; Chat Completions' nested {type, function: {...}} too.
-    if (const json* nested = member(tool, "function")) {
-      chat.tools.push_back(
-          function_tool(object_at(*nested, where + ".function"), where + ".function", "parameters"));
-    } else {
-      chat.tools.push_back(function_tool(tool, where, "parameters"));
-    }
+// Responses' flat {type, name, parameters}; Chat Completions' nested {type, function: {...}} too.
+Tool read_tool(const json& tool, const std::string& where) {
+  const std::string type = text_member(tool, "type", where, true);
+  if (type != "function") {
+    throw_invalid("'" + where + ".type' is \"" + type + "\"; this node runs function tools only",
+                  where + ".type");
   }
+  if (const json* nested = member(tool, "function")) {
+    return function_tool(object_at(*nested, where + ".function"), where + ".function", "parameters");
+  }
+  return function_tool(tool, where, "parameters");
 }
 
 void read_tool_choice(const json& body, ChatRequest& chat) {
@@ -198,15 +188,7 @@ void read_tool_choice(const json& body, ChatRequest& chat) {
     chat.tool_choice = ToolChoice::named;
     chat.tool_choice_name = text_member(named, "name", "tool_choice", true);
   }
-  if (chat.tool_choice == ToolChoice::required && chat.tools.empty()) {
-    throw_invalid("'tool_choice' is \"required\" but 'tools' is empty", "tool_choice");
-  }
-  if (chat.tool_choice == ToolChoice::named &&
-      std::none_of(chat.tools.begin(), chat.tools.end(),
-                   [&](const Tool& t) { return t.name == chat.tool_choice_name; })) {
-    throw_invalid("'tool_choice.name' is \"" + chat.tool_choice_name + "\", which is not one of 'tools'",
-                  "tool_choice.name");
-  }
+  check_tool_choice(chat, "\"required\"");
 }
 
 // text.format: {type: text} | {type: json_object} | {type: json_schema, name, schema, strict}.
@@ -297,7 +279,7 @@ ResponsesRequest parse_responses_request(const json& body, std::uint32_t n_ctx, 
   if (!instructions.empty()) chat.messages.push_back(text_message("system", instructions));
   chat.messages.insert(chat.messages.end(), r.history.begin(), r.history.end());
 
-  read_tools(body, chat);
+  chat.tools = tools_field(body, read_tool);
   read_tool_choice(body, chat);
   read_text_format(body, chat);
   if (const json* reasoning = member(body, "reasoning")) {
@@ -383,7 +365,7 @@ json ResponsesWriter::response(const char* status, json output, const ChatUsage*
 std::vector<TypedEvent> ResponsesWriter::opening(int) {
   event("response.created", {{"response", response("in_progress", json::array(), nullptr, nullptr)}});
   event("response.in_progress", {{"response", response("in_progress", json::array(), nullptr, nullptr)}});
-  return std::exchange(events_, {});
+  return take_events();
 }
 
 json ResponsesWriter::where() const {
@@ -457,15 +439,9 @@ void ResponsesWriter::on_close(Kind kind) {
         {{"output_index", static_cast<int>(items_.size()) - 1}, {"item", item.json}});
 }
 
-std::vector<TypedEvent> ResponsesWriter::pieces(const ChatDelta& delta) {
-  stream_delta(delta);
-  return std::exchange(events_, {});
-}
-
 std::vector<TypedEvent> ResponsesWriter::closing(const std::vector<ChatChoice>& choices,
                                                  const ChatUsage& usage) {
-  const ChatChoice empty;
-  const ChatChoice& choice = choices.empty() ? empty : choices.front();
+  const ChatChoice& choice = first_choice(choices);
   stream_rest(choice.message);
   if (parts() == 0) empty_text_part();  // an empty answer is an empty message
   json output = json::array();
@@ -475,7 +451,7 @@ std::vector<TypedEvent> ResponsesWriter::closing(const std::vector<ChatChoice>& 
   event(
       incomplete ? "response.incomplete" : "response.completed",
       {{"response", response(incomplete ? "incomplete" : "completed", std::move(output), &usage, &choice)}});
-  return std::exchange(events_, {});
+  return take_events();
 }
 
 json ResponsesWriter::output_of(const ChatChoice& choice) const {
@@ -497,8 +473,7 @@ json ResponsesWriter::output_of(const ChatChoice& choice) const {
 }
 
 json ResponsesWriter::whole(const std::vector<ChatChoice>& choices, const ChatUsage& usage) {
-  const ChatChoice empty;
-  const ChatChoice& choice = choices.empty() ? empty : choices.front();
+  const ChatChoice& choice = first_choice(choices);
   json output = output_of(choice);
   keep_answer(choice.message, output);
   return response(choice.finish == ChatFinish::length ? "incomplete" : "completed", std::move(output), &usage,

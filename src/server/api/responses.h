@@ -61,12 +61,11 @@ ResponsesRequest parse_responses_request(const nlohmann::json& body, std::uint32
                                          ResponseStore& store);
 
 // The response object and its stream's events.
-class ResponsesWriter final : public EventWriter, private PartStream {
+class ResponsesWriter final : public PartEventWriter {
  public:
   ResponsesWriter(std::string id, std::string model, nlohmann::json echo, std::time_t created_at)
       : id_(std::move(id)), model_(std::move(model)), echo_(std::move(echo)), created_at_(created_at) {}
   std::vector<TypedEvent> opening(int prompt_tokens) override;
-  std::vector<TypedEvent> pieces(const ChatDelta& delta) override;
   std::vector<TypedEvent> closing(const std::vector<ChatChoice>& choices, const ChatUsage& usage) override;
   nlohmann::json whole(const std::vector<ChatChoice>& choices, const ChatUsage& usage) override;
   nlohmann::json error_body(const Error& error) override;
@@ -95,8 +94,7 @@ class ResponsesWriter final : public EventWriter, private PartStream {
   nlohmann::json echo_;
   std::time_t created_at_;
   long long sequence_ = 0;
-  std::vector<Item> items_;         // streamed so far
-  std::vector<TypedEvent> events_;  // written by the part callbacks, handed out by each call
+  std::vector<Item> items_;  // streamed so far
   std::optional<ChatMessage> answer_;
 };
 

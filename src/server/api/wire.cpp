@@ -52,6 +52,32 @@ ChatMessage text_message(std::string role, std::string content) {
   return m;
 }
 
+std::vector<Tool> tools_field(const json& body,
+                              const std::function<Tool(const json&, const std::string&)>& read_one) {
+  std::vector<Tool> tools;
+  const json* array = member(body, "tools");
+  if (!array) return tools;
+  if (!array->is_array())
+    throw_invalid("'tools' must be an array of tools, got " + describe(*array), "tools");
+  for (std::size_t i = 0; i < array->size(); ++i) {
+    const std::string where = "tools[" + std::to_string(i) + "]";
+    tools.push_back(read_one(object_at((*array)[i], where), where));
+  }
+  return tools;
+}
+
+void check_tool_choice(const ChatRequest& chat, const std::string& required_words) {
+  if (chat.tool_choice == ToolChoice::required && chat.tools.empty()) {
+    throw_invalid("'tool_choice' is " + required_words + " but 'tools' is empty", "tool_choice");
+  }
+  if (chat.tool_choice == ToolChoice::named &&
+      std::none_of(chat.tools.begin(), chat.tools.end(),
+                   [&](const Tool& t) { return t.name == chat.tool_choice_name; })) {
+    throw_invalid("'tool_choice.name' is \"" + chat.tool_choice_name + "\", which is not one of 'tools'",
+                  "tool_choice.name");
+  }
+}
+
 std::string tool_name_of(const std::vector<ChatMessage>& messages, const std::string& call_id) {
   for (auto m = messages.rbegin(); m != messages.rend(); ++m) {
     for (const auto& call : m->tool_calls) {
@@ -77,6 +103,11 @@ std::string sse_text(const std::vector<TypedEvent>& events) {
   for (const auto& e : events)
     out.append("event: ").append(e.name).append("\ndata: ").append(json_text(e.data)).append("\n\n");
   return out;
+}
+
+const ChatChoice& PartEventWriter::first_choice(const std::vector<ChatChoice>& choices) {
+  static const ChatChoice none;
+  return choices.empty() ? none : choices.front();
 }
 
 void PartStream::piece(Kind kind, const ToolCallDelta* call, const std::string& text) {

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -34,6 +35,12 @@ const nlohmann::json& object_at(const nlohmann::json& value, const std::string& 
 Tool function_tool(const nlohmann::json& object, const std::string& where, const char* schema_key);
 // A message of `role` with text `content` and nothing else.
 ChatMessage text_message(std::string role, std::string content = {});
+// `tools`, an array (absent or null: none), each element an object read by `read_one(tool, "tools[i]")`.
+std::vector<Tool> tools_field(const nlohmann::json& body,
+                              const std::function<Tool(const nlohmann::json&, const std::string&)>& read_one);
+// A tool choice the request's tools cannot meet: a 400 naming the field. `required_words`: how the protocol
+// writes "required" ("\"required\"", "{\"type\":\"any\"}").
+void check_tool_choice(const ChatRequest& chat, const std::string& required_words);
 // The function a call id names, from the assistant messages so far ("" when none does).
 std::string tool_name_of(const std::vector<ChatMessage>& messages, const std::string& call_id);
 
@@ -96,6 +103,21 @@ class PartStream {
   std::string text_;
   std::string streamed_text_, streamed_reasoning_;
   int streamed_calls_ = 0;
+};
+
+// A writer whose stream is parts (PartStream): the events its part callbacks write, handed out by each call.
+class PartEventWriter : public EventWriter, protected PartStream {
+ public:
+  std::vector<TypedEvent> pieces(const ChatDelta& delta) final {
+    stream_delta(delta);
+    return take_events();
+  }
+
+ protected:
+  std::vector<TypedEvent> take_events() { return std::exchange(events_, {}); }
+  // The one answer these protocols have (an empty one when run_chat gave none).
+  static const ChatChoice& first_choice(const std::vector<ChatChoice>& choices);
+  std::vector<TypedEvent> events_;
 };
 
 // An error in a protocol's shape: before anything was written, `body` with the error's HTTP status (and

@@ -491,6 +491,7 @@ void ResponsesWriter::keep_answer(const ChatMessage& message, const json& output
                                      item["arguments"].get<std::string>()});
     }
   }
+  if (keep_) keep_(*answer_);
 }
 
 json ResponsesWriter::error_body(const Error& error) {
@@ -518,11 +519,13 @@ asio::awaitable<void> create_response(const ServeContext& ctx, ResponseStore& st
   ResponsesRequest request = parse_responses_request(body, ctx.n_ctx, store);
   ResponsesWriter writer(random_id("resp_"), ctx.model_id, request.echo, std::time(nullptr));
   EventStreamSink sink(ex, writer, request.chat.common.stream);
-  co_await run_chat(ctx, ex, request.chat, sink);
-  if (request.store && writer.answer()) {
-    request.history.push_back(*writer.answer());
-    store.put(writer.id(), std::move(request.history));
+  if (request.store) {
+    writer.on_answer([&](const ChatMessage& answer) {
+      request.history.push_back(answer);
+      store.put(writer.id(), std::move(request.history));
+    });
   }
+  co_await run_chat(ctx, ex, request.chat, sink);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <ctime>
+#include <functional>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -73,6 +74,8 @@ class ResponsesWriter final : public PartEventWriter {
   const std::string& id() const noexcept { return id_; }
   // The answer, once finished (what the store keeps after the conversation), with the call ids it showed.
   const std::optional<ChatMessage>& answer() const noexcept { return answer_; }
+  // Called with the answer before it is written: a client that continues from it at once finds it kept.
+  void on_answer(std::function<void(const ChatMessage&)> keep) { keep_ = std::move(keep); }
 
  private:
   struct Item {
@@ -96,6 +99,7 @@ class ResponsesWriter final : public PartEventWriter {
   long long sequence_ = 0;
   std::vector<Item> items_;  // streamed so far
   std::optional<ChatMessage> answer_;
+  std::function<void(const ChatMessage&)> keep_;
 };
 
 void add_responses_routes(const ServeContext& ctx, const AddRoute& add);

@@ -258,12 +258,17 @@ TEST(ResponsesAnswer, WholeResponseHasItemsUsageAndTheRequestEcho) {
 
 TEST(ResponsesAnswer, CallsWithoutIdsGetOnesTheStoreKeeps) {
   ResponsesWriter writer("resp_x", "m", json::object(), 0);
+  std::vector<ChatMessage> kept;  // before the answer is written (a client continuing at once finds it)
+  writer.on_answer([&](const ChatMessage& m) { kept.push_back(m); });
   const auto answer =
       writer.whole({choice_of(assistant("", {{"", "f", "{}"}}), ChatFinish::tool_calls)}, usage_of(1, 0, 1));
   ASSERT_EQ(answer["output"].size(), 1u);  // no empty message beside a call
   const std::string id = answer["output"][0]["call_id"];
   EXPECT_TRUE(id.starts_with("call_")) << id;
   EXPECT_EQ(writer.answer()->tool_calls[0].id, id);
+  ASSERT_EQ(kept.size(), 1u);
+  EXPECT_EQ(kept[0].role, "assistant");
+  EXPECT_EQ(kept[0].tool_calls[0].id, id);
 }
 
 TEST(ResponsesStream, TypedEventsInOrderWithSequenceNumbers) {
@@ -309,6 +314,8 @@ TEST(ResponsesStream, TypedEventsInOrderWithSequenceNumbers) {
 TEST(ResponsesStream, WhatTheFinalParseAddsIsStreamedAtTheEnd) {
   ResponsesWriter writer("resp_s", "m", json::object(), 0);
   std::vector<TypedEvent> all;
+  std::string kept;
+  writer.on_answer([&](const ChatMessage& m) { kept = m.content; });
   append(all, writer.opening(3));
   append(all, writer.pieces(text_delta("Hi")));
   append(all,
@@ -323,6 +330,7 @@ TEST(ResponsesStream, WhatTheFinalParseAddsIsStreamedAtTheEnd) {
   EXPECT_EQ(text, "Hi there");
   EXPECT_EQ(arguments, "{}");
   EXPECT_EQ(all.back().data["response"]["output"].size(), 2u);
+  EXPECT_EQ(kept, "Hi there");
 }
 
 TEST(ResponsesStream, AnEmptyAnswerIsAnEmptyMessageAndLengthIsIncomplete) {

@@ -215,9 +215,10 @@ json anthropic_error(const Error& error) {
 
 namespace {
 
+// As chat completions' finish_reason: an answer cut by max_tokens says so, calls or not.
 const char* stop_reason(const ChatChoice& choice) {
-  if (choice.finish == ChatFinish::tool_calls || !choice.message.tool_calls.empty()) return "tool_use";
   if (choice.finish == ChatFinish::length) return "max_tokens";
+  if (choice.finish == ChatFinish::tool_calls || !choice.message.tool_calls.empty()) return "tool_use";
   return "end_turn";
 }
 

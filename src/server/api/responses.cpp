@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <utility>
 
 #include "common/json_check.h"
@@ -214,6 +215,11 @@ void read_text_format(const json& body, ChatRequest& chat) {
   }
 }
 
+// A float as the decimal it was written as (0.95, not 0.949999988079071).
+double rounded(float value) {
+  return std::round(static_cast<double>(value) * 1e6) / 1e6;
+}
+
 // The request fields the response object repeats, as OpenAI's does.
 json echo_fields(const json& body, const ChatRequest& chat) {
   const auto field = [&](const char* key, json fallback) {
@@ -224,8 +230,8 @@ json echo_fields(const json& body, const ChatRequest& chat) {
           {"max_output_tokens", field("max_output_tokens", nullptr)},
           {"parallel_tool_calls", chat.parallel_tool_calls},
           {"previous_response_id", field("previous_response_id", nullptr)},
-          {"temperature", chat.common.sampling.temperature},
-          {"top_p", chat.common.sampling.top_p},
+          {"temperature", rounded(chat.common.sampling.temperature)},
+          {"top_p", rounded(chat.common.sampling.top_p)},
           {"tool_choice", field("tool_choice", "auto")},
           {"tools", field("tools", json::array())},
           {"text", field("text", {{"format", {{"type", "text"}}}})},

@@ -186,4 +186,22 @@ describe('anthropic client: tools', () => {
     });
     assert.equal(answer.type, 'message');
   });
+
+  test('thinking enabled: a thinking block, streamed as thinking_delta', async () => {
+    // Qwen3's tool-call grammar lets a <think> block come first: random weights, once in it, stay there until
+    // max_tokens.
+    const ask = { ...params, thinking: { type: 'enabled', budget_tokens: 1024 }, max_tokens: 12, tools,
+      tool_choice: forced, messages: [{ role: 'user', content: 'What is the weather in Paris?' }] };
+    const m = await client.messages.create(ask);
+    assert.equal(m.content[0].type, 'thinking', JSON.stringify(m.content));
+    assert.ok(m.content[0].thinking.length > 0, JSON.stringify(m.content));
+    const stream = client.messages.stream(ask);
+    let thinking = '';
+    stream.on('streamEvent', (event) => {
+      if (event.type === 'content_block_delta' && event.delta.type === 'thinking_delta') thinking += event.delta.thinking;
+    });
+    const final = await stream.finalMessage();
+    assert.equal(thinking, m.content[0].thinking);
+    assert.deepEqual(final.content, m.content);
+  });
 });

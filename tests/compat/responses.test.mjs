@@ -186,4 +186,34 @@ describe('openai client: responses with function tools', () => {
     assert.equal(answer.status === 'completed' || answer.status === 'incomplete', true);
     assert.ok(answer.output.some((item) => item.type === 'message'), JSON.stringify(answer.output));
   });
+
+  test('text.format json_schema: the answer is JSON valid for the schema, streamed and not', async () => {
+    const schema = { type: 'object', properties: { mood: { type: 'string', enum: ['happy', 'sad'] },
+      stars: { type: 'integer', minimum: 1, maximum: 5 } }, required: ['mood', 'stars'], additionalProperties: false };
+    const ask = { ...params, input: 'Rate the story.', max_output_tokens: 60,
+      text: { format: { type: 'json_schema', name: 'rating', schema, strict: true } } };
+    const r = await client.responses.create(ask);
+    const value = JSON.parse(r.output_text);
+    assert.ok(['happy', 'sad'].includes(value.mood) && Number.isInteger(value.stars), r.output_text);
+    assert.deepEqual(Object.keys(value).sort(), ['mood', 'stars']);
+    const stream = await client.responses.create({ ...ask, stream: true });
+    let text = '';
+    for await (const event of stream) if (event.type === 'response.output_text.delta') text += event.delta;
+    assert.equal(text, r.output_text);
+  });
+
+  test('reasoning on: a reasoning item, streamed as reasoning_text deltas', async () => {
+    // Qwen3's tool-call grammar lets a <think> block come first: random weights, once in it, stay there until
+    // max_output_tokens.
+    const ask = { ...params, reasoning: { effort: 'medium' }, input: 'What is the weather in Paris?', tools,
+      tool_choice: 'required', max_output_tokens: 12 };
+    const r = await client.responses.create(ask);
+    assert.equal(r.output[0].type, 'reasoning', JSON.stringify(r.output));
+    const reasoning = r.output[0].content[0].text;
+    assert.ok(reasoning.length > 0, JSON.stringify(r.output));
+    const stream = await client.responses.create({ ...ask, stream: true });
+    let text = '';
+    for await (const event of stream) if (event.type === 'response.reasoning_text.delta') text += event.delta;
+    assert.equal(text, reasoning);
+  });
 });

@@ -312,7 +312,10 @@ json AnthropicWriter::whole(const std::vector<ChatChoice>& choices, const ChatUs
   if (!m.reasoning_content.empty()) {
     content.push_back({{"type", "thinking"}, {"thinking", m.reasoning_content}, {"signature", ""}});
   }
-  if (!m.content.empty() || m.tool_calls.empty()) content.push_back({{"type", "text"}, {"text", m.content}});
+  // An empty answer is one empty text block.
+  if (!m.content.empty() || (content.empty() && m.tool_calls.empty())) {
+    content.push_back({{"type", "text"}, {"text", m.content}});
+  }
   for (const auto& call : m.tool_calls) {
     content.push_back({{"type", "tool_use"},
                        {"id", tool_use_id(call.id)},

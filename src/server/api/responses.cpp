@@ -467,7 +467,7 @@ json ResponsesWriter::output_of(const ChatChoice& choice) const {
     output.push_back(
         reasoning_item(random_id("rs_"), json::array({text_part("reasoning_text", m.reasoning_content)})));
   }
-  if (!m.content.empty() || m.tool_calls.empty()) {
+  if (!m.content.empty() || (output.empty() && m.tool_calls.empty())) {  // an empty answer: an empty message
     output.push_back(
         message_item(random_id("msg_"), "completed", json::array({text_part("output_text", m.content)})));
   }

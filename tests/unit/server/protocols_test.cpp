@@ -477,6 +477,11 @@ TEST(AnthropicAnswer, WholeMessageBlocksStopReasonAndUsage) {
   EXPECT_EQ(plain.whole({choice_of(assistant("x"))}, usage_of(1, 0, 1))["stop_reason"], "end_turn");
   EXPECT_EQ(plain.whole({choice_of(assistant("x"), ChatFinish::length)}, usage_of(1, 0, 1))["stop_reason"],
             "max_tokens");
+  ChatMessage thought = assistant("");
+  thought.reasoning_content = "Hmm.";
+  EXPECT_EQ(plain.whole({choice_of(thought, ChatFinish::length)}, usage_of(1, 0, 1))["content"].size(), 1u);
+  EXPECT_EQ(plain.whole({choice_of(assistant(""))}, usage_of(1, 0, 1))["content"],
+            json::parse(R"([{"type":"text","text":""}])"));
   const auto cut_call = plain.whole({choice_of(assistant("", {{"toolu_8", "f", "{}"}}), ChatFinish::length)},
                                     usage_of(1, 0, 1));
   EXPECT_EQ(cut_call["stop_reason"], "max_tokens");

@@ -3,10 +3,10 @@
 // plain and streamed, a tool forced by tool_choice, countTokens, and bad input answered in Anthropic's error
 // shape naming the field.
 // Setup: (cd tests/compat && npm ci --ignore-scripts)   Run: CLAWBOT_BIN=build/clawbot node --test tests/compat
-import { describe, test, before, after } from 'node:test';
+import { describe, test, before } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { MODEL_ID, QWEN3_TEMPLATE, startServer } from '../integration/server_harness.mjs';
+import { MODEL_ID, QWEN3_TEMPLATE, suiteServer } from '../integration/server_harness.mjs';
 
 let Anthropic;
 try {
@@ -17,15 +17,10 @@ try {
 }
 
 describe('anthropic client: messages', () => {
-  let server;
+  const suite = suiteServer();
   let client;
-
-  before(async () => {
-    server = await startServer();
-    client = new Anthropic({ baseURL: server.baseUrl, apiKey: 'unused', maxRetries: 0, timeout: 30000 });
-  });
-  after(async () => {
-    if (server) await server.stop();
+  before(() => {
+    client = new Anthropic({ baseURL: suite.base, apiKey: 'unused', maxRetries: 0, timeout: 60000 });
   });
 
   const params = {
@@ -121,15 +116,10 @@ describe('anthropic client: messages', () => {
 // Tools need a template that has them: stories260K with Qwen3's own Jinja template, whose tool-call grammar
 // forces the form of a call (the weights never choose one); an enum keeps the forced JSON short.
 describe('anthropic client: tools', () => {
-  let server;
+  const suite = suiteServer({ extraArgs: ['--chat-template', QWEN3_TEMPLATE, '--ctx', '2048'] });
   let client;
-
-  before(async () => {
-    server = await startServer({ extraArgs: ['--chat-template', QWEN3_TEMPLATE, '--ctx', '2048'] });
-    client = new Anthropic({ baseURL: server.baseUrl, apiKey: 'unused', maxRetries: 0, timeout: 60000 });
-  });
-  after(async () => {
-    if (server) await server.stop();
+  before(() => {
+    client = new Anthropic({ baseURL: suite.base, apiKey: 'unused', maxRetries: 0, timeout: 60000 });
   });
 
   // Thinking off: Qwen3's grammar lets a call follow a <think> block, which random weights, once in it, fill

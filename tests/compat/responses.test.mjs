@@ -3,22 +3,17 @@
 // continuing a kept response (and reusing the prefix cache), a function tool forced by tool_choice, and bad
 // input answered in OpenAI's error shape naming the field.
 // Setup: (cd tests/compat && npm ci --ignore-scripts)   Run: CLAWBOT_BIN=build/clawbot node --test tests/compat
-import { describe, test, before, after } from 'node:test';
+import { describe, test, before } from 'node:test';
 import assert from 'node:assert/strict';
 
-import { MODEL_ID, QWEN3_TEMPLATE, startServer } from '../integration/server_harness.mjs';
+import { MODEL_ID, QWEN3_TEMPLATE, suiteServer } from '../integration/server_harness.mjs';
 import OpenAI from './openai_client.mjs';
 
 describe('openai client: responses', () => {
-  let server;
+  const suite = suiteServer();
   let client;
-
-  before(async () => {
-    server = await startServer();
-    client = new OpenAI({ baseURL: server.baseUrl + '/v1', apiKey: 'unused', maxRetries: 0, timeout: 30000 });
-  });
-  after(async () => {
-    if (server) await server.stop();
+  before(() => {
+    client = new OpenAI({ baseURL: suite.base + '/v1', apiKey: 'unused', maxRetries: 0, timeout: 60000 });
   });
 
   const params = {
@@ -122,15 +117,10 @@ describe('openai client: responses', () => {
 // Tools need a template that has them: stories260K with Qwen3's own Jinja template, whose tool-call grammar
 // forces the form of a call (the weights never choose one); an enum keeps the forced JSON short.
 describe('openai client: responses with function tools', () => {
-  let server;
+  const suite = suiteServer({ extraArgs: ['--chat-template', QWEN3_TEMPLATE, '--ctx', '2048'] });
   let client;
-
-  before(async () => {
-    server = await startServer({ extraArgs: ['--chat-template', QWEN3_TEMPLATE, '--ctx', '2048'] });
-    client = new OpenAI({ baseURL: server.baseUrl + '/v1', apiKey: 'unused', maxRetries: 0, timeout: 60000 });
-  });
-  after(async () => {
-    if (server) await server.stop();
+  before(() => {
+    client = new OpenAI({ baseURL: suite.base + '/v1', apiKey: 'unused', maxRetries: 0, timeout: 60000 });
   });
 
   // Thinking off (reasoning effort "none"): Qwen3's grammar lets a call follow a <think> block, which random

@@ -101,7 +101,7 @@ describe('openai client: responses', () => {
       [{ model: MODEL_ID }, 'input'],
       [{ ...params, input: [{ role: 'user', content: [{ type: 'input_image', image_url: 'http://x/y.png' }] }] },
         'input[0].content[0].type'],
-      [{ ...params, tools: [{ type: 'web_search' }] }, 'tools[0].type'],
+      [{ ...params, tools: [{ type: 'function' }] }, 'tools[0].name'],
       [{ ...params, temperature: 7 }, 'temperature'],
       [{ ...params, text: { format: { type: 'json_schema', name: 'x' } } }, 'text.format.schema'],
     ]) {

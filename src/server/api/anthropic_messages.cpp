@@ -87,13 +87,11 @@ void read_message(const json& value, const std::string& where, std::vector<ChatM
     out.push_back(std::move(turn));
 }
 
-Tool read_tool(const json& tool, const std::string& where) {
+// A client tool ({name, description, input_schema}, type absent or "custom"); Anthropic's own tools
+// (web_search_..., bash_..., text_editor_..., code_execution_...): none.
+std::optional<Tool> read_tool(const json& tool, const std::string& where) {
   const std::string type = text_member(tool, "type", where, false);
-  if (!type.empty() && type != "custom") {
-    throw_invalid("'" + where + ".type' is \"" + type +
-                      "\"; this node runs client tools only ({name, description, input_schema})",
-                  where + ".type");
-  }
+  if (!type.empty() && type != "custom") return std::nullopt;
   return function_tool(tool, where, "input_schema");
 }
 
@@ -122,7 +120,8 @@ void read_tool_choice(const json& body, ChatRequest& chat) {
 
 }  // namespace
 
-ChatRequest parse_anthropic_request(const json& body, std::uint32_t n_ctx, bool count_only) {
+ChatRequest parse_anthropic_request(const json& body, std::uint32_t n_ctx, bool count_only,
+                                    std::vector<std::string>* skipped_tools) {
   ChatRequest chat;
   // The sampling fields parse_common reads (its ranges and errors), without max_tokens: Anthropic's is
   // required and a bound, not a wish, so one beyond the context is the context (clients send their model's
@@ -162,7 +161,9 @@ ChatRequest parse_anthropic_request(const json& body, std::uint32_t n_ctx, bool 
   }
   // A last assistant message is a prefill: the answer continues it.
   if (chat.messages.back().role == "assistant") chat.add_generation_prompt = false;
-  chat.tools = tools_field(body, read_tool);
+  std::vector<std::string> skipped;
+  chat.tools = function_tools(body, read_tool, skipped);
+  if (skipped_tools) *skipped_tools = std::move(skipped);
   read_tool_choice(body, chat);
   if (const json* thinking = member(body, "thinking")) {
     const std::string type = text_member(object_at(*thinking, "thinking"), "type", "thinking", true);
@@ -347,7 +348,9 @@ asio::awaitable<void> create_message(const ServeContext& ctx, http::Exchange& ex
   const json body = parse_body(ex);
   check_model(ctx, body, ex);
   require_generation_model(ctx);
-  const ChatRequest request = parse_anthropic_request(body, ctx.n_ctx);
+  std::vector<std::string> skipped_tools;
+  const ChatRequest request = parse_anthropic_request(body, ctx.n_ctx, false, &skipped_tools);
+  if (!skipped_tools.empty()) ex.log_fields()["skipped_tools"] = skipped_tools;
   AnthropicWriter writer(random_id("msg_"), ctx.model_id);
   EventStreamSink sink(ex, writer, request.common.stream);
   co_await run_chat(ctx, ex, request, sink);

@@ -18,7 +18,9 @@
 namespace clawbot::server::api {
 
 // Throws ClawbotError invalid_request naming the field. `count_only`: count_tokens' body (no max_tokens).
-ChatRequest parse_anthropic_request(const nlohmann::json& body, std::uint32_t n_ctx, bool count_only = false);
+// Anthropic's own tools (web search, bash, ...) are skipped: their types go to `skipped_tools`.
+ChatRequest parse_anthropic_request(const nlohmann::json& body, std::uint32_t n_ctx, bool count_only = false,
+                                    std::vector<std::string>* skipped_tools = nullptr);
 
 // Anthropic's error body, and its error type for an error kind (invalid_request_error, not_found_error, ...).
 nlohmann::json anthropic_error(const Error& error);

@@ -148,13 +148,10 @@ void read_item(const json& value, const std::string& where, std::vector<ChatMess
   }
 }
 
-// Responses' flat {type, name, parameters}; Chat Completions' nested {type, function: {...}} too.
-Tool read_tool(const json& tool, const std::string& where) {
-  const std::string type = text_member(tool, "type", where, true);
-  if (type != "function") {
-    throw_invalid("'" + where + ".type' is \"" + type + "\"; this node runs function tools only",
-                  where + ".type");
-  }
+// Responses' flat {type, name, parameters}; Chat Completions' nested {type, function: {...}} too. Other
+// types (web_search, file_search, computer_use, custom, ...): none.
+std::optional<Tool> read_tool(const json& tool, const std::string& where) {
+  if (text_member(tool, "type", where, true) != "function") return std::nullopt;
   if (const json* nested = member(tool, "function")) {
     return function_tool(object_at(*nested, where + ".function"), where + ".function", "parameters");
   }
@@ -285,7 +282,7 @@ ResponsesRequest parse_responses_request(const json& body, std::uint32_t n_ctx, 
   if (!instructions.empty()) chat.messages.push_back(text_message("system", instructions));
   chat.messages.insert(chat.messages.end(), r.history.begin(), r.history.end());
 
-  chat.tools = tools_field(body, read_tool);
+  chat.tools = function_tools(body, read_tool, r.skipped_tools);
   read_tool_choice(body, chat);
   read_text_format(body, chat);
   if (const json* reasoning = member(body, "reasoning")) {
@@ -523,6 +520,7 @@ asio::awaitable<void> create_response(const ServeContext& ctx, ResponseStore& st
   check_model(ctx, body, ex);
   require_generation_model(ctx);
   ResponsesRequest request = parse_responses_request(body, ctx.n_ctx, store);
+  if (!request.skipped_tools.empty()) ex.log_fields()["skipped_tools"] = request.skipped_tools;
   ResponsesWriter writer(random_id("resp_"), ctx.model_id, request.echo, std::time(nullptr));
   EventStreamSink sink(ex, writer, request.chat.common.stream);
   if (request.store) {

@@ -54,6 +54,7 @@ struct ResponsesRequest {
   std::vector<ChatMessage> history;  // the conversation without `instructions` (what the store keeps)
   std::string previous_response_id;
   bool store = true;
+  std::vector<std::string> skipped_tools;  // the types of tools this node does not run (web_search, ...)
   nlohmann::json echo;  // request fields the response object repeats (instructions, tools, text, ...)
 };
 

@@ -52,8 +52,9 @@ ChatMessage text_message(std::string role, std::string content) {
   return m;
 }
 
-std::vector<Tool> tools_field(const json& body,
-                              const std::function<Tool(const json&, const std::string&)>& read_one) {
+std::vector<Tool> function_tools(
+    const json& body, const std::function<std::optional<Tool>(const json&, const std::string&)>& read_one,
+    std::vector<std::string>& skipped) {
   std::vector<Tool> tools;
   const json* array = member(body, "tools");
   if (!array) return tools;
@@ -61,7 +62,12 @@ std::vector<Tool> tools_field(const json& body,
     throw_invalid("'tools' must be an array of tools, got " + describe(*array), "tools");
   for (std::size_t i = 0; i < array->size(); ++i) {
     const std::string where = "tools[" + std::to_string(i) + "]";
-    tools.push_back(read_one(object_at((*array)[i], where), where));
+    const json& tool = object_at((*array)[i], where);
+    if (auto read = read_one(tool, where)) {
+      tools.push_back(std::move(*read));
+    } else {
+      skipped.push_back(text_member(tool, "type", where, false));
+    }
   }
   return tools;
 }

@@ -35,9 +35,13 @@ const nlohmann::json& object_at(const nlohmann::json& value, const std::string& 
 Tool function_tool(const nlohmann::json& object, const std::string& where, const char* schema_key);
 // A message of `role` with text `content` and nothing else.
 ChatMessage text_message(std::string role, std::string content = {});
-// `tools`, an array (absent or null: none), each element an object read by `read_one(tool, "tools[i]")`.
-std::vector<Tool> tools_field(const nlohmann::json& body,
-                              const std::function<Tool(const nlohmann::json&, const std::string&)>& read_one);
+// `tools`, an array (absent or null: none), each element an object read by `read_one(tool, "tools[i]")`: a
+// function tool, or none for a kind this node does not run (a provider's built-in tools such as web search:
+// skipped, as llama-server does, so that an agent offering them still works; their types go to `skipped`).
+std::vector<Tool> function_tools(
+    const nlohmann::json& body,
+    const std::function<std::optional<Tool>(const nlohmann::json&, const std::string&)>& read_one,
+    std::vector<std::string>& skipped);
 // A tool choice the request's tools cannot meet: a 400 naming the field. `required_words`: how the protocol
 // writes "required" ("\"required\"", "{\"type\":\"any\"}").
 void check_tool_choice(const ChatRequest& chat, const std::string& required_words);

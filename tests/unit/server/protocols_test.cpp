@@ -166,7 +166,7 @@ TEST(ResponsesRequest, BadInputNamesTheField) {
             "input[0].content[0].type");
   EXPECT_EQ(param(R"({"input":[{"type":"function_call","name":"f","arguments":"{}"}]})"), "input[0].call_id");
   EXPECT_EQ(param(R"({"input":[{"type":"item_reference","id":"x"}]})"), "input[0].type");
-  EXPECT_EQ(param(R"({"input":"x","tools":[{"type":"web_search"}]})"), "tools[0].type");
+  EXPECT_EQ(param(R"({"input":"x","tools":[{"name":"f"}]})"), "tools[0].type");
   EXPECT_EQ(param(R"({"input":"x","tools":[{"type":"function"}]})"), "tools[0].name");
   EXPECT_EQ(
       param(
@@ -182,6 +182,32 @@ TEST(ResponsesRequest, BadInputNamesTheField) {
   EXPECT_EQ(unknown.kind, ErrorKind::not_found);
   EXPECT_EQ(unknown.param, "previous_response_id");
   EXPECT_NE(unknown.message.find("resp_nope"), std::string::npos);
+}
+
+TEST(ResponsesRequest, ToolsOfOtherKindsAreSkippedAndNamed) {
+  ResponseStore store;
+  const auto r = parse_responses_request(json::parse(R"({"input":"x","tools":[{"type":"web_search"},
+      {"type":"function","name":"f"},{"type":"custom","name":"apply_patch"}]})"),
+                                         n_ctx, store);
+  ASSERT_EQ(r.chat.tools.size(), 1u);
+  EXPECT_EQ(r.chat.tools[0].name, "f");
+  EXPECT_EQ(r.skipped_tools, (std::vector<std::string>{"web_search", "custom"}));
+  // A skipped tool cannot be chosen.
+  const Error e = error_of([&] {
+    parse_responses_request(
+        json::parse(
+            R"({"input":"x","tools":[{"type":"web_search"}],"tool_choice":{"type":"function","name":"web_search"}})"),
+        n_ctx, store);
+  });
+  EXPECT_EQ(e.param, "tool_choice.name");
+  std::vector<std::string> skipped;
+  const auto chat =
+      parse_anthropic_request(json::parse(R"({"max_tokens":5,"messages":[{"role":"user","content":"x"}],
+                      "tools":[{"type":"web_search_20250305","name":"web_search"},{"type":"custom","name":"g"}]})"),
+                              n_ctx, false, &skipped);
+  ASSERT_EQ(chat.tools.size(), 1u);
+  EXPECT_EQ(chat.tools[0].name, "g");
+  EXPECT_EQ(skipped, std::vector<std::string>{"web_search_20250305"});
 }
 
 TEST(ResponsesRequest, PreviousResponseContinuesItsConversationWithoutItsInstructions) {
@@ -434,12 +460,10 @@ TEST(AnthropicRequest, BadInputNamesTheField) {
   EXPECT_EQ(param(R"({"max_tokens":5,"messages":[{"role":"user","content":[{"type":"text","text":"x"},
                                           {"type":"image","source":{"type":"base64","data":""}}]}]})"),
             "messages[0].content[1].type");
-  EXPECT_EQ(param(R"({"max_tokens":5,"messages":[{"role":"user","content":[{"type":"tool_result"}]}]})"),
-            "messages[0].content[0].tool_use_id");
   EXPECT_EQ(
       param(
-          R"({"max_tokens":5,"messages":[{"role":"user","content":"x"}],"tools":[{"type":"web_search_20250305","name":"w"}]})"),
-      "tools[0].type");
+          R"({"max_tokens":5,"messages":[{"role":"user","content":"x"}],"tools":[{"name":"w","input_schema":[]}]})"),
+      "tools[0].input_schema");
   EXPECT_EQ(
       param(
           R"({"max_tokens":5,"messages":[{"role":"user","content":"x"}],"tool_choice":{"type":"tool","name":"g"}})"),

@@ -135,9 +135,11 @@ void read_item(const json& value, const std::string& where, std::vector<ChatMess
     tool.tool_name = tool_name_of(history, tool.tool_call_id);
     history.push_back(std::move(tool));
   } else if (type == "reasoning") {
-    const json* content = member(item, "content");
-    if (!content) content = member(item, "summary");
-    if (content) assistant_turn(history).reasoning_content += content_text(*content, where + ".content");
+    // Its text (`content`), else its summary; an encrypted one only (another provider's) adds nothing.
+    const char* key = member(item, "content") ? "content" : "summary";
+    const json* parts = member(item, key);
+    const std::string text = parts ? content_text(*parts, where + "." + key) : std::string();
+    if (!text.empty()) assistant_turn(history).reasoning_content += text;
   } else if (type.empty()) {
     throw_invalid("'" + where + ".type' is required (message, function_call, function_call_output)",
                   where + ".type");

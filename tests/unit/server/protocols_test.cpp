@@ -111,7 +111,8 @@ TEST(ResponsesRequest, ItemsBecomeMessagesWithToolCallsAndTheirOutputs) {
                                                  {"type":"input_text","text":"in Paris?"}]},
       {"type":"message","role":"assistant","content":[{"type":"output_text","text":"Let me look."}]},
       {"type":"function_call","call_id":"call_1","name":"weather","arguments":"{\"city\":\"Paris\"}"},
-      {"type":"function_call_output","call_id":"call_1","output":"sunny"}]})"),
+      {"type":"function_call_output","call_id":"call_1","output":"sunny"},
+      {"type":"reasoning","id":"rs_1","summary":[],"encrypted_content":"opaque"}]})"),
                                          n_ctx, store);
   ASSERT_EQ(r.chat.messages.size(), 4u);
   EXPECT_EQ(r.chat.messages[0].role, "system");

@@ -12,10 +12,12 @@
 #include "common/json_check.h"
 #include "common/json_read.h"
 #include "common/text.h"
+#include "server/api/anthropic_messages.h"
 #include "server/api/chat_completions.h"
 #include "server/api/fields.h"
 #include "server/api/pooled.h"
 #include "server/api/rerank.h"
+#include "server/api/responses.h"
 #include "server/generation.h"
 #include "server/infill.h"
 
@@ -383,6 +385,8 @@ std::shared_ptr<const http::Router> make_openai_router(const ServeContext& conte
   }
   add(http::Verb::post, "/tokenize", [ctx](http::Exchange& ex) { return tokenize(*ctx, ex); });
   add(http::Verb::post, "/detokenize", [ctx](http::Exchange& ex) { return detokenize(*ctx, ex); });
+  add_responses_routes(context, add);
+  add_anthropic_routes(context, add);
   return router;
 }
 

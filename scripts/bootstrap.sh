@@ -92,8 +92,9 @@ fi
 # a changed option builds afresh beside the old one. The build tree stays in the cache: `--with-tools` later
 # builds llama-server and llama-bench in it without compiling libllama again.
 step="llama.cpp build options"
-# Only libllama and ggml (CPU backend unless asked, tuned for this CPU); no tests, examples, tools or llama.cpp's
-# `common` library, which `--with-tools` turns on in the same build tree (the libraries' objects stay valid).
+# Only libllama and ggml (CPU backend unless asked, tuned for this CPU); no tests, examples or tools, which
+# `--with-tools` turns on in the same build tree (the libraries' objects stay valid); llama.cpp's `common`
+# library comes in a step of its own below.
 option_args=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_TESTS=OFF
   -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_CURL=OFF -DGGML_NATIVE=ON)
 no_tools=(-DLLAMA_BUILD_COMMON=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF)
@@ -111,6 +112,7 @@ key="node-llama-cpp-${NODE_LLAMA_CPP_VERSION}-${backend}-${options_hash}"
 prefix="$cache_root/$key"
 stamp="$prefix/.complete"
 tools_stamp="$prefix/.tools-complete"
+common_stamp="$prefix/.common-complete"
 mkdir -p "$cache_root"
 # One bootstrap at a time per cache entry (two `make` runs, or a build and a comparison, may start together).
 exec 9>"$cache_root/$key.lock"
@@ -179,6 +181,30 @@ else
   rm -rf "$prefix/download"
   touch "$stamp"  # last: an interrupted run is redone from scratch
   log "llama.cpp $release ready in $prefix"
+fi
+
+# llama.cpp's `common` library (its chat layer: Jinja templates, tool-call grammars and parsers, JSON schema to
+# grammar), which `serve` links. A step of its own, with its own stamp, so that a cache built before it gains it
+# without compiling libllama again. Shared like libllama (BUILD_SHARED_LIBS); its headers go to
+# include/llama-common (with jinja/), apart from libllama's.
+if [ ! -f "$common_stamp" ]; then
+  step="configure llama.cpp's common library"
+  cmake -S "$prefix/src" -B "$prefix/build" -DLLAMA_BUILD_COMMON=ON >"$prefix/configure-common.log" 2>&1 ||
+    fail "cmake configure failed (log: $prefix/configure-common.log)" "read the log"
+  step="build llama.cpp's common library"
+  log "building llama.cpp's common library with $jobs jobs (first time only; a few minutes)"
+  cmake --build "$prefix/build" -j "$jobs" --target llama-common >"$prefix/build-common.log" 2>&1 ||
+    fail "build failed (log: $prefix/build-common.log)" "read the tail of the log; free memory/disk and rerun"
+  step="install llama.cpp's common library"
+  {
+    rm -rf "$prefix/include/llama-common" &&
+      mkdir -p "$prefix/include/llama-common/jinja" &&
+      cp -f "$prefix/src/common/"*.h "$prefix/include/llama-common/" &&
+      cp -f "$prefix/src/common/jinja/"*.h "$prefix/include/llama-common/jinja/" &&
+      cp -a "$prefix/build/bin/"libllama-common.so* "$prefix/lib/"
+  } >"$prefix/install-common.log" 2>&1 || fail "install failed (log: $prefix/install-common.log)" "check free disk space in $cache_root"
+  touch "$common_stamp"
+  log "llama.cpp's common library ready in $prefix/lib"
 fi
 
 if [ "$with_tools" -eq 1 ] && [ ! -f "$tools_stamp" ]; then

@@ -17,6 +17,7 @@ struct llama_model;
 struct llama_context;
 struct llama_vocab;
 struct llama_sampler;
+struct llama_token_data;
 struct llama_batch;
 struct ggml_threadpool;
 
@@ -192,28 +193,55 @@ struct SamplingParams {
   std::vector<Token> grammar_trigger_tokens;
 };
 
+// A grammar (or its trigger patterns or tokens) that libllama cannot use, or one that allows no next token:
+// the request's fault, a 400 naming the field ("grammar" unless a trigger is at fault).
+class GrammarError : public ClawbotError {
+ public:
+  explicit GrammarError(const std::string& message, std::string param = "grammar")
+      : ClawbotError(Error{ErrorKind::invalid_request, message, std::move(param), "invalid_grammar"}) {}
+};
+
+// Parses the grammar of `params` (and checks its triggers) as Sampler would; throws GrammarError. For routes,
+// which must refuse a bad grammar before their answer starts.
+void check_grammar(const Model& model, const SamplingParams& params);
+
 class Context;
 
 class Sampler {
  public:
+  // Throws GrammarError for a grammar libllama cannot use.
   Sampler(const SamplingParams& params, const Model& model);
   Sampler(Sampler&&) noexcept;
   Sampler& operator=(Sampler&&) noexcept;
   ~Sampler();
   // Samples from the logits of batch row `row` (-1: the last) and accepts the token; `banned` tokens are
-  // never drawn (min_tokens keeps end-of-generation tokens out until then).
+  // never drawn (min_tokens keeps end-of-generation tokens out until then). With a grammar: throws
+  // GrammarError when the grammar allows no token; when it allows only the end of generation (it is
+  // complete) that token comes, banned or not.
   Token sample(Context& context, int row = -1, std::span<const Token> banned = {});
 
  private:
   struct Deleter {
     void operator()(llama_sampler* s) const noexcept;
   };
+  Token sample_with_grammar(const float* logits);
+  bool grammar_allows(Token token);
+  Token draw(const float* logits, bool constrained);  // the chain's pick (first applying the grammar)
+  Token greedy_allowed(const float* logits);          // the best token the grammar allows
+  Token end_if_complete();                            // when the grammar allows nothing else
+  void fill_candidates(const float* logits);
+
   std::unique_ptr<llama_sampler, Deleter> chain_;
+  std::unique_ptr<llama_sampler, Deleter> grammar_;  // null: no grammar
   // Greedy without penalties keeps no state, so sample() takes the row's argmax itself rather than have the
   // chain copy all n_vocab logits into candidates every token (tens of microseconds at a 50K vocabulary).
+  // With a grammar the argmax is then checked against it, as llama.cpp's common_sampler checks its draw.
   bool plain_greedy_ = false;
   std::span<const Token> never_;  // ignore_eos: the model's end-of-generation tokens, banned like `banned`
+  std::span<const Token> end_of_generation_;
   std::int32_t n_vocab_ = 0;
+  int generated_ = 0;                         // tokens accepted, for errors
+  std::vector<llama_token_data> candidates_;  // the row's logits, reused (grammar sampling)
 };
 
 enum class FlashAttention { automatic, on, off };

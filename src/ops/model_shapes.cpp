@@ -173,6 +173,52 @@ std::vector<SynthShape> make_shapes() {
       .causal = false,
       .pooling = 2,  // LLAMA_POOLING_TYPE_CLS
   });
+  shapes.push_back({
+      .name = "qwen3-tools-tiny",
+      .architecture = "qwen3",
+      .source = "made up: Qwen3-0.6B's architecture, vocabulary, tool-call tokens and chat template, tiny "
+                "layers (for tool-calling and reasoning tests)",
+      .vocab_file = "ggml-vocab-qwen2.gguf",
+      .n_layer = 2,
+      .n_embd = 64,
+      .n_ff = 192,
+      .n_head = 4,
+      .n_head_kv = 2,
+      .head_dim = 16,
+      .n_vocab = 151936,
+      .n_ctx = 40960,
+      .rope_theta = 1000000.0f,
+      .norm_eps = 1e-6f,
+      .qk_norm = true,
+      // Qwen3's added tokens that Qwen2's vocab file lacks and its template uses (the rest of 151646..151668
+      // stays padding)
+      .added_tokens = {{151657, "<tool_call>"},
+                       {151658, "</tool_call>"},
+                       {151665, "<tool_response>"},
+                       {151666, "</tool_response>"},
+                       {151667, "<think>"},
+                       {151668, "</think>"}},
+      .chat_template_file = "templates/Qwen-Qwen3-0.6B.jinja",
+      .eos_token = 151645,  // <|im_end|>, as Qwen3's own GGUF files have it
+  });
+  shapes.push_back({
+      .name = "bge-reranker-tiny",
+      .architecture = "bert",
+      .source = "made up: bge-reranker's structure (BERT, classification head, rank pooling), tiny layers",
+      .vocab_file = "ggml-vocab-bert-bge.gguf",
+      .n_layer = 2,
+      .n_embd = 64,
+      .n_ff = 256,
+      .n_head = 4,
+      .n_head_kv = 4,
+      .head_dim = 16,
+      .n_vocab = 30522,
+      .n_ctx = 512,
+      .norm_eps = 1e-12f,
+      .causal = false,
+      .pooling = 4,  // LLAMA_POOLING_TYPE_RANK
+      .classifier_head = true,
+  });
   return shapes;
 }
 

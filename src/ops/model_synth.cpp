@@ -25,8 +25,8 @@
 #include <gguf.h>
 #include <llama.h>
 
-#include "common/error.h"
 #include "common/cli_error.h"
+#include "common/error.h"
 #include "common/model_path.h"
 #include "common/text.h"
 #include "common/user_dirs.h"
@@ -162,6 +162,10 @@ void plan_bert(const SynthShape& s, std::int64_t n_vocab, std::vector<TensorPlan
     linear(blk(i, "ffn_up"), e, ff);
     linear(blk(i, "ffn_down"), ff, e);
     layer_norm(blk(i, "layer_output_norm"));
+  }
+  if (s.classifier_head) {  // src/models/bert.cpp: cls {n_embd, n_embd}, cls.output {n_embd, n_cls_out = 1}
+    linear("cls", e, e);
+    linear("cls.output", e, 1);
   }
 }
 
@@ -398,11 +402,80 @@ void copy_tokenizer(gguf_context* dst, const gguf_context* vocab, std::int64_t n
   }
 }
 
+// Puts the shape's added tokens at their ids (over the padding there) and sets its end-of-sequence token.
+void add_shape_tokens(gguf_context* dst, const SynthShape& shape) {
+  if (shape.eos_token >= 0) {
+    gguf_set_val_u32(dst, "tokenizer.ggml.eos_token_id", static_cast<std::uint32_t>(shape.eos_token));
+  }
+  if (shape.added_tokens.empty()) return;
+  const std::int64_t tokens_id = gguf_find_key(dst, "tokenizer.ggml.tokens");
+  const std::int64_t types_id = gguf_find_key(dst, "tokenizer.ggml.token_type");
+  const auto n = static_cast<std::int64_t>(gguf_get_arr_n(dst, tokens_id));
+  std::vector<std::string> texts;
+  texts.reserve(static_cast<std::size_t>(n));
+  for (std::int64_t t = 0; t < n; ++t)
+    texts.emplace_back(gguf_get_arr_str(dst, tokens_id, static_cast<std::size_t>(t)));
+  const auto* source_types = static_cast<const std::int32_t*>(gguf_get_arr_data(dst, types_id));
+  std::vector<std::int32_t> types(source_types, source_types + n);
+  for (const auto& added : shape.added_tokens) {
+    if (added.id >= n) {
+      throw ClawbotError(ErrorKind::internal, "shape " + shape.name + ": token id " +
+                                                  std::to_string(added.id) + " is beyond its vocabulary of " +
+                                                  std::to_string(n));
+    }
+    texts[static_cast<std::size_t>(added.id)] = added.text;
+    types[static_cast<std::size_t>(added.id)] = added.type;
+  }
+  std::vector<const char*> items;
+  items.reserve(texts.size());
+  for (const auto& text : texts) items.push_back(text.c_str());
+  gguf_set_arr_str(dst, "tokenizer.ggml.tokens", items.data(), items.size());
+  gguf_set_arr_data(dst, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types.data(), types.size());
+}
+
+// The chat template file to embed: --chat-template-file, else the shape's, looked for beside the vocab file
+// (llama.cpp's models/templates/ sits beside its models/ggml-vocab-*.gguf) and then in CLAWBOT_MODELS. Empty
+// when the shape has none.
+std::string find_chat_template(const SynthShape& shape, const std::string& vocab_path,
+                               const std::string& given) {
+  if (!given.empty()) {
+    std::error_code ec;
+    if (!fs::is_regular_file(given, ec)) {
+      throw ClawbotError(ErrorKind::invalid_request, "--chat-template-file '" + given + "' is not a file");
+    }
+    return given;
+  }
+  if (shape.chat_template_file.empty()) return {};
+  const fs::path beside = fs::path(vocab_path).parent_path() / shape.chat_template_file;
+  std::error_code ec;
+  if (fs::is_regular_file(beside, ec)) return beside.string();
+  try {
+    return find_model_file(fs::path(shape.chat_template_file).filename().string());
+  } catch (const ClawbotError&) {
+    throw ClawbotError(
+        ErrorKind::invalid_request,
+        "shape " + shape.name + " carries the chat template " + shape.chat_template_file +
+            ", found neither at " + beside.string() +
+            " nor in CLAWBOT_MODELS; name it with --chat-template-file (llama.cpp's source has it "
+            "under models/templates/)");
+  }
+}
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ClawbotError(ErrorKind::internal, "cannot read '" + path + "': " + std::strerror(errno));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
 struct Provenance {
   std::string quant;
   std::uint64_t seed = 0;
   std::string vocab_name;
-  std::string vocab_hash;
+  std::string vocab_hash;     // of the vocab file, and of the chat template when one is embedded
+  std::string chat_template;  // embedded as tokenizer.chat_template; empty: the vocab file's, if any
+  std::string template_name;  // its file name, for the description
 };
 
 void set_metadata(gguf_context* g, const SynthShape& s, const Provenance& p, llama_ftype file_type) {
@@ -418,7 +491,9 @@ void set_metadata(gguf_context* g, const SynthShape& s, const Provenance& p, lla
   gguf_set_val_str(g, "general.name", ("synthetic " + s.name).c_str());
   const std::string description = "Synthetic model with the shape of " + s.name + " (" + s.source +
                                   "): random weights (seed " + std::to_string(p.seed) + "), tokenizer of " +
-                                  p.vocab_name + ". For benchmarks only; its output is meaningless.";
+                                  p.vocab_name +
+                                  (p.template_name.empty() ? "" : ", chat template " + p.template_name) +
+                                  ". For benchmarks and tests only; its output is meaningless.";
   gguf_set_val_str(g, "general.description", description.c_str());
   gguf_set_val_u32(g, "general.file_type", static_cast<std::uint32_t>(file_type));
 
@@ -574,6 +649,10 @@ void write_unquantized(const std::string& path, const SynthShape& shape, const g
   GgufPtr g(gguf_init_empty());
   set_metadata(g.get(), shape, provenance, file_type);
   copy_tokenizer(g.get(), vocab, shape.n_vocab);
+  add_shape_tokens(g.get(), shape);
+  if (!provenance.chat_template.empty()) {
+    gguf_set_val_str(g.get(), "tokenizer.chat_template", provenance.chat_template.c_str());
+  }
 
   ggml_init_params params{(plan.size() + 1) * ggml_tensor_overhead(), nullptr, /*no_alloc=*/true};
   GgmlPtr ctx(ggml_init(params));
@@ -712,12 +791,23 @@ SynthResult synthesize_model(const SynthOptions& options) {
     gguf_set_val_u32(vocab.get(), "tokenizer.ggml.token_type_count", 2);  // bert's type embedding has 2 rows
   }
 
-  const Provenance provenance{
+  Provenance provenance{
       .quant = std::string(quant.name),
       .seed = options.seed,
       .vocab_name = fs::path(vocab_path).filename().string(),
       .vocab_hash = fnv1a_file(vocab_path),
+      .chat_template = {},
+      .template_name = {},
   };
+  if (const auto template_path = find_chat_template(shape, vocab_path, options.chat_template_file);
+      !template_path.empty()) {
+    provenance.chat_template = read_text_file(template_path);
+    provenance.template_name = fs::path(template_path).filename().string();
+    char hex[17];
+    std::snprintf(hex, sizeof hex, "%016llx",
+                  static_cast<unsigned long long>(fnv1a(provenance.chat_template)));
+    provenance.vocab_hash += std::string("+") + hex;
+  }
   const std::string path =
       options.output.empty() ? synth_default_path(shape.name, quant.name) : options.output;
 

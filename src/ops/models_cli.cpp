@@ -28,6 +28,9 @@ std::function<std::optional<int>()> add_models_command(CLI::App& app) {
   synth_cmd->add_option(
       "--vocab-from", synth->vocab_from,
       "GGUF file whose tokenizer is copied (default: the shape's; path or name in $CLAWBOT_MODELS)");
+  synth_cmd->add_option("--chat-template-file", synth->chat_template_file,
+                        "Jinja chat template to embed (default: the shape's, e.g. qwen3-tools-tiny's "
+                        "templates/Qwen-Qwen3-0.6B.jinja beside its vocab file)");
   synth_cmd->add_option("-t,--threads", synth->threads, "CPU threads (0: all cores)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));

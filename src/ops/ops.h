@@ -13,6 +13,14 @@
 namespace clawbot::ops {
 
 // The shape of a model: everything that decides its speed and memory, nothing of its weights.
+// A token put into the copied vocabulary at its real id (over padding), e.g. Qwen3's <tool_call>.
+struct SynthToken {
+  std::int64_t id = 0;
+  std::string text{};
+  std::int32_t type =
+      4;  // llama_token_type: 4 user-defined (as the converter marks HF's non-special added tokens)
+};
+
 struct SynthShape {
   std::string name{};          // e.g. "llama-3.2-1b"
   std::string architecture{};  // general.architecture: llama, qwen3, gemma3, lfm2, bert
@@ -45,6 +53,16 @@ struct SynthShape {
   // Encoder (bert): bidirectional attention, pooled output.
   bool causal = true;
   std::int32_t pooling = -1;  // llama_pooling_type; -1: none
+  // Rerankers (bge-reranker): the sequence classification head, cls (n_embd x n_embd, tanh) then cls.output
+  // (n_embd -> 1 score), as llama.cpp's rank pooling reads it.
+  bool classifier_head = false;
+  // Tool-calling test models: tokens the vocab file lacks, at their real ids; the model's own chat template
+  // (a file found beside the vocab file, as llama.cpp keeps models/templates/ beside
+  // models/ggml-vocab-*.gguf, or in CLAWBOT_MODELS); its end-of-sequence token when it differs from the vocab
+  // file's (-1: keep).
+  std::vector<SynthToken> added_tokens{};
+  std::string chat_template_file{};
+  std::int64_t eos_token = -1;
 };
 
 // Every shape `models synth` knows, in the order --list prints them.
@@ -59,10 +77,11 @@ struct SynthOptions {
   std::string quant = "q8_0";  // f32, f16, q8_0 or q4_k_m
   std::string output{};        // empty: the cache, synth_default_path(shape, quant)
   std::uint64_t seed = 42;
-  std::string vocab_from{};  // empty: the shape's own vocab file
-  int threads = 0;           // 0: all cores
-  bool force = false;        // write it again even when a matching file exists
-  bool list = false;         // --list: print the shapes instead
+  std::string vocab_from{};          // empty: the shape's own vocab file
+  std::string chat_template_file{};  // empty: the shape's own (if it has one)
+  int threads = 0;                   // 0: all cores
+  bool force = false;                // write it again even when a matching file exists
+  bool list = false;                 // --list: print the shapes instead
   // Progress lines for people (stderr in the CLI); empty: silent.
   std::function<void(const std::string&)> on_progress{};
 };

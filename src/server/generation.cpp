@@ -19,6 +19,8 @@ namespace asio = boost::asio;
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 using Clock = std::chrono::steady_clock;
 
+}  // namespace
+
 std::string new_id(const char* prefix) {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   std::string id = prefix;
@@ -63,6 +65,8 @@ json timings_json(const GenerationEvent& e) {
           {"queue_ms", e.queue_ms}};
 }
 
+namespace {
+
 // What the access log says of a request's tokens and first token (never its text).
 void note_usage(http::Exchange& ex, const GenerationEvent& totals, std::optional<double> ttft_ms) {
   auto& fields = ex.log_fields();
@@ -79,22 +83,14 @@ class ReplyFormat {
       : ctx_(ctx),
         api_(api),
         final_fields_(final_fields),
-        id_(new_id(api == Api::chat ? "chatcmpl-" : "cmpl-")),
+        id_(new_id("cmpl-")),
         created_(static_cast<long long>(std::time(nullptr))) {}
 
-  json chunk(int choice_index, const std::string& text, const json& finish_reason, bool first) const {
+  json chunk(int choice_index, const std::string& text, const json& finish_reason) const {
     if (api_ == Api::infill) return json{{"index", choice_index}, {"content", text}, {"stop", false}};
-    json choice = {{"index", choice_index}, {"finish_reason", finish_reason}};
-    if (api_ == Api::chat) {
-      json delta = json::object();
-      if (first) delta["role"] = "assistant";
-      if (!text.empty() || first) delta["content"] = text;
-      choice["delta"] = std::move(delta);
-    } else {
-      choice["text"] = text;
-    }
-    choice["logprobs"] = nullptr;
-    return envelope(api_ == Api::chat ? "chat.completion.chunk" : "text_completion", json::array({choice}));
+    json choice = {
+        {"index", choice_index}, {"finish_reason", finish_reason}, {"text", text}, {"logprobs", nullptr}};
+    return envelope("text_completion", json::array({choice}));
   }
 
   // llama-server's fields, and usage as OpenAI counts it; `last`: what the caller added (final_fields).
@@ -118,7 +114,7 @@ class ReplyFormat {
   // timings beside it.
   json finish_chunk(const GenerationEvent& event, const GenerationEvent* totals) const {
     if (api_ == Api::infill) return infill_final(event.choice, event.text, event, totals != nullptr);
-    json last = chunk(event.choice, event.text, openai_finish_reason(event.finish_reason), false);
+    json last = chunk(event.choice, event.text, openai_finish_reason(event.finish_reason));
     if (totals) {
       last["usage"] = usage_json(*totals);
       last["timings"] = timings_json(*totals);
@@ -127,7 +123,7 @@ class ReplyFormat {
   }
 
   json usage_chunk(const GenerationEvent& totals) const {
-    json usage = chunk(0, "", nullptr, false);
+    json usage = chunk(0, "", nullptr);
     usage["choices"] = json::array();
     usage["usage"] = usage_json(totals);
     usage["timings"] = timings_json(totals);
@@ -149,16 +145,12 @@ class ReplyFormat {
     }
     json choices = json::array();
     for (std::size_t i = 0; i < n; ++i) {
-      json choice = {
-          {"index", i}, {"finish_reason", openai_finish_reason(finish_reasons[i])}, {"logprobs", nullptr}};
-      if (api_ == Api::chat) {
-        choice["message"] = {{"role", "assistant"}, {"content", contents[i]}};
-      } else {
-        choice["text"] = contents[i];
-      }
-      choices.push_back(std::move(choice));
+      choices.push_back({{"index", i},
+                         {"finish_reason", openai_finish_reason(finish_reasons[i])},
+                         {"text", contents[i]},
+                         {"logprobs", nullptr}});
     }
-    json reply = envelope(api_ == Api::chat ? "chat.completion" : "text_completion", std::move(choices));
+    json reply = envelope("text_completion", std::move(choices));
     reply["usage"] = usage_json(totals);
     reply["timings"] = timings_json(totals);
     return reply;
@@ -187,91 +179,47 @@ class GenerationRun {
  public:
   GenerationRun(const ServeContext& ctx, http::Exchange& ex, Api api, const CommonRequest& req,
                 const json& final_fields)
-      : ctx_(ctx),
-        ex_(ex),
+      : ex_(ex),
         api_(api),
         req_(req),
         format_(ctx, api, final_fields),
+        jobs_(ctx, ex, req),
         contents_(static_cast<std::size_t>(req.n)),
         finish_reasons_(static_cast<std::size_t>(req.n)) {}
 
   asio::awaitable<void> run(std::vector<engine::Token> prompt) {
-    if (!submit(std::move(prompt))) {
+    if (!jobs_.submit(std::move(prompt), req_.sampling, req_.stop)) {
       const Error full = queue_full_error();
       co_await respond_busy(ex_, full);
       co_return;
     }
     if (req_.stream) {
-      const bool open = co_await start_stream();
+      const bool open = co_await ex_.sse_start();
       if (!open) co_return;
     } else {
-      watch_client();
+      jobs_.watch_client();
     }
-    while (done_ < req_.n) {
-      auto [ec, event] = co_await gen_.events->async_receive(use_tuple);
-      if (ec) {  // the client left (no answer: the access log says 499), or the scheduler dropped the job
-        if (!client_gone_->load()) {
-          const Error gone{
-              ErrorKind::unavailable, "the server is shutting down; retry on another node", {}, {}};
-          co_await fail(gone);
-        }
+    while (!jobs_.all_done()) {
+      const auto event = co_await jobs_.next();
+      if (!event) {  // the client left (no answer: the access log says 499), or the scheduler dropped the job
+        if (!jobs_.client_gone()) co_await fail(RequestJobs::shutting_down_error());
         co_return;
       }
-      const bool more = co_await take(event);
+      const bool more = co_await take(*event);
       if (!more) co_return;
     }
-    if (ctx_.generation_metrics) {
-      ctx_.generation_metrics->request_latency(
-          std::chrono::duration<double>(Clock::now() - started_).count());
-      ctx_.generation_metrics->request_finished(openai_finish_reason(finish_reasons_[0]));
-    }
+    jobs_.record_success(openai_finish_reason(finish_reasons_[0]));
     if (req_.stream) {
       if (req_.include_usage && api_ != Api::infill)
-        co_await ex_.sse_data(format_.usage_chunk(totals_).dump());
+        co_await ex_.sse_data(format_.usage_chunk(jobs_.totals()).dump());
       co_return;  // the session writes [DONE]
     }
     ex_.stop_watching();
-    const json reply = format_.whole(contents_, finish_reasons_, totals_);
+    const json reply = format_.whole(contents_, finish_reasons_, jobs_.totals());
     co_await ex_.respond_json(200, reply);
   }
 
  private:
-  bool submit(std::vector<engine::Token> prompt) {
-    gen_.events = std::make_shared<EventChannel>(ex_.executor(), 64);
-    std::vector<GenerationJob> jobs;
-    for (int i = 0; i < req_.n; ++i) {
-      GenerationJob job;
-      job.prompt = prompt;
-      job.sampling = req_.sampling;
-      if (job.sampling.seed != engine::random_seed) job.sampling.seed += static_cast<std::uint32_t>(i);
-      job.max_tokens = req_.max_tokens;
-      job.min_tokens = req_.min_tokens;
-      job.stop = req_.stop;
-      job.choice = i;
-      job.events = gen_.events;
-      job.cancelled = gen_.cancelled;
-      jobs.push_back(std::move(job));
-    }
-    return ctx_.scheduler.submit(std::move(jobs));
-  }
-
-  // A streamed answer notices a client that left when a write fails; a whole answer is written only at the
-  // end, so the socket is watched meanwhile, and a close cancels the job (its slot is free at the next step).
-  void watch_client() {
-    ex_.watch_for_close([cancelled = gen_.cancelled, events = gen_.events, client_gone = client_gone_] {
-      client_gone->store(true);
-      cancelled->store(true);
-      events->close();  // ends the wait for the next event
-    });
-  }
-
-  asio::awaitable<bool> start_stream() {
-    bool open = co_await ex_.sse_start();
-    for (int i = 0; open && api_ == Api::chat && i < req_.n; ++i)
-      open = co_await ex_.sse_data(format_.chunk(i, "", nullptr, true).dump());
-    co_return open;
-  }
-
   asio::awaitable<void> fail(const Error& error) {
     if (req_.stream) {
       co_await ex_.sse_data(to_json(error).dump());
@@ -292,64 +240,103 @@ class GenerationRun {
       if (!req_.stream) co_return true;
       co_return co_await ex_.sse_comment("keep-alive");
     }
-    observe_timing(event);
+    jobs_.observe_timing(event);
     if (!event.done) {
       if (!req_.stream) {
         contents_[static_cast<std::size_t>(event.choice)] += event.text;
         co_return true;
       }
-      co_return co_await ex_.sse_data(format_.chunk(event.choice, event.text, nullptr, false).dump());
+      co_return co_await ex_.sse_data(format_.chunk(event.choice, event.text, nullptr).dump());
     }
     if (!req_.stream) contents_[static_cast<std::size_t>(event.choice)] += event.text;
-    count_finished(event);
-    if (!req_.stream) co_return true;
-    const bool last = done_ == req_.n;
-    const bool usage_here = last && (api_ == Api::infill || !req_.include_usage);
-    co_return co_await ex_.sse_data(format_.finish_chunk(event, usage_here ? &totals_ : nullptr).dump());
-  }
-
-  void observe_timing(const GenerationEvent& event) {
-    if (event.text.empty() || !ctx_.generation_metrics) return;
-    const auto now = Clock::now();
-    if (!ttft_ms_) {
-      ttft_ms_ = std::chrono::duration<double, std::milli>(now - started_).count();
-      ctx_.generation_metrics->time_to_first_token(std::chrono::duration<double>(now - started_).count());
-    } else {
-      ctx_.generation_metrics->inter_token_latency(
-          std::chrono::duration<double>(now - last_token_at_).count());
-    }
-    last_token_at_ = now;
-  }
-
-  void count_finished(const GenerationEvent& event) {
-    ++done_;
     finish_reasons_[static_cast<std::size_t>(event.choice)] = event.finish_reason;
-    totals_.prompt_tokens = event.prompt_tokens;
-    totals_.cached_tokens = std::max(totals_.cached_tokens, event.cached_tokens);
-    totals_.completion_tokens += event.completion_tokens;
-    totals_.prompt_ms = std::max(totals_.prompt_ms, event.prompt_ms);
-    totals_.generation_ms = std::max(totals_.generation_ms, event.generation_ms);
-    totals_.queue_ms = std::max(totals_.queue_ms, event.queue_ms);
-    if (done_ == req_.n) note_usage(ex_, totals_, ttft_ms_);
+    jobs_.count_finished(event);
+    if (!req_.stream) co_return true;
+    const bool usage_here = jobs_.all_done() && (api_ == Api::infill || !req_.include_usage);
+    co_return co_await ex_.sse_data(
+        format_.finish_chunk(event, usage_here ? &jobs_.totals() : nullptr).dump());
   }
 
-  const ServeContext& ctx_;
   http::Exchange& ex_;
   Api api_;
   const CommonRequest& req_;
   ReplyFormat format_;
-  const Clock::time_point started_ = Clock::now();
-  Generation gen_;
-  std::shared_ptr<std::atomic<bool>> client_gone_ = std::make_shared<std::atomic<bool>>(false);
+  RequestJobs jobs_;
   std::vector<std::string> contents_;
   std::vector<FinishReason> finish_reasons_;
-  GenerationEvent totals_;
-  int done_ = 0;
-  std::optional<double> ttft_ms_;
-  Clock::time_point last_token_at_ = started_;
 };
 
 }  // namespace
+
+RequestJobs::RequestJobs(const ServeContext& ctx, http::Exchange& ex, const CommonRequest& req)
+    : ctx_(ctx), ex_(ex), req_(req) {}
+
+bool RequestJobs::submit(std::vector<engine::Token> prompt, const engine::SamplingParams& sampling,
+                         const std::vector<std::string>& stop) {
+  gen_.events = std::make_shared<EventChannel>(ex_.executor(), 64);
+  std::vector<GenerationJob> jobs;
+  for (int i = 0; i < req_.n; ++i) {
+    GenerationJob job;
+    job.prompt = i + 1 < req_.n ? prompt : std::move(prompt);
+    job.sampling = sampling;
+    if (job.sampling.seed != engine::random_seed) job.sampling.seed += static_cast<std::uint32_t>(i);
+    job.max_tokens = req_.max_tokens;
+    job.min_tokens = req_.min_tokens;
+    job.stop = stop;
+    job.choice = i;
+    job.events = gen_.events;
+    job.cancelled = gen_.cancelled;
+    jobs.push_back(std::move(job));
+  }
+  return ctx_.scheduler.submit(std::move(jobs));
+}
+
+void RequestJobs::watch_client() {
+  ex_.watch_for_close([cancelled = gen_.cancelled, events = gen_.events, client_gone = client_gone_] {
+    client_gone->store(true);
+    cancelled->store(true);
+    events->close();  // ends the wait for the next event
+  });
+}
+
+asio::awaitable<std::optional<GenerationEvent>> RequestJobs::next() {
+  auto [ec, event] = co_await gen_.events->async_receive(use_tuple);
+  if (ec) co_return std::nullopt;
+  co_return std::move(event);
+}
+
+void RequestJobs::observe_timing(const GenerationEvent& event) {
+  if (event.text.empty() || !ctx_.generation_metrics) return;
+  const auto now = Clock::now();
+  if (!ttft_ms_) {
+    ttft_ms_ = std::chrono::duration<double, std::milli>(now - started_).count();
+    ctx_.generation_metrics->time_to_first_token(std::chrono::duration<double>(now - started_).count());
+  } else {
+    ctx_.generation_metrics->inter_token_latency(std::chrono::duration<double>(now - last_token_at_).count());
+  }
+  last_token_at_ = now;
+}
+
+void RequestJobs::count_finished(const GenerationEvent& event) {
+  ++done_;
+  totals_.prompt_tokens = event.prompt_tokens;
+  totals_.cached_tokens = std::max(totals_.cached_tokens, event.cached_tokens);
+  totals_.completion_tokens += event.completion_tokens;
+  totals_.prompt_ms = std::max(totals_.prompt_ms, event.prompt_ms);
+  totals_.generation_ms = std::max(totals_.generation_ms, event.generation_ms);
+  totals_.queue_ms = std::max(totals_.queue_ms, event.queue_ms);
+  if (done_ == req_.n) note_usage(ex_, totals_, ttft_ms_);
+}
+
+void RequestJobs::record_success(const std::string& finish_reason) {
+  if (!ctx_.generation_metrics) return;
+  ctx_.generation_metrics->request_latency(std::chrono::duration<double>(Clock::now() - started_).count());
+  ctx_.generation_metrics->request_finished(finish_reason);
+}
+
+Error RequestJobs::shutting_down_error() {
+  return Error{ErrorKind::unavailable, "the server is shutting down; retry on another node", {}, {}};
+}
 
 void GenerationMetrics::observe(Series& series, const char* name, const char* help,
                                 const std::vector<double>& buckets, double value) {

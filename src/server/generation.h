@@ -3,8 +3,10 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,8 +20,9 @@
 
 namespace clawbot::server {
 
-// infill: llama-server's /infill answer ({"content", "stop", ...}), not an OpenAI one.
-enum class Api { chat, completions, infill };
+// infill: llama-server's /infill answer ({"content", "stop", ...}), not an OpenAI one. (Chat answers are
+// written by api/chat_completions.cpp through run_chat.)
+enum class Api { completions, infill };
 
 // What every generation route reads from its body (parse_common in openai_routes.cpp).
 struct CommonRequest {
@@ -68,6 +71,55 @@ struct Generation {
     }
   }
 };
+
+// The scheduler side of one generation request, whatever protocol writes its answer: its n jobs submitted,
+// the client watched while a whole answer is made, the events received, and the request's latency series and
+// access-log usage noted. Each protocol's writer drives one.
+class RequestJobs {
+ public:
+  RequestJobs(const ServeContext& ctx, http::Exchange& ex, const CommonRequest& req);
+  // Submits `req.n` jobs of `prompt` (choice i's seed is the request's plus i); false: the queue is full.
+  bool submit(std::vector<engine::Token> prompt, const engine::SamplingParams& sampling,
+              const std::vector<std::string>& stop);
+  // A whole answer is written only at the end: the socket is watched meanwhile, and a close cancels the jobs
+  // (their slots are free at the next step). A stream notices a client that left when a write fails.
+  void watch_client();
+  // The next event; none when the channel has closed: the client left (client_gone()), or the scheduler
+  // dropped the job (shutting down: answer shutting_down_error()).
+  boost::asio::awaitable<std::optional<GenerationEvent>> next();
+  bool client_gone() const { return client_gone_->load(); }
+  // An event that carries text: time to first token, or the time since the last piece.
+  void observe_timing(const GenerationEvent& event);
+  // A choice's last event: added to the totals; after the last choice, the access log's usage.
+  void count_finished(const GenerationEvent& event);
+  bool all_done() const { return done_ == req_.n; }
+  int done() const { return done_; }
+  const GenerationEvent& totals() const { return totals_; }
+  // The request's end-to-end latency and how its first choice ended (once every choice has ended).
+  void record_success(const std::string& finish_reason);
+  static Error shutting_down_error();
+
+ private:
+  const ServeContext& ctx_;
+  http::Exchange& ex_;
+  const CommonRequest& req_;
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point started_ = Clock::now();
+  Generation gen_;
+  std::shared_ptr<std::atomic<bool>> client_gone_ = std::make_shared<std::atomic<bool>>(false);
+  GenerationEvent totals_;
+  int done_ = 0;
+  std::optional<double> ttft_ms_;
+  Clock::time_point last_token_at_ = started_;
+};
+
+// "chatcmpl-" and 24 hex digits: an answer's id.
+std::string new_id(const char* prefix);
+// OpenAI's words for why a choice ended.
+const char* openai_finish_reason(FinishReason reason);
+// OpenAI's usage object (prompt_tokens_details.cached_tokens too), and llama-server's timings.
+nlohmann::json usage_json(const GenerationEvent& totals);
+nlohmann::json timings_json(const GenerationEvent& totals);
 
 Error queue_full_error();
 // A 503 with Retry-After: 1.

@@ -12,6 +12,7 @@
 #include "common/json_check.h"
 #include "common/json_read.h"
 #include "common/text.h"
+#include "server/api/chat_completions.h"
 #include "server/api/fields.h"
 #include "server/generation.h"
 #include "server/infill.h"
@@ -29,21 +30,6 @@ using json_read::describe;
 using namespace api;
 
 // ---------------------------------------------------------------- routes
-
-asio::awaitable<void> chat_completions(const ServeContext& ctx, http::Exchange& ex) {
-  if (co_await refused_while_draining(ctx, ex)) co_return;
-  const json body = parse_body(ex);
-  check_model(ctx, body, ex);
-  require_generation_model(ctx);
-  const auto messages = parse_messages(body);
-  const CommonRequest req = parse_common(body, ctx.n_ctx);
-  if (!ctx.chat_template) {
-    throw_invalid(ctx.chat_template_problem + "; /v1/completions works without one", "messages",
-                  "no_chat_template");
-  }
-  auto prompt = tokenize_prompt(ctx, ctx.chat_template->apply(messages, true), "messages");
-  co_await run_generation(ctx, ex, Api::chat, std::move(prompt), req);
-}
 
 asio::awaitable<void> completions(const ServeContext& ctx, http::Exchange& ex) {
   if (co_await refused_while_draining(ctx, ex)) co_return;
@@ -66,7 +52,10 @@ asio::awaitable<void> completions(const ServeContext& ctx, http::Exchange& ex) {
         "prompt");
   }
   if (bool_field(body, "echo", false)) throw_invalid("'echo' is not supported", "echo");
-  const CommonRequest req = parse_common(body, ctx.n_ctx);
+  CommonRequest req = parse_common(body, ctx.n_ctx);
+  // llama-server's extension: a GBNF grammar the answer follows; refused here, before the answer starts.
+  req.sampling.grammar = string_field(body, "grammar", false);
+  engine::check_grammar(ctx.model, req.sampling);
   auto prompt = token_ids ? std::move(*token_ids) : tokenize_prompt(ctx, text, "prompt");
   co_await run_generation(ctx, ex, Api::completions, std::move(prompt), req);
 }
@@ -284,29 +273,36 @@ json props(const ServeContext& ctx) {
   const auto& info = ctx.model.info();
   const engine::SamplingParams defaults;
   const auto piece = [&](engine::Token t) { return t < 0 ? std::string() : ctx.tokenizer.piece(t, true); };
-  return {{"default_generation_settings",
-           {{"n_ctx", ctx.n_ctx},
-            {"params",
-             {{"temperature", defaults.temperature},
-              {"top_k", defaults.top_k},
-              {"top_p", defaults.top_p},
-              {"min_p", defaults.min_p},
-              {"repeat_penalty", defaults.repeat_penalty},
-              {"repeat_last_n", defaults.repeat_last_n},
-              {"frequency_penalty", defaults.frequency_penalty},
-              {"presence_penalty", defaults.presence_penalty},
-              {"max_tokens", ctx.n_ctx}}}}},
-          {"total_slots", ctx.scheduler.options().parallel},
-          {"model_alias", ctx.model_id},
-          {"model_path", info.path},
-          {"modalities", {{"vision", false}, {"audio", false}}},
-          {"chat_template", ctx.chat_template ? ctx.chat_template->source() : ""},
-          {"chat_template_name", ctx.chat_template ? ctx.chat_template->name() : ""},
-          {"bos_token", piece(ctx.tokenizer.bos())},
-          {"eos_token", piece(ctx.tokenizer.eos())},
-          {"build_info", "clawbot, llama.cpp " + engine::llama_release()},
-          {"endpoint_slots", true},
-          {"endpoint_metrics", true}};
+  return {
+      {"default_generation_settings",
+       {{"n_ctx", ctx.n_ctx},
+        {"params",
+         {{"temperature", defaults.temperature},
+          {"top_k", defaults.top_k},
+          {"top_p", defaults.top_p},
+          {"min_p", defaults.min_p},
+          {"repeat_penalty", defaults.repeat_penalty},
+          {"repeat_last_n", defaults.repeat_last_n},
+          {"frequency_penalty", defaults.frequency_penalty},
+          {"presence_penalty", defaults.presence_penalty},
+          {"max_tokens", ctx.n_ctx}}}}},
+      {"total_slots", ctx.scheduler.options().parallel},
+      {"model_alias", ctx.model_id},
+      {"model_path", info.path},
+      {"modalities", {{"vision", false}, {"audio", false}}},
+      {"chat_template", ctx.chat_template ? ctx.chat_template->source() : ""},
+      {"chat_template_name", ctx.chat_template ? ctx.chat_template->name() : ""},
+      // Jinja (run by llama.cpp's common chat layer) or a built-in libllama format; whether it shows tools.
+      {"chat_template_caps",
+       {{"jinja", ctx.chat_template && ctx.chat_template->jinja()},
+        {"supports_tools", ctx.chat_template && ctx.chat_template->supports_tools()}}},
+      {"reasoning_format",
+       ctx.chat_template ? engine::reasoning_format_name(ctx.chat_template->reasoning_format()) : "none"},
+      {"bos_token", piece(ctx.tokenizer.bos())},
+      {"eos_token", piece(ctx.tokenizer.eos())},
+      {"build_info", "clawbot, llama.cpp " + engine::llama_release()},
+      {"endpoint_slots", true},
+      {"endpoint_metrics", true}};
 }
 
 // llama-server's GET /slots: each slot's state and what its KV cache holds, as of the last engine step.
@@ -397,7 +393,7 @@ std::shared_ptr<const http::Router> make_openai_router(const ServeContext& conte
     co_await ex.respond_text(200, text, "text/plain; version=0.0.4; charset=utf-8");
   });
   add(http::Verb::post, "/v1/chat/completions",
-      [ctx](http::Exchange& ex) { return chat_completions(*ctx, ex); });
+      [ctx](http::Exchange& ex) { return api::chat_completions(*ctx, ex); });
   add(http::Verb::post, "/v1/completions", [ctx](http::Exchange& ex) { return completions(*ctx, ex); });
   add(http::Verb::post, "/infill", [ctx](http::Exchange& ex) { return infill(*ctx, ex); });
   add(http::Verb::post, "/v1/embeddings", [ctx](http::Exchange& ex) { return embeddings(*ctx, ex); });

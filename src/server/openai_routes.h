@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/http_server.h"
+#include "engine/chat_format.h"
 #include "engine/engine.h"
 #include "monitor/metrics.h"
 #include "server/scheduler.h"
@@ -21,7 +22,8 @@ class GenerationMetrics;
 struct ServeContext {
   const engine::Model& model;
   const engine::Tokenizer& tokenizer;
-  std::optional<engine::ChatTemplate> chat_template;  // none: chat requests explain why
+  // The chat format (Jinja template, tool calls, reasoning); none: chat requests explain why.
+  std::shared_ptr<const engine::ChatFormatter> chat_template;
   std::string chat_template_problem;
   Scheduler& scheduler;
   std::string model_id;

@@ -230,6 +230,14 @@ void Scheduler::run_once(std::vector<GenerationJob> admitted) {
       embeddings.push_back(std::move(job));
       continue;
     }
+    // Made before a slot is chosen: a sampler libllama refuses (a bad grammar) fails this job alone.
+    std::unique_ptr<TokenSampler> sampler;
+    try {
+      sampler = engine_->sampler(job.sampling);
+    } catch (const std::exception& e) {
+      refuse(job, answer_for(e));
+      continue;
+    }
     align_with_cache(job);
     // The free slot whose cache is the most useful to this prompt; else an empty one; else the least
     // recent.
@@ -248,7 +256,7 @@ void Scheduler::run_once(std::vector<GenerationJob> admitted) {
       }
     }
     target->admitted_order = ++admissions_;
-    admit(*target, std::move(job));
+    admit(*target, std::move(job), std::move(sampler));
   }
   if (!embeddings.empty()) run_embeddings(embeddings);
   step();
@@ -349,7 +357,17 @@ void Scheduler::align_with_cache(GenerationJob& job) {
   ++stats_.text_matches;
 }
 
-void Scheduler::admit(Slot& slot, GenerationJob job) {
+void Scheduler::refuse(GenerationJob& job, Error error) {
+  if (error.kind == ErrorKind::internal) spdlog::error("scheduler: a job cannot start: {}", error.message);
+  GenerationEvent failed;
+  failed.done = true;
+  failed.choice = job.choice;
+  failed.finish_reason = FinishReason::error;
+  failed.error = std::move(error);
+  job.events->try_send(boost::system::error_code{}, std::move(failed));  // its first event: there is room
+}
+
+void Scheduler::admit(Slot& slot, GenerationJob job, std::unique_ptr<TokenSampler> sampler) {
   const auto& prompt = job.prompt;
   const bool can_truncate = can_truncate_;
   const bool use_cache = options_.cache_enabled;
@@ -435,7 +453,7 @@ void Scheduler::admit(Slot& slot, GenerationJob job) {
 
   slot.prefilled = reused;
   slot.reused = static_cast<int>(reused);
-  slot.sampler = engine_->sampler(job.sampling);
+  slot.sampler = std::move(sampler);
   slot.decoder = engine::Utf8StreamDecoder();
   slot.stops.emplace(job.stop);
   slot.generated = 0;
@@ -512,7 +530,15 @@ void Scheduler::finish(Slot& slot, FinishReason reason, Tail tail, std::optional
 
 void Scheduler::sample_and_emit(Slot& slot, int row) {
   const bool too_early = slot.generated < slot.job->min_tokens;
-  const engine::Token token = slot.sampler->sample(row, too_early);
+  engine::Token token = 0;
+  try {
+    token = slot.sampler->sample(row, too_early);
+  } catch (const std::exception& e) {  // a grammar that allows no next token; the engine failed
+    Error error = answer_for(e);
+    if (error.kind == ErrorKind::internal) spdlog::error("scheduler: sampling failed: {}", e.what());
+    finish(slot, FinishReason::error, Tail::drop, std::move(error));
+    return;
+  }
   if (slot.generated == 0) slot.first_token_at = now();
   if (engine_->is_end_of_generation(token)) {
     finish(slot, FinishReason::stop, Tail::send);

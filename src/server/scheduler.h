@@ -185,7 +185,9 @@ class Scheduler {
   Clock::time_point now() const { return clock_ ? clock_() : Clock::now(); }
   // Rewrites the prompt's tokens where they spell the same text as a cached sequence's (see align_by_text).
   void align_with_cache(GenerationJob& job);
-  void admit(Slot& slot, GenerationJob job);
+  void admit(Slot& slot, GenerationJob job, std::unique_ptr<TokenSampler> sampler);
+  // A job that cannot start: its only event is this error.
+  static void refuse(GenerationJob& job, Error error);
   void step();
   // Tail::send: the text held back (a possible stop string, an incomplete UTF-8 character) goes out with the
   // done event; after a stop string it is dropped, the stop string ends the text.

@@ -20,13 +20,14 @@ struct ServeOptions {
   int threads = 0;      // 0: all cores
   int gpu_layers = -1;  // layers offloaded to a GPU when the build has one (-1: all, 0: none)
   int batch = 512;
-  std::string chat_template;  // a built-in name; empty: the model's own
-  std::string alias;          // the model id clients see; empty: the file name
-  int parallel = 4;           // requests decoded together
-  int queue_max = 64;         // requests waiting for a slot before 503
-  int prefill_chunk = 128;    // prompt tokens per step while other requests decode
-  int cache_ram_mib = 1024;   // cold tier: saved sequences in host RAM
-  bool no_cache = false;      // prefill every request from scratch (for comparisons)
+  std::string chat_template;              // a built-in name or a Jinja file; empty: the model's own
+  std::string reasoning_format = "auto";  // none, deepseek, auto: where a reasoning model's thinking goes
+  std::string alias;                      // the model id clients see; empty: the file name
+  int parallel = 4;                       // requests decoded together
+  int queue_max = 64;                     // requests waiting for a slot before 503
+  int prefill_chunk = 128;                // prompt tokens per step while other requests decode
+  int cache_ram_mib = 1024;               // cold tier: saved sequences in host RAM
+  bool no_cache = false;                  // prefill every request from scratch (for comparisons)
   std::string flash_attn = "auto";
   std::string prompts_first = "on";  // a prompt that fits in one step goes ahead of the decoding streams
   std::string kv_type = "f16";

@@ -27,8 +27,16 @@ void add_model_and_http_options(CLI::App* cmd, ServeOptions* serve) {
   cmd->add_option("-b,--batch", serve->batch, "Prompt tokens per engine step")
       ->capture_default_str()
       ->check(CLI::Range(1, 65536));
-  cmd->add_option("--chat-template", serve->chat_template,
-                  "Built-in chat template (chatml, llama3, phi3, ...) for a model without one");
+  cmd->add_option(
+      "--chat-template", serve->chat_template,
+      "Chat template instead of the model's own: a Jinja file, or a built-in name (chatml, llama3, "
+      "phi3, ...)");
+  cmd->add_option(
+         "--reasoning-format", serve->reasoning_format,
+         "Where a reasoning model's thinking goes: auto or deepseek (reasoning_content), none (left in "
+         "the content)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"none", "deepseek", "auto"}));
   cmd->add_option("--alias", serve->alias, "Model id shown to clients (default: the file name)");
   cmd->add_option("--max-body-bytes", serve->max_body_bytes, "Largest request body accepted")
       ->capture_default_str()

@@ -4,10 +4,12 @@
 // "clawbot serve: ".
 #pragma once
 
+#include <memory>
 #include <optional>
 #include <string>
 
 #include "common/tls.h"
+#include "engine/chat_format.h"
 #include "engine/engine.h"
 #include "monitor/metrics.h"
 #include "ops/integrity.h"
@@ -29,10 +31,11 @@ tls::ServerConfig tls_server_config(const ServeOptions& options);
 void log_tls_certificate(const ServeOptions& options);
 
 struct ChatTemplateChoice {
-  std::optional<engine::ChatTemplate> chat_template;  // none: chat requests get `problem`
+  std::shared_ptr<const engine::ChatFormatter> chat_template;  // none: chat requests get `problem`
   std::string problem;
 };
-// --chat-template, else the model's own; an embedding model has none.
+// --chat-template NAME|FILE (a built-in name, or a Jinja file), else the model's own, run as Jinja by
+// llama.cpp's common chat layer; an embedding model has none. --reasoning-format says where thinking goes.
 ChatTemplateChoice choose_chat_template(const engine::Model& model, const ServeOptions& options);
 
 // --ctx and --parallel within their ranges.

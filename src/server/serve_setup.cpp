@@ -1,5 +1,8 @@
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <stdexcept>
 
 #include <spdlog/spdlog.h>
@@ -67,20 +70,58 @@ void log_tls_certificate(const ServeOptions& options) {
   }
 }
 
+namespace {
+
+// A Jinja template file (bounded: a template is kilobytes, not a model).
+std::string read_template_file(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  std::string text;
+  if (file) {
+    text.assign(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+  }
+  if (!file && !file.eof()) throw std::runtime_error("--chat-template '" + path + "' cannot be read");
+  if (text.empty()) throw std::runtime_error("--chat-template '" + path + "' is empty");
+  if (text.size() > (1u << 20)) throw std::runtime_error("--chat-template '" + path + "' is over 1 MiB");
+  return text;
+}
+
+}  // namespace
+
 ChatTemplateChoice choose_chat_template(const engine::Model& model, const ServeOptions& options) {
   ChatTemplateChoice choice;
   if (model.info().is_embedding) {
     choice.problem =
         "model '" + model.info().name + "' is an embedding model";  // no chat, nothing to warn about
-  } else if (!options.chat_template.empty()) {
-    choice.chat_template = engine::ChatTemplate::builtin(options.chat_template);  // throws, listing the names
-  } else {
-    try {
-      choice.chat_template = engine::ChatTemplate::from_model(model);
-    } catch (const engine::EngineError& e) {
-      choice.problem = e.what();
-      spdlog::warn("{}; /v1/chat/completions will answer 400 until then", choice.problem);
+    return choice;
+  }
+  const auto reasoning = engine::reasoning_format_from_name(options.reasoning_format);  // throws, naming them
+  if (!options.chat_template.empty()) {
+    // A built-in name, else a Jinja file; a bad one stops the start (the operator asked for it).
+    std::string source = options.chat_template;
+    std::string name = options.chat_template;
+    const auto builtin = engine::ChatTemplate::builtin_names();
+    if (std::find(builtin.begin(), builtin.end(), options.chat_template) == builtin.end()) {
+      std::error_code ec;
+      if (!std::filesystem::is_regular_file(options.chat_template, ec)) {
+        std::string names;
+        for (const auto& n : builtin) names += (names.empty() ? "" : ", ") + n;
+        throw std::runtime_error("--chat-template '" + options.chat_template +
+                                 "' is neither a Jinja template file nor a built-in template (" + names +
+                                 ")");
+      }
+      source = read_template_file(options.chat_template);
+      name = std::filesystem::path(options.chat_template).filename().string();
     }
+    choice.chat_template = std::make_shared<const engine::ChatFormatter>(
+        engine::ChatFormatter::create(model, name, source, reasoning));
+    return choice;
+  }
+  try {
+    choice.chat_template = std::make_shared<const engine::ChatFormatter>(
+        engine::ChatFormatter::create(model, model.info().name + " (from model)", "", reasoning));
+  } catch (const engine::EngineError& e) {
+    choice.problem = e.what();
+    spdlog::warn("{}; /v1/chat/completions will answer 400 until then", choice.problem);
   }
   return choice;
 }

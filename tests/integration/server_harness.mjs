@@ -21,6 +21,9 @@ export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url
 if (!process.env.CLAWBOT_MODELS) process.env.CLAWBOT_MODELS = path.resolve(REPO_ROOT, '..', 'shared', 'models');
 
 export const MODEL_FILE = 'stories260K.gguf';
+// Qwen3's own Jinja chat template (tools, <tool_call>, <think>), which `serve --chat-template FILE` runs on any
+// model: with stories260K, the grammar still forces the form of a tool call or a JSON answer.
+export const QWEN3_TEMPLATE = path.join(REPO_ROOT, 'tests', 'fixtures', 'templates', 'Qwen-Qwen3-0.6B.jinja');
 export const MODEL_ID = 'stories260K';
 
 const READY_RE = /^clawbot serve: listening on (https?:\/\/127\.0\.0\.1:(\d+))$/;
@@ -109,8 +112,8 @@ export async function startServer({ extraArgs = [], timeoutMs = 60000, model, po
     '--model', mp,
     '--host', '127.0.0.1',
     '--port', String(port),
-    '--chat-template', 'chatml',
     // defaults that extraArgs may override
+    ...(extraArgs.includes('--chat-template') ? [] : ['--chat-template', 'chatml']),
     ...(extraArgs.includes('--ctx') ? [] : ['--ctx', '512']),
     // One thread: ctest runs two tests at once on a 2-core machine, and ggml's spinning worker threads slow
     // down many times over when another process holds the other core.

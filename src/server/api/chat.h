@@ -14,6 +14,7 @@
 
 #include "common/error.h"
 #include "common/http_server.h"
+#include "engine/chat_format.h"
 #include "server/generation.h"
 #include "server/openai_routes.h"
 #include "server/scheduler.h"
@@ -49,7 +50,8 @@ enum class ToolChoice { automatic, none, required, named };
 struct OutputFormat {
   enum class Kind { text, json_object, json_schema };
   Kind kind = Kind::text;
-  std::string schema;  // json_schema: the schema as JSON text
+  std::string schema;                     // json_schema: the schema as JSON text
+  std::string param = "response_format";  // the request field it came from, named in errors (Ollama: format)
 };
 
 struct ChatRequest {
@@ -82,6 +84,8 @@ struct ChatDelta {
 };
 
 enum class ChatFinish { stop, length, tool_calls };
+// OpenAI's words for it: "stop", "length", "tool_calls".
+const char* openai_finish_reason(ChatFinish finish);
 
 struct ChatChoice {
   int index = 0;
@@ -123,6 +127,11 @@ class ChatSink {
 struct FormattedChat {
   std::string prompt;
   std::vector<engine::Token> tokens;
+  // How the answer is constrained (the grammar and its triggers: tool calls, response_format) and ended (the
+  // template's own stop strings besides the request's), and how it is read back.
+  engine::SamplingParams sampling;
+  std::vector<std::string> stop;
+  engine::ChatParser parser;
 };
 FormattedChat format_chat(const ServeContext& ctx, const ChatRequest& request);
 

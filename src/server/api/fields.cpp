@@ -128,14 +128,55 @@ std::string message_text(const json& content, const std::string& where) {
                 where);
 }
 
-std::vector<engine::ChatMessage> parse_messages(const json& body) {
+namespace {
+
+// An assistant message's `tool_calls`: [{"id", "type": "function", "function": {"name", "arguments"}}], the
+// arguments as JSON text (an object given as an object is taken too).
+std::vector<ToolCall> message_tool_calls(const json& calls, const std::string& where) {
+  if (!calls.is_array())
+    throw_invalid("'" + where + "' must be an array of tool calls, got " + describe(calls), where);
+  std::vector<ToolCall> out;
+  for (std::size_t i = 0; i < calls.size(); ++i) {
+    const json& call = calls[i];
+    const std::string at = where + "[" + std::to_string(i) + "]";
+    if (!call.is_object()) throw_invalid("'" + at + "' must be an object, got " + describe(call), at);
+    if (auto type = call.find("type"); type != call.end() && !type->is_null() && *type != "function")
+      throw_invalid("'" + at + ".type' must be \"function\", got " + describe(*type), at + ".type");
+    const auto function = call.find("function");
+    if (function == call.end() || !function->is_object())
+      throw_invalid("'" + at + ".function' must be an object with 'name' and 'arguments'", at + ".function");
+    ToolCall tool_call;
+    tool_call.id = string_field(call, "id", false);
+    const auto name = function->find("name");
+    if (name == function->end() || !name->is_string() || name->get_ref<const std::string&>().empty())
+      throw_invalid("'" + at + ".function.name' must be a non-empty string", at + ".function.name");
+    tool_call.name = name->get<std::string>();
+    const auto arguments = function->find("arguments");
+    if (arguments == function->end() || arguments->is_null()) {
+      tool_call.arguments = "{}";
+    } else if (arguments->is_string()) {
+      tool_call.arguments = arguments->get<std::string>();
+    } else if (arguments->is_object()) {
+      tool_call.arguments = arguments->dump();
+    } else {
+      throw_invalid("'" + at + ".function.arguments' must be a string of JSON, got " + describe(*arguments),
+                    at + ".function.arguments");
+    }
+    out.push_back(std::move(tool_call));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<ChatMessage> parse_messages(const json& body) {
   auto it = body.find("messages");
   if (it == body.end()) throw_invalid("'messages' is required", "messages");
   if (!it->is_array())
     throw_invalid("'messages' must be an array of messages, got " + describe(*it), "messages");
   if (it->empty()) throw_invalid("'messages' must hold at least one message", "messages");
   static const std::vector<std::string> roles{"system", "developer", "user", "assistant", "tool"};
-  std::vector<engine::ChatMessage> messages;
+  std::vector<ChatMessage> messages;
   for (size_t i = 0; i < it->size(); ++i) {
     const auto& m = (*it)[i];
     const std::string where = "messages[" + std::to_string(i) + "]";
@@ -145,21 +186,35 @@ std::vector<engine::ChatMessage> parse_messages(const json& body) {
       throw_invalid("'" + where + ".role' must be one of system, developer, user, assistant, tool",
                     where + ".role");
     }
-    std::string role_name = role->get<std::string>();
-    if (std::find(roles.begin(), roles.end(), role_name) == roles.end()) {
-      throw_invalid("'" + where + ".role' is '" + role_name +
+    ChatMessage message;
+    message.role = role->get<std::string>();
+    if (std::find(roles.begin(), roles.end(), message.role) == roles.end()) {
+      throw_invalid("'" + where + ".role' is '" + message.role +
                         "'; it must be one of system, developer, user, assistant, tool",
                     where + ".role");
     }
     auto content = m.find("content");
-    std::string text;
     if (content == m.end() || content->is_null()) {
-      if (role_name != "assistant") throw_invalid("'" + where + ".content' is required", where + ".content");
+      if (message.role != "assistant")
+        throw_invalid("'" + where + ".content' is required", where + ".content");
     } else {
-      text = message_text(*content, where + ".content");
+      message.content = message_text(*content, where + ".content");
     }
-    if (role_name == "developer") role_name = "system";  // the newer name for the same role
-    messages.push_back({std::move(role_name), std::move(text)});
+    if (message.role == "assistant") {
+      if (auto calls = m.find("tool_calls"); calls != m.end() && !calls->is_null())
+        message.tool_calls = message_tool_calls(*calls, where + ".tool_calls");
+      if (auto thinking = m.find("reasoning_content"); thinking != m.end() && !thinking->is_null()) {
+        if (!thinking->is_string())
+          throw_invalid("'" + where + ".reasoning_content' must be a string, got " + describe(*thinking),
+                        where + ".reasoning_content");
+        message.reasoning_content = thinking->get<std::string>();
+      }
+    } else if (message.role == "tool") {
+      message.tool_call_id = string_field(m, "tool_call_id", false);
+      message.tool_name = string_field(m, "name", false);
+    }
+    if (message.role == "developer") message.role = "system";  // the newer name for the same role
+    messages.push_back(std::move(message));
   }
   return messages;
 }

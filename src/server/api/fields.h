@@ -12,6 +12,7 @@
 
 #include "common/http_server.h"
 #include "engine/engine.h"
+#include "server/api/chat.h"
 #include "server/generation.h"
 #include "server/openai_routes.h"
 
@@ -32,8 +33,9 @@ CommonRequest parse_common(const nlohmann::json& body, std::uint32_t n_ctx, bool
 // A message's content: a string, or an array of {"type":"text","text":...} parts joined. `where` names the
 // field in errors ("messages[2].content").
 std::string message_text(const nlohmann::json& content, const std::string& where);
-// OpenAI's `messages` (roles system, developer, user, assistant, tool; text content).
-std::vector<engine::ChatMessage> parse_messages(const nlohmann::json& body);
+// OpenAI's `messages` (roles system, developer, user, assistant, tool; text content; an assistant's
+// tool_calls and reasoning_content, a tool message's tool_call_id and name).
+std::vector<ChatMessage> parse_messages(const nlohmann::json& body);
 
 // Token ids from a JSON array: each in the vocabulary; with `within_context`, fewer than a request's context.
 std::vector<engine::Token> token_ids_field(const ServeContext& ctx, const nlohmann::json& array,

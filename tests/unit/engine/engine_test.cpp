@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 #include <llama.h>
+#include <nlohmann/json.hpp>
 
 #include "engine/engine.h"
 
@@ -386,6 +387,206 @@ TEST(SamplerTest, GreedyPicksWhatLlamaCppsGreedyChainPicks) {
       }
     }
   }
+}
+
+// ---------------------------------------------------------------- grammar sampling
+
+struct Constrained {
+  std::string text;
+  std::vector<Token> tokens;
+  bool ended = false;  // on an end-of-generation token
+};
+
+// Generates under params' grammar from `prompt` until an end-of-generation token or `limit` tokens.
+Constrained generate_constrained(Context& ctx, const SamplingParams& params, int limit,
+                                 const std::string& prompt = "Once upon a time",
+                                 std::span<const Token> banned = {}) {
+  const Tokenizer tok(stories());
+  const auto input = tok.tokenize(prompt, true, false);
+  ctx.clear();
+  EXPECT_EQ(ctx.decode(input, 0), DecodeStatus::ok);
+  Sampler sampler(params, stories());
+  Constrained out;
+  int pos = static_cast<int>(input.size());
+  for (int i = 0; i < limit; ++i) {
+    const Token t = sampler.sample(ctx, -1, banned);
+    if (tok.is_end_of_generation(t)) {
+      out.ended = true;
+      break;
+    }
+    out.tokens.push_back(t);
+    const Token one[] = {t};
+    EXPECT_EQ(ctx.decode(one, pos++), DecodeStatus::ok);
+  }
+  out.text = tok.detokenize(out.tokens);
+  return out;
+}
+
+// A JSON object of a fixed shape, as a JSON schema becomes.
+constexpr const char* person_grammar =
+    R"(root ::= "{" ws "\"name\"" ws ":" ws string ws "," ws "\"age\"" ws ":" ws number ws "}"
+string ::= "\"" [a-zA-Z ]{1,12} "\""
+number ::= [1-9] [0-9]{0,2}
+ws ::= [ ]?
+)";
+
+TEST(GrammarTest, AnAlternationForcesOneOfItsWords) {
+  Context ctx(stories(), {.n_ctx = 256, .n_batch = 64, .n_threads = 2});
+  for (const float temperature : {0.0f, 1.0f}) {
+    for (std::uint32_t seed = 1; seed <= (temperature > 0 ? 4u : 1u); ++seed) {
+      SamplingParams p;
+      p.temperature = temperature;
+      p.seed = seed;
+      p.grammar = R"(root ::= "yes" | "no")";
+      const auto out = generate_constrained(ctx, p, 20);
+      EXPECT_TRUE(out.text == "yes" || out.text == "no") << out.text;
+      EXPECT_TRUE(out.ended) << "the grammar is complete: only the end of generation may follow";
+    }
+  }
+}
+
+TEST(GrammarTest, AJsonGrammarGivesParseableJson) {
+  Context ctx(stories(), {.n_ctx = 256, .n_batch = 64, .n_threads = 2});
+  for (const float temperature : {0.0f, 0.8f}) {
+    SamplingParams p;
+    p.temperature = temperature;
+    p.seed = 11;
+    p.grammar = person_grammar;
+    const auto out = generate_constrained(ctx, p, 100);
+    ASSERT_TRUE(out.ended) << out.text;
+    const auto parsed = nlohmann::json::parse(out.text, nullptr, false);
+    ASSERT_FALSE(parsed.is_discarded()) << out.text;
+    EXPECT_TRUE(parsed.at("name").is_string()) << out.text;
+    EXPECT_TRUE(parsed.at("age").is_number_integer()) << out.text;
+  }
+}
+
+// Greedy under a grammar checks the unconstrained argmax, then a shortlist, then the whole vocabulary: it
+// must pick what llama.cpp's chain of grammar-then-greedy picks, token for token.
+TEST(GrammarTest, GreedyPicksWhatTheGrammarThenGreedyChainPicks) {
+  Context ctx(stories(), {.n_ctx = 256, .n_batch = 64, .n_threads = 2});
+  SamplingParams p;
+  p.temperature = 0;
+  p.grammar = person_grammar;
+  const auto ours = generate_constrained(ctx, p, 100);
+
+  const Tokenizer tok(stories());
+  const auto input = tok.tokenize("Once upon a time", true, false);
+  ctx.clear();
+  ASSERT_EQ(ctx.decode(input, 0), DecodeStatus::ok);
+  llama_sampler* chain = llama_sampler_chain_init(llama_sampler_chain_default_params());
+  llama_sampler_chain_add(chain, llama_sampler_init_grammar(stories().vocab(), person_grammar, "root"));
+  llama_sampler_chain_add(chain, llama_sampler_init_greedy());
+  std::vector<Token> reference;
+  int pos = static_cast<int>(input.size());
+  for (int i = 0; i < 100; ++i) {
+    const Token t = llama_sampler_sample(chain, ctx.get(), -1);
+    if (tok.is_end_of_generation(t)) break;
+    reference.push_back(t);
+    const Token one[] = {t};
+    ASSERT_EQ(ctx.decode(one, pos++), DecodeStatus::ok);
+  }
+  llama_sampler_free(chain);
+  EXPECT_EQ(ours.tokens, reference) << ours.text << " vs " << tok.detokenize(reference);
+}
+
+TEST(GrammarTest, ALazyGrammarLetsTextThroughUntilItsTrigger) {
+  Context ctx(stories(), {.n_ctx = 256, .n_batch = 64, .n_threads = 2});
+  SamplingParams free_text;
+  free_text.temperature = 0;
+  const auto plain = generate_constrained(ctx, free_text, 40);
+  const auto at = plain.text.find(" there");
+  ASSERT_NE(at, std::string::npos) << plain.text;
+
+  SamplingParams lazy = free_text;
+  lazy.grammar = R"(root ::= " there" " was a yes")";
+  lazy.grammar_lazy = true;
+  lazy.grammar_trigger_patterns = {"( there)"};
+  const auto out = generate_constrained(ctx, lazy, 60);
+  EXPECT_EQ(out.text, plain.text.substr(0, at) + " there was a yes") << plain.text;
+  EXPECT_TRUE(out.ended);
+}
+
+TEST(GrammarTest, ACompleteGrammarEndsTheAnswerEvenWhereTheEndIsBanned) {
+  Context ctx(stories(), {.n_ctx = 256, .n_batch = 64, .n_threads = 2});
+  for (const float temperature : {0.0f, 1.0f}) {
+    SamplingParams p;
+    p.temperature = temperature;
+    p.ignore_eos = true;
+    p.grammar = R"(root ::= "yes")";
+    const auto out = generate_constrained(ctx, p, 20);
+    EXPECT_EQ(out.text, "yes");
+    EXPECT_TRUE(out.ended);
+    // min_tokens bans the end the same way
+    p.ignore_eos = false;
+    const auto& ends = stories().info().end_of_generation;
+    const auto banned = generate_constrained(ctx, p, 20, "Once upon a time", ends);
+    EXPECT_EQ(banned.text, "yes");
+    EXPECT_TRUE(banned.ended);
+  }
+}
+
+TEST(GrammarTest, AGrammarThatAllowsNoTokenIsAnErrorNotAHang) {
+  Context ctx(stories(), {.n_ctx = 256, .n_batch = 64, .n_threads = 2});
+  for (const float temperature : {0.0f, 1.0f}) {
+    SamplingParams p;
+    p.temperature = temperature;
+    // The end-of-generation token in the middle: the end is allowed only where the grammar is complete.
+    p.grammar = "root ::= <[" + std::to_string(Tokenizer(stories()).eos()) + R"(]> "a")";
+    try {
+      generate_constrained(ctx, p, 5);
+      ADD_FAILURE() << "no error";
+    } catch (const GrammarError& e) {
+      EXPECT_EQ(e.error().kind, ErrorKind::invalid_request);
+      EXPECT_EQ(e.error().param, "grammar");
+      EXPECT_NE(std::string(e.what()).find("no next token"), std::string::npos) << e.what();
+    }
+  }
+}
+
+SamplingParams with_grammar(std::string grammar, std::vector<std::string> patterns = {},
+                            std::vector<Token> tokens = {}, bool lazy = false) {
+  SamplingParams p;
+  p.grammar = std::move(grammar);
+  p.grammar_lazy = lazy;
+  p.grammar_trigger_patterns = std::move(patterns);
+  p.grammar_trigger_tokens = std::move(tokens);
+  return p;
+}
+
+TEST(GrammarTest, AnInvalidGrammarIsAnErrorNamingTheField) {
+  const struct {
+    SamplingParams params;
+    const char* param;
+    const char* says;
+  } cases[] = {
+      {with_grammar(R"(root ::= "yes)"), "grammar", "not a valid GBNF grammar"},
+      {with_grammar(R"(root ::= answer)"), "grammar", "not a valid GBNF grammar"},
+      {with_grammar(R"(start ::= "yes")"), "grammar", "'root'"},
+      {with_grammar(R"(root ::= root "a" | "b")"), "grammar", "left recursion"},
+      {with_grammar(R"(root ::= "a")", {}, {}, true), "grammar", "needs a trigger"},
+      {with_grammar(R"(root ::= "a")", {"(["}, {}, true), "grammar_trigger_patterns", "not a valid regex"},
+      {with_grammar(R"(root ::= "a")", {}, {100000}, true), "grammar_trigger_tokens",
+       "not in the vocabulary"},
+  };
+  for (const auto& c : cases) {
+    for (const bool through_sampler : {false, true}) {
+      try {
+        if (through_sampler) {
+          Sampler sampler(c.params, stories());
+        } else {
+          check_grammar(stories(), c.params);
+        }
+        ADD_FAILURE() << c.params.grammar << ": accepted";
+      } catch (const GrammarError& e) {
+        EXPECT_EQ(e.error().kind, ErrorKind::invalid_request);
+        EXPECT_EQ(e.error().param, c.param) << e.what();
+        EXPECT_NE(std::string(e.what()).find(c.says), std::string::npos) << e.what();
+      }
+    }
+  }
+  EXPECT_NO_THROW(check_grammar(stories(), with_grammar(person_grammar)));
+  EXPECT_NO_THROW(check_grammar(stories(), SamplingParams()));
 }
 
 TEST(ContextTest, PromptLongerThanBatchIsChunked) {

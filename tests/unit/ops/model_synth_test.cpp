@@ -39,7 +39,11 @@ class SynthEnvironment : public ::testing::Environment {
  public:
   void SetUp() override {
     const char* models = std::getenv("CLAWBOT_MODELS");
-    if (!models || !*models) ::setenv("CLAWBOT_MODELS", CLAWBOT_DEFAULT_MODELS, 1);
+    std::string dirs = models && *models ? models : CLAWBOT_DEFAULT_MODELS;
+    // llama.cpp's own vocab files and chat templates (qwen3-tools-tiny's), from the source in the dependency
+    // cache
+    dirs += std::string(":") + CLAWBOT_LLAMA_SOURCE_MODELS;
+    ::setenv("CLAWBOT_MODELS", dirs.c_str(), 1);
     ::setenv("XDG_CACHE_HOME", (temp_dir() / "cache").c_str(), 1);  // default paths stay in the temp dir
     engine::init_backend(/*verbose=*/false);
   }
@@ -248,6 +252,87 @@ TEST(SynthModelTest, BgeSmallEmbedsWithClsPooling) {
     norm += static_cast<double>(embedding[i]) * embedding[i];
   }
   EXPECT_GT(norm, 0.0);
+  llama_free(ctx);
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+TEST(SynthModelTest, QwenToolsTinyHasQwen3sToolTokensEndAndChatTemplate) {
+  const auto result = synth("qwen3-tools-tiny", "f16");
+  const auto& shape = synth_shape("qwen3-tools-tiny");
+  const auto model = engine::Model::load({.path = result.path});
+  expect_shape(model, shape);
+  const engine::Tokenizer tok(model);
+  const std::pair<const char*, engine::Token> tokens[] = {
+      {"<tool_call>", 151657},      {"</tool_call>", 151658}, {"<tool_response>", 151665},
+      {"</tool_response>", 151666}, {"<think>", 151667},      {"</think>", 151668},
+      {"<|im_start|>", 151644},     {"<|im_end|>", 151645}};
+  for (const auto& [text, id] : tokens) {
+    EXPECT_EQ(tok.tokenize(text, false, true), std::vector<engine::Token>{id}) << text;
+    EXPECT_EQ(tok.piece(id, true), text);
+  }
+  // user-defined, as Qwen3's converted GGUF has them: matched in plain text too, and shown in the output
+  EXPECT_EQ(tok.tokenize("<tool_call>", false, false), std::vector<engine::Token>{151657});
+  EXPECT_EQ(tok.piece(151657), "<tool_call>");
+  EXPECT_EQ(tok.eos(), 151645);
+  EXPECT_TRUE(tok.is_end_of_generation(151645));
+  EXPECT_TRUE(tok.is_end_of_generation(151643));
+  EXPECT_FALSE(tok.is_end_of_generation(151657));
+  const std::string template_file =
+      std::string(CLAWBOT_LLAMA_SOURCE_MODELS) + "/templates/Qwen-Qwen3-0.6B.jinja";
+  EXPECT_EQ(model.info().chat_template, read_text(template_file));
+  EXPECT_NE(model.info().chat_template.find("<tool_call>"), std::string::npos);
+  EXPECT_NE(model.meta("general.description").value_or("").find("Qwen-Qwen3-0.6B.jinja"), std::string::npos);
+  expect_decodes(model, 12, 4);
+}
+
+TEST(SynthModelTest, ChatTemplateFileOverridesTheShapes) {
+  SynthOptions options;
+  options.shape = "qwen3-tools-tiny";
+  options.quant = "f16";
+  options.threads = 2;
+  options.chat_template_file =
+      std::string(CLAWBOT_LLAMA_SOURCE_MODELS) + "/templates/Qwen-Qwen2.5-7B-Instruct.jinja";
+  options.output = (temp_dir() / "qwen3-tools-other-template.gguf").string();
+  const auto result = synthesize_model(options);
+  const auto model = engine::Model::load({.path = result.path, .vocab_only = true});
+  EXPECT_EQ(model.info().chat_template, read_text(options.chat_template_file));
+  // another template is another file: not reused in place of the first
+  options.chat_template_file = std::string(CLAWBOT_LLAMA_SOURCE_MODELS) + "/templates/Qwen-Qwen3-0.6B.jinja";
+  EXPECT_FALSE(synthesize_model(options).reused);
+  options.chat_template_file = (temp_dir() / "no-such.jinja").string();
+  EXPECT_THROW(synthesize_model(options), ClawbotError);
+}
+
+TEST(SynthModelTest, BgeRerankerTinyRanksWithItsClassificationHead) {
+  const auto result = synth("bge-reranker-tiny", "q8_0");
+  const auto model = engine::Model::load({.path = result.path});
+  expect_shape(model, synth_shape("bge-reranker-tiny"));
+  EXPECT_EQ(model.info().pooling, LLAMA_POOLING_TYPE_RANK);
+  EXPECT_TRUE(model.info().is_embedding);
+  for (const char* tensor : {"cls.weight", "cls.bias", "cls.output.weight", "cls.output.bias"}) {
+    EXPECT_NE(tensor_type(result.path, tensor), "missing") << tensor;
+  }
+  EXPECT_EQ(llama_model_n_cls_out(model.get()), 1u);
+
+  llama_context_params params = llama_context_default_params();
+  params.n_ctx = 512;
+  params.n_batch = 512;
+  params.n_ubatch = 512;
+  params.embeddings = true;
+  params.n_threads = 1;
+  params.n_threads_batch = 1;
+  llama_context* ctx = llama_init_from_model(model.get(), params);
+  ASSERT_NE(ctx, nullptr);
+  EXPECT_EQ(llama_pooling_type(ctx), LLAMA_POOLING_TYPE_RANK);
+  auto tokens = engine::Tokenizer(model).tokenize("what is a cat? a cat is an animal", true, false);
+  ASSERT_EQ(llama_encode(ctx, llama_batch_get_one(tokens.data(), static_cast<int32_t>(tokens.size()))), 0);
+  const float* score = llama_get_embeddings_seq(ctx, 0);
+  ASSERT_NE(score, nullptr);
+  EXPECT_TRUE(std::isfinite(score[0]));
   llama_free(ctx);
 }
 

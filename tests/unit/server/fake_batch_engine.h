@@ -65,10 +65,18 @@ struct FakeEngineState {
   }
 };
 
+// Grammars as the fake sees them: "refused" fails to parse (the sampler is never made), "dead after N" lets
+// N tokens through and then allows none; the real engine throws engine::GrammarError for both.
 class FakeSampler final : public TokenSampler {
  public:
-  explicit FakeSampler(std::shared_ptr<FakeEngineState> state) : state_(std::move(state)) {}
+  FakeSampler(std::shared_ptr<FakeEngineState> state, const engine::SamplingParams& params)
+      : state_(std::move(state)) {
+    if (params.grammar == "refused") throw engine::GrammarError("'grammar' is not a valid GBNF grammar");
+    if (params.grammar.starts_with("dead after ")) dead_after_ = std::stoi(params.grammar.substr(11));
+  }
   engine::Token sample(int row, bool end_banned) override {
+    if (dead_after_ >= 0 && drawn_++ == dead_after_)
+      throw engine::GrammarError("the grammar allows no next token");
     const auto& batch = state_->steps.back();
     const auto& at = batch.at(static_cast<std::size_t>(row));
     if (!at.output) ++state_->unsampled_rows;
@@ -79,6 +87,8 @@ class FakeSampler final : public TokenSampler {
 
  private:
   std::shared_ptr<FakeEngineState> state_;
+  int dead_after_ = -1;
+  int drawn_ = 0;
 };
 
 class FakeBatchEngine final : public BatchEngine {
@@ -158,8 +168,8 @@ class FakeBatchEngine final : public BatchEngine {
     return v;
   }
 
-  std::unique_ptr<TokenSampler> sampler(const engine::SamplingParams&) override {
-    return std::make_unique<FakeSampler>(state_);
+  std::unique_ptr<TokenSampler> sampler(const engine::SamplingParams& params) override {
+    return std::make_unique<FakeSampler>(state_, params);
   }
   std::string piece(engine::Token token) const override {
     if (token < 1 || token > 26) return {};

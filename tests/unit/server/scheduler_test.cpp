@@ -442,6 +442,39 @@ TEST_F(SchedulerTest, AFailedDecodeEndsTheRequestsInTheStepWithAnError) {
   EXPECT_EQ(scheduler->stats().slots_busy, 0u);
 }
 
+TEST_F(SchedulerTest, AGrammarTheEngineRefusesFailsThatRequestAloneAndTakesNoSlot) {
+  options.parallel = 1;
+  start();
+  auto bad = job("ab", 5);
+  bad.sampling.grammar = "refused";
+  auto a = submit(std::move(bad));
+  auto b = submit(job("ab", 2));  // queued behind it: gets the slot the refused one never held
+  step();
+  a->read();
+  ASSERT_NE(a->done(), nullptr);
+  EXPECT_EQ(a->done()->finish_reason, FinishReason::error);
+  ASSERT_TRUE(a->done()->error.has_value());
+  EXPECT_EQ(a->done()->error->kind, ErrorKind::invalid_request);
+  EXPECT_EQ(a->done()->error->param, "grammar");
+  run_until_done(*b);
+  expect_answer(*b, "cd", FinishReason::length, 2);
+}
+
+TEST_F(SchedulerTest, AGrammarThatAllowsNoNextTokenEndsTheAnswerWithAnError) {
+  start();
+  auto dead = job("ab", 20);
+  dead.sampling.grammar = "dead after 3";
+  auto a = submit(std::move(dead));
+  run_until_done(*a);
+  EXPECT_EQ(a->text(), "cde");
+  EXPECT_EQ(a->done()->finish_reason, FinishReason::error);
+  ASSERT_TRUE(a->done()->error.has_value());
+  EXPECT_EQ(a->done()->error->param, "grammar");
+  EXPECT_EQ(scheduler->stats().slots_busy, 0u);
+  const auto b = answer(job("ab", 2));  // the scheduler goes on
+  expect_answer(*b, "cd", FinishReason::length, 2);
+}
+
 // ---------------------------------------------------------------- slow readers
 
 TEST_F(SchedulerTest, AStreamWhoseClientReadsNothingGivesUpItsSlotOnlyWhenOthersWait) {

@@ -1,0 +1,232 @@
+// Tool calling and structured output on /v1/chat/completions, with the official `openai` client: stories260K
+// served with Qwen3's own Jinja template. Its weights are random-ish, so it never chooses to call a tool; the
+// grammar for tool_choice "required", a named function and response_format forces the form, which is what is
+// checked (arguments and answers validate against their schemas with ajv). Greedy decoding: deterministic.
+// Setup: (cd tests/compat && npm ci --ignore-scripts)
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+
+import { MODEL_ID, QWEN3_TEMPLATE, startServer } from '../integration/server_harness.mjs';
+import OpenAI from './openai_client.mjs';
+
+let Ajv;
+try {
+  ({ default: Ajv } = await import('ajv'));
+} catch (e) {
+  throw new Error(`cannot load the "ajv" package (${e.message}); install it: (cd tests/compat && npm ci --ignore-scripts)`);
+}
+const ajv = new Ajv({ strict: true });
+
+// Schemas with bounded values (enums, one digit), so that even a model that never ends a string of its own
+// accord finishes the forced JSON within max_tokens.
+const weatherParams = {
+  type: 'object',
+  properties: { city: { type: 'string', enum: ['Paris', 'Tokyo', 'Lima'] } },
+  required: ['city'],
+  additionalProperties: false,
+};
+const timeParams = {
+  type: 'object',
+  properties: { zone: { type: 'string', enum: ['UTC', 'CET'] }, hours: { type: 'integer', minimum: 0, maximum: 9 } },
+  required: ['zone', 'hours'],
+  additionalProperties: false,
+};
+const tools = [
+  { type: 'function', function: { name: 'get_weather', description: 'Weather in a city', parameters: weatherParams } },
+  { type: 'function', function: { name: 'get_time', description: 'Time in a zone', parameters: timeParams } },
+];
+const schemaOf = { get_weather: weatherParams, get_time: timeParams };
+
+function assertValidCall(call, name) {
+  assert.equal(call.type, 'function');
+  assert.match(call.id, /^call_/);
+  if (name) assert.equal(call.function.name, name);
+  const schema = schemaOf[call.function.name];
+  assert.ok(schema, `unknown function ${call.function.name}`);
+  const args = JSON.parse(call.function.arguments);
+  assert.ok(ajv.validate(schema, args), `${call.function.arguments}: ${ajv.errorsText()}`);
+}
+
+describe('openai client: tools and structured output against clawbot serve', () => {
+  let server;
+  let client;
+
+  before(async () => {
+    server = await startServer({ extraArgs: ['--chat-template', QWEN3_TEMPLATE] });
+    client = new OpenAI({ baseURL: server.baseUrl + '/v1', apiKey: 'unused', maxRetries: 0, timeout: 60000 });
+  });
+  after(async () => {
+    if (server) await server.stop();
+  });
+
+  const ask = (extra = {}) => ({
+    model: MODEL_ID,
+    messages: [{ role: 'user', content: 'What is the weather in Paris?' }],
+    temperature: 0,
+    max_tokens: 160,
+    ...extra,
+  });
+
+  test('/props shows the Jinja template in use', async () => {
+    const props = await (await fetch(server.baseUrl + '/props')).json();
+    assert.equal(props.chat_template_name, 'Qwen-Qwen3-0.6B.jinja');
+    assert.match(props.chat_template, /<tool_call>/);
+    assert.deepEqual(props.chat_template_caps, { jinja: true, supports_tools: true });
+  });
+
+  let forcedCall; // the non-streamed answer, for the streamed one to match
+  test('tool loop: tool_choice "required" gives a valid call, then a tool result gives an answer', { timeout: 60000 }, async () => {
+    const first = await client.chat.completions.create(ask({ tools, tool_choice: 'required' }));
+    const choice = first.choices[0];
+    assert.equal(choice.finish_reason, 'tool_calls', JSON.stringify(choice));
+    assert.ok(choice.message.tool_calls.length >= 1);
+    for (const call of choice.message.tool_calls) assertValidCall(call);
+    forcedCall = choice.message.tool_calls[0];
+
+    const history = [
+      ...ask().messages,
+      choice.message,
+      ...choice.message.tool_calls.map((c) => ({ role: 'tool', tool_call_id: c.id, content: '{"sky":"clear"}' })),
+    ];
+    const second = await client.chat.completions.create(ask({ messages: history, tools, tool_choice: 'none', max_tokens: 8 }));
+    const answer = second.choices[0];
+    assert.ok(['stop', 'length'].includes(answer.finish_reason), JSON.stringify(answer));
+    assert.equal(typeof answer.message.content, 'string');
+    assert.equal(answer.message.tool_calls, undefined);
+    assert.ok(second.usage.prompt_tokens > first.usage.prompt_tokens, 'the history grew');
+  });
+
+  test('tool_choice "required", streamed: id and name first, then the arguments in pieces', { timeout: 60000 }, async () => {
+    const stream = await client.chat.completions.create(ask({ tools, tool_choice: 'required', stream: true }));
+    const calls = [];
+    let finish;
+    let pieces = 0;
+    for await (const chunk of stream) {
+      const c = chunk.choices[0];
+      if (!c) continue;
+      if (c.finish_reason) finish = c.finish_reason;
+      for (const d of c.delta.tool_calls ?? []) {
+        if (!calls[d.index]) {
+          assert.match(d.id ?? '', /^call_/, 'the first piece of a call carries its id');
+          assert.equal(d.type, 'function');
+          assert.ok(d.function.name, 'and its name');
+          calls[d.index] = { id: d.id, type: 'function', function: { name: d.function.name, arguments: d.function.arguments ?? '' } };
+        } else {
+          assert.equal(d.id, undefined, 'later pieces carry no id');
+          assert.equal(d.function.name, undefined, 'nor the name');
+          calls[d.index].function.arguments += d.function.arguments;
+          pieces += 1;
+        }
+      }
+    }
+    assert.equal(finish, 'tool_calls');
+    assert.ok(calls.length >= 1);
+    assert.ok(pieces >= 2, `arguments came in ${pieces} pieces`);
+    for (const call of calls) assertValidCall(call);
+    assert.ok(forcedCall, 'the non-streamed test ran first');
+    assert.equal(calls[0].function.name, forcedCall.function.name);
+    assert.equal(calls[0].function.arguments, forcedCall.function.arguments, 'greedy: the same call streamed or not');
+  });
+
+  test('a named tool_choice calls that function, streamed and not', { timeout: 60000 }, async () => {
+    const named = { type: 'function', function: { name: 'get_time' } };
+    const r = await client.chat.completions.create(ask({ tools, tool_choice: named }));
+    assert.equal(r.choices[0].finish_reason, 'tool_calls');
+    assert.equal(r.choices[0].message.tool_calls.length, 1);
+    assertValidCall(r.choices[0].message.tool_calls[0], 'get_time');
+
+    const stream = await client.chat.completions.create(ask({ tools, tool_choice: named, stream: true }));
+    let name = '';
+    let args = '';
+    for await (const chunk of stream) {
+      for (const d of chunk.choices[0]?.delta.tool_calls ?? []) {
+        name += d.function?.name ?? '';
+        args += d.function?.arguments ?? '';
+      }
+    }
+    assert.equal(name, 'get_time');
+    assert.equal(args, r.choices[0].message.tool_calls[0].function.arguments);
+  });
+
+  test('response_format json_schema: the answer validates against the schema', { timeout: 60000 }, async () => {
+    const schema = {
+      type: 'object',
+      properties: { answer: { type: 'string', enum: ['yes', 'no'] }, count: { type: 'integer', minimum: 0, maximum: 9 } },
+      required: ['answer', 'count'],
+      additionalProperties: false,
+    };
+    const response_format = { type: 'json_schema', json_schema: { name: 'reply', schema, strict: true } };
+    for (const stream of [false, true]) {
+      let content = '';
+      if (stream) {
+        for await (const chunk of await client.chat.completions.create(ask({ response_format, stream }))) {
+          content += chunk.choices[0]?.delta.content ?? '';
+        }
+      } else {
+        const r = await client.chat.completions.create(ask({ response_format }));
+        assert.equal(r.choices[0].finish_reason, 'stop', JSON.stringify(r.choices[0]));
+        content = r.choices[0].message.content;
+      }
+      const value = JSON.parse(content);
+      assert.ok(ajv.validate(schema, value), `${content}: ${ajv.errorsText()}`);
+    }
+  });
+
+  test('response_format json_object: the answer is a JSON object', { timeout: 60000 }, async () => {
+    const r = await client.chat.completions.create(ask({ response_format: { type: 'json_object' }, max_tokens: 400 }));
+    // An unbounded object may run to max_tokens; whatever came must be the start of an object.
+    assert.match(r.choices[0].message.content, /^\s*\{/);
+    if (r.choices[0].finish_reason === 'stop') assert.equal(typeof JSON.parse(r.choices[0].message.content), 'object');
+  });
+
+  async function badRequest(params) {
+    try {
+      await client.chat.completions.create(ask(params));
+    } catch (e) {
+      assert.equal(e.status, 400, String(e));
+      return e;
+    }
+    assert.fail('no error');
+  }
+
+  test('bad input: a 400 that names the field', async () => {
+    let e = await badRequest({ tools, tool_choice: { type: 'function', function: { name: 'get_moon' } } });
+    assert.equal(e.param, 'tool_choice');
+    assert.match(e.message, /get_moon/);
+
+    e = await badRequest({ tools: { type: 'function' } });
+    assert.equal(e.param, 'tools');
+
+    e = await badRequest({ tools, tool_choice: 'sometimes' });
+    assert.equal(e.param, 'tool_choice');
+
+    e = await badRequest({ tools: [{ type: 'function', function: { name: 'bad name!' } }] });
+    assert.equal(e.param, 'tools[0].function.name');
+
+    // A schema the converter cannot enforce: refused, never answered unconstrained; its words kept.
+    const unenforceable = { type: 'object', properties: { a: { $ref: '#/definitions/missing' } } };
+    e = await badRequest({ response_format: { type: 'json_schema', json_schema: { name: 'x', schema: unenforceable } } });
+    assert.equal(e.param, 'response_format.json_schema.schema');
+    assert.match(e.message, /#\/definitions\/missing/);
+
+    e = await badRequest({ response_format: { type: 'xml' } });
+    assert.equal(e.param, 'response_format.type');
+
+    e = await badRequest({ chat_template_kwargs: { enable_thinking: 'no' } });
+    assert.equal(e.param, 'chat_template_kwargs.enable_thinking');
+  });
+
+  test('assistant tool_calls and tool messages in the history are formatted by the template', async () => {
+    const history = [
+      { role: 'user', content: 'Weather in Lima?' },
+      { role: 'assistant', content: null, tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'get_weather', arguments: '{"city":"Lima"}' } }] },
+      { role: 'tool', tool_call_id: 'call_1', content: 'rain' },
+    ];
+    // The call is in the prompt, written out by the template: the same history without it is shorter by it.
+    const without = history.map((m) => (m.role === 'assistant' ? { role: 'assistant', content: '' } : m));
+    const withCall = await client.chat.completions.create(ask({ messages: history, tools, max_tokens: 1 }));
+    const withoutCall = await client.chat.completions.create(ask({ messages: without, tools, max_tokens: 1 }));
+    const grown = withCall.usage.prompt_tokens - withoutCall.usage.prompt_tokens;
+    assert.ok(grown >= '{"name": "get_weather", "arguments": {"city": "Lima"}}'.length / 4, `the call added ${grown} tokens`);
+  });
+});

@@ -6,7 +6,7 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 
-import { clawbotBin, startServer, MODEL_ID, postJson } from '../integration/server_harness.mjs';
+import { clawbotBin, startServer, MODEL_ID, QWEN3_TEMPLATE, postJson } from '../integration/server_harness.mjs';
 
 let Ollama;
 try {
@@ -14,6 +14,13 @@ try {
 } catch (e) {
   throw new Error(`cannot load the "ollama" package (${e.message}); install it first: ` +
     '(cd tests/compat && npm ci --ignore-scripts)');
+}
+
+let Ajv;
+try {
+  ({ default: Ajv } = await import('ajv'));
+} catch (e) {
+  throw new Error(`cannot load the "ajv" package (${e.message}); install it: (cd tests/compat && npm ci --ignore-scripts)`);
 }
 
 /** The ResponseError ollama-js throws for `promise`: its status and message. */
@@ -222,5 +229,63 @@ describe('ollama client embeddings (synthesized bge-small-en-v1.5)', () => {
     const e = await refusal(client.chat({ model: 'bge', messages: [{ role: 'user', content: 'hi' }] }));
     assert.equal(e.status, 400);
     assert.match(e.message, /embedding model/);
+  });
+});
+
+describe('ollama client: tools, format and think with Qwen3\'s template (stories260K weights)', () => {
+  let server;
+  let client;
+  const weather = { type: 'object', properties: { city: { type: 'string', enum: ['Paris', 'Tokyo'] } },
+    required: ['city'], additionalProperties: false };
+  const tools = [{ type: 'function', function: { name: 'get_weather', description: 'Weather in a city', parameters: weather } }];
+  before(async () => {
+    server = await startServer({ extraArgs: ['--chat-template', QWEN3_TEMPLATE, '--ctx', '2048'] });
+    client = new Ollama({ host: server.baseUrl });
+  });
+  after(async () => server && (await server.stop()));
+
+  test('show: the template takes tools and thinks', async () => {
+    const r = await client.show({ model: MODEL_ID });
+    assert.deepEqual(r.capabilities, ['completion', 'tools', 'thinking']);
+    assert.match(r.template, /tool_call/);
+  });
+
+  test('format as a JSON schema: the answer validates, streamed and not', async () => {
+    const schema = { type: 'object', properties: { mood: { type: 'string', enum: ['happy', 'sad'] },
+      score: { type: 'integer', minimum: 0, maximum: 9 } }, required: ['mood', 'score'], additionalProperties: false };
+    const messages = [{ role: 'user', content: 'How do you feel?' }];
+    const r = await client.chat({ model: MODEL_ID, messages, format: schema, think: false, options: { temperature: 0, num_predict: 64 } });
+    const answer = JSON.parse(r.message.content);
+    const ajv = new Ajv({ strict: true });
+    assert.ok(ajv.validate(schema, answer), `${r.message.content}: ${ajv.errorsText()}`);
+    let streamed = '';
+    for await (const part of await client.chat({ model: MODEL_ID, messages, format: schema, think: false, stream: true,
+      options: { temperature: 0, num_predict: 64 } })) streamed += part.message.content;
+    assert.equal(streamed, r.message.content);
+    const json = await client.generate({ model: MODEL_ID, prompt: 'A JSON object, please', format: 'json', think: false,
+      options: { temperature: 0, num_predict: 48 } });
+    if (json.done_reason === 'stop') assert.equal(typeof JSON.parse(json.response), 'object');
+    else assert.match(json.response, /^\s*\{/);
+  });
+
+  test('a schema the grammar cannot enforce is a 400 naming "format"', async () => {
+    const e = await refusal(client.chat({ model: MODEL_ID, messages: [{ role: 'user', content: 'x' }],
+      format: { type: 'object', properties: { a: { $ref: '#/definitions/missing' } } } }));
+    assert.equal(e.status, 400);
+    assert.match(e.message, /'format'/);
+  });
+
+  test('tools and a past tool call (arguments as an object) reach the template', async () => {
+    const messages = [{ role: 'user', content: 'Weather in Paris?' }];
+    const options = { temperature: 0, num_predict: 4 };
+    const plain = await client.chat({ model: MODEL_ID, messages, think: false, options });
+    const withTools = await client.chat({ model: MODEL_ID, messages, tools, think: false, options });
+    assert.ok(withTools.prompt_eval_count > plain.prompt_eval_count + 20, 'the tools were not formatted into the prompt');
+    const history = [...messages,
+      { role: 'assistant', content: '', tool_calls: [{ function: { name: 'get_weather', arguments: { city: 'Paris' } } }] },
+      { role: 'tool', content: '18 C, clear', tool_name: 'get_weather' }];
+    const r = await client.chat({ model: MODEL_ID, messages: history, tools, think: false, options });
+    assert.equal(r.done, true);
+    assert.ok(r.prompt_eval_count > withTools.prompt_eval_count + 10, 'the tool call and its result were not in the prompt');
   });
 });

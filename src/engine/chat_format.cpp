@@ -142,6 +142,22 @@ std::string calls_required(std::string grammar) {
   return grammar;
 }
 
+// parallel_tool_calls false: one call. common builds `tool-calls ::= (tool-call space)+` for templates whose
+// calls are each wrapped in their own tags (Qwen3's <tool_call>) whatever the flag says.
+std::string one_call(std::string grammar) {
+  static const std::string head = "tool-calls ::= (";
+  const auto start = grammar.compare(0, head.size(), head) == 0 ? 0 : grammar.find("\n" + head);
+  if (start == std::string::npos) return grammar;
+  const auto open = grammar.find('(', start);
+  const auto close = group_end(grammar, open);
+  if (close == std::string::npos || close + 1 >= grammar.size() || grammar[close + 1] != '+') return grammar;
+  const auto after = close + 2;
+  if (after < grammar.size() && grammar[after] != '\n') return grammar;
+  grammar.erase(close, 2);  // ")+"
+  grammar.erase(open, 1);   // "("
+  return grammar;
+}
+
 }  // namespace
 
 ReasoningFormat reasoning_format_from_name(std::string_view name) {
@@ -261,6 +277,7 @@ FormattedPrompt ChatFormatter::format(const ChatFormatRequest& request) const {
     out.grammar = params.grammar_lazy ? params.grammar : without_generation_prompt(params.grammar, params);
     if (has_tools && request.tool_mode == ToolMode::required)
       out.grammar = calls_required(std::move(out.grammar));
+    if (has_tools && !request.parallel_tool_calls) out.grammar = one_call(std::move(out.grammar));
   }
   // Triggers as llama.cpp's sampler takes them: a word that is one preserved token triggers on that token,
   // any other word on its text, a pattern as given (PATTERN_FULL anchored at both ends).

@@ -65,6 +65,16 @@ json timings_json(const GenerationEvent& e) {
           {"queue_ms", e.queue_ms}};
 }
 
+json openai_envelope(const std::string& id, const char* object, long long created, const std::string& model,
+                     json choices) {
+  return json{{"id", id},
+              {"object", object},
+              {"created", created},
+              {"model", model},
+              {"system_fingerprint", "clawbot"},
+              {"choices", std::move(choices)}};
+}
+
 namespace {
 
 // What the access log says of a request's tokens and first token (never its text).
@@ -158,12 +168,7 @@ class ReplyFormat {
 
  private:
   json envelope(const char* object, json choices) const {
-    return json{{"id", id_},
-                {"object", object},
-                {"created", created_},
-                {"model", ctx_.model_id},
-                {"system_fingerprint", "clawbot"},
-                {"choices", std::move(choices)}};
+    return openai_envelope(id_, object, created_, ctx_.model_id, std::move(choices));
   }
 
   const ServeContext& ctx_;
@@ -232,11 +237,11 @@ class GenerationRun {
   // One event from the scheduler; false when the answer has ended (failed, or the client left).
   asio::awaitable<bool> take(const GenerationEvent& event) {
     if (event.error) {
-      ex_.log_fields()["error"] = to_json(*event.error)["error"]["code"];
+      jobs_.note_error(*event.error);
       co_await fail(*event.error);
       co_return false;
     }
-    if (!event.done && event.text.empty()) {  // a heartbeat while the prompt waits or is prefilled
+    if (RequestJobs::is_heartbeat(event)) {
       if (!req_.stream) co_return true;
       co_return co_await ex_.sse_comment("keep-alive");
     }
@@ -303,6 +308,10 @@ asio::awaitable<std::optional<GenerationEvent>> RequestJobs::next() {
   auto [ec, event] = co_await gen_.events->async_receive(use_tuple);
   if (ec) co_return std::nullopt;
   co_return std::move(event);
+}
+
+void RequestJobs::note_error(const Error& error) {
+  ex_.log_fields()["error"] = to_json(error)["error"]["code"];
 }
 
 void RequestJobs::observe_timing(const GenerationEvent& event) {

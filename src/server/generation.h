@@ -88,6 +88,10 @@ class RequestJobs {
   // dropped the job (shutting down: answer shutting_down_error()).
   boost::asio::awaitable<std::optional<GenerationEvent>> next();
   bool client_gone() const { return client_gone_->load(); }
+  // An event that ends the request with an error: its code goes to the access log.
+  void note_error(const Error& error);
+  // An event without text that ends nothing: a keep-alive while the prompt waits or is prefilled.
+  static bool is_heartbeat(const GenerationEvent& event) { return !event.done && event.text.empty(); }
   // An event that carries text: time to first token, or the time since the last piece.
   void observe_timing(const GenerationEvent& event);
   // A choice's last event: added to the totals; after the last choice, the access log's usage.
@@ -120,6 +124,9 @@ const char* openai_finish_reason(FinishReason reason);
 // OpenAI's usage object (prompt_tokens_details.cached_tokens too), and llama-server's timings.
 nlohmann::json usage_json(const GenerationEvent& totals);
 nlohmann::json timings_json(const GenerationEvent& totals);
+// An OpenAI answer or chunk around its choices: id, object, created, model, system_fingerprint.
+nlohmann::json openai_envelope(const std::string& id, const char* object, long long created,
+                               const std::string& model, nlohmann::json choices);
 
 Error queue_full_error();
 // A 503 with Retry-After: 1.

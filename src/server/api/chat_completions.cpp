@@ -155,12 +155,7 @@ class OpenAiChatSink final : public ChatSink {
   }
 
   json envelope(const char* object, json choices) const {
-    return json{{"id", id_},
-                {"object", object},
-                {"created", created_},
-                {"model", ctx_.model_id},
-                {"system_fingerprint", "clawbot"},
-                {"choices", std::move(choices)}};
+    return openai_envelope(id_, object, created_, ctx_.model_id, std::move(choices));
   }
 
   const ServeContext& ctx_;

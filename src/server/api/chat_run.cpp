@@ -197,11 +197,11 @@ class ChatRun {
   // One event from the scheduler; false when the answer has ended (failed, or the client left).
   asio::awaitable<bool> take(const GenerationEvent& event) {
     if (event.error) {
-      ex_.log_fields()["error"] = to_json(*event.error)["error"]["code"];
+      jobs_.note_error(*event.error);
       co_await fail(*event.error);
       co_return false;
     }
-    if (!event.done && event.text.empty()) {  // a heartbeat while the prompt waits or is prefilled
+    if (RequestJobs::is_heartbeat(event)) {
       if (!stream()) co_return true;
       co_return co_await sink_.keep_alive();
     }

@@ -93,6 +93,12 @@ TEST(ChatFormat, RequiredToolGetsAStrictGrammarWithoutTheGenerationPrompt) {
   EXPECT_EQ(root.find("im_start"), std::string::npos) << root;
   EXPECT_FALSE(std::regex_search(root, std::regex(R"(until-\d+\? tool-calls)"))) << root;
   EXPECT_NE(root.find("tool-calls"), std::string::npos) << root;
+  EXPECT_NE(out.grammar.find("tool-calls ::= (tool-call space)+"), std::string::npos) << out.grammar;
+
+  // parallel_tool_calls false: one call.
+  request.parallel_tool_calls = false;
+  const auto one = qwen3().format(request);
+  EXPECT_NE(one.grammar.find("tool-calls ::= tool-call space\n"), std::string::npos) << one.grammar;
 }
 
 TEST(ChatFormat, ThinkingDisabledTakesTheThinkingGroupOutOfTheGrammar) {
@@ -171,6 +177,17 @@ TEST(ChatFormat, HistoryWithToolCallsAndResultsReachesTheTemplate) {
       << out.prompt;
   EXPECT_NE(out.prompt.find("<tool_response>\nsunny, 21 C\n</tool_response>"), std::string::npos)
       << out.prompt;
+}
+
+TEST(ChatFormat, AnAssistantsReasoningInTheHistoryReachesTheTemplate) {
+  // Qwen3 shows the thinking of the turns after the last user message (a tool loop's turns).
+  ChatFormatRequest request;
+  ChatTurn call{"assistant", "", "Paris needs a lookup.", {{"call_1", "get_weather", R"({"city":"Paris"})"}}, "", ""};
+  ChatTurn result{"tool", "sunny", "", {}, "call_1", "get_weather"};
+  request.messages = {user("weather in Paris?"), call, result};
+  request.tools = {weather};
+  const auto out = qwen3().format(request);
+  EXPECT_NE(out.prompt.find("<think>\nParis needs a lookup.\n</think>"), std::string::npos) << out.prompt;
 }
 
 TEST(ChatFormat, JsonSchemaBecomesAGrammarAndAnUnsupportedOneIsRefusedInTheConvertersWords) {

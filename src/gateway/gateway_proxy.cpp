@@ -45,6 +45,16 @@ bool takes_stream_options(std::string_view path) {
          path != "/v1/rerank";
 }
 
+// What a client whose stream broke off is told (and the log): the answer it has is incomplete.
+Error failed_mid_stream(const std::string& upstream, const std::string& failure) {
+  spdlog::warn("upstream {} failed mid-stream: {}", upstream, failure);
+  return Error{ErrorKind::bad_gateway,
+               "the upstream " + upstream + " failed in the middle of this answer: " + failure +
+                   "; the answer is incomplete",
+               {},
+               "upstream_failed_mid_stream"};
+}
+
 // "req-" and 24 hex digits, in `out`; returns it as text.
 std::string_view random_request_id(std::array<char, 28>& out) {
   thread_local std::mt19937_64 random(std::random_device{}());
@@ -608,12 +618,7 @@ asio::awaitable<Gateway::Relay> Gateway::relay_stream(http::Exchange& ex, Contex
   }
   if (!content_sent) co_return Relay::failed_before_content;
   // Mid-stream: the client has part of an answer. Say so in the stream, never end it silently.
-  const Error error{ErrorKind::bad_gateway,
-                    "the upstream " + ctx.upstream + " failed in the middle of this answer: " + failure +
-                        "; the answer is incomplete",
-                    {},
-                    "upstream_failed_mid_stream"};
-  spdlog::warn("upstream {} failed mid-stream: {}", ctx.upstream, failure);
+  const Error error = failed_mid_stream(ctx.upstream, failure);
   if (co_await ex.sse_data(to_json(error).dump())) co_await ex.sse_end();
   co_return Relay::failed_mid_stream;
 }
@@ -673,12 +678,7 @@ asio::awaitable<Gateway::Relay> Gateway::relay_ndjson(http::Exchange& ex, Contex
   if (!started) co_return Relay::failed_before_content;
   // Mid-stream: the client has part of an answer. Say so in the stream (Ollama's error line), never end it
   // silently.
-  const Error error{ErrorKind::bad_gateway,
-                    "the upstream " + ctx.upstream + " failed in the middle of this answer: " + failure +
-                        "; the answer is incomplete",
-                    {},
-                    "upstream_failed_mid_stream"};
-  spdlog::warn("upstream {} failed mid-stream: {}", ctx.upstream, failure);
+  const Error error = failed_mid_stream(ctx.upstream, failure);
   if (co_await ex.ndjson_line(error_body(ex.path(), error).dump())) co_await ex.sse_end();
   co_return Relay::failed_mid_stream;
 }

@@ -7,14 +7,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 
 import { clawbotBin, startServer, MODEL_ID, QWEN3_TEMPLATE, postJson } from '../integration/server_harness.mjs';
-
-let Ollama;
-try {
-  ({ Ollama } = await import('ollama'));
-} catch (e) {
-  throw new Error(`cannot load the "ollama" package (${e.message}); install it first: ` +
-    '(cd tests/compat && npm ci --ignore-scripts)');
-}
+import Ollama from './ollama_client.mjs';
 
 let Ajv;
 try {

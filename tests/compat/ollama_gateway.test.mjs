@@ -10,14 +10,8 @@ import path from 'node:path';
 
 import { MODEL_ID, startServer } from '../integration/server_harness.mjs';
 import { createKey, keyId, startGateway, tempDir, waitUntil, writeGatewayConfig } from '../integration/gateway_helpers.mjs';
+import Ollama from './ollama_client.mjs';
 
-let Ollama;
-try {
-  ({ Ollama } = await import('ollama'));
-} catch (e) {
-  throw new Error(`cannot load the "ollama" package (${e.message}); install it first: ` +
-    '(cd tests/compat && npm ci --ignore-scripts)');
-}
 
 describe('ollama client through clawbot gateway', () => {
   let server;

@@ -310,13 +310,8 @@ asio::awaitable<void> run_raw(const ServeContext& ctx, http::Exchange& ex, std::
   }
   jobs.record_success(choice.finish == ChatFinish::length ? "length" : "stop");
   const GenerationEvent& totals = jobs.totals();
-  ChatUsage usage;
-  usage.prompt_tokens = totals.prompt_tokens;
-  usage.cached_tokens = totals.cached_tokens;
-  usage.completion_tokens = totals.completion_tokens;
-  usage.prompt_ms = totals.prompt_ms;
-  usage.generation_ms = totals.generation_ms;
-  usage.queue_ms = totals.queue_ms;
+  const ChatUsage usage{totals.prompt_tokens, totals.cached_tokens, totals.completion_tokens,
+                        totals.prompt_ms,     totals.generation_ms, totals.queue_ms};
   const std::vector<ChatChoice> choices{std::move(choice)};
   co_await sink.finish(choices, usage);
 }

@@ -139,6 +139,7 @@ class FactsScanner {
     n_predict = 512,
     n = 1024,
     max_output_tokens = 2048,  // Responses' max_tokens
+    input = 4096,              // Responses' conversation items (hashed like messages)
   };
 
   void skip_space() noexcept {
@@ -356,7 +357,7 @@ class FactsScanner {
       case '{':
         return object(depth + 1);
       case '[':
-        return array(depth + 1, member == Member::messages);
+        return array(depth + 1, member == Member::messages || member == Member::input);
       case '"':
         if (member == Member::model) {
           facts_.model.clear();
@@ -396,6 +397,7 @@ class FactsScanner {
         {"max_completion_tokens", Member::max_completion_tokens},
         {"n_predict", Member::n_predict},
         {"max_output_tokens", Member::max_output_tokens},
+        {"input", Member::input},
         {"n", Member::n}};
     for (const auto& [name, member] : known)
       if (key == name) return member;
@@ -455,7 +457,9 @@ class FactsScanner {
     for (int index = 0;; ++index) {
       const char* first = at_;
       if (!value(depth, Member::other)) return false;
-      if (hash_leading && index < 2) mix(std::string_view(first, static_cast<std::size_t>(at_ - first)));
+      // (Objects only: an embedding request's "input" of strings has no conversation.)
+      if (hash_leading && index < 2 && *first == '{')
+        mix(std::string_view(first, static_cast<std::size_t>(at_ - first)));
       skip_space();
       if (take(']')) return true;
       if (!take(',')) return false;

@@ -41,8 +41,9 @@ struct RequestFacts {
   Span stream_options_value;
   Span include_usage_value;
   // The turns of one conversation share their leading messages (system prompt, first user turn): a hash of
-  // those, with the model, sends every turn to the upstream that holds the conversation's prefix cache. For
-  // /v1/completions the first 512 bytes of the prompt; else the OpenAI `user` field. 0: none.
+  // those, with the model, sends every turn to the upstream that holds the conversation's prefix cache (the
+  // leading items of a Responses `input` alike). For /v1/completions the first 512 bytes of the prompt; else
+  // the OpenAI `user` field. 0: none.
   std::uint64_t affinity = 0;
 };
 

@@ -204,6 +204,22 @@ TEST(GatewayRequestFacts, TellsEventsOfEveryProtocolThatCarryText) {
   EXPECT_FALSE(carries_generated_text(R"({"model":"m","response":"","done":true})"));
 }
 
+TEST(GatewayRequestFacts, ResponsesInputGivesTheConversationItsAffinity) {
+  const auto affinity = [](const std::string& input) {
+    const auto facts = scan_request(R"({"model":"m","input":)" + input + "}");
+    EXPECT_TRUE(facts.valid) << input;
+    return facts.affinity;
+  };
+  const std::string first = R"({"role":"system","content":"be brief"},{"role":"user","content":"hi"})";
+  const auto turn1 = affinity("[" + first + "]");
+  const auto turn2 =
+      affinity("[" + first + R"(,{"role":"assistant","content":"hello"},{"role":"user","content":"more"}])");
+  EXPECT_NE(turn1, 0u);
+  EXPECT_EQ(turn1, turn2);
+  EXPECT_NE(turn1, affinity(R"([{"role":"user","content":"another conversation"}])"));
+  EXPECT_EQ(affinity(R"(["embed", "these"])"), 0u);  // an embedding request's strings: no conversation
+}
+
 TEST(GatewayRequestFacts, ReadsResponsesMaxOutputTokensAndWhetherStreamIsGiven) {
   auto facts = scan_request(R"({"model":"m","input":"hi","max_output_tokens":77})");
   ASSERT_TRUE(facts.valid);

@@ -5,8 +5,12 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 
-import { clawbotBin, startServer, MODEL_ID, QWEN3_TEMPLATE, postJson } from '../integration/server_harness.mjs';
+import { clawbotBin, startServer, MODEL_ID, QWEN3_TEMPLATE, modelPath, postJson } from '../integration/server_harness.mjs';
+import { writeWithFimTokens } from '../integration/gguf_fim.mjs';
 import Ollama from './ollama_client.mjs';
 
 let Ajv;
@@ -280,5 +284,33 @@ describe('ollama client: tools, format and think with Qwen3\'s template (stories
     const r = await client.chat({ model: MODEL_ID, messages: history, tools, think: false, options });
     assert.equal(r.done, true);
     assert.ok(r.prompt_eval_count > withTools.prompt_eval_count + 10, 'the tool call and its result were not in the prompt');
+  });
+});
+
+describe('ollama client: generate with a suffix on a model with FIM tokens', () => {
+  let server;
+  let client;
+  let dir;
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clawbot-ollama-fim-'));
+    // <0x01>, <0x02>, <0x03>: byte tokens no source text uses, as FIM prefix, suffix and middle.
+    const model = writeWithFimTokens(modelPath(), path.join(dir, 'stories260K-fim.gguf'), { pre: 4, suf: 5, mid: 6 });
+    server = await startServer({ model });
+    client = new Ollama({ host: server.baseUrl });
+  });
+  after(async () => {
+    await server?.stop();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('suffix fills in the middle as /infill does; show says "insert"', async () => {
+    const r = await client.generate({ model: 'stories260K-fim', prompt: 'def add(a, b):\n    ', suffix: '\n',
+      options: { temperature: 0, num_predict: 8 } });
+    const infill = await postJson(server.baseUrl, '/infill',
+      { input_prefix: 'def add(a, b):\n    ', input_suffix: '\n', n_predict: 8, temperature: 0 });
+    assert.equal(infill.status, 200, infill.text);
+    assert.equal(r.response, infill.json.content);
+    assert.equal(r.prompt_eval_count, infill.json.tokens_evaluated);
+    assert.ok((await client.show({ model: 'stories260K-fim' })).capabilities.includes('insert'));
   });
 });

@@ -467,6 +467,21 @@ TEST(GatewayTokenAccount, CountsStreamedChunksAndSettlesToUsageOrToTheCount) {
   EXPECT_EQ(limiter.reserve("k", 100, 1000, now).reserved, 100 - 16 - 5);
 }
 
+// Issue 19, item 8: Anthropic's stream says input_tokens first, output_tokens at its end.
+TEST(GatewayTokenAccount, AnAnthropicStreamCutAfterItsStartIsChargedWhatItGot) {
+  TokenAccount account;
+  account.on_event(
+      R"({"type":"message_start","message":{"content":[],"usage":{"input_tokens":17,"output_tokens":1}}})");
+  for (int i = 0; i < 3; ++i)
+    account.on_event(R"({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"}})");
+  EXPECT_EQ(account.prompt_tokens(), 17);
+  EXPECT_EQ(account.completion_tokens(), 4);  // the 1 message_start says and the 3 that came after
+  account.on_event(
+      R"({"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":3}})");
+  EXPECT_EQ(account.completion_tokens(), 3);  // the end: the upstream's count
+  EXPECT_EQ(account.prompt_tokens(), 17);
+}
+
 TEST(GatewayTokenAccount, AStreamPastItsReservationExtendsItSoOthersSeeIt) {
   const auto now = std::chrono::steady_clock::time_point{} + std::chrono::hours(1000);
   door::RateLimiter limiter;

@@ -393,6 +393,28 @@ asio::awaitable<bool> Exchange::sse_start() {
 }
 
 asio::awaitable<bool> Exchange::sse_start(std::vector<std::pair<std::string, std::string>> headers) {
+  co_return co_await stream_start("text/event-stream", std::move(headers));
+}
+
+asio::awaitable<bool> Exchange::ndjson_start() {
+  std::vector<std::pair<std::string, std::string>> none;  // (a named local: GCC 12 and braced temporaries)
+  co_return co_await ndjson_start(std::move(none));
+}
+
+asio::awaitable<bool> Exchange::ndjson_start(std::vector<std::pair<std::string, std::string>> headers) {
+  ndjson_ = true;
+  co_return co_await stream_start("application/x-ndjson", std::move(headers));
+}
+
+asio::awaitable<bool> Exchange::ndjson_line(std::string_view json_text) {
+  std::string payload;
+  payload.reserve(json_text.size() + 1);
+  payload.append(json_text).append("\n");
+  co_return co_await write_chunk(std::move(payload));
+}
+
+asio::awaitable<bool> Exchange::stream_start(std::string_view content_type,
+                                             std::vector<std::pair<std::string, std::string>> headers) {
   answering(200);
   if (limits_.stream_send_buffer_bytes > 0) {
     beast::error_code ignored;
@@ -402,7 +424,7 @@ asio::awaitable<bool> Exchange::sse_start(std::vector<std::pair<std::string, std
   sse_started_ = true;
   http::response<http::empty_body> res{http::status::ok, request_.version()};
   res.set(http::field::server, server_name);
-  res.set(http::field::content_type, "text/event-stream");
+  res.set(http::field::content_type, content_type);
   res.set(http::field::cache_control, "no-cache");
   for (auto& [name, value] : headers) res.set(name, value);
   res.set("X-Accel-Buffering", "no");  // tell nginx-like proxies not to buffer the stream
@@ -440,6 +462,10 @@ asio::awaitable<bool> Exchange::sse_comment(std::string_view text) {
 
 asio::awaitable<void> Exchange::sse_finish() {
   if (!sse_started_) co_return;
+  if (ndjson_) {  // an NDJSON stream's last line was its own end
+    co_await sse_end();
+    co_return;
+  }
   // (Named locals and plain statements: GCC 12 miscompiled the one-line form of this coroutine.)
   std::string done = "data: [DONE]\n\n";
   const bool written = co_await write_chunk(std::move(done));
@@ -795,8 +821,8 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
       }
 
       auto message = parser.release();
-      Exchange exchange(stream, Request(std::move(message.base()), std::move(message.body())), limits,
-                        remote, std::nullopt, &observer);
+      Exchange exchange(stream, Request(std::move(message.base()), std::move(message.body())), limits, remote,
+                        std::nullopt, &observer);
       ++in_progress;
       std::optional<Error> failure;  // co_await may not appear inside a catch handler
       try {

@@ -55,8 +55,8 @@ struct ServerLimits {
   std::chrono::seconds write_timeout{60};  // one write to a client that does not read
   // Open connections from one client address; one more is answered 429 and closed. 0: no cap.
   std::size_t max_connections_per_client = 0;
-  // SO_SNDBUF of a connection once it streams events (0: the kernel's autotuning, up to 4 MiB on Linux): how far
-  // a stream may run ahead of a client that does not read before its writes wait.
+  // SO_SNDBUF of a connection once it streams events (0: the kernel's autotuning, up to 4 MiB on Linux): how
+  // far a stream may run ahead of a client that does not read before its writes wait.
   int stream_send_buffer_bytes = 0;
 };
 
@@ -153,8 +153,18 @@ class Exchange {
   asio::awaitable<void> sse_finish();  // "data: [DONE]" and the end of the body
   bool sse_started() const noexcept { return sse_started_; }
 
+  // Newline-delimited JSON (Ollama's streams): a chunked application/x-ndjson body, one JSON text a line,
+  // with the same slow-reader timeouts and hang-up detection as SSE. The body ends as an SSE one does
+  // (sse_end, or by the session after the handler), without "data: [DONE]". Each returns false once the
+  // client is gone.
+  asio::awaitable<bool> ndjson_start();
+  asio::awaitable<bool> ndjson_start(std::vector<std::pair<std::string, std::string>> headers);
+  asio::awaitable<bool> ndjson_line(std::string_view json_text);  // the text and "\n", as one chunk
+
  private:
   asio::awaitable<bool> write_chunk(std::string payload);
+  asio::awaitable<bool> stream_start(std::string_view content_type,
+                                     std::vector<std::pair<std::string, std::string>> headers);
   static bool peer_closed(int fd) noexcept;  // a readable socket with nothing to read: the peer closed
   void answering(int status);
   tls::PlainOrTlsStream& stream_;
@@ -167,6 +177,7 @@ class Exchange {
   nlohmann::json log_fields_;
   bool responded_ = false;
   bool sse_started_ = false;
+  bool ndjson_ = false;  // the stream is NDJSON: it ends without "data: [DONE]"
   bool keep_alive_ = true;
 };
 

@@ -156,10 +156,49 @@ http::Handler Gateway::guarded(Worker& worker,
   };
 }
 
+namespace {
+
+// Anthropic's error types by status, for its clients' error classes.
+const char* anthropic_error_type(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::invalid_request:
+    case ErrorKind::context_exceeded:
+    case ErrorKind::method_not_allowed:
+      return "invalid_request_error";
+    case ErrorKind::unauthorized:
+      return "authentication_error";
+    case ErrorKind::forbidden:
+      return "permission_error";
+    case ErrorKind::not_found:
+      return "not_found_error";
+    case ErrorKind::payload_too_large:
+      return "request_too_large";
+    case ErrorKind::rate_limited:
+      return "rate_limit_error";
+    case ErrorKind::unavailable:
+      return "overloaded_error";
+    case ErrorKind::bad_gateway:
+    case ErrorKind::internal:
+      break;
+  }
+  return "api_error";
+}
+
+}  // namespace
+
+json error_body(std::string_view path, const Error& error) {
+  if (path.starts_with("/api/")) return {{"error", error.message}};  // Ollama's
+  if (path.starts_with("/v1/messages"))
+    return {{"type", "error"},
+            {"error", {{"type", anthropic_error_type(error.kind)}, {"message", error.message}}}};
+  return to_json(error);
+}
+
+// The gateway's own errors in the shape of the protocol asked (its clients read their message there).
 asio::awaitable<void> Gateway::reply_error(http::Exchange& ex, Context& ctx, const Error& error,
                                            Headers headers) {
   ctx.status = http_status(error.kind);
-  co_await ex.respond_error(error, std::move(headers));
+  co_await ex.respond_json(ctx.status, error_body(ex.path(), error), std::move(headers));
 }
 
 std::optional<Gateway::Refusal> Gateway::admit(const http::RequestHead& request, std::string_view path,
@@ -192,7 +231,7 @@ std::optional<Gateway::Refusal> Gateway::admit(const http::RequestHead& request,
     if (!info) {
       const Error error{ErrorKind::unauthorized,
                         presented.empty() ? std::string("this gateway needs an API key: send it as "
-                                                        "\"Authorization: Bearer <key>\"")
+                                                        "\"Authorization: Bearer <key>\" (or x-api-key)")
                                           : std::string("the API key is not valid here (unknown, revoked or "
                                                         "mistyped); ask the gateway's operator for a key"),
                         {},
@@ -225,17 +264,32 @@ void Gateway::finish(Worker& worker, http::Exchange& ex, Context& ctx) {
   const double seconds = seconds_since(ctx.start);
   const std::string_view route = ex.path();
   // Known routes only as labels: arbitrary paths would grow the metrics without bound.
-  static constexpr std::array<std::string_view, 9> known = {"/v1/chat/completions",
-                                                            "/v1/completions",
-                                                            "/v1/embeddings",
-                                                            "/v1/models",
-                                                            "/health",
-                                                            "/metrics",
-                                                            "/infill",
-                                                            "/tokenize",
-                                                            "other"};
+  static constexpr std::array<std::string_view, 24> known = {"/v1/chat/completions",
+                                                             "/v1/completions",
+                                                             "/v1/embeddings",
+                                                             "/v1/models",
+                                                             "/health",
+                                                             "/metrics",
+                                                             "/infill",
+                                                             "/tokenize",
+                                                             "/v1/responses",
+                                                             "/v1/messages",
+                                                             "/v1/messages/count_tokens",
+                                                             "/v1/rerank",
+                                                             "/api/chat",
+                                                             "/api/generate",
+                                                             "/api/embed",
+                                                             "/api/embeddings",
+                                                             "/api/tags",
+                                                             "/api/show",
+                                                             "/api/ps",
+                                                             "/api/version",
+                                                             "/rerank",
+                                                             "/v1/audio/transcriptions",
+                                                             "/detokenize",
+                                                             "other"};
   const auto route_index =
-      static_cast<int>(std::find(known.begin(), known.end() - 1, route) - known.begin());  // 8: other
+      static_cast<int>(std::find(known.begin(), known.end() - 1, route) - known.begin());  // the last: other
   const int key = route_index << 16 | (ctx.status & 0xffff);
   auto counter = worker.route_counters.find(key);
   if (counter == worker.route_counters.end()) {
@@ -295,6 +349,9 @@ std::unique_ptr<http::Server> Gateway::make_server(
   router->add(http::Verb::get, "/health", guarded(worker, &Gateway::health));
   router->add(http::Verb::get, "/metrics", guarded(worker, &Gateway::metrics));
   router->add(http::Verb::get, "/v1/models", guarded(worker, &Gateway::models));
+  router->add(http::Verb::get, "/api/tags", guarded(worker, &Gateway::ollama_tags));
+  router->add(http::Verb::get, "/api/ps", guarded(worker, &Gateway::ollama_ps));
+  router->add(http::Verb::get, "/api/version", guarded(worker, &Gateway::ollama_version));
   router->set_fallback(guarded(worker, &Gateway::forward));
   auto server = std::make_unique<http::Server>(worker.io, router, limits);
   server->set_reuse_port(reuse_port);

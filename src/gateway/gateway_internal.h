@@ -40,6 +40,10 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace bhttp = beast::http;
 using nlohmann::json;
+
+// An error's body in the shape of the protocol `path` belongs to: Ollama's {"error": "..."} on /api/*,
+// Anthropic's {"type": "error", "error": {...}} on /v1/messages, else OpenAI's.
+json error_body(std::string_view path, const Error& error);
 using Headers = std::vector<std::pair<std::string, std::string>>;
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
@@ -202,6 +206,15 @@ class Gateway {
   asio::awaitable<void> health(Worker&, http::Exchange& ex, Context& ctx);
   asio::awaitable<void> metrics(Worker&, http::Exchange& ex, Context& ctx);
   asio::awaitable<void> models(Worker&, http::Exchange& ex, Context& ctx);
+  // Ollama's listings (gateway_routes.cpp): the upstreams' models as /api/tags and /api/ps list them, and
+  // the API version the nodes report.
+  asio::awaitable<void> ollama_tags(Worker&, http::Exchange& ex, Context& ctx);
+  asio::awaitable<void> ollama_ps(Worker&, http::Exchange& ex, Context& ctx);
+  asio::awaitable<void> ollama_version(Worker&, http::Exchange& ex, Context& ctx);
+  nlohmann::json ollama_models(bool loaded);
+  // The model a request on Ollama's routes names, as the upstreams list it: "m:latest" is "m" when only
+  // "m" is served (a node accepts either).
+  std::string served_name(std::string_view path, const std::string& model);
   asio::awaitable<void> forward(Worker& worker, http::Exchange& ex, Context& ctx);
   // forward()'s pieces (gateway_proxy.cpp): the request as it goes upstream, each try on one upstream.
   struct Outbound;
@@ -229,6 +242,10 @@ class Gateway {
   asio::awaitable<Relay> relay_stream(http::Exchange& ex, Context& ctx, http::ResponseReader& reader,
                                       bool drop_usage_chunk, const UpstreamWatch& watch, Headers headers,
                                       std::string& failure);
+  // A newline-delimited JSON stream (Ollama's), relayed as its lines come (never buffered whole), each line
+  // counted for the key's tokens.
+  asio::awaitable<Relay> relay_ndjson(http::Exchange& ex, Context& ctx, http::ResponseReader& reader,
+                                      const UpstreamWatch& watch, Headers headers, std::string& failure);
 
   std::unique_ptr<http::Client> take_client(Worker& worker, std::size_t index);
   void give_back(Worker& worker, std::size_t index, std::unique_ptr<http::Client> client);

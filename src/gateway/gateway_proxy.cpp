@@ -1,12 +1,13 @@
 // Forwarding: a request goes to an upstream the pool picks (another one when the first cannot have acted on
 // it), its answer comes back whole or as a stream relayed event by event.
+#include <algorithm>
 #include <cstring>
 #include <random>
 
 #include <spdlog/spdlog.h>
 
-#include "common/text.h"
 #include "common/json_read.h"
+#include "common/text.h"
 #include "gateway/forward.h"
 #include "gateway/gateway_internal.h"
 
@@ -26,6 +27,32 @@ bool is_upload(std::string_view content_type) {
            beast::iequals(content_type.substr(0, prefix.size()), prefix);
   };
   return starts("multipart/") || starts("application/octet-stream") || starts("audio/") || starts("image/");
+}
+
+// Routes that do not generate: a request reserves only its prompt's tokens.
+bool generates(std::string_view path) {
+  static constexpr std::string_view not_generating[] = {
+      "/v1/embeddings", "/tokenize", "/detokenize", "/v1/messages/count_tokens",
+      "/v1/rerank",     "/rerank",   "/api/embed",  "/api/embeddings",
+      "/api/show"};
+  return std::find(std::begin(not_generating), std::end(not_generating), path) == std::end(not_generating);
+}
+
+// OpenAI's streams report usage only when asked (stream_options.include_usage); Responses, Anthropic and
+// Ollama streams always do, and their nodes need not know OpenAI's field.
+bool takes_stream_options(std::string_view path) {
+  return !path.starts_with("/api/") && !path.starts_with("/v1/messages") && path != "/v1/responses" &&
+         path != "/v1/rerank";
+}
+
+// What a client whose stream broke off is told (and the log): the answer it has is incomplete.
+Error failed_mid_stream(const std::string& upstream, const std::string& failure) {
+  spdlog::warn("upstream {} failed mid-stream: {}", upstream, failure);
+  return Error{ErrorKind::bad_gateway,
+               "the upstream " + upstream + " failed in the middle of this answer: " + failure +
+                   "; the answer is incomplete",
+               {},
+               "upstream_failed_mid_stream"};
 }
 
 // "req-" and 24 hex digits, in `out`; returns it as text.
@@ -139,6 +166,10 @@ std::optional<Gateway::Refusal> Gateway::prepare_forward(http::Exchange& ex, Con
   // What no node may accept (too deep, not JSON, numbers out of range) or what the gateway would read
   // differently from the node (a duplicated or mistyped stream_options) never goes upstream.
   if (out.facts.refusal) return Refusal{*out.facts.refusal, {}};
+  const std::string_view path = ex.path();
+  // Ollama's generation routes stream unless the body says "stream": false.
+  if ((path == "/api/chat" || path == "/api/generate") && !out.facts.stream_given) out.facts.stream = true;
+  out.facts.model = served_name(path, out.facts.model);
   bool to_default_model = false;
   if (auto missing = unserved_model(out.facts.model)) {
     if (config_.default_model.empty()) return Refusal{*missing, {}};
@@ -146,14 +177,13 @@ std::optional<Gateway::Refusal> Gateway::prepare_forward(http::Exchange& ex, Con
     out.facts.model = config_.default_model;
   }
   // The key's tokens: what this request may use is reserved now, and settled when it ends (finish()).
-  const bool generates = request.method() == bhttp::verb::post && ex.path() != "/v1/embeddings" &&
-                         ex.path() != "/tokenize" && ex.path() != "/detokenize";
-  if (auto reserved = ctx.tokens.reserve(out.facts, out.body.size(), generates, Clock::now());
+  const bool generating = request.method() == bhttp::verb::post && generates(path);
+  if (auto reserved = ctx.tokens.reserve(out.facts, out.body.size(), generating, Clock::now());
       !reserved.allowed)
     return rate_limited(ctx.key_id, reserved);
   // Tokens per key need the usage of streamed answers too: ask for it, and drop its chunk on the way back
   // to a client that did not ask.
-  out.usage_added = out.facts.stream && !out.facts.include_usage && generates;
+  out.usage_added = out.facts.stream && !out.facts.include_usage && generating && takes_stream_options(path);
   if (out.usage_added || to_default_model) {
     out.changed_body =
         rewritten(out.body, out.facts, out.usage_added, to_default_model ? out.facts.model : std::string());
@@ -249,10 +279,13 @@ class Gateway::Attempt {
     const std::string_view content_type(type.data(), type.size());
     const bool event_stream =
         status == 200 && beast::iequals(content_type.substr(0, 17), "text/event-stream");
+    const bool ndjson = status == 200 && beast::iequals(content_type.substr(0, 20), "application/x-ndjson");
     Ending ending;
     std::optional<Outcome> outcome;
     if (event_stream) {
       outcome = co_await relay(reader, ending);
+    } else if (ndjson) {
+      outcome = co_await relay_lines(reader, ending);
     } else {
       outcome = co_await pass_whole(reader, status, content_type, ending);
     }
@@ -368,6 +401,21 @@ class Gateway::Attempt {
       out_.tried.push_back(pick_.index);
       co_return ++out_.failures <= gw_.config_.retries ? Outcome::retry : Outcome::give_up;
     }
+    if (relay == Relay::failed_before_content)
+      co_return try_elsewhere("before_content", ending.failure, false);
+    ending.upstream_failed = relay == Relay::failed_mid_stream;
+    co_return std::nullopt;
+  }
+
+  // Newline-delimited JSON, relayed line by line; another try when it failed before any line.
+  asio::awaitable<std::optional<Outcome>> relay_lines(http::ResponseReader& reader, Ending& ending) {
+    ctx_.status = 200;
+    Headers back;
+    pass_headers_back(reader, true,
+                      [&](std::string_view name, std::string_view value) { back.emplace_back(name, value); });
+    const Relay relay = co_await gw_.relay_ndjson(ex_, ctx_, reader, watch_, std::move(back), ending.failure);
+    watch_.stop();  // no write is in progress now
+    if (relay == Relay::client_left) ctx_.status = 499;
     if (relay == Relay::failed_before_content)
       co_return try_elsewhere("before_content", ending.failure, false);
     ending.upstream_failed = relay == Relay::failed_mid_stream;
@@ -570,13 +618,68 @@ asio::awaitable<Gateway::Relay> Gateway::relay_stream(http::Exchange& ex, Contex
   }
   if (!content_sent) co_return Relay::failed_before_content;
   // Mid-stream: the client has part of an answer. Say so in the stream, never end it silently.
-  const Error error{ErrorKind::bad_gateway,
-                    "the upstream " + ctx.upstream + " failed in the middle of this answer: " + failure +
-                        "; the answer is incomplete",
-                    {},
-                    "upstream_failed_mid_stream"};
-  spdlog::warn("upstream {} failed mid-stream: {}", ctx.upstream, failure);
+  const Error error = failed_mid_stream(ctx.upstream, failure);
   if (co_await ex.sse_data(to_json(error).dump())) co_await ex.sse_end();
+  co_return Relay::failed_mid_stream;
+}
+
+asio::awaitable<Gateway::Relay> Gateway::relay_ndjson(http::Exchange& ex, Context& ctx,
+                                                      http::ResponseReader& reader,
+                                                      const UpstreamWatch& watch, Headers headers,
+                                                      std::string& failure) {
+  constexpr std::size_t max_line = 64u << 20;
+  std::array<char, 16384> chunk;  // (not zeroed: read_some fills what it returns)
+  std::string pending;            // what came after the last whole line
+  bool started = false;
+  // Whole lines go on as they come, counted as they pass: a client that leaves before the last line (its
+  // counts) is charged what it got.
+  auto pass_lines = [&](std::string_view lines) -> asio::awaitable<bool> {
+    for (std::size_t at = 0; at < lines.size();) {
+      std::size_t end = lines.find('\n', at);
+      if (end == std::string_view::npos) end = lines.size();
+      ctx.tokens.on_event(lines.substr(at, end - at));
+      at = end + 1;
+    }
+    if (!started) {
+      started = true;
+      if (!co_await ex.ndjson_start(std::move(headers))) co_return false;
+    }
+    co_return co_await ex.ndjson_line(lines.substr(0, lines.size() - 1));  // (it adds the last newline)
+  };
+  for (;;) {
+    auto got = co_await reader.read_some(chunk.data(), chunk.size());
+    if (!got && watch.client_left()) co_return Relay::client_left;
+    if (!got) {
+      failure = got.error().message;
+      break;
+    }
+    if (*got == 0) {  // the end; a last line without its newline is still a line
+      if (!pending.empty()) {
+        pending += '\n';
+        if (!co_await pass_lines(pending)) co_return Relay::client_left;
+      }
+      if (!started && !co_await ex.ndjson_start(std::move(headers))) co_return Relay::client_left;
+      co_await ex.sse_end();
+      co_return Relay::complete;
+    }
+    pending.append(chunk.data(), *got);
+    const std::size_t last_newline = pending.rfind('\n');
+    if (last_newline == std::string::npos) {
+      if (pending.size() > max_line) {
+        failure = "the upstream sent a line longer than 64 MiB";
+        break;
+      }
+      continue;
+    }
+    if (!co_await pass_lines(std::string_view(pending).substr(0, last_newline + 1)))
+      co_return Relay::client_left;
+    pending.erase(0, last_newline + 1);
+  }
+  if (!started) co_return Relay::failed_before_content;
+  // Mid-stream: the client has part of an answer. Say so in the stream (Ollama's error line), never end it
+  // silently.
+  const Error error = failed_mid_stream(ctx.upstream, failure);
+  if (co_await ex.ndjson_line(error_body(ex.path(), error).dump())) co_await ex.sse_end();
   co_return Relay::failed_mid_stream;
 }
 

@@ -3,6 +3,7 @@
 #include <map>
 
 #include "common/json_read.h"
+#include "common/ollama_format.h"
 #include "gateway/gateway_internal.h"
 
 namespace clawbot::gateway::detail {
@@ -72,6 +73,83 @@ asio::awaitable<void> Gateway::models(Worker&, http::Exchange& ex, Context& ctx)
   const json body = {{"object", "list"}, {"data", std::move(data)}};
   ctx.status = 200;
   co_await ex.respond_json(200, body);
+}
+
+// Ollama's listing of the upstreams' models, made from what their /v1/models said (each model once, with
+// the upstreams that serve it): the size, family and parameter count a clawbot node reports in "meta".
+// `loaded`: as /api/ps lists them (every listed model is loaded on a node that serves it).
+json Gateway::ollama_models(bool loaded) {
+  const auto upstreams = pool_.snapshot(Clock::now());
+  json models = json::array();
+  std::map<std::string, std::size_t> position;
+  std::lock_guard lock(models_mutex_);
+  for (std::size_t i = 0; i < upstreams.size(); ++i) {
+    if (upstreams[i].state == UpstreamState::down) continue;
+    for (const auto& model : upstream_models_[i].entries) {
+      const std::string name = ollama_format::tagged_name(model.at("id").get_ref<const std::string&>());
+      auto [it, inserted] = position.emplace(name, models.size());
+      if (inserted) {
+        const json meta = model.value("meta", json::object());
+        const auto number = [&](const char* key) {
+          const auto v = meta.find(key);
+          return v != meta.end() && v->is_number_unsigned() ? v->get<std::uint64_t>() : std::uint64_t{0};
+        };
+        const auto family_it = meta.find("architecture");
+        const std::string family =
+            family_it != meta.end() && family_it->is_string() ? family_it->get<std::string>() : "";
+        json entry = {{"name", name},
+                      {"model", name},
+                      {"size", number("size")},
+                      {"digest", ""},  // a node's digest names its file; the gateway lists the model
+                      {"details",
+                       {{"parent_model", ""},
+                        {"format", "gguf"},
+                        {"family", family},
+                        {"families", family.empty() ? json::array() : json::array({family})},
+                        {"parameter_size", ollama_format::parameter_size(number("n_params"))},
+                        {"quantization_level", ""}}},
+                      {"upstreams", json::array()}};
+        const auto created = model.find("created");
+        const auto since =
+            created != model.end() && created->is_number_integer() ? created->get<std::int64_t>() : 0;
+        if (loaded) {
+          entry["expires_at"] = "9999-12-31T23:59:59Z";  // a node keeps its model for as long as it runs
+          entry["size_vram"] = 0;                        // (not reported through /v1/models)
+        } else {
+          entry["modified_at"] = ollama_format::rfc3339(std::chrono::system_clock::from_time_t(since));
+        }
+        models.push_back(std::move(entry));
+      }
+      models[it->second]["upstreams"].push_back(upstreams[i].name);
+    }
+  }
+  return models;
+}
+
+asio::awaitable<void> Gateway::ollama_tags(Worker&, http::Exchange& ex, Context& ctx) {
+  const json body = {{"models", ollama_models(false)}};
+  ctx.status = 200;
+  co_await ex.respond_json(200, body);
+}
+
+asio::awaitable<void> Gateway::ollama_ps(Worker&, http::Exchange& ex, Context& ctx) {
+  const json body = {{"models", ollama_models(true)}};
+  ctx.status = 200;
+  co_await ex.respond_json(200, body);
+}
+
+// The version clawbot nodes report, answered here so that a client's first look needs no upstream.
+asio::awaitable<void> Gateway::ollama_version(Worker&, http::Exchange& ex, Context& ctx) {
+  const json body = {{"version", ollama_format::api_version}};
+  ctx.status = 200;
+  co_await ex.respond_json(200, body);
+}
+
+std::string Gateway::served_name(std::string_view path, const std::string& model) {
+  constexpr std::string_view latest = ":latest";
+  if (!path.starts_with("/api/") || !model.ends_with(latest) || !unserved_model(model)) return model;
+  std::string bare = model.substr(0, model.size() - latest.size());
+  return unserved_model(bare) ? model : bare;
 }
 
 std::optional<Error> Gateway::unserved_model(std::string_view model) {

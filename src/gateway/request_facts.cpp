@@ -5,6 +5,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
+#include <optional>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -137,6 +138,8 @@ class FactsScanner {
     max_completion_tokens = 256,
     n_predict = 512,
     n = 1024,
+    max_output_tokens = 2048,  // Responses' max_tokens
+    input = 4096,              // Responses' conversation items (hashed like messages)
   };
 
   void skip_space() noexcept {
@@ -310,6 +313,7 @@ class FactsScanner {
     const char* first = at_;
     switch (member) {
       case Member::stream:
+        facts_.stream_given = *at_ != 'n';  // "stream": null is the route's default
         return boolean(depth, "stream", facts_.stream);
       case Member::include_usage: {
         const bool ok = boolean(depth, "stream_options.include_usage", facts_.include_usage);
@@ -333,6 +337,7 @@ class FactsScanner {
                       "stream_options");
       case Member::max_tokens:
       case Member::max_completion_tokens:
+      case Member::max_output_tokens:
       case Member::n_predict:
       case Member::n:
         if (*at_ == '-' || (*at_ >= '0' && *at_ <= '9')) {
@@ -352,7 +357,7 @@ class FactsScanner {
       case '{':
         return object(depth + 1);
       case '[':
-        return array(depth + 1, member == Member::messages);
+        return array(depth + 1, member == Member::messages || member == Member::input);
       case '"':
         if (member == Member::model) {
           facts_.model.clear();
@@ -391,6 +396,8 @@ class FactsScanner {
         {"max_tokens", Member::max_tokens},
         {"max_completion_tokens", Member::max_completion_tokens},
         {"n_predict", Member::n_predict},
+        {"max_output_tokens", Member::max_output_tokens},
+        {"input", Member::input},
         {"n", Member::n}};
     for (const auto& [name, member] : known)
       if (key == name) return member;
@@ -450,7 +457,9 @@ class FactsScanner {
     for (int index = 0;; ++index) {
       const char* first = at_;
       if (!value(depth, Member::other)) return false;
-      if (hash_leading && index < 2) mix(std::string_view(first, static_cast<std::size_t>(at_ - first)));
+      // (Objects only: an embedding request's "input" of strings has no conversation.)
+      if (hash_leading && index < 2 && *first == '{')
+        mix(std::string_view(first, static_cast<std::size_t>(at_ - first)));
       skip_space();
       if (take(']')) return true;
       if (!take(',')) return false;
@@ -589,9 +598,15 @@ bool key_with_value(std::string_view text, std::string_view quoted_key, std::str
 
 bool carries_generated_text(std::string_view chunk) {
   // Inside a JSON string every quote is escaped, so an unescaped "content" followed by ':' is a key.
-  return key_with_value(chunk, "\"content\"", "\"") || key_with_value(chunk, "\"text\"", "\"") ||
-         key_with_value(chunk, "\"reasoning_content\"", "\"") ||
-         key_with_value(chunk, "\"tool_calls\"", "[{");
+  // OpenAI: content, text, reasoning_content, tool_calls; Responses: "delta" as a string; Anthropic: text,
+  // thinking, partial_json (in a content_block_delta); Ollama: message.content, response, thinking,
+  // tool_calls.
+  static constexpr std::string_view text_keys[] = {"\"content\"",     "\"text\"",     "\"reasoning_content\"",
+                                                   "\"delta\"",       "\"response\"", "\"thinking\"",
+                                                   "\"partial_json\""};
+  for (const auto key : text_keys)
+    if (key_with_value(chunk, key, "\"")) return true;
+  return key_with_value(chunk, "\"tool_calls\"", "[{");
 }
 
 namespace {
@@ -617,7 +632,10 @@ bool integer_member(std::string_view object, std::string_view quoted_key, std::i
 
 }  // namespace
 
-bool find_usage(std::string_view text, std::int64_t& prompt_tokens, std::int64_t& completion_tokens) {
+namespace {
+
+// The text of the object a `"usage"` key holds (the last such key), or none (absent, null, cut off).
+std::optional<std::string_view> usage_object(std::string_view text) {
   // Inside a JSON string every quote is escaped, so an unescaped "usage" followed by ':' is a key.
   constexpr std::string_view key = "\"usage\"";
   for (std::size_t at = text.rfind(key); at != std::string_view::npos;
@@ -627,7 +645,7 @@ bool find_usage(std::string_view text, std::int64_t& prompt_tokens, std::int64_t
     if (i >= text.size() || text[i] != ':') continue;
     ++i;
     while (i < text.size() && std::isspace(static_cast<unsigned char>(text[i]))) ++i;
-    if (i >= text.size() || text[i] != '{') return false;  // "usage": null
+    if (i >= text.size() || text[i] != '{') return std::nullopt;  // "usage": null
     // The object's end: count braces outside strings.
     int depth = 0;
     bool in_string = false;
@@ -647,14 +665,29 @@ bool find_usage(std::string_view text, std::int64_t& prompt_tokens, std::int64_t
         break;
       }
     }
-    if (end >= text.size()) return false;
-    // The two counts, read where they stand (a JSON parse of the object cost more than the rest of this).
-    const std::string_view usage = text.substr(i, end - i + 1);
-    const bool has_prompt = integer_member(usage, "\"prompt_tokens\"", prompt_tokens);
-    const bool has_completion = integer_member(usage, "\"completion_tokens\"", completion_tokens);
+    if (end >= text.size()) return std::nullopt;
+    return text.substr(i, end - i + 1);
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+// Each protocol's counts, read where they stand (a JSON parse cost more than the rest of this): OpenAI's
+// usage {prompt_tokens, completion_tokens}; Responses' and Anthropic's usage {input_tokens, output_tokens}
+// (Anthropic's stream says input_tokens in message_start and output_tokens, so far, in message_delta: each
+// count is taken where it comes); Ollama's final line's prompt_eval_count and eval_count.
+bool find_usage(std::string_view text, std::int64_t& prompt_tokens, std::int64_t& completion_tokens) {
+  if (const auto usage = usage_object(text)) {
+    const bool has_prompt = integer_member(*usage, "\"prompt_tokens\"", prompt_tokens) ||
+                            integer_member(*usage, "\"input_tokens\"", prompt_tokens);
+    const bool has_completion = integer_member(*usage, "\"completion_tokens\"", completion_tokens) ||
+                                integer_member(*usage, "\"output_tokens\"", completion_tokens);
     return has_prompt || has_completion;
   }
-  return false;
+  const bool has_prompt = integer_member(text, "\"prompt_eval_count\"", prompt_tokens);
+  const bool has_completion = integer_member(text, "\"eval_count\"", completion_tokens);
+  return has_prompt || has_completion;
 }
 
 }  // namespace clawbot::gateway

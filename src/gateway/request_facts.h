@@ -30,6 +30,7 @@ struct RequestFacts {
   std::optional<Error> refusal;  // a 400 naming the problem (syntax, depth, a field the gateway reads)
   std::string model;
   bool stream = false;
+  bool stream_given = false;  // "stream" is in the body (Ollama's routes stream unless it says false)
   bool has_stream_options = false;
   bool include_usage = false;  // stream_options.include_usage is true
   // max_tokens, max_completion_tokens or n_predict when one is a positive integer (else 0), and `n` choices.
@@ -40,8 +41,9 @@ struct RequestFacts {
   Span stream_options_value;
   Span include_usage_value;
   // The turns of one conversation share their leading messages (system prompt, first user turn): a hash of
-  // those, with the model, sends every turn to the upstream that holds the conversation's prefix cache. For
-  // /v1/completions the first 512 bytes of the prompt; else the OpenAI `user` field. 0: none.
+  // those, with the model, sends every turn to the upstream that holds the conversation's prefix cache (the
+  // leading items of a Responses `input` alike). For /v1/completions the first 512 bytes of the prompt; else
+  // the OpenAI `user` field. 0: none.
   std::uint64_t affinity = 0;
 };
 
@@ -57,12 +59,15 @@ std::string with_usage_requested(std::string_view body);
 std::string rewritten(std::string_view body, const RequestFacts& facts, bool request_usage,
                       std::string_view model);
 
-// The `usage` object's prompt_tokens and completion_tokens in an answer or stream chunk, found without
-// parsing the rest of it; false when there is none.
+// The prompt and completion token counts in an answer, a stream event or an NDJSON line, found without
+// parsing the rest of it: a `usage` object's prompt_tokens/completion_tokens (OpenAI) or
+// input_tokens/output_tokens (Responses, Anthropic), else Ollama's prompt_eval_count/eval_count. Sets the
+// counts it finds (an Anthropic event may hold one of them); false when there is none.
 bool find_usage(std::string_view text, std::int64_t& prompt_tokens, std::int64_t& completion_tokens);
 
-// Whether a streamed chunk carries generated text: a non-empty "content", "text" or "reasoning_content"
-// string, or "tool_calls" (one token per such chunk, as servers stream them). Found without a parse.
+// Whether a streamed chunk carries generated text: a non-empty "content", "text", "reasoning_content",
+// "delta", "response", "thinking" or "partial_json" string, or "tool_calls" (one token per such chunk, as
+// servers stream them), in any protocol's events. Found without a parse.
 bool carries_generated_text(std::string_view chunk);
 
 }  // namespace clawbot::gateway

@@ -54,10 +54,12 @@ bool TokenAccount::on_event(std::string_view data) {
   if (data == "[DONE]") return false;
   if (find_usage(data, usage_prompt_, usage_completion_)) {
     usage_seen_ = true;
+    counted_since_usage_ = 0;
     return without_choices(data);
   }
   if (!carries_generated_text(data)) return false;
   ++counted_;
+  ++counted_since_usage_;
   // Past the reservation: the key's running total grows now, so that its other requests see it.
   if (limiter_ && limit_ > 0 && counted_ + prompt_estimate_ > reserved_) {
     limiter_->extend(key_id_, extension_step);
@@ -74,7 +76,7 @@ void TokenAccount::settle(Clock::time_point now) {
   if (settled_ || !limiter_) return;
   settled_ = true;
   const std::int64_t used =
-      usage_seen_ ? usage_prompt_ + usage_completion_ : (counted_ > 0 ? counted_ + prompt_estimate_ : 0);
+      usage_seen_ ? usage_prompt_ + completion_tokens() : (counted_ > 0 ? counted_ + prompt_estimate_ : 0);
   limiter_->settle(key_id_, reserved_, used, now);
 }
 

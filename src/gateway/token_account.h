@@ -40,9 +40,12 @@ class TokenAccount {
   void settle(Clock::time_point now);
 
   // For the audit log and the metrics: the upstream's counts, or the generated tokens counted (the prompt's
-  // then unknown: 0).
+  // then unknown: 0). A stream that reports usage before its text (Anthropic's message_start) and is cut off
+  // before its last count is charged what came after the usage too.
   std::int64_t prompt_tokens() const noexcept { return usage_seen_ ? usage_prompt_ : 0; }
-  std::int64_t completion_tokens() const noexcept { return usage_seen_ ? usage_completion_ : counted_; }
+  std::int64_t completion_tokens() const noexcept {
+    return usage_seen_ ? usage_completion_ + counted_since_usage_ : counted_;
+  }
 
  private:
   door::RateLimiter* limiter_ = nullptr;
@@ -51,6 +54,7 @@ class TokenAccount {
   std::int64_t reserved_ = 0;
   std::int64_t prompt_estimate_ = 0;
   std::int64_t counted_ = 0;
+  std::int64_t counted_since_usage_ = 0;  // text events after the last usage the upstream reported
   bool usage_seen_ = false;
   std::int64_t usage_prompt_ = 0;
   std::int64_t usage_completion_ = 0;

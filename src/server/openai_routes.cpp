@@ -14,8 +14,9 @@
 #include "common/text.h"
 #include "server/api/anthropic_messages.h"
 #include "server/api/chat_completions.h"
+#include "server/api/embeddings.h"
 #include "server/api/fields.h"
-#include "server/api/pooled.h"
+#include "server/api/ollama.h"
 #include "server/api/rerank.h"
 #include "server/api/responses.h"
 #include "server/generation.h"
@@ -146,20 +147,13 @@ asio::awaitable<void> embeddings(const ServeContext& ctx, http::Exchange& ex) {
   if (co_await refused_while_draining(ctx, ex)) co_return;
   const json body = parse_body(ex);
   check_model(ctx, body, ex);
-  if (!ctx.model.info().is_embedding || ctx.model.info().is_reranker) {
-    throw_invalid("model '" + ctx.model_id + "' cannot compute embeddings: it is a " +
-                      (ctx.model.info().is_reranker ? "reranker (use /v1/rerank)" : "text-generation model") +
-                      "; serve an embedding model (such as bge-small-en-v1.5) for /v1/embeddings",
-                  "model", "model_not_embedding");
-  }
+  require_embedding_model(ctx, "/v1/embeddings");
   auto it = body.find("input");
   if (it == body.end() || it->is_null()) throw_invalid("'input' is required", "input");
   std::vector<std::vector<engine::Token>> inputs;
   auto add_text = [&](const json& v, const std::string& where) {
     if (!v.is_string()) throw_invalid("'" + where + "' must be a string, got " + describe(v), where);
-    auto tokens = ctx.tokenizer.tokenize(v.get<std::string>(), true, false);
-    if (tokens.empty()) throw_invalid("'" + where + "' is empty", where);
-    inputs.push_back(std::move(tokens));
+    inputs.push_back(embedding_tokens(ctx, v.get<std::string>(), where));
   };
   auto token_list = [&](const json& v, const std::string& where) {
     inputs.push_back(token_ids_field(ctx, v, where.c_str()));
@@ -195,35 +189,28 @@ asio::awaitable<void> embeddings(const ServeContext& ctx, http::Exchange& ex) {
                       " dimensions; 'dimensions' cannot change that",
                   "dimensions");
   }
-  for (std::size_t i = 0; i < inputs.size(); ++i) {
-    if (inputs[i].size() > ctx.n_ctx) {
-      throw ClawbotError({ErrorKind::context_exceeded,
-                          "input " + std::to_string(i) + " is " + std::to_string(inputs[i].size()) +
-                              " tokens, but this model embeds at most " + std::to_string(ctx.n_ctx),
-                          inputs.size() == 1 ? "input" : "input[" + std::to_string(i) + "]",
-                          "context_length_exceeded"});
-    }
+  check_embedding_lengths(ctx, inputs);
+  const auto result = co_await embed(ctx, ex, std::move(inputs));
+  if (!result) {
+    const Error full = queue_full_error();
+    co_await respond_busy(ex, full);
+    co_return;
   }
-
-  auto events = co_await run_pooled(ctx, ex, std::move(inputs), /*rank=*/false);
-  if (!events) co_return;  // busy: answered
   json data = json::array();
-  long long prompt_tokens = 0;
-  for (const auto& event : *events) {
-    prompt_tokens += event.prompt_tokens;
-    json item = {{"object", "embedding"}, {"index", event.choice}};
+  for (std::size_t i = 0; i < result->vectors.size(); ++i) {
+    json item = {{"object", "embedding"}, {"index", i}};
     if (format == "base64") {
-      item["embedding"] = base64_floats(event.embedding);
+      item["embedding"] = base64_floats(result->vectors[i]);
     } else {
-      item["embedding"] = event.embedding;
+      item["embedding"] = result->vectors[i];
     }
     data.push_back(std::move(item));
   }
-  const json reply = {{"object", "list"},
-                      {"data", std::move(data)},
-                      {"model", ctx.model_id},
-                      {"usage", {{"prompt_tokens", prompt_tokens}, {"total_tokens", prompt_tokens}}}};
-  ex.log_fields()["prompt_tokens"] = prompt_tokens;
+  const json reply = {
+      {"object", "list"},
+      {"data", std::move(data)},
+      {"model", ctx.model_id},
+      {"usage", {{"prompt_tokens", result->prompt_tokens}, {"total_tokens", result->prompt_tokens}}}};
   co_await ex.respond_json(200, reply);
 }
 
@@ -387,6 +374,7 @@ std::shared_ptr<const http::Router> make_openai_router(const ServeContext& conte
   add(http::Verb::post, "/detokenize", [ctx](http::Exchange& ex) { return detokenize(*ctx, ex); });
   add_responses_routes(context, add);
   add_anthropic_routes(context, add);
+  add_ollama_routes(*ctx, add);
   return router;
 }
 

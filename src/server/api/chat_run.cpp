@@ -270,7 +270,7 @@ FormattedChat format_chat(const ServeContext& ctx, const ChatRequest& request) {
     if (!input.json_schema.empty()) (void)engine::json_schema_grammar(input.json_schema, "response_format");
     prompt = ctx.chat_template->format(input);
   } catch (const engine::ChatFormatError& e) {
-    const bool schema = e.field() == "response_format";
+    const bool schema = e.field() == "response_format" || e.field() == request.format.param;
     const std::string param = schema ? request.format.param : e.field();
     throw_invalid(
         schema ? "'" + param + "' has a JSON schema that cannot be enforced: " + e.what() : e.what(), param);

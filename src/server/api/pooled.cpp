@@ -25,11 +25,7 @@ asio::awaitable<std::optional<std::vector<GenerationEvent>>> run_pooled(
     jobs.push_back(std::move(job));
   }
   const std::size_t count = jobs.size();
-  if (!ctx.scheduler.submit(std::move(jobs))) {
-    const Error full = queue_full_error();
-    co_await respond_busy(ex, full);
-    co_return std::nullopt;
-  }
+  if (!ctx.scheduler.submit(std::move(jobs))) co_return std::nullopt;
   std::vector<GenerationEvent> results(count);
   for (std::size_t received = 0; received < count;) {
     auto [ec, event] = co_await gen.events->async_receive(asio::as_tuple(asio::use_awaitable));

@@ -15,8 +15,8 @@
 namespace clawbot::server::api {
 
 // Submits one job per input and waits for all of them: their done events in input order (each with its
-// prompt_tokens, and its embedding, or its score when `rank`). nullopt when the queue was full: the 503 is
-// answered already. An engine error is thrown as ClawbotError.
+// prompt_tokens, and its embedding, or its score when `rank`). nullopt when the queue was full (the caller
+// answers a 503 with Retry-After in its protocol's shape). An engine error is thrown as ClawbotError.
 boost::asio::awaitable<std::optional<std::vector<GenerationEvent>>> run_pooled(
     const ServeContext& ctx, http::Exchange& ex, std::vector<std::vector<engine::Token>> inputs, bool rank);
 

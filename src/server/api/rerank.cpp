@@ -88,7 +88,11 @@ asio::awaitable<void> rerank(const ServeContext& ctx, http::Exchange& ex) {
   }
 
   const auto events = co_await api::run_pooled(ctx, ex, std::move(pairs), /*rank=*/true);
-  if (!events) co_return;  // busy: answered
+  if (!events) {
+    const Error full = queue_full_error();
+    co_await respond_busy(ex, full);
+    co_return;
+  }
   std::vector<std::size_t> order(events->size());
   std::iota(order.begin(), order.end(), std::size_t{0});
   // best first; equal scores keep the documents' order

@@ -38,6 +38,12 @@ std::shared_ptr<Router> echo_router() {
   router->add(Verb::head, "/echo", [](Exchange& ex) -> asio::awaitable<void> {
     co_await ex.respond_text(200, "twelve bytes", "text/plain");
   });
+  // Two NDJSON lines; the session ends the body.
+  router->add(Verb::get, "/lines", [](Exchange& ex) -> asio::awaitable<void> {
+    if (!co_await ex.ndjson_start()) co_return;
+    if (!co_await ex.ndjson_line(R"({"n":1})")) co_return;
+    co_await ex.ndjson_line(R"({"n":2,"done":true})");
+  });
   return router;
 }
 
@@ -332,6 +338,26 @@ TEST(ServerTest, HeadAnswersCarryTheLengthButNoBody) {
     // The second answer follows the first header at once.
     const auto second = answer.find("\r\n\r\nHTTP/1.1 200 OK\r\n");
     EXPECT_NE(second, std::string::npos) << answer;
+    server.stop();
+  });
+}
+
+// Ollama's streams: chunked application/x-ndjson, one object a line, ended without SSE's "data: [DONE]", and
+// the connection kept for the next request.
+TEST(ServerTest, NdjsonStreamsAreLinesInChunksWithoutDone) {
+  run_async([](asio::io_context& io) -> asio::awaitable<void> {
+    Server server(io, echo_router(), ServerLimits{});
+    const auto port = server.listen("127.0.0.1", 0);
+    const auto answer =
+        co_await one_shot(io, port,
+                          "GET /lines HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: "
+                          "x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    EXPECT_NE(answer.find("Content-Type: application/x-ndjson\r\n"), std::string::npos) << answer;
+    EXPECT_NE(answer.find("Transfer-Encoding: chunked\r\n"), std::string::npos) << answer;
+    EXPECT_NE(answer.find("\r\n{\"n\":1}\n\r\n"), std::string::npos) << answer;
+    EXPECT_NE(answer.find("\r\n{\"n\":2,\"done\":true}\n\r\n0\r\n\r\n"), std::string::npos) << answer;
+    EXPECT_EQ(answer.find("[DONE]"), std::string::npos) << answer;
+    EXPECT_NE(answer.find("\r\n\r\nHTTP/1.1 200 OK\r\n"), std::string::npos) << answer;  // the next answer
     server.stop();
   });
 }

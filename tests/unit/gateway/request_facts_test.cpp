@@ -135,6 +135,103 @@ TEST(GatewayRequestFacts, FindsUsageWhereverItIsAndOnlyAsAKey) {
   EXPECT_EQ(out, -1);
 }
 
+// Issue 19, item 8: usage is counted for every protocol the gateway passes through.
+TEST(GatewayRequestFacts, FindsUsageOfResponsesAnthropicAndOllama) {
+  std::int64_t in = -1, out = -1;
+  // Responses, whole and in its response.completed event (details beside the counts).
+  ASSERT_TRUE(find_usage(R"({"id":"resp_1","object":"response","output":[],"usage":{"input_tokens":21,)"
+                         R"("input_tokens_details":{"cached_tokens":4},"output_tokens":8,)"
+                         R"("output_tokens_details":{"reasoning_tokens":0},"total_tokens":29}})",
+                         in, out));
+  EXPECT_EQ(in, 21);
+  EXPECT_EQ(out, 8);
+  in = out = -1;
+  ASSERT_TRUE(
+      find_usage(R"({"type":"response.completed","sequence_number":9,"response":{"status":"completed",)"
+                 R"("usage":{"input_tokens":3,"output_tokens":5,"total_tokens":8}}})",
+                 in, out));
+  EXPECT_EQ(in, 3);
+  EXPECT_EQ(out, 5);
+  // response.created: usage null, nothing counted.
+  in = out = -1;
+  EXPECT_FALSE(find_usage(R"({"type":"response.created","response":{"usage":null}})", in, out));
+  // Anthropic: a whole message; then a stream's message_start (input) and message_delta (output so far),
+  // each count taken where it comes and the other kept.
+  ASSERT_TRUE(find_usage(R"({"type":"message","content":[{"type":"text","text":"hi"}],"usage":)"
+                         R"({"input_tokens":12,"cache_read_input_tokens":0,"output_tokens":6}})",
+                         in, out));
+  EXPECT_EQ(in, 12);
+  EXPECT_EQ(out, 6);
+  in = out = -1;
+  ASSERT_TRUE(find_usage(R"({"type":"message_start","message":{"id":"msg_1","content":[],)"
+                         R"("usage":{"input_tokens":17,"output_tokens":0}}})",
+                         in, out));
+  ASSERT_TRUE(find_usage(
+      R"({"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":9}})", in, out));
+  EXPECT_EQ(in, 17);
+  EXPECT_EQ(out, 9);
+  // Ollama: the last line of a stream, or a whole answer; pieces before it carry no counts.
+  in = out = -1;
+  EXPECT_FALSE(find_usage(
+      R"({"model":"m","message":{"role":"assistant","content":"eval_count"},"done":false})", in, out));
+  ASSERT_TRUE(
+      find_usage(R"({"model":"m","created_at":"2025-10-01T00:00:00Z","message":{"role":"assistant",)"
+                 R"("content":""},"done":true,"done_reason":"stop","total_duration":100,)"
+                 R"("load_duration":0,"prompt_eval_count":26,"prompt_eval_duration":5,"eval_count":13,)"
+                 R"("eval_duration":7})",
+                 in, out));
+  EXPECT_EQ(in, 26);
+  EXPECT_EQ(out, 13);
+  in = out = -1;
+  EXPECT_FALSE(find_usage(R"({"response":"the \"eval_count\": 5 of it","done":false})", in, out));
+  EXPECT_EQ(out, -1);
+}
+
+TEST(GatewayRequestFacts, TellsEventsOfEveryProtocolThatCarryText) {
+  EXPECT_TRUE(carries_generated_text(R"({"type":"response.output_text.delta","delta":"Hi"})"));
+  EXPECT_TRUE(
+      carries_generated_text(R"({"type":"content_block_delta","delta":{"type":"text_delta","text":"a"}})"));
+  EXPECT_TRUE(carries_generated_text(
+      R"({"type":"content_block_delta","delta":{"type":"input_json_delta","partial_json":"{\"a"}})"));
+  EXPECT_TRUE(
+      carries_generated_text(R"({"model":"m","message":{"role":"assistant","content":"Hi"},"done":false})"));
+  EXPECT_TRUE(carries_generated_text(R"({"model":"m","response":"Hi","done":false})"));
+  EXPECT_TRUE(
+      carries_generated_text(R"({"model":"m","message":{"role":"assistant","content":"","thinking":"h"}})"));
+  EXPECT_FALSE(carries_generated_text(R"({"type":"response.created","response":{"id":"r"}})"));
+  EXPECT_FALSE(carries_generated_text(R"({"type":"message_delta","delta":{"stop_reason":"end_turn"}})"));
+  EXPECT_FALSE(carries_generated_text(R"({"type":"message_start","message":{"content":[]}})"));
+  EXPECT_FALSE(carries_generated_text(R"({"model":"m","response":"","done":true})"));
+}
+
+TEST(GatewayRequestFacts, ResponsesInputGivesTheConversationItsAffinity) {
+  const auto affinity = [](const std::string& input) {
+    const auto facts = scan_request(R"({"model":"m","input":)" + input + "}");
+    EXPECT_TRUE(facts.valid) << input;
+    return facts.affinity;
+  };
+  const std::string first = R"({"role":"system","content":"be brief"},{"role":"user","content":"hi"})";
+  const auto turn1 = affinity("[" + first + "]");
+  const auto turn2 =
+      affinity("[" + first + R"(,{"role":"assistant","content":"hello"},{"role":"user","content":"more"}])");
+  EXPECT_NE(turn1, 0u);
+  EXPECT_EQ(turn1, turn2);
+  EXPECT_NE(turn1, affinity(R"([{"role":"user","content":"another conversation"}])"));
+  EXPECT_EQ(affinity(R"(["embed", "these"])"), 0u);  // an embedding request's strings: no conversation
+}
+
+TEST(GatewayRequestFacts, ReadsResponsesMaxOutputTokensAndWhetherStreamIsGiven) {
+  auto facts = scan_request(R"({"model":"m","input":"hi","max_output_tokens":77})");
+  ASSERT_TRUE(facts.valid);
+  EXPECT_EQ(facts.max_tokens, 77);
+  EXPECT_FALSE(facts.stream_given);
+  facts = scan_request(R"({"model":"m","stream":false})");
+  EXPECT_TRUE(facts.stream_given);
+  EXPECT_FALSE(facts.stream);
+  facts = scan_request(R"({"model":"m","stream":null})");
+  EXPECT_FALSE(facts.stream_given);
+}
+
 // Issue 16, items 1-2: what no node may accept is refused at the gateway with a 400 that names it.
 TEST(GatewayRequestFacts, RefusesWhatTheJsonReaderRefusesNamingTheProblem) {
   const auto code_of = [](const std::string& body) {
@@ -368,6 +465,21 @@ TEST(GatewayTokenAccount, CountsStreamedChunksAndSettlesToUsageOrToTheCount) {
     account.settle(now);
   }
   EXPECT_EQ(limiter.reserve("k", 100, 1000, now).reserved, 100 - 16 - 5);
+}
+
+// Issue 19, item 8: Anthropic's stream says input_tokens first, output_tokens at its end.
+TEST(GatewayTokenAccount, AnAnthropicStreamCutAfterItsStartIsChargedWhatItGot) {
+  TokenAccount account;
+  account.on_event(
+      R"({"type":"message_start","message":{"content":[],"usage":{"input_tokens":17,"output_tokens":1}}})");
+  for (int i = 0; i < 3; ++i)
+    account.on_event(R"({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"}})");
+  EXPECT_EQ(account.prompt_tokens(), 17);
+  EXPECT_EQ(account.completion_tokens(), 4);  // the 1 message_start says and the 3 that came after
+  account.on_event(
+      R"({"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":3}})");
+  EXPECT_EQ(account.completion_tokens(), 3);  // the end: the upstream's count
+  EXPECT_EQ(account.prompt_tokens(), 17);
 }
 
 TEST(GatewayTokenAccount, AStreamPastItsReservationExtendsItSoOthersSeeIt) {

@@ -4,11 +4,14 @@
 #include <algorithm>
 #include <exception>
 #include <map>
+#include <mutex>
+#include <unordered_map>
 #include <utility>
 
 #include <chat.h>
 #include <json-schema-to-grammar.h>
 #include <llama.h>
+#include <log.h>
 
 namespace clawbot::engine {
 
@@ -18,6 +21,16 @@ struct ChatParser::State {
 
 struct ChatFormatter::Templates {
   common_chat_templates_ptr templates;
+};
+
+struct ChatFormatter::ShapeCache {
+  struct Shape {
+    std::string generation_prompt;  // what common's parser expects the answer to follow
+    FormattedPrompt formatted;      // all but the prompt
+  };
+  static constexpr std::size_t max_shapes = 64;  // then forgotten all at once: shapes are few in practice
+  std::mutex mutex;
+  std::unordered_map<std::string, Shape> shapes;
 };
 
 namespace {
@@ -213,6 +226,11 @@ ChatFormatter ChatFormatter::create(const Model& model, const std::string& name,
                       "built-in name such as chatml, llama3, phi3)");
   }
   formatter.templates_ = std::make_unique<Templates>();
+  formatter.shapes_ = std::make_unique<ShapeCache>();
+  // common warns through its own log on every request the fast path renders ("Forcing pure content
+  // template"); its errors still show. Set once, before any request (not thread-safe in common).
+  static std::once_flag quiet;
+  std::call_once(quiet, [] { common_log_set_verbosity_thold(LOG_LEVEL_ERROR); });
   try {
     formatter.templates_->templates = common_chat_templates_init(model.get(), override_source);
   } catch (const std::exception& e) {
@@ -233,16 +251,13 @@ ChatFormatter ChatFormatter::create(const Model& model, const std::string& name,
   return formatter;
 }
 
-FormattedPrompt ChatFormatter::format(const ChatFormatRequest& request) const {
-  const bool has_tools = !request.tools.empty() && request.tool_mode != ToolMode::none;
-  if (has_tools && !jinja_) {
-    throw ChatFormatError("the built-in chat template '" + name_ +
-                              "' cannot present tools to the model; serve it with a Jinja template "
-                              "(--chat-template FILE, or the model's own)",
-                          "tools");
-  }
+namespace {
+
+// The request as common's template inputs.
+common_chat_templates_inputs template_inputs(const ChatFormatRequest& request, bool jinja,
+                                             ReasoningFormat reasoning_format) {
   common_chat_templates_inputs inputs;
-  inputs.use_jinja = jinja_;
+  inputs.use_jinja = jinja;
   for (const auto& m : request.messages) inputs.messages.push_back(to_common(m));
   for (const auto& t : request.tools) inputs.tools.push_back({t.name, t.description, t.parameters});
   inputs.tool_choice = request.tool_mode == ToolMode::required ? COMMON_CHAT_TOOL_CHOICE_REQUIRED
@@ -254,11 +269,86 @@ FormattedPrompt ChatFormatter::format(const ChatFormatRequest& request) const {
   if (!request.add_generation_prompt && !request.messages.empty() &&
       request.messages.back().role == "assistant")
     inputs.continue_final_message = COMMON_CHAT_CONTINUATION_AUTO;
-  inputs.reasoning_format = to_common(reasoning_format_);
+  inputs.reasoning_format = to_common(reasoning_format);
   if (request.enable_thinking) {
     inputs.enable_thinking = *request.enable_thinking;
     inputs.chat_template_kwargs["enable_thinking"] = *request.enable_thinking ? "true" : "false";
   }
+  return inputs;
+}
+
+// The key of a request's shape: everything but its messages.
+std::string shape_key(const ChatFormatRequest& request) {
+  std::string key;
+  const auto add = [&key](std::string_view part) {
+    key.append(std::to_string(part.size())).append(":").append(part);
+  };
+  for (const auto& tool : request.tools) {
+    add(tool.name);
+    add(tool.description);
+    add(tool.parameters);
+  }
+  key.append("|").append(std::to_string(static_cast<int>(request.tool_mode)));
+  key.append(request.parallel_tool_calls ? "p" : "s");
+  key.append(request.enable_thinking ? (*request.enable_thinking ? "t" : "f") : "d");
+  add(request.json_schema);
+  return key;
+}
+
+}  // namespace
+
+FormattedPrompt ChatFormatter::format(const ChatFormatRequest& request) const {
+  if (!jinja_ || !request.add_generation_prompt) return format_fully(request, nullptr);
+  // The prompt alone: common renders the template with the request's messages and tools, without analysing
+  // it (force_pure_content); nullopt when that fails (the full path then says why).
+  const auto render_only = [&]() -> std::optional<common_chat_params> {
+    auto inputs = template_inputs(request, jinja_, reasoning_format_);
+    inputs.force_pure_content = true;
+    try {
+      return common_chat_templates_apply(templates_->templates.get(), inputs);
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+  };
+  const std::string key = shape_key(request);
+  std::optional<ShapeCache::Shape> known;
+  {
+    const std::lock_guard lock(shapes_->mutex);
+    if (auto it = shapes_->shapes.find(key); it != shapes_->shapes.end()) known = it->second;
+  }
+  if (known) {
+    // Used only when this conversation ends in the same generation prompt the parser was built for.
+    if (auto rendered = render_only(); rendered && rendered->generation_prompt == known->generation_prompt) {
+      FormattedPrompt out = std::move(known->formatted);
+      out.prompt = std::move(rendered->prompt);
+      return out;
+    }
+  }
+  std::string generation_prompt;
+  FormattedPrompt out = format_fully(request, &generation_prompt);
+  // Kept only when rendering alone gives exactly the full path's prompt for this request (templates that
+  // common formats by hand, or whose prompt depends on the analysis, always take the full path).
+  if (auto rendered = render_only();
+      rendered && rendered->prompt == out.prompt && rendered->generation_prompt == generation_prompt) {
+    ShapeCache::Shape shape{std::move(generation_prompt), out};
+    shape.formatted.prompt.clear();
+    const std::lock_guard lock(shapes_->mutex);
+    if (shapes_->shapes.size() >= ShapeCache::max_shapes) shapes_->shapes.clear();
+    shapes_->shapes.insert_or_assign(key, std::move(shape));
+  }
+  return out;
+}
+
+FormattedPrompt ChatFormatter::format_fully(const ChatFormatRequest& request,
+                                            std::string* generation_prompt) const {
+  const bool has_tools = !request.tools.empty() && request.tool_mode != ToolMode::none;
+  if (has_tools && !jinja_) {
+    throw ChatFormatError("the built-in chat template '" + name_ +
+                              "' cannot present tools to the model; serve it with a Jinja template "
+                              "(--chat-template FILE, or the model's own)",
+                          "tools");
+  }
+  common_chat_templates_inputs inputs = template_inputs(request, jinja_, reasoning_format_);
   common_chat_params params;
   try {
     params = common_chat_templates_apply(templates_->templates.get(), inputs);
@@ -269,6 +359,7 @@ FormattedPrompt ChatFormatter::format(const ChatFormatRequest& request) const {
     throw ChatFormatError("chat template " + name_ + " cannot format this conversation: " + what, "messages");
   }
 
+  if (generation_prompt) *generation_prompt = params.generation_prompt;
   FormattedPrompt out;
   out.prompt = std::move(params.prompt);
   out.format = common_chat_format_name(params.format);

@@ -118,8 +118,14 @@ class ChatFormatter {
 
  private:
   struct Templates;
+  struct ShapeCache;
   ChatFormatter() = default;
+  FormattedPrompt format_fully(const ChatFormatRequest& request, std::string* generation_prompt) const;
   std::unique_ptr<Templates> templates_;
+  // What a request's shape (tools, tool choice, schema, thinking) makes of the answer (grammar, triggers,
+  // parser) does not depend on its messages: kept per shape, so that a later request with the same shape
+  // renders only its prompt (3 template renders instead of common's template analysis, dozens of renders).
+  std::unique_ptr<ShapeCache> shapes_;
   std::optional<Tokenizer> tokenizer_;  // the trigger words and preserved tokens as token ids
   std::string name_;
   std::string source_;

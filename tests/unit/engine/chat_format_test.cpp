@@ -210,6 +210,42 @@ TEST(ChatFormat, JsonSchemaBecomesAGrammarAndAnUnsupportedOneIsRefusedInTheConve
   }
 }
 
+// A later request of the same shape (tools, choice, thinking) renders only its prompt; what it gets must be
+// what a fresh formatter, analysing the template in full, gives for the same request.
+TEST(ChatFormat, ARequestOfAKnownShapeGetsWhatTheFullPathGives) {
+  const auto fresh = [] {
+    return ChatFormatter::create(stories(), "qwen3", qwen3_template(), ReasoningFormat::automatic);
+  };
+  for (const ToolMode mode : {ToolMode::automatic, ToolMode::required}) {
+    for (const std::optional<bool> thinking : {std::optional<bool>{}, std::optional<bool>{false}}) {
+      const auto warm = fresh();
+      ChatFormatRequest first;
+      first.messages = {user("What is the weather in Paris?")};
+      first.tools = {weather};
+      first.tool_mode = mode;
+      first.enable_thinking = thinking;
+      (void)warm.format(first);  // the shape is now known
+      ChatFormatRequest later = first;
+      later.messages = {{"system", "Be brief.", {}, {}, {}, {}}, user("And in Berlin, tomorrow?")};
+      const auto cached = warm.format(later);
+      const auto full = fresh().format(later);
+      EXPECT_EQ(cached.prompt, full.prompt);
+      EXPECT_NE(cached.prompt.find("And in Berlin, tomorrow?"), std::string::npos);
+      EXPECT_EQ(cached.grammar, full.grammar);
+      EXPECT_EQ(cached.grammar_lazy, full.grammar_lazy);
+      EXPECT_EQ(cached.grammar_trigger_patterns, full.grammar_trigger_patterns);
+      EXPECT_EQ(cached.grammar_trigger_tokens, full.grammar_trigger_tokens);
+      EXPECT_EQ(cached.additional_stops, full.additional_stops);
+      const std::string answer =
+          "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Berlin\"}}\n</tool_call>";
+      const auto a = cached.parser.parse(answer, false), b = full.parser.parse(answer, false);
+      ASSERT_EQ(a.tool_calls.size(), 1u);
+      ASSERT_EQ(b.tool_calls.size(), 1u);
+      EXPECT_EQ(a.tool_calls[0].arguments, b.tool_calls[0].arguments);
+    }
+  }
+}
+
 TEST(ChatFormat, BuiltinTemplatesFormatTextButRefuseTools) {
   const auto llama3 = ChatFormatter::create(stories(), "llama3", "llama3", ReasoningFormat::automatic);
   EXPECT_FALSE(llama3.jinja());

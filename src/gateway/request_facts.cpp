@@ -675,12 +675,22 @@ std::optional<std::string_view> usage_object(std::string_view text) {
 
 // Each protocol's counts, read where they stand (a JSON parse cost more than the rest of this): OpenAI's
 // usage {prompt_tokens, completion_tokens}; Responses' and Anthropic's usage {input_tokens, output_tokens}
-// (Anthropic's stream says input_tokens in message_start and output_tokens, so far, in message_delta: each
-// count is taken where it comes); Ollama's final line's prompt_eval_count and eval_count.
+// (Anthropic's cache_read_input_tokens and cache_creation_input_tokens added to the prompt); (Anthropic's
+// stream says input_tokens in message_start and output_tokens, so far, in message_delta: each count is taken
+// where it comes); Ollama's final line's prompt_eval_count and eval_count.
 bool find_usage(std::string_view text, std::int64_t& prompt_tokens, std::int64_t& completion_tokens) {
   if (const auto usage = usage_object(text)) {
-    const bool has_prompt = integer_member(*usage, "\"prompt_tokens\"", prompt_tokens) ||
-                            integer_member(*usage, "\"input_tokens\"", prompt_tokens);
+    bool has_prompt = integer_member(*usage, "\"prompt_tokens\"", prompt_tokens);
+    if (!has_prompt && integer_member(*usage, "\"input_tokens\"", prompt_tokens)) {
+      has_prompt = true;
+      // Anthropic counts the prompt tokens read from (or written to) its cache apart from input_tokens; the
+      // prompt is all of them, as OpenAI's prompt_tokens (cached ones included).
+      for (const std::string_view cache_key :
+           {"\"cache_read_input_tokens\"", "\"cache_creation_input_tokens\""}) {
+        std::int64_t cached = 0;
+        if (integer_member(*usage, cache_key, cached)) prompt_tokens += cached;
+      }
+    }
     const bool has_completion = integer_member(*usage, "\"completion_tokens\"", completion_tokens) ||
                                 integer_member(*usage, "\"output_tokens\"", completion_tokens);
     return has_prompt || has_completion;

@@ -162,6 +162,13 @@ TEST(GatewayRequestFacts, FindsUsageOfResponsesAnthropicAndOllama) {
                          in, out));
   EXPECT_EQ(in, 12);
   EXPECT_EQ(out, 6);
+  // Anthropic's prompt tokens read from the cache are counted apart from input_tokens: the prompt is both.
+  in = out = -1;
+  ASSERT_TRUE(find_usage(R"({"type":"message_start","message":{"id":"msg_2","content":[],"usage":)"
+                         R"({"input_tokens":1,"cache_creation_input_tokens":2,"cache_read_input_tokens":44,)"
+                         R"("output_tokens":0}}})",
+                         in, out));
+  EXPECT_EQ(in, 47);
   in = out = -1;
   ASSERT_TRUE(find_usage(R"({"type":"message_start","message":{"id":"msg_1","content":[],)"
                          R"("usage":{"input_tokens":17,"output_tokens":0}}})",

@@ -255,6 +255,20 @@ describe('openai client: tools and structured output against clawbot serve', () 
     assert.equal(e.param, 'response_format.json_schema.schema');
     assert.match(e.message, /cannot be enforced: JSON schema conversion failed:.*#\/definitions\/missing/s);
 
+    // Patterns the converter would drop or misread (unanchored, lookarounds) and a grammar too large for the
+    // sampler: each a 400 naming where it came from, not an answer weaker than the schema.
+    const stringSchema = (extra) => ({ response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'string', ...extra } } } });
+    for (const pattern of ['[a-z]+', '^(?<=a)b$']) {
+      e = await badRequest(stringSchema({ pattern }));
+      assert.equal(e.param, 'response_format.json_schema.schema');
+      assert.match(e.message, /pattern .* (not anchored|lookaround)/);
+    }
+    e = await badRequest({ tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: { code: { type: 'string', pattern: 'A+' } } } } }] });
+    assert.equal(e.param, 'tools');
+    e = await badRequest(stringSchema({ minLength: 1000000 }));
+    assert.equal(e.param, 'response_format.json_schema.schema');
+    assert.match(e.message, /refused by the sampler/);
+
     e = await badRequest({ response_format: { type: 'xml' } });
     assert.equal(e.param, 'response_format.type');
 

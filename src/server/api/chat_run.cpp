@@ -1,10 +1,14 @@
 // run_chat: one chat request, whatever protocol asked, from its messages to the sink's events.
 #include <algorithm>
 #include <cctype>
+#include <functional>
+#include <mutex>
 #include <optional>
+#include <unordered_set>
 
 #include <spdlog/spdlog.h>
 
+#include "common/json_read.h"
 #include "server/api/chat.h"
 #include "server/api/fields.h"
 
@@ -244,6 +248,66 @@ class ChatRun {
   std::vector<ChoiceState> choices_;
 };
 
+// Patterns a grammar cannot enforce, refused rather than dropped: common's converter drops a pattern that is
+// not anchored (^...$; JSON Schema's patterns match anywhere in the string) and reads group modifiers such as
+// lookarounds ((?=, (?<=, (?!) as text, each time answering with a grammar weaker than the schema.
+void check_schema_patterns(const std::string& schema_text, const std::string& field) {
+  const auto schema = json_read::parse(schema_text);
+  if (!schema.value) return;  // the converter names what is wrong with it
+  const std::function<void(const nlohmann::json&)> walk = [&](const nlohmann::json& node) {
+    if (node.is_array()) {
+      for (const auto& item : node) walk(item);
+      return;
+    }
+    if (!node.is_object()) return;
+    for (const auto& [key, value] : node.items()) {
+      if (key == "pattern" && value.is_string()) {
+        const auto& pattern = value.get_ref<const std::string&>();
+        if (pattern.size() < 2 || pattern.front() != '^' || pattern.back() != '$') {
+          throw_invalid("'" + field + "' has a JSON schema that cannot be enforced: its pattern " +
+                            json_read::describe(value, 80) +
+                            " is not anchored (^...$); a pattern matching anywhere in the string cannot be "
+                            "enforced by a grammar",
+                        field);
+        }
+        if (pattern.find("(?") != std::string::npos) {
+          throw_invalid("'" + field + "' has a JSON schema that cannot be enforced: its pattern " +
+                            json_read::describe(value, 80) +
+                            " uses a group modifier or lookaround ((?...)), which a grammar cannot enforce",
+                        field);
+        }
+      } else {
+        walk(value);
+      }
+    }
+  };
+  walk(*schema.value);
+}
+
+// Grammars the sampler has already accepted, by their text: each checked once (parsing a grammar costs as
+// much as the rest of a short request), then trusted. Bounded; forgotten all at once when full.
+class AcceptedGrammars {
+ public:
+  bool contains(const std::string& grammar) {
+    const std::lock_guard lock(mutex_);
+    return grammars_.contains(grammar);
+  }
+  void add(const std::string& grammar) {
+    const std::lock_guard lock(mutex_);
+    if (grammars_.size() >= 256) grammars_.clear();
+    grammars_.insert(grammar);
+  }
+
+ private:
+  std::mutex mutex_;
+  std::unordered_set<std::string> grammars_;
+};
+
+AcceptedGrammars& accepted_grammars() {
+  static AcceptedGrammars grammars;
+  return grammars;
+}
+
 }  // namespace
 
 const char* openai_finish_reason(ChatFinish finish) {
@@ -267,7 +331,11 @@ FormattedChat format_chat(const ServeContext& ctx, const ChatRequest& request) {
   engine::FormattedPrompt prompt;
   try {
     // A schema the converter cannot enforce is refused before anything runs, in the converter's words.
-    if (!input.json_schema.empty()) (void)engine::json_schema_grammar(input.json_schema, "response_format");
+    for (const auto& tool : input.tools) check_schema_patterns(tool.parameters, "tools");
+    if (!input.json_schema.empty()) {
+      check_schema_patterns(input.json_schema, request.format.param);
+      (void)engine::json_schema_grammar(input.json_schema, "response_format");
+    }
     prompt = ctx.chat_template->format(input);
   } catch (const engine::ChatFormatError& e) {
     const bool schema = e.field() == "response_format" || e.field() == request.format.param;
@@ -283,6 +351,21 @@ FormattedChat format_chat(const ServeContext& ctx, const ChatRequest& request) {
   formatted.sampling.grammar_lazy = prompt.grammar_lazy;
   formatted.sampling.grammar_trigger_patterns = std::move(prompt.grammar_trigger_patterns);
   formatted.sampling.grammar_trigger_tokens = std::move(prompt.grammar_trigger_tokens);
+  // A grammar the sampler refuses (a schema whose grammar is too large for it, say) is a 400 naming what it
+  // came from, before any answer starts.
+  if (!formatted.sampling.grammar.empty() && !accepted_grammars().contains(formatted.sampling.grammar)) {
+    try {
+      engine::check_grammar(ctx.model, formatted.sampling);
+    } catch (const engine::GrammarError& e) {
+      const std::string param =
+          request.format.kind != OutputFormat::Kind::text ? request.format.param : "tools";
+      throw_invalid("'" + param +
+                        "' cannot be enforced: the grammar made from it is refused by the sampler (" +
+                        e.error().message + ")",
+                    param);
+    }
+    accepted_grammars().add(formatted.sampling.grammar);
+  }
   formatted.stop = request.common.stop;
   for (auto& stop : prompt.additional_stops) {
     if (std::find(formatted.stop.begin(), formatted.stop.end(), stop) == formatted.stop.end())

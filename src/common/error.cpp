@@ -61,4 +61,47 @@ nlohmann::json to_json(const Error& error) {
   return {{"error", std::move(body)}};
 }
 
+nlohmann::json to_anthropic_json(const Error& error) {
+  const char* type = "api_error";
+  switch (error.kind) {
+    case ErrorKind::invalid_request:
+    case ErrorKind::context_exceeded:
+    case ErrorKind::method_not_allowed:
+      type = "invalid_request_error";
+      break;
+    case ErrorKind::unauthorized:
+      type = "authentication_error";
+      break;
+    case ErrorKind::forbidden:
+      type = "permission_error";
+      break;
+    case ErrorKind::not_found:
+      type = "not_found_error";
+      break;
+    case ErrorKind::payload_too_large:
+      type = "request_too_large";
+      break;
+    case ErrorKind::rate_limited:
+      type = "rate_limit_error";
+      break;
+    case ErrorKind::unavailable:
+      type = "overloaded_error";
+      break;
+    case ErrorKind::bad_gateway:
+    case ErrorKind::internal:
+      break;
+  }
+  return {{"type", "error"}, {"error", {{"type", type}, {"message", error.message}}}};
+}
+
+nlohmann::json to_ollama_json(const Error& error) {
+  return {{"error", error.message}};
+}
+
+nlohmann::json error_json_for_path(std::string_view path, const Error& error) {
+  if (path.starts_with("/api/")) return to_ollama_json(error);
+  if (path == "/v1/messages" || path.starts_with("/v1/messages/")) return to_anthropic_json(error);
+  return to_json(error);
+}
+
 }  // namespace clawbot

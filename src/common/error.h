@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace clawbot {
 
@@ -67,5 +68,12 @@ Error answer_for(const std::exception& e);
 
 // The OpenAI error body: {"error":{"message","type","param","code"}}.
 nlohmann::json to_json(const Error& error);
+// Anthropic's error body: {"type":"error","error":{"type":"invalid_request_error"|...,"message"}}.
+nlohmann::json to_anthropic_json(const Error& error);
+// Ollama's error body: {"error": message}.
+nlohmann::json to_ollama_json(const Error& error);
+// The error body in the shape of the protocol a path belongs to: Ollama's under /api/, Anthropic's under
+// /v1/messages, OpenAI's elsewhere (what each protocol's clients read their message from).
+nlohmann::json error_json_for_path(std::string_view path, const Error& error);
 
 }  // namespace clawbot

@@ -221,12 +221,13 @@ std::optional<Error> refuse_head(const RequestParser& parser) {
 // `observer` (when given) counts it like any other answer.
 asio::awaitable<void> answer_and_close(tls::PlainOrTlsStream& stream, const ServerLimits& limits, int status,
                                        const Error& error, const ExchangeObserver* observer = nullptr,
-                                       asio::ip::address remote = {}) {
+                                       asio::ip::address remote = {}, std::string_view target = {}) {
   Request req;
   req.version(11);
   req.keep_alive(false);
   Exchange reply(stream, std::move(req), limits, std::move(remote), std::nullopt, observer);
-  const nlohmann::json body = to_json(error);
+  // In the shape of the protocol the request's path belongs to, when its head was read (see respond_error).
+  const nlohmann::json body = error_json_for_path(target.substr(0, target.find('?')), error);
   co_await reply.respond_json(status, body);
   if (observer != nullptr && observer->ended) observer->ended(reply, std::chrono::steady_clock::duration{});
   co_await lingering_close(stream.tcp());
@@ -385,7 +386,9 @@ asio::awaitable<void> Exchange::respond_raw(int status, std::string_view header_
 
 asio::awaitable<void> Exchange::respond_error(const Error& error,
                                               std::vector<std::pair<std::string, std::string>> headers) {
-  co_await respond_json(http_status(error.kind), to_json(error), std::move(headers));
+  // In the shape of the protocol the path belongs to: an Anthropic or Ollama client reads the message of a
+  // 405, 413 or 404 the server itself answers where it reads its own errors.
+  co_await respond_json(http_status(error.kind), error_json_for_path(path(), error), std::move(headers));
 }
 
 asio::awaitable<bool> Exchange::sse_start() {
@@ -765,7 +768,7 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
                 "Expect: " + std::string(expect.substr(0, 100)) + " is not supported (only 100-continue is)",
                 {},
                 "expectation_failed"};
-            co_await answer_and_close(stream, limits, 417, unknown, &observer, remote);
+            co_await answer_and_close(stream, limits, 417, unknown, &observer, remote, head.target());
             co_return;
           }
           continue_needed = head.version() >= 11 && !parser.is_done();
@@ -816,7 +819,9 @@ struct Server::State : std::enable_shared_from_this<Server::State> {
       }
       if (ec) {
         const auto failure = read_failure(ec, parser.is_header_done());
-        co_await answer_and_close(stream, limits, failure->first, failure->second, &observer, remote);
+        const std::string target =
+            parser.is_header_done() ? std::string(parser.get().target()) : std::string();
+        co_await answer_and_close(stream, limits, failure->first, failure->second, &observer, remote, target);
         co_return;
       }
 

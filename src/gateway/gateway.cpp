@@ -156,42 +156,8 @@ http::Handler Gateway::guarded(Worker& worker,
   };
 }
 
-namespace {
-
-// Anthropic's error types by status, for its clients' error classes.
-const char* anthropic_error_type(ErrorKind kind) {
-  switch (kind) {
-    case ErrorKind::invalid_request:
-    case ErrorKind::context_exceeded:
-    case ErrorKind::method_not_allowed:
-      return "invalid_request_error";
-    case ErrorKind::unauthorized:
-      return "authentication_error";
-    case ErrorKind::forbidden:
-      return "permission_error";
-    case ErrorKind::not_found:
-      return "not_found_error";
-    case ErrorKind::payload_too_large:
-      return "request_too_large";
-    case ErrorKind::rate_limited:
-      return "rate_limit_error";
-    case ErrorKind::unavailable:
-      return "overloaded_error";
-    case ErrorKind::bad_gateway:
-    case ErrorKind::internal:
-      break;
-  }
-  return "api_error";
-}
-
-}  // namespace
-
 json error_body(std::string_view path, const Error& error) {
-  if (path.starts_with("/api/")) return {{"error", error.message}};  // Ollama's
-  if (path.starts_with("/v1/messages"))
-    return {{"type", "error"},
-            {"error", {{"type", anthropic_error_type(error.kind)}, {"message", error.message}}}};
-  return to_json(error);
+  return error_json_for_path(path, error);
 }
 
 // The gateway's own errors in the shape of the protocol asked (its clients read their message there).

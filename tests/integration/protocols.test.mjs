@@ -153,6 +153,29 @@ describe('every chat protocol on one scheduler', () => {
     // A stream asked for with bad input is refused before it starts, as JSON.
     await anthropic('/v1/messages', { max_tokens: 5, stream: true, messages: [] }, 400, 'messages');
 
+    // What the server answers before any route runs (a wrong method, a body over --max-body-bytes, an unknown
+    // path under the protocol's prefix) comes in the protocol's shape too.
+    const get = await fetch(`${suite.base}/v1/messages`);
+    assert.equal(get.status, 405);
+    const getBody = await get.json();
+    assert.equal(getBody.type, 'error', JSON.stringify(getBody));
+    assert.equal(getBody.error.type, 'invalid_request_error');
+    const huge = 'x'.repeat(40 << 20);
+    const tooLarge = await fetch(`${suite.base}/v1/messages`, { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: `{"max_tokens":5,"messages":[{"role":"user","content":"${huge}"}]}` }).catch((e) => e);
+    if (!(tooLarge instanceof Error)) {  // (or the connection is closed before the body is all sent)
+      assert.equal(tooLarge.status, 413);
+      const body = await tooLarge.json();
+      assert.equal(body.error.type, 'request_too_large', JSON.stringify(body));
+    }
+    const ollamaMissing = await fetch(`${suite.base}/api/nothing`);
+    assert.equal(ollamaMissing.status, 404);
+    const missingBody = await ollamaMissing.json();
+    assert.equal(typeof missingBody.error, 'string', JSON.stringify(missingBody));
+    const ollamaGet = await fetch(`${suite.base}/api/chat`);
+    assert.equal(ollamaGet.status, 405);
+    assert.equal(typeof (await ollamaGet.json()).error, 'string');
+
     assertErrorBody(await postJson(suite.base, '/v1/responses', { model: MODEL_ID }), 400, { param: 'input' });
     assertErrorBody(await postJson(suite.base, '/v1/responses', '{"input": ', { raw: true }), 400);
     assertErrorBody(await postJson(suite.base, '/v1/responses', { input: 'x', previous_response_id: 'resp_0' }), 404,

@@ -181,37 +181,7 @@ ChatRequest parse_anthropic_request(const json& body, std::uint32_t n_ctx, bool 
 // ---------------------------------------------------------------- the answer
 
 json anthropic_error(const Error& error) {
-  const char* type = "api_error";
-  switch (error.kind) {
-    case ErrorKind::invalid_request:
-    case ErrorKind::context_exceeded:
-    case ErrorKind::method_not_allowed:
-      type = "invalid_request_error";
-      break;
-    case ErrorKind::unauthorized:
-      type = "authentication_error";
-      break;
-    case ErrorKind::forbidden:
-      type = "permission_error";
-      break;
-    case ErrorKind::not_found:
-      type = "not_found_error";
-      break;
-    case ErrorKind::payload_too_large:
-      type = "request_too_large";
-      break;
-    case ErrorKind::rate_limited:
-      type = "rate_limit_error";
-      break;
-    case ErrorKind::unavailable:
-      type = "overloaded_error";
-      break;
-    case ErrorKind::bad_gateway:
-    case ErrorKind::internal:
-      type = "api_error";
-      break;
-  }
-  return {{"type", "error"}, {"error", {{"type", type}, {"message", error.message}}}};
+  return to_anthropic_json(error);
 }
 
 namespace {

@@ -301,7 +301,7 @@ std::string quantization_level(long long file_type) {
 }
 
 json error_json(const Error& error) {
-  return {{"error", error.message}};
+  return to_ollama_json(error);
 }
 
 }  // namespace ollama

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -22,13 +23,18 @@ StopMatcher::Result StopMatcher::push(std::string_view text) {
   held_.append(text);
   Result result;
   size_t cut = std::string::npos;
+  const std::string* matched = nullptr;
   for (const auto& s : stops_) {
     const size_t at = held_.find(s);
-    if (at != std::string::npos && at < cut) cut = at;
+    if (at != std::string::npos && at < cut) {
+      cut = at;
+      matched = &s;
+    }
   }
   if (cut != std::string::npos) {
     result.emit = held_.substr(0, cut);
     result.stopped = true;
+    result.matched = *matched;
     held_.clear();
     return result;
   }
@@ -65,6 +71,7 @@ struct Scheduler::Slot {
   engine::Utf8StreamDecoder decoder;
   std::optional<StopMatcher> stops;
   engine::Token last = 0;  // sampled, not yet decoded
+  std::string stopped_by;  // the stop string that ends the job (set just before finish)
   int generated = 0;
   int limit = 0;
   std::deque<GenerationEvent> outbox;  // events waiting for room in the channel
@@ -502,9 +509,14 @@ void Scheduler::finish(Slot& slot, FinishReason reason, Tail tail, std::optional
   if (!error && tail == Tail::send) {
     auto last = slot.stops->push(slot.decoder.flush());
     done.text = last.emit + (last.stopped ? "" : slot.stops->flush());
-    if (last.stopped) reason = FinishReason::stop;
+    if (last.stopped) {
+      reason = FinishReason::stop;
+      done.stop_string = std::move(last.matched);
+    }
   }
   done.finish_reason = reason;
+  std::string stopped_by = std::exchange(slot.stopped_by, {});
+  if (done.stop_string.empty()) done.stop_string = std::move(stopped_by);
   done.error = std::move(error);
   done.prompt_tokens = static_cast<int>(slot.job->prompt.size());
   done.cached_tokens = slot.reused;
@@ -562,6 +574,7 @@ void Scheduler::sample_and_emit(Slot& slot, int row) {
     flush_pending(slot);
   }
   if (piece.stopped) {
+    slot.stopped_by = std::move(piece.matched);
     finish(slot, FinishReason::stop, Tail::drop);
   } else if (slot.generated >= slot.limit) {
     finish(slot, FinishReason::length, Tail::send);

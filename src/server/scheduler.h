@@ -42,6 +42,7 @@ struct GenerationEvent {
   std::string text;  // new text, whole UTF-8, stop strings already cut
   bool done = false;
   FinishReason finish_reason = FinishReason::stop;  // on done
+  std::string stop_string;  // on done: the stop string that ended it (empty: an end-of-generation token)
   int prompt_tokens = 0;
   int cached_tokens = 0;  // prompt tokens reused from the cache
   int completion_tokens = 0;
@@ -82,6 +83,7 @@ class StopMatcher {
   struct Result {
     std::string emit;
     bool stopped = false;
+    std::string matched;  // when stopped: the stop string found
   };
   Result push(std::string_view text);
   std::string flush();  // the held-back tail, at the end of generation

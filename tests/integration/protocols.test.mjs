@@ -134,6 +134,25 @@ describe('every chat protocol on one scheduler', () => {
     assert.ok(delta.usage.output_tokens > 0, JSON.stringify(delta));
   });
 
+  test('Anthropic: an answer ended by one of its stop_sequences says which, whole and streamed', async () => {
+    const body = { model: MODEL_ID, max_tokens: 40, temperature: 0, stop_sequences: ['zzz', 'e'],
+      messages: [{ role: 'user', content: FIRST }] };
+    const r = await postJson(suite.base, '/v1/messages', body);
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.stop_reason, 'stop_sequence', r.text);
+    assert.equal(r.json.stop_sequence, 'e', r.text);
+    assert.ok(!r.json.content[0].text.includes('e'), r.text);
+    const stream = await post(suite.base, '/v1/messages', { ...body, stream: true });
+    const delta = (await typedEvents(stream)).find((e) => e.event === 'message_delta');
+    assert.equal(delta.data.delta.stop_reason, 'stop_sequence');
+    assert.equal(delta.data.delta.stop_sequence, 'e');
+    // A template's own end-of-turn text is no stop sequence of the client's: an answer ended by the model stays
+    // end_turn (or max_tokens).
+    const plain = await postJson(suite.base, '/v1/messages', { ...body, stop_sequences: ['zzz'] });
+    assert.notEqual(plain.json.stop_reason, 'stop_sequence', plain.text);
+    assert.equal(plain.json.stop_sequence, null);
+  });
+
   test('errors: each route\'s own shape, naming the field', async () => {
     const anthropic = async (route, body, status, field) => {
       const r = await postJson(suite.base, route, body, { raw: typeof body === 'string' });

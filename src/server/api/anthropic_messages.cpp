@@ -190,7 +190,12 @@ namespace {
 const char* stop_reason(const ChatChoice& choice) {
   if (choice.finish == ChatFinish::length) return "max_tokens";
   if (choice.finish == ChatFinish::tool_calls || !choice.message.tool_calls.empty()) return "tool_use";
+  if (!choice.stop_sequence.empty()) return "stop_sequence";
   return "end_turn";
+}
+
+json stop_sequence(const ChatChoice& choice) {
+  return choice.stop_sequence.empty() ? json(nullptr) : json(choice.stop_sequence);
 }
 
 // Anthropic counts input_tokens apart from the tokens read from the cache.
@@ -266,8 +271,9 @@ std::vector<TypedEvent> AnthropicWriter::closing(const std::vector<ChatChoice>& 
                                                  const ChatUsage& usage) {
   const ChatChoice& choice = first_choice(choices);
   stream_rest(choice.message);
-  event("message_delta", {{"delta", {{"stop_reason", stop_reason(choice)}, {"stop_sequence", nullptr}}},
-                          {"usage", usage_json(usage)}});
+  event("message_delta",
+        {{"delta", {{"stop_reason", stop_reason(choice)}, {"stop_sequence", stop_sequence(choice)}}},
+         {"usage", usage_json(usage)}});
   event("message_stop", json::object());
   return take_events();
 }
@@ -299,7 +305,7 @@ json AnthropicWriter::whole(const std::vector<ChatChoice>& choices, const ChatUs
           {"model", model_},
           {"content", std::move(content)},
           {"stop_reason", stop_reason(choice)},
-          {"stop_sequence", nullptr},
+          {"stop_sequence", stop_sequence(choice)},
           {"usage", usage_json(usage)}};
 }
 

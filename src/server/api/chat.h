@@ -91,6 +91,8 @@ struct ChatChoice {
   int index = 0;
   ChatMessage message;  // role assistant: content, reasoning_content and tool_calls as parsed
   ChatFinish finish = ChatFinish::stop;
+  std::string
+      stop_sequence;  // the request's own stop string that ended it, if one did (Anthropic reports it)
 };
 
 // Token counts and timings of the whole request (all choices), as GenerationEvent has them.

@@ -63,6 +63,7 @@ struct ChoiceState {
   ChatMessage parsed;            // the last parse (partial while it streams), as far as it has been shown
   std::vector<std::string> ids;  // tool call ids, kept from the parse that first saw each call
   FinishReason finish = FinishReason::stop;
+  std::string stop_string;  // the stop string that ended it, if one did
 };
 
 ChatMessage from_turn(engine::ChatTurn turn) {
@@ -178,6 +179,10 @@ class ChatRun {
       choice.finish = choices_[i].finish == FinishReason::length ? ChatFinish::length
                       : choice.message.tool_calls.empty()        ? ChatFinish::stop
                                                                  : ChatFinish::tool_calls;
+      // Only the client's own stop strings: the template's (its end-of-turn text) are not the client's.
+      const auto& stops = request_.common.stop;
+      if (std::find(stops.begin(), stops.end(), choices_[i].stop_string) != stops.end())
+        choice.stop_sequence = choices_[i].stop_string;
       answer.push_back(std::move(choice));
     }
     jobs_.record_success(openai_finish_reason(answer.front().finish));
@@ -212,6 +217,7 @@ class ChatRun {
     choice.raw += event.text;
     if (event.done) {
       choice.finish = event.finish_reason;
+      choice.stop_string = event.stop_string;
       jobs_.count_finished(event);
     }
     // A whole answer is parsed once, at its end; a stream after every piece, to send what it added.

@@ -15,6 +15,7 @@ TEST(StopMatcherTest, CutsAtStopSplitAcrossPieces) {
   auto c = m.push("D and more");
   EXPECT_TRUE(c.stopped);
   EXPECT_EQ(c.emit, "");
+  EXPECT_EQ(c.matched, "END");
 }
 
 TEST(StopMatcherTest, ReleasesFalseStart) {
@@ -31,6 +32,7 @@ TEST(StopMatcherTest, EarliestOfSeveralStopsWins) {
   auto r = m.push("hello world");
   EXPECT_TRUE(r.stopped);
   EXPECT_EQ(r.emit, "hel");
+  EXPECT_EQ(r.matched, "lo");  // the one that ended it (Anthropic's stop_sequence)
 }
 
 TEST(StopMatcherTest, NoStopsPassesEverything) {

@@ -265,6 +265,12 @@ describe('openai client: tools and structured output against clawbot serve', () 
     }
     e = await badRequest({ tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: { code: { type: 'string', pattern: 'A+' } } } } }] });
     assert.equal(e.param, 'tools');
+    // A "pattern" inside data (default, enum, const, examples) is no pattern: accepted.
+    const withData = { type: 'object', properties: { a: { type: 'string', enum: ['x'] } }, required: ['a'],
+      default: { pattern: 'not anchored' } };
+    const accepted = await client.chat.completions.create(ask({ max_tokens: 20,
+      response_format: { type: 'json_schema', json_schema: { name: 'x', schema: withData } } }));
+    assert.ok(accepted.choices.length === 1);
     e = await badRequest(stringSchema({ minLength: 1000000 }));
     assert.equal(e.param, 'response_format.json_schema.schema');
     assert.match(e.message, /refused by the sampler/);

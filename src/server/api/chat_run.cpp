@@ -282,8 +282,8 @@ void check_schema_patterns(const std::string& schema_text, const std::string& fi
                             " uses a group modifier or lookaround ((?...)), which a grammar cannot enforce",
                         field);
         }
-      } else {
-        walk(value);
+      } else if (key != "enum" && key != "const" && key != "default" && key != "examples") {
+        walk(value);  // (values, not schemas: a "pattern" inside them is data)
       }
     }
   };

@@ -7,14 +7,7 @@ import { describe, test, before } from 'node:test';
 import assert from 'node:assert/strict';
 
 import { MODEL_ID, QWEN3_TEMPLATE, suiteServer } from '../integration/server_harness.mjs';
-
-let Anthropic;
-try {
-  ({ default: Anthropic } = await import('@anthropic-ai/sdk'));
-} catch (e) {
-  throw new Error(`cannot load "@anthropic-ai/sdk" (${e.message}); install it first: ` +
-    '(cd tests/compat && npm ci --ignore-scripts)');
-}
+import Anthropic from './anthropic_client.mjs';
 
 describe('anthropic client: messages', () => {
   const suite = suiteServer();

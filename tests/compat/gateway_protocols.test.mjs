@@ -14,14 +14,7 @@ import path from 'node:path';
 import { MODEL_ID, QWEN3_TEMPLATE, clawbotBin, startServer } from '../integration/server_harness.mjs';
 import { createKey, keyId, startGateway, tempDir, waitUntil, writeGatewayConfig } from '../integration/gateway_helpers.mjs';
 import OpenAI from './openai_client.mjs';
-
-let Anthropic;
-try {
-  ({ default: Anthropic } = await import('@anthropic-ai/sdk'));
-} catch (e) {
-  throw new Error(`cannot load "@anthropic-ai/sdk" (${e.message}); install it first: ` +
-    '(cd tests/compat && npm ci --ignore-scripts)');
-}
+import Anthropic from './anthropic_client.mjs';
 
 describe('Responses, Anthropic Messages and rerank through clawbot gateway', () => {
   let chatNode;

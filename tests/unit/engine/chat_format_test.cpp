@@ -1,6 +1,7 @@
 // The chat format layer over llama.cpp's common: Qwen3's real Jinja template (tests/fixtures/templates) on
 // stories260K's vocabulary: prompts, tool-call grammars and triggers, and parsing answers back.
 #include "engine/chat_format.h"
+#include "test_models.h"
 
 #include <cstdlib>
 #include <filesystem>
@@ -15,16 +16,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string model_path(const std::string& name) {
-  const char* env = std::getenv("CLAWBOT_MODELS");
-  std::stringstream dirs(env && *env ? env : CLAWBOT_DEFAULT_MODELS);
-  std::string dir;
-  while (std::getline(dirs, dir, ':')) {
-    if (!dir.empty() && fs::exists(fs::path(dir) / name)) return (fs::path(dir) / name).string();
-  }
-  ADD_FAILURE() << "test model " << name << " not found in CLAWBOT_MODELS";
-  return name;
-}
+using test::model_path;
 
 const Model& stories() {
   static Model m = Model::load({.path = model_path("stories260K.gguf"), .vocab_only = true});

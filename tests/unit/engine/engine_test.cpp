@@ -13,24 +13,14 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/engine.h"
+#include "test_models.h"
 
 namespace clawbot::engine {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string model_path(const std::string& name) {
-  const char* env = std::getenv("CLAWBOT_MODELS");
-  std::stringstream dirs(env && *env ? env : CLAWBOT_DEFAULT_MODELS);
-  std::string dir;
-  while (std::getline(dirs, dir, ':')) {
-    if (!dir.empty() && fs::exists(fs::path(dir) / name)) return (fs::path(dir) / name).string();
-  }
-  ADD_FAILURE() << "test model " << name
-                << " not found in CLAWBOT_MODELS=" << (env ? env : CLAWBOT_DEFAULT_MODELS)
-                << " (a set-up error: point CLAWBOT_MODELS at shared/models)";
-  return name;
-}
+using test::model_path;
 
 // Loading is the slow part; each model is loaded once for the whole suite.
 const Model& stories() {

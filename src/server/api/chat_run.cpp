@@ -290,27 +290,33 @@ void check_schema_patterns(const std::string& schema_text, const std::string& fi
   walk(*schema.value);
 }
 
-// Grammars the sampler has already accepted, by their text: each checked once (parsing a grammar costs as
-// much as the rest of a short request), then trusted. Bounded; forgotten all at once when full.
-class AcceptedGrammars {
+// Texts (schemas, grammars) that passed a check, by their text: each checked once (converting a schema or
+// parsing a grammar costs as much as the rest of a short request), then trusted. Bounded; forgotten all at
+// once when full.
+class CheckedTexts {
  public:
-  bool contains(const std::string& grammar) {
+  bool contains(const std::string& text) {
     const std::lock_guard lock(mutex_);
-    return grammars_.contains(grammar);
+    return texts_.contains(text);
   }
-  void add(const std::string& grammar) {
+  void add(const std::string& text) {
     const std::lock_guard lock(mutex_);
-    if (grammars_.size() >= 256) grammars_.clear();
-    grammars_.insert(grammar);
+    if (texts_.size() >= 256) texts_.clear();
+    texts_.insert(text);
   }
 
  private:
   std::mutex mutex_;
-  std::unordered_set<std::string> grammars_;
+  std::unordered_set<std::string> texts_;
 };
 
-AcceptedGrammars& accepted_grammars() {
-  static AcceptedGrammars grammars;
+CheckedTexts& accepted_schemas() {
+  static CheckedTexts schemas;
+  return schemas;
+}
+
+CheckedTexts& accepted_grammars() {
+  static CheckedTexts grammars;
   return grammars;
 }
 
@@ -337,10 +343,15 @@ FormattedChat format_chat(const ServeContext& ctx, const ChatRequest& request) {
   engine::FormattedPrompt prompt;
   try {
     // A schema the converter cannot enforce is refused before anything runs, in the converter's words.
-    for (const auto& tool : input.tools) check_schema_patterns(tool.parameters, "tools");
-    if (!input.json_schema.empty()) {
+    for (const auto& tool : input.tools) {
+      if (accepted_schemas().contains(tool.parameters)) continue;
+      check_schema_patterns(tool.parameters, "tools");
+      accepted_schemas().add(tool.parameters);
+    }
+    if (!input.json_schema.empty() && !accepted_schemas().contains(input.json_schema)) {
       check_schema_patterns(input.json_schema, request.format.param);
       (void)engine::json_schema_grammar(input.json_schema, "response_format");
+      accepted_schemas().add(input.json_schema);
     }
     prompt = ctx.chat_template->format(input);
   } catch (const engine::ChatFormatError& e) {

@@ -365,7 +365,12 @@ std::optional<std::int64_t> GgufValue::as_int() const {
   if (!is_number()) return std::nullopt;
   if (auto* u = std::get_if<std::uint64_t>(&scalar)) return static_cast<std::int64_t>(*u);
   if (auto* i = std::get_if<std::int64_t>(&scalar)) return *i;
-  if (auto* d = std::get_if<double>(&scalar)) return static_cast<std::int64_t>(*d);
+  if (auto* d = std::get_if<double>(&scalar)) {
+    // A float a file says is a count: only one an int64 holds is one (NaN, +-1e31: no integer; casting them
+    // is undefined behaviour). 2^63 is the first double out of range.
+    if (!(*d >= -9223372036854775808.0 && *d < 9223372036854775808.0)) return std::nullopt;
+    return static_cast<std::int64_t>(*d);
+  }
   if (auto* b = std::get_if<bool>(&scalar)) return *b ? 1 : 0;
   return std::nullopt;
 }

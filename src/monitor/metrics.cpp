@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <cmath>
@@ -180,6 +181,24 @@ const std::vector<double>& e2e_buckets() {
                                      2.0,  2.5,  5.0,   10.0,  15.0,  20.0,  30.0,   40.0,
                                      50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0};
   return b;
+}
+
+std::optional<double> histogram_quantile(double q, std::span<const double> upper_bounds,
+                                         std::span<const double> cumulative, double total) {
+  if (!(total > 0) || upper_bounds.size() != cumulative.size() || std::isnan(q)) return std::nullopt;
+  if (q <= 0) return upper_bounds.empty() ? std::nullopt : std::optional<double>(0.0);
+  const double rank = std::min(q, 1.0) * total;
+  for (size_t i = 0; i < upper_bounds.size(); ++i) {
+    if (cumulative[i] < rank) continue;
+    const double lower = i == 0 ? 0.0 : upper_bounds[i - 1];
+    const double below = i == 0 ? 0.0 : cumulative[i - 1];
+    const double in_bucket = cumulative[i] - below;
+    if (in_bucket <= 0) return upper_bounds[i];
+    return lower + (upper_bounds[i] - lower) * (rank - below) / in_bucket;
+  }
+  // In the +Inf bucket: the highest finite bound, as Prometheus answers.
+  if (upper_bounds.empty()) return std::nullopt;
+  return upper_bounds.back();
 }
 
 double process_rss_bytes() {

@@ -7,6 +7,8 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -77,6 +79,14 @@ class Registry {
 std::string render_labels(const Labels& labels);
 // A sample value or bucket bound as the text format writes it: the shortest round-trip form, +Inf, NaN.
 std::string format_value(double v);
+
+// Prometheus' histogram_quantile() for one histogram: `upper_bounds` ascending (the +Inf bucket excluded),
+// `cumulative` the count at or below each bound, `total` the count of every observation (the +Inf bucket).
+// Linear interpolation inside the bucket (the first bucket starts at 0); a quantile in the +Inf bucket is the
+// highest finite bound. Used on bucket deltas, it gives the quantile over that window. nullopt when total is
+// 0.
+std::optional<double> histogram_quantile(double q, std::span<const double> upper_bounds,
+                                         std::span<const double> cumulative, double total);
 
 // Buckets in seconds for latencies, as vLLM uses for time to first token and inter-token latency.
 const std::vector<double>& ttft_buckets();

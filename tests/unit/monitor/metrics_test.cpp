@@ -1,6 +1,7 @@
 #include "monitor/metrics.h"
 
 #include <limits>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -18,6 +19,19 @@ TEST(FormatValue, ShortestRoundTrip) {
   EXPECT_EQ(format_value(std::numeric_limits<double>::infinity()), "+Inf");
   EXPECT_EQ(format_value(-std::numeric_limits<double>::infinity()), "-Inf");
   EXPECT_EQ(format_value(std::numeric_limits<double>::quiet_NaN()), "NaN");
+}
+
+TEST(HistogramQuantile, InterpolatesInsideTheBucketAsPrometheus) {
+  const std::vector<double> bounds{0.1, 0.2, 0.5};
+  // 100 observations: 50 at or below 0.1, 90 at or below 0.2, 98 at or below 0.5, 2 above.
+  const std::vector<double> cumulative{50, 90, 98};
+  EXPECT_DOUBLE_EQ(*histogram_quantile(0.5, bounds, cumulative, 100), 0.1);
+  EXPECT_DOUBLE_EQ(*histogram_quantile(0.25, bounds, cumulative, 100), 0.05);  // the first bucket starts at 0
+  EXPECT_DOUBLE_EQ(*histogram_quantile(0.7, bounds, cumulative, 100), 0.15);
+  EXPECT_DOUBLE_EQ(*histogram_quantile(0.94, bounds, cumulative, 100), 0.35);
+  EXPECT_DOUBLE_EQ(*histogram_quantile(0.99, bounds, cumulative, 100), 0.5);  // in +Inf: the highest bound
+  EXPECT_FALSE(histogram_quantile(0.99, bounds, std::vector<double>{0, 0, 0}, 0).has_value());
+  EXPECT_FALSE(histogram_quantile(0.99, bounds, std::vector<double>{1, 2}, 2).has_value());  // sizes differ
 }
 
 TEST(Registry, BucketBoundsPrintShortest) {

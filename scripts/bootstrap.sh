@@ -112,7 +112,6 @@ key="node-llama-cpp-${NODE_LLAMA_CPP_VERSION}-${backend}-${options_hash}"
 prefix="$cache_root/$key"
 stamp="$prefix/.complete"
 tools_stamp="$prefix/.tools-complete"
-common_stamp="$prefix/.common-complete"
 mkdir -p "$cache_root"
 # One bootstrap at a time per cache entry (two `make` runs, or a build and a comparison, may start together).
 exec 9>"$cache_root/$key.lock"
@@ -183,17 +182,24 @@ else
   log "llama.cpp $release ready in $prefix"
 fi
 
-# llama.cpp's `common` library (its chat layer: Jinja templates, tool-call grammars and parsers, JSON schema to
-# grammar), which `serve` links. A step of its own, with its own stamp, so that a cache built before it gains it
-# without compiling libllama again. Shared like libllama (BUILD_SHARED_LIBS); its headers go to
+# The part of llama.cpp's `common` library that serve uses (its chat layer: Jinja templates, tool-call grammars
+# and parsers, JSON schema to grammar), as one static library built by scripts/llama-common/CMakeLists.txt from
+# the cached source: upstream's whole library also compiles its argument parser, downloader and cpp-httplib,
+# which we never call. A step of its own, with a stamp named by a hash of that CMakeLists.txt, so that a cache
+# built before it (or before a change to it) gains it without compiling libllama again. Its headers go to
 # include/llama-common (with jinja/), apart from libllama's.
+common_project="$(cd "$(dirname "$0")" && pwd)/llama-common"
+common_stamp="$prefix/.common-chat-$(sha256sum "$common_project/CMakeLists.txt" | cut -c1-8)-complete"
 if [ ! -f "$common_stamp" ]; then
   step="configure llama.cpp's common library"
-  cmake -S "$prefix/src" -B "$prefix/build" -DLLAMA_BUILD_COMMON=ON >"$prefix/configure-common.log" 2>&1 ||
+  rm -rf "$prefix/build-common-chat"
+  cmake -S "$common_project" -B "$prefix/build-common-chat" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    -DLLAMA_SOURCE="$prefix/src" -DLLAMA_PREFIX="$prefix" -DLLAMA_RELEASE="$(cat "$prefix/LLAMA_RELEASE")" \
+    -DCMAKE_INSTALL_PREFIX="$prefix" >"$prefix/configure-common.log" 2>&1 ||
     fail "cmake configure failed (log: $prefix/configure-common.log)" "read the log"
   step="build llama.cpp's common library"
-  log "building llama.cpp's common library with $jobs jobs (first time only; a few minutes)"
-  cmake --build "$prefix/build" -j "$jobs" --target llama-common >"$prefix/build-common.log" 2>&1 ||
+  log "building llama.cpp's chat layer (common) with $jobs jobs (first time only; about a minute)"
+  cmake --build "$prefix/build-common-chat" -j "$jobs" >"$prefix/build-common.log" 2>&1 ||
     fail "build failed (log: $prefix/build-common.log)" "read the tail of the log; free memory/disk and rerun"
   step="install llama.cpp's common library"
   {
@@ -201,10 +207,10 @@ if [ ! -f "$common_stamp" ]; then
       mkdir -p "$prefix/include/llama-common/jinja" &&
       cp -f "$prefix/src/common/"*.h "$prefix/include/llama-common/" &&
       cp -f "$prefix/src/common/jinja/"*.h "$prefix/include/llama-common/jinja/" &&
-      cp -a "$prefix/build/bin/"libllama-common.so* "$prefix/lib/"
+      cmake --install "$prefix/build-common-chat"
   } >"$prefix/install-common.log" 2>&1 || fail "install failed (log: $prefix/install-common.log)" "check free disk space in $cache_root"
   touch "$common_stamp"
-  log "llama.cpp's common library ready in $prefix/lib"
+  log "llama.cpp's chat layer ready in $prefix/lib"
 fi
 
 if [ "$with_tools" -eq 1 ] && [ ! -f "$tools_stamp" ]; then

@@ -16,12 +16,13 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "common/use_tuple.h"
+
 namespace clawbot::bench {
 namespace {
 
 namespace asio = boost::asio;
 using json = nlohmann::json;
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 void rethrow(std::exception_ptr e) {
   if (e) std::rethrow_exception(e);

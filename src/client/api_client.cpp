@@ -59,10 +59,6 @@ std::string failure_kind_name(FailureKind kind) {
 
 namespace {
 
-double elapsed_ms(Clock::time_point since) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - since).count();
-}
-
 // The endpoint as users write it, with or without the OpenAI-style /v1 suffix.
 std::string base_endpoint(std::string endpoint) {
   while (!endpoint.empty() && endpoint.back() == '/') endpoint.pop_back();

@@ -20,6 +20,11 @@
 
 namespace clawbot::client {
 
+// Milliseconds since `since` on the steady clock (latencies the client reports).
+inline double elapsed_ms(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - since).count();
+}
+
 struct ChatMessage {
   std::string role;  // system | user | assistant
   std::string content;

@@ -70,10 +70,6 @@ struct Check {
   json data = json::object();
 };
 
-double elapsed_ms(Clock::time_point since) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - since).count();
-}
-
 // Runs one coroutine to completion on `io` (the checks are sequential; each waits for its answer).
 template <class T>
 T run_sync(asio::io_context& io, asio::awaitable<T> task) {

@@ -2,6 +2,7 @@
 #include "common/error.h"
 #include "common/http_read.h"
 #include "common/text.h"
+#include "common/use_tuple.h"
 
 #include <sys/socket.h>
 
@@ -23,7 +24,6 @@ namespace {
 
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr const char* user_agent = "clawbot";
 
 using text::lower;

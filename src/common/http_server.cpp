@@ -1,6 +1,7 @@
 #include "common/http_server.h"
 #include "common/error.h"
 #include "common/http_read.h"
+#include "common/use_tuple.h"
 
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -35,7 +36,6 @@ namespace {
 
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr const char* server_name = "clawbot";
 
 http::status to_status(int status) {

@@ -25,6 +25,7 @@
 #include "common/http_client.h"
 #include "common/http_server.h"
 #include "common/tls.h"
+#include "common/use_tuple.h"
 #include "discovery/discovery.h"
 #include "gateway/config.h"
 #include "gateway/door/door.h"
@@ -45,7 +46,6 @@ using nlohmann::json;
 // Anthropic's {"type": "error", "error": {...}} on /v1/messages, else OpenAI's.
 json error_body(std::string_view path, const Error& error);
 using Headers = std::vector<std::pair<std::string, std::string>>;
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 inline double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();

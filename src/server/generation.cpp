@@ -10,13 +10,13 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "common/text.h"
+#include "common/use_tuple.h"
 
 namespace clawbot::server {
 namespace {
 
 using nlohmann::json;
 namespace asio = boost::asio;
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 using Clock = std::chrono::steady_clock;
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include "common/json_check.h"
 #include "common/json_read.h"
 #include "common/text.h"
+#include "common/use_tuple.h"
 #include "server/api/anthropic_messages.h"
 #include "server/api/chat_completions.h"
 #include "server/api/embeddings.h"
@@ -27,7 +28,6 @@ namespace {
 
 using nlohmann::json;
 namespace asio = boost::asio;
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 using json_check::bool_field;
 using json_check::integer_field;
 using json_check::number_field;

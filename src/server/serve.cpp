@@ -22,10 +22,6 @@
 namespace clawbot::server {
 namespace {
 
-double gib(double bytes) {
-  return bytes / (1024.0 * 1024 * 1024);
-}
-
 // SIGTERM or SIGINT: drain. New connections are refused and new work gets a 503 with Retry-After (a gateway
 // sends it elsewhere); the requests already taken are finished, for up to --drain-timeout; then the process
 // exits. A second signal stops at once.

@@ -19,6 +19,10 @@
 
 namespace clawbot::server {
 
+inline double gib(double bytes) {
+  return bytes / (1024.0 * 1024 * 1024);
+}
+
 // Finds the model (a path or a name in the model directories), checks (--verify) or decrypts it into memory,
 // and checks the GGUF file before libllama reads it.
 ops::PreparedModel prepare_model(const ServeOptions& options);

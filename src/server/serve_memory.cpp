@@ -14,10 +14,6 @@
 namespace clawbot::server {
 namespace {
 
-double gib(double bytes) {
-  return bytes / (1024.0 * 1024 * 1024);
-}
-
 // What a configuration needs on the host and on the GPU, by the plan.
 struct Need {
   double host = 0, gpu = 0, kv = 0;

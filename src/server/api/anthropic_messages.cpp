@@ -89,14 +89,14 @@ void read_message(const json& value, const std::string& where, std::vector<ChatM
 
 // A client tool ({name, description, input_schema}, type absent or "custom"); Anthropic's own tools
 // (web_search_..., bash_..., text_editor_..., code_execution_...): none.
-std::optional<Tool> read_tool(const json& tool, const std::string& where) {
+std::optional<Tool> read_anthropic_tool(const json& tool, const std::string& where) {
   const std::string type = text_member(tool, "type", where, false);
   if (!type.empty() && type != "custom") return std::nullopt;
   return function_tool(tool, where, "input_schema");
 }
 
 // {type: auto | any | tool | none, name, disable_parallel_tool_use}
-void read_tool_choice(const json& body, ChatRequest& chat) {
+void read_anthropic_tool_choice(const json& body, ChatRequest& chat) {
   const json* choice = member(body, "tool_choice");
   if (!choice) return;
   const json& c = object_at(*choice, "tool_choice");
@@ -162,9 +162,9 @@ ChatRequest parse_anthropic_request(const json& body, std::uint32_t n_ctx, bool 
   // A last assistant message is a prefill: the answer continues it.
   if (chat.messages.back().role == "assistant") chat.add_generation_prompt = false;
   std::vector<std::string> skipped;
-  chat.tools = function_tools(body, read_tool, skipped);
+  chat.tools = function_tools(body, read_anthropic_tool, skipped);
   if (skipped_tools) *skipped_tools = std::move(skipped);
-  read_tool_choice(body, chat);
+  read_anthropic_tool_choice(body, chat);
   if (const json* thinking = member(body, "thinking")) {
     const std::string type = text_member(object_at(*thinking, "thinking"), "type", "thinking", true);
     if (type == "enabled" || type == "adaptive") {
@@ -199,7 +199,7 @@ json stop_sequence(const ChatChoice& choice) {
 }
 
 // Anthropic counts input_tokens apart from the tokens read from the cache.
-json usage_json(const ChatUsage& u) {
+json anthropic_usage_json(const ChatUsage& u) {
   return {{"input_tokens", u.prompt_tokens - u.cached_tokens},
           {"cache_creation_input_tokens", 0},
           {"cache_read_input_tokens", u.cached_tokens},
@@ -232,7 +232,7 @@ std::vector<TypedEvent> AnthropicWriter::opening(int prompt_tokens) {
                   {"content", json::array()},
                   {"stop_reason", nullptr},
                   {"stop_sequence", nullptr},
-                  {"usage", usage_json(ChatUsage{prompt_tokens, 0, 0, 0, 0, 0})}};
+                  {"usage", anthropic_usage_json(ChatUsage{prompt_tokens, 0, 0, 0, 0, 0})}};
   event("message_start", {{"message", std::move(message)}});
   event("ping", json::object());
   return take_events();
@@ -273,7 +273,7 @@ std::vector<TypedEvent> AnthropicWriter::closing(const std::vector<ChatChoice>& 
   stream_rest(choice.message);
   event("message_delta",
         {{"delta", {{"stop_reason", stop_reason(choice)}, {"stop_sequence", stop_sequence(choice)}}},
-         {"usage", usage_json(usage)}});
+         {"usage", anthropic_usage_json(usage)}});
   event("message_stop", json::object());
   return take_events();
 }
@@ -306,7 +306,7 @@ json AnthropicWriter::whole(const std::vector<ChatChoice>& choices, const ChatUs
           {"content", std::move(content)},
           {"stop_reason", stop_reason(choice)},
           {"stop_sequence", stop_sequence(choice)},
-          {"usage", usage_json(usage)}};
+          {"usage", anthropic_usage_json(usage)}};
 }
 
 // ---------------------------------------------------------------- the routes

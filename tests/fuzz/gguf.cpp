@@ -87,12 +87,3 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   return 0;
 }
-
-// `clawbot plan`'s command (run_plan, in plan.cpp) resolves model URLs and names through models_cmd.cpp, which this
-// target does not link: it reads headers from memory, and would stop here if a parse ever looked one up.
-std::string clawbot::ops::resolve_model_url(const std::string&) {
-  __builtin_trap();
-}
-std::string clawbot::ops::local_model_file(const std::string&) {
-  __builtin_trap();
-}

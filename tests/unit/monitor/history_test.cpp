@@ -148,6 +148,36 @@ TEST(History, PercentilesOverTheLastWindowOnly) {
   EXPECT_FALSE(at[130].values.contains(p99));
 }
 
+TEST(History, RatiosOverTheWindowAndGauges) {
+  ManualClock clock;
+  Registry registry;
+  double queries = 0, hits = 0, waiting = 0;
+  registry.counter_callback("clawbot_prefix_cache_queries_total", "", [&queries] { return queries; });
+  registry.counter_callback("clawbot_prefix_cache_hits_total", "", [&hits] { return hits; });
+  registry.gauge_callback("clawbot_num_requests_waiting", "", [&waiting] { return waiting; });
+  registry.gauge_callback("clawbot_slots", "", [] { return 4.0; });
+  History::Options options = serve_options(clock);
+  options.queue_capacity = 8;
+  options.tls_not_after = clock.now + 10 * 86'400 + 5;
+  History history(registry, options);
+  queries = 10;
+  hits = 4;
+  waiting = 6;
+  clock.now += 5;
+  const Sample sample = history.sample_now();
+  EXPECT_DOUBLE_EQ(sample.values.at("prefix_cache_hit_ratio"), 0.4);
+  EXPECT_DOUBLE_EQ(sample.values.at("queue_full_ratio"), 0.75);
+  EXPECT_DOUBLE_EQ(sample.values.at("requests_waiting"), 6);
+  EXPECT_DOUBLE_EQ(sample.values.at("slots_total"), 4);
+  EXPECT_DOUBLE_EQ(sample.values.at("tls_cert_days_left"), 10);
+  // A minute later with no lookup in it: the hit ratio is unknown.
+  for (int i = 0; i < 13; ++i) {
+    clock.now += 5;
+    history.sample_now();
+  }
+  EXPECT_FALSE(history.latest()->values.contains("prefix_cache_hit_ratio"));
+}
+
 TEST(History, WhatCannotBeKnownIsAbsentNotZero) {
   ManualClock clock;
   Registry registry;

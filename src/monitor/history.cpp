@@ -1,5 +1,7 @@
 #include "monitor/history.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <array>
 #include <charconv>
@@ -245,6 +247,7 @@ void History::stop() {
 }
 
 void History::run(std::stop_token stop) {
+  pthread_setname_np(pthread_self(), "clawbot-history");  // (15 characters at most) for top -H and perf
   using SteadyClock = std::chrono::steady_clock;
   const auto interval =
       std::chrono::duration_cast<SteadyClock::duration>(std::chrono::duration<double>(options_.interval_s));

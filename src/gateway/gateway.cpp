@@ -95,6 +95,12 @@ Gateway::Gateway(GatewayConfig config, bool verbose)
                              [this] { return static_cast<double>(keys_->rejected_rows()); });
   registry_.gauge_callback("process_resident_memory_bytes", "Resident memory of the gateway process",
                            [] { return monitor::process_rss_bytes(); });
+  // The host's memory, as serve exports it (the 90% line of the history, the alerts and `top`).
+  registry_.gauge_callback("clawbot_system_memory_total_bytes", "System memory",
+                           [] { return monitor::system_memory_total_bytes(); });
+  registry_.gauge_callback(
+      "clawbot_system_memory_used_bytes", "System memory in use (total minus available)",
+      [] { return monitor::system_memory_total_bytes() - monitor::system_memory_available_bytes(); });
   for (std::size_t i = 0; i < pool_.size(); ++i) {
     const monitor::Labels labels{{"upstream", pool_.name(i)}};
     registry_.gauge_callback(

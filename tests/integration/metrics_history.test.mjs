@@ -171,6 +171,10 @@ describe('gateway: GET /api/metrics/history', () => {
     assert.equal(h.series.upstreams_down.at(-1), 0);
     assert.ok(h.series.output_tokens_per_s.some((v) => v > 0), `${h.series.output_tokens_per_s}`);
     assert.ok(h.series.memory_used_ratio.at(-1) > 0);
+    // /metrics says the same memory as serve's does.
+    const metrics = await request(`${gw.url}/metrics`, { headers: bearer(key) });
+    assert.match(metrics.text, /^clawbot_system_memory_used_bytes \d/m);
+    assert.match(metrics.text, /^clawbot_system_memory_total_bytes \d/m);
     const usage = h.keys.find((k) => k.id === id);
     assert.ok(usage, JSON.stringify(h.keys));
     assert.equal(usage.name, 'dashboard-user');

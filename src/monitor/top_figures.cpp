@@ -124,8 +124,10 @@ std::vector<UpstreamRow> upstream_rows(const Scrape& then, const Scrape& now, do
     }
     if (row.state.empty()) row.state = sample.value == 1 ? "up" : "down";
     row.in_flight = now.value("clawbot_gateway_upstream_in_flight", match);
-    row.requests_per_s = rate(then, now, span_s, "clawbot_gateway_upstream_requests_total", match);
     if (span_s > 0) {
+      // (The gateway names an upstream in its request counters from its first answer on: none yet is 0.)
+      row.requests_per_s =
+          rate(then, now, span_s, "clawbot_gateway_upstream_requests_total", match).value_or(0);
       double errors = rate(then, now, span_s, "clawbot_gateway_upstream_errors_total", match).value_or(0);
       if (const prom::Family* answers = now.family("clawbot_gateway_upstream_requests_total")) {
         std::map<std::string, bool> statuses;  // the 5xx answers passed on

@@ -275,12 +275,10 @@ class Parser {
 };
 
 bool labels_include(const Labels& labels, const Labels& match) {
-  for (const auto& [k, v] : match) {
-    const bool found = std::any_of(labels.begin(), labels.end(),
-                                   [&](const auto& l) { return l.first == k && l.second == v; });
-    if (!found) return false;
-  }
-  return true;
+  // (Each wanted pair is a pair of the sample's.)
+  return std::all_of(match.begin(), match.end(), [&labels](const auto& wanted) {
+    return std::find(labels.begin(), labels.end(), wanted) != labels.end();
+  });
 }
 
 }  // namespace

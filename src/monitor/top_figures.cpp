@@ -174,29 +174,33 @@ Figures Tracker::figures() const {
   const double span = f.rate_span_s;
   f.gateway = now.family("clawbot_gateway_requests_in_flight") != nullptr;
 
+  // The same figures under each role's names.
+  struct Names {
+    const char *output_tokens, *prompt_tokens, *requests, *e2e;
+  };
+  static constexpr Names gateway_names{
+      "clawbot_gateway_generation_tokens_total", "clawbot_gateway_prompt_tokens_total",
+      "clawbot_gateway_upstream_requests_total", "clawbot_gateway_upstream_request_duration_seconds"};
+  static constexpr Names node_names{"clawbot_generation_tokens_total", "clawbot_prompt_tokens_total",
+                                    "clawbot_e2e_request_latency_seconds_count",
+                                    "clawbot_e2e_request_latency_seconds"};
+  const Names& names = f.gateway ? gateway_names : node_names;
+  f.output_tokens_per_s = rate(then, now, span, names.output_tokens);
+  f.prompt_tokens_per_s = rate(then, now, span, names.prompt_tokens);
+  f.requests_per_s = rate(then, now, span, names.requests);
+  const auto percentiles = [&](const char* family, std::optional<double>& p50, std::optional<double>& p99) {
+    if (!two) return;  // a window needs two scrapes
+    p50 = quantile(0.5, oldest, now, family);
+    p99 = quantile(0.99, oldest, now, family);
+  };
+  percentiles(names.e2e, f.e2e_p50_s, f.e2e_p99_s);
   if (f.gateway) {
-    f.output_tokens_per_s = rate(then, now, span, "clawbot_gateway_generation_tokens_total");
-    f.prompt_tokens_per_s = rate(then, now, span, "clawbot_gateway_prompt_tokens_total");
-    f.requests_per_s = rate(then, now, span, "clawbot_gateway_upstream_requests_total");
-    if (two) {
-      f.e2e_p50_s = quantile(0.5, oldest, now, "clawbot_gateway_upstream_request_duration_seconds");
-      f.e2e_p99_s = quantile(0.99, oldest, now, "clawbot_gateway_upstream_request_duration_seconds");
-    }
     f.slots_busy = now.value("clawbot_gateway_requests_in_flight");
     f.waiting = now.value("clawbot_gateway_queue_length");
     f.upstreams = upstream_rows(then, now, span, two ? f.percentile_span_s : 0, oldest);
   } else {
-    f.output_tokens_per_s = rate(then, now, span, "clawbot_generation_tokens_total");
-    f.prompt_tokens_per_s = rate(then, now, span, "clawbot_prompt_tokens_total");
-    f.requests_per_s = rate(then, now, span, "clawbot_e2e_request_latency_seconds_count");
-    if (two) {
-      f.ttft_p50_s = quantile(0.5, oldest, now, "clawbot_time_to_first_token_seconds");
-      f.ttft_p99_s = quantile(0.99, oldest, now, "clawbot_time_to_first_token_seconds");
-      f.itl_p50_s = quantile(0.5, oldest, now, "clawbot_inter_token_latency_seconds");
-      f.itl_p99_s = quantile(0.99, oldest, now, "clawbot_inter_token_latency_seconds");
-      f.e2e_p50_s = quantile(0.5, oldest, now, "clawbot_e2e_request_latency_seconds");
-      f.e2e_p99_s = quantile(0.99, oldest, now, "clawbot_e2e_request_latency_seconds");
-    }
+    percentiles("clawbot_time_to_first_token_seconds", f.ttft_p50_s, f.ttft_p99_s);
+    percentiles("clawbot_inter_token_latency_seconds", f.itl_p50_s, f.itl_p99_s);
     f.slots_busy = now.value("clawbot_num_requests_running");
     f.slots_total = now.value("clawbot_slots");
     f.waiting = now.value("clawbot_num_requests_waiting");

@@ -24,7 +24,7 @@ g++ -std=c++20 -O1 -Wall -Wextra -Isrc bench/gpu/nvml_print.cpp src/monitor/gpu.
 python3 - "$OUT/nvml_check.txt" <<'PY'
 import sys
 lines = open(sys.argv[1]).read().splitlines()
-smi = [l for l in lines[1:lines.index("== clawbot's probe (the same columns)")] if l.strip()]
+smi = [l for l in lines[1:lines.index("== clawbot's probe (the same columns)")] if l.count(",") == 5]
 probe = [l.split(": ", 1)[1].rsplit("  [", 1)[0] for l in lines if l.startswith("probe ")]
 def fields(l):
     f = [x.strip() for x in l.split(",")]

@@ -187,7 +187,9 @@ Figures Tracker::figures() const {
   const Names& names = f.gateway ? gateway_names : node_names;
   f.output_tokens_per_s = rate(then, now, span, names.output_tokens);
   f.prompt_tokens_per_s = rate(then, now, span, names.prompt_tokens);
-  f.requests_per_s = rate(then, now, span, names.requests);
+  // (A node's latency histogram, and a gateway's request counters, appear with the first request: none yet
+  // is 0 requests.)
+  f.requests_per_s = rate(then, now, span, names.requests).value_or(0);
   const auto percentiles = [&](const char* family, std::optional<double>& p50, std::optional<double>& p99) {
     if (!two) return;  // a window needs two scrapes
     p50 = quantile(0.5, oldest, now, family);

@@ -64,6 +64,10 @@ TEST(TopFigures, RatesNeedTwoScrapes) {
   EXPECT_DOUBLE_EQ(*two.prompt_tokens_per_s, 200);
   EXPECT_DOUBLE_EQ(*two.requests_per_s, 0);
   EXPECT_FALSE(two.ttft_p99_s);  // no request finished its first token in the window
+  Tracker idle;                  // a node that has answered nothing yet has no latency histogram
+  idle.add(scrape("clawbot_generation_tokens_total 0\n"), 0);
+  idle.add(scrape("clawbot_generation_tokens_total 0\n"), 1);
+  EXPECT_DOUBLE_EQ(*idle.figures().requests_per_s, 0);
 }
 
 TEST(TopFigures, PercentilesOverTheWindowOfBucketDeltas) {

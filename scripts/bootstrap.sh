@@ -49,7 +49,7 @@ needs=(
   "hdr:boost/beast.hpp libboost1.81-dev" "hdr:nlohmann/json.hpp nlohmann-json3-dev" "hdr:CLI/CLI.hpp libcli11-dev"
   "hdr:spdlog/spdlog.h libspdlog-dev" "hdr:fmt/format.h libfmt-dev" "hdr:openssl/ssl.h libssl-dev"
   "hdr:sqlite3.h libsqlite3-dev" "hdr:gtest/gtest.h libgtest-dev" "hdr:gmock/gmock.h libgmock-dev"
-  "hdr:histedit.h libedit-dev" "cmd:node nodejs" "cmd:npm npm" "cmd:promtool prometheus" "cmd:tmux tmux"
+  "hdr:histedit.h libedit-dev" "hdr:ncurses.h libncurses-dev" "cmd:node nodejs" "cmd:npm npm" "cmd:promtool prometheus" "cmd:tmux tmux"
   "cmd:openssl openssl" "cmd:ccache ccache"
   # mDNS/DNS-SD: the Avahi client library (serve and discover use the daemon where it runs); the tests run
   # avahi-daemon on a private D-Bus bus in network namespaces and firewall a port there

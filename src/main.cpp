@@ -12,6 +12,7 @@
 #include "client/doctor.h"
 #include "discovery/discovery.h"
 #include "gateway/gateway.h"
+#include "monitor/top_cmd.h"
 #include "ops/integrity.h"
 #include "ops/plan.h"
 #include "server/serve.h"
@@ -28,7 +29,8 @@ int main(int argc, char** argv) {
       clawbot::ops::add_crypt_commands(app),      clawbot::bench::add_bench_command(app),
       clawbot::client::add_sessions_command(app), clawbot::discovery::add_discover_command(app),
       clawbot::client::add_client_commands(app),  clawbot::client::add_code_command(app),
-      clawbot::client::add_doctor_command(app),   clawbot::gateway::add_gateway_command(app),
+      clawbot::client::add_doctor_command(app),   clawbot::monitor::add_top_command(app),
+      clawbot::gateway::add_gateway_command(app),
   };
   try {
     app.parse(argc, argv);

@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/model_path.h"
+#include "monitor/gpu.h"
 #include "server/serve_internal.h"
 
 namespace clawbot::server {
@@ -243,6 +244,7 @@ void register_metrics(monitor::Registry& metrics, const Scheduler& scheduler,
   metrics.gauge_callback(
       "clawbot_system_memory_used_bytes", "System memory in use (total minus available)",
       [] { return monitor::system_memory_total_bytes() - monitor::system_memory_available_bytes(); });
+  monitor::register_gpu_metrics(metrics, std::make_shared<monitor::GpuProbe>());
 }
 
 }  // namespace clawbot::server

@@ -35,5 +35,16 @@ TEST(ErrorTest, EachKindHasItsStatus) {
   EXPECT_EQ(to_json({ErrorKind::payload_too_large, "m", "", ""})["error"]["code"], "request_too_large");
 }
 
+// Ollama's shape under /api/, but not on clawbot's own monitoring routes there (the dashboard reads
+// OpenAI's).
+TEST(ErrorTest, TheShapeFollowsThePathsProtocol) {
+  const Error error{ErrorKind::invalid_request, "'since' must be a time", "since", ""};
+  EXPECT_EQ(error_json_for_path("/api/chat", error), nlohmann::json({{"error", "'since' must be a time"}}));
+  EXPECT_EQ(error_json_for_path("/api/metrics/history", error)["error"]["param"], "since");
+  EXPECT_EQ(error_json_for_path("/api/alerts", error)["error"]["type"], "invalid_request_error");
+  EXPECT_EQ(error_json_for_path("/v1/messages", error)["type"], "error");
+  EXPECT_EQ(error_json_for_path("/v1/chat/completions", error)["error"]["param"], "since");
+}
+
 }  // namespace
 }  // namespace clawbot

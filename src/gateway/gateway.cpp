@@ -10,6 +10,7 @@
 #include <boost/asio/signal_set.hpp>
 
 #include "gateway/gateway_internal.h"
+#include "web/assets.h"
 
 namespace clawbot::gateway::detail {
 namespace {
@@ -178,7 +179,8 @@ std::optional<Gateway::Refusal> Gateway::admit(const http::RequestHead& request,
                       "address_not_allowed"};
     return Refusal{error, {}};
   }
-  const bool open_route = path == "/health" && config_.health_open;
+  // The dashboard's page and files need no key (its data routes do: the page asks for one).
+  const bool open_route = (path == "/health" && config_.health_open) || web::find_asset(path);
   if (keys_) {
     std::string_view presented;
     if (auto it = request.find(bhttp::field::authorization); it != request.end()) {
@@ -274,7 +276,7 @@ void Gateway::finish(Worker& worker, http::Exchange& ex, Context& ctx) {
     prompt_tokens_.add(static_cast<double>(tokens_in));
     generation_tokens_.add(static_cast<double>(tokens_out));
   }
-  if (audit_ && route != "/metrics" && route != "/health") {
+  if (audit_ && route != "/metrics" && route != "/health" && !web::find_asset(route)) {
     door::AuditRecord record;
     record.time = std::chrono::system_clock::now();
     record.key_id = ctx.key_id;
@@ -307,6 +309,13 @@ http::ServerLimits Gateway::server_limits() const {
   return limits;
 }
 
+// The dashboard's page and files (web/), the same as serve's.
+asio::awaitable<void> Gateway::dashboard_asset(Worker&, http::Exchange& ex, Context& ctx) {
+  const web::Asset* asset = web::find_asset(ex.path());
+  co_await web::respond_asset(ex, *asset);
+  ctx.status = ex.status();
+}
+
 // One worker's server for one listener: the gateway's routes, and the door's header check.
 std::unique_ptr<http::Server> Gateway::make_server(
     Worker& worker, const http::ServerLimits& limits,
@@ -318,6 +327,8 @@ std::unique_ptr<http::Server> Gateway::make_server(
   router->add(http::Verb::get, "/api/tags", guarded(worker, &Gateway::ollama_tags));
   router->add(http::Verb::get, "/api/ps", guarded(worker, &Gateway::ollama_ps));
   router->add(http::Verb::get, "/api/version", guarded(worker, &Gateway::ollama_version));
+  for (const web::Asset& asset : web::assets())
+    router->add(http::Verb::get, std::string(asset.path), guarded(worker, &Gateway::dashboard_asset));
   router->set_fallback(guarded(worker, &Gateway::forward));
   auto server = std::make_unique<http::Server>(worker.io, router, limits);
   server->set_reuse_port(reuse_port);

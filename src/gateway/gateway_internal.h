@@ -205,6 +205,7 @@ class Gateway {
 
   asio::awaitable<void> health(Worker&, http::Exchange& ex, Context& ctx);
   asio::awaitable<void> metrics(Worker&, http::Exchange& ex, Context& ctx);
+  asio::awaitable<void> dashboard_asset(Worker&, http::Exchange& ex, Context& ctx);
   asio::awaitable<void> models(Worker&, http::Exchange& ex, Context& ctx);
   // Ollama's listings (gateway_routes.cpp): the upstreams' models as /api/tags and /api/ps list them, and
   // the API version the nodes report.

@@ -10,7 +10,7 @@
 #include <boost/asio/signal_set.hpp>
 
 #include "gateway/gateway_internal.h"
-#include "web/assets.h"
+#include "web/respond.h"
 
 namespace clawbot::gateway::detail {
 namespace {

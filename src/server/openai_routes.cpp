@@ -21,7 +21,7 @@
 #include "server/api/responses.h"
 #include "server/generation.h"
 #include "server/infill.h"
-#include "web/assets.h"
+#include "web/respond.h"
 
 namespace clawbot::server {
 namespace {

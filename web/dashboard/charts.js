@@ -28,12 +28,12 @@ export const CHARTS = [
     id: 'ttft', title: 'TTFT and inter-token latency', unit: 'ms', roles: ['serve'],
     series: [plain('ttft_p50_s', 'TTFT P50', 1000), plain('ttft_p99_s', 'TTFT P99', 1000),
       plain('itl_p50_s', 'inter-token P50', 1000), plain('itl_p99_s', 'inter-token P99', 1000)],
-    line: line('ttft_p99_s', 1000, (t) => `${fmt(t * 1000)} ms line`),
+    line: line('ttft_p99_s', 1000, (t) => `${fmt(+(t * 1000).toPrecision(4))} ms line`),
   },
   {
     id: 'e2e', title: 'End-to-end latency', unit: 'ms',
     series: [plain('e2e_p50_s', 'P50', 1000), plain('e2e_p99_s', 'P99', 1000)],
-    line: line('e2e_p99_s', 1000, (t) => `${fmt(t * 1000)} ms line`),
+    line: line('e2e_p99_s', 1000, (t) => `${fmt(+(t * 1000).toPrecision(4))} ms line`),
   },
   {
     id: 'requests', title: 'Requests running and waiting', unit: '', roles: ['serve'],
@@ -71,7 +71,7 @@ export const CHARTS = [
         const total = value(h, 'memory_total_bytes', i);
         return total === null ? null : (t * total) / GiB;
       },
-      label: (t) => `${fmt(t * 100)}% line`,
+      label: (t) => `${fmt(+(t * 100).toPrecision(4))}% line`,
     },
   },
   {

@@ -103,6 +103,7 @@ struct GatewayConfig {
   std::string name;  // advertised instance name; default "clawbot gateway on HOST"
   // A request naming a model no upstream serves goes to this one instead of a 404 (empty: 404).
   std::string default_model;
+  double metrics_interval_s = 5;  // the metrics history's sampling interval (GET /api/metrics/history)
 
   std::vector<std::string> warnings;  // unknown keys, open doors
 };

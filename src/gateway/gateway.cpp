@@ -114,6 +114,19 @@ Gateway::Gateway(GatewayConfig config, bool verbose)
           state_labels);
     }
   }
+  monitor::History::Options history;
+  history.role = "gateway";
+  history.interval_s = config_.metrics_interval_s;
+  history.queue_capacity = config_.queue.max_waiting;
+  for (std::size_t i = 0; i < pool_.size(); ++i) history.upstreams.push_back(pool_.name(i));
+  for (const auto& listener : config_.listen) {
+    if (!listener.tls) continue;
+    const auto end = std::chrono::duration<double>(
+                         tls::read_certificate_file(listener.tls->cert).not_after.time_since_epoch())
+                         .count();
+    history.tls_not_after = std::min(history.tls_not_after.value_or(end), end);  // the first to expire
+  }
+  history_ = std::make_unique<monitor::History>(registry_, std::move(history));
 }
 
 // ------------------------------------------------------------------------------------------- the door
@@ -193,7 +206,10 @@ std::optional<Gateway::Refusal> Gateway::admit(const http::RequestHead& request,
     const auto info = presented.empty() ? std::nullopt : keys_->verify(presented, &why);
     // /health answers anyone (up or down); a valid key also gets the details, without using its limits.
     if (open_route) {
-      if (info) ctx.key_id = info->id;
+      if (info) {
+        ctx.key_id = info->id;
+        ctx.key_name = info->name;
+      }
       return std::nullopt;
     }
     if (!info) {
@@ -209,6 +225,7 @@ std::optional<Gateway::Refusal> Gateway::admit(const http::RequestHead& request,
       return Refusal{error, {{"WWW-Authenticate", "Bearer"}}};
     }
     ctx.key_id = info->id;
+    ctx.key_name = info->name;
     if (!count) return std::nullopt;
     const auto decision = limiter_.admit(*info, config_.limits.requests_per_minute,
                                          config_.limits.tokens_per_minute, Clock::now());
@@ -232,7 +249,7 @@ void Gateway::finish(Worker& worker, http::Exchange& ex, Context& ctx) {
   const double seconds = seconds_since(ctx.start);
   const std::string_view route = ex.path();
   // Known routes only as labels: arbitrary paths would grow the metrics without bound.
-  static constexpr std::array<std::string_view, 24> known = {"/v1/chat/completions",
+  static constexpr std::array<std::string_view, 25> known = {"/v1/chat/completions",
                                                              "/v1/completions",
                                                              "/v1/embeddings",
                                                              "/v1/models",
@@ -255,6 +272,7 @@ void Gateway::finish(Worker& worker, http::Exchange& ex, Context& ctx) {
                                                              "/rerank",
                                                              "/v1/audio/transcriptions",
                                                              "/detokenize",
+                                                             "/api/metrics/history",
                                                              "other"};
   const auto route_index =
       static_cast<int>(std::find(known.begin(), known.end() - 1, route) - known.begin());  // the last: other
@@ -276,7 +294,10 @@ void Gateway::finish(Worker& worker, http::Exchange& ex, Context& ctx) {
     prompt_tokens_.add(static_cast<double>(tokens_in));
     generation_tokens_.add(static_cast<double>(tokens_out));
   }
-  if (audit_ && route != "/metrics" && route != "/health" && !web::find_asset(route)) {
+  if (!ctx.key_id.empty()) count_key_usage(worker, ctx, tokens_in, tokens_out);
+  // Scrapes, probes, a dashboard's files and polls are not requests worth an audit record each.
+  if (audit_ && route != "/metrics" && route != "/health" && route != "/api/metrics/history" &&
+      !web::find_asset(route)) {
     door::AuditRecord record;
     record.time = std::chrono::system_clock::now();
     record.key_id = ctx.key_id;
@@ -294,6 +315,25 @@ void Gateway::finish(Worker& worker, http::Exchange& ex, Context& ctx) {
   if (verbose_)
     spdlog::info("{} {} {} {} {:.1f} ms", ctx.client, ex.request().method_string(), route, ctx.status,
                  seconds * 1000);
+}
+
+// Each key's requests and tokens (the dashboard's "keys"): its id and name as labels, never its secret.
+// Resolved once per key and thread, as the route counters are.
+void Gateway::count_key_usage(Worker& worker, const Context& ctx, std::int64_t tokens_in,
+                              std::int64_t tokens_out) {
+  auto counters = worker.key_counters.find(ctx.key_id);
+  if (counters == worker.key_counters.end()) {
+    const monitor::Labels labels{{"key", ctx.key_id}, {"name", ctx.key_name}};
+    Worker::KeyCounters made{
+        registry_.counter("clawbot_gateway_key_requests_total", "Requests by API key", labels),
+        registry_.counter("clawbot_gateway_key_prompt_tokens_total", "Prompt tokens by API key", labels),
+        registry_.counter("clawbot_gateway_key_completion_tokens_total", "Generated tokens by API key",
+                          labels)};
+    counters = worker.key_counters.emplace(ctx.key_id, made).first;
+  }
+  counters->second.requests.add();
+  if (tokens_in > 0) counters->second.prompt_tokens.add(static_cast<double>(tokens_in));
+  if (tokens_out > 0) counters->second.completion_tokens.add(static_cast<double>(tokens_out));
 }
 
 // ------------------------------------------------------------------------------------------- running
@@ -323,6 +363,7 @@ std::unique_ptr<http::Server> Gateway::make_server(
   auto router = std::make_shared<http::Router>();
   router->add(http::Verb::get, "/health", guarded(worker, &Gateway::health));
   router->add(http::Verb::get, "/metrics", guarded(worker, &Gateway::metrics));
+  router->add(http::Verb::get, "/api/metrics/history", guarded(worker, &Gateway::metrics_history));
   router->add(http::Verb::get, "/v1/models", guarded(worker, &Gateway::models));
   router->add(http::Verb::get, "/api/tags", guarded(worker, &Gateway::ollama_tags));
   router->add(http::Verb::get, "/api/ps", guarded(worker, &Gateway::ollama_ps));
@@ -401,6 +442,7 @@ int Gateway::run() {
     workers_.push_back(std::move(worker));
   }
   const unsigned short first_listener_port = listen_all();
+  history_->start();
   asio::co_spawn(workers_[0]->io, health_loop(*workers_[0]), asio::detached);
   if (config_.advertise) advertise_later(first_listener_port);
   asio::signal_set signals(workers_[0]->io, SIGINT, SIGTERM);
@@ -424,6 +466,7 @@ int Gateway::run() {
   workers_[0]->io.run();
   for (auto& worker : workers_) worker->io.stop();
   threads_running.clear();
+  history_->stop();
   if (audit_ && !audit_->flush()) std::cerr << "audit log: " << audit_->last_error() << std::endl;
   std::cout << "clawbot gateway stopped" << std::endl;
   return 0;

@@ -186,6 +186,18 @@ void run_server(const ServeOptions& options, LogFormat log_format, const ServeCo
   serve.scheduler.stop();  // before the sessions left on `io` are destroyed
 }
 
+monitor::History::Options history_options(const ServeOptions& options) {
+  monitor::History::Options history;
+  history.role = "serve";
+  history.interval_s = options.metrics_interval_s;
+  history.queue_capacity = static_cast<std::size_t>(options.queue_max);
+  if (!options.tls_cert.empty()) {
+    const auto cert = tls::read_certificate_file(options.tls_cert);
+    history.tls_not_after = std::chrono::duration<double>(cert.not_after.time_since_epoch()).count();
+  }
+  return history;
+}
+
 // From a loaded model to a running node: size, context, scheduler, routes.
 int serve_model(const ServeOptions& options, LogFormat log_format, const ops::PreparedModel& prepared,
                 const engine::Model& model) {
@@ -204,6 +216,8 @@ int serve_model(const ServeOptions& options, LogFormat log_format, const ops::Pr
   register_metrics(metrics, scheduler, context);
   GenerationMetrics generation_metrics(metrics);
   std::atomic<bool> draining = false;
+  monitor::History history(metrics, history_options(options));
+  history.start();
 
   const ServeContext serve{
       .model = model,
@@ -220,6 +234,7 @@ int serve_model(const ServeOptions& options, LogFormat log_format, const ops::Pr
       .generation_metrics = &generation_metrics,
       .strict_model = options.strict_model,
       .draining = &draining,
+      .history = &history,
   };
   run_server(options, log_format, serve, draining, [&] {
     log_configuration(options, serve, prepared.name.empty() ? info.name : prepared.name, size,

@@ -37,6 +37,14 @@ export function alertsUnavailable(list, why) {
   list.replaceChildren(el('li', 'none', `Alert list not available: ${why}`));
 }
 
+// A table's one row saying why it has no other.
+function emptyRow(tbody, text, columns) {
+  const cell = el('td', 'none', text);
+  cell.colSpan = columns;
+  tbody.append(el('tr'));
+  tbody.lastChild.append(cell);
+}
+
 const UPSTREAM_STATES = {
   healthy: ['good', 'healthy'],
   open: ['bad', 'circuit open'],
@@ -49,11 +57,7 @@ export function renderUpstreams(tbody, history) {
   tbody.replaceChildren();
   const names = Object.keys(history.upstreams).sort();
   if (names.length === 0) {
-    const row = el('tr');
-    const cell = el('td', 'none', 'No upstreams reported yet.');
-    cell.colSpan = 6;
-    row.append(cell);
-    tbody.append(row);
+    emptyRow(tbody, 'No upstreams reported yet.', 6);
     return;
   }
   for (const name of names) {
@@ -81,11 +85,7 @@ export function renderUpstreams(tbody, history) {
 export function renderKeys(tbody, keys) {
   tbody.replaceChildren();
   if (!keys.length) {
-    const row = el('tr');
-    const cell = el('td', 'none', 'No key has been used (or the gateway runs without keys).');
-    cell.colSpan = 5;
-    row.append(cell);
-    tbody.append(row);
+    emptyRow(tbody, 'No key has been used (or the gateway runs without keys).', 5);
     return;
   }
   for (const k of keys) {

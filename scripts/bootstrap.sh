@@ -56,6 +56,8 @@ needs=(
   "hdr:avahi-client/client.h libavahi-client-dev" "file:/usr/sbin/avahi-daemon avahi-daemon" "cmd:avahi-browse avahi-utils"
   "cmd:dbus-daemon dbus" "file:/usr/sbin/ip iproute2" "file:/usr/sbin/iptables iptables"
   "cmd:flock util-linux" "cmd:objcopy binutils"
+  # the dashboard's browser tests: Debian's Chromium, driven by playwright-core (tests/compat; no browser download)
+  "cmd:chromium chromium"
 )
 missing=()
 for need in "${needs[@]}"; do

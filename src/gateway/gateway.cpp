@@ -10,6 +10,7 @@
 #include <boost/asio/signal_set.hpp>
 
 #include "gateway/gateway_internal.h"
+#include "web/respond.h"
 
 namespace clawbot::gateway::detail {
 namespace {
@@ -197,7 +198,8 @@ std::optional<Gateway::Refusal> Gateway::admit(const http::RequestHead& request,
                       "address_not_allowed"};
     return Refusal{error, {}};
   }
-  const bool open_route = path == "/health" && config_.health_open;
+  // The dashboard's page and files need no key (its data routes do: the page asks for one).
+  const bool open_route = (path == "/health" && config_.health_open) || web::find_asset(path);
   if (keys_) {
     std::string_view presented;
     if (auto it = request.find(bhttp::field::authorization); it != request.end()) {
@@ -299,8 +301,9 @@ void Gateway::finish(Worker& worker, http::Exchange& ex, Context& ctx) {
     generation_tokens_.add(static_cast<double>(tokens_out));
   }
   if (!ctx.key_id.empty()) count_key_usage(worker, ctx, tokens_in, tokens_out);
-  // Scrapes, probes and a dashboard's polls are not requests worth an audit record each.
-  if (audit_ && route != "/metrics" && route != "/health" && route != "/api/metrics/history") {
+  // Scrapes, probes, a dashboard's files and polls are not requests worth an audit record each.
+  if (audit_ && route != "/metrics" && route != "/health" && route != "/api/metrics/history" &&
+      !web::find_asset(route)) {
     door::AuditRecord record;
     record.time = std::chrono::system_clock::now();
     record.key_id = ctx.key_id;
@@ -352,6 +355,13 @@ http::ServerLimits Gateway::server_limits() const {
   return limits;
 }
 
+// The dashboard's page and files (web/), the same as serve's.
+asio::awaitable<void> Gateway::dashboard_asset(Worker&, http::Exchange& ex, Context& ctx) {
+  const web::Asset* asset = web::find_asset(ex.path());
+  co_await web::respond_asset(ex, *asset);
+  ctx.status = ex.status();
+}
+
 // One worker's server for one listener: the gateway's routes, and the door's header check.
 std::unique_ptr<http::Server> Gateway::make_server(
     Worker& worker, const http::ServerLimits& limits,
@@ -364,6 +374,8 @@ std::unique_ptr<http::Server> Gateway::make_server(
   router->add(http::Verb::get, "/api/tags", guarded(worker, &Gateway::ollama_tags));
   router->add(http::Verb::get, "/api/ps", guarded(worker, &Gateway::ollama_ps));
   router->add(http::Verb::get, "/api/version", guarded(worker, &Gateway::ollama_version));
+  for (const web::Asset& asset : web::assets())
+    router->add(http::Verb::get, std::string(asset.path), guarded(worker, &Gateway::dashboard_asset));
   router->set_fallback(guarded(worker, &Gateway::forward));
   auto server = std::make_unique<http::Server>(worker.io, router, limits);
   server->set_reuse_port(reuse_port);

@@ -213,6 +213,7 @@ class Gateway {
   asio::awaitable<void> metrics(Worker&, http::Exchange& ex, Context& ctx);
   asio::awaitable<void> metrics_history(Worker&, http::Exchange& ex, Context& ctx);
   void count_key_usage(Worker& worker, const Context& ctx, std::int64_t tokens_in, std::int64_t tokens_out);
+  asio::awaitable<void> dashboard_asset(Worker&, http::Exchange& ex, Context& ctx);
   asio::awaitable<void> models(Worker&, http::Exchange& ex, Context& ctx);
   // Ollama's listings (gateway_routes.cpp): the upstreams' models as /api/tags and /api/ps list them, and
   // the API version the nodes report.

@@ -22,6 +22,7 @@
 #include "server/api/responses.h"
 #include "server/generation.h"
 #include "server/infill.h"
+#include "web/respond.h"
 
 namespace clawbot::server {
 namespace {
@@ -381,6 +382,10 @@ std::shared_ptr<const http::Router> make_openai_router(const ServeContext& conte
   add_responses_routes(context, add);
   add_anthropic_routes(context, add);
   add_ollama_routes(*ctx, add);
+  // The dashboard (web/dashboard): its page and files, compiled in
+  for (const web::Asset& asset : web::assets())
+    add(http::Verb::get, std::string(asset.path),
+        [&asset](http::Exchange& ex) { return web::respond_asset(ex, asset); });
   return router;
 }
 

@@ -109,6 +109,8 @@ class Parser {
       } else if (key == "default_model") {
         c_.default_model = v_.string(key, value, false);
         if (c_.default_model.size() > 256) v_.fail(key, value, "a model name of at most 256 bytes");
+      } else if (key == "alerts") {  // (not in kTopKeys: a 26th name there reflows the whole table)
+        c_.alerts = monitor::parse_alert_config(value, "gateway", v_.origin(), "alerts.", c_.warnings);
       } else {
         v_.warn(key, kTopKeys);
       }

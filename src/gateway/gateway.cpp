@@ -95,6 +95,12 @@ Gateway::Gateway(GatewayConfig config, bool verbose)
                              [this] { return static_cast<double>(keys_->rejected_rows()); });
   registry_.gauge_callback("process_resident_memory_bytes", "Resident memory of the gateway process",
                            [] { return monitor::process_rss_bytes(); });
+  registry_.gauge_callback("clawbot_system_memory_total_bytes", "System memory",
+                           [] { return monitor::system_memory_total_bytes(); });
+  registry_.gauge_callback(
+      "clawbot_system_memory_used_bytes", "System memory in use (total minus available)",
+      [] { return monitor::system_memory_total_bytes() - monitor::system_memory_available_bytes(); });
+  alerts_ = std::make_unique<monitor::Alerts>("gateway", config_.alerts);
   for (std::size_t i = 0; i < pool_.size(); ++i) {
     const monitor::Labels labels{{"upstream", pool_.name(i)}};
     registry_.gauge_callback(
@@ -314,6 +320,7 @@ std::unique_ptr<http::Server> Gateway::make_server(
   auto router = std::make_shared<http::Router>();
   router->add(http::Verb::get, "/health", guarded(worker, &Gateway::health));
   router->add(http::Verb::get, "/metrics", guarded(worker, &Gateway::metrics));
+  router->add(http::Verb::get, "/api/alerts", guarded(worker, &Gateway::alerts));
   router->add(http::Verb::get, "/v1/models", guarded(worker, &Gateway::models));
   router->add(http::Verb::get, "/api/tags", guarded(worker, &Gateway::ollama_tags));
   router->add(http::Verb::get, "/api/ps", guarded(worker, &Gateway::ollama_ps));
@@ -380,6 +387,23 @@ void Gateway::advertise_later(unsigned short first_port) {
   });
 }
 
+void Gateway::watch_alerts(unsigned short first_port) {
+  const Listener& first = config_.listen.front();
+  alerts_->set_source(monitor::alert_source("gateway", first.host, first_port, first.tls.has_value()));
+  std::optional<double> earliest;  // of every listener's certificate
+  for (const auto& listener : config_.listen) {
+    if (!listener.tls) continue;
+    const auto not_after = tls::read_certificate_file(listener.tls->cert).not_after;
+    const double at = std::chrono::duration<double>(not_after.time_since_epoch()).count();
+    earliest = std::min(earliest.value_or(at), at);
+  }
+  if (!earliest) return;
+  alerts_->set_certificate_expiry(*earliest);
+  registry_.gauge_callback("clawbot_tls_certificate_expiry_timestamp_seconds",
+                           "When the first TLS certificate served expires (notAfter, unix seconds)",
+                           [at = *earliest] { return at; });
+}
+
 int Gateway::run() {
   unsigned threads = config_.threads > 0 ? static_cast<unsigned>(config_.threads)
                                          : std::max(1u, std::thread::hardware_concurrency());
@@ -390,6 +414,7 @@ int Gateway::run() {
     workers_.push_back(std::move(worker));
   }
   const unsigned short first_listener_port = listen_all();
+  watch_alerts(first_listener_port);
   asio::co_spawn(workers_[0]->io, health_loop(*workers_[0]), asio::detached);
   if (config_.advertise) advertise_later(first_listener_port);
   asio::signal_set signals(workers_[0]->io, SIGINT, SIGTERM);

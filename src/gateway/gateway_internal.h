@@ -32,6 +32,7 @@
 #include "gateway/request_facts.h"
 #include "gateway/token_account.h"
 #include "gateway/upstream_pool.h"
+#include "monitor/alerts.h"
 #include "monitor/metrics.h"
 
 namespace clawbot::gateway::detail {
@@ -205,6 +206,7 @@ class Gateway {
 
   asio::awaitable<void> health(Worker&, http::Exchange& ex, Context& ctx);
   asio::awaitable<void> metrics(Worker&, http::Exchange& ex, Context& ctx);
+  asio::awaitable<void> alerts(Worker&, http::Exchange& ex, Context& ctx);  // GET /api/alerts
   asio::awaitable<void> models(Worker&, http::Exchange& ex, Context& ctx);
   // Ollama's listings (gateway_routes.cpp): the upstreams' models as /api/tags and /api/ps list them, and
   // the API version the nodes report.
@@ -280,6 +282,8 @@ class Gateway {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<bool> stopping_{false};
   std::unique_ptr<discovery::Advertiser> advertiser_;  // mDNS/DNS-SD while running
+  std::unique_ptr<monitor::Alerts> alerts_;            // the rules of "alerts" and the alerts they raise
+  void watch_alerts(unsigned short first_port);        // where notices come from; the certificates' expiry
 };
 
 // `gateway --check`, like `nginx -t`: everything that would stop the gateway at start, without starting it.

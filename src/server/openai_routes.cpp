@@ -12,6 +12,7 @@
 #include "common/json_check.h"
 #include "common/json_read.h"
 #include "common/text.h"
+#include "monitor/alerts.h"
 #include "server/api/anthropic_messages.h"
 #include "server/api/chat_completions.h"
 #include "server/api/embeddings.h"
@@ -360,6 +361,11 @@ std::shared_ptr<const http::Router> make_openai_router(const ServeContext& conte
   add(http::Verb::get, "/metrics", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
     const std::string text = ctx->metrics ? ctx->metrics->render() : std::string();
     co_await ex.respond_text(200, text, "text/plain; version=0.0.4; charset=utf-8");
+  });
+  add(http::Verb::get, "/api/alerts", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
+    const json body =
+        ctx->alerts ? ctx->alerts->to_json() : json{{"alerts", json::array()}, {"rules", json::array()}};
+    co_await ex.respond_json(200, body);
   });
   add(http::Verb::post, "/v1/chat/completions",
       [ctx](http::Exchange& ex) { return api::chat_completions(*ctx, ex); });

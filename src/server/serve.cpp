@@ -13,6 +13,7 @@
 
 #include "common/cli_error.h"
 #include "common/http_server.h"
+#include "common/json_config.h"
 #include "discovery/discovery.h"
 #include "server/access_log.h"
 #include "server/generation.h"
@@ -141,6 +142,17 @@ void print_listening(const ServeOptions& options, bool https, unsigned short por
   std::fflush(stdout);
 }
 
+// The certificate's expiry, for Prometheus and for the cert_expiring alert.
+void watch_certificate(const ServeOptions& options, const ServeContext& serve, bool https) {
+  if (!https) return;
+  const double not_after = tls_certificate_expiry(options);
+  if (serve.metrics)
+    serve.metrics->gauge_callback("clawbot_tls_certificate_expiry_timestamp_seconds",
+                                  "When the TLS certificate served expires (notAfter, unix seconds)",
+                                  [not_after] { return not_after; });
+  if (serve.alerts) serve.alerts->set_certificate_expiry(not_after);
+}
+
 // Listens, announces the node, and answers until a signal has drained it.
 void run_server(const ServeOptions& options, LogFormat log_format, const ServeContext& serve,
                 std::atomic<bool>& draining, const std::function<void()>& log_started) {
@@ -169,6 +181,8 @@ void run_server(const ServeOptions& options, LogFormat log_format, const ServeCo
   } else {
     port = server.listen(options.host, static_cast<unsigned short>(options.port));
   }
+  watch_certificate(options, serve, https);
+  if (serve.alerts) serve.alerts->set_source(monitor::alert_source("serve", options.host, port, https));
   // Announced once the listener is bound (the real port is known); withdrawn first thing at shutdown. A node
   // has no API keys of its own (a gateway in front adds them): auth=no.
   std::unique_ptr<discovery::Advertiser> advertiser =
@@ -188,7 +202,7 @@ void run_server(const ServeOptions& options, LogFormat log_format, const ServeCo
 
 // From a loaded model to a running node: size, context, scheduler, routes.
 int serve_model(const ServeOptions& options, LogFormat log_format, const ops::PreparedModel& prepared,
-                const engine::Model& model) {
+                const engine::Model& model, monitor::AlertConfig alert_config) {
   const auto& info = model.info();
   check_size_options(options);
   const ChatTemplateChoice chat = choose_chat_template(model, options);
@@ -204,6 +218,7 @@ int serve_model(const ServeOptions& options, LogFormat log_format, const ops::Pr
   register_metrics(metrics, scheduler, context);
   GenerationMetrics generation_metrics(metrics);
   std::atomic<bool> draining = false;
+  monitor::Alerts alerts("serve", std::move(alert_config));
 
   const ServeContext serve{
       .model = model,
@@ -220,6 +235,7 @@ int serve_model(const ServeOptions& options, LogFormat log_format, const ops::Pr
       .generation_metrics = &generation_metrics,
       .strict_model = options.strict_model,
       .draining = &draining,
+      .alerts = &alerts,
   };
   run_server(options, log_format, serve, draining, [&] {
     log_configuration(options, serve, prepared.name.empty() ? info.name : prepared.name, size,
@@ -238,6 +254,13 @@ int run_serve(const ServeOptions& options) {
   }
   // Logs go to stderr: stdout carries only the lines a script waits for (the address, the curl example).
   setup_logging(*log_format, options.verbose);
+  // The rules file before a model that may take minutes to load: a mistake in it is a usage error (2).
+  monitor::AlertConfig alert_config;
+  try {
+    alert_config = load_alerts(options);
+  } catch (const config::ConfigError& e) {
+    return cli_error("clawbot serve", e.what(), 2);
+  }
   engine::init_backend(options.verbose);
   try {
     ops::PreparedModel prepared = prepare_model(options);
@@ -248,7 +271,7 @@ int run_serve(const ServeOptions& options) {
                                       .n_gpu_layers = options.gpu_layers});
     // libllama's mapping keeps the decrypted pages; what it unmaps (weights copied to a GPU) is then freed.
     if (prepared.decrypted) prepared.decrypted->close();
-    return serve_model(options, *log_format, prepared, model);
+    return serve_model(options, *log_format, prepared, model, std::move(alert_config));
   } catch (const std::exception& e) {
     return cli_error("clawbot serve", e.what(), 1);
   }

@@ -398,7 +398,6 @@ void Gateway::watch_alerts(unsigned short first_port) {
     earliest = std::min(earliest.value_or(at), at);
   }
   if (!earliest) return;
-  alerts_->set_certificate_expiry(*earliest);
   registry_.gauge_callback("clawbot_tls_certificate_expiry_timestamp_seconds",
                            "When the first TLS certificate served expires (notAfter, unix seconds)",
                            [at = *earliest] { return at; });

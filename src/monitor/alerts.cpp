@@ -7,8 +7,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include "monitor/series.h"
-
 namespace clawbot::monitor {
 
 using nlohmann::json;
@@ -78,18 +76,13 @@ void Alerts::set_source(AlertSource source) {
   source_ = std::move(source);
 }
 
-void Alerts::set_certificate_expiry(double not_after) {
-  std::lock_guard lock(mutex_);
-  certificate_not_after_ = not_after;
-}
-
 void Alerts::on_transition(std::function<void(const Alert&)> callback) {
   std::lock_guard lock(mutex_);
   callback_ = std::move(callback);
 }
 
 std::optional<double> Alerts::value_of(const AlertRule& rule, const Sample& sample,
-                                       const Sample::Upstream* upstream) const {
+                                       const Sample::Upstream* upstream) {
   std::optional<double> value;
   if (upstream != nullptr) {
     const std::string_view name = std::string_view(rule.series).substr(9);  // after "upstream."
@@ -100,8 +93,6 @@ std::optional<double> Alerts::value_of(const AlertRule& rule, const Sample& samp
     }
   } else if (auto it = sample.values.find(rule.series); it != sample.values.end()) {
     value = it->second;
-  } else if (rule.series == series::tls_cert_days_left && certificate_not_after_) {
-    value = (*certificate_not_after_ - sample.time) / 86400.0;
   }
   if (value && !std::isfinite(*value)) return std::nullopt;  // unknown, as absent
   return value;

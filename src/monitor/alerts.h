@@ -165,9 +165,6 @@ class Alerts {
 
   // Where notices come from (set once the listener is bound).
   void set_source(AlertSource source);
-  // When TLS is served: the certificate's notAfter (unix seconds), which gives tls_cert_days_left in samples
-  // that do not carry it.
-  void set_certificate_expiry(double not_after);
   // Called with a copy of each alert that starts firing or resolves (tests; the webhooks are called too).
   void on_transition(std::function<void(const Alert&)> callback);
 
@@ -187,15 +184,14 @@ class Alerts {
  private:
   void step(const AlertRule& rule, const std::string& upstream, std::optional<double> value, double now,
             std::vector<Alert>& notices);
-  std::optional<double> value_of(const AlertRule& rule, const Sample& sample,
-                                 const Sample::Upstream* upstream) const;
+  static std::optional<double> value_of(const AlertRule& rule, const Sample& sample,
+                                        const Sample::Upstream* upstream);
 
   std::string role_;
   std::vector<AlertRule> rules_;
   std::unique_ptr<WebhookSender> sender_;
   mutable std::mutex mutex_;
   AlertSource source_;
-  std::optional<double> certificate_not_after_;
   std::function<void(const Alert&)> callback_;
   std::map<std::pair<std::string, std::string>, Alert> active_;  // (rule, upstream) -> pending or firing
   std::vector<Alert> resolved_;                                  // oldest first

@@ -142,7 +142,7 @@ void print_listening(const ServeOptions& options, bool https, unsigned short por
   std::fflush(stdout);
 }
 
-// The certificate's expiry, for Prometheus and for the cert_expiring alert.
+// The certificate's expiry, for Prometheus (the history reads it for the cert_expiring alert).
 void watch_certificate(const ServeOptions& options, const ServeContext& serve, bool https) {
   if (!https) return;
   const double not_after = tls_certificate_expiry(options);
@@ -150,7 +150,6 @@ void watch_certificate(const ServeOptions& options, const ServeContext& serve, b
     serve.metrics->gauge_callback("clawbot_tls_certificate_expiry_timestamp_seconds",
                                   "When the TLS certificate served expires (notAfter, unix seconds)",
                                   [not_after] { return not_after; });
-  if (serve.alerts) serve.alerts->set_certificate_expiry(not_after);
 }
 
 // Listens, announces the node, and answers until a signal has drained it.

@@ -327,15 +327,17 @@ TEST(AlertStates, OneAlertPerUpstreamThatIsDown) {
   EXPECT_EQ(json(to_json(list[0]))["upstream"], "node-a");
 }
 
-TEST(AlertStates, CertificateDaysLeftFromItsExpiry) {
+TEST(AlertStates, CertificateExpiring) {
   Alerts alerts("serve", parse(json::object()));
   Recorder recorder;
   recorder.attach(alerts);
-  alerts.evaluate(memory_sample(t0, 0.1));  // no TLS: nothing known, nothing fires
-  alerts.set_certificate_expiry(t0 + 20 * 86400);
-  alerts.evaluate(memory_sample(t0, 0.1));
+  Sample sample = memory_sample(t0, 0.1);  // no TLS: the series is absent, nothing fires
+  alerts.evaluate(sample);
+  sample.values["tls_cert_days_left"] = 20;
+  alerts.evaluate(sample);
   EXPECT_TRUE(alerts.alerts().empty());
-  alerts.evaluate(memory_sample(t0 + 7 * 86400, 0.1));  // 13 days left
+  sample.values["tls_cert_days_left"] = 13;
+  alerts.evaluate(sample);
   ASSERT_EQ(recorder.transitions.size(), 1u);
   EXPECT_EQ(recorder.transitions[0].name, "cert_expiring");
   EXPECT_EQ(recorder.transitions[0].summary,

@@ -162,6 +162,16 @@ struct WebhookSender::State {
     });
   }
 
+  // The client's message with the webhook's URL cut to its origin (a Slack webhook's path is its secret).
+  static std::string without_path(std::string message, const Hook& hook) {
+    const auto url = http::parse_url(hook.config.url);
+    if (!url || url->path.empty()) return message;
+    const std::string full = url->str(), origin = url->origin();
+    for (auto at = message.find(full); at != std::string::npos; at = message.find(full, at + origin.size()))
+      message.replace(at, full.size(), origin);
+    return message;
+  }
+
   asio::awaitable<void> deliver(Hook& hook) {
     while (!hook.queue.empty() && !stopping) {
       const json body = std::move(hook.queue.front());
@@ -174,7 +184,8 @@ struct WebhookSender::State {
           break;
         }
         const int status = answer ? answer->status : 0;
-        const std::string failure = answer ? fmt::format("answered HTTP {}", status) : answer.error().message;
+        const std::string failure =
+            answer ? fmt::format("answered HTTP {}", status) : without_path(answer.error().message, hook);
         // A connection failure, a server error or "too many requests" may pass; another 4xx will not.
         const bool retryable = !answer || status >= 500 || status == 429 || status == 408;
         if (!retryable || attempt >= hook.config.retries) {

@@ -99,7 +99,10 @@ nlohmann::json to_ollama_json(const Error& error) {
 }
 
 nlohmann::json error_json_for_path(std::string_view path, const Error& error) {
-  if (path.starts_with("/api/")) return to_ollama_json(error);
+  // clawbot's own monitoring routes under /api/ (the dashboard's) are not Ollama's.
+  const bool ours =
+      path.starts_with("/api/metrics/") || path == "/api/alerts" || path.starts_with("/api/alerts/");
+  if (path.starts_with("/api/") && !ours) return to_ollama_json(error);
   if (path == "/v1/messages" || path.starts_with("/v1/messages/")) return to_anthropic_json(error);
   return to_json(error);
 }

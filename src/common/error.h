@@ -72,8 +72,9 @@ nlohmann::json to_json(const Error& error);
 nlohmann::json to_anthropic_json(const Error& error);
 // Ollama's error body: {"error": message}.
 nlohmann::json to_ollama_json(const Error& error);
-// The error body in the shape of the protocol a path belongs to: Ollama's under /api/, Anthropic's under
-// /v1/messages, OpenAI's elsewhere (what each protocol's clients read their message from).
+// The error body in the shape of the protocol a path belongs to: Ollama's under /api/ (but for clawbot's own
+// /api/metrics/ and /api/alerts), Anthropic's under /v1/messages, OpenAI's elsewhere (what each protocol's
+// clients read their message from).
 nlohmann::json error_json_for_path(std::string_view path, const Error& error);
 
 }  // namespace clawbot

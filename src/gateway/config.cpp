@@ -11,15 +11,33 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::vector<std::string> kTopKeys = {"listen",          "upstreams",     "balance",
-                                           "affinity",        "auth",          "keys_db",
-                                           "health_open",     "allow",         "audit_log",
-                                           "audit_prompts",   "tls_only",      "limits",
-                                           "queue",           "health_checks", "circuit_breaker",
-                                           "retries",         "threads",       "connect_timeout_ms",
-                                           "read_timeout_ms", "advertise",     "name",
-                                           "default_model",   "secret_file",   "audit_witness",
-                                           "audit_witness_interval_s"};
+const std::vector<std::string> kTopKeys = {"listen",
+                                           "upstreams",
+                                           "balance",
+                                           "affinity",
+                                           "auth",
+                                           "keys_db",
+                                           "health_open",
+                                           "allow",
+                                           "audit_log",
+                                           "audit_prompts",
+                                           "tls_only",
+                                           "limits",
+                                           "queue",
+                                           "health_checks",
+                                           "circuit_breaker",
+                                           "retries",
+                                           "threads",
+                                           "connect_timeout_ms",
+                                           "read_timeout_ms",
+                                           "advertise",
+                                           "name",
+                                           "default_model",
+                                           "secret_file",
+                                           "audit_witness",
+                                           "audit_witness_interval_s",
+                                           "metrics_interval_s",
+                                           "alerts"};
 const std::vector<std::string> kListenKeys = {"host", "port", "tls"};
 const std::vector<std::string> kTlsKeys = {"cert", "key", "client_ca"};
 const std::vector<std::string> kUpstreamKeys = {"url",         "name",          "weight",
@@ -102,6 +120,8 @@ class Parser {
         c_.connect_timeout = ms(v_.integer(key, value, 10, 600'000, "milliseconds"));
       } else if (key == "read_timeout_ms") {
         c_.read_timeout = ms(v_.integer(key, value, 100, 86'400'000, "milliseconds"));
+      } else if (key == "metrics_interval_s") {
+        c_.metrics_interval_s = v_.number(key, value, 0.5, 3600);
       } else if (key == "advertise") {
         c_.advertise = v_.boolean(key, value);
       } else if (key == "name") {
@@ -109,7 +129,7 @@ class Parser {
       } else if (key == "default_model") {
         c_.default_model = v_.string(key, value, false);
         if (c_.default_model.size() > 256) v_.fail(key, value, "a model name of at most 256 bytes");
-      } else if (key == "alerts") {  // (not in kTopKeys: a 26th name there reflows the whole table)
+      } else if (key == "alerts") {
         c_.alerts = monitor::parse_alert_config(value, "gateway", v_.origin(), "alerts.", c_.warnings);
       } else {
         v_.warn(key, kTopKeys);

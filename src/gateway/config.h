@@ -107,6 +107,7 @@ struct GatewayConfig {
   // "alerts": the rules (the built-in ones unless it says otherwise) and webhooks, as `serve --alerts` reads
   // them (monitor/alerts.h).
   monitor::AlertConfig alerts{monitor::builtin_alert_rules("gateway"), {}};
+  double metrics_interval_s = 5;  // the metrics history's sampling interval (GET /api/metrics/history)
 
   std::vector<std::string> warnings;  // unknown keys, open doors
 };

@@ -119,6 +119,21 @@ Gateway::Gateway(GatewayConfig config, bool verbose)
           state_labels);
     }
   }
+  monitor::History::Options history;
+  history.role = "gateway";
+  history.interval_s = config_.metrics_interval_s;
+  history.queue_capacity = config_.queue.max_waiting;
+  for (std::size_t i = 0; i < pool_.size(); ++i) history.upstreams.push_back(pool_.name(i));
+  for (const auto& listener : config_.listen) {
+    if (!listener.tls) continue;
+    const auto end = std::chrono::duration<double>(
+                         tls::read_certificate_file(listener.tls->cert).not_after.time_since_epoch())
+                         .count();
+    history.tls_not_after = std::min(history.tls_not_after.value_or(end), end);  // the first to expire
+  }
+  history_ = std::make_unique<monitor::History>(registry_, std::move(history));
+  history_->add_listener([this](const monitor::Sample& sample) { alerts_->evaluate(sample); });
+  history_->set_thresholds(alerts_->thresholds());
 }
 
 // ------------------------------------------------------------------------------------------- the door
@@ -197,7 +212,10 @@ std::optional<Gateway::Refusal> Gateway::admit(const http::RequestHead& request,
     const auto info = presented.empty() ? std::nullopt : keys_->verify(presented, &why);
     // /health answers anyone (up or down); a valid key also gets the details, without using its limits.
     if (open_route) {
-      if (info) ctx.key_id = info->id;
+      if (info) {
+        ctx.key_id = info->id;
+        ctx.key_name = info->name;
+      }
       return std::nullopt;
     }
     if (!info) {
@@ -213,6 +231,7 @@ std::optional<Gateway::Refusal> Gateway::admit(const http::RequestHead& request,
       return Refusal{error, {{"WWW-Authenticate", "Bearer"}}};
     }
     ctx.key_id = info->id;
+    ctx.key_name = info->name;
     if (!count) return std::nullopt;
     const auto decision = limiter_.admit(*info, config_.limits.requests_per_minute,
                                          config_.limits.tokens_per_minute, Clock::now());
@@ -236,7 +255,7 @@ void Gateway::finish(Worker& worker, http::Exchange& ex, Context& ctx) {
   const double seconds = seconds_since(ctx.start);
   const std::string_view route = ex.path();
   // Known routes only as labels: arbitrary paths would grow the metrics without bound.
-  static constexpr std::array<std::string_view, 24> known = {"/v1/chat/completions",
+  static constexpr std::array<std::string_view, 25> known = {"/v1/chat/completions",
                                                              "/v1/completions",
                                                              "/v1/embeddings",
                                                              "/v1/models",
@@ -259,6 +278,7 @@ void Gateway::finish(Worker& worker, http::Exchange& ex, Context& ctx) {
                                                              "/rerank",
                                                              "/v1/audio/transcriptions",
                                                              "/detokenize",
+                                                             "/api/metrics/history",
                                                              "other"};
   const auto route_index =
       static_cast<int>(std::find(known.begin(), known.end() - 1, route) - known.begin());  // the last: other
@@ -280,7 +300,9 @@ void Gateway::finish(Worker& worker, http::Exchange& ex, Context& ctx) {
     prompt_tokens_.add(static_cast<double>(tokens_in));
     generation_tokens_.add(static_cast<double>(tokens_out));
   }
-  if (audit_ && route != "/metrics" && route != "/health") {
+  if (!ctx.key_id.empty()) count_key_usage(worker, ctx, tokens_in, tokens_out);
+  // Scrapes, probes and a dashboard's polls are not requests worth an audit record each.
+  if (audit_ && route != "/metrics" && route != "/health" && route != "/api/metrics/history") {
     door::AuditRecord record;
     record.time = std::chrono::system_clock::now();
     record.key_id = ctx.key_id;
@@ -298,6 +320,25 @@ void Gateway::finish(Worker& worker, http::Exchange& ex, Context& ctx) {
   if (verbose_)
     spdlog::info("{} {} {} {} {:.1f} ms", ctx.client, ex.request().method_string(), route, ctx.status,
                  seconds * 1000);
+}
+
+// Each key's requests and tokens (the dashboard's "keys"): its id and name as labels, never its secret.
+// Resolved once per key and thread, as the route counters are.
+void Gateway::count_key_usage(Worker& worker, const Context& ctx, std::int64_t tokens_in,
+                              std::int64_t tokens_out) {
+  auto counters = worker.key_counters.find(ctx.key_id);
+  if (counters == worker.key_counters.end()) {
+    const monitor::Labels labels{{"key", ctx.key_id}, {"name", ctx.key_name}};
+    Worker::KeyCounters made{
+        registry_.counter("clawbot_gateway_key_requests_total", "Requests by API key", labels),
+        registry_.counter("clawbot_gateway_key_prompt_tokens_total", "Prompt tokens by API key", labels),
+        registry_.counter("clawbot_gateway_key_completion_tokens_total", "Generated tokens by API key",
+                          labels)};
+    counters = worker.key_counters.emplace(ctx.key_id, made).first;
+  }
+  counters->second.requests.add();
+  if (tokens_in > 0) counters->second.prompt_tokens.add(static_cast<double>(tokens_in));
+  if (tokens_out > 0) counters->second.completion_tokens.add(static_cast<double>(tokens_out));
 }
 
 // ------------------------------------------------------------------------------------------- running
@@ -321,6 +362,7 @@ std::unique_ptr<http::Server> Gateway::make_server(
   router->add(http::Verb::get, "/health", guarded(worker, &Gateway::health));
   router->add(http::Verb::get, "/metrics", guarded(worker, &Gateway::metrics));
   router->add(http::Verb::get, "/api/alerts", guarded(worker, &Gateway::alerts));
+  router->add(http::Verb::get, "/api/metrics/history", guarded(worker, &Gateway::metrics_history));
   router->add(http::Verb::get, "/v1/models", guarded(worker, &Gateway::models));
   router->add(http::Verb::get, "/api/tags", guarded(worker, &Gateway::ollama_tags));
   router->add(http::Verb::get, "/api/ps", guarded(worker, &Gateway::ollama_ps));
@@ -390,17 +432,10 @@ void Gateway::advertise_later(unsigned short first_port) {
 void Gateway::watch_alerts(unsigned short first_port) {
   const Listener& first = config_.listen.front();
   alerts_->set_source(monitor::alert_source("gateway", first.host, first_port, first.tls.has_value()));
-  std::optional<double> earliest;  // of every listener's certificate
-  for (const auto& listener : config_.listen) {
-    if (!listener.tls) continue;
-    const auto not_after = tls::read_certificate_file(listener.tls->cert).not_after;
-    const double at = std::chrono::duration<double>(not_after.time_since_epoch()).count();
-    earliest = std::min(earliest.value_or(at), at);
-  }
-  if (!earliest) return;
-  registry_.gauge_callback("clawbot_tls_certificate_expiry_timestamp_seconds",
-                           "When the first TLS certificate served expires (notAfter, unix seconds)",
-                           [at = *earliest] { return at; });
+  if (const auto not_after = history_->options().tls_not_after)  // (the first listener's to expire)
+    registry_.gauge_callback("clawbot_tls_certificate_expiry_timestamp_seconds",
+                             "When the first TLS certificate served expires (notAfter, unix seconds)",
+                             [at = *not_after] { return at; });
 }
 
 int Gateway::run() {
@@ -414,6 +449,7 @@ int Gateway::run() {
   }
   const unsigned short first_listener_port = listen_all();
   watch_alerts(first_listener_port);
+  history_->start();
   asio::co_spawn(workers_[0]->io, health_loop(*workers_[0]), asio::detached);
   if (config_.advertise) advertise_later(first_listener_port);
   asio::signal_set signals(workers_[0]->io, SIGINT, SIGTERM);
@@ -437,6 +473,7 @@ int Gateway::run() {
   workers_[0]->io.run();
   for (auto& worker : workers_) worker->io.stop();
   threads_running.clear();
+  history_->stop();
   if (audit_ && !audit_->flush()) std::cerr << "audit log: " << audit_->last_error() << std::endl;
   std::cout << "clawbot gateway stopped" << std::endl;
   return 0;

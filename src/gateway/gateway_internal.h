@@ -33,6 +33,7 @@
 #include "gateway/token_account.h"
 #include "gateway/upstream_pool.h"
 #include "monitor/alerts.h"
+#include "monitor/history.h"
 #include "monitor/metrics.h"
 
 namespace clawbot::gateway::detail {
@@ -130,6 +131,10 @@ struct Worker {
   // Metric series this thread has used, resolved once: (route or upstream index) << 16 | HTTP status.
   std::unordered_map<int, monitor::CounterHandle> route_counters;
   std::unordered_map<int, monitor::CounterHandle> upstream_counters;
+  struct KeyCounters {
+    monitor::CounterHandle requests, prompt_tokens, completion_tokens;
+  };
+  std::unordered_map<std::string, KeyCounters> key_counters;  // by key id
   // Read buffers of finished requests, for the next ones: a fresh 16 KiB buffer per request made glibc grow
   // and trim its heap (brk) over and over.
   static constexpr std::size_t chunk_size = 16384;
@@ -169,6 +174,7 @@ class Gateway {
   struct Context {  // one request as the door and the audit log see it
     Clock::time_point start = Clock::now();
     std::string key_id;
+    std::string key_name;
     std::string client;
     std::string model;
     std::string upstream;
@@ -207,6 +213,8 @@ class Gateway {
   asio::awaitable<void> health(Worker&, http::Exchange& ex, Context& ctx);
   asio::awaitable<void> metrics(Worker&, http::Exchange& ex, Context& ctx);
   asio::awaitable<void> alerts(Worker&, http::Exchange& ex, Context& ctx);  // GET /api/alerts
+  asio::awaitable<void> metrics_history(Worker&, http::Exchange& ex, Context& ctx);
+  void count_key_usage(Worker& worker, const Context& ctx, std::int64_t tokens_in, std::int64_t tokens_out);
   asio::awaitable<void> models(Worker&, http::Exchange& ex, Context& ctx);
   // Ollama's listings (gateway_routes.cpp): the upstreams' models as /api/tags and /api/ps list them, and
   // the API version the nodes report.
@@ -258,6 +266,7 @@ class Gateway {
                                             bool reuse_port);
   unsigned short listen_all();
   void advertise_later(unsigned short first_port);
+  void watch_alerts(unsigned short first_port);  // where notices come from; the certificate's expiry metric
 
   asio::awaitable<void> health_loop(Worker& worker);
   asio::awaitable<void> check_upstream(Worker& worker, std::size_t index);
@@ -283,7 +292,7 @@ class Gateway {
   std::atomic<bool> stopping_{false};
   std::unique_ptr<discovery::Advertiser> advertiser_;  // mDNS/DNS-SD while running
   std::unique_ptr<monitor::Alerts> alerts_;            // the rules of "alerts" and the alerts they raise
-  void watch_alerts(unsigned short first_port);        // where notices come from; the certificates' expiry
+  std::unique_ptr<monitor::History> history_;          // last: its sampler reads the members above
 };
 
 // `gateway --check`, like `nginx -t`: everything that would stop the gateway at start, without starting it.

@@ -54,6 +54,13 @@ asio::awaitable<void> Gateway::alerts(Worker&, http::Exchange& ex, Context& ctx)
   co_await ex.respond_json(200, body);
 }
 
+asio::awaitable<void> Gateway::metrics_history(Worker&, http::Exchange& ex, Context& ctx) {
+  const auto target = ex.request().target();
+  const auto since = monitor::history_since(std::string_view(target.data(), target.size()));
+  ctx.status = 200;
+  co_await ex.respond_text(200, history_->json(since), "application/json");
+}
+
 // The models of every upstream that is up, each once, with the upstreams that serve it.
 asio::awaitable<void> Gateway::models(Worker&, http::Exchange& ex, Context& ctx) {
   const auto upstreams = pool_.snapshot(Clock::now());

@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -43,6 +45,32 @@ std::string with_label(const std::string& rendered, const std::string& key, cons
   const std::string extra = key + "=\"" + value + "\"";
   if (rendered.empty()) return "{" + extra + "}";
   return rendered.substr(0, rendered.size() - 1) + "," + extra + "}";
+}
+
+// render_labels() read back: {a="x",b="y\"z"} -> [(a, x), (b, y"z)].
+Labels parse_rendered_labels(std::string_view text) {
+  Labels labels;
+  if (text.size() < 2) return labels;
+  text = text.substr(1, text.size() - 2);
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const std::size_t eq = text.find('=', i);
+    if (eq == std::string_view::npos || eq + 1 >= text.size() || text[eq + 1] != '"') break;
+    std::string key(text.substr(i, eq - i));
+    std::string value;
+    std::size_t j = eq + 2;
+    for (; j < text.size() && text[j] != '"'; ++j) {
+      if (text[j] == '\\' && j + 1 < text.size()) {
+        ++j;
+        value += text[j] == 'n' ? '\n' : text[j];
+      } else {
+        value += text[j];
+      }
+    }
+    labels.emplace_back(std::move(key), std::move(value));
+    i = j + 2;  // past the closing quote and the comma
+  }
+  return labels;
 }
 
 double meminfo_kib(const std::string& key) {
@@ -163,6 +191,44 @@ std::string Registry::render() const {
   return out.str();
 }
 
+MetricsSnapshot Registry::snapshot() const {
+  MetricsSnapshot snap;
+  std::lock_guard lock(mutex_);
+  for (const auto& [name, f] : families_) {
+    auto& out = snap.families[name];
+    out.type = f.type;
+    out.values.reserve(f.values.size() + f.reads.size());
+    for (const auto& [labels, v] : f.values) out.values.push_back({parse_rendered_labels(labels), v});
+    for (const auto& [labels, read] : f.reads) out.values.push_back({parse_rendered_labels(labels), read()});
+    for (const auto& [labels, h] : f.histograms) {
+      MetricsSnapshot::Histogram copy;
+      copy.labels = parse_rendered_labels(labels);
+      copy.upper_bounds = h.buckets;
+      copy.cumulative.reserve(h.counts.size());
+      std::uint64_t cumulative = 0;
+      for (const auto count : h.counts) {
+        cumulative += count;
+        copy.cumulative.push_back(static_cast<double>(cumulative));
+      }
+      copy.sum = h.sum;
+      copy.count = static_cast<double>(h.count);
+      out.histograms.push_back(std::move(copy));
+    }
+  }
+  return snap;
+}
+
+const MetricsSnapshot::Family* MetricsSnapshot::find(std::string_view name) const {
+  const auto it = families.find(name);
+  return it == families.end() ? nullptr : &it->second;
+}
+
+const std::string* label_value(const Labels& labels, std::string_view key) {
+  for (const auto& [k, v] : labels)
+    if (k == key) return &v;
+  return nullptr;
+}
+
 const std::vector<double>& ttft_buckets() {
   // 0.15 and 0.2: the deployment guide's P99 target is 200 ms, so an alert at 0.2 s needs a bucket bound
   // there.
@@ -210,7 +276,35 @@ double process_rss_bytes() {
 double system_memory_total_bytes() {
   return meminfo_kib("MemTotal") * 1024.0;
 }
+namespace {
+
+std::optional<double> whole_number(std::string_view text) {
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.remove_suffix(1);
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) text.remove_prefix(1);
+  double value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || !std::isfinite(value) ||
+      value < 0)
+    return std::nullopt;
+  return value;
+}
+
+// CLAWBOT_MEMORY_AVAILABLE: bytes, or a file that holds them (a test rewrites it to cross a threshold).
+std::optional<double> memory_available_seam() {
+  const char* seam = std::getenv("CLAWBOT_MEMORY_AVAILABLE");
+  if (seam == nullptr || *seam == '\0') return std::nullopt;
+  if (auto bytes = whole_number(seam)) return bytes;
+  std::ifstream in(seam);
+  std::string text(64, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<std::size_t>(in.gcount()));
+  return whole_number(text);
+}
+
+}  // namespace
+
 double system_memory_available_bytes() {
+  if (const auto seam = memory_available_seam()) return *seam;
   return meminfo_kib("MemAvailable") * 1024.0;
 }
 

@@ -10,6 +10,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace clawbot::monitor {
@@ -17,6 +18,33 @@ namespace clawbot::monitor {
 using Labels = std::vector<std::pair<std::string, std::string>>;
 
 class Registry;
+
+// Every family's values at one instant (Registry::snapshot()): counters and gauges (callbacks read), and
+// histograms' buckets, by label set. What the in-process history derives its series from.
+struct MetricsSnapshot {
+  struct Value {
+    Labels labels;
+    double value = 0;
+  };
+  struct Histogram {
+    Labels labels;
+    std::vector<double> upper_bounds;  // ascending, the +Inf bucket excluded
+    std::vector<double> cumulative;    // observations at or below each bound
+    double sum = 0;
+    double count = 0;  // every observation (the +Inf bucket)
+  };
+  struct Family {
+    std::string type;  // counter | gauge | histogram
+    std::vector<Value> values;
+    std::vector<Histogram> histograms;
+  };
+  std::map<std::string, Family, std::less<>> families;
+
+  const Family* find(std::string_view name) const;
+};
+
+// The value of label `key`, or nullptr.
+const std::string* label_value(const Labels& labels, std::string_view key);
 
 // A series resolved once (its name, help and labels rendered at creation): each add or observe then costs one
 // lock and no allocation. Valid as long as its Registry.
@@ -54,6 +82,9 @@ class Registry {
   void counter_callback(const std::string& name, const std::string& help, std::function<double()> read,
                         const Labels& labels = {});
   std::string render() const;  // Prometheus text exposition format 0.0.4
+  // A copy of every family's current values; callbacks are read as render() reads them. Cheap enough to take
+  // every few seconds (one lock, a copy of a few hundred numbers).
+  MetricsSnapshot snapshot() const;
 
  private:
   struct Histogram {
@@ -93,7 +124,9 @@ const std::vector<double>& ttft_buckets();
 const std::vector<double>& itl_buckets();
 const std::vector<double>& e2e_buckets();
 
-// Process resident memory and system memory (bytes), from /proc.
+// Process resident memory and system memory (bytes), from /proc. A test seam: CLAWBOT_MEMORY_AVAILABLE, a
+// number of bytes or the path of a file holding one (re-read on every call), stands for MemAvailable, so that
+// /metrics, the history and the alerts see the same figure when a test makes memory run short.
 double process_rss_bytes();
 double system_memory_total_bytes();
 double system_memory_available_bytes();

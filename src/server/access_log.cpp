@@ -139,9 +139,11 @@ http::ExchangeObserver access_observer(monitor::Registry* metrics, AccessLogOpti
     if (!shared->enabled) return;
     auto logger = spdlog::get("access");
     if (!logger) logger = spdlog::default_logger();
-    // Probes and scrapes come every few seconds: at debug level, so that they do not drown the requests.
+    // Probes, scrapes and a dashboard's polls come every few seconds: at debug level, so that they do not
+    // drown the requests.
     const bool probe =
-        ex.request().method() == http::Verb::get && (ex.path() == "/health" || ex.path() == "/metrics");
+        ex.request().method() == http::Verb::get &&
+        (ex.path() == "/health" || ex.path() == "/metrics" || ex.path() == "/api/metrics/history");
     const auto level = probe ? spdlog::level::debug : spdlog::level::info;
     if (!logger->should_log(level)) return;
     logger->log(level, "{}",

@@ -367,6 +367,12 @@ std::shared_ptr<const http::Router> make_openai_router(const ServeContext& conte
         ctx->alerts ? ctx->alerts->to_json() : json{{"alerts", json::array()}, {"rules", json::array()}};
     co_await ex.respond_json(200, body);
   });
+  add(http::Verb::get, "/api/metrics/history", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
+    if (!ctx->history) throw ClawbotError(ErrorKind::not_found, "this node keeps no metrics history");
+    const auto target = ex.request().target();
+    const auto since = monitor::history_since(std::string_view(target.data(), target.size()));
+    co_await ex.respond_text(200, ctx->history->json(since), "application/json");
+  });
   add(http::Verb::post, "/v1/chat/completions",
       [ctx](http::Exchange& ex) { return api::chat_completions(*ctx, ex); });
   add(http::Verb::post, "/v1/completions", [ctx](http::Exchange& ex) { return completions(*ctx, ex); });

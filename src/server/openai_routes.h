@@ -12,6 +12,7 @@
 #include "common/http_server.h"
 #include "engine/chat_format.h"
 #include "engine/engine.h"
+#include "monitor/history.h"
 #include "monitor/metrics.h"
 #include "server/scheduler.h"
 
@@ -38,6 +39,7 @@ struct ServeContext {
   bool strict_model = false;                        // a request naming another model: 404 model_not_found
   const std::atomic<bool>* draining = nullptr;      // true after SIGTERM: new work is refused with 503
   monitor::Alerts* alerts = nullptr;                // the alert rules and their alerts (GET /api/alerts)
+  const monitor::History* history = nullptr;        // GET /api/metrics/history
 };
 
 // `paths`, when given, receives each route's path.

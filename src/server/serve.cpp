@@ -143,13 +143,12 @@ void print_listening(const ServeOptions& options, bool https, unsigned short por
 }
 
 // The certificate's expiry, for Prometheus (the history reads it for the cert_expiring alert).
-void watch_certificate(const ServeOptions& options, const ServeContext& serve, bool https) {
-  if (!https) return;
-  const double not_after = tls_certificate_expiry(options);
-  if (serve.metrics)
+void export_certificate_expiry(const ServeContext& serve) {
+  const auto not_after = serve.history ? serve.history->options().tls_not_after : std::nullopt;
+  if (not_after && serve.metrics)
     serve.metrics->gauge_callback("clawbot_tls_certificate_expiry_timestamp_seconds",
                                   "When the TLS certificate served expires (notAfter, unix seconds)",
-                                  [not_after] { return not_after; });
+                                  [at = *not_after] { return at; });
 }
 
 // Listens, announces the node, and answers until a signal has drained it.
@@ -180,7 +179,7 @@ void run_server(const ServeOptions& options, LogFormat log_format, const ServeCo
   } else {
     port = server.listen(options.host, static_cast<unsigned short>(options.port));
   }
-  watch_certificate(options, serve, https);
+  export_certificate_expiry(serve);
   if (serve.alerts) serve.alerts->set_source(monitor::alert_source("serve", options.host, port, https));
   // Announced once the listener is bound (the real port is known); withdrawn first thing at shutdown. A node
   // has no API keys of its own (a gateway in front adds them): auth=no.
@@ -197,6 +196,18 @@ void run_server(const ServeOptions& options, LogFormat log_format, const ServeCo
   io.run();
   workers.clear();
   serve.scheduler.stop();  // before the sessions left on `io` are destroyed
+}
+
+monitor::History::Options history_options(const ServeOptions& options) {
+  monitor::History::Options history;
+  history.role = "serve";
+  history.interval_s = options.metrics_interval_s;
+  history.queue_capacity = static_cast<std::size_t>(options.queue_max);
+  if (!options.tls_cert.empty()) {
+    const auto cert = tls::read_certificate_file(options.tls_cert);
+    history.tls_not_after = std::chrono::duration<double>(cert.not_after.time_since_epoch()).count();
+  }
+  return history;
 }
 
 // From a loaded model to a running node: size, context, scheduler, routes.
@@ -217,7 +228,12 @@ int serve_model(const ServeOptions& options, LogFormat log_format, const ops::Pr
   register_metrics(metrics, scheduler, context);
   GenerationMetrics generation_metrics(metrics);
   std::atomic<bool> draining = false;
+  // Before the history, whose sampler calls it (and is stopped first).
   monitor::Alerts alerts("serve", std::move(alert_config));
+  monitor::History history(metrics, history_options(options));
+  history.add_listener([&alerts](const monitor::Sample& sample) { alerts.evaluate(sample); });
+  history.set_thresholds(alerts.thresholds());
+  history.start();
 
   const ServeContext serve{
       .model = model,
@@ -235,6 +251,7 @@ int serve_model(const ServeOptions& options, LogFormat log_format, const ops::Pr
       .strict_model = options.strict_model,
       .draining = &draining,
       .alerts = &alerts,
+      .history = &history,
   };
   run_server(options, log_format, serve, draining, [&] {
     log_configuration(options, serve, prepared.name.empty() ? info.name : prepared.name, size,

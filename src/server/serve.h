@@ -53,6 +53,8 @@ struct ServeOptions {
   std::string key_file;       // key of an encrypted model (clawbot encrypt), decrypted into memory only
   std::string key_env;        // or the environment variable that holds it
   std::string alerts_file;    // alert rules and webhooks (monitor/alerts.h); empty: the built-in rules
+  // Seconds between the samples of the in-process metrics history (GET /api/metrics/history).
+  double metrics_interval_s = 5;
 };
 
 // Returns the process exit status.

@@ -118,6 +118,10 @@ void add_scheduling_and_operation_options(CLI::App* cmd, ServeOptions* serve) {
       "add rules, post alerts to webhooks");
   cmd->add_flag("--strict-model", serve->strict_model,
                 "Answer 404 model_not_found to a request naming a model this node does not serve");
+  cmd->add_option("--metrics-interval", serve->metrics_interval_s,
+                  "Seconds between samples of the metrics history (GET /api/metrics/history, the last hour)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.5, 3600.0));
 }
 
 }  // namespace

@@ -30,8 +30,6 @@ void check_tls_options(const ServeOptions& options);
 tls::ServerConfig tls_server_config(const ServeOptions& options);
 // What the node's certificate says, and a warning while there is still time to renew it.
 void log_tls_certificate(const ServeOptions& options);
-// Its notAfter, in unix seconds (the cert_expiring alert, clawbot_tls_certificate_expiry_timestamp_seconds).
-double tls_certificate_expiry(const ServeOptions& options);
 
 // --alerts FILE (the built-in rules without one); throws config::ConfigError naming the file and the field.
 monitor::AlertConfig load_alerts(const ServeOptions& options);

@@ -78,11 +78,6 @@ monitor::AlertConfig load_alerts(const ServeOptions& options) {
   return config;
 }
 
-double tls_certificate_expiry(const ServeOptions& options) {
-  const auto cert = tls::read_certificate_file(options.tls_cert);
-  return std::chrono::duration<double>(cert.not_after.time_since_epoch()).count();
-}
-
 namespace {
 
 // A Jinja template file (bounded: a template is kilobytes, not a model).

@@ -136,6 +136,15 @@ TEST_F(GatewayConfigTest, Defaults) {
   EXPECT_EQ(c.retries, 2);
   EXPECT_TRUE(c.advertise);
   EXPECT_EQ(c.limits.max_body_bytes, 8u << 20);
+  EXPECT_EQ(c.metrics_interval_s, 5);
+}
+
+TEST_F(GatewayConfigTest, MetricsIntervalIsANumberOfSeconds) {
+  EXPECT_EQ(parse(with_upstream(R"("metrics_interval_s": 1)")).metrics_interval_s, 1);
+  EXPECT_EQ(parse(with_upstream(R"("metrics_interval_s": 2.5)")).metrics_interval_s, 2.5);
+  EXPECT_ERROR(with_upstream(R"("metrics_interval_s": 0)"), "\"metrics_interval_s\" is 0;",
+               "from 0.5 to 3600");
+  EXPECT_ERROR(with_upstream(R"("metrics_interval_s": "5")"), "\"metrics_interval_s\" is \"5\" (a string)");
 }
 
 TEST_F(GatewayConfigTest, EveryKeyParses) {

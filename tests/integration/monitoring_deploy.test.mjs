@@ -114,12 +114,20 @@ const exported = new Set();
 before(async () => {
   serve = await startServer();
   // A second upstream that answers 503: the gateway's upstream error counter gets its first sample.
-  failing = await startUpstream({ name: 'busy', model: 'stories260K', status: 503 });
+  failing = await startUpstream({ name: 'busy', model: MODEL_ID });
   gateway = await startGateway({
     auth: 'none',
+    affinity: false, // (one conversation would always go to the same upstream)
     upstreams: [{ url: failing.url, name: 'busy' }, { url: serve.baseUrl, name: 'node' }],
     health_checks: { interval_ms: 100 },
   }, { dir });
+  // Once the gateway knows its model, the second upstream answers 503 to everything.
+  const known = await waitUntil(async () => {
+    const health = (await request(`${gateway.url}/health`)).json;
+    return health?.upstreams?.find((u) => u.name === 'busy')?.models?.length > 0;
+  }, 10000);
+  assert.ok(known, 'the gateway never read the second upstream\'s models');
+  failing.options.status = 503;
   const body = chat('Once upon a time', { model: MODEL_ID });
   const streamed = { ...body, stream: true };
   let gatewayText = '';

@@ -51,6 +51,7 @@ needs=(
   "hdr:sqlite3.h libsqlite3-dev" "hdr:gtest/gtest.h libgtest-dev" "hdr:gmock/gmock.h libgmock-dev"
   "hdr:histedit.h libedit-dev" "hdr:ncurses.h libncurses-dev" "cmd:node nodejs" "cmd:npm npm" "cmd:promtool prometheus" "cmd:tmux tmux"
   "cmd:openssl openssl" "cmd:ccache ccache"
+  "cmd:amtool prometheus-alertmanager"  # make test: amtool check-config on deploy/alertmanager
   # mDNS/DNS-SD: the Avahi client library (serve and discover use the daemon where it runs); the tests run
   # avahi-daemon on a private D-Bus bus in network namespaces and firewall a port there
   "hdr:avahi-client/client.h libavahi-client-dev" "file:/usr/sbin/avahi-daemon avahi-daemon" "cmd:avahi-browse avahi-utils"

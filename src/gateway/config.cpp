@@ -36,7 +36,8 @@ const std::vector<std::string> kTopKeys = {"listen",
                                            "secret_file",
                                            "audit_witness",
                                            "audit_witness_interval_s",
-                                           "metrics_interval_s"};
+                                           "metrics_interval_s",
+                                           "alerts"};
 const std::vector<std::string> kListenKeys = {"host", "port", "tls"};
 const std::vector<std::string> kTlsKeys = {"cert", "key", "client_ca"};
 const std::vector<std::string> kUpstreamKeys = {"url",         "name",          "weight",
@@ -128,6 +129,8 @@ class Parser {
       } else if (key == "default_model") {
         c_.default_model = v_.string(key, value, false);
         if (c_.default_model.size() > 256) v_.fail(key, value, "a model name of at most 256 bytes");
+      } else if (key == "alerts") {
+        c_.alerts = monitor::parse_alert_config(value, "gateway", v_.origin(), "alerts.", c_.warnings);
       } else {
         v_.warn(key, kTopKeys);
       }

@@ -15,6 +15,7 @@
 
 #include "common/http_client.h"
 #include "common/json_config.h"
+#include "monitor/alerts.h"
 
 namespace clawbot::gateway {
 
@@ -103,6 +104,9 @@ struct GatewayConfig {
   std::string name;  // advertised instance name; default "clawbot gateway on HOST"
   // A request naming a model no upstream serves goes to this one instead of a 404 (empty: 404).
   std::string default_model;
+  // "alerts": the rules (the built-in ones unless it says otherwise) and webhooks, as `serve --alerts` reads
+  // them (monitor/alerts.h).
+  monitor::AlertConfig alerts{monitor::builtin_alert_rules("gateway"), {}};
   double metrics_interval_s = 5;  // the metrics history's sampling interval (GET /api/metrics/history)
 
   std::vector<std::string> warnings;  // unknown keys, open doors

@@ -102,6 +102,7 @@ Gateway::Gateway(GatewayConfig config, bool verbose)
   registry_.gauge_callback(
       "clawbot_system_memory_used_bytes", "System memory in use (total minus available)",
       [] { return monitor::system_memory_total_bytes() - monitor::system_memory_available_bytes(); });
+  alerts_ = std::make_unique<monitor::Alerts>("gateway", config_.alerts);
   for (std::size_t i = 0; i < pool_.size(); ++i) {
     const monitor::Labels labels{{"upstream", pool_.name(i)}};
     registry_.gauge_callback(
@@ -133,6 +134,8 @@ Gateway::Gateway(GatewayConfig config, bool verbose)
     history.tls_not_after = std::min(history.tls_not_after.value_or(end), end);  // the first to expire
   }
   history_ = std::make_unique<monitor::History>(registry_, std::move(history));
+  history_->add_listener([this](const monitor::Sample& sample) { alerts_->evaluate(sample); });
+  history_->set_thresholds(alerts_->thresholds());
 }
 
 // ------------------------------------------------------------------------------------------- the door
@@ -369,6 +372,7 @@ std::unique_ptr<http::Server> Gateway::make_server(
   auto router = std::make_shared<http::Router>();
   router->add(http::Verb::get, "/health", guarded(worker, &Gateway::health));
   router->add(http::Verb::get, "/metrics", guarded(worker, &Gateway::metrics));
+  router->add(http::Verb::get, "/api/alerts", guarded(worker, &Gateway::alerts));
   router->add(http::Verb::get, "/api/metrics/history", guarded(worker, &Gateway::metrics_history));
   router->add(http::Verb::get, "/v1/models", guarded(worker, &Gateway::models));
   router->add(http::Verb::get, "/api/tags", guarded(worker, &Gateway::ollama_tags));
@@ -438,6 +442,15 @@ void Gateway::advertise_later(unsigned short first_port) {
   });
 }
 
+void Gateway::watch_alerts(unsigned short first_port) {
+  const Listener& first = config_.listen.front();
+  alerts_->set_source(monitor::alert_source("gateway", first.host, first_port, first.tls.has_value()));
+  if (const auto not_after = history_->options().tls_not_after)  // (the first listener's to expire)
+    registry_.gauge_callback("clawbot_tls_certificate_expiry_timestamp_seconds",
+                             "When the first TLS certificate served expires (notAfter, unix seconds)",
+                             [at = *not_after] { return at; });
+}
+
 int Gateway::run() {
   unsigned threads = config_.threads > 0 ? static_cast<unsigned>(config_.threads)
                                          : std::max(1u, std::thread::hardware_concurrency());
@@ -448,6 +461,7 @@ int Gateway::run() {
     workers_.push_back(std::move(worker));
   }
   const unsigned short first_listener_port = listen_all();
+  watch_alerts(first_listener_port);
   history_->start();
   asio::co_spawn(workers_[0]->io, health_loop(*workers_[0]), asio::detached);
   if (config_.advertise) advertise_later(first_listener_port);

@@ -45,6 +45,8 @@ int check_config(const GatewayConfig& config) {
             << "\n";
   std::cout << "  audit     " << (config.audit_log.empty() ? std::string("off") : config.audit_log.string())
             << "\n";
+  std::cout << "  alerts    " << config.alerts.rules.size() << " rules, " << config.alerts.webhooks.size()
+            << (config.alerts.webhooks.size() == 1 ? " webhook" : " webhooks") << "\n";
   return 0;
 }
 

@@ -33,6 +33,7 @@
 #include "gateway/request_facts.h"
 #include "gateway/token_account.h"
 #include "gateway/upstream_pool.h"
+#include "monitor/alerts.h"
 #include "monitor/history.h"
 #include "monitor/metrics.h"
 
@@ -211,6 +212,7 @@ class Gateway {
 
   asio::awaitable<void> health(Worker&, http::Exchange& ex, Context& ctx);
   asio::awaitable<void> metrics(Worker&, http::Exchange& ex, Context& ctx);
+  asio::awaitable<void> alerts(Worker&, http::Exchange& ex, Context& ctx);  // GET /api/alerts
   asio::awaitable<void> metrics_history(Worker&, http::Exchange& ex, Context& ctx);
   void count_key_usage(Worker& worker, const Context& ctx, std::int64_t tokens_in, std::int64_t tokens_out);
   asio::awaitable<void> dashboard_asset(Worker&, http::Exchange& ex, Context& ctx);
@@ -265,6 +267,7 @@ class Gateway {
                                             bool reuse_port);
   unsigned short listen_all();
   void advertise_later(unsigned short first_port);
+  void watch_alerts(unsigned short first_port);  // where notices come from; the certificate's expiry metric
 
   asio::awaitable<void> health_loop(Worker& worker);
   asio::awaitable<void> check_upstream(Worker& worker, std::size_t index);
@@ -289,6 +292,7 @@ class Gateway {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<bool> stopping_{false};
   std::unique_ptr<discovery::Advertiser> advertiser_;  // mDNS/DNS-SD while running
+  std::unique_ptr<monitor::Alerts> alerts_;            // the rules of "alerts" and the alerts they raise
   std::unique_ptr<monitor::History> history_;          // last: its sampler reads the members above
 };
 

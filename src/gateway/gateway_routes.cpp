@@ -48,6 +48,12 @@ asio::awaitable<void> Gateway::metrics(Worker&, http::Exchange& ex, Context& ctx
   co_await ex.respond_text(200, std::move(text), "text/plain; version=0.0.4; charset=utf-8");
 }
 
+asio::awaitable<void> Gateway::alerts(Worker&, http::Exchange& ex, Context& ctx) {
+  ctx.status = 200;
+  const json body = alerts_->to_json();
+  co_await ex.respond_json(200, body);
+}
+
 asio::awaitable<void> Gateway::metrics_history(Worker&, http::Exchange& ex, Context& ctx) {
   const auto target = ex.request().target();
   const auto since = monitor::history_since(std::string_view(target.data(), target.size()));

@@ -13,6 +13,7 @@
 #include "common/json_read.h"
 #include "common/text.h"
 #include "common/use_tuple.h"
+#include "monitor/alerts.h"
 #include "server/api/anthropic_messages.h"
 #include "server/api/chat_completions.h"
 #include "server/api/embeddings.h"
@@ -361,6 +362,11 @@ std::shared_ptr<const http::Router> make_openai_router(const ServeContext& conte
   add(http::Verb::get, "/metrics", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
     const std::string text = ctx->metrics ? ctx->metrics->render() : std::string();
     co_await ex.respond_text(200, text, "text/plain; version=0.0.4; charset=utf-8");
+  });
+  add(http::Verb::get, "/api/alerts", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
+    const json body =
+        ctx->alerts ? ctx->alerts->to_json() : json{{"alerts", json::array()}, {"rules", json::array()}};
+    co_await ex.respond_json(200, body);
   });
   add(http::Verb::get, "/api/metrics/history", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
     if (!ctx->history) throw ClawbotError(ErrorKind::not_found, "this node keeps no metrics history");

@@ -16,6 +16,10 @@
 #include "monitor/metrics.h"
 #include "server/scheduler.h"
 
+namespace clawbot::monitor {
+class Alerts;
+}
+
 namespace clawbot::server {
 
 class GenerationMetrics;
@@ -34,6 +38,7 @@ struct ServeContext {
   GenerationMetrics* generation_metrics = nullptr;  // the latency series in `metrics`, resolved once
   bool strict_model = false;                        // a request naming another model: 404 model_not_found
   const std::atomic<bool>* draining = nullptr;      // true after SIGTERM: new work is refused with 503
+  monitor::Alerts* alerts = nullptr;                // the alert rules and their alerts (GET /api/alerts)
   const monitor::History* history = nullptr;        // GET /api/metrics/history
 };
 

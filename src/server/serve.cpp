@@ -13,6 +13,7 @@
 
 #include "common/cli_error.h"
 #include "common/http_server.h"
+#include "common/json_config.h"
 #include "discovery/discovery.h"
 #include "server/access_log.h"
 #include "server/generation.h"
@@ -137,6 +138,15 @@ void print_listening(const ServeOptions& options, bool https, unsigned short por
   std::fflush(stdout);
 }
 
+// The certificate's expiry, for Prometheus (the history reads it for the cert_expiring alert).
+void export_certificate_expiry(const ServeContext& serve) {
+  const auto not_after = serve.history ? serve.history->options().tls_not_after : std::nullopt;
+  if (not_after && serve.metrics)
+    serve.metrics->gauge_callback("clawbot_tls_certificate_expiry_timestamp_seconds",
+                                  "When the TLS certificate served expires (notAfter, unix seconds)",
+                                  [at = *not_after] { return at; });
+}
+
 // Listens, announces the node, and answers until a signal has drained it.
 void run_server(const ServeOptions& options, LogFormat log_format, const ServeContext& serve,
                 std::atomic<bool>& draining, const std::function<void()>& log_started) {
@@ -165,6 +175,8 @@ void run_server(const ServeOptions& options, LogFormat log_format, const ServeCo
   } else {
     port = server.listen(options.host, static_cast<unsigned short>(options.port));
   }
+  export_certificate_expiry(serve);
+  if (serve.alerts) serve.alerts->set_source(monitor::alert_source("serve", options.host, port, https));
   // Announced once the listener is bound (the real port is known); withdrawn first thing at shutdown. A node
   // has no API keys of its own (a gateway in front adds them): auth=no.
   std::unique_ptr<discovery::Advertiser> advertiser =
@@ -196,7 +208,7 @@ monitor::History::Options history_options(const ServeOptions& options) {
 
 // From a loaded model to a running node: size, context, scheduler, routes.
 int serve_model(const ServeOptions& options, LogFormat log_format, const ops::PreparedModel& prepared,
-                const engine::Model& model) {
+                const engine::Model& model, monitor::AlertConfig alert_config) {
   const auto& info = model.info();
   check_size_options(options);
   const ChatTemplateChoice chat = choose_chat_template(model, options);
@@ -212,7 +224,11 @@ int serve_model(const ServeOptions& options, LogFormat log_format, const ops::Pr
   register_metrics(metrics, scheduler, context);
   GenerationMetrics generation_metrics(metrics);
   std::atomic<bool> draining = false;
+  // Before the history, whose sampler calls it (and is stopped first).
+  monitor::Alerts alerts("serve", std::move(alert_config));
   monitor::History history(metrics, history_options(options));
+  history.add_listener([&alerts](const monitor::Sample& sample) { alerts.evaluate(sample); });
+  history.set_thresholds(alerts.thresholds());
   history.start();
 
   const ServeContext serve{
@@ -230,6 +246,7 @@ int serve_model(const ServeOptions& options, LogFormat log_format, const ops::Pr
       .generation_metrics = &generation_metrics,
       .strict_model = options.strict_model,
       .draining = &draining,
+      .alerts = &alerts,
       .history = &history,
   };
   run_server(options, log_format, serve, draining, [&] {
@@ -249,6 +266,13 @@ int run_serve(const ServeOptions& options) {
   }
   // Logs go to stderr: stdout carries only the lines a script waits for (the address, the curl example).
   setup_logging(*log_format, options.verbose);
+  // The rules file before a model that may take minutes to load: a mistake in it is a usage error (2).
+  monitor::AlertConfig alert_config;
+  try {
+    alert_config = load_alerts(options);
+  } catch (const config::ConfigError& e) {
+    return cli_error("clawbot serve", e.what(), 2);
+  }
   engine::init_backend(options.verbose);
   try {
     ops::PreparedModel prepared = prepare_model(options);
@@ -259,7 +283,7 @@ int run_serve(const ServeOptions& options) {
                                       .n_gpu_layers = options.gpu_layers});
     // libllama's mapping keeps the decrypted pages; what it unmaps (weights copied to a GPU) is then freed.
     if (prepared.decrypted) prepared.decrypted->close();
-    return serve_model(options, *log_format, prepared, model);
+    return serve_model(options, *log_format, prepared, model, std::move(alert_config));
   } catch (const std::exception& e) {
     return cli_error("clawbot serve", e.what(), 1);
   }

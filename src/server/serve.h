@@ -52,6 +52,7 @@ struct ServeOptions {
   bool verify = false;        // refuse a model whose SHA-256 does not match MODEL.sha256 or SHA256SUMS
   std::string key_file;       // key of an encrypted model (clawbot encrypt), decrypted into memory only
   std::string key_env;        // or the environment variable that holds it
+  std::string alerts_file;    // alert rules and webhooks (monitor/alerts.h); empty: the built-in rules
   // Seconds between the samples of the in-process metrics history (GET /api/metrics/history).
   double metrics_interval_s = 5;
 };

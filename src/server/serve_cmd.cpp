@@ -112,6 +112,10 @@ void add_scheduling_and_operation_options(CLI::App* cmd, ServeOptions* serve) {
       ->capture_default_str()
       ->check(CLI::IsMember({"text", "json"}));
   cmd->add_flag("--no-access-log", serve->no_access_log, "No log line per request");
+  cmd->add_option(
+      "--alerts", serve->alerts_file,
+      "Alert rules and webhooks (JSON): change the built-in rules (memory at 90%, P99 latency, ...), "
+      "add rules, post alerts to webhooks");
   cmd->add_flag("--strict-model", serve->strict_model,
                 "Answer 404 model_not_found to a request naming a model this node does not serve");
   cmd->add_option("--metrics-interval", serve->metrics_interval_s,

@@ -11,6 +11,7 @@
 #include "common/tls.h"
 #include "engine/chat_format.h"
 #include "engine/engine.h"
+#include "monitor/alerts.h"
 #include "monitor/metrics.h"
 #include "ops/integrity.h"
 #include "ops/plan.h"
@@ -33,6 +34,9 @@ void check_tls_options(const ServeOptions& options);
 tls::ServerConfig tls_server_config(const ServeOptions& options);
 // What the node's certificate says, and a warning while there is still time to renew it.
 void log_tls_certificate(const ServeOptions& options);
+
+// --alerts FILE (the built-in rules without one); throws config::ConfigError naming the file and the field.
+monitor::AlertConfig load_alerts(const ServeOptions& options);
 
 struct ChatTemplateChoice {
   std::shared_ptr<const engine::ChatFormatter> chat_template;  // none: chat requests get `problem`

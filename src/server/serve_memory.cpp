@@ -29,9 +29,9 @@ class MemoryCheck {
     // A decrypted model's memory is taken already (so not available) but it is the weights counted below.
     const double decrypted_bytes =
         prepared.decrypted ? static_cast<double>(prepared.decrypted->stats().plaintext_bytes) : 0.0;
-    available_ = available_override && *available_override
-                     ? std::strtod(available_override, nullptr)
-                     : monitor::system_memory_available_bytes() + decrypted_bytes;
+    // (The seam may also name a file that holds the bytes: monitor reads either.)
+    const bool overridden = available_override && *available_override;
+    available_ = monitor::system_memory_available_bytes() + (overridden ? 0.0 : decrypted_bytes);
     try {
       header_ = ops::read_gguf(prepared.path);
       dims_ = ops::model_dims(*header_);

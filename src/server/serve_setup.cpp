@@ -71,6 +71,14 @@ void log_tls_certificate(const ServeOptions& options) {
   }
 }
 
+monitor::AlertConfig load_alerts(const ServeOptions& options) {
+  if (options.alerts_file.empty()) return monitor::AlertConfig{monitor::builtin_alert_rules("serve"), {}};
+  std::vector<std::string> warnings;
+  auto config = monitor::load_alert_config(options.alerts_file, "serve", warnings);
+  for (const auto& warning : warnings) spdlog::warn("{}", warning);
+  return config;
+}
+
 namespace {
 
 // A Jinja template file (bounded: a template is kilobytes, not a model).
@@ -227,6 +235,9 @@ void register_metrics(monitor::Registry& metrics, const Scheduler& scheduler,
   metrics.gauge_callback("clawbot_slots", "Slots", stat(&SchedulerStats::slots_total));
   metrics.gauge_callback("clawbot_num_requests_waiting", "Requests waiting for a slot",
                          stat(&SchedulerStats::queued));
+  metrics.gauge_callback("clawbot_queue_capacity",
+                         "Requests that may wait for a slot before 503 (--queue-max)",
+                         [&scheduler] { return static_cast<double>(scheduler.options().queue_max); });
   metrics.gauge_callback("clawbot_kv_cache_cells_used",
                          "KV cells holding tokens (a shared prefix counted once per sequence)",
                          stat(&SchedulerStats::kv_cells_used));

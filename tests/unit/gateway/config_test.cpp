@@ -1,6 +1,7 @@
 // gateway.json: the issue's example, defaults, relative paths, and a table of broken files with the message
 // each gets (the file, the key, the value as written and what is allowed); unknown keys as warnings with
 // the closest known name.
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -399,4 +400,27 @@ TEST_F(GatewayConfigTest, DefaultModelForUnknownNames) {
   EXPECT_ERROR(with_upstream(R"("default_model": ")" + std::string(300, 'm') + "\""), "\"default_model\"",
                "at most 256 bytes");
   EXPECT_TRUE(parse(with_upstream(R"("default_model": "m")")).warnings.empty());
+}
+
+TEST_F(GatewayConfigTest, AlertsAsServeReadsThem) {
+  // None given: the gateway's built-in rules (upstream_down among them), no webhooks.
+  const auto defaults = parse(with_upstream("")).alerts;
+  EXPECT_TRUE(std::any_of(defaults.rules.begin(), defaults.rules.end(),
+                          [](const auto& r) { return r.name == "upstream_down"; }));
+  EXPECT_TRUE(defaults.webhooks.empty());
+  const auto c = parse(with_upstream(
+      R"("alerts": {"rules": [{"name": "upstream_down", "for_s": 5}],
+                    "webhooks": [{"url": "http://127.0.0.1:9093/hook", "format": "slack"}]})"));
+  const auto down = std::find_if(c.alerts.rules.begin(), c.alerts.rules.end(),
+                                 [](const auto& r) { return r.name == "upstream_down"; });
+  ASSERT_NE(down, c.alerts.rules.end());
+  EXPECT_EQ(down->for_s, 5);
+  ASSERT_EQ(c.alerts.webhooks.size(), 1u);
+  EXPECT_EQ(c.alerts.webhooks[0].format, clawbot::monitor::WebhookFormat::slack);
+  EXPECT_TRUE(c.warnings.empty());
+  EXPECT_ERROR(with_upstream(R"("alerts": {"rules": [{"name": "x", "series": "ttft", "threshold": 1}]})"),
+               "\"alerts.rules[0].series\" is \"ttft\"", "the name of a series");
+  EXPECT_ERROR(with_upstream(R"("alerts": [])"), "\"alerts\" is [] (an array)", "an object such as");
+  EXPECT_EQ(parse(with_upstream(R"("alerts": {"rule": []})")).warnings.at(0),
+            origin_ + ": unknown key \"alerts.rule\" (ignored); did you mean \"rules\"?");
 }

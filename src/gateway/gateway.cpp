@@ -258,7 +258,7 @@ void Gateway::finish(Worker& worker, http::Exchange& ex, Context& ctx) {
   const double seconds = seconds_since(ctx.start);
   const std::string_view route = ex.path();
   // Known routes only as labels: arbitrary paths would grow the metrics without bound.
-  static constexpr std::array<std::string_view, 25> known = {"/v1/chat/completions",
+  static constexpr std::array<std::string_view, 27> known = {"/v1/chat/completions",
                                                              "/v1/completions",
                                                              "/v1/embeddings",
                                                              "/v1/models",
@@ -282,6 +282,8 @@ void Gateway::finish(Worker& worker, http::Exchange& ex, Context& ctx) {
                                                              "/v1/audio/transcriptions",
                                                              "/detokenize",
                                                              "/api/metrics/history",
+                                                             "/api/alerts",
+                                                             "/dashboard",
                                                              "other"};
   const auto route_index =
       static_cast<int>(std::find(known.begin(), known.end() - 1, route) - known.begin());  // the last: other

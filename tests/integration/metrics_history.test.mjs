@@ -85,7 +85,9 @@ describe('serve: GET /api/metrics/history', () => {
     // No GPU on this node: the GPU series are listed and unknown (null), never 0.
     assert.ok(h.series.gpu_utilization_ratio.every((v) => v === null), `${h.series.gpu_utilization_ratio}`);
     assert.ok(h.series.tls_cert_days_left.every((v) => v === null));
-    assert.deepEqual(h.thresholds, {});
+    // The built-in alert rules' lines: the deployment guide's 90% memory and 200 ms P99 TTFT.
+    assert.equal(h.thresholds.memory_used_ratio, 0.9);
+    assert.equal(h.thresholds.ttft_p99_s, 0.2);
   });
 
   test('since: only the samples after it', async () => {

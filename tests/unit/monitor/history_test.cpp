@@ -248,7 +248,19 @@ TEST(History, RingWrapsAtCapacityAndKeepsTheNewest) {
 }
 
 // The ring is allocated (and touched) when the history is made: an idle node's memory stays flat as it fills.
+#if defined(__SANITIZE_ADDRESS__)
+#define CLAWBOT_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CLAWBOT_TEST_ASAN 1
+#endif
+#endif
+
 TEST(History, MemoryDoesNotGrowAsTheRingFills) {
+#ifdef CLAWBOT_TEST_ASAN
+  // ASan keeps freed blocks in its quarantine (up to 256 MB), so resident memory says nothing about the ring here.
+  GTEST_SKIP() << "RSS is not the ring's memory under AddressSanitizer";
+#endif
   ManualClock clock;
   Registry registry;
   History::Options options;

@@ -307,8 +307,7 @@ void Gateway::finish(Worker& worker, http::Exchange& ex, Context& ctx) {
   }
   if (!ctx.key_id.empty()) count_key_usage(worker, ctx, tokens_in, tokens_out);
   // Scrapes, probes, a dashboard's files and polls are not requests worth an audit record each.
-  if (audit_ && route != "/metrics" && route != "/health" && route != "/api/metrics/history" &&
-      !web::find_asset(route)) {
+  if (audit_ && !monitor::monitoring_route(route)) {
     door::AuditRecord record;
     record.time = std::chrono::system_clock::now();
     record.key_id = ctx.key_id;

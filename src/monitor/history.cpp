@@ -20,13 +20,6 @@ namespace {
 
 constexpr double absent = std::numeric_limits<double>::quiet_NaN();
 
-// The routes that watch the node rather than use it: their requests are not the traffic the charts show (a
-// dashboard polling every second would otherwise be most of it).
-bool monitoring_route(std::string_view route) {
-  return route == "/metrics" || route == "/health" || route == "/api/metrics/history" ||
-         route == "/api/alerts" || route.starts_with("/dashboard");
-}
-
 // Per-upstream series, in their column order.
 constexpr std::array<std::string_view, 4> upstream_series = {
     series::upstream_requests_per_s, series::upstream_errors_per_s, series::upstream_e2e_p99_s,
@@ -174,6 +167,12 @@ double system_clock_now() {
 }
 
 }  // namespace
+
+// A dashboard polling every second would otherwise be most of the traffic the charts show.
+bool monitoring_route(std::string_view route) {
+  return route == "/metrics" || route == "/health" || route == "/api/metrics/history" ||
+         route == "/api/alerts" || route.starts_with("/dashboard");
+}
 
 const std::vector<std::string_view>& role_series(std::string_view role) {
   namespace s = series;

@@ -50,6 +50,10 @@ struct Sample {
   std::map<std::string, Upstream, std::less<>> upstreams;  // gateway only
 };
 
+// The routes that watch a node or gateway rather than use it (/metrics, /health, the dashboard's page and
+// polls): not the traffic the charts show, not worth an audit record or an info-level access-log line each.
+bool monitoring_route(std::string_view route);
+
 // The series a role keeps (series.h), in the order the JSON lists them.
 const std::vector<std::string_view>& role_series(std::string_view role);
 

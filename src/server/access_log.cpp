@@ -8,6 +8,8 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "monitor/history.h"
+
 namespace clawbot::server {
 namespace {
 
@@ -141,9 +143,7 @@ http::ExchangeObserver access_observer(monitor::Registry* metrics, AccessLogOpti
     if (!logger) logger = spdlog::default_logger();
     // Probes, scrapes and a dashboard's polls come every few seconds: at debug level, so that they do not
     // drown the requests.
-    const bool probe =
-        ex.request().method() == http::Verb::get &&
-        (ex.path() == "/health" || ex.path() == "/metrics" || ex.path() == "/api/metrics/history");
+    const bool probe = ex.request().method() == http::Verb::get && monitor::monitoring_route(ex.path());
     const auto level = probe ? spdlog::level::debug : spdlog::level::info;
     if (!logger->should_log(level)) return;
     logger->log(level, "{}",

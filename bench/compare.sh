@@ -3,7 +3,11 @@
 # threads, context per request and slots, the same `clawbot bench` workloads against each in turn.
 # Builds nothing: run `make build` first. Models are synthesized (labelled synthetic) with `clawbot models synth`.
 #
-#   bench/compare.sh [--model SHAPE-QUANT|FILE] [--threads N] [--workloads a,b,c,d] [--rounds N] [--quick]
+#   bench/compare.sh [--model SHAPE-QUANT|FILE] [--threads N] [--workloads a,b,c,d] [--rounds N] [--quick] [--dashboard]
+#
+# --dashboard: workload (a) also runs on our server with its /dashboard held open in a headless Chromium
+# (bench/dashboard_hold.mjs), as a third kind in the alternating rounds: the cost of sampling and serving the
+# dashboard (the browser shares the machine, so its own rendering is counted too: an upper bound).
 #
 # Prints a table with medians and ratios, and the decode roofline (tokens/s over memory bandwidth / weight bytes).
 # (a) and (b) are throughput figures that a noisy machine moves by ±10% between minutes, so both servers stay up
@@ -19,6 +23,7 @@ threads=2
 workloads=a,b,c,d
 rounds=5
 quick=0
+dashboard=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --model) model=$2; shift ;;
@@ -26,6 +31,7 @@ while [ $# -gt 0 ]; do
     --workloads) workloads=$2; shift ;;
     --rounds) rounds=$2; shift ;;
     --quick) quick=1; rounds=2 ;;
+    --dashboard) dashboard=1 ;;
     *) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -117,11 +123,22 @@ run_rounds() {  # name
   start_server clawbot "$ctx" "$slots"
   start_server llama-server "$ctx" "$slots"
   declare -A series=()
+  local kinds=(clawbot llama-server)
+  [ "$name" = a ] && [ "$dashboard" = 1 ] && kinds=(clawbot clawbot+dashboard llama-server) && urls[clawbot+dashboard]=${urls[clawbot]}
   for round in $(seq "$rounds"); do
-    order="clawbot llama-server"
-    [ $((round % 2)) = 0 ] && order="llama-server clawbot"
+    # Each round starts with another kind (a rotation), so none always runs first.
+    order=""
+    local i
+    for i in "${!kinds[@]}"; do order+=" ${kinds[$(((i + round - 1) % ${#kinds[@]}))]}"; done
     for kind in $order; do
       echo "workload $name, round $round/$rounds: $kind ..." >&2
+      local holder=""
+      if [ "$kind" = clawbot+dashboard ]; then
+        coproc HOLD { node bench/dashboard_hold.mjs "${urls[clawbot]}" 2>&1; }
+        holder=$HOLD_PID
+        read -r line <&"${HOLD[0]}"
+        [ "$line" = open ] || { echo "compare.sh: the dashboard did not open: $line" >&2; exit 1; }
+      fi
       case "$name" in
         a)
           out=$($clawbot bench --url "${urls[$kind]}" --no-progress --json --seed "$round" \
@@ -137,6 +154,11 @@ run_rounds() {  # name
             --concurrency 1 --requests 2 --prompt-tokens 32 --max-tokens 1)
           e2e_one=$(echo "$out" | field e2e_ms.p50)
           series[$kind,decode]+=" $(node -e 'console.log((255000/(Number(process.argv[1])-Number(process.argv[2]))).toFixed(2))' "$e2e_long" "$e2e_one")"
+          if [ -n "$holder" ]; then
+            eval "exec ${HOLD[1]}>&-"
+            read -r line <&"${HOLD[0]}" && echo "  dashboard held open: ${line#polls } history polls" >&2
+            wait "$holder" 2>/dev/null || true
+          fi
           ;;
         b)
           out=$($clawbot bench --url "${urls[$kind]}" --no-progress --json --seed "$round" \
@@ -151,6 +173,8 @@ run_rounds() {  # name
     local key=decode
     [ "$name" = b ] && key=tps
     series[pair]+=" $(ratio "${series[clawbot,$key]##* }" "${series[llama-server,$key]##* }")"
+    [ -n "${series[clawbot+dashboard,decode]:-}" ] &&
+      series[dash_pair]+=" $(ratio "${series[clawbot+dashboard,decode]##* }" "${series[clawbot,decode]##* }")"
     if [ "$name" = a ]; then
       echo "workload a, round $round/$rounds: llama-bench tg128 ..." >&2
       series[tg128]+=" $("$llama_bench" -m "$model_file" -t "$threads" -p 0 -n 128 -r 1 -o json 2>/dev/null | field 0.avg_ts || echo nan)"
@@ -260,7 +284,11 @@ for name in "${names[@]}"; do
     a) row "(a) 1 stream, 256 tokens: output tokens/s (incl. TTFT)" a tps
        row "(a) time per output token, median ms" a tpot
        row "(a) decode tokens/s (255 / (time of 256 tokens - time of 1))" a decode
-       printf '%-58s %12s %12s %8s\n' "(a) decode: median of the per-round ratios" "" "" "${result[a,pair]}" ;;
+       printf '%-58s %12s %12s %8s\n' "(a) decode: median of the per-round ratios" "" "" "${result[a,pair]}"
+       if [ "$dashboard" = 1 ]; then
+         printf '%-58s %12s\n' "(a) clawbot decode tokens/s with /dashboard open" "${result[a,clawbot+dashboard,decode]}"
+         printf '%-58s %12s\n' "(a) with / without dashboard: median of per-round ratios" "${result[a,dash_pair]}"
+       fi ;;
     b) row "(b) 8 streams: aggregate output tokens/s" b tps
        printf '%-58s %12s %12s %8s\n' "(b) tokens/s: median of the per-round ratios" "" "" "${result[b,pair]}"
        row "(b) TTFT median ms" b ttft ;;
@@ -299,4 +327,4 @@ if [ "$bandwidth" != nan ]; then
   echo "memory read bandwidth: $(node -e 'console.log((Number(process.argv[1])/1e9).toFixed(2))' "$bandwidth") GB/s; weights $weights bytes; roofline $roof tokens/s"
   [[ " ${names[*]} " == *" a "* ]] && echo "decode roofline ratio (a): $(ratio "${result[a,clawbot,decode]}" "$roof")"
 fi
-echo "reproduce: bench/compare.sh --model $model --threads $threads --workloads $workloads$([ $quick = 1 ] && echo ' --quick' || echo " --rounds $rounds")"
+echo "reproduce: bench/compare.sh --model $model --threads $threads --workloads $workloads$([ $quick = 1 ] && echo ' --quick' || echo " --rounds $rounds")$([ $dashboard = 1 ] && echo ' --dashboard')"

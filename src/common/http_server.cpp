@@ -519,12 +519,18 @@ asio::awaitable<void> answer_unrouted(Exchange& exchange, std::string allowed) {
 // Not a coroutine: it hands back the chosen handler's own coroutine (one frame less per request).
 asio::awaitable<void> Router::dispatch(Exchange& exchange) const {
   const std::string_view path = exchange.path();
+  const http::verb method = exchange.request().method();
   std::string allowed;
   for (const auto& route : routes_) {
     if (route.path != path) continue;
-    if (route.method == exchange.request().method()) return route.handler(exchange);
+    // HEAD is GET without the body (RFC 9110 9.3.2): respond() writes only the header for it, so monitors and
+    // `curl -I` get the status and length a GET would.
+    if (route.method == method || (method == http::verb::head && route.method == http::verb::get)) {
+      return route.handler(exchange);
+    }
     if (!allowed.empty()) allowed += ", ";
     allowed += std::string(http::to_string(route.method));
+    if (route.method == http::verb::get) allowed += ", HEAD";
   }
   if (allowed.empty() && fallback_) return fallback_(exchange);
   return answer_unrouted(exchange, std::move(allowed));

@@ -14,10 +14,12 @@
 namespace clawbot::monitor {
 namespace {
 
-std::string escape_label(const std::string& v) {
+// The text format's escapes: `\` and a line break everywhere, `"` in label values only (HELP may hold
+// quotes).
+std::string escape_text(std::string_view v, bool quotes) {
   std::string out;
   for (char c : v) {
-    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\\' || (quotes && c == '"')) out += '\\';
     if (c == '\n') {
       out += "\\n";
       continue;
@@ -25,6 +27,10 @@ std::string escape_label(const std::string& v) {
     out += c;
   }
   return out;
+}
+
+std::string escape_label(const std::string& v) {
+  return escape_text(v, true);
 }
 
 }  // namespace
@@ -173,7 +179,8 @@ std::string Registry::render() const {
   std::lock_guard lock(mutex_);
   std::ostringstream out;
   for (const auto& [name, f] : families_) {
-    out << "# HELP " << name << ' ' << f.help << '\n' << "# TYPE " << name << ' ' << f.type << '\n';
+    out << "# HELP " << name << ' ' << escape_text(f.help, false) << '\n'
+        << "# TYPE " << name << ' ' << f.type << '\n';
     for (const auto& [labels, v] : f.values) out << name << labels << ' ' << format_value(v) << '\n';
     for (const auto& [labels, read] : f.reads) out << name << labels << ' ' << format_value(read()) << '\n';
     for (const auto& [labels, h] : f.histograms) {

@@ -143,7 +143,9 @@ http::ExchangeObserver access_observer(monitor::Registry* metrics, AccessLogOpti
     if (!logger) logger = spdlog::default_logger();
     // Probes, scrapes and a dashboard's polls come every few seconds: at debug level, so that they do not
     // drown the requests.
-    const bool probe = ex.request().method() == http::Verb::get && monitor::monitoring_route(ex.path());
+    const auto method = ex.request().method();
+    const bool probe =
+        (method == http::Verb::get || method == http::Verb::head) && monitor::monitoring_route(ex.path());
     const auto level = probe ? spdlog::level::debug : spdlog::level::info;
     if (!logger->should_log(level)) return;
     logger->log(level, "{}",

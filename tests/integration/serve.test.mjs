@@ -511,6 +511,22 @@ describe('clawbot serve: HTTP API', () => {
   test('405: POST /v1/models', async () => {
     const r = await postJson(base, '/v1/models', {});
     assert.equal(r.status, 405, r.text);
+    assert.equal(r.headers.get('allow'), 'GET, HEAD');
+  });
+
+  test('HEAD on a GET route: the status and length a GET gets, and no body', async () => {
+    for (const path of ['/health', '/v1/models', '/metrics']) {
+      const got = await fetch(`${base}${path}`);
+      const body = await got.arrayBuffer();
+      const head = await fetch(`${base}${path}`, { method: 'HEAD' });
+      assert.equal(head.status, got.status, path);
+      assert.equal(head.headers.get('content-type'), got.headers.get('content-type'), path);
+      assert.ok(Number(head.headers.get('content-length')) > 0, `${path}: ${head.headers.get('content-length')}`);
+      if (path !== '/metrics') assert.equal(Number(head.headers.get('content-length')), body.byteLength, path);
+      assert.equal((await head.arrayBuffer()).byteLength, 0, `${path}: HEAD has no body`);
+    }
+    const r = await fetch(`${base}${CHAT}`, { method: 'HEAD' });
+    assert.equal(r.status, 405, 'HEAD is GET only: not on a POST route');
   });
 
   test('413: body larger than --max-body-bytes', { timeout: 30000 }, async () => {

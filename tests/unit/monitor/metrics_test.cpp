@@ -1,5 +1,6 @@
 #include "monitor/metrics.h"
 
+#include <algorithm>
 #include <limits>
 #include <vector>
 
@@ -55,6 +56,17 @@ TEST(Registry, CountersAndGauges) {
   EXPECT_NE(text.find("# TYPE requests_total counter\n"), std::string::npos) << text;
   EXPECT_NE(text.find("requests_total{status=\"404\"} 2\n"), std::string::npos) << text;
   EXPECT_NE(text.find("temperature 21.7\n"), std::string::npos) << text;
+}
+
+// The text format (exposition_formats.md): HELP escapes a backslash and a line break, label values also a
+// quote. An unescaped line break in HELP would start a line that Prometheus rejects the whole scrape for.
+TEST(Registry, HelpAndLabelTextAreEscaped) {
+  Registry registry;
+  registry.counter_add("odd_total", "Lines\nand a \\ and \"quotes\"", {{"path", "a\"b\\c\nd"}});
+  const std::string text = registry.render();
+  EXPECT_NE(text.find("# HELP odd_total Lines\\nand a \\\\ and \"quotes\"\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("odd_total{path=\"a\\\"b\\\\c\\nd\"} 1\n"), std::string::npos) << text;
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 3) << text;
 }
 
 }  // namespace

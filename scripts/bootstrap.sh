@@ -57,6 +57,11 @@ needs=(
   "hdr:avahi-client/client.h libavahi-client-dev" "file:/usr/sbin/avahi-daemon avahi-daemon" "cmd:avahi-browse avahi-utils"
   "cmd:dbus-daemon dbus" "file:/usr/sbin/ip iproute2" "file:/usr/sbin/iptables iptables"
   "cmd:flock util-linux" "cmd:objcopy binutils"
+  # backups, the cold standby and the services (issue 24): restic driven by `clawbot backup`, sqlite3 for the
+  # tests' writer, rsync over SSH for `clawbot standby` (its test runs its own sshd), libsystemd for sd_notify,
+  # systemd-analyze to verify the units
+  "cmd:restic restic" "cmd:sqlite3 sqlite3" "cmd:rsync rsync" "cmd:ssh openssh-client" "file:/usr/sbin/sshd openssh-server"
+  "hdr:systemd/sd-daemon.h libsystemd-dev" "cmd:systemd-analyze systemd"
   # the dashboard's browser tests: Debian's Chromium, driven by playwright-core (tests/compat; no browser download)
   "cmd:chromium chromium"
 )

@@ -9,6 +9,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/signal_set.hpp>
 
+#include "common/service_notify.h"
 #include "gateway/gateway_internal.h"
 #include "web/respond.h"
 
@@ -467,8 +468,10 @@ int Gateway::run() {
   asio::co_spawn(workers_[0]->io, health_loop(*workers_[0]), asio::detached);
   if (config_.advertise) advertise_later(first_listener_port);
   asio::signal_set signals(workers_[0]->io, SIGINT, SIGTERM);
+  service_notify("READY=1");  // systemd (Type=notify): every listener is open
   signals.async_wait([this](const boost::system::error_code& ec, int) {
     if (ec) return;
+    service_notify("STOPPING=1");
     stopping_ = true;
     advertiser_.reset();  // goodbye packets: browsers drop the gateway now
     for (auto& worker : workers_) {

@@ -2,6 +2,7 @@
 // before a request is forwarded.
 #include <map>
 
+#include "common/backup_metrics.h"
 #include "common/json_read.h"
 #include "common/ollama_format.h"
 #include "gateway/gateway_internal.h"
@@ -44,7 +45,7 @@ asio::awaitable<void> Gateway::health(Worker&, http::Exchange& ex, Context& ctx)
 
 asio::awaitable<void> Gateway::metrics(Worker&, http::Exchange& ex, Context& ctx) {
   ctx.status = 200;
-  std::string text = registry_.render();
+  std::string text = registry_.render() + backup_metrics_text();  // the last backup's figures (issue 24)
   co_await ex.respond_text(200, std::move(text), "text/plain; version=0.0.4; charset=utf-8");
 }
 

@@ -9,6 +9,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "common/backup_metrics.h"
 #include "common/json_check.h"
 #include "common/json_read.h"
 #include "common/text.h"
@@ -360,7 +361,8 @@ std::shared_ptr<const http::Router> make_openai_router(const ServeContext& conte
     co_await ex.respond_json(200, body);
   });
   add(http::Verb::get, "/metrics", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
-    const std::string text = ctx->metrics ? ctx->metrics->render() : std::string();
+    // and the last backup's figures (common/backup_metrics.h)
+    const std::string text = (ctx->metrics ? ctx->metrics->render() : std::string()) + backup_metrics_text();
     co_await ex.respond_text(200, text, "text/plain; version=0.0.4; charset=utf-8");
   });
   add(http::Verb::get, "/api/alerts", [ctx](http::Exchange& ex) -> asio::awaitable<void> {

@@ -14,6 +14,7 @@
 #include "common/cli_error.h"
 #include "common/http_server.h"
 #include "common/json_config.h"
+#include "common/service_notify.h"
 #include "discovery/discovery.h"
 #include "server/access_log.h"
 #include "server/generation.h"
@@ -47,6 +48,7 @@ class DrainOnSignal {
  private:
   void start_draining() {
     draining_ = true;
+    service_notify("STOPPING=1");
     advertiser_.reset();  // goodbye packets: browsers drop the node now, not when their cache expires
     server_.stop();       // no new connections
     spdlog::info(
@@ -185,6 +187,7 @@ void run_server(const ServeOptions& options, LogFormat log_format, const ServeCo
   DrainOnSignal drain(io, server, serve.scheduler, draining, advertiser, options.drain_timeout_s);
   log_started();
   print_listening(options, https, port);
+  service_notify("READY=1");  // systemd (Type=notify): the model is loaded and the port listens
 
   const unsigned io_threads = 2;  // parsing and formatting; generation has its own thread
   std::vector<std::jthread> workers;

@@ -57,6 +57,9 @@ needs=(
   "hdr:avahi-client/client.h libavahi-client-dev" "file:/usr/sbin/avahi-daemon avahi-daemon" "cmd:avahi-browse avahi-utils"
   "cmd:dbus-daemon dbus" "file:/usr/sbin/ip iproute2" "file:/usr/sbin/iptables iptables"
   "cmd:flock util-linux" "cmd:objcopy binutils"
+  # the knowledge base (clawbot kb): HTML, PDF and DOCX readers; debian-faq is the evaluation set's documents
+  "hdr:gumbo.h libgumbo-dev" "hdr:poppler/cpp/poppler-document.h libpoppler-cpp-dev" "hdr:zip.h libzip-dev"
+  "hdr:pugixml.hpp libpugixml-dev" "file:/usr/share/doc/debian/FAQ/index.en.html debian-faq"
   # the dashboard's browser tests: Debian's Chromium, driven by playwright-core (tests/compat; no browser download)
   "cmd:chromium chromium"
 )

@@ -1,5 +1,7 @@
 #include "server/kb_routes.h"
 
+#include <algorithm>
+
 #include "common/json_check.h"
 #include "common/json_read.h"
 #include "server/api/embeddings.h"
@@ -83,6 +85,37 @@ asio::awaitable<void> search_route(const ServeContext& ctx, http::Exchange& ex, 
   co_await ex.respond_json(200, reply);
 }
 
+// Keeps the best passages that fit in the context beside the conversation and the answer (counted with this
+// node's tokenizer; 64 tokens for the chat template's own), the last kept one cut when even the first alone
+// does not fit.
+void fit_passages(const ServeContext& ctx, const std::vector<api::ChatMessage>& messages, int answer_tokens,
+                  std::vector<kb::SearchHit>& passages) {
+  const auto count = [&](const std::string& text) {
+    return static_cast<long long>(ctx.tokenizer.tokenize(text, false, false).size());
+  };
+  long long room =
+      static_cast<long long>(ctx.n_ctx) - (answer_tokens > 0 ? answer_tokens : ctx.n_ctx / 4) - 64;
+  for (const auto& m : messages) room -= count(m.content) + 8;
+  while (!passages.empty() && count(kb::grounded_system_prompt(passages)) > room) {
+    if (passages.size() > 1) {
+      passages.pop_back();
+      continue;
+    }
+    // One passage too long: cut its text in proportion, at a character boundary, until it fits.
+    std::string& text = passages.front().text;
+    const long long have = count(kb::grounded_system_prompt(passages));
+    auto keep =
+        static_cast<std::size_t>(static_cast<double>(text.size()) * 0.9 *
+                                 static_cast<double>(std::max(room, 0LL)) / static_cast<double>(have));
+    while (keep > 0 && keep < text.size() && (static_cast<unsigned char>(text[keep]) & 0xc0) == 0x80) --keep;
+    if (keep == 0) {
+      passages.clear();
+      break;
+    }
+    text.resize(std::min(keep, text.size() - 1));
+  }
+}
+
 }  // namespace
 
 KbService::KbService(const std::filesystem::path& dir) : dir_(dir) {
@@ -142,7 +175,7 @@ std::optional<std::string> requested_kb(const ServeContext& ctx, const json& bod
 }
 
 asio::awaitable<KbGrounding> ground_chat(const ServeContext& ctx, http::Exchange& ex, const std::string& name,
-                                         std::vector<api::ChatMessage>& messages) {
+                                         std::vector<api::ChatMessage>& messages, int answer_tokens) {
   KbGrounding g;
   g.name = name;
   std::vector<std::string> earlier;
@@ -165,6 +198,7 @@ asio::awaitable<KbGrounding> ground_chat(const ServeContext& ctx, http::Exchange
   g.refused = hits.empty() || g.coverage < g.threshold;
   g.passages = std::move(hits);
   if (g.refused) co_return g;
+  fit_passages(ctx, messages, answer_tokens, g.passages);
   // The passages first; a system prompt the client sent comes after them.
   std::string system = kb::grounded_system_prompt(g.passages);
   if (!messages.empty() && messages.front().role == "system") {

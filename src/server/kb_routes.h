@@ -69,11 +69,12 @@ struct KbGrounding {
 // when the node has no --kb.
 std::optional<std::string> requested_kb(const ServeContext& ctx, const nlohmann::json& body);
 
-// Retrieves for the conversation's last user message and, unless refused, puts the numbered passages in
-// the system prompt of `messages`.
+// Retrieves for the conversation's last user message and, unless refused, puts the numbered passages that fit
+// in the context (beside the messages and `answer_tokens`, 0: a quarter of the context) in the system prompt
+// of `messages`.
 boost::asio::awaitable<KbGrounding> ground_chat(const ServeContext& ctx, http::Exchange& ex,
                                                 const std::string& name,
-                                                std::vector<api::ChatMessage>& messages);
+                                                std::vector<api::ChatMessage>& messages, int answer_tokens);
 
 // The fields a grounded answer carries: "citations" (one per numbered passage: index, source, title,
 // heading_path, location, chunk_id, score) and "kb" (name, mode, query, coverage, threshold, refused).

@@ -1,5 +1,6 @@
 // clawbot kb: the debian-faq documentation (HTML, text and PDF, from Debian's debian-faq package) ingested
-// with the synthesized bge-small embedding model served by clawbot serve; search, incremental re-ingest, a
+// with a synthesized bge-shaped embedding model (bge-tiny: bge-small's BERT structure, CLS pooling and
+// tokenizer, tiny layers, so that ~900 chunks embed in seconds on 2 cores) served by clawbot serve; search, incremental re-ingest, a
 // killed ingest, refused files and models; answers with citations and the refusal path (stories260K: the
 // mechanics, not the prose); follow-ups; the evaluation set; Chinese text; serve --kb and the gateway.
 // The synthesized embeddings have random weights: vector and hybrid results are checked for their
@@ -14,7 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 
-import { REPO_ROOT, clawbotBin, startServer, postJson, getJson, postStream, readSse } from './server_harness.mjs';
+import { REPO_ROOT, clawbotBin, startServer, postJson, getJson, postStream } from './server_harness.mjs';
 import { runClient } from './client_helpers.mjs';
 import { startGateway, createKey, writeGatewayConfig, request, waitUntil } from './gateway_helpers.mjs';
 
@@ -32,6 +33,7 @@ describe('clawbot kb on debian-faq', () => {
   let embedder;
   let chat;
   const kb = (args, options = {}) => runClient(['kb', ...args], { env, timeoutMs: 600000, ...options });
+  const ok = (r) => assert.equal(r.code, 0, `exit ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
   const json = (r) => {
     assert.equal(r.code, 0, `exit ${r.code}\nstdout:\n${r.stdout}\nstderr:\n${r.stderr}`);
     return JSON.parse(r.stdout);
@@ -43,8 +45,8 @@ describe('clawbot kb on debian-faq', () => {
     for (const f of fs.readdirSync(FAQ)) if (f.endsWith('.en.html')) fs.copyFileSync(path.join(FAQ, f), path.join(html, f));
     fs.writeFileSync(path.join(dir, 'debian-faq.txt'), zlib.gunzipSync(fs.readFileSync(path.join(FAQ, 'debian-faq.en.txt.gz'))));
     fs.writeFileSync(path.join(dir, 'debian-faq.pdf'), zlib.gunzipSync(fs.readFileSync(path.join(FAQ, 'debian-faq.en.pdf.gz'))));
-    const model = path.join(dir, 'bge-small-en-v1.5-q8_0.gguf');
-    const synth = spawnSync(clawbotBin(), ['models', 'synth', 'bge-small-en-v1.5', '-o', model], { encoding: 'utf8', timeout: 300000 });
+    const model = path.join(dir, 'bge-tiny-q8_0.gguf');
+    const synth = spawnSync(clawbotBin(), ['models', 'synth', 'bge-tiny', '-o', model], { encoding: 'utf8', timeout: 300000 });
     assert.equal(synth.status, 0, `models synth failed:\n${synth.stderr}`);
     embedder = await startServer({ model, extraArgs: ['--threads', '2', '--parallel', '2'], chatTemplate: null });
     chat = await startServer({ extraArgs: ['--ctx', '2048'] });
@@ -56,7 +58,7 @@ describe('clawbot kb on debian-faq', () => {
   });
 
   test('the three forms are ingested with embeddings, model and dimension recorded', async () => {
-    json(await kb(['create', faqKb]));
+    ok(await kb(['create', faqKb]));
     const report = json(await kb(['add', faqKb, html, path.join(dir, 'debian-faq.txt'), path.join(dir, 'debian-faq.pdf'),
       '--endpoint', embedder.baseUrl, '--json']));
     assert.equal(report.failed, 0, JSON.stringify(report.failures));
@@ -65,8 +67,8 @@ describe('clawbot kb on debian-faq', () => {
     assert.ok(report.chunks_stored > 300, JSON.stringify(report));
     assert.equal(report.chunks_embedded, report.chunks_stored);
     const info = json(await kb(['info', faqKb, '--json']));
-    assert.equal(info.embedding_model, 'bge-small-en-v1.5-q8_0');
-    assert.equal(info.dimension, 384);
+    assert.equal(info.embedding_model, 'bge-tiny-q8_0');
+    assert.equal(info.dimension, 128);
     assert.equal(info.embedded_chunks, info.chunks);
   });
 
@@ -92,11 +94,11 @@ describe('clawbot kb on debian-faq', () => {
   });
 
   test('a query embedded by another model is refused, naming both models', async () => {
-    const other = await startServer({ model: path.join(dir, 'bge-small-en-v1.5-q8_0.gguf'), extraArgs: ['--alias', 'other-embedder'], chatTemplate: null });
+    const other = await startServer({ model: path.join(dir, 'bge-tiny-q8_0.gguf'), extraArgs: ['--alias', 'other-embedder'], chatTemplate: null });
     try {
       const r = await kb(['search', faqKb, HOLD, '--endpoint', other.baseUrl]);
       assert.equal(r.code, 1, r.stdout);
-      assert.match(r.stderr, /bge-small-en-v1\.5-q8_0/);
+      assert.match(r.stderr, /bge-tiny-q8_0/);
       assert.match(r.stderr, /other-embedder/);
     } finally {
       await other.stop();
@@ -127,7 +129,7 @@ describe('clawbot kb on debian-faq', () => {
 
   test('a killed ingest leaves a knowledge base that answers, and the next add completes it', async () => {
     const killedKb = path.join(dir, 'killed.kb');
-    json(await kb(['create', killedKb]));
+    ok(await kb(['create', killedKb]));
     const proc = spawn(clawbotBin(), ['kb', 'add', killedKb, html, '--endpoint', embedder.baseUrl], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     const closed = new Promise((resolve) => proc.once('close', resolve));
     let stderr = '';
@@ -210,7 +212,7 @@ describe('clawbot kb on debian-faq', () => {
 
   test('eval on the shipped question set: BM25 meets hit@5 >= 0.85 and not-in-KB precision >= 0.9', async () => {
     const evalKb = path.join(dir, 'eval.kb');
-    json(await kb(['create', evalKb]));
+    ok(await kb(['create', evalKb]));
     json(await kb(['add', evalKb, FAQ, '--include', '*.en.html', '--no-embed', '--approximate-tokens', '--json']));
     const r = json(await kb(['eval', evalKb, QUESTIONS, '--json']));
     assert.ok(r.answerable >= 100 && r.unanswerable >= 20, JSON.stringify(r));
@@ -233,7 +235,7 @@ describe('clawbot kb on debian-faq', () => {
     fs.mkdirSync(docs);
     fs.writeFileSync(path.join(docs, 'returns.md'), '# 退货政策\n\n本店接受收货后三十天内的退货。退款将在五个工作日内退回原支付卡。\n\n## 礼品卡\n\n礼品卡的退款以店铺积分形式发放。\n');
     fs.writeFileSync(path.join(docs, 'shipping.md'), '# 配送说明\n\n我们向欧盟所有国家发货。每个包裹都附有追踪号码，可在网站上查询物流状态。\n');
-    json(await kb(['create', zhKb]));
+    ok(await kb(['create', zhKb]));
     json(await kb(['add', zhKb, docs, '--no-embed', '--approximate-tokens', '--json']));
     for (const [query, heading] of [['退款', '退货政策'], ['追踪号码', '配送说明'], ['礼品卡怎么退款', '礼品卡'], ['物流', '配送说明']]) {
       const r = json(await kb(['search', zhKb, query, '--json']));
@@ -255,7 +257,7 @@ describe('clawbot kb on debian-faq', () => {
     const base = `http://127.0.0.1:${pages.address().port}`;
     try {
       const webKb = path.join(dir, 'web.kb');
-      json(await kb(['create', webKb]));
+      ok(await kb(['create', webKb]));
       const r = await kb(['add', webKb, `${base}/returns.html`, `${base}/missing.html`, '--no-embed', '--approximate-tokens', '--json']);
       assert.equal(r.code, 1, 'one page failed');
       const report = JSON.parse(r.stdout);
@@ -316,10 +318,7 @@ describe('clawbot kb on debian-faq', () => {
     });
 
     test('a streamed grounded answer carries the citations in its last chunk', async () => {
-      const res = await postStream(node.baseUrl, '/v1/chat/completions', { kb: 'faq', stream: true, max_tokens: 8, messages: [{ role: 'user', content: HOLD }] });
-      assert.equal(res.status, 200);
-      const events = [];
-      await readSse(res, (e) => events.push(e));
+      const events = await postStream(node.baseUrl, '/v1/chat/completions', { kb: 'faq', max_tokens: 8, messages: [{ role: 'user', content: HOLD }] });
       const withCitations = events.filter((e) => e !== '[DONE]' && JSON.parse(e).citations);
       assert.equal(withCitations.length, 1, events.join('\n'));
       assert.ok(JSON.parse(withCitations[0]).citations.length > 0);
@@ -329,12 +328,12 @@ describe('clawbot kb on debian-faq', () => {
       const gwDir = path.join(dir, 'gateway');
       fs.mkdirSync(gwDir);
       const config = { listen: [{ host: '127.0.0.1', port: 0 }], upstreams: [{ url: node.baseUrl, name: 'node' }],
-        auth: 'keys', health_checks: { interval_ms: 200, timeout_ms: 2000 } };
+        health_checks: { interval_ms: 200, timeout_ms: 2000 } };
       const { key } = await createKey(writeGatewayConfig(gwDir, config), 'kb-user');
       const gw = await startGateway(config, { dir: gwDir });
       try {
-        assert.ok(await waitUntil(async () => (await request(`${gw.url}/health`)).json?.upstreams?.[0]?.serving, 10000));
         const headers = { authorization: `Bearer ${key}`, 'content-type': 'application/json' };
+        assert.ok(await waitUntil(async () => (await request(`${gw.url}/health`, { headers })).status === 200, 10000), gw.stderr());
         const denied = await request(`${gw.url}/v1/kb/faq/search`, { method: 'POST', body: JSON.stringify({ query: HOLD }), headers: { 'content-type': 'application/json' } });
         assert.equal(denied.status, 401);
         const s = await request(`${gw.url}/v1/kb/faq/search`, { method: 'POST', body: JSON.stringify({ query: HOLD }), headers });

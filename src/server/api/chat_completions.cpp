@@ -362,7 +362,8 @@ asio::awaitable<void> chat_completions(const ServeContext& ctx, http::Exchange& 
   request.enable_thinking = enable_thinking_field(body);
   request.add_generation_prompt = bool_field(body, "add_generation_prompt", true);
   std::optional<KbGrounding> grounding;
-  if (kb_name) grounding = co_await ground_chat(ctx, ex, *kb_name, request.messages);
+  if (kb_name)
+    grounding = co_await ground_chat(ctx, ex, *kb_name, request.messages, request.common.max_tokens);
   OpenAiChatSink sink(ctx, ex, request.common);
   if (grounding) {
     sink.add_fields(grounding_fields(*grounding));

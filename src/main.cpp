@@ -13,6 +13,7 @@
 #include "client/doctor.h"
 #include "discovery/discovery.h"
 #include "gateway/gateway.h"
+#include "kb/kb_cmd.h"
 #include "monitor/top_cmd.h"
 #include "ops/integrity.h"
 #include "ops/plan.h"
@@ -32,6 +33,7 @@ int main(int argc, char** argv) {
       clawbot::client::add_client_commands(app),  clawbot::client::add_code_command(app),
       clawbot::client::add_doctor_command(app),   clawbot::monitor::add_top_command(app),
       clawbot::gateway::add_gateway_command(app), clawbot::backup::add_backup_commands(app),
+      clawbot::kb::add_kb_command(app),
   };
   try {
     app.parse(argc, argv);

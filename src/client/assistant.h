@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <span>
 #include <string>
@@ -46,8 +47,13 @@ struct ChatOptions {
   std::string session;  // resume or create this one (default: a new one)
   std::string system;
   std::string db;  // session store (default: session_db of the config, else the store's default)
+  std::string kb;  // answer from this knowledge base (clawbot kb), with citations
 };
 int run_chat(const ChatOptions& options);
+
+// `chat --kb NAME` runs the knowledge base's chat (kb/kb_cmd.h registers it; the client does not link kb).
+using ChatKbRunner = std::function<int(const ChatOptions&)>;
+void set_chat_kb_runner(ChatKbRunner runner);
 
 // How an answer is stored: complete, length (stopped at max_tokens or the end of the context), partial (cut
 // off by a failure) or interrupted; and what was measured of it.

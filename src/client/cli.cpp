@@ -12,6 +12,17 @@
 
 namespace clawbot::client {
 
+namespace {
+ChatKbRunner& chat_kb_runner() {
+  static ChatKbRunner runner;
+  return runner;
+}
+}  // namespace
+
+void set_chat_kb_runner(ChatKbRunner runner) {
+  chat_kb_runner() = std::move(runner);
+}
+
 void add_client_flags(CLI::App& command, ConfigSearch& search, ClientOverrides& overrides) {
   command.add_option(
       "--config", search.explicit_path,
@@ -115,6 +126,9 @@ std::function<std::optional<int>()> add_client_commands(CLI::App& app) {
                        "System prompt of a new session (or replace a resumed one's)");
   chat_cmd->add_option("--db", chat->db,
                        "Session database (default: session_db, else ~/.local/share/clawbot/sessions.db)");
+  chat_cmd->add_option("--kb", chat->kb,
+                       "Answer from this knowledge base with numbered citations, or say it has no answer "
+                       "(clawbot kb chat; questions a line)");
 
   return [=]() -> std::optional<int> {
     if (config_cmd->parsed()) {
@@ -122,7 +136,11 @@ std::function<std::optional<int>()> add_client_commands(CLI::App& app) {
       return run_config(*config);
     }
     if (ask_cmd->parsed()) return run_ask(*ask);
-    if (chat_cmd->parsed()) return run_chat(*chat);
+    if (chat_cmd->parsed()) {
+      if (chat->kb.empty()) return run_chat(*chat);
+      if (!chat_kb_runner()) return cli_error("clawbot chat", "this build has no knowledge base", 2);
+      return chat_kb_runner()(*chat);
+    }
     return std::nullopt;
   };
 }

@@ -141,11 +141,25 @@ Statement& Statement::bind(int index, std::optional<std::int64_t> value) {
   return *this;
 }
 
+Statement& Statement::bind_blob(int index, std::span<const std::byte> bytes) {
+  // A zero-length blob is bound as one (not NULL): SQLite wants a non-null pointer for that.
+  static constexpr std::byte empty{};
+  const void* data = bytes.empty() ? &empty : bytes.data();
+  const int rc = sqlite3_bind_blob64(statement_.get(), index, data, bytes.size(), SQLITE_TRANSIENT);
+  if (rc != SQLITE_OK) db_.fail(rc, "binding a value to `" + summary_ + "`");
+  return *this;
+}
+
 bool Statement::step() {
   const int rc = sqlite3_step(statement_.get());
   if (rc == SQLITE_ROW) return true;
   if (rc == SQLITE_DONE) return false;
   db_.fail(rc, "`" + summary_ + "`");
+}
+
+void Statement::reset() {
+  // sqlite3_reset repeats the last step's error, already reported by step(): nothing new to check.
+  sqlite3_reset(statement_.get());
 }
 
 std::int64_t Statement::int64_at(int column) const {
@@ -156,6 +170,13 @@ double Statement::double_at(int column) const {
 }
 bool Statement::null_at(int column) const {
   return sqlite3_column_type(statement_.get(), column) == SQLITE_NULL;
+}
+
+std::span<const std::byte> Statement::blob_at(int column) const {
+  const void* data = sqlite3_column_blob(statement_.get(), column);
+  const int bytes = sqlite3_column_bytes(statement_.get(), column);  // after _blob, as SQLite asks
+  if (data == nullptr) return {};
+  return {static_cast<const std::byte*>(data), static_cast<std::size_t>(bytes)};
 }
 
 std::string Statement::text_at(int column) const {

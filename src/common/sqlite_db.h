@@ -4,10 +4,12 @@
 // SQL string.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -58,9 +60,12 @@ class Statement {
   Statement& bind(int index, std::int64_t value);
   Statement& bind(int index, std::optional<double> value);
   Statement& bind(int index, std::optional<std::int64_t> value);
+  Statement& bind_blob(int index, std::span<const std::byte> bytes);
 
   // Runs one step: true when a row is ready to read, false when the statement is done.
   bool step();
+  // Makes the statement ready to run again (bind new values, then step); the bindings stay.
+  void reset();
   // Runs a statement that returns no rows.
   void run() {
     while (step()) {
@@ -71,6 +76,8 @@ class Statement {
   double double_at(int column) const;
   std::string text_at(int column) const;
   bool null_at(int column) const;
+  // The bytes of a BLOB column (empty for NULL), valid until the next step() or the statement's end.
+  std::span<const std::byte> blob_at(int column) const;
 
  private:
   Database& db_;

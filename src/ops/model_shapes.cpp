@@ -174,6 +174,24 @@ std::vector<SynthShape> make_shapes() {
       .pooling = 2,  // LLAMA_POOLING_TYPE_CLS
   });
   shapes.push_back({
+      .name = "bge-tiny",
+      .architecture = "bert",
+      .source = "made up: bge-small-en-v1.5's structure (BERT, CLS pooling) and vocabulary, tiny layers (for "
+                "knowledge-base tests: 50 times less compute a token than bge-small)",
+      .vocab_file = "ggml-vocab-bert-bge.gguf",
+      .n_layer = 2,
+      .n_embd = 128,
+      .n_ff = 512,
+      .n_head = 4,
+      .n_head_kv = 4,
+      .head_dim = 32,
+      .n_vocab = 30522,
+      .n_ctx = 512,
+      .norm_eps = 1e-12f,
+      .causal = false,
+      .pooling = 2,  // LLAMA_POOLING_TYPE_CLS
+  });
+  shapes.push_back({
       .name = "qwen3-tools-tiny",
       .architecture = "qwen3",
       .source = "made up: Qwen3-0.6B's architecture, vocabulary, tool-call tokens and chat template, tiny "

@@ -24,6 +24,7 @@
 #include "server/api/responses.h"
 #include "server/generation.h"
 #include "server/infill.h"
+#include "server/kb_routes.h"
 #include "web/respond.h"
 
 namespace clawbot::server {
@@ -349,7 +350,15 @@ std::shared_ptr<const http::Router> make_openai_router(const ServeContext& conte
     co_await ex.respond_json(draining ? 503 : 200, health);
   });
   add(http::Verb::get, "/v1/models", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
-    const json models = {{"object", "list"}, {"data", json::array({model_entry(*ctx)})}};
+    json models = {{"object", "list"}, {"data", json::array({model_entry(*ctx)})}};
+    // --kb: each knowledge base as a model id "kb:NAME" (retrieval-augmented chat with this node's model)
+    if (ctx->kb)
+      for (const auto& name : ctx->kb->names())
+        models["data"].push_back({{"id", "kb:" + name},
+                                  {"object", "model"},
+                                  {"created", static_cast<long long>(ctx->created)},
+                                  {"owned_by", "clawbot"},
+                                  {"meta", {{"knowledge_base", name}, {"model", ctx->model_id}}}});
     co_await ex.respond_json(200, models);
   });
   add(http::Verb::get, "/props", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
@@ -387,6 +396,7 @@ std::shared_ptr<const http::Router> make_openai_router(const ServeContext& conte
   }
   add(http::Verb::post, "/tokenize", [ctx](http::Exchange& ex) { return tokenize(*ctx, ex); });
   add(http::Verb::post, "/detokenize", [ctx](http::Exchange& ex) { return detokenize(*ctx, ex); });
+  add_kb_routes(context, add);
   add_responses_routes(context, add);
   add_anthropic_routes(context, add);
   add_ollama_routes(*ctx, add);

@@ -23,6 +23,7 @@ class Alerts;
 namespace clawbot::server {
 
 class GenerationMetrics;
+class KbService;
 
 struct ServeContext {
   const engine::Model& model;
@@ -40,6 +41,7 @@ struct ServeContext {
   const std::atomic<bool>* draining = nullptr;      // true after SIGTERM: new work is refused with 503
   monitor::Alerts* alerts = nullptr;                // the alert rules and their alerts (GET /api/alerts)
   const monitor::History* history = nullptr;        // GET /api/metrics/history
+  KbService* kb = nullptr;                          // --kb DIR: /v1/kb, chat with "kb" (kb_routes.h)
 };
 
 // `paths`, when given, receives each route's path.

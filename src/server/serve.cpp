@@ -4,6 +4,7 @@
 #include <csignal>
 #include <cstdio>
 #include <functional>
+#include <memory>
 #include <thread>
 
 #include <spdlog/spdlog.h>
@@ -18,6 +19,7 @@
 #include "discovery/discovery.h"
 #include "server/access_log.h"
 #include "server/generation.h"
+#include "server/kb_routes.h"
 #include "server/openai_routes.h"
 #include "server/serve_internal.h"
 
@@ -211,7 +213,7 @@ monitor::History::Options history_options(const ServeOptions& options) {
 
 // From a loaded model to a running node: size, context, scheduler, routes.
 int serve_model(const ServeOptions& options, LogFormat log_format, const ops::PreparedModel& prepared,
-                const engine::Model& model, monitor::AlertConfig alert_config) {
+                const engine::Model& model, monitor::AlertConfig alert_config, KbService* kb) {
   const auto& info = model.info();
   check_size_options(options);
   const ChatTemplateChoice chat = choose_chat_template(model, options);
@@ -251,6 +253,7 @@ int serve_model(const ServeOptions& options, LogFormat log_format, const ops::Pr
       .draining = &draining,
       .alerts = &alerts,
       .history = &history,
+      .kb = kb,
   };
   run_server(options, log_format, serve, draining, [&] {
     log_configuration(options, serve, prepared.name.empty() ? info.name : prepared.name, size,
@@ -278,6 +281,9 @@ int run_serve(const ServeOptions& options) {
   }
   engine::init_backend(options.verbose);
   try {
+    // The knowledge bases before the model: a file that is not one is refused at once, by name.
+    std::unique_ptr<KbService> kb;
+    if (!options.kb_dir.empty()) kb = std::make_unique<KbService>(options.kb_dir);
     ops::PreparedModel prepared = prepare_model(options);
     check_tls_options(options);  // before loading a model that may take minutes
     auto model = engine::Model::load({.path = prepared.path,
@@ -286,7 +292,7 @@ int run_serve(const ServeOptions& options) {
                                       .n_gpu_layers = options.gpu_layers});
     // libllama's mapping keeps the decrypted pages; what it unmaps (weights copied to a GPU) is then freed.
     if (prepared.decrypted) prepared.decrypted->close();
-    return serve_model(options, *log_format, prepared, model, std::move(alert_config));
+    return serve_model(options, *log_format, prepared, model, std::move(alert_config), kb.get());
   } catch (const std::exception& e) {
     return cli_error("clawbot serve", e.what(), 1);
   }

@@ -55,6 +55,7 @@ struct ServeOptions {
   std::string alerts_file;    // alert rules and webhooks (monitor/alerts.h); empty: the built-in rules
   // Seconds between the samples of the in-process metrics history (GET /api/metrics/history).
   double metrics_interval_s = 5;
+  std::string kb_dir;  // knowledge bases (*.kb) served: /v1/kb, chat with "kb" (server/kb_routes.h)
 };
 
 // Returns the process exit status.

@@ -118,6 +118,10 @@ void add_scheduling_and_operation_options(CLI::App* cmd, ServeOptions* serve) {
       "add rules, post alerts to webhooks");
   cmd->add_flag("--strict-model", serve->strict_model,
                 "Answer 404 model_not_found to a request naming a model this node does not serve");
+  cmd->add_option(
+      "--kb", serve->kb_dir,
+      "Directory of knowledge bases (*.kb, clawbot kb): GET /v1/kb, POST /v1/kb/NAME/search, chat "
+      "with \"kb\": \"NAME\" or model kb:NAME");
   cmd->add_option("--metrics-interval", serve->metrics_interval_s,
                   "Seconds between samples of the metrics history (GET /api/metrics/history, the last hour)")
       ->capture_default_str()

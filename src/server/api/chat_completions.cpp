@@ -10,6 +10,7 @@
 
 #include "server/api/chat.h"
 #include "server/api/fields.h"
+#include "server/kb_routes.h"
 
 namespace clawbot::server::api {
 namespace {
@@ -49,6 +50,11 @@ class OpenAiChatSink final : public ChatSink {
         req_(req),
         id_(new_id("chatcmpl-")),
         created_(static_cast<long long>(std::time(nullptr))) {}
+
+  // Fields added to the answer (the whole object, or a stream's last chunk): a knowledge base's citations.
+  void add_fields(const json& fields) {
+    for (const auto& [key, value] : fields.items()) extra_[key] = value;
+  }
 
   asio::awaitable<bool> begin(const ChatRequest& /*request*/, int /*prompt_tokens*/) override {
     if (!req_.stream) co_return true;
@@ -110,6 +116,7 @@ class OpenAiChatSink final : public ChatSink {
       json reply = envelope("chat.completion", std::move(out));
       reply["usage"] = usage_json(totals);
       reply["timings"] = timings_json(totals);
+      for (const auto& [key, value] : extra_.items()) reply[key] = value;
       co_await ex_.respond_json(200, reply);
       co_return;
     }
@@ -119,6 +126,8 @@ class OpenAiChatSink final : public ChatSink {
         last["usage"] = usage_json(totals);
         last["timings"] = timings_json(totals);
       }
+      if (i + 1 == choices.size())
+        for (const auto& [key, value] : extra_.items()) last[key] = value;
       if (!co_await ex_.sse_data(last.dump())) co_return;
     }
     if (req_.include_usage) {
@@ -163,7 +172,26 @@ class OpenAiChatSink final : public ChatSink {
   const CommonRequest& req_;
   std::string id_;
   long long created_;
+  json extra_ = json::object();
 };
+
+// An answer the model is not asked for (a knowledge base that holds no answer): written as the model's would
+// be.
+asio::awaitable<void> answer_without_model(ChatSink& sink, const ChatRequest& request,
+                                           const std::string& text) {
+  if (!co_await sink.begin(request, 0)) co_return;
+  if (request.common.stream) {
+    ChatDelta delta;
+    delta.content = text;
+    if (!co_await sink.delta(delta)) co_return;
+  }
+  // Named, not braced temporaries in the co_await: GCC 12 miscompiles those ("array used as initializer").
+  std::vector<ChatChoice> choices(1);
+  choices[0].message.role = "assistant";
+  choices[0].message.content = text;
+  const ChatUsage usage;
+  co_await sink.finish(choices, usage);
+}
 
 // OpenAI's `tools`: [{"type": "function", "function": {"name", "description"?, "parameters"?}}].
 std::vector<Tool> tools_field(const json& body) {
@@ -321,7 +349,8 @@ std::optional<bool> enable_thinking_field(const json& body) {
 asio::awaitable<void> chat_completions(const ServeContext& ctx, http::Exchange& ex) {
   if (co_await refused_while_draining(ctx, ex)) co_return;
   const json body = parse_body(ex);
-  check_model(ctx, body, ex);
+  const auto kb_name = requested_kb(ctx, body);  // "kb": "NAME" or model "kb:NAME" (kb_routes.h)
+  if (!kb_name) check_model(ctx, body, ex);
   require_generation_model(ctx);
   ChatRequest request;
   request.messages = parse_messages(body);
@@ -332,7 +361,17 @@ asio::awaitable<void> chat_completions(const ServeContext& ctx, http::Exchange& 
   request.format = response_format_field(body);
   request.enable_thinking = enable_thinking_field(body);
   request.add_generation_prompt = bool_field(body, "add_generation_prompt", true);
+  std::optional<KbGrounding> grounding;
+  if (kb_name)
+    grounding = co_await ground_chat(ctx, ex, *kb_name, request.messages, request.common.max_tokens);
   OpenAiChatSink sink(ctx, ex, request.common);
+  if (grounding) {
+    sink.add_fields(grounding_fields(*grounding));
+    if (grounding->refused) {
+      co_await answer_without_model(sink, request, kb::refusal_text(grounding->passages));
+      co_return;
+    }
+  }
   co_await run_chat(ctx, ex, request, sink);
 }
 

@@ -40,6 +40,7 @@ struct ServeContext {
   const std::atomic<bool>* draining = nullptr;      // true after SIGTERM: new work is refused with 503
   monitor::Alerts* alerts = nullptr;                // the alert rules and their alerts (GET /api/alerts)
   const monitor::History* history = nullptr;        // GET /api/metrics/history
+  bool web = true;  // the browser pages (GET / and /dashboard) and the chat's prompts; off: --no-web
 };
 
 // `paths`, when given, receives each route's path.

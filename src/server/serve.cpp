@@ -248,6 +248,7 @@ int serve_model(const ServeOptions& options, LogFormat log_format, const ops::Pr
       .draining = &draining,
       .alerts = &alerts,
       .history = &history,
+      .web = !options.no_web,
   };
   run_server(options, log_format, serve, draining, [&] {
     log_configuration(options, serve, prepared.name.empty() ? info.name : prepared.name, size,

@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import zlib from 'node:zlib';
 
 const WEB = path.dirname(fileURLToPath(import.meta.url));
 
@@ -25,7 +26,18 @@ const PAGES = [
     entry: 'dashboard/main.js',
     files: ['dashboard/favicon.svg'],
   },
+  {
+    name: 'chat',
+    paths: ['/'],
+    dir: '/chat/',
+    html: 'chat/index.html',
+    entry: 'chat/main.js',
+    files: ['dashboard/favicon.svg'],
+  },
 ];
+
+// What a page may weigh, gzipped (its HTML, script and style; issue 21): the build fails above it.
+const GZIP_LIMIT = 300 * 1024;
 
 const CONTENT_TYPES = {
   '.html': 'text/html; charset=utf-8',
@@ -97,6 +109,10 @@ async function buildPage(page, esbuild, nodeModules) {
   for (const out of result.outputFiles) add([page.dir + path.basename(out.path)], out.path, Buffer.from(out.contents));
   for (const file of page.files) add([page.dir + path.basename(file)], file, fs.readFileSync(path.join(WEB, file)));
   add([`${page.dir}licenses`], 'licenses.txt', Buffer.from(licences(result.metafile, nodeModules)));
+  const weighed = new Map(assets.filter((a) => /\.(html|js|css)$/.test(a.file)).map((a) => [a.file, a.bytes]));
+  const gzipped = [...weighed.values()].reduce((n, bytes) => n + zlib.gzipSync(bytes, { level: 9 }).length, 0);
+  console.log(`web: ${page.name}: ${gzipped} bytes gzipped (HTML, script, style; limit ${GZIP_LIMIT})`);
+  if (gzipped > GZIP_LIMIT) throw new Error(`web/build.mjs: the ${page.name} page is ${gzipped} bytes gzipped, over the limit of ${GZIP_LIMIT}`);
   return assets;
 }
 

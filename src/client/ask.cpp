@@ -21,12 +21,6 @@ std::string join(const std::vector<std::string>& words) {
   return out;
 }
 
-std::string replace_all(std::string text, std::string_view from, std::string_view to) {
-  for (std::size_t at = text.find(from); at != std::string::npos; at = text.find(from, at + to.size()))
-    text.replace(at, from.size(), to);
-  return text;
-}
-
 nlohmann::json outcome_json(const ChatOutcome& out) {
   nlohmann::json error = nullptr;
   if (out.failure)
@@ -95,16 +89,11 @@ int run_ask(const AskOptions& options) {
   }
   const WritingTemplate* chosen = nullptr;
   if (!options.template_name.empty()) {
-    std::string names;
-    for (const auto& t : writing_templates()) {
-      if (options.template_name == t.name ||
-          (options.template_name == "summarize" && std::string(t.name) == "summarise"))
-        chosen = &t;
-      names += (names.empty() ? "" : ", ") + std::string(t.name);
-    }
+    chosen = find_writing_template(options.template_name);
     if (chosen == nullptr) {
-      return cli_error("clawbot ask", "no template \"" + options.template_name + "\"; there are: " + names,
-                       2);
+      return cli_error(
+          "clawbot ask",
+          "no template \"" + options.template_name + "\"; there are: " + writing_template_names(), 2);
     }
   }
 
@@ -135,7 +124,7 @@ int run_ask(const AskOptions& options) {
   std::string system = options.system.empty() ? config.system_prompt : options.system;
   std::string user;
   if (chosen != nullptr) {
-    system = replace_all(chosen->system_prompt, "{language}", options.language);
+    system = writing_system_prompt(*chosen, options.language);
     user = piped.empty() ? question : piped;
     if (!piped.empty() && !question.empty()) user += "\n\n(" + question + ")";
   } else {

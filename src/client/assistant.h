@@ -10,6 +10,7 @@
 
 #include "client/api_client.h"
 #include "client/config.h"
+#include "client/prompts.h"  // the writing templates (ask --template)
 #include "client/session_store.h"
 
 namespace clawbot::client {
@@ -71,13 +72,5 @@ struct ContextFit {
 ContextFit fit_to_context(std::span<const ChatMessage> conversation, std::int64_t context_tokens,
                           std::int64_t answer_reserve, double tokens_per_byte);
 std::int64_t estimate_tokens(const ChatMessage& message, double tokens_per_byte);
-
-// The writing tasks people ask for most: name → system prompt (translate's has a {language} slot).
-struct WritingTemplate {
-  const char* name;
-  const char* description;
-  const char* system_prompt;
-};
-std::span<const WritingTemplate> writing_templates();
 
 }  // namespace clawbot::client

@@ -61,26 +61,6 @@ MessageStats answer_stats(const ChatOutcome& out) {
   return stats;
 }
 
-std::span<const WritingTemplate> writing_templates() {
-  static const WritingTemplate templates[] = {
-      {"continue", "continue the text in the same voice",
-       "Continue the text the user gives you, in the same language, style and voice. Write only the "
-       "continuation, without repeating the text or commenting on it."},
-      {"polish", "fix grammar and improve clarity, same meaning",
-       "Improve the text the user gives you: correct grammar, spelling and punctuation, and make it clearer "
-       "and "
-       "smoother, keeping its meaning, language and tone. Write only the improved text."},
-      {"summarise", "a short summary of the main points",
-       "Summarise the text the user gives you: its main points in a few sentences or a short bulleted list, "
-       "in "
-       "the text's language. Write only the summary."},
-      {"translate", "translate into --to LANGUAGE (default English)",
-       "Translate the text the user gives you into {language}. Keep its meaning, tone and formatting. Write "
-       "only the translation."},
-  };
-  return templates;
-}
-
 std::int64_t estimate_tokens(const ChatMessage& message, double tokens_per_byte) {
   // A few tokens of chat-template framing per message, as most templates add.
   return static_cast<std::int64_t>(std::ceil(static_cast<double>(message.content.size()) * tokens_per_byte)) +

@@ -148,7 +148,7 @@ std::function<std::optional<int>()> add_client_commands(CLI::App& app) {
 std::function<std::optional<int>()> add_sessions_command(CLI::App& app) {
   auto sessions = std::make_shared<SessionsOptions>();
   auto* cmd = app.add_subcommand(
-      "sessions", "Stored conversations of chat and ask --save: list, show, rename, rm, export");
+      "sessions", "Stored conversations of chat and ask --save: list, show, rename, rm, export, import");
   cmd->require_subcommand(1)->fallthrough();  // fallthrough: --db also after the action
   cmd->add_option("--db", sessions->db,
                   "Session database (default: session_db of clawbot.json, else "
@@ -170,6 +170,11 @@ std::function<std::optional<int>()> add_sessions_command(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::IsMember({"md", "json"}));
   export_cmd->add_option("-o,--output", sessions->output, "File to write (default: stdout)");
+  auto* import_cmd = cmd->add_subcommand(
+      "import",
+      "Store a session from its JSON export (sessions export --format json, or the web chat's Export)");
+  import_cmd->add_option("file", sessions->file, "The JSON file (-: standard input)")->required();
+  import_cmd->add_option("--name", sessions->name, "Name of the new session (default: the file's name)");
   return [=]() -> std::optional<int> {
     if (!cmd->parsed()) return std::nullopt;
     sessions->action = cmd->get_subcommands().at(0)->get_name();

@@ -1,8 +1,12 @@
 // Exports of one session: Markdown for people, JSON for programs.
+#include <cmath>
 #include <cstdio>
 #include <ctime>
+#include <type_traits>
 
 #include "client/session_store.h"
+#include "common/error.h"
+#include "common/json_read.h"
 
 namespace clawbot::client {
 
@@ -41,6 +45,32 @@ std::string stats_line(const MessageStats& stats) {
   if (stats.tokens_per_s) add(format_number(*stats.tokens_per_s, "%.1f") + " tokens/s");
   if (stats.ttft_ms) add("first token after " + format_number(*stats.ttft_ms, "%.0f") + " ms");
   return line;
+}
+
+// A string member; absent (or null) is `fallback`, when there is one.
+std::string import_string(const nlohmann::json& object, const char* name, const std::string& where,
+                          const char* fallback) {
+  const auto it = object.find(name);
+  if (it == object.end() || it->is_null()) {
+    if (fallback) return fallback;
+    throw_invalid(where + "." + name + " is missing: it must be a string", where + "." + name);
+  }
+  if (!it->is_string())
+    throw_invalid(where + "." + name + " must be a string, got " + json_read::describe(*it),
+                  where + "." + name);
+  return it->get<std::string>();
+}
+
+template <typename Number>
+std::optional<Number> import_number(const nlohmann::json& object, const char* name,
+                                    const std::string& where) {
+  const auto it = object.find(name);
+  if (it == object.end() || it->is_null()) return std::nullopt;
+  if (!it->is_number() || (std::is_integral_v<Number> && !it->is_number_integer()) ||
+      (it->is_number_float() && !std::isfinite(it->get<double>())))
+    throw_invalid(where + "." + name + " must be a number, got " + json_read::describe(*it),
+                  where + "." + name);
+  return it->get<Number>();
 }
 
 }  // namespace
@@ -115,6 +145,52 @@ nlohmann::json export_json(const SessionInfo& session, std::span<const StoredMes
     out["messages"].push_back(std::move(item));
   }
   return out;
+}
+
+ImportedSession import_json(const nlohmann::json& exported) {
+  if (!exported.is_object())
+    throw_invalid("a session export is a JSON object, got " + json_read::describe(exported));
+  if (import_string(exported, "format", "session", "") != "clawbot-session")
+    throw_invalid(
+        "not a clawbot session: \"format\" must be \"clawbot-session\" (clawbot sessions export "
+        "--format json writes one)",
+        "format");
+  if (const auto version = import_number<std::int64_t>(exported, "version", "session"); version != 1)
+    throw_invalid("session format version " + (version ? std::to_string(*version) : std::string("(none)")) +
+                      " is not one this clawbot reads (1)",
+                  "version");
+  ImportedSession session;
+  session.name = import_string(exported, "name", "session", "");
+  session.model = import_string(exported, "model", "session", "");
+  session.system_prompt = import_string(exported, "system_prompt", "session", "");
+  const auto messages = exported.find("messages");
+  if (messages == exported.end() || !messages->is_array())
+    throw_invalid("session.messages must be an array of messages", "messages");
+  for (std::size_t i = 0; i < messages->size(); ++i) {
+    const auto& item = (*messages)[i];
+    const std::string where = "messages[" + std::to_string(i) + "]";
+    if (!item.is_object())
+      throw_invalid(where + " must be an object, got " + json_read::describe(item), where);
+    StoredMessage message;
+    message.role = import_string(item, "role", where, nullptr);
+    if (message.role != role_system && message.role != role_user && message.role != role_assistant)
+      throw_invalid(
+          where + ".role must be system, user or assistant, got " + json_read::describe(item["role"]),
+          where + ".role");
+    message.content = import_string(item, "content", where, nullptr);
+    message.state = import_string(item, "state", where, "complete");
+    if (message.state != state_complete && message.state != state_partial &&
+        message.state != state_interrupted && message.state != state_length)
+      throw_invalid(where + ".state must be complete, partial, interrupted or length, got " +
+                        json_read::describe(item["state"]),
+                    where + ".state");
+    message.stats.ttft_ms = import_number<double>(item, "ttft_ms", where);
+    message.stats.tokens_per_s = import_number<double>(item, "tokens_per_s", where);
+    message.stats.tokens = import_number<std::int64_t>(item, "tokens", where);
+    message.error = import_string(item, "error", where, "");
+    session.messages.push_back(std::move(message));
+  }
+  return session;
 }
 
 }  // namespace clawbot::client

@@ -109,6 +109,17 @@ std::string export_markdown(const SessionInfo& session, std::span<const StoredMe
 // ISO 8601 UTC strings.
 nlohmann::json export_json(const SessionInfo& session, std::span<const StoredMessage> messages);
 
+// export_json's shape read back (`clawbot sessions import`, and what the browser chat exports): the name,
+// model, system prompt and messages with their states, figures and errors (ids and times are the store's).
+// Throws ClawbotError (invalid_request) naming the member at fault.
+struct ImportedSession {
+  std::string name;
+  std::string model;
+  std::string system_prompt;
+  std::vector<StoredMessage> messages;
+};
+ImportedSession import_json(const nlohmann::json& exported);
+
 // Local time as "2026-11-25 14:53" (what people read in tables and exports).
 std::string format_local_time(std::int64_t epoch_ms);
 // UTC as "2026-11-25T13:53:07.250Z" (what programs read).

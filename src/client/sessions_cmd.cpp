@@ -9,11 +9,13 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <string_view>
 
 #include "client/session_store.h"
-#include "common/error.h"
 #include "common/cli_error.h"
+#include "common/error.h"
+#include "common/json_read.h"
 
 namespace clawbot::client {
 
@@ -178,6 +180,48 @@ int export_session(SessionStore& store, const SessionsOptions& options) {
   return 0;
 }
 
+// A session from export_json's JSON (ours, or the browser chat's export): checked whole before anything is
+// written, then stored in one go; a store failure half-way removes what it had written.
+int import_session(SessionStore& store, const SessionsOptions& options) {
+  std::string text;
+  if (options.file == "-") {
+    text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  } else {
+    std::ifstream in(options.file, std::ios::binary);
+    if (!in)
+      throw ClawbotError(ErrorKind::invalid_request,
+                         "cannot read " + options.file + ": " + std::strerror(errno));
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  const auto parsed = json_read::parse(text);
+  if (!parsed)
+    throw ClawbotError(ErrorKind::invalid_request, options.file + " is not JSON: " + parsed.failure.message);
+  ImportedSession imported;
+  try {
+    imported = import_json(*parsed.value);
+  } catch (const ClawbotError& e) {
+    throw ClawbotError(ErrorKind::invalid_request, options.file + ": " + e.what());
+  }
+  const std::string name = options.name.empty() ? imported.name : options.name;
+  if (!name.empty() && store.find(name))
+    throw ClawbotError(ErrorKind::invalid_request,
+                       "a session named \"" + name + "\" exists already: choose another name with --name");
+  const SessionInfo session = store.create(name, imported.system_prompt, imported.model);
+  try {
+    for (const auto& message : imported.messages) {
+      const std::int64_t id = store.append(session.id, message.role, message.content, message.state);
+      if (message.stats.ttft_ms || message.stats.tokens_per_s || message.stats.tokens ||
+          !message.error.empty())
+        store.update_message(id, message.content, message.state, message.stats, message.error);
+    }
+  } catch (...) {
+    store.remove(std::to_string(session.id));
+    throw;
+  }
+  std::cout << "imported \"" << session.name << "\" (" << imported.messages.size() << " messages)\n";
+  return 0;
+}
+
 }  // namespace
 
 int run_sessions(const SessionsOptions& options) {
@@ -186,6 +230,7 @@ int run_sessions(const SessionsOptions& options) {
     if (options.action == "list") return list_sessions(store, options.json);
     if (options.action == "show") return show_session(store, options.name);
     if (options.action == "export") return export_session(store, options);
+    if (options.action == "import") return import_session(store, options);
     if (options.action == "rename") {
       store.rename(options.name, options.new_name);
       std::cout << "renamed \"" << options.name << "\" to \"" << options.new_name << "\"\n";
@@ -197,7 +242,8 @@ int run_sessions(const SessionsOptions& options) {
       return 0;
     }
     return cli_error("clawbot sessions",
-                     "unknown action \"" + options.action + "\" (list, show, rename, rm or export)", 1);
+                     "unknown action \"" + options.action + "\" (list, show, rename, rm, export or import)",
+                     1);
   } catch (const std::exception& error) {
     return cli_error("clawbot sessions", error.what(), 1);
   }

@@ -101,6 +101,7 @@ struct GatewayConfig {
   std::chrono::milliseconds connect_timeout{3000};
   std::chrono::milliseconds read_timeout{300000};  // longest upstream silence
   bool advertise = true;                           // mDNS/DNS-SD
+  bool web = true;   // the browser pages (GET / and /dashboard) and the chat's prompts (off: --no-web)
   std::string name;  // advertised instance name; default "clawbot gateway on HOST"
   // A request naming a model no upstream serves goes to this one instead of a 404 (empty: 404).
   std::string default_model;

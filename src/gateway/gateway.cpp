@@ -9,6 +9,8 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/signal_set.hpp>
 
+#include "client/prompts.h"
+#include "common/json_read.h"
 #include "common/service_notify.h"
 #include "gateway/gateway_internal.h"
 #include "web/respond.h"
@@ -202,8 +204,9 @@ std::optional<Gateway::Refusal> Gateway::admit(const http::RequestHead& request,
                       "address_not_allowed"};
     return Refusal{error, {}};
   }
-  // The dashboard's page and files need no key (its data routes do: the page asks for one).
-  const bool open_route = (path == "/health" && config_.health_open) || web::find_asset(path);
+  // The pages and their files need no key (their data routes do: the pages ask for one).
+  const bool open_route =
+      (path == "/health" && config_.health_open) || (config_.web && web::find_asset(path));
   if (keys_) {
     std::string_view presented;
     if (auto it = request.find(bhttp::field::authorization); it != request.end()) {
@@ -259,7 +262,7 @@ void Gateway::finish(Worker& worker, http::Exchange& ex, Context& ctx) {
   const double seconds = seconds_since(ctx.start);
   const std::string_view route = ex.path();
   // Known routes only as labels: arbitrary paths would grow the metrics without bound.
-  static constexpr std::array<std::string_view, 27> known = {"/v1/chat/completions",
+  static constexpr std::array<std::string_view, 29> known = {"/v1/chat/completions",
                                                              "/v1/completions",
                                                              "/v1/embeddings",
                                                              "/v1/models",
@@ -285,6 +288,8 @@ void Gateway::finish(Worker& worker, http::Exchange& ex, Context& ctx) {
                                                              "/api/metrics/history",
                                                              "/api/alerts",
                                                              "/dashboard",
+                                                             "/",
+                                                             "/v1/clawbot/prompts",
                                                              "other"};
   const auto route_index =
       static_cast<int>(std::find(known.begin(), known.end() - 1, route) - known.begin());  // the last: other
@@ -360,11 +365,23 @@ http::ServerLimits Gateway::server_limits() const {
   return limits;
 }
 
-// The dashboard's page and files (web/), the same as serve's.
+// The pages' files (web/: the chat, the dashboard), the same as serve's.
 asio::awaitable<void> Gateway::dashboard_asset(Worker&, http::Exchange& ex, Context& ctx) {
   const web::Asset* asset = web::find_asset(ex.path());
   co_await web::respond_asset(ex, *asset);
   ctx.status = ex.status();
+}
+
+asio::awaitable<void> Gateway::prompt_tasks(Worker&, http::Exchange& ex, Context& ctx) {
+  ctx.status = 200;
+  co_await ex.respond_json(200, client::prompt_tasks());
+}
+
+asio::awaitable<void> Gateway::prompt_messages(Worker&, http::Exchange& ex, Context& ctx) {
+  const json messages =
+      client::prompt_messages(json_read::parse_or_throw(ex.request().body(), "request body"));
+  ctx.status = 200;
+  co_await ex.respond_json(200, messages);
 }
 
 // One worker's server for one listener: the gateway's routes, and the door's header check.
@@ -380,8 +397,13 @@ std::unique_ptr<http::Server> Gateway::make_server(
   router->add(http::Verb::get, "/api/tags", guarded(worker, &Gateway::ollama_tags));
   router->add(http::Verb::get, "/api/ps", guarded(worker, &Gateway::ollama_ps));
   router->add(http::Verb::get, "/api/version", guarded(worker, &Gateway::ollama_version));
-  for (const web::Asset& asset : web::assets())
-    router->add(http::Verb::get, std::string(asset.path), guarded(worker, &Gateway::dashboard_asset));
+  if (config_.web) {
+    for (const web::Asset& asset : web::assets())
+      router->add(http::Verb::get, std::string(asset.path), guarded(worker, &Gateway::dashboard_asset));
+    router->add(http::Verb::get, std::string(client::prompts_route), guarded(worker, &Gateway::prompt_tasks));
+    router->add(http::Verb::post, std::string(client::prompts_route),
+                guarded(worker, &Gateway::prompt_messages));
+  }
   router->set_fallback(guarded(worker, &Gateway::forward));
   auto server = std::make_unique<http::Server>(worker.io, router, limits);
   server->set_reuse_port(reuse_port);

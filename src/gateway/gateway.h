@@ -20,6 +20,7 @@ struct GatewayOptions {
   int port = -1;     // overrides the first listener's port when >= 0 (0: any free port)
   int threads = -1;  // overrides "threads" when >= 0
   bool no_advertise = false;
+  bool no_web = false;  // no browser pages (the chat at /, the dashboard) nor the chat's prompts route
   bool verbose = false;
   bool check = false;  // validate gateway.json (files, certificates, allow-list), print a summary, exit
 };

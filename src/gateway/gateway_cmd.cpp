@@ -59,6 +59,7 @@ int run_gateway(const GatewayOptions& options) {
     if (options.port >= 0) config.listen.front().port = static_cast<unsigned short>(options.port);
     if (options.threads >= 0) config.threads = options.threads;
     if (options.no_advertise) config.advertise = false;
+    if (options.no_web) config.web = false;
     for (const auto& warning : config.warnings) std::cerr << "warning: " << warning << std::endl;
     if (options.check) return detail::check_config(config);
     // Logs go to stderr, as serve's do (stdout has the "listening on" lines). A named program logger is also
@@ -88,6 +89,8 @@ std::function<std::optional<int>()> add_gateway_command(CLI::App& app) {
       ->check(CLI::Range(0, 256));
   cmd->add_flag("--no-advertise", options->no_advertise,
                 "Do not announce the gateway on the LAN (mDNS/DNS-SD)");
+  cmd->add_flag("--no-web", options->no_web,
+                "No browser pages: neither the chat (GET /) nor the dashboard (GET /dashboard)");
   cmd->add_flag("-v,--verbose", options->verbose, "Log every request");
   cmd->add_flag(
       "--check", options->check,

@@ -216,6 +216,9 @@ class Gateway {
   asio::awaitable<void> metrics_history(Worker&, http::Exchange& ex, Context& ctx);
   void count_key_usage(Worker& worker, const Context& ctx, std::int64_t tokens_in, std::int64_t tokens_out);
   asio::awaitable<void> dashboard_asset(Worker&, http::Exchange& ex, Context& ctx);
+  // The chat's writing and code tasks (GET and POST /v1/clawbot/prompts), built here as serve builds them.
+  asio::awaitable<void> prompt_tasks(Worker&, http::Exchange& ex, Context& ctx);
+  asio::awaitable<void> prompt_messages(Worker&, http::Exchange& ex, Context& ctx);
   asio::awaitable<void> models(Worker&, http::Exchange& ex, Context& ctx);
   // Ollama's listings (gateway_routes.cpp): the upstreams' models as /api/tags and /api/ps list them, and
   // the API version the nodes report.

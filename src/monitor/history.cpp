@@ -171,7 +171,8 @@ double system_clock_now() {
 // A dashboard polling every second would otherwise be most of the traffic the charts show.
 bool monitoring_route(std::string_view route) {
   return route == "/metrics" || route == "/health" || route == "/api/metrics/history" ||
-         route == "/api/alerts" || route.starts_with("/dashboard");
+         route == "/api/alerts" || route.starts_with("/dashboard") || route == "/" ||
+         route.starts_with("/chat/");
 }
 
 const std::vector<std::string_view>& role_series(std::string_view role) {

@@ -50,8 +50,9 @@ struct Sample {
   std::map<std::string, Upstream, std::less<>> upstreams;  // gateway only
 };
 
-// The routes that watch a node or gateway rather than use it (/metrics, /health, the dashboard's page and
-// polls): not the traffic the charts show, not worth an audit record or an info-level access-log line each.
+// The routes that watch a node or gateway rather than use it (/metrics, /health, the pages (chat, dashboard)
+// and polls): not the traffic the charts show, not worth an audit record or an info-level access-log line
+// each.
 bool monitoring_route(std::string_view route);
 
 // The series a role keeps (series.h), in the order the JSON lists them.

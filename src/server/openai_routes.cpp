@@ -9,6 +9,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "client/prompts.h"
 #include "common/backup_metrics.h"
 #include "common/json_check.h"
 #include "common/json_read.h"
@@ -400,10 +401,19 @@ std::shared_ptr<const http::Router> make_openai_router(const ServeContext& conte
   add_responses_routes(context, add);
   add_anthropic_routes(context, add);
   add_ollama_routes(*ctx, add);
-  // The dashboard (web/dashboard): its page and files, compiled in
+  if (!ctx->web) return router;  // --no-web
+  // The browser pages (web/): the chat (/) and the dashboard, their files, compiled in
   for (const web::Asset& asset : web::assets())
     add(http::Verb::get, std::string(asset.path),
         [&asset](http::Exchange& ex) { return web::respond_asset(ex, asset); });
+  // The chat's writing and code tasks, built by the CLI's own functions (client/prompts.h)
+  add(http::Verb::get, std::string(client::prompts_route), [](http::Exchange& ex) -> asio::awaitable<void> {
+    co_await ex.respond_json(200, client::prompt_tasks());
+  });
+  add(http::Verb::post, std::string(client::prompts_route), [](http::Exchange& ex) -> asio::awaitable<void> {
+    const json messages = client::prompt_messages(parse_body(ex));
+    co_await ex.respond_json(200, messages);
+  });
   return router;
 }
 

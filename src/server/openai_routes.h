@@ -42,6 +42,7 @@ struct ServeContext {
   monitor::Alerts* alerts = nullptr;                // the alert rules and their alerts (GET /api/alerts)
   const monitor::History* history = nullptr;        // GET /api/metrics/history
   KbService* kb = nullptr;                          // --kb DIR: /v1/kb, chat with "kb" (kb_routes.h)
+  bool web = true;  // the browser pages (GET / and /dashboard) and the chat's prompts; off: --no-web
 };
 
 // `paths`, when given, receives each route's path.

@@ -254,6 +254,7 @@ int serve_model(const ServeOptions& options, LogFormat log_format, const ops::Pr
       .alerts = &alerts,
       .history = &history,
       .kb = kb,
+      .web = !options.no_web,
   };
   run_server(options, log_format, serve, draining, [&] {
     log_configuration(options, serve, prepared.name.empty() ? info.name : prepared.name, size,

@@ -49,6 +49,7 @@ struct ServeOptions {
   std::string tls_client_ca;         // PEM CA: require client certificates it signed (mutual TLS)
   bool verbose = false;
   bool no_advertise = false;  // do not announce the node on the LAN (mDNS/DNS-SD)
+  bool no_web = false;        // no browser pages (the chat at /, the dashboard) nor the chat's prompts route
   bool verify = false;        // refuse a model whose SHA-256 does not match MODEL.sha256 or SHA256SUMS
   std::string key_file;       // key of an encrypted model (clawbot encrypt), decrypted into memory only
   std::string key_env;        // or the environment variable that holds it

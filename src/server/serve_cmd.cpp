@@ -92,6 +92,8 @@ void add_scheduling_and_operation_options(CLI::App* cmd, ServeOptions* serve) {
                   "PEM CA file: require client certificates it signed (mutual TLS)");
   cmd->add_flag("--no-advertise", serve->no_advertise,
                 "Do not announce this node on the LAN (mDNS/DNS-SD, _clawbot._tcp)");
+  cmd->add_flag("--no-web", serve->no_web,
+                "No browser pages: neither the chat (GET /) nor the dashboard (GET /dashboard)");
   cmd->add_flag("-v,--verbose", serve->verbose, "Log libllama's messages too");
   cmd->add_flag("--verify", serve->verify,
                 "Refuse to load the model unless its SHA-256 matches MODEL.sha256 or a SHA256SUMS beside it");

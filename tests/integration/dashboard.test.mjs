@@ -3,59 +3,23 @@
 // Every request the page makes must go to 127.0.0.1 (any other host fails the test), and the page must log no
 // console error.
 //
-// Environment: CLAWBOT_BIN, CLAWBOT_MODELS (server_harness.mjs); CLAWBOT_CHROMIUM, the browser (default
-// /usr/bin/chromium); CLAWBOT_DASHBOARD_SCREENSHOT, where to save the screenshot taken under load (default: a
-// temp folder; README's docs/dashboard.png is made with it).
+// Environment: CLAWBOT_BIN, CLAWBOT_MODELS (server_harness.mjs); CLAWBOT_CHROMIUM (browser_helpers.mjs);
+// CLAWBOT_DASHBOARD_SCREENSHOT, where to save the screenshot taken under load (default: a temp folder;
+// README's docs/dashboard.png is made with it).
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 
-import { REPO_ROOT, getJson, runClawbot, startServer } from './server_harness.mjs';
+import { launchBrowser } from './browser_helpers.mjs';
+import { getJson, runClawbot, startServer } from './server_harness.mjs';
 import {
   bearer, chat, createKey, keyId, request, startGateway, startUpstream, tempDir, waitUntil, writeGatewayConfig,
 } from './gateway_helpers.mjs';
 
-const CHROMIUM = process.env.CLAWBOT_CHROMIUM || '/usr/bin/chromium';
 const RED = 'rgb(207, 34, 46)';  // --bad in web/dashboard/dashboard.css
 const GREEN = 'rgb(26, 127, 55)';  // --good
-
-function playwright() {
-  if (!fs.existsSync(CHROMIUM)) {
-    throw new Error(`${CHROMIUM} not found: install Debian's chromium (scripts/bootstrap.sh does) or set CLAWBOT_CHROMIUM`);
-  }
-  return createRequire(path.join(REPO_ROOT, 'tests', 'compat', 'package.json'))('playwright-core');
-}
-
-/**
- * A browser whose pages may only reach 127.0.0.1: any other request is aborted and recorded, as is every console
- * error and uncaught exception (`allow`: console errors that the test expects, as regular expressions).
- */
-async function launchBrowser() {
-  const browser = await playwright().chromium.launch({ executablePath: CHROMIUM });
-  const watch = { offHost: [], errors: [], urls: [] };
-  async function newPage({ viewport = { width: 1280, height: 900 }, allow = [] } = {}) {
-    const context = await browser.newContext({ viewport });
-    await context.route('**/*', (route) => {
-      const url = new URL(route.request().url());
-      watch.urls.push(url.href);
-      if (url.hostname !== '127.0.0.1') {
-        watch.offHost.push(url.href);
-        return route.abort('blockedbyclient');
-      }
-      return route.continue();
-    });
-    const page = await context.newPage();
-    page.on('console', (msg) => {
-      if (msg.type() === 'error' && !allow.some((re) => re.test(msg.text()))) watch.errors.push(msg.text());
-    });
-    page.on('pageerror', (e) => watch.errors.push(`uncaught: ${e.message}`));
-    return page;
-  }
-  return { browser, watch, newPage };
-}
 
 /** The page has merged at least one answer of /api/metrics/history. */
 async function openDashboard(page, base) {
@@ -294,7 +258,7 @@ describe('dashboard on clawbot gateway (API keys)', () => {
     // The key went in a header: never in a URL, nor in the gateway's output.
     assert.ok(!browser.watch.urls.some((u) => u.includes(key)), browser.watch.urls.join('\n'));
     assert.ok(!gw.stdout().includes(key) && !gw.stderr().includes(key));
-    assert.equal(await page.evaluate(() => sessionStorage.getItem('clawbot.dashboard.key')), key);
+    assert.equal(await page.evaluate(() => sessionStorage.getItem('clawbot.key')), key);
   });
 
   test('a stopped upstream turns red', async () => {

@@ -140,7 +140,7 @@ export const keyId = (key) => key.slice(4, 16);
 // ---------------------------------------------------------------------------------------------- upstream
 
 /**
- * A minimal OpenAI-like upstream on 127.0.0.1 (or `host`), port 0:
+ * A minimal OpenAI-like upstream on 127.0.0.1 (or `host`), port 0 (or `port`: the same again after a kill()):
  *   GET  /health               {"status":"ok","upstream":NAME}
  *   GET  /v1/models            one model, `model`
  *   POST /v1/chat/completions  `words` as the answer, with usage `usage`; streamed when asked, one event per
@@ -152,7 +152,7 @@ export const keyId = (key) => key.slice(4, 16);
  * `healthStatus`. Each request is recorded in `requests` as { method, url, headers, body (parsed JSON) }.
  * Returns { url, port, name, options, requests, close(), kill() }: kill() also destroys open connections.
  */
-export async function startUpstream({ name = 'up', host = '127.0.0.1', model = 'test-model',
+export async function startUpstream({ name = 'up', host = '127.0.0.1', port: listenPort = 0, model = 'test-model',
   words = ['Hello', ' from', ' the', ' upstream'], usage = { prompt_tokens: 4, completion_tokens: 3 },
   chunkDelayMs = 0, delayMs = 0, status = 0, healthStatus = 200 } = {}) {
   const options = { name, model, words, usage, chunkDelayMs, delayMs, status, healthStatus };
@@ -230,7 +230,7 @@ export async function startUpstream({ name = 'up', host = '127.0.0.1', model = '
   });
   await new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, host, resolve);
+    server.listen(listenPort, host, resolve);
   });
   const port = server.address().port;
   const shown = host.includes(':') ? `[${host}]` : host;

@@ -4,7 +4,8 @@
 import 'uplot/dist/uPlot.min.css';
 import './dashboard.css';
 
-import { HttpError, NeedKey, getJson, storedKey, useKey } from './api.js';
+import { HttpError, NeedKey, getJson } from '../shared/api.js';
+import { keyBox } from '../shared/key_box.js';
 import { makeCharts } from './charts.js';
 import { clock } from './format.js';
 import { History } from './history.js';
@@ -41,14 +42,11 @@ function draw() {
   }
 }
 
+let askKey;
+
 function askForKey(error) {
   document.body.dataset.state = 'need-key';
-  $('key-why').textContent = error.hadKey
-    ? `The key was refused: ${error.message}`
-    : 'This gateway needs an API key to show its metrics.';
-  if (error.hadKey) useKey('');
-  $('key-box').hidden = false;
-  $('key-input').focus();
+  askKey(error, 'This gateway needs an API key to show its metrics.');
   setStatus('waiting for an API key', 'error');
 }
 
@@ -94,16 +92,6 @@ function restart() {
   poll();
 }
 
-function useEnteredKey() {
-  const key = $('key-input').value.trim();
-  if (!key) return;
-  $('key-input').value = '';
-  useKey(key);
-  $('key-box').hidden = true;
-  setStatus('loading…');
-  restart();
-}
-
 function pickRange(button) {
   rangeS = Number(button.dataset.range);
   for (const b of document.querySelectorAll('[data-range]')) b.setAttribute('aria-pressed', String(b === button));
@@ -114,11 +102,10 @@ function start() {
   for (const button of document.querySelectorAll('[data-range]')) {
     button.addEventListener('click', () => pickRange(button));
   }
-  $('key-use').addEventListener('click', useEnteredKey);
-  $('key-input').addEventListener('keydown', (event) => {
-    if (event.key === 'Enter') useEnteredKey();
+  askKey = keyBox(() => {
+    setStatus('loading…');
+    restart();
   });
-  if (storedKey()) useKey(storedKey());
   poll();
 }
 

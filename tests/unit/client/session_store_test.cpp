@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "client/sessions_cmd.h"
+#include "common/error.h"
 
 namespace clawbot::client {
 namespace {
@@ -640,6 +641,89 @@ TEST_F(SessionStoreTest, SessionsCommand) {
   options.new_name = "still empty";
   EXPECT_EQ(run_command(options).status, 0);
   EXPECT_TRUE(SessionStore(db_).find("still empty"));
+}
+
+// `sessions import` takes back what `sessions export --format json` wrote (the web chat writes the same
+// shape): the name, model, system prompt, every message with its state, figures and error.
+TEST_F(SessionStoreTest, ImportTakesBackAnExport) {
+  {
+    SessionStore store(db_);
+    const auto session = store.create("round trip", "Be brief.", "qwen3");
+    store.append(session.id, role_user, "Hello?");
+    const auto answer = store.append(session.id, role_assistant, "Hi, I am", state_partial);
+    store.update_message(answer, "Hi, I am", state_partial, {80.0, 25.0, 3}, "connection reset by peer");
+    store.append(session.id, role_user, "Again");
+    store.append(session.id, role_assistant, "Sure", state_length);
+  }
+  SessionsOptions options;
+  options.db = db_.string();
+  options.action = "export";
+  options.format = "json";
+  options.name = "round trip";
+  options.output = (dir_ / "round.json").string();
+  ASSERT_EQ(run_command(options).status, 0);
+
+  options = SessionsOptions{};
+  options.db = db_.string();
+  options.action = "import";
+  options.file = (dir_ / "round.json").string();
+  const auto same_name = run_command(options);
+  EXPECT_EQ(same_name.status, 1);
+  EXPECT_TRUE(contains(same_name.err,
+                       "a session named \"round trip\" exists already: choose another name with --name"))
+      << same_name.err;
+  options.name = "round trip 2";
+  const auto imported = run_command(options);
+  ASSERT_EQ(imported.status, 0) << imported.err;
+  EXPECT_EQ(imported.out, "imported \"round trip 2\" (4 messages)\n");
+
+  SessionStore store(db_);
+  const auto original = store.get("round trip");
+  const auto copy = store.get("round trip 2");
+  auto a = export_json(original, store.messages(original.id));
+  auto b = export_json(copy, store.messages(copy.id));
+  for (auto* j : {&a, &b}) {
+    j->erase("name");
+    j->erase("created");
+    j->erase("updated");
+    for (auto& m : j->at("messages")) m.erase("created");
+  }
+  EXPECT_EQ(a, b);
+}
+
+TEST(SessionImport, RefusesWhatIsNotASessionNamingTheMember) {
+  const auto why = [](const nlohmann::json& exported) {
+    try {
+      import_json(exported);
+    } catch (const ClawbotError& e) {
+      EXPECT_EQ(e.error().kind, ErrorKind::invalid_request);
+      return std::string(e.what());
+    }
+    return std::string("(accepted)");
+  };
+  const nlohmann::json good = {
+      {"format", "clawbot-session"}, {"version", 1}, {"messages", {{{"role", "user"}, {"content", "hi"}}}}};
+  EXPECT_EQ(why(good), "(accepted)");
+  EXPECT_EQ(import_json(good).messages.at(0).state, "complete");
+  auto other = good;
+  other["format"] = "chatgpt";
+  EXPECT_TRUE(contains(why(other), "not a clawbot session")) << why(other);
+  other = good;
+  other["version"] = 2;
+  EXPECT_TRUE(contains(why(other), "version 2 is not one this clawbot reads")) << why(other);
+  other = good;
+  other["messages"][0]["role"] = "robot";
+  EXPECT_TRUE(contains(why(other), "messages[0].role must be system, user or assistant")) << why(other);
+  other = good;
+  other["messages"][0]["state"] = "done";
+  EXPECT_TRUE(contains(why(other), "messages[0].state must be complete, partial, interrupted or length"));
+  other = good;
+  other["messages"][0]["tokens"] = "many";
+  EXPECT_TRUE(contains(why(other), "messages[0].tokens must be a number")) << why(other);
+  other = good;
+  other["messages"][0].erase("content");
+  EXPECT_TRUE(contains(why(other), "messages[0].content is missing")) << why(other);
+  EXPECT_TRUE(contains(why(nlohmann::json::array()), "a session export is a JSON object"));
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // The pages compiled into the binary (web/ through web/build.mjs): every asset found by its path, typed,
-// with a strong ETag of its own; the dashboard's page loads only its own files and ships uPlot's licence.
+// with a strong ETag of its own; the dashboard's page loads only its own files and ships uPlot's licence; the
+// chat (GET /) ships marked's, DOMPurify's and highlight.js's.
 #include <set>
 #include <string>
 
@@ -28,7 +29,6 @@ TEST(WebAssets, DashboardPageAndFilesAreThere) {
 
 TEST(WebAssets, UnknownPathsAreNotAssets) {
   EXPECT_EQ(find_asset(""), nullptr);
-  EXPECT_EQ(find_asset("/"), nullptr);
   EXPECT_EQ(find_asset("/dashboard/app.js?x=1"), nullptr);  // callers pass the path without its query
   EXPECT_EQ(find_asset("/dashboard/../etc/passwd"), nullptr);
   EXPECT_EQ(find_asset("/DASHBOARD"), nullptr);
@@ -42,8 +42,9 @@ TEST(WebAssets, EachContentHasAStrongETagOfItsOwn) {
     EXPECT_EQ(asset.etag.back(), '"') << asset.path;
     etags.insert(asset.etag);
   }
-  // "/dashboard" and "/dashboard/" are one page: one tag fewer than paths
-  EXPECT_EQ(etags.size(), assets().size() - 1);
+  // "/dashboard" and "/dashboard/" are one page, and the two pages share their icon: two tags fewer than
+  // paths
+  EXPECT_EQ(etags.size(), assets().size() - 2);
 }
 
 TEST(WebAssets, ThePageLoadsOnlyItsOwnFiles) {
@@ -66,6 +67,27 @@ TEST(WebAssets, UPlotsLicenceShips) {
   EXPECT_NE(text.find("==== uplot 1.6."), std::string::npos) << text;
   EXPECT_NE(text.find("(MIT)"), std::string::npos);
   EXPECT_NE(text.find("Permission is hereby granted"), std::string::npos);
+}
+
+TEST(WebAssets, TheChatIsAtTheRootWithItsOwnFiles) {
+  for (const char* path : {"/", "/chat/app.js", "/chat/app.css", "/chat/favicon.svg", "/chat/licenses"}) {
+    const Asset* asset = find_asset(path);
+    ASSERT_NE(asset, nullptr) << path;
+    EXPECT_FALSE(asset->body.empty()) << path;
+  }
+  EXPECT_EQ(find_asset("/")->content_type, "text/html; charset=utf-8");
+  const std::string html(find_asset("/")->body);
+  EXPECT_NE(html.find(R"(<script type="module" src="/chat/app.js"></script>)"), std::string::npos);
+  EXPECT_EQ(html.find("http://"), std::string::npos);
+  EXPECT_EQ(html.find("https://"), std::string::npos);
+  EXPECT_EQ(html.find("<script>"), std::string::npos) << "no inline script (the CSP forbids it)";
+  EXPECT_EQ(html.find("style="), std::string::npos) << "no inline style (the CSP forbids it)";
+  const std::string script(find_asset("/chat/app.js")->body);
+  EXPECT_NE(script.find("/v1/chat/completions"), std::string::npos);
+  EXPECT_NE(script.find("/v1/clawbot/prompts"), std::string::npos);
+  const std::string licences(find_asset("/chat/licenses")->body);
+  for (const char* package : {"==== marked ", "==== dompurify ", "==== highlight.js "})
+    EXPECT_NE(licences.find(package), std::string::npos) << package;
 }
 
 }  // namespace

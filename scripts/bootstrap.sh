@@ -62,6 +62,7 @@ needs=(
   # systemd-analyze to verify the units
   "cmd:restic restic" "cmd:sqlite3 sqlite3" "cmd:rsync rsync" "cmd:ssh openssh-client" "file:/usr/sbin/sshd openssh-server"
   "hdr:systemd/sd-daemon.h libsystemd-dev" "cmd:systemd-analyze systemd"
+  "cmd:python3 python3"  # the sd_notify test binds a Unix datagram socket (Node cannot)
   # the dashboard's browser tests: Debian's Chromium, driven by playwright-core (tests/compat; no browser download)
   "cmd:chromium chromium"
 )

@@ -27,7 +27,7 @@ CONFIGURE = cmake -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DCLAWBOT_DEBUG_INFO
   -DCLAWBOT_WERROR=$(WERROR) $(LAUNCHER)
 
 .PHONY: all deps configure configure-frontend build build-frontend run test test-only test-frontend install install-frontend \
-  clean format
+  clean format drill
 
 all: build
 
@@ -64,6 +64,12 @@ test: build tests/compat/node_modules/.package-lock.json test-only
 
 test-only:
 	cd build && ctest --output-on-failure -j 2
+
+# The failover drill alone (README "Backups, a cold standby and services"): drain, kill, cut and hang the primary
+# under load in network namespaces, restore its state from the backup; prints the figures.
+drill: configure
+	cmake --build build -j $(JOBS) --target clawbot
+	CLAWBOT_BIN=$(CURDIR)/build/clawbot node --test --test-reporter=spec tests/integration/drill.test.mjs
 
 # The same front-end tests in a -DCLAWBOT_ENGINE=OFF build (what a machine without llama.cpp builds).
 test-frontend: configure-frontend

@@ -99,6 +99,79 @@ fs::path destination(const fs::path& root, const fs::path& path) {
   return root.empty() ? path : root / path.relative_path();
 }
 
+const Snapshot& choose_snapshot(const std::vector<Snapshot>& snapshots, const std::string& wanted,
+                                const std::string& repository) {
+  if (snapshots.empty()) throw ClawbotError(ErrorKind::not_found, "no clawbot backup in " + repository);
+  if (wanted == "latest") return snapshots.back();  // restic lists them oldest first
+  const Snapshot* chosen = nullptr;
+  for (const auto& s : snapshots)
+    if (!wanted.empty() && s.id.starts_with(wanted)) chosen = &s;
+  if (chosen == nullptr)
+    throw ClawbotError(ErrorKind::not_found,
+                       "no snapshot " + wanted + " in " + repository + " (`clawbot backup list`)");
+  return *chosen;
+}
+
+// The snapshot's manifest (restored alone first: it says which stored paths make up the items).
+json read_manifest(const Restic& restic, const Snapshot& snapshot, const fs::path& work) {
+  std::vector<fs::path> paths;
+  for (const auto& p : snapshot.paths) paths.push_back(fs::path(p) / manifest_name);
+  restic.restore(snapshot.id, work, paths, backup_tag);
+  json manifest;
+  for (const auto& p : paths)
+    if (fs::exists(destination(work, p)))
+      manifest = json_read::parse_or_throw(read_text(destination(work, p)), "manifest");
+  if (!manifest.is_object() || !manifest.contains("files") || !manifest["files"].is_array())
+    throw ClawbotError(ErrorKind::internal, "snapshot " + snapshot.short_id + " holds no clawbot manifest");
+  return manifest;
+}
+
+// Nothing is touched while a process holds any destination open (a live database, a loaded model).
+void refuse_held(const std::vector<StateFile>& files, const fs::path& root) {
+  std::set<std::string> watched;
+  for (const auto& f : files) {
+    const std::string dest = destination(root, f.path).string();
+    watched.insert(dest);
+    if (f.kind == "sqlite") watched.insert({dest + "-wal", dest + "-shm"});
+  }
+  if (const auto held = holders(watched); !held.empty()) {
+    std::string message =
+        "refusing to restore over files that running processes hold open (stop them first, "
+        "e.g. systemctl stop clawbot-gateway clawbot-serve):";
+    for (const auto& h : held) message += "\n  " + h;
+    throw ClawbotError(ErrorKind::forbidden, message);
+  }
+}
+
+// A file as restic gave it back, or as placed: SQLite's integrity check for a database, else its SHA-256
+// against the manifest's. "" when it holds, else what is wrong.
+std::string prove(const StateFile& f, const fs::path& file) {
+  if (!fs::exists(file)) return "missing";
+  if (f.kind == "sqlite") {
+    const std::string check = sqlite_check(file);
+    return check == "ok" ? "" : "fails SQLite's integrity check: " + check;
+  }
+  return file_sha256(file) == f.sha256 ? "" : "does not match its SHA-256 in the manifest";
+}
+
+// The audit chain, against the restored keys database's anchor and secret: 1 when it is broken.
+int verify_audit(const StateFile& log, const json& manifest, const fs::path& root, std::ostream& out) {
+  fs::path db, secret;
+  for (const auto& entry : manifest["files"]) {
+    const StateFile k = StateFile::from_json(entry);
+    if (k.item == "keys" && k.kind == "sqlite") db = destination(root, k.path);
+    if (k.item == "keys" && k.kind == "file") secret = destination(root, k.path);
+  }
+  if (db.empty() || !fs::exists(db)) {
+    out << "audit log: not verified (no keys database with its anchor)\n";
+    return 0;
+  }
+  const auto report = gateway::door::verify_audit_log(destination(root, log.path), db, secret);
+  out << "audit log: " << report.summary() << "\n";
+  for (const auto& problem : report.problems) out << "  " << problem.message << "\n";
+  return report.intact() ? 0 : 1;
+}
+
 }  // namespace
 
 int restore_snapshot(const Restic& restic, const RestoreOptions& options, std::ostream& out) {
@@ -107,17 +180,7 @@ int restore_snapshot(const Restic& restic, const RestoreOptions& options, std::o
                      [&](const char* n) { return item == n; }) == std::end(item_names))
       throw_invalid("unknown item '" + item + "' (sessions, keys, audit, configs, models)", "--item");
   const auto snapshots = restic.snapshots(backup_tag);
-  if (snapshots.empty())
-    throw ClawbotError(ErrorKind::not_found, "no clawbot backup in " + restic.repository().location);
-  const Snapshot* chosen = &snapshots.back();  // restic lists them oldest first
-  if (options.snapshot != "latest") {
-    chosen = nullptr;
-    for (const auto& s : snapshots)
-      if (s.id.starts_with(options.snapshot)) chosen = &s;
-    if (chosen == nullptr || options.snapshot.empty())
-      throw ClawbotError(ErrorKind::not_found, "no snapshot " + options.snapshot + " in " +
-                                                   restic.repository().location + " (`clawbot backup list`)");
-  }
+  const Snapshot& chosen = choose_snapshot(snapshots, options.snapshot, restic.repository().location);
 
   const fs::path work = state_dir() / ("restore-" + std::to_string(::getpid()));
   fs::remove_all(work);
@@ -130,17 +193,7 @@ int restore_snapshot(const Restic& restic, const RestoreOptions& options, std::o
     }
   } cleanup{work};
 
-  // The manifest first: it says which stored paths make up the items asked for.
-  std::vector<fs::path> manifest_paths;
-  for (const auto& p : chosen->paths) manifest_paths.push_back(fs::path(p) / manifest_name);
-  restic.restore(chosen->id, work, manifest_paths, backup_tag);
-  json manifest;
-  for (const auto& p : manifest_paths)
-    if (fs::exists(destination(work, p)))
-      manifest = json_read::parse_or_throw(read_text(destination(work, p)), "manifest");
-  if (!manifest.is_object() || !manifest.contains("files") || !manifest["files"].is_array())
-    throw ClawbotError(ErrorKind::internal, "snapshot " + chosen->short_id + " holds no clawbot manifest");
-
+  const json manifest = read_manifest(restic, chosen, work);
   std::vector<StateFile> files;
   for (const auto& entry : manifest["files"]) {
     StateFile f = StateFile::from_json(entry);
@@ -150,89 +203,35 @@ int restore_snapshot(const Restic& restic, const RestoreOptions& options, std::o
   }
   if (files.empty())
     throw ClawbotError(ErrorKind::not_found,
-                       "snapshot " + chosen->short_id + " holds none of the items asked for");
-
-  // Nothing is touched while a process holds any destination open (a live database, a loaded model).
-  std::set<std::string> watched;
-  for (const auto& f : files) {
-    const fs::path dest = destination(options.target_root, f.path);
-    watched.insert(dest.string());
-    if (f.kind == "sqlite") {
-      watched.insert(dest.string() + "-wal");
-      watched.insert(dest.string() + "-shm");
-    }
-  }
-  if (const auto held = holders(watched); !held.empty()) {
-    std::string message =
-        "refusing to restore over files that running processes hold open (stop them first, "
-        "e.g. systemctl stop clawbot-gateway clawbot-serve):";
-    for (const auto& h : held) message += "\n  " + h;
-    throw ClawbotError(ErrorKind::forbidden, message);
-  }
+                       "snapshot " + chosen.short_id + " holds none of the items asked for");
+  refuse_held(files, options.target_root);
 
   std::vector<fs::path> includes;
   for (const auto& f : files) includes.push_back(f.stored);
-  restic.restore(chosen->id, work, includes, backup_tag);
-
-  // Every file proved before anything is replaced.
-  for (const auto& f : files) {
-    const fs::path restored = destination(work, f.stored);
-    if (!fs::exists(restored))
+  restic.restore(chosen.id, work, includes, backup_tag);
+  // Every file proved before anything is replaced, and again where it was put.
+  for (const auto& f : files)
+    if (const std::string wrong = prove(f, destination(work, f.stored)); !wrong.empty())
       throw ClawbotError(ErrorKind::internal,
-                         f.path.string() + ": missing from snapshot " + chosen->short_id);
-    if (f.kind == "sqlite") {
-      if (const std::string check = sqlite_check(restored); check != "ok")
-        throw ClawbotError(
-            ErrorKind::internal,
-            f.path.string() + ": the snapshot's copy fails SQLite's integrity check: " + check);
-    } else if (file_sha256(restored) != f.sha256) {
-      throw ClawbotError(
-          ErrorKind::internal,
-          f.path.string() + ": the snapshot's copy does not match its SHA-256 in the manifest");
-    }
-  }
-
-  std::size_t sums_checked = 0;
+                         f.path.string() + ": the copy in snapshot " + chosen.short_id + " " + wrong);
+  std::size_t models = 0;
   for (const auto& f : files) {
     const fs::path dest = destination(options.target_root, f.path);
     place(f, destination(work, f.stored), dest);
-    if (f.kind == "sqlite") {
-      const std::string check = sqlite_check(dest);
-      out << "restored " << f.item << ": " << dest.string() << " (integrity check: " << check << ")\n";
-      if (check != "ok")
-        throw ClawbotError(ErrorKind::internal, dest.string() + ": integrity check failed after the restore");
-    } else {
-      if (file_sha256(dest) != f.sha256)
-        throw ClawbotError(ErrorKind::internal,
-                           dest.string() + ": SHA-256 differs from the manifest after the restore");
-      ++sums_checked;
-      if (f.item != "models") out << "restored " << f.item << ": " << dest.string() << " (SHA-256 matches)\n";
-    }
+    if (const std::string wrong = prove(f, dest); !wrong.empty())
+      throw ClawbotError(ErrorKind::internal, dest.string() + ": after the restore, " + wrong);
+    if (f.item == "models")
+      ++models;
+    else
+      out << "restored " << f.item << ": " << dest.string()
+          << (f.kind == "sqlite" ? " (integrity check: ok)\n" : " (SHA-256 matches)\n");
   }
-  const auto models =
-      std::count_if(files.begin(), files.end(), [](const StateFile& f) { return f.item == "models"; });
   if (models > 0) out << "restored models: " << models << " files, every SHA-256 matches the backup's\n";
 
-  // The audit chain, against the restored keys database's anchor and secret.
   int status = 0;
-  for (const auto& f : files) {
-    if (f.kind != "audit") continue;
-    fs::path db, secret;
-    for (const auto& entry : manifest["files"]) {
-      const StateFile k = StateFile::from_json(entry);
-      if (k.item == "keys" && k.kind == "sqlite") db = destination(options.target_root, k.path);
-      if (k.item == "keys" && k.kind == "file") secret = destination(options.target_root, k.path);
-    }
-    if (db.empty() || !fs::exists(db)) {
-      out << "audit log: not verified (no keys database with its anchor)\n";
-      continue;
-    }
-    const auto report = gateway::door::verify_audit_log(destination(options.target_root, f.path), db, secret);
-    out << "audit log: " << report.summary() << "\n";
-    for (const auto& problem : report.problems) out << "  " << problem.message << "\n";
-    if (!report.intact()) status = 1;
-  }
-  out << "restored " << files.size() << " files from snapshot " << chosen->short_id << " (" << chosen->time
+  for (const auto& f : files)
+    if (f.kind == "audit") status = std::max(status, verify_audit(f, manifest, options.target_root, out));
+  out << "restored " << files.size() << " files from snapshot " << chosen.short_id << " (" << chosen.time
       << ")" << (options.target_root.empty() ? "" : " under " + options.target_root.string()) << "\n";
   return status;
 }

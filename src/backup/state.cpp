@@ -154,6 +154,44 @@ SumCache read_sum_cache(const fs::path& file) {
   return cache;  // an unreadable cache only costs hashing again
 }
 
+// Model files stay where they are (restic reads them in place: an unchanged file costs nothing); their sums
+// go into the manifest so that a restore can prove each one.
+void stage_models(const SourceOptions& options, const fs::path& sums_cache, StagedState& staged) {
+  SumCache cache = read_sum_cache(sums_cache);
+  json next = json::object();
+  for (const auto& dir_name : options.model_dirs.empty() ? model_dirs() : options.model_dirs) {
+    const fs::path dir = absolute_path(dir_name);
+    std::error_code ec;
+    if (!fs::is_directory(dir, ec)) continue;
+    bool any = false;
+    for (const auto& entry :
+         fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied)) {
+      if (!entry.is_regular_file() || entry.is_symlink()) continue;
+      StateFile f{"models", "file", entry.path(), entry.path(), {}, entry.file_size()};
+      f.sha256 = cache.sum(entry.path(), f.size, next);
+      staged.files.push_back(std::move(f));
+      any = true;
+    }
+    if (any) staged.backup_paths.push_back(dir);
+  }
+  fs::create_directories(sums_cache.parent_path());
+  std::ofstream(sums_cache, std::ios::trunc) << next.dump(1) << "\n";
+}
+
+void write_manifest(const fs::path& staging, const std::vector<StateFile>& staged_files) {
+  json manifest{
+      {"format", 1}, {"clawbot", CLAWBOT_VERSION}, {"staging", staging.string()}, {"created", now_unix()}};
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) == 0) manifest["host"] = host;
+  json files = json::array();
+  for (const auto& f : staged_files) files.push_back(f.to_json());
+  manifest["files"] = std::move(files);
+  std::ofstream out(staging / manifest_name, std::ios::trunc);
+  out << manifest.dump(1) << "\n";
+  out.close();
+  if (!out) fail_file(staging / manifest_name, "cannot write the manifest");
+}
+
 }  // namespace
 
 json StateFile::to_json() const {
@@ -271,45 +309,8 @@ StagedState stage_state(const SourceOptions& options, const fs::path& staging, c
         "${XDG_CONFIG_HOME:-~/.config}/clawbot/gateway.json or ./gateway.json)");
   }
 
-  // Model files stay where they are (restic reads them in place: an unchanged file costs nothing); their sums
-  // go into the manifest so that a restore can prove each one.
-  SumCache cache = read_sum_cache(sums_cache);
-  json next = json::object();
-  const std::vector<std::string> dirs = !want("models")              ? std::vector<std::string>()
-                                        : options.model_dirs.empty() ? model_dirs()
-                                                                     : options.model_dirs;
-  for (const auto& dir_name : dirs) {
-    const fs::path dir = absolute_path(dir_name);
-    std::error_code ec;
-    if (!fs::is_directory(dir, ec)) continue;
-    bool any = false;
-    for (const auto& entry :
-         fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied)) {
-      if (!entry.is_regular_file() || entry.is_symlink()) continue;
-      StateFile f{"models", "file", entry.path(), entry.path(), {}, entry.file_size()};
-      f.sha256 = cache.sum(entry.path(), f.size, next);
-      staged.files.push_back(std::move(f));
-      any = true;
-    }
-    if (any) staged.backup_paths.push_back(dir);
-  }
-  if (want("models")) {
-    fs::create_directories(sums_cache.parent_path());
-    std::ofstream out(sums_cache, std::ios::trunc);
-    out << next.dump(1) << "\n";
-  }
-
-  json manifest{
-      {"format", 1}, {"clawbot", CLAWBOT_VERSION}, {"staging", staging.string()}, {"created", now_unix()}};
-  char host[256] = {};
-  if (::gethostname(host, sizeof host - 1) == 0) manifest["host"] = host;
-  json files = json::array();
-  for (const auto& f : staged.files) files.push_back(f.to_json());
-  manifest["files"] = std::move(files);
-  std::ofstream out(staging / manifest_name, std::ios::trunc);
-  out << manifest.dump(1) << "\n";
-  out.close();
-  if (!out) fail_file(staging / manifest_name, "cannot write the manifest");
+  if (want("models")) stage_models(options, sums_cache, staged);
+  write_manifest(staging, staged.files);
   return staged;
 }
 

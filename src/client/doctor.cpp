@@ -6,6 +6,7 @@
 #include <exception>
 #include <iostream>
 #include <memory>
+#include <set>
 #include <sstream>
 
 #include <fmt/format.h>
@@ -693,6 +694,8 @@ class Doctor {
     std::vector<std::string> lines;
     std::vector<std::string> down;
     std::size_t serving = 0, primaries = 0, primaries_serving = 0;
+    std::set<std::string> primary_models;
+    std::vector<std::pair<std::string, std::set<std::string>>> standbys;  // name, models; a down one: none
     json list = json::array();
     constexpr std::string_view indent = "                ";
     for (const auto& u : *upstreams) {
@@ -714,6 +717,14 @@ class Doctor {
           if (id.is_string()) names.push_back(id.get<std::string>());
         line += fmt::format(", models {}", fmt::join(names, ", "));
         entry["models"] = names;
+        if (!standby && is_serving) primary_models.insert(names.begin(), names.end());
+      }
+      if (standby) {
+        std::set<std::string> models;
+        if (const auto m = u.find("models"); state == "up" && m != u.end() && m->is_array())
+          for (const auto& id : *m)
+            if (id.is_string()) models.insert(id.get<std::string>());
+        standbys.emplace_back(name, std::move(models));
       }
       if (const auto mem = u.find("memory"); mem != u.end() && mem->is_object()) {
         const auto used = mem->find("used_bytes");
@@ -746,6 +757,20 @@ class Doctor {
       c.fix = fmt::format("{} {} not serving: start {} or check {} log (requests go to the others meanwhile)",
                           fmt::join(down, ", "), down.size() == 1 ? "is" : "are",
                           down.size() == 1 ? "it" : "them", down.size() == 1 ? "its" : "their");
+    }
+    // A standby that is down, or lacks a model the primaries serve, cannot take over: it is stale.
+    for (const auto& [name, models] : standbys) {
+      std::vector<std::string> missing;
+      for (const auto& model : primary_models)
+        if (!models.contains(model)) missing.push_back(model);
+      if (missing.empty()) continue;
+      if (c.status == Status::ok) c.status = Status::warn;
+      c.fix +=
+          std::string(c.fix.empty() ? "" : "; ") +
+          fmt::format(
+              "standby {} is stale: it {} {} that the primaries serve (clawbot standby sync, then "
+              "clawbot standby check)",
+              name, models.empty() ? "is down or serves nothing, not" : "lacks", fmt::join(missing, ", "));
     }
     return true;
   }

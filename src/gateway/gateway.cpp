@@ -1,6 +1,7 @@
 #include "gateway/gateway.h"
 
 #include <csignal>
+#include <functional>
 #include <iostream>
 #include <thread>
 
@@ -8,6 +9,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "client/prompts.h"
 #include "common/json_read.h"
@@ -489,17 +491,48 @@ int Gateway::run() {
   history_->start();
   asio::co_spawn(workers_[0]->io, health_loop(*workers_[0]), asio::detached);
   if (config_.advertise) advertise_later(first_listener_port);
+  // SIGTERM or SIGINT: drain. The listeners close (new connections are refused; a kept-alive connection ends
+  // after its current request), the requests in progress finish for up to drain_timeout, then the gateway
+  // stops; a second signal stops it at once.
   asio::signal_set signals(workers_[0]->io, SIGINT, SIGTERM);
+  asio::steady_timer drain_timer(workers_[0]->io);
+  std::chrono::steady_clock::time_point drain_deadline;
+  const auto stop_now = [this] {
+    for (auto& worker : workers_) worker->io.stop();
+  };
+  const auto in_progress = [this] {
+    std::size_t left = 0;
+    for (auto& worker : workers_)
+      for (auto& server : worker->servers) left += server->exchanges_in_progress();
+    return left;
+  };
+  std::function<void()> wait_for_drain = [&] {
+    const std::size_t left = in_progress();
+    if (left == 0 || std::chrono::steady_clock::now() >= drain_deadline) {
+      if (left > 0) spdlog::warn("drain timeout: {} requests still in progress are cut", left);
+      stop_now();
+      return;
+    }
+    drain_timer.expires_after(std::chrono::milliseconds(20));
+    drain_timer.async_wait([&](const boost::system::error_code& ec) {
+      if (!ec) wait_for_drain();
+    });
+  };
   service_notify("READY=1");  // systemd (Type=notify): every listener is open
-  signals.async_wait([this](const boost::system::error_code& ec, int) {
+  signals.async_wait([&](const boost::system::error_code& ec, int) {
     if (ec) return;
     service_notify("STOPPING=1");
     stopping_ = true;
     advertiser_.reset();  // goodbye packets: browsers drop the gateway now
-    for (auto& worker : workers_) {
+    for (auto& worker : workers_)
       for (auto& server : worker->servers) server->stop();
-      worker->io.stop();
-    }
+    spdlog::info("shutting down: finishing {} requests in progress (at most {} s); signal again to stop now",
+                 in_progress(), drain_timeout.count());
+    drain_deadline = std::chrono::steady_clock::now() + drain_timeout;
+    signals.async_wait([&](const boost::system::error_code& again, int) {
+      if (!again) stop_now();
+    });
+    wait_for_drain();
   });
   std::signal(SIGPIPE, SIG_IGN);
 

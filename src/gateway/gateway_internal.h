@@ -294,6 +294,8 @@ class Gateway {
   std::vector<json> upstream_memory_;       // per upstream: the memory its /health reports (null: none)
   std::vector<std::unique_ptr<Worker>> workers_;
   std::atomic<bool> stopping_{false};
+  // How long a SIGTERM waits for the requests in progress (under the unit's TimeoutStopSec=60s).
+  static constexpr std::chrono::seconds drain_timeout{30};
   std::unique_ptr<discovery::Advertiser> advertiser_;  // mDNS/DNS-SD while running
   std::unique_ptr<monitor::Alerts> alerts_;            // the rules of "alerts" and the alerts they raise
   std::unique_ptr<monitor::History> history_;          // last: its sampler reads the members above

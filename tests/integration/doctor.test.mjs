@@ -389,14 +389,14 @@ describe('clawbot doctor through a gateway', () => {
       ...(bDown ? { last_error: 'GET /health: connection refused' } : {}) },
   ];
   // Details of /health only with the key (as gw17's gateway does); everything else wants the key when `keyed`.
-  function gateway({ keyed = true, allDown = false } = {}) {
+  function gateway({ keyed = true, allDown = false, extra = [] } = {}) {
     const authorized = (req) => req.headers.authorization === `Bearer ${KEY}`;
     const guard = (fn) => (req, res) => (keyed && !authorized(req)
       ? sendJson(res, 401, { error: { message: 'invalid API key', type: 'invalid_request_error' } }) : fn(req, res));
     return stubServer({
       '/health': (req, res) => {
         const status = allDown ? 'unavailable' : 'degraded';
-        const body = authorized(req) ? { status, role: 'gateway', queue: 2, upstreams: upstreams(true, allDown) } : { status, role: 'gateway' };
+        const body = authorized(req) ? { status, role: 'gateway', queue: 2, upstreams: [...upstreams(true, allDown), ...extra] } : { status, role: 'gateway' };
         sendJson(res, allDown ? 503 : 200, body);
       },
       '/v1/models': guard((_q, res) => sendJson(res, 200, { object: 'list', data: allDown ? [] : [{ id: 'm', meta: { n_ctx: 4096 }, upstreams: ['a'] }] })),
@@ -450,6 +450,27 @@ describe('clawbot doctor through a gateway', () => {
       assert.deepEqual(report.skipped, ['generate']);
     } finally {
       await gw.close();
+    }
+  });
+
+  test('a standby that lacks a model the primaries serve, or is down, is reported stale', async () => {
+    const standby = (name, state, models) => ({ name, url: `http://10.9.0.9:500${name.length}`, state, standby: true, serving: false, in_flight: 0, models });
+    const gw = await gateway({ extra: [standby('c', 'up', ['m-old']), standby('dd', 'down', [])] });
+    try {
+      const { by } = await doctorThrough(gw.url, { api_key: KEY });
+      assert.equal(by.upstreams.status, 'warn');
+      assert.match(by.upstreams.detail, /c \(http:\/\/10\.9\.0\.9:5001\): up, standby, 0 in flight, models m-old/);
+      assert.match(by.upstreams.fix, /standby c is stale: it lacks m that the primaries serve \(clawbot standby sync/);
+      assert.match(by.upstreams.fix, /standby dd is stale: it is down or serves nothing, not m that the primaries serve/);
+    } finally {
+      await gw.close();
+    }
+    const fresh = await gateway({ extra: [standby('c', 'up', ['m'])] });
+    try {
+      const { by } = await doctorThrough(fresh.url, { api_key: KEY });
+      assert.doesNotMatch(by.upstreams.fix ?? '', /stale/);
+    } finally {
+      await fresh.close();
     }
   });
 

@@ -1,7 +1,7 @@
 // The failover drill: the guide's topology on one machine in network namespaces (netns.mjs). Namespace a holds
 // the primary node; namespace b the standby node, the gateway (primary + "standby": true) and four clients that
-// stream chat requests through it without pause. The primary is killed (SIGKILL), cut off (every packet to it
-// dropped), and hung (SIGSTOP), each in turn and brought back. Figures per fault: the time until the standby
+// stream chat requests through it without pause. The primary is drained (SIGTERM: nothing may fail), killed
+// (SIGKILL), cut off (every packet to it dropped), and hung (SIGSTOP), each in turn and brought back. Figures per fault: the time until the standby
 // streams an answer, requests that failed before their first token (none sent after the fault; those in flight
 // on the primary get the gateway's 502, which does not resend a request a node may have processed), streams
 // cut mid-way (each must end with an error event). Then the primary's state is restored from the backup taken before the faults:
@@ -100,9 +100,17 @@ test('the drill: kill, cut and hang the primary under load; the standby answers;
 
   const stopFile = path.join(work, 'stop-clients');
   const clients = lan.spawn(lan.b, [process.execPath, path.join(here, 'drill_client.mjs'), `http://${lan.addrB}:8080`, key, '4', stopFile]);
+  const restart = async () => { primary = startServe(lan.a, lan.addrA, 5000); await listening(primary, 'the restarted primary'); };
   const faults = [
+    // Planned: a drain. Nothing may fail nor be cut; the gateway stops sending to the node once it says so.
+    { name: 'SIGTERM (drain)', planned: true, inject: () => primary.kill('SIGTERM'),
+      recover: async function () {
+        await waitFor(() => primary.exitCode !== null, 10000);
+        this.exit = primary.exitCode;
+        await restart();
+      } },
     { name: 'SIGKILL', inject: () => primary.kill('SIGKILL'),
-      recover: async () => { primary = startServe(lan.a, lan.addrA, 5000); await listening(primary, 'the restarted primary'); } },
+      recover: restart },
     { name: 'network cut', inject: () => lan.exec(lan.a, ['iptables', '-I', 'INPUT', '-j', 'DROP']),
       recover: () => lan.exec(lan.a, ['iptables', '-D', 'INPUT', '-j', 'DROP']) },
     { name: 'hang (SIGSTOP)', inject: () => primary.kill('SIGSTOP'), recover: () => primary.kill('SIGCONT') },
@@ -135,6 +143,11 @@ test('the drill: kill, cut and hang the primary under load; the standby answers;
       `${fault.detected - fault.at} ms); requests in the window ${during.length}, failed before the first token ` +
       `${during.filter((r) => failedBeforeFirst.includes(r)).length}, streams cut mid-way ${during.filter((r) => cut.includes(r)).length}`);
     assert.ok(fault.failover !== null, `${fault.name}: the standby never answered`);
+    if (fault.planned) {
+      assert.deepEqual(during.filter((r) => failedBeforeFirst.includes(r) || cut.includes(r)), [],
+        `${fault.name}: a request failed or was cut during a drain`);
+      assert.equal(fault.exit, 0, `${fault.name}: the drained node's exit status`);
+    }
   }
   figures.push(`drill total: ${results.length} requests, ${failedBeforeFirst.length} failed before the first token ` +
     '(all in flight on the primary when it failed: the gateway answers 502 rather than resend them), ' +

@@ -1,14 +1,15 @@
 // `clawbot install-service` and `clawbot backup schedule`: the systemd units of deploy/systemd written with this
 // binary's path, checked by `systemd-analyze verify` (no warning allowed: it exits 0 even for an unknown key)
 // and scored by `systemd-analyze security --offline=yes` (target: exposure <= 3.0 for serve and gateway).
-// No running systemd is needed: both read the files.
+// No running systemd is needed: both read the files. And sd_notify: the gateway says READY=1 once it listens
+// and STOPPING=1 on SIGTERM, to a notify socket this test binds (python3: Node has no Unix datagram sockets).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { runClawbotCommand, tempDir } from './gateway_helpers.mjs';
+import { runClawbotCommand, startGateway, tempDir, waitUntil } from './gateway_helpers.mjs';
 import { requireBinary } from './server_harness.mjs';
 
 let work;
@@ -68,4 +69,33 @@ test('backup schedule --daily writes the timer at that time; a bad time is refus
   const bad = await runClawbotCommand(['backup', 'schedule', '--daily', '24:00', '--unit-dir', dir]);
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /--daily 24:00: expected HH:MM/);
+});
+
+test('the gateway tells systemd READY=1 once it listens and STOPPING=1 on SIGTERM (sd_notify)', async () => {
+  const socket = path.join(work, 'notify.sock');
+  const receiver = spawn('python3', ['-u', '-c', [
+    'import socket, sys',
+    's = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)',
+    's.bind(sys.argv[1])',
+    'print("bound", flush=True)',
+    'while True: print(s.recv(4096).decode().replace("\\n", " "), flush=True)'].join('\n'), socket],
+  { stdio: ['ignore', 'pipe', 'pipe'] });
+  let heard = '';
+  let gateway;
+  receiver.stdout.setEncoding('utf8').on('data', (c) => { heard += c; });
+  try {
+    assert.ok(await waitUntil(() => heard.includes('bound'), 5000), 'python3 did not bind the notify socket');
+    const dir = path.join(work, 'notify');
+    fs.mkdirSync(dir);
+    gateway = await startGateway({ listen: [{ host: '127.0.0.1', port: 0 }],
+      upstreams: [{ url: 'http://127.0.0.1:9', name: 'none' }], auth: 'none' },
+    { dir, env: { ...process.env, NOTIFY_SOCKET: socket } });
+    assert.ok(await waitUntil(() => heard.includes('READY=1'), 5000), `no READY=1: ${JSON.stringify(heard)}`);
+    assert.ok(!heard.includes('STOPPING=1'));
+    await gateway.stop('SIGTERM');
+    assert.ok(await waitUntil(() => heard.includes('STOPPING=1'), 5000), `no STOPPING=1: ${JSON.stringify(heard)}`);
+  } finally {
+    await gateway?.stop('SIGKILL');
+    receiver.kill();
+  }
 });

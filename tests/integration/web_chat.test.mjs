@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { compatRequire, launchBrowser } from './browser_helpers.mjs';
+import { assertCleanSession, compatRequire, launchBrowser } from './browser_helpers.mjs';
 import { runClient, writeConfig } from './client_helpers.mjs';
 import {
   bearer, chat, createKey, request, startGateway, startUpstream, tempDir, waitUntil, writeGatewayConfig,
@@ -218,6 +218,23 @@ describe('web chat on clawbot serve', () => {
     await page.fill('#search', '');
   });
 
+  test('rename and delete in the list, kept through a reload', async () => {
+    const item = (title) => `#conversation-list li:has(button.open:text-is("${title}"))`;
+    await page.click(`${item('Imported story')} button[data-action="rename"]`);
+    await page.fill('#conversation-list input.rename', 'Renamed story');
+    await page.press('#conversation-list input.rename', 'Enter');
+    await page.waitForSelector(item('Renamed story'), WAIT);
+    assert.equal(await page.textContent('#title'), 'Renamed story');
+    // Delete asks in place: a first press only asks
+    await page.click(`${item('Once upon a time')} button[data-action="delete"]`);
+    assert.equal(await page.textContent(`${item('Once upon a time')} button[data-action="delete"]`), 'Delete?');
+    await page.click(`${item('Once upon a time')} button[data-action="delete"]`);
+    await page.waitForSelector(item('Once upon a time'), { state: 'detached', ...WAIT });
+    await page.reload();
+    await page.waitForSelector('body[data-state="ready"]', WAIT);
+    assert.deepEqual(await page.$$eval('#conversation-list button.open', (b) => b.map((x) => x.textContent)), ['Renamed story']);
+  });
+
   test('keyboard only: skip link, Shift+Enter, Enter sends, Tab order; axe finds no serious violation', async () => {
     // (bypassCSP: axe's script is injected into the page, which our CSP forbids)
     const kb = await browser.newPage({ bypassCSP: true });
@@ -267,8 +284,7 @@ describe('web chat on clawbot serve', () => {
   });
 
   test('no console error and no request off 127.0.0.1 in the whole session', () => {
-    assert.deepEqual(browser.watch.offHost, []);
-    assert.deepEqual(browser.watch.errors, []);
+    assertCleanSession(browser.watch);
   });
 });
 
@@ -367,6 +383,22 @@ describe('web chat through clawbot gateway', () => {
       }
     }
     assert.deepEqual(browser.watch.console.filter((t) => t.includes('XSS-EXECUTED')), []);
+  });
+
+  test('reasoning is folded above the answer and not sent back with the history', async () => {
+    upstreams[0].options.words = ['<think>Two and two', ' make four.</think>', 'The answer is **4**.'];
+    await page.click('#new-chat');
+    const answer = await newAnswer(page, () => send(page, 'What is 2 + 2?'));
+    const folded = await answer.$eval('details.reasoning', (d) => ({
+      hidden: d.hidden, open: d.open, summary: d.querySelector('summary').textContent, text: d.textContent,
+    }));
+    assert.deepEqual({ ...folded, text: undefined }, { hidden: false, open: false, summary: 'Reasoning (5 words)', text: undefined });
+    assert.match(folded.text, /Two and two make four\./);
+    assert.equal((await answerText(page)).trim(), 'The answer is 4.');
+    upstreams[0].options.words = ['Yes.'];
+    await newAnswer(page, () => send(page, 'Sure?'));
+    const history = upstreams[0].requests.at(-1).body.messages;
+    assert.deepEqual(history.map((m) => m.content), ['What is 2 + 2?', 'The answer is **4**.', 'Sure?']);
   });
 
   test('tokens stream in; Esc stops mid-answer; edit and regenerate keep both branches through a reload', async () => {
@@ -492,7 +524,6 @@ describe('web chat through clawbot gateway', () => {
   });
 
   test('no console error but the refusals asked for, no request off 127.0.0.1', () => {
-    assert.deepEqual(browser.watch.offHost, []);
-    assert.deepEqual(browser.watch.errors, []);
+    assertCleanSession(browser.watch);
   });
 });

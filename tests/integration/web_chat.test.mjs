@@ -296,6 +296,7 @@ describe('web chat through clawbot gateway', () => {
   let gw;
   let key;
   let limitedKey;
+  let config;
   let browser;
   let page;
   const refusals = [/Failed to load resource: the server responded with a status of (401|429|502|503)/];
@@ -306,7 +307,7 @@ describe('web chat through clawbot gateway', () => {
 
   before(async () => {
     upstreams.push(await startUpstream({ name: 'node-a' }), await startUpstream({ name: 'node-b', model: 'other-model' }));
-    const config = {
+    config = {
       listen: [{ host: '127.0.0.1', port: 0 }],
       upstreams: upstreams.map((u) => ({ url: u.url, name: u.name })),
       health_checks: { interval_ms: 200, timeout_ms: 500 },
@@ -521,6 +522,19 @@ describe('web chat through clawbot gateway', () => {
     const shot = process.env.CLAWBOT_CHAT_SCREENSHOT || path.join(dir, 'chat.png');
     await page.screenshot({ path: shot });
     assert.ok(fs.statSync(shot).size > 10000, `screenshot ${shot}`);
+  });
+
+  test('gateway --no-web: no page and no prompts route (those paths go to the upstreams, with a key)', async () => {
+    const bare = await startGateway(config, { dir, args: ['--no-web'] });
+    try {
+      for (const route of ['/', '/chat/app.js', '/dashboard', '/v1/clawbot/prompts']) {
+        assert.equal((await request(`${bare.url}${route}`)).status, 401, `${route} needs a key`);
+        const forwarded = await request(`${bare.url}${route}`, { headers: bearer(key) });
+        assert.equal(forwarded.json?.error?.code, 'not_found', `${route}: the upstream's 404 (${forwarded.text})`);
+      }
+    } finally {
+      await bare.stop('SIGKILL');
+    }
   });
 
   test('no console error but the refusals asked for, no request off 127.0.0.1', () => {

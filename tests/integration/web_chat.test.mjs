@@ -404,7 +404,7 @@ describe('web chat through clawbot gateway', () => {
 
   test('tokens stream in; Esc stops mid-answer; edit and regenerate keep both branches through a reload', async () => {
     upstreams[0].options.words = Array.from({ length: 80 }, (_, i) => ` word${i}`);
-    upstreams[0].options.chunkDelayMs = 200;
+    upstreams[0].options.chunkDelayMs = 500;  // (40 s in all: Esc or the kill comes long before the end)
     await page.click('#new-chat');
     await send(page, 'Tell me a long story');
     // Seen streaming: some words on the page while the answer is still coming.
@@ -447,7 +447,7 @@ describe('web chat through clawbot gateway', () => {
 
   test('the node stops mid-answer: the page says so, keeps the partial answer, and a retry works once it is back', async () => {
     upstreams[0].options.words = Array.from({ length: 80 }, (_, i) => ` part${i}`);
-    upstreams[0].options.chunkDelayMs = 200;
+    upstreams[0].options.chunkDelayMs = 500;  // (40 s in all: Esc or the kill comes long before the end)
     await page.click('#new-chat');
     await send(page, 'A long answer please');
     await page.waitForFunction(() => document.querySelector('#messages article.assistant:last-of-type .body')?.textContent.includes('part3'), null, WAIT);

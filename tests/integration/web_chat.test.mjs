@@ -445,6 +445,23 @@ describe('web chat through clawbot gateway', () => {
     assert.equal((await answerText(page)), partial);
   });
 
+  test('a long answer on a slow phone: 4,000 pieces at a 6x slower CPU arrive whole', async () => {
+    const phone = await browser.newPage({ viewport: { width: 360, height: 740 }, allow: refusals });
+    const cdp = await phone.context().newCDPSession(phone);
+    await cdp.send('Emulation.setCPUThrottlingRate', { rate: 6 });
+    await openChat(phone, gw.url, 'need-key');
+    await phone.fill('#key-input', key);
+    await phone.click('#key-use');
+    await phone.waitForSelector('body[data-state="ready"]', WAIT);
+    await phone.selectOption('#model', 'test-model');
+    upstreams[0].options.words = Array.from({ length: 4000 }, (_, i) => (i % 40 === 39 ? ` w${i}\n\n` : ` w${i}`));
+    await newAnswer(phone, () => send(phone, 'Write a lot'));
+    const text = await answerText(phone);
+    assert.ok(text.includes('w0 ') && text.includes('w3999'), text.slice(-200));
+    assert.equal(text.match(/w\d+/g).length, 4000);
+    await phone.context().close();
+  });
+
   test('the node stops mid-answer: the page says so, keeps the partial answer, and a retry works once it is back', async () => {
     upstreams[0].options.words = Array.from({ length: 80 }, (_, i) => ` part${i}`);
     upstreams[0].options.chunkDelayMs = 500;  // (40 s in all: Esc or the kill comes long before the end)

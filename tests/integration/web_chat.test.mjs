@@ -235,6 +235,20 @@ describe('web chat on clawbot serve', () => {
     assert.deepEqual(await page.$$eval('#conversation-list button.open', (b) => b.map((x) => x.textContent)), ['Renamed story']);
   });
 
+  test('the node restarts: a message sent while it is down says so, and Retry works once it is back (no reload)', async () => {
+    const open = await browser.newPage({ allow: [/net::ERR_CONNECTION_REFUSED/] });
+    await openChat(open, base);
+    await server.stop();
+    await newAnswer(open, () => send(open, 'Are you there?'), ['partial']);
+    await open.waitForSelector('#notice:not([hidden]) button', WAIT);
+    assert.match(await open.textContent('#notice'), /No answer: the server cannot be reached .*it may be restarting/);
+    server = await startServer({ extraArgs: ['--parallel', '2'], port: server.port });
+    await newAnswer(open, () => open.click('#notice button'));
+    assert.ok((await answerText(open)).trim().length > 0);
+    assert.equal(await open.$$eval('#messages article.assistant', (a) => a.length), 1, 'the empty failed answer was replaced');
+    await open.context().close();
+  });
+
   test('keyboard only: skip link, Shift+Enter, Enter sends, Tab order; axe finds no serious violation', async () => {
     // (bypassCSP: axe's script is injected into the page, which our CSP forbids)
     const kb = await browser.newPage({ bypassCSP: true });

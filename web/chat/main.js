@@ -376,7 +376,7 @@ function failed(conversation, m, e) {
     notice(e.explanation, { retry: e.retryable ? retry : null });
   } else if (e instanceof StreamBroken) {
     m.error = `${e.message}. ${m.content ? 'What arrived is kept; ' : ''}Retry when the server is back.`;
-    notice(`The answer was cut off: ${e.message}.`, { retry });
+    notice(`${m.content ? 'The answer was cut off' : 'No answer'}: ${e.message}.`, { retry });
   } else {
     m.error = e.message;
     notice(`The answer failed: ${e.message}`, { retry });

@@ -416,6 +416,16 @@ describe('web chat through clawbot gateway', () => {
     assert.deepEqual(history.map((m) => m.content), ['What is 2 + 2?', 'The answer is **4**.', 'Sure?']);
   });
 
+  test('a knowledge base answer lists its citations under it', async () => {
+    upstreams[0].options.words = ['Debian is a free operating system [1].'];
+    upstreams[0].options.finalFields = { citations: [{ index: 1, source: 'faq.md', title: 'The Debian FAQ', location: 'section 1.1' }] };
+    await page.click('#new-chat');
+    const answer = await newAnswer(page, () => send(page, 'What is Debian?'));
+    delete upstreams[0].options.finalFields;
+    assert.deepEqual(await answer.$$eval('.citations li', (l) => l.map((x) => x.textContent)), ['[1] The Debian FAQ (section 1.1)']);
+    assert.equal(await answer.$eval('.citations', (l) => l.getAttribute('aria-label')), 'Sources');
+  });
+
   test('tokens stream in; Esc stops mid-answer; edit and regenerate keep both branches through a reload', async () => {
     upstreams[0].options.words = Array.from({ length: 80 }, (_, i) => ` word${i}`);
     upstreams[0].options.chunkDelayMs = 500;  // (40 s in all: Esc or the kill comes long before the end)

@@ -83,6 +83,13 @@ function licences(metafile, nodeModules) {
   return text;
 }
 
+// A page's HTML with each `<!-- include FILE -->` (a path under web/) replaced by that file: markup the pages
+// share (shared/key_box.html) is written once.
+function pageHtml(file) {
+  return fs.readFileSync(path.join(WEB, file), 'utf8')
+    .replace(/<!-- include (\S+) -->/g, (_, shared) => fs.readFileSync(path.join(WEB, shared), 'utf8').trimEnd());
+}
+
 async function buildPage(page, esbuild, nodeModules) {
   const result = await esbuild.build({
     entryPoints: [path.join(WEB, page.entry)],
@@ -105,7 +112,7 @@ async function buildPage(page, esbuild, nodeModules) {
     if (!type) throw new Error(`web/build.mjs: no content type for ${file}`);
     for (const p of paths) assets.push({ path: p, type, bytes, file: path.join(page.name, path.basename(file)) });
   };
-  add(page.paths, page.html, fs.readFileSync(path.join(WEB, page.html)));
+  add(page.paths, page.html, Buffer.from(pageHtml(page.html)));
   for (const out of result.outputFiles) add([page.dir + path.basename(out.path)], out.path, Buffer.from(out.contents));
   for (const file of page.files) add([page.dir + path.basename(file)], file, fs.readFileSync(path.join(WEB, file)));
   add([`${page.dir}licenses`], 'licenses.txt', Buffer.from(licences(result.metafile, nodeModules)));

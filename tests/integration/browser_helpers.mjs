@@ -3,6 +3,7 @@
 // uncaught exception recorded. Used by dashboard.test.mjs and web_chat.test.mjs.
 //
 // Environment: CLAWBOT_CHROMIUM, the browser (default /usr/bin/chromium).
+import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -49,4 +50,10 @@ export async function launchBrowser() {
     return page;
   }
   return { browser, watch, newPage };
+}
+
+/** The whole session's pages asked nothing off 127.0.0.1 and logged no console error but those allowed. */
+export function assertCleanSession(watch) {
+  assert.deepEqual(watch.offHost, []);
+  assert.deepEqual(watch.errors, []);
 }

@@ -12,7 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-import { launchBrowser } from './browser_helpers.mjs';
+import { assertCleanSession, launchBrowser } from './browser_helpers.mjs';
 import { getJson, runClawbot, startServer } from './server_harness.mjs';
 import {
   bearer, chat, createKey, keyId, request, startGateway, startUpstream, tempDir, waitUntil, writeGatewayConfig,
@@ -113,8 +113,7 @@ describe('dashboard on clawbot serve', () => {
       assert.ok(charts.includes(id), `chart ${id} in ${charts}`);
     }
     assert.ok(browser.watch.urls.some((u) => u.endsWith('/api/metrics/history')), browser.watch.urls.join('\n'));
-    assert.deepEqual(browser.watch.offHost, []);
-    assert.deepEqual(browser.watch.errors, []);
+    assertCleanSession(browser.watch);
   });
 
   test('charts get points while clawbot bench runs (screenshot under load)', async () => {
@@ -193,8 +192,7 @@ describe('dashboard on clawbot serve', () => {
   });
 
   test('no console error and no request off 127.0.0.1 in the whole session', () => {
-    assert.deepEqual(browser.watch.offHost, []);
-    assert.deepEqual(browser.watch.errors, []);
+    assertCleanSession(browser.watch);
   });
 });
 
@@ -270,7 +268,6 @@ describe('dashboard on clawbot gateway (API keys)', () => {
   });
 
   test('no console error but the first 401s, no request off 127.0.0.1', () => {
-    assert.deepEqual(browser.watch.offHost, []);
-    assert.deepEqual(browser.watch.errors, []);
+    assertCleanSession(browser.watch);
   });
 });

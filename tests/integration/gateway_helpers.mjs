@@ -149,6 +149,7 @@ export const keyId = (key) => key.slice(4, 16);
  * Every answer (and every chunk) says which upstream answered (`upstream`) and the Authorization header it
  * received (`authorization`, null when none). `options` may be changed while it runs: `status` (answer every
  * request but /health with this status and an error body), `delayMs` (before the answer's headers),
+ * `finalFields` (more top-level fields of a stream's last chunk, as a knowledge base's citations),
  * `healthStatus`. Each request is recorded in `requests` as { method, url, headers, body (parsed JSON) }.
  * Returns { url, port, name, options, requests, close(), kill() }: kill() also destroys open connections.
  */
@@ -211,15 +212,15 @@ export async function startUpstream({ name = 'up', host = '127.0.0.1', port: lis
     }
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
     const event = (value) => res.write(`data: ${JSON.stringify(value)}\n\n`);
-    const chunk = (delta, finish = null) => event({ ...common, object: 'chat.completion.chunk',
-      choices: [{ index: 0, delta, finish_reason: finish }] });
+    const chunk = (delta, finish = null, extra = {}) => event({ ...common, object: 'chat.completion.chunk',
+      choices: [{ index: 0, delta, finish_reason: finish }], ...extra });
     chunk({ role: 'assistant', content: '' });
     for (const w of options.words) {
       if (options.chunkDelayMs > 0) await sleep(options.chunkDelayMs);
       if (res.destroyed) return;
       chunk({ content: w });
     }
-    chunk({}, 'stop');
+    chunk({}, 'stop', options.finalFields ?? {});
     if (body.stream_options?.include_usage === true)
       event({ ...common, object: 'chat.completion.chunk', choices: [], usage: fullUsage });
     res.end('data: [DONE]\n\n');

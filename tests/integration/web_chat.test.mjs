@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { compatRequire, launchBrowser } from './browser_helpers.mjs';
+import { assertCleanSession, compatRequire, launchBrowser } from './browser_helpers.mjs';
 import { runClient, writeConfig } from './client_helpers.mjs';
 import {
   bearer, chat, createKey, request, startGateway, startUpstream, tempDir, waitUntil, writeGatewayConfig,
@@ -218,6 +218,37 @@ describe('web chat on clawbot serve', () => {
     await page.fill('#search', '');
   });
 
+  test('rename and delete in the list, kept through a reload', async () => {
+    const item = (title) => `#conversation-list li:has(button.open:text-is("${title}"))`;
+    await page.click(`${item('Imported story')} button[data-action="rename"]`);
+    await page.fill('#conversation-list input.rename', 'Renamed story');
+    await page.press('#conversation-list input.rename', 'Enter');
+    await page.waitForSelector(item('Renamed story'), WAIT);
+    assert.equal(await page.textContent('#title'), 'Renamed story');
+    // Delete asks in place: a first press only asks
+    await page.click(`${item('Once upon a time')} button[data-action="delete"]`);
+    assert.equal(await page.textContent(`${item('Once upon a time')} button[data-action="delete"]`), 'Delete?');
+    await page.click(`${item('Once upon a time')} button[data-action="delete"]`);
+    await page.waitForSelector(item('Once upon a time'), { state: 'detached', ...WAIT });
+    await page.reload();
+    await page.waitForSelector('body[data-state="ready"]', WAIT);
+    assert.deepEqual(await page.$$eval('#conversation-list button.open', (b) => b.map((x) => x.textContent)), ['Renamed story']);
+  });
+
+  test('the node restarts: a message sent while it is down says so, and Retry works once it is back (no reload)', async () => {
+    const open = await browser.newPage({ allow: [/net::ERR_CONNECTION_REFUSED/] });
+    await openChat(open, base);
+    await server.stop();
+    await newAnswer(open, () => send(open, 'Are you there?'), ['partial']);
+    await open.waitForSelector('#notice:not([hidden]) button', WAIT);
+    assert.match(await open.textContent('#notice'), /No answer: the server cannot be reached .*it may be restarting/);
+    server = await startServer({ extraArgs: ['--parallel', '2'], port: server.port });
+    await newAnswer(open, () => open.click('#notice button'));
+    assert.ok((await answerText(open)).trim().length > 0);
+    assert.equal(await open.$$eval('#messages article.assistant', (a) => a.length), 1, 'the empty failed answer was replaced');
+    await open.context().close();
+  });
+
   test('keyboard only: skip link, Shift+Enter, Enter sends, Tab order; axe finds no serious violation', async () => {
     // (bypassCSP: axe's script is injected into the page, which our CSP forbids)
     const kb = await browser.newPage({ bypassCSP: true });
@@ -267,8 +298,7 @@ describe('web chat on clawbot serve', () => {
   });
 
   test('no console error and no request off 127.0.0.1 in the whole session', () => {
-    assert.deepEqual(browser.watch.offHost, []);
-    assert.deepEqual(browser.watch.errors, []);
+    assertCleanSession(browser.watch);
   });
 });
 
@@ -280,6 +310,7 @@ describe('web chat through clawbot gateway', () => {
   let gw;
   let key;
   let limitedKey;
+  let config;
   let browser;
   let page;
   const refusals = [/Failed to load resource: the server responded with a status of (401|429|502|503)/];
@@ -290,7 +321,7 @@ describe('web chat through clawbot gateway', () => {
 
   before(async () => {
     upstreams.push(await startUpstream({ name: 'node-a' }), await startUpstream({ name: 'node-b', model: 'other-model' }));
-    const config = {
+    config = {
       listen: [{ host: '127.0.0.1', port: 0 }],
       upstreams: upstreams.map((u) => ({ url: u.url, name: u.name })),
       health_checks: { interval_ms: 200, timeout_ms: 500 },
@@ -369,9 +400,35 @@ describe('web chat through clawbot gateway', () => {
     assert.deepEqual(browser.watch.console.filter((t) => t.includes('XSS-EXECUTED')), []);
   });
 
+  test('reasoning is folded above the answer and not sent back with the history', async () => {
+    upstreams[0].options.words = ['<think>Two and two', ' make four.</think>', 'The answer is **4**.'];
+    await page.click('#new-chat');
+    const answer = await newAnswer(page, () => send(page, 'What is 2 + 2?'));
+    const folded = await answer.$eval('details.reasoning', (d) => ({
+      hidden: d.hidden, open: d.open, summary: d.querySelector('summary').textContent, text: d.textContent,
+    }));
+    assert.deepEqual({ ...folded, text: undefined }, { hidden: false, open: false, summary: 'Reasoning (5 words)', text: undefined });
+    assert.match(folded.text, /Two and two make four\./);
+    assert.equal((await answerText(page)).trim(), 'The answer is 4.');
+    upstreams[0].options.words = ['Yes.'];
+    await newAnswer(page, () => send(page, 'Sure?'));
+    const history = upstreams[0].requests.at(-1).body.messages;
+    assert.deepEqual(history.map((m) => m.content), ['What is 2 + 2?', 'The answer is **4**.', 'Sure?']);
+  });
+
+  test('a knowledge base answer lists its citations under it', async () => {
+    upstreams[0].options.words = ['Debian is a free operating system [1].'];
+    upstreams[0].options.finalFields = { citations: [{ index: 1, source: 'faq.md', title: 'The Debian FAQ', location: 'section 1.1' }] };
+    await page.click('#new-chat');
+    const answer = await newAnswer(page, () => send(page, 'What is Debian?'));
+    delete upstreams[0].options.finalFields;
+    assert.deepEqual(await answer.$$eval('.citations li', (l) => l.map((x) => x.textContent)), ['[1] The Debian FAQ (section 1.1)']);
+    assert.equal(await answer.$eval('.citations', (l) => l.getAttribute('aria-label')), 'Sources');
+  });
+
   test('tokens stream in; Esc stops mid-answer; edit and regenerate keep both branches through a reload', async () => {
     upstreams[0].options.words = Array.from({ length: 80 }, (_, i) => ` word${i}`);
-    upstreams[0].options.chunkDelayMs = 200;
+    upstreams[0].options.chunkDelayMs = 500;  // (40 s in all: Esc or the kill comes long before the end)
     await page.click('#new-chat');
     await send(page, 'Tell me a long story');
     // Seen streaming: some words on the page while the answer is still coming.
@@ -412,9 +469,26 @@ describe('web chat through clawbot gateway', () => {
     assert.equal((await answerText(page)), partial);
   });
 
+  test('a long answer on a slow phone: 4,000 pieces at a 6x slower CPU arrive whole', async () => {
+    const phone = await browser.newPage({ viewport: { width: 360, height: 740 }, allow: refusals });
+    const cdp = await phone.context().newCDPSession(phone);
+    await cdp.send('Emulation.setCPUThrottlingRate', { rate: 6 });
+    await openChat(phone, gw.url, 'need-key');
+    await phone.fill('#key-input', key);
+    await phone.click('#key-use');
+    await phone.waitForSelector('body[data-state="ready"]', WAIT);
+    await phone.selectOption('#model', 'test-model');
+    upstreams[0].options.words = Array.from({ length: 4000 }, (_, i) => (i % 40 === 39 ? ` w${i}\n\n` : ` w${i}`));
+    await newAnswer(phone, () => send(phone, 'Write a lot'));
+    const text = await answerText(phone);
+    assert.ok(text.includes('w0 ') && text.includes('w3999'), text.slice(-200));
+    assert.equal(text.match(/w\d+/g).length, 4000);
+    await phone.context().close();
+  });
+
   test('the node stops mid-answer: the page says so, keeps the partial answer, and a retry works once it is back', async () => {
     upstreams[0].options.words = Array.from({ length: 80 }, (_, i) => ` part${i}`);
-    upstreams[0].options.chunkDelayMs = 200;
+    upstreams[0].options.chunkDelayMs = 500;  // (40 s in all: Esc or the kill comes long before the end)
     await page.click('#new-chat');
     await send(page, 'A long answer please');
     await page.waitForFunction(() => document.querySelector('#messages article.assistant:last-of-type .body')?.textContent.includes('part3'), null, WAIT);
@@ -491,8 +565,20 @@ describe('web chat through clawbot gateway', () => {
     assert.ok(fs.statSync(shot).size > 10000, `screenshot ${shot}`);
   });
 
+  test('gateway --no-web: no page and no prompts route (those paths go to the upstreams, with a key)', async () => {
+    const bare = await startGateway(config, { dir, args: ['--no-web'] });
+    try {
+      for (const route of ['/', '/chat/app.js', '/dashboard', '/v1/clawbot/prompts']) {
+        assert.equal((await request(`${bare.url}${route}`)).status, 401, `${route} needs a key`);
+        const forwarded = await request(`${bare.url}${route}`, { headers: bearer(key) });
+        assert.equal(forwarded.json?.error?.code, 'not_found', `${route}: the upstream's 404 (${forwarded.text})`);
+      }
+    } finally {
+      await bare.stop('SIGKILL');
+    }
+  });
+
   test('no console error but the refusals asked for, no request off 127.0.0.1', () => {
-    assert.deepEqual(browser.watch.offHost, []);
-    assert.deepEqual(browser.watch.errors, []);
+    assertCleanSession(browser.watch);
   });
 });

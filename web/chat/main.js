@@ -112,11 +112,12 @@ function fillMeta(article, m) {
   error.textContent = m.error ? `${m.state === 'interrupted' ? 'Stopped' : 'Not finished'}: ${m.error}` : stateText ?? '';
 }
 
-// Citations (for the knowledge base's answers): a list under the answer when a message carries them.
+// Citations (a knowledge base's answer, model kb:NAME on a node with --kb): the passages [1], [2]... under it.
 function fillCitations(article, m) {
   const list = article.querySelector('.citations');
   list.hidden = !m.citations?.length;
-  list.replaceChildren(...(m.citations ?? []).map((c) => element('li', '', c.title ?? c.source ?? String(c))));
+  list.replaceChildren(...(m.citations ?? []).map((c) => element('li', '',
+    `[${c.index ?? '?'}] ${c.title || c.source || ''}${c.location ? ` (${c.location})` : ''}`)));
 }
 
 function messageElement(conversation, m) {
@@ -343,6 +344,7 @@ async function answer(conversation, user) {
     if (cached !== undefined) m.stats.cached_tokens = cached;
     if (result.ttftMs !== undefined) m.stats.ttft_ms = result.ttftMs;
     if (result.upstream) m.stats.upstream = result.upstream;
+    if (result.citations?.length) m.citations = result.citations;
     setStatus(`Answer complete${tokens !== undefined ? ` (${tokens} tokens)` : ''}`);
   } catch (e) {
     failed(conversation, m, e);
@@ -376,7 +378,7 @@ function failed(conversation, m, e) {
     notice(e.explanation, { retry: e.retryable ? retry : null });
   } else if (e instanceof StreamBroken) {
     m.error = `${e.message}. ${m.content ? 'What arrived is kept; ' : ''}Retry when the server is back.`;
-    notice(`The answer was cut off: ${e.message}.`, { retry });
+    notice(`${m.content ? 'The answer was cut off' : 'No answer'}: ${e.message}.`, { retry });
   } else {
     m.error = e.message;
     notice(`The answer failed: ${e.message}`, { retry });

@@ -66,6 +66,7 @@ export async function streamChat(request, { signal, onDelta, onStart }) {
     if (chunk.error) throw new StreamBroken(chunk.error.message || 'the server reported an error mid-answer');
     if (chunk.usage) result.usage = chunk.usage;
     if (chunk.timings) result.timings = chunk.timings;
+    if (Array.isArray(chunk.citations)) result.citations = chunk.citations;  // a knowledge base's answer (model kb:NAME)
     const choice = chunk.choices?.[0];
     if (!choice) continue;
     const content = choice.delta?.content ?? '';

@@ -347,6 +347,16 @@ class Gateway::Attempt {
 
   asio::awaitable<Outcome> not_sent(const http::ClientError& error) {
     watch_.stop();
+    if (error.request_sent && error.code == beast::error::timeout &&
+        gw_.pool_.health_check_failing(pick_.index)) {
+      // Not a byte came back before the read timeout, and meanwhile the health checks found the whole node
+      // gone (hung, or cut off the network): the node failed, not this request, so another may take it. A
+      // connection that broke instead (the node died, perhaps of this very request) still goes nowhere else.
+      spdlog::warn(
+          "upstream {} went down while it held the request and sent nothing back: sending it elsewhere",
+          ctx_.upstream);
+      co_return try_elsewhere("node_down_before_answer", error.message, false);
+    }
     if (error.request_sent) {
       const Outcome outcome = co_await fail_after_sending("after_request", error.message);
       co_return outcome;

@@ -64,6 +64,11 @@ UpstreamState UpstreamPool::state_of(const Slot& slot, Clock::time_point now) co
   return UpstreamState::up;
 }
 
+bool UpstreamPool::health_check_failing(std::size_t index) const {
+  std::lock_guard lock(mutex_);
+  return index < slots_.size() && !slots_[index].healthy;
+}
+
 bool UpstreamPool::usable(const Slot& slot, Clock::time_point now) const {
   if (now < slot.busy_until) return false;
   const auto state = state_of(slot, now);

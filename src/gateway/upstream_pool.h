@@ -76,6 +76,8 @@ class UpstreamPool {
   void busy(const Pick& pick, std::optional<Clock::duration> retry_after, Clock::time_point now);
   static constexpr auto busy_without_retry_after = std::chrono::milliseconds(1000);
   static constexpr auto busy_at_least = std::chrono::milliseconds(100);  // "Retry-After: 0" is no busy loop
+  // The active health check says the upstream is down (it stopped answering its checks).
+  bool health_check_failing(std::size_t index) const;
   // An active health check's result; `models` is empty when not fetched this time.
   void health(std::size_t index, bool ok, std::string_view error, std::vector<std::string> models,
               Clock::time_point now);

@@ -3,7 +3,7 @@
 //   1. ingest of the whole corpus with a stand-in embeddings endpoint (random 384-dimension vectors, answered
 //      at once): what `kb add` itself costs per chunk (extraction, chunking, SQLite, FTS5) and the KB file's
 //      size per chunk;
-//   2. ingest throughput with real embeddings, --embed-chunks chunks (default 1,000) of the same corpus,
+//   2. ingest throughput with real embeddings, --embed-chunks chunks (default 200) of the same corpus,
 //      against `clawbot serve` and against llama-server (from the dependency cache, same llama.cpp source)
 //      serving the same synthesized bge-small-en-v1.5 model on the same threads, in the same run;
 //   3. search latency, P50 and P99 over --queries queries (default 300): POST /v1/kb/NAME/search on
@@ -23,7 +23,7 @@ const arg = (name, fallback) => {
   return i > 0 ? Number(process.argv[i + 1]) : fallback;
 };
 const CHUNKS = arg('chunks', 100000);
-const EMBED_CHUNKS = arg('embed-chunks', 1000);
+const EMBED_CHUNKS = arg('embed-chunks', 200);
 const QUERIES = arg('queries', 300);
 const THREADS = arg('threads', 2);
 const SECTIONS_PER_FILE = 200;
@@ -58,6 +58,18 @@ function run(args) {
   const r = spawnSync(clawbot, args, { env, encoding: 'utf8', maxBuffer: 64 << 20 });
   if (r.status !== 0) throw new Error(`clawbot ${args.join(' ')}: exit ${r.status}\n${r.stderr}`);
   return r.stdout;
+}
+
+// The same without blocking this process, whose stand-in embeddings server must go on answering.
+function runAsync(args) {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(clawbot, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    proc.stdout.setEncoding('utf8').on('data', (c) => { stdout += c; });
+    proc.stderr.setEncoding('utf8').on('data', (c) => { stderr = (stderr + c).slice(-4000); });
+    proc.once('close', (code) => (code === 0 ? resolve(stdout) : reject(new Error(`clawbot ${args.join(' ')}: exit ${code}\n${stderr}`))));
+  });
 }
 
 async function listen(server) {
@@ -124,7 +136,7 @@ async function main() {
   const standInUrl = await listen(standIn);
   run(['kb', 'create', kbFile]);
   let t = Date.now();
-  const report = JSON.parse(run(['kb', 'add', kbFile, corpus, '--endpoint', standInUrl, '--approximate-tokens', '--json']));
+  const report = JSON.parse(await runAsync(['kb', 'add', kbFile, corpus, '--endpoint', standInUrl, '--approximate-tokens', '--json']));
   const ingestS = (Date.now() - t) / 1000;
   standIn.close();
   const sizePerChunk = fs.statSync(kbFile).size / report.kb.chunks;
@@ -146,7 +158,8 @@ async function main() {
     const file = path.join(dir, `${name.replace(' ', '-')}.kb`);
     run(['kb', 'create', file]);
     t = Date.now();
-    const r = JSON.parse(run(['kb', 'add', file, subset, '--endpoint', url, '--json']));
+    // A long --timeout: a batch of 32 chunks takes tens of seconds on a busy 2-core machine.
+    const r = JSON.parse(run(['kb', 'add', file, subset, '--endpoint', url, '--timeout', '600000', '--json']));
     const s = (Date.now() - t) / 1000;
     rates[name] = r.chunks_embedded / s;
     console.log(`2. ingest with embeddings from ${name}: ${r.chunks_embedded} chunks in ${s.toFixed(1)} s = ${rates[name].toFixed(1)} chunks/s (tokenizer: ${r.tokenizer})`);

@@ -75,8 +75,10 @@ asio::awaitable<void> search_route(const ServeContext& ctx, http::Exchange& ex, 
   }
   const Retrieval retrieval = retrieval_for(ctx, name, mode);
   const auto hits = co_await search_kb(ctx, ex, name, query, retrieval, static_cast<std::size_t>(top_k));
-  const double coverage =
-      ctx.kb->with(name, [&](kb::KnowledgeBase& base) { return base.coverage(query, hits); });
+  // The query's coverage (what the refusal threshold reads) on request only: a count per query word.
+  json coverage = nullptr;
+  if (json_check::bool_field(body, "coverage", false))
+    coverage = ctx.kb->with(name, [&](kb::KnowledgeBase& base) { return base.coverage(query, hits); });
   json data = json::array();
   for (std::size_t i = 0; i < hits.size(); ++i) data.push_back(kb::hit_json(hits[i], i + 1));
   const json reply = {{"object", "list"},     {"kb", name},

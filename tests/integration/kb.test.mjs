@@ -93,6 +93,34 @@ describe('clawbot kb on debian-faq', () => {
     assert.match(plain.stdout, /^1\. .*§ .*7\.12/m);
   });
 
+  test('--rerank reorders the candidates by a reranking model\'s scores', async () => {
+    const model = path.join(dir, 'bge-reranker-tiny-q8_0.gguf');
+    const synth = spawnSync(clawbotBin(), ['models', 'synth', 'bge-reranker-tiny', '-o', model], { encoding: 'utf8', timeout: 300000 });
+    assert.equal(synth.status, 0, synth.stderr);
+    const reranker = await startServer({ model, chatTemplate: null });
+    try {
+      const r = json(await kb(['search', faqKb, HOLD, '--mode', 'bm25', '-k', '3', '--rerank', '--rerank-endpoint', reranker.baseUrl, '--json']));
+      assert.equal(r.reranked, true);
+      assert.equal(r.results.length, 3);
+      for (const h of r.results) assert.equal(typeof h.rerank, 'number');
+      for (let i = 1; i < r.results.length; ++i) assert.ok(r.results[i - 1].rerank >= r.results[i].rerank, JSON.stringify(r.results));
+    } finally {
+      await reranker.stop();
+    }
+  });
+
+  test('a node serving the knowledge base\'s embedding model searches hybrid by itself', async () => {
+    const node = await startServer({ model: path.join(dir, 'bge-tiny-q8_0.gguf'), extraArgs: ['--kb', kbDir], chatTemplate: null });
+    try {
+      const r = await postJson(node.baseUrl, '/v1/kb/faq/search', { query: HOLD });
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.json.mode, 'hybrid');
+      assert.ok(r.json.data.some((h) => typeof h.cosine === 'number'), r.text);
+    } finally {
+      await node.stop();
+    }
+  });
+
   test('a query embedded by another model is refused, naming both models', async () => {
     const other = await startServer({ model: path.join(dir, 'bge-tiny-q8_0.gguf'), extraArgs: ['--alias', 'other-embedder'], chatTemplate: null });
     try {

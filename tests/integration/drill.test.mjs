@@ -24,8 +24,10 @@ let lan, work, env, bin, gatewayConfig, key, primary, gateway, figures = [];
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const run = (args) => runClawbotCommand(args, { env, timeoutMs: 60000 });
 
+// One thread each: two nodes (and ctest's other group) spinning two ggml threads each on a 2-core machine can
+// stall a stream for seconds (seen: a drain cut streams at 21 of 24 tokens while another server ran).
 function startServe(ns, host, port) {
-  const proc = lan.spawn(ns, [bin, 'serve', '--model', modelPath(), '--host', host, '--port', String(port),
+  const proc = lan.spawn(ns, [bin, 'serve', '--model', modelPath(), '--host', host, '--port', String(port), '--threads', '1',
     '--parallel', '4', '--ctx', '512', '--no-advertise', '--drain-timeout', '5', '--chat-template', 'chatml'], { env });
   return proc;
 }

@@ -15,6 +15,7 @@
 #include "common/use_tuple.h"
 #include "monitor/alerts.h"
 #include "server/api/anthropic_messages.h"
+#include "server/api/audio.h"
 #include "server/api/chat_completions.h"
 #include "server/api/embeddings.h"
 #include "server/api/fields.h"
@@ -348,7 +349,8 @@ std::shared_ptr<const http::Router> make_openai_router(const ServeContext& conte
     co_await ex.respond_json(draining ? 503 : 200, health);
   });
   add(http::Verb::get, "/v1/models", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
-    const json models = {{"object", "list"}, {"data", json::array({model_entry(*ctx)})}};
+    json models = {{"object", "list"}, {"data", json::array({model_entry(*ctx)})}};
+    if (ctx->transcription) models["data"].push_back(audio_model_entry(*ctx));
     co_await ex.respond_json(200, models);
   });
   add(http::Verb::get, "/props", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
@@ -388,6 +390,7 @@ std::shared_ptr<const http::Router> make_openai_router(const ServeContext& conte
   add_responses_routes(context, add);
   add_anthropic_routes(context, add);
   add_ollama_routes(*ctx, add);
+  add_audio_routes(context, add);
   // The dashboard (web/dashboard): its page and files, compiled in
   for (const web::Asset& asset : web::assets())
     add(http::Verb::get, std::string(asset.path),

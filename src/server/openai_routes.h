@@ -19,6 +19,9 @@
 namespace clawbot::monitor {
 class Alerts;
 }
+namespace clawbot::audio {
+class TranscriptionService;
+}
 
 namespace clawbot::server {
 
@@ -40,6 +43,10 @@ struct ServeContext {
   const std::atomic<bool>* draining = nullptr;      // true after SIGTERM: new work is refused with 503
   monitor::Alerts* alerts = nullptr;                // the alert rules and their alerts (GET /api/alerts)
   const monitor::History* history = nullptr;        // GET /api/metrics/history
+  // Speech to text (serve --whisper-model): POST /v1/audio/*; none: those routes answer 404.
+  audio::TranscriptionService* transcription = nullptr;
+  std::string audio_model_id;    // its id in /v1/models
+  std::string audio_model_type;  // tiny, base, ...
 };
 
 // `paths`, when given, receives each route's path.

@@ -3,6 +3,7 @@
 // node answers with JSON text messages: {"type":"partial"|"final","segment","start","end","text"} (a partial
 // about once a second while a segment is open, the final when it ends), {"type":"error","message"}, and
 // {"type":"done","audio_seconds"} before it closes. Query: ?language=en&translate=true.
+#include <atomic>
 #include <chrono>
 #include <deque>
 #include <memory>
@@ -33,6 +34,9 @@ struct LiveOutbox {
   std::deque<std::string> messages;
   int outstanding = 0;
   bool partial_busy = false;
+  // Set when a final is due: the partial still running is abandoned (its text would be stale), so that the
+  // final waits for no one.
+  std::shared_ptr<std::atomic<bool>> partial_cancel;
 };
 
 std::string query_value(std::string_view target, std::string_view key) {
@@ -58,10 +62,15 @@ std::string message(const json& value) {
 void submit_live(audio::TranscriptionService& service, const std::shared_ptr<LiveOutbox>& outbox,
                  audio::LiveSegmenter::Work work, const audio::TranscribeOptions& options) {
   const bool final = work.final;
+  auto cancel = std::make_shared<std::atomic<bool>>(false);
   {
     std::lock_guard lock(outbox->mutex);
     ++outbox->outstanding;
-    if (!final) outbox->partial_busy = true;
+    if (final && outbox->partial_cancel) *outbox->partial_cancel = true;  // the partial before it ends
+    if (!final) {
+      outbox->partial_busy = true;
+      outbox->partial_cancel = cancel;
+    }
   }
   auto done = [outbox, final](std::string text) {
     std::lock_guard lock(outbox->mutex);
@@ -71,12 +80,15 @@ void submit_live(audio::TranscriptionService& service, const std::shared_ptr<Liv
   };
   auto shared_work = std::make_shared<audio::LiveSegmenter::Work>(std::move(work));
   const bool queued = service.submit_task(
-      [&service, shared_work, options, done](audio::Transcriber& transcriber) {
+      [&service, shared_work, options, done, cancel](audio::Transcriber& transcriber) {
         const auto start = std::chrono::steady_clock::now();
         std::string text;
         try {
+          if (cancel->load()) return done({});
           const audio::Transcript transcript =
-              transcriber.transcribe_samples(shared_work->samples, shared_work->start_s, options);
+              transcriber.transcribe_samples(shared_work->samples, shared_work->start_s, options,
+                                             shared_work->final ? nullptr : cancel.get());
+          if (cancel->load()) return done({});
           json segments = json::array();
           for (const auto& s : transcript.segments)
             segments.push_back({{"start", s.start}, {"end", s.end}, {"text", s.text}});

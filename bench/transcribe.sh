@@ -65,11 +65,12 @@ duration=$(soxi -D "$audio")
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 now() { date +%s.%N; }
 
-# whisper-cli: greedy (-bs 1), the library's fallback schedule as ours, no output files.
+# whisper-cli: greedy (-bs 1), English (a random model detects a random language, and decodes it differently),
+# the library's fallback schedule as ours, no output files.
 cli_times=()
 for _ in $(seq "$rounds"); do
   t0=$(now)
-  "$prefix/bin/whisper-cli" -m "$model" -f "$audio" -t "$threads" -bs 1 -np >/dev/null 2>"$work/cli.err"
+  "$prefix/bin/whisper-cli" -m "$model" -f "$audio" -t "$threads" -l en -bs 1 -np >/dev/null 2>"$work/cli.err"
   cli_times+=("$(echo "$(now) - $t0" | bc -l)")
 done
 
@@ -81,7 +82,7 @@ server_pid=$!
 for _ in $(seq 100); do grep -q listening "$work/serve.out" 2>/dev/null && break; sleep 0.2; done
 base=http://127.0.0.1:$port
 transcribe() {
-  curl -sf "$base/v1/audio/transcriptions" -F file=@"$audio" -F model=whisper-1 -F response_format=text >/dev/null
+  curl -sf "$base/v1/audio/transcriptions" -F file=@"$audio" -F model=whisper-1 -F language=en -F response_format=text >/dev/null
 }
 ours_times=()
 for _ in $(seq "$rounds"); do

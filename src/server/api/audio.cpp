@@ -132,11 +132,7 @@ auto async_transcription(audio::TranscriptionService& service, audio::Transcript
 
 asio::awaitable<void> transcribe(const ServeContext& ctx, http::Exchange& ex, bool translate) {
   if (co_await refused_while_draining(ctx, ex)) co_return;
-  if (!ctx.transcription)
-    throw ClawbotError(
-        Error{ErrorKind::not_found,
-              "this node has no speech-to-text model (start it with serve --whisper-model FILE)", "model",
-              "model_not_found"});
+  require_transcription(ctx);
   AudioRequest request = read_form(ctx, ex, translate);
   auto cancelled = std::make_shared<std::atomic<bool>>(false);
   request.job.cancelled = cancelled;
@@ -170,6 +166,15 @@ asio::awaitable<void> transcribe(const ServeContext& ctx, http::Exchange& ex, bo
 }
 
 }  // namespace
+
+audio::TranscriptionService& require_transcription(const ServeContext& ctx) {
+  if (!ctx.transcription)
+    throw ClawbotError(
+        Error{ErrorKind::not_found,
+              "this node has no speech-to-text model (start it with serve --whisper-model FILE)", "model",
+              "model_not_found"});
+  return *ctx.transcription;
+}
 
 json audio_model_entry(const ServeContext& ctx) {
   return {

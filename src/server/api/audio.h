@@ -13,6 +13,9 @@ namespace clawbot::server::api {
 
 void add_audio_routes(const ServeContext& ctx, const AddRoute& add);
 
+// The node's TranscriptionService; a 404 saying how to get one when the node has no speech model.
+audio::TranscriptionService& require_transcription(const ServeContext& ctx);
+
 // GET /v1/audio/live: the WebSocket of live transcription (audio_live.cpp).
 boost::asio::awaitable<void> live_transcription(const ServeContext& ctx, http::Exchange& ex);
 

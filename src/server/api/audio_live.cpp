@@ -120,11 +120,7 @@ void submit_live(audio::TranscriptionService& service, const std::shared_ptr<Liv
 
 asio::awaitable<void> live_transcription(const ServeContext& ctx, http::Exchange& ex) {
   if (co_await refused_while_draining(ctx, ex)) co_return;
-  if (!ctx.transcription)
-    throw ClawbotError(
-        Error{ErrorKind::not_found,
-              "this node has no speech-to-text model (start it with serve --whisper-model FILE)", "model",
-              "model_not_found"});
+  auto& service = require_transcription(ctx);
   if (!websocket::is_upgrade(ex.request()))
     throw_invalid(
         "/v1/audio/live is a WebSocket: connect with Upgrade: websocket and send 16-bit mono PCM at "
@@ -134,7 +130,7 @@ asio::awaitable<void> live_transcription(const ServeContext& ctx, http::Exchange
   audio::TranscribeOptions options;
   options.language = query_value(target, "language");
   options.translate = query_value(target, "translate") == "true";
-  options.threads = ctx.transcription->options().threads;
+  options.threads = service.options().threads;
   options.live = true;
   ex.log_fields()["live"] = true;
 
@@ -144,7 +140,6 @@ asio::awaitable<void> live_transcription(const ServeContext& ctx, http::Exchange
   auto [accept_error] = co_await ws.async_accept(ex.request(), asio::as_tuple(asio::use_awaitable));
   if (accept_error) co_return;
 
-  auto& service = *ctx.transcription;
   auto outbox = std::make_shared<LiveOutbox>();
   audio::LiveSegmenter segmenter;
   boost::beast::flat_buffer buffer;

@@ -30,6 +30,7 @@ while [ $# -gt 0 ]; do
 done
 
 clawbot=./build/clawbot
+export CLAWBOT_MODELS=${CLAWBOT_MODELS:-$(cd .. && pwd)/shared/models}  # the vocab files models synth reads
 prefix=$(cat .deps-prefix 2>/dev/null || true)
 [ -x "$clawbot" ] && [ -n "$prefix" ] || { echo "transcribe.sh: $clawbot missing: run 'make build' first" >&2; exit 1; }
 if [ ! -x "$prefix/bin/whisper-cli" ]; then
@@ -75,8 +76,9 @@ for _ in $(seq "$rounds"); do
 done
 
 port=$((20000 + RANDOM % 20000))
-chat_model=$(ls "${CLAWBOT_MODELS:-../shared/models}"/stories260K.gguf)
-"$clawbot" serve --model "$chat_model" --chat-template chatml --whisper-model "$model" --threads "$threads" \
+# The chat model: SmolLM2-135M's shape (synthesized, reused from the cache as bench/compare.sh does).
+chat_model=$("$clawbot" models synth smollm2-135m --quant q8_0 2>/dev/null | tail -1)
+"$clawbot" serve --model "$chat_model" --chat-template chatml --ctx 1024 --whisper-model "$model" --threads "$threads" \
   --whisper-threads "$threads" --port "$port" --no-advertise >"$work/serve.out" 2>"$work/serve.err" &
 server_pid=$!
 for _ in $(seq 100); do grep -q listening "$work/serve.out" 2>/dev/null && break; sleep 0.2; done
@@ -96,7 +98,7 @@ chat_tps() {
   local t0 t1 n
   t0=$(now)
   n=$(curl -sf "$base/v1/chat/completions" -H 'Content-Type: application/json' \
-    -d '{"messages":[{"role":"user","content":"Tell me a story"}],"max_tokens":200,"temperature":0}' |
+    -d '{"messages":[{"role":"user","content":"Tell me a story"}],"max_tokens":128,"ignore_eos":true,"temperature":0}' |
     sed -n 's/.*"completion_tokens":\([0-9]*\).*/\1/p')
   t1=$(now)
   echo "$n / ($t1 - $t0)" | bc -l
@@ -119,5 +121,6 @@ printf 'speech to text: %s (synthetic), %.1f s of LibriVox speech, %s threads, %
 printf '  %-34s %8.2f s   RTF %.3f\n' "whisper-cli (same whisper.cpp, -bs 1)" "$cli" "$(echo "$cli / $duration" | bc -l)"
 printf '  %-34s %8.2f s   RTF %.3f\n' "clawbot /v1/audio/transcriptions" "$ours" "$(echo "$ours / $duration" | bc -l)"
 printf '  speed of ours against whisper-cli: %.2fx (target >= 0.95x)\n' "$(echo "$cli / $ours" | bc -l)"
-printf 'chat decode on the same node (stories260K): %.1f tok/s alone, %.1f tok/s while transcribing (%.0f%%)\n' \
+printf 'chat decode on the same node (%s, 128 tokens): %.1f tok/s alone, %.1f tok/s while transcribing (%.0f%%)\n' \
+  "$(basename "$chat_model" .gguf)" \
   "$tps_alone" "$tps_shared" "$(echo "100 * $tps_shared / $tps_alone" | bc -l)"

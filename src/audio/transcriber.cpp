@@ -74,6 +74,9 @@ Transcriber::Transcriber(TranscriberOptions options)
                        path.string() +
                            " is not a whisper.cpp model file (ggml-*.bin, from whisper.cpp's models or "
                            "`clawbot models synth whisper-tiny`)");
+  // The whole layout, bounded, before whisper.cpp reads it: its loader trusts the file's sizes, and aborts
+  // the process on some mistakes.
+  read_whisper_file(path);
   if (!options_.vad_model_path.empty() && !std::filesystem::is_regular_file(options_.vad_model_path, ec))
     throw ClawbotError(ErrorKind::not_found, "VAD model " + options_.vad_model_path + " not found");
   auto params = whisper_context_default_params();

@@ -235,6 +235,11 @@ WhisperFileInfo read_whisper_file(const std::filesystem::path& path) {
   r.skip(static_cast<std::uint64_t>(n_mel) * static_cast<std::uint64_t>(n_fft) * 4, "mel filters");
   const auto n_tokens = r.value<std::int32_t>("vocabulary");
   if (n_tokens < 0 || n_tokens > kMaxVocab) bad_file(path, "vocabulary size out of range");
+  // whisper.cpp pads a shorter vocabulary, but aborts the process on a longer one (an assertion while
+  // decoding).
+  if (n_tokens > h.n_vocab)
+    bad_file(path, "the vocabulary has " + std::to_string(n_tokens) + " entries, more than n_vocab " +
+                       std::to_string(h.n_vocab));
   for (std::int32_t i = 0; i < n_tokens; ++i) {
     const auto len = r.value<std::uint32_t>("vocabulary");
     if (len > 4096) bad_file(path, "a vocabulary entry longer than 4096 bytes");

@@ -280,6 +280,26 @@ TEST(WhisperFile, SynthesizedTinyHasTheRealShape) {
   EXPECT_GT(whisper_runtime_bytes(info.hparams), 10u << 20);
 }
 
+TEST(WhisperFile, RefusesAVocabularyLongerThanNVocab) {
+  // whisper.cpp asserts (the process aborts) on such a file: it is refused before whisper.cpp reads it
+  const auto path =
+      std::filesystem::temp_directory_path() / ("whisper-vocab-test-" + std::to_string(::getpid()) + ".bin");
+  write_synthetic_whisper(path, *find_whisper_shape("whisper-tiny"), /*f32=*/false, 7);
+  {
+    std::fstream file(path, std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp(4 + 11 * 4 + 8 + 80 * 201 * 4);  // magic, hyper-parameters, mel filter sizes and data
+    const std::int32_t longer = 51865 + 1;
+    file.write(reinterpret_cast<const char*>(&longer), sizeof longer);
+  }
+  try {
+    read_whisper_file(path);
+    ADD_FAILURE() << "read";
+  } catch (const ClawbotError& e) {
+    EXPECT_NE(std::string(e.what()).find("more than n_vocab 51865"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove(path);
+}
+
 TEST(WhisperFile, RefusesOtherFiles) {
   const auto path =
       std::filesystem::temp_directory_path() / ("not-whisper-" + std::to_string(::getpid()) + ".bin");

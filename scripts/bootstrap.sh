@@ -5,15 +5,20 @@
 #      verifies the tarball against the registry's integrity hash, clones the bundled git release,
 #      and builds libllama + ggml into a cache outside the checkout.
 # Usage: scripts/bootstrap.sh [--no-engine] [--with-tools] [--no-apt] [--backend cpu|cuda|vulkan]
-#   --with-tools: also build llama-server and llama-bench (bench/compare.sh asks for them) into the same cache
+#   --with-tools: also build llama-server and llama-bench (bench/compare.sh asks for them), and whisper.cpp's
+#                 whisper-cli and whisper-bench (bench/transcribe.sh), into the same cache
 #   --no-apt: only report missing packages (a machine whose packages someone else manages)
 # Env: CLAWBOT_NODE_LLAMA_CPP_TARBALL=path.tgz uses that tarball instead of npm (air-gapped; still verified),
+#      CLAWBOT_NODEJS_WHISPER_TARBALL=path.tgz the same for nodejs-whisper (whisper.cpp),
 #      CLAWBOT_BUILD_JOBS=N parallel jobs, XDG_CACHE_HOME moves the cache.
 # Prints the dependency prefix (the install dir) as its last line on stdout.
 set -euo pipefail
 
 NODE_LLAMA_CPP_VERSION=3.22.1
 NODE_LLAMA_CPP_INTEGRITY='sha512-bltIipuWmc123H7tMIgDGKSsSrhmhlQYeVUC48XTjVW7XGJJiJJyCdlTMzQ/LiWoPkGDpcL4FviDpgw7qfTiDw=='
+# whisper.cpp (speech to text) from the npm package nodejs-whisper, which carries its source in cpp/whisper.cpp
+NODEJS_WHISPER_VERSION=0.3.1
+NODEJS_WHISPER_INTEGRITY='sha512-ceoilUVraRuR5FnNyXpGQT2auAR48Oc3AQBEmkXnVpSn9iN6yVRzQBFCqVTGWbk6Wdi95NhvwXNzFvuR7erLWw=='
 
 with_engine=1
 with_tools=0
@@ -68,6 +73,10 @@ needs=(
   "hdr:pugixml.hpp libpugixml-dev" "file:/usr/share/doc/debian/FAQ/index.en.html debian-faq"
   # the dashboard's browser tests: Debian's Chromium, driven by playwright-core (tests/compat; no browser download)
   "cmd:chromium chromium"
+  # speech to text: libsndfile decodes WAV, FLAC, OGG/Vorbis/Opus and MP3 (1.1+); PortAudio captures the
+  # microphone; the tests speak with espeak-ng, convert with sox and read pocketsphinx-testdata's recordings
+  "hdr:sndfile.h libsndfile1-dev" "hdr:portaudio.h portaudio19-dev" "cmd:espeak-ng espeak-ng" "cmd:sox sox"
+  "file:/usr/share/pocketsphinx/test/data/librivox/fileids pocketsphinx-testdata"
 )
 missing=()
 for need in "${needs[@]}"; do
@@ -223,6 +232,69 @@ if [ ! -f "$common_stamp" ]; then
   } >"$prefix/install-common.log" 2>&1 || fail "install failed (log: $prefix/install-common.log)" "check free disk space in $cache_root"
   touch "$common_stamp"
   log "llama.cpp's chat layer ready in $prefix/lib"
+fi
+
+# whisper.cpp (speech to text), built against the ggml above so that one process holds one ggml: only the
+# library (one C++ file) unless --with-tools, which adds whisper-cli and whisper-bench for bench/transcribe.sh.
+# A step of its own with a stamp named by the package version, so that a cache built before it gains it
+# without compiling libllama again.
+whisper_stamp="$prefix/.whisper-$NODEJS_WHISPER_VERSION-complete"
+whisper_tools_stamp="$prefix/.whisper-$NODEJS_WHISPER_VERSION-tools-complete"
+whisper_src="$prefix/whisper-src"
+whisper_options=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DWHISPER_USE_SYSTEM_GGML=ON
+  -DCMAKE_PREFIX_PATH="$prefix" -DWHISPER_BUILD_TESTS=OFF -DWHISPER_BUILD_SERVER=OFF -DWHISPER_ALL_WARNINGS=OFF
+  -DWHISPER_SDL2=OFF -DWHISPER_CURL=OFF -DCMAKE_INSTALL_RPATH="$prefix/lib" -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON)
+if [ ! -f "$whisper_stamp" ]; then
+  rm -rf "$whisper_src" "$prefix/build-whisper" "$prefix/whisper-download"
+  mkdir -p "$prefix/whisper-download"
+  if [ -n "${CLAWBOT_NODEJS_WHISPER_TARBALL:-}" ]; then
+    step="use tarball $CLAWBOT_NODEJS_WHISPER_TARBALL"
+    [ -f "$CLAWBOT_NODEJS_WHISPER_TARBALL" ] || fail "no such file" "set CLAWBOT_NODEJS_WHISPER_TARBALL to the .tgz from 'npm pack nodejs-whisper@$NODEJS_WHISPER_VERSION'"
+    tarball="$CLAWBOT_NODEJS_WHISPER_TARBALL"
+  else
+    step="npm pack nodejs-whisper@$NODEJS_WHISPER_VERSION"
+    log "$step (no install scripts run)"
+    (cd "$prefix/whisper-download" && npm pack --silent --ignore-scripts "nodejs-whisper@$NODEJS_WHISPER_VERSION" >pack.out 2>pack.err) ||
+      fail "$(tail -3 "$prefix/whisper-download/pack.err")" "check that the npm registry is reachable (npm ping) and that npm works"
+    tarball="$prefix/whisper-download/$(tail -1 "$prefix/whisper-download/pack.out")"
+    [ -f "$tarball" ] || fail "npm pack produced no tarball" "run 'npm pack nodejs-whisper@$NODEJS_WHISPER_VERSION' by hand"
+  fi
+  step="verify nodejs-whisper tarball integrity"
+  algo=${NODEJS_WHISPER_INTEGRITY%%-*}
+  got=$(openssl dgst "-$algo" -binary "$tarball" | base64 -w0)
+  [ "$got" = "${NODEJS_WHISPER_INTEGRITY#*-}" ] || fail "tarball hash $algo-$got does not match the pinned $NODEJS_WHISPER_INTEGRITY" \
+    "the registry served different bytes: do not build from it; check the pinned version and integrity in scripts/bootstrap.sh"
+  log "integrity ok ($algo)"
+  step="extract whisper.cpp"
+  tar -xzf "$tarball" -C "$prefix/whisper-download" package/cpp/whisper.cpp ||
+    fail "the tarball has no cpp/whisper.cpp" "the pinned nodejs-whisper version must carry the whisper.cpp source"
+  mv "$prefix/whisper-download/package/cpp/whisper.cpp" "$whisper_src"
+  rm -rf "$prefix/whisper-download"
+  step="configure whisper.cpp"
+  cmake -S "$whisper_src" -B "$prefix/build-whisper" "${whisper_options[@]}" -DWHISPER_BUILD_EXAMPLES=OFF \
+    >"$prefix/configure-whisper.log" 2>&1 || fail "cmake configure failed (log: $prefix/configure-whisper.log)" "read the log"
+  step="build whisper.cpp"
+  log "building whisper.cpp's library against the cached ggml with $jobs jobs (first time only; about a minute)"
+  cmake --build "$prefix/build-whisper" -j "$jobs" --target whisper >"$prefix/build-whisper.log" 2>&1 ||
+    fail "build failed (log: $prefix/build-whisper.log)" "read the tail of the log; free memory/disk and rerun"
+  step="install whisper.cpp"
+  { cp -a "$prefix/build-whisper/bin/"libwhisper.so* "$prefix/lib/" && cp -f "$whisper_src/include/whisper.h" "$prefix/include/"; } ||
+    fail "install failed" "check free disk space in $cache_root"
+  sed -n 's/^project("whisper.cpp" VERSION \([0-9.]*\)).*/\1/p' "$whisper_src/CMakeLists.txt" >"$prefix/WHISPER_RELEASE"
+  touch "$whisper_stamp"
+  log "whisper.cpp $(cat "$prefix/WHISPER_RELEASE") ready in $prefix/lib"
+fi
+if [ "$with_tools" -eq 1 ] && [ ! -f "$whisper_tools_stamp" ]; then
+  step="configure whisper.cpp with its tools"
+  cmake -S "$whisper_src" -B "$prefix/build-whisper" "${whisper_options[@]}" -DWHISPER_BUILD_EXAMPLES=ON \
+    >"$prefix/configure-whisper-tools.log" 2>&1 || fail "cmake configure failed (log: $prefix/configure-whisper-tools.log)" "read the log"
+  step="build whisper-cli and whisper-bench"
+  cmake --build "$prefix/build-whisper" -j "$jobs" --target whisper-cli whisper-bench >"$prefix/build-whisper-tools.log" 2>&1 ||
+    fail "build failed (log: $prefix/build-whisper-tools.log)" "read the tail of the log"
+  mkdir -p "$prefix/bin"
+  cp -f "$prefix/build-whisper/bin/whisper-cli" "$prefix/build-whisper/bin/whisper-bench" "$prefix/bin/"
+  touch "$whisper_tools_stamp"
+  log "whisper-cli and whisper-bench ready in $prefix/bin"
 fi
 
 if [ "$with_tools" -eq 1 ] && [ ! -f "$tools_stamp" ]; then

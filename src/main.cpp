@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "audio/transcribe_cmd.h"
 #include "backup/backup.h"
 #include "bench/bench.h"
 #include "client/cli.h"
@@ -33,7 +34,7 @@ int main(int argc, char** argv) {
       clawbot::client::add_client_commands(app),  clawbot::client::add_code_command(app),
       clawbot::client::add_doctor_command(app),   clawbot::monitor::add_top_command(app),
       clawbot::gateway::add_gateway_command(app), clawbot::backup::add_backup_commands(app),
-      clawbot::kb::add_kb_command(app),
+      clawbot::kb::add_kb_command(app),           clawbot::audio::add_transcribe_command(app),
   };
   try {
     app.parse(argc, argv);

@@ -140,6 +140,15 @@ class Exchange {
   // Ends a watch_for_close(); call it only while no write is in progress (it cancels the socket's waits).
   void stop_watching();
 
+  // For a handler that takes the connection over (a WebSocket upgrade): the stream is the handler's from
+  // now on; the exchange counts as answered (101) and the connection closes after the handler returns.
+  tls::PlainOrTlsStream& take_over() noexcept {
+    responded_ = true;
+    keep_alive_ = false;
+    status_ = 101;
+    return stream_;
+  }
+
   // Server-sent events. Each returns false once the client is gone.
   asio::awaitable<bool> sse_start();
   asio::awaitable<bool> sse_data(std::string_view data);     // "data: <data>\n\n"

@@ -328,6 +328,7 @@ void Gateway::finish(Worker& worker, http::Exchange& ex, Context& ctx) {
     record.tokens_out = tokens_out;  // what reached the client, counted as it streamed when no usage came
     record.latency_ms = seconds * 1000.0;
     record.prompt = std::move(ctx.prompt);
+    record.audio_seconds = ctx.audio_seconds;
     audit_->append(std::move(record));
   }
   if (verbose_)

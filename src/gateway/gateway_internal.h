@@ -181,6 +181,7 @@ class Gateway {
     TokenAccount tokens;  // reserved, counted and settled against the key's token limit
     int status = 0;
     std::string prompt;
+    double audio_seconds = 0;  // what the node transcribed (its X-Audio-Seconds)
   };
 
   http::Handler guarded(Worker& worker,
@@ -242,6 +243,9 @@ class Gateway {
   void count_upstream_answer(Worker& worker, std::size_t index, const std::string& upstream, int status);
   // A 404 model_not_found when every upstream's model list is known and none has `model`; else nothing.
   std::optional<Error> unserved_model(std::string_view model);
+  // The speech model requests to /v1/audio/ go to: an id some upstream lists with meta.task "transcription";
+  // empty while an upstream's models are unknown (any may serve); an error when none has one.
+  std::optional<Error> transcription_model(std::string& model);
   asio::awaitable<std::optional<Pick>> wait_for_upstream(http::Exchange& ex, const RequestFacts& facts,
                                                          const std::vector<std::size_t>& tried,
                                                          Clock::time_point deadline, bool overflow,

@@ -1,6 +1,7 @@
 // Forwarding: a request goes to an upstream the pool picks (another one when the first cannot have acted on
 // it), its answer comes back whole or as a stream relayed event by event.
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 
@@ -170,6 +171,9 @@ std::optional<Gateway::Refusal> Gateway::prepare_forward(http::Exchange& ex, Con
   // Ollama's generation routes stream unless the body says "stream": false.
   if ((path == "/api/chat" || path == "/api/generate") && !out.facts.stream_given) out.facts.stream = true;
   out.facts.model = served_name(path, out.facts.model);
+  // Audio (a multipart upload, no JSON to read a model from) goes to a node that lists a speech model.
+  if (path.starts_with("/v1/audio/"))
+    if (auto none = transcription_model(out.facts.model)) return Refusal{*none, {}};
   bool to_default_model = false;
   if (auto missing = unserved_model(out.facts.model)) {
     if (config_.default_model.empty()) return Refusal{*missing, {}};
@@ -275,6 +279,9 @@ class Gateway::Attempt {
     auto& reader = *result;
     const int status = reader.status();
     if (status == 503) co_return busy(reader);
+    if (const auto audio = reader.headers().find("x-audio-seconds"); audio != reader.headers().end())
+      ctx_.audio_seconds =
+          std::strtod(std::string(audio->value().data(), audio->value().size()).c_str(), nullptr);
     const auto type = reader.headers()[bhttp::field::content_type];
     const std::string_view content_type(type.data(), type.size());
     const bool event_stream =

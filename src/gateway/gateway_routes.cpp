@@ -186,4 +186,30 @@ std::optional<Error> Gateway::unserved_model(std::string_view model) {
                "model", "model_not_found"};
 }
 
+std::optional<Error> Gateway::transcription_model(std::string& model) {
+  std::lock_guard lock(models_mutex_);
+  bool all_known = true;
+  for (std::size_t i = 0; i < upstream_models_.size(); ++i) {
+    if (!models_read_[i]) {
+      all_known = false;
+      continue;
+    }
+    for (const auto& entry : upstream_models_[i].entries) {
+      const auto meta = entry.find("meta");
+      if (meta == entry.end() || !meta->is_object()) continue;
+      const auto task = meta->find("task");
+      if (task != meta->end() && task->is_string() && *task == "transcription" && entry.contains("id") &&
+          entry["id"].is_string()) {
+        model = entry["id"].get<std::string>();
+        return std::nullopt;
+      }
+    }
+  }
+  if (!all_known) return std::nullopt;
+  return Error{
+      ErrorKind::not_found,
+      "no node behind this gateway has a speech-to-text model (start one with serve --whisper-model)",
+      "model", "model_not_found"};
+}
+
 }  // namespace clawbot::gateway::detail

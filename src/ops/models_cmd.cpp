@@ -11,8 +11,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "common/error.h"
+#include "audio/whisper_file.h"
 #include "common/cli_error.h"
+#include "common/error.h"
 #include "common/model_path.h"
 #include "common/text.h"
 #include "ops/file_io.h"
@@ -38,8 +39,26 @@ struct ModelSummary {
   bool embedding = false;
   bool vocab_only = false;
   bool header_only = false;
-  std::string error;  // the file could not be read
+  std::string error;      // the file could not be read
+  std::string whisper;    // a whisper.cpp model (.bin): its size ("tiny"); empty for GGUF
+  std::string synthetic;  // a file `models synth` wrote: its label
 };
+
+// A whisper.cpp model file (legacy ggml format, speech to text) in the list beside the GGUF files.
+ModelSummary summarize_whisper(const fs::path& path, ModelSummary s) {
+  try {
+    const audio::WhisperFileInfo info = audio::read_whisper_file(path);
+    s.architecture = "whisper";
+    s.whisper = info.size_name;
+    s.parameters = info.n_params;
+    s.quantization = info.weight_type;
+    s.context = static_cast<std::uint32_t>(info.hparams.n_audio_ctx);
+    s.synthetic = info.synthetic;
+  } catch (const std::exception& e) {
+    s.error = e.what();
+  }
+  return s;
+}
 
 ModelSummary summarize(const fs::path& path) {
   ModelSummary s;
@@ -47,6 +66,8 @@ ModelSummary summarize(const fs::path& path) {
   s.path = path.string();
   std::error_code ec;
   s.size = fs::file_size(path, ec);
+  if (path.extension() != ".gguf" && audio::is_whisper_file(path))
+    return summarize_whisper(path, std::move(s));
   try {
     const GgufFile file = read_gguf(s.path);
     s.architecture = file.architecture();
@@ -119,7 +140,10 @@ int run_models_list(const ModelsListOptions& options) {
     std::error_code ec;
     std::vector<fs::path> files;
     for (const auto& entry : fs::directory_iterator(dir, ec)) {
-      if (entry.is_regular_file(ec) && entry.path().extension() == ".gguf") files.push_back(entry.path());
+      if (!entry.is_regular_file(ec)) continue;
+      if (entry.path().extension() == ".gguf" ||
+          (entry.path().extension() == ".bin" && audio::is_whisper_file(entry.path())))
+        files.push_back(entry.path());
     }
     std::sort(files.begin(), files.end());
     for (const auto& f : files) models.push_back(summarize(f));
@@ -138,6 +162,11 @@ int run_models_list(const ModelsListOptions& options) {
                           {"embedding", m.embedding},
                           {"vocab_only", m.vocab_only},
                           {"header_only", m.header_only}};
+      if (!m.whisper.empty()) {
+        j["task"] = "transcription";
+        j["whisper_size"] = m.whisper;
+      }
+      if (!m.synthetic.empty()) j["synthetic"] = m.synthetic;
       if (!m.error.empty()) j["error"] = m.error;
       out.push_back(j);
     }
@@ -145,7 +174,7 @@ int run_models_list(const ModelsListOptions& options) {
     return 0;
   }
   if (models.empty()) {
-    std::printf("no .gguf files in %s\n", model_dirs_description().c_str());
+    std::printf("no .gguf or whisper .bin files in %s\n", model_dirs_description().c_str());
     return 0;
   }
   std::size_t width = 4;
@@ -165,7 +194,9 @@ int run_models_list(const ModelsListOptions& options) {
                 m.embedding ? "yes" : "no",
                 m.vocab_only    ? "  (vocab only)"
                 : m.header_only ? "  (header only)"
-                                : "");
+                : !m.whisper.empty()
+                    ? (m.synthetic.empty() ? "  (speech to text)" : "  (speech to text, synthetic)")
+                    : "");
   }
   std::printf("(%zu files in %s)\n", models.size(), model_dirs_description().c_str());
   return 0;

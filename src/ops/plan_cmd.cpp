@@ -7,7 +7,9 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "audio/whisper_file.h"
 #include "common/cli_error.h"
+#include "monitor/metrics.h"
 #include "ops/file_io.h"
 #include "ops/plan.h"
 
@@ -249,11 +251,47 @@ void print_text(const GgufFile& file, const MemoryPlan& plan, const PlanVerdict&
 
 }  // namespace
 
+// A whisper.cpp model (speech to text, serve --whisper-model): its weights and what one transcription
+// allocates besides (greedy with best-of 5 decoders, whisper's default), against the budget.
+int plan_whisper(const std::string& path, const PlanOptions& options) {
+  const audio::WhisperFileInfo info = audio::read_whisper_file(path);
+  const double weights = static_cast<double>(info.tensor_bytes);
+  const double runtime = static_cast<double>(audio::whisper_runtime_bytes(info.hparams, 5));
+  const double budget = options.memory_gib > 0 ? options.memory_gib * 1024.0 * 1024 * 1024
+                                               : monitor::system_memory_available_bytes();
+  const bool fits = weights + runtime <= budget;
+  if (options.json) {
+    const nlohmann::json out = {{"model", path},
+                                {"task", "transcription"},
+                                {"whisper_size", info.size_name},
+                                {"weight_type", info.weight_type},
+                                {"parameters", info.n_params},
+                                {"weights_bytes", weights},
+                                {"runtime_bytes", runtime},
+                                {"total_bytes", weights + runtime},
+                                {"budget_bytes", budget},
+                                {"fits", fits}};
+    std::printf("%s\n", out.dump(2).c_str());
+  } else {
+    std::printf("model       %s (whisper %s, %s, %s parameters%s)\n", path.c_str(), info.size_name.c_str(),
+                info.weight_type.c_str(), detail::format_count(info.n_params).c_str(),
+                info.synthetic.empty() ? "" : ", synthetic");
+    std::printf("weights     %s\n", size_text(weights).c_str());
+    std::printf("runtime     %s (attention caches, 5 decoders, compute buffers; an estimate)\n",
+                size_text(runtime).c_str());
+    std::printf("total       %s of %s %s: %s\n", size_text(weights + runtime).c_str(),
+                size_text(budget).c_str(), options.memory_gib > 0 ? "(--memory)" : "available",
+                fits ? "fits" : "does not fit");
+  }
+  return fits ? 0 : 2;
+}
+
 int run_plan(const PlanOptions& options) {
   try {
     const std::string location = is_url(options.model) || options.model.starts_with("hf://")
                                      ? options.model
                                      : local_model_file(options.model);
+    if (!is_url(location) && audio::is_whisper_file(location)) return plan_whisper(location, options);
     const GgufFile file = read_gguf(resolve_model_url(location));
     const ModelDims dims = model_dims(file);
     const MemoryPlan plan = plan_memory(file, dims, options.ctx, options.parallel, options.kv_type,

@@ -17,6 +17,7 @@
 #include "common/use_tuple.h"
 #include "monitor/alerts.h"
 #include "server/api/anthropic_messages.h"
+#include "server/api/audio.h"
 #include "server/api/chat_completions.h"
 #include "server/api/embeddings.h"
 #include "server/api/fields.h"
@@ -360,6 +361,7 @@ std::shared_ptr<const http::Router> make_openai_router(const ServeContext& conte
                                   {"created", static_cast<long long>(ctx->created)},
                                   {"owned_by", "clawbot"},
                                   {"meta", {{"knowledge_base", name}, {"model", ctx->model_id}}}});
+    if (ctx->transcription) models["data"].push_back(audio_model_entry(*ctx));
     co_await ex.respond_json(200, models);
   });
   add(http::Verb::get, "/props", [ctx](http::Exchange& ex) -> asio::awaitable<void> {
@@ -401,6 +403,7 @@ std::shared_ptr<const http::Router> make_openai_router(const ServeContext& conte
   add_responses_routes(context, add);
   add_anthropic_routes(context, add);
   add_ollama_routes(*ctx, add);
+  add_audio_routes(context, add);
   if (!ctx->web) return router;  // --no-web
   // The browser pages (web/): the chat (/) and the dashboard, their files, compiled in
   for (const web::Asset& asset : web::assets())

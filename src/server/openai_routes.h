@@ -19,6 +19,9 @@
 namespace clawbot::monitor {
 class Alerts;
 }
+namespace clawbot::audio {
+class TranscriptionService;
+}
 
 namespace clawbot::server {
 
@@ -43,6 +46,10 @@ struct ServeContext {
   const monitor::History* history = nullptr;        // GET /api/metrics/history
   KbService* kb = nullptr;                          // --kb DIR: /v1/kb, chat with "kb" (kb_routes.h)
   bool web = true;  // the browser pages (GET / and /dashboard) and the chat's prompts; off: --no-web
+  // Speech to text (serve --whisper-model): POST /v1/audio/*; none: those routes answer 404.
+  audio::TranscriptionService* transcription = nullptr;
+  std::string audio_model_id;    // its id in /v1/models
+  std::string audio_model_type;  // tiny, base, ...
 };
 
 // `paths`, when given, receives each route's path.

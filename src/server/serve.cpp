@@ -1,8 +1,11 @@
 #include "server/serve.h"
 
+#include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <thread>
@@ -12,9 +15,12 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include "audio/transcriber.h"
+#include "audio/transcription_service.h"
 #include "common/cli_error.h"
 #include "common/http_server.h"
 #include "common/json_config.h"
+#include "common/model_path.h"
 #include "common/service_notify.h"
 #include "discovery/discovery.h"
 #include "server/access_log.h"
@@ -151,6 +157,25 @@ void export_certificate_expiry(const ServeContext& serve) {
                                   [at = *not_after] { return at; });
 }
 
+// With a speech model, uploads to /v1/audio/ may be larger (--audio-max-bytes) than other bodies
+// (--max-body-bytes): the server reads up to the larger, and a request whose Content-Length is over its
+// route's limit is refused with 413 before its body is read.
+std::optional<Error> body_over_limit(const http::RequestHead& head, std::size_t max_body,
+                                     std::size_t max_audio) {
+  const auto field = head[boost::beast::http::field::content_length];
+  std::size_t length = 0;
+  if (field.empty() || std::from_chars(field.data(), field.data() + field.size(), length).ec != std::errc())
+    return std::nullopt;
+  const bool audio = std::string_view(head.target().data(), head.target().size()).starts_with("/v1/audio/");
+  const std::size_t limit = audio ? max_audio : max_body;
+  if (length <= limit) return std::nullopt;
+  return Error{ErrorKind::payload_too_large,
+               std::string(audio ? "the audio upload" : "the request body") + " is " +
+                   std::to_string(length) + " bytes; this node's limit is " + std::to_string(limit) +
+                   " bytes (" + (audio ? "--audio-max-bytes" : "--max-body-bytes") + ")",
+               audio ? "file" : "", "payload_too_large"};
+}
+
 // Listens, announces the node, and answers until a signal has drained it.
 void run_server(const ServeOptions& options, LogFormat log_format, const ServeContext& serve,
                 std::atomic<bool>& draining, const std::function<void()>& log_started) {
@@ -166,7 +191,13 @@ void run_server(const ServeOptions& options, LogFormat log_format, const ServeCo
   limits.stream_send_buffer_bytes = 16 << 10;
   std::vector<std::string> routes;
   auto router = make_openai_router(serve, &routes);
+  if (serve.transcription) limits.max_body_bytes = std::max(options.max_body_bytes, options.audio_max_bytes);
   http::Server server(io, std::move(router), limits);
+  if (serve.transcription)
+    server.set_header_check([max_body = options.max_body_bytes, max_audio = options.audio_max_bytes](
+                                const http::RequestHead& head, const boost::asio::ip::address&) {
+      return body_over_limit(head, max_body, max_audio);
+    });
   server.set_observer(access_observer(serve.metrics, {.enabled = !options.no_access_log,
                                                       .format = log_format,
                                                       .model_id = serve.model_id,
@@ -229,6 +260,29 @@ int serve_model(const ServeOptions& options, LogFormat log_format, const ops::Pr
   register_metrics(metrics, scheduler, context);
   GenerationMetrics generation_metrics(metrics);
   std::atomic<bool> draining = false;
+  // Speech to text beside the LLM (--whisper-model): whisper.cpp on the same ggml, one transcription at a
+  // time.
+  std::unique_ptr<audio::Transcriber> transcriber;
+  std::unique_ptr<audio::TranscriptionService> transcription;
+  std::string audio_model_id;
+  if (!options.whisper_model.empty()) {
+    const std::string path = require_model_file(options.whisper_model);
+    transcriber = std::make_unique<audio::Transcriber>(audio::TranscriberOptions{
+        .model_path = path,
+        .vad_model_path = options.vad_model.empty() ? std::string() : require_model_file(options.vad_model),
+        .use_gpu = options.gpu_layers != 0});
+    transcription = std::make_unique<audio::TranscriptionService>(
+        *transcriber,
+        audio::TranscriptionService::Options{
+            .queue_max = static_cast<std::size_t>(options.audio_queue_max),
+            .limits = {.max_seconds = options.audio_max_seconds},
+            .threads = options.whisper_threads > 0 ? options.whisper_threads : options.threads},
+        &metrics);
+    audio_model_id = std::filesystem::path(path).stem().string();
+    spdlog::info("speech to text: whisper.cpp {} model {} ({}), audio up to {:g} s and {} bytes",
+                 audio::whisper_release(), audio_model_id, transcriber->model_type(),
+                 options.audio_max_seconds, options.audio_max_bytes);
+  }
   // Before the history, whose sampler calls it (and is stopped first).
   monitor::Alerts alerts("serve", std::move(alert_config));
   monitor::History history(metrics, history_options(options));
@@ -255,6 +309,9 @@ int serve_model(const ServeOptions& options, LogFormat log_format, const ops::Pr
       .history = &history,
       .kb = kb,
       .web = !options.no_web,
+      .transcription = transcription.get(),
+      .audio_model_id = audio_model_id,
+      .audio_model_type = transcriber ? transcriber->model_type() : std::string(),
   };
   run_server(options, log_format, serve, draining, [&] {
     log_configuration(options, serve, prepared.name.empty() ? info.name : prepared.name, size,
@@ -280,6 +337,9 @@ int run_serve(const ServeOptions& options) {
   } catch (const config::ConfigError& e) {
     return cli_error("clawbot serve", e.what(), 2);
   }
+  // whisper.cpp's log first: it points ggml's log at itself, and init_backend then gives ggml back to
+  // libllama.
+  if (!options.whisper_model.empty()) audio::init_whisper_logging();
   engine::init_backend(options.verbose);
   try {
     // The knowledge bases before the model: a file that is not one is refused at once, by name.

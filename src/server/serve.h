@@ -57,6 +57,13 @@ struct ServeOptions {
   // Seconds between the samples of the in-process metrics history (GET /api/metrics/history).
   double metrics_interval_s = 5;
   std::string kb_dir;  // knowledge bases (*.kb) served: /v1/kb, chat with "kb" (server/kb_routes.h)
+  // Speech to text: a whisper.cpp model (ggml-*.bin) served on /v1/audio/* beside the LLM.
+  std::string whisper_model;
+  std::string vad_model;                    // Silero VAD for whisper (optional)
+  int whisper_threads = 0;                  // 0: --threads, else all cores
+  std::size_t audio_max_bytes = 25u << 20;  // an upload's size (OpenAI's limit)
+  double audio_max_seconds = 3600;          // an upload's duration
+  int audio_queue_max = 16;                 // transcriptions waiting before 503
 };
 
 // Returns the process exit status.

@@ -128,6 +128,24 @@ void add_scheduling_and_operation_options(CLI::App* cmd, ServeOptions* serve) {
                   "Seconds between samples of the metrics history (GET /api/metrics/history, the last hour)")
       ->capture_default_str()
       ->check(CLI::Range(0.5, 3600.0));
+  // speech to text
+  cmd->add_option(
+      "--whisper-model", serve->whisper_model,
+      "whisper.cpp model (ggml-*.bin; path or name in $CLAWBOT_MODELS): serve /v1/audio/transcriptions "
+      "and /v1/audio/translations");
+  cmd->add_option("--vad-model", serve->vad_model, "Silero VAD model for whisper (ggml-silero-*.bin)");
+  cmd->add_option("--whisper-threads", serve->whisper_threads, "Threads for transcription (0: --threads)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+  cmd->add_option("--audio-max-bytes", serve->audio_max_bytes, "Largest audio upload accepted")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 32));
+  cmd->add_option("--audio-max-seconds", serve->audio_max_seconds, "Longest audio accepted")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 86400.0));
+  cmd->add_option("--audio-queue-max", serve->audio_queue_max, "Transcriptions waiting before 503")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
 }
 
 }  // namespace

@@ -15,6 +15,7 @@ set(fuzz_replay_clawenc_LIBRARIES clawbot_ops_files)
 set(fuzz_replay_dns_message_LIBRARIES clawbot_discovery)
 set(fuzz_replay_audit_verify_LIBRARIES clawbot_gateway_door)
 set(fuzz_replay_prom_text_LIBRARIES clawbot_top)
+set(fuzz_replay_audio_form_LIBRARIES clawbot_audio)
 
 add_library(fuzz_replay_main OBJECT ${fuzz_dir}/replay_main.cpp)
 clawbot_target_defaults(fuzz_replay_main)

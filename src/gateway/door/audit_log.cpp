@@ -39,6 +39,8 @@ std::string audit_body(std::int64_t seq, const AuditRecord& record, std::string_
   // Three decimals: microseconds are noise here, and a short number keeps the line short.
   j["latency_ms"] = std::isfinite(record.latency_ms) ? std::round(record.latency_ms * 1000.0) / 1000.0 : 0.0;
   if (!record.prompt.empty()) j["prompt"] = record.prompt;
+  if (record.audio_seconds > 0 && std::isfinite(record.audio_seconds))
+    j["audio_seconds"] = std::round(record.audio_seconds * 1000.0) / 1000.0;
   j["prev"] = prev;
   // Invalid UTF-8 (a client's bytes in a route or prompt) becomes U+FFFD instead of an exception.
   std::string text = j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);

@@ -217,6 +217,7 @@ struct AuditRecord {
   std::int64_t tokens_in = 0, tokens_out = 0;
   double latency_ms = 0;
   std::string prompt;
+  double audio_seconds = 0;  // speech transcribed (/v1/audio/*), as the node's X-Audio-Seconds said
 };
 
 // An append-only log, one JSON object a line:

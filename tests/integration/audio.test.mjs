@@ -1,0 +1,273 @@
+// Speech to text on serve (issue 23): /v1/audio/transcriptions and /translations with a synthesized whisper
+// model of the real tiny shape on real speech, bad input refused naming the problem while chat keeps
+// serving, /metrics, and `clawbot transcribe` (file, formats, -o, --eval).
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+
+import { startServer, runClawbot, MODEL_ID, clawbotBin } from './server_harness.mjs';
+import { whisperModel, speechFiles, form, parseSrt, parseVtt, checkTimes, LIBRIVOX_DIR } from './audio_helpers.mjs';
+
+// A 2-hour FLAC of silence at 4 kHz, 8 bits, is 5 MB: under the size limit, over the duration limit.
+const AUDIO_MAX_BYTES = 6_000_000;
+
+async function transcribe(base, fields, bytes, name, route = 'transcriptions') {
+  return fetch(`${base}/v1/audio/${route}`, { method: 'POST', body: form(fields, bytes, name) });
+}
+
+async function errorOf(res) {
+  const body = await res.json();
+  assert.ok(body.error && typeof body.error.message === 'string', JSON.stringify(body));
+  return body.error;
+}
+
+describe('serve --whisper-model', () => {
+  let server;
+  let files;
+  let model;
+  before(async () => {
+    model = whisperModel();
+    files = speechFiles();
+    server = await startServer({
+      extraArgs: ['--whisper-model', model, '--audio-max-bytes', String(AUDIO_MAX_BYTES), '--threads', '2'],
+    });
+  });
+  after(async () => {
+    if (server) await server.stop();
+    if (files) fs.rmSync(files.dir, { recursive: true, force: true });
+  });
+
+  test('/v1/models lists the speech model beside the LLM', async () => {
+    const models = await (await fetch(`${server.baseUrl}/v1/models`)).json();
+    const ids = models.data.map((m) => m.id);
+    assert.ok(ids.includes(MODEL_ID), JSON.stringify(ids));
+    const whisper = models.data.find((m) => m.meta?.task === 'transcription');
+    assert.ok(whisper, JSON.stringify(models));
+    assert.equal(whisper.id, path.basename(model, '.bin'));
+    assert.equal(whisper.meta.whisper_type, 'tiny');
+  });
+
+  test('every container decodes, and verbose_json is consistent', { timeout: 240000 }, async () => {
+    for (const file of [files.wav, files.flac, files.ogg, files.mp3, files.opus, files.librivox]) {
+      const res = await transcribe(server.baseUrl, { model: 'whisper-1', response_format: 'verbose_json',
+        'timestamp_granularities[]': ['word', 'segment'], temperature: '0.2' }, fs.readFileSync(file), path.basename(file));
+      assert.equal(res.status, 200, `${file}: ${await res.clone().text()}`);
+      const seconds = Number(res.headers.get('x-audio-seconds'));
+      const body = await res.json();
+      assert.equal(body.task, 'transcribe');
+      assert.ok(body.duration > 1 && Math.abs(body.duration - seconds) < 0.01, `${file}: ${body.duration} vs ${seconds}`);
+      assert.ok(Array.isArray(body.segments) && Array.isArray(body.words), file);
+      checkTimes(body.segments, body.duration, `${file} segments`);
+      checkTimes(body.words, body.duration, `${file} words`);
+      assert.equal(typeof body.text, 'string');
+    }
+  });
+
+  test('the decoded duration is the file\'s (WAV, MP3 and Opus of the same speech)', { timeout: 120000 }, async () => {
+    for (const file of [files.wav, files.mp3, files.opus]) {
+      const res = await transcribe(server.baseUrl, { model: 'whisper-1', response_format: 'text', temperature: '0.2' },
+        fs.readFileSync(file), path.basename(file));
+      assert.equal(res.status, 200, await res.clone().text());
+      // MP3 and Opus encoders pad a few milliseconds at the start
+      assert.ok(Math.abs(Number(res.headers.get('x-audio-seconds')) - files.seconds) < 0.15,
+        `${file}: ${res.headers.get('x-audio-seconds')} vs ${files.seconds}`);
+      assert.match(res.headers.get('content-type'), /^text\/plain/);
+    }
+  });
+
+  test('srt and vtt validate; translations answer', { timeout: 120000 }, async () => {
+    const bytes = fs.readFileSync(files.wav);
+    const srt = await transcribe(server.baseUrl, { model: 'whisper-1', response_format: 'srt', temperature: '0.2' }, bytes);
+    assert.equal(srt.status, 200);
+    checkTimes(parseSrt(await srt.text()), files.seconds + 0.01, 'srt');
+    const vtt = await transcribe(server.baseUrl, { model: 'whisper-1', response_format: 'vtt', temperature: '0.2' }, bytes);
+    assert.equal(vtt.status, 200);
+    assert.match(vtt.headers.get('content-type'), /^text\/vtt/);
+    checkTimes(parseVtt(await vtt.text()), files.seconds + 0.01, 'vtt');
+    const translated = await transcribe(server.baseUrl, { model: 'whisper-1', temperature: '0.2' }, bytes, 'a.wav', 'translations');
+    assert.equal(translated.status, 200, await translated.clone().text());
+    assert.equal(typeof (await translated.json()).text, 'string');
+  });
+
+  test('bad input is a 4xx naming the problem, and chat keeps serving meanwhile', { timeout: 120000 }, async () => {
+    const chat = () => fetch(`${server.baseUrl}/v1/chat/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ messages: [{ role: 'user', content: 'Hi' }], max_tokens: 8 }),
+    });
+    const mp3 = fs.readFileSync(files.mp3);
+    const twoHours = path.join(files.dir, 'two-hours.flac');
+    execFileSync('sox', ['-n', '-r', '4000', '-c', '1', '-b', '8', twoHours, 'trim', '0', '7200']);
+    assert.ok(fs.statSync(twoHours).size < AUDIO_MAX_BYTES, 'the 2-hour file must pass the size limit');
+    const cases = [
+      { name: 'empty.wav', bytes: Buffer.alloc(0), status: 400, code: 'empty_file', message: /empty/ },
+      { name: 'notes.wav', bytes: Buffer.from('these are my notes, not audio\n'.repeat(20)), status: 400,
+        code: 'invalid_audio', message: /not audio/ },
+      { name: 'cut.mp3', bytes: mp3.subarray(0, Math.floor(mp3.length / 2)), status: 400, code: 'truncated_audio',
+        message: /truncated/ },
+      { name: 'two-hours.flac', bytes: fs.readFileSync(twoHours), status: 400, code: 'audio_too_long',
+        message: /7200\.0 s long; this node's limit is 3600\.0 s \(--audio-max-seconds\)/ },
+      { name: 'voice.m4a', bytes: Buffer.concat([Buffer.from([0, 0, 0, 0x20]), Buffer.from('ftypM4A '), Buffer.alloc(200)]),
+        status: 400, code: 'unsupported_audio_format', message: /does not decode mp4/ },
+      { name: 'huge.wav', bytes: Buffer.alloc(AUDIO_MAX_BYTES + 1000), status: 413, code: 'payload_too_large',
+        message: /limit is 6000000 bytes \(--audio-max-bytes\)/ },
+    ];
+    for (const c of cases) {
+      const [res, chatRes] = await Promise.all([
+        transcribe(server.baseUrl, { model: 'whisper-1' }, c.bytes, c.name), chat()]);
+      assert.equal(res.status, c.status, `${c.name}: ${await res.clone().text()}`);
+      const error = await errorOf(res);
+      assert.equal(error.code, c.code, `${c.name}: ${JSON.stringify(error)}`);
+      assert.match(error.message, c.message, c.name);
+      if (c.status === 400) assert.equal(error.param, 'file', c.name);
+      assert.equal(chatRes.status, 200, `chat beside ${c.name}`);
+    }
+    // form mistakes name the field
+    const format = await transcribe(server.baseUrl, { model: 'whisper-1', response_format: 'xml' }, fs.readFileSync(files.wav));
+    assert.equal(format.status, 400);
+    assert.equal((await errorOf(format)).param, 'response_format');
+    const noFile = await transcribe(server.baseUrl, { model: 'whisper-1' });
+    assert.equal(noFile.status, 400);
+    assert.equal((await errorOf(noFile)).code, 'missing_file');
+    const json = await fetch(`${server.baseUrl}/v1/audio/transcriptions`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    assert.equal(json.status, 400);
+    assert.match((await errorOf(json)).message, /multipart\/form-data/);
+    // JSON routes keep their own (smaller) body limit
+    const big = await fetch(`${server.baseUrl}/v1/chat/completions`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: 'x'.repeat(9 << 20) });
+    assert.equal(big.status, 413);
+  });
+
+  test('a transcription and chat at once: both answer', { timeout: 120000 }, async () => {
+    const [audio, chat] = await Promise.all([
+      transcribe(server.baseUrl, { model: 'whisper-1', temperature: '0.2' }, fs.readFileSync(files.librivox)),
+      fetch(`${server.baseUrl}/v1/chat/completions`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ messages: [{ role: 'user', content: 'Hi' }], max_tokens: 16 }) }),
+    ]);
+    assert.equal(audio.status, 200);
+    assert.equal(chat.status, 200);
+  });
+
+  test('/metrics counts audio seconds, real-time factor and the queue', async () => {
+    const text = await (await fetch(`${server.baseUrl}/metrics`)).text();
+    const value = (name) => {
+      const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+      assert.ok(m, `${name} missing`);
+      return Number(m[1]);
+    };
+    assert.ok(value('clawbot_audio_seconds_total') > 5);
+    assert.ok(value('clawbot_audio_real_time_factor') > 0);
+    assert.equal(value('clawbot_audio_queue_depth'), 0);
+    assert.ok(value('clawbot_audio_requests_total') >= 6);
+  });
+
+  test('clawbot transcribe FILE --format srt -o, and --eval DIR', { timeout: 240000 }, async () => {
+    const out = path.join(files.dir, 'notes.srt');
+    const r = await runClawbot(['transcribe', files.flac, '--endpoint', server.baseUrl, '--format', 'srt', '-o', out],
+      { timeoutMs: 120000 });
+    assert.equal(r.code, 0, r.stderr);
+    checkTimes(parseSrt(fs.readFileSync(out, 'utf8')), files.seconds + 0.01, 'transcribe srt');
+    const txt = await runClawbot(['transcribe', files.wav, '--endpoint', server.baseUrl], { timeoutMs: 120000 });
+    assert.equal(txt.code, 0, txt.stderr);
+    // --eval: a directory of audio with FILE.txt references, and a Sphinx transcription file
+    const evalDir = path.join(files.dir, 'eval');
+    fs.mkdirSync(evalDir);
+    fs.copyFileSync(files.wav, path.join(evalDir, 'fox.wav'));
+    fs.writeFileSync(path.join(evalDir, 'fox.txt'), 'The quick brown fox jumps over the lazy dog.');
+    const evalRun = await runClawbot(['transcribe', '--eval', evalDir, '--endpoint', server.baseUrl], { timeoutMs: 120000 });
+    assert.equal(evalRun.code, 0, evalRun.stderr);
+    assert.match(evalRun.stdout, /^fox\.wav +9 +\d+ +[\d.]+%$/m);
+    assert.match(evalRun.stdout, /^total +9 +\d+/m);
+    const sphinx = await runClawbot(['transcribe', '--eval', LIBRIVOX_DIR, '--endpoint', server.baseUrl],
+      { timeoutMs: 200000 });
+    assert.equal(sphinx.code, 0, sphinx.stderr);
+    assert.match(sphinx.stdout, /sense_and_sensibility_01_austen_64kb-0880\.wav +8 /);
+    const missing = await runClawbot(['transcribe', path.join(files.dir, 'nope.wav'), '--endpoint', server.baseUrl]);
+    assert.equal(missing.code, 1);
+    assert.match(missing.stderr, /cannot read/);
+  });
+});
+
+describe('the live path', () => {
+  let server;
+  let files;
+  before(async () => {
+    files = speechFiles();
+    server = await startServer({ extraArgs: ['--whisper-model', whisperModel(), '--threads', '2'] });
+  });
+  after(async () => {
+    if (server) await server.stop();
+    if (files) fs.rmSync(files.dir, { recursive: true, force: true });
+  });
+
+  test('transcribe --input FILE --realtime: partials, then finals while the audio still plays; lag printed', { timeout: 120000 }, async () => {
+    // two utterances with a second of silence between: the first is final before the second ends
+    const twice = path.join(files.dir, 'twice.wav');
+    execFileSync('sox', [files.wav, twice, 'pad', '0', '1.0', 'repeat', '1']);
+    const duration = Number(execFileSync('soxi', ['-D', twice], { encoding: 'utf8' }).trim());
+    const out = path.join(files.dir, 'live.vtt');
+    const r = await runClawbot(['transcribe', '--input', twice, '--realtime', '--endpoint', server.baseUrl,
+      '--format', 'vtt', '-o', out], { timeoutMs: 100000 });
+    assert.equal(r.code, 0, r.stderr);
+    const partials = [...r.stderr.matchAll(/^ {2}\.\.\. \[([\d.]+) s\]/gm)].map((m) => Number(m[1]));
+    const finals = [...r.stderr.matchAll(/^ {2}\(final at ([\d.]+) s, (-?[\d.]+) s after the end of its speech\)$/gm)]
+      .map((m) => ({ at: Number(m[1]), lag: Number(m[2]) }));
+    // (No pass or fail on timing: the order of the messages, and the lag printed for the closing note.)
+    assert.ok(partials.length >= 1, r.stderr);
+    assert.ok(finals.length >= 2, r.stderr);
+    assert.ok(partials[0] <= finals[0].at, `the first partial (${partials[0]} s) before the first final (${finals[0].at} s)`);
+    console.log(`live: audio ${duration.toFixed(2)} s; first partial at ${partials[0]} s, finals at ` +
+      `${finals.map((f) => f.at.toFixed(2)).join(', ')} s (${finals[0].at < duration ? 'the first while the audio still played' : 'after the audio ended'})`);
+    assert.match(r.stderr, /lag after the end of speech: median [\d.]+ s, max [\d.]+ s/);
+    console.log(`live lag (synthetic tiny, 2 threads): ${finals.map((f) => f.lag.toFixed(2)).join(', ')} s`);
+    assert.match(r.stdout, /^\[00:00:0\d\.\d{3} --> 00:00:0\d\.\d{3}\]/m);
+    checkTimes(parseVtt(fs.readFileSync(out, 'utf8')), duration + 0.05, 'live vtt');
+    const metrics = await (await fetch(`${server.baseUrl}/metrics`)).text();
+    assert.match(metrics, /^clawbot_audio_seconds_total [1-9]/m);
+  });
+
+  test('the route without a WebSocket upgrade is a 400 saying so', async () => {
+    const res = await fetch(`${server.baseUrl}/v1/audio/live`);
+    assert.equal(res.status, 400);
+    assert.match((await errorOf(res)).message, /WebSocket/);
+  });
+});
+
+describe('serve without a whisper model', () => {
+  let server;
+  before(async () => {
+    server = await startServer();
+  });
+  after(async () => server && (await server.stop()));
+
+  test('audio routes answer 404 saying how to get them', async () => {
+    const res = await transcribe(server.baseUrl, { model: 'whisper-1' }, Buffer.from('RIFF'));
+    assert.equal(res.status, 404);
+    assert.match((await errorOf(res)).message, /--whisper-model/);
+  });
+});
+
+describe('models and a whisper file', () => {
+  test('models list shows a synthesized whisper model as synthetic speech to text; verify takes it', async () => {
+    const dir = fs.mkdtempSync(path.join(path.dirname(whisperModel()), 'clawbot-models-'));
+    try {
+      const file = path.join(dir, 'ggml-tiny-synthetic.bin');
+      fs.copyFileSync(whisperModel(), file);
+      const env = { ...process.env, CLAWBOT_MODELS: dir };
+      const list = execFileSync(clawbotBin(), ['models', 'list', '--json'],
+        { env, encoding: 'utf8' });
+      const entry = JSON.parse(list).find((m) => m.name === 'ggml-tiny-synthetic.bin');
+      assert.ok(entry, list);
+      assert.equal(entry.architecture, 'whisper');
+      assert.equal(entry.task, 'transcription');
+      assert.equal(entry.whisper_size, 'tiny');
+      assert.match(entry.synthetic, /^whisper-tiny f16 seed 1/);
+      assert.ok(entry.parameters > 37e6 && entry.parameters < 39e6, String(entry.parameters));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

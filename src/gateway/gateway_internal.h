@@ -278,6 +278,9 @@ class Gateway {
 
   asio::awaitable<void> health_loop(Worker& worker);
   asio::awaitable<void> check_upstream(Worker& worker, std::size_t index);
+  http::ClientOptions health_check_options(const Upstream& upstream) const;
+  // One health check of the upstream now, outside the loop: whether it answers.
+  asio::awaitable<bool> answers_health_check(Worker& worker, std::size_t index);
 
   GatewayConfig config_;
   bool verbose_;

@@ -133,6 +133,7 @@ struct Gateway::Outbound {
   int failures = 0;
   bool refused_busy = false;
   std::string last_failure;
+  bool resent_after_node_died = false;  // a node died holding it: it may go to one more, never two
 };
 
 namespace {
@@ -363,6 +364,16 @@ class Gateway::Attempt {
           "upstream {} went down while it held the request and sent nothing back: sending it elsewhere",
           ctx_.upstream);
       co_return try_elsewhere("node_down_before_answer", error.message, false);
+    }
+    if (error.request_sent && error.code != beast::error::timeout && !out_.resent_after_node_died &&
+        !(co_await gw_.answers_health_check(worker_, pick_.index))) {
+      // The connection broke before a byte came back and the node no longer answers its health check (killed,
+      // crashed): another node may take the request, once. The request may be what killed it, so a second
+      // node that dies of it ends it. A node that still answers dropped only the request: 502, as before.
+      out_.resent_after_node_died = true;
+      spdlog::warn("upstream {} died holding the request before answering: sending it elsewhere, once",
+                   ctx_.upstream);
+      co_return try_elsewhere("node_died_before_answer", error.message, false);
     }
     if (error.request_sent) {
       const Outcome outcome = co_await fail_after_sending("after_request", error.message);

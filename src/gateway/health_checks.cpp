@@ -8,8 +8,7 @@
 
 namespace clawbot::gateway::detail {
 
-asio::awaitable<void> Gateway::check_upstream(Worker& worker, std::size_t index) {
-  const Upstream& u = config_.upstreams[index];
+http::ClientOptions Gateway::health_check_options(const Upstream& u) const {
   http::ClientOptions options;
   options.connect_timeout = config_.health_checks.timeout;
   options.read_timeout = config_.health_checks.timeout;
@@ -17,7 +16,19 @@ asio::awaitable<void> Gateway::check_upstream(Worker& worker, std::size_t index)
   options.tls_ca_file = u.tls_ca_file;
   options.tls_insecure = u.tls_insecure;
   if (!u.api_key.empty()) options.headers.emplace_back("Authorization", "Bearer " + u.api_key);
-  http::Client client(worker.io.get_executor(), u.parsed, options);
+  return options;
+}
+
+asio::awaitable<bool> Gateway::answers_health_check(Worker& worker, std::size_t index) {
+  const Upstream& u = config_.upstreams[index];
+  http::Client client(worker.io.get_executor(), u.parsed, health_check_options(u));
+  auto answer = co_await client.get(config_.health_checks.path);
+  co_return answer && answer->ok();
+}
+
+asio::awaitable<void> Gateway::check_upstream(Worker& worker, std::size_t index) {
+  const Upstream& u = config_.upstreams[index];
+  http::Client client(worker.io.get_executor(), u.parsed, health_check_options(u));
   asio::steady_timer timer(worker.io);
   std::size_t round = 0;
   while (!stopping_) {

@@ -319,6 +319,40 @@ test('a 503 goes to another upstream, a reset after the request was sent does no
   assert.equal(r.headers['x-clawbot-upstream'], 'A');
 });
 
+test('a node that dies holding a request before answering: the request goes to another node, once', async () => {
+  // A node process that dies (the port closes with the connection) and no longer answers its health check: what
+  // it held without a byte back is sent on. A request that kills every node it reaches is tried on two only.
+  const dying = (name) => {
+    const node = { up: null };
+    return upstream({ name, onChat: (req, res, body) => {
+      if (JSON.stringify(body).includes('kills')) node.up.kill();
+      else res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({
+        object: 'chat.completion', choices: [{ index: 0, message: { role: 'assistant', content: `hi from ${name}` }, finish_reason: 'stop' }] }));
+    } }).then((up) => { node.up = up; return up; });
+  };
+  const a = await dying('A');
+  const b = await upstream({ name: 'B' });
+  const gw = await gateway('died-holding', [{ url: a.url, name: 'A' }, { url: b.url, name: 'B', standby: true }]);
+  await waitServing(gw, 1);
+  let r = await request(`${gw.url}/v1/chat/completions`, { body: chat('A kills its node') });
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.headers['x-clawbot-upstream'], 'B');
+  assert.equal(a.state.chats, 1);
+  assert.equal(b.state.chats, 1);
+
+  const c = await dying('C');
+  const d = await dying('D');
+  const e = await dying('E');
+  const gw2 = await gateway('kills-two', [{ url: c.url, name: 'C' }, { url: d.url, name: 'D' }, { url: e.url, name: 'E' }],
+    { retries: 3 });
+  await waitServing(gw2, 3);
+  r = await request(`${gw2.url}/v1/chat/completions`, { body: chat('this kills every node') });
+  assert.equal(r.status, 502, r.text);
+  assert.match(r.json.error.message, /not sent to another upstream/, r.text);
+  const reached = [c, d, e].filter((u) => u.state.chats > 0).map((u) => u.name);
+  assert.equal(reached.length, 2, `reached ${reached}`);
+});
+
 test('a stream that fails before its first event is retried; one that fails mid-stream ends with an error event', async () => {
   const b = await upstream({ name: 'B', onChat: (req, res) => {
     res.writeHead(200, { 'content-type': 'text/event-stream' });

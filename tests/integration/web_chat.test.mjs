@@ -18,6 +18,11 @@ import {
 } from './gateway_helpers.mjs';
 import { MODEL_ID, runClawbot, startServer } from './server_harness.mjs';
 
+/** The last chat request an upstream got (the gateway's health checks also fetch /v1/models now and then). */
+function lastChat(upstream) {
+  return upstream.requests.findLast((r) => r.method === 'POST' && r.url.startsWith('/v1/chat/completions'));
+}
+
 const WAIT = { timeout: 60000 };
 
 async function openChat(page, base, state = 'ready') {
@@ -109,7 +114,7 @@ describe('web chat on clawbot serve', () => {
         method: 'POST', headers: { 'content-type': 'application/json' },
         body: JSON.stringify({ task: 'translate', text, language: 'French' }),
       })).json();
-      assert.deepEqual(page.messages, upstream.requests.at(-1).body.messages);
+      assert.deepEqual(page.messages, lastChat(upstream).body.messages);
 
       const code = 'def add(a, b):\n    return a - b\n';
       const file = path.join(config.dir, 'snippet.py');
@@ -412,7 +417,7 @@ describe('web chat through clawbot gateway', () => {
     assert.equal((await answerText(page)).trim(), 'The answer is 4.');
     upstreams[0].options.words = ['Yes.'];
     await newAnswer(page, () => send(page, 'Sure?'));
-    const history = upstreams[0].requests.at(-1).body.messages;
+    const history = lastChat(upstreams[0]).body.messages;
     assert.deepEqual(history.map((m) => m.content), ['What is 2 + 2?', 'The answer is **4**.', 'Sure?']);
   });
 
@@ -541,7 +546,7 @@ describe('web chat through clawbot gateway', () => {
     await page.selectOption('#model', 'test-model');
     await page.fill('#composer-input', 'Ths text has a typo.');
     await newAnswer(page, () => page.click('#writing-modes button[data-task="polish"]'));
-    const sent = upstreams[0].requests.at(-1).body.messages;
+    const sent = lastChat(upstreams[0]).body.messages;
     assert.equal(sent[0].role, 'system');
     assert.match(sent[0].content, /^Improve the text the user gives you/);
     assert.deepEqual(sent[1], { role: 'user', content: 'Ths text has a typo.' });
@@ -552,7 +557,7 @@ describe('web chat through clawbot gateway', () => {
     await page.fill('#code-file', 'adder.py');
     await page.fill('#composer-input', 'def add(a, b):\n    return a - b\n');
     await newAnswer(page, () => page.click('#code-modes button[data-task="review"]'));
-    assert.match(upstreams[0].requests.at(-1).body.messages[1].content, /^Review adder\.py \(Python\)/);
+    assert.match(lastChat(upstreams[0]).body.messages[1].content, /^Review adder\.py \(Python\)/);
     const code = await page.$('#messages article.assistant:last-of-type pre code.hljs');
     assert.ok(code, 'the code block is highlighted');
     assert.ok(await code.$('.hljs-keyword'));

@@ -321,8 +321,9 @@ void add_restore_options(CLI::App& command, Options& options) {
       ->capture_default_str();
   command.add_option("--target", options.restore_root,
                      "Restore under this directory (each file at DIR/<its path>) instead of over the files");
-  command.add_option("--item", options.restore.items, "Only these: sessions, keys, audit, configs, models")
-      ->check(CLI::IsMember({"sessions", "keys", "audit", "configs", "models"}));
+  command.add_option(
+      "--item", options.restore.items,
+      "Only these: sessions, keys, audit, configs, models, kb (every knowledge base) or kb:NAME");
 }
 
 int run_install(Options options, bool schedule) {

@@ -177,8 +177,10 @@ int verify_audit(const StateFile& log, const json& manifest, const fs::path& roo
 int restore_snapshot(const Restic& restic, const RestoreOptions& options, std::ostream& out) {
   for (const auto& item : options.items)
     if (std::find_if(std::begin(item_names), std::end(item_names),
-                     [&](const char* n) { return item == n; }) == std::end(item_names))
-      throw_invalid("unknown item '" + item + "' (sessions, keys, audit, configs, models)", "--item");
+                     [&](const char* n) { return item == n; }) == std::end(item_names) &&
+        !(item.starts_with(one_kb_prefix) && item.size() > one_kb_prefix.size()))
+      throw_invalid("unknown item '" + item + "' (sessions, keys, audit, configs, models, kb, kb:NAME)",
+                    "--item");
   const auto snapshots = restic.snapshots(backup_tag);
   const Snapshot& chosen = choose_snapshot(snapshots, options.snapshot, restic.repository().location);
 
@@ -197,9 +199,11 @@ int restore_snapshot(const Restic& restic, const RestoreOptions& options, std::o
   std::vector<StateFile> files;
   for (const auto& entry : manifest["files"]) {
     StateFile f = StateFile::from_json(entry);
-    if (options.items.empty() ||
-        std::find(options.items.begin(), options.items.end(), f.item) != options.items.end())
-      files.push_back(std::move(f));
+    const bool asked = std::any_of(options.items.begin(), options.items.end(), [&](const std::string& item) {
+      return item == f.item || (f.item == "kb" && item.starts_with(one_kb_prefix) &&
+                                f.path.filename() == item.substr(one_kb_prefix.size()) + ".kb");
+    });
+    if (options.items.empty() || asked) files.push_back(std::move(f));
   }
   if (files.empty())
     throw ClawbotError(ErrorKind::not_found,

@@ -309,6 +309,24 @@ StagedState stage_state(const SourceOptions& options, const fs::path& staging, c
         "${XDG_CONFIG_HOME:-~/.config}/clawbot/gateway.json or ./gateway.json)");
   }
 
+  // The knowledge bases (clawbot kb): SQLite files like the sessions, each snapshot while it may be written.
+  if (want("kb")) {
+    if (const auto data = user_dirs::find(user_dirs::Kind::data)) {
+      const fs::path dir = *data / "clawbot" / "kb";
+      std::error_code ec;
+      std::vector<fs::path> kbs;
+      for (const auto& entry : fs::directory_iterator(dir, ec))
+        if (entry.is_regular_file() && entry.path().extension() == ".kb") kbs.push_back(entry.path());
+      std::sort(kbs.begin(), kbs.end());
+      for (const auto& kb : kbs) {
+        StateFile& f = stage("kb", "sqlite", kb);
+        snapshot_sqlite(kb, f.stored);
+        finish(f);
+      }
+      if (kbs.empty()) staged.notes.push_back("no knowledge base in " + dir.string());
+    }
+  }
+
   if (want("models")) stage_models(options, sums_cache, staged);
   write_manifest(staging, staged.files);
   return staged;

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -15,7 +16,9 @@
 namespace clawbot::backup {
 
 // Items, as `restore --item` names them.
-inline constexpr const char* item_names[] = {"sessions", "keys", "audit", "configs", "models"};
+inline constexpr const char* item_names[] = {"sessions", "keys", "audit", "configs", "models", "kb"};
+// `restore --item kb:NAME`: the one knowledge base NAME (NAME.kb) of the item "kb".
+inline constexpr std::string_view one_kb_prefix = "kb:";
 inline constexpr const char* manifest_name = "clawbot-manifest.json";
 
 struct SourceOptions {

@@ -170,6 +170,34 @@ test('restore to a fresh root: the same configs, models and audit log bytes, the
   assert.match(keys.stdout, /bob/);
 });
 
+test('a knowledge base is backed up, and one restored by name answers searches', async () => {
+  const docs = path.join(work, 'kb-docs');
+  fs.mkdirSync(docs, { recursive: true });
+  fs.writeFileSync(path.join(docs, 'returns.md'), '# Returns\n\nA parcel may be returned within thirty days for a refund.\n');
+  for (const name of ['shop', 'staff']) {
+    const made = await run(['kb', 'create', name]);
+    assert.equal(made.code, 0, made.stderr);
+    const add = await run(['kb', 'add', name, docs, '--no-embed', '--approximate-tokens']);
+    assert.equal(add.code, 0, add.stderr);
+  }
+  const shop = path.join(env.XDG_DATA_HOME, 'clawbot', 'kb', 'shop.kb');
+  assert.ok(fs.existsSync(shop), 'the knowledge base file');
+  const created = await run(['backup', 'create']);
+  assert.equal(created.code, 0, created.stderr);
+  const root = path.join(work, 'kb-restore');
+  const r = await run(['restore', '--target', root, '--item', 'kb:shop']);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /restored kb: .*shop\.kb \(integrity check: ok\)/);
+  assert.ok(!fs.existsSync(under(root, path.join(env.XDG_DATA_HOME, 'clawbot', 'kb', 'staff.kb'))), 'only the one asked for');
+  assert.equal(dump(under(root, shop)), dump(shop));
+  const found = await run(['kb', 'search', under(root, shop), 'refund parcel', '--json']);
+  assert.equal(found.code, 0, found.stderr);
+  assert.match(found.stdout, /returns\.md/);
+  const unknown = await run(['restore', '--target', root, '--item', 'kbs']);
+  assert.notEqual(unknown.code, 0);
+  assert.match(unknown.stderr, /unknown item 'kbs'.*kb:NAME/);
+});
+
 test('a failed backup alerts through the webhooks; /metrics shows the last success and the failure', async () => {
   const notAFolder = path.join(work, 'not-a-folder');
   fs.writeFileSync(notAFolder, '');

@@ -14,6 +14,7 @@
 #include <CLI/CLI.hpp>
 
 #include "backup/backup.h"
+#include "backup/drill.h"
 #include "backup/internal.h"
 #include "backup/restic.h"
 #include "backup/services.h"
@@ -425,10 +426,17 @@ std::function<std::optional<int>()> add_backup_commands(CLI::App& app) {
   auto* restore = app.add_subcommand(
       "restore", "Restore a backup (all of it, or --item), verifying sums, databases and the audit chain");
   add_restore_options(*restore, *options);
+  auto drill_options = std::make_shared<DrillOptions>();
+  auto* drill = app.add_subcommand(
+      "drill",
+      "The failover drill in network namespaces: drain, kill, cut and hang a primary under load, then "
+      "restore it from the backup (needs root or user namespaces, and node)");
+  drill->add_option("--script", drill_options->script, "The drill's test file (default: the source tree's)");
 
   return [=]() -> std::optional<int> {
     const std::string command =
-        restore->parsed()   ? "clawbot restore"
+        drill->parsed()     ? "clawbot drill"
+        : restore->parsed() ? "clawbot restore"
         : install->parsed() ? "clawbot install-service"
         : standby->parsed() ? "clawbot standby " + standby->get_subcommands().at(0)->get_name()
         : backup->parsed()  ? "clawbot backup " + backup->get_subcommands().at(0)->get_name()
@@ -442,6 +450,7 @@ std::function<std::optional<int>()> add_backup_commands(CLI::App& app) {
       if (schedule->parsed() || install->parsed()) return run_install(*options, schedule->parsed());
       if (standby_sync_cmd->parsed()) return standby_sync(options->standby);
       if (standby_check_cmd->parsed()) return standby_check(options->standby);
+      if (drill->parsed()) return run_drill(*drill_options);
       return run_restore(*options);
     } catch (const ClawbotError& e) {
       const ErrorKind kind = e.error().kind;

@@ -71,6 +71,22 @@ test('backup schedule --daily writes the timer at that time; a bad time is refus
   assert.match(bad.stderr, /--daily 24:00: expected HH:MM/);
 });
 
+test('clawbot drill runs the drill script with node, and names a missing script', async () => {
+  // The drill itself runs in make test's network group; here the command's own path: the script it is given
+  // runs on Node's test runner with CLAWBOT_BIN pointing at this binary, its exit status passed through.
+  const script = path.join(work, 'tiny-drill.test.mjs');
+  fs.writeFileSync(script, "import { test } from 'node:test';\nimport fs from 'node:fs';\n" +
+    "test('sees the binary', () => { if (!fs.existsSync(process.env.CLAWBOT_BIN)) throw new Error('no CLAWBOT_BIN'); });\n");
+  const ok = await runClawbotCommand(['drill', '--script', script]);
+  assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+  assert.match(ok.stdout, /sees the binary/);
+  fs.writeFileSync(script, "import { test } from 'node:test';\ntest('fails', () => { throw new Error('x'); });\n");
+  assert.equal((await runClawbotCommand(['drill', '--script', script])).code, 1);
+  const missing = await runClawbotCommand(['drill', '--script', path.join(work, 'none.mjs')]);
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /none\.mjs not found: the drill runs from the source tree/);
+});
+
 test('the gateway tells systemd READY=1 once it listens and STOPPING=1 on SIGTERM (sd_notify)', async () => {
   const socket = path.join(work, 'notify.sock');
   const receiver = spawn('python3', ['-u', '-c', [

@@ -37,7 +37,7 @@ using nlohmann::json;
 namespace {
 
 struct Options {
-  std::string repo, password_file;
+  std::string repo, password_file, sftp_command;
   SourceOptions sources;
   std::string time;
   std::string alerts;  // a rules file whose webhooks hear of a failed backup
@@ -74,6 +74,8 @@ Repository repository(const Options& options) {
                                  "backup-password";
   if (const auto cache = user_dirs::find(user_dirs::Kind::cache))
     repo.cache_dir = *cache / "clawbot" / "restic";
+  repo.sftp_command =
+      !options.sftp_command.empty() ? options.sftp_command : env_or("CLAWBOT_BACKUP_SFTP_COMMAND", "");
   return repo;
 }
 
@@ -314,6 +316,10 @@ void add_repository_options(CLI::App& command, Options& options) {
   command.add_option("--password-file", options.password_file,
                      "The repository's password file (default: $CLAWBOT_BACKUP_PASSWORD_FILE, else "
                      "${XDG_CONFIG_HOME:-~/.config}/clawbot/backup-password, made 0600 by the first create)");
+  command.add_option(
+      "--sftp-command", options.sftp_command,
+      "For an sftp: repository, the ssh command restic runs, e.g. \"ssh -p 2222 -i KEY user@host "
+      "-s sftp\" (default: $CLAWBOT_BACKUP_SFTP_COMMAND, else restic's ssh HOST -s sftp)");
 }
 
 void add_restore_options(CLI::App& command, Options& options) {

@@ -87,6 +87,8 @@ ChildResult Restic::run(std::vector<std::string> args, bool json_output) const {
   const std::string& verb = args.front();
   if (verb != "snapshots" && verb != "cat") argv.pop_back();
   if (json_output) argv.push_back("--json");
+  if (!repository_.sftp_command.empty())
+    argv.insert(argv.end(), {"-o", "sftp.command=" + repository_.sftp_command});
   argv.insert(argv.end(), args.begin(), args.end());
   std::vector<EnvVar> env{{"RESTIC_PASSWORD_FILE", repository_.password_file.string()},
                           {"RESTIC_PROGRESS_FPS", "0.2"}};

@@ -20,6 +20,7 @@ struct Repository {
   std::string location;                 // a directory, or sftp:host:/path, or any restic location
   std::filesystem::path password_file;  // 0600
   std::filesystem::path cache_dir;      // restic's cache (RESTIC_CACHE_DIR); empty: restic's default
+  std::string sftp_command;  // an sftp: repository's ssh command (restic -o sftp.command); empty: restic's
 };
 
 struct BackupSummary {

@@ -63,7 +63,7 @@ before(async () => {
     `Port ${port}`, 'ListenAddress 127.0.0.1', `HostKey ${path.join(ssh, 'host_key')}`,
     `AuthorizedKeysFile ${path.join(ssh, 'authorized_keys')}`, 'PasswordAuthentication no',
     'KbdInteractiveAuthentication no', 'UsePAM no', 'StrictModes no', 'PermitRootLogin prohibit-password',
-    'PidFile none', `AllowUsers ${os.userInfo().username}`, 'LogLevel ERROR', ''].join('\n'));
+    'PidFile none', `AllowUsers ${os.userInfo().username}`, 'LogLevel ERROR', 'Subsystem sftp internal-sftp', ''].join('\n'));
   const sshdArgs = ['/usr/sbin/sshd', '-D', '-e', '-f', path.join(ssh, 'sshd_config')];
   // As root sshd wants /run/sshd: a private one, in a mount namespace of its own.
   sshd = process.getuid() === 0
@@ -145,4 +145,24 @@ test('a sync older than --stale-after-h is drift', async () => {
   const r = await run(['standby', 'check', ...sshArgs]);
   assert.equal(r.code, 1, r.stdout + r.stderr);
   assert.match(r.stdout, /stale: last sync 30 h ago \(more than 26 h\)/);
+});
+
+test('a backup repository over SFTP on the same sshd: create, list, and restore from it', async () => {
+  const user = os.userInfo().username;
+  const ssh = path.join(work, 'ssh');
+  const sftp = `ssh -p ${port} -i ${path.join(ssh, 'client_key')} -o UserKnownHostsFile=${path.join(ssh, 'known_hosts')} ` +
+    `-o StrictHostKeyChecking=yes -o BatchMode=yes ${user}@127.0.0.1 -s sftp`;
+  const repoArgs = ['--repo', `sftp:${user}@127.0.0.1:${path.join(work, 'sftp-repo')}`, '--sftp-command', sftp,
+    '--password-file', path.join(work, 'sftp-password')];
+  const created = await run(['backup', 'create', ...repoArgs]);
+  assert.equal(created.code, 0, created.stdout + created.stderr + sshdLog);
+  assert.match(created.stdout, /^snapshot [0-9a-f]{8} in sftp:/m);
+  assert.ok(fs.existsSync(path.join(work, 'sftp-repo', 'config')), 'the repository is on the far side of sshd');
+  const listed = await run(['backup', 'list', ...repoArgs]);
+  assert.equal(listed.code, 0, listed.stderr);
+  const root = path.join(work, 'from-sftp');
+  const restored = await run(['restore', ...repoArgs, '--target', root, '--item', 'configs']);
+  assert.equal(restored.code, 0, restored.stdout + restored.stderr);
+  const file = path.join(configDir, 'gateway.json');
+  assert.ok(fs.readFileSync(path.join(root, file)).equals(fs.readFileSync(file)), 'gateway.json restored byte for byte');
 });

@@ -41,6 +41,31 @@ fail() {
   [ -n "${2:-}" ] && echo "bootstrap: what to do: $2" >&2
   exit 1
 }
+
+# An npm package's tarball, pinned by its integrity (sha512): `npm pack` into DIR without install scripts, or,
+# on an air-gapped node, the tarball named by the variable OVERRIDE (brought by hand, checked all the same).
+# Sets `tarball`.
+fetch_pinned_package() {  # NAME VERSION INTEGRITY DIR OVERRIDE
+  local name=$1 version=$2 integrity=$3 dir=$4 override=$5 algo got
+  if [ -n "${!override:-}" ]; then
+    step="use tarball ${!override}"
+    [ -f "${!override}" ] || fail "no such file" "set $override to the .tgz from 'npm pack $name@$version'"
+    tarball="${!override}"
+  else
+    step="npm pack $name@$version"
+    log "$step (no install scripts run)"
+    (cd "$dir" && npm pack --silent --ignore-scripts "$name@$version" >pack.out 2>pack.err) ||
+      fail "$(tail -3 "$dir/pack.err")" "check that the npm registry is reachable (npm ping) and that npm works"
+    tarball="$dir/$(tail -1 "$dir/pack.out")"
+    [ -f "$tarball" ] || fail "npm pack produced no tarball" "run 'npm pack $name@$version' by hand"
+  fi
+  step="verify the $name tarball's integrity"
+  algo=${integrity%%-*}
+  got=$(openssl dgst "-$algo" -binary "$tarball" | base64 -w0)
+  [ "$got" = "${integrity#*-}" ] || fail "tarball hash $algo-$got does not match the pinned $integrity" \
+    "the registry served different bytes: do not build from it; check the pinned version and integrity in scripts/bootstrap.sh"
+  log "integrity ok ($algo)"
+}
 trap 'rc=$?; [ $rc -ne 0 ] && [ -n "$step" ] && echo "bootstrap: step \"$step\" exited with status $rc" >&2' EXIT
 log() { echo "bootstrap: $*" >&2; }
 
@@ -143,27 +168,8 @@ if [ -f "$stamp" ]; then
 else
   rm -rf "$prefix"
   mkdir -p "$prefix/download"
-  if [ -n "${CLAWBOT_NODE_LLAMA_CPP_TARBALL:-}" ]; then
-    # An air-gapped node: a tarball brought by hand (still checked against the pinned integrity below).
-    step="use tarball $CLAWBOT_NODE_LLAMA_CPP_TARBALL"
-    [ -f "$CLAWBOT_NODE_LLAMA_CPP_TARBALL" ] || fail "no such file" "set CLAWBOT_NODE_LLAMA_CPP_TARBALL to the .tgz from 'npm pack node-llama-cpp@$NODE_LLAMA_CPP_VERSION'"
-    tarball="$CLAWBOT_NODE_LLAMA_CPP_TARBALL"
-  else
-    step="npm pack node-llama-cpp@$NODE_LLAMA_CPP_VERSION"
-    log "$step (no install scripts run)"
-    (cd "$prefix/download" && npm pack --silent --ignore-scripts "node-llama-cpp@$NODE_LLAMA_CPP_VERSION" >pack.out 2>pack.err) ||
-      fail "$(tail -3 "$prefix/download/pack.err")" "check that the npm registry is reachable (npm ping) and that npm works"
-    tarball="$prefix/download/$(tail -1 "$prefix/download/pack.out")"
-    [ -f "$tarball" ] || fail "npm pack produced no tarball" "run 'npm pack node-llama-cpp@$NODE_LLAMA_CPP_VERSION' by hand"
-  fi
-
-  step="verify tarball integrity"
-  algo=${NODE_LLAMA_CPP_INTEGRITY%%-*}
-  want=${NODE_LLAMA_CPP_INTEGRITY#*-}
-  got=$(openssl dgst "-$algo" -binary "$tarball" | base64 -w0)
-  [ "$got" = "$want" ] || fail "tarball hash $algo-$got does not match the pinned $NODE_LLAMA_CPP_INTEGRITY" \
-    "the registry served different bytes: do not build from it; check the pinned version and integrity in scripts/bootstrap.sh"
-  log "integrity ok ($algo)"
+  fetch_pinned_package node-llama-cpp "$NODE_LLAMA_CPP_VERSION" "$NODE_LLAMA_CPP_INTEGRITY" "$prefix/download" \
+    CLAWBOT_NODE_LLAMA_CPP_TARBALL
 
   step="extract git bundle"
   tar -xzf "$tarball" -C "$prefix/download" package/llama/gitRelease.bundle package/llama/binariesGithubRelease.json 2>/dev/null ||
@@ -247,24 +253,8 @@ whisper_options=(-G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DWH
 if [ ! -f "$whisper_stamp" ]; then
   rm -rf "$whisper_src" "$prefix/build-whisper" "$prefix/whisper-download"
   mkdir -p "$prefix/whisper-download"
-  if [ -n "${CLAWBOT_NODEJS_WHISPER_TARBALL:-}" ]; then
-    step="use tarball $CLAWBOT_NODEJS_WHISPER_TARBALL"
-    [ -f "$CLAWBOT_NODEJS_WHISPER_TARBALL" ] || fail "no such file" "set CLAWBOT_NODEJS_WHISPER_TARBALL to the .tgz from 'npm pack nodejs-whisper@$NODEJS_WHISPER_VERSION'"
-    tarball="$CLAWBOT_NODEJS_WHISPER_TARBALL"
-  else
-    step="npm pack nodejs-whisper@$NODEJS_WHISPER_VERSION"
-    log "$step (no install scripts run)"
-    (cd "$prefix/whisper-download" && npm pack --silent --ignore-scripts "nodejs-whisper@$NODEJS_WHISPER_VERSION" >pack.out 2>pack.err) ||
-      fail "$(tail -3 "$prefix/whisper-download/pack.err")" "check that the npm registry is reachable (npm ping) and that npm works"
-    tarball="$prefix/whisper-download/$(tail -1 "$prefix/whisper-download/pack.out")"
-    [ -f "$tarball" ] || fail "npm pack produced no tarball" "run 'npm pack nodejs-whisper@$NODEJS_WHISPER_VERSION' by hand"
-  fi
-  step="verify nodejs-whisper tarball integrity"
-  algo=${NODEJS_WHISPER_INTEGRITY%%-*}
-  got=$(openssl dgst "-$algo" -binary "$tarball" | base64 -w0)
-  [ "$got" = "${NODEJS_WHISPER_INTEGRITY#*-}" ] || fail "tarball hash $algo-$got does not match the pinned $NODEJS_WHISPER_INTEGRITY" \
-    "the registry served different bytes: do not build from it; check the pinned version and integrity in scripts/bootstrap.sh"
-  log "integrity ok ($algo)"
+  fetch_pinned_package nodejs-whisper "$NODEJS_WHISPER_VERSION" "$NODEJS_WHISPER_INTEGRITY" \
+    "$prefix/whisper-download" CLAWBOT_NODEJS_WHISPER_TARBALL
   step="extract whisper.cpp"
   tar -xzf "$tarball" -C "$prefix/whisper-download" package/cpp/whisper.cpp ||
     fail "the tarball has no cpp/whisper.cpp" "the pinned nodejs-whisper version must carry the whisper.cpp source"

@@ -10,6 +10,8 @@ seconds=${2:-60}
 only=${3:-}
 here=$(cd "$(dirname "$0")" && pwd)
 targets=()
+# Leaks inside system libraries (each with its upstream report) are not ours to fail on.
+export LSAN_OPTIONS="suppressions=$(cd "$(dirname "$0")" && pwd)/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 for bin in "$build"/fuzz/fuzz_*; do
   name=${bin##*/fuzz_}
   if [ -n "$only" ] && [[ ",$only," != *",$name,"* ]]; then continue; fi

@@ -177,9 +177,13 @@ Decoder::Decoder(std::string_view bytes, DecodeLimits limits) : state_(std::make
              "the file is not audio this node can decode (WAV, FLAC, OGG Vorbis/Opus, MP3): " + why);
     refuse("invalid_audio", "the " + container + " file cannot be decoded: " + why);
   }
-  if (s.sf_info.samplerate <= 0 || s.sf_info.channels <= 0 || s.sf_info.channels > 64)
+  // 384 kHz is the highest rate real recordings use; a header claiming more would size the resampler's
+  // table from it (gigabytes at 2^31 Hz).
+  if (s.sf_info.samplerate <= 0 || s.sf_info.samplerate > 384000 || s.sf_info.channels <= 0 ||
+      s.sf_info.channels > 64)
     refuse("invalid_audio", "the audio header is invalid (" + std::to_string(s.sf_info.samplerate) + " Hz, " +
-                                std::to_string(s.sf_info.channels) + " channels)");
+                                std::to_string(s.sf_info.channels) +
+                                " channels; this node reads 1 to 384000 Hz and 1 to 64 channels)");
   s.info.format = format_name(s.sf_info.format);
   s.info.sample_rate = s.sf_info.samplerate;
   s.info.channels = s.sf_info.channels;

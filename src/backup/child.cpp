@@ -75,6 +75,37 @@ std::vector<std::string> child_environment(std::span<const EnvVar> env) {
   return out;
 }
 
+// Starts argv[0] (looked up in PATH) with the parent's environment and `env` over it.
+pid_t spawn(std::span<const std::string> argv, std::span<const EnvVar> env,
+            const posix_spawn_file_actions_t* actions) {
+  std::vector<std::string> argv_text(argv.begin(), argv.end());
+  std::vector<char*> argv_ptrs;
+  for (auto& a : argv_text) argv_ptrs.push_back(a.data());
+  argv_ptrs.push_back(nullptr);
+  std::vector<std::string> env_text = child_environment(env);
+  std::vector<char*> env_ptrs;
+  for (auto& e : env_text) env_ptrs.push_back(e.data());
+  env_ptrs.push_back(nullptr);
+
+  pid_t pid = 0;
+  const int rc = ::posix_spawnp(&pid, argv_ptrs[0], actions, nullptr, argv_ptrs.data(), env_ptrs.data());
+  if (rc != 0) {
+    throw ClawbotError(
+        ErrorKind::unavailable,
+        argv.front() + ": " +
+            (rc == ENOENT ? std::string("not installed (not found in PATH)") : std::strerror(rc)));
+  }
+  return pid;
+}
+
+// The exit status; 128 + the signal when a signal ended it.
+int wait_status(pid_t pid) {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
 }  // namespace
 
 ChildResult run_child(std::span<const std::string> argv, std::span<const EnvVar> env,
@@ -86,24 +117,7 @@ ChildResult run_child(std::span<const std::string> argv, std::span<const EnvVar>
   posix_spawn_file_actions_adddup2(&files.actions, out.write.fd, 1);
   posix_spawn_file_actions_adddup2(&files.actions, err.write.fd, 2);
 
-  std::vector<std::string> argv_text(argv.begin(), argv.end());
-  std::vector<char*> argv_ptrs;
-  for (auto& a : argv_text) argv_ptrs.push_back(a.data());
-  argv_ptrs.push_back(nullptr);
-  std::vector<std::string> env_text = child_environment(env);
-  std::vector<char*> env_ptrs;
-  for (auto& e : env_text) env_ptrs.push_back(e.data());
-  env_ptrs.push_back(nullptr);
-
-  pid_t pid = 0;
-  const int rc =
-      ::posix_spawnp(&pid, argv_ptrs[0], &files.actions, nullptr, argv_ptrs.data(), env_ptrs.data());
-  if (rc != 0) {
-    throw ClawbotError(
-        ErrorKind::unavailable,
-        argv.front() + ": " +
-            (rc == ENOENT ? std::string("not installed (not found in PATH)") : std::strerror(rc)));
-  }
+  const pid_t pid = spawn(argv, env, &files.actions);
   out.write.reset();
   err.write.reset();
 
@@ -129,12 +143,13 @@ ChildResult run_child(std::span<const std::string> argv, std::span<const EnvVar>
       }
     }
   }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  result.status =
-      WIFEXITED(status) ? WEXITSTATUS(status) : 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  result.status = wait_status(pid);
   return result;
+}
+
+int run_child_inheriting(std::span<const std::string> argv, std::span<const EnvVar> env) {
+  if (argv.empty()) throw ClawbotError(ErrorKind::internal, "run_child: no program");
+  return wait_status(spawn(argv, env, nullptr));
 }
 
 std::string last_lines(std::string_view text, std::size_t lines) {

@@ -25,6 +25,10 @@ using EnvVar = std::pair<std::string, std::string>;
 ChildResult run_child(std::span<const std::string> argv, std::span<const EnvVar> env = {},
                       std::size_t max_capture = std::size_t{64} << 20);
 
+// Runs argv[0] like run_child, with this process's stdin, stdout and stderr (output passed through, not
+// captured); its exit status.
+int run_child_inheriting(std::span<const std::string> argv, std::span<const EnvVar> env = {});
+
 // The last `lines` non-empty lines of `text` (a child's stderr, for messages).
 std::string last_lines(std::string_view text, std::size_t lines = 5);
 

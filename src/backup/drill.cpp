@@ -5,14 +5,12 @@
 // passed through.
 #include "backup/drill.h"
 
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
 
+#include "backup/child.h"
 #include "common/error.h"
 
 namespace clawbot::backup {
@@ -30,29 +28,11 @@ int run_drill(const DrillOptions& options) {
   std::error_code ec;
   const fs::path self = fs::read_symlink("/proc/self/exe", ec);
   if (ec) throw ClawbotError(ErrorKind::internal, "cannot find this program's own path: " + ec.message());
-  std::vector<std::string> args = {"node", "--test", "--test-reporter=spec", script.string()};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-
-  const pid_t pid = ::fork();
-  if (pid < 0) throw ClawbotError(ErrorKind::internal, "cannot start node: fork failed");
-  if (pid == 0) {
-    ::setenv("CLAWBOT_BIN", self.c_str(), 1);
-    // A runner of its own, reporting to the terminal: not the child of a test runner that started clawbot.
-    ::unsetenv("NODE_TEST_CONTEXT");
-    ::execvp("node", argv.data());
-    _exit(127);
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-  }
-  if (WIFEXITED(status)) {
-    if (WEXITSTATUS(status) == 127)
-      throw ClawbotError(ErrorKind::not_found, "node: not installed (the drill runs on Node's test runner)");
-    return WEXITSTATUS(status);
-  }
-  return 128 + WTERMSIG(status);
+  // A runner of its own, reporting to the terminal: not the child of a test runner that started clawbot.
+  ::unsetenv("NODE_TEST_CONTEXT");
+  const std::vector<std::string> argv = {"node", "--test", "--test-reporter=spec", script.string()};
+  const std::vector<EnvVar> env = {{"CLAWBOT_BIN", self.string()}};
+  return run_child_inheriting(argv, env);
 }
 
 }  // namespace clawbot::backup

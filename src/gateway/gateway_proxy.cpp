@@ -1,7 +1,7 @@
 // Forwarding: a request goes to an upstream the pool picks (another one when the first cannot have acted on
 // it), its answer comes back whole or as a stream relayed event by event.
 #include <algorithm>
-#include <cstdlib>
+#include <charconv>
 #include <cstring>
 #include <random>
 
@@ -280,9 +280,12 @@ class Gateway::Attempt {
     auto& reader = *result;
     const int status = reader.status();
     if (status == 503) co_return busy(reader);
-    if (const auto audio = reader.headers().find("x-audio-seconds"); audio != reader.headers().end())
-      ctx_.audio_seconds =
-          std::strtod(std::string(audio->value().data(), audio->value().size()).c_str(), nullptr);
+    // Only audio answers carry it: no header search on every other answer.
+    if (ex_.path().starts_with("/v1/audio/")) {
+      if (const auto audio = reader.headers().find("x-audio-seconds"); audio != reader.headers().end())
+        std::from_chars(audio->value().data(), audio->value().data() + audio->value().size(),
+                        ctx_.audio_seconds);
+    }
     const auto type = reader.headers()[bhttp::field::content_type];
     const std::string_view content_type(type.data(), type.size());
     const bool event_stream =

@@ -161,7 +161,9 @@ std::vector<std::string> content_words(std::string_view text) {
     if (!word.empty() && !stop_words().contains(word) && seen.insert(word).second) out.push_back(word);
     word.clear();
   };
-  for (std::size_t at = 0; at < text.size();) {
+  // As many words as a question has (the CJK pairs stop at 64 too): each costs queries, under the base's
+  // lock.
+  for (std::size_t at = 0; at < text.size() && out.size() < 64;) {
     const auto [cp, len] = code_point(text, at);
     // Letters of other scripts count; punctuation blocks (general, CJK, full-width) do not.
     const bool punctuation = cp < 0xc0 || (cp >= 0x2000 && cp <= 0x2bff) || (cp >= 0x3000 && cp <= 0x303f) ||
@@ -272,9 +274,10 @@ std::vector<SearchHit> KnowledgeBase::search(std::string_view query, const std::
       throw_invalid(std::string(search_mode_name(options.mode)) + " search needs the query's embedding");
     impl.load_vectors();
     if (impl.vector_ids.empty())
-      throw_invalid(
-          "knowledge base '" + kb_name(impl.path) +
-          "' holds no embeddings (added without an embeddings endpoint): search it with --mode bm25");
+      throw_invalid("knowledge base '" + kb_name(impl.path) +
+                    "' holds no embeddings (added without an embeddings endpoint): search it in mode bm25 "
+                    "(--mode bm25, "
+                    "or \"mode\": \"bm25\"), or add its documents again with an embeddings endpoint");
     const auto dim = static_cast<std::size_t>(impl.dimension);
     if (query_vector->size() != dim)
       throw_invalid("the query's embedding has " + std::to_string(query_vector->size()) +

@@ -33,9 +33,13 @@ Retrieval retrieval_for(const ServeContext& ctx, const std::string& name,
   const auto mode = kb::search_mode_from(*asked);
   if (!mode)
     throw_invalid("'mode' must be \"bm25\", \"vector\" or \"hybrid\", got \"" + *asked + "\"", "mode");
+  if (*mode != kb::SearchMode::bm25 && model.empty())
+    throw_invalid("knowledge base '" + name + "' holds no embeddings (its documents were added without an " +
+                      "embeddings endpoint): use \"mode\": \"bm25\", or add them again with embeddings",
+                  "mode");
   if (*mode != kb::SearchMode::bm25 && !can_embed) {
-    throw_invalid("knowledge base '" + name + "' was embedded with model '" +
-                      (model.empty() ? "(none)" : model) + "'; this node serves '" + ctx.model_id +
+    throw_invalid("knowledge base '" + name + "' was embedded with model '" + model +
+                      "'; this node serves '" + ctx.model_id +
                       "', so it searches by full text only (\"mode\": \"bm25\"); vector search needs a node "
                       "serving that embedding model",
                   "mode");
@@ -67,6 +71,9 @@ asio::awaitable<void> search_route(const ServeContext& ctx, http::Exchange& ex, 
   const json body = api::parse_body(ex);
   const std::string query = api::string_field(body, "query", true);
   if (query.empty()) throw_invalid("'query' must not be empty", "query");
+  if (query.size() > 16384)
+    throw_invalid("'query' is " + std::to_string(query.size()) + " bytes; a search takes at most 16384",
+                  "query");
   const auto top_k = json_check::integer_field(body, "top_k", 1, 50).value_or(5);
   std::optional<std::string> mode;
   if (auto it = body.find("mode"); it != body.end() && !it->is_null()) {

@@ -97,6 +97,15 @@ describe('serve --whisper-model', () => {
       body: JSON.stringify({ messages: [{ role: 'user', content: 'Hi' }], max_tokens: 8 }),
     });
     const mp3 = fs.readFileSync(files.mp3);
+    // A 16-bit mono PCM WAV of 200 silent samples whose header says `rate`.
+    const wavHeader = (rate) => {
+      const b = Buffer.alloc(44 + 400);
+      b.write('RIFF', 0); b.writeUInt32LE(36 + 400, 4); b.write('WAVE', 8); b.write('fmt ', 12);
+      b.writeUInt32LE(16, 16); b.writeUInt16LE(1, 20); b.writeUInt16LE(1, 22); b.writeUInt32LE(rate, 24);
+      b.writeUInt32LE((rate * 2) >>> 0, 28); b.writeUInt16LE(2, 32); b.writeUInt16LE(16, 34);
+      b.write('data', 36); b.writeUInt32LE(400, 40);
+      return b;
+    };
     const twoHours = path.join(files.dir, 'two-hours.flac');
     execFileSync('sox', ['-n', '-r', '4000', '-c', '1', '-b', '8', twoHours, 'trim', '0', '7200']);
     assert.ok(fs.statSync(twoHours).size < AUDIO_MAX_BYTES, 'the 2-hour file must pass the size limit');
@@ -110,6 +119,8 @@ describe('serve --whisper-model', () => {
         message: /7200\.0 s long; this node's limit is 3600\.0 s \(--audio-max-seconds\)/ },
       { name: 'voice.m4a', bytes: Buffer.concat([Buffer.from([0, 0, 0, 0x20]), Buffer.from('ftypM4A '), Buffer.alloc(200)]),
         status: 400, code: 'unsupported_audio_format', message: /does not decode mp4/ },
+      // A header claiming 2^31 Hz: the resampler would size its table from it (gigabytes)
+      { name: 'fast.wav', bytes: wavHeader(0x7fffffff), status: 400, code: 'invalid_audio', message: /2147483647 Hz/ },
       { name: 'huge.wav', bytes: Buffer.alloc(AUDIO_MAX_BYTES + 1000), status: 413, code: 'payload_too_large',
         message: /limit is 6000000 bytes \(--audio-max-bytes\)/ },
     ];

@@ -320,6 +320,11 @@ describe('clawbot kb on debian-faq', () => {
       const bad = await postJson(node.baseUrl, '/v1/kb/faq/search', { query: HOLD, mode: 'hybrid' });
       assert.equal(bad.status, 400, bad.text);
       assert.equal(bad.json.error.param, 'mode');
+      // A query the size of a document would cost queries per word under the base's lock: refused
+      const long = await postJson(node.baseUrl, '/v1/kb/faq/search', { query: 'refund '.repeat(3000) });
+      assert.equal(long.status, 400, long.text);
+      assert.equal(long.json.error.param, 'query');
+      assert.match(long.json.error.message, /at most 16384/);
       const missing = await postJson(node.baseUrl, '/v1/kb/faq/search', {});
       assert.equal(missing.status, 400);
       assert.equal(missing.json.error.param, 'query');

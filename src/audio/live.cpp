@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #include "audio/decode.h"
 
@@ -17,14 +18,35 @@ std::size_t samples_of(double seconds) {
 
 }  // namespace
 
+void PcmFrames::read(std::span<const unsigned char> bytes, std::vector<float>& out) {
+  const auto sample = [](unsigned char low, unsigned char high) {
+    return static_cast<float>(static_cast<std::int16_t>(low | (high << 8))) / 32768.0f;
+  };
+  out.clear();
+  if (bytes.empty()) return;
+  out.reserve((bytes.size() + (has_odd_ ? 1 : 0)) / 2);
+  if (has_odd_) {
+    out.push_back(sample(odd_, bytes[0]));
+    bytes = bytes.subspan(1);
+    has_odd_ = false;
+  }
+  const std::size_t whole = bytes.size() / 2;
+  for (std::size_t i = 0; i < whole; ++i) out.push_back(sample(bytes[2 * i], bytes[2 * i + 1]));
+  if (bytes.size() % 2 != 0) {
+    odd_ = bytes.back();
+    has_odd_ = true;
+  }
+}
+
 LiveSegmenter::LiveSegmenter(LiveOptions options) : options_(options) {}
 
 double LiveSegmenter::seconds() const noexcept {
-  return static_cast<double>(samples_ + pending_.size()) / kSampleRate;
+  return static_cast<double>(received_) / kSampleRate;
 }
 
 std::vector<LiveSegmenter::Work> LiveSegmenter::feed(std::span<const float> samples, bool partial_idle) {
   std::vector<Work> out;
+  received_ += samples.size();
   pending_.insert(pending_.end(), samples.begin(), samples.end());
   std::size_t at = 0;
   for (; at + kFrame <= pending_.size(); at += kFrame)

@@ -35,7 +35,7 @@ class LiveSegmenter {
   std::vector<Work> feed(std::span<const float> samples, bool partial_idle = true);
   // The end of the stream: the open segment's final, if any.
   std::vector<Work> finish();
-  double seconds() const noexcept;  // audio taken so far
+  double seconds() const noexcept;  // audio taken so far (not counting the padding of the last frame)
   bool in_speech() const noexcept { return in_speech_; }
 
  private:
@@ -45,7 +45,8 @@ class LiveSegmenter {
   std::vector<float> pending_;     // less than a frame
   std::vector<float> history_;     // recent audio (pre-roll) while silent; the segment while speaking
   std::size_t history_start_ = 0;  // stream sample index of history_[0]
-  std::size_t samples_ = 0;        // stream samples framed so far
+  std::size_t samples_ = 0;        // stream samples framed so far (the last frame padded by finish())
+  std::size_t received_ = 0;       // stream samples fed
   bool in_speech_ = false;
   int speech_frames_ = 0;
   int silent_frames_ = 0;
@@ -53,6 +54,20 @@ class LiveSegmenter {
   std::size_t last_partial_at_ = 0;
   int segment_ = 0;
   float noise_floor_ = 0;
+};
+
+// The live route's binary frames as samples: 16-bit little-endian mono PCM, in messages of any length. A
+// message may end in the middle of a sample (an odd length): that byte is kept and completed by the next
+// message, so the samples after it stay aligned.
+class PcmFrames {
+ public:
+  // `out` gets the samples that `bytes` (after the byte kept from before) completes, in [-1, 1).
+  void read(std::span<const unsigned char> bytes, std::vector<float>& out);
+  bool holds_odd_byte() const noexcept { return has_odd_; }
+
+ private:
+  unsigned char odd_ = 0;
+  bool has_odd_ = false;
 };
 
 }  // namespace clawbot::audio

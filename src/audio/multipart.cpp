@@ -1,27 +1,22 @@
 #include "audio/multipart.h"
 
 #include <algorithm>
-#include <cctype>
 
 #include "common/error.h"
+#include "common/text.h"
 
 namespace clawbot::audio {
 namespace {
 
+using text::lower;
+
+// Header values are trimmed of blanks only (RFC 9110 OWS).
+std::string_view trim(std::string_view s) {
+  return text::trim(s, text::blanks);
+}
+
 [[noreturn]] void bad_form(const std::string& message) {
   throw_invalid("multipart/form-data body: " + message, {}, "invalid_multipart");
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
 }
 
 // `key=value` parameters after the first `;` of a header value; values may be quoted (with \-escapes).

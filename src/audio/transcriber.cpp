@@ -119,6 +119,19 @@ Transcript Transcriber::transcribe(Decoder& audio, const TranscribeOptions& opti
   return out;
 }
 
+void check_language(std::string_view language) {
+  if (language.empty() || language == "auto") return;
+  // whisper's table holds codes of 2 or 3 letters and full names ("english"); nothing longer
+  if (language.size() > 32 || whisper_lang_id(std::string(language).c_str()) < 0) {
+    std::string shown(language.substr(0, 32));
+    for (char& c : shown)
+      if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '?';
+    throw_invalid("'language' must be an ISO-639-1 code whisper knows (en, de, fr, ...), not '" + shown +
+                      (language.size() > 32 ? "...'" : "'"),
+                  "language", "unsupported_language");
+  }
+}
+
 Transcript Transcriber::transcribe_samples(std::span<const float> samples, double offset_s,
                                            const TranscribeOptions& options,
                                            const std::atomic<bool>* cancelled) {
@@ -134,11 +147,7 @@ void Transcriber::run_window(std::span<const float> samples, double offset_s,
                              const TranscribeOptions& options, const std::atomic<bool>* cancelled,
                              Transcript& out, bool first_window) {
   whisper_context* ctx = whisper_->ctx;
-  if (!options.language.empty() && options.language != "auto" &&
-      whisper_lang_id(options.language.c_str()) < 0)
-    throw_invalid("'language' must be an ISO-639-1 code whisper knows (en, de, fr, ...), not '" +
-                      options.language.substr(0, 40) + "'",
-                  "language", "unsupported_language");
+  check_language(options.language);
   auto params = whisper_full_default_params(WHISPER_SAMPLING_GREEDY);
   params.n_threads = options.threads > 0
                          ? options.threads

@@ -8,6 +8,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "audio/decode.h"
 #include "audio/transcript.h"
@@ -60,6 +61,10 @@ class Transcriber {
   struct Whisper;
   std::unique_ptr<Whisper> whisper_;
 };
+
+// Throws ClawbotError invalid_request (param "language", code unsupported_language) unless `language` is
+// empty, "auto", or a language whisper knows: checked when a request arrives, before its audio is read.
+void check_language(std::string_view language);
 
 // whisper.cpp's version (its CMake project version, as built).
 std::string whisper_release();

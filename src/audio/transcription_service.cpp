@@ -66,10 +66,13 @@ bool TranscriptionService::submit(TranscriptionJob job, Done done) {
         std::exception_ptr error;
         const auto start = std::chrono::steady_clock::now();
         try {
-          Decoder decoder(shared_job->audio, options_.limits);
+          if (!shared_job->decoder)
+            shared_job->decoder = std::make_unique<Decoder>(shared_job->audio, options_.limits);
+          Decoder& decoder = *shared_job->decoder;
           result.info = decoder.info();
           result.transcript =
               transcriber.transcribe(decoder, shared_job->options, shared_job->cancelled.get());
+          shared_job->decoder.reset();  // the file's buffers go now, not when the answer has been sent
           result.processing_s =
               std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
           if (metrics_) requests_.add();

@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 
 #include "audio/decode.h"
@@ -28,7 +29,12 @@ struct TranscriptionResult {
 };
 
 struct TranscriptionJob {
-  std::string audio;  // the uploaded file
+  // The uploaded file: `audio` views bytes that `owner` keeps alive (the request's body, moved, not copied).
+  std::shared_ptr<const std::string> owner;
+  std::string_view audio;
+  // `audio`'s decoder, its header read when the request was checked, so that the file is opened once; null:
+  // the worker opens it.
+  std::unique_ptr<Decoder> decoder;
   TranscribeOptions options;
   std::shared_ptr<std::atomic<bool>> cancelled;  // set when the client has gone
 };

@@ -91,6 +91,9 @@ class Exchange {
            const ExchangeObserver* observer = nullptr);
 
   const Request& request() const noexcept { return request_; }
+  // The request's body moved out, for a handler that hands it to another thread without a copy (an audio
+  // upload); request().body() is empty afterwards.
+  std::string take_body() noexcept { return std::move(request_.body()); }
   std::string_view path() const noexcept;  // the target without its query
   bool responded() const noexcept { return responded_; }
   bool keep_alive() const noexcept { return keep_alive_; }

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "common/url_query.h"
 #include "monitor/metrics.h"
 #include "monitor/series.h"
 
@@ -630,29 +631,20 @@ std::string History::json(std::optional<double> since) const {
 }
 
 std::optional<double> history_since(std::string_view target) {
-  const auto question = target.find('?');
-  if (question == std::string_view::npos) return std::nullopt;
-  std::string_view query = target.substr(question + 1);
-  while (!query.empty()) {
-    const auto amp = query.find('&');
-    const std::string_view pair = query.substr(0, amp);
-    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
-    const auto eq = pair.find('=');
-    if (pair.substr(0, eq) != "since") continue;
-    const std::string_view text = eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
-    double since = 0;
-    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), since);
-    if (text.empty() || ec != std::errc() || end != text.data() + text.size() || !std::isfinite(since)) {
-      std::string shown(text.substr(0, 64));
-      for (char& c : shown)
-        if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '?';
-      throw_invalid("'since' must be a time in unix seconds, such as 1764763200.5; got '" + shown +
-                        (text.size() > 64 ? "...'" : "'"),
-                    "since");
-    }
-    return since;
+  const auto value = http::query_param(target, "since");
+  if (!value) return std::nullopt;
+  const std::string_view text = *value;
+  double since = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), since);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || !std::isfinite(since)) {
+    std::string shown(text.substr(0, 64));
+    for (char& c : shown)
+      if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '?';
+    throw_invalid("'since' must be a time in unix seconds, such as 1764763200.5; got '" + shown +
+                      (text.size() > 64 ? "...'" : "'"),
+                  "since");
   }
-  return std::nullopt;
+  return since;
 }
 
 }  // namespace clawbot::monitor

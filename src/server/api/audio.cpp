@@ -10,6 +10,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "audio/multipart.h"
+#include "audio/transcriber.h"
 #include "audio/transcription_service.h"
 #include "server/api/fields.h"
 #include "server/generation.h"
@@ -51,7 +52,9 @@ AudioRequest read_form(const ServeContext& ctx, http::Exchange& ex, bool transla
   const auto content_type = request[boost::beast::http::field::content_type];
   const std::string boundary =
       audio::form_boundary(std::string_view(content_type.data(), content_type.size()));
-  const auto parts = audio::parse_form(request.body(), boundary);
+  // The body moves into the job (no copy of the upload); the parts are views into it.
+  auto body = std::make_shared<const std::string>(ex.take_body());
+  const auto parts = audio::parse_form(*body, boundary);
   AudioRequest out;
   out.job.options.translate = translate;
   const audio::FormPart* file = nullptr;
@@ -63,6 +66,7 @@ AudioRequest read_form(const ServeContext& ctx, http::Exchange& ex, bool transla
       file = &part;
     } else if (part.name == "language" && !translate) {
       out.job.options.language = field_text(part, 16);
+      audio::check_language(out.job.options.language);  // before the file is read
     } else if (part.name == "prompt") {
       out.job.options.prompt = field_text(part, 4096);
     } else if (part.name == "temperature") {
@@ -99,10 +103,11 @@ AudioRequest read_form(const ServeContext& ctx, http::Exchange& ex, bool transla
   out.granularities = granularities_given ? granularities : audio::Granularities{};
   out.job.options.word_timestamps =
       out.format == audio::ResponseFormat::verbose_json && out.granularities.word;
-  out.job.audio = std::string(file->data);
-  // The header now, so that a file that is not audio, or too long, is refused without waiting in the queue.
-  audio::Decoder probe(out.job.audio, ctx.transcription->options().limits);
-  (void)probe;
+  out.job.audio = file->data;
+  out.job.owner = std::move(body);
+  // The header now, so that a file that is not audio, or too long, is refused without waiting in the queue;
+  // the job decodes on with this decoder (the file is opened once).
+  out.job.decoder = std::make_unique<audio::Decoder>(out.job.audio, ctx.transcription->options().limits);
   return out;
 }
 

@@ -8,6 +8,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <span>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -15,8 +16,10 @@
 #include <boost/beast/websocket.hpp>
 
 #include "audio/live.h"
+#include "audio/transcriber.h"
 #include "audio/transcription_service.h"
 #include "common/json_read.h"
+#include "common/url_query.h"
 #include "common/websocket.h"
 #include "server/api/audio.h"
 #include "server/api/fields.h"
@@ -38,22 +41,6 @@ struct LiveOutbox {
   // final waits for no one.
   std::shared_ptr<std::atomic<bool>> partial_cancel;
 };
-
-std::string query_value(std::string_view target, std::string_view key) {
-  const auto q = target.find('?');
-  if (q == std::string_view::npos) return {};
-  std::string_view query = target.substr(q + 1);
-  while (!query.empty()) {
-    const auto amp = query.find('&');
-    const std::string_view pair = query.substr(0, amp);
-    const auto eq = pair.find('=');
-    if (pair.substr(0, eq) == key)
-      return std::string(eq == std::string_view::npos ? "" : pair.substr(eq + 1, 32));
-    if (amp == std::string_view::npos) break;
-    query.remove_prefix(amp + 1);
-  }
-  return {};
-}
 
 std::string message(const json& value) {
   return value.dump(-1, ' ', false, json::error_handler_t::replace);
@@ -128,8 +115,10 @@ asio::awaitable<void> live_transcription(const ServeContext& ctx, http::Exchange
         {}, "websocket_required");
   const std::string_view target(ex.request().target().data(), ex.request().target().size());
   audio::TranscribeOptions options;
-  options.language = query_value(target, "language");
-  options.translate = query_value(target, "translate") == "true";
+  options.language = std::string(http::query_param(target, "language").value_or(""));
+  // Refused here, before the upgrade: a 400 naming the parameter, not an error on every segment later.
+  audio::check_language(options.language);
+  options.translate = http::query_param(target, "translate") == "true";
   options.threads = service.options().threads;
   options.live = true;
   ex.log_fields()["live"] = true;
@@ -143,6 +132,7 @@ asio::awaitable<void> live_transcription(const ServeContext& ctx, http::Exchange
   auto outbox = std::make_shared<LiveOutbox>();
   audio::LiveSegmenter segmenter;
   boost::beast::flat_buffer buffer;
+  audio::PcmFrames pcm;
   std::vector<float> samples;
   ws.text(true);
   const auto send_ready = [&]() -> asio::awaitable<bool> {
@@ -168,11 +158,7 @@ asio::awaitable<void> live_transcription(const ServeContext& ctx, http::Exchange
       const auto parsed = json_read::parse(std::string_view(reinterpret_cast<const char*>(bytes), n));
       stop = parsed && parsed.value->is_object() && parsed.value->value("type", "") == "stop";
     } else {
-      samples.resize(n / 2);
-      for (std::size_t i = 0; i < samples.size(); ++i) {
-        const auto v = static_cast<std::int16_t>(bytes[2 * i] | (bytes[2 * i + 1] << 8));
-        samples[i] = static_cast<float>(v) / 32768.0f;
-      }
+      pcm.read(std::span(bytes, n), samples);
       bool idle = false;
       {
         std::lock_guard lock(outbox->mutex);

@@ -365,5 +365,38 @@ TEST(LiveSegmenter, SilenceGivesNothing) {
   EXPECT_TRUE(segmenter.finish().empty());
 }
 
+// The live route's frames split at odd offsets: every sample comes out once, aligned, in order.
+TEST(PcmFrames, FramesSplitAtOddOffsetsKeepTheSamplesAligned) {
+  std::vector<std::int16_t> pcm;
+  for (int i = 0; i < 1000; ++i) pcm.push_back(static_cast<std::int16_t>((i * 131 % 65536) - 32768));
+  std::vector<unsigned char> bytes;
+  for (const std::int16_t v : pcm) {
+    bytes.push_back(static_cast<unsigned char>(static_cast<std::uint16_t>(v) & 0xFF));
+    bytes.push_back(static_cast<unsigned char>(static_cast<std::uint16_t>(v) >> 8));
+  }
+  PcmFrames frames;
+  std::vector<float> got, out;
+  std::size_t at = 0;
+  for (std::size_t n = 1; at < bytes.size(); n = n % 7 + 2) {  // lengths 1, 3, 5, 7, 2, 4, ...
+    const std::size_t take = std::min(n, bytes.size() - at);
+    frames.read(std::span(bytes).subspan(at, take), out);
+    got.insert(got.end(), out.begin(), out.end());
+    at += take;
+  }
+  EXPECT_FALSE(frames.holds_odd_byte());
+  ASSERT_EQ(got.size(), pcm.size());
+  for (std::size_t i = 0; i < pcm.size(); ++i)
+    ASSERT_EQ(got[i], static_cast<float>(pcm[i]) / 32768.0f) << "sample " << i;
+  // a lone byte completes nothing until its partner comes
+  const unsigned char one[] = {0x34};
+  const unsigned char two[] = {0x12};
+  frames.read(one, out);
+  EXPECT_TRUE(out.empty());
+  EXPECT_TRUE(frames.holds_odd_byte());
+  frames.read(two, out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0], static_cast<float>(0x1234) / 32768.0f);
+}
+
 }  // namespace
 }  // namespace clawbot::audio

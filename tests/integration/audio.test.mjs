@@ -3,12 +3,15 @@
 // serving, /metrics, and `clawbot transcribe` (file, formats, -o, --eval).
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 
 import { startServer, runClawbot, MODEL_ID, clawbotBin } from './server_harness.mjs';
-import { whisperModel, speechFiles, form, parseSrt, parseVtt, checkTimes, LIBRIVOX_DIR } from './audio_helpers.mjs';
+import {
+  whisperModel, speechFiles, form, parseSrt, parseVtt, checkTimes, openLive, pcm16k, LIBRIVOX_DIR,
+} from './audio_helpers.mjs';
 
 // A 2-hour FLAC of silence at 4 kHz, 8 bits, is 5 MB: under the size limit, over the duration limit.
 const AUDIO_MAX_BYTES = 6_000_000;
@@ -151,6 +154,18 @@ describe('serve --whisper-model', () => {
     assert.equal(big.status, 413);
   });
 
+  test('language is checked when the form is read, before the file is decoded', async () => {
+    // not audio, and a language whisper does not know: the language is named (it used to be the file, as
+    // the language was checked only once the audio had been decoded)
+    const res = await transcribe(server.baseUrl, { model: 'whisper-1', language: 'xx' },
+      Buffer.from('these are my notes, not audio\n'.repeat(20)), 'notes.wav');
+    assert.equal(res.status, 400);
+    const error = await errorOf(res);
+    assert.equal(error.param, 'language', JSON.stringify(error));
+    assert.equal(error.code, 'unsupported_language');
+    assert.match(error.message, /'xx'/);
+  });
+
   test('a transcription and chat at once: both answer', { timeout: 120000 }, async () => {
     const [audio, chat] = await Promise.all([
       transcribe(server.baseUrl, { model: 'whisper-1', temperature: '0.2' }, fs.readFileSync(files.librivox)),
@@ -240,6 +255,48 @@ describe('the live path', () => {
     assert.match(metrics, /^clawbot_audio_seconds_total [1-9]/m);
   });
 
+  test('an unknown language refuses the upgrade with a 400 naming the parameter', async () => {
+    const refused = await openLive(server.baseUrl, '?language=xx');
+    assert.equal(refused.status, 400, 'the upgrade must be refused');
+    const error = JSON.parse(refused.body).error;
+    assert.equal(error.param, 'language', refused.body);
+    assert.equal(error.code, 'unsupported_language');
+    const accepted = await openLive(server.baseUrl, '?language=en');
+    assert.equal(typeof accepted.sendBinary, 'function');
+    accepted.close();
+  });
+
+  test('binary frames of odd lengths keep the samples aligned', { timeout: 120000 }, async () => {
+    const pcm = pcm16k(files.wav);
+    const session = async (lengths) => {
+      const ws = await openLive(server.baseUrl);
+      for (let at = 0, i = 0; at < pcm.length; i++) {
+        const n = Math.min(lengths[i % lengths.length], pcm.length - at);
+        ws.sendBinary(pcm.subarray(at, at + n));
+        at += n;
+      }
+      ws.sendText('{"type":"stop"}');
+      const finals = [];
+      for (let m = await ws.next(); m !== null; m = await ws.next()) {
+        if (m.type === 'final') finals.push(m);
+        if (m.type === 'error') assert.fail(`node: ${m.message}`);
+        if (m.type === 'done') {
+          ws.close();
+          return { finals, seconds: m.audio_seconds };
+        }
+      }
+      assert.fail('the session ended without done');
+    };
+    const even = await session([3200]);
+    // split at odd offsets: a sample's two bytes arrive in different messages
+    const odd = await session([3201, 1599, 777, 3, 1]);
+    assert.equal(odd.seconds, even.seconds, 'every byte counts');
+    assert.ok(even.finals.length >= 1);
+    assert.deepEqual(odd.finals.map((f) => [f.start, f.end, f.text]), even.finals.map((f) => [f.start, f.end, f.text]));
+    // done counts the samples received (it counted the last 30 ms frame padded with silence)
+    assert.equal(even.seconds, pcm.length / 2 / 16000);
+  });
+
   test('the route without a WebSocket upgrade is a 400 saying so', async () => {
     const res = await fetch(`${server.baseUrl}/v1/audio/live`);
     assert.equal(res.status, 400);
@@ -280,5 +337,207 @@ describe('models and a whisper file', () => {
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+/** `clawbot transcribe ARGS` spawned, with its output as it comes: { proc, out, err, exited }. */
+function spawnTranscribe(args) {
+  const proc = spawn(clawbotBin(), ['transcribe', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const run = { proc, out: '', err: '' };
+  proc.stdout.setEncoding('utf8').on('data', (c) => { run.out += c; });
+  proc.stderr.setEncoding('utf8').on('data', (c) => { run.err += c; });
+  run.exited = new Promise((resolve) => proc.on('close', (code) => resolve(code)));
+  return run;
+}
+
+async function until(what, condition, timeoutMs = 60000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+describe('the live path when the node goes away', () => {
+  let files;
+  let model;
+  let speech;
+  let duration;
+  before(() => {
+    model = whisperModel();
+    files = speechFiles();
+    // 18 s of LibriVox speech
+    speech = path.join(files.dir, 'librivox.wav');
+    execFileSync('sox', ['0870', '0890', '0920'].map((n) => path.join(LIBRIVOX_DIR, `sense_and_sensibility_01_austen_64kb-${n}.wav`)).concat([speech]));
+    duration = Number(execFileSync('soxi', ['-D', speech], { encoding: 'utf8' }).trim());
+  });
+  after(() => files && fs.rmSync(files.dir, { recursive: true, force: true }));
+
+  const serverArgs = () => ['--whisper-model', model, '--threads', '2'];
+  const config = (retryPolicy) => {
+    const file = path.join(files.dir, `clawbot-${retryPolicy.max_retries}.json`);
+    fs.writeFileSync(file, JSON.stringify({ retry_policy: retryPolicy }));
+    return file;
+  };
+  // The serve process killed once the first final segment is printed.
+  const killAfterFirstFinal = async (server, run) => {
+    await until('a final segment', () => /^\[\d\d:\d\d:\d\d\.\d{3} -->/m.test(run.out));
+    const finalsBefore = (run.out.match(/^\[/gm) ?? []).length;
+    server.proc.kill('SIGKILL');
+    await new Promise((r) => server.proc.once('exit', r));
+    return finalsBefore;
+  };
+
+  test('transcribe --input --realtime: the node is killed and restarted mid-stream; the transcript completes in the stream\'s times',
+    { timeout: 180000 }, async () => {
+      let server = await startServer({ extraArgs: serverArgs() });
+      const out = path.join(files.dir, 'restart.json');
+      try {
+        const run = spawnTranscribe(['--input', speech, '--realtime', '--endpoint', server.baseUrl,
+          '--config', config({ max_retries: 10, backoff_factor: 1.5, base_delay: 300 }), '--format', 'verbose_json', '-o', out]);
+        const finalsBefore = await killAfterFirstFinal(server, run);
+        await new Promise((r) => setTimeout(r, 1500));
+        server = await startServer({ port: server.port, extraArgs: serverArgs() });
+        const code = await run.exited;
+        assert.equal(code, 0, run.err);
+        assert.match(run.err, /the live connection was lost: .*; reconnecting in [\d.]+ s \(retry 1 of 10\)/);
+        const resent = /reconnected; resending ([\d.]+) s of audio from ([\d.]+) s/.exec(run.err);
+        assert.ok(resent, run.err);
+        const resumedAt = Number(resent[2]);
+        const body = JSON.parse(fs.readFileSync(out, 'utf8'));
+        console.log(`restart: ${finalsBefore} final(s) before the kill; resent ${resent[1]} s from ${resumedAt} s; ` +
+          `segments ${body.segments.map((s) => `${s.start.toFixed(2)}-${s.end.toFixed(2)}`).join(' ')}; audio ${duration} s`);
+        assert.ok(Math.abs(body.duration - duration) < 0.05, `transcript duration ${body.duration} vs the audio's ${duration}`);
+        checkTimes(body.segments, duration + 0.01, 'segments across the restart');
+        const after = body.segments.filter((s) => s.start >= resumedAt - 1e-6);
+        assert.ok(after.length >= 1, 'segments after the reconnection');
+        assert.ok(finalsBefore >= 1 && resumedAt > 0, 'the new connection starts where the last final ended');
+        assert.ok(body.segments.at(-1).end >= duration - 1.5, `the last segment ends at ${body.segments.at(-1).end} of ${duration} s`);
+      } finally {
+        await server.stop();
+      }
+    });
+
+  test('retries exhausted: exit 1 with a clear message, what was transcribed saved with -o', { timeout: 120000 }, async () => {
+    const server = await startServer({ extraArgs: serverArgs() });
+    const out = path.join(files.dir, 'gave-up.json');
+    const run = spawnTranscribe(['--input', speech, '--realtime', '--endpoint', server.baseUrl,
+      '--config', config({ max_retries: 2, backoff_factor: 1, base_delay: 200 }), '--format', 'verbose_json', '-o', out]);
+    const finalsBefore = await killAfterFirstFinal(server, run);
+    const code = await run.exited;
+    assert.equal(code, 1, run.err);
+    assert.match(run.err, /cannot connect to http:\/\/127\.0\.0\.1:\d+: Connection refused \(gave up after 2 retries: retry_policy\.max_retries\); what was transcribed is in .*gave-up\.json/);
+    const body = JSON.parse(fs.readFileSync(out, 'utf8'));
+    assert.equal(body.segments.length, finalsBefore);
+  });
+});
+
+/** An HTTP proxy to `target` that records each request ({method, url, body}); answers are passed through. */
+async function recordingProxy(target) {
+  const requests = [];
+  const server = http.createServer(async (req, res) => {
+    const chunks = [];
+    for await (const c of req) chunks.push(c);
+    const body = Buffer.concat(chunks);
+    requests.push({ method: req.method, url: req.url, body: body.toString('utf8') });
+    const upstream = await fetch(target + req.url, {
+      method: req.method, headers: { 'content-type': req.headers['content-type'] ?? 'application/json' },
+      body: req.method === 'GET' ? undefined : body });
+    res.writeHead(upstream.status, { 'content-type': upstream.headers.get('content-type') ?? 'application/json' });
+    res.end(Buffer.from(await upstream.arrayBuffer()));
+  });
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${server.address().port}`, requests, close: () => server.close() };
+}
+
+describe('transcribe --minutes', () => {
+  let server;
+  let files;
+  let proxy;
+  before(async () => {
+    files = speechFiles();
+    server = await startServer({ extraArgs: ['--whisper-model', whisperModel(), '--threads', '2'] });
+    proxy = await recordingProxy(server.baseUrl);
+  });
+  after(async () => {
+    proxy?.close();
+    if (server) await server.stop();
+    if (files) fs.rmSync(files.dir, { recursive: true, force: true });
+  });
+
+  // The transcript section of the notes: its segment lines' text.
+  const transcriptOf = (notes) => {
+    const at = notes.indexOf('\n# Transcript\n');
+    assert.ok(notes.startsWith('# Minutes\n') && at > 0, notes);
+    return [...notes.slice(at).matchAll(/^- `[\d:.]+ --> [\d:.]+` (.*)$/gm)].map((m) => m[1]);
+  };
+  const chatRequests = () => proxy.requests.filter((r) => r.url === '/v1/chat/completions').map((r) => JSON.parse(r.body));
+
+  test('a file: the chat model gets the transcript; -o has the minutes, then the transcript', { timeout: 240000 }, async () => {
+    const notes = path.join(files.dir, 'notes.md');
+    const r = await runClawbot(['transcribe', files.librivox, '--endpoint', server.baseUrl, '--minutes',
+      '--minutes-endpoint', proxy.url, '-o', notes], { timeoutMs: 200000 });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^# Minutes\n\n\S/m);
+    const text = fs.readFileSync(notes, 'utf8');
+    const lines = transcriptOf(text);
+    assert.ok(lines.length >= 1, text);
+    const requests = chatRequests();
+    assert.ok(requests.length >= 1);
+    const sent = requests.map((q) => q.messages.map((m) => m.content).join('\n')).join('\n');
+    for (const line of lines) assert.ok(sent.includes(line), `the transcript line '${line}' was not sent`);
+    assert.match(sent, /Summary.*Decisions.*Action items/s);
+    const minutes = text.slice('# Minutes\n'.length, text.indexOf('\n# Transcript\n')).trim();
+    assert.ok(minutes.length > 0 && !minutes.startsWith('_Not written'), text);
+  });
+
+  test('a transcript longer than the context is summarised in parts, then combined', { timeout: 300000 }, async () => {
+    proxy.requests.length = 0;
+    const config = path.join(files.dir, 'small-context.json');
+    // a context so small that the transcript must be split (what a long meeting does to a real model)
+    fs.writeFileSync(config, JSON.stringify({ context_length: 420, retry_policy: { max_retries: 0 } }));
+    // 65 s of LibriVox speech (four recordings, three times), through the live path: a dozen segments
+    const once = ['0870', '0890', '0920', '0930'].map((n) => path.join(LIBRIVOX_DIR, `sense_and_sensibility_01_austen_64kb-${n}.wav`));
+    const long = path.join(files.dir, 'long.wav');
+    execFileSync('sox', [...once, ...once, ...once, long]);
+    const notes = path.join(files.dir, 'long.md');
+    const r = await runClawbot(['transcribe', '--input', long, '--endpoint', server.baseUrl, '--config', config,
+      '--minutes', '--minutes-endpoint', proxy.url, '-o', notes], { timeoutMs: 280000 });
+    assert.equal(r.code, 0, r.stderr);
+    const plan = /minutes from (\d+) chat requests? \((\d+) transcript parts?, 420-token context\)/.exec(r.stderr);
+    assert.ok(plan, r.stderr);
+    const lines = transcriptOf(fs.readFileSync(notes, 'utf8'));
+    const requests = chatRequests();
+    assert.equal(requests.length, Number(plan[1]));
+    const parts = requests.filter((q) => /^Part \d+ of \d+ of a meeting transcript/.test(q.messages.at(-1).content));
+    assert.equal(parts.length, Number(plan[2]));
+    assert.ok(parts.length >= 2, `the transcript (${lines.length} lines) fits 420 tokens? ${r.stderr}`);
+    // every line went out in a part; the last request combines the parts' notes
+    const sent = parts.map((q) => q.messages.at(-1).content).join('\n');
+    for (const line of lines) assert.ok(sent.includes(line) || line.length > 200, `'${line}' was not sent`);
+    assert.match(requests.at(-1).messages.at(-1).content, /^Notes on consecutive parts of one meeting/);
+    // each request fits: measured by the server that tokenizes
+    for (const q of requests) {
+      const text = q.messages.map((m) => m.content).join('\n');
+      const tokens = (await (await fetch(`${server.baseUrl}/tokenize`, { method: 'POST', body: JSON.stringify({ content: text }) })).json()).tokens;
+      assert.ok(tokens.length + q.max_tokens <= 420, `${tokens.length} prompt tokens + ${q.max_tokens} for the answer`);
+    }
+  });
+
+  test('the chat endpoint down: a clear error, exit 1, and the transcript is still written', { timeout: 120000 }, async () => {
+    const closed = http.createServer();
+    await new Promise((r) => closed.listen(0, '127.0.0.1', r));
+    const port = closed.address().port;
+    await new Promise((r) => closed.close(r));
+    const config = path.join(files.dir, 'no-retry.json');
+    fs.writeFileSync(config, JSON.stringify({ retry_policy: { max_retries: 0 } }));
+    const notes = path.join(files.dir, 'down.md');
+    const r = await runClawbot(['transcribe', files.wav, '--endpoint', server.baseUrl, '--config', config, '--minutes',
+      '--minutes-endpoint', `http://127.0.0.1:${port}`, '-o', notes], { timeoutMs: 100000 });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(`minutes: the chat model at http://127\\.0\\.0\\.1:${port} did not answer: .*; the transcript is in .*down\\.md`));
+    const text = fs.readFileSync(notes, 'utf8');
+    assert.match(text, /^# Minutes\n\n_Not written: /);
+    assert.ok(transcriptOf(text).length >= 1, text);
   });
 });

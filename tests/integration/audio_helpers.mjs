@@ -3,7 +3,9 @@
 // by sox to FLAC and OGG, by build/tests/audio_encode to MP3 and Opus), pocketsphinx-testdata's LibriVox
 // recordings, and whisper.cpp's jfk.wav from the nodejs-whisper package when the dependency cache has it.
 import { execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -126,3 +128,92 @@ export function checkTimes(items, duration, what) {
 }
 
 export { REPO_ROOT };
+
+/**
+ * A minimal WebSocket client (RFC 6455) for the live route: Node 20 has none built in. Resolves to
+ * { status, body } when the server refuses the upgrade, else to { sendBinary(buf), sendText(s), next(),
+ * close() } where next() resolves to the next text message parsed as JSON (null once the connection ended).
+ */
+export function openLive(baseUrl, query = '') {
+  const url = new URL(`${baseUrl}/v1/audio/live${query}`);
+  const key = crypto.randomBytes(16).toString('base64');
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(url.port), url.hostname, () => {
+      socket.write(`GET ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\nUpgrade: websocket\r\n` +
+        `Connection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+    });
+    let buffer = Buffer.alloc(0);
+    let upgraded = false;
+    const messages = [];
+    const waiters = [];
+    let ended = false;
+    let fragments = [];
+    const deliver = (m) => (waiters.length ? waiters.shift()(m) : messages.push(m));
+    const frame = (opcode, payload) => {
+      const mask = crypto.randomBytes(4);
+      const n = payload.length;
+      const head = n < 126 ? Buffer.from([0x80 | opcode, 0x80 | n])
+        : n < 65536 ? Buffer.from([0x80 | opcode, 0x80 | 126, n >> 8, n & 0xff])
+          : Buffer.concat([Buffer.from([0x80 | opcode, 0x80 | 127]), (() => { const b = Buffer.alloc(8); b.writeBigUInt64BE(BigInt(n)); return b; })()]);
+      const body = Buffer.from(payload);
+      for (let i = 0; i < body.length; i++) body[i] ^= mask[i % 4];
+      socket.write(Buffer.concat([head, mask, body]));
+    };
+    const parseFrames = () => {
+      for (;;) {
+        if (buffer.length < 2) return;
+        const fin = buffer[0] & 0x80;
+        const opcode = buffer[0] & 0x0f;
+        let n = buffer[1] & 0x7f;
+        let at = 2;
+        if (n === 126) { if (buffer.length < 4) return; n = buffer.readUInt16BE(2); at = 4; }
+        else if (n === 127) { if (buffer.length < 10) return; n = Number(buffer.readBigUInt64BE(2)); at = 10; }
+        if (buffer.length < at + n) return;
+        const payload = buffer.subarray(at, at + n);
+        buffer = buffer.subarray(at + n);
+        if (opcode === 8) { frame(8, payload.subarray(0, 2)); socket.end(); continue; }
+        if (opcode === 9) { frame(10, payload); continue; }
+        if (opcode === 1 || opcode === 0) {
+          fragments.push(payload);
+          if (fin) { deliver(JSON.parse(Buffer.concat(fragments).toString('utf8'))); fragments = []; }
+        }
+      }
+    };
+    socket.on('data', (chunk) => {
+      buffer = Buffer.concat([buffer, chunk]);
+      if (!upgraded) {
+        const end = buffer.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        const head = buffer.subarray(0, end).toString('latin1');
+        const status = Number(/^HTTP\/1\.1 (\d+)/.exec(head)?.[1]);
+        if (status !== 101) {
+          const rest = buffer.subarray(end + 4);
+          const length = Number(/content-length: *(\d+)/i.exec(head)?.[1] ?? rest.length);
+          const finish = () => { socket.destroy(); resolve({ status, body: buffer.subarray(end + 4, end + 4 + length).toString('utf8') }); };
+          if (rest.length >= length) finish();
+          else socket.on('data', () => { if (buffer.length >= end + 4 + length) finish(); });
+          upgraded = null;
+          return;
+        }
+        upgraded = true;
+        buffer = buffer.subarray(end + 4);
+        resolve({
+          sendBinary: (b) => frame(2, b),
+          sendText: (s) => frame(1, Buffer.from(s, 'utf8')),
+          next: () => (messages.length ? Promise.resolve(messages.shift())
+            : ended ? Promise.resolve(null) : new Promise((r) => waiters.push(r))),
+          close: () => socket.destroy(),
+        });
+      }
+      if (upgraded) parseFrames();
+    });
+    const end = () => { ended = true; while (waiters.length) waiters.shift()(null); };
+    socket.on('close', end);
+    socket.on('error', (e) => { if (!upgraded) reject(e); end(); });
+  });
+}
+
+/** 16 kHz mono 16-bit PCM of an audio file (sox converts), as the live route takes it. */
+export function pcm16k(file) {
+  return execFileSync('sox', [file, '-t', 'raw', '-r', '16000', '-c', '1', '-b', '16', '-e', 'signed-integer', '-L', '-']);
+}

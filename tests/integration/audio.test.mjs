@@ -418,6 +418,31 @@ describe('the live path when the node goes away', () => {
       }
     });
 
+  test('past the resend buffer the oldest audio goes, and the reconnection says which stretch', { timeout: 180000 }, async () => {
+    let server = await startServer({ extraArgs: serverArgs() });
+    const out = path.join(files.dir, 'bounded.json');
+    try {
+      const run = spawnTranscribe(['--input', speech, '--realtime', '--resend-buffer', '1', '--endpoint', server.baseUrl,
+        '--config', config({ max_retries: 10, backoff_factor: 1.5, base_delay: 300 }), '--format', 'verbose_json', '-o', out]);
+      await killAfterFirstFinal(server, run);
+      await new Promise((r) => setTimeout(r, 2500));  // more than the 1 s buffer is captured meanwhile
+      server = await startServer({ port: server.port, extraArgs: serverArgs() });
+      assert.equal(await run.exited, 0, run.err);
+      const lost = /audio from ([\d.]+) s to ([\d.]+) s was past the resend buffer \(1 s\) and is not transcribed/.exec(run.err);
+      assert.ok(lost, run.err);
+      const resent = /reconnected; resending ([\d.]+) s of audio from ([\d.]+) s/.exec(run.err);
+      assert.ok(Number(resent[1]) <= 1.0 + 1e-9, `resent ${resent[1]} s with a 1 s buffer`);
+      assert.equal(resent[2], lost[2], 'the resent audio starts where the lost stretch ends');
+      const body = JSON.parse(fs.readFileSync(out, 'utf8'));
+      assert.ok(Math.abs(body.duration - duration) < 0.05, `transcript duration ${body.duration} vs the audio's ${duration}`);
+      checkTimes(body.segments, duration + 0.01, 'segments around the lost stretch');
+      assert.ok(body.segments.every((s) => s.end <= Number(lost[1]) + 1e-6 || s.start >= Number(lost[2]) - 1e-6),
+        'no segment inside the stretch that was not resent');
+    } finally {
+      await server.stop();
+    }
+  });
+
   test('retries exhausted: exit 1 with a clear message, what was transcribed saved with -o', { timeout: 120000 }, async () => {
     const server = await startServer({ extraArgs: serverArgs() });
     const out = path.join(files.dir, 'gave-up.json');

@@ -319,6 +319,8 @@ class LiveClient {
       }
       if (!ended.retryable || failures >= config_.retry_policy.max_retries) {
         const std::string why = ws ? ended.why : reason;
+        // no done will say how long the stream was: what was captured is its length
+        transcript_.duration = seconds(captured());
         error_ = failures == 0 ? why
                                : why + " (gave up after " + std::to_string(failures) + " " +
                                      (failures == 1 ? "retry" : "retries") + ": retry_policy.max_retries)";

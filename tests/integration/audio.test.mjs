@@ -454,6 +454,10 @@ describe('the live path when the node goes away', () => {
     assert.match(run.err, /cannot connect to http:\/\/127\.0\.0\.1:\d+: Connection refused \(gave up after 2 retries: retry_policy\.max_retries\); what was transcribed is in .*gave-up\.json/);
     const body = JSON.parse(fs.readFileSync(out, 'utf8'));
     assert.equal(body.segments.length, finalsBefore);
+    // in the stream's times (they were clamped to a duration of 0 when no done came)
+    assert.ok(body.duration > 0 && body.duration <= duration + 0.01, `duration ${body.duration}`);
+    assert.ok(body.segments[0].end > 0, JSON.stringify(body.segments));
+    checkTimes(body.segments, body.duration, 'what was saved');
   });
 });
 

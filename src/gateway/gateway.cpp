@@ -63,6 +63,11 @@ bool kb_write(bhttp::verb method, std::string_view path) {
   return true;
 }
 
+// Uploads: audio files, a knowledge base's documents (limits.upload_max_body_bytes).
+bool is_upload_route(std::string_view path) {
+  return path.starts_with("/v1/audio/") || (path.starts_with("/v1/kb/") && path.ends_with("/documents"));
+}
+
 }  // namespace
 
 std::string_view query_value(std::string_view target, std::string_view name) {
@@ -323,20 +328,17 @@ std::string_view Gateway::presented_key(const http::RequestHead& request, std::s
 }
 
 std::size_t Gateway::body_limit(std::string_view path) const {
-  const bool upload =
-      path.starts_with("/v1/audio/") || (path.starts_with("/v1/kb/") && path.ends_with("/documents"));
-  return upload ? config_.limits.upload_max_body_bytes : config_.limits.max_body_bytes;
+  return is_upload_route(path) ? config_.limits.upload_max_body_bytes : config_.limits.max_body_bytes;
 }
 
 std::optional<Error> Gateway::body_too_large(std::string_view path, std::size_t bytes) const {
   const std::size_t limit = body_limit(path);
   if (bytes <= limit) return std::nullopt;
-  const bool upload = limit == config_.limits.upload_max_body_bytes && limit != config_.limits.max_body_bytes;
+  const bool upload = is_upload_route(path);
   return Error{ErrorKind::payload_too_large,
-               "the request body is " + std::to_string(bytes) + " bytes, over this gateway's limit of " +
+               "request body of " + std::to_string(bytes) + " bytes is larger than this gateway's limit of " +
                    std::to_string(limit) + " bytes for " + std::string(path.substr(0, 200)) + " (limits." +
-                   (upload || path.starts_with("/v1/audio/") ? "upload_max_body_bytes" : "max_body_bytes") +
-                   " in gateway.json)",
+                   (upload ? "upload_max_body_bytes" : "max_body_bytes") + " in gateway.json)",
                {},
                "request_too_large"};
 }

@@ -374,7 +374,7 @@ describe('gateway: live relay, audio limits, admin keys, upload limits', () => {
     assert.ok(closed.every((c) => c.code === 1000), JSON.stringify(closed.filter((c) => c.code !== 1000)));
   });
 
-  test('a key\'s audio seconds per hour ends a live session with 1008, and refuses the next upgrade (429)', async () => {
+  test('a key\'s audio seconds per hour ends a live session with 1008, and refuses the next upgrade (429)', { timeout: 60000 }, async () => {
     const ws = await connectWs(`${wsUrl}?model=speech-a`, { headers: bearer(keys.live) });
     assert.equal(ws.status, 101);
     let sent = 0;
@@ -386,6 +386,7 @@ describe('gateway: live relay, audio limits, admin keys, upload limits', () => {
       sent++;
       await ws.next();
     }
+    assert.ok(closed, `not closed after ${sent} frames of 0.1 s`);
     const c = await closing;
     assert.equal(c.code, 1008, JSON.stringify(c));
     assert.match(c.reason, /audio seconds per hour of key [0-9a-f]{12} used up \(2\); resets in \d+ s/);
@@ -409,12 +410,13 @@ describe('gateway: live relay, audio limits, admin keys, upload limits', () => {
       ws.send(pcm(0.05));
       await new Promise((res) => setTimeout(res, 50));
     }
+    assert.ok(closed, 'still open 15 s after the key was revoked');
     const c = await ws.closed;
     assert.equal(c.code, 1008, JSON.stringify(c));
     assert.match(c.reason, /revoked/);
   });
 
-  test('a drain lets the node finish: it gets a stop, its last messages reach the client, then 1001', async () => {
+  test('a drain lets the node finish: it gets a stop, its last messages reach the client, then 1001', { timeout: 60000 }, async () => {
     const ws = await connectWs(`${wsUrl}?model=speech-a`, { headers: bearer(keys.user) });
     ws.send(pcm(0.1));
     await ws.next();
@@ -425,6 +427,7 @@ describe('gateway: live relay, audio limits, admin keys, upload limits', () => {
       ws.send(pcm(0.1));
       await new Promise((res) => setTimeout(res, 50));
     }
+    assert.ok(done, 'the session was still open 5 s into the drain');
     const c = await ws.closed;
     assert.equal(c.code, 1001, JSON.stringify(c));
     assert.match(c.reason, /shutting down/);

@@ -44,9 +44,9 @@ const std::vector<std::string> kUpstreamKeys = {"url",         "name",          
                                                 "standby",     "max_in_flight", "api_key",
                                                 "api_key_env", "tls_ca_file",   "tls_insecure"};
 const std::vector<std::string> kLimitKeys = {
-    "requests_per_minute",       "tokens_per_minute", "max_body_bytes",
-    "max_header_bytes",          "header_timeout_ms", "min_body_rate",
-    "max_connections_per_client"};
+    "requests_per_minute",        "tokens_per_minute",      "max_body_bytes",
+    "max_header_bytes",           "header_timeout_ms",      "min_body_rate",
+    "max_connections_per_client", "audio_seconds_per_hour", "upload_max_body_bytes"};
 const std::vector<std::string> kQueueKeys = {"max_waiting", "timeout_ms"};
 const std::vector<std::string> kHealthKeys = {"interval_ms", "timeout_ms", "path"};
 const std::vector<std::string> kBreakerKeys = {"failures", "cooldown_ms"};
@@ -249,6 +249,11 @@ class Parser {
         c_.limits.min_body_rate = static_cast<std::size_t>(v_.integer(name, item, 0, 1 << 30, "bytes/s"));
       else if (key == "max_connections_per_client")
         c_.limits.max_connections_per_client = static_cast<std::size_t>(v_.integer(name, item, 0, 1 << 20));
+      else if (key == "audio_seconds_per_hour")
+        c_.limits.audio_seconds_per_hour = v_.integer(name, item, 0, std::int64_t{1} << 40);
+      else if (key == "upload_max_body_bytes")
+        c_.limits.upload_max_body_bytes =
+            static_cast<std::size_t>(v_.integer(name, item, 1024, std::int64_t{1} << 34, "bytes"));
       else
         v_.warn(name, kLimitKeys);
     }

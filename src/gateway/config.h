@@ -73,6 +73,10 @@ struct Limits {
   std::chrono::milliseconds header_timeout{30'000};  // a client's whole header block (slowloris)
   std::size_t min_body_rate = 1024;                  // bytes/s a body must average after 10 s; 0: any
   std::size_t max_connections_per_client = 0;        // open connections per client address; 0: no cap
+  std::int64_t audio_seconds_per_hour = 0;           // per key, speech to /v1/audio/*; 0: none
+  // The body of an upload: /v1/audio/* (OpenAI takes 25 MB files) and /v1/kb's documents. Other routes keep
+  // max_body_bytes.
+  std::size_t upload_max_body_bytes = 25u << 20;
 };
 
 struct GatewayConfig {

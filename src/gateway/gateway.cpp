@@ -1,5 +1,6 @@
 #include "gateway/gateway.h"
 
+#include <charconv>
 #include <csignal>
 #include <functional>
 #include <iostream>
@@ -46,7 +47,44 @@ std::string address_text(const asio::ip::address& address) {
   return entry.text;
 }
 
+// Writes under /v1/kb (creating a knowledge base, uploading or deleting documents) need an admin key; a
+// search (POST /v1/kb/{name}/search, one path segment for the name) does not, nor does any read.
+bool kb_write(bhttp::verb method, std::string_view path) {
+  if (method != bhttp::verb::post && method != bhttp::verb::put && method != bhttp::verb::patch &&
+      method != bhttp::verb::delete_)
+    return false;
+  constexpr std::string_view kb = "/v1/kb";
+  if (!path.starts_with(kb) || (path.size() > kb.size() && path[kb.size()] != '/')) return false;
+  constexpr std::string_view search = "/search";
+  if (method == bhttp::verb::post && path.size() > kb.size() + 1 + search.size() && path.ends_with(search)) {
+    const std::string_view name = path.substr(kb.size() + 1, path.size() - kb.size() - 1 - search.size());
+    if (name.find('/') == std::string_view::npos) return false;
+  }
+  return true;
+}
+
+// Uploads: audio files, a knowledge base's documents (limits.upload_max_body_bytes).
+bool is_upload_route(std::string_view path) {
+  return path.starts_with("/v1/audio/") || (path.starts_with("/v1/kb/") && path.ends_with("/documents"));
+}
+
 }  // namespace
+
+std::string_view query_value(std::string_view target, std::string_view name) {
+  const auto q = target.find('?');
+  if (q == std::string_view::npos) return {};
+  std::string_view query = target.substr(q + 1);
+  while (!query.empty()) {
+    const auto amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    const auto eq = pair.find('=');
+    if (pair.substr(0, eq) == name)
+      return eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
+    if (amp == std::string_view::npos) break;
+    query.remove_prefix(amp + 1);
+  }
+  return {};
+}
 
 // "allow" as the door reads it; a bad entry is a gateway.json error that names it.
 door::AllowList parse_allow_list(const GatewayConfig& config) {
@@ -160,6 +198,10 @@ http::Handler Gateway::guarded(Worker& worker,
           std::optional<Error> failure;  // (co_await may not appear inside a catch handler)
           try {
             std::optional<Refusal> refusal = self->admit(*exchange, ctx);
+            // A chunked body has no Content-Length for the header check: its size is known now.
+            if (!refusal)
+              if (auto too_large = self->body_too_large(exchange->path(), exchange->request().body().size()))
+                refusal = Refusal{std::move(*too_large), {}};
             if (refusal)
               co_await self->reply_error(*exchange, ctx, refusal->error, std::move(refusal->headers));
             else
@@ -210,13 +252,7 @@ std::optional<Gateway::Refusal> Gateway::admit(const http::RequestHead& request,
   const bool open_route =
       (path == "/health" && config_.health_open) || (config_.web && web::find_asset(path));
   if (keys_) {
-    std::string_view presented;
-    if (auto it = request.find(bhttp::field::authorization); it != request.end()) {
-      presented =
-          door::KeyVerifier::key_from_authorization(std::string_view(it->value().data(), it->value().size()));
-    } else if (auto key = request.find("x-api-key"); key != request.end()) {
-      presented = std::string_view(key->value().data(), key->value().size());
-    }
+    const std::string_view presented = presented_key(request, path);
     door::KeyRejection why{};
     const auto info = presented.empty() ? std::nullopt : keys_->verify(presented, &why);
     // /health answers anyone (up or down); a valid key also gets the details, without using its limits.
@@ -241,6 +277,23 @@ std::optional<Gateway::Refusal> Gateway::admit(const http::RequestHead& request,
     }
     ctx.key_id = info->id;
     ctx.key_name = info->name;
+    // Both before the body is read (the header check) and again once it is: neither counts anything.
+    if (!info->admin && kb_write(request.method(), path)) {
+      const Error error{ErrorKind::forbidden,
+                        std::string(request.method_string()) + " " + std::string(path.substr(0, 200)) +
+                            " changes a knowledge base and needs an admin key (clawbot gateway keys create "
+                            "NAME --admin); key " +
+                            info->id + " may search knowledge bases only",
+                        {},
+                        "admin_key_required"};
+      return Refusal{error, {}};
+    }
+    if (path.starts_with("/v1/audio/")) {
+      ctx.audio_seconds_per_hour = info->audio_seconds_per_hour > 0 ? info->audio_seconds_per_hour
+                                                                    : config_.limits.audio_seconds_per_hour;
+      const auto audio = limiter_.admit_audio(info->id, ctx.audio_seconds_per_hour, Clock::now());
+      if (!audio.allowed) return rate_limited(info->id, audio);
+    }
     if (!count) return std::nullopt;
     const auto decision = limiter_.admit(*info, config_.limits.requests_per_minute,
                                          config_.limits.tokens_per_minute, Clock::now());
@@ -248,6 +301,46 @@ std::optional<Gateway::Refusal> Gateway::admit(const http::RequestHead& request,
     ctx.tokens.open(limiter_, info->id, decision.tokens_per_minute);
   }
   return std::nullopt;
+}
+
+std::string_view Gateway::presented_key(const http::RequestHead& request, std::string_view path) {
+  if (auto it = request.find(bhttp::field::authorization); it != request.end())
+    return door::KeyVerifier::key_from_authorization(
+        std::string_view(it->value().data(), it->value().size()));
+  if (auto key = request.find("x-api-key"); key != request.end())
+    return std::string_view(key->value().data(), key->value().size());
+  if (path != live_route) return {};
+  // A browser's WebSocket cannot set headers: new WebSocket(url, ["clawbot", "bearer." + key]).
+  if (auto protocols = request.find(bhttp::field::sec_websocket_protocol); protocols != request.end()) {
+    std::string_view list(protocols->value().data(), protocols->value().size());
+    while (!list.empty()) {
+      const auto comma = list.find(',');
+      std::string_view entry = list.substr(0, comma);
+      while (!entry.empty() && (entry.front() == ' ' || entry.front() == '\t')) entry.remove_prefix(1);
+      while (!entry.empty() && (entry.back() == ' ' || entry.back() == '\t')) entry.remove_suffix(1);
+      if (entry.starts_with(key_protocol_prefix)) return entry.substr(key_protocol_prefix.size());
+      if (comma == std::string_view::npos) break;
+      list.remove_prefix(comma + 1);
+    }
+  }
+  const std::string_view target(request.target().data(), request.target().size());
+  return query_value(target, "api_key");
+}
+
+std::size_t Gateway::body_limit(std::string_view path) const {
+  return is_upload_route(path) ? config_.limits.upload_max_body_bytes : config_.limits.max_body_bytes;
+}
+
+std::optional<Error> Gateway::body_too_large(std::string_view path, std::size_t bytes) const {
+  const std::size_t limit = body_limit(path);
+  if (bytes <= limit) return std::nullopt;
+  const bool upload = is_upload_route(path);
+  return Error{ErrorKind::payload_too_large,
+               "request body of " + std::to_string(bytes) + " bytes is larger than this gateway's limit of " +
+                   std::to_string(limit) + " bytes for " + std::string(path.substr(0, 200)) + " (limits." +
+                   (upload ? "upload_max_body_bytes" : "max_body_bytes") + " in gateway.json)",
+               {},
+               "request_too_large"};
 }
 
 Gateway::Refusal Gateway::rate_limited(const std::string& key_id,
@@ -264,7 +357,7 @@ void Gateway::finish(Worker& worker, http::Exchange& ex, Context& ctx) {
   const double seconds = seconds_since(ctx.start);
   const std::string_view route = ex.path();
   // Known routes only as labels: arbitrary paths would grow the metrics without bound.
-  static constexpr std::array<std::string_view, 29> known = {"/v1/chat/completions",
+  static constexpr std::array<std::string_view, 31> known = {"/v1/chat/completions",
                                                              "/v1/completions",
                                                              "/v1/embeddings",
                                                              "/v1/models",
@@ -286,6 +379,8 @@ void Gateway::finish(Worker& worker, http::Exchange& ex, Context& ctx) {
                                                              "/api/version",
                                                              "/rerank",
                                                              "/v1/audio/transcriptions",
+                                                             "/v1/audio/translations",
+                                                             "/v1/audio/live",
                                                              "/detokenize",
                                                              "/api/metrics/history",
                                                              "/api/alerts",
@@ -359,7 +454,8 @@ void Gateway::count_key_usage(Worker& worker, const Context& ctx, std::int64_t t
 
 http::ServerLimits Gateway::server_limits() const {
   http::ServerLimits limits;
-  limits.max_body_bytes = config_.limits.max_body_bytes;
+  // The largest a route takes; the header check holds each route to its own (body_limit()).
+  limits.max_body_bytes = std::max(config_.limits.max_body_bytes, config_.limits.upload_max_body_bytes);
   limits.max_header_bytes = config_.limits.max_header_bytes;
   limits.write_timeout = std::chrono::seconds(300);  // a slow reader of a long stream is not an error
   limits.header_timeout = config_.limits.header_timeout;
@@ -400,6 +496,7 @@ std::unique_ptr<http::Server> Gateway::make_server(
   router->add(http::Verb::get, "/api/tags", guarded(worker, &Gateway::ollama_tags));
   router->add(http::Verb::get, "/api/ps", guarded(worker, &Gateway::ollama_ps));
   router->add(http::Verb::get, "/api/version", guarded(worker, &Gateway::ollama_version));
+  router->add(http::Verb::get, std::string(live_route), guarded(worker, &Gateway::live));
   if (config_.web) {
     for (const web::Asset& asset : web::assets())
       router->add(http::Verb::get, std::string(asset.path), guarded(worker, &Gateway::dashboard_asset));
@@ -417,9 +514,16 @@ std::unique_ptr<http::Server> Gateway::make_server(
       [this](const http::RequestHead& head, const asio::ip::address& remote) -> std::optional<Error> {
         const std::string_view target(head.target().data(), head.target().size());
         Context ctx;
-        auto refusal = admit(head, target.substr(0, target.find('?')), remote, ctx, false);
-        if (!refusal) return std::nullopt;
-        return std::move(refusal->error);
+        const std::string_view path = target.substr(0, target.find('?'));
+        auto refusal = admit(head, path, remote, ctx, false);
+        if (refusal) return std::move(refusal->error);
+        if (const auto length = head.find(bhttp::field::content_length); length != head.end()) {
+          std::size_t bytes = 0;
+          const auto text = length->value();
+          if (std::from_chars(text.data(), text.data() + text.size(), bytes).ec == std::errc())
+            return body_too_large(path, bytes);
+        }
+        return std::nullopt;
       },
       guarded(worker, &Gateway::refused));
   return server;

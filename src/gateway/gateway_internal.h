@@ -53,6 +53,12 @@ inline double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
+inline constexpr std::string_view live_route = "/v1/audio/live";
+// A browser's WebSocket offers the key as a subprotocol "bearer.<key>" (beside "clawbot", which is answered).
+inline constexpr std::string_view key_protocol_prefix = "bearer.";
+// The value of `name` in a target's query, as sent (not percent-decoded); empty when absent.
+std::string_view query_value(std::string_view target, std::string_view name);
+
 // "allow" as the door reads it; a bad entry is a gateway.json error that names it.
 door::AllowList parse_allow_list(const GatewayConfig& config);
 tls::ServerConfig server_tls(const ListenTls& tls);
@@ -181,7 +187,8 @@ class Gateway {
     TokenAccount tokens;  // reserved, counted and settled against the key's token limit
     int status = 0;
     std::string prompt;
-    double audio_seconds = 0;  // what the node transcribed (its X-Audio-Seconds)
+    double audio_seconds = 0;  // what the node transcribed (its X-Audio-Seconds), or a live session sent
+    std::int64_t audio_seconds_per_hour = 0;  // the key's audio limit (its own, else gateway.json's; 0: none)
   };
 
   http::Handler guarded(Worker& worker,
@@ -204,6 +211,17 @@ class Gateway {
     co_await reply_error(ex, ctx, *ex.refusal());
   }
   static Refusal rate_limited(const std::string& key_id, const door::RateLimiter::Decision& decision);
+  // The key a request presents: Authorization (Bearer), x-api-key; on /v1/audio/live also what a browser can
+  // send on a WebSocket: a Sec-WebSocket-Protocol entry "bearer.<key>", or ?api_key=<key>. Empty: none.
+  static std::string_view presented_key(const http::RequestHead& request, std::string_view path);
+  // The most a request's body may hold on `path`: limits.upload_max_body_bytes for uploads (/v1/audio/*, a
+  // knowledge base's documents), else limits.max_body_bytes.
+  std::size_t body_limit(std::string_view path) const;
+  // A 413 naming the option when the body (its Content-Length, or what was read) exceeds body_limit().
+  std::optional<Error> body_too_large(std::string_view path, std::size_t bytes) const;
+  // GET /v1/audio/live (live_relay.cpp): the WebSocket relayed to a node with a speech model.
+  asio::awaitable<void> live(Worker& worker, http::Exchange& ex, Context& ctx);
+  class LiveRelay;
   asio::awaitable<void> reply_error(http::Exchange& ex, Context& ctx, const Error& error, Headers headers);
   asio::awaitable<void> reply_error(http::Exchange& ex, Context& ctx, const Error& error) {
     Headers none;  // (named: no temporaries inside co_await expressions, for GCC 12)
@@ -310,5 +328,26 @@ class Gateway {
 
 // `gateway --check`, like `nginx -t`: everything that would stop the gateway at start, without starting it.
 int check_config(const GatewayConfig& config);
+
+// One request on its way upstream: what forward() decided before the first try, and the tally of the tries.
+struct Gateway::Outbound {
+  std::string_view body;
+  std::string changed_body;  // when the gateway asks for usage the client did not ask for, or names a model
+  RequestFacts facts;
+  bool usage_added = false;  // drop the usage chunk on the way back: the client did not ask for it
+  std::string_view target;
+  std::string upstream_lines;            // the request's headers as the upstream gets them, for every try
+  std::array<char, 28> made_request_id;  // the client's X-Request-Id, or one made here
+  std::string_view request_id;
+  bool head = false;
+  Clock::time_point deadline;
+  // Upstreams that failed this request: it never goes back to them. A busy upstream (503) is not one of
+  // them: the request waits for room there or elsewhere, up to the queue's deadline.
+  std::vector<std::size_t> tried;
+  int failures = 0;
+  bool refused_busy = false;
+  std::string last_failure;
+  bool resent_after_node_died = false;  // a node died holding it: it may go to one more, never two
+};
 
 }  // namespace clawbot::gateway::detail

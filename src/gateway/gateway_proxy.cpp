@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "audio/multipart.h"
 #include "common/json_read.h"
 #include "common/text.h"
 #include "gateway/forward.h"
@@ -54,6 +55,18 @@ Error failed_mid_stream(const std::string& upstream, const std::string& failure)
                    "; the answer is incomplete",
                {},
                "upstream_failed_mid_stream"};
+}
+
+// A plain field of a multipart/form-data body (the speech model an audio upload names); empty when the body
+// is no such form or has no such field (the node answers a broken form in its own words).
+std::string form_field(std::string_view content_type, std::string_view body, std::string_view name) {
+  try {
+    const auto parts = audio::parse_form(body, audio::form_boundary(content_type));
+    const audio::FormPart* part = audio::find_part(parts, name);
+    if (part != nullptr && part->filename.empty() && part->data.size() <= 256) return std::string(part->data);
+  } catch (const std::exception&) {
+  }
+  return {};
 }
 
 // "req-" and 24 hex digits, in `out`; returns it as text.
@@ -115,27 +128,6 @@ void Gateway::give_back(Worker& worker, std::size_t index, std::unique_ptr<http:
 
 // ------------------------------------------------------------------------------------------- forwarding
 
-// One request on its way upstream: what forward() decided before the first try, and the tally of the tries.
-struct Gateway::Outbound {
-  std::string_view body;
-  std::string changed_body;  // when the gateway asks for usage the client did not ask for, or names a model
-  RequestFacts facts;
-  bool usage_added = false;  // drop the usage chunk on the way back: the client did not ask for it
-  std::string_view target;
-  std::string upstream_lines;            // the request's headers as the upstream gets them, for every try
-  std::array<char, 28> made_request_id;  // the client's X-Request-Id, or one made here
-  std::string_view request_id;
-  bool head = false;
-  Clock::time_point deadline;
-  // Upstreams that failed this request: it never goes back to them. A busy upstream (503) is not one of
-  // them: the request waits for room there or elsewhere, up to the queue's deadline.
-  std::vector<std::size_t> tried;
-  int failures = 0;
-  bool refused_busy = false;
-  std::string last_failure;
-  bool resent_after_node_died = false;  // a node died holding it: it may go to one more, never two
-};
-
 namespace {
 
 // What the audit log keeps of a request's prompt (audit_prompts). The body passed the scan, so the bounded
@@ -172,9 +164,14 @@ std::optional<Gateway::Refusal> Gateway::prepare_forward(http::Exchange& ex, Con
   // Ollama's generation routes stream unless the body says "stream": false.
   if ((path == "/api/chat" || path == "/api/generate") && !out.facts.stream_given) out.facts.stream = true;
   out.facts.model = served_name(path, out.facts.model);
-  // Audio (a multipart upload, no JSON to read a model from) goes to a node that lists a speech model.
-  if (path.starts_with("/v1/audio/"))
+  // Audio (a multipart upload, no JSON to read a model from) goes to a node that lists the speech model its
+  // form's "model" names, else to one that lists any.
+  if (path.starts_with("/v1/audio/")) {
+    if (type != request.end())
+      out.facts.model =
+          form_field(std::string_view(type->value().data(), type->value().size()), out.body, "model");
     if (auto none = transcription_model(out.facts.model)) return Refusal{*none, {}};
+  }
   bool to_default_model = false;
   if (auto missing = unserved_model(out.facts.model)) {
     if (config_.default_model.empty()) return Refusal{*missing, {}};
@@ -282,9 +279,12 @@ class Gateway::Attempt {
     if (status == 503) co_return busy(reader);
     // Only audio answers carry it: no header search on every other answer.
     if (ex_.path().starts_with("/v1/audio/")) {
-      if (const auto audio = reader.headers().find("x-audio-seconds"); audio != reader.headers().end())
+      if (const auto audio = reader.headers().find("x-audio-seconds"); audio != reader.headers().end()) {
         std::from_chars(audio->value().data(), audio->value().data() + audio->value().size(),
                         ctx_.audio_seconds);
+        // Counted once the node says how long the file was: the key's next request sees it.
+        if (!ctx_.key_id.empty()) gw_.limiter_.add_audio(ctx_.key_id, ctx_.audio_seconds, Clock::now());
+      }
     }
     const auto type = reader.headers()[bhttp::field::content_type];
     const std::string_view content_type(type.data(), type.size());

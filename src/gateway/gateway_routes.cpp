@@ -189,6 +189,7 @@ std::optional<Error> Gateway::unserved_model(std::string_view model) {
 std::optional<Error> Gateway::transcription_model(std::string& model) {
   std::lock_guard lock(models_mutex_);
   bool all_known = true;
+  std::string first;  // the fallback when `model` names no speech model an upstream has
   for (std::size_t i = 0; i < upstream_models_.size(); ++i) {
     if (!models_read_[i]) {
       all_known = false;
@@ -200,12 +201,20 @@ std::optional<Error> Gateway::transcription_model(std::string& model) {
       const auto task = meta->find("task");
       if (task != meta->end() && task->is_string() && *task == "transcription" && entry.contains("id") &&
           entry["id"].is_string()) {
-        model = entry["id"].get<std::string>();
-        return std::nullopt;
+        const auto& id = entry["id"].get_ref<const std::string&>();
+        if (id == model) return std::nullopt;  // asked for by name
+        if (first.empty()) first = id;
       }
     }
   }
-  if (!all_known) return std::nullopt;
+  if (!first.empty()) {
+    model = std::move(first);
+    return std::nullopt;
+  }
+  if (!all_known) {
+    model.clear();  // (a name no upstream lists yet: any may serve)
+    return std::nullopt;
+  }
   return Error{
       ErrorKind::not_found,
       "no node behind this gateway has a speech-to-text model (start one with serve --whisper-model)",

@@ -372,7 +372,7 @@ describe('body and header limits', () => {
     const before = proxied(up).length;
     const big = await request(`${gw.url}/v1/chat/completions`, { body: chat('x'.repeat(4000)), headers: bearer(key) });
     assertError(big, 413, { type: 'invalid_request_error', code: 'request_too_large',
-      message: /request body is larger than this server's limit of 2048 bytes/ });
+      message: /request body of \d+ bytes is larger than this gateway's limit of 2048 bytes for \/v1\/chat\/completions \(limits\.max_body_bytes in gateway\.json\)/ });
     assert.equal(proxied(up).length, before, 'a body over the limit must not reach the upstream');
     // The gateway still serves after it.
     const again = await request(`${gw.url}/v1/chat/completions`, { body: chat(), headers: bearer(key) });

@@ -122,11 +122,16 @@ export function runClawbotCommand(args, { cwd, timeoutMs = 20000, env = process.
   });
 }
 
-/** `clawbot gateway keys create --name NAME [--rpm N] [--tpm N] --config FILE`: returns the printed key. */
-export async function createKey(configFile, name, { rpm, tpm } = {}) {
+/**
+ * `clawbot gateway keys create --name NAME [--rpm N] [--tpm N] [--audio-seconds-per-hour N] [--admin]
+ * --config FILE`: returns the printed key.
+ */
+export async function createKey(configFile, name, { rpm, tpm, audioSecondsPerHour, admin } = {}) {
   const args = ['gateway', 'keys', 'create', '--name', name, '--config', configFile];
   if (rpm !== undefined) args.push('--rpm', String(rpm));
   if (tpm !== undefined) args.push('--tpm', String(tpm));
+  if (audioSecondsPerHour !== undefined) args.push('--audio-seconds-per-hour', String(audioSecondsPerHour));
+  if (admin) args.push('--admin');
   const r = await runClawbotCommand(args);
   if (r.code !== 0 || !/^cbk_[0-9a-f]{12}_[0-9A-Za-z]{32}\n$/.test(r.stdout))
     throw new Error(`keys create failed (code ${r.code}):\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);

@@ -12,8 +12,8 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
-#include "common/store_error.h"
 #include "common/cli_error.h"
+#include "common/store_error.h"
 #include "gateway/config.h"
 #include "gateway/door/audit_format.h"
 #include "gateway/door/door.h"
@@ -31,7 +31,8 @@ struct AdminOptions {
   std::string db, log, secret, witness;
   // keys create
   std::string name;
-  std::int64_t rpm = 0, tpm = 0;
+  std::int64_t rpm = 0, tpm = 0, audio_seconds_per_hour = 0;
+  bool admin = false;
   // keys list
   bool json = false;
   // keys revoke
@@ -137,13 +138,16 @@ int keys_create(State& state) {
   const fs::path db = state.db_path();
   KeyStore store(db, state.secret_file());
   print_notes(store.notes());
-  const Created created = store.create(state.options.name, state.options.rpm, state.options.tpm);
+  const AdminOptions& o = state.options;
+  const Created created = store.create(o.name, o.rpm, o.tpm, o.audio_seconds_per_hour, o.admin);
   // Only the key on stdout, so that `KEY=$(clawbot gateway keys create --name x)` works.
   std::cout << created.key << std::endl;
   std::cerr
       << "created key " << created.row.info.id << " \"" << created.row.info.name
       << "\" (requests/min: " << limit_text(created.row.info.requests_per_minute)
-      << ", tokens/min: " << limit_text(created.row.info.tokens_per_minute) << ") in " << db.string()
+      << ", tokens/min: " << limit_text(created.row.info.tokens_per_minute)
+      << ", audio s/hour: " << limit_text(created.row.info.audio_seconds_per_hour)
+      << (created.row.info.admin ? ", admin" : "") << ") in " << db.string()
       << "\nit is shown only now: store it where its user can read it (the gateway keeps only a hash)\n";
   return 0;
 }
@@ -167,6 +171,8 @@ int keys_list(State& state) {
                      {"created_at", row.created_at},
                      {"requests_per_minute", row.info.requests_per_minute},
                      {"tokens_per_minute", row.info.tokens_per_minute},
+                     {"audio_seconds_per_hour", row.info.audio_seconds_per_hour},
+                     {"admin", row.info.admin},
                      {"revoked_at", row.revoked() ? nlohmann::ordered_json(row.revoked_at) : nullptr},
                      {"intact", row.intact}});
     std::cout << out.dump(2) << "\n";
@@ -176,14 +182,16 @@ int keys_list(State& state) {
     std::cout << "no keys yet in " << db.string() << " (clawbot gateway keys create --name NAME)\n";
     return 0;
   }
-  std::vector<std::array<std::string, 6>> table{{"ID", "NAME", "CREATED", "REQ/MIN", "TOKENS/MIN", "STATUS"}};
+  std::vector<std::array<std::string, 8>> table{
+      {"ID", "NAME", "CREATED", "REQ/MIN", "TOKENS/MIN", "AUDIO S/HOUR", "ADMIN", "STATUS"}};
   for (const auto& row : rows)
     table.push_back({row.info.id, row.info.name, row.created_at, limit_text(row.info.requests_per_minute),
-                     limit_text(row.info.tokens_per_minute),
+                     limit_text(row.info.tokens_per_minute), limit_text(row.info.audio_seconds_per_hour),
+                     row.info.admin ? "yes" : "no",
                      !row.intact     ? std::string("TAMPERED (refused)")
                      : row.revoked() ? "revoked " + row.revoked_at
                                      : std::string("active")});
-  std::array<std::size_t, 6> width{};
+  std::array<std::size_t, 8> width{};
   for (const auto& cells : table)
     for (std::size_t c = 0; c < cells.size(); ++c) width[c] = std::max(width[c], cells[c].size());
   for (const auto& cells : table) {
@@ -418,13 +426,21 @@ std::function<std::optional<int>()> add_admin_commands(CLI::App& gateway_cmd) {
   keys->require_subcommand(1);
   state->keys_create =
       keys->add_subcommand("create", "Make a key; prints only the key on stdout (shown once)");
-  state->keys_create->add_option("--name", o.name, "Who or what the key is for (unique among active keys)")
+  state->keys_create
+      ->add_option("name,--name", o.name, "Who or what the key is for (unique among active keys)")
       ->required();
   state->keys_create->add_option("--rpm", o.rpm, "Requests per minute (0: the gateway's default)")
       ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
   state->keys_create
       ->add_option("--tpm", o.tpm, "Prompt + completion tokens per minute (0: the gateway's default)")
       ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
+  state->keys_create
+      ->add_option("--audio-seconds-per-hour", o.audio_seconds_per_hour,
+                   "Seconds of speech sent to /v1/audio/* (files and live) in any hour (0: the gateway's "
+                   "default, limits.audio_seconds_per_hour)")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
+  state->keys_create->add_flag(
+      "--admin", o.admin, "May write under /v1/kb (create knowledge bases, upload and delete documents)");
   add_paths(*state->keys_create, o, false);
   state->keys_list =
       keys->add_subcommand("list", "Every key: id, name, created, limits, revoked (never the secret)");

@@ -43,6 +43,8 @@ struct KeyInfo {
   std::string name;
   std::int64_t requests_per_minute = 0;
   std::int64_t tokens_per_minute = 0;
+  std::int64_t audio_seconds_per_hour = 0;  // speech sent to /v1/audio/* in the last hour
+  bool admin = false;                       // may write (create, upload, delete) under /v1/kb
 };
 
 // One row of the keys table, as `keys list` shows it. Never holds the secret or its hash.
@@ -76,7 +78,8 @@ class KeyStore {
 
   // A new key. Names are 1..64 printable characters, unique among active keys; limits are >= 0.
   Created create(std::string_view name, std::int64_t requests_per_minute = 0,
-                 std::int64_t tokens_per_minute = 0);
+                 std::int64_t tokens_per_minute = 0, std::int64_t audio_seconds_per_hour = 0,
+                 bool admin = false);
   // Every key, revoked ones included (they stay for the audit trail), oldest first.
   std::vector<KeyRow> list();
   // The key with this id, else the active key with this name, else the last revoked key with this name.
@@ -201,6 +204,14 @@ class RateLimiter {
               std::chrono::steady_clock::time_point now);
   // Prompt + completion tokens of an answer, counted at `now`.
   void add_tokens(const std::string& key_id, std::int64_t tokens, std::chrono::steady_clock::time_point now);
+
+  // Audio seconds per hour (speech sent to /v1/audio/*), over a sliding window of 60 one-minute buckets:
+  // refused once the key has used `seconds_per_hour` (0: no limit) in the last hour; retry_after says when
+  // enough of it leaves the window. Counted as it is known (a file's seconds once the node answered, a live
+  // session's as its frames pass), so a request is refused after the one that went over, never cut short.
+  Decision admit_audio(const std::string& key_id, std::int64_t seconds_per_hour,
+                       std::chrono::steady_clock::time_point now);
+  void add_audio(const std::string& key_id, double seconds, std::chrono::steady_clock::time_point now);
 
  private:
   struct Shard;

@@ -79,22 +79,39 @@ std::string name_problem(std::string_view name) {
 }
 
 constexpr const char* row_columns =
-    "id, name, requests_per_minute, tokens_per_minute, created_at, coalesce(revoked_at, ''), salt, hash, mac";
+    "id, name, requests_per_minute, tokens_per_minute, created_at, coalesce(revoked_at, ''), salt, hash, "
+    "mac, "
+    "audio_seconds_per_hour, admin";
 
 // A row as stored, and whether its MAC verifies.
 struct StoredRow {
   KeyRow row;
   std::string salt, hash;  // hex
 };
+// What a row's MAC covers, with `revoked_at` as given.
+detail::KeyRowFields mac_fields(const KeyRow& row, std::string_view salt, std::string_view hash,
+                                std::string_view revoked_at) {
+  const KeyInfo& i = row.info;
+  return {i.id,
+          i.name,
+          salt,
+          hash,
+          i.requests_per_minute,
+          i.tokens_per_minute,
+          i.audio_seconds_per_hour,
+          i.admin,
+          row.created_at,
+          revoked_at};
+}
+
 StoredRow read_row(const sqlite::Statement& s, const detail::Secrets& secrets) {
-  StoredRow stored{
-      KeyRow{KeyInfo{s.text_at(0), s.text_at(1), s.int64_at(2), s.int64_at(3)}, s.text_at(4), s.text_at(5)},
-      s.text_at(6), s.text_at(7)};
+  StoredRow stored{KeyRow{KeyInfo{s.text_at(0), s.text_at(1), s.int64_at(2), s.int64_at(3), s.int64_at(9),
+                                  s.int64_at(10) != 0},
+                          s.text_at(4), s.text_at(5)},
+                   s.text_at(6), s.text_at(7)};
   const KeyRow& r = stored.row;
   stored.row.intact = detail::same_mac(
-      s.text_at(8),
-      detail::key_row_mac(secrets, r.info.id, r.info.name, stored.salt, stored.hash,
-                          r.info.requests_per_minute, r.info.tokens_per_minute, r.created_at, r.revoked_at));
+      s.text_at(8), detail::key_row_mac(secrets, mac_fields(r, stored.salt, stored.hash, r.revoked_at)));
   return stored;
 }
 
@@ -150,13 +167,15 @@ const std::vector<std::string>& KeyStore::notes() const noexcept {
 }
 
 Created KeyStore::create(std::string_view name, std::int64_t requests_per_minute,
-                         std::int64_t tokens_per_minute) {
+                         std::int64_t tokens_per_minute, std::int64_t audio_seconds_per_hour, bool admin) {
   auto& db = impl_->db;
   if (auto problem = name_problem(name); !problem.empty())
     throw StoreError(StoreErrorKind::invalid_argument, db.path() + ": " + problem);
-  if (requests_per_minute < 0 || tokens_per_minute < 0)
+  if (requests_per_minute < 0 || tokens_per_minute < 0 || audio_seconds_per_hour < 0)
     throw StoreError(StoreErrorKind::invalid_argument,
-                     db.path() + ": limits are 0 (the gateway's default) or more requests/tokens per minute");
+                     db.path() +
+                         ": limits are 0 (the gateway's default) or more requests/tokens per minute "
+                         "or audio seconds per hour");
 
   const auto& secrets = impl_->secrets;
   sqlite::Transaction transaction(db);
@@ -174,10 +193,14 @@ Created KeyStore::create(std::string_view name, std::int64_t requests_per_minute
   const detail::Sha256 hash = detail::sha256(salt, secret);
   const std::string created_at = detail::format_rfc3339(std::chrono::system_clock::now(), false);
   const std::string salt_hex = detail::to_hex(salt), hash_hex = detail::to_hex(hash);
+  KeyRow row{
+      KeyInfo{id, std::string(name), requests_per_minute, tokens_per_minute, audio_seconds_per_hour, admin},
+      created_at,
+      {}};
   sqlite::Statement insert(
       db,
       "INSERT INTO api_keys (id, name, salt, hash, requests_per_minute, tokens_per_minute, "
-      "created_at, mac) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
+      "created_at, mac, audio_seconds_per_hour, admin) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)");
   insert.bind(1, id)
       .bind(2, name)
       .bind(3, salt_hex)
@@ -185,13 +208,12 @@ Created KeyStore::create(std::string_view name, std::int64_t requests_per_minute
       .bind(5, requests_per_minute)
       .bind(6, tokens_per_minute)
       .bind(7, created_at)
-      .bind(8, detail::key_row_mac(secrets, id, name, salt_hex, hash_hex, requests_per_minute,
-                                   tokens_per_minute, created_at, ""))
+      .bind(8, detail::key_row_mac(secrets, mac_fields(row, salt_hex, hash_hex, "")))
+      .bind(9, audio_seconds_per_hour)
+      .bind(10, static_cast<std::int64_t>(admin ? 1 : 0))
       .run();
   transaction.commit();
-  return Created{
-      std::string(key_prefix) + id + "_" + secret,
-      KeyRow{KeyInfo{id, std::string(name), requests_per_minute, tokens_per_minute}, created_at, {}}};
+  return Created{std::string(key_prefix) + id + "_" + secret, std::move(row)};
 }
 
 std::vector<KeyRow> KeyStore::list() {
@@ -216,11 +238,10 @@ bool KeyStore::revoke(std::string_view id_or_name) {
   const KeyRow& row = stored->row;
   const std::string revoked_at = detail::format_rfc3339(std::chrono::system_clock::now(), false);
   // A row whose MAC did not verify keeps its wrong MAC: revoking must not vouch for what someone else wrote.
-  const std::string mac = row.intact
-                              ? detail::key_row_mac(impl_->secrets, row.info.id, row.info.name, stored->salt,
-                                                    stored->hash, row.info.requests_per_minute,
-                                                    row.info.tokens_per_minute, row.created_at, revoked_at)
-                              : std::string("-");
+  const std::string mac =
+      row.intact
+          ? detail::key_row_mac(impl_->secrets, mac_fields(row, stored->salt, stored->hash, revoked_at))
+          : std::string("-");
   sqlite::Statement update(
       db, "UPDATE api_keys SET revoked_at = ?2, mac = ?3 WHERE id = ?1 AND revoked_at IS NULL");
   update.bind(1, row.info.id).bind(2, revoked_at).bind(3, mac).run();

@@ -31,7 +31,8 @@ namespace {
 
 // PRAGMA user_version of the schema below. A newer file is refused: an older clawbot would misread it.
 // 2: rows carry a MAC under the secret file's key; the audit key left the database for that file.
-constexpr std::int64_t schema_version = 2;
+// 3: a key's audio seconds per hour and its admin flag, in its row and under its MAC.
+constexpr std::int64_t schema_version = 3;
 
 // Keys keep their row when revoked (revoked_at set), so the audit log's key ids always resolve to a name.
 // A name is unique among active keys only: a revoked key's name may be given to its replacement.
@@ -45,7 +46,9 @@ CREATE TABLE api_keys (
   tokens_per_minute   INTEGER NOT NULL DEFAULT 0 CHECK (tokens_per_minute >= 0),
   created_at          TEXT    NOT NULL,
   revoked_at          TEXT,
-  mac                 TEXT    NOT NULL DEFAULT ''
+  mac                 TEXT    NOT NULL DEFAULT '',
+  audio_seconds_per_hour INTEGER NOT NULL DEFAULT 0 CHECK (audio_seconds_per_hour >= 0),
+  admin               INTEGER NOT NULL DEFAULT 0 CHECK (admin IN (0, 1))
 );
 CREATE UNIQUE INDEX api_keys_active_name ON api_keys(name) WHERE revoked_at IS NULL;
 CREATE TABLE gateway_meta (
@@ -60,7 +63,7 @@ CREATE TABLE audit_anchor (
   updated_at TEXT    NOT NULL,
   mac        TEXT    NOT NULL DEFAULT ''
 );
-PRAGMA user_version = 2;
+PRAGMA user_version = 3;
 )sql";
 
 constexpr std::size_t secret_bytes = 32;
@@ -197,9 +200,9 @@ void migrate_from_1(sqlite::Database& db, const std::filesystem::path& secret_fi
                            "SELECT id, name, salt, hash, requests_per_minute, tokens_per_minute, created_at, "
                            "coalesce(revoked_at, '') FROM api_keys");
     while (rows.step())
-      macs.push_back({rows.text_at(0),
-                      key_row_mac(secrets, rows.text_at(0), rows.text_at(1), rows.text_at(2), rows.text_at(3),
-                                  rows.int64_at(4), rows.int64_at(5), rows.text_at(6), rows.text_at(7))});
+      macs.push_back({rows.text_at(0), key_row_mac_v1(secrets, rows.text_at(0), rows.text_at(1),
+                                                      rows.text_at(2), rows.text_at(3), rows.int64_at(4),
+                                                      rows.int64_at(5), rows.text_at(6), rows.text_at(7))});
   }
   for (const auto& [id, mac] : macs) {
     sqlite::Statement update(db, "UPDATE api_keys SET mac = ?2 WHERE id = ?1");
@@ -219,6 +222,56 @@ void migrate_from_1(sqlite::Database& db, const std::filesystem::path& secret_fi
                      (in_database ? "the audit key moved out of the database into " + secret_file.string()
                                   : "the secret file is " + secret_file.string()) +
                      "; " + std::to_string(macs.size()) + " key row(s) now carry a MAC under it");
+}
+
+// The rows of a database without a secret file: a new secret would refuse them all, so say so.
+[[noreturn]] void secret_missing(const sqlite::Database& db, const std::filesystem::path& secret_file) {
+  throw StoreError(StoreErrorKind::unusable,
+                   secret_file.string() + ": no such file, but " + db.path() +
+                       " has keys or an audit anchor made under a secret: restore that file, or name "
+                       "where it is (\"secret_file\" in gateway.json, --secret)");
+}
+
+// Schema 2 to 3, inside the caller's write transaction: two columns (audio seconds per hour, admin; 0 for
+// every existing key), and each row's MAC moves to the version that covers them. Only a row whose old MAC
+// verifies gets a new one: a forged row stays refused (migrating must not vouch for what someone else wrote).
+void migrate_from_2(sqlite::Database& db, const std::filesystem::path& secret_file,
+                    std::vector<std::string>* notes) {
+  db.exec(
+      "ALTER TABLE api_keys ADD COLUMN audio_seconds_per_hour INTEGER NOT NULL DEFAULT 0 "
+      "CHECK (audio_seconds_per_hour >= 0);"
+      "ALTER TABLE api_keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0 CHECK (admin IN (0, 1));");
+  std::vector<std::array<std::string, 2>> macs;  // id, new mac
+  std::size_t rows_seen = 0;
+  {
+    const auto secret = read_secret_file(secret_file);
+    const std::optional<Secrets> secrets = secret ? std::optional<Secrets>(derive(*secret)) : std::nullopt;
+    sqlite::Statement rows(db,
+                           "SELECT id, name, salt, hash, requests_per_minute, tokens_per_minute, created_at, "
+                           "coalesce(revoked_at, ''), mac FROM api_keys");
+    while (rows.step()) {
+      ++rows_seen;
+      if (!secrets) secret_missing(db, secret_file);
+      const std::string v1 =
+          key_row_mac_v1(*secrets, rows.text_at(0), rows.text_at(1), rows.text_at(2), rows.text_at(3),
+                         rows.int64_at(4), rows.int64_at(5), rows.text_at(6), rows.text_at(7));
+      if (!same_mac(rows.text_at(8), v1)) continue;
+      macs.push_back({rows.text_at(0),
+                      key_row_mac(*secrets, KeyRowFields{rows.text_at(0), rows.text_at(1), rows.text_at(2),
+                                                         rows.text_at(3), rows.int64_at(4), rows.int64_at(5),
+                                                         0, false, rows.text_at(6), rows.text_at(7)})});
+    }
+  }
+  for (const auto& [id, mac] : macs) {
+    sqlite::Statement update(db, "UPDATE api_keys SET mac = ?2 WHERE id = ?1");
+    update.bind(1, id).bind(2, mac).run();
+  }
+  db.exec("PRAGMA user_version = 3;");
+  if (notes != nullptr && rows_seen > 0)
+    notes->push_back(db.path() + ": migrated to schema 3 (audio seconds per hour and admin per key): " +
+                     std::to_string(macs.size()) + " of " + std::to_string(rows_seen) +
+                     " key row(s) re-MACed" +
+                     (macs.size() < rows_seen ? " (the others' MAC did not verify: they stay refused)" : ""));
 }
 
 }  // namespace
@@ -255,6 +308,7 @@ Secrets open_door(sqlite::Database& db, const std::filesystem::path& secret_file
     check(locked_version);
     if (locked_version == 0) db.exec(schema_sql);
     if (locked_version == 1) migrate_from_1(db, secret_file, notes);
+    if (locked_version == 1 || locked_version == 2) migrate_from_2(db, secret_file, notes);
     transaction.commit();
   }
   if (auto secret = read_secret_file(secret_file)) return derive(std::move(*secret));
@@ -269,11 +323,7 @@ Secrets open_door(sqlite::Database& db, const std::filesystem::path& secret_file
     sqlite::Statement rows(db,
                            "SELECT (SELECT count(*) FROM api_keys) + (SELECT count(*) FROM audit_anchor)");
     rows.step();
-    if (rows.int64_at(0) > 0)
-      throw StoreError(StoreErrorKind::unusable,
-                       secret_file.string() + ": no such file, but " + db.path() +
-                           " has keys or an audit anchor made under a secret: restore that file, or name "
-                           "where it is (\"secret_file\" in gateway.json, --secret)");
+    if (rows.int64_at(0) > 0) secret_missing(db, secret_file);
   }
   if (create_secret_file(secret_file, random_bytes(secret_bytes))) {
     if (notes != nullptr) notes->push_back("created the gateway's secret file " + secret_file.string());
@@ -284,16 +334,28 @@ Secrets open_door(sqlite::Database& db, const std::filesystem::path& secret_file
   return derive(std::move(*secret));
 }
 
-std::string key_row_mac(const Secrets& secrets, std::string_view id, std::string_view name,
-                        std::string_view salt, std::string_view hash, std::int64_t requests_per_minute,
-                        std::int64_t tokens_per_minute, std::string_view created_at,
-                        std::string_view revoked_at) {
+std::string key_row_mac_v1(const Secrets& secrets, std::string_view id, std::string_view name,
+                           std::string_view salt, std::string_view hash, std::int64_t requests_per_minute,
+                           std::int64_t tokens_per_minute, std::string_view created_at,
+                           std::string_view revoked_at) {
   std::string data = "key row v1,";
   for (const std::string_view value : {id, name, salt, hash}) field(data, value);
   field(data, std::to_string(requests_per_minute));
   field(data, std::to_string(tokens_per_minute));
   field(data, created_at);
   field(data, revoked_at);
+  return to_hex(hmac_sha256(secrets.rows, data));
+}
+
+std::string key_row_mac(const Secrets& secrets, const KeyRowFields& row) {
+  std::string data = "key row v2,";
+  for (const std::string_view value : {row.id, row.name, row.salt, row.hash}) field(data, value);
+  field(data, std::to_string(row.requests_per_minute));
+  field(data, std::to_string(row.tokens_per_minute));
+  field(data, std::to_string(row.audio_seconds_per_hour));
+  field(data, row.admin ? "1" : "0");
+  field(data, row.created_at);
+  field(data, row.revoked_at);
   return to_hex(hmac_sha256(secrets.rows, data));
 }
 

@@ -30,17 +30,26 @@ struct Secrets {
   std::string rows;   // HMAC key of the database's rows
 };
 
-// WAL, the schema (created, migrated from 1, or checked: a newer or foreign schema throws StoreError
+// WAL, the schema (created, migrated from 1 or 2, or checked: a newer or foreign schema throws StoreError
 // unusable), and the secrets from `secret_file` (created 0600 when missing and `create`; a schema-1
 // database's audit key is moved out into it). Migration notes go to `notes` (for the log).
 Secrets open_door(sqlite::Database& db, const std::filesystem::path& secret_file, bool create,
                   std::vector<std::string>* notes = nullptr);
 
-// A key row's MAC (hex) over every field.
-std::string key_row_mac(const Secrets& secrets, std::string_view id, std::string_view name,
-                        std::string_view salt, std::string_view hash, std::int64_t requests_per_minute,
-                        std::int64_t tokens_per_minute, std::string_view created_at,
-                        std::string_view revoked_at);
+// A key row's fields, as its MAC covers them.
+struct KeyRowFields {
+  std::string_view id, name, salt, hash;
+  std::int64_t requests_per_minute = 0, tokens_per_minute = 0, audio_seconds_per_hour = 0;
+  bool admin = false;
+  std::string_view created_at, revoked_at;
+};
+// A key row's MAC (hex) over every field (schema 3: "key row v2").
+std::string key_row_mac(const Secrets& secrets, const KeyRowFields& row);
+// The MAC of schema 2's rows (without audio seconds and admin): what a migration checks before re-MACing.
+std::string key_row_mac_v1(const Secrets& secrets, std::string_view id, std::string_view name,
+                           std::string_view salt, std::string_view hash, std::int64_t requests_per_minute,
+                           std::int64_t tokens_per_minute, std::string_view created_at,
+                           std::string_view revoked_at);
 // Constant-time comparison of two MACs in hex.
 bool same_mac(std::string_view a, std::string_view b);
 

@@ -1,4 +1,5 @@
-// Per-key requests and tokens per minute: a sliding window of 60 one-second buckets per key.
+// Per-key requests and tokens per minute: a sliding window of 60 one-second buckets per key; audio seconds
+// per hour: 60 one-minute buckets.
 #include <algorithm>
 #include <array>
 #include <functional>
@@ -77,11 +78,40 @@ std::int64_t token_wait(const Window& window, std::int64_t second, std::int64_t 
   return window.wait(second, limit - window.reserved, [](const Bucket& b) { return b.tokens; });
 }
 
+// The last hour of one key's audio: bucket i holds minute m where m % 60 == i.
+struct AudioWindow {
+  struct Minute {
+    std::int64_t minute = -1;
+    double seconds = 0;
+  };
+  std::array<Minute, 60> minutes;
+
+  double used(std::int64_t now_minute) const {
+    double total = 0;
+    for (const Minute& m : minutes)
+      if (m.minute > now_minute - 60 && m.minute <= now_minute) total += m.seconds;
+    return total;
+  }
+  // Seconds (from `second`) until less than `limit` is left in the window: minute m leaves it at (m + 60)
+  // * 60.
+  std::int64_t wait(std::int64_t second, double limit) const {
+    const std::int64_t now_minute = second / 60;
+    double total = used(now_minute);
+    for (std::int64_t m = now_minute - 59; m <= now_minute; ++m) {
+      const Minute& b = minutes[static_cast<std::size_t>(m % 60)];
+      if (b.minute == m) total -= b.seconds;
+      if (total < limit) return (m + 60) * 60 - second;
+    }
+    return 3600;
+  }
+};
+
 }  // namespace
 
 struct RateLimiter::Shard {
   std::mutex mutex;
   std::unordered_map<std::string, Window> windows;
+  std::unordered_map<std::string, AudioWindow> audio;
 };
 
 RateLimiter::RateLimiter() : shards_(std::make_unique<Shard[]>(shard_count)) {}
@@ -173,6 +203,36 @@ void RateLimiter::add_tokens(const std::string& key_id, std::int64_t tokens,
   Shard& shard = shards_[std::hash<std::string>{}(key_id) % shard_count];
   std::lock_guard lock(shard.mutex);
   shard.windows[key_id].at(second_of(now)).tokens += tokens;
+}
+
+RateLimiter::Decision RateLimiter::admit_audio(const std::string& key_id, std::int64_t seconds_per_hour,
+                                               std::chrono::steady_clock::time_point now) {
+  Decision decision;
+  if (seconds_per_hour <= 0) return decision;
+  const std::int64_t second = second_of(now);
+  Shard& shard = shards_[std::hash<std::string>{}(key_id) % shard_count];
+  std::lock_guard lock(shard.mutex);
+  const auto found = shard.audio.find(key_id);
+  if (found == shard.audio.end()) return decision;
+  const double used = found->second.used(second / 60);
+  const auto limit = static_cast<double>(seconds_per_hour);
+  if (used < limit) return decision;
+  decision.allowed = false;
+  decision.reason = "audio seconds per hour: " + std::to_string(static_cast<std::int64_t>(used)) +
+                    " used of " + std::to_string(seconds_per_hour);
+  decision.retry_after = std::chrono::seconds(std::max<std::int64_t>(found->second.wait(second, limit), 1));
+  return decision;
+}
+
+void RateLimiter::add_audio(const std::string& key_id, double seconds,
+                            std::chrono::steady_clock::time_point now) {
+  if (!(seconds > 0)) return;
+  const std::int64_t minute = second_of(now) / 60;
+  Shard& shard = shards_[std::hash<std::string>{}(key_id) % shard_count];
+  std::lock_guard lock(shard.mutex);
+  auto& bucket = shard.audio[key_id].minutes[static_cast<std::size_t>(minute % 60)];
+  if (bucket.minute != minute) bucket = {minute, 0};
+  bucket.seconds += seconds;
 }
 
 }  // namespace clawbot::gateway::door

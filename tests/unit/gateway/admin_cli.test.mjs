@@ -68,14 +68,15 @@ test('keys create prints only the key; list shows it without the secret; revoke'
 
   const table = await run(['gateway', 'keys', 'list', '--db', 'k.db']);
   assert.equal(table.code, 0, table.stderr);
-  assert.match(table.stdout, new RegExp(`${id}\\s+anna\\s+\\S+Z\\s+60\\s+default\\s+active`));
+  assert.match(table.stdout, new RegExp(`${id}\\s+anna\\s+\\S+Z\\s+60\\s+default\\s+default\\s+no\\s+active`));
   assert.equal(table.stdout.includes(secret), false);
 
   const listed = await run(['gateway', 'keys', 'list', '--json', '--db', 'k.db']);
   const rows = JSON.parse(listed.stdout);
   assert.equal(rows.length, 1);
   assert.deepEqual(Object.keys(rows[0]).sort(),
-                   ['created_at', 'id', 'intact', 'name', 'requests_per_minute', 'revoked_at', 'tokens_per_minute']);
+                   ['admin', 'audio_seconds_per_hour', 'created_at', 'id', 'intact', 'name', 'requests_per_minute',
+                    'revoked_at', 'tokens_per_minute']);
   assert.equal(rows[0].intact, true);
   // The secret the rows are MACed under: beside the database, readable by its owner only.
   assert.equal(fs.statSync(path.join(dir, 'k.secret')).mode & 0o777, 0o600);
@@ -99,6 +100,18 @@ test('keys create prints only the key; list shows it without the secret; revoke'
   const unknown = await run(['gateway', 'keys', 'revoke', 'nobody', '--db', 'k.db']);
   assert.equal(unknown.code, 1);
   assert.match(unknown.stderr, /no key with the id or active name "nobody"/);
+
+  // The name as an argument; an admin key with an audio limit.
+  const editor = await run(['gateway', 'keys', 'create', 'editor', '--admin', '--audio-seconds-per-hour', '90', '--db', 'k.db']);
+  assert.equal(editor.code, 0, editor.stderr);
+  assert.match(editor.stderr, /audio s\/hour: 90, admin\)/);
+  const editorId = editor.stdout.trim().slice(4, 16);
+  const withEditor = await run(['gateway', 'keys', 'list', '--db', 'k.db']);
+  assert.match(withEditor.stdout, /ID\s+NAME\s+CREATED\s+REQ\/MIN\s+TOKENS\/MIN\s+AUDIO S\/HOUR\s+ADMIN\s+STATUS/);
+  assert.match(withEditor.stdout, new RegExp(`${editorId}\\s+editor\\s+\\S+Z\\s+default\\s+default\\s+90\\s+yes\\s+active`));
+  const editorRow = JSON.parse((await run(['gateway', 'keys', 'list', '--json', '--db', 'k.db'])).stdout).find((r) => r.id === editorId);
+  assert.equal(editorRow.admin, true);
+  assert.equal(editorRow.audio_seconds_per_hour, 90);
 });
 
 test('--config finds keys_db beside gateway.json; a missing config is explained', async () => {

@@ -383,8 +383,93 @@ TEST(GatewayKeys, ASchemaOneDatabaseIsMigrated) {
   EXPECT_EQ(left.int64_at(0), 0);
   clawbot::sqlite::Statement version(db, "PRAGMA user_version");
   ASSERT_TRUE(version.step());
-  EXPECT_EQ(version.int64_at(0), 2);
+  EXPECT_EQ(version.int64_at(0), 3);
   door::KeyStore store(db_path);
   EXPECT_TRUE(store.notes().empty());  // done once
   EXPECT_TRUE(store.find("old")->intact);
+}
+
+TEST(GatewayKeys, AKeysAudioLimitAndAdminFlagAreStoredUnderItsMac) {
+  TempDir dir("clawbot-keys-");
+  const std::string db_path = dir / "gateway.db";
+  door::KeyStore store(db_path);
+  const auto admin = store.create("kb-admin", 0, 0, 0, true);
+  const auto speaker = store.create("speaker", 0, 0, 1800);
+  EXPECT_TRUE(admin.row.info.admin);
+  EXPECT_EQ(speaker.row.info.audio_seconds_per_hour, 1800);
+  EXPECT_THROW(store.create("negative", 0, 0, -1), StoreError);
+  door::KeyVerifier verifier(db_path);
+  ASSERT_TRUE(verifier.verify(admin.key));
+  EXPECT_TRUE(verifier.verify(admin.key)->admin);
+  EXPECT_FALSE(verifier.verify(speaker.key)->admin);
+  EXPECT_EQ(verifier.verify(speaker.key)->audio_seconds_per_hour, 1800);
+  EXPECT_TRUE(store.find("speaker")->intact);
+  // Made admin, or given more audio, outside clawbot: refused.
+  edit(db_path, "UPDATE api_keys SET admin = 1 WHERE id = '" + speaker.row.info.id + "'");
+  verifier.refresh();
+  door::KeyRejection why{};
+  EXPECT_FALSE(verifier.verify(speaker.key, &why)) << "a key made admin outside clawbot was let in";
+  EXPECT_EQ(why, door::KeyRejection::tampered);
+  edit(db_path,
+       "UPDATE api_keys SET admin = 0, audio_seconds_per_hour = 0 WHERE id = '" + admin.row.info.id + "'");
+  verifier.refresh();
+  EXPECT_FALSE(verifier.verify(admin.key, &why))
+      << "a key whose audio limit was lifted outside clawbot was let in";
+  EXPECT_EQ(why, door::KeyRejection::tampered);
+}
+
+TEST(GatewayKeys, ASchemaTwoDatabaseIsMigratedAndItsForgedRowsStayRefused) {
+  TempDir dir("clawbot-keys-");
+  const std::string db_path = dir / "gateway.db";
+  std::string kept, forged_id;
+  {
+    // A schema-2 file: what the previous clawbot wrote (its rows MACed as "key row v1").
+    door::KeyStore store(db_path);
+    kept = store.create("kept", 7, 0).key;
+    const std::string forged = store.create("forged").key;
+    forged_id = forged.substr(4, 12);
+    clawbot::sqlite::Database db(db_path);
+    db.exec(
+        "CREATE TABLE old AS SELECT id, name, salt, hash, requests_per_minute, tokens_per_minute, "
+        "created_at, "
+        "revoked_at, mac FROM api_keys; DROP TABLE api_keys; ALTER TABLE old RENAME TO api_keys; "
+        "PRAGMA user_version = 2;");
+    const auto secret = clawbot::text::from_hex(file_bytes(dir / "gateway.secret").substr(0, 64));
+    ASSERT_TRUE(secret);
+    const door::detail::Secrets secrets{*secret, [&] {
+                                          const auto rows = door::detail::hmac_sha256(
+                                              *secret, "clawbot gateway database rows v1");
+                                          return std::string(rows.begin(), rows.end());
+                                        }()};
+    clawbot::sqlite::Statement rows(
+        db, "SELECT id, name, salt, hash, requests_per_minute, tokens_per_minute, created_at FROM api_keys");
+    std::vector<std::array<std::string, 2>> macs;
+    while (rows.step())
+      macs.push_back({rows.text_at(0),
+                      rows.text_at(0) == forged_id
+                          ? std::string(64, '0')  // forged (or edited) under schema 2
+                          : door::detail::key_row_mac_v1(secrets, rows.text_at(0), rows.text_at(1),
+                                                         rows.text_at(2), rows.text_at(3), rows.int64_at(4),
+                                                         rows.int64_at(5), rows.text_at(6), "")});
+    for (const auto& [id, mac] : macs) {
+      clawbot::sqlite::Statement update(db, "UPDATE api_keys SET mac = ?2 WHERE id = ?1");
+      update.bind(1, id).bind(2, mac).run();
+    }
+  }
+  door::KeyStore store(db_path);
+  ASSERT_EQ(store.notes().size(), 1u);
+  EXPECT_NE(store.notes()[0].find("migrated to schema 3"), std::string::npos) << store.notes()[0];
+  EXPECT_NE(store.notes()[0].find("1 of 2 key row(s) re-MACed"), std::string::npos) << store.notes()[0];
+  door::KeyVerifier verifier(db_path);
+  const auto info = verifier.verify(kept);
+  ASSERT_TRUE(info) << "a key from before the migration";
+  EXPECT_EQ(info->requests_per_minute, 7);
+  EXPECT_EQ(info->audio_seconds_per_hour, 0);
+  EXPECT_FALSE(info->admin);
+  EXPECT_FALSE(store.find(forged_id)->intact) << "the migration vouched for a row it could not verify";
+  EXPECT_EQ(verifier.rejected_rows(), 1u);
+  clawbot::sqlite::Database db(db_path);
+  clawbot::sqlite::Statement version(db, "PRAGMA user_version");
+  ASSERT_TRUE(version.step());
+  EXPECT_EQ(version.int64_at(0), 3);
 }

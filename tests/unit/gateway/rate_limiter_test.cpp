@@ -138,3 +138,26 @@ TEST(GatewayRateLimiter, NoTokenLimitReservesNothing) {
   limiter.settle("free", 0, 500, t0);  // counted all the same
   EXPECT_FALSE(limiter.admit(key("free", 0, 400), 0, 0, t0).allowed);
 }
+
+TEST(GatewayRateLimiter, AudioSecondsPerHourOverASlidingWindowOfMinutes) {
+  door::RateLimiter limiter;
+  using std::chrono::minutes;
+  EXPECT_TRUE(limiter.admit_audio("k", 100, t0).allowed) << "nothing used yet";
+  limiter.add_audio("k", 60.5, t0);
+  EXPECT_TRUE(limiter.admit_audio("k", 100, t0 + minutes(10)).allowed);
+  limiter.add_audio("k", 40, t0 + minutes(10));  // 100.5 of 100: the next is refused
+  const auto refused = limiter.admit_audio("k", 100, t0 + minutes(20));
+  EXPECT_FALSE(refused.allowed);
+  EXPECT_EQ(refused.reason, "audio seconds per hour: 100 used of 100");
+  // The minute of t0 leaves the window 60 minutes after it began: then 40 of 100 are left.
+  const auto t0_minute =
+      t0 - seconds(std::chrono::duration_cast<seconds>(t0.time_since_epoch()).count() % 60);
+  EXPECT_EQ(refused.retry_after,
+            std::chrono::duration_cast<seconds>(t0_minute + minutes(60) - (t0 + minutes(20))));
+  EXPECT_FALSE(limiter.admit_audio("k", 100, t0_minute + minutes(60) - seconds(1)).allowed);
+  EXPECT_TRUE(limiter.admit_audio("k", 100, t0_minute + minutes(60)).allowed);
+  // No limit, another key, a higher limit: admitted.
+  EXPECT_TRUE(limiter.admit_audio("k", 0, t0 + minutes(20)).allowed);
+  EXPECT_TRUE(limiter.admit_audio("other", 100, t0 + minutes(20)).allowed);
+  EXPECT_TRUE(limiter.admit_audio("k", 200, t0 + minutes(20)).allowed);
+}

@@ -116,7 +116,7 @@ std::string cjk_grams(std::string_view heading_path, std::string_view text);
 
 // What the word query matches, of `words` in a knowledge base of `chunks` chunks: the rarest words first, at
 // most `max_match_words` of them, and no word in more than half the chunks (FTS5's BM25 gives such a word an
-// idf of about zero: it would only make FTS5 score most of the table) unless no rarer word is found; then no
+// idf of about zero: it would only make FTS5 score most of the table) when a rarer word is there; then no
 // more words once their chunks add up to `match_postings_budget`. Words in no chunk are left out (they match
 // nothing). What FTS5 scores is then bounded by the rare words' chunks, not by the size of the knowledge
 // base.

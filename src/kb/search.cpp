@@ -98,11 +98,13 @@ double idf(double n, double df) {
 std::vector<std::string> match_words(std::vector<QueryWord> words, std::int64_t chunks) {
   std::erase_if(words, [](const QueryWord& w) { return w.df == 0; });
   std::stable_sort(words.begin(), words.end(), [](const auto& a, const auto& b) { return a.df < b.df; });
+  // When every word is that frequent, their near-zero scores are all the ranking has: they stay.
+  const bool informative = !words.empty() && words.front().df * 2 <= chunks;
   std::vector<std::string> out;
   std::int64_t postings = 0;
   for (const auto& w : words) {
-    if (out.size() == max_match_words) break;
-    if (!out.empty() && (w.df * 2 > chunks || postings + w.df > match_postings_budget)) break;
+    if (out.size() == max_match_words || (informative && w.df * 2 > chunks)) break;
+    if (!out.empty() && postings + w.df > match_postings_budget) break;
     out.push_back(w.word);
     postings += w.df;
   }

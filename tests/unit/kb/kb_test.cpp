@@ -390,8 +390,11 @@ TEST(KbTerms, TheRarestWordsAreMatchedAndNearStopWordsLeftOut) {
   auto chosen =
       match_words({word("printer", 900), word("duplex", 3), word("missing", 0), word("toner", 40)}, 1000);
   EXPECT_EQ(chosen, (std::vector<std::string>{"duplex", "toner"}));
-  // A question of near stop words alone still matches its rarest one.
+  // A question of near stop words alone keeps them (their near-zero scores are all the ranking has), within
+  // the postings budget, the rarest first.
   chosen = match_words({word("printer", 900), word("paper", 800)}, 1000);
+  EXPECT_EQ(chosen, (std::vector<std::string>{"paper", "printer"}));
+  chosen = match_words({word("printer", 900000), word("paper", 800000)}, 1000000);
   EXPECT_EQ(chosen, (std::vector<std::string>{"paper"}));
   // At most max_match_words, the rarest; none beyond the postings budget once a rarer one is in.
   std::vector<QueryWord> many;

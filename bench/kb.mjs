@@ -43,7 +43,12 @@ const repo = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..')
 const clawbot = path.resolve(argText('bin') ?? path.join(repo, 'build', 'clawbot'));
 const prefix = fs.readFileSync(path.join(repo, '.deps-prefix'), 'utf8').trim();
 const llamaServer = path.join(prefix, 'bin', 'llama-server');
-const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'clawbot-kb-bench-'));
+// --reuse DIR: the corpus and knowledge base a run with --keep left there (the same --chunks and
+// --vocabulary): step 1 is left out, the searches run on that file.
+const REUSE = argText('reuse');
+const dir = REUSE ? path.resolve(REUSE) : fs.mkdtempSync(path.join(os.tmpdir(), 'clawbot-kb-bench-'));
+const KEEP = process.argv.includes('--keep') || Boolean(REUSE);
+const searchBench = path.resolve(argText('search-bench') ?? path.join(repo, 'build', 'bench', 'kb_search_bench'));
 const env = { ...process.env, HOME: dir, XDG_DATA_HOME: path.join(dir, 'data'), XDG_CONFIG_HOME: path.join(dir, 'config') };
 
 // A seeded generator, so that every run searches the same corpus.
@@ -96,8 +101,8 @@ const sentenceRanks = (n) => Array.from({ length: n }, zipfRank);
 const text = (ranks) => ranks.map((r) => words[r]).join(' ');
 
 // Writes the corpus; keeps every `sampleEvery`-th chunk's word ranks (file, heading) to draw queries from.
-function writeCorpus(root, chunks, sampleEvery = 0) {
-  fs.mkdirSync(root, { recursive: true });
+function writeCorpus(root, chunks, sampleEvery = 0, write = true) {
+  if (write) fs.mkdirSync(root, { recursive: true });
   const samples = [];
   for (let f = 0, made = 0; made < chunks; ++f) {
     const file = `doc${String(f).padStart(5, '0')}.md`;
@@ -108,7 +113,7 @@ function writeCorpus(root, chunks, sampleEvery = 0) {
       doc += `## ${heading}\n\n${text(body[0])}. ${text(body[1])}.\n\n`;
       if (sampleEvery > 0 && made % sampleEvery === 0) samples.push({ file, heading, ranks: [...body[0], ...body[1]] });
     }
-    fs.writeFileSync(path.join(root, file), doc);
+    if (write) fs.writeFileSync(path.join(root, file), doc);
   }
   return samples;
 }
@@ -202,31 +207,76 @@ const rssMiB = (pid) => {
   return m ? Number(m[1]) / 1024 : NaN;
 };
 
-async function main() {
-  const command = ['node bench/kb.mjs', ...process.argv.slice(2)].join(' ');
-  console.log(`kb benchmark: ${CHUNKS} chunks of synthetic Zipf text (vocabulary ${words.length} words), ${EMBED_CHUNKS} embedded for real, ` +
-    `${QUERIES} queries, ${THREADS} threads (${os.cpus().length} cores), ${clawbot}`);
-  console.log(`reproduce: ${command}`);
-  console.log(`load average at start: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
-  const corpus = path.join(dir, 'corpus');
-  const samples = writeCorpus(corpus, CHUNKS, Math.max(1, Math.floor(CHUNKS / 1000)));
-  const kbDir = path.join(dir, 'kbs');
+// 1. the whole corpus, stand-in embeddings
+async function ingestAll(corpus, kbDir, kbFile) {
   fs.mkdirSync(kbDir);
-  const kbFile = path.join(kbDir, 'bench.kb');
-
-  // 1. the whole corpus, stand-in embeddings
   const standIn = standInEmbedder();
   const standInUrl = await listen(standIn);
   run(['kb', 'create', kbFile]);
-  let t = Date.now();
+  const t = Date.now();
   const report = JSON.parse(await runAsync(['kb', 'add', kbFile, corpus, '--endpoint', standInUrl, '--approximate-tokens', '--json']));
   const ingestS = (Date.now() - t) / 1000;
   standIn.close();
   const sizePerChunk = fs.statSync(kbFile).size / report.kb.chunks;
   console.log(`1. ingest, stand-in embeddings: ${report.chunks_stored} chunks in ${ingestS.toFixed(1)} s = ${(report.chunks_stored / ingestS).toFixed(0)} chunks/s; ` +
     `KB file ${(fs.statSync(kbFile).size / 1048576).toFixed(1)} MiB = ${sizePerChunk.toFixed(0)} bytes per chunk`);
+  return report.kb.chunks;
+}
 
+async function searchOverHttp(model, kbDir, samples, chunksInKb) {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const node = await start(clawbot, ['serve', '--model', model, '--port', String(port), '--threads', String(THREADS), '--no-advertise',
+    '--alias', MODEL_ID, '--kb', kbDir], url);
+  const rssBefore = rssMiB(node.pid);
+  const post = async (route, body) => {
+    const r = await fetch(`${url}${route}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const reply = await r.json();
+    if (!r.ok) throw new Error(`${route}: ${r.status} ${JSON.stringify(reply)}`);
+    return reply;
+  };
+  let rssAfter = rssBefore;
+  for (const mode of ['hybrid', 'vector', 'bm25', 'embedding']) {
+    seed = 7;  // the same queries for each mode
+    const times = [];
+    let found = 0;
+    for (let i = 0; i < QUERIES + 10; ++i) {
+      const sample = samples[Math.floor(random() * samples.length)];
+      const query = userQuery(sample);
+      const t = performance.now();
+      const reply = mode === 'embedding' ? await post('/v1/embeddings', { input: query, model: MODEL_ID })
+        : await post('/v1/kb/bench/search', { query, top_k: 5, mode });
+      const ms = performance.now() - t;
+      if (i < 10) continue;  // the first ten warm the caches (vectors loaded once)
+      times.push(ms);
+      if (mode !== 'embedding' && reply.data.some((h) => h.source.endsWith(`/${sample.file}`) && h.heading_path.endsWith(sample.heading))) ++found;
+    }
+    if (mode === 'hybrid') rssAfter = rssMiB(node.pid);
+    times.sort((a, b) => a - b);
+    const what = mode === 'embedding' ? 'the query embedding alone (POST /v1/embeddings)' : `search (${mode}, top 5, through serve --kb)`;
+    const quality = mode === 'bm25' ? `; the query's chunk in the top 5: ${found} of ${QUERIES}` : '';
+    console.log(`3. ${what}: P50 ${percentile(times, 50).toFixed(1)} ms, P99 ${percentile(times, 99).toFixed(1)} ms${quality}`);
+  }
+  console.log(`   serve's resident memory: ${rssBefore.toFixed(0)} MiB before the first search, ${rssAfter.toFixed(0)} MiB after (vectors in memory: ` +
+    `${chunksInKb} x 384 floats would be ${(chunksInKb * 384 * 4 / 1048576).toFixed(0)} MiB, as 8-bit codes ${(chunksInKb * 384 / 1048576).toFixed(0)} MiB)`);
+  await stop(node);
+}
+
+async function main() {
+  const command = [process.env.CLAWBOT_MODELS ? `CLAWBOT_MODELS=${process.env.CLAWBOT_MODELS}` : '', 'node bench/kb.mjs',
+    ...process.argv.slice(2)].filter(Boolean).join(' ');
+  console.log(`kb benchmark: ${CHUNKS} chunks of synthetic Zipf text (vocabulary ${words.length} words), ${EMBED_CHUNKS} embedded for real, ` +
+    `${QUERIES} queries, ${THREADS} threads (${os.cpus().length} cores), ${clawbot}`);
+  console.log(`reproduce: ${command}`);
+  console.log(`load average at start: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+  const corpus = path.join(dir, 'corpus');
+  const samples = writeCorpus(corpus, CHUNKS, Math.max(1, Math.floor(CHUNKS / 1000)), !REUSE);
+  const kbDir = path.join(dir, 'kbs');
+  const kbFile = path.join(kbDir, 'bench.kb');
+  let chunksInKb = CHUNKS;
+  if (!REUSE) chunksInKb = await ingestAll(corpus, kbDir, kbFile);
   // 2. real embeddings: clawbot serve and llama-server, the same model and threads
+  let t;
   const model = run(['models', 'synth', 'bge-small-en-v1.5']).trim().split('\n').pop();
   if (EMBED_CHUNKS > 0) {
     const subset = path.join(dir, 'subset');
@@ -249,49 +299,31 @@ async function main() {
     }
   }
 
-  // 3. search latency on the 100k-chunk KB through serve --kb
-  const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
-  const node = await start(clawbot, ['serve', '--model', model, '--port', String(port), '--threads', String(THREADS), '--no-advertise',
-    '--alias', MODEL_ID, '--kb', kbDir], url);
-  const rssBefore = rssMiB(node.pid);
-  const post = async (route, body) => {
-    const r = await fetch(`${url}${route}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-    const reply = await r.json();
-    if (!r.ok) throw new Error(`${route}: ${r.status} ${JSON.stringify(reply)}`);
-    return reply;
-  };
-  let rssAfter = rssBefore;
-  for (const mode of ['hybrid', 'vector', 'bm25', 'embedding']) {
-    seed = 7;  // the same queries for each mode
-    const times = [];
-    let found = 0;
-    for (let i = 0; i < QUERIES + 10; ++i) {
+  // 3. search latency on the 100k-chunk KB through serve --kb (--no-http: left out)
+  if (!process.argv.includes('--no-http')) await searchOverHttp(model, kbDir, samples, chunksInKb);
+
+  // 4. the same queries in process: the knowledge base's own cost, without the query's embedding and HTTP
+  if (fs.existsSync(searchBench)) {
+    seed = 7;
+    const queries = [];
+    for (let i = 0; i < QUERIES; ++i) {
       const sample = samples[Math.floor(random() * samples.length)];
-      const query = userQuery(sample);
-      t = performance.now();
-      const reply = mode === 'embedding' ? await post('/v1/embeddings', { input: query, model: MODEL_ID })
-        : await post('/v1/kb/bench/search', { query, top_k: 5, mode });
-      const ms = performance.now() - t;
-      if (i < 10) continue;  // the first ten warm the caches (vectors loaded once)
-      times.push(ms);
-      if (mode !== 'embedding' && reply.data.some((h) => h.source.endsWith(`/${sample.file}`) && h.heading_path.endsWith(sample.heading))) ++found;
+      queries.push(`${userQuery(sample)}\t/${sample.file}\t${sample.heading}`);
     }
-    if (mode === 'hybrid') rssAfter = rssMiB(node.pid);
-    times.sort((a, b) => a - b);
-    const what = mode === 'embedding' ? 'the query embedding alone (POST /v1/embeddings)' : `search (${mode}, top 5, through serve --kb)`;
-    const quality = mode === 'bm25' ? `; the query's chunk in the top 5: ${found} of ${QUERIES}` : '';
-    console.log(`3. ${what}: P50 ${percentile(times, 50).toFixed(1)} ms, P99 ${percentile(times, 99).toFixed(1)} ms${quality}`);
+    const list = path.join(dir, 'queries.txt');
+    fs.writeFileSync(list, `${queries.join('\n')}\n`);
+    const r = spawnSync(searchBench, [kbFile, list], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`${searchBench}: exit ${r.status}\n${r.stderr}`);
+    for (const line of r.stdout.trim().split('\n')) console.log(`4. in process (${path.basename(searchBench)}), ${line}`);
+  } else {
+    console.log(`4. in process: left out (no ${searchBench}: cmake --build build --target kb_search_bench)`);
   }
-  console.log(`   serve's resident memory: ${rssBefore.toFixed(0)} MiB before the first search, ${rssAfter.toFixed(0)} MiB after (vectors in memory: ` +
-    `${report.kb.chunks} x 384 floats = ${(report.kb.chunks * 384 * 4 / 1048576).toFixed(0)} MiB)`);
   console.log(`load average at end: ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
-  await stop(node);
-  fs.rmSync(dir, { recursive: true, force: true });
+  if (KEEP) console.log(`kept: ${dir} (--reuse ${dir})`); else fs.rmSync(dir, { recursive: true, force: true });
 }
 
 main().catch((e) => {
   console.error(e);
-  fs.rmSync(dir, { recursive: true, force: true });
+  if (!KEEP) fs.rmSync(dir, { recursive: true, force: true });
   process.exit(1);
 });

@@ -121,7 +121,7 @@ std::string cjk_grams(std::string_view heading_path, std::string_view text);
 // nothing). What FTS5 scores is then bounded by the rare words' chunks, not by the size of the knowledge
 // base.
 inline constexpr std::size_t max_match_words = 8;
-inline constexpr std::int64_t match_postings_budget = 20000;
+inline constexpr std::int64_t match_postings_budget = 10000;
 std::vector<std::string> match_words(std::vector<QueryWord> words, std::int64_t chunks);
 
 // An FTS5 query that matches any of the terms, each quoted (so no word is read as an operator).

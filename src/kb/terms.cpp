@@ -263,9 +263,16 @@ void score_codes(std::span<const std::int8_t> codes, std::span<const float> scal
   const std::int8_t* q = query.data();
   for (std::size_t r = 0; r < scales.size(); ++r) {
     const std::int8_t* row = codes.data() + r * dim;
+    // 32 independent sums over blocks of 32: a loop of known length, which GCC at -O2 vectorizes (a plain
+    // loop over `dim` stays scalar there, six times slower).
+    std::int32_t sums[32] = {};
+    std::size_t i = 0;
+    for (; i + 32 <= dim; i += 32)
+      for (std::size_t k = 0; k < 32; ++k)
+        sums[k] += static_cast<std::int16_t>(row[i + k]) * static_cast<std::int16_t>(q[i + k]);
     std::int32_t sum = 0;
-    for (std::size_t i = 0; i < dim; ++i)
-      sum += static_cast<std::int16_t>(row[i]) * static_cast<std::int16_t>(q[i]);
+    for (; i < dim; ++i) sum += static_cast<std::int16_t>(row[i]) * static_cast<std::int16_t>(q[i]);
+    for (const std::int32_t s : sums) sum += s;
     scores[r] = static_cast<float>(sum) * scales[r];
   }
 }

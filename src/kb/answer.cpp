@@ -4,6 +4,7 @@
 #include <cctype>
 #include <set>
 
+#include "common/text.h"
 #include "kb/kb_internal.h"
 
 namespace clawbot::kb {
@@ -34,7 +35,7 @@ std::string standalone_question(std::span<const std::string> previous_questions,
   std::string word;
   for (const char c : question) {
     if (std::isalnum(static_cast<unsigned char>(c)) != 0) {
-      word += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      word += text::lower(c);
     } else if (!word.empty()) {
       plain.push_back(std::move(word));
       word.clear();

@@ -2,12 +2,13 @@
 // search over the embeddings held in memory, reciprocal rank fusion, and the query coverage that the
 // refusal threshold reads.
 #include <algorithm>
-#include <cctype>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <set>
 #include <unordered_map>
 
+#include "common/text.h"
 #include "kb/kb_internal.h"
 
 namespace clawbot::kb {
@@ -16,6 +17,9 @@ namespace {
 
 constexpr double rrf_k = 60;              // Cormack et al.'s constant: ranks matter, scores do not
 constexpr std::size_t coverage_hits = 3;  // coverage: the best of the first hits
+// Vector search scores again exactly at least this many of the best rows by their 8-bit codes (and four
+// times the candidates asked for).
+constexpr std::size_t vector_rescore_pool = 256;
 
 // Function words and the words every question has: they say nothing about where the answer is.
 const std::set<std::string, std::less<>>& stop_words() {
@@ -44,47 +48,6 @@ const std::set<std::string, std::less<>>& stop_words() {
   return words;
 }
 
-// UTF-8: the code point at `at` and its length; a broken byte counts as one character.
-std::pair<char32_t, std::size_t> code_point(std::string_view s, std::size_t at) {
-  const auto b = static_cast<unsigned char>(s[at]);
-  std::size_t len = b < 0x80 ? 1 : (b >> 5) == 0x6 ? 2 : (b >> 4) == 0xe ? 3 : (b >> 3) == 0x1e ? 4 : 1;
-  if (at + len > s.size()) return {b, 1};
-  auto cp = static_cast<char32_t>(len == 1 ? b : len == 2 ? (b & 0x1f) : len == 3 ? (b & 0x0f) : (b & 0x07));
-  for (std::size_t i = 1; i < len; ++i)
-    cp = (cp << 6) | static_cast<char32_t>(static_cast<unsigned char>(s[at + i]) & 0x3f);
-  return {cp, len};
-}
-
-bool is_cjk(char32_t cp) {
-  return (cp >= 0x4e00 && cp <= 0x9fff) || (cp >= 0x3400 && cp <= 0x4dbf) || (cp >= 0x3040 && cp <= 0x30ff) ||
-         (cp >= 0xac00 && cp <= 0xd7af) || (cp >= 0xf900 && cp <= 0xfaff) || (cp >= 0x20000 && cp <= 0x2ffff);
-}
-
-// Chinese question words and particles (what, how, which, please, me, you, ...): like stop words, they
-// say nothing about where the answer is, and they break a query's runs.
-bool cjk_stop(char32_t cp) {
-  static constexpr std::u32string_view stops = U"的了吗呢吧啊呀么怎样什如何哪谁请问我你您";
-  return stops.find(cp) != std::u32string_view::npos;
-}
-
-// The runs of CJK characters in a query, each as its characters' bytes (stop characters end a run).
-std::vector<std::vector<std::string>> cjk_runs(std::string_view text) {
-  std::vector<std::vector<std::string>> runs;
-  std::vector<std::string> run;
-  for (std::size_t at = 0; at < text.size();) {
-    const auto [cp, len] = code_point(text, at);
-    if (is_cjk(cp) && !cjk_stop(cp)) {
-      run.emplace_back(text.substr(at, len));
-    } else if (!run.empty()) {
-      runs.push_back(std::move(run));
-      run.clear();
-    }
-    at += len;
-  }
-  if (!run.empty()) runs.push_back(std::move(run));
-  return runs;
-}
-
 // The distinct character pairs of the query's CJK runs (a run of one character is itself).
 std::vector<std::string> cjk_pairs(std::string_view text) {
   std::vector<std::string> out;
@@ -98,17 +61,6 @@ std::vector<std::string> cjk_pairs(std::string_view text) {
   }
   if (out.size() > 64) out.resize(64);
   return out;
-}
-
-// An FTS5 query that matches any of the words, each quoted (so no word is read as an operator).
-std::string match_any(const std::vector<std::string>& terms) {
-  std::string query;
-  for (const auto& t : terms) {
-    std::string quoted = "\"";
-    for (const char c : t) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
-    query += (query.empty() ? "" : " OR ") + quoted + "\"";
-  }
-  return query;
 }
 
 using Ranked = std::vector<std::pair<std::int64_t, double>>;  // chunk id, score; best first
@@ -143,13 +95,20 @@ double idf(double n, double df) {
 
 }  // namespace
 
-bool has_cjk(std::string_view text) {
-  for (std::size_t at = 0; at < text.size();) {
-    const auto [cp, len] = code_point(text, at);
-    if (is_cjk(cp)) return true;
-    at += len;
+std::vector<std::string> match_words(std::vector<QueryWord> words, std::int64_t chunks) {
+  std::erase_if(words, [](const QueryWord& w) { return w.df == 0; });
+  std::stable_sort(words.begin(), words.end(), [](const auto& a, const auto& b) { return a.df < b.df; });
+  // When every word is that frequent, their near-zero scores are all the ranking has: they stay.
+  const bool informative = !words.empty() && words.front().df * 2 <= chunks;
+  std::vector<std::string> out;
+  std::int64_t postings = 0;
+  for (const auto& w : words) {
+    if (out.size() == max_match_words || (informative && w.df * 2 > chunks)) break;
+    if (!out.empty() && postings + w.df > match_postings_budget) break;
+    out.push_back(w.word);
+    postings += w.df;
   }
-  return false;
+  return out;
 }
 
 std::vector<std::string> content_words(std::string_view text) {
@@ -164,15 +123,14 @@ std::vector<std::string> content_words(std::string_view text) {
   // As many words as a question has (the CJK pairs stop at 64 too): each costs queries, under the base's
   // lock.
   for (std::size_t at = 0; at < text.size() && out.size() < 64;) {
-    const auto [cp, len] = code_point(text, at);
+    const auto [cp, len] = utf8_code_point(text, at);
     // Letters of other scripts count; punctuation blocks (general, CJK, full-width) do not.
     const bool punctuation = cp < 0xc0 || (cp >= 0x2000 && cp <= 0x2bff) || (cp >= 0x3000 && cp <= 0x303f) ||
                              (cp >= 0xff00 && cp <= 0xffef);
-    const bool letter =
-        (cp < 0x80 && std::isalnum(static_cast<int>(cp)) != 0) || (!punctuation && !is_cjk(cp));
+    const bool letter = (cp >= '0' && cp <= '9') || (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') ||
+                        (!punctuation && !is_cjk(cp));
     if (letter) {
-      for (std::size_t i = 0; i < len; ++i)
-        word += static_cast<char>(std::tolower(static_cast<unsigned char>(text[at + i])));
+      for (std::size_t i = 0; i < len; ++i) word += text::lower(text[at + i]);
     } else {
       flush();
     }
@@ -204,13 +162,14 @@ std::vector<SearchHit> KnowledgeBase::search(std::string_view query, const std::
                                              const SearchOptions& options) {
   auto& impl = *impl_;
   auto& db = impl.db;
+  impl.refresh();
   const std::size_t limit = std::max(options.candidates, options.top_k);
 
   // Full text: words through FTS5 (porter stems), CJK through character pairs and trigrams.
   Ranked words_ranked, pairs_ranked, trigrams_ranked;
   std::unordered_map<std::int64_t, double> bm25_of;
   if (options.mode != SearchMode::vector) {
-    const auto words = content_words(query);
+    const auto words = match_words(impl.query_words(query), impl.kb_counts().chunks);
     if (!words.empty()) {
       // bm25's column weights: a word in the heading path counts twice a word in the text.
       sqlite::Statement st(
@@ -225,19 +184,15 @@ std::vector<SearchHit> KnowledgeBase::search(std::string_view query, const std::
     }
     const auto pairs = cjk_pairs(query);
     if (!pairs.empty()) {
-      sqlite::Statement total(db, "SELECT count(*) FROM chunks WHERE cjk = 1");
-      total.step();
-      const double n = static_cast<double>(total.int64_at(0));
+      // Each pair's chunks from the gram index, weighted by how rare the pair is.
+      const auto n = static_cast<double>(impl.kb_counts().cjk_chunks);
       std::unordered_map<std::int64_t, double> score;
-      sqlite::Statement st(
-          db, "SELECT id FROM chunks WHERE cjk = 1 AND (instr(text, ?1) > 0 OR instr(heading_path, ?1) > 0)");
+      sqlite::Statement st(db, "SELECT rowid FROM chunks_cjk_grams WHERE chunks_cjk_grams MATCH ?");
       for (const auto& pair : pairs) {
-        std::vector<std::int64_t> ids;
-        st.bind(1, pair);
-        while (st.step()) ids.push_back(st.int64_at(0));
+        const double weight = idf(n, static_cast<double>(impl.gram_frequency(pair)));
+        st.bind(1, match_any({pair}));
+        while (st.step()) score[st.int64_at(0)] += weight;
         st.reset();
-        const double weight = idf(n, static_cast<double>(ids.size()));
-        for (const auto id : ids) score[id] += weight;
       }
       pairs_ranked.assign(score.begin(), score.end());
       std::sort(pairs_ranked.begin(), pairs_ranked.end(), [](const auto& a, const auto& b) {
@@ -267,7 +222,7 @@ std::vector<SearchHit> KnowledgeBase::search(std::string_view query, const std::
     text_ranked = lists.size() == 1 ? *lists[0] : fuse(lists);
   }
 
-  // Vectors: exact dot products with the unit-length embeddings.
+  // Vectors: dot products with the unit-length embeddings.
   Ranked vector_ranked;
   if (options.mode != SearchMode::bm25) {
     if (query_vector == nullptr || query_vector->empty())
@@ -287,15 +242,34 @@ std::vector<SearchHit> KnowledgeBase::search(std::string_view query, const std::
     norm = norm > 0 ? std::sqrt(norm) : 1;
     std::vector<float> q(dim);
     for (std::size_t i = 0; i < dim; ++i) q[i] = static_cast<float>((*query_vector)[i] / norm);
+    // The best rows by their codes, then those scored again exactly with the stored floats: the codes'
+    // rounding moves a score by about 0.001, far less than the gap between the first `limit` rows and the
+    // rest of the pool, so the result is exact search's.
     const std::size_t rows = impl.vector_ids.size();
-    std::vector<std::pair<float, std::size_t>> scored(rows);
-    for (std::size_t r = 0; r < rows; ++r)
-      scored[r] = {dot_product(impl.vectors.data() + r * dim, q.data(), dim), r};
-    const std::size_t keep = std::min(limit, rows);
-    std::partial_sort(scored.begin(), scored.begin() + static_cast<std::ptrdiff_t>(keep), scored.end(),
-                      [](const auto& a, const auto& b) { return a.first > b.first; });
-    for (std::size_t i = 0; i < keep; ++i)
-      vector_ranked.emplace_back(impl.vector_ids[scored[i].second], scored[i].first);
+    std::vector<std::int8_t> q8(dim);
+    quantize(q, q8.data());
+    std::vector<float> approximate(rows);
+    score_codes(impl.vector_codes, impl.vector_scales, q8, approximate);
+    std::vector<std::uint32_t> order(rows);
+    for (std::size_t r = 0; r < rows; ++r) order[r] = static_cast<std::uint32_t>(r);
+    const std::size_t pool = std::min(rows, std::max(vector_rescore_pool, limit * 4));
+    std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(pool), order.end(),
+                      [&](std::uint32_t a, std::uint32_t b) { return approximate[a] > approximate[b]; });
+    sqlite::Statement stored(db, "SELECT vector FROM embeddings WHERE chunk_id = ?");
+    for (std::size_t i = 0; i < pool; ++i) {
+      const std::int64_t id = impl.vector_ids[order[i]];
+      stored.bind(1, id);
+      if (stored.step() && stored.blob_at(0).size() == dim * sizeof(float)) {  // else removed since loaded
+        std::vector<float> v(dim);
+        std::memcpy(v.data(), stored.blob_at(0).data(), dim * sizeof(float));
+        vector_ranked.emplace_back(id, dot_product(v.data(), q.data(), dim));
+      }
+      stored.reset();
+    }
+    std::sort(vector_ranked.begin(), vector_ranked.end(), [](const auto& a, const auto& b) {
+      return a.second != b.second ? a.second > b.second : a.first < b.first;
+    });
+    if (vector_ranked.size() > limit) vector_ranked.resize(limit);
   }
 
   Ranked final_ranked = options.mode == SearchMode::bm25 ? text_ranked
@@ -340,41 +314,33 @@ std::vector<SearchHit> KnowledgeBase::search(std::string_view query, const std::
 }
 
 double KnowledgeBase::coverage(std::string_view query, std::span<const SearchHit> hits) {
-  auto& db = impl_->db;
-  const auto words = content_words(query);
+  auto& impl = *impl_;
+  impl.refresh();
+  const auto words = impl.query_words(query);
   const auto pairs = cjk_pairs(query);
   if ((words.empty() && pairs.empty()) || hits.empty()) return 0;
   const std::size_t considered = std::min(hits.size(), coverage_hits);
+  const KbCounts& counts = impl.kb_counts();
 
-  sqlite::Statement total(db, "SELECT count(*), (SELECT count(*) FROM chunks WHERE cjk = 1) FROM chunks");
-  total.step();
-  const double n = static_cast<double>(total.int64_at(0));
-  const double n_cjk = static_cast<double>(total.int64_at(1));
+  // Which terms each hit holds, by the index's own tokenizer: no query per word and hit.
+  std::vector<std::set<std::string, std::less<>>> terms_of(considered);
+  for (std::size_t h = 0; h < considered; ++h)
+    for (const auto& text : {hits[h].heading_path, hits[h].text})
+      for (auto& term : impl.tokenizer().terms(text)) terms_of[h].insert(std::move(term));
 
   std::vector<double> covered(considered, 0);
   double all = 0;
-  sqlite::Statement df(db, "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ?");
-  sqlite::Statement in_hit(db, "SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH ? AND rowid = ?");
   for (const auto& word : words) {
-    const std::string match = match_any({word});
-    df.bind(1, match);
-    df.step();
-    const double weight = idf(n, static_cast<double>(df.int64_at(0)));
-    df.reset();
+    const double weight = idf(static_cast<double>(counts.chunks), static_cast<double>(word.df));
     all += weight;
-    for (std::size_t h = 0; h < considered; ++h) {
-      in_hit.bind(1, match).bind(2, hits[h].chunk_id);
-      in_hit.step();
-      if (in_hit.int64_at(0) > 0) covered[h] += weight;
-      in_hit.reset();
-    }
+    for (std::size_t h = 0; h < considered; ++h)
+      if (std::all_of(word.terms.begin(), word.terms.end(),
+                      [&](const std::string& t) { return terms_of[h].contains(t); }))
+        covered[h] += weight;
   }
-  sqlite::Statement pair_df(db, "SELECT count(*) FROM chunks WHERE cjk = 1 AND instr(text, ?) > 0");
   for (const auto& pair : pairs) {
-    pair_df.bind(1, pair);
-    pair_df.step();
-    const double weight = idf(n_cjk, static_cast<double>(pair_df.int64_at(0)));
-    pair_df.reset();
+    const double weight =
+        idf(static_cast<double>(counts.cjk_chunks), static_cast<double>(impl.gram_frequency(pair)));
     all += weight;
     for (std::size_t h = 0; h < considered; ++h)
       if (hits[h].text.find(pair) != std::string::npos ||

@@ -31,6 +31,7 @@ CREATE TABLE embeddings(chunk_id INTEGER PRIMARY KEY REFERENCES chunks(id), vect
 CREATE VIRTUAL TABLE chunks_fts USING fts5(heading_path, text, content='chunks', content_rowid='id',
   tokenize='porter unicode61 remove_diacritics 2');
 CREATE VIRTUAL TABLE chunks_cjk USING fts5(text, content='chunks', content_rowid='id', tokenize='trigram');
+CREATE VIRTUAL TABLE chunks_cjk_grams USING fts5(grams, content='', detail='none', tokenize='ascii');
 )sql";
 
 std::int64_t now_s() {
@@ -64,7 +65,8 @@ std::string content_hash(std::string_view bytes, DocKind kind, const ChunkOption
 }
 
 void delete_document(sqlite::Database& db, std::int64_t id) {
-  // External-content FTS tables are told what each row held; the trigram index holds only CJK chunks.
+  // External-content and contentless FTS tables are told what each row held; the trigram and gram indexes
+  // hold only CJK chunks.
   sqlite::Statement(db,
                     "INSERT INTO chunks_fts(chunks_fts, rowid, heading_path, text) "
                     "SELECT 'delete', id, heading_path, text FROM chunks WHERE document_id = ?")
@@ -75,6 +77,17 @@ void delete_document(sqlite::Database& db, std::int64_t id) {
                     "SELECT 'delete', id, text FROM chunks WHERE document_id = ? AND cjk = 1")
       .bind(1, id)
       .run();
+  {
+    sqlite::Statement cjk(db, "SELECT id, heading_path, text FROM chunks WHERE document_id = ? AND cjk = 1");
+    sqlite::Statement forget(
+        db, "INSERT INTO chunks_cjk_grams(chunks_cjk_grams, rowid, grams) VALUES('delete', ?, ?)");
+    cjk.bind(1, id);
+    while (cjk.step()) {
+      forget.bind(1, cjk.int64_at(0)).bind(2, cjk_grams(cjk.text_at(1), cjk.text_at(2)));
+      forget.run();
+      forget.reset();
+    }
+  }
   sqlite::Statement(db,
                     "DELETE FROM embeddings WHERE chunk_id IN (SELECT id FROM chunks WHERE document_id = ?)")
       .bind(1, id)
@@ -144,6 +157,7 @@ KnowledgeBase KnowledgeBase::create(const std::filesystem::path& path) {
   impl->set_meta("schema_version", std::to_string(kb_schema_version));
   impl->set_meta("created_at", std::to_string(now_s()));
   tx.commit();
+  impl->prepare();
   return KnowledgeBase(std::move(impl));
 }
 
@@ -166,6 +180,7 @@ KnowledgeBase KnowledgeBase::open(const std::filesystem::path& path) {
     if (version != std::to_string(kb_schema_version))
       refuse(path, "knowledge base schema version " + version + "; this clawbot reads version " +
                        std::to_string(kb_schema_version));
+    impl->prepare();
     return KnowledgeBase(std::move(impl));
   } catch (const StoreError& e) {
     // sqlite_db names the file; say what it was expected to be.
@@ -186,13 +201,11 @@ KbInfo KnowledgeBase::info() {
   info.dimension = dim.empty() ? 0 : std::stoll(dim);
   const std::string threshold = impl_->meta("refusal_threshold");
   if (!threshold.empty()) info.refusal_threshold = std::stod(threshold);
-  sqlite::Statement counts(impl_->db,
-                           "SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM chunks), "
-                           "(SELECT count(*) FROM embeddings)");
-  counts.step();
-  info.documents = counts.int64_at(0);
-  info.chunks = counts.int64_at(1);
-  info.embedded_chunks = counts.int64_at(2);
+  impl_->refresh();
+  const KbCounts& counts = impl_->kb_counts();
+  info.documents = counts.documents;
+  info.chunks = counts.chunks;
+  info.embedded_chunks = counts.embedded;
   std::error_code ec;
   const auto bytes = std::filesystem::file_size(impl_->path, ec);
   info.file_bytes = ec ? 0 : static_cast<std::int64_t>(bytes);
@@ -201,6 +214,7 @@ KbInfo KnowledgeBase::info() {
 
 void KnowledgeBase::set_refusal_threshold(double threshold) {
   impl_->set_meta("refusal_threshold", std::to_string(threshold));
+  impl_->changed_here = true;
 }
 
 void KnowledgeBase::check_embedding_model(std::string_view model) {
@@ -220,7 +234,7 @@ bool KnowledgeBase::remove(std::string_view source) {
   if (!find.step()) return false;
   delete_document(impl_->db, find.int64_at(0));
   tx.commit();
-  impl_->vectors_stale = true;
+  impl_->changed_here = true;
   return true;
 }
 
@@ -334,6 +348,7 @@ IngestReport KnowledgeBase::ingest(std::span<const SourceDocument> documents, co
         "VALUES(?, ?, ?, ?, ?, ?, ?)");
     sqlite::Statement insert_fts(db, "INSERT INTO chunks_fts(rowid, heading_path, text) VALUES(?, ?, ?)");
     sqlite::Statement insert_cjk(db, "INSERT INTO chunks_cjk(rowid, text) VALUES(?, ?)");
+    sqlite::Statement insert_grams(db, "INSERT INTO chunks_cjk_grams(rowid, grams) VALUES(?, ?)");
     sqlite::Statement insert_vector(db, "INSERT INTO embeddings(chunk_id, vector) VALUES(?, ?)");
     for (std::size_t i = 0; i < chunks.size(); ++i) {
       const Chunk& c = chunks[i];
@@ -355,6 +370,9 @@ IngestReport KnowledgeBase::ingest(std::span<const SourceDocument> documents, co
         insert_cjk.bind(1, chunk_id).bind(2, c.text);
         insert_cjk.run();
         insert_cjk.reset();
+        insert_grams.bind(1, chunk_id).bind(2, cjk_grams(c.heading_path, c.text));
+        insert_grams.run();
+        insert_grams.reset();
       }
       if (!vectors.empty()) {
         insert_vector.bind(1, chunk_id).bind_blob(2, std::as_bytes(std::span(vectors[i])));
@@ -363,7 +381,7 @@ IngestReport KnowledgeBase::ingest(std::span<const SourceDocument> documents, co
       }
     }
     tx.commit();
-    impl_->vectors_stale = true;
+    impl_->changed_here = true;
     ++(existing ? report.updated : report.added);
     report.chunks_stored += chunks.size();
     report.chunks_embedded += vectors.size();
@@ -381,30 +399,6 @@ IngestReport KnowledgeBase::ingest(std::span<const SourceDocument> documents, co
   }
   report.seconds = elapsed();
   return report;
-}
-
-void KnowledgeBase::Impl::load_vectors() {
-  sqlite::Statement version(db, "PRAGMA data_version");
-  version.step();
-  const std::int64_t now = version.int64_at(0);
-  if (!vectors_stale && now == vectors_version) return;
-  vector_ids.clear();
-  vectors.clear();
-  const std::string dim = meta("embedding_dimension");
-  dimension = dim.empty() ? 0 : std::stoll(dim);
-  sqlite::Statement st(db, "SELECT chunk_id, vector FROM embeddings ORDER BY chunk_id");
-  while (st.step()) {
-    const auto blob = st.blob_at(1);
-    if (static_cast<std::int64_t>(blob.size()) != dimension * static_cast<std::int64_t>(sizeof(float)))
-      refuse(path, "chunk " + std::to_string(st.int64_at(0)) + " has an embedding of " +
-                       std::to_string(blob.size()) + " bytes, not " + std::to_string(dimension) + " floats");
-    vector_ids.push_back(st.int64_at(0));
-    const std::size_t at = vectors.size();
-    vectors.resize(at + static_cast<std::size_t>(dimension));
-    std::memcpy(vectors.data() + at, blob.data(), blob.size());
-  }
-  vectors_version = now;
-  vectors_stale = false;
 }
 
 }  // namespace clawbot::kb

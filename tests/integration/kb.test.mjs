@@ -300,6 +300,36 @@ describe('clawbot kb on debian-faq', () => {
     }
   });
 
+  test('a node serving a knowledge base sees what another process\'s kb add brings, without a restart', async () => {
+    const liveDir = path.join(dir, 'live');
+    const docs = path.join(dir, 'live-docs');
+    fs.mkdirSync(liveDir);
+    fs.mkdirSync(docs);
+    const liveKb = path.join(liveDir, 'live.kb');
+    fs.writeFileSync(path.join(docs, 'shop.md'), '# Returns\n\nParcels may be returned within thirty days.\n');
+    ok(await kb(['create', liveKb]));
+    json(await kb(['add', liveKb, docs, '--no-embed', '--approximate-tokens', '--json']));
+    const node = await startServer({ extraArgs: ['--kb', liveDir] });
+    try {
+      const query = 'xylophone quartet rehearsal';
+      let r = await postJson(node.baseUrl, '/v1/kb/live/search', { query, coverage: true });
+      assert.equal(r.status, 200, r.text);
+      assert.deepEqual(r.json.data, []);
+      const before = (await getJson(node.baseUrl, '/v1/kb')).json.data[0];
+      fs.writeFileSync(path.join(docs, 'music.md'), '# Music\n\nThe xylophone quartet rehearsal is on Friday.\n');
+      json(await kb(['add', liveKb, docs, '--no-embed', '--approximate-tokens', '--json']));
+      r = await postJson(node.baseUrl, '/v1/kb/live/search', { query, coverage: true });
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.json.data[0]?.heading_path, 'Music', r.text);
+      assert.ok(r.json.coverage > 0.9, r.text);
+      const after = (await getJson(node.baseUrl, '/v1/kb')).json.data[0];
+      assert.equal(after.documents, before.documents + 1, JSON.stringify({ before, after }));
+      assert.equal(after.chunks, before.chunks + 1, JSON.stringify({ before, after }));
+    } finally {
+      await node.stop();
+    }
+  });
+
   describe('serve --kb and the gateway', () => {
     let node;
     before(async () => {

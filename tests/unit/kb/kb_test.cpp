@@ -5,11 +5,14 @@
 #include <sqlite3.h>
 #include <zip.h>
 
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
 
 #include "kb/kb.h"
+#include "kb/kb_internal.h"
 
 namespace clawbot::kb {
 namespace {
@@ -379,6 +382,147 @@ TEST_F(KbStoreTest, ChineseTextIsFoundByTwoCharacterAndLongerQueries) {
     EXPECT_GT(kb.coverage(q, hits), 0.5) << q;
   }
   EXPECT_TRUE(kb.search("天气", nullptr, {SearchMode::bm25, 3, 50}).empty());
+}
+
+TEST(KbTerms, TheRarestWordsAreMatchedAndNearStopWordsLeftOut) {
+  const auto word = [](std::string w, std::int64_t df) { return QueryWord{w, {w}, df}; };
+  // In a base of 1,000 chunks: "printer" is in 900 (an idf of about zero), "duplex" in 3, "toner" in 40.
+  auto chosen =
+      match_words({word("printer", 900), word("duplex", 3), word("missing", 0), word("toner", 40)}, 1000);
+  EXPECT_EQ(chosen, (std::vector<std::string>{"duplex", "toner"}));
+  // A question of near stop words alone keeps them (their near-zero scores are all the ranking has), within
+  // the postings budget, the rarest first.
+  chosen = match_words({word("printer", 900), word("paper", 800)}, 1000);
+  EXPECT_EQ(chosen, (std::vector<std::string>{"paper", "printer"}));
+  chosen = match_words({word("printer", 900000), word("paper", 800000)}, 1000000);
+  EXPECT_EQ(chosen, (std::vector<std::string>{"paper"}));
+  // At most max_match_words, the rarest; none beyond the postings budget once a rarer one is in.
+  std::vector<QueryWord> many;
+  for (std::int64_t i = 0; i < 12; ++i) many.push_back(word("w" + std::to_string(i), 100 - i));
+  chosen = match_words(many, 1000000);
+  ASSERT_EQ(chosen.size(), max_match_words);
+  EXPECT_EQ(chosen.front(), "w11");
+  chosen = match_words({word("rare", 5), word("common", match_postings_budget)}, 1000000);
+  EXPECT_EQ(chosen, (std::vector<std::string>{"rare"}));
+}
+
+TEST_F(KbStoreTest, ARareWordFindsItsChunkAmongManyThatHoldTheFrequentOnes) {
+  std::string doc = "# Printers\n\n";
+  for (int i = 0; i < 40; ++i)
+    doc += "## Printer model " + std::to_string(i) + "\n\nThe printer prints pages of paper, model " +
+           std::to_string(i) + ".\n\n";
+  doc += "## Two-sided\n\nThe printer prints both sides of the paper with the duplex unit.\n";
+  dir.write("printers.md", doc);
+  KnowledgeBase kb = KnowledgeBase::create(kb_file);
+  add(kb, {(dir.path() / "printers.md").string()});
+  const std::string q = "does the printer do duplex printing on paper?";
+  const auto hits = kb.search(q, nullptr, {SearchMode::bm25, 3, 50});
+  ASSERT_FALSE(hits.empty());
+  EXPECT_EQ(hits[0].heading_path, "Printers > Two-sided");
+  EXPECT_GT(kb.coverage(q, hits), 0.9);
+  // Words that every chunk holds still find chunks when they are all the question has.
+  EXPECT_FALSE(kb.search("printer paper", nullptr, {SearchMode::bm25, 3, 50}).empty());
+}
+
+// The stored embeddings, read back with SQLite's own API: the reference for exact search.
+std::vector<std::pair<std::int64_t, std::vector<float>>> stored_vectors(const fs::path& file) {
+  std::vector<std::pair<std::int64_t, std::vector<float>>> out;
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open(file.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  EXPECT_EQ(sqlite3_prepare_v2(db, "SELECT chunk_id, vector FROM embeddings", -1, &st, nullptr), SQLITE_OK);
+  while (sqlite3_step(st) == SQLITE_ROW) {
+    std::vector<float> v(static_cast<std::size_t>(sqlite3_column_bytes(st, 1)) / sizeof(float));
+    std::memcpy(v.data(), sqlite3_column_blob(st, 1), v.size() * sizeof(float));
+    out.emplace_back(sqlite3_column_int64(st, 0), std::move(v));
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return out;
+}
+
+TEST_F(KbStoreTest, VectorSearchGivesTheTopKOfAnExactScanOverTheStoredEmbeddings) {
+  std::string doc;
+  // More rows than the pool scored again exactly: the 8-bit codes choose which.
+  for (int i = 0; i < 600; ++i)
+    doc += "# Topic " + std::to_string(i) + "\n\nword" + std::to_string(i % 7) + " term" +
+           std::to_string(i % 11) + " thing" + std::to_string(i % 13) + " shared\n\n";
+  dir.write("topics.md", doc);
+  KnowledgeBase kb = KnowledgeBase::create(kb_file);
+  add(kb, {(dir.path() / "topics.md").string()});
+  const auto stored = stored_vectors(kb_file);
+  ASSERT_EQ(stored.size(), 600u);
+  for (const std::string query : {"word3 term5", "thing12 shared word1", "term0"}) {
+    const auto qv = fake_embed(std::span(&query, 1)).vectors[0];
+    std::vector<std::pair<double, std::int64_t>> exact;
+    double qn = 0;
+    for (const float x : qv) qn += double(x) * x;
+    for (const auto& [id, v] : stored) {
+      double dot = 0;
+      for (std::size_t i = 0; i < v.size(); ++i) dot += double(v[i]) * qv[i];
+      exact.emplace_back(dot / std::sqrt(qn), id);
+    }
+    std::sort(exact.begin(), exact.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    const auto hits = kb.search(query, &qv, {SearchMode::vector, 10, 50});
+    ASSERT_EQ(hits.size(), 10u) << query;
+    for (std::size_t i = 0; i < hits.size(); ++i) {
+      EXPECT_NEAR(*hits[i].cosine, exact[i].first, 1e-5) << query << " rank " << i;
+      // Equal scores may come in either order; a different score at a rank is a different chunk.
+      if (i + 1 < hits.size() && exact[i].first - exact[i + 1].first > 1e-5 &&
+          (i == 0 || exact[i - 1].first - exact[i].first > 1e-5)) {
+        EXPECT_EQ(hits[i].chunk_id, exact[i].second) << query << " rank " << i;
+      }
+    }
+  }
+}
+
+TEST_F(KbStoreTest, AKnowledgeBaseChangedThroughAnotherConnectionIsSeenByALongLivedSearcher) {
+  dir.write("docs/shop.md", markdown_doc);
+  KnowledgeBase::create(kb_file);
+  KnowledgeBase searcher = KnowledgeBase::open(kb_file);
+  {
+    KnowledgeBase writer = KnowledgeBase::open(kb_file);
+    add(writer, {(dir.path() / "docs").string()});
+  }
+  const std::string query = "xylophone quartet rehearsal";
+  const auto qv = fake_embed(std::span(&query, 1)).vectors[0];
+  // Counts, document frequencies and vectors are read and kept...
+  const auto before = searcher.info();
+  EXPECT_GT(before.chunks, 0);
+  EXPECT_TRUE(searcher.search(query, nullptr, {SearchMode::bm25, 3, 50}).empty());
+  EXPECT_NE(searcher.search(query, &qv, {SearchMode::vector, 1, 50})[0].heading_path, "Music");
+  // ... until another connection (another process's `kb add`) commits.
+  dir.write("docs/music.md", "# Music\n\nThe xylophone quartet rehearsal is on Friday.\n");
+  {
+    KnowledgeBase writer = KnowledgeBase::open(kb_file);
+    add(writer, {(dir.path() / "docs").string()});
+  }
+  EXPECT_EQ(searcher.info().chunks, before.chunks + 1);
+  EXPECT_EQ(searcher.info().documents, before.documents + 1);
+  auto hits = searcher.search(query, nullptr, {SearchMode::bm25, 3, 50});
+  ASSERT_FALSE(hits.empty());
+  EXPECT_EQ(hits[0].heading_path, "Music");
+  EXPECT_GT(searcher.coverage(query, hits), 0.9);
+  hits = searcher.search(query, &qv, {SearchMode::vector, 1, 50});
+  ASSERT_FALSE(hits.empty());
+  EXPECT_EQ(hits[0].heading_path, "Music");
+}
+
+TEST_F(KbStoreTest, AKnowledgeBaseWithoutTheCjkGramIndexGetsItWhenOpened) {
+  dir.write("zh.md", "# 配送\n\n我们向欧盟所有国家发货，包裹附有追踪号码。\n");
+  KnowledgeBase::create(kb_file);
+  {
+    KnowledgeBase kb = KnowledgeBase::open(kb_file);
+    add(kb, {(dir.path() / "zh.md").string()});
+  }
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(kb_file.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "DROP TABLE chunks_cjk_grams", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  KnowledgeBase kb = KnowledgeBase::open(kb_file);
+  const auto hits = kb.search("号码", nullptr, {SearchMode::bm25, 3, 50});
+  ASSERT_FALSE(hits.empty());
+  EXPECT_EQ(hits[0].heading_path, "配送");
 }
 
 TEST(KbEval, HitsMatchSectionNumbersAtBoundariesAndFiguresAddUp) {

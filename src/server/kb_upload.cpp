@@ -234,18 +234,27 @@ json ingest_uploads(const ServeContext& ctx, http::Exchange& ex, const std::stri
   const kb::EmbedFunction embedder = embed ? in_process_embedder(ctx, ex) : kb::EmbedFunction{};
   json data = json::array();
   std::size_t embedded = 0;
+  std::string stored_before;  // the sources of this request already stored, for an error halfway
   for (const auto& document : documents) {
     kb::IngestReport report;
-    try {
-      report = base.ingest(std::span(&document, 1), {}, count_tokens, embedder, {});
-    } catch (const StoreError& e) {
-      if (e.kind() != StoreErrorKind::busy) throw;
-      throw ClawbotError({ErrorKind::unavailable,
-                          "knowledge base '" + name + "' is being written by another process (clawbot kb " +
-                              "add?); try again" +
-                              (data.empty() ? "" : " (stored before it: " + data.dump() + ")"),
-                          {},
-                          "kb_busy"});
+    for (int attempt = 0;; ++attempt) {
+      try {
+        report = base.ingest(std::span(&document, 1), {}, count_tokens, embedder, {});
+        break;
+      } catch (const StoreError& e) {
+        // Another process (clawbot kb add) held the file past the busy timeout; or it stored the same source
+        // between ingest's look-up and its transaction (UNIQUE): once more, which finds it.
+        if (e.kind() != StoreErrorKind::busy) {
+          if (attempt == 0) continue;
+          throw;
+        }
+        throw ClawbotError({ErrorKind::unavailable,
+                            "knowledge base '" + name +
+                                "' is being written by another process (clawbot kb add?); try again" +
+                                (stored_before.empty() ? "" : " (stored before it: " + stored_before + ")"),
+                            {},
+                            "kb_busy"});
+      }
     }
     if (report.failed > 0) throw_invalid(report.failures.front(), "file", "unreadable_file");
     const auto stored = base.document(document.source);
@@ -255,6 +264,7 @@ json ingest_uploads(const ServeContext& ctx, http::Exchange& ex, const std::stri
     entry["chunks_embedded"] = report.chunks_embedded;
     embedded += report.chunks_embedded;
     data.push_back(std::move(entry));
+    stored_before += (stored_before.empty() ? "" : ", ") + document.source;
   }
   const kb::KbInfo info = base.info();
   json reply = {{"object", "list"},

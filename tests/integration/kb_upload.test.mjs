@@ -15,7 +15,7 @@ import path from 'node:path';
 
 import { clawbotBin, startServer, postJson, getJson } from './server_harness.mjs';
 import { runClient } from './client_helpers.mjs';
-import { docxBytes, formBody, pdfBytes, rawPost, shopDocuments, upload } from './kb_helpers.mjs';
+import { docxBytes, formBody, pdfBytes, rawPost, shopDocuments, upload, zipStored } from './kb_helpers.mjs';
 
 const LIMIT = 2 << 20;  // --kb-max-upload-bytes for the writing node
 
@@ -151,7 +151,7 @@ describe('serve --kb --kb-write: uploads through the API', () => {
       [['blank.md', Buffer.from('   \n\n  ')], /blank\.md.*no text/],
       [['broken.pdf', Buffer.from('%PDF-1.4\nthis is not a PDF at all')], /broken\.pdf.*cannot be read as pdf/],
       [['broken.docx', Buffer.from('PK\u0003\u0004 not a zip')], /broken\.docx.*cannot be read as docx/],
-      [['nodoc.docx', (await import('./kb_helpers.mjs')).zipStored([{ name: 'other.xml', data: '<a/>' }])], /nodoc\.docx.*cannot be read as docx/],
+      [['nodoc.docx', zipStored([{ name: 'other.xml', data: '<a/>' }])], /nodoc\.docx.*cannot be read as docx/],
     ];
     for (const [file, pattern] of cases) {
       const r = await upload(node.baseUrl, 'shop', [good, file]);

@@ -79,11 +79,10 @@ describe('web chat with a knowledge base (serve --kb)', () => {
   test('a question outside the knowledge base shows the refusal with the nearest topics, and no sources', async () => {
     await page.fill('#composer-input', 'How much does a parcel of Colombian coffee beans cost in winter?');
     await page.press('#composer-input', 'Enter');
-    await page.waitForFunction((last) => {
+    await page.waitForFunction(() => {
       const all = document.querySelectorAll('#messages article.assistant');
-      const a = all[all.length - 1];
-      return all.length >= 2 && ['complete', 'length'].includes(a.dataset.state);
-    }, LAST, WAIT);
+      return all.length >= 2 && ['complete', 'length'].includes(all[all.length - 1].dataset.state);
+    }, null, WAIT);
     const answer = await page.$(LAST);
     const text = await answer.$eval('.body', (b) => b.textContent);
     assert.match(text, /^Not in the knowledge base/);

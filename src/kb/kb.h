@@ -139,6 +139,19 @@ struct IngestReport {
   std::vector<std::string> failures;  // "source: why"
 };
 
+// A stored document, as GET /v1/kb/NAME/documents lists it.
+struct DocumentInfo {
+  std::int64_t id = 0;
+  std::string source;
+  std::string kind;
+  std::string title;
+  std::string content_hash;  // SHA-256 of the bytes, the kind and the chunking parameters
+  std::int64_t bytes = 0;
+  std::int64_t chunks = 0;
+  bool embedded = false;
+  std::int64_t added_at = 0;  // unix seconds
+};
+
 struct IngestOptions {
   ChunkOptions chunking;
   bool sync = false;  // remove the documents that are not among the sources
@@ -174,6 +187,14 @@ class KnowledgeBase {
   // Removes one document by source; false when it is not there.
   bool remove(std::string_view source);
   std::vector<std::string> sources();
+  // The stored documents by id; one of them by source; removing one by id (its record, or nullopt when
+  // there is none).
+  std::vector<DocumentInfo> documents();
+  std::optional<DocumentInfo> document(std::string_view source);
+  std::optional<DocumentInfo> remove_document(std::int64_t id);
+  // Changes whenever another connection (of this process or another) committed a change to the file (SQLite's
+  // data_version): what a cache of info() kept beside a writing connection is keyed on.
+  std::int64_t change_version();
 
   // The best chunks for `query`. vector and hybrid need `query_vector` (from the recorded model).
   std::vector<SearchHit> search(std::string_view query, const std::vector<float>* query_vector,

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "monitor/history.h"
+#include "server/kb_routes.h"
 
 namespace clawbot::server {
 namespace {
@@ -52,6 +53,7 @@ std::string route_label(std::string_view path, const std::vector<std::string>& r
   for (const auto& route : routes) {
     if (route == path) return route;
   }
+  if (auto kb = kb_route_label(path)) return *kb;
   return "other";
 }
 

@@ -1,11 +1,13 @@
 #include "server/kb_routes.h"
 
 #include <algorithm>
+#include <cctype>
 
 #include "common/json_check.h"
 #include "common/json_read.h"
 #include "server/api/embeddings.h"
 #include "server/api/fields.h"
+#include "server/kb_upload.h"
 
 namespace clawbot::server {
 
@@ -26,8 +28,7 @@ struct Retrieval {
 
 Retrieval retrieval_for(const ServeContext& ctx, const std::string& name,
                         const std::optional<std::string>& asked) {
-  const std::string model =
-      ctx.kb->with(name, [](kb::KnowledgeBase& base) { return base.info().embedding_model; });
+  const std::string model = ctx.kb->info(name).embedding_model;
   const bool can_embed = ctx.model.info().is_embedding && !model.empty() && model == ctx.model_id;
   if (!asked) return {can_embed ? kb::SearchMode::hybrid : kb::SearchMode::bm25, can_embed};
   const auto mode = kb::search_mode_from(*asked);
@@ -125,17 +126,113 @@ void fit_passages(const ServeContext& ctx, const std::vector<api::ChatMessage>& 
   }
 }
 
+json kb_json(const std::string& name, const kb::KbInfo& i) {
+  return {{"object", "knowledge_base"},
+          {"id", name},
+          {"model", "kb:" + name},
+          {"documents", i.documents},
+          {"chunks", i.chunks},
+          {"embedded_chunks", i.embedded_chunks},
+          {"embedding_model", i.embedding_model},
+          {"dimension", i.dimension}};
+}
+
+// A path under /v1/kb/: the knowledge base's name and what follows it ("search", "documents",
+// "documents/12").
+struct KbPath {
+  std::string name;
+  std::string_view rest;
+};
+
+std::optional<KbPath> split_kb_path(std::string_view path) {
+  constexpr std::string_view prefix = "/v1/kb/";
+  if (!path.starts_with(prefix)) return std::nullopt;
+  path.remove_prefix(prefix.size());
+  const auto slash = path.find('/');
+  if (slash == std::string_view::npos) return KbPath{std::string(path), {}};
+  return KbPath{std::string(path.substr(0, slash)), path.substr(slash + 1)};
+}
+
+// What a path under /v1/kb/ is: its route label and the methods it takes (empty: no such route).
+struct KbRoute {
+  std::string label;
+  std::string_view methods;
+};
+
+KbRoute kb_route(std::string_view rest) {
+  if (rest == "search") return {"/v1/kb/{name}/search", "POST"};
+  if (rest == "documents") return {"/v1/kb/{name}/documents", "GET, HEAD, POST"};
+  if (rest.starts_with("documents/") && rest.size() > 10 && rest.find('/', 10) == std::string_view::npos)
+    return {"/v1/kb/{name}/documents/{id}", "DELETE"};
+  return {};
+}
+
+asio::awaitable<void> kb_path_route(const ServeContext& ctx, http::Exchange& ex) {
+  const std::string_view path = ex.path();
+  const auto split = split_kb_path(path);
+  const KbRoute route = split ? kb_route(split->rest) : KbRoute{};
+  if (route.methods.empty()) {
+    const Error error{
+        ErrorKind::not_found,
+        "no route " + std::string(path.substr(0, 200)) + " (see GET /v1/models for what this server offers)",
+        {},
+        {}};
+    co_await ex.respond_error(error);
+    co_return;
+  }
+  if (!valid_kb_name(split->name))
+    throw_invalid("'" + split->name.substr(0, 80) +
+                      "' is not a knowledge base name (letters, digits, '-', '_' and '.', no \"..\")",
+                  "kb", "invalid_kb_name");
+  const auto method = ex.request().method();
+  using V = http::Verb;
+  const std::string& name = split->name;
+  if (split->rest == "search" && method == V::post) {
+    co_await search_route(ctx, ex, name);
+  } else if (split->rest == "documents" && (method == V::get || method == V::head)) {
+    co_await list_documents_route(ctx, ex, name);
+  } else if (split->rest == "documents" && method == V::post) {
+    co_await upload_route(ctx, ex, name);
+  } else if (split->rest != "documents" && split->rest != "search" && method == V::delete_) {
+    co_await delete_document_route(ctx, ex, name, split->rest.substr(10));
+  } else {
+    std::vector<std::pair<std::string, std::string>> headers{{"Allow", std::string(route.methods)}};
+    const Error error{ErrorKind::method_not_allowed,
+                      "method " + std::string(ex.request().method_string()) + " is not allowed on " +
+                          std::string(path) + "; use " + std::string(route.methods),
+                      {},
+                      {}};
+    co_await ex.respond_error(error, std::move(headers));
+  }
+}
+
 }  // namespace
 
-KbService::KbService(const std::filesystem::path& dir) : dir_(dir) {
+bool valid_kb_name(std::string_view name) {
+  if (name.empty() || name.size() > 64 || !std::isalnum(static_cast<unsigned char>(name.front())))
+    return false;
+  if (name.find("..") != std::string_view::npos) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+  });
+}
+
+KbService::KbService(const std::filesystem::path& dir, KbWriteOptions write) : dir_(dir), write_(write) {
   std::error_code ec;
   if (!std::filesystem::is_directory(dir, ec))
     throw ClawbotError(ErrorKind::invalid_request, "--kb " + dir.string() + ": not a directory");
   for (const auto& [name, path] : kb::kb_files(dir))
     kbs_.emplace(name, std::make_unique<Entry>(kb::KnowledgeBase::open(path)));
+  if (write_.enabled)
+    writer_thread_ = std::jthread([this](const std::stop_token& stop) { run_writer(stop); });
+}
+
+KbService::~KbService() {
+  stop();
 }
 
 std::vector<std::string> KbService::names() const {
+  std::shared_lock lock(map_mutex_);
   std::vector<std::string> out;
   for (const auto& [name, entry] : kbs_) out.push_back(name);
   return out;
@@ -143,28 +240,95 @@ std::vector<std::string> KbService::names() const {
 
 json KbService::list_json() {
   json data = json::array();
-  for (const auto& [name, entry] : kbs_) {
-    std::lock_guard lock(entry->mutex);
-    const kb::KbInfo i = entry->kb.info();
-    data.push_back({{"object", "knowledge_base"},
-                    {"id", name},
-                    {"model", "kb:" + name},
-                    {"documents", i.documents},
-                    {"chunks", i.chunks},
-                    {"embedded_chunks", i.embedded_chunks},
-                    {"embedding_model", i.embedding_model},
-                    {"dimension", i.dimension}});
-  }
+  for (const auto& name : names()) data.push_back(kb_json(name, info(name)));
   return {{"object", "list"}, {"data", std::move(data)}};
+}
+
+kb::KbInfo KbService::info(const std::string& name) {
+  Entry& entry = find(name);
+  std::lock_guard lock(entry.mutex);
+  const std::int64_t version = entry.kb.change_version();
+  if (!entry.info || entry.info_version != version) {
+    entry.info = entry.kb.info();
+    entry.info_version = version;
+  }
+  return *entry.info;
+}
+
+json KbService::create(const std::string& name) {
+  if (!valid_kb_name(name))
+    throw_invalid(
+        "'name' must be 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit "
+        "(no '/' nor \"..\"), got " +
+            json(name.substr(0, 80)).dump(-1, ' ', false, json::error_handler_t::replace),
+        "name", "invalid_kb_name");
+  {
+    std::unique_lock lock(map_mutex_);
+    if (kbs_.contains(name))
+      throw_invalid("knowledge base '" + name + "' exists already", "name", "kb_exists");
+    const auto path = dir_ / (name + ".kb");
+    std::error_code ec;
+    if (std::filesystem::exists(path, ec))
+      throw_invalid(path.string() + " exists already but is not served (restart the node to serve it)",
+                    "name", "kb_exists");
+    kbs_.emplace(name, std::make_unique<Entry>(kb::KnowledgeBase::create(path)));
+  }
+  return kb_json(name, info(name));
+}
+
+KbService::Entry& KbService::find(const std::string& name) const {
+  std::shared_lock lock(map_mutex_);
+  auto it = kbs_.find(name);
+  if (it == kbs_.end()) {
+    lock.unlock();
+    unknown(name);
+  }
+  return *it->second;
 }
 
 void KbService::unknown(const std::string& name) const {
   std::string all;
-  for (const auto& [n, entry] : kbs_) all += (all.empty() ? "" : ", ") + n;
+  for (const auto& n : names()) all += (all.empty() ? "" : ", ") + n;
   throw ClawbotError({ErrorKind::not_found,
                       "no knowledge base '" + name + "' on this node" +
                           (all.empty() ? std::string(" (it has none)") : " (it has: " + all + ")"),
                       "kb", "kb_not_found"});
+}
+
+bool KbService::submit_write(std::function<void()> job) {
+  std::lock_guard lock(jobs_mutex_);
+  if (stopping_ || !writer_thread_.joinable() || jobs_.size() >= write_.max_queued) return false;
+  jobs_.push_back(std::move(job));
+  jobs_ready_.notify_one();
+  return true;
+}
+
+kb::KnowledgeBase& KbService::writer(const std::string& name) {
+  Entry& entry = find(name);
+  if (!entry.writer) entry.writer = kb::KnowledgeBase::open(entry.kb.path());
+  return *entry.writer;
+}
+
+void KbService::run_writer(const std::stop_token& stop) {
+  for (;;) {
+    std::function<void()> job;
+    {
+      std::unique_lock lock(jobs_mutex_);
+      if (!jobs_ready_.wait(lock, stop, [this] { return !jobs_.empty(); })) return;
+      job = std::move(jobs_.front());
+      jobs_.pop_front();
+    }
+    job();  // catches its own errors: it answers its request with them
+  }
+}
+
+void KbService::stop() {
+  stopping_ = true;
+  if (!writer_thread_.joinable()) return;
+  writer_thread_.request_stop();
+  writer_thread_.join();
+  std::lock_guard lock(jobs_mutex_);
+  jobs_.clear();  // their requests are not answered: the node is going
 }
 
 std::optional<std::string> requested_kb(const ServeContext& ctx, const json& body) {
@@ -199,11 +363,8 @@ asio::awaitable<KbGrounding> ground_chat(const ServeContext& ctx, http::Exchange
   const Retrieval retrieval = retrieval_for(ctx, name, std::nullopt);
   g.mode = kb::search_mode_name(retrieval.mode);
   auto hits = co_await search_kb(ctx, ex, name, g.query, retrieval, kb_chat_passages);
-  ctx.kb->with(name, [&](kb::KnowledgeBase& base) {
-    g.coverage = base.coverage(g.query, hits);
-    g.threshold = base.info().refusal_threshold.value_or(kb::default_refusal_threshold);
-    return 0;
-  });
+  g.coverage = ctx.kb->with(name, [&](kb::KnowledgeBase& base) { return base.coverage(g.query, hits); });
+  g.threshold = ctx.kb->info(name).refusal_threshold.value_or(kb::default_refusal_threshold);
   g.refused = hits.empty() || g.coverage < g.threshold;
   g.passages = std::move(hits);
   if (g.refused) co_return g;
@@ -237,19 +398,24 @@ json grounding_fields(const KbGrounding& g) {
             {"nearest_topics", std::move(nearest)}}}};
 }
 
-void add_kb_routes(const ServeContext& ctx,
-                   const std::function<void(http::Verb, std::string, http::Handler)>& add) {
-  if (ctx.kb == nullptr) return;
+http::Handler add_kb_routes(const ServeContext& ctx,
+                            const std::function<void(http::Verb, std::string, http::Handler)>& add) {
+  if (ctx.kb == nullptr) return {};
   const ServeContext* c = &ctx;
   add(http::Verb::get, "/v1/kb", [c](http::Exchange& ex) -> asio::awaitable<void> {
     const json list = c->kb->list_json();
     co_await ex.respond_json(200, list);
   });
-  // One route per knowledge base (the router matches whole paths); an unknown name is the router's 404.
-  for (const auto& name : ctx.kb->names()) {
-    add(http::Verb::post, "/v1/kb/" + name + "/search",
-        [c, name](http::Exchange& ex) { return search_route(*c, ex, name); });
-  }
+  add(http::Verb::post, "/v1/kb", [c](http::Exchange& ex) { return create_kb_route(*c, ex); });
+  return [c](http::Exchange& ex) { return kb_path_route(*c, ex); };
+}
+
+std::optional<std::string> kb_route_label(std::string_view path) {
+  const auto split = split_kb_path(path);
+  if (!split) return std::nullopt;
+  std::string label = kb_route(split->rest).label;
+  if (label.empty()) return std::nullopt;
+  return label;
 }
 
 }  // namespace clawbot::server

@@ -399,7 +399,8 @@ std::shared_ptr<const http::Router> make_openai_router(const ServeContext& conte
   }
   add(http::Verb::post, "/tokenize", [ctx](http::Exchange& ex) { return tokenize(*ctx, ex); });
   add(http::Verb::post, "/detokenize", [ctx](http::Exchange& ex) { return detokenize(*ctx, ex); });
-  add_kb_routes(context, add);
+  // Paths under /v1/kb/ are dynamic (a knowledge base may be created while the node runs): the fallback
+  if (auto kb_paths = add_kb_routes(context, add)) router->set_fallback(std::move(kb_paths));
   add_responses_routes(context, add);
   add_anthropic_routes(context, add);
   add_ollama_routes(*ctx, add);

@@ -158,22 +158,43 @@ void export_certificate_expiry(const ServeContext& serve) {
 }
 
 // With a speech model, uploads to /v1/audio/ may be larger (--audio-max-bytes) than other bodies
-// (--max-body-bytes): the server reads up to the larger, and a request whose Content-Length is over its
-// route's limit is refused with 413 before its body is read.
-std::optional<Error> body_over_limit(const http::RequestHead& head, std::size_t max_body,
-                                     std::size_t max_audio) {
+// (--max-body-bytes), and with --kb-write uploads to /v1/kb/NAME/documents (--kb-max-upload-bytes): the
+// server reads up to the largest, and a request whose Content-Length is over its route's limit is refused
+// with 413 before its body is read.
+struct BodyLimits {
+  std::size_t body = 0;
+  std::optional<std::size_t> audio, kb_upload;
+
+  static BodyLimits of(const ServeOptions& options, bool transcription) {
+    BodyLimits limits{options.max_body_bytes, std::nullopt, std::nullopt};
+    if (transcription) limits.audio = options.audio_max_bytes;
+    if (!options.kb_dir.empty() && options.kb_write) limits.kb_upload = options.kb_max_upload_bytes;
+    return limits;
+  }
+  std::size_t largest() const { return std::max({body, audio.value_or(0), kb_upload.value_or(0)}); }
+};
+
+bool is_kb_upload(std::string_view target) {
+  target = target.substr(0, target.find('?'));
+  return target.starts_with("/v1/kb/") && target.ends_with("/documents");
+}
+
+std::optional<Error> body_over_limit(const http::RequestHead& head, const BodyLimits& limits) {
   const auto field = head[boost::beast::http::field::content_length];
   std::size_t length = 0;
   if (field.empty() || std::from_chars(field.data(), field.data() + field.size(), length).ec != std::errc())
     return std::nullopt;
-  const bool audio = std::string_view(head.target().data(), head.target().size()).starts_with("/v1/audio/");
-  const std::size_t limit = audio ? max_audio : max_body;
+  const std::string_view target(head.target().data(), head.target().size());
+  const bool audio = limits.audio && target.starts_with("/v1/audio/");
+  const bool kb_upload = limits.kb_upload && is_kb_upload(target);
+  const std::size_t limit = audio ? *limits.audio : kb_upload ? *limits.kb_upload : limits.body;
   if (length <= limit) return std::nullopt;
+  const char* what = audio ? "the audio upload" : kb_upload ? "the upload" : "the request body";
+  const char* option = audio ? "--audio-max-bytes" : kb_upload ? "--kb-max-upload-bytes" : "--max-body-bytes";
   return Error{ErrorKind::payload_too_large,
-               std::string(audio ? "the audio upload" : "the request body") + " is " +
-                   std::to_string(length) + " bytes; this node's limit is " + std::to_string(limit) +
-                   " bytes (" + (audio ? "--audio-max-bytes" : "--max-body-bytes") + ")",
-               audio ? "file" : "", "payload_too_large"};
+               std::string(what) + " is " + std::to_string(length) + " bytes; this node's limit is " +
+                   std::to_string(limit) + " bytes (" + option + ")",
+               audio || kb_upload ? "file" : "", "payload_too_large"};
 }
 
 // Listens, announces the node, and answers until a signal has drained it.
@@ -191,12 +212,12 @@ void run_server(const ServeOptions& options, LogFormat log_format, const ServeCo
   limits.stream_send_buffer_bytes = 16 << 10;
   std::vector<std::string> routes;
   auto router = make_openai_router(serve, &routes);
-  if (serve.transcription) limits.max_body_bytes = std::max(options.max_body_bytes, options.audio_max_bytes);
+  const BodyLimits body_limits = BodyLimits::of(options, serve.transcription != nullptr);
+  limits.max_body_bytes = body_limits.largest();
   http::Server server(io, std::move(router), limits);
-  if (serve.transcription)
-    server.set_header_check([max_body = options.max_body_bytes, max_audio = options.audio_max_bytes](
-                                const http::RequestHead& head, const boost::asio::ip::address&) {
-      return body_over_limit(head, max_body, max_audio);
+  if (body_limits.audio || body_limits.kb_upload)
+    server.set_header_check([body_limits](const http::RequestHead& head, const boost::asio::ip::address&) {
+      return body_over_limit(head, body_limits);
     });
   server.set_observer(access_observer(serve.metrics, {.enabled = !options.no_access_log,
                                                       .format = log_format,
@@ -227,7 +248,8 @@ void run_server(const ServeOptions& options, LogFormat log_format, const ServeCo
   for (unsigned i = 1; i < io_threads; ++i) workers.emplace_back([&io] { io.run(); });
   io.run();
   workers.clear();
-  serve.scheduler.stop();  // before the sessions left on `io` are destroyed
+  if (serve.kb) serve.kb->stop();  // the writer's thread, whose job may wait on `io` (embeddings)
+  serve.scheduler.stop();          // before the sessions left on `io` are destroyed
 }
 
 monitor::History::Options history_options(const ServeOptions& options) {
@@ -344,7 +366,10 @@ int run_serve(const ServeOptions& options) {
   try {
     // The knowledge bases before the model: a file that is not one is refused at once, by name.
     std::unique_ptr<KbService> kb;
-    if (!options.kb_dir.empty()) kb = std::make_unique<KbService>(options.kb_dir);
+    if (!options.kb_dir.empty())
+      kb = std::make_unique<KbService>(
+          options.kb_dir,
+          KbWriteOptions{.enabled = options.kb_write, .max_upload_bytes = options.kb_max_upload_bytes});
     ops::PreparedModel prepared = prepare_model(options);
     check_tls_options(options);  // before loading a model that may take minutes
     auto model = engine::Model::load({.path = prepared.path,

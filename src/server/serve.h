@@ -56,7 +56,9 @@ struct ServeOptions {
   std::string alerts_file;    // alert rules and webhooks (monitor/alerts.h); empty: the built-in rules
   // Seconds between the samples of the in-process metrics history (GET /api/metrics/history).
   double metrics_interval_s = 5;
-  std::string kb_dir;  // knowledge bases (*.kb) served: /v1/kb, chat with "kb" (server/kb_routes.h)
+  std::string kb_dir;     // knowledge bases (*.kb) served: /v1/kb, chat with "kb" (server/kb_routes.h)
+  bool kb_write = false;  // POST /v1/kb, uploads and deletions of documents
+  std::size_t kb_max_upload_bytes = 32u << 20;  // one upload request's body
   // Speech to text: a whisper.cpp model (ggml-*.bin) served on /v1/audio/* beside the LLM.
   std::string whisper_model;
   std::string vad_model;                    // Silero VAD for whisper (optional)

@@ -120,10 +120,20 @@ void add_scheduling_and_operation_options(CLI::App* cmd, ServeOptions* serve) {
       "add rules, post alerts to webhooks");
   cmd->add_flag("--strict-model", serve->strict_model,
                 "Answer 404 model_not_found to a request naming a model this node does not serve");
-  cmd->add_option(
+  auto* kb = cmd->add_option(
       "--kb", serve->kb_dir,
       "Directory of knowledge bases (*.kb, clawbot kb): GET /v1/kb, POST /v1/kb/NAME/search, chat "
       "with \"kb\": \"NAME\" or model kb:NAME");
+  cmd->add_flag("--kb-write", serve->kb_write,
+                "Take writes to the --kb knowledge bases over the API: POST /v1/kb (create), POST and DELETE "
+                "/v1/kb/NAME/documents (uploads, embedded by this node's model when it is the knowledge "
+                "base's). A node has no keys: put a gateway (admin keys) in front")
+      ->needs(kb);
+  cmd->add_option("--kb-max-upload-bytes", serve->kb_max_upload_bytes,
+                  "Largest upload to a knowledge base (one request's body) with --kb-write")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 32))
+      ->needs(kb);
   cmd->add_option("--metrics-interval", serve->metrics_interval_s,
                   "Seconds between samples of the metrics history (GET /api/metrics/history, the last hour)")
       ->capture_default_str()

@@ -427,7 +427,7 @@ describe('web chat through clawbot gateway', () => {
     await page.click('#new-chat');
     const answer = await newAnswer(page, () => send(page, 'What is Debian?'));
     delete upstreams[0].options.finalFields;
-    assert.deepEqual(await answer.$$eval('.citations li', (l) => l.map((x) => x.textContent)), ['[1] The Debian FAQ (section 1.1)']);
+    assert.deepEqual(await answer.$$eval('.citations li', (l) => l.map((x) => x.textContent)), ['[1] faq.md — The Debian FAQ (section 1.1)']);
     assert.equal(await answer.$eval('.citations', (l) => l.getAttribute('aria-label')), 'Sources');
   });
 

@@ -112,12 +112,27 @@ function fillMeta(article, m) {
   error.textContent = m.error ? `${m.state === 'interrupted' ? 'Stopped' : 'Not finished'}: ${m.error}` : stateText ?? '';
 }
 
+// One source under an answer, as `clawbot kb ask` prints it: "[1] returns.md — Shop policy § Returns > Gift cards
+// (line 5)": the document (a path's file name; a URL whole), its title when it has another, where in it.
+function citationText(c) {
+  const source = c.source ?? '';
+  const name = /^[a-z]+:\/\//i.test(source) ? source : source.split(/[\\/]/).pop();
+  let text = `[${c.index ?? '?'}] ${name || c.title || ''}`;
+  if (c.title && name && c.title !== name) text += ` — ${c.title}`;
+  if (c.heading_path) text += ` § ${c.heading_path}`;
+  if (c.location) text += ` (${c.location})`;
+  return text;
+}
+
 // Citations (a knowledge base's answer, model kb:NAME on a node with --kb): the passages [1], [2]... under it.
 function fillCitations(article, m) {
   const list = article.querySelector('.citations');
   list.hidden = !m.citations?.length;
-  list.replaceChildren(...(m.citations ?? []).map((c) => element('li', '',
-    `[${c.index ?? '?'}] ${c.title || c.source || ''}${c.location ? ` (${c.location})` : ''}`)));
+  list.replaceChildren(...(m.citations ?? []).map((c) => {
+    const item = element('li', '', citationText(c));
+    if (c.source) item.title = c.source;
+    return item;
+  }));
 }
 
 function messageElement(conversation, m) {

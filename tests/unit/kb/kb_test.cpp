@@ -314,6 +314,36 @@ TEST_F(KbStoreTest, ReAddEmbedsOnlyChangedDocumentsAndSyncRemovesWhatDisappeared
   for (const auto& h : hits) EXPECT_EQ(h.source.find("hours"), std::string::npos) << "removed document found";
 }
 
+TEST_F(KbStoreTest, DocumentsAreListedByIdRemovedByIdAndAnotherConnectionsCommitsCounted) {
+  dir.write("docs/shop.md", markdown_doc);
+  dir.write("docs/hours.txt", "Opening hours\n=============\n\nThe shop opens at nine and closes at six.\n");
+  KnowledgeBase kb = KnowledgeBase::create(kb_file);
+  KnowledgeBase reader = KnowledgeBase::open(kb_file);
+  const std::int64_t version = reader.change_version();
+  add(kb, {(dir.path() / "docs").string()});
+  EXPECT_NE(reader.change_version(), version) << "the writer's commits are seen by the other connection";
+  const auto docs = reader.documents();
+  ASSERT_EQ(docs.size(), 2u);
+  EXPECT_LT(docs[0].id, docs[1].id);
+  for (const auto& d : docs) {
+    EXPECT_GT(d.chunks, 0);
+    EXPECT_TRUE(d.embedded);
+    EXPECT_EQ(d.content_hash.size(), 64u);
+  }
+  const auto hours = reader.document((dir.path() / "docs/hours.txt").string());
+  ASSERT_TRUE(hours.has_value());
+  EXPECT_EQ(hours->kind, "text");
+  const std::int64_t before_remove = reader.change_version();
+  const auto removed = kb.remove_document(hours->id);
+  ASSERT_TRUE(removed.has_value());
+  EXPECT_EQ(removed->source, hours->source);
+  EXPECT_FALSE(kb.remove_document(hours->id).has_value()) << "removed once";
+  EXPECT_NE(reader.change_version(), before_remove);
+  EXPECT_EQ(reader.documents().size(), 1u);
+  EXPECT_TRUE(reader.search("opens at nine", nullptr, {SearchMode::bm25, 5, 50}).empty() ||
+              reader.search("opens at nine", nullptr, {SearchMode::bm25, 5, 50})[0].source != hours->source);
+}
+
 TEST_F(KbStoreTest, AnotherEmbeddingModelIsRefusedNamingBoth) {
   dir.write("a.md", markdown_doc);
   KnowledgeBase kb = KnowledgeBase::create(kb_file);

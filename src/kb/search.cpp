@@ -1,10 +1,9 @@
-// Retrieval: full text (FTS5 BM25 over words; character pairs and the trigram index for CJK), exact vector
-// search over the embeddings held in memory, reciprocal rank fusion, and the query coverage that the
-// refusal threshold reads.
+// Retrieval: full text (FTS5 BM25 over the query's rarest words; character pairs and the trigram index for
+// CJK), vector search over the embeddings held in memory as 8-bit codes (the best rows scored again exactly),
+// reciprocal rank fusion, and the query coverage that the refusal threshold reads.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <map>
 #include <set>
 #include <unordered_map>
 

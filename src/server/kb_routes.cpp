@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cctype>
 
+#include <spdlog/spdlog.h>
+
 #include "common/json_check.h"
 #include "common/json_read.h"
 #include "server/api/embeddings.h"
@@ -231,11 +233,37 @@ KbService::~KbService() {
   stop();
 }
 
-std::vector<std::string> KbService::names() const {
+std::vector<std::string> KbService::names() {
+  refresh();
   std::shared_lock lock(map_mutex_);
   std::vector<std::string> out;
   for (const auto& [name, entry] : kbs_) out.push_back(name);
   return out;
+}
+
+void KbService::refresh() {
+  std::vector<std::pair<std::string, std::filesystem::path>> files;
+  try {
+    files = kb::kb_files(dir_);
+  } catch (const ClawbotError&) {
+    return;  // the directory went away: keep serving what is open
+  }
+  {
+    std::shared_lock lock(map_mutex_);
+    std::erase_if(files, [this](const auto& file) { return kbs_.contains(file.first); });
+  }
+  for (const auto& [name, path] : files) {
+    std::unique_ptr<Entry> entry;
+    try {
+      entry = std::make_unique<Entry>(kb::KnowledgeBase::open(path));
+    } catch (const ClawbotError& e) {
+      spdlog::debug("--kb: {} is not served (yet): {}", path.string(), e.what());
+      continue;
+    }
+    std::unique_lock lock(map_mutex_);
+    if (kbs_.emplace(name, std::move(entry)).second)
+      spdlog::info("--kb: serving {} ({})", name, path.string());
+  }
 }
 
 json KbService::list_json() {
@@ -276,17 +304,18 @@ json KbService::create(const std::string& name) {
   return kb_json(name, info(name));
 }
 
-KbService::Entry& KbService::find(const std::string& name) const {
-  std::shared_lock lock(map_mutex_);
-  auto it = kbs_.find(name);
-  if (it == kbs_.end()) {
-    lock.unlock();
-    unknown(name);
+KbService::Entry& KbService::find(const std::string& name) {
+  for (int look = 0; look < 2; ++look) {
+    {
+      std::shared_lock lock(map_mutex_);
+      if (auto it = kbs_.find(name); it != kbs_.end()) return *it->second;
+    }
+    if (look == 0 && valid_kb_name(name)) refresh();
   }
-  return *it->second;
+  unknown(name);
 }
 
-void KbService::unknown(const std::string& name) const {
+void KbService::unknown(const std::string& name) {
   std::string all;
   for (const auto& n : names()) all += (all.empty() ? "" : ", ") + n;
   throw ClawbotError({ErrorKind::not_found,

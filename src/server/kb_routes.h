@@ -59,7 +59,9 @@ class KbService {
 
   const std::filesystem::path& dir() const noexcept { return dir_; }
   const KbWriteOptions& write_options() const noexcept { return write_; }
-  std::vector<std::string> names() const;
+  // The knowledge bases served, by name. One that appeared in the directory meanwhile (clawbot kb create,
+  // another node's POST /v1/kb) is served from the first request that looks.
+  std::vector<std::string> names();
   nlohmann::json list_json();
   // The named knowledge base's info, kept until its file changes (a commit by this node's writer or by
   // another process: SQLite's data_version) rather than counted again per request; a 404 when unknown.
@@ -97,13 +99,16 @@ class KbService {
     std::int64_t info_version = -1;
     std::optional<kb::KnowledgeBase> writer;  // opened on the writer's thread at its first job
   };
-  Entry& find(const std::string& name) const;
-  [[noreturn]] void unknown(const std::string& name) const;
+  Entry& find(const std::string& name);
+  [[noreturn]] void unknown(const std::string& name);
+  // Opens the *.kb files of the directory not served yet; one that cannot be opened (being created) is
+  // tried again at the next look.
+  void refresh();
   void run_writer(const std::stop_token& stop);
 
   std::filesystem::path dir_;
   KbWriteOptions write_;
-  mutable std::shared_mutex map_mutex_;  // kbs_ grows (create); entries are never removed
+  std::shared_mutex map_mutex_;  // kbs_ grows (create, refresh); entries are never removed
   std::map<std::string, std::unique_ptr<Entry>> kbs_;
   std::mutex jobs_mutex_;
   std::condition_variable_any jobs_ready_;

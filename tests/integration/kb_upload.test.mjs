@@ -272,7 +272,7 @@ describe('serve --kb --kb-write: uploads through the API', () => {
     assert.equal((await search('busy', 'narwhal2'))[0].source, 'api-2.md');
   });
 
-  test('a node without --kb-write lists documents and takes no writes', async () => {
+  test('a node without --kb-write lists documents and takes no writes, and serves a knowledge base made meanwhile', async () => {
     const reader = await startServer({ model, chatTemplate: null, extraArgs: ['--kb', kbDir] });
     try {
       const list = await getJson(reader.baseUrl, '/v1/kb/shop/documents');
@@ -286,6 +286,13 @@ describe('serve --kb --kb-write: uploads through the API', () => {
       assert.equal(r.status, 403, r.text);
       const del = await fetch(`${reader.baseUrl}/v1/kb/shop/documents/${list.json.data[0].id}`, { method: 'DELETE' });
       assert.equal(del.status, 403);
+      // A knowledge base another node creates in the folder is served here from the first request that looks
+      assert.equal((await postJson(node.baseUrl, '/v1/kb', { name: 'late' })).status, 200);
+      assert.equal((await upload(node.baseUrl, 'late', [['late.md', Buffer.from('# Late\n\nThe ferry leaves at dawn.\n')]])).status, 200);
+      assert.ok((await getJson(reader.baseUrl, '/v1/models')).json.data.some((m) => m.id === 'kb:late'));
+      const late = await postJson(reader.baseUrl, '/v1/kb/late/search', { query: 'ferry dawn' });
+      assert.equal(late.status, 200, late.text);
+      assert.equal(late.json.data[0].source, 'late.md');
     } finally {
       await reader.stop();
     }

@@ -15,6 +15,7 @@ import path from 'node:path';
 
 import { clawbotBin, startServer, postJson, getJson } from './server_harness.mjs';
 import { runClient } from './client_helpers.mjs';
+import { createKey, request, startGateway, waitUntil, writeGatewayConfig } from './gateway_helpers.mjs';
 import { docxBytes, formBody, pdfBytes, rawPost, shopDocuments, upload, zipStored } from './kb_helpers.mjs';
 
 const LIMIT = 2 << 20;  // --kb-max-upload-bytes for the writing node
@@ -295,6 +296,64 @@ describe('serve --kb --kb-write: uploads through the API', () => {
       assert.equal(late.json.data[0].source, 'late.md');
     } finally {
       await reader.stop();
+    }
+  });
+
+  test('through the gateway: writes need an admin key, search takes any key, tricks in the path do not pass', async () => {
+    const gwDir = path.join(dir, 'gateway');
+    fs.mkdirSync(gwDir, { recursive: true });
+    const config = { listen: [{ host: '127.0.0.1', port: 0 }], upstreams: [{ url: node.baseUrl, name: 'node' }],
+      health_checks: { interval_ms: 200, timeout_ms: 2000 } };
+    const configFile = writeGatewayConfig(gwDir, config);
+    const user = (await createKey(configFile, 'kb-reader')).key;
+    const admin = (await createKey(configFile, 'kb-admin', { admin: true })).key;
+    const gw = await startGateway(config, { dir: gwDir });
+    const as = (key, extra = {}) => ({ authorization: `Bearer ${key}`, ...extra });
+    const json = { 'content-type': 'application/json' };
+    const form = (filename, text) => formBody([{ name: 'file', filename, data: Buffer.from(text) }]);
+    try {
+      assert.ok(await waitUntil(async () => (await request(`${gw.url}/health`, { headers: as(user) })).status === 200, 10000), gw.stderr());
+      const before = (await documents('shop')).map((d) => d.id).sort();
+
+      // A key without --admin: every write is refused by the gateway (nothing reaches the node), reads pass.
+      const create = await request(`${gw.url}/v1/kb`, { method: 'POST', headers: as(user, json), body: JSON.stringify({ name: 'gwshop' }) });
+      assert.equal(create.status, 403, create.text);
+      assert.equal(create.json.error.code, 'admin_key_required', create.text);
+      assert.match(create.json.error.message, /admin key/);
+      const f = form('hours.md', '# Hours\n\nThe harbour kiosk opens at dawn.\n');
+      const up = await request(`${gw.url}/v1/kb/shop/documents`, { method: 'POST', headers: as(user, { 'content-type': f.contentType }), body: f.body });
+      assert.equal(up.status, 403, up.text);
+      const del = await request(`${gw.url}/v1/kb/shop/documents/${before[0]}`, { method: 'DELETE', headers: as(user) });
+      assert.equal(del.status, 403, del.text);
+      // Spellings of the same writes: each is refused or finds no route; none stores anything.
+      for (const route of ['/v1/kb/shop/documents?x=1', '/v1/kb/shop/documents/', '/v1/kb/shop/../shop/documents',
+        '/v1/kb/shop/documents/search', '/v1//kb/shop/documents', '/v1/kb/shop%2Fdocuments', '/v1/kb/./shop/documents']) {
+        const g = form('sneak.md', '# Sneak\n\nThis must never be stored.\n');
+        const r = await request(`${gw.url}${route}`, { method: 'POST', headers: as(user, { 'content-type': g.contentType }), body: g.body });
+        assert.ok(r.status >= 400 && r.status < 500, `${route}: ${r.status} ${r.text}`);
+      }
+      assert.deepEqual((await documents('shop')).map((d) => d.id).sort(), before);
+      assert.ok(!fs.existsSync(path.join(kbDir, 'gwshop.kb')));
+      const list = await request(`${gw.url}/v1/kb/shop/documents`, { headers: as(user) });
+      assert.equal(list.status, 200, list.text);
+      assert.equal(list.json.data.length, before.length);
+      const none = await request(`${gw.url}/v1/kb`, { method: 'POST', headers: json, body: JSON.stringify({ name: 'gwshop' }) });
+      assert.equal(none.status, 401, none.text);
+
+      // The admin key: create, upload, then any key finds it; delete removes it.
+      const made = await request(`${gw.url}/v1/kb`, { method: 'POST', headers: as(admin, json), body: JSON.stringify({ name: 'gwshop' }) });
+      assert.equal(made.status, 200, made.text);
+      const added = await request(`${gw.url}/v1/kb/gwshop/documents`, { method: 'POST', headers: as(admin, { 'content-type': f.contentType }), body: f.body });
+      assert.equal(added.status, 200, added.text);
+      assert.deepEqual(added.json.data.map((d) => [d.source, d.status]), [['hours.md', 'added']]);
+      const found = await request(`${gw.url}/v1/kb/gwshop/search`, { method: 'POST', headers: as(user, json), body: JSON.stringify({ query: 'harbour kiosk dawn', mode: 'bm25' }) });
+      assert.equal(found.status, 200, found.text);
+      assert.equal(found.json.data[0].source, 'hours.md');
+      const gone = await request(`${gw.url}/v1/kb/gwshop/documents/${added.json.data[0].id}`, { method: 'DELETE', headers: as(admin) });
+      assert.equal(gone.status, 200, gone.text);
+      assert.equal((await documents('gwshop')).length, 0);
+    } finally {
+      await gw.stop();
     }
   });
 });

@@ -335,6 +335,9 @@ describe('gateway: live relay, audio limits, admin keys, upload limits', () => {
       }
       assert.ok(sent < total, `the client pushed all ${total} frames without reading: nothing held it back`);
       const rssHeld = await gatewayMetric(gw.url, keys.user, 'process_resident_memory_bytes');
+      console.log(`flood: the client pushed ${(sent * frame.length / 1048576).toFixed(1)} MiB (of ${total * frame.length / 1048576}) ` +
+        `before it was held back; the node had read ${((a.received - receivedBefore) / 1048576).toFixed(1)} MiB; ` +
+        `gateway RSS ${(rssBefore / 1048576).toFixed(1)} -> ${(rssHeld / 1048576).toFixed(1)} MiB`);
       assert.ok(rssHeld - rssBefore < 48 * 1048576, `the gateway grew by ${(rssHeld - rssBefore) / 1048576} MiB`);
       assert.ok(a.received - receivedBefore < sent * frame.length, 'frames waited in the client\'s socket, not in the gateway');
       // Now it reads: everything it sent arrives, and every answer comes back.
@@ -370,7 +373,9 @@ describe('gateway: live relay, audio limits, admin keys, upload limits', () => {
       assert.equal(partials, 10);
       return ws.closed;
     };
+    const started = Date.now();
     const closed = await Promise.all(Array.from({ length: 50 }, (_, i) => session(i)));
+    console.log(`50 live sessions (10 frames and a stop each) through the gateway: ${Date.now() - started} ms`);
     assert.ok(closed.every((c) => c.code === 1000), JSON.stringify(closed.filter((c) => c.code !== 1000)));
   });
 

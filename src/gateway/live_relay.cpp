@@ -171,16 +171,18 @@ class Gateway::LiveRelay {
     const std::string_view target(ex_.request().target().data(), ex_.request().target().size());
     auto [handshake_error] =
         co_await up_.async_handshake(answer_, host, url.path + upstream_target(target), use_tuple);
+    // (Beast marks `answer_` 500 when no answer was read: only upgrade_declined means the node answered.)
+    node_answered_ = handshake_error == websocket::error::upgrade_declined;
     if (handshake_error)
-      co_return answer_.result_int() != 0 ? "answered " + std::to_string(answer_.result_int())
-                                          : "WebSocket handshake: " + handshake_error.message();
+      co_return node_answered_ ? "answered " + std::to_string(answer_.result_int())
+                               : "WebSocket handshake: " + handshake_error.message();
     co_return std::nullopt;
   }
 
   // The node did not take the session: its own refusal goes to the client as it is (the client's upgrade is
   // still an HTTP request), a busy node (503) or an unreachable one is left for another.
   asio::awaitable<Outcome> connect_failed(const std::string& why) {
-    const int status = answer_.result_int();
+    const int status = node_answered_ ? answer_.result_int() : 0;
     if (status == 503) {
       gw_.pool_.busy(pick_, std::nullopt, Clock::now());
       out_.refused_busy = true;
@@ -347,6 +349,7 @@ class Gateway::LiveRelay {
   tls::PlainOrTlsStream up_stream_;
   websocket::stream<tls::PlainOrTlsStream&> up_{up_stream_};
   websocket::response_type answer_;
+  bool node_answered_ = false;  // the upgrade was answered over HTTP (answer_ holds the node's refusal)
   websocket::stream<tls::PlainOrTlsStream&>* down_ = nullptr;
   std::string presented_;  // the client's key, checked again while the session lasts (never logged)
   Clock::time_point next_key_check_{};

@@ -70,6 +70,22 @@ bool is_upload_route(std::string_view path) {
 
 }  // namespace
 
+std::string_view offered_protocol(const http::RequestHead& request, bool key) {
+  const auto protocols = request.find(bhttp::field::sec_websocket_protocol);
+  if (protocols == request.end()) return {};
+  std::string_view list(protocols->value().data(), protocols->value().size());
+  while (!list.empty()) {
+    const auto comma = list.find(',');
+    std::string_view entry = list.substr(0, comma);
+    while (!entry.empty() && (entry.front() == ' ' || entry.front() == '\t')) entry.remove_prefix(1);
+    while (!entry.empty() && (entry.back() == ' ' || entry.back() == '\t')) entry.remove_suffix(1);
+    if (!entry.empty() && entry.starts_with(key_protocol_prefix) == key) return entry;
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
+  return {};
+}
+
 std::string_view query_value(std::string_view target, std::string_view name) {
   const auto q = target.find('?');
   if (q == std::string_view::npos) return {};
@@ -311,18 +327,8 @@ std::string_view Gateway::presented_key(const http::RequestHead& request, std::s
     return std::string_view(key->value().data(), key->value().size());
   if (path != live_route) return {};
   // A browser's WebSocket cannot set headers: new WebSocket(url, ["clawbot", "bearer." + key]).
-  if (auto protocols = request.find(bhttp::field::sec_websocket_protocol); protocols != request.end()) {
-    std::string_view list(protocols->value().data(), protocols->value().size());
-    while (!list.empty()) {
-      const auto comma = list.find(',');
-      std::string_view entry = list.substr(0, comma);
-      while (!entry.empty() && (entry.front() == ' ' || entry.front() == '\t')) entry.remove_prefix(1);
-      while (!entry.empty() && (entry.back() == ' ' || entry.back() == '\t')) entry.remove_suffix(1);
-      if (entry.starts_with(key_protocol_prefix)) return entry.substr(key_protocol_prefix.size());
-      if (comma == std::string_view::npos) break;
-      list.remove_prefix(comma + 1);
-    }
-  }
+  if (const auto entry = offered_protocol(request, true); !entry.empty())
+    return entry.substr(key_protocol_prefix.size());
   const std::string_view target(request.target().data(), request.target().size());
   return query_value(target, "api_key");
 }

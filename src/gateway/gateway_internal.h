@@ -56,6 +56,9 @@ inline double seconds_since(Clock::time_point start) {
 inline constexpr std::string_view live_route = "/v1/audio/live";
 // A browser's WebSocket offers the key as a subprotocol "bearer.<key>" (beside "clawbot", which is answered).
 inline constexpr std::string_view key_protocol_prefix = "bearer.";
+// The first Sec-WebSocket-Protocol entry the client offered that is a key ("bearer.<key>", `key` true) or is
+// not one; empty when there is none.
+std::string_view offered_protocol(const http::RequestHead& request, bool key);
 // The value of `name` in a target's query, as sent (not percent-decoded); empty when absent.
 std::string_view query_value(std::string_view target, std::string_view name);
 
@@ -255,6 +258,12 @@ class Gateway {
   enum class Outcome { answered, retry, give_up };
   std::optional<Refusal> prepare_forward(http::Exchange& ex, Context& ctx, Outbound& out);
   asio::awaitable<std::optional<Pick>> wait_or_refuse(http::Exchange& ex, Context& ctx, Outbound& out);
+  // Tries upstreams for `out` (the pool's pick, else the queue) with `attempt(pick)` (a coroutine giving the
+  // try's Outcome) until one answers: true when the request was answered (or refused, or its client left),
+  // false when every try failed. (A template, not a std::function: no allocation per request.)
+  template <class TryUpstream>
+  asio::awaitable<bool> try_upstreams(http::Exchange& ex, Context& ctx, Outbound& out, std::uint64_t affinity,
+                                      TryUpstream& attempt);
   // An error for the client: as the answer, or as the last event of a stream whose header it already has
   // (a stream retried on another upstream after keep-alives reached the client).
   asio::awaitable<void> answer_error(http::Exchange& ex, Context& ctx, const Error& error, Headers headers);
@@ -349,5 +358,21 @@ struct Gateway::Outbound {
   std::string last_failure;
   bool resent_after_node_died = false;  // a node died holding it: it may go to one more, never two
 };
+
+template <class TryUpstream>
+asio::awaitable<bool> Gateway::try_upstreams(http::Exchange& ex, Context& ctx, Outbound& out,
+                                             std::uint64_t affinity, TryUpstream& attempt) {
+  for (;;) {
+    // Most requests find an upstream at once: the waiting coroutine only for those that do not.
+    std::optional<Pick> pick =
+        pool_.pick(affinity, out.facts.model, out.tried, Clock::now(), out.refused_busy);
+    if (!pick) pick = co_await wait_or_refuse(ex, ctx, out);
+    if (!pick) co_return true;  // answered why, or the client left
+    ctx.upstream = pool_.name(pick->index);
+    const Outcome outcome = co_await attempt(*pick);
+    if (outcome == Outcome::answered) co_return true;
+    if (outcome == Outcome::give_up) co_return false;
+  }
+}
 
 }  // namespace clawbot::gateway::detail

@@ -552,18 +552,11 @@ asio::awaitable<void> Gateway::forward(Worker& worker, http::Exchange& ex, Conte
     co_await reply_error(ex, ctx, refusal->error, std::move(refusal->headers));
     co_return;
   }
-  for (;;) {
-    // Most requests find an upstream at once: the waiting coroutine only for those that do not.
-    std::optional<Pick> pick = pool_.pick(config_.affinity ? out.facts.affinity : 0, out.facts.model,
-                                          out.tried, Clock::now(), out.refused_busy);
-    if (!pick) pick = co_await wait_or_refuse(ex, ctx, out);
-    if (!pick) co_return;  // answered why, or the client left
-    ctx.upstream = pool_.name(pick->index);
-    Attempt attempt(*this, worker, ex, ctx, out, *pick);
-    const Outcome outcome = co_await attempt.run();
-    if (outcome == Outcome::answered) co_return;
-    if (outcome == Outcome::give_up) break;
-  }
+  auto attempt = [&](const Pick& pick) -> asio::awaitable<Outcome> {
+    Attempt one(*this, worker, ex, ctx, out, pick);
+    co_return co_await one.run();
+  };
+  if (co_await try_upstreams(ex, ctx, out, config_.affinity ? out.facts.affinity : 0, attempt)) co_return;
   const Error error{
       ErrorKind::bad_gateway,
       "no upstream answered after " + std::to_string(out.failures) + " tries; last: " + out.last_failure,

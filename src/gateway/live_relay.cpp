@@ -63,24 +63,6 @@ std::string upstream_target(std::string_view target) {
   return out;
 }
 
-// The subprotocol answered to the client: the first it offered that is not its key (a browser fails a
-// connection whose answer names none of those it offered); empty when it offered none.
-std::string answered_protocol(const http::Request& request) {
-  const auto protocols = request.find(bhttp::field::sec_websocket_protocol);
-  if (protocols == request.end()) return {};
-  std::string_view list(protocols->value().data(), protocols->value().size());
-  while (!list.empty()) {
-    const auto comma = list.find(',');
-    std::string_view entry = list.substr(0, comma);
-    while (!entry.empty() && (entry.front() == ' ' || entry.front() == '\t')) entry.remove_prefix(1);
-    while (!entry.empty() && (entry.back() == ' ' || entry.back() == '\t')) entry.remove_suffix(1);
-    if (!entry.empty() && !entry.starts_with(key_protocol_prefix)) return std::string(entry.substr(0, 100));
-    if (comma == std::string_view::npos) break;
-    list.remove_prefix(comma + 1);
-  }
-  return {};
-}
-
 }  // namespace
 
 // One live session on one upstream: connect, accept, relay, close.
@@ -111,7 +93,10 @@ class Gateway::LiveRelay {
     down.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
     down.read_message_max(max_client_message);
     down.set_option(websocket::stream_base::decorator(
-        [protocol = answered_protocol(ex_.request()), upstream = ctx_.upstream](websocket::response_type& r) {
+        // (the client's first offer that is not its key: a browser fails a connection whose answer names none
+        // of those it offered)
+        [protocol = std::string(offered_protocol(ex_.request(), false).substr(0, 100)),
+         upstream = ctx_.upstream](websocket::response_type& r) {
           if (!protocol.empty()) r.set(bhttp::field::sec_websocket_protocol, protocol);
           r.set("X-Clawbot-Upstream", upstream);
         }));
@@ -186,16 +171,18 @@ class Gateway::LiveRelay {
     const std::string_view target(ex_.request().target().data(), ex_.request().target().size());
     auto [handshake_error] =
         co_await up_.async_handshake(answer_, host, url.path + upstream_target(target), use_tuple);
+    // (Beast marks `answer_` 500 when no answer was read: only upgrade_declined means the node answered.)
+    node_answered_ = handshake_error == websocket::error::upgrade_declined;
     if (handshake_error)
-      co_return answer_.result_int() != 0 ? "answered " + std::to_string(answer_.result_int())
-                                          : "WebSocket handshake: " + handshake_error.message();
+      co_return node_answered_ ? "answered " + std::to_string(answer_.result_int())
+                               : "WebSocket handshake: " + handshake_error.message();
     co_return std::nullopt;
   }
 
   // The node did not take the session: its own refusal goes to the client as it is (the client's upgrade is
   // still an HTTP request), a busy node (503) or an unreachable one is left for another.
   asio::awaitable<Outcome> connect_failed(const std::string& why) {
-    const int status = answer_.result_int();
+    const int status = node_answered_ ? answer_.result_int() : 0;
     if (status == 503) {
       gw_.pool_.busy(pick_, std::nullopt, Clock::now());
       out_.refused_busy = true;
@@ -362,6 +349,7 @@ class Gateway::LiveRelay {
   tls::PlainOrTlsStream up_stream_;
   websocket::stream<tls::PlainOrTlsStream&> up_{up_stream_};
   websocket::response_type answer_;
+  bool node_answered_ = false;  // the upgrade was answered over HTTP (answer_ holds the node's refusal)
   websocket::stream<tls::PlainOrTlsStream&>* down_ = nullptr;
   std::string presented_;  // the client's key, checked again while the session lasts (never logged)
   Clock::time_point next_key_check_{};
@@ -401,16 +389,11 @@ asio::awaitable<void> Gateway::live(Worker& worker, http::Exchange& ex, Context&
   if (auto id = ex.request().find("x-request-id"); id != ex.request().end())
     out.request_id = std::string_view(id->value().data(), std::min<std::size_t>(id->value().size(), 200));
   out.deadline = Clock::now() + config_.queue.timeout;
-  for (;;) {
-    std::optional<Pick> pick = pool_.pick(0, out.facts.model, out.tried, Clock::now(), out.refused_busy);
-    if (!pick) pick = co_await wait_or_refuse(ex, ctx, out);
-    if (!pick) co_return;  // answered why, or the client left
-    ctx.upstream = pool_.name(pick->index);
-    LiveRelay relay(*this, worker, ex, ctx, out, *pick);
-    const Outcome outcome = co_await relay.run();
-    if (outcome == Outcome::answered) co_return;
-    if (outcome == Outcome::give_up) break;
-  }
+  auto attempt = [&](const Pick& pick) -> asio::awaitable<Outcome> {
+    LiveRelay relay(*this, worker, ex, ctx, out, pick);
+    co_return co_await relay.run();
+  };
+  if (co_await try_upstreams(ex, ctx, out, 0, attempt)) co_return;
   const Error error{ErrorKind::bad_gateway,
                     "no upstream took the live session after " + std::to_string(out.failures) +
                         " tries; last: " + out.last_failure,

@@ -7,11 +7,13 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import path from 'node:path';
 
 import { tempDir, startGateway, createKey, writeGatewayConfig, runClawbotCommand, waitUntil, bearer, chat }
   from './gateway_helpers.mjs';
 import { acceptWs, connectWs, pcm } from './ws_mini.mjs';
+import { makePki } from './pki.mjs';
 
 /**
  * A node with one speech model `model`: /health, /v1/models, POST /v1/audio/transcriptions (answers its name
@@ -21,10 +23,10 @@ import { acceptWs, connectWs, pcm } from './ws_mini.mjs';
  * message with a text message of the same size, reading no more while its writes wait. Records `upgrades`
  * (url, headers), `closes` (close frames it received), `ended` (connections that ended), `received` bytes.
  */
-async function scriptedNode(name, model) {
+async function scriptedNode(name, model, tls) {
   const node = { name, model, mode: 'echo', audioSeconds: 30, upgrades: [], closes: [], ended: 0, received: 0,
     requests: [], conns: new Set() };
-  const server = http.createServer((req, res) => {
+  const server = (tls ? https : http).createServer(tls ?? {}, (req, res) => {
     let body = [];
     req.on('data', (c) => body.push(c));
     req.on('end', () => {
@@ -47,6 +49,12 @@ async function scriptedNode(name, model) {
   });
   server.on('upgrade', (req, socket, head) => {
     node.upgrades.push({ url: req.url, headers: req.headers });
+    if (node.mode === 'hang up') { socket.destroy(); return; }
+    if (node.mode === 'refuse') {  // as serve does without a speech model
+      const body = JSON.stringify({ error: { message: 'this node has no speech-to-text model', type: 'invalid_request_error', code: 'model_not_found' } });
+      socket.end(`HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+      return;
+    }
     const ws = acceptWs(req, socket, head);
     node.conns.add(ws);
     socket.on('close', () => { node.ended++; node.conns.delete(ws); });
@@ -81,7 +89,7 @@ async function scriptedNode(name, model) {
     ws.closed.then((c) => node.closes.push(c));
   });
   await new Promise((r) => server.listen(0, '127.0.0.1', r));
-  node.url = `http://127.0.0.1:${server.address().port}`;
+  node.url = `${tls ? 'https' : 'http'}://127.0.0.1:${server.address().port}`;
   node.stop = () => {
     server.closeAllConnections?.();
     for (const c of node.conns) c.socket.destroy();
@@ -99,6 +107,7 @@ const gatewayMetric = async (url, key, name) => {
 describe('gateway: live relay, audio limits, admin keys, upload limits', () => {
   let a;
   let b;
+  let t;  // behind TLS
   let gw;
   let dir;
   let configFile;
@@ -108,12 +117,16 @@ describe('gateway: live relay, audio limits, admin keys, upload limits', () => {
     a = await scriptedNode('node-a', 'speech-a');
     b = await scriptedNode('node-b', 'speech-b');
     dir = tempDir('clawbot-gw-live-');
+    const pki = await makePki(dir);
+    t = await scriptedNode('node-tls', 'speech-tls', { cert: fs.readFileSync(pki.certFile), key: fs.readFileSync(pki.keyFile) });
     const config = {
       listen: [{ host: '127.0.0.1', port: 0 }],
-      upstreams: [{ url: a.url, name: 'node-a' }, { url: b.url, name: 'node-b' }],
+      upstreams: [{ url: a.url, name: 'node-a' }, { url: b.url, name: 'node-b' },
+        { url: t.url, name: 'node-tls', tls_ca_file: pki.caFile }],
       health_checks: { interval_ms: 200, timeout_ms: 2000 },
       audit_log: 'audit.log',
       limits: { max_body_bytes: 65536, upload_max_body_bytes: 262144 },
+      queue: { timeout_ms: 3000 },  // a session no node can take waits this long
     };
     configFile = writeGatewayConfig(dir, config);
     keys.user = (await createKey(configFile, 'user')).key;
@@ -125,14 +138,15 @@ describe('gateway: live relay, audio limits, admin keys, upload limits', () => {
     wsUrl = gw.url.replace('http://', 'ws://') + '/v1/audio/live';
     const ready = await waitUntil(async () => {
       const body = await (await fetch(`${gw.url}/v1/models`, { headers: bearer(keys.user) })).json();
-      return body.data?.length === 2;
+      return body.data?.length === 3;
     }, 15000, 100);
-    assert.ok(ready, `the gateway never listed both speech models\n${gw.stderr()}`);
+    assert.ok(ready, `the gateway never listed the three speech models\n${gw.stderr()}`);
   });
   after(async () => {
     if (gw) await gw.stop('SIGKILL');
     await a?.stop();
     await b?.stop();
+    await t?.stop();
     if (dir) fs.rmSync(dir, { recursive: true, force: true });
   });
 
@@ -150,7 +164,7 @@ describe('gateway: live relay, audio limits, admin keys, upload limits', () => {
   });
 
   test('writes under /v1/kb need an admin key (403 before forwarding); search and reads are open', async () => {
-    const kbRequests = () => [...a.requests, ...b.requests].filter((r) => r.url.startsWith('/v1/kb')).length;
+    const kbRequests = () => [...a.requests, ...b.requests, ...t.requests].filter((r) => r.url.startsWith('/v1/kb')).length;
     const before = kbRequests();
     const writes = [['POST', '/v1/kb', { name: 'faq' }], ['POST', '/v1/kb/faq/documents', { text: 'x' }],
       ['DELETE', '/v1/kb/faq/documents/3', undefined], ['PUT', '/v1/kb/faq', {}],
@@ -195,7 +209,7 @@ describe('gateway: live relay, audio limits, admin keys, upload limits', () => {
     }
     const r = await post('whisper-1');
     assert.equal(r.status, 200);
-    assert.ok(['node-a', 'node-b'].includes(r.headers.get('x-clawbot-upstream')));
+    assert.ok(['node-a', 'node-b', 'node-tls'].includes(r.headers.get('x-clawbot-upstream')));
   });
 
   test('uploads have their own body limit (upload_max_body_bytes), other routes keep max_body_bytes', async () => {
@@ -246,7 +260,7 @@ describe('gateway: live relay, audio limits, admin keys, upload limits', () => {
   });
 
   test('an upgrade without a key, or with a wrong one, is a 401 and never reaches a node', async () => {
-    const upgrades = a.upgrades.length + b.upgrades.length;
+    const upgrades = a.upgrades.length + b.upgrades.length + t.upgrades.length;
     const none = await connectWs(wsUrl);
     assert.equal(none.status, 401);
     assert.equal(JSON.parse(none.body).error.code, 'invalid_api_key');
@@ -255,7 +269,7 @@ describe('gateway: live relay, audio limits, admin keys, upload limits', () => {
     const plain = await fetch(`${gw.url}/v1/audio/live`, { headers: bearer(keys.user) });
     assert.equal(plain.status, 400);
     assert.equal((await plain.json()).error.code, 'websocket_required');
-    assert.equal(a.upgrades.length + b.upgrades.length, upgrades);
+    assert.equal(a.upgrades.length + b.upgrades.length + t.upgrades.length, upgrades);
   });
 
   test('the key as a subprotocol or in the query works and is never passed on; frames and closes pass through', async () => {
@@ -285,6 +299,43 @@ describe('gateway: live relay, audio limits, admin keys, upload limits', () => {
     await ws.closed;
     assert.ok(await waitUntil(() => a.closes.length > closes, 5000));
     assert.deepEqual(a.closes.at(-1), { code: 4001, reason: 'bye now' });
+  });
+
+  test('a node behind TLS (its CA in tls_ca_file) takes live sessions too', async () => {
+    const ws = await connectWs(`${wsUrl}?model=speech-tls`, { headers: bearer(keys.user) });
+    assert.equal(ws.status, 101, ws.body);
+    assert.equal(ws.headers['x-clawbot-upstream'], 'node-tls');
+    ws.send(pcm(0.25));
+    assert.deepEqual(JSON.parse((await ws.next()).data), { type: 'partial', bytes: 8000 });
+    ws.send(JSON.stringify({ type: 'stop' }));
+    assert.equal(JSON.parse((await ws.next()).data).type, 'done');
+    assert.deepEqual(await ws.closed, { code: 1000, reason: 'done here' });
+    assert.equal(t.received, 8000);
+  });
+
+  test('a node that refuses the upgrade: its status and body reach the client over HTTP', async () => {
+    b.mode = 'refuse';
+    try {
+      const r = await connectWs(`${wsUrl}?model=speech-b`, { headers: bearer(keys.user) });
+      assert.equal(r.status, 404, r.body);
+      assert.equal(r.headers['x-clawbot-upstream'], 'node-b');
+      assert.equal(JSON.parse(r.body).error.message, 'this node has no speech-to-text model');
+    } finally {
+      b.mode = 'echo';
+    }
+  });
+
+  test('a node that hangs up on the upgrade: an HTTP error naming it (none other has its model: after the queue)', async () => {
+    b.mode = 'hang up';
+    try {
+      const r = await connectWs(`${wsUrl}?model=speech-b`, { headers: bearer(keys.user) });
+      assert.equal(r.status, 503, r.body);
+      const e = JSON.parse(r.body).error;
+      assert.equal(e.code, 'upstream_unavailable');
+      assert.match(e.message, /last: node-b: WebSocket handshake: end of stream/);
+    } finally {
+      b.mode = 'echo';
+    }
   });
 
   test('a node that dies mid-stream closes the client with 4502 naming it', async () => {
@@ -335,6 +386,9 @@ describe('gateway: live relay, audio limits, admin keys, upload limits', () => {
       }
       assert.ok(sent < total, `the client pushed all ${total} frames without reading: nothing held it back`);
       const rssHeld = await gatewayMetric(gw.url, keys.user, 'process_resident_memory_bytes');
+      console.log(`flood: the client pushed ${(sent * frame.length / 1048576).toFixed(1)} MiB (of ${total * frame.length / 1048576}) ` +
+        `before it was held back; the node had read ${((a.received - receivedBefore) / 1048576).toFixed(1)} MiB; ` +
+        `gateway RSS ${(rssBefore / 1048576).toFixed(1)} -> ${(rssHeld / 1048576).toFixed(1)} MiB`);
       assert.ok(rssHeld - rssBefore < 48 * 1048576, `the gateway grew by ${(rssHeld - rssBefore) / 1048576} MiB`);
       assert.ok(a.received - receivedBefore < sent * frame.length, 'frames waited in the client\'s socket, not in the gateway');
       // Now it reads: everything it sent arrives, and every answer comes back.
@@ -370,7 +424,9 @@ describe('gateway: live relay, audio limits, admin keys, upload limits', () => {
       assert.equal(partials, 10);
       return ws.closed;
     };
+    const started = Date.now();
     const closed = await Promise.all(Array.from({ length: 50 }, (_, i) => session(i)));
+    console.log(`50 live sessions (10 frames and a stop each) through the gateway: ${Date.now() - started} ms`);
     assert.ok(closed.every((c) => c.code === 1000), JSON.stringify(closed.filter((c) => c.code !== 1000)));
   });
 

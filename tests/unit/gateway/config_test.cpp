@@ -49,12 +49,12 @@ class GatewayConfigTest : public ::testing::Test {
 };
 
 // Every message begins with the file it is about.
-#define EXPECT_ERROR(text, ...)                                                             \
-  do {                                                                                      \
-    const std::string message = error_of(text);                                            \
-    ASSERT_FALSE(message.empty()) << "no error for " << (text);                            \
-    EXPECT_TRUE(message.starts_with(origin_ + ": ")) << message;                           \
-    for (const std::string& piece : std::initializer_list<std::string>{__VA_ARGS__})                                           \
+#define EXPECT_ERROR(text, ...)                                                                       \
+  do {                                                                                                \
+    const std::string message = error_of(text);                                                       \
+    ASSERT_FALSE(message.empty()) << "no error for " << (text);                                       \
+    EXPECT_TRUE(message.starts_with(origin_ + ": ")) << message;                                      \
+    for (const std::string& piece : std::initializer_list<std::string>{__VA_ARGS__})                  \
       EXPECT_NE(message.find(piece), std::string::npos) << "\"" << piece << "\" not in: " << message; \
   } while (false)
 
@@ -136,6 +136,8 @@ TEST_F(GatewayConfigTest, Defaults) {
   EXPECT_EQ(c.retries, 2);
   EXPECT_TRUE(c.advertise);
   EXPECT_EQ(c.limits.max_body_bytes, 8u << 20);
+  EXPECT_EQ(c.limits.upload_max_body_bytes, 25u << 20);  // OpenAI's file limit
+  EXPECT_EQ(c.limits.audio_seconds_per_hour, 0);
   EXPECT_EQ(c.metrics_interval_s, 5);
 }
 
@@ -165,7 +167,7 @@ TEST_F(GatewayConfigTest, EveryKeyParses) {
     "health_open": false, "allow": [], "audit_log": "logs/audit.log", "audit_prompts": true,
     "tls_only": false,
     "limits": {"requests_per_minute": 60, "tokens_per_minute": 20000, "max_body_bytes": 1048576,
-               "max_header_bytes": 8192},
+               "max_header_bytes": 8192, "upload_max_body_bytes": 2097152, "audio_seconds_per_hour": 3600},
     "queue": {"max_waiting": 0, "timeout_ms": 0},
     "health_checks": {"interval_ms": 500, "timeout_ms": 250, "path": "/v1/models"},
     "circuit_breaker": {"failures": 1, "cooldown_ms": 10},
@@ -191,6 +193,8 @@ TEST_F(GatewayConfigTest, EveryKeyParses) {
   EXPECT_EQ(c.audit_log, dir_ / "logs/audit.log");
   EXPECT_EQ(c.limits.requests_per_minute, 60);
   EXPECT_EQ(c.limits.max_header_bytes, 8192u);
+  EXPECT_EQ(c.limits.upload_max_body_bytes, 2097152u);
+  EXPECT_EQ(c.limits.audio_seconds_per_hour, 3600);
   EXPECT_EQ(c.queue.max_waiting, 0u);
   EXPECT_EQ(c.queue.timeout, milliseconds(0));
   EXPECT_EQ(c.health_checks.path, "/v1/models");
@@ -286,18 +290,24 @@ TEST_F(GatewayConfigTest, WrongTypesAndRangesNameTheKeyAndTheValue) {
   EXPECT_ERROR(with_upstream(R"("limits": 5)"), "\"limits\" is 5;", "an object such as");
   EXPECT_ERROR(with_upstream(R"("limits": {"max_body_bytes": 100})"), "\"limits.max_body_bytes\" is 100;",
                "bytes from 1024");
-  EXPECT_ERROR(with_upstream(R"("limits": {"requests_per_minute": -1})"), "\"limits.requests_per_minute\" is -1");
+  EXPECT_ERROR(with_upstream(R"("limits": {"requests_per_minute": -1})"),
+               "\"limits.requests_per_minute\" is -1");
+  EXPECT_ERROR(with_upstream(R"("limits": {"upload_max_body_bytes": 10})"),
+               "\"limits.upload_max_body_bytes\" is 10;", "bytes from 1024");
+  EXPECT_ERROR(with_upstream(R"("limits": {"audio_seconds_per_hour": -5})"),
+               "\"limits.audio_seconds_per_hour\" is -5");
   EXPECT_ERROR(with_upstream(R"("queue": {"max_waiting": -1})"), "\"queue.max_waiting\" is -1;",
                "an integer number of requests");
   EXPECT_ERROR(with_upstream(R"("queue": {"timeout_ms": "5s"})"), "\"queue.timeout_ms\" is \"5s\" (a string)",
                "milliseconds");
-  EXPECT_ERROR(with_upstream(R"("health_checks": {"interval_ms": 10})"), "\"health_checks.interval_ms\" is 10;",
-               "milliseconds from 50");
+  EXPECT_ERROR(with_upstream(R"("health_checks": {"interval_ms": 10})"),
+               "\"health_checks.interval_ms\" is 10;", "milliseconds from 50");
   EXPECT_ERROR(with_upstream(R"("health_checks": {"path": "health"})"),
                "\"health_checks.path\" is \"health\" (a string)", "starts with '/'");
   EXPECT_ERROR(with_upstream(R"("circuit_breaker": {"failures": 0})"), "\"circuit_breaker.failures\" is 0;",
                "from 1 to 1000");
-  EXPECT_ERROR(with_upstream(R"("circuit_breaker": {"cooldown_ms": 5})"), "\"circuit_breaker.cooldown_ms\" is 5;");
+  EXPECT_ERROR(with_upstream(R"("circuit_breaker": {"cooldown_ms": 5})"),
+               "\"circuit_breaker.cooldown_ms\" is 5;");
   EXPECT_ERROR(with_upstream(R"("retries": 11)"), "\"retries\" is 11;", "from 0 to 10");
   EXPECT_ERROR(with_upstream(R"("threads": -1)"), "\"threads\" is -1;");
   EXPECT_ERROR(with_upstream(R"("connect_timeout_ms": 5)"), "\"connect_timeout_ms\" is 5;", "milliseconds");
@@ -357,9 +367,10 @@ TEST_F(GatewayConfigTest, TlsFilesMustExist) {
 
 TEST_F(GatewayConfigTest, AnApiKeyEnvThatIsNotSetIsRefused) {
   unsetenv("CLAWBOT_GWCONFIG_SURELY_UNSET");
-  EXPECT_ERROR(R"({"upstreams": [{"url": "http://10.0.0.1:5000", "api_key_env": "CLAWBOT_GWCONFIG_SURELY_UNSET"}]})",
-               "\"upstreams[0].api_key_env\" is \"CLAWBOT_GWCONFIG_SURELY_UNSET\" (a string)",
-               "$CLAWBOT_GWCONFIG_SURELY_UNSET is not");
+  EXPECT_ERROR(
+      R"({"upstreams": [{"url": "http://10.0.0.1:5000", "api_key_env": "CLAWBOT_GWCONFIG_SURELY_UNSET"}]})",
+      "\"upstreams[0].api_key_env\" is \"CLAWBOT_GWCONFIG_SURELY_UNSET\" (a string)",
+      "$CLAWBOT_GWCONFIG_SURELY_UNSET is not");
   setenv("CLAWBOT_GWCONFIG_EMPTY", "", 1);
   EXPECT_ERROR(R"({"upstreams": [{"url": "http://10.0.0.1:5000", "api_key_env": "CLAWBOT_GWCONFIG_EMPTY"}]})",
                "\"upstreams[0].api_key_env\"", "$CLAWBOT_GWCONFIG_EMPTY is not");

@@ -14,6 +14,7 @@
 
 #include "client/prompts.h"
 #include "common/json_read.h"
+#include "common/url_query.h"
 #include "common/service_notify.h"
 #include "gateway/gateway_internal.h"
 #include "web/respond.h"
@@ -82,22 +83,6 @@ std::string_view offered_protocol(const http::RequestHead& request, bool key) {
     if (!entry.empty() && entry.starts_with(key_protocol_prefix) == key) return entry;
     if (comma == std::string_view::npos) break;
     list.remove_prefix(comma + 1);
-  }
-  return {};
-}
-
-std::string_view query_value(std::string_view target, std::string_view name) {
-  const auto q = target.find('?');
-  if (q == std::string_view::npos) return {};
-  std::string_view query = target.substr(q + 1);
-  while (!query.empty()) {
-    const auto amp = query.find('&');
-    const std::string_view pair = query.substr(0, amp);
-    const auto eq = pair.find('=');
-    if (pair.substr(0, eq) == name)
-      return eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
-    if (amp == std::string_view::npos) break;
-    query.remove_prefix(amp + 1);
   }
   return {};
 }
@@ -330,7 +315,7 @@ std::string_view Gateway::presented_key(const http::RequestHead& request, std::s
   if (const auto entry = offered_protocol(request, true); !entry.empty())
     return entry.substr(key_protocol_prefix.size());
   const std::string_view target(request.target().data(), request.target().size());
-  return query_value(target, "api_key");
+  return http::query_param(target, "api_key").value_or(std::string_view());
 }
 
 std::size_t Gateway::body_limit(std::string_view path) const {

@@ -59,8 +59,6 @@ inline constexpr std::string_view key_protocol_prefix = "bearer.";
 // The first Sec-WebSocket-Protocol entry the client offered that is a key ("bearer.<key>", `key` true) or is
 // not one; empty when there is none.
 std::string_view offered_protocol(const http::RequestHead& request, bool key);
-// The value of `name` in a target's query, as sent (not percent-decoded); empty when absent.
-std::string_view query_value(std::string_view target, std::string_view name);
 
 // "allow" as the door reads it; a bad entry is a gateway.json error that names it.
 door::AllowList parse_allow_list(const GatewayConfig& config);

@@ -13,6 +13,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/websocket.hpp>
 
+#include "common/url_query.h"
 #include "common/websocket.h"
 #include "gateway/gateway_internal.h"
 
@@ -379,7 +380,7 @@ asio::awaitable<void> Gateway::live(Worker& worker, http::Exchange& ex, Context&
   }
   const std::string_view target(ex.request().target().data(), ex.request().target().size());
   Outbound out;
-  out.facts.model = std::string(query_value(target, "model").substr(0, 256));
+  out.facts.model = std::string(http::query_param(target, "model").value_or(std::string_view()).substr(0, 256));
   if (auto none = transcription_model(out.facts.model)) {
     co_await reply_error(ex, ctx, *none);
     co_return;

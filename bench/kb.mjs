@@ -173,19 +173,32 @@ function standInEmbedder() {
   });
 }
 
+// The server's stderr goes to a file, not a pipe: `run` blocks this process (spawnSync) while `kb add` drives
+// the server, and a pipe nobody reads fills with its access log and stalls it.
+const children = new Set();  // killed when this script ends, however it ends (a failed step throws past its stop)
+const logs = new Set();
+process.on('exit', () => {
+  for (const child of children) child.kill('SIGKILL');
+  for (const log of logs) fs.rmSync(log, { force: true });
+});
 async function start(bin, args, readyUrl) {
-  const proc = spawn(bin, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  proc.stderr.on('data', (c) => { stderr += c; });
+  const logFile = path.join(os.tmpdir(), `clawbot-kb-bench-${process.pid}-${path.basename(bin)}-${Date.now()}.log`);
+  const log = fs.openSync(logFile, 'w');
+  const proc = spawn(bin, args, { env, stdio: ['ignore', 'ignore', log] });
+  fs.closeSync(log);
+  children.add(proc);
+  logs.add(logFile);
+  proc.once('exit', () => children.delete(proc));
+  const stderr = () => fs.readFileSync(logFile, 'utf8').slice(-20000);
   for (let i = 0; i < 1200; ++i) {
     try {
       const r = await fetch(`${readyUrl}/health`);
       if (r.ok) return proc;
     } catch { /* not yet */ }
-    if (proc.exitCode !== null) throw new Error(`${bin} exited:\n${stderr}`);
+    if (proc.exitCode !== null) throw new Error(`${bin} exited:\n${stderr()}`);
     await new Promise((r) => setTimeout(r, 250));
   }
-  throw new Error(`${bin} not ready:\n${stderr}`);
+  throw new Error(`${bin} not ready:\n${stderr()}`);
 }
 const stop = async (proc) => {
   proc.kill('SIGTERM');
@@ -289,6 +302,8 @@ async function main() {
       const url = `http://127.0.0.1:${port}`;
       const proc = await start(bin, args(port), url);
       const file = path.join(dir, `${name.replace(' ', '-')}.kb`);
+      fs.rmSync(file, { force: true });  // (a kept directory has the last run's: each run embeds anew)
+      for (const suffix of ['-wal', '-shm']) fs.rmSync(file + suffix, { force: true });
       run(['kb', 'create', file]);
       t = Date.now();
       // A long --timeout: a batch of 32 chunks takes tens of seconds on a busy 2-core machine.

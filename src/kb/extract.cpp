@@ -565,7 +565,12 @@ std::string zip_entry(zip_t* archive, const char* name, std::string_view source)
   zip_stat_init(&st);
   if (zip_stat(archive, name, 0, &st) != 0 || (st.valid & ZIP_STAT_SIZE) == 0)
     unreadable(source, "DOCX", std::string("it has no ") + name);
-  if (st.size > (256u << 20)) unreadable(source, "DOCX", std::string(name) + " is larger than 256 MiB");
+  // (A few hundred kilobytes of zip can inflate to gigabytes; the text of a real document's XML is far
+  // below this, and the DOM pugixml builds of it costs several times its size.)
+  if (st.size > max_docx_entry_bytes)
+    unreadable(source, "DOCX",
+               std::string(name) + " inflates to " + std::to_string(st.size) +
+                   " bytes, more than the limit of " + std::to_string(max_docx_entry_bytes >> 20) + " MiB");
   std::unique_ptr<zip_file_t, ZipFileCloser> file(zip_fopen(archive, name, 0));
   if (!file) unreadable(source, "DOCX", std::string("cannot open ") + name);
   std::string out(static_cast<std::size_t>(st.size), '\0');
@@ -673,7 +678,9 @@ std::optional<DocKind> kind_for_path(std::string_view path) {
   return std::nullopt;
 }
 
-Document extract(std::string_view bytes, DocKind kind, std::string_view source) {
+namespace {
+
+Document extract_by_kind(std::string_view bytes, DocKind kind, std::string_view source) {
   switch (kind) {
     case DocKind::text:
       return extract_text(bytes);
@@ -687,6 +694,23 @@ Document extract(std::string_view bytes, DocKind kind, std::string_view source) 
       return extract_docx(bytes, source);
   }
   return extract_text(bytes);
+}
+
+}  // namespace
+
+Document extract(std::string_view bytes, DocKind kind, std::string_view source) {
+  Document document = extract_by_kind(bytes, kind, source);
+  std::size_t text_bytes = 0;
+  for (const auto& section : document.sections)
+    for (const auto& paragraph : section.paragraphs) text_bytes += paragraph.size();
+  if (text_bytes > max_document_text_bytes)
+    throw ClawbotError(Error{ErrorKind::invalid_request,
+                             std::string(source) + ": its text is " + std::to_string(text_bytes) +
+                                 " bytes, more than the limit of " +
+                                 std::to_string(max_document_text_bytes >> 20) +
+                                 " MiB for one document (split it into several files)",
+                             "file", "document_too_large"});
+  return document;
 }
 
 }  // namespace clawbot::kb

@@ -42,8 +42,14 @@ struct Document {
   std::vector<Section> sections;
 };
 
+// What one document may hold: its text (a document of more is refused, naming the limit: its chunks would
+// take the embedding node minutes to hours), and a DOCX's XML once inflated (a zip bomb is refused before it
+// is inflated).
+inline constexpr std::size_t max_document_text_bytes = std::size_t{32} << 20;
+inline constexpr std::size_t max_docx_entry_bytes = std::size_t{64} << 20;
+
 // The document's structure from its bytes. Throws ClawbotError (invalid_request) naming `source` for a
-// file that cannot be read as `kind` (a broken PDF or DOCX).
+// file that cannot be read as `kind` (a broken PDF or DOCX) or holds more than max_document_text_bytes.
 Document extract(std::string_view bytes, DocKind kind, std::string_view source);
 
 // Counts tokens as the embedding model does (the node's /tokenize), or approximate_tokens.

@@ -184,6 +184,35 @@ TEST(KbExtract, DocxHeadingStylesParagraphsAndTables) {
   EXPECT_EQ(doc.sections[1].location, "paragraph 5");
 }
 
+// A few hundred kilobytes of DOCX that inflate past the limit: refused before inflating (the probe that found
+// it: a 204 KB upload inflating to 200 MB took a node to 2.7 GB and half an hour of chunking).
+TEST(KbExtract, ADocxWhoseXmlInflatesPastTheLimitIsRefused) {
+  TempDir dir;
+  const std::string bytes =
+      docx_bytes(dir.path() / "bomb.docx", docx_paragraph("", std::string(max_docx_entry_bytes, 'a')));
+  ASSERT_LT(bytes.size(), max_docx_entry_bytes / 100);
+  try {
+    extract(bytes, DocKind::docx, "bomb.docx");
+    FAIL() << "no error";
+  } catch (const ClawbotError& e) {
+    EXPECT_NE(std::string(e.what()).find("bomb.docx"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("limit of 64 MiB"), std::string::npos) << e.what();
+  }
+}
+
+TEST(KbExtract, ADocumentWithMoreTextThanTheLimitIsRefused) {
+  std::string text(max_document_text_bytes + 2, 'a');
+  text[text.size() / 2] = '\n';
+  try {
+    extract(text, DocKind::text, "huge.txt");
+    FAIL() << "no error";
+  } catch (const ClawbotError& e) {
+    EXPECT_EQ(e.error().code, "document_too_large");
+    EXPECT_NE(std::string(e.what()).find("huge.txt"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(extract(std::string(max_document_text_bytes, 'a'), DocKind::text, "fits.txt"));
+}
+
 TEST(KbExtract, BytesThatAreNotUtf8BecomeReplacementCharacters) {
   const Document doc = extract("Caf\xe9 au lait, \xe4\xb8\xad ok", DocKind::text, "latin1.txt");
   ASSERT_EQ(doc.sections.size(), 1u);
@@ -199,6 +228,29 @@ TEST(KbExtract, BrokenPdfAndDocxAreRefusedWithTheirName) {
       EXPECT_NE(std::string(e.what()).find("/tmp/broken.file"), std::string::npos) << e.what();
     }
   }
+}
+
+// A run without blanks (what a crafted DOCX or a base64 blob gives) is cut before its tokens are counted:
+// the tokenizer only ever sees pieces of bounded size, and the pieces still hold all of the text.
+TEST(KbChunk, ALongRunWithoutBlanksIsCutBeforeItIsCounted) {
+  Document doc;
+  Section s;
+  s.paragraphs = {std::string(4u << 20, 'x')};
+  doc.sections.push_back(s);
+  std::size_t largest = 0, counted = 0;
+  const TokenCounter counting = [&](std::string_view text) {
+    largest = std::max(largest, text.size());
+    counted += text.size();
+    return approximate_tokens(text);
+  };
+  const auto chunks = chunk_document(doc, {256, 0}, counting);
+  std::size_t total = 0;
+  for (const auto& c : chunks) total += c.text.size();
+  EXPECT_EQ(total, 4u << 20);
+  EXPECT_LE(largest, 256u * 64u);
+  EXPECT_LT(
+      counted,
+      12u * (4u << 20));  // a few passes (halvings under the cap, packing), not one per level over it all
 }
 
 TEST(KbChunk, BudgetOverlapAndHeadingsRespected) {

@@ -134,6 +134,8 @@ class Gateway::LiveRelay {
     up_stream_.expires_after(gw_.config_.connect_timeout);
     auto [connect_error, endpoint] = co_await up_stream_.tcp().async_connect(endpoints, use_tuple);
     if (connect_error) co_return "connect: " + connect_error.message();
+    boost::system::error_code ignored;  // small frames both ways: not held back by Nagle's algorithm
+    up_stream_.tcp().socket().set_option(asio::ip::tcp::no_delay(true), ignored);
     if (url.is_https()) {
       http::ClientOptions options;
       options.tls_ca_file = upstream_.tls_ca_file;
@@ -380,7 +382,8 @@ asio::awaitable<void> Gateway::live(Worker& worker, http::Exchange& ex, Context&
   }
   const std::string_view target(ex.request().target().data(), ex.request().target().size());
   Outbound out;
-  out.facts.model = std::string(http::query_param(target, "model").value_or(std::string_view()).substr(0, 256));
+  out.facts.model =
+      std::string(http::query_param(target, "model").value_or(std::string_view()).substr(0, 256));
   if (auto none = transcription_model(out.facts.model)) {
     co_await reply_error(ex, ctx, *none);
     co_return;

@@ -255,11 +255,11 @@ std::vector<SearchHit> KnowledgeBase::search(std::string_view query, const std::
     std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(pool), order.end(),
                       [&](std::uint32_t a, std::uint32_t b) { return approximate[a] > approximate[b]; });
     sqlite::Statement stored(db, "SELECT vector FROM embeddings WHERE chunk_id = ?");
+    std::vector<float> v(dim);
     for (std::size_t i = 0; i < pool; ++i) {
       const std::int64_t id = impl.vector_ids[order[i]];
       stored.bind(1, id);
       if (stored.step() && stored.blob_at(0).size() == dim * sizeof(float)) {  // else removed since loaded
-        std::vector<float> v(dim);
         std::memcpy(v.data(), stored.blob_at(0).data(), dim * sizeof(float));
         vector_ranked.emplace_back(id, dot_product(v.data(), q.data(), dim));
       }

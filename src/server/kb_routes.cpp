@@ -9,6 +9,7 @@
 #include "common/json_read.h"
 #include "server/api/embeddings.h"
 #include "server/api/fields.h"
+#include "server/api/wire.h"
 #include "server/kb_upload.h"
 
 namespace clawbot::server {
@@ -288,7 +289,7 @@ json KbService::create(const std::string& name) {
     throw_invalid(
         "'name' must be 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit "
         "(no '/' nor \"..\"), got " +
-            json(name.substr(0, 80)).dump(-1, ' ', false, json::error_handler_t::replace),
+            api::json_text(name.substr(0, 80)),
         "name", "invalid_kb_name");
   {
     std::unique_lock lock(map_mutex_);
@@ -297,8 +298,12 @@ json KbService::create(const std::string& name) {
     const auto path = dir_ / (name + ".kb");
     std::error_code ec;
     if (std::filesystem::exists(path, ec))
-      throw_invalid(path.string() + " exists already but is not served (restart the node to serve it)",
-                    "name", "kb_exists");
+      throw_invalid(
+          path.string() +
+              " exists already but this node cannot open it as a knowledge base (remove or rename the "
+              "file to create '" +
+              name + "' anew)",
+          "name", "kb_exists");
     kbs_.emplace(name, std::make_unique<Entry>(kb::KnowledgeBase::create(path)));
   }
   return kb_json(name, info(name));

@@ -17,6 +17,7 @@
 #include "ops/http_fetch.h"
 #include "server/api/embeddings.h"
 #include "server/api/fields.h"
+#include "server/api/wire.h"
 #include "server/generation.h"
 #include "server/kb_routes.h"
 
@@ -61,7 +62,7 @@ struct Upload {
 };
 
 std::string shown(std::string_view text) {
-  return json(std::string(text.substr(0, 120))).dump(-1, ' ', false, json::error_handler_t::replace);
+  return api::json_text(std::string(text.substr(0, 120)));
 }
 
 // A source named by the client is a file's name: no path (it is the key of the document in the knowledge
